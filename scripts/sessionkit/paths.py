@@ -1,0 +1,81 @@
+"""Path questions asked of DB values: inside the home? same path? which old prefix?"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Optional, Tuple
+
+_WIN_LONG = re.compile(r"^\\\\\?\\")
+_WIN_DRIVE = re.compile(r"^([A-Za-z]):[\\/]")
+_WSL_DRIVE = re.compile(r"^/mnt/([A-Za-z])(/|$)")
+
+
+def normalize_for_match(path: str) -> str:
+    r"""One spelling for comparing paths: `\\?\C:\x`, `c:\x`, `C:/x` and `/mnt/c/x` all become `c:/x`."""
+    p = _WIN_LONG.sub("", path)
+    m = _WIN_DRIVE.match(p)
+    if m:
+        p = m.group(1).lower() + ":/" + p[3:].replace("\\", "/")
+    else:
+        w = _WSL_DRIVE.match(p)
+        if w:
+            p = w.group(1).lower() + ":/" + p[len(w.group(0)):]
+    return p.rstrip("/") or "/"
+
+
+def has_prefix(path: str, prefix: str) -> bool:
+    """True when `prefix` is `path` or a parent of it: `/a/proj` is not a prefix of `/a/proj-2`."""
+    p, q = normalize_for_match(path), normalize_for_match(prefix)
+    if q == "/":
+        return p.startswith("/")
+    return p == q or p.startswith(q + "/")
+
+
+def replace_prefix(path: str, old: str, new: str) -> Optional[str]:
+    """`path` with `old` swapped for `new` on a path boundary, or None when it does not start with it."""
+    if not has_prefix(path, old):
+        return None
+    p = _WIN_LONG.sub("", path)
+    q = normalize_for_match(old)
+    rest = normalize_for_match(p)[len(q):] if q != "/" else normalize_for_match(p)[1:]
+    rest = rest.lstrip("/")
+    sep = "\\" if "\\" in new and "/" not in new else "/"
+    if not rest:
+        return new
+    return new.rstrip("/\\") + sep + (rest.replace("/", sep))
+
+
+def is_inside(path: Path, root: Path) -> bool:
+    """Lexically inside `root` after resolving `..`; symlinks are checked separately by callers."""
+    try:
+        rel = os.path.relpath(os.path.normpath(str(path)), str(root))
+    except ValueError:
+        return False
+    return rel != ".." and not rel.startswith(".." + os.sep) and not os.path.isabs(rel)
+
+
+def resolves_inside(path: Path, root: Path) -> bool:
+    """Inside `root` even after following every symlink on the way."""
+    try:
+        real = os.path.realpath(str(path))
+    except (OSError, ValueError):
+        return False
+    return is_inside(Path(real), Path(os.path.realpath(str(root))))
+
+
+def split_home_prefix(rollout_path: str) -> Optional[Tuple[str, str]]:
+    """`/old/home/.codex/sessions/2025/...` -> (`/old/home/.codex`, `sessions/2025/...`)."""
+    norm = rollout_path.replace("\\", "/")
+    for marker in ("/sessions/", "/archived_sessions/"):
+        at = norm.rfind(marker)
+        if at > 0:
+            return rollout_path[:at], norm[at + 1:]
+    return None
+
+
+def safe_str(path: object) -> str:
+    """A path for display even when its name is not valid UTF-8."""
+    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+
+

@@ -1,0 +1,44 @@
+"""A progress line on stderr for long phases, shown only when stderr is a terminal."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional, TextIO
+
+SHOW_AFTER_S = 1.0
+REDRAW_S = 0.2
+
+
+class Progress:
+    def __init__(self, stream: Optional[TextIO] = sys.stderr) -> None:
+        self.enabled = bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+        self.stream = stream
+        self.started = time.monotonic()
+        self.last = 0.0
+        self.shown = False
+
+    @classmethod
+    def for_terminal(cls) -> "Progress":
+        return cls(sys.stderr)
+
+    def phase(self, name: str) -> None:
+        self.started = time.monotonic()
+        self._name = name
+
+    def tick(self, label: str, n: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.started < SHOW_AFTER_S or (now - self.last < REDRAW_S and n != total):
+            return
+        self.last = now
+        self.shown = True
+        assert self.stream is not None
+        self.stream.write(f"\r{label}: {n}/{total}\x1b[K")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.shown and self.stream is not None:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False

@@ -1,0 +1,132 @@
+"""Open Codex's state DB without changing it, and read `threads` whatever its schema age."""
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+from urllib.parse import quote
+
+from . import UserError
+
+# The columns the scripts read; only the first group is in every schema Codex ever wrote.
+REQUIRED_COLUMNS = ("id", "rollout_path", "archived", "model_provider", "cwd", "source")
+OPTIONAL_COLUMNS = ("created_at", "updated_at", "archived_at", "title", "preview",
+                    "first_user_message", "history_mode", "updated_at_ms")
+BUSY_TIMEOUT_S = 5.0
+
+
+@dataclass
+class ThreadRow:
+    """One `threads` row as far as session visibility goes."""
+
+    id: str
+    rollout_path: str
+    archived: bool
+    model_provider: str
+    cwd: str
+    source: str
+    created_at: Optional[int] = None
+    updated_at: Optional[int] = None
+    archived_at: Optional[int] = None
+    preview: Optional[str] = None  # None: the schema has no preview column
+    history_mode: Optional[str] = None
+    updated_at_ms: Optional[int] = None
+
+    @property
+    def source_kind(self) -> str:
+        """`cli`, `vscode`, `exec`, ...; an object such as {"subagent": ...} gives its key."""
+        src = self.source.strip()
+        if src.startswith("{"):
+            key = src[1:].split(":", 1)[0].strip().strip('"')
+            return key or src
+        return src.strip('"')
+
+
+def sqlite_uri(path: Path, **params: str) -> str:
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"file:{quote(str(path))}?{query}"
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """Read-only and side-effect free: `immutable=1` when no WAL exists, else `mode=ro` (sees the WAL)."""
+    if not path.is_file():
+        raise UserError(f"no state DB at {path}")
+    has_wal = os.path.exists(str(path) + "-wal")
+    uri = sqlite_uri(path, mode="ro") if has_wal else sqlite_uri(path, mode="ro", immutable="1")
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path} is not a readable SQLite database ({exc})") from None
+    return conn
+
+
+def open_readwrite(path: Path) -> sqlite3.Connection:
+    """A writer connection with explicit transactions and Codex's busy timeout."""
+    try:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout = %d" % int(BUSY_TIMEOUT_S * 1000))
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path} is not a writable SQLite database ({exc})") from None
+    return conn
+
+
+def thread_columns(conn: sqlite3.Connection, db_path: Path) -> List[str]:
+    try:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{db_path}: cannot read the threads table ({exc})") from None
+    if not cols:
+        raise UserError(f"{db_path} has no threads table: is it a Codex state DB?")
+    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    if missing:
+        raise UserError(f"{db_path}: the threads table lacks column(s) {', '.join(missing)}")
+    return cols
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def iter_threads(conn: sqlite3.Connection, db_path: Path) -> Iterator[ThreadRow]:
+    """One SELECT over every row, reading only the columns this schema has."""
+    cols = thread_columns(conn, db_path)
+    wanted = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in cols]
+    if "preview" not in cols:  # older schemas: Codex derived the preview from the first message
+        wanted += [c for c in ("first_user_message",) if c in cols and c not in wanted]
+    sql = "SELECT " + ", ".join(f'"{c}"' for c in wanted) + " FROM threads"
+    try:
+        cursor = conn.execute(sql)
+        for values in cursor:
+            rec: Dict[str, object] = dict(zip(wanted, values))
+            preview = rec.get("preview")
+            if "preview" not in cols and "first_user_message" in rec:
+                preview = rec["first_user_message"]
+            yield ThreadRow(
+                id=_text(rec["id"]), rollout_path=_text(rec["rollout_path"]),
+                archived=bool(rec["archived"]), model_provider=_text(rec["model_provider"]),
+                cwd=_text(rec["cwd"]), source=_text(rec["source"]),
+                created_at=rec.get("created_at"), updated_at=rec.get("updated_at"),  # type: ignore[arg-type]
+                archived_at=rec.get("archived_at"),  # type: ignore[arg-type]
+                preview=None if preview is None and "preview" not in cols and "first_user_message" not in cols
+                else _text(preview),
+                history_mode=_text(rec["history_mode"]) if rec.get("history_mode") is not None else None,
+                updated_at_ms=rec.get("updated_at_ms"),  # type: ignore[arg-type]
+            )
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{db_path}: reading threads failed ({exc})") from None
+
+
+def load_threads(db_path: Path) -> List[ThreadRow]:
+    conn = open_readonly(db_path)
+    try:
+        return list(iter_threads(conn, db_path))
+    finally:
+        conn.close()
