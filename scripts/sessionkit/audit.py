@@ -87,16 +87,19 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
     rows, index, root = inputs.rows, inputs.index, inputs.home.root
     found: Dict[str, List[str]] = {k: [] for k in INTEGRITY_KEYS}
     row_ids = {r.id.lower() for r in rows}
+    row_paths = {r.rollout_path for r in rows}
+    for rf in index.files:  # as `codex doctor` counts them: files no row points at by path
+        if str(rf.path) not in row_paths:
+            found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(str(rf.path))
     for tid, files in sorted(index.by_thread.items()):
         if tid not in row_ids:
             found["disk_not_in_db"].append(tid)
-            for rf in files:
-                found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(str(rf.path))
         plain = [f for f in files if "_" not in f.name]
         names = Counter(f.name for f in files)
         if len(plain) > 1 or any(c > 1 for c in names.values()):
             found["duplicate_rollout_id"].append(tid)
     path_count = Counter(r.rollout_path for r in rows)
+    found["duplicate_db_paths"] = sorted(p for p, n in path_count.items() if n > 1)
     outside_prefixes: Counter = Counter()
     for r in sorted(rows, key=lambda r: r.id):
         if r.id.lower() not in index.by_thread:
@@ -105,8 +108,6 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
         if not exists:
             found["missing_rollout_path"].append(r.id)
             found["stale_rows"].append(r.id)
-        if path_count[r.rollout_path] > 1:
-            found["duplicate_db_paths"].append(r.id)
         if r.rollout_path and not is_inside(Path(r.rollout_path), root):
             found["rollout_path_outside_home"].append(r.id)
             split = split_home_prefix(r.rollout_path)
@@ -329,7 +330,7 @@ def findings(report: Dict[str, Any]) -> List[str]:
         "missing_rollout_path": "DB row(s) point at a rollout_path that does not exist",
         "duplicate_rollout_id": "thread id(s) have more than one rollout file",
         "archive_mismatches": "row(s) disagree with the folder their file is in (archived flag)",
-        "duplicate_db_paths": "row(s) share a rollout_path with another row",
+        "duplicate_db_paths": "rollout_path value(s) shared by more than one row",
         "malformed_file_names": "rollout file name(s) Codex cannot parse",
         "session_meta_id_mismatch": "row(s) point at a file whose session_meta.id is another thread",
         "rollout_path_outside_home": "row(s) have a rollout_path outside this Codex home",
