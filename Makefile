@@ -44,8 +44,9 @@ bench:
 	$(PYTHON) bench/bench.py
 
 vermin:
-	@$(PYTHON) -c "import vermin" 2>/dev/null || $(PYTHON) -m pip install --quiet vermin
-	$(PYTHON) -m vermin --no-tips --eval-annotations --target=3.9- --violations scripts/
+	@$(PYTHON) -c "import vermin" 2>/dev/null || $(PYTHON) -m pip install --quiet --disable-pip-version-check vermin
+	$(PYTHON) -c "import sys, vermin; sys.argv[0] = 'vermin'; sys.exit(vermin.main())" \
+	  --no-tips --eval-annotations --target=3.9- --violations scripts/
 
 clean:
 	rm -rf .pytest_cache .e2e-tmp bench/homes

@@ -165,13 +165,14 @@ def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str],
     rows_by_id = {r.id.lower(): r for r in inputs.rows}
     candidates: List[tuple] = [(r.id, r) for r in inputs.rows]
     for tid, files in inputs.index.by_thread.items():
-        if tid not in rows_by_id and any(not f.archived for f in files):
+        if tid not in rows_by_id and any(not f.archived and not f.compressed for f in files):
             candidates.append((tid, None))
     for tid, row in sorted(candidates, key=lambda c: c[0]):
         if row is not None and row.archived:
             hidden["archived"].append(tid)
             continue
-        files = [f for f in inputs.index.by_thread.get(tid.lower(), []) if not f.archived]
+        files = [f for f in inputs.index.by_thread.get(tid.lower(), [])
+                 if not f.archived and not f.compressed]
         rf = files[0] if files else None
         if rf is None:
             hidden["missing_rollout_file"].append(tid)

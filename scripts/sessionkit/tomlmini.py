@@ -5,7 +5,7 @@ import re
 from typing import Any, Dict, List
 
 try:  # Python 3.11+
-    import tomllib as _tomllib  # type: ignore[import-not-found]
+    import tomllib as _tomllib  # type: ignore[import-not-found]  # novermin
 except ImportError:  # pragma: no cover - exercised on Python 3.9/3.10
     _tomllib = None
 
