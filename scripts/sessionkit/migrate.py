@@ -1,0 +1,276 @@
+"""Plan and apply a provider migration that real Codex 0.169 keeps: DB row and line 1 together."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import UserError
+from .artifacts import Journal, b64, backup_db, new_run_dir, private_file
+from .audit import AuditInputs
+from .history_offsets import history_db_path, read_offsets, set_offsets, shifted, threads_with_offsets
+from .line1 import Line1Edit, edit_payload_field, write_line1
+from .locks import scan_activity
+from .paths import is_inside, resolves_inside, safe_str
+from .safety import HomeLock, check_writable, refuse_if_running
+from .statedb import load_threads, open_readonly, open_readwrite
+from .rollout_index import read_line1
+
+
+@dataclass
+class ProviderChange:
+    thread_id: str
+    old_provider: str  # the DB row's value
+    path: Optional[Path]
+    edit: Optional[Line1Edit]  # None: the DB row only
+    db_change: bool
+    mtime_ns: int = 0
+    offsets: Optional[Tuple[list, int]] = None  # set when line 1 grows on a paginated thread
+
+
+@dataclass
+class MigrationPlan:
+    target: str
+    target_source: str
+    target_known: bool
+    db_only: bool
+    changes: List[ProviderChange] = field(default_factory=list)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    distribution_before: Dict[str, int] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+
+
+def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[str, int]:
+    c = Counter(r.model_provider for r in rows if include_archived or not r.archived)
+    return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
+                   from_providers: Sequence[str] = (), thread_ids: Sequence[str] = (),
+                   include_archived: bool = False, db_only: bool = False) -> MigrationPlan:
+    """Which threads change, how, and which are skipped and why; reads nothing more than gather did."""
+    cfg = inputs.home.config
+    plan = MigrationPlan(target=target or cfg.model_provider,
+                         target_source="--target-provider" if target else cfg.provider_source,
+                         target_known=cfg.knows_provider(target or cfg.model_provider), db_only=db_only)
+    if not plan.target_known:
+        plan.warnings.append(f"provider {plan.target!r} has no [model_providers.{plan.target}] entry in "
+                             f"config.toml and is not built in: resuming these threads will fail")
+    if db_only:
+        plan.warnings.append("--db-only changes only the DB rows; Codex 0.169 re-reads line 1 of each "
+                             "rollout on the next default listing, hides the threads again and writes "
+                             "the old provider back")
+    plan.distribution_before = _active_distribution(inputs.rows, include_archived)
+    wanted = {t.lower() for t in thread_ids}
+    froms = set(from_providers)
+    live = {t.lower() for t in inputs.activity.live_threads}
+    root = inputs.home.root
+    forked_parents = set()
+    for rf in inputs.index.files:
+        meta = inputs.meta_for(rf)
+        if meta.forked_from_id:
+            forked_parents.add(meta.forked_from_id.lower())
+    hist_threads: Dict[str, int] = {}
+    hist_conn: Optional[sqlite3.Connection] = None
+    hist_path = history_db_path(inputs.home.state_db.path)
+    if hist_path.is_file() and not db_only:
+        hist_conn = open_readonly(hist_path)
+        try:
+            hist_threads = threads_with_offsets(hist_conn)
+        except sqlite3.DatabaseError:
+            hist_threads = {}
+    try:
+        for row in sorted(inputs.rows, key=lambda r: r.id):
+            tid = row.id.lower()
+            if wanted and tid not in wanted:
+                continue
+            if row.archived and not include_archived:
+                continue
+            if froms and row.model_provider not in froms:
+                continue
+            rf = inputs.index.by_path.get(row.rollout_path)
+            meta = inputs.meta_for(rf) if rf else None
+            line1_provider = meta.model_provider if (meta and meta.error is None and meta.has_provider) else None
+            if row.model_provider == plan.target and (db_only or line1_provider in (None, plan.target)):
+                continue
+            if tid in live:
+                plan.skipped.append((row.id, "live thread (its writer lock is held): never touched"))
+                continue
+            if db_only:
+                plan.changes.append(ProviderChange(row.id, row.model_provider, None, None, True))
+                continue
+            if rf is None:
+                why = "rollout_path is outside this Codex home" if not is_inside(Path(row.rollout_path), root) \
+                    else "rollout file missing"
+                plan.skipped.append((row.id, f"{why}: run session_repair.py first"))
+                continue
+            if rf.is_symlink or not resolves_inside(rf.path, root):
+                plan.skipped.append((row.id, "rollout is a symlink or resolves outside the home"))
+                continue
+            if meta is None or meta.error:
+                plan.skipped.append((row.id, f"line 1 unusable: {meta.error if meta else 'unread'}"))
+                continue
+            if meta.id and meta.id.lower() != tid:
+                plan.skipped.append((row.id, "line 1 belongs to another thread (session_meta.id differs)"))
+                continue
+            edit = None
+            if meta.has_provider and line1_provider != plan.target:
+                line, err = read_line1(rf.path)
+                edit = edit_payload_field(line, "model_provider", line1_provider, plan.target) if line else None
+                if edit is None:
+                    plan.skipped.append((row.id, f"line 1 layout not recognised ({err or 'no single model_provider field'})"))
+                    continue
+            change = ProviderChange(row.id, row.model_provider, rf.path, edit,
+                                    db_change=row.model_provider != plan.target,
+                                    mtime_ns=os.stat(rf.path).st_mtime_ns)
+            if edit is not None and edit.growth:
+                if tid in forked_parents:
+                    plan.skipped.append((row.id, f"target id is {edit.growth} bytes longer and a fork "
+                                                 "records byte offsets into this rollout"))
+                    continue
+                if hist_conn is not None and tid in hist_threads:
+                    change.offsets = read_offsets(hist_conn, row.id)
+            plan.changes.append(change)
+    finally:
+        if hist_conn is not None:
+            hist_conn.close()
+    return plan
+
+
+def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "old_provider", "new_provider", "ts"])
+    for c in plan.changes:
+        w.writerow([c.thread_id, c.old_provider, plan.target, ts])
+    return buf.getvalue().encode("utf-8")
+
+
+def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = False) -> Dict[str, Any]:
+    """Back up, journal, rewrite line 1s in place, shift offsets, update rows: one transaction per DB."""
+    home = inputs.home
+    refuse_if_running(scan_activity(home.root), force)
+    check_writable(home)
+    growth = [c for c in plan.changes if c.offsets is not None]
+    with HomeLock(home):
+        run = new_run_dir(home.artifacts_dir, "provider_migration")
+        ts = datetime.now().isoformat(timespec="seconds")
+        journal = Journal(run.journal_path)
+        try:
+            journal.write({"op": "begin", "kind": "provider_migration", "codex_dir": str(home.root),
+                           "state_db": str(home.state_db.path), "target": plan.target,
+                           "db_only": plan.db_only, "changes": len(plan.changes)})
+            backups = {"state_db": backup_db(home.state_db.path,
+                                             run.path / f"{home.state_db.path.name}.pre_provider_migration.bak")}
+            hist_path = history_db_path(home.state_db.path)
+            if growth:
+                backups["history_db"] = backup_db(hist_path, run.path / f"{hist_path.name}.pre_provider_migration.bak")
+            journal.write({"op": "backup", "files": {k: str(v) for k, v in backups.items()}})
+            manifest = run.path / f"provider_migration_{run.stamp}.csv"
+            private_file(manifest, manifest_csv(plan, ts))
+            journal.write({"op": "manifest", "path": str(manifest)})
+            rewritten = 0
+            for c in plan.changes:
+                if c.edit is None or c.path is None:
+                    continue
+                if c.edit.growth:
+                    copy = run.path / f"{c.thread_id}.rollout.bak"
+                    private_file(copy)
+                    shutil.copyfile(str(c.path), str(copy))
+                    journal.write({"op": "file_backup", "thread_id": c.thread_id, "path": str(c.path),
+                                   "backup": str(copy)})
+                journal.write({"op": "line1", "thread_id": c.thread_id, "path": str(c.path),
+                               "old": b64(c.edit.old), "new": b64(c.edit.new), "mtime_ns": c.mtime_ns})
+                write_line1(c.path, c.edit.old, c.edit.new, c.mtime_ns)
+                rewritten += 1
+            if growth:
+                _shift_offsets(hist_path, growth, journal)
+            rows = [c for c in plan.changes if c.db_change]
+            journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
+                {"id": c.thread_id, "old": {"model_provider": c.old_provider},
+                 "new": {"model_provider": plan.target}} for c in rows]})
+            updated = _update_rows(home.state_db.path, rows, plan.target)
+            journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated})
+            journal.write({"op": "end", "status": "complete"})
+        finally:
+            journal.close()
+    after = load_threads(home.state_db.path)
+    return {"run_dir": str(run.path), "db_backup": str(backups["state_db"]),
+            "history_backup": str(backups["history_db"]) if "history_db" in backups else None,
+            "manifest_csv": str(manifest), "journal": str(run.journal_path),
+            "line1_rewritten": rewritten, "updated_rows": updated,
+            "provider_distribution_after": _active_distribution(after, True),
+            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(home.root)} --manifest {manifest} --apply"}
+
+
+def _shift_offsets(hist_path: Path, changes: List[ProviderChange], journal: Journal) -> None:
+    conn = open_readwrite(hist_path)
+    try:
+        entries = []
+        for c in changes:
+            assert c.edit is not None and c.offsets is not None
+            turns, proj = c.offsets
+            boundary = len(c.edit.old) + 1
+            new_turns = [(t, shifted(o, boundary, c.edit.growth), shifted(e, boundary, c.edit.growth))
+                         for t, o, e in turns]
+            new_proj = shifted(proj, boundary, c.edit.growth) if proj >= 0 else proj
+            entries.append({"thread_id": c.thread_id, "old": [turns, proj], "new": [new_turns, new_proj]})
+        journal.write({"op": "offsets", "db": str(hist_path), "entries": entries})
+        conn.execute("BEGIN IMMEDIATE")
+        for e in entries:
+            set_offsets(conn, e["thread_id"], *e["new"])
+        conn.execute("COMMIT")
+        journal.write({"op": "commit", "db": str(hist_path)})
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.close()
+
+
+def _update_rows(db: Path, rows: List[ProviderChange], target: str) -> int:
+    conn = open_readwrite(db)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        n = 0
+        for c in rows:
+            n += conn.execute("UPDATE threads SET model_provider=? WHERE id=? AND model_provider=?",
+                              (target, c.thread_id, c.old_provider)).rowcount
+        conn.execute("COMMIT")
+        return n
+    except sqlite3.OperationalError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise UserError(f"{db}: {exc}; the rows were not changed (the rollout edits are journaled: "
+                        f"run rollback.py --latest --apply to undo them)") from None
+    finally:
+        conn.close()
+
+
+def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
+    return {
+        "target_provider": plan.target,
+        "target_source": plan.target_source,
+        "target_configured": plan.target_known,
+        "db_only": plan.db_only,
+        "candidates": len(plan.changes),
+        "line1_rewrites": sum(1 for c in plan.changes if c.edit is not None),
+        "line1_growing": sum(1 for c in plan.changes if c.edit is not None and c.edit.growth),
+        "row_updates": sum(1 for c in plan.changes if c.db_change),
+        "skipped": len(plan.skipped),
+        "skipped_sample": [{"thread_id": t, "reason": r} for t, r in plan.skipped[:sample]],
+        "provider_distribution_before": plan.distribution_before,
+        "sample": [{"thread_id": c.thread_id, "old_provider": c.old_provider, "new_provider": plan.target,
+                    "line1": "rewrite" + (f" (+{c.edit.growth} bytes)" if c.edit.growth else " (same length)")
+                    if c.edit else "unchanged", "path": safe_str(c.path) if c.path else None}
+                   for c in plan.changes[:sample]],
+        "warnings": plan.warnings,
+    }

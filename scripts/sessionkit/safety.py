@@ -1,0 +1,74 @@
+"""Checks made before any write: Codex not running, everything writable, one run per home."""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from . import UserError
+from .home import CodexHome
+from .locks import CodexActivity
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+def refuse_if_running(activity: CodexActivity, force: bool) -> None:
+    if activity.running and not force:
+        who = "; ".join(h.describe() for h in activity.others)
+        raise UserError("Codex is running against this home (" + who + "). Close every Codex CLI, "
+                        "editor and app using it and run again, or pass --force if you are sure.")
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(home: CodexHome, extra: Optional[List[Path]] = None) -> None:
+    """Before any backup: can we write the DB folder, the rollout folders and the artifacts folder?"""
+    targets = [home.state_db.path.parent, home.state_db.path, home.sessions_dir, home.archived_dir,
+               home.artifacts_dir] + list(extra or [])
+    blocked = []
+    for t in targets:
+        probe = _nearest_existing(t)
+        if probe.exists() and not os.access(str(probe), os.W_OK):
+            blocked.append(str(probe))
+    if blocked:
+        cmd = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+        inside = " (you are inside Codex's sandbox)" if os.environ.get("CODEX_THREAD_ID") else ""
+        raise UserError(
+            f"cannot write {', '.join(sorted(set(blocked)))}{inside}; nothing was changed. Ask the user "
+            f"for escalated permission for this one command, or have them close Codex and run in a "
+            f"terminal: {cmd}")
+
+
+class HomeLock:
+    """One writer per home: a flock on `<home>/.tmp/session-migration/.lock`."""
+
+    def __init__(self, home: CodexHome) -> None:
+        self.path = home.artifacts_dir / ".lock"
+        self.fd: Optional[int] = None
+
+    def __enter__(self) -> "HomeLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        if fcntl is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(self.fd)
+                self.fd = None
+                raise UserError(f"another session-migration run is applying to this home "
+                                f"(lock {self.path} is held); wait for it to finish") from None
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
