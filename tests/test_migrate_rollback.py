@@ -1,0 +1,225 @@
+"""provider_migrate.py and rollback.py on hand-built homes: exact bytes, mtimes, rows, refusals."""
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import SCRIPTS, snapshot
+from homebuilder import HomeBuilder
+
+ARTIFACTS = ".tmp/session-migration"
+
+
+def run(script, home, *args, env=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    e.update(env or {})
+    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                          capture_output=True, text=True, env=e, check=False)
+
+
+def home_state(root: Path) -> dict:
+    """Files (bytes digest, mtime, mode) outside our artifacts folder, plus every threads row."""
+    files = {k: v for k, v in snapshot(root).items() if not k.startswith(ARTIFACTS)
+             and not k.startswith("state_5.sqlite")}
+    conn = sqlite3.connect(f"file:{root / 'state_5.sqlite'}?mode=ro", uri=True)
+    rows = conn.execute("SELECT * FROM threads ORDER BY id").fetchall()
+    ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    conn.close()
+    return {"files": files, "rows": rows, "integrity": ok}
+
+
+@pytest.fixture
+def split(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    old = [hb.add(provider="oldco", preview=f"old {i}") for i in range(3)]
+    new = [hb.add(provider="newco", preview=f"new {i}") for i in range(2)]
+    hb.add(provider="oldco", archived=True, preview="archived old")
+    return hb, old, new
+
+
+def test_dry_run_changes_nothing(split):
+    hb, old, _ = split
+    before = snapshot(hb.root)
+    proc = run("provider_migrate.py", hb.root, "--json")
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["target_provider"] == "newco" and plan["target_source"] == "config.toml"
+    assert plan["candidates"] == 3 and plan["line1_rewrites"] == 3 and plan["row_updates"] == 3
+    assert plan["provider_distribution_before"] == {"oldco": 3, "newco": 2}
+    assert sorted(s["thread_id"] for s in plan["sample"]) == sorted(t.id for t in old)
+    assert plan["result"] is None
+    assert snapshot(hb.root) == before
+
+
+def test_apply_rewrites_line1_same_length_and_keeps_mtime(split):
+    hb, old, new = split
+    before = {t.id: (t.path.read_bytes(), t.path.stat().st_mtime_ns, t.path.stat().st_ino) for t in old + new}
+    proc = run("provider_migrate.py", hb.root, "--apply", "--json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)["result"]
+    assert res["line1_rewritten"] == 3 and res["updated_rows"] == 3
+    assert res["provider_distribution_after"] == {"newco": 5, "oldco": 1}  # the archived one stays
+    for t in old:
+        data, mtime, ino = before[t.id]
+        now = t.path.read_bytes()
+        assert len(now) == len(data) and t.path.stat().st_mtime_ns == mtime and t.path.stat().st_ino == ino
+        first, rest = now.split(b"\n", 1)
+        assert rest == data.split(b"\n", 1)[1]  # nothing past line 1 changed
+        assert json.loads(first)["payload"]["model_provider"] == "newco"
+        assert first.replace(b'"model_provider":"newco"', b'"model_provider":"oldco"') == data.split(b"\n", 1)[0]
+    for t in new:
+        assert t.path.read_bytes() == before[t.id][0]
+    assert hb.sql("SELECT model_provider, count(*) FROM threads GROUP BY 1 ORDER BY 1") == [("newco", 5), ("oldco", 1)]
+    audit = json.loads(run("session_audit.py", hb.root, "--json").stdout)
+    assert audit["visibility"]["visible"] == 5 and audit["visibility"]["hidden"]["other_provider"] == 0
+    # artifacts: private, manifest as the design document names its columns
+    run_dir = Path(res["run_dir"])
+    for f in run_dir.iterdir():
+        assert f.stat().st_mode & 0o777 == 0o600, f
+    with open(res["manifest_csv"], newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["id", "old_provider", "new_provider", "ts"]
+    assert sorted(r[0] for r in rows[1:]) == sorted(t.id for t in old)
+    assert {(r[1], r[2]) for r in rows[1:]} == {("oldco", "newco")}
+    bak = sqlite3.connect(res["db_backup"])
+    assert bak.execute("SELECT count(*) FROM threads WHERE model_provider='oldco'").fetchone() == (4,)
+    bak.close()
+
+
+def test_rollback_restores_everything_exactly_and_is_idempotent(split):
+    hb, _, _ = split
+    before = home_state(hb.root)
+    assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
+    assert home_state(hb.root) != before
+    dry = run("rollback.py", hb.root, "--latest", "--json")
+    assert json.loads(dry.stdout)["rows_to_revert"] == 3 and json.loads(dry.stdout)["line1_to_restore"] == 3
+    assert home_state(hb.root) != before
+    proc = run("rollback.py", hb.root, "--latest", "--apply", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["result"]["rows_reverted"] == 3
+    assert home_state(hb.root) == before
+    again = json.loads(run("rollback.py", hb.root, "--latest", "--apply", "--json").stdout)
+    assert again["result"] is None and again["already_original"] == 6
+    assert home_state(hb.root) == before
+    listing = json.loads(run("rollback.py", hb.root, "--list", "--json").stdout)
+    assert [r["status"] for r in listing["runs"]] == ["rolled back"]
+
+
+def test_rollback_leaves_values_changed_since_alone(split):
+    hb, old, _ = split
+    res = json.loads(run("provider_migrate.py", hb.root, "--apply", "--json").stdout)["result"]
+    hb.sql("UPDATE threads SET model_provider='userpick' WHERE id=?", (old[0].id,))
+    proc = run("rollback.py", hb.root, "--manifest", res["manifest_csv"], "--apply", "--json")
+    assert proc.returncode == 1
+    out = json.loads(proc.stdout)
+    assert out["conflicts"] == 1 and old[0].id in out["conflict_sample"][0]
+    assert hb.sql("SELECT model_provider FROM threads WHERE id=?", (old[0].id,)) == [("userpick",)]
+    assert hb.sql("SELECT model_provider FROM threads WHERE id=?", (old[1].id,)) == [("oldco",)]
+
+
+def test_db_only_keeps_the_documents_behaviour(split):
+    hb, old, _ = split
+    lines = {t.id: t.path.read_bytes() for t in old}
+    proc = run("provider_migrate.py", hb.root, "--db-only", "--apply", "--json")
+    out = json.loads(proc.stdout)
+    assert any("reverts" in w or "writes the old provider back" in w for w in out["warnings"])
+    assert out["result"]["updated_rows"] == 3 and out["result"]["line1_rewritten"] == 0
+    assert all(t.path.read_bytes() == lines[t.id] for t in old)
+    # the audit sees what Codex will do: line 1 still says oldco
+    audit = json.loads(run("session_audit.py", hb.root, "--json").stdout)
+    assert audit["integrity"]["provider_mismatch_count"] == 3
+    assert audit["visibility"]["hidden"]["other_provider"] == 3
+
+
+def test_filters_and_longer_target(split):
+    hb, old, _ = split
+    hb.write_config("newco", ["newco", "oldco", "a-much-longer-provider"])
+    out = json.loads(run("provider_migrate.py", hb.root, "--target-provider", "a-much-longer-provider",
+                         "--from-provider", "oldco", "--thread-id", old[0].id, "--json").stdout)
+    assert out["candidates"] == 1 and out["line1_growing"] == 1
+    assert out["target_source"] == "--target-provider"
+    data = old[0].path.read_bytes()
+    mtime = old[0].path.stat().st_mtime_ns
+    res = json.loads(run("provider_migrate.py", hb.root, "--target-provider", "a-much-longer-provider",
+                         "--thread-id", old[0].id, "--apply", "--json").stdout)["result"]
+    now = old[0].path.read_bytes()
+    assert len(now) == len(data) + len("a-much-longer-provider") - len("oldco")
+    assert now.split(b"\n", 1)[1] == data.split(b"\n", 1)[1]
+    assert old[0].path.stat().st_mtime_ns == mtime
+    assert run("rollback.py", hb.root, "--manifest", res["run_dir"], "--apply").returncode == 0
+    assert old[0].path.read_bytes() == data and old[0].path.stat().st_mtime_ns == mtime
+
+
+def test_unknown_target_warns(split):
+    hb, _, _ = split
+    out = json.loads(run("provider_migrate.py", hb.root, "--target-provider", "nope", "--json").stdout)
+    assert out["target_configured"] is False
+    assert any("no [model_providers.nope]" in w for w in out["warnings"])
+
+
+def test_live_thread_is_skipped(split):
+    import fcntl
+    hb, old, _ = split
+    locks = hb.root / "thread-writer-locks"
+    locks.mkdir()
+    fd = os.open(str(locks / f"{old[0].id}.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        out = json.loads(run("provider_migrate.py", hb.root, "--json",
+                             env={"CODEX_THREAD_ID": old[0].id}).stdout)
+    finally:
+        os.close(fd)
+    assert out["candidates"] == 2
+    assert out["skipped_sample"] == [{"thread_id": old[0].id,
+                                      "reason": "live thread (its writer lock is held): never touched"}]
+
+
+def test_refuses_while_codex_holds_a_lock(split):
+    import fcntl
+    hb, _, _ = split
+    lockdir = hb.root / "tmp" / "arg0-linux" / "codex-arg0abc"
+    lockdir.mkdir(parents=True)
+    fd = os.open(str(lockdir / ".lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    before = snapshot(hb.root)
+    try:
+        proc = run("provider_migrate.py", hb.root, "--apply")
+        assert proc.returncode == 2
+        assert "Codex is running" in proc.stderr and "codex process" in proc.stderr
+        assert snapshot(hb.root) == before
+        forced = run("provider_migrate.py", hb.root, "--apply", "--force")
+        assert forced.returncode == 0, forced.stderr
+    finally:
+        os.close(fd)
+
+
+def test_read_only_home_stops_before_any_backup(split, tmp_path):
+    hb, _, _ = split
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions")
+    os.chmod(hb.root, 0o555)
+    try:
+        proc = run("provider_migrate.py", hb.root, "--apply")
+    finally:
+        os.chmod(hb.root, 0o755)
+    assert proc.returncode == 2 and "escalated permission" in proc.stderr
+    assert not (hb.root / ARTIFACTS).exists()
+
+
+@pytest.mark.parametrize("kill_at", range(1, 9))
+def test_killed_at_every_step_rolls_back_exactly(split, kill_at):
+    hb, _, _ = split
+    before = home_state(hb.root)
+    proc = run("provider_migrate.py", hb.root, "--apply", env={"SESSION_MIGRATION_KILL_AT": str(kill_at)})
+    killed = proc.returncode == -signal.SIGKILL
+    rb = run("rollback.py", hb.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert home_state(hb.root) == before, (kill_at, killed)
+    if kill_at <= 7:
+        assert killed, kill_at
