@@ -25,6 +25,7 @@ class UndoPlan:
     kind: str
     complete: bool
     rows: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # db -> changes to revert
+    deletes: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # db -> inserted rows to remove
     offsets: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
     line1: List[Dict[str, Any]] = field(default_factory=list)
     moves: List[Dict[str, Any]] = field(default_factory=list)
@@ -34,7 +35,7 @@ class UndoPlan:
     @property
     def actions(self) -> int:
         return sum(len(v) for v in self.rows.values()) + sum(len(v) for v in self.offsets.values()) \
-            + len(self.line1) + len(self.moves)
+            + sum(len(v) for v in self.deletes.values()) + len(self.line1) + len(self.moves)
 
 
 def find_run(home: CodexHome, manifest: Optional[str], latest: bool) -> Path:
@@ -82,13 +83,16 @@ def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
     plan = UndoPlan(run_dir, str(begin.get("kind")), any(r.get("op") == "end" for r in recs))
     for rec in recs:
         op = rec.get("op")
-        if op in ("rows", "offsets", "line1", "move", "file_backup"):
+        if op in ("rows", "insert", "offsets", "line1", "move", "file_backup"):
             names = [str(rec.get(k)) for k in ("db", "path", "src", "dst", "backup") if rec.get(k) is not None]
+            names += [str(d) for d in rec.get("made_dirs") or []]
             check_inside(home.root, *names)
     for rec in recs:
         op = rec.get("op")
         if op == "rows":
             _plan_rows(plan, Path(rec["db"]), rec["changes"])
+        elif op == "insert":
+            _plan_deletes(plan, Path(rec["db"]), rec["rows"])
         elif op == "offsets":
             _plan_offsets(plan, Path(rec["db"]), rec["entries"])
         elif op == "line1":
@@ -131,6 +135,22 @@ def _plan_rows(plan: UndoPlan, db: Path, changes: List[Dict[str, Any]]) -> None:
                 plan.rows.setdefault(str(db), []).append(ch)
             else:
                 plan.conflicts.append(f"{ch['id']}: row changed since the run ({cur}); left alone")
+    finally:
+        conn.close()
+
+
+def _plan_deletes(plan: UndoPlan, db: Path, rows: List[Dict[str, Any]]) -> None:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    try:
+        for ins in rows:
+            keys = [k for k in ("rollout_path", "model_provider", "cwd") if k in ins]
+            cur = _row_values(conn, ins["id"], keys)
+            if cur is None:
+                plan.already += 1
+            elif cur == {k: ins[k] for k in keys}:
+                plan.deletes.setdefault(str(db), []).append(ins)
+            else:
+                plan.conflicts.append(f"{ins['id']}: the imported row changed since the run; left alone")
     finally:
         conn.close()
 
@@ -181,7 +201,7 @@ def apply_undo(home: CodexHome, plan: UndoPlan) -> Dict[str, Any]:
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     backups = []
     journal = Journal(plan.run_dir / "journal.jsonl") if (plan.run_dir / "journal.jsonl").exists() else None
-    for db in sorted(set(plan.rows) | set(plan.offsets)):
+    for db in sorted(set(plan.rows) | set(plan.offsets) | set(plan.deletes)):
         dest = plan.run_dir / f"{Path(db).name}.pre_rollback_{stamp}.bak"
         n = 0
         while dest.exists():
@@ -189,8 +209,8 @@ def apply_undo(home: CodexHome, plan: UndoPlan) -> Dict[str, Any]:
             dest = plan.run_dir / f"{Path(db).name}.pre_rollback_{stamp}_{n}.bak"
         backups.append(str(backup_db(Path(db), dest)))
     reverted = 0
-    for db, changes in plan.rows.items():
-        reverted += _revert_rows(Path(db), changes)
+    for db in sorted(set(plan.rows) | set(plan.deletes)):
+        reverted += _revert_rows(Path(db), plan.rows.get(db, []), plan.deletes.get(db, []))
     for db, entries in plan.offsets.items():
         conn = open_readwrite(Path(db))
         try:
@@ -209,6 +229,11 @@ def apply_undo(home: CodexHome, plan: UndoPlan) -> Dict[str, Any]:
         mtime = rec.get("mtime_ns")
         if mtime is not None:
             os.utime(str(src), ns=(int(mtime), int(mtime)))
+        for made in reversed(rec.get("made_dirs") or []):
+            try:
+                os.rmdir(made)  # only when empty: a folder the run created
+            except OSError:
+                break
     if journal is not None:
         journal.write({"op": "rolled_back", "rows": reverted, "line1": len(plan.line1),
                        "moves": len(plan.moves), "conflicts": len(plan.conflicts)})
@@ -224,11 +249,15 @@ def _same_fs(a: Path, b: Path) -> bool:
         return False
 
 
-def _revert_rows(db: Path, changes: List[Dict[str, Any]]) -> int:
+def _revert_rows(db: Path, changes: List[Dict[str, Any]], deletes: List[Dict[str, Any]]) -> int:
     conn = open_readwrite(db)
     try:
         conn.execute("BEGIN IMMEDIATE")
         n = 0
+        for ins in deletes:
+            keys = [k for k in ("rollout_path", "model_provider", "cwd") if k in ins]
+            if _row_values(conn, ins["id"], keys) == {k: ins[k] for k in keys}:
+                n += conn.execute("DELETE FROM threads WHERE id=?", (ins["id"],)).rowcount
         for ch in changes:
             cols = list(ch["old"])
             if _row_values(conn, ch["id"], cols) != ch["new"]:
@@ -274,7 +303,8 @@ def restore_db(home: CodexHome, backup: Path) -> Dict[str, Any]:
 def summary(plan: UndoPlan, sample: int) -> Dict[str, Any]:
     rows = [c["id"] for changes in plan.rows.values() for c in changes]
     return {"run_dir": safe_str(plan.run_dir), "kind": plan.kind, "run_complete": plan.complete,
-            "rows_to_revert": len(rows), "offsets_to_revert": sum(len(v) for v in plan.offsets.values()),
+            "rows_to_revert": len(rows),
+            "rows_to_delete": sum(len(v) for v in plan.deletes.values()), "offsets_to_revert": sum(len(v) for v in plan.offsets.values()),
             "line1_to_restore": len(plan.line1), "files_to_move_back": len(plan.moves),
             "already_original": plan.already, "conflicts": len(plan.conflicts),
             "conflict_sample": plan.conflicts[:sample], "rows_sample": rows[:sample],

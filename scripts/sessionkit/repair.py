@@ -1,0 +1,371 @@
+"""Plan and apply a repair: stale paths, moved homes, archived threads, unindexed rollouts."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import UserError
+from .artifacts import Journal, backup_db, new_run_dir, private_file
+from .audit import AuditInputs, classify_orphan
+from .locks import scan_activity
+from .paths import has_prefix, is_inside, replace_prefix, resolves_inside, safe_str, split_home_prefix
+from .rollout_index import RolloutFile
+from .rollout_scan import row_from_rollout
+from .safety import HomeLock, check_writable, refuse_if_running
+from .statedb import ThreadRow, open_readwrite, thread_columns
+
+Remap = Tuple[str, str]
+
+
+@dataclass
+class MovePlan:
+    thread_id: str
+    src: Path
+    dst: Path
+    why: str  # "fix path" or "unarchive"
+    keep_mtime: bool  # False for unarchive: Codex sets the mtime to now
+
+
+@dataclass
+class RowChange:
+    thread_id: str
+    old: Dict[str, Any]
+    new: Dict[str, Any]
+    why: List[str]
+
+
+@dataclass
+class RepairPlan:
+    moves: List[MovePlan] = field(default_factory=list)
+    rows: List[RowChange] = field(default_factory=list)
+    inserts: List[Dict[str, Any]] = field(default_factory=list)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    suggested_remap: Optional[str] = None
+    orphans_left: int = 0
+
+
+def parse_remaps(values: Sequence[str]) -> List[Remap]:
+    out = []
+    for v in values:
+        if "=" not in v or "\x00" in v:
+            raise UserError(f"--remap-prefix wants OLD=NEW, got {v!r}")
+        old, new = v.split("=", 1)
+        if not old or not new:
+            raise UserError(f"--remap-prefix wants OLD=NEW with both sides set, got {v!r}")
+        out.append((old, new))
+    return out
+
+
+def _remap(value: str, remaps: List[Remap]) -> str:
+    for old, new in remaps:
+        if has_prefix(value, old):
+            return replace_prefix(value, old, new) or value
+    return value
+
+
+def _sane_target(path: Path, root: Path) -> bool:
+    """A place we may create a rollout: under sessions/ or archived_sessions/, resolving inside the home."""
+    text = str(path)
+    if not path.is_absolute() or "\x00" in text or "\n" in text:
+        return False
+    if not (is_inside(path, root / "sessions") or is_inside(path, root / "archived_sessions")):
+        return False
+    parent = path.parent
+    while not parent.exists() and parent != root:
+        parent = parent.parent
+    return resolves_inside(parent, root)
+
+
+def _usable(rf: RolloutFile, inputs: AuditInputs, tid: str) -> Optional[str]:
+    """Why a found file cannot stand for this thread, or None when it can."""
+    if rf.compressed:
+        return "the only file is zstd-compressed"
+    if rf.is_symlink or not resolves_inside(rf.path, inputs.home.root):
+        return "the only file is a symlink or resolves outside the home"
+    meta = inputs.meta_for(rf)
+    if meta.error:
+        return f"its file's line 1 is unusable ({meta.error})"
+    if not meta.id or meta.id.lower() != tid:
+        return "its file's session_meta.id is another thread"
+    return None
+
+
+def unarchived_path(root: Path, rf: RolloutFile) -> Path:
+    y, m, d = rf.date.split("-")
+    return root / "sessions" / y / m / d / rf.name
+
+
+def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = True,
+                thread_ids: Sequence[str] = (), remaps: Sequence[Remap] = (),
+                import_orphans: bool = False, now: Optional[float] = None) -> RepairPlan:
+    """One pass over the rows with dictionary look-ups into the one-walk index."""
+    now = time.time() if now is None else now
+    root = inputs.home.root
+    plan = RepairPlan()
+    wanted = {t.lower() for t in thread_ids}
+    live = {t.lower() for t in inputs.activity.live_threads}
+    remaps = list(remaps)
+    taken: Dict[str, str] = {}  # destination path -> thread
+    outside = {}
+    for row in sorted(inputs.rows, key=lambda r: r.id):
+        tid = row.id.lower()
+        if row.rollout_path and not is_inside(Path(row.rollout_path), root):
+            split = split_home_prefix(row.rollout_path)
+            if split:
+                outside[split[0]] = outside.get(split[0], 0) + 1
+        if wanted and tid not in wanted:
+            continue
+        _plan_row(plan, row, inputs, fix_paths, unarchive, remaps, live, taken, now)
+    if outside and not remaps:
+        old = max(outside, key=lambda k: outside[k])
+        plan.suggested_remap = f"--remap-prefix {safe_str(old)}={safe_str(root)}"
+    if import_orphans:
+        _plan_imports(plan, inputs, wanted, live, now)
+    return plan
+
+
+def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: bool, unarchive: bool,
+              remaps: List[Remap], live: set, taken: Dict[str, str], now: float) -> None:
+    root = inputs.home.root
+    tid = row.id.lower()
+    new: Dict[str, Any] = {}
+    why: List[str] = []
+    stored = _remap(row.rollout_path, remaps) if remaps else row.rollout_path
+    cwd = _remap(row.cwd, remaps) if remaps else row.cwd
+    if cwd != row.cwd:
+        new["cwd"] = cwd
+        why.append("remap cwd")
+    if stored != row.rollout_path:
+        new["rollout_path"] = stored
+        why.append("remap rollout_path")
+    current = inputs.index.by_path.get(stored)
+    if current is not None and (_usable(current, inputs, tid) is not None):
+        current = None
+    needs_fix = current is None
+    if needs_fix and not fix_paths and not (unarchive and row.archived):
+        if new:
+            _add_row(plan, row, new, why, live)
+        return
+    move: Optional[MovePlan] = None
+    if needs_fix:
+        cands = inputs.index.by_thread.get(tid, [])
+        if len(cands) != 1:
+            reason = "no rollout file for this thread anywhere" if not cands else \
+                f"ambiguous: {len(cands)} rollout files carry this thread id"
+            plan.skipped.append((row.id, reason))
+            return
+        problem = _usable(cands[0], inputs, tid)
+        if problem:
+            plan.skipped.append((row.id, problem))
+            return
+        current = cands[0]
+        target = Path(stored)
+        if fix_paths and stored and is_inside(target, root) and _sane_target(target, root) \
+                and target.name == current.name and not target.exists():
+            move = MovePlan(row.id, current.path, target, "fix path", keep_mtime=True)
+        elif fix_paths or (unarchive and row.archived):
+            if stored and is_inside(Path(stored), root) and not _sane_target(Path(stored), root):
+                why.append("stored path unsafe (outside sessions/, a symlink out, or odd characters)")
+            new["rollout_path"] = str(current.path)
+            why.append("point rollout_path at the real file")
+    assert current is not None
+    final = move.dst if move else current.path
+    if unarchive and row.archived:
+        dst = unarchived_path(root, current)
+        if current.archived or is_inside(final, root / "archived_sessions"):
+            if dst.exists() and dst != current.path:
+                plan.skipped.append((row.id, f"cannot unarchive: {dst} already exists"))
+                return
+            move = MovePlan(row.id, current.path, dst, "unarchive", keep_mtime=False)
+            final = dst
+        new.update({"archived": 0, "archived_at": None, "rollout_path": str(final)})
+        ts = int(now)
+        new.update({"updated_at": ts, "updated_at_ms": int(now * 1000)})
+        why.append("unarchive")
+    if move is not None:
+        if tid in live:
+            plan.skipped.append((row.id, "live thread (its writer lock is held): never moved"))
+            return
+        if str(move.dst) in taken:
+            plan.skipped.append((row.id, f"another thread also wants {move.dst}"))
+            return
+        taken[str(move.dst)] = row.id
+        plan.moves.append(move)
+    if new.get("rollout_path") == row.rollout_path:
+        del new["rollout_path"]
+    if new:
+        _add_row(plan, row, new, why, live)
+
+
+def _add_row(plan: RepairPlan, row: ThreadRow, new: Dict[str, Any], why: List[str], live: set) -> None:
+    if row.id.lower() in live:
+        plan.skipped.append((row.id, "live thread (its writer lock is held): row left alone"))
+        plan.moves = [m for m in plan.moves if m.thread_id != row.id]
+        return
+    values = {"rollout_path": row.rollout_path, "cwd": row.cwd, "archived": int(row.archived),
+              "archived_at": row.archived_at, "updated_at": row.updated_at, "updated_at_ms": row.updated_at_ms}
+    old = {k: values[k] for k in new}
+    plan.rows.append(RowChange(row.id, old, new, why))
+
+
+def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set, now: float) -> None:
+    row_ids = {r.id.lower() for r in inputs.rows}
+    provider = inputs.home.config.model_provider
+    for tid, files in sorted(inputs.index.by_thread.items()):
+        if tid in row_ids or (wanted and tid not in wanted):
+            continue
+        if len(files) != 1:
+            plan.skipped.append((tid, f"orphan with {len(files)} files: not imported"))
+            continue
+        rf = files[0]
+        reason = classify_orphan(rf, live, now)
+        if reason != "importable":
+            plan.skipped.append((tid, reason))
+            plan.orphans_left += 1
+            continue
+        problem = _usable(rf, inputs, tid)
+        if problem:
+            plan.skipped.append((tid, f"orphan not imported: {problem}"))
+            continue
+        plan.inserts.append(row_from_rollout(rf.path, tid, rf.archived, provider))
+
+
+def _manifest(plan: RepairPlan, ts: str) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "action", "old", "new", "ts"])
+    for m in plan.moves:
+        w.writerow([m.thread_id, f"move ({m.why})", str(m.src), str(m.dst), ts])
+    for r in plan.rows:
+        w.writerow([r.thread_id, "row " + ", ".join(r.why), repr(r.old), repr(r.new), ts])
+    for ins in plan.inserts:
+        w.writerow([ins["id"], "insert row", "", ins["rollout_path"], ts])
+    return buf.getvalue().encode("utf-8")
+
+
+def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
+                 now: Optional[float] = None) -> Dict[str, Any]:
+    home = inputs.home
+    root = home.root
+    refuse_if_running(scan_activity(root), force)
+    check_writable(home)
+    for m in plan.moves:  # the plan's own promise, checked once more right before writing
+        if not (resolves_inside(m.src, root) and _sane_target(m.dst, root)):
+            raise UserError(f"refusing to move {m.src} -> {m.dst}: outside the Codex home")
+    with HomeLock(home):
+        run = new_run_dir(home.artifacts_dir, "session_repair")
+        ts = datetime.now().isoformat(timespec="seconds")
+        journal = Journal(run.journal_path)
+        try:
+            journal.write({"op": "begin", "kind": "session_repair", "codex_dir": str(root),
+                           "state_db": str(home.state_db.path),
+                           "changes": len(plan.moves) + len(plan.rows) + len(plan.inserts)})
+            backup = backup_db(home.state_db.path, run.path / f"{home.state_db.path.name}.pre_repair.bak")
+            journal.write({"op": "backup", "files": {"state_db": str(backup)}})
+            manifest = run.path / f"session_repair_{run.stamp}.csv"
+            private_file(manifest, _manifest(plan, ts))
+            journal.write({"op": "manifest", "path": str(manifest)})
+            stamp = time.time() if now is None else now
+            for m in plan.moves:
+                _move(m, journal, root, stamp)
+            cols = set(thread_columns_of(home.state_db.path))
+            journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
+                {"id": r.thread_id, "old": _only(r.old, cols), "new": _only(r.new, cols)} for r in plan.rows]})
+            inserts = [_only(i, cols) for i in plan.inserts]
+            journal.write({"op": "insert", "db": str(home.state_db.path), "rows": inserts})
+            updated, inserted = _write_rows(home.state_db.path, plan.rows, inserts, cols)
+            journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated, "inserted": inserted})
+            journal.write({"op": "end", "status": "complete"})
+        finally:
+            journal.close()
+    return {"run_dir": str(run.path), "db_backup": str(backup), "manifest_csv": str(manifest),
+            "journal": str(run.journal_path), "moved": len(plan.moves), "updated_rows": updated,
+            "inserted_rows": inserted,
+            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(root)} --manifest {manifest} --apply"}
+
+
+def thread_columns_of(db: Path) -> List[str]:
+    conn = open_readwrite(db)
+    try:
+        return thread_columns(conn, db)
+    finally:
+        conn.close()
+
+
+def _only(values: Dict[str, Any], cols: set) -> Dict[str, Any]:
+    return {k: v for k, v in values.items() if k in cols}
+
+
+def _move(m: MovePlan, journal: Journal, root: Path, now: float) -> None:
+    st = os.stat(str(m.src))
+    created = []
+    parent = m.dst.parent
+    while not parent.exists():
+        created.append(parent)
+        parent = parent.parent
+    new_mtime = st.st_mtime_ns if m.keep_mtime else int(now * 1e9)
+    journal.write({"op": "move", "thread_id": m.thread_id, "src": str(m.src), "dst": str(m.dst),
+                   "mtime_ns": st.st_mtime_ns, "new_mtime_ns": new_mtime,
+                   "made_dirs": [str(p) for p in reversed(created)]})
+    for p in reversed(created):
+        p.mkdir()
+    if os.path.exists(str(m.dst)):
+        raise UserError(f"{m.dst} appeared while repairing; stopped (rollback.py --latest --apply undoes the rest)")
+    os.rename(str(m.src), str(m.dst))
+    os.utime(str(m.dst), ns=(st.st_atime_ns, new_mtime))
+
+
+def _write_rows(db: Path, rows: List[RowChange], inserts: List[Dict[str, Any]], cols: set) -> Tuple[int, int]:
+    conn = open_readwrite(db)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        updated = 0
+        for r in rows:
+            new, old = _only(r.new, cols), _only(r.old, cols)
+            if not new:
+                continue
+            sets = ", ".join(f'"{c}"=?' for c in new)
+            conds = " AND ".join(f'"{c}" IS ?' for c in old)
+            updated += conn.execute(f"UPDATE threads SET {sets} WHERE id=? AND {conds}",
+                                    list(new.values()) + [r.thread_id] + list(old.values())).rowcount
+        inserted = 0
+        for ins in inserts:
+            names = ", ".join(f'"{c}"' for c in ins)
+            inserted += conn.execute(f"INSERT OR IGNORE INTO threads ({names}) VALUES "
+                                     f"({', '.join('?' * len(ins))})", list(ins.values())).rowcount
+        conn.execute("COMMIT")
+        return updated, inserted
+    except sqlite3.DatabaseError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise UserError(f"{db}: {exc}; no row was changed (file moves are journaled: "
+                        f"rollback.py --latest --apply puts them back)") from None
+    finally:
+        conn.close()
+
+
+def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
+    return {
+        "planned_path_moves": sum(1 for m in plan.moves if m.why == "fix path"),
+        "planned_unarchive_moves": sum(1 for m in plan.moves if m.why == "unarchive"),
+        "planned_row_updates": len(plan.rows),
+        "planned_row_inserts": len(plan.inserts),
+        "unarchive_rows": sum(1 for r in plan.rows if "unarchive" in r.why),
+        "repoint_rows": sum(1 for r in plan.rows if "point rollout_path at the real file" in r.why),
+        "remap_rows": sum(1 for r in plan.rows if any(w.startswith("remap") for w in r.why)),
+        "skipped": len(plan.skipped),
+        "skipped_sample": [{"thread_id": t, "reason": r} for t, r in plan.skipped[:sample]],
+        "suggested_remap": plan.suggested_remap,
+        "moves_sample": [f"{m.thread_id}: {safe_str(m.src)} -> {safe_str(m.dst)} ({m.why})" for m in plan.moves[:sample]],
+        "rows_sample": [{"thread_id": r.thread_id, "why": r.why, "old": r.old, "new": r.new} for r in plan.rows[:sample]],
+        "inserts_sample": [{"thread_id": i["id"], "rollout_path": safe_str(i["rollout_path"]),
+                            "model_provider": i["model_provider"], "cwd": i["cwd"], "preview": i["preview"][:80]}
+                           for i in plan.inserts[:sample]],
+    }
