@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
@@ -58,7 +59,8 @@ def render(plan: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool
         out.append(f"skipped: {plan['skipped']}")
         out += [f"  {s['thread_id']}: {s['reason']}" for s in plan["skipped_sample"]]
     if result is None:
-        out.append("No changes applied (dry-run). Re-run with --apply to write.")
+        out.append("No changes applied (dry-run). Re-run with --apply to write." if dry_run
+                   else "Nothing to change.")
         return "\n".join(out)
     out += ["", "=== Provider Migration Result ===",
             f"db_backup: {result['db_backup']}"]

@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
@@ -46,8 +47,10 @@ def render_text(r: Dict[str, Any]) -> str:
     if run_info["running"]:
         out.append("WARNING: Codex is running against this home; stop it before any --apply:")
         out += [f"  {h}" for h in run_info["holders"]]
-    if run_info["agent_thread_id"]:
-        out.append(f"live current session (the agent running this audit): {run_info['agent_thread_id']}")
+    live = r["live_current_session"]
+    if live:
+        out.append(f"live current session (the agent running this audit): {live['thread_id']}"
+                   f" ({'indexed' if live['has_row'] else 'not indexed yet'}; never touched by these scripts)")
     out += ["", "counts:"] + [f"  {k}: {v}" for k, v in r["counts"].items()]
     for name, dist in r["distribution"].items():
         out += ["", f"{name} distribution:"] + [f"  {k or '<empty>'}: {v}" for k, v in dist.items()]

@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
@@ -59,7 +60,8 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
     for s in r["skipped_sample"]:
         out.append(f"  skipped {s['thread_id']}: {s['reason']}")
     if result is None:
-        out.append("No changes applied (dry-run). Re-run with --apply to write.")
+        out.append("No changes applied (dry-run). Re-run with --apply to write." if dry_run
+                   else "Nothing to change.")
         return "\n".join(out)
     out += ["", "=== Session Repair Result ===", f"db_backup: {result['db_backup']}",
             f"manifest_csv: {result['manifest_csv']}", f"journal: {result['journal']}",

@@ -1,5 +1,6 @@
 import os
 import shutil
+import tempfile
 import sys
 from pathlib import Path
 
@@ -10,9 +11,17 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent / "scripts"))
 
 from harness import REPO, CodexWorld, codex_available  # noqa: E402
-from mock_model import MockModelServer  # noqa: E402
+from mock_model import MockModelServer, text_reply  # noqa: E402
 
-E2E_TMP = REPO / ".e2e-tmp"
+def _e2e_base() -> Path:
+    """Outside the temp dir: there Codex skips its arg0 lock, and users' homes are never there."""
+    tmp = Path(tempfile.gettempdir()).resolve()
+    if tmp in REPO.parents or REPO == tmp:
+        return Path("/var/tmp") / f"codex-session-migration-e2e-{os.getuid()}"
+    return REPO / ".e2e-tmp"
+
+
+E2E_TMP = _e2e_base()
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +54,7 @@ def world(request, mock_server):
     w = CodexWorld(base, mock_server)
     yield w
     w.close()
+    mock_server.reply = text_reply()
     if not request.session.testsfailed:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -62,8 +62,8 @@ class CodexWorld:
 
     # --- making sessions ----------------------------------------------------------------
     @contextmanager
-    def app(self, cwd: Optional[Path] = None) -> Iterator[AppServer]:
-        app = AppServer(self.home, cwd=cwd or self.project())
+    def app(self, cwd: Optional[Path] = None, on_request=None) -> Iterator[AppServer]:
+        app = AppServer(self.home, cwd=cwd or self.project(), on_request=on_request)
         self.apps.append(app)
         try:
             yield app
@@ -131,6 +131,13 @@ class CodexWorld:
                 return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
+
+    def install_skill(self) -> Path:
+        """Copy the bundle where Codex loads user skills from, as a user would."""
+        dest = self.home / "skills" / "codex-session-migration"
+        shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
+            ".git", ".codex-cli", ".e2e-tmp", "__pycache__", "tests", "bench", ".pytest_cache"))
+        return dest
 
     def close(self) -> None:
         for app in self.apps:

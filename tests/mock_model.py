@@ -96,3 +96,32 @@ class MockModelServer:
     def __exit__(self, *_exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class ScriptedAgent:
+    """A model that runs the given shell commands one per request through `exec_command`, then
+    says "done". Every tool output Codex sends back is kept in `outputs`."""
+
+    def __init__(self, commands: List[dict]) -> None:
+        self.commands = list(commands)
+        self.outputs: List[str] = []
+        self.tool_names: List[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, request: dict) -> List[dict]:
+        with self._lock:
+            if not self.tool_names:
+                self.tool_names = [t.get("name", "") for t in request.get("tools", [])]
+            for item in request.get("input", []):
+                if item.get("type") == "function_call_output" and item.get("call_id", "").startswith("call_agent_"):
+                    n = int(item["call_id"].rsplit("_", 1)[1])
+                    while len(self.outputs) <= n:
+                        self.outputs.append("")
+                    out = item.get("output")
+                    self.outputs[n] = out if isinstance(out, str) else json.dumps(out)
+            step = len([o for o in request.get("input", []) if o.get("type") == "function_call"
+                        and o.get("call_id", "").startswith("call_agent_")])
+            if step < len(self.commands):
+                return [{"type": "function_call", "name": "exec_command", "call_id": f"call_agent_{step}",
+                         "arguments": json.dumps(self.commands[step])}]
+            return text_reply("done")(request)

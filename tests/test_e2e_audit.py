@@ -120,9 +120,7 @@ def test_duplicate_paths_and_archive_mismatch_agree_with_doctor(world):
 
 
 def test_skill_installs_and_codex_lists_it(world):
-    dest = world.home / "skills" / "codex-session-migration"
-    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
-        ".git", ".codex-cli", ".e2e-tmp", "__pycache__", "tests", "bench"))
+    world.install_skill()
     with world.app() as app:
         result = app.request("skills/list", {"cwds": [str(world.project())]})
     skills = [s for entry in result["data"] for s in entry["skills"]]

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from . import UserError
 from .paths import resolves_inside
+from .statedb import open_readonly
 
 PRIVATE = 0o600
 
@@ -38,7 +39,7 @@ def private_file(path: Path, data: bytes = b"") -> None:
 def backup_db(db: Path, dest: Path) -> Path:
     """Copy a live DB (WAL included) through the SQLite backup API; check the copy; make it 0600."""
     private_file(dest)
-    src = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    src = open_readonly(db)
     dst = sqlite3.connect(str(dest))
     try:
         src.backup(dst)

@@ -88,11 +88,12 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
     found: Dict[str, List[str]] = {k: [] for k in INTEGRITY_KEYS}
     row_ids = {r.id.lower() for r in rows}
     row_paths = {r.rollout_path for r in rows}
+    own = (inputs.activity.agent_thread_id or "").lower()
     for rf in index.files:  # as `codex doctor` counts them: files no row points at by path
-        if str(rf.path) not in row_paths:
+        if str(rf.path) not in row_paths and rf.thread_id != own:
             found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(str(rf.path))
     for tid, files in sorted(index.by_thread.items()):
-        if tid not in row_ids:
+        if tid not in row_ids and tid != own:
             found["disk_not_in_db"].append(tid)
         plain = [f for f in files if "_" not in f.name]
         names = Counter(f.name for f in files)
@@ -219,8 +220,9 @@ def orphans(inputs: AuditInputs, max_samples: int, now: Optional[float] = None) 
     live = {t.lower() for t in inputs.activity.live_threads}
     active: List[Dict[str, str]] = []
     importable: List[Dict[str, str]] = []
+    own = (inputs.activity.agent_thread_id or "").lower()
     for rf in inputs.index.files:
-        if rf.thread_id in row_ids:
+        if rf.thread_id in row_ids or rf.thread_id == own:
             continue
         reason = classify_orphan(rf, live, now)
         entry = {"thread_id": rf.thread_id, "path": safe_str(rf.path), "reason": reason}
@@ -283,6 +285,17 @@ def other_db_summary(db: StateDb) -> Dict[str, Any]:
     return entry
 
 
+def live_session(inputs: AuditInputs) -> Optional[Dict[str, Any]]:
+    """The agent running this script: its own thread, live, expected, never a finding."""
+    tid = inputs.activity.agent_thread_id
+    if not tid:
+        return None
+    files = inputs.index.by_thread.get(tid.lower(), [])
+    return {"thread_id": tid, "has_row": any(r.id.lower() == tid.lower() for r in inputs.rows),
+            "rollout": safe_str(files[0].path) if files else None,
+            "writer_lock_held": tid in inputs.activity.live_threads}
+
+
 def activity_report(activity: CodexActivity) -> Dict[str, Any]:
     return {
         "running": activity.running,
@@ -308,6 +321,7 @@ def build_report(inputs: AuditInputs, provider: Optional[str] = None, cwd: Optio
             "model_providers": cfg.providers,
         },
         "codex_running": activity_report(inputs.activity),
+        "live_current_session": live_session(inputs),
         "counts": counts(inputs.rows, inputs.index),
         "distribution": distributions(inputs.rows, max(max_samples, 10)),
         "integrity": integrity(inputs, max_samples),

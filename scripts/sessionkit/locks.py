@@ -5,7 +5,7 @@ import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 try:
     import fcntl
@@ -98,6 +98,33 @@ def _ancestors() -> Set[int]:
     return pids
 
 
+def _codex_processes(home_root: Path, environ: Dict[str, str]) -> List[Tuple[int, str]]:
+    """(pid, command) of native Codex processes whose home is this one, from /proc (Linux)."""
+    out: List[Tuple[int, str]] = []
+    try:
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return out
+    target = os.path.realpath(str(home_root))
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+            if not argv or os.path.basename(argv[0]) != b"codex":
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = dict(kv.split(b"=", 1) for kv in fh.read().split(b"\0") if b"=" in kv)
+        except (OSError, ValueError):
+            continue
+        home = env.get(b"CODEX_HOME")
+        if home is None and env.get(b"HOME"):
+            home = env[b"HOME"] + b"/.codex"
+        if home is None or os.path.realpath(os.fsdecode(home)) != target:
+            continue
+        out.append((pid, " ".join(os.fsdecode(a) for a in argv[:3] if a).strip()))
+    return out
+
+
 def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> CodexActivity:
     """Every held Codex lock under the home, each marked as the calling agent's own or not."""
     env = os.environ if environ is None else environ
@@ -120,12 +147,20 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
                 arg0.append(LockHolder("codex process", lock, pid=pid_of(lock)))
     if agent and arg0:
         known = [h for h in arg0 if h.pid is not None and h.pid in mine]
-        if known:
-            for h in known:
-                h.own = True
-        elif len(arg0) == 1 and arg0[0].pid is None:
-            arg0[0].own = True  # no pid to check: the one lock expected under an agent is its own
+        for h in known:
+            h.own = True
+        if not known:  # inside Codex's sandbox the holder's pid may not be visible: the first is ours
+            unseen = [h for h in arg0 if h.pid is None or not os.path.exists(f"/proc/{h.pid}")]
+            if unseen:
+                unseen[0].own = True
     activity.holders.extend(arg0)
+    seen = {h.pid for h in arg0 if h.pid is not None}
+    for pid, cmd in _codex_processes(home_root, env):
+        if pid in seen:
+            continue
+        activity.holders.append(LockHolder(f"codex process ({os.path.basename(cmd.split(' ')[0])}"
+                                           f"{' ' + ' '.join(cmd.split(' ')[1:2]) if ' ' in cmd else ''})",
+                                           Path(f"/proc/{pid}"), pid=pid, own=pid in mine))
 
     writers = home_root / "thread-writer-locks"
     if writers.is_dir():

@@ -16,7 +16,7 @@ from .history_offsets import read_offsets, set_offsets
 from .home import CodexHome
 from .line1 import current_line1, write_line1
 from .paths import safe_str
-from .statedb import open_readwrite
+from .statedb import open_readonly, open_readwrite
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _plan_from_csv(home: CodexHome, run_dir: Path) -> UndoPlan:
 
 
 def _plan_rows(plan: UndoPlan, db: Path, changes: List[Dict[str, Any]]) -> None:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    conn = open_readonly(db)
     try:
         for ch in changes:
             cols = list(ch["old"])
@@ -140,7 +140,7 @@ def _plan_rows(plan: UndoPlan, db: Path, changes: List[Dict[str, Any]]) -> None:
 
 
 def _plan_deletes(plan: UndoPlan, db: Path, rows: List[Dict[str, Any]]) -> None:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    conn = open_readonly(db)
     try:
         for ins in rows:
             keys = [k for k in ("rollout_path", "model_provider", "cwd") if k in ins]
@@ -156,7 +156,7 @@ def _plan_deletes(plan: UndoPlan, db: Path, rows: List[Dict[str, Any]]) -> None:
 
 
 def _plan_offsets(plan: UndoPlan, db: Path, entries: List[Dict[str, Any]]) -> None:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
+    conn = open_readonly(db)
     try:
         for e in entries:
             turns, proj = read_offsets(conn, e["thread_id"])
@@ -280,7 +280,7 @@ def restore_db(home: CodexHome, backup: Path) -> Dict[str, Any]:
     if not backup.is_file():
         raise UserError(f"no such backup: {backup}")
     try:
-        src = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+        src = open_readonly(backup)
         ok = src.execute("PRAGMA integrity_check").fetchone()[0]
         has = src.execute("SELECT count(*) FROM sqlite_master WHERE name='threads'").fetchone()[0]
     except sqlite3.DatabaseError as exc:
