@@ -150,7 +150,7 @@ def test_import_orphans_builds_rows_and_skips_active_ones(tmp_path):
     assert hb.sql("SELECT count(*) FROM threads WHERE id=?", (orphan.id,)) == [(0,)]
 
 
-@pytest.mark.parametrize("kill_at", range(1, 8))
+@pytest.mark.parametrize("kill_at", range(1, 10))  # begin, backup, manifest, 2 moves, rows, insert, commit, end
 def test_repair_killed_at_every_step_rolls_back_exactly(tmp_path, kill_at):
     hb = HomeBuilder(tmp_path / ".codex")
     hb.add()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import sqlite3
@@ -93,13 +94,17 @@ _FAULT_COUNT = [0]
 
 
 def fault_point(label: str) -> None:
-    """Test hook: with SESSION_MIGRATION_KILL_AT=N the process kills itself at the Nth point."""
-    target = os.environ.get("SESSION_MIGRATION_KILL_AT")
-    if not target:
+    """Test hooks, counted over journal records: SESSION_MIGRATION_KILL_AT=N kills the process
+    (SIGKILL) right after the Nth record; SESSION_MIGRATION_FAIL_AT=N fails there as a full disk."""
+    kill = os.environ.get("SESSION_MIGRATION_KILL_AT")
+    fail = os.environ.get("SESSION_MIGRATION_FAIL_AT")
+    if not (kill or fail):
         return
     _FAULT_COUNT[0] += 1
-    if str(_FAULT_COUNT[0]) == target:
+    if str(_FAULT_COUNT[0]) == kill:
         os.kill(os.getpid(), 9)
+    if str(_FAULT_COUNT[0]) == fail:
+        raise OSError(errno.ENOSPC, f"No space left on device (test fault after {label!r})")
 
 
 @dataclass

@@ -19,6 +19,7 @@ from .history_offsets import history_db_path, read_offsets, set_offsets, shifted
 from .line1 import Line1Edit, edit_payload_field, write_line1
 from .locks import scan_activity
 from .paths import is_inside, resolves_inside, safe_str
+from .undo import undo_after_failure
 from .safety import HomeLock, check_writable, refuse_if_running
 from .statedb import load_threads, open_readonly, open_readwrite
 from .rollout_index import read_line1
@@ -199,7 +200,10 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
             updated = _update_rows(home.state_db.path, rows, plan.target)
             journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated})
             journal.write({"op": "end", "status": "complete"})
-        finally:
+        except Exception as exc:  # disk full, a locked DB, a file that changed: put back what was done
+            journal.close()
+            raise undo_after_failure(home, run.path, exc) from None
+        else:
             journal.close()
     after = load_threads(home.state_db.path)
     return {"run_dir": str(run.path), "db_backup": str(backups["state_db"]),
@@ -249,8 +253,7 @@ def _update_rows(db: Path, rows: List[ProviderChange], target: str) -> int:
     except sqlite3.OperationalError as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise UserError(f"{db}: {exc}; the rows were not changed (the rollout edits are journaled: "
-                        f"run rollback.py --latest --apply to undo them)") from None
+        raise UserError(f"{db}: {exc}") from None
     finally:
         conn.close()
 

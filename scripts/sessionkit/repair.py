@@ -18,6 +18,7 @@ from .locks import scan_activity
 from .paths import has_prefix, is_inside, replace_prefix, resolves_inside, safe_str, split_home_prefix
 from .rollout_index import RolloutFile
 from .rollout_scan import row_from_rollout
+from .undo import undo_after_failure
 from .safety import HomeLock, check_writable, refuse_if_running
 from .statedb import ThreadRow, open_readwrite, thread_columns
 
@@ -283,7 +284,10 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             updated, inserted = _write_rows(home.state_db.path, plan.rows, inserts, cols)
             journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated, "inserted": inserted})
             journal.write({"op": "end", "status": "complete"})
-        finally:
+        except Exception as exc:  # disk full, a locked DB, a file that changed: put back what was done
+            journal.close()
+            raise undo_after_failure(home, run.path, exc) from None
+        else:
             journal.close()
     return {"run_dir": str(run.path), "db_backup": str(backup), "manifest_csv": str(manifest),
             "journal": str(run.journal_path), "moved": len(plan.moves), "updated_rows": updated,
@@ -317,7 +321,7 @@ def _move(m: MovePlan, journal: Journal, root: Path, now: float) -> None:
     for p in reversed(created):
         p.mkdir()
     if os.path.exists(str(m.dst)):
-        raise UserError(f"{m.dst} appeared while repairing; stopped (rollback.py --latest --apply undoes the rest)")
+        raise UserError(f"{m.dst} appeared while repairing")
     os.rename(str(m.src), str(m.dst))
     os.utime(str(m.dst), ns=(st.st_atime_ns, new_mtime))
 
@@ -345,8 +349,7 @@ def _write_rows(db: Path, rows: List[RowChange], inserts: List[Dict[str, Any]], 
     except sqlite3.DatabaseError as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise UserError(f"{db}: {exc}; no row was changed (file moves are journaled: "
-                        f"rollback.py --latest --apply puts them back)") from None
+        raise UserError(f"{db}: {exc}") from None
     finally:
         conn.close()
 

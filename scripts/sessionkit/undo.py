@@ -311,3 +311,18 @@ def summary(plan: UndoPlan, sample: int) -> Dict[str, Any]:
             "moves_sample": [f"{m['dst']} -> {m['src']}" for m in plan.moves[:sample]]}
 
 
+
+
+def undo_after_failure(home: CodexHome, run_dir: Path, exc: BaseException) -> UserError:
+    """A run that failed halfway puts back what it did, then says so in one line."""
+    try:
+        plan = plan_undo(home, run_dir)
+        result = apply_undo(home, plan)
+    except Exception as again:  # noqa: BLE001 - report both, never a traceback
+        return UserError(f"stopped by an error ({exc}); undoing the partial run also failed ({again}). "
+                         f"Fix the cause, then run: rollback.py --manifest {run_dir} --apply")
+    undone = result["rows_reverted"] + result["line1_restored"] + result["files_moved_back"]
+    left = f"; {len(plan.conflicts)} item(s) left alone: see rollback.py --manifest {run_dir}" \
+        if plan.conflicts else ""
+    return UserError(f"stopped by an error ({exc}); the {undone} change(s) already made were undone, "
+                     f"the home is as before{left}. Journal: {run_dir / 'journal.jsonl'}")
