@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from . import UserError
 from .home import CodexHome, StateDb
 from .locks import CodexActivity, scan_activity
-from .paths import is_inside, safe_str, split_home_prefix
+from .paths import is_inside, resolves_inside, safe_str, split_home_prefix
 from .progress import Progress
 from .rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta
 from .statedb import ThreadRow, load_threads
@@ -54,6 +54,8 @@ def gather(home: CodexHome, progress: Optional[Progress] = None) -> AuditInputs:
     for n, rf in enumerate(index.files, 1):
         if rf.compressed:
             metas[str(rf.path)] = SessionMeta(error="zstd-compressed rollout (not readable here)")
+        elif rf.is_symlink and not resolves_inside(rf.path, home.root):
+            metas[str(rf.path)] = SessionMeta(error="a symlink to outside the Codex home (not followed)")
         else:
             metas[str(rf.path)] = load_session_meta(rf.path)
         progress.tick("reading line 1 of each rollout", n, total)
@@ -75,8 +77,8 @@ def _file_for_row(row: ThreadRow, inputs: AuditInputs) -> Optional[RolloutFile]:
 
 
 def _exists(path: str) -> bool:
-    if not path or "\x00" in path:
-        return False
+    if not path or "\x00" in path or not os.path.isabs(path):
+        return False  # Codex writes absolute paths only
     try:
         return os.path.isfile(path)
     except (OSError, ValueError):
@@ -239,6 +241,8 @@ def orphans(inputs: AuditInputs, max_samples: int, now: Optional[float] = None) 
 def classify_orphan(rf: RolloutFile, live_threads: set, now: float) -> str:
     if rf.thread_id in live_threads:
         return "ACTIVE_ORPHAN: its thread-writer lock is held"
+    if rf.is_symlink:
+        return "ACTIVE_ORPHAN: a symlink, left alone"
     try:
         age = now - os.stat(rf.path).st_mtime
     except OSError:

@@ -76,6 +76,10 @@ def split_home_prefix(rollout_path: str) -> Optional[Tuple[str, str]]:
 
 def safe_str(path: object) -> str:
     """A path for display even when its name is not valid UTF-8."""
-    return str(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    text = str(path)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 

@@ -1,0 +1,187 @@
+"""Hostile and broken input: a clear message, exit 2 or a counted finding, nothing outside touched."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import SCRIPTS, snapshot
+from homebuilder import HomeBuilder
+from test_migrate_rollback import home_state, run
+
+
+def _no_traceback(proc):
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    """A home with one of every kind of hostile row and file, and a folder outside it to guard."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "passwd").write_text("root:x:0:0\n")
+    hb = HomeBuilder(tmp_path / "home" / ".codex", provider="newco", providers=["newco"])
+    good = [hb.add(provider="oldco") for _ in range(2)]
+    bad_rows = {
+        "dotdot": "../../outside/passwd",
+        "absolute": str(outside / "passwd"),
+        "nul": str(hb.root / "sessions" / "a\x00b.jsonl"),
+        "newline": str(hb.root / "sessions" / "a\nb.jsonl"),
+    }
+    for path in bad_rows.values():
+        t = hb.add(provider="oldco", write_file=False)
+        hb.sql("UPDATE threads SET rollout_path=? WHERE id=?", (path, t.id))
+    day = hb.root / "sessions" / "2025" / "03" / "01"
+    (day / "escape").symlink_to(outside)
+    (day / "loop").symlink_to(day / "loop")
+    (hb.root / "sessions" / "2025" / "03" / "ab").symlink_to(hb.root / "sessions" / "2025")
+    os.symlink(outside / "passwd", day / "rollout-2025-03-01T00-00-00-0195ffff-0000-7000-8000-000000000001.jsonl")
+    (day / b"rollout-\xff\xfe.jsonl".decode("utf-8", "surrogateescape")).write_bytes(b"{}\n")
+    dup = hb.add(provider="oldco")
+    (hb.root / "archived_sessions").mkdir(exist_ok=True)
+    (hb.root / "archived_sessions" / dup.path.name).write_bytes(dup.path.read_bytes())
+    huge = hb.add(provider="oldco")
+    with open(huge.path, "wb") as fh:
+        fh.write(b'{"type":"session_meta","payload":{"id":"' + b"x" * (100 * 1024 * 1024) + b'"')
+    trunc = hb.add(provider="oldco")
+    trunc.path.write_bytes(trunc.path.read_bytes()[:300])
+    notjson = hb.add(provider="oldco")
+    notjson.path.write_bytes(b"this is not json\n" + notjson.path.read_bytes())
+    shape = hb.add(provider="oldco")
+    shape.path.write_bytes(b'["session_meta", 1]\n' + shape.path.read_bytes().split(b"\n", 1)[1])
+    hb.sql("ALTER TABLE threads ADD COLUMN surprise_from_the_future TEXT DEFAULT 'x'")
+    return hb, outside, good
+
+
+def test_audit_counts_hostile_input_and_exits_1(hostile):
+    hb, outside, _ = hostile
+    before = snapshot(hb.root)
+    proc = run("session_audit.py", hb.root, "--json")
+    _no_traceback(proc)
+    assert proc.returncode == 1
+    r = json.loads(proc.stdout)
+    i = r["integrity"]
+    assert i["duplicate_rollout_id_count"] == 1
+    # huge, truncated, not JSON, wrong shape, and the symlink out (never followed)
+    assert i["line1_unreadable_count"] == 5
+    assert sum("symlink to outside" in s for s in i["line1_unreadable_sample"]) == 1
+    assert sum("longer than" in s for s in i["line1_unreadable_sample"]) == 1
+    assert i["malformed_file_names_count"] == 1  # the non-UTF-8 name
+    assert i["rollout_path_outside_home_count"] == 2  # ../.. and the absolute one
+    # ../.., NUL and newline rows; the absolute foreign path exists (it is counted as outside the home)
+    assert i["missing_rollout_path_count"] == 3
+    assert snapshot(hb.root) == before
+    # the text report prints the non-UTF-8 name without failing
+    text = run("session_audit.py", hb.root)
+    _no_traceback(text)
+    assert text.returncode == 1 and "\\xff" in text.stdout
+
+
+def test_writers_never_touch_anything_outside(hostile):
+    hb, outside, good = hostile
+    guard = snapshot(outside)
+    state = home_state(hb.root)
+    for script, args in (("session_repair.py", ["--import-orphans", "--apply"]),
+                         ("provider_migrate.py", ["--apply"]),
+                         ("session_repair.py", ["--remap-prefix", f"{outside}={hb.root}", "--apply"])):
+        proc = run(script, hb.root, "--json", *args)
+        _no_traceback(proc)
+        assert proc.returncode in (0, 1), (script, proc.stderr)
+        assert snapshot(outside) == guard
+    assert all(json.loads(t.path.read_bytes().split(b"\n", 1)[0])["payload"]["model_provider"] == "newco"
+               for t in good)
+    runs = json.loads(run("rollback.py", hb.root, "--list", "--json").stdout)["runs"]
+    assert len(runs) == 3
+    for r in reversed(runs):  # newest first
+        proc = run("rollback.py", hb.root, "--manifest", r["run_dir"], "--apply")
+        _no_traceback(proc)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert snapshot(outside) == guard
+    assert home_state(hb.root) == state
+
+
+@pytest.mark.parametrize("edit", ["path", "db", "dst", "codex_dir"])
+def test_rollback_refuses_a_journal_edited_to_point_outside(tmp_path, edit):
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco"])
+    hb.add(provider="oldco")
+    hb.add(archived=True, provider="newco")
+    assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
+    assert run("session_repair.py", hb.root, "--apply").returncode == 0
+    runs = sorted((hb.root / ".tmp" / "session-migration").glob("*_*/journal.jsonl"))
+    journal = runs[0] if edit in ("path", "db", "codex_dir") else runs[1]
+    victim = tmp_path / "victim.jsonl"
+    victim.write_text("do not touch\n")
+    lines = [json.loads(l) for l in journal.read_text().splitlines()]
+    for rec in lines:
+        if edit == "path" and rec["op"] == "line1":
+            rec["path"] = str(victim)
+        if edit == "db" and rec["op"] == "rows":
+            rec["db"] = str(tmp_path / "other.sqlite")
+        if edit == "dst" and rec["op"] == "move":
+            rec["src"] = str(victim)
+        if edit == "codex_dir" and rec["op"] == "begin":
+            rec["codex_dir"] = str(tmp_path)
+    journal.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    before = snapshot(hb.root)
+    proc = run("rollback.py", hb.root, "--manifest", str(journal.parent), "--apply")
+    _no_traceback(proc)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert victim.read_text() == "do not touch\n"
+    assert snapshot(hb.root) == before
+
+
+@pytest.mark.parametrize("case", ["locked", "extra-columns", "restore-not-sqlite"])
+def test_db_problems(tmp_path, case):
+    hb = HomeBuilder(tmp_path / ".codex")
+    hb.add(provider="x")
+    if case == "locked":
+        import sqlite3
+        hb.sql("PRAGMA journal_mode=DELETE")
+        holder = sqlite3.connect(str(hb.db_path), isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            proc = run("session_audit.py", hb.root)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        # immutable read-only open never waits on a lock: the audit still runs
+        assert proc.returncode == 1, proc.stderr
+    elif case == "extra-columns":
+        hb.sql("ALTER TABLE threads ADD COLUMN future TEXT")
+        assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
+        assert hb.sql("SELECT model_provider, future FROM threads") == [("openai", None)]
+    else:
+        junk = tmp_path / "junk.bak"
+        junk.write_bytes(b"not a db" * 512)
+        proc = run("rollback.py", hb.root, "--restore-db", str(junk), "--apply")
+        _no_traceback(proc)
+        assert proc.returncode == 2 and "not" in proc.stderr
+
+
+def test_random_time_kills_always_roll_back(tmp_path):
+    """SIGKILL at random moments over many runs; every time rollback brings the home back."""
+    rng = random.Random(7)
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco"])
+    for i in range(40):
+        hb.add(provider="oldco" if i % 2 else "newco", archived=i % 5 == 0)
+    before = home_state(hb.root)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
+    killed = 0
+    for n in range(12):
+        script = "provider_migrate.py" if n % 2 else "session_repair.py"
+        proc = subprocess.Popen([sys.executable, str(SCRIPTS / script), "--codex-dir", str(hb.root), "--apply"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        time.sleep(rng.uniform(0.03, 0.25))
+        proc.send_signal(signal.SIGKILL)
+        killed += proc.wait() == -signal.SIGKILL
+        rb = run("rollback.py", hb.root, "--latest", "--apply")
+        assert rb.returncode in (0, 2), rb.stderr  # 2: killed before its run folder existed
+        if rb.returncode == 2:
+            assert "no runs recorded" in rb.stderr or "no begin record" in rb.stderr, rb.stderr
+        assert home_state(hb.root) == before, n
+    assert killed >= 6
