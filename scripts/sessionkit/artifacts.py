@@ -63,6 +63,8 @@ class Journal:
 
     def write(self, record: Dict[str, Any]) -> None:
         record = {"ts": datetime.now().isoformat(timespec="seconds"), **record}
+        if record.get("op") == "begin":
+            record["started_ns"] = time.time_ns()
         os.write(self.fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape"))
         os.fsync(self.fd)
         fault_point(record.get("op", ""))
@@ -133,11 +135,22 @@ def new_run_dir(artifacts_root: Path, kind: str) -> RunDir:
     raise UserError(f"cannot create a run folder under {artifacts_root}")
 
 
+def _started_ns(run: Path) -> int:
+    """When a run began, from its journal's first record (a rollback appends later: not its mtime)."""
+    try:
+        with open(run / "journal.jsonl", "rb") as fh:
+            first = json.loads(fh.readline() or b"{}")
+        return int(first.get("started_ns") or 0)
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
 def list_runs(artifacts_root: Path) -> List[Path]:
+    """Recorded runs, oldest first."""
     if not artifacts_root.is_dir():
         return []
     runs = [p for p in artifacts_root.iterdir() if p.is_dir() and (p / "journal.jsonl").is_file()]
-    return sorted(runs, key=lambda p: (p / "journal.jsonl").stat().st_mtime)
+    return sorted(runs, key=lambda p: (_started_ns(p), p.name))
 
 
 def check_inside(home_root: Path, *paths: str) -> None:
