@@ -212,8 +212,9 @@ def test_read_only_home_stops_before_any_backup(split, tmp_path):
     assert not (hb.root / ARTIFACTS).exists()
 
 
-# journal records of this run: begin, backup, manifest, 3 x line1, rows, commit, end
-STEPS = 9
+# fault points of this run: journal records begin, backup, manifest, line1 (all three edits),
+# then one after each of the 3 rewrites, then the records rows, commit, end
+STEPS = 10
 
 
 @pytest.mark.parametrize("kill_at", range(1, STEPS + 1))
@@ -228,7 +229,7 @@ def test_killed_at_every_step_rolls_back_exactly(split, kill_at):
     assert json.loads(run("rollback.py", hb.root, "--latest", "--json").stdout)["already_original"] >= 0
 
 
-@pytest.mark.parametrize("fail_at", range(1, STEPS))
+@pytest.mark.parametrize("fail_at", range(1, STEPS + 1))
 def test_disk_full_at_any_step_undoes_itself(split, fail_at):
     hb, _, _ = split
     before = home_state(hb.root)

@@ -150,7 +150,9 @@ def test_import_orphans_builds_rows_and_skips_active_ones(tmp_path):
     assert hb.sql("SELECT count(*) FROM threads WHERE id=?", (orphan.id,)) == [(0,)]
 
 
-@pytest.mark.parametrize("kill_at", range(1, 10))  # begin, backup, manifest, 2 moves, rows, insert, commit, end
+# fault points: records begin, backup, manifest, move (both), one after each of the 2 renames,
+# records rows, insert, commit, end
+@pytest.mark.parametrize("kill_at", range(1, 11))
 def test_repair_killed_at_every_step_rolls_back_exactly(tmp_path, kill_at):
     hb = HomeBuilder(tmp_path / ".codex")
     hb.add()

@@ -92,6 +92,12 @@ def read_journal(path: Path) -> List[Dict[str, Any]]:
     return out
 
 
+def durable() -> None:
+    """Flush rewritten rollouts to disk once, before the DB commit that records them."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
 _FAULT_COUNT = [0]
 
 

@@ -39,7 +39,7 @@ class AuditInputs:
     activity: CodexActivity
 
     def meta_for(self, rf: RolloutFile) -> SessionMeta:
-        return self.metas[str(rf.path)]
+        return self.metas[rf.key]
 
 
 def gather(home: CodexHome, progress: Optional[Progress] = None) -> AuditInputs:
@@ -53,11 +53,11 @@ def gather(home: CodexHome, progress: Optional[Progress] = None) -> AuditInputs:
     total = len(index.files)
     for n, rf in enumerate(index.files, 1):
         if rf.compressed:
-            metas[str(rf.path)] = SessionMeta(error="zstd-compressed rollout (not readable here)")
+            metas[rf.key] = SessionMeta(error="zstd-compressed rollout (not readable here)")
         elif rf.is_symlink and not resolves_inside(rf.path, home.root):
-            metas[str(rf.path)] = SessionMeta(error="a symlink to outside the Codex home (not followed)")
+            metas[rf.key] = SessionMeta(error="a symlink to outside the Codex home (not followed)")
         else:
-            metas[str(rf.path)] = load_session_meta(rf.path)
+            metas[rf.key] = load_session_meta(rf.path)
         progress.tick("reading line 1 of each rollout", n, total)
     progress.done()
     return AuditInputs(home=home, rows=rows, index=index, metas=metas, activity=scan_activity(home.root))
@@ -92,8 +92,8 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
     row_paths = {r.rollout_path for r in rows}
     own = (inputs.activity.agent_thread_id or "").lower()
     for rf in index.files:  # as `codex doctor` counts them: files no row points at by path
-        if str(rf.path) not in row_paths and rf.thread_id != own:
-            found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(str(rf.path))
+        if rf.key not in row_paths and rf.thread_id != own:
+            found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(rf.key)
     for tid, files in sorted(index.by_thread.items()):
         if tid not in row_ids and tid != own:
             found["disk_not_in_db"].append(tid)
@@ -107,7 +107,7 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
     for r in sorted(rows, key=lambda r: r.id):
         if r.id.lower() not in index.by_thread:
             found["db_not_on_disk"].append(r.id)
-        exists = _exists(r.rollout_path)
+        exists = r.rollout_path in index.by_path or _exists(r.rollout_path)
         if not exists:
             found["missing_rollout_path"].append(r.id)
             found["stale_rows"].append(r.id)
@@ -130,9 +130,9 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
     for rf in index.files:
         meta = inputs.meta_for(rf)
         if rf.compressed:
-            found["compressed_rollouts"].append(str(rf.path))
+            found["compressed_rollouts"].append(rf.key)
         elif meta.error:
-            found["line1_unreadable"].append(f"{rf.path}: {meta.error}")
+            found["line1_unreadable"].append(f"{rf.key}: {meta.error}")
     found["malformed_file_names"] = [str(p) for p in index.malformed]
     out: Dict[str, Any] = {}
     for key in INTEGRITY_KEYS:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 from typing import Any, Callable, List, Optional
@@ -59,4 +60,10 @@ def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = 
         return EXIT_ERROR
     except (OSError, sqlite3.Error) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, never a traceback
+        if os.environ.get("SESSION_MIGRATION_DEBUG"):
+            raise
+        print(f"{prog}: internal error ({type(exc).__name__}: {exc}); nothing more was changed. "
+              f"Re-run with SESSION_MIGRATION_DEBUG=1 for details and report it.", file=sys.stderr)
         return EXIT_ERROR

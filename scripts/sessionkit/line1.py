@@ -1,76 +1,139 @@
-"""Rewrite one field of a rollout's line 1 in place, keeping the inode and, where it can, the length."""
+"""Edit one field of a rollout's line 1 in place: same inode, same length where the value allows.
+
+An edit is recorded as a small span (offset, old bytes, new bytes) plus digests of the whole line
+before and after, so a journal stays small and a rollback restores the exact bytes.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Dict, Optional, Tuple
 
-from .rollout_index import read_line1
+
+def field_token(key: str, value: Any) -> bytes:
+    return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode()
+
+
+def find_field(line: bytes, key: str, value: Any) -> Optional[Tuple[int, int]]:
+    """(start, end) of `"key":value` plus any padding after it, when it occurs exactly once."""
+    token = field_token(key, value)
+    if line.count(token) != 1:
+        return None
+    start = line.find(token)
+    end = start + len(token)
+    while end < len(line) and line[end] in b" \t":
+        end += 1
+    return start, end
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
 class Line1Edit:
-    old: bytes  # line 1 as it is (no newline)
-    new: bytes  # line 1 as it will be
-    growth: int  # bytes added to the line (0 when padded to the same length)
+    offset: int
+    old_span: bytes
+    new_span: bytes
+    old_len: int
+    old_sha: str = ""
+    new_sha: str = ""
+
+    @property
+    def growth(self) -> int:
+        return len(self.new_span) - len(self.old_span)
+
+    def inverse(self) -> "Line1Edit":
+        return Line1Edit(self.offset, self.new_span, self.old_span, self.old_len + self.growth,
+                         self.new_sha, self.old_sha)
+
+    def to_record(self) -> Dict[str, Any]:
+        from .artifacts import b64
+        return {"offset": self.offset, "old_span": b64(self.old_span), "new_span": b64(self.new_span),
+                "old_len": self.old_len, "old_sha": self.old_sha, "new_sha": self.new_sha}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "Line1Edit":
+        from .artifacts import unb64
+        return cls(int(rec["offset"]), unb64(rec["old_span"]), unb64(rec["new_span"]), int(rec["old_len"]),
+                   str(rec["old_sha"]), str(rec["new_sha"]))
 
 
-def _token(key: str, value: Any) -> bytes:
-    return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode()
-
-
-def edit_payload_field(line: bytes, key: str, old_value: Any, new_value: Any) -> Optional[Line1Edit]:
-    """Swap `payload[key]` from old to new; pad with JSON whitespace so the length stays when it can.
-
-    Returns None when the line does not hold exactly one such field with the old value.
-    """
-    pattern = re.compile(re.escape(_token(key, old_value)) + rb"([ \t]*)")
-    matches = list(pattern.finditer(line))
-    if len(matches) != 1:
-        return None
-    m = matches[0]
-    room = m.end() - m.start()
-    token = _token(key, new_value)
-    growth = max(0, len(token) - room)
+def plan_field_edit(span: Tuple[int, int], line_len: int, key: str, old_value: Any, new_value: Any) -> Line1Edit:
+    """The span edit that swaps the value, padded with JSON whitespace to keep the length if it can."""
+    start, end = span
+    token = field_token(key, new_value)
+    room = end - start
     token += b" " * max(0, room - len(token))
-    new = line[:m.start()] + token + line[m.end():]
+    old_span = field_token(key, old_value)
+    old_span += b" " * (room - len(old_span))
+    return Line1Edit(start, old_span, token, line_len)
+
+
+def _read_head(fd: int, n: int) -> bytes:
+    return os.pread(fd, n, 0)
+
+
+def seal(path: Path, edit: Line1Edit, key: str, new_value: Any) -> Line1Edit:
+    """Check the planned edit against the file as it is now, and add both digests."""
+    fd = os.open(str(path), os.O_RDONLY)
     try:
-        obj = json.loads(line)
-        want = json.loads(new)
-    except ValueError:
-        return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("payload"), dict):
-        return None
+        line = _read_head(fd, edit.old_len + 1)
+    finally:
+        os.close(fd)
+    if len(line) != edit.old_len + 1 or line[-1:] != b"\n" or \
+            line[edit.offset:edit.offset + len(edit.old_span)] != edit.old_span:
+        raise ValueError(f"{path}: line 1 changed since the plan was made")
+    line = line[:-1]
+    new = line[:edit.offset] + edit.new_span + line[edit.offset + len(edit.old_span):]
+    obj, want = json.loads(line), json.loads(new)
     obj["payload"][key] = new_value
     if want != obj:
-        return None  # the match was not the payload's field
-    return Line1Edit(old=line, new=new, growth=growth)
+        raise ValueError(f"{path}: the planned edit does not change only payload.{key}")
+    edit.old_sha, edit.new_sha = digest(line), digest(new)
+    return edit
 
 
-def write_line1(path: Path, expected_old: bytes, new: bytes, mtime_ns: int) -> None:
-    """Replace line 1 in place (same inode); a longer or shorter line rewrites the rest after it."""
+def state_of(path: Path, edit: Line1Edit) -> str:
+    """'old', 'new', 'torn' (span neither, rest intact) or 'changed' (line 1 is something else)."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return "changed"
+    try:
+        head = _read_head(fd, max(edit.old_len, edit.old_len + edit.growth) + 1)
+    finally:
+        os.close(fd)
+    cut = head.find(b"\n")
+    line = head[:cut] if cut >= 0 else head
+    if digest(line) == edit.old_sha:
+        return "old"
+    if digest(line) == edit.new_sha:
+        return "new"
+    if edit.growth == 0 and len(line) == edit.old_len:
+        mended = line[:edit.offset] + edit.old_span + line[edit.offset + len(edit.old_span):]
+        if digest(mended) == edit.old_sha:
+            return "torn"
+    return "changed"
+
+
+def apply_edit(path: Path, edit: Line1Edit, mtime_ns: int) -> None:
+    """Write the edit in place (same inode). Same length: only the span is written; otherwise the
+    rest of the file is rewritten after the new line 1. The mtime is set back to `mtime_ns`."""
     fd = os.open(str(path), os.O_RDWR)
     try:
-        head = os.pread(fd, len(expected_old) + 1, 0)
-        if head != expected_old + b"\n":
-            raise RuntimeError(f"{path}: line 1 changed since the plan was made")
-        if len(new) == len(expected_old):
-            os.pwrite(fd, new, 0)
+        if edit.growth == 0:
+            os.pwrite(fd, edit.new_span, edit.offset)
         else:
             size = os.fstat(fd).st_size
-            rest = os.pread(fd, size - len(expected_old), len(expected_old))
-            data = new + rest
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
-        os.fsync(fd)
+            rest = os.pread(fd, size - edit.offset - len(edit.old_span), edit.offset + len(edit.old_span))
+            data = edit.new_span + rest
+            os.pwrite(fd, data, edit.offset)
+            if edit.growth < 0:
+                os.ftruncate(fd, edit.offset + len(data))
     finally:
         os.close(fd)
     os.utime(str(path), ns=(mtime_ns, mtime_ns))
-
-
-def current_line1(path: Path) -> Optional[bytes]:
-    line, _err = read_line1(path)
-    return line

@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import UserError
-from .artifacts import Journal, b64, backup_db, new_run_dir, private_file
+from .artifacts import Journal, backup_db, durable, fault_point, new_run_dir, private_file
 from .audit import AuditInputs
 from .history_offsets import history_db_path, read_offsets, set_offsets, shifted, threads_with_offsets
-from .line1 import Line1Edit, edit_payload_field, write_line1
+from .line1 import Line1Edit, apply_edit, plan_field_edit, seal
 from .locks import scan_activity
 from .paths import is_inside, resolves_inside, safe_str
 from .undo import undo_after_failure
 from .safety import HomeLock, check_writable, refuse_if_running
 from .statedb import load_threads, open_readonly, open_readwrite
-from .rollout_index import read_line1
 
 
 @dataclass
@@ -123,11 +122,11 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 continue
             edit = None
             if meta.has_provider and line1_provider != plan.target:
-                line, err = read_line1(rf.path)
-                edit = edit_payload_field(line, "model_provider", line1_provider, plan.target) if line else None
-                if edit is None:
-                    plan.skipped.append((row.id, f"line 1 layout not recognised ({err or 'no single model_provider field'})"))
+                if meta.provider_span is None:
+                    plan.skipped.append((row.id, "line 1 layout not recognised (no single model_provider field)"))
                     continue
+                edit = plan_field_edit(meta.provider_span, meta.raw_len, "model_provider",
+                                       line1_provider, plan.target)
             change = ProviderChange(row.id, row.model_provider, rf.path, edit,
                                     db_change=row.model_provider != plan.target,
                                     mtime_ns=os.stat(rf.path).st_mtime_ns)
@@ -177,20 +176,25 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
             manifest = run.path / f"provider_migration_{run.stamp}.csv"
             private_file(manifest, manifest_csv(plan, ts))
             journal.write({"op": "manifest", "path": str(manifest)})
-            rewritten = 0
-            for c in plan.changes:
+            entries = []
+            for c in plan.changes:  # check every planned edit against the files before any write
                 if c.edit is None or c.path is None:
                     continue
-                if c.edit.growth:
+                seal(c.path, c.edit, "model_provider", plan.target)
+                entry = {"thread_id": c.thread_id, "path": str(c.path), "mtime_ns": c.mtime_ns, **c.edit.to_record()}
+                if c.edit.growth:  # the rest of the file moves: keep a whole copy first
                     copy = run.path / f"{c.thread_id}.rollout.bak"
                     private_file(copy)
                     shutil.copyfile(str(c.path), str(copy))
-                    journal.write({"op": "file_backup", "thread_id": c.thread_id, "path": str(c.path),
-                                   "backup": str(copy)})
-                journal.write({"op": "line1", "thread_id": c.thread_id, "path": str(c.path),
-                               "old": b64(c.edit.old), "new": b64(c.edit.new), "mtime_ns": c.mtime_ns})
-                write_line1(c.path, c.edit.old, c.edit.new, c.mtime_ns)
-                rewritten += 1
+                    entry["backup"] = str(copy)
+                entries.append(entry)
+            journal.write({"op": "line1", "entries": entries})
+            for c in plan.changes:
+                if c.edit is not None and c.path is not None:
+                    apply_edit(c.path, c.edit, c.mtime_ns)
+                    fault_point("line 1 rewritten")
+            rewritten = len(entries)
+            durable()
             if growth:
                 _shift_offsets(hist_path, growth, journal)
             rows = [c for c in plan.changes if c.db_change]
@@ -221,7 +225,7 @@ def _shift_offsets(hist_path: Path, changes: List[ProviderChange], journal: Jour
         for c in changes:
             assert c.edit is not None and c.offsets is not None
             turns, proj = c.offsets
-            boundary = len(c.edit.old) + 1
+            boundary = c.edit.old_len + 1
             new_turns = [(t, shifted(o, boundary, c.edit.growth), shifted(e, boundary, c.edit.growth))
                          for t, o, e in turns]
             new_proj = shifted(proj, boundary, c.edit.growth) if proj >= 0 else proj

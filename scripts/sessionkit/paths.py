@@ -47,12 +47,13 @@ def replace_prefix(path: str, old: str, new: str) -> Optional[str]:
 
 
 def is_inside(path: Path, root: Path) -> bool:
-    """Lexically inside `root` after resolving `..`; symlinks are checked separately by callers."""
-    try:
-        rel = os.path.relpath(os.path.normpath(str(path)), str(root))
-    except ValueError:
+    """Lexically inside `root` (after folding `..`); relative paths never are. Symlinks: resolves_inside."""
+    p = str(path)
+    if "\x00" in p or not os.path.isabs(p):
         return False
-    return rel != ".." and not rel.startswith(".." + os.sep) and not os.path.isabs(rel)
+    p = os.path.normpath(p)
+    r = os.path.normpath(str(root))
+    return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 
 def resolves_inside(path: Path, root: Path) -> bool:

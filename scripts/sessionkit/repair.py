@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import UserError
-from .artifacts import Journal, backup_db, new_run_dir, private_file
+from .artifacts import Journal, backup_db, durable, fault_point, new_run_dir, private_file
 from .audit import AuditInputs, classify_orphan
 from .locks import scan_activity
 from .paths import has_prefix, is_inside, replace_prefix, resolves_inside, safe_str, split_home_prefix
@@ -274,8 +274,12 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             private_file(manifest, _manifest(plan, ts))
             journal.write({"op": "manifest", "path": str(manifest)})
             stamp = time.time() if now is None else now
-            for m in plan.moves:
-                _move(m, journal, root, stamp)
+            moves = [_move_record(m, stamp) for m in plan.moves]
+            journal.write({"op": "move", "moves": moves})
+            for rec in moves:
+                _move(rec)
+                fault_point("file moved")
+            durable()
             cols = set(thread_columns_of(home.state_db.path))
             journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
                 {"id": r.thread_id, "old": _only(r.old, cols), "new": _only(r.new, cols)} for r in plan.rows]})
@@ -307,23 +311,27 @@ def _only(values: Dict[str, Any], cols: set) -> Dict[str, Any]:
     return {k: v for k, v in values.items() if k in cols}
 
 
-def _move(m: MovePlan, journal: Journal, root: Path, now: float) -> None:
+def _move_record(m: MovePlan, now: float) -> Dict[str, Any]:
     st = os.stat(str(m.src))
     created = []
     parent = m.dst.parent
     while not parent.exists():
-        created.append(parent)
+        created.append(str(parent))
         parent = parent.parent
-    new_mtime = st.st_mtime_ns if m.keep_mtime else int(now * 1e9)
-    journal.write({"op": "move", "thread_id": m.thread_id, "src": str(m.src), "dst": str(m.dst),
-                   "mtime_ns": st.st_mtime_ns, "new_mtime_ns": new_mtime,
-                   "made_dirs": [str(p) for p in reversed(created)]})
-    for p in reversed(created):
-        p.mkdir()
-    if os.path.exists(str(m.dst)):
-        raise UserError(f"{m.dst} appeared while repairing")
-    os.rename(str(m.src), str(m.dst))
-    os.utime(str(m.dst), ns=(st.st_atime_ns, new_mtime))
+    return {"thread_id": m.thread_id, "src": str(m.src), "dst": str(m.dst), "mtime_ns": st.st_mtime_ns,
+            "new_mtime_ns": st.st_mtime_ns if m.keep_mtime else int(now * 1e9),
+            "made_dirs": list(reversed(created))}
+
+
+def _move(rec: Dict[str, Any]) -> None:
+    """One rename inside the home; never over an existing file."""
+    for d in rec["made_dirs"]:
+        os.makedirs(d, exist_ok=True)
+    if os.path.exists(rec["dst"]):
+        raise UserError(f"{rec['dst']} appeared while repairing")
+    os.rename(rec["src"], rec["dst"])
+    mtime = int(rec["new_mtime_ns"])
+    os.utime(rec["dst"], ns=(mtime, mtime))
 
 
 def _write_rows(db: Path, rows: List[RowChange], inserts: List[Dict[str, Any]], cols: set) -> Tuple[int, int]:

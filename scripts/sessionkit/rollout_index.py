@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from .line1 import find_field
+
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ROLLOUT_NAME = re.compile(
     r"^rollout-(?P<date>\d{4}-\d{2}-\d{2})T(?P<time>\d{2}-\d{2}-\d{2})-(?P<thread>" + _UUID + r")"
@@ -24,6 +26,11 @@ class RolloutFile:
     date: str  # YYYY-MM-DD from the file name (local time, as Codex names it)
     compressed: bool
     is_symlink: bool
+    key: str = ""  # str(path), kept once: the index is looked up by it many times
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = str(self.path)
 
     @property
     def name(self) -> str:
@@ -52,7 +59,7 @@ class RolloutIndex:
     def add(self, rf: RolloutFile) -> None:
         self.files.append(rf)
         self.by_thread.setdefault(rf.thread_id.lower(), []).append(rf)
-        self.by_path[str(rf.path)] = rf
+        self.by_path[rf.key] = rf
 
 
 def parse_rollout_name(name: str) -> Optional[re.Match]:
@@ -89,7 +96,7 @@ def _walk(folder: Path, archived: bool, index: RolloutIndex) -> None:
                 continue
             index.add(RolloutFile(path=Path(entry.path), archived=archived,
                                   thread_id=match.group("thread").lower(), date=match.group("date"),
-                                  compressed=bool(match.group("zst")), is_symlink=link))
+                                  compressed=bool(match.group("zst")), is_symlink=link, key=entry.path))
 
 
 def build_index(home_root: Path) -> RolloutIndex:
@@ -101,7 +108,7 @@ def build_index(home_root: Path) -> RolloutIndex:
             _walk(folder, archived, index)
         elif folder.is_symlink():
             index.skipped_links.append(folder)
-    index.files.sort(key=lambda f: str(f.path))
+    index.files.sort(key=lambda f: f.key)
     return index
 
 
@@ -113,6 +120,7 @@ class SessionMeta:
     id: Optional[str] = None
     model_provider: Optional[str] = None
     has_provider: bool = False
+    provider_span: Optional[Tuple[int, int]] = None  # where `"model_provider":"..."` sits in line 1
     cwd: Optional[str] = None
     source: Optional[object] = None
     history_mode: Optional[str] = None
@@ -155,6 +163,8 @@ def parse_session_meta(line: bytes) -> SessionMeta:
         meta.error = "session_meta has no id"
     meta.has_provider = "model_provider" in p
     meta.model_provider = p.get("model_provider") if isinstance(p.get("model_provider"), str) else None
+    if meta.model_provider is not None:
+        meta.provider_span = find_field(line, "model_provider", meta.model_provider)
     meta.cwd = p.get("cwd") if isinstance(p.get("cwd"), str) else None
     meta.source = p.get("source")
     meta.history_mode = p.get("history_mode") if isinstance(p.get("history_mode"), str) else None

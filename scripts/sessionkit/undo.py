@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import UserError
-from .artifacts import Journal, backup_db, check_inside, list_runs, read_journal, unb64
+from .artifacts import Journal, backup_db, check_inside, list_runs, read_journal
 from .history_offsets import read_offsets, set_offsets
 from .home import CodexHome
-from .line1 import current_line1, write_line1
+from .line1 import Line1Edit, apply_edit, state_of
 from .paths import safe_str
 from .statedb import open_readonly, open_readwrite
 
@@ -83,9 +83,16 @@ def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
     plan = UndoPlan(run_dir, str(begin.get("kind")), any(r.get("op") == "end" for r in recs))
     for rec in recs:
         op = rec.get("op")
-        if op in ("rows", "insert", "offsets", "line1", "move", "file_backup"):
-            names = [str(rec.get(k)) for k in ("db", "path", "src", "dst", "backup") if rec.get(k) is not None]
-            names += [str(d) for d in rec.get("made_dirs") or []]
+        if op not in ("rows", "insert", "offsets", "line1", "move", "manifest"):
+            continue
+        nested = rec.get("entries") if op == "line1" else rec.get("moves") if op == "move" else []
+        if not isinstance(nested, list):
+            raise UserError(f"{journal}: a {op} record is malformed")
+        for item in [rec] + nested:
+            if not isinstance(item, dict):
+                raise UserError(f"{journal}: a {op} record is malformed")
+            names = [str(item.get(k)) for k in ("db", "path", "src", "dst", "backup") if item.get(k) is not None]
+            names += [str(d) for d in item.get("made_dirs") or []]
             check_inside(home.root, *names)
     for rec in recs:
         op = rec.get("op")
@@ -174,26 +181,28 @@ def _plan_offsets(plan: UndoPlan, db: Path, entries: List[Dict[str, Any]]) -> No
 
 
 def _plan_line1(plan: UndoPlan, rec: Dict[str, Any]) -> None:
-    path = Path(rec["path"])
-    old, new = unb64(rec["old"]), unb64(rec["new"])
-    cur = current_line1(path) if path.is_file() else None
-    if cur == old:
-        plan.already += 1
-    elif cur == new:
-        plan.line1.append({"path": path, "old": old, "new": new, "mtime_ns": int(rec["mtime_ns"]),
-                           "thread_id": rec.get("thread_id")})
-    else:
-        plan.conflicts.append(f"{path}: line 1 changed since the run (or the file is gone); left alone")
+    for entry in rec.get("entries", []):
+        path = Path(entry["path"])
+        edit = Line1Edit.from_record(entry)
+        state = state_of(path, edit) if path.is_file() else "changed"
+        if state == "old":
+            plan.already += 1
+        elif state in ("new", "torn"):
+            plan.line1.append({"path": path, "edit": edit, "state": state, "mtime_ns": int(entry["mtime_ns"]),
+                               "thread_id": entry.get("thread_id")})
+        else:
+            plan.conflicts.append(f"{path}: line 1 changed since the run (or the file is gone); left alone")
 
 
 def _plan_move(plan: UndoPlan, rec: Dict[str, Any]) -> None:
-    src, dst = Path(rec["src"]), Path(rec["dst"])
-    if src.exists() and not dst.exists():
-        plan.already += 1
-    elif dst.is_file() and not src.exists():
-        plan.moves.append(rec)
-    else:
-        plan.conflicts.append(f"{dst}: cannot move back to {src} (both or neither exist); left alone")
+    for move in rec.get("moves", []):
+        src, dst = Path(move["src"]), Path(move["dst"])
+        if src.exists() and not dst.exists():
+            plan.already += 1
+        elif dst.is_file() and not src.exists():
+            plan.moves.append(move)
+        else:
+            plan.conflicts.append(f"{dst}: cannot move back to {src} (both or neither exist); left alone")
 
 
 def apply_undo(home: CodexHome, plan: UndoPlan) -> Dict[str, Any]:
@@ -221,7 +230,12 @@ def apply_undo(home: CodexHome, plan: UndoPlan) -> Dict[str, Any]:
         finally:
             conn.close()
     for item in plan.line1:
-        write_line1(item["path"], item["new"], item["old"], item["mtime_ns"])
+        edit: Line1Edit = item["edit"]
+        if item["state"] == "torn":  # a write cut short: put the old span back over whatever is there
+            edit = Line1Edit(edit.offset, edit.old_span, edit.old_span, edit.old_len, edit.old_sha, edit.old_sha)
+            apply_edit(item["path"], edit, item["mtime_ns"])
+        else:
+            apply_edit(item["path"], edit.inverse(), item["mtime_ns"])
     for rec in plan.moves:
         src, dst = Path(rec["src"]), Path(rec["dst"])
         src.parent.mkdir(parents=True, exist_ok=True)
@@ -235,8 +249,8 @@ def apply_undo(home: CodexHome, plan: UndoPlan) -> Dict[str, Any]:
             except OSError:
                 break
     if journal is not None:
-        journal.write({"op": "rolled_back", "rows": reverted, "line1": len(plan.line1),
-                       "moves": len(plan.moves), "conflicts": len(plan.conflicts)})
+        journal.write({"op": "rolled_back", "rows_reverted": reverted, "line1_restored": len(plan.line1),
+                       "files_moved_back": len(plan.moves), "conflicts": len(plan.conflicts)})
         journal.close()
     return {"db_backups": backups, "rows_reverted": reverted, "line1_restored": len(plan.line1),
             "files_moved_back": len(plan.moves)}
