@@ -111,7 +111,7 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
         if not exists:
             found["missing_rollout_path"].append(r.id)
             found["stale_rows"].append(r.id)
-        if r.rollout_path and not is_inside(Path(r.rollout_path), root):
+        if r.rollout_path and not is_inside(r.rollout_path, root):
             found["rollout_path_outside_home"].append(r.id)
             split = split_home_prefix(r.rollout_path)
             if split:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 _WIN_LONG = re.compile(r"^\\\\\?\\")
 _WIN_DRIVE = re.compile(r"^([A-Za-z]):[\\/]")
@@ -46,7 +46,7 @@ def replace_prefix(path: str, old: str, new: str) -> Optional[str]:
     return new.rstrip("/\\") + sep + (rest.replace("/", sep))
 
 
-def is_inside(path: Path, root: Path) -> bool:
+def is_inside(path: Union[str, Path], root: Union[str, Path]) -> bool:
     """Lexically inside `root` (after folding `..`); relative paths never are. Symlinks: resolves_inside."""
     p = str(path)
     if "\x00" in p or not os.path.isabs(p):

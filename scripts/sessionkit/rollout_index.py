@@ -20,21 +20,20 @@ _CHUNK = 64 * 1024
 
 @dataclass
 class RolloutFile:
-    path: Path
+    key: str  # the full path as a string: what the index is looked up by
     archived: bool  # found under archived_sessions/
     thread_id: str
     date: str  # YYYY-MM-DD from the file name (local time, as Codex names it)
     compressed: bool
     is_symlink: bool
-    key: str = ""  # str(path), kept once: the index is looked up by it many times
 
-    def __post_init__(self) -> None:
-        if not self.key:
-            self.key = str(self.path)
+    @property
+    def path(self) -> Path:
+        return Path(self.key)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        return os.path.basename(self.key)
 
 
 @dataclass
@@ -94,9 +93,8 @@ def _walk(folder: Path, archived: bool, index: RolloutIndex) -> None:
             if not match:
                 index.malformed.append(Path(entry.path))
                 continue
-            index.add(RolloutFile(path=Path(entry.path), archived=archived,
-                                  thread_id=match.group("thread").lower(), date=match.group("date"),
-                                  compressed=bool(match.group("zst")), is_symlink=link, key=entry.path))
+            index.add(RolloutFile(key=entry.path, archived=archived, thread_id=match.group("thread").lower(),
+                                  date=match.group("date"), compressed=bool(match.group("zst")), is_symlink=link))
 
 
 def build_index(home_root: Path) -> RolloutIndex:
