@@ -77,11 +77,14 @@ def render(plan: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     home = open_home(args.codex_dir, args.sqlite_home)
-    inputs = gather(home, Progress.for_terminal())
+    progress = Progress.for_terminal()
+    inputs = gather(home, progress)
     plan = plan_migration(inputs, args.target_provider, args.from_provider, args.thread_id,
                           args.include_archived, args.db_only)
     report = {"codex_dir": str(home.root), **plan_report(plan, args.sample)}
-    result = apply_migration(inputs, plan, args.force) if args.apply and plan.changes else None
+    result = None
+    if args.apply and plan.changes:
+        result = apply_migration(inputs, plan, args.force, progress=progress)
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})
     else:

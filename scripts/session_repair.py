@@ -75,12 +75,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     remaps = parse_remaps(args.remap_prefix)
     home = open_home(args.codex_dir, args.sqlite_home)
-    inputs = gather(home, Progress.for_terminal())
+    progress = Progress.for_terminal()
+    inputs = gather(home, progress)
     plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=not args.no_unarchive,
                        thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans)
     report = plan_report(plan, args.sample)
     has_work = bool(plan.moves or plan.rows or plan.inserts)
-    result = apply_repair(inputs, plan, args.force) if args.apply and has_work else None
+    result = None
+    if args.apply and has_work:
+        result = apply_repair(inputs, plan, args.force, progress=progress)
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
     else:

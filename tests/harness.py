@@ -94,6 +94,11 @@ class CodexWorld:
             for tid in thread_ids:
                 app.request("thread/archive", {"threadId": tid})
 
+    def unarchive(self, *thread_ids: str) -> None:
+        with self.app() as app:
+            for tid in thread_ids:
+                app.request("thread/unarchive", {"threadId": tid})
+
     def move_home(self, new_user: str = "newuser") -> Path:
         """Move the whole home to another user's folder, as after a copy to a new machine."""
         target = self.base / new_user / ".codex"

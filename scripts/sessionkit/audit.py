@@ -25,6 +25,7 @@ INTEGRITY_KEYS = (
     "missing_active_rows", "missing_archived_rows", "stale_rows", "archive_mismatches",
     "duplicate_db_paths", "malformed_file_names", "session_meta_id_mismatch",
     "rollout_path_outside_home", "provider_mismatch", "line1_unreadable", "compressed_rollouts",
+    "unreadable_paths",
 )
 
 
@@ -134,6 +135,8 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
         elif meta.error:
             found["line1_unreadable"].append(f"{rf.key}: {meta.error}")
     found["malformed_file_names"] = [str(p) for p in index.malformed]
+    found["unreadable_paths"] = [f"{p}: {why}" for p, why in index.unreadable] + \
+        [f"{p}: a symlinked folder (not followed)" for p in index.skipped_links]
     out: Dict[str, Any] = {}
     for key in INTEGRITY_KEYS:
         out[f"{key}_count"] = len(found[key])
@@ -356,6 +359,7 @@ def findings(report: Dict[str, Any]) -> List[str]:
         "provider_mismatch": "row(s) hold a provider that differs from line 1 of their rollout",
         "line1_unreadable": "rollout(s) have an unreadable line 1",
         "compressed_rollouts": "zstd-compressed rollout(s) (reported, never touched)",
+        "unreadable_paths": "folder(s) under sessions/ that could not be read or are symlinks (not followed)",
     }
     for key, label in labels.items():
         n = integ[f"{key}_count"]

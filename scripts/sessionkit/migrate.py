@@ -18,6 +18,7 @@ from .audit import AuditInputs
 from .history_offsets import history_db_path, read_offsets, set_offsets, shifted, threads_with_offsets
 from .line1 import Line1Edit, apply_edit, plan_field_edit, seal
 from .locks import scan_activity
+from .progress import Progress
 from .paths import is_inside, resolves_inside, safe_str
 from .undo import undo_after_failure
 from .safety import HomeLock, check_writable, refuse_if_running
@@ -153,7 +154,8 @@ def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = False) -> Dict[str, Any]:
+def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = False,
+                    progress: Optional[Progress] = None) -> Dict[str, Any]:
     """Back up, journal, rewrite line 1s in place, shift offsets, update rows: one transaction per DB."""
     home = inputs.home
     refuse_if_running(scan_activity(home.root), force)
@@ -189,10 +191,14 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
                     entry["backup"] = str(copy)
                 entries.append(entry)
             journal.write({"op": "line1", "entries": entries})
-            for c in plan.changes:
+            progress = progress or Progress(None)
+            progress.phase("rewriting line 1")
+            for n, c in enumerate(plan.changes, 1):
                 if c.edit is not None and c.path is not None:
                     apply_edit(c.path, c.edit, c.mtime_ns)
                     fault_point("line 1 rewritten")
+                progress.tick("rewriting line 1", n, len(plan.changes))
+            progress.done()
             rewritten = len(entries)
             durable()
             if growth:

@@ -15,6 +15,7 @@ from . import UserError
 from .artifacts import Journal, backup_db, durable, fault_point, new_run_dir, private_file
 from .audit import AuditInputs, classify_orphan
 from .locks import scan_activity
+from .progress import Progress
 from .paths import has_prefix, is_inside, replace_prefix, resolves_inside, safe_str, split_home_prefix
 from .rollout_index import RolloutFile
 from .rollout_scan import row_from_rollout
@@ -252,7 +253,7 @@ def _manifest(plan: RepairPlan, ts: str) -> bytes:
 
 
 def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
-                 now: Optional[float] = None) -> Dict[str, Any]:
+                 now: Optional[float] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
     home = inputs.home
     root = home.root
     refuse_if_running(scan_activity(root), force)
@@ -276,9 +277,13 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             stamp = time.time() if now is None else now
             moves = [_move_record(m, stamp) for m in plan.moves]
             journal.write({"op": "move", "moves": moves})
-            for rec in moves:
+            progress = progress or Progress(None)
+            progress.phase("moving files")
+            for n, rec in enumerate(moves, 1):
                 _move(rec)
                 fault_point("file moved")
+                progress.tick("moving files", n, len(moves))
+            progress.done()
             durable()
             cols = set(thread_columns_of(home.state_db.path))
             journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
