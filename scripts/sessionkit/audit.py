@@ -1,6 +1,7 @@
 """Build the read-only audit report: counts, integrity, visibility, orphans, running Codex."""
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections import Counter
@@ -46,6 +47,16 @@ class AuditInputs:
 def gather(home: CodexHome, progress: Optional[Progress] = None) -> AuditInputs:
     """One walk, one SELECT, one bounded line-1 read per rollout file."""
     progress = progress or Progress(None)
+    collecting = gc.isenabled()
+    gc.disable()  # hundreds of thousands of small acyclic objects: no cycles to collect meanwhile
+    try:
+        return _gather(home, progress)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _gather(home: CodexHome, progress: Progress) -> AuditInputs:
     progress.phase("scanning rollouts")
     index = build_index(home.root)
     progress.phase("reading the state DB")
@@ -156,10 +167,7 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
 def _source_kind(meta: Optional[SessionMeta], row: Optional[ThreadRow]) -> str:
     if row is not None:
         return row.source_kind
-    src = meta.source if meta else None
-    if isinstance(src, dict):
-        return next(iter(src), "")
-    return str(src or "")
+    return meta.source_kind if meta else ""
 
 
 def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str],

@@ -13,6 +13,37 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 
+LINE1_LIMIT = 8 * 1024 * 1024  # line 1 is ~20 KB; anything past this is not a real session_meta
+_CHUNK = 64 * 1024
+
+
+def read_line1(path: Path, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Optional[str]]:
+    """Line 1's bytes (no newline) or why not; reads no more than `limit` bytes."""
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    try:
+        return _rest_of_line1(fd, b"", limit)
+    finally:
+        os.close(fd)
+
+
+def _rest_of_line1(fd: int, buf: bytes, limit: int) -> Tuple[Optional[bytes], Optional[str]]:
+    while len(buf) <= limit:
+        try:
+            chunk = os.read(fd, _CHUNK)
+        except OSError as exc:
+            return None, exc.strerror or str(exc)
+        if not chunk:
+            return (buf, None) if buf else (None, "empty file")
+        cut = chunk.find(b"\n")
+        if cut >= 0:
+            return buf + chunk[:cut], None
+        buf += chunk
+    return None, f"line 1 longer than {limit} bytes"
+
+
 def field_token(key: str, value: Any) -> bytes:
     return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode()
 
@@ -62,37 +93,29 @@ class Line1Edit:
                    str(rec["old_sha"]), str(rec["new_sha"]))
 
 
-def plan_field_edit(span: Tuple[int, int], line_len: int, key: str, old_value: Any, new_value: Any) -> Line1Edit:
-    """The span edit that swaps the value, padded with JSON whitespace to keep the length if it can."""
+def plan_field_edit(span: Tuple[int, int], key: str, old_value: Any, new_value: Any) -> Line1Edit:
+    """The span edit that swaps the value, padded with JSON whitespace to keep the length if it can.
+    The line's length and digests are filled in by `seal`, right before writing."""
     start, end = span
     token = field_token(key, new_value)
     room = end - start
     token += b" " * max(0, room - len(token))
     old_span = field_token(key, old_value)
     old_span += b" " * (room - len(old_span))
-    return Line1Edit(start, old_span, token, line_len)
-
-
-def _read_head(fd: int, n: int) -> bytes:
-    return os.pread(fd, n, 0)
+    return Line1Edit(start, old_span, token, -1)
 
 
 def seal(path: Path, edit: Line1Edit, key: str, new_value: Any) -> Line1Edit:
-    """Check the planned edit against the file as it is now, and add both digests."""
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        line = _read_head(fd, edit.old_len + 1)
-    finally:
-        os.close(fd)
-    if len(line) != edit.old_len + 1 or line[-1:] != b"\n" or \
-            line[edit.offset:edit.offset + len(edit.old_span)] != edit.old_span:
-        raise ValueError(f"{path}: line 1 changed since the plan was made")
-    line = line[:-1]
+    """Check the planned edit against line 1 as it is now, and record its length and both digests."""
+    line, err = read_line1(path)
+    if line is None or line[edit.offset:edit.offset + len(edit.old_span)] != edit.old_span:
+        raise ValueError(f"{path}: line 1 changed since the plan was made{f' ({err})' if err else ''}")
     new = line[:edit.offset] + edit.new_span + line[edit.offset + len(edit.old_span):]
     obj, want = json.loads(line), json.loads(new)
     obj["payload"][key] = new_value
     if want != obj:
         raise ValueError(f"{path}: the planned edit does not change only payload.{key}")
+    edit.old_len = len(line)
     edit.old_sha, edit.new_sha = digest(line), digest(new)
     return edit
 
@@ -104,7 +127,7 @@ def state_of(path: Path, edit: Line1Edit) -> str:
     except OSError:
         return "changed"
     try:
-        head = _read_head(fd, max(edit.old_len, edit.old_len + edit.growth) + 1)
+        head = os.pread(fd, max(edit.old_len, edit.old_len + edit.growth) + 1, 0)
     finally:
         os.close(fd)
     cut = head.find(b"\n")

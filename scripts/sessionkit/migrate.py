@@ -22,7 +22,7 @@ from .progress import Progress
 from .paths import is_inside, resolves_inside, safe_str
 from .undo import undo_after_failure
 from .safety import HomeLock, check_writable, refuse_if_running
-from .statedb import load_threads, open_readonly, open_readwrite
+from .statedb import open_readonly, open_readwrite
 
 
 @dataclass
@@ -112,8 +112,8 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                     else "rollout file missing"
                 plan.skipped.append((row.id, f"{why}: run session_repair.py first"))
                 continue
-            if rf.is_symlink or not resolves_inside(rf.path, root):
-                plan.skipped.append((row.id, "rollout is a symlink or resolves outside the home"))
+            if rf.is_symlink:  # the walk follows no symlinked folder: any other indexed file is inside
+                plan.skipped.append((row.id, "rollout is a symlink: never rewritten"))
                 continue
             if meta is None or meta.error:
                 plan.skipped.append((row.id, f"line 1 unusable: {meta.error if meta else 'unread'}"))
@@ -126,8 +126,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 if meta.provider_span is None:
                     plan.skipped.append((row.id, "line 1 layout not recognised (no single model_provider field)"))
                     continue
-                edit = plan_field_edit(meta.provider_span, meta.raw_len, "model_provider",
-                                       line1_provider, plan.target)
+                edit = plan_field_edit(meta.provider_span, "model_provider", line1_provider, plan.target)
             change = ProviderChange(row.id, row.model_provider, rf.path, edit,
                                     db_change=row.model_provider != plan.target,
                                     mtime_ns=os.stat(rf.path).st_mtime_ns)
@@ -215,13 +214,22 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
             raise undo_after_failure(home, run.path, exc) from None
         else:
             journal.close()
-    after = load_threads(home.state_db.path)
     return {"run_dir": str(run.path), "db_backup": str(backups["state_db"]),
             "history_backup": str(backups["history_db"]) if "history_db" in backups else None,
             "manifest_csv": str(manifest), "journal": str(run.journal_path),
             "line1_rewritten": rewritten, "updated_rows": updated,
-            "provider_distribution_after": _active_distribution(after, True),
+            "provider_distribution_after": provider_counts(home.state_db.path),
             "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(home.root)} --manifest {manifest} --apply"}
+
+
+def provider_counts(db: Path) -> Dict[str, int]:
+    """Rows per provider, counted by SQLite: no second copy of every row in memory."""
+    conn = open_readonly(db)
+    try:
+        rows = conn.execute("SELECT model_provider, count(*) FROM threads GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
+    finally:
+        conn.close()
+    return {str(p): int(n) for p, n in rows}
 
 
 def _shift_offsets(hist_path: Path, changes: List[ProviderChange], journal: Journal) -> None:

@@ -89,8 +89,8 @@ def _usable(rf: RolloutFile, inputs: AuditInputs, tid: str) -> Optional[str]:
     """Why a found file cannot stand for this thread, or None when it can."""
     if rf.compressed:
         return "the only file is zstd-compressed"
-    if rf.is_symlink or not resolves_inside(rf.path, inputs.home.root):
-        return "the only file is a symlink or resolves outside the home"
+    if rf.is_symlink:  # the walk follows no symlinked folder: any other indexed file is inside
+        return "the only file is a symlink"
     meta = inputs.meta_for(rf)
     if meta.error:
         return f"its file's line 1 is unusable ({meta.error})"

@@ -4,28 +4,32 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .line1 import find_field
+from .line1 import LINE1_LIMIT, find_field, read_line1
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ROLLOUT_NAME = re.compile(
     r"^rollout-(?P<date>\d{4}-\d{2}-\d{2})T(?P<time>\d{2}-\d{2}-\d{2})-(?P<thread>" + _UUID + r")"
     r"(?:_(?P<rollout>" + _UUID + r"))?\.jsonl(?P<zst>\.zst)?$")
-LINE1_LIMIT = 8 * 1024 * 1024  # line 1 is ~20 KB; anything past this is not a real session_meta
-_CHUNK = 64 * 1024
 
 
-@dataclass
 class RolloutFile:
-    key: str  # the full path as a string: what the index is looked up by
-    archived: bool  # found under archived_sessions/
-    thread_id: str
-    date: str  # YYYY-MM-DD from the file name (local time, as Codex names it)
-    compressed: bool
-    is_symlink: bool
+    """One rollout file found by the walk. Slotted: a heavy user has 100,000 of them."""
+
+    __slots__ = ("key", "archived", "thread_id", "date", "compressed", "is_symlink")
+
+    def __init__(self, key: str, archived: bool, thread_id: str, date: str, compressed: bool,
+                 is_symlink: bool) -> None:
+        self.key = key  # the full path as a string: what the index is looked up by
+        self.archived = archived  # found under archived_sessions/
+        self.thread_id = thread_id
+        self.date = date  # YYYY-MM-DD from the file name (local time, as Codex names it)
+        self.compressed = compressed
+        self.is_symlink = is_symlink
 
     @property
     def path(self) -> Path:
@@ -94,7 +98,7 @@ def _walk(folder: Path, archived: bool, index: RolloutIndex) -> None:
                 index.malformed.append(Path(entry.path))
                 continue
             index.add(RolloutFile(key=entry.path, archived=archived, thread_id=match.group("thread").lower(),
-                                  date=match.group("date"), compressed=bool(match.group("zst")), is_symlink=link))
+                                  date=sys.intern(match.group("date")), compressed=bool(match.group("zst")), is_symlink=link))
 
 
 def build_index(home_root: Path) -> RolloutIndex:
@@ -110,43 +114,35 @@ def build_index(home_root: Path) -> RolloutIndex:
     return index
 
 
-@dataclass
 class SessionMeta:
-    """What line 1 (`session_meta`) says; `error` set when it cannot be used."""
+    """What line 1 (`session_meta`) says; `error` set when it cannot be used. Slotted: one per rollout."""
 
-    raw_len: int = 0  # bytes of line 1, newline excluded
-    id: Optional[str] = None
-    model_provider: Optional[str] = None
-    has_provider: bool = False
-    provider_span: Optional[Tuple[int, int]] = None  # where `"model_provider":"..."` sits in line 1
-    cwd: Optional[str] = None
-    source: Optional[object] = None
-    history_mode: Optional[str] = None
-    forked_from_id: Optional[str] = None
-    timestamp: Optional[str] = None
-    error: Optional[str] = None
+    __slots__ = ("id", "model_provider", "has_provider", "provider_span", "cwd", "source_kind",
+                 "forked_from_id", "error")
+
+    def __init__(self, error: Optional[str] = None) -> None:
+        self.id: Optional[str] = None
+        self.model_provider: Optional[str] = None
+        self.has_provider = False
+        self.provider_span: Optional[Tuple[int, int]] = None  # `"model_provider":"..."` in line 1
+        self.cwd: Optional[str] = None
+        self.source_kind = ""  # cli, vscode, exec, subagent, ...
+        self.forked_from_id: Optional[str] = None
+        self.error = error
 
 
-def read_line1(path: Path, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Optional[str]]:
-    """Line 1's bytes (no newline) or why not; reads no more than `limit` bytes."""
-    try:
-        with open(path, "rb") as fh:
-            buf = b""
-            while len(buf) <= limit:
-                chunk = fh.read(_CHUNK)
-                if not chunk:
-                    return (buf, None) if buf else (None, "empty file")
-                cut = chunk.find(b"\n")
-                if cut >= 0:
-                    return buf + chunk[:cut], None
-                buf += chunk
-            return None, f"line 1 longer than {limit} bytes"
-    except OSError as exc:
-        return None, exc.strerror or str(exc)
+_BASE_INSTRUCTIONS = b',"base_instructions":'
+
+
+def source_kind(source: object) -> str:
+    """`"cli"` -> cli; `{"subagent": "review"}` -> subagent."""
+    if isinstance(source, dict):
+        return sys.intern(str(next(iter(source), "")))
+    return sys.intern(source) if isinstance(source, str) else ""
 
 
 def parse_session_meta(line: bytes) -> SessionMeta:
-    meta = SessionMeta(raw_len=len(line))
+    meta = SessionMeta()
     try:
         obj = json.loads(line)
     except (ValueError, UnicodeDecodeError):
@@ -160,19 +156,26 @@ def parse_session_meta(line: bytes) -> SessionMeta:
     if meta.id is None:
         meta.error = "session_meta has no id"
     meta.has_provider = "model_provider" in p
-    meta.model_provider = p.get("model_provider") if isinstance(p.get("model_provider"), str) else None
-    if meta.model_provider is not None:
-        meta.provider_span = find_field(line, "model_provider", meta.model_provider)
-    meta.cwd = p.get("cwd") if isinstance(p.get("cwd"), str) else None
-    meta.source = p.get("source")
-    meta.history_mode = p.get("history_mode") if isinstance(p.get("history_mode"), str) else None
+    provider = p.get("model_provider")
+    if isinstance(provider, str):
+        meta.model_provider = sys.intern(provider)
+        meta.provider_span = find_field(line, "model_provider", provider)
+    meta.cwd = sys.intern(p["cwd"]) if isinstance(p.get("cwd"), str) else None
+    meta.source_kind = source_kind(p.get("source"))
     meta.forked_from_id = p.get("forked_from_id") if isinstance(p.get("forked_from_id"), str) else None
-    meta.timestamp = p.get("timestamp") if isinstance(p.get("timestamp"), str) else None
     return meta
 
 
 def load_session_meta(path: Path, limit: int = LINE1_LIMIT) -> SessionMeta:
+    """Line 1 read whole (bounded), but JSON-decoded only up to base_instructions when that part
+    holds every field asked about: Codex writes ~20 KB of instructions after id, cwd, source and
+    model_provider. A line that does not end in `}` is not a whole record, so it is decoded in full."""
     line, err = read_line1(path, limit)
     if line is None:
         return SessionMeta(error=err)
+    at = line.find(_BASE_INSTRUCTIONS)
+    if at > 0 and line.endswith(b"}"):
+        meta = parse_session_meta(line[:at] + b"}}")
+        if meta.error is None and meta.has_provider:
+            return meta
     return parse_session_meta(line)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 from urllib.parse import quote
@@ -17,31 +17,38 @@ OPTIONAL_COLUMNS = ("created_at", "updated_at", "archived_at", "title", "preview
 BUSY_TIMEOUT_S = 5.0
 
 
-@dataclass
 class ThreadRow:
-    """One `threads` row as far as session visibility goes."""
+    """One `threads` row as far as session visibility goes. Slotted: one per thread."""
 
-    id: str
-    rollout_path: str
-    archived: bool
-    model_provider: str
-    cwd: str
-    source: str
-    created_at: Optional[int] = None
-    updated_at: Optional[int] = None
-    archived_at: Optional[int] = None
-    preview: Optional[str] = None  # None: the schema has no preview column
-    history_mode: Optional[str] = None
-    updated_at_ms: Optional[int] = None
+    __slots__ = ("id", "rollout_path", "archived", "model_provider", "cwd", "source", "created_at",
+                 "updated_at", "archived_at", "preview", "history_mode", "updated_at_ms", "source_kind")
 
-    @property
-    def source_kind(self) -> str:
-        """`cli`, `vscode`, `exec`, ...; an object such as {"subagent": ...} gives its key."""
-        src = self.source.strip()
-        if src.startswith("{"):
-            key = src[1:].split(":", 1)[0].strip().strip('"')
-            return key or src
-        return src.strip('"')
+    def __init__(self, id: str, rollout_path: str, archived: bool, model_provider: str, cwd: str,
+                 source: str, created_at: Optional[int] = None, updated_at: Optional[int] = None,
+                 archived_at: Optional[int] = None, preview: Optional[str] = None,
+                 history_mode: Optional[str] = None, updated_at_ms: Optional[int] = None) -> None:
+        self.id = id
+        self.rollout_path = rollout_path
+        self.archived = archived
+        self.model_provider = sys.intern(model_provider)
+        self.cwd = sys.intern(cwd)
+        self.source = sys.intern(source)
+        self.created_at = created_at
+        self.updated_at = updated_at
+        self.archived_at = archived_at
+        self.preview = preview  # None: the schema has no preview column
+        self.history_mode = history_mode
+        self.updated_at_ms = updated_at_ms
+        self.source_kind = _source_kind(self.source)
+
+
+def _source_kind(source: str) -> str:
+    """`cli`, `vscode`, `exec`, ...; an object such as {"subagent": ...} gives its key."""
+    src = source.strip()
+    if src.startswith("{"):
+        key = src[1:].split(":", 1)[0].strip().strip('"')
+        return sys.intern(key or src)
+    return sys.intern(src.strip('"'))
 
 
 def sqlite_uri(path: Path, **params: str) -> str:
