@@ -52,6 +52,7 @@ def gather(home: CodexHome, progress: Optional[Progress] = None) -> AuditInputs:
     try:
         return _gather(home, progress)
     finally:
+        gc.freeze()  # what was read lives to the end: later collections need not walk it again
         if collecting:
             gc.enable()
 
@@ -69,7 +70,7 @@ def _gather(home: CodexHome, progress: Progress) -> AuditInputs:
         elif rf.is_symlink and not resolves_inside(rf.path, home.root):
             metas[rf.key] = SessionMeta(error="a symlink to outside the Codex home (not followed)")
         else:
-            metas[rf.key] = load_session_meta(rf.path)
+            metas[rf.key] = load_session_meta(rf.key)
         progress.tick("reading line 1 of each rollout", n, total)
     progress.done()
     return AuditInputs(home=home, rows=rows, index=index, metas=metas, activity=scan_activity(home.root))
@@ -109,13 +110,15 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
     for tid, files in sorted(index.by_thread.items()):
         if tid not in row_ids and tid != own:
             found["disk_not_in_db"].append(tid)
-        plain = [f for f in files if "_" not in f.name]
-        names = Counter(f.name for f in files)
-        if len(plain) > 1 or any(c > 1 for c in names.values()):
-            found["duplicate_rollout_id"].append(tid)
+        if len(files) > 1:
+            plain = [f for f in files if "_" not in f.name]
+            names = Counter(f.name for f in files)
+            if len(plain) > 1 or any(c > 1 for c in names.values()):
+                found["duplicate_rollout_id"].append(tid)
     path_count = Counter(r.rollout_path for r in rows)
     found["duplicate_db_paths"] = sorted(p for p, n in path_count.items() if n > 1)
     outside_prefixes: Counter = Counter()
+    root_prefix = str(root).rstrip(os.sep) + os.sep
     for r in sorted(rows, key=lambda r: r.id):
         if r.id.lower() not in index.by_thread:
             found["db_not_on_disk"].append(r.id)
@@ -123,7 +126,8 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
         if not exists:
             found["missing_rollout_path"].append(r.id)
             found["stale_rows"].append(r.id)
-        if r.rollout_path and not is_inside(r.rollout_path, root):
+        if r.rollout_path and not (r.rollout_path.startswith(root_prefix) and "/.." not in r.rollout_path) \
+                and not is_inside(r.rollout_path, root):
             found["rollout_path_outside_home"].append(r.id)
             split = split_home_prefix(r.rollout_path)
             if split:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -44,7 +45,9 @@ def _rest_of_line1(fd: int, buf: bytes, limit: int) -> Tuple[Optional[bytes], Op
     return None, f"line 1 longer than {limit} bytes"
 
 
+@lru_cache(maxsize=1024)
 def field_token(key: str, value: Any) -> bytes:
+    """`"key":value` as Codex writes it (compact JSON); cached: a home has few distinct values."""
     return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode()
 
 

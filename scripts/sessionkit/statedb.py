@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 from urllib.parse import quote
@@ -42,6 +43,7 @@ class ThreadRow:
         self.source_kind = _source_kind(self.source)
 
 
+@lru_cache(maxsize=256)
 def _source_kind(source: str) -> str:
     """`cli`, `vscode`, `exec`, ...; an object such as {"subagent": ...} gives its key."""
     src = source.strip()
