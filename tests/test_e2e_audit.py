@@ -1,8 +1,5 @@
 """The audit agrees with the real Codex CLI: `codex doctor --json` and a default `thread/list`."""
 import os
-import shutil
-import sqlite3
-from pathlib import Path
 
 from harness import REPO, snapshot
 

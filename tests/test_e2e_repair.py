@@ -66,7 +66,7 @@ def test_archived_threads_come_back_and_rollback_rearchives_exactly(world):
 
 
 def test_imported_orphan_is_in_a_db_only_listing(world):
-    ids = world.make_threads(2, prompt="kept")
+    world.make_threads(2, prompt="kept")
     orphan = world.make_threads(1, "mockB", cwd=world.project("elsewhere"), prompt="orphaned work")[0]
     world.set_provider("mockA")
     codex_row = world.db("SELECT source, model_provider, cwd, title, first_user_message, preview, created_at, "

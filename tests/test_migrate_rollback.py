@@ -280,3 +280,23 @@ def test_a_busy_db_stops_cleanly_after_the_timeout(split):
     assert 4 < waited < 30
     assert home_state(hb.root)["files"] == before["files"]
     assert home_state(hb.root)["rows"] == before["rows"]
+
+
+def test_rollback_of_the_original_designs_csv(split):
+    """A run of the original tool (DB rows only, a bare CSV in .tmp/) is undone from its CSV."""
+    hb, old, _ = split
+    before = home_state(hb.root)
+    hb.sql("UPDATE threads SET model_provider='newco' WHERE archived=0 AND model_provider<>'newco'")
+    legacy = hb.root / ".tmp" / "provider_migration_20260421_101010.csv"
+    legacy.parent.mkdir()
+    legacy.write_text("id,old_provider,new_provider,ts\n" +
+                      "".join(f"{t.id},oldco,newco,2026-04-21T10:10:10\n" for t in old))
+    dry = json.loads(run("rollback.py", hb.root, "--manifest", str(legacy), "--json").stdout)
+    assert dry["kind"] == "provider_migration (manifest only)" and dry["rows_to_revert"] == 3
+    proc = run("rollback.py", hb.root, "--manifest", str(legacy), "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert home_state(hb.root)["rows"] == before["rows"]
+    junk = hb.root / ".tmp" / "notes.csv"
+    junk.write_text("a,b\n1,2\n")
+    bad = run("rollback.py", hb.root, "--manifest", str(junk))
+    assert bad.returncode == 2 and "not a provider migration manifest" in bad.stderr

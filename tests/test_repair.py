@@ -2,8 +2,6 @@
 import json
 import os
 import signal
-import sqlite3
-from pathlib import Path
 
 import pytest
 

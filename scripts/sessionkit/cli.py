@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import sys
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, NoReturn, Optional
 
 from . import EXIT_ERROR, UserError
 
@@ -34,7 +34,7 @@ def positive_int(text: str) -> int:
 class Parser(argparse.ArgumentParser):
     """argparse that reports bad flags in one line with exit code 2 (as argparse does)."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 

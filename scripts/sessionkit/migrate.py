@@ -12,17 +12,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import UserError
-from .artifacts import Journal, backup_db, durable, fault_point, new_run_dir, private_file
+from .artifacts import Journal, durable, fault_point, private_file
 from .audit import AuditInputs
 from .history_offsets import history_db_path, read_offsets, set_offsets, shifted, threads_with_offsets
 from .line1 import Line1Edit, apply_edit, plan_field_edit, seal
-from .locks import scan_activity
 from .progress import Progress
-from .paths import is_inside, resolves_inside, safe_str
-from .undo import undo_after_failure
-from .safety import HomeLock, check_writable, refuse_if_running
-from .statedb import open_readonly, open_readwrite
+from .paths import is_inside, safe_str
+from .statedb import open_readonly, transaction
+from .writerun import write_run
 
 
 @dataclass
@@ -155,71 +152,51 @@ def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
 
 def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = False,
                     progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """Back up, journal, rewrite line 1s in place, shift offsets, update rows: one transaction per DB."""
+    """Rewrite line 1s in place, shift offsets, update rows: journaled, one transaction per DB."""
     home = inputs.home
-    refuse_if_running(scan_activity(home.root), force)
-    check_writable(home)
     growth = [c for c in plan.changes if c.offsets is not None]
-    with HomeLock(home):
-        run = new_run_dir(home.artifacts_dir, "provider_migration")
-        ts = datetime.now().isoformat(timespec="seconds")
-        journal = Journal(run.journal_path)
-        try:
-            journal.write({"op": "begin", "kind": "provider_migration", "codex_dir": str(home.root),
-                           "state_db": str(home.state_db.path), "target": plan.target,
-                           "db_only": plan.db_only, "changes": len(plan.changes)})
-            backups = {"state_db": backup_db(home.state_db.path,
-                                             run.path / f"{home.state_db.path.name}.pre_provider_migration.bak")}
-            hist_path = history_db_path(home.state_db.path)
-            if growth:
-                backups["history_db"] = backup_db(hist_path, run.path / f"{hist_path.name}.pre_provider_migration.bak")
-            journal.write({"op": "backup", "files": {k: str(v) for k, v in backups.items()}})
-            manifest = run.path / f"provider_migration_{run.stamp}.csv"
-            private_file(manifest, manifest_csv(plan, ts))
-            journal.write({"op": "manifest", "path": str(manifest)})
-            entries = []
-            for c in plan.changes:  # check every planned edit against the files before any write
-                if c.edit is None or c.path is None:
-                    continue
-                seal(c.path, c.edit, "model_provider", plan.target)
-                entry = {"thread_id": c.thread_id, "path": str(c.path), "mtime_ns": c.mtime_ns, **c.edit.to_record()}
-                if c.edit.growth:  # the rest of the file moves: keep a whole copy first
-                    copy = run.path / f"{c.thread_id}.rollout.bak"
-                    private_file(copy)
-                    shutil.copyfile(str(c.path), str(copy))
-                    entry["backup"] = str(copy)
-                entries.append(entry)
-            journal.write({"op": "line1", "entries": entries})
-            progress = progress or Progress(None)
-            progress.phase("rewriting line 1")
-            for n, c in enumerate(plan.changes, 1):
-                if c.edit is not None and c.path is not None:
-                    apply_edit(c.path, c.edit, c.mtime_ns)
-                    fault_point("line 1 rewritten")
-                progress.tick("rewriting line 1", n, len(plan.changes))
-            progress.done()
-            rewritten = len(entries)
-            durable()
-            if growth:
-                _shift_offsets(hist_path, growth, journal)
-            rows = [c for c in plan.changes if c.db_change]
-            journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
-                {"id": c.thread_id, "old": {"model_provider": c.old_provider},
-                 "new": {"model_provider": plan.target}} for c in rows]})
-            updated = _update_rows(home.state_db.path, rows, plan.target)
-            journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated})
-            journal.write({"op": "end", "status": "complete"})
-        except Exception as exc:  # disk full, a locked DB, a file that changed: put back what was done
-            journal.close()
-            raise undo_after_failure(home, run.path, exc) from None
-        else:
-            journal.close()
-    return {"run_dir": str(run.path), "db_backup": str(backups["state_db"]),
-            "history_backup": str(backups["history_db"]) if "history_db" in backups else None,
-            "manifest_csv": str(manifest), "journal": str(run.journal_path),
-            "line1_rewritten": rewritten, "updated_rows": updated,
+    hist_path = history_db_path(home.state_db.path)
+    ts = datetime.now().isoformat(timespec="seconds")
+    with write_run(home, "provider_migration", len(plan.changes), manifest_csv(plan, ts), force,
+                   extra_dbs=[hist_path] if growth else []) as w:
+        entries = []
+        for c in plan.changes:  # check every planned edit against the files before any write
+            if c.edit is None or c.path is None:
+                continue
+            seal(c.path, c.edit, "model_provider", plan.target)
+            entry = {"thread_id": c.thread_id, "path": str(c.path), "mtime_ns": c.mtime_ns, **c.edit.to_record()}
+            if c.edit.growth:  # the rest of the file moves: keep a whole copy first
+                copy = w.run.path / f"{c.thread_id}.rollout.bak"
+                private_file(copy)
+                shutil.copyfile(str(c.path), str(copy))
+                entry["backup"] = str(copy)
+            entries.append(entry)
+        w.journal.write({"op": "line1", "entries": entries})
+        progress = progress or Progress(None)
+        progress.phase("rewriting line 1")
+        for n, c in enumerate(plan.changes, 1):
+            if c.edit is not None and c.path is not None:
+                apply_edit(c.path, c.edit, c.mtime_ns)
+                fault_point("line 1 rewritten")
+            progress.tick("rewriting line 1", n, len(plan.changes))
+        progress.done()
+        durable()
+        if growth:
+            _shift_offsets(hist_path, growth, w.journal)
+        rows = [c for c in plan.changes if c.db_change]
+        w.journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
+            {"id": c.thread_id, "old": {"model_provider": c.old_provider},
+             "new": {"model_provider": plan.target}} for c in rows]})
+        with transaction(home.state_db.path) as conn:
+            updated = sum(conn.execute("UPDATE threads SET model_provider=? WHERE id=? AND model_provider=?",
+                                       (plan.target, c.thread_id, c.old_provider)).rowcount for c in rows)
+        w.journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated})
+    return {"run_dir": str(w.run.path), "db_backup": str(w.backups[home.state_db.path.name]),
+            "history_backup": str(w.backups[hist_path.name]) if growth else None,
+            "manifest_csv": str(w.manifest), "journal": str(w.run.journal_path),
+            "line1_rewritten": len(entries), "updated_rows": updated,
             "provider_distribution_after": provider_counts(home.state_db.path),
-            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(home.root)} --manifest {manifest} --apply"}
+            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(home.root)} --manifest {w.manifest} --apply"}
 
 
 def provider_counts(db: Path) -> Dict[str, int]:
@@ -233,47 +210,20 @@ def provider_counts(db: Path) -> Dict[str, int]:
 
 
 def _shift_offsets(hist_path: Path, changes: List[ProviderChange], journal: Journal) -> None:
-    conn = open_readwrite(hist_path)
-    try:
-        entries = []
-        for c in changes:
-            assert c.edit is not None and c.offsets is not None
-            turns, proj = c.offsets
-            boundary = c.edit.old_len + 1
-            new_turns = [(t, shifted(o, boundary, c.edit.growth), shifted(e, boundary, c.edit.growth))
-                         for t, o, e in turns]
-            new_proj = shifted(proj, boundary, c.edit.growth) if proj >= 0 else proj
-            entries.append({"thread_id": c.thread_id, "old": [turns, proj], "new": [new_turns, new_proj]})
-        journal.write({"op": "offsets", "db": str(hist_path), "entries": entries})
-        conn.execute("BEGIN IMMEDIATE")
+    entries = []
+    for c in changes:
+        assert c.edit is not None and c.offsets is not None
+        turns, proj = c.offsets
+        boundary = c.edit.old_len + 1
+        new_turns = [(t, shifted(o, boundary, c.edit.growth), shifted(e, boundary, c.edit.growth))
+                     for t, o, e in turns]
+        new_proj = shifted(proj, boundary, c.edit.growth) if proj >= 0 else proj
+        entries.append({"thread_id": c.thread_id, "old": [turns, proj], "new": [new_turns, new_proj]})
+    journal.write({"op": "offsets", "db": str(hist_path), "entries": entries})
+    with transaction(hist_path) as conn:
         for e in entries:
             set_offsets(conn, e["thread_id"], *e["new"])
-        conn.execute("COMMIT")
-        journal.write({"op": "commit", "db": str(hist_path)})
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.close()
-
-
-def _update_rows(db: Path, rows: List[ProviderChange], target: str) -> int:
-    conn = open_readwrite(db)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        n = 0
-        for c in rows:
-            n += conn.execute("UPDATE threads SET model_provider=? WHERE id=? AND model_provider=?",
-                              (target, c.thread_id, c.old_provider)).rowcount
-        conn.execute("COMMIT")
-        return n
-    except sqlite3.OperationalError as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise UserError(f"{db}: {exc}") from None
-    finally:
-        conn.close()
+    journal.write({"op": "commit", "db": str(hist_path)})
 
 
 def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,16 +11,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import UserError
-from .artifacts import Journal, backup_db, durable, fault_point, new_run_dir, private_file
+from .artifacts import durable, fault_point
 from .audit import AuditInputs, classify_orphan
-from .locks import scan_activity
 from .progress import Progress
 from .paths import has_prefix, is_inside, replace_prefix, resolves_inside, safe_str, split_home_prefix
 from .rollout_index import RolloutFile
 from .rollout_scan import row_from_rollout
-from .undo import undo_after_failure
-from .safety import HomeLock, check_writable, refuse_if_running
-from .statedb import ThreadRow, open_readwrite, thread_columns
+from .statedb import ThreadRow, open_readwrite, thread_columns, transaction
+from .writerun import write_run
 
 Remap = Tuple[str, str]
 
@@ -254,54 +251,37 @@ def _manifest(plan: RepairPlan, ts: str) -> bytes:
 
 def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
                  now: Optional[float] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
+    """Moves first (each journaled before it happens), then every row change in one transaction."""
     home = inputs.home
     root = home.root
-    refuse_if_running(scan_activity(root), force)
-    check_writable(home)
     for m in plan.moves:  # the plan's own promise, checked once more right before writing
         if not (resolves_inside(m.src, root) and _sane_target(m.dst, root)):
             raise UserError(f"refusing to move {m.src} -> {m.dst}: outside the Codex home")
-    with HomeLock(home):
-        run = new_run_dir(home.artifacts_dir, "session_repair")
-        ts = datetime.now().isoformat(timespec="seconds")
-        journal = Journal(run.journal_path)
-        try:
-            journal.write({"op": "begin", "kind": "session_repair", "codex_dir": str(root),
-                           "state_db": str(home.state_db.path),
-                           "changes": len(plan.moves) + len(plan.rows) + len(plan.inserts)})
-            backup = backup_db(home.state_db.path, run.path / f"{home.state_db.path.name}.pre_repair.bak")
-            journal.write({"op": "backup", "files": {"state_db": str(backup)}})
-            manifest = run.path / f"session_repair_{run.stamp}.csv"
-            private_file(manifest, _manifest(plan, ts))
-            journal.write({"op": "manifest", "path": str(manifest)})
-            stamp = time.time() if now is None else now
-            moves = [_move_record(m, stamp) for m in plan.moves]
-            journal.write({"op": "move", "moves": moves})
-            progress = progress or Progress(None)
-            progress.phase("moving files")
-            for n, rec in enumerate(moves, 1):
-                _move(rec)
-                fault_point("file moved")
-                progress.tick("moving files", n, len(moves))
-            progress.done()
-            durable()
-            cols = set(thread_columns_of(home.state_db.path))
-            journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
-                {"id": r.thread_id, "old": _only(r.old, cols), "new": _only(r.new, cols)} for r in plan.rows]})
-            inserts = [_only(i, cols) for i in plan.inserts]
-            journal.write({"op": "insert", "db": str(home.state_db.path), "rows": inserts})
-            updated, inserted = _write_rows(home.state_db.path, plan.rows, inserts, cols)
-            journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated, "inserted": inserted})
-            journal.write({"op": "end", "status": "complete"})
-        except Exception as exc:  # disk full, a locked DB, a file that changed: put back what was done
-            journal.close()
-            raise undo_after_failure(home, run.path, exc) from None
-        else:
-            journal.close()
-    return {"run_dir": str(run.path), "db_backup": str(backup), "manifest_csv": str(manifest),
-            "journal": str(run.journal_path), "moved": len(plan.moves), "updated_rows": updated,
-            "inserted_rows": inserted,
-            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(root)} --manifest {manifest} --apply"}
+    ts = datetime.now().isoformat(timespec="seconds")
+    changes = len(plan.moves) + len(plan.rows) + len(plan.inserts)
+    with write_run(home, "session_repair", changes, _manifest(plan, ts), force) as w:
+        stamp = time.time() if now is None else now
+        moves = [_move_record(m, stamp) for m in plan.moves]
+        w.journal.write({"op": "move", "moves": moves})
+        progress = progress or Progress(None)
+        progress.phase("moving files")
+        for n, rec in enumerate(moves, 1):
+            _move(rec)
+            fault_point("file moved")
+            progress.tick("moving files", n, len(moves))
+        progress.done()
+        durable()
+        cols = set(thread_columns_of(home.state_db.path))
+        w.journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
+            {"id": r.thread_id, "old": _only(r.old, cols), "new": _only(r.new, cols)} for r in plan.rows]})
+        inserts = [_only(i, cols) for i in plan.inserts]
+        w.journal.write({"op": "insert", "db": str(home.state_db.path), "rows": inserts})
+        updated, inserted = _write_rows(home.state_db.path, plan.rows, inserts, cols)
+        w.journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated, "inserted": inserted})
+    return {"run_dir": str(w.run.path), "db_backup": str(w.backups[home.state_db.path.name]),
+            "manifest_csv": str(w.manifest), "journal": str(w.run.journal_path), "moved": len(plan.moves),
+            "updated_rows": updated, "inserted_rows": inserted,
+            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(root)} --manifest {w.manifest} --apply"}
 
 
 def thread_columns_of(db: Path) -> List[str]:
@@ -340,10 +320,8 @@ def _move(rec: Dict[str, Any]) -> None:
 
 
 def _write_rows(db: Path, rows: List[RowChange], inserts: List[Dict[str, Any]], cols: set) -> Tuple[int, int]:
-    conn = open_readwrite(db)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        updated = 0
+    updated = inserted = 0
+    with transaction(db) as conn:
         for r in rows:
             new, old = _only(r.new, cols), _only(r.old, cols)
             if not new:
@@ -352,19 +330,11 @@ def _write_rows(db: Path, rows: List[RowChange], inserts: List[Dict[str, Any]], 
             conds = " AND ".join(f'"{c}" IS ?' for c in old)
             updated += conn.execute(f"UPDATE threads SET {sets} WHERE id=? AND {conds}",
                                     list(new.values()) + [r.thread_id] + list(old.values())).rowcount
-        inserted = 0
         for ins in inserts:
             names = ", ".join(f'"{c}"' for c in ins)
             inserted += conn.execute(f"INSERT OR IGNORE INTO threads ({names}) VALUES "
                                      f"({', '.join('?' * len(ins))})", list(ins.values())).rowcount
-        conn.execute("COMMIT")
-        return updated, inserted
-    except sqlite3.DatabaseError as exc:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise UserError(f"{db}: {exc}") from None
-    finally:
-        conn.close()
+    return updated, inserted
 
 
 def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:

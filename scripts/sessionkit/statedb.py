@@ -6,6 +6,7 @@ import sqlite3
 import sys
 from functools import lru_cache
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Dict, Iterator, List, Optional
 from urllib.parse import quote
 
@@ -137,5 +138,25 @@ def load_threads(db_path: Path) -> List[ThreadRow]:
     conn = open_readonly(db_path)
     try:
         return list(iter_threads(conn, db_path))
+    finally:
+        conn.close()
+
+
+@contextmanager
+def transaction(db: Path) -> Iterator[sqlite3.Connection]:
+    """One write transaction (BEGIN IMMEDIATE .. COMMIT) on a DB; rolled back on any error."""
+    conn = open_readwrite(db)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise UserError(f"{db}: {exc}") from None
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
     finally:
         conn.close()

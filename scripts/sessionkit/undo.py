@@ -16,7 +16,7 @@ from .history_offsets import read_offsets, set_offsets
 from .home import CodexHome
 from .line1 import Line1Edit, apply_edit, state_of
 from .paths import safe_str
-from .statedb import open_readonly, open_readwrite
+from .statedb import open_readonly, transaction
 
 
 @dataclass
@@ -39,12 +39,15 @@ class UndoPlan:
 
 
 def find_run(home: CodexHome, manifest: Optional[str], latest: bool) -> Path:
+    """A run folder; or, for a manifest CSV with no journal beside it (the original design's
+    `provider_migration_<ts>.csv`), that CSV itself."""
     if manifest:
         p = Path(manifest).expanduser()
-        run = p if p.is_dir() else p.parent
         if not p.exists():
             raise UserError(f"no such manifest or run folder: {p}")
-        return run
+        if p.is_dir():
+            return p
+        return p.parent if (p.parent / "journal.jsonl").is_file() else p
     runs = list_runs(home.artifacts_dir)
     if not runs:
         raise UserError(f"no runs recorded under {home.artifacts_dir}")
@@ -71,9 +74,11 @@ def _row_values(conn: sqlite3.Connection, tid: str, cols: List[str]) -> Optional
 
 
 def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
+    if run_dir.is_file():
+        return _plan_from_csv(home, run_dir)
     journal = run_dir / "journal.jsonl"
     if not journal.is_file():
-        return _plan_from_csv(home, run_dir)
+        raise UserError(f"{run_dir} holds no journal.jsonl: not a run folder of these scripts")
     recs = read_journal(journal)
     begin = next((r for r in recs if r.get("op") == "begin"), None)
     if begin is None:
@@ -111,19 +116,22 @@ def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
     return plan
 
 
-def _plan_from_csv(home: CodexHome, run_dir: Path) -> UndoPlan:
-    """A bare manifest CSV (`id,old_provider,new_provider,ts`, as the original design wrote)."""
-    csvs = sorted(run_dir.glob("provider_migration_*.csv"))
-    if not csvs:
-        raise UserError(f"{run_dir} holds no journal.jsonl and no provider_migration_*.csv")
-    plan = UndoPlan(run_dir, "provider_migration (manifest only)", True)
+def _plan_from_csv(home: CodexHome, manifest: Path) -> UndoPlan:
+    """A bare manifest CSV (`id,old_provider,new_provider,ts`, as the original design wrote):
+    the DB rows only, each back to old_provider where it still holds new_provider."""
+    check_inside(home.root, str(manifest))
+    plan = UndoPlan(manifest.parent, "provider_migration (manifest only)", True)
     changes = []
-    with open(csvs[-1], newline="", encoding="utf-8") as fh:
-        for rec in csv.DictReader(fh):
-            if not rec.get("id") or rec.get("old_provider") is None or rec.get("new_provider") is None:
-                raise UserError(f"{csvs[-1]}: not a provider migration manifest (id,old_provider,new_provider,ts)")
-            changes.append({"id": rec["id"], "old": {"model_provider": rec["old_provider"]},
-                            "new": {"model_provider": rec["new_provider"]}})
+    bad = UserError(f"{manifest}: not a provider migration manifest (id,old_provider,new_provider,ts)")
+    try:
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            for rec in csv.DictReader(fh):
+                if not rec.get("id") or rec.get("old_provider") is None or rec.get("new_provider") is None:
+                    raise bad
+                changes.append({"id": rec["id"], "old": {"model_provider": rec["old_provider"]},
+                                "new": {"model_provider": rec["new_provider"]}})
+    except (UnicodeDecodeError, csv.Error):
+        raise bad from None
     _plan_rows(plan, home.state_db.path, changes)
     return plan
 
@@ -221,14 +229,9 @@ def apply_undo(home: CodexHome, plan: UndoPlan) -> Dict[str, Any]:
     for db in sorted(set(plan.rows) | set(plan.deletes)):
         reverted += _revert_rows(Path(db), plan.rows.get(db, []), plan.deletes.get(db, []))
     for db, entries in plan.offsets.items():
-        conn = open_readwrite(Path(db))
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with transaction(Path(db)) as conn:
             for e in entries:
                 set_offsets(conn, e["thread_id"], [tuple(t) for t in e["old"][0]], e["old"][1])
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
     for item in plan.line1:
         edit: Line1Edit = item["edit"]
         if item["state"] == "torn":  # a write cut short: put the old span back over whatever is there
@@ -264,10 +267,8 @@ def _same_fs(a: Path, b: Path) -> bool:
 
 
 def _revert_rows(db: Path, changes: List[Dict[str, Any]], deletes: List[Dict[str, Any]]) -> int:
-    conn = open_readwrite(db)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        n = 0
+    n = 0
+    with transaction(db) as conn:
         for ins in deletes:
             keys = [k for k in ("rollout_path", "model_provider", "cwd") if k in ins]
             if _row_values(conn, ins["id"], keys) == {k: ins[k] for k in keys}:
@@ -279,14 +280,7 @@ def _revert_rows(db: Path, changes: List[Dict[str, Any]], deletes: List[Dict[str
             sets = ", ".join(f'"{c}"=?' for c in cols)
             n += conn.execute(f"UPDATE threads SET {sets} WHERE id=?",
                               [ch["old"][c] for c in cols] + [ch["id"]]).rowcount
-        conn.execute("COMMIT")
-        return n
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.close()
+    return n
 
 
 def restore_db(home: CodexHome, backup: Path) -> Dict[str, Any]:
