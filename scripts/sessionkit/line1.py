@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Optional, Tuple
 
 
 LINE1_LIMIT = 8 * 1024 * 1024  # line 1 is ~20 KB; anything past this is not a real session_meta
@@ -21,21 +21,16 @@ _CHUNK = 64 * 1024
 def read_line1(path: Path, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Optional[str]]:
     """Line 1's bytes (no newline) or why not; reads no more than `limit` bytes."""
     try:
-        fd = os.open(str(path), os.O_RDONLY)
+        with open(path, "rb", buffering=0) as fh:
+            return _rest_of_line1(fh, limit)
     except OSError as exc:
         return None, exc.strerror or str(exc)
-    try:
-        return _rest_of_line1(fd, b"", limit)
-    finally:
-        os.close(fd)
 
 
-def _rest_of_line1(fd: int, buf: bytes, limit: int) -> Tuple[Optional[bytes], Optional[str]]:
+def _rest_of_line1(fh: BinaryIO, limit: int) -> Tuple[Optional[bytes], Optional[str]]:
+    buf = b""
     while len(buf) <= limit:
-        try:
-            chunk = os.read(fd, _CHUNK)
-        except OSError as exc:
-            return None, exc.strerror or str(exc)
+        chunk = fh.read(_CHUNK)
         if not chunk:
             return (buf, None) if buf else (None, "empty file")
         cut = chunk.find(b"\n")
@@ -126,13 +121,10 @@ def seal(path: Path, edit: Line1Edit, key: str, new_value: Any) -> Line1Edit:
 def state_of(path: Path, edit: Line1Edit) -> str:
     """'old', 'new', 'torn' (span neither, rest intact) or 'changed' (line 1 is something else)."""
     try:
-        fd = os.open(str(path), os.O_RDONLY)
+        with open(path, "rb") as fh:
+            head = fh.read(max(edit.old_len, edit.old_len + edit.growth) + 1)
     except OSError:
         return "changed"
-    try:
-        head = os.pread(fd, max(edit.old_len, edit.old_len + edit.growth) + 1, 0)
-    finally:
-        os.close(fd)
     cut = head.find(b"\n")
     line = head[:cut] if cut >= 0 else head
     if digest(line) == edit.old_sha:
@@ -147,19 +139,16 @@ def state_of(path: Path, edit: Line1Edit) -> str:
 
 
 def apply_edit(path: Path, edit: Line1Edit, mtime_ns: int) -> None:
-    """Write the edit in place (same inode). Same length: only the span is written; otherwise the
-    rest of the file is rewritten after the new line 1. The mtime is set back to `mtime_ns`."""
-    fd = os.open(str(path), os.O_RDWR)
-    try:
+    """Write the edit in place (same inode: Codex may hold the file open). Same length: only the
+    span is written; otherwise the rest of the file is rewritten after it. mtime set to `mtime_ns`."""
+    with open(path, "r+b") as fh:
         if edit.growth == 0:
-            os.pwrite(fd, edit.new_span, edit.offset)
+            fh.seek(edit.offset)
+            fh.write(edit.new_span)
         else:
-            size = os.fstat(fd).st_size
-            rest = os.pread(fd, size - edit.offset - len(edit.old_span), edit.offset + len(edit.old_span))
-            data = edit.new_span + rest
-            os.pwrite(fd, data, edit.offset)
-            if edit.growth < 0:
-                os.ftruncate(fd, edit.offset + len(data))
-    finally:
-        os.close(fd)
+            fh.seek(edit.offset + len(edit.old_span))
+            rest = fh.read()
+            fh.seek(edit.offset)
+            fh.write(edit.new_span + rest)
+            fh.truncate()
     os.utime(str(path), ns=(mtime_ns, mtime_ns))
