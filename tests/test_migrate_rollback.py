@@ -199,16 +199,24 @@ def test_refuses_while_codex_holds_a_lock(split):
         os.close(fd)
 
 
-def test_read_only_home_stops_before_any_backup(split, tmp_path):
+def test_read_only_home_stops_before_any_backup(split, monkeypatch, capsys):
+    """A home the process may not write (root ignores modes, so access() says so here): one line
+    that tells an agent what to do, before any backup; the real sandbox case is in test_e2e_agent."""
+    import provider_migrate
+    from sessionkit import safety
+    from sessionkit.cli import run as run_main
     hb, _, _ = split
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file permissions")
-    os.chmod(hb.root, 0o555)
-    try:
-        proc = run("provider_migrate.py", hb.root, "--apply")
-    finally:
-        os.chmod(hb.root, 0o755)
-    assert proc.returncode == 2 and "escalated permission" in proc.stderr
+    before = snapshot(hb.root)
+    real_access = os.access
+    monkeypatch.setattr(safety.os, "access", lambda p, mode: False if str(p).startswith(str(hb.root))
+                        else real_access(p, mode))
+    monkeypatch.setenv("CODEX_THREAD_ID", "not-a-live-thread")
+    rc = run_main(provider_migrate.main, ["--codex-dir", str(hb.root), "--apply"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "cannot write" in err and "(you are inside Codex's sandbox)" in err
+    assert "escalated permission for this one command" in err and "provider_migrate.py" in err
+    assert snapshot(hb.root) == before
     assert not (hb.root / ARTIFACTS).exists()
 
 

@@ -11,6 +11,9 @@ from typing import Any, Callable, List, NoReturn, Optional
 from . import EXIT_ERROR, UserError
 
 
+COMMAND: List[str] = []  # the command line being run, to hand back to a user when it cannot write
+
+
 def add_home_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codex-dir", metavar="DIR",
                         help="Codex home to work on (default: $CODEX_HOME, else ~/.codex).")
@@ -49,7 +52,9 @@ def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = 
             stream.reconfigure(errors="backslashreplace")  # type: ignore[attr-defined]
         except (AttributeError, ValueError):
             pass
-    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else "script"
+    script = getattr(sys.modules.get(main.__module__), "__file__", None) or (sys.argv[0] if sys.argv else "script")
+    prog = os.path.basename(script)
+    COMMAND[:] = [sys.executable, os.path.abspath(script), *(sys.argv[1:] if argv is None else argv)]
     try:
         return main(argv)
     except UserError as exc:

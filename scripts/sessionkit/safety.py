@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from . import UserError
+from .cli import COMMAND
 from .home import CodexHome
 from .locks import CodexActivity
 
@@ -40,7 +41,7 @@ def check_writable(home: CodexHome, extra: Optional[List[Path]] = None) -> None:
         if probe.exists() and not os.access(str(probe), os.W_OK):
             blocked.append(str(probe))
     if blocked:
-        cmd = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+        cmd = " ".join(shlex.quote(a) for a in (COMMAND or [sys.executable, *sys.argv]))
         inside = " (you are inside Codex's sandbox)" if os.environ.get("CODEX_THREAD_ID") else ""
         raise UserError(
             f"cannot write {', '.join(sorted(set(blocked)))}{inside}; nothing was changed. Ask the user "
