@@ -65,7 +65,8 @@ def resolve_home_dir(codex_dir: Optional[str], environ: Optional[Dict[str, str]]
         raise UserError("the Codex home path contains a NUL byte")
     path = Path(raw).expanduser()
     if not path.exists():
-        raise UserError(f"no Codex home at {path.absolute()} (pass --codex-dir or set CODEX_HOME)")
+        raise UserError(f"no Codex home at {path.absolute()} (pass --codex-dir or set CODEX_HOME; "
+                        f"`make demo` shows the audit on a generated sample home)")
     if not path.is_dir():
         raise UserError(f"the Codex home {path.absolute()} is not a folder")
     return path.resolve()
