@@ -46,7 +46,7 @@ def parse_args(argv: Optional[List[str]]) -> Any:
 
 def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool) -> str:
     out = ["=== Session Repair Plan ===", f"codex_dir: {codex_dir}", f"dry_run: {dry_run}"]
-    for k in ("planned_path_moves", "planned_unarchive_moves", "planned_row_updates", "planned_row_inserts",
+    for k in ("path_fix_enabled", "unarchive_enabled", "archived_before", "planned_path_moves", "planned_unarchive_moves", "planned_row_updates", "planned_row_inserts",
               "unarchive_rows", "repoint_rows", "remap_rows", "skipped"):
         out.append(f"{k}: {r[k]}")
     if r["suggested_remap"]:
@@ -65,7 +65,9 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
         return "\n".join(out)
     out += ["", "=== Session Repair Result ===", f"db_backup: {result['db_backup']}",
             f"manifest_csv: {result['manifest_csv']}", f"journal: {result['journal']}",
-            f"files_moved: {result['moved']}", f"updated_rows: {result['updated_rows']}",
+            f"files_moved: {result['moved']}", f"path_moves_applied: {result['path_moves_applied']}",
+            f"unarchived_rows: {result['unarchived_rows']}", f"archived_after: {result['archived_after']}",
+            f"updated_rows: {result['updated_rows']}",
             f"inserted_rows: {result['inserted_rows']}", f"undo with: {result['rollback']}",
             "Verify: run session_audit.py again, then restart your editor's Codex."]
     return "\n".join(out)

@@ -59,6 +59,9 @@ def test_unarchive_moves_to_dated_folder_and_rolls_back(tmp_path):
     before = home_state(hb.root)
     out = repair(hb.root, "--apply")
     assert out["planned_unarchive_moves"] == 2 and out["unarchive_rows"] == 2
+    assert (out["archived_before"], out["path_fix_enabled"], out["unarchive_enabled"]) == (2, True, True)
+    assert out["result"]["unarchived_rows"] == 2 and out["result"]["archived_after"] == 0
+    assert out["result"]["path_moves_applied"] == 0
     for t in arch:
         dst = hb.root / "sessions" / "2025" / "03" / "01" / t.path.name
         assert dst.is_file() and not t.path.exists()

@@ -17,7 +17,7 @@ from .progress import Progress
 from .paths import has_prefix, is_inside, replace_prefix, resolves_inside, safe_str, split_home_prefix
 from .rollout_index import RolloutFile
 from .rollout_scan import row_from_rollout
-from .statedb import ThreadRow, open_readwrite, thread_columns, transaction
+from .statedb import ThreadRow, open_readonly, open_readwrite, thread_columns, transaction
 from .writerun import write_run
 
 Remap = Tuple[str, str]
@@ -48,6 +48,9 @@ class RepairPlan:
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     suggested_remap: Optional[str] = None
     orphans_left: int = 0
+    fix_paths: bool = True
+    unarchive: bool = True
+    archived_before: int = 0
 
 
 def parse_remaps(values: Sequence[str]) -> List[Remap]:
@@ -107,7 +110,8 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = T
     """One pass over the rows with dictionary look-ups into the one-walk index."""
     now = time.time() if now is None else now
     root = inputs.home.root
-    plan = RepairPlan()
+    plan = RepairPlan(fix_paths=fix_paths, unarchive=unarchive,
+                      archived_before=sum(1 for r in inputs.rows if r.archived))
     wanted = {t.lower() for t in thread_ids}
     live = {t.lower() for t in inputs.activity.live_threads}
     remaps = list(remaps)
@@ -280,6 +284,9 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
         w.journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated, "inserted": inserted})
     return {"run_dir": str(w.run.path), "db_backup": str(w.backups[home.state_db.path.name]),
             "manifest_csv": str(w.manifest), "journal": str(w.run.journal_path), "moved": len(plan.moves),
+            "path_moves_applied": sum(1 for m in plan.moves if m.why == "fix path"),
+            "unarchived_rows": sum(1 for r in plan.rows if "unarchive" in r.why),
+            "archived_after": archived_count(home.state_db.path),
             "updated_rows": updated, "inserted_rows": inserted,
             "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(root)} --manifest {w.manifest} --apply"}
 
@@ -337,8 +344,19 @@ def _write_rows(db: Path, rows: List[RowChange], inserts: List[Dict[str, Any]], 
     return updated, inserted
 
 
+def archived_count(db: Path) -> int:
+    conn = open_readonly(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM threads WHERE archived<>0").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
     return {
+        "path_fix_enabled": plan.fix_paths,
+        "unarchive_enabled": plan.unarchive,
+        "archived_before": plan.archived_before,
         "planned_path_moves": sum(1 for m in plan.moves if m.why == "fix path"),
         "planned_unarchive_moves": sum(1 for m in plan.moves if m.why == "unarchive"),
         "planned_row_updates": len(plan.rows),

@@ -28,7 +28,7 @@ def write_run(home: CodexHome, kind: str, changes: int, manifest_csv: bytes, for
     """Refuse if Codex runs or the home is not writable; then, under the home lock, back up every
     DB the run touches and write its manifest before the body makes any change."""
     refuse_if_running(scan_activity(home.root), force)
-    check_writable(home)
+    check_writable(home, [p for db in extra_dbs for p in (db, db.parent)])
     with HomeLock(home):
         run = new_run_dir(home.artifacts_dir, kind)
         journal = Journal(run.journal_path)
