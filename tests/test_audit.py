@@ -216,3 +216,17 @@ def test_bad_input_is_one_line_exit_2(tmp_path, case):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert (snapshot(home) if home.exists() else {}) == before
+
+
+def test_reverted_thread_with_several_rollout_files_is_not_a_duplicate(tmp_path):
+    """From 0.148 a reverted thread may own `<thread>_<rollout>.jsonl` files: one thread, no duplicate."""
+    hb = HomeBuilder(tmp_path / ".codex")
+    t = hb.add()
+    stem = t.path.name[:-len(".jsonl")]
+    for n in (1, 2):
+        (t.path.parent / f"{stem}_0195beef-0000-7000-8000-00000000000{n}.jsonl").write_bytes(t.path.read_bytes())
+    r = audit_json(hb.root)
+    assert r["counts"]["sessions_rollouts"] == 3
+    assert r["integrity"]["duplicate_rollout_id_count"] == 0
+    assert r["integrity"]["malformed_file_names_count"] == 0
+    assert r["integrity"]["disk_not_in_db_count"] == 0

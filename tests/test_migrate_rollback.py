@@ -308,3 +308,22 @@ def test_rollback_of_the_original_designs_csv(split):
     junk.write_text("a,b\n1,2\n")
     bad = run("rollback.py", hb.root, "--manifest", str(junk))
     assert bad.returncode == 2 and "not a provider migration manifest" in bad.stderr
+
+
+def test_restore_db_puts_a_whole_backup_back_after_saving_the_current_one(split):
+    hb, old, _ = split
+    rows_before = home_state(hb.root)["rows"]
+    res = json.loads(run("provider_migrate.py", hb.root, "--apply", "--json").stdout)["result"]
+    rows_migrated = home_state(hb.root)["rows"]
+    dry = run("rollback.py", hb.root, "--restore-db", res["db_backup"])
+    assert dry.returncode == 0 and "would restore" in dry.stdout
+    assert home_state(hb.root)["rows"] == rows_migrated
+    proc = run("rollback.py", hb.root, "--restore-db", res["db_backup"], "--apply", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert home_state(hb.root)["rows"] == rows_before
+    saved = Path(out["previous_db_saved_to"])
+    assert saved.stat().st_mode & 0o777 == 0o600
+    conn = sqlite3.connect(str(saved))
+    assert conn.execute("SELECT * FROM threads ORDER BY id").fetchall() == rows_migrated
+    conn.close()
