@@ -103,13 +103,37 @@ def test_longer_target_on_paginated_threads_reads_identically(world):
         app.request("thread/resume", {"threadId": a[0]})
         assert app.turn(a[0], "third")["turn"]["status"] == "completed"
         assert len(app.read_thread(a[0])["turns"]) == 3
-    # every recorded offset still starts a line of the rollout
+    _assert_offsets_start_lines(world, a)
+    # the rollback shrinks line 1 again: every offset, the new turn's included, moves back with it
+    rb = world.script("rollback.py", "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    _assert_offsets_start_lines(world, a)
+    world.set_provider("mockA")
+    assert world.listed_ids() == sorted(a)
+    with world.app() as app:
+        assert json.dumps(app.read_thread(a[1])["turns"], sort_keys=True) == turns_before[a[1]]
+        assert len(app.read_thread(a[0])["turns"]) == 3
+        app.request("thread/resume", {"threadId": a[0]})
+        assert app.turn(a[0], "fourth")["turn"]["status"] == "completed"
+        assert len(app.read_thread(a[0])["turns"]) == 4
+    _assert_offsets_start_lines(world, a)
+
+
+def _assert_offsets_start_lines(world, ids):
+    """Every byte offset thread_history_1.sqlite keeps points at the start of a rollout line."""
     import sqlite3
     hist = sqlite3.connect(str(world.home / "thread_history_1.sqlite"))
-    for tid in a:
-        path = world.db("SELECT rollout_path FROM threads WHERE id=?", (tid,))[0][0]
-        data = open(path, "rb").read()
-        for off, end in hist.execute("SELECT rollout_byte_offset, rollout_end_byte_offset FROM thread_turns "
-                                     "WHERE thread_id=?", (tid,)):
-            assert data[off - 1:off] == b"\n" and data[end - 1:end] == b"\n", (off, end)
-    hist.close()
+    try:
+        for tid in ids:
+            path = world.db("SELECT rollout_path FROM threads WHERE id=?", (tid,))[0][0]
+            data = open(path, "rb").read()
+            rows = hist.execute("SELECT rollout_byte_offset, rollout_end_byte_offset FROM thread_turns "
+                                "WHERE thread_id=?", (tid,)).fetchall()
+            (proj,) = hist.execute("SELECT next_rollout_byte_offset FROM thread_history_projection_state "
+                                   "WHERE thread_id=?", (tid,)).fetchone()
+            assert rows
+            for off, end in rows:
+                assert data[off - 1:off] == b"\n" and data[end - 1:end] == b"\n", (tid, off, end)
+            assert proj == len(data), (tid, proj, len(data))
+    finally:
+        hist.close()

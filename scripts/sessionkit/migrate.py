@@ -218,7 +218,8 @@ def _shift_offsets(hist_path: Path, changes: List[ProviderChange], journal: Jour
         new_turns = [(t, shifted(o, boundary, c.edit.growth), shifted(e, boundary, c.edit.growth))
                      for t, o, e in turns]
         new_proj = shifted(proj, boundary, c.edit.growth) if proj >= 0 else proj
-        entries.append({"thread_id": c.thread_id, "old": [turns, proj], "new": [new_turns, new_proj]})
+        entries.append({"thread_id": c.thread_id, "boundary": boundary, "delta": c.edit.growth,
+                        "old": [turns, proj], "new": [new_turns, new_proj]})
     journal.write({"op": "offsets", "db": str(hist_path), "entries": entries})
     with transaction(hist_path) as conn:
         for e in entries:

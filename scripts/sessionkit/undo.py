@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from . import UserError
 from .artifacts import Journal, backup_db, check_inside, list_runs, read_journal
-from .history_offsets import read_offsets, set_offsets
+from .history_offsets import read_offsets, set_offsets, shifted
 from .home import CodexHome
 from .line1 import Line1Edit, apply_edit, state_of
 from .paths import safe_str
@@ -230,8 +230,12 @@ def apply_undo(home: CodexHome, plan: UndoPlan) -> Dict[str, Any]:
         reverted += _revert_rows(Path(db), plan.rows.get(db, []), plan.deletes.get(db, []))
     for db, entries in plan.offsets.items():
         with transaction(Path(db)) as conn:
-            for e in entries:
-                set_offsets(conn, e["thread_id"], [tuple(t) for t in e["old"][0]], e["old"][1])
+            for e in entries:  # shift back everything past the grown line, turns added since included
+                delta, boundary = int(e["delta"]), int(e["boundary"]) + int(e["delta"])
+                turns, proj = read_offsets(conn, e["thread_id"])
+                set_offsets(conn, e["thread_id"],
+                            [(t, shifted(o, boundary, -delta), shifted(x, boundary, -delta)) for t, o, x in turns],
+                            shifted(proj, boundary, -delta) if proj >= 0 else proj)
     for item in plan.line1:
         edit: Line1Edit = item["edit"]
         if item["state"] == "torn":  # a write cut short: put the old span back over whatever is there
