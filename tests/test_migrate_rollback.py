@@ -327,3 +327,28 @@ def test_restore_db_puts_a_whole_backup_back_after_saving_the_current_one(split)
     conn = sqlite3.connect(str(saved))
     assert conn.execute("SELECT * FROM threads ORDER BY id").fetchall() == rows_migrated
     conn.close()
+
+
+def test_longer_id_skips_a_thread_that_a_fork_points_into(split):
+    """A fork records byte offsets into its parent's rollout: the parent's line 1 must not grow."""
+    hb, old, _ = split
+    hb.write_config("newco", ["newco", "oldco", "a-much-longer-provider"])
+    child = hb.add(provider="oldco", preview="the fork")
+    first, rest = child.path.read_bytes().split(b"\n", 1)
+    meta = json.loads(first)
+    payload = {}
+    for key, value in meta["payload"].items():  # where real Codex 0.169 puts them (seen in its forks)
+        payload[key] = value
+        if key == "id":
+            payload["forked_from_id"] = old[0].id
+    payload["history_base"] = {"thread_id": old[0].id, "end_byte_offset": 1234}
+    meta["payload"] = payload
+    child.path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n" + rest)
+    out = json.loads(run("provider_migrate.py", hb.root, "--target-provider", "a-much-longer-provider",
+                         "--json").stdout)
+    reasons = {s["thread_id"]: s["reason"] for s in out["skipped_sample"]}
+    assert list(reasons) == [old[0].id]
+    assert "a fork records byte offsets into this rollout" in reasons[old[0].id]
+    assert out["candidates"] == 5  # old[1], old[2], both newco threads and the fork itself
+    shorter = json.loads(run("provider_migrate.py", hb.root, "--json").stdout)  # newco: same length
+    assert shorter["skipped"] == 0 and shorter["candidates"] == 4
