@@ -73,8 +73,10 @@ def render_text(r: Dict[str, Any]) -> str:
     for reason, n in vis["hidden"].items():
         if n:
             out.append(f"    {reason}: {n}   e.g. " + ", ".join(vis["hidden_sample"][reason][:3]))
-    if vis["rollout_not_indexed"]:
-        out.append(f"  listed only after Codex indexes them (no DB row yet): {vis['rollout_not_indexed']}")
+    out.append(f"  visible in a DB-only listing (useStateDbOnly): {vis['visible_db_only']}")
+    for reason, n in vis["db_only_hidden"].items():
+        if n:
+            out.append(f"    {reason}: {n}   e.g. " + ", ".join(vis["db_only_hidden_sample"][reason][:3]))
     if vis["providers_without_config"]:
         out.append("  providers with no [model_providers] entry (resume fails): "
                    + ", ".join(vis["providers_without_config"]))

@@ -89,15 +89,20 @@ def test_broken_home_visibility(broken):
     v = audit_json(broken.root)["visibility"]
     assert v["provider"] == "openai" and v["provider_source"] == "config.toml"
     assert v["hidden"] == {"archived": 2, "missing_rollout_file": 1, "other_provider": 4,
-                           "non_interactive_source": 1, "empty_preview": 1, "cwd": 0}
-    # visible: 4 healthy, moved (file found by id), corrupt line 1 (DB provider), 2 unindexed orphans
-    assert v["visible"] == 8
+                           "non_interactive_source": 1, "cwd": 0}
+    # visible: 4 healthy, the empty preview (Codex derives it from the rollout), moved (file found
+    # by id), corrupt line 1 (DB provider), 2 unindexed orphans
+    assert v["visible"] == 9
+    # a DB-only listing misses the orphans, the moved row's stale path and the empty preview
+    assert v["db_only_hidden"] == {"rollout_not_indexed": 2, "stale_rollout_path": 1, "empty_preview": 1,
+                                   "db_provider_differs": 0}
+    assert v["visible_db_only"] == 5
     assert v["rollout_not_indexed"] == 2
     assert v["providers_without_config"] == ["oldprov"]
     cwd = audit_json(broken.root, "--cwd", "/work/proj")["visibility"]
-    assert cwd["visible"] == 8 and cwd["hidden"]["cwd"] == 0
+    assert cwd["visible"] == 9 and cwd["hidden"]["cwd"] == 0
     other = audit_json(broken.root, "--cwd", "/nowhere")["visibility"]
-    assert other["visible"] == 0 and other["hidden"]["cwd"] == 8
+    assert other["visible"] == 0 and other["hidden"]["cwd"] == 9
     p = audit_json(broken.root, "--provider", "oldprov")["visibility"]
     assert p["provider_source"] == "--provider"
     assert p["visible"] == 4  # 3 oldprov cwd /work/other + the line-1 mismatch

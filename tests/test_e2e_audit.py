@@ -35,6 +35,8 @@ def assert_audit_matches_codex(world) -> dict:
         assert int(doctor[key]) == audit[section][field], (key, doctor[key], audit[section][field])
     assert _dist(doctor["rollout DB model providers"]) == audit["distribution"]["model_provider"]
     assert _dist(doctor["rollout DB sources"]) == audit["distribution"]["source"]
+    db_only = world.listed_ids(useStateDbOnly=True)  # first: a default listing re-indexes the DB
+    assert audit["visibility"]["visible_db_only"] == len(db_only), (audit["visibility"], db_only)
     listed = world.listed_ids()
     assert audit["visibility"]["visible"] == len(listed), (audit["visibility"], listed)
     return audit
@@ -151,3 +153,16 @@ def test_audit_is_read_only_while_app_server_runs(world):
     # Codex itself may write its own logs/WAL meanwhile; our audit must add nothing of its own
     assert not {k for k in changed if "session-migration" in k}
     assert report["counts"]["threads_total"] == 3
+
+
+def test_cwd_filter_and_empty_preview_agree_with_thread_list(world):
+    here = world.make_threads(2, cwd=world.project("here"))
+    world.make_threads(3, cwd=world.project("there"))
+    world.db("UPDATE threads SET preview='' WHERE id=?", (here[1],))
+    vis = world.audit("--cwd", str(world.project("here")))["visibility"]
+    # an empty DB preview hides a thread only from a DB-only listing: the default one reads the rollout
+    assert vis["visible"] == len(world.listed_ids(cwd=str(world.project("here")))) == 2
+    assert vis["visible_db_only"] == len(world.listed_ids(cwd=str(world.project("here")),
+                                                          useStateDbOnly=True)) == 1
+    assert vis["hidden"]["cwd"] == 3 and vis["db_only_hidden"]["empty_preview"] == 1
+    assert_audit_matches_codex(world)

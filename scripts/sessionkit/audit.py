@@ -18,8 +18,8 @@ from .statedb import ThreadRow, load_threads
 
 INTERACTIVE_SOURCES = ("cli", "vscode")
 ACTIVE_WINDOW_S = 300  # an unindexed rollout written this recently may still be in use
-HIDE_REASONS = ("archived", "missing_rollout_file", "other_provider", "non_interactive_source",
-                "empty_preview", "cwd")
+HIDE_REASONS = ("archived", "missing_rollout_file", "other_provider", "non_interactive_source", "cwd")
+DB_ONLY_REASONS = ("rollout_not_indexed", "stale_rollout_path", "empty_preview", "db_provider_differs")
 INTEGRITY_KEYS = (
     "disk_not_in_db", "db_not_on_disk", "missing_rollout_path", "duplicate_rollout_id",
     "missing_active_rows", "missing_archived_rows", "stale_rows", "archive_mismatches",
@@ -175,10 +175,10 @@ def _source_kind(meta: Optional[SessionMeta], row: Optional[ThreadRow]) -> str:
 
 def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str],
                max_samples: int) -> Dict[str, Any]:
-    """What a default `thread/list` (current provider, interactive sources, active) shows."""
+    """What a default `thread/list` shows (current provider read from line 1, interactive sources,
+    active threads found in sessions/), and what a DB-only listing (`useStateDbOnly`) misses of it."""
     hidden: Dict[str, List[str]] = {k: [] for k in HIDE_REASONS}
     visible: List[str] = []
-    not_indexed: List[str] = []
     rows_by_id = {r.id.lower(): r for r in inputs.rows}
     candidates: List[tuple] = [(r.id, r) for r in inputs.rows]
     for tid, files in inputs.index.by_thread.items():
@@ -203,16 +203,12 @@ def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str],
         if _source_kind(meta, row) not in INTERACTIVE_SOURCES:
             hidden["non_interactive_source"].append(tid)
             continue
-        if row is not None and row.preview is not None and not row.preview.strip():
-            hidden["empty_preview"].append(tid)
-            continue
         thread_cwd = row.cwd if row is not None else (meta.cwd or "")
         if cwd is not None and thread_cwd != cwd:
             hidden["cwd"].append(tid)
             continue
         visible.append(tid)
-        if row is None:
-            not_indexed.append(tid)
+    db_only = _db_only_misses(inputs, visible, rows_by_id, provider)
     providers_in_use = sorted({r.model_provider for r in inputs.rows if r.model_provider})
     cfg = inputs.home.config
     return {
@@ -223,10 +219,29 @@ def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str],
         "hidden": {k: len(v) for k, v in hidden.items()},
         "hidden_sample": {k: _sample(v, max_samples) for k, v in hidden.items() if v},
         "hidden_total": sum(len(v) for v in hidden.values()),
-        "rollout_not_indexed": len(not_indexed),
-        "rollout_not_indexed_sample": _sample(not_indexed, max_samples),
+        "visible_db_only": len(visible) - sum(len(v) for v in db_only.values()),
+        "db_only_hidden": {k: len(v) for k, v in db_only.items()},
+        "db_only_hidden_sample": {k: _sample(v, max_samples) for k, v in db_only.items() if v},
+        "rollout_not_indexed": len(db_only["rollout_not_indexed"]),
         "providers_without_config": [p for p in providers_in_use if not cfg.knows_provider(p)],
     }
+
+
+def _db_only_misses(inputs: AuditInputs, visible: List[str], rows_by_id: Dict[str, ThreadRow],
+                    provider: str) -> Dict[str, List[str]]:
+    """Threads the default listing shows but a listing from the DB alone does not, and why."""
+    out: Dict[str, List[str]] = {k: [] for k in DB_ONLY_REASONS}
+    for tid in visible:
+        row = rows_by_id.get(tid.lower())
+        if row is None:
+            out["rollout_not_indexed"].append(tid)
+        elif not (row.rollout_path in inputs.index.by_path or _exists(row.rollout_path)):
+            out["stale_rollout_path"].append(tid)
+        elif row.preview is not None and not row.preview.strip():
+            out["empty_preview"].append(tid)
+        elif row.model_provider != provider:
+            out["db_provider_differs"].append(tid)
+    return out
 
 
 def orphans(inputs: AuditInputs, max_samples: int, now: Optional[float] = None) -> Dict[str, Any]:
@@ -383,6 +398,9 @@ def findings(report: Dict[str, Any]) -> List[str]:
     for reason, n in vis["hidden"].items():
         if n and reason != "cwd":
             out.append(f"{n} thread(s) hidden from the default list: {reason.replace('_', ' ')}")
+    for reason, n in vis["db_only_hidden"].items():
+        if n:
+            out.append(f"{n} listed thread(s) missing from a DB-only list: {reason.replace('_', ' ')}")
     if vis["providers_without_config"]:
         out.append("provider id(s) with no [model_providers] entry (resume fails): "
                    + ", ".join(vis["providers_without_config"]))
