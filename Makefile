@@ -13,15 +13,25 @@ help:
 	@echo "make test      install test needs (pytest, hypothesis, Codex CLI $(CODEX_VERSION)) and run every test"
 	@echo "make bench     time every script on generated homes (BENCH_MAX=10000 to cap)"
 
+# pytest and hypothesis in .venv (system packages visible, so nothing is fetched when they are
+# already installed); where venv is unavailable, the interpreter itself, installing with --user.
+VENV := .venv
+TEST_PY = $(shell [ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo $(PYTHON))
+
 deps:
-	@$(PYTHON) -c "import pytest, hypothesis" 2>/dev/null || \
-	  $(PYTHON) -m pip install --quiet --disable-pip-version-check pytest hypothesis
+	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv --system-site-packages $(VENV) 2>/dev/null || \
+	  echo "python3 -m venv is unavailable; installing test tools for $(PYTHON) instead"
+	@PY=$$([ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo $(PYTHON)); \
+	  $$PY -c "import pytest, hypothesis" 2>/dev/null || \
+	  $$PY -m pip install --quiet --disable-pip-version-check pytest hypothesis || \
+	  $$PY -m pip install --quiet --disable-pip-version-check --user pytest hypothesis
 
 # The real client for the end-to-end tests, pinned, into an ignored folder; reused once there.
 codex-cli:
 	@if ! command -v npm >/dev/null 2>&1; then \
 	  echo "npm not found: the end-to-end tests against the real Codex CLI will be skipped"; \
-	elif [ -x $(CODEX_CLI) ] && CODEX_HOME=$$(mktemp -d) $(CODEX_CLI) --version 2>/dev/null | grep -q "$(CODEX_VERSION)"; then \
+	elif [ -x $(CODEX_CLI) ] && [ "$$(cat .codex-cli/node_modules/@openai/codex/package.json 2>/dev/null | \
+	    $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["version"])' 2>/dev/null)" = "$(CODEX_VERSION)" ]; then \
 	  true; \
 	else \
 	  mkdir -p .codex-cli && \
@@ -29,10 +39,10 @@ codex-cli:
 	fi
 
 test: deps codex-cli
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(TEST_PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: deps
-	$(PYTHON) -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(TEST_PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
 
 audit:
 	$(PYTHON) scripts/session_audit.py
@@ -43,10 +53,10 @@ demo:
 bench:
 	$(PYTHON) bench/bench.py
 
-vermin:
-	@$(PYTHON) -c "import vermin" 2>/dev/null || $(PYTHON) -m pip install --quiet --disable-pip-version-check vermin
-	$(PYTHON) -c "import sys, vermin; sys.argv[0] = 'vermin'; sys.exit(vermin.main())" \
+vermin: deps
+	@$(TEST_PY) -c "import vermin" 2>/dev/null || $(TEST_PY) -m pip install --quiet --disable-pip-version-check vermin
+	$(TEST_PY) -c "import sys, vermin; sys.argv[0] = 'vermin'; sys.exit(vermin.main())" \
 	  --no-tips --eval-annotations --target=3.9- --violations scripts/
 
 clean:
-	rm -rf .pytest_cache .e2e-tmp bench/homes
+	rm -rf .pytest_cache .e2e-tmp bench/homes $(VENV)
