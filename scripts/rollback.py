@@ -67,7 +67,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"restored {home.state_db.path} from {result['restored_from']}\n"
             f"the DB as it was is saved at {result['previous_db_saved_to']}")
         return EXIT_CLEAN
-    run_dir = find_run(home, args.manifest, args.latest)
+    run_dir = find_run(home, args.manifest)
     plan = plan_undo(home, run_dir)
     report = summary(plan, args.sample)
     result = None

@@ -71,7 +71,9 @@ def test_audit_counts_hostile_input_and_exits_1(hostile):
     assert sum("symlink to outside" in s for s in i["line1_unreadable_sample"]) == 1
     assert sum("longer than" in s for s in i["line1_unreadable_sample"]) == 1
     assert i["malformed_file_names_count"] == 1  # the non-UTF-8 name
-    assert i["rollout_path_outside_home_count"] == 2  # ../.. and the absolute one; NUL and newline rows are missing
+    # ../.., the absolute one, and the NUL path (no valid path is inside anything); none names an old home
+    assert i["rollout_path_outside_home_count"] == 3
+    assert i["moved_home"] is None
     # ../.., NUL and newline rows; the absolute foreign path exists (it is counted as outside the home)
     assert i["missing_rollout_path_count"] == 3
     assert snapshot(hb.root) == before

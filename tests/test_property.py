@@ -42,7 +42,7 @@ def _do(root: Path, step) -> None:
     home = open_home(str(root))
     if kind == "rollback":
         try:
-            run_dir = find_run(home, None, True)
+            run_dir = find_run(home, None)
         except UserError:
             return
         apply_undo(home, plan_undo(home, run_dir))

@@ -7,10 +7,10 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 from . import UserError
 from .paths import resolves_inside
@@ -120,7 +120,6 @@ class RunDir:
     path: Path
     kind: str
     stamp: str
-    files: Dict[str, Path] = field(default_factory=dict)
 
     @property
     def journal_path(self) -> Path:
@@ -164,13 +163,3 @@ def check_inside(home_root: Path, *paths: str) -> None:
     for p in paths:
         if not p or "\x00" in p or not resolves_inside(Path(p), home_root):
             raise UserError(f"refusing: the run record names a path outside the Codex home: {p!r}")
-
-
-def iter_records(records: List[Dict[str, Any]], op: str) -> Iterator[Dict[str, Any]]:
-    return (r for r in records if r.get("op") == op)
-
-
-def elapsed(start: float) -> float:
-    return round(time.monotonic() - start, 3)
-
-

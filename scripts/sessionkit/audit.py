@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 from . import UserError
 from .home import CodexHome, StateDb
 from .locks import CodexActivity, scan_activity
-from .paths import is_inside, resolves_inside, safe_str, split_home_prefix
+from .paths import home_prefix_counts, is_inside, resolves_inside, safe_str
 from .progress import Progress
 from .rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta
 from .statedb import ThreadRow, load_threads
@@ -116,8 +116,7 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
                 found["duplicate_rollout_id"].append(tid)
     path_count = Counter(r.rollout_path for r in rows)
     found["duplicate_db_paths"] = sorted(p for p, n in path_count.items() if n > 1)
-    outside_prefixes: Counter = Counter()
-    root_prefix = str(root).rstrip(os.sep) + os.sep
+    outside: List[str] = []
     for r in sorted(rows, key=lambda r: r.id):
         if r.id.lower() not in index.by_thread:
             found["db_not_on_disk"].append(r.id)
@@ -125,12 +124,9 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
         if not exists:
             found["missing_rollout_path"].append(r.id)
             found["stale_rows"].append(r.id)
-        if r.rollout_path and not (r.rollout_path.startswith(root_prefix) and "/.." not in r.rollout_path) \
-                and not is_inside(r.rollout_path, root):
+        if r.rollout_path and not is_inside(r.rollout_path, root):
             found["rollout_path_outside_home"].append(r.id)
-            split = split_home_prefix(r.rollout_path)
-            if split:
-                outside_prefixes[split[0]] += 1
+            outside.append(r.rollout_path)
         rf = index.by_path.get(r.rollout_path) if exists else None
         if rf is not None and rf.archived != r.archived:
             found["archive_mismatches"].append(r.id)
@@ -159,8 +155,9 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
         tid: [safe_str(f.path) for f in index.by_thread[tid]]
         for tid in found["duplicate_rollout_id"][:max_samples]}
     moved = None
-    if outside_prefixes:
-        old, n = outside_prefixes.most_common(1)[0]
+    prefixes = home_prefix_counts(outside, root)
+    if prefixes:
+        old, n = prefixes.most_common(1)[0]
         moved = {"old_prefix": safe_str(old), "new_prefix": safe_str(root), "rows": n,
                  "remap_arg": f"--remap-prefix {safe_str(old)}={safe_str(root)}"}
     out["moved_home"] = moved

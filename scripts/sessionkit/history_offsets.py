@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import List, Set, Tuple
 
 HISTORY_DB = "thread_history_1.sqlite"
 
@@ -24,13 +24,10 @@ def read_offsets(conn: sqlite3.Connection, thread_id: str) -> Tuple[TurnOffsets,
     return turns, (row[0] if row else -1)
 
 
-def threads_with_offsets(conn: sqlite3.Connection) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for (tid,) in conn.execute("SELECT DISTINCT thread_id FROM thread_turns"):
-        out[str(tid)] = 1
-    for (tid,) in conn.execute("SELECT thread_id FROM thread_history_projection_state"):
-        out[str(tid)] = 1
-    return out
+def threads_with_offsets(conn: sqlite3.Connection) -> Set[str]:
+    """Threads whose history keeps byte offsets into their rollout."""
+    rows = conn.execute("SELECT thread_id FROM thread_turns UNION SELECT thread_id FROM thread_history_projection_state")
+    return {str(tid) for (tid,) in rows}
 
 
 def shifted(value: int, boundary: int, delta: int) -> int:

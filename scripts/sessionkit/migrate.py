@@ -10,11 +10,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .artifacts import Journal, durable, fault_point, private_file
 from .audit import AuditInputs
 from .history_offsets import history_db_path, read_offsets, set_offsets, shifted, threads_with_offsets
+from .rollout_index import unusable_reason
 from .line1 import Line1Edit, apply_edit, plan_field_edit, seal
 from .progress import Progress
 from .paths import is_inside, safe_str
@@ -75,7 +76,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
         meta = inputs.meta_for(rf)
         if meta.forked_from_id:
             forked_parents.add(meta.forked_from_id.lower())
-    hist_threads: Dict[str, int] = {}
+    hist_threads: Set[str] = set()
     hist_conn: Optional[sqlite3.Connection] = None
     hist_path = history_db_path(inputs.home.state_db.path)
     if hist_path.is_file() and not db_only:
@@ -83,7 +84,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
         try:
             hist_threads = threads_with_offsets(hist_conn)
         except sqlite3.DatabaseError:
-            hist_threads = {}
+            hist_threads = set()
     try:
         for row in sorted(inputs.rows, key=lambda r: r.id):
             tid = row.id.lower()
@@ -109,14 +110,10 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                     else "rollout file missing"
                 plan.skipped.append((row.id, f"{why}: run session_repair.py first"))
                 continue
-            if rf.is_symlink:  # the walk follows no symlinked folder: any other indexed file is inside
-                plan.skipped.append((row.id, "rollout is a symlink: never rewritten"))
-                continue
-            if meta is None or meta.error:
-                plan.skipped.append((row.id, f"line 1 unusable: {meta.error if meta else 'unread'}"))
-                continue
-            if meta.id and meta.id.lower() != tid:
-                plan.skipped.append((row.id, "line 1 belongs to another thread (session_meta.id differs)"))
+            assert meta is not None
+            problem = unusable_reason(rf, meta, tid)
+            if problem:
+                plan.skipped.append((row.id, problem))
                 continue
             edit = None
             if meta.has_provider and line1_provider != plan.target:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from collections import Counter
+from typing import Iterable, Optional, Tuple, Union
 
 _WIN_LONG = re.compile(r"^\\\\\?\\")
 _WIN_DRIVE = re.compile(r"^([A-Za-z]):[\\/]")
@@ -46,14 +47,32 @@ def replace_prefix(path: str, old: str, new: str) -> Optional[str]:
     return new.rstrip("/\\") + sep + (rest.replace("/", sep))
 
 
+def _normal(p: str) -> str:
+    """normpath, skipped for the common case of a path with no `.`/`..` segment or doubled slash."""
+    if os.sep == "/" and "//" not in p and "/./" not in p and "/../" not in p \
+            and not p.endswith(("/.", "/..", "/")):
+        return p
+    return os.path.normpath(p)
+
+
 def is_inside(path: Union[str, Path], root: Union[str, Path]) -> bool:
     """Lexically inside `root` (after folding `..`); relative paths never are. Symlinks: resolves_inside."""
     p = str(path)
     if "\x00" in p or not os.path.isabs(p):
         return False
-    p = os.path.normpath(p)
-    r = os.path.normpath(str(root))
+    p, r = _normal(p), _normal(str(root))
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+
+
+def home_prefix_counts(paths: Iterable[str], root: Union[str, Path]) -> "Counter[str]":
+    """For rollout paths of another home, how many sit under each old home (`.../.codex`).
+    Invalid paths (NUL, newline) and this home itself name no old home."""
+    counts: Counter = Counter()
+    for p in paths:
+        split = split_home_prefix(p) if "\x00" not in p and "\n" not in p else None
+        if split and _normal(split[0]) != _normal(str(root)):
+            counts[split[0]] += 1
+    return counts
 
 
 def resolves_inside(path: Path, root: Path) -> bool:

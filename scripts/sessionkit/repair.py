@@ -14,8 +14,8 @@ from . import UserError
 from .artifacts import durable, fault_point
 from .audit import AuditInputs, classify_orphan
 from .progress import Progress
-from .paths import has_prefix, is_inside, replace_prefix, resolves_inside, safe_str, split_home_prefix
-from .rollout_index import RolloutFile
+from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, resolves_inside, safe_str
+from .rollout_index import RolloutFile, unusable_reason
 from .rollout_scan import row_from_rollout
 from .statedb import ThreadRow, open_readonly, open_readwrite, thread_columns, transaction
 from .writerun import write_run
@@ -47,7 +47,6 @@ class RepairPlan:
     inserts: List[Dict[str, Any]] = field(default_factory=list)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     suggested_remap: Optional[str] = None
-    orphans_left: int = 0
     fix_paths: bool = True
     unarchive: bool = True
     archived_before: int = 0
@@ -89,14 +88,7 @@ def _usable(rf: RolloutFile, inputs: AuditInputs, tid: str) -> Optional[str]:
     """Why a found file cannot stand for this thread, or None when it can."""
     if rf.compressed:
         return "the only file is zstd-compressed"
-    if rf.is_symlink:  # the walk follows no symlinked folder: any other indexed file is inside
-        return "the only file is a symlink"
-    meta = inputs.meta_for(rf)
-    if meta.error:
-        return f"its file's line 1 is unusable ({meta.error})"
-    if not meta.id or meta.id.lower() != tid:
-        return "its file's session_meta.id is another thread"
-    return None
+    return unusable_reason(rf, inputs.meta_for(rf), tid)
 
 
 def unarchived_path(root: Path, rf: RolloutFile) -> Path:
@@ -116,18 +108,14 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = T
     live = {t.lower() for t in inputs.activity.live_threads}
     remaps = list(remaps)
     taken: Dict[str, str] = {}  # destination path -> thread
-    outside = {}
     for row in sorted(inputs.rows, key=lambda r: r.id):
-        tid = row.id.lower()
-        if row.rollout_path and not is_inside(Path(row.rollout_path), root):
-            split = split_home_prefix(row.rollout_path)
-            if split:
-                outside[split[0]] = outside.get(split[0], 0) + 1
-        if wanted and tid not in wanted:
+        if wanted and row.id.lower() not in wanted:
             continue
         _plan_row(plan, row, inputs, fix_paths, unarchive, remaps, live, taken, now)
+    outside = home_prefix_counts((r.rollout_path for r in inputs.rows
+                                  if r.rollout_path and not is_inside(r.rollout_path, root)), root)
     if outside and not remaps:
-        old = max(outside, key=lambda k: outside[k])
+        old = outside.most_common(1)[0][0]
         plan.suggested_remap = f"--remap-prefix {safe_str(old)}={safe_str(root)}"
     if import_orphans:
         _plan_imports(plan, inputs, wanted, live, now)
@@ -231,7 +219,6 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
         reason = classify_orphan(rf, live, now)
         if reason != "importable":
             plan.skipped.append((tid, reason))
-            plan.orphans_left += 1
             continue
         problem = _usable(rf, inputs, tid)
         if problem:

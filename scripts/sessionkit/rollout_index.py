@@ -65,10 +65,6 @@ class RolloutIndex:
         self.by_path[rf.key] = rf
 
 
-def parse_rollout_name(name: str) -> Optional[re.Match]:
-    return ROLLOUT_NAME.match(name)
-
-
 def _walk(folder: Path, archived: bool, index: RolloutIndex) -> None:
     stack = [folder]
     while stack:
@@ -179,3 +175,15 @@ def load_session_meta(path: Path, limit: int = LINE1_LIMIT) -> SessionMeta:
         if meta.error is None and meta.has_provider:
             return meta
     return parse_session_meta(line)
+
+
+def unusable_reason(rf: RolloutFile, meta: SessionMeta, thread_id: str) -> Optional[str]:
+    """Why this file cannot be written for this thread (Codex trusts a rollout only when its
+    session_meta.id is the thread), or None when it can."""
+    if rf.is_symlink:  # the walk follows no symlinked folder: any other indexed file is inside
+        return "the file is a symlink: never written through"
+    if meta.error:
+        return f"line 1 is unusable ({meta.error})"
+    if not meta.id or meta.id.lower() != thread_id.lower():
+        return "line 1 belongs to another thread (session_meta.id differs)"
+    return None

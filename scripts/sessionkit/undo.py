@@ -38,8 +38,8 @@ class UndoPlan:
             + sum(len(v) for v in self.deletes.values()) + len(self.line1) + len(self.moves)
 
 
-def find_run(home: CodexHome, manifest: Optional[str], latest: bool) -> Path:
-    """A run folder; or, for a manifest CSV with no journal beside it (the original design's
+def find_run(home: CodexHome, manifest: Optional[str]) -> Path:
+    """The run to undo: the latest recorded, or the one a manifest names; for a manifest CSV with no journal beside it (the original design's
     `provider_migration_<ts>.csv`), that CSV itself."""
     if manifest:
         p = Path(manifest).expanduser()
