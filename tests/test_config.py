@@ -70,7 +70,8 @@ def test_bad_toml_is_a_user_error(tmp_path, text):
 
 def _find_py39():
     """A real Python 3.9 (pyenv shims that only forward to another version do not count)."""
-    cands = sorted(Path(os.path.expanduser("~/.pyenv/versions")).glob("3.9*/bin/python3"))
+    roots = {os.environ.get("PYENV_ROOT") or "", os.path.expanduser("~/.pyenv"), "/root/.pyenv"}
+    cands = sorted(p for r in roots if r for p in Path(r, "versions").glob("3.9*/bin/python3"))
     cands += [Path(p) for p in ("/usr/bin/python3.9", "/usr/local/bin/python3.9")]
     for cand in cands:
         if cand.exists() and subprocess.run([str(cand), "-c", "import sys; assert sys.version_info[:2] == (3, 9)"],
