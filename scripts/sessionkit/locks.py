@@ -121,7 +121,8 @@ def _codex_processes(home_root: Path, environ: Dict[str, str]) -> List[Tuple[int
             home = env[b"HOME"] + b"/.codex"
         if home is None or os.path.realpath(os.fsdecode(home)) != target:
             continue
-        out.append((pid, " ".join(os.fsdecode(a) for a in argv[:3] if a).strip()))
+        words = [os.path.basename(os.fsdecode(argv[0]))] + [os.fsdecode(a) for a in argv[1:2] if a]
+        out.append((pid, " ".join(words)))  # e.g. "codex app-server"
     return out
 
 
@@ -158,9 +159,8 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
     for pid, cmd in _codex_processes(home_root, env):
         if pid in seen:
             continue
-        activity.holders.append(LockHolder(f"codex process ({os.path.basename(cmd.split(' ')[0])}"
-                                           f"{' ' + ' '.join(cmd.split(' ')[1:2]) if ' ' in cmd else ''})",
-                                           Path(f"/proc/{pid}"), pid=pid, own=pid in mine))
+        activity.holders.append(LockHolder(f"codex process ({cmd})", Path(f"/proc/{pid}"), pid=pid,
+                                           own=pid in mine))
 
     writers = home_root / "thread-writer-locks"
     if writers.is_dir():
