@@ -34,6 +34,7 @@ class Run:
     undone: Optional[str]  # None, "failure" or "rollback"
     manifest: Optional[str]
     locks: Dict[str, Any] = field(default_factory=dict)
+    backups: Dict[str, str] = field(default_factory=dict)  # DB path -> its pre-run backup
 
     @property
     def status(self) -> str:
@@ -62,6 +63,7 @@ def read_run(run_dir: Path) -> Run:
     ops: List[Op] = []
     complete, undone, manifest = False, None, None
     locks: Dict[str, Any] = {}
+    backups: Dict[str, str] = {}
     for rec in recs[1:]:
         op = rec["op"]
         if op == "begin":
@@ -72,6 +74,10 @@ def read_run(run_dir: Path) -> Run:
             undone = "failure" if rec.get("by") == "failure" else "rollback"
         elif op == "manifest":
             manifest = str(rec.get("path"))
+        elif op == "backup":
+            from .ops import strict
+            b = strict(rec, {"db": "str", "backup": "str"}, {})
+            backups[b["db"]] = b["backup"]
         elif op == "locks":
             from .ops import strict
             locks = strict(rec, {"created": "list", "dir_existed": "bool", "coordination_existed": "bool"}, {})
@@ -79,7 +85,7 @@ def read_run(run_dir: Path) -> Run:
                 raise UserError(f"{journal}: a locks record is malformed")
         elif op not in RUN_RECORDS:
             ops.append(op_from_record(rec))
-    return Run(run_dir, recs[0], ops, complete, undone, manifest, locks)
+    return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups)
 
 
 @dataclass
@@ -177,6 +183,36 @@ def check_ops(home: CodexHome, ops: List[Op], where: Path) -> None:
             raise UserError(f"refusing: {where} names a path outside the Codex home: {why}")
 
 
+def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
+    """The values a rollback would write back must be the ones the run's own backup holds: an
+    edited record (other columns, other values) is refused, not written."""
+    conns: Dict[str, sqlite3.Connection] = {}
+    try:
+        for op in ops:
+            if not isinstance(op, (RowUpdate, RowDelete)):
+                continue
+            backup = run.backups.get(op.db_path)
+            if backup is None or os.path.dirname(os.path.realpath(backup)) != os.path.realpath(str(run.path)):
+                raise UserError(f"refusing: {journal} changes rows of {op.db_path} without a backup of it in the run folder")
+            if backup not in conns:
+                conns[backup] = open_readonly(Path(backup))
+            conn = conns[backup]
+            want = op.old if isinstance(op, RowUpdate) else op.row
+            try:
+                check_columns(conn, op.table, list(op.key) + list(want), None)
+                w = " AND ".join(f'"{c}" IS ?' for c in op.key)
+                cols = ", ".join(f'"{c}"' for c in want)
+                rows = conn.execute(f'SELECT {cols} FROM "{op.table}" WHERE {w}', list(op.key.values())).fetchall()
+            except (sqlite3.DatabaseError, UserError):
+                rows = []
+            if [dict(zip(want, r)) for r in rows][:1] != [want]:
+                raise UserError(f"refusing: {journal}: the {op.KIND} of {op.key} does not match the run's own "
+                                f"backup (edited journal?); nothing was changed")
+    finally:
+        for c in conns.values():
+            c.close()
+
+
 def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
     if run_dir.is_file():
         return _plan_from_csv(home, run_dir)
@@ -186,11 +222,12 @@ def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
         raise UserError(f"{journal} belongs to the Codex home {run.begin.get('codex_dir')!r}, not {home.root}")
     check_ops(home, run.ops, journal)
     plan = UndoPlan(run_dir, str(run.begin.get("kind")), run.complete, locks=run.locks)
+    _plan_ops(plan, run.ops)
+    check_against_backups(run, journal, [o for o, _ in plan.steps])  # only what would be written back
     if run.locks:
         d = home.root / LOCK_DIR
         plan.stale_locks = sum(1 for t in run.locks["created"] if os.path.lexists(str(d / f"{t}.lock"))) + \
             int(not run.locks["coordination_existed"] and os.path.lexists(str(d / ".coordination.lock")))
-    _plan_ops(plan, run.ops)
     return plan
 
 

@@ -104,9 +104,9 @@ def remove_unused_lock_dir(home_root: Path, coordination_too: bool, folder_too: 
         names = os.listdir(str(d))
     except OSError:
         return
-    if names not in ([COORDINATION], []) or (names and not coordination_too) or os.path.islink(str(coord)):
+    if (COORDINATION in names and not coordination_too) or os.path.islink(str(coord)):
         return
-    if names:
+    if COORDINATION in names:
         fd = os.open(str(coord), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -117,7 +117,7 @@ def remove_unused_lock_dir(home_root: Path, coordination_too: bool, folder_too: 
             os.unlink(str(coord))
         finally:
             os.close(fd)
-    if folder_too:
+    if folder_too and names in ([COORDINATION], []):
         try:
             os.rmdir(str(d))
         except OSError:
