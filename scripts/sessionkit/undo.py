@@ -16,7 +16,7 @@ from .faults import point
 from .home import CodexHome
 from .journal import Journal, read_records
 from .ops import CHANGED, NEW, OLD, TORN, Line1Rewrite, Move, Op, OffsetShift, RowInsert, RowDelete, RowUpdate, \
-    check_columns, op_from_record
+    check_columns, check_op_columns, op_from_record
 from .paths import safe_str
 from .statedb import open_readonly, transaction
 from .writerlock import LOCK_DIR, WriterLocks, remove_stale_locks, remove_unused_lock_dir
@@ -187,6 +187,7 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
     """The values a rollback would write back must be the ones the run's own backup holds: an
     edited record (other columns, other values) is refused, not written."""
     conns: Dict[str, sqlite3.Connection] = {}
+    seen: Set[Any] = set()
     try:
         for op in ops:
             if not isinstance(op, (RowUpdate, RowDelete)):
@@ -199,7 +200,10 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
             conn = conns[backup]
             want = op.old if isinstance(op, RowUpdate) else op.row
             try:
-                check_columns(conn, op.table, list(op.key) + list(want), None)
+                sig = (backup, op.table, tuple(op.key), tuple(want))
+                if sig not in seen:
+                    check_columns(conn, op.table, list(op.key) + list(want), None)
+                    seen.add(sig)
                 w = " AND ".join(f'"{c}" IS ?' for c in op.key)
                 cols = ", ".join(f'"{c}"' for c in want)
                 rows = conn.execute(f'SELECT {cols} FROM "{op.table}" WHERE {w}', list(op.key.values())).fetchall()
@@ -233,6 +237,7 @@ def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
 
 def _states(ops: List[Op]) -> List[str]:
     conns: Dict[str, sqlite3.Connection] = {}
+    checked: Set[Any] = set()
     out = []
     try:
         for op in ops:
@@ -245,6 +250,9 @@ def _states(ops: List[Op]) -> List[str]:
                         continue
                     conns[db] = open_readonly(Path(db))
                 try:
+                    if (db, type(op), op.columns()[0]) not in checked:
+                        check_op_columns(conns[db], [op])
+                        checked.add((db, type(op), op.columns()[0]))
                     out.append(op.state_db(conns[db]))
                 except (sqlite3.DatabaseError, UserError):
                     out.append(CHANGED)
@@ -310,12 +318,9 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[st
     each thread under its writer lock; a thread Codex holds open is left alone whole."""
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     locks = WriterLocks(home.root)
-    busy: Set[str] = set()
-    for tid in dict.fromkeys(o.thread_id for o, _ in plan.steps if o.thread_id):
-        why = locks.take(tid)  # type: ignore[arg-type]
-        if why:
-            busy.add(tid)  # type: ignore[arg-type]
-            plan.conflicts.append(f"{tid}: {why}; left alone")
+    refused = locks.take_many(list(dict.fromkeys(o.thread_id for o, _ in plan.steps if o.thread_id)))  # type: ignore[arg-type]
+    busy: Set[str] = set(refused)
+    plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
     steps = [(o, s) for o, s in plan.steps if o.thread_id not in busy]
     counts = {"rows_reverted": 0, "line1_restored": 0, "files_moved_back": 0, "undone": 0}
     backups: List[str] = []
@@ -331,11 +336,9 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[st
                 backups.append(str(backup_db(Path(db), dest)))  # type: ignore[arg-type]
         for db in dbs:
             with transaction(Path(db)) as conn:  # type: ignore[arg-type]
-                for o, _ in steps:
-                    if not o.DB_OP or o.db() != db:
-                        continue
-                    table, cols, allowed = o.columns()
-                    check_columns(conn, table, cols, allowed)
+                mine = [o for o, _ in steps if o.DB_OP and o.db() == db]
+                check_op_columns(conn, mine)
+                for o in mine:
                     if o.state_db(conn) != NEW:
                         continue
                     n = o.undo_db(conn)
