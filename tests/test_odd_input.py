@@ -405,3 +405,31 @@ def test_good_flags_still_work(two_homes):
     assert proc.returncode == 1, proc.stderr
     r = json.loads(proc.stdout)
     assert r["state_db"]["path"] == str(hb.db_path) and r["visibility"]["cwd"] == "/home/u/proj"
+
+
+# ---- what real Codex does with the same odd bytes ------------------------------------------
+
+def test_real_codex_cannot_read_a_line1_with_a_lone_surrogate_and_skips_such_a_message_line(world):
+    """Codex's parser (serde_json) rejects a lone surrogate: a line 1 holding one is unreadable to
+    Codex (so the audit's finding and the plans' skip agree with it), and a message line holding one
+    is skipped (so the row an import builds has the preview Codex itself shows)."""
+    bad_meta, orphan, _ok = world.make_threads(3)
+    pa = next(world.home.glob(f"sessions/**/*{bad_meta}.jsonl"))
+    first, rest = pa.read_bytes().split(b"\n", 1)
+    cwd = json.dumps(json.loads(first)["payload"]["cwd"]).encode()
+    pa.write_bytes(first.replace(cwd, cwd[:-1] + b'\\ud800"', 1) + b"\n" + rest)
+    pb = next(world.home.glob(f"sessions/**/*{orphan}.jsonl"))
+    pb.write_bytes(pb.read_bytes().replace(b"hello 1", b"hel\\ud800lo 1"))
+    os.utime(pb, (1.6e9, 1.6e9))
+    world.db("DELETE FROM threads WHERE id=?", (orphan,))
+    audit = world.audit()
+    assert audit["integrity"]["line1_unreadable_count"] == 1
+    assert "session_meta.cwd holds a lone surrogate" in audit["integrity"]["line1_unreadable_sample"][0]
+    plan = json.loads(world.script("session_repair.py", "--import-orphans", "--json").stdout)
+    assert [i["thread_id"] for i in plan["inserts_sample"]] == [orphan]
+    assert plan["inserts_sample"][0]["preview"] == ""
+    assert "invalid session metadata" in world.doctor()["rollout DB scan error sample"]
+    with world.app() as app:
+        with pytest.raises(Exception, match="does not start with session metadata"):
+            app.read_thread(bad_meta)
+        assert app.read_thread(orphan)["preview"] == ""
