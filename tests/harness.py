@@ -57,6 +57,10 @@ class CodexWorld:
         self.apps: List[AppServer] = []
         self.tuis: List[Tui] = []
         self.homes = [self.home]  # every path this home had: its processes are ours to stop
+        # The test's own git repository, trusted: Codex sees it as the project root (not the
+        # checkout the tests run in), and the TUI asks no "Trust this folder?" question.
+        if shutil.which("git"):
+            subprocess.run(["git", "init", "-q", str(base)], check=False, capture_output=True)
         self.set_provider("mockA")
 
     def project(self, name: str = "proj") -> Path:
@@ -66,7 +70,13 @@ class CodexWorld:
 
     def set_provider(self, provider: str) -> None:
         (self.home / "config.toml").write_text(
-            provider_config(provider, self.server.base_url, self.PROVIDERS), encoding="utf-8")
+            provider_config(provider, self.server.base_url, self.PROVIDERS, self.trust()),
+            encoding="utf-8")
+
+    def trust(self) -> str:
+        """config.toml lines that trust the test's folder (TUI: no trust question)."""
+        return (f'check_for_update_on_startup = false\n[projects."{self.base}"]\n'
+                f'trust_level = "trusted"\n')
 
     # --- making sessions ----------------------------------------------------------------
     @contextmanager
@@ -117,19 +127,29 @@ class CodexWorld:
         self.homes.append(target)
         return target
 
+    @property
+    def user_dir(self) -> Path:
+        """The user folder that holds the home (`~`): <base>/user at first."""
+        return self.home.parent
+
+    def user_project(self, name: str = "proj") -> Path:
+        """A project folder inside the user folder (~/projects/<name>): it moves with the user."""
+        p = self.user_dir / "projects" / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
     def move_user_folder(self, new_user: str = "newuser") -> Dict[str, Path]:
-        """Move the home AND the projects under a new user folder (a new user name, all of it).
-        Returns {'old_home','new_home','old_projects','new_projects'}; world.home/projects follow."""
+        """`mv ~ /home/<new_user>`: the home and every user_project() move together, as after a
+        new user name or a copy to a new machine. Stops this home's processes first (a user
+        quits Codex before moving). Returns {'old_user', 'new_user', 'old_home', 'new_home'}."""
         self.stop_home_processes()
-        old_home, old_projects = self.home, self.projects
-        user = self.base / new_user
-        user.mkdir(parents=True)
-        shutil.move(str(self.home), str(user / ".codex"))
-        shutil.move(str(self.projects), str(user / "projects"))
-        self.home, self.projects = user / ".codex", user / "projects"
+        old_user, old_home = self.user_dir, self.home
+        target = self.base / new_user
+        shutil.move(str(old_user), str(target))
+        self.home = target / old_home.name
         self.homes.append(self.home)
-        return {"old_home": old_home, "new_home": self.home,
-                "old_projects": old_projects, "new_projects": self.projects}
+        return {"old_user": old_user, "new_user": target, "old_home": old_home,
+                "new_home": self.home}
 
     # --- what Codex says ----------------------------------------------------------------
     def listing(self, **params: object) -> List[dict]:

@@ -91,9 +91,11 @@ class Tui:
         return subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, text=True,
                               timeout=30, check=check)
 
-    def screen(self, styled: bool = False) -> str:
-        """The visible screen as text (with SGR escapes when styled)."""
-        args = ["capture-pane", "-p", "-t", "main"] + (["-e"] if styled else [])
+    def screen(self, styled: bool = False, joined: bool = False) -> str:
+        """The visible screen as text (with SGR escapes when styled; lines the terminal wrapped
+        joined back when joined)."""
+        args = ["capture-pane", "-p", "-t", "main"] + (["-e"] if styled else []) + \
+            (["-J"] if joined else [])
         return self._tmux(*args).stdout
 
     def alive(self) -> bool:
