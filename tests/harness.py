@@ -57,8 +57,8 @@ class CodexWorld:
         self.apps: List[AppServer] = []
         self.tuis: List[Tui] = []
         self.homes = [self.home]  # every path this home had: its processes are ours to stop
-        # The test's own git repository, trusted: Codex sees it as the project root (not the
-        # checkout the tests run in), and the TUI asks no "Trust this folder?" question.
+        # The test's own git repository: Codex sees it as the project root, not the checkout
+        # the tests run in (world.tui(trusted=True) trusts it for one TUI run).
         if shutil.which("git"):
             subprocess.run(["git", "init", "-q", str(base)], check=False, capture_output=True)
         self.set_provider("mockA")
@@ -70,13 +70,21 @@ class CodexWorld:
 
     def set_provider(self, provider: str) -> None:
         (self.home / "config.toml").write_text(
-            provider_config(provider, self.server.base_url, self.PROVIDERS, self.trust()),
-            encoding="utf-8")
+            provider_config(provider, self.server.base_url, self.PROVIDERS), encoding="utf-8")
 
-    def trust(self) -> str:
-        """config.toml lines that trust the test's folder (TUI: no trust question)."""
-        return (f'check_for_update_on_startup = false\n[projects."{self.base}"]\n'
-                f'trust_level = "trusted"\n')
+    @contextmanager
+    def trusted(self) -> Iterator[None]:
+        """The test's repository trusted in config.toml for the duration (the TUI asks no "Trust
+        this folder?" question); taken out again after, so every other run keeps the default
+        sandbox of an untrusted folder (read-only for exec). `-c projects...` does not do it."""
+        cfg = self.home / "config.toml"
+        block = f'\n[projects."{self.base}"]\ntrust_level = "trusted"\n'
+        cfg.write_text(cfg.read_text(encoding="utf-8") + block, encoding="utf-8")
+        try:
+            yield
+        finally:
+            if cfg.exists():
+                cfg.write_text(cfg.read_text(encoding="utf-8").replace(block, ""), encoding="utf-8")
 
     # --- making sessions ----------------------------------------------------------------
     @contextmanager
@@ -195,18 +203,20 @@ class CodexWorld:
     # --- the TUI ----------------------------------------------------------------------
     @contextmanager
     def tui(self, cwd: Optional[Path] = None, *args: str, keep_daemon: bool = False,
-            height: int = 50) -> Iterator[Tui]:
+            height: int = 50, trusted: bool = True) -> Iterator[Tui]:
         """`codex <args>` (default `resume`) in a pseudo-terminal in cwd. On exit the TUI quits
-        and, unless keep_daemon, the daemon it started is stopped (so the home is idle again)."""
-        tui = Tui(self.home, cwd or self.project(), list(args) or ["resume"], self.version,
-                  height=height)
-        self.tuis.append(tui)
-        try:
-            yield tui
-        finally:
-            tui.close()
-            if not keep_daemon:
-                self.stop_home_processes()
+        and, unless keep_daemon, the daemon it started is stopped (so the home is idle again).
+        trusted: the test's folder is trusted for this run (else Codex asks before a session)."""
+        with (self.trusted() if trusted else _nothing()):
+            tui = Tui(self.home, cwd or self.project(), list(args) or ["resume"], self.version,
+                      height=height)
+            self.tuis.append(tui)
+            try:
+                yield tui
+            finally:
+                tui.close()
+                if not keep_daemon:
+                    self.stop_home_processes()
 
     def picker(self, cwd: Optional[Path] = None, all: bool = False, archived: bool = False,
                with_ids: bool = True) -> Picker:
@@ -299,6 +309,11 @@ class CodexWorld:
         for app in self.apps:
             app.close()
         self.stop_home_processes()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 @dataclass

@@ -207,7 +207,7 @@ def test_real_codex_rejects_a_legacy_profile_and_reads_profile_files(world, code
     """references/real-codex.md (d): `profile = "x"` in config.toml stops every start on 0.169 and
     0.171; `--profile x` reads <home>/x.config.toml over config.toml."""
     from harness import provider_config
-    base = provider_config("mockA", world.server.base_url, world.PROVIDERS, world.trust())
+    base = provider_config("mockA", world.server.base_url, world.PROVIDERS)
     cfg = world.home / "config.toml"
     cfg.write_text(base.replace('model = "gpt-5"', 'model = "gpt-5"\nprofile = "x"', 1)
                    + '\n[profiles.x]\nmodel_provider = "mockB"\n', encoding="utf-8")
@@ -260,3 +260,31 @@ def test_picker_archived_tab_lists_the_archived_sessions(world):
         archived = tui.choose("Status", "Archived")
     assert (active.status_tab, active.ids) == ("Active", sorted(ids[1:]))
     assert (archived.status_tab, archived.ids, archived.titles) == ("Archived", [ids[0]], ["tab 0"])
+
+
+def test_real_codex_lists_sessions_of_another_account_and_missing_workspace_roots(world):
+    """references/real-codex.md (e): neither the row's creator_account_id/creator_user_id nor
+    line 1's account_scoped/runtime_workspace_roots filter any listing (0.171, API-key login)."""
+    import json
+    ids = world.make_threads(3, cwd=world.project("proj"), prompt="acct")
+    line1 = lambda t: json.loads(open(world.db("SELECT rollout_path FROM threads WHERE id=?", (t,))[0][0],
+                                      encoding="utf-8").readline())["payload"]
+    meta = line1(ids[0])
+    assert meta["account_scoped"] is True and meta["runtime_workspace_roots"] == [str(world.project("proj"))]
+    assert world.db("SELECT DISTINCT creator_user_id, creator_account_id FROM threads") == [(None, None)]
+    world.db("UPDATE threads SET creator_user_id='user-other', creator_account_id='acct-other' WHERE id=?",
+             (ids[0],))
+    path = world.db("SELECT rollout_path FROM threads WHERE id=?", (ids[1],))[0][0]
+    with open(path, "r+b") as fh:  # a workspace root that no longer exists, same byte length
+        first = fh.readline()
+        old = json.dumps([str(world.project("proj"))]).encode()
+        new = json.dumps([str(world.project("proj"))[:-4] + "gone"]).encode()
+        assert first.count(old) == 1
+        fh.seek(0)
+        fh.write(first.replace(old, new))
+    s = world.surfaces(world.project("proj"))
+    assert s.shown_everywhere(ids) == {k: [] for k in ("editors", "editors_cwd", "read", "picker",
+                                                        "picker_all")}
+    assert world.listed_ids(useStateDbOnly=True) == sorted(ids)
+    assert world.resume_and_turn(ids[0]).ok and world.resume_and_turn(ids[1]).ok
+    assert world.db("SELECT creator_account_id FROM threads WHERE id=?", (ids[0],)) == [("acct-other",)]
