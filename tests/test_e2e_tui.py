@@ -20,12 +20,15 @@ def test_makefile_installs_the_versions_the_tests_run():
     assert ALL_VERSIONS[0] == CODEX_VERSION
 
 
+@pytest.mark.compat
 def test_picker_lists_the_folders_sessions_with_their_ids(world):
     here = world.make_threads(2, cwd=world.project("here"), prompt="here")
     there = world.make_threads(1, cwd=world.project("there"), prompt="there")
     with world.tui(world.project("here")) as tui:
         pick = tui.picker()
         assert tui.alive()
+        # the picker is served by a managed daemon the TUI started (0.169 and 0.171)
+        assert {"managed-daemon", "pid-update-loop"} <= {p.kind for p in world.home_processes()}
     assert pick.total == 2 and pick.filter == "Cwd" and pick.status_tab == "Active"
     assert sorted(pick.titles) == ["here 0", "here 1"]
     assert pick.ids == sorted(here)
@@ -217,7 +220,7 @@ def test_real_codex_rejects_a_legacy_profile_and_reads_profile_files(world, code
             '`x.config.toml` instead') in r.stderr
     r = world.codex("exec", "--skip-git-repo-check", "--profile", "x", "hi")
     assert r.returncode == 1
-    assert (f"--profile `x` cannot be used while {cfg} contains legacy `profile = \"x\"` or "
+    assert (f"Error loading config.toml: --profile `x` cannot be used while {cfg} contains legacy `profile = \"x\"` or "
             f"`[profiles.x]` config; move those settings into {world.home / 'x.config.toml'}") in r.stderr
     cfg.write_text(base, encoding="utf-8")
     (world.home / "x.config.toml").write_text('model_provider = "mockB"\n', encoding="utf-8")
