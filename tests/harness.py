@@ -1,4 +1,11 @@
-"""A real Codex home driven by the real Codex CLI, for the end-to-end tests."""
+"""A real Codex home driven by the real Codex CLI, for the end-to-end tests.
+
+The `world` fixture (tests/conftest.py) hands each test a CodexWorld on the Codex release
+`codex_version` (0.171.0; a test marked `@pytest.mark.compat` runs on 0.169.0 as well).
+Surfaces a user looks at: world.listing()/listed_ids() (app-server thread/list),
+world.read_turns(), world.resume_and_turn(), world.picker() and world.tui() (the real TUI through
+tmux), and world.surfaces(cwd) for all of them at once. Teardown stops every process of the home
+(the TUI's managed daemon and its pid-update-loop included) and fails the test if one is left."""
 from __future__ import annotations
 
 import json
@@ -374,12 +381,20 @@ class CodexProcess:
 
     @property
     def kind(self) -> str:
+        """'managed-daemon', 'pid-update-loop', 'codex <subcommand>', 'launcher' (the npm node
+        wrapper), else the executable's name (tmux, sh, sleep of a TUI's pane)."""
         args = " ".join(self.argv[1:])
         if "pid-update-loop" in args:
             return "pid-update-loop"
         if "--managed-daemon" in args:
             return "managed-daemon"
-        return args.split(" ", 1)[0] if args else "codex"
+        exe = os.path.basename(self.exe)
+        if exe.startswith("codex"):
+            sub = next((a for a in self.argv[1:] if not a.startswith("-")), "")
+            return f"codex {sub}".strip()
+        if exe.startswith("node"):
+            return "launcher"
+        return exe or "?"
 
 
 def _read(path: str) -> bytes:

@@ -291,3 +291,15 @@ def test_real_codex_lists_sessions_of_another_account_and_missing_workspace_root
     assert world.listed_ids(useStateDbOnly=True) == sorted(ids)
     assert world.resume_and_turn(ids[0]).ok and world.resume_and_turn(ids[1]).ok
     assert world.db("SELECT creator_account_id FROM threads WHERE id=?", (ids[0],)) == [("acct-other",)]
+
+
+def test_real_codex_provider_switch_hides_sessions_from_the_editors_not_the_tui(world):
+    """After a provider switch the TUI picker still lists every provider's sessions; the editors'
+    thread/list (current provider) hides the old provider's; reading and resuming work."""
+    a = world.make_threads(2, "mockA", prompt="under A")
+    b = world.make_threads(1, "mockB", prompt="under B")
+    s = world.surfaces(world.project())
+    assert s.picker_ids == s.picker_all_ids == sorted(a + b)
+    assert s.editors == s.editors_cwd == sorted(b)
+    assert s.turns == {t: 1 for t in a + b}
+    assert sorted(s.picker.titles) == ["under A 0", "under A 1", "under B 0"]
