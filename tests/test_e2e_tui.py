@@ -303,3 +303,17 @@ def test_real_codex_provider_switch_hides_sessions_from_the_editors_not_the_tui(
     assert s.editors == s.editors_cwd == sorted(b)
     assert s.turns == {t: 1 for t in a + b}
     assert sorted(s.picker.titles) == ["under A 0", "under A 1", "under B 0"]
+
+
+def test_real_codex_reverts_a_db_only_cwd_from_the_last_turn_context(world):
+    """references/real-codex.md (a): a cwd-filtered listing that finds a row's cwd disagreeing with
+    its rollout re-derives the row, and the cwd it writes is the last turn_context's, not line 1's."""
+    ids = world.make_threads(2, cwd=world.user_project("proj"), prompt="work")
+    moved = world.move_user_folder("resu")
+    remap_by_hand(world, str(moved["old_user"]), str(moved["new_user"]))  # row + line 1 only
+    new_proj, other = world.user_project("proj"), world.project("dbonly")
+    assert world.listed_ids(cwd=str(new_proj)) == sorted(ids)  # line 1 agrees: nothing rewritten
+    assert {c for (c,) in world.db("SELECT cwd FROM threads")} == {str(new_proj)}
+    world.db("UPDATE threads SET cwd=?", (str(other),))  # a DB-only cwd, as the old repair did
+    assert world.listed_ids(cwd=str(other)) == []
+    assert {c for (c,) in world.db("SELECT cwd FROM threads")} == {str(moved["old_user"] / "projects/proj")}
