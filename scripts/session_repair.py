@@ -84,7 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=not args.no_unarchive,
                        thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans)
     report = plan_report(plan, args.sample)
-    has_work = bool(plan.moves or plan.rows or plan.inserts)
+    has_work = bool(plan.moves or plan.rows or plan.inserts or plan.others)
     result = None
     if args.apply and has_work:
         result = apply_repair(inputs, plan, args.force, progress=progress)

@@ -247,7 +247,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _write_new_file(tmp: Path, parts, mode: int, mtime_ns: Optional[int]) -> int:
-    """Write `parts` (bytes, or (path, offset) to copy the rest of a file) to a new file, in
+    """Write `parts` (bytes, (path, offset) to copy the rest of a file, or (path, offset, length)
+    to copy a range of it) to a new file, in
     chunks, fsynced; a fault point between chunks. Returns the size written."""
     fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     size = 0
@@ -258,12 +259,19 @@ def _write_new_file(tmp: Path, parts, mode: int, mtime_ns: Optional[int]) -> int
                 size += len(part)
                 point("chunk")
                 continue
-            src, offset = part
+            src, offset = part[0], part[1]
+            left = part[2] if len(part) > 2 else -1  # (path, offset, length): a bounded range
             with open(src, "rb") as fh:
                 fh.seek(offset)
-                for chunk in iter(lambda: fh.read(CHUNK), b""):
+                while left != 0:
+                    chunk = fh.read(CHUNK if left < 0 else min(CHUNK, left))
+                    if not chunk:
+                        if left > 0:
+                            raise OSError(5, f"{src} ended before the range to copy")
+                        break
                     write_all(fd, chunk)
                     size += len(chunk)
+                    left -= len(chunk) if left > 0 else 0
                     point("chunk")
         os.fchmod(fd, mode & 0o7777)
         os.fsync(fd)
@@ -629,6 +637,323 @@ class Line1Rewrite(Op):
         _fsync_dir(Path(self.path).parent)
 
 
+def _digest_range(path: str, length: int, patches: Sequence[Tuple[int, bytes]] = ()) -> Optional[str]:
+    """sha256 of the file's first `length` bytes with `patches` (offset, bytes; sorted, in range)
+    put over them, streamed; None when the file is shorter or unreadable."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            pos = 0
+            for off, data in list(patches) + [(length, b"")]:
+                left = off - pos
+                while left > 0:
+                    chunk = fh.read(min(CHUNK, left))
+                    if not chunk:
+                        return None
+                    h.update(chunk)
+                    left -= len(chunk)
+                if data:
+                    h.update(data)
+                    fh.seek(len(data), os.SEEK_CUR)
+                pos = off + len(data)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _ranges(path: str, spans: Sequence[Tuple[int, bytes, bytes]], forward: bool) -> list:
+    """`_write_new_file` parts: the file with each span's old (forward) or new bytes swapped for the
+    other; span offsets are old-file offsets, mapped to the current file when undoing."""
+    parts: list = []
+    pos, moved = 0, 0
+    for off, old, new in spans:
+        take, put = (old, new) if forward else (new, old)
+        at = off if forward else off + moved
+        if at > pos:
+            parts.append((path, pos, at - pos))
+        parts.append(put)
+        pos = at + len(take)
+        moved += len(new) - len(old)
+    parts.append((path, pos))
+    return parts
+
+
+@dataclass
+class RolloutRewrite(Op):
+    """Rewrite field spans on several lines of one rollout as one change: `set` on line 1's
+    session_meta payload, and `payload.cwd` of every turn_context line under `remaps` (a resumed
+    thread takes the last one's cwd). Same length when JSON padding allows (each span written in
+    place, same inode), else one grown file written beside and renamed over, with one kept copy.
+    `shifts` lists (start of the line after a grown line, its growth) for the history offsets.
+    Old/new/torn are judged by the digest of the file up to the end of the last changed line, so
+    turns appended since are kept by the undo. See references/journal.md ("rollout_rewrite")."""
+    thread_id: Optional[str]
+    path: str
+    set: Dict[str, Any]
+    remaps: List[List[str]] = field(default_factory=list)
+    expect_mtime_ns: Optional[int] = None
+    expect_size: Optional[int] = None
+    old_values: Dict[str, Any] = field(default_factory=dict)
+    spans: List[Tuple[int, bytes, bytes]] = field(default_factory=list)  # absolute, old file
+    shifts: List[List[int]] = field(default_factory=list)  # [start of next line, growth], old file
+    prefix_len: int = 0  # old bytes through the last changed line (its newline included)
+    old_sha: str = ""  # of those bytes
+    new_sha: str = ""  # of the same lines as rewritten
+    turn_contexts: int = 0  # turn_context lines rewritten
+    size: int = 0
+    mtime_ns: int = 0
+    mode: int = 0o600
+    backup: Optional[str] = None
+    old_file_sha: Optional[str] = None
+    new_file_sha: Optional[str] = None
+    KIND: ClassVar[str] = "rollout_rewrite"
+
+    @property
+    def growth(self) -> int:
+        return sum(len(n) - len(o) for _, o, n in self.spans)
+
+    @property
+    def tmp(self) -> str:
+        return tmp_name(self.path)
+
+    def boundaries(self) -> List[List[int]]:
+        """(boundary, delta) pairs for OffsetShift: offsets at or past a boundary move by its delta."""
+        return [list(s) for s in self.shifts]
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
+                "remaps": [list(r) for r in self.remaps], "old_values": self.old_values,
+                "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans],
+                "shifts": [list(s) for s in self.shifts], "prefix_len": self.prefix_len,
+                "old_sha": self.old_sha, "new_sha": self.new_sha, "turn_contexts": self.turn_contexts,
+                "size": self.size, "mtime_ns": self.mtime_ns, "mode": self.mode, "backup": self.backup,
+                "old_file_sha": self.old_file_sha, "new_file_sha": self.new_file_sha}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "RolloutRewrite":
+        where = "journal record 'rollout_rewrite'"
+        f = strict(rec, {"thread_id": "str?", "path": "str", "set": "dict", "remaps": "list",
+                         "old_values": "dict", "spans": "list", "shifts": "list", "prefix_len": "int",
+                         "old_sha": "str", "new_sha": "str", "turn_contexts": "int", "size": "int",
+                         "mtime_ns": "int", "mode": "int"},
+                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?"})
+        spans = []
+        for s in f.pop("spans"):
+            if not (isinstance(s, list) and len(s) == 3 and isinstance(s[0], int) and not isinstance(s[0], bool)
+                    and s[0] >= 0):
+                raise RecordError(f"{where}: a span is malformed")
+            spans.append((s[0], _unb64(s[1], "rollout_rewrite span"), _unb64(s[2], "rollout_rewrite span")))
+        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])) or \
+                any(o + len(a) > f["prefix_len"] or len(b) < len(a) for o, a, b in spans):
+            raise RecordError(f"{where}: spans overlap, shrink or lie past the rewritten lines")
+        for r in f["remaps"]:
+            if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, str) for x in r)):
+                raise RecordError(f"{where}: a remap is malformed")
+        for s in f["shifts"]:
+            if not (isinstance(s, list) and len(s) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                  for x in s) and s[0] > 0 and s[1] > 0):
+                raise RecordError(f"{where}: a shift is malformed")
+        if [s[0] for s in f["shifts"]] != sorted({s[0] for s in f["shifts"]}):
+            raise RecordError(f"{where}: shifts are not in file order")
+        op = cls(spans=spans, **f)
+        if sum(s[1] for s in op.shifts) != op.growth or op.prefix_len < 0 or op.turn_contexts < 0:
+            raise RecordError(f"{where}: its shifts do not add up to its growth")
+        if op.growth and not (op.backup and op.old_file_sha and op.new_file_sha):
+            raise RecordError(f"{where}: a growing rewrite without its kept copy")
+        return op
+
+    def paths(self) -> List[str]:
+        return [self.path, self.tmp] + ([self.backup] if self.backup else [])
+
+    def _line1_spans(self, line: bytes) -> Tuple[Optional[str], List[Tuple[int, bytes, bytes]]]:
+        if not self.set:
+            return None, []
+        try:
+            obj = json.loads(line)
+            payload = obj["payload"]
+            assert isinstance(payload, dict)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return "line 1 is not a session_meta JSON object", []
+        spans = []
+        for key, value in self.set.items():
+            if key not in payload:
+                return f"line 1 has no payload.{key}", []
+            old = payload[key]
+            if old == value:
+                continue
+            at = _find_token(line, _token(key, old))
+            if at is None:
+                return f"line 1 layout not recognised (no single payload.{key} field)", []
+            start, end = at
+            token = _token(key, value)
+            token += b" " * max(0, (end - start) - len(token))
+            spans.append((start, line[start:end], token))
+            self.old_values[key] = old
+        spans.sort()
+        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])):
+            return "line 1 fields overlap", []
+        if spans and json.loads(_spans_apply(line, spans, True)) != dict(obj, payload={**payload, **self.set}):
+            return "the rewrite would change more than the named fields of line 1", []
+        return None, spans
+
+    def _turn_span(self, line: bytes, at: int) -> Tuple[Optional[str], List[Tuple[int, bytes, bytes]]]:
+        from .turn_context import remap_prefix, turn_context_cwd
+        cwd = turn_context_cwd(line)
+        if cwd is None:
+            return None, []
+        new_cwd = remap_prefix(cwd, [(a, b) for a, b in self.remaps])
+        if new_cwd == cwd:
+            return None, []
+        found = _find_token(line, _token("cwd", cwd))
+        if found is None:
+            return f"the turn_context line at byte {at} has no single \"cwd\" field: layout not recognised", []
+        start, end = found
+        token = _token("cwd", new_cwd)
+        token += b" " * max(0, (end - start) - len(token))
+        spans = [(start, line[start:end], token)]
+        want = json.loads(line)
+        want["payload"]["cwd"] = new_cwd
+        if json.loads(_spans_apply(line, spans, True)) != want:
+            return f"the turn_context line at byte {at}: the rewrite would change more than its cwd", []
+        return None, spans
+
+    def prepare(self, run_dir: Path) -> Optional[str]:
+        import stat as _st
+        try:
+            st = os.lstat(self.path)
+        except OSError as exc:
+            return f"{self.path}: {exc.strerror}"
+        if not _st.S_ISREG(st.st_mode):
+            return "the rollout is not a regular file (a symlink?): never written through"
+        if st.st_nlink > 1:
+            return (f"the rollout has {st.st_nlink} hard links (a backup made with cp -al or rsnapshot?): "
+                    "writing it would change the other copies too; skipped")
+        if (self.expect_mtime_ns is not None and st.st_mtime_ns != self.expect_mtime_ns) or \
+                (self.expect_size is not None and st.st_size != self.expect_size):
+            return "the rollout changed since the plan was made (a turn was added?): run again"
+        if os.path.lexists(self.tmp):
+            return f"{self.tmp} exists (left by another run?): skipped"
+        from .turn_context import iter_lines
+        old_h, new_h = hashlib.sha256(), hashlib.sha256()
+        spans: List[Tuple[int, bytes, bytes]] = []
+        shifts: List[List[int]] = []
+        self.old_values, self.turn_contexts, total = {}, 0, 0
+        try:
+            for offset, line in iter_lines(Path(self.path)):
+                tail = b"\n" if offset + len(line) < st.st_size else b""  # a last line without one
+                total = offset + len(line) + len(tail)
+                if offset == 0:
+                    why, rel = self._line1_spans(line)
+                else:
+                    why, rel = self._turn_span(line, offset)
+                    self.turn_contexts += 1 if rel else 0
+                if why:
+                    return why
+                if not rel:
+                    old_h.update(line + tail)
+                    new_h.update(line + tail)
+                    continue
+                new_line = _spans_apply(line, rel, True)
+                spans += [(offset + o, a, b) for o, a, b in rel]
+                if len(new_line) != len(line):
+                    shifts.append([total, len(new_line) - len(line)])
+                old_h.update(line + tail)
+                new_h.update(new_line + tail)
+                self.prefix_len = total
+                self.old_sha, self.new_sha = old_h.copy().hexdigest(), new_h.copy().hexdigest()
+        except OSError as exc:
+            return f"{self.path}: {exc.strerror}"
+        except ValueError:
+            return "a turn_context line is not valid JSON"
+        if total != st.st_size:
+            return "the rollout changed while it was read: run again"
+        if not spans:
+            return NOOP
+        self.spans, self.shifts = spans, shifts
+        self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
+        self.old_file_sha, self.new_file_sha = old_h.hexdigest(), new_h.hexdigest()
+        if self.growth:
+            self._keep_copy(run_dir)
+        return None
+
+    def _keep_copy(self, run_dir: Path) -> None:
+        dest = run_dir / f"{self.thread_id or sha(self.path.encode())[:16]}.rollout.bak"
+        _write_new_file(dest, [(self.path, 0)], 0o600, None)
+        if sha256_file(dest) != (self.size, self.old_file_sha):
+            raise OSError(5, f"the kept copy {dest} does not match {self.path}")
+        self.backup = str(dest)
+
+    def apply(self) -> None:
+        if not self.spans:
+            return
+        if _digest_range(self.path, self.prefix_len) != self.old_sha:
+            raise UserError(f"{self.path} changed under the writer lock; nothing was kept")
+        if self.growth == 0:
+            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                for n, (off, _old, new) in enumerate(self.spans):
+                    if n:
+                        point("chunk")
+                    os.lseek(fd, off, os.SEEK_SET)
+                    write_all(fd, new)
+            finally:
+                os.close(fd)
+            os.utime(self.path, ns=(self.mtime_ns, self.mtime_ns))
+            return
+        tmp = Path(self.tmp)
+        _write_new_file(tmp, _ranges(self.path, self.spans, True), self.mode, self.mtime_ns)
+        if sha256_file(tmp) != (self.size + self.growth, self.new_file_sha):
+            _remove_tmp(tmp)
+            raise OSError(5, f"{tmp}: the rewritten copy is not what was planned")
+        os.rename(self.tmp, self.path)
+        _fsync_dir(Path(self.path).parent)
+
+    def state(self) -> str:
+        if not self.spans:
+            return OLD
+        if os.path.islink(self.path) or not os.path.isfile(self.path):
+            return CHANGED
+        if _digest_range(self.path, self.prefix_len + self.growth) == self.new_sha:
+            return NEW
+        if _digest_range(self.path, self.prefix_len) == self.old_sha:
+            return OLD
+        if self.growth == 0 and _digest_range(self.path, self.prefix_len,
+                                              [(o, a) for o, a, _ in self.spans]) == self.old_sha:
+            return TORN
+        return CHANGED
+
+    def leftover(self) -> bool:
+        return os.path.lexists(self.tmp)
+
+    def clean(self) -> None:
+        _remove_tmp(Path(self.tmp))
+
+    def undo(self) -> None:
+        self.clean()
+        st = os.stat(self.path)
+        if self.growth == 0:  # new or torn: the old bytes back over every span, in place
+            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                for off, old, _new in self.spans:
+                    os.lseek(fd, off, os.SEEK_SET)
+                    write_all(fd, old)
+            finally:
+                os.close(fd)
+            # nothing appended since (same size): its old mtime back, even after a kill mid-write
+            keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns
+            os.utime(self.path, ns=(keep, keep))
+            return
+        exact = st.st_size == self.size + self.growth and sha256_file(Path(self.path))[1] == self.new_file_sha
+        if exact and self.backup and os.path.isfile(self.backup) and \
+                sha256_file(Path(self.backup)) == (self.size, self.old_file_sha):
+            parts: list = [(self.backup, 0)]  # the kept copy, byte for byte
+        else:  # turns appended since: the old lines back, everything after them kept
+            parts = _ranges(self.path, self.spans, False)
+        _write_new_file(Path(self.tmp), parts, st.st_mode, self.mtime_ns if exact else st.st_mtime_ns)
+        os.rename(self.tmp, self.path)
+        _fsync_dir(Path(self.path).parent)
+
+
 @dataclass
 class FileCreate(Op):
     """A new file written into the home (from `source` or `data`); undo deletes it only while its
@@ -935,36 +1260,63 @@ class OffsetShift(Op):
     delta: int
     old: List[Any]
     new: List[Any]
-    after: Optional[Line1Rewrite] = field(default=None, repr=False, compare=False)  # not recorded
+    after: Optional[Op] = field(default=None, repr=False, compare=False)  # not recorded
+    shifts: Optional[List[List[int]]] = None  # several grown lines: [boundary, delta] each, in order
     KIND: ClassVar[str] = "offsets"
     DB_OP: ClassVar[bool] = True
 
     def prepare(self, run_dir: Path) -> Optional[str]:
-        """Planned with the line-1 rewrite it follows: its boundary and delta are known once that is."""
+        """Planned with the rewrite it follows (Line1Rewrite or RolloutRewrite): its boundaries and
+        deltas are known once that is prepared."""
         if self.after is not None:
-            if not self.after.growth:
+            if not getattr(self.after, "growth", 0):
                 return NOOP
             assert self.thread_id is not None
-            done = OffsetShift.plan(self.db_path, self.thread_id, (self.old[0], self.old[1]),
-                                    self.after.old_len + 1, self.after.growth)
-            self.boundary, self.delta, self.new = done.boundary, done.delta, done.new
+            if isinstance(self.after, RolloutRewrite):
+                shifts = self.after.boundaries()
+            else:
+                shifts = [[self.after.old_len + 1, self.after.growth]]  # type: ignore[attr-defined]
+            done = OffsetShift.plan_shifts(self.db_path, self.thread_id, (self.old[0], self.old[1]), shifts)
+            self.boundary, self.delta, self.new, self.shifts = done.boundary, done.delta, done.new, done.shifts
         return None
 
+    def shift_list(self) -> List[List[int]]:
+        return [list(s) for s in self.shifts] if self.shifts is not None else [[self.boundary, self.delta]]
+
     def to_record(self) -> Dict[str, Any]:
-        return {"op": self.KIND, "db": self.db_path, "thread_id": self.thread_id, "boundary": self.boundary,
-                "delta": self.delta, "old": self.old, "new": self.new}
+        rec = {"op": self.KIND, "db": self.db_path, "thread_id": self.thread_id, "boundary": self.boundary,
+               "delta": self.delta, "old": self.old, "new": self.new}
+        if self.shifts is not None and self.shift_list() != [[self.boundary, self.delta]]:
+            rec["shifts"] = self.shift_list()  # one boundary: the record stays as before
+        return rec
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "OffsetShift":
         f = strict(rec, {"db": "str", "thread_id": "str", "boundary": "int", "delta": "int", "old": "list",
-                         "new": "list"}, {})
+                         "new": "list"}, {"shifts": "list"})
+        shifts = f.pop("shifts", None)
+        if shifts is not None:
+            if not shifts or not all(isinstance(s, list) and len(s) == 2 and all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in s) and s[0] >= 0 for s in shifts) \
+                    or [s[0] for s in shifts] != sorted({s[0] for s in shifts}) \
+                    or f["boundary"] != shifts[0][0] or f["delta"] != sum(s[1] for s in shifts):
+                raise RecordError("journal record 'offsets': malformed shifts")
         for side in ("old", "new"):
             v = f[side]
             if not (len(v) == 2 and isinstance(v[0], list) and isinstance(v[1], int) and all(
                     isinstance(t, list) and len(t) == 3 and isinstance(t[1], int) and isinstance(t[2], int)
                     for t in v[0])):
                 raise RecordError("journal record 'offsets': malformed offsets")
-        return cls(f["db"], f["thread_id"], f["boundary"], f["delta"], f["old"], f["new"])
+        return cls(f["db"], f["thread_id"], f["boundary"], f["delta"], f["old"], f["new"], shifts=shifts)
+
+    @classmethod
+    def plan_shifts(cls, db_path: str, thread_id: str, offsets: Tuple[list, int],
+                    shifts: List[List[int]]) -> "OffsetShift":
+        """Offsets moved by the CUMULATIVE growth of every grown line before them."""
+        turns, proj = offsets
+        new_turns = [[t, _shift(o, shifts), _shift(e, shifts)] for t, o, e in turns]
+        return cls(db_path, thread_id, shifts[0][0], sum(d for _, d in shifts), [[list(t) for t in turns], proj],
+                   [new_turns, _shift(proj, shifts) if proj >= 0 else proj], shifts=[list(s) for s in shifts])
 
     @classmethod
     def following(cls, db_path: str, rewrite: Line1Rewrite, offsets: Tuple[list, int]) -> "OffsetShift":
@@ -1001,16 +1353,36 @@ class OffsetShift(Op):
 
     def undo_db(self, conn: sqlite3.Connection) -> int:
         assert self.thread_id is not None
-        boundary = self.boundary + self.delta
+        shifts = self.shift_list()
         turns, proj = read_offsets(conn, self.thread_id)
         set_offsets(conn, self.thread_id,
-                    [(t, shifted(o, boundary, -self.delta), shifted(x, boundary, -self.delta)) for t, o, x in turns],
-                    shifted(proj, boundary, -self.delta) if proj >= 0 else proj)
+                    [(t, _unshift(o, shifts), _unshift(x, shifts)) for t, o, x in turns],
+                    _unshift(proj, shifts) if proj >= 0 else proj)
         return 1
 
 
+def _shift(value: int, shifts: List[List[int]]) -> int:
+    """An old-file offset in the rewritten file: moved by every delta whose boundary it is at or past."""
+    if value < 0:
+        return value
+    return value + sum(d for b, d in shifts if value >= b)
+
+
+def _unshift(value: int, shifts: List[List[int]]) -> int:
+    """The inverse, for offsets in the rewritten file (turns appended since included)."""
+    if value < 0:
+        return value
+    moved, back = 0, 0
+    for b, d in shifts:
+        moved += d
+        if value >= b + moved:
+            back = moved
+    return value - back
+
+
 OP_CLASSES: Dict[str, Type[Op]] = {c.KIND: c for c in (Mkdir, Move, Line1Rewrite, FileCreate, SymlinkRepoint,
-                                                       RowUpdate, RowInsert, RowDelete, OffsetShift)}
+                                                       RowUpdate, RowInsert, RowDelete, OffsetShift,
+                                                       RolloutRewrite)}
 
 
 def op_from_record(rec: Dict[str, Any]) -> Op:

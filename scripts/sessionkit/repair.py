@@ -18,7 +18,7 @@ from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolu
                     resolves_inside, safe_str)
 from .rollout_index import RolloutFile, not_unicode, unusable_reason
 from .rollout_scan import Unimportable, row_from_rollout
-from .ops import Line1Rewrite, Mkdir, Move, OffsetShift, Op, RowInsert, RowUpdate, SymlinkRepoint
+from .ops import Mkdir, Move, OffsetShift, Op, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
 from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from .writerun import execute
 
@@ -53,6 +53,27 @@ class RepairPlan:
     unarchive: bool = True
     archived_before: int = 0
     remaps: List[Remap] = field(default_factory=list)  # applied to line 1 and symlinks too
+    rewrites: List["RolloutPlan"] = field(default_factory=list)  # rollouts whose cwd is remapped
+    others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
+
+
+@dataclass
+class RolloutPlan:
+    """A remapped thread's rollout: line 1's fields and its turn_context lines' cwd (read in full)."""
+    thread_id: str
+    path: Path
+    set: Dict[str, Any]
+    turn_contexts: int
+    grows: bool
+
+
+@dataclass
+class OtherDbPlan:
+    """Row changes for another state DB indexing this home's rollouts (the desktop app's
+    <home>/sqlite/state_5.sqlite): the used DB's changes applied to its rows too."""
+    db: Path
+    rows: List[RowChange] = field(default_factory=list)
+    inserts: List[Dict[str, Any]] = field(default_factory=list)
 
 
 def parse_remaps(values: Sequence[str]) -> List[Remap]:
@@ -133,8 +154,10 @@ def unarchived_path(root: Path, rf: RolloutFile) -> Path:
 
 def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = True,
                 thread_ids: Sequence[str] = (), remaps: Sequence[Remap] = (),
-                import_orphans: bool = False, now: Optional[float] = None) -> RepairPlan:
-    """One pass over the rows with dictionary look-ups into the one-walk index."""
+                import_orphans: bool = False, now: Optional[float] = None,
+                sub: bool = False) -> RepairPlan:
+    """One pass over the rows with dictionary look-ups into the one-walk index. `sub`: the plan
+    of another state DB's rows (no rollout reads, no further DBs)."""
     now = time.time() if now is None else now
     root = inputs.home.root
     plan = RepairPlan(fix_paths=fix_paths, unarchive=unarchive,
@@ -155,7 +178,114 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = T
         plan.suggested_remap = f"--remap-prefix {safe_str(old)}={safe_str(root)}"
     if import_orphans:
         _plan_imports(plan, inputs, wanted, live, now)
+    if not sub:
+        if remaps:
+            _plan_rewrites(plan, inputs)
+        _plan_other_dbs(plan, inputs, thread_ids, import_orphans, now)
     return plan
+
+
+def other_state_dbs(home: Any) -> List[Path]:
+    """The home's other state DBs of the current schema (the desktop app's, one left by another
+    sqlite_home): Codex started with other settings lists from them."""
+    from .home import STATE_DB_NAME
+    return [d.path for d in home.other_dbs if d.path.name == STATE_DB_NAME and d.path.is_file()]
+
+
+def _row_values(row: ThreadRow) -> Dict[str, Any]:
+    return {"rollout_path": row.rollout_path, "cwd": row.cwd, "archived": int(row.archived),
+            "archived_at": row.archived_at, "updated_at": row.updated_at, "updated_at_ms": row.updated_at_ms}
+
+
+def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, thread_ids: Sequence[str],
+                    import_orphans: bool, now: float) -> None:
+    """Each other state DB ends as the used one: the used DB's row changes applied to its rows of
+    the same threads; its other rows planned on their own (row-only changes; a row that would
+    need a file move the used DB's plan does not make is skipped, naming that DB)."""
+    from .statedb import load_threads
+    done = {r.thread_id.lower(): r for r in plan.rows}
+    skipped = {t.lower() for t, _ in plan.skipped}
+    for db in other_state_dbs(inputs.home):
+        other = OtherDbPlan(db)
+        try:
+            rows = load_threads(db)
+        except UserError as exc:
+            plan.skipped.append((str(db), f"other state DB not read: {exc}"))
+            continue
+        rest = []
+        for row in rows:
+            tid = row.id.lower()
+            change = done.get(tid)
+            if change is not None:
+                values = _row_values(row)
+                old = {k: values[k] for k in change.new}
+                if old != change.new:
+                    other.rows.append(RowChange(row.id, old, dict(change.new), change.why + ["as in the used DB"]))
+            elif tid not in skipped:
+                rest.append(row)
+        if rest or import_orphans:
+            sub_inputs = AuditInputs(home=inputs.home, rows=rest, index=inputs.index, metas=inputs.metas,
+                                     activity=inputs.activity)
+            sub = plan_repair(sub_inputs, plan.fix_paths, plan.unarchive, thread_ids, plan.remaps,
+                              import_orphans, now, sub=True)
+            moved = {m.thread_id.lower() for m in sub.moves}
+            for r in sub.rows:
+                if r.thread_id.lower() in moved:
+                    plan.skipped.append((r.thread_id, f"{safe_str(db)}: its row would need a file move the used "
+                                                      f"DB's plan does not make; run again with --sqlite-home "
+                                                      f"{safe_str(db.parent)}"))
+                else:
+                    other.rows.append(r)
+            other.inserts = [i for i in sub.inserts if i["id"].lower() not in moved]
+            plan.skipped.extend((t, f"{safe_str(db)}: {why}") for t, why in sub.skipped)
+        if other.rows or other.inserts:
+            plan.others.append(other)
+
+
+def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
+    """Which remapped threads' rollouts get line 1 and turn_context cwd rewritten; reads only those
+    rollouts (in full: a resumed thread takes the cwd of its LAST turn_context line)."""
+    from .turn_context import scan_turn_contexts
+    moved = {m.thread_id: m.src for m in plan.moves}
+    parents = {m.forked_from_id.lower() for rf in inputs.index.files
+               for m in [inputs.meta_for(rf)] if m.forked_from_id}
+    for r in plan.rows:
+        if not any(w.startswith("remap") for w in r.why):
+            continue
+        tid = r.thread_id
+        path = moved.get(tid)
+        if path is None:
+            cands = inputs.index.by_thread.get(tid.lower(), [])
+            if len(cands) != 1:
+                continue
+            path = cands[0].path
+        payload = _line1_payload(path)
+        if payload is None:
+            continue
+        new: Dict[str, Any] = {}
+        if isinstance(payload.get("cwd"), str) and _remap(payload["cwd"], plan.remaps) != payload["cwd"]:
+            new["cwd"] = _remap(payload["cwd"], plan.remaps)
+        roots = payload.get("runtime_workspace_roots")
+        if isinstance(roots, list) and all(isinstance(x, str) for x in roots):
+            remapped = [_remap(x, plan.remaps) for x in roots]
+            if remapped != roots:
+                new["runtime_workspace_roots"] = remapped
+        try:
+            turns = [t for t in scan_turn_contexts(path) if _remap(t.cwd, plan.remaps) != t.cwd]
+        except OSError as exc:
+            plan.skipped.append((tid, f"rollout not read ({exc.strerror or exc}): its cwd is remapped in the row only"))
+            continue
+        if not new and not turns:
+            continue
+        grows = len(json.dumps(new, ensure_ascii=False)) > len(json.dumps(
+            {k: payload[k] for k in new}, ensure_ascii=False)) or any(
+            len(_remap(t.cwd, plan.remaps).encode()) > len(t.cwd.encode()) for t in turns)
+        if grows and tid.lower() in parents:
+            plan.skipped.append((tid, "line 1 and turn_context cwd left as they are: the rewrite grows the "
+                                      "file and a fork records byte offsets into this rollout (the row's cwd "
+                                      "is still remapped; a resumed turn will write the old cwd back)"))
+            continue
+        plan.rewrites.append(RolloutPlan(tid, Path(path), new, len(turns), grows))
 
 
 def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: bool, unarchive: bool,
@@ -314,6 +444,20 @@ def repair_ops(db: Path, plan: RepairPlan, cols: Sequence[str], now: float) -> L
     return ops
 
 
+def other_db_ops(other: OtherDbPlan, cols: Sequence[str]) -> List[Op]:
+    """Another state DB's row updates and inserts (only the columns it has); each op carries its
+    thread id, so a thread skipped at apply time is skipped in every DB."""
+    keep = set(cols)
+    ops: List[Op] = []
+    for r in other.rows:
+        new, old = _only(r.new, keep), _only(r.old, keep)
+        if new:
+            ops.append(RowUpdate(str(other.db), "threads", {"id": r.thread_id}, old, new, r.thread_id))
+    for ins in other.inserts:
+        ops.append(RowInsert(str(other.db), "threads", _only(ins, keep), {"id": ins["id"]}, ins["id"]))
+    return ops
+
+
 def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
                  now: Optional[float] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
     """Run the plan's ops through the one executor: moves first, then every row change in one
@@ -322,6 +466,8 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     ts = datetime.now().isoformat(timespec="seconds")
     stamp = time.time() if now is None else now
     ops = remap_ops(inputs, plan) + repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
+    for other in plan.others:
+        ops += other_db_ops(other, thread_columns_of(other.db))
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}
@@ -331,64 +477,43 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "unarchived_rows": sum(1 for x in plan.rows if "unarchive" in x.why and x.thread_id not in done),
             "archived_after": archived_count(home.state_db.path),
             "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
-            "line1_rewritten": r.applied["line1"], "symlinks_repointed": r.applied["symlink"],
+            "line1_rewritten": r.applied["line1"] + r.applied["rollout_rewrite"],
+            "symlinks_repointed": r.applied["symlink"],
+            "rows_per_db": {safe_str(db): n for db, n in r.rows.items()},
+            "other_db_backups": {safe_str(db): str(b) for db, b in r.backups.items()
+                                 if db != str(home.state_db.path) and not db.endswith("thread_history_1.sqlite")},
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "rollback": r.rollback_command(home)}
 
 
 def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
-    """With --remap-prefix: each remapped thread's line 1 (`cwd`, and 0.171's
-    `runtime_workspace_roots`), since Codex re-reads line 1 and writes a DB-only cwd back; and the
-    home's symlinks into the old home (packages/*/current, without which 0.171 does not start).
-    Line 1 is rewritten where the file lies before any move (ops run in order)."""
+    """With --remap-prefix: each remapped thread's rollout as one RolloutRewrite (line 1's `cwd` and
+    0.171's `runtime_workspace_roots`, and `cwd` of every turn_context line: Codex re-reads them
+    and writes a DB-only cwd back), its history offsets shifted in every state DB's history DB
+    when it grows; and the home's symlinks into the old home (packages/*/current, without which
+    0.171 does not start). Rollouts are rewritten where they lie before any move (ops run in order)."""
     if not plan.remaps:
         return []
     from .history_offsets import history_db_path, read_offsets, threads_with_offsets
     root = inputs.home.root
     ops: List[Op] = []
-    moved = {m.thread_id: m.src for m in plan.moves}
-    parents = {m.forked_from_id.lower() for rf in inputs.index.files
-               for m in [inputs.meta_for(rf)] if m.forked_from_id}
-    hist = history_db_path(inputs.home.state_db.path)
-    hconn = open_readonly(hist) if hist.is_file() else None
+    hists = []
+    for db in [inputs.home.state_db.path, *other_state_dbs(inputs.home)]:
+        hist = history_db_path(db)
+        if hist.is_file():
+            conn = open_readonly(hist)
+            hists.append((hist, conn, threads_with_offsets(conn)))
     try:
-        with_offsets = threads_with_offsets(hconn) if hconn is not None else set()
-        for r in plan.rows:
-            if "cwd" not in r.new:
-                continue
-            tid = r.thread_id
-            path = moved.get(tid)
-            if path is None:
-                cands = inputs.index.by_thread.get(tid.lower(), [])
-                if len(cands) != 1:
-                    continue
-                path = cands[0].path
-            payload = _line1_payload(path)
-            if payload is None:
-                continue
-            new: Dict[str, Any] = {}
-            if isinstance(payload.get("cwd"), str) and _remap(payload["cwd"], plan.remaps) != payload["cwd"]:
-                new["cwd"] = _remap(payload["cwd"], plan.remaps)
-            roots = payload.get("runtime_workspace_roots")
-            if isinstance(roots, list) and all(isinstance(x, str) for x in roots):
-                remapped = [_remap(x, plan.remaps) for x in roots]
-                if remapped != roots:
-                    new["runtime_workspace_roots"] = remapped
-            if not new:
-                continue
-            grows = len(json.dumps(new, ensure_ascii=False)) > len(json.dumps(
-                {k: payload[k] for k in new}, ensure_ascii=False))
-            if grows and tid.lower() in parents:
-                plan.skipped.append((tid, "line 1's cwd left as is: it grows and a fork records byte "
-                                          "offsets into this rollout (the row's cwd is still remapped)"))
-                continue
-            rw = Line1Rewrite(tid, str(path), new)
+        pairs = [[a, b] for a, b in plan.remaps]
+        for rp in plan.rewrites:
+            rw = RolloutRewrite(rp.thread_id, str(rp.path), rp.set, pairs)
             ops.append(rw)
-            if hconn is not None and tid in with_offsets:
-                ops.append(OffsetShift.following(str(hist), rw, read_offsets(hconn, tid)))
+            for hist, conn, with_offsets in hists:
+                if rp.thread_id in with_offsets:
+                    ops.append(OffsetShift.following(str(hist), rw, read_offsets(conn, rp.thread_id)))
     finally:
-        if hconn is not None:
-            hconn.close()
+        for _h, conn, _w in hists:
+            conn.close()
     pkgs = root / "packages"
     for name in sorted(os.listdir(str(pkgs))) if pkgs.is_dir() and not pkgs.is_symlink() else []:
         link = pkgs / name / "current"  # a broken link (into the old home) is the case to fix
@@ -444,6 +569,10 @@ def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
         "unarchive_rows": sum(1 for r in plan.rows if "unarchive" in r.why),
         "repoint_rows": sum(1 for r in plan.rows if "point rollout_path at the real file" in r.why),
         "remap_rows": sum(1 for r in plan.rows if any(w.startswith("remap") for w in r.why)),
+        "planned_rollout_rewrites": len(plan.rewrites),
+        "planned_turn_context_rewrites": sum(r.turn_contexts for r in plan.rewrites),
+        "other_dbs": [{"db": safe_str(o.db), "planned_row_updates": len(o.rows),
+                       "planned_row_inserts": len(o.inserts)} for o in plan.others],
         "skipped": len(plan.skipped),
         "skipped_sample": [{"thread_id": t, "reason": r} for t, r in plan.skipped[:sample]],
         "suggested_remap": plan.suggested_remap,

@@ -15,7 +15,7 @@ from .artifacts import backup_db, list_runs
 from .faults import point
 from .home import CodexHome
 from .journal import Journal, read_records
-from .ops import CHANGED, NEW, OLD, TORN, Line1Rewrite, Move, Op, OffsetShift, RowInsert, RowDelete, RowUpdate, \
+from .ops import CHANGED, NEW, OLD, TORN, Line1Rewrite, Move, Op, OffsetShift, RolloutRewrite, RowInsert, RowDelete, RowUpdate, \
     check_columns, check_op_columns, op_from_record
 from .paths import safe_str
 from .statedb import open_readonly, transaction
@@ -353,7 +353,7 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[st
                 continue
             o.undo()
             counts["undone"] += 1
-            if isinstance(o, Line1Rewrite):
+            if isinstance(o, (Line1Rewrite, RolloutRewrite)):
                 counts["line1_restored"] += 1
             elif isinstance(o, Move):
                 counts["files_moved_back"] += 1
@@ -410,9 +410,9 @@ def summary(plan: UndoPlan, sample: int) -> Dict[str, Any]:
     return {"run_dir": safe_str(plan.run_dir), "kind": plan.kind, "run_complete": plan.complete,
             "rows_to_revert": len(rows), "rows_to_delete": plan.count(RowInsert),
             "rows_to_restore": plan.count(RowDelete), "offsets_to_revert": plan.count(OffsetShift),
-            "line1_to_restore": plan.count(Line1Rewrite), "files_to_move_back": plan.count(Move),
+            "line1_to_restore": plan.count(Line1Rewrite, RolloutRewrite), "files_to_move_back": plan.count(Move),
             "other_to_undo": len(plan.steps) - plan.count(RowUpdate, RowInsert, RowDelete, OffsetShift,
-                                                           Line1Rewrite, Move),
+                                                           Line1Rewrite, RolloutRewrite, Move),
             "temporary_files_to_remove": len(plan.cleanups), "lock_files_to_remove": plan.stale_locks,
             "already_original": plan.already, "conflicts": len(plan.conflicts),
             "conflict_sample": plan.conflicts[:sample], "rows_sample": rows[:sample],
