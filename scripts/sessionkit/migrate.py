@@ -43,6 +43,15 @@ class MigrationPlan:
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     distribution_before: Dict[str, int] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
+    others: List["OtherDbChanges"] = field(default_factory=list)  # every other state DB of the home
+
+
+@dataclass
+class OtherDbChanges:
+    """Another state DB indexing this home's rollouts (the desktop app's <home>/sqlite/state_5.sqlite):
+    its rows of the migrated threads, each with the provider it holds now."""
+    db: Path
+    providers: Dict[str, str] = field(default_factory=dict)  # thread id -> its provider there
 
 
 def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[str, int]:
@@ -144,7 +153,32 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
     finally:
         if hist_conn is not None:
             hist_conn.close()
+    _plan_other_dbs(plan, inputs, include_archived, froms)
     return plan
+
+
+def _plan_other_dbs(plan: MigrationPlan, inputs: AuditInputs, include_archived: bool, froms: Set[str]) -> None:
+    """The same threads in every other state DB get the target provider too; rows only such a DB
+    has are named in a warning (the rollout's line 1 is shared, its row there is not)."""
+    from .repair import other_state_dbs
+    from .statedb import load_threads
+    wanted = {c.thread_id.lower(): c for c in plan.changes}
+    used = {r.id.lower() for r in inputs.rows}
+    for db in other_state_dbs(inputs.home):
+        other = OtherDbChanges(db)
+        only_here = 0
+        for row in load_threads(db):
+            tid = row.id.lower()
+            if tid in wanted and row.model_provider != plan.target:
+                other.providers[wanted[tid].thread_id] = row.model_provider
+            elif tid not in used and row.model_provider != plan.target and (include_archived or not row.archived) \
+                    and (not froms or row.model_provider in froms):
+                only_here += 1
+        if other.providers:
+            plan.others.append(other)
+        if only_here:
+            plan.warnings.append(f"{only_here} thread(s) of {safe_str(db)} have no row in the used DB and are not "
+                                 f"migrated there: run again with --sqlite-home {safe_str(db.parent)}")
 
 
 def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
@@ -157,18 +191,38 @@ def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
 
 
 def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan) -> List[Op]:
-    """The plan as typed operations: each thread's line 1, then offsets and rows (files before DBs)."""
+    """The plan as typed operations: each thread's line 1, then offsets and rows (files before DBs),
+    in the used DB and in every other state DB of the home (and their history DBs)."""
     ops: List[Op] = []
-    for c in plan.changes:
-        if c.edit is not None and c.path is not None:
-            rw = Line1Rewrite(c.thread_id, str(c.path), {"model_provider": plan.target},
-                              expect_mtime_ns=c.mtime_ns)
-            ops.append(rw)
-            if c.offsets is not None:
-                ops.append(OffsetShift.following(str(hist_path), rw, c.offsets))
-        if c.db_change:
-            ops.append(RowUpdate(str(home_db), "threads", {"id": c.thread_id}, {"model_provider": c.old_provider},
-                                 {"model_provider": plan.target}, c.thread_id))
+    other_hists = []
+    for other in plan.others:
+        hp = history_db_path(other.db)
+        if hp.is_file() and not plan.db_only:
+            conn = open_readonly(hp)
+            other_hists.append((hp, conn, threads_with_offsets(conn)))
+    try:
+        for c in plan.changes:
+            if c.edit is not None and c.path is not None:
+                rw = Line1Rewrite(c.thread_id, str(c.path), {"model_provider": plan.target},
+                                  expect_mtime_ns=c.mtime_ns)
+                ops.append(rw)
+                if c.offsets is not None:
+                    ops.append(OffsetShift.following(str(hist_path), rw, c.offsets))
+                if c.edit.growth:
+                    for hp, conn, with_offsets in other_hists:
+                        if c.thread_id in with_offsets:
+                            ops.append(OffsetShift.following(str(hp), rw, read_offsets(conn, c.thread_id)))
+            if c.db_change:
+                ops.append(RowUpdate(str(home_db), "threads", {"id": c.thread_id},
+                                     {"model_provider": c.old_provider}, {"model_provider": plan.target}, c.thread_id))
+            for other in plan.others:
+                if c.thread_id in other.providers:
+                    ops.append(RowUpdate(str(other.db), "threads", {"id": c.thread_id},
+                                         {"model_provider": other.providers[c.thread_id]},
+                                         {"model_provider": plan.target}, c.thread_id))
+    finally:
+        for _hp, conn, _w in other_hists:
+            conn.close()
     return ops
 
 
@@ -186,6 +240,7 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
             "history_backup": str(hist_backup) if hist_backup else None,
             "manifest_csv": str(r.manifest), "journal": str(r.journal),
             "line1_rewritten": r.applied["line1"], "updated_rows": r.applied["row_update"],
+            "rows_per_db": {safe_str(db): n for db, n in r.rows.items() if not db.endswith("thread_history_1.sqlite")},
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "provider_distribution_after": provider_counts(home.state_db.path),
             "rollback": r.rollback_command(home)}
@@ -211,6 +266,7 @@ def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
         "line1_rewrites": sum(1 for c in plan.changes if c.edit is not None),
         "line1_growing": sum(1 for c in plan.changes if c.edit is not None and c.edit.growth),
         "row_updates": sum(1 for c in plan.changes if c.db_change),
+        "other_dbs": [{"db": safe_str(o.db), "row_updates": len(o.providers)} for o in plan.others],
         "skipped": len(plan.skipped),
         "skipped_sample": [{"thread_id": t, "reason": r} for t, r in plan.skipped[:sample]],
         "provider_distribution_before": plan.distribution_before,

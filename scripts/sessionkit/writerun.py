@@ -133,7 +133,11 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             records = []
             for db in touched:
                 assert db is not None
-                b = backup_db(Path(db), run.path / f"{Path(db).name}.pre_{kind}.bak")
+                dest, n = run.path / f"{Path(db).name}.pre_{kind}.bak", 0
+                while dest.exists():  # two DBs of one name (the desktop app's <home>/sqlite/ copy)
+                    n += 1
+                    dest = run.path / f"{Path(db).name}.pre_{kind}_{n}.bak"
+                b = backup_db(Path(db), dest)
                 result.backups[db] = b
                 records.append({"op": "backup", "db": db, "backup": str(b)})
             private_file(result.manifest, manifest_csv)
