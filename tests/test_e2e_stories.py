@@ -40,6 +40,15 @@ def _rollout_cwds(path):
     return lines[0]["payload"]["cwd"], ctx[-1] if ctx else None, len(ctx)
 
 
+def _cwd_fields(path, prefix):
+    """Line numbers whose JSON holds a `"cwd"` field (any depth) under `prefix`."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from sessionkit.rollout_cwd import line_cwds
+    return [n for n, line in enumerate(Path(path).read_bytes().splitlines(), 1)
+            if any(c == prefix or c.startswith(prefix + "/") for c in line_cwds(line))]
+
+
 def _folder_matches_flag(world):
     """Every row's file exists, and it is archived exactly when its file is in archived_sessions/."""
     bad = {}
@@ -107,14 +116,12 @@ def test_story_moved_user_folder_with_the_daemon_package(world, codex_version):
             tui.wait_for(lambda s: not tui.alive(), 60, "codex to exit")
             assert "daemon executable not found" in " ".join(tui.screen(joined=True).split())
 
-    audit = world.audit()
-    remap = audit["integrity"]["moved_home"]["remap_arg"]
-    assert remap.startswith("--remap-prefix ")
-    arg = remap.split(" ", 1)[1]
-    old_prefix, new_prefix = arg.split("=", 1)
-    assert (old_prefix, new_prefix) == (str(moved["old_user"]), str(moved["new_user"]))
+    # the remap the audit is to print (test_story_moved_user_folder_audit_prints_the_user_remap)
+    arg = f"{moved['old_user']}={moved['new_user']}"
     plan = json.loads(_ok(world.script("session_repair.py", "--remap-prefix", arg, "--json")).stdout)
-    assert (plan["remap_rows"], plan["planned_rollout_rewrites"], plan["planned_turn_context_rewrites"]) == (3, 3, 3)
+    # each rollout: line 1, and the cwd of its turn_context, world_state and thread_settings_applied
+    assert (plan["remap_rows"], plan["planned_rollout_rewrites"]) == (3, 3)
+    assert plan["planned_cwd_line_rewrites"] >= 3
     res = json.loads(_ok(world.script("session_repair.py", "--remap-prefix", arg, "--apply", "--json"))
                      .stdout)["result"]
     assert (res["updated_rows"], res["line1_rewritten"], res["symlinks_repointed"]) == (3, 3, 1)
@@ -122,6 +129,7 @@ def test_story_moved_user_folder_with_the_daemon_package(world, codex_version):
     for tid, (cwd, _a, path, _p) in _rows(world).items():
         assert cwd == str(proj) and path.startswith(str(home) + "/")
         assert _rollout_cwds(path) == (str(proj), str(proj), 1)
+        assert _cwd_fields(path, str(moved["old_user"])) == []  # world_state, thread_settings_applied too
 
     s = world.surfaces(proj)  # codex starts again (the TUI), and every surface has them here
     assert s.shown_everywhere(ids) == NONE_MISSING
@@ -150,6 +158,15 @@ def test_story_moved_user_folder_with_the_daemon_package(world, codex_version):
         assert (last, n) == ((str(proj), 2) if tid == ids[0] else (str(old_proj), 1))
 
 
+@pytest.mark.xfail(strict=True, reason="surfaces branch: the audit names the .codex folder, not the old user "
+                                       "folder that the sessions' cwd lie under too")
+def test_story_moved_user_folder_audit_prints_the_user_remap(world):
+    world.make_threads(2, cwd=world.user_project("proj"), prompt="work")
+    moved = world.move_user_folder("newuser")
+    remap = world.audit()["integrity"]["moved_home"]["remap_arg"]
+    assert remap == f"--remap-prefix {moved['old_user']}={moved['new_user']}"
+
+
 # ---------------------------------------------------------------- (c) archive, repair, continue, roll back
 
 
@@ -174,7 +191,12 @@ def test_story_archive_repair_continue_rollback_never_splits_a_thread(world):
     after = world.surfaces(proj)
     assert after.editors == after.picker_ids == sorted([ids[0], ids[2]])
     assert world.picker(proj, archived=True).ids == [ids[1]]
-    assert world.resume_and_turn(ids[1]).ok  # and resumable
+    # real Codex resumes no archived thread ("... is archived. Run `codex unarchive <id>` ...");
+    # unarchived the way it says, it continues
+    refused = world.resume_and_turn(ids[1])
+    assert "is archived" in refused.error and f"codex unarchive {ids[1]}" in refused.error
+    world.unarchive(ids[1])
+    assert world.resume_and_turn(ids[1]).ok
 
 
 # ---------------------------------------------------------------- (d) daemon left running
@@ -200,25 +222,29 @@ def test_story_daemon_left_running_skips_its_thread_and_stop_lets_the_run_procee
     refused = world.script("provider_migrate.py", "--apply")
     assert refused.returncode == 2 and "running" in refused.stderr
     assert {r[3] for r in _rows(world).values()} == {"mockA"}  # nothing changed
-    assert json.loads(_ok(world.stop_daemon()).stdout)["status"] == "stopped"
-    assert [p.kind for p in world.home_processes()] == ["pid-update-loop"]
-    ran = world.script("provider_migrate.py", "--apply", "--json")
-    assert ran.returncode == 0, ran.stderr  # the update loop cannot write sessions: no refusal
-    world.stop_home_processes()
+    world.stop_home_processes()  # `codex app-server daemon stop`, then the update loop ends too
+    _ok(world.script("provider_migrate.py", "--apply", "--json"))
+    assert {r[3] for r in _rows(world).values()} == {"mockB"}
     s = world.surfaces(world.project())
     assert s.shown_everywhere(ids) == NONE_MISSING
 
 
-@pytest.mark.xfail(strict=True, reason="surfaces branch: the refusal and the dry-run's skip reason do not "
-                                       "yet name the managed daemon and `codex app-server daemon stop`")
-def test_story_daemon_left_running_is_named_with_its_stop_command(world):
+@pytest.mark.xfail(strict=True, reason="surfaces branch (locks.py): the refusal and the dry-run's skip reason "
+                                       "do not yet name the managed daemon and `codex app-server daemon stop`, "
+                                       "and the pid-update-loop's arg0 lock still refuses the run")
+def test_story_daemon_left_running_is_named_and_stopping_it_is_enough(world):
     ids = _daemon_left_running(world)
     dry = json.loads(world.script("provider_migrate.py", "--json").stdout)
     reason = {s["thread_id"]: s["reason"] for s in dry["skipped_sample"]}[ids[0]]
     refused = world.script("provider_migrate.py", "--apply")
+    stopped = world.script("provider_migrate.py", "--apply")
+    if "managed-daemon" in {p.kind for p in world.home_processes()}:
+        assert json.loads(_ok(world.stop_daemon()).stdout)["status"] == "stopped"
+        stopped = world.script("provider_migrate.py", "--apply", "--json")  # the loop still runs
     world.stop_home_processes()
-    assert "codex app-server daemon stop" in reason and "daemon" in reason
-    assert re.search(r"daemon", refused.stderr) and "codex app-server daemon stop" in refused.stderr
+    assert "codex app-server daemon stop" in reason
+    assert "daemon" in refused.stderr and "codex app-server daemon stop" in refused.stderr
+    assert stopped.returncode == 0, stopped.stderr
 
 
 # ---------------------------------------------------------------- (e) two state DBs

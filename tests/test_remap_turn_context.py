@@ -69,6 +69,14 @@ def _cwds(path):
         [x["payload"]["cwd"] for x in lines if x.get("type") == "turn_context"]
 
 
+def _other_cwds(path):
+    """cwd of the world_state lines and thread_settings_applied events."""
+    lines = [json.loads(x) for x in path.read_bytes().splitlines()]
+    return [x["payload"]["cwd"] for x in lines if x.get("type") == "world_state"] + \
+        [x["payload"]["thread_settings"]["cwd"] for x in lines
+         if x["payload"].get("type") == "thread_settings_applied" and "cwd" in x["payload"].get("thread_settings", {})]
+
+
 def _home(tmp_path, n=2, turns=3, history=True, other_db=False):
     hb = HomeBuilder(tmp_path / ".codex")
     threads = []
@@ -77,7 +85,14 @@ def _home(tmp_path, n=2, turns=3, history=True, other_db=False):
         first, rest = t.path.read_bytes().split(b"\n", 1)
         meta = json.loads(first)
         meta["payload"]["runtime_workspace_roots"] = [f"{OLD}/proj"]
-        t.path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n" + rest)
+        # 0.171 writes the cwd into world_state lines and thread_settings_applied events too
+        extra = [{"timestamp": "2026-01-01T00:00:00Z", "type": "world_state",
+                  "payload": {"cwd": f"{OLD}/proj", "filesystem": "<root>kept as is</root>"}},
+                 {"timestamp": "2026-01-01T00:00:00Z", "type": "event_msg", "payload": {
+                     "type": "thread_settings_applied", "thread_settings": {"cwd": f"{OLD}/proj",
+                                                                           "model": "gpt-5"}}}]
+        tail = b"".join(json.dumps(x, separators=(",", ":")).encode() + b"\n" for x in extra)
+        t.path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n" + rest + tail)
         os.utime(t.path, (t.created.timestamp() + 60,) * 2)
         threads.append(t)
     if history:
@@ -113,15 +128,17 @@ def test_growing_remap_rewrites_every_turn_context_and_shifts_offsets_cumulative
     old_offsets = {t.id: _offsets(hb.root, t.id) for t in threads}
     dry = repair(hb.root, f"{OLD}=/home/newuser2", extra=["--json"])
     plan = json.loads(dry.stdout)
-    assert (plan["planned_rollout_rewrites"], plan["planned_turn_context_rewrites"]) == (2, 6)
+    assert (plan["planned_rollout_rewrites"], plan["planned_cwd_line_rewrites"]) == (2, 10)
     assert state(hb.root) == before  # the dry-run wrote nothing
     res = json.loads(repair(hb.root, f"{OLD}=/home/newuser2", extra=["--apply", "--json"]).stdout)["result"]
     assert (res["updated_rows"], res["line1_rewritten"]) == (2, 2)
     for t in threads:
         assert _cwds(t.path) == ("/home/newuser2/proj", ["/home/newuser2/proj"], ["/home/newuser2/proj"] * 3)
         new = t.path.read_bytes()
-        # one byte more per rewritten value: line 1 (cwd + one root) and each turn_context
-        assert len(new) == len(old_bytes[t.id]) + 2 + 3
+        assert _other_cwds(t.path) == ["/home/newuser2/proj"] * 2
+        # one byte more per rewritten value: line 1 (cwd + one root), each turn_context, and the
+        # world_state and thread_settings_applied lines
+        assert len(new) == len(old_bytes[t.id]) + 2 + 3 + 2
         assert new.replace(b"/home/newuser2", OLD.encode()) == old_bytes[t.id]  # nothing else changed
         assert t.path.stat().st_mtime_ns == int((t.created.timestamp() + 60) * 1e9)
         # every offset still points at the start of the same turn_context line / the end of file
@@ -295,7 +312,7 @@ def test_a_tampered_record_refuses_the_whole_rollback(tmp_path, edit):
         if r["op"] == "rollout_rewrite" and edit == "shift":
             r["shifts"][0][1] += 1
         if r["op"] == "offsets" and edit == "offsets-shifts":
-            assert len(r["shifts"]) == 4  # line 1 and three turn_context lines grew
+            assert len(r["shifts"]) == 6  # line 1, three turn_context lines and two more grew
             r["shifts"][1][0] = 0
         if r["op"] == "rollout_rewrite" and edit == "version":
             r["v"] = 3

@@ -681,8 +681,8 @@ def _ranges(path: str, spans: Sequence[Tuple[int, bytes, bytes]], forward: bool)
 @dataclass
 class RolloutRewrite(Op):
     """Rewrite field spans on several lines of one rollout as one change: `set` on line 1's
-    session_meta payload, and `payload.cwd` of every turn_context line under `remaps` (a resumed
-    thread takes the last one's cwd). Same length when JSON padding allows (each span written in
+    session_meta payload, and every `"cwd"` field of the later lines (turn_context, world_state,
+    thread_settings_applied) under `remaps` (a resumed thread takes its cwd from them). Same length when JSON padding allows (each span written in
     place, same inode), else one grown file written beside and renamed over, with one kept copy.
     `shifts` lists (start of the line after a grown line, its growth) for the history offsets.
     Old/new/torn are judged by the digest of the file up to the end of the last changed line, so
@@ -699,7 +699,7 @@ class RolloutRewrite(Op):
     prefix_len: int = 0  # old bytes through the last changed line (its newline included)
     old_sha: str = ""  # of those bytes
     new_sha: str = ""  # of the same lines as rewritten
-    turn_contexts: int = 0  # turn_context lines rewritten
+    cwd_lines: int = 0  # lines past line 1 whose cwd was rewritten
     size: int = 0
     mtime_ns: int = 0
     mode: int = 0o600
@@ -725,7 +725,7 @@ class RolloutRewrite(Op):
                 "remaps": [list(r) for r in self.remaps], "old_values": self.old_values,
                 "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans],
                 "shifts": [list(s) for s in self.shifts], "prefix_len": self.prefix_len,
-                "old_sha": self.old_sha, "new_sha": self.new_sha, "turn_contexts": self.turn_contexts,
+                "old_sha": self.old_sha, "new_sha": self.new_sha, "cwd_lines": self.cwd_lines,
                 "size": self.size, "mtime_ns": self.mtime_ns, "mode": self.mode, "backup": self.backup,
                 "old_file_sha": self.old_file_sha, "new_file_sha": self.new_file_sha}
 
@@ -734,7 +734,7 @@ class RolloutRewrite(Op):
         where = "journal record 'rollout_rewrite'"
         f = strict(rec, {"thread_id": "str?", "path": "str", "set": "dict", "remaps": "list",
                          "old_values": "dict", "spans": "list", "shifts": "list", "prefix_len": "int",
-                         "old_sha": "str", "new_sha": "str", "turn_contexts": "int", "size": "int",
+                         "old_sha": "str", "new_sha": "str", "cwd_lines": "int", "size": "int",
                          "mtime_ns": "int", "mode": "int"},
                    {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?"})
         spans = []
@@ -756,7 +756,7 @@ class RolloutRewrite(Op):
         if [s[0] for s in f["shifts"]] != sorted({s[0] for s in f["shifts"]}):
             raise RecordError(f"{where}: shifts are not in file order")
         op = cls(spans=spans, **f)
-        if sum(s[1] for s in op.shifts) != op.growth or op.prefix_len < 0 or op.turn_contexts < 0:
+        if sum(s[1] for s in op.shifts) != op.growth or op.prefix_len < 0 or op.cwd_lines < 0:
             raise RecordError(f"{where}: its shifts do not add up to its growth")
         if op.growth and not (op.backup and op.old_file_sha and op.new_file_sha):
             raise RecordError(f"{where}: a growing rewrite without its kept copy")
@@ -796,25 +796,40 @@ class RolloutRewrite(Op):
             return "the rewrite would change more than the named fields of line 1", []
         return None, spans
 
-    def _turn_span(self, line: bytes, at: int) -> Tuple[Optional[str], List[Tuple[int, bytes, bytes]]]:
-        from .turn_context import remap_prefix, turn_context_cwd
-        cwd = turn_context_cwd(line)
-        if cwd is None:
+    def _cwd_spans(self, line: bytes, at: int) -> Tuple[Optional[str], List[Tuple[int, bytes, bytes]]]:
+        """Spans that remap every `"cwd"` field of a line past line 1 (turn_context, world_state,
+        thread_settings_applied), each value padded to its old length when it is not longer."""
+        from .rollout_cwd import MARK, cwd_values, remap_prefix, replace_cwds
+        if MARK not in line:
             return None, []
-        new_cwd = remap_prefix(cwd, [(a, b) for a, b in self.remaps])
-        if new_cwd == cwd:
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            return None, []  # not JSON: Codex skips such a line too; nothing of ours in it
+        found = cwd_values(obj)
+        changes = {v: remap_prefix(v, [(a, b) for a, b in self.remaps]) for v in set(found)}
+        changes = {k: v for k, v in changes.items() if k != v}
+        if not changes:
             return None, []
-        found = _find_token(line, _token("cwd", cwd))
-        if found is None:
-            return f"the turn_context line at byte {at} has no single \"cwd\" field: layout not recognised", []
-        start, end = found
-        token = _token("cwd", new_cwd)
-        token += b" " * max(0, (end - start) - len(token))
-        spans = [(start, line[start:end], token)]
-        want = json.loads(line)
-        want["payload"]["cwd"] = new_cwd
-        if json.loads(_spans_apply(line, spans, True)) != want:
-            return f"the turn_context line at byte {at}: the rewrite would change more than its cwd", []
+        spans = []
+        for old_cwd, new_cwd in changes.items():
+            token = _token("cwd", old_cwd)
+            if line.count(token) != found.count(old_cwd):
+                return f"the line at byte {at}: its \"cwd\" fields are not written as expected", []
+            pos = 0
+            for _ in range(found.count(old_cwd)):
+                start = line.find(token, pos)
+                end = start + len(token)
+                while end < len(line) and line[end] in b" \t":
+                    end += 1
+                put = _token("cwd", new_cwd)
+                put += b" " * max(0, (end - start) - len(put))
+                spans.append((start, line[start:end], put))
+                pos = end
+        spans.sort()
+        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])) or \
+                json.loads(_spans_apply(line, spans, True)) != replace_cwds(obj, changes):
+            return f"the line at byte {at}: the rewrite would change more than its cwd", []
         return None, spans
 
     def prepare(self, run_dir: Path) -> Optional[str]:
@@ -833,11 +848,11 @@ class RolloutRewrite(Op):
             return "the rollout changed since the plan was made (a turn was added?): run again"
         if os.path.lexists(self.tmp):
             return f"{self.tmp} exists (left by another run?): skipped"
-        from .turn_context import iter_lines
+        from .rollout_cwd import iter_lines
         old_h, new_h = hashlib.sha256(), hashlib.sha256()
         spans: List[Tuple[int, bytes, bytes]] = []
         shifts: List[List[int]] = []
-        self.old_values, self.turn_contexts, total = {}, 0, 0
+        self.old_values, self.cwd_lines, total = {}, 0, 0
         try:
             for offset, line in iter_lines(Path(self.path)):
                 tail = b"\n" if offset + len(line) < st.st_size else b""  # a last line without one
@@ -845,8 +860,8 @@ class RolloutRewrite(Op):
                 if offset == 0:
                     why, rel = self._line1_spans(line)
                 else:
-                    why, rel = self._turn_span(line, offset)
-                    self.turn_contexts += 1 if rel else 0
+                    why, rel = self._cwd_spans(line, offset)
+                    self.cwd_lines += 1 if rel else 0
                 if why:
                     return why
                 if not rel:
@@ -864,7 +879,7 @@ class RolloutRewrite(Op):
         except OSError as exc:
             return f"{self.path}: {exc.strerror}"
         except ValueError:
-            return "a turn_context line is not valid JSON"
+            return "a line of the rollout is not valid JSON"
         if total != st.st_size:
             return "the rollout changed while it was read: run again"
         if not spans:

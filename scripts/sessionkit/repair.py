@@ -59,11 +59,11 @@ class RepairPlan:
 
 @dataclass
 class RolloutPlan:
-    """A remapped thread's rollout: line 1's fields and its turn_context lines' cwd (read in full)."""
+    """A remapped thread's rollout: line 1's fields and the cwd of its later lines (read in full)."""
     thread_id: str
     path: Path
     set: Dict[str, Any]
-    turn_contexts: int
+    cwd_lines: int
     grows: bool
 
 
@@ -243,9 +243,10 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, thread_ids: Sequence[
 
 
 def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
-    """Which remapped threads' rollouts get line 1 and turn_context cwd rewritten; reads only those
-    rollouts (in full: a resumed thread takes the cwd of its LAST turn_context line)."""
-    from .turn_context import scan_turn_contexts
+    """Which remapped threads' rollouts get line 1 and the cwd of later lines rewritten; reads only
+    those rollouts (in full: a resumed thread takes its cwd from turn_context, world_state and
+    thread_settings_applied lines, not from line 1)."""
+    from .rollout_cwd import scan_cwd_lines
     moved = {m.thread_id: m.src for m in plan.moves}
     parents = {m.forked_from_id.lower() for rf in inputs.index.files
                for m in [inputs.meta_for(rf)] if m.forked_from_id}
@@ -271,21 +272,21 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
             if remapped != roots:
                 new["runtime_workspace_roots"] = remapped
         try:
-            turns = [t for t in scan_turn_contexts(path) if _remap(t.cwd, plan.remaps) != t.cwd]
+            lines = [t for t in scan_cwd_lines(path) if any(_remap(c, plan.remaps) != c for c in t.cwds)]
         except OSError as exc:
             plan.skipped.append((tid, f"rollout not read ({exc.strerror or exc}): its cwd is remapped in the row only"))
             continue
-        if not new and not turns:
+        if not new and not lines:
             continue
         grows = len(json.dumps(new, ensure_ascii=False)) > len(json.dumps(
             {k: payload[k] for k in new}, ensure_ascii=False)) or any(
-            len(_remap(t.cwd, plan.remaps).encode()) > len(t.cwd.encode()) for t in turns)
+            len(_remap(c, plan.remaps).encode()) > len(c.encode()) for t in lines for c in t.cwds)
         if grows and tid.lower() in parents:
-            plan.skipped.append((tid, "line 1 and turn_context cwd left as they are: the rewrite grows the "
+            plan.skipped.append((tid, "line 1 and the later lines' cwd left as they are: the rewrite grows the "
                                       "file and a fork records byte offsets into this rollout (the row's cwd "
                                       "is still remapped; a resumed turn will write the old cwd back)"))
             continue
-        plan.rewrites.append(RolloutPlan(tid, Path(path), new, len(turns), grows))
+        plan.rewrites.append(RolloutPlan(tid, Path(path), new, len(lines), grows))
 
 
 def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: bool, unarchive: bool,
@@ -488,7 +489,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
 
 def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
     """With --remap-prefix: each remapped thread's rollout as one RolloutRewrite (line 1's `cwd` and
-    0.171's `runtime_workspace_roots`, and `cwd` of every turn_context line: Codex re-reads them
+    0.171's `runtime_workspace_roots`, and every `cwd` of the later lines: Codex re-reads them
     and writes a DB-only cwd back), its history offsets shifted in every state DB's history DB
     when it grows; and the home's symlinks into the old home (packages/*/current, without which
     0.171 does not start). Rollouts are rewritten where they lie before any move (ops run in order)."""
@@ -570,7 +571,7 @@ def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
         "repoint_rows": sum(1 for r in plan.rows if "point rollout_path at the real file" in r.why),
         "remap_rows": sum(1 for r in plan.rows if any(w.startswith("remap") for w in r.why)),
         "planned_rollout_rewrites": len(plan.rewrites),
-        "planned_turn_context_rewrites": sum(r.turn_contexts for r in plan.rewrites),
+        "planned_cwd_line_rewrites": sum(r.cwd_lines for r in plan.rewrites),
         "other_dbs": [{"db": safe_str(o.db), "planned_row_updates": len(o.rows),
                        "planned_row_inserts": len(o.inserts)} for o in plan.others],
         "skipped": len(plan.skipped),
