@@ -4,13 +4,9 @@ editors' thread/list (current provider, and with cwd), thread/read with its turn
 session with one new turn read back."""
 import json
 import os
-import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-from codex_client import AppServer
 
 pytestmark = pytest.mark.tui
 EVERY = ("editors", "editors_cwd", "read", "picker", "picker_all")
@@ -250,20 +246,10 @@ def test_story_daemon_left_running_is_named_and_stopping_it_is_enough(world):
 # ---------------------------------------------------------------- (e) two state DBs
 
 
-@contextmanager
 def _desktop_app(world, cwd=None):
-    """An app-server on the desktop app's DB (`sqlite_home = <home>/sqlite` in config.toml)."""
-    cfg = world.home / "config.toml"
-    text = cfg.read_text(encoding="utf-8")
+    """An app-server on the desktop app's DB (CODEX_SQLITE_HOME=<home>/sqlite)."""
     (world.home / "sqlite").mkdir(exist_ok=True)
-    cfg.write_text(f'sqlite_home = "{world.home / "sqlite"}"\n' + text, encoding="utf-8")
-    app = AppServer(world.home, cwd=cwd or world.project(), version=world.version)
-    world.apps.append(app)
-    try:
-        yield app
-    finally:
-        app.close()
-        cfg.write_text(text, encoding="utf-8")
+    return world.app(cwd or world.project(), sqlite_home=world.home / "sqlite")
 
 
 def test_story_two_state_dbs_both_show_the_sessions_after_migration_and_repair(world):
