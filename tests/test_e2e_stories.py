@@ -286,3 +286,38 @@ def test_story_two_state_dbs_both_show_the_sessions_after_migration_and_repair(w
         app.request("thread/resume", {"threadId": ids[0]})  # builds its history there, from byte 0
         assert app.turn(ids[0], "from the desktop app")["turn"]["status"] == "completed"
         assert len(app.read_thread(ids[0])["turns"]) == 2
+
+
+# ---------------------------------------------------------------- the fact behind the remap
+
+
+def _rewrite_kinds(path, kinds, old, new):
+    """Replace `old` by `new` (same length) in the lines of these kinds only (an event_msg by its
+    payload type)."""
+    out = []
+    for raw in Path(path).read_bytes().splitlines(keepends=True):
+        obj = json.loads(raw)
+        kind = obj["payload"].get("type") if obj.get("type") == "event_msg" else obj.get("type")
+        out.append(raw.replace(old.encode(), new.encode()) if kind in kinds else raw)
+    Path(path).write_bytes(b"".join(out))
+
+
+def test_real_codex_resume_takes_the_cwd_of_the_last_thread_settings_applied(world):
+    """Row and line 1 remapped by hand after a same-length move, then the cwd of one kind of later
+    line each: a resumed turn's folder is the `thread_settings_applied` event's
+    (`payload.thread_settings.cwd`), not turn_context's nor world_state's. The repair rewrites all
+    three, so no line of a remapped rollout names the old folder."""
+    from test_e2e_tui import remap_by_hand
+    ids = world.make_threads(4, cwd=world.user_project("proj"), prompt="work")
+    moved = world.move_user_folder("resu")
+    old, new = str(moved["old_user"]), str(moved["new_user"])
+    remap_by_hand(world, old, new)
+    paths = dict(world.db("SELECT id, rollout_path FROM threads"))
+    kinds = [("turn_context",), ("world_state",), ("thread_settings_applied",), ("turn_context", "world_state")]
+    for tid, k in zip(ids, kinds):
+        _rewrite_kinds(paths[tid], k, old, new)
+    for tid in ids:
+        assert world.resume_and_turn(tid, cwd=world.project("elsewhere")).ok
+    took_new = {"+".join(k): _rollout_cwds(paths[t])[1].startswith(new + "/") for t, k in zip(ids, kinds)}
+    assert took_new == {"turn_context": False, "world_state": False, "thread_settings_applied": True,
+                        "turn_context+world_state": False}

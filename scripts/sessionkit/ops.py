@@ -682,7 +682,7 @@ def _ranges(path: str, spans: Sequence[Tuple[int, bytes, bytes]], forward: bool)
 class RolloutRewrite(Op):
     """Rewrite field spans on several lines of one rollout as one change: `set` on line 1's
     session_meta payload, and every `"cwd"` field of the later lines (turn_context, world_state,
-    thread_settings_applied) under `remaps` (a resumed thread takes its cwd from them). Same length when JSON padding allows (each span written in
+    thread_settings_applied) under `remaps` (a resumed thread takes the last thread_settings_applied's). Same length when JSON padding allows (each span written in
     place, same inode), else one grown file written beside and renamed over, with one kept copy.
     `shifts` lists (start of the line after a grown line, its growth) for the history offsets.
     Old/new/torn are judged by the digest of the file up to the end of the last changed line, so

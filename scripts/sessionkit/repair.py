@@ -244,8 +244,8 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, thread_ids: Sequence[
 
 def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
     """Which remapped threads' rollouts get line 1 and the cwd of later lines rewritten; reads only
-    those rollouts (in full: a resumed thread takes its cwd from turn_context, world_state and
-    thread_settings_applied lines, not from line 1)."""
+    those rollouts (in full: a resumed thread takes the cwd of its last thread_settings_applied
+    event, not line 1's; turn_context and world_state lines are rewritten too)."""
     from .rollout_cwd import scan_cwd_lines
     moved = {m.thread_id: m.src for m in plan.moves}
     parents = {m.forked_from_id.lower() for rf in inputs.index.files

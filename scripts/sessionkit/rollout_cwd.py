@@ -1,8 +1,9 @@
 """The `cwd` a rollout records past line 1. Each turn writes a `turn_context` line with
 `payload.cwd`; Codex 0.171 also writes `world_state` lines (`payload.cwd`) and `event_msg`
-`thread_settings_applied` (`payload.thread_settings.cwd`). A resumed thread takes its cwd from
-these, not from line 1 or the row (real Codex 0.171, references/real-codex.md (a)), so a remapped
-project folder is rewritten in every `"cwd"` field of every line, not only in line 1."""
+`thread_settings_applied` (`payload.thread_settings.cwd`). A resumed thread takes its folder from
+the last `thread_settings_applied` (measured on 0.171: test_real_codex_resume_takes_the_cwd_of_the_
+last_thread_settings_applied), not from line 1 or the row, so a remapped project folder is
+rewritten in every `"cwd"` field of every line: none of them names the old folder afterwards."""
 from __future__ import annotations
 
 import json
