@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit.commands import home_command  # noqa: E402
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
 from sessionkit.safety import HomeLock, check_writable, refuse_if_running  # noqa: E402
@@ -52,7 +53,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             for r in runs:
                 print(f"  {r['started']}  {r['kind']:<18} {r['status']:<22} {r['run_dir']}")
             if runs:
-                print("undo the latest with: rollback.py --latest (preview), then --apply")
+                print(f"preview undoing the latest: {home_command(home, 'rollback.py', '--latest')}  (then add --apply)")
         return EXIT_CLEAN
     if args.restore_db:
         if not args.apply:

@@ -82,7 +82,9 @@ def test_broken_home_integrity(broken):
             assert i[f"{key}_count"] == len(want), key
             assert sorted(i[f"{key}_sample"]) == sorted(want), key
     assert i["moved_home"] == {"old_prefix": "/home/olduser/.codex", "new_prefix": str(broken.root),
-                               "rows": 1, "remap_arg": f"--remap-prefix /home/olduser/.codex={broken.root}"}
+                               "rows": 1, "remap_arg": f"--remap-prefix /home/olduser/.codex={broken.root}",
+                               "command": f"{sys.executable} {SCRIPTS}/session_repair.py --codex-dir "
+                                          f"{broken.root} --remap-prefix /home/olduser/.codex={broken.root}"}
 
 
 def test_broken_home_visibility(broken):
@@ -119,8 +121,7 @@ def test_broken_home_orphans(broken):
 def test_text_report_and_exit_1(broken):
     proc = audit(broken.root)
     assert proc.returncode == 1
-    assert "=== Codex Session Audit ===" in proc.stdout
-    assert f"codex_dir: {broken.root}" in proc.stdout
+    assert proc.stdout.startswith(f"=== Codex Session Audit: {broken.root} ===\n")
     assert "other_provider: 4" in proc.stdout
     assert "--remap-prefix /home/olduser/.codex=" in proc.stdout
     assert proc.stderr == ""

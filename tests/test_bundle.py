@@ -1,6 +1,7 @@
 """The skill bundle is well formed: front matter, triggers, manifest, references, standalone scripts."""
 import os
 import re
+import shlex
 import subprocess
 import sys
 
@@ -73,4 +74,6 @@ def test_missing_home_points_at_the_demo(tmp_path):
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("CODEX_")},
                                "HOME": str(tmp_path)})
     assert proc.returncode == 2 and proc.stdout == ""
-    assert f"no Codex home at {tmp_path}/.codex" in proc.stderr and "make demo" in proc.stderr
+    assert proc.stderr == (f"session_audit.py: error: no Codex home at {tmp_path}/.codex (pass --codex-dir or set "
+                           f"CODEX_HOME; make -C {shlex.quote(str(REPO))} demo builds a sample home with every "
+                           "problem and shows the audit on it)\n")

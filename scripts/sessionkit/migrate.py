@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .artifacts import Journal, durable, fault_point, private_file
 from .audit import AuditInputs
+from .commands import home_command
 from .history_offsets import history_db_path, read_offsets, set_offsets, shifted, threads_with_offsets
 from .rollout_index import unusable_reason
 from .line1 import Line1Edit, apply_edit, plan_field_edit, seal
@@ -193,7 +194,7 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
             "manifest_csv": str(w.manifest), "journal": str(w.run.journal_path),
             "line1_rewritten": len(entries), "updated_rows": updated,
             "provider_distribution_after": provider_counts(home.state_db.path),
-            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(home.root)} --manifest {w.manifest} --apply"}
+            "rollback": home_command(home, "rollback.py", "--manifest", w.manifest, "--apply")}
 
 
 def provider_counts(db: Path) -> Dict[str, int]:

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import UserError
 from .artifacts import durable, fault_point
 from .audit import AuditInputs, classify_orphan
+from .commands import home_command
 from .progress import Progress
 from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, resolves_inside, safe_str
 from .rollout_index import RolloutFile, unusable_reason
@@ -275,7 +276,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "unarchived_rows": sum(1 for r in plan.rows if "unarchive" in r.why),
             "archived_after": archived_count(home.state_db.path),
             "updated_rows": updated, "inserted_rows": inserted,
-            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(root)} --manifest {w.manifest} --apply"}
+            "rollback": home_command(home, "rollback.py", "--manifest", w.manifest, "--apply")}
 
 
 def thread_columns_of(db: Path) -> List[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import UserError
+from .commands import home_command
 from .artifacts import Journal, backup_db, check_inside, list_runs, read_journal
 from .history_offsets import read_offsets, set_offsets, shifted
 from .home import CodexHome
@@ -332,9 +333,9 @@ def undo_after_failure(home: CodexHome, run_dir: Path, exc: BaseException) -> Us
         result = apply_undo(home, plan)
     except Exception as again:  # noqa: BLE001 - report both, never a traceback
         return UserError(f"stopped by an error ({exc}); undoing the partial run also failed ({again}). "
-                         f"Fix the cause, then run: rollback.py --manifest {run_dir} --apply")
+                         f"Fix the cause, then run: {home_command(home, 'rollback.py', '--manifest', run_dir, '--apply')}")
     undone = result["rows_reverted"] + result["line1_restored"] + result["files_moved_back"]
-    left = f"; {len(plan.conflicts)} item(s) left alone: see rollback.py --manifest {run_dir}" \
+    left = f"; {len(plan.conflicts)} item(s) left alone: see {home_command(home, 'rollback.py', '--manifest', run_dir)}" \
         if plan.conflicts else ""
     return UserError(f"stopped by an error ({exc}); the {undone} change(s) already made were undone, "
                      f"the home is as before{left}. Journal: {run_dir / 'journal.jsonl'}")
