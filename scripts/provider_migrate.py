@@ -52,8 +52,8 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
     dist = ", ".join(f"{k} {v}" for k, v in plan["provider_distribution_before"].items())
     out = ["=== Provider Migration Plan ===",
            f"codex_dir: {plan['codex_dir']}",
-           f"target_provider: {plan['target_provider']}  (from {plan['target_source']})",
            f"dry_run: {dry_run}",
+           f"target_provider: {plan['target_provider']}  (from {plan['target_source']})",
            f"sessions to move to {plan['target_provider']}: {plan['candidates']} (first lines to rewrite: "
            f"{plan['line1_rewrites']}, {plan['line1_growing']} of them longer; index entries to update: "
            f"{plan['row_updates']})",
@@ -61,7 +61,8 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
     out += [f"WARNING: {w}" for w in plan["warnings"]]
     for s in plan["sample"]:
         out += [f"  {names.get(s['thread_id'], s['thread_id'])}",
-                f"      {s['old_provider']} -> {s['new_provider']}; first line: {s['line1']}"]
+                f"      " + (f"index already {s['new_provider']}" if s["old_provider"] == s["new_provider"]
+                               else f"{s['old_provider']} -> {s['new_provider']}") + f"; first line: {s['line1']}"]
     if plan["skipped"]:
         out.append(f"sessions skipped: {plan['skipped']}")
         for s in plan["skipped_sample"]:
