@@ -49,6 +49,10 @@ HIDDEN_WORDS = {
     "non_interactive_source": ("was", "were", " started by `codex exec` or a subagent (never listed)"),
     "cwd": ("belongs", "belong", " to another folder than {cwd}"),
 }
+# The same, in a few words, for the surfaces after the first.
+SHORT_WORDS = {"cwd": "in other folders", "other_provider": "of other providers",
+               "archived": "archived", "non_interactive_source": "from `codex exec`",
+               "missing_rollout_file": "without a file"}
 # Why the index (state_5.sqlite) is behind for a listed session, in a few words each.
 INDEX_WORDS = {
     "rollout_not_indexed": "not in it", "stale_rollout_path": "file moved",
@@ -177,9 +181,9 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
         why.append(_fit(f"  {n} {one if n == 1 else many}" + rest.format(
             p=provider, others=", ".join(others[:3]) or "another", cwd=vis.get("cwd") or "this one")))
     for s in surfaces[1:]:
-        extra = [f"{n} {reason.replace('_', ' ')}" for reason, n in s["hidden"].items() if n]
+        extra = [f"{n} {SHORT_WORDS.get(reason, reason.replace('_', ' '))}" for reason, n in s["hidden"].items() if n]
         if extra:
-            why.append(_fit(f"  {s['label'][0].upper() + s['label'][1:]} misses: " + ", ".join(extra)))
+            why.append(_fit(f"  {s['label'][0].upper() + s['label'][1:]} misses " + ", ".join(extra)))
     behind = {k: n for k, n in (vis.get("db_only_hidden") or {}).items() if n}
     if behind:
         why.append(_fit(f"  {sum(behind.values())} listed but out of date in Codex's index ("
@@ -202,6 +206,9 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
     if steps:
         out.append("Run next, in order (each shows its plan; add --apply to write, then audit again):")
         out += [f"  {s['command']}  # {s['why']}" for s in steps]
+    elif not why and r.get("findings"):
+        out.append(f"Every session is listed; {_n(len(r['findings']), 'finding', 'findings')} below "
+                   "need no command from here.")
     elif not why:
         out.append("Nothing is hidden and the index matches the files: nothing to run.")
     return out
