@@ -48,11 +48,15 @@ HIDDEN_WORDS = {
     "other_provider": ("was", "were", " made under another provider ({others}); the editors list only {p}'s"),
     "non_interactive_source": ("was", "were", " started by `codex exec` or a subagent (never listed)"),
     "cwd": ("belongs", "belong", " to another folder than {cwd}"),
+    "cwd_folder_gone": ("was", "were", " recorded in folders that no longer exist"),
+    "line1_unreadable": ("has", "have", " an unreadable first line (Codex lists none of those)"),
+    "only_session_meta": ("was", "were", " opened and closed without a prompt (Codex lists none of those)"),
 }
 # The same, in a few words, for the surfaces after the first.
 SHORT_WORDS = {"cwd": "in other folders", "other_provider": "of other providers",
                "archived": "archived", "non_interactive_source": "from `codex exec`",
-               "missing_rollout_file": "without a file"}
+               "missing_rollout_file": "without a file", "cwd_folder_gone": "in folders that are gone",
+               "line1_unreadable": "unreadable", "only_session_meta": "without a prompt"}
 # Why the index (state_5.sqlite) is behind for a listed session, in a few words each.
 INDEX_WORDS = {
     "rollout_not_indexed": "not in it", "stale_rollout_path": "file moved",
@@ -123,11 +127,15 @@ def _surfaces(r: Dict[str, Any]) -> List[Dict[str, Any]]:
         shown = next((s[k] for k in ("visible", "shown", "listed", "count") if isinstance(s.get(k), int)), None)
         if shown is None:
             continue
-        label = s.get("label") or SURFACE_LABELS.get(name) or str(name).replace("_", " ")
+        if name not in FIRST_SCREEN_SURFACES:
+            continue
+        label = SURFACE_LABELS.get(name) or s.get("label") or str(name).replace("_", " ")
         if s.get("cwd") and "{cwd}" in label:
             label = label.replace("{cwd}", str(s["cwd"]))
         out.append({"name": name, "label": label, "shown": shown,
                     "hidden": s.get("hidden") if isinstance(s.get("hidden"), dict) else {}})
+    if any(s["name"] == "tui" for s in out):  # `--all` only when there is no folder to judge
+        out = [s for s in out if s["name"] != "tui_all"]
     if not out:
         vis = r.get("visibility") or {}
         where = f" in {vis['cwd']}" if vis.get("cwd") else ""
@@ -136,12 +144,10 @@ def _surfaces(r: Dict[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
+FIRST_SCREEN_SURFACES = ("editors", "tui", "tui_all")
 SURFACE_LABELS = {
     "editors": "the editors' list (VS Code, desktop app)",
-    "thread_list": "the editors' list (VS Code, desktop app)",
-    "app_server": "the editors' list (VS Code, desktop app)",
     "tui": "the TUI picker (`codex resume`) in {cwd}",
-    "tui_picker": "the TUI picker (`codex resume`) in {cwd}",
     "tui_all": "`codex resume --all`",
 }
 
@@ -168,9 +174,7 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
         out.append(_fit("Codex is running on this home (" + "; ".join(running.get("holders") or [])
                         + "): close it before any --apply."))
     surfaces = _surfaces(r)
-    out.append(" ".join(f"{s['label'][0].upper() + s['label'][1:] if i == 0 else s['label']} shows "
-                        f"{s['shown']}" + (";" if i < len(surfaces) - 1 else ".")
-                        for i, s in enumerate(surfaces)))
+    out += [_fit(f"{s['label'][0].upper() + s['label'][1:]} shows {s['shown']}.") for s in surfaces]
     others = [p for p in ((r.get("distribution") or {}).get("model_provider") or {}) if p != provider]
     hidden = surfaces[0]["hidden"]
     why = []

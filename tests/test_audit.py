@@ -82,9 +82,7 @@ def test_broken_home_integrity(broken):
             assert i[f"{key}_count"] == len(want), key
             assert sorted(i[f"{key}_sample"]) == sorted(want), key
     assert i["moved_home"] == {"old_prefix": "/home/olduser/.codex", "new_prefix": str(broken.root),
-                               "rows": 1, "remap_arg": f"--remap-prefix /home/olduser/.codex={broken.root}",
-                               "command": f"{sys.executable} {SCRIPTS}/session_repair.py --codex-dir "
-                                          f"{broken.root} --remap-prefix /home/olduser/.codex={broken.root}"}
+                               "rows": 1, "remap_arg": f"--remap-prefix /home/olduser/.codex={broken.root}"}
 
 
 def test_broken_home_visibility(broken):

@@ -91,9 +91,11 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
     assert lines[start + 4] == ""
     report = json.loads(ours("session_audit.py", "--json", cwd=base, env=env).stdout)
     assert [s["command"] + f"  # {s['why']}" for s in report["next_steps"]] == steps
-    fix = report["integrity"]["moved_home"]["command"]
-    assert fix == steps[0].split("  #")[0]
-    assert any(f.endswith(f"preview the fix: {fix}") for f in report["findings"])
+    fix = steps[0].split("  #")[0]
+    assert [f for f in report["findings"] if "preview the fix: " in f] == \
+        [f"home moved: 1 row(s) under /home/olduser/.codex; preview the fix: {fix}"]
+    fixed = paste(fix, elsewhere, env)
+    assert fixed.returncode == 1 and fixed.stdout.startswith(f"=== Session Repair Plan ===\ncodex_dir: {root}\n")
 
     # every dry-run step, pasted elsewhere: its plan, for this home, and nothing written
     before = snapshot(root)

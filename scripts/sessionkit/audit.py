@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from . import UserError
-from .commands import home_command
+from .commands import report_command
 from .home import CodexHome, StateDb
 from .locks import CodexActivity, scan_activity
 from .paths import home_prefix_counts, is_inside, resolves_inside, safe_str
@@ -160,8 +160,7 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
     if prefixes:
         old, n = prefixes.most_common(1)[0]
         moved = {"old_prefix": safe_str(old), "new_prefix": safe_str(root), "rows": n,
-                 "remap_arg": f"--remap-prefix {safe_str(old)}={safe_str(root)}",
-                 "command": home_command(inputs.home, "session_repair.py", "--remap-prefix", f"{old}={root}")}
+                 "remap_arg": f"--remap-prefix {safe_str(old)}={safe_str(root)}"}
     out["moved_home"] = moved
     return out
 
@@ -393,7 +392,7 @@ def findings(report: Dict[str, Any]) -> List[str]:
     if integ.get("moved_home"):
         m = integ["moved_home"]
         out.append(f"home moved: {m['rows']} row(s) under {m['old_prefix']}; "
-                   f"preview the fix: {m.get('command') or m['remap_arg']}")
+                   f"preview the fix: {report_command(report, 'session_repair.py', *m['remap_arg'].split(' ', 1))}")
     for reason, n in vis["hidden"].items():
         if n and reason != "cwd":
             out.append(f"{n} thread(s) hidden from the default list: {reason.replace('_', ' ')}")

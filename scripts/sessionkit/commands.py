@@ -65,6 +65,14 @@ def home_command(home: "CodexHome", script: str, *args: object) -> str:
     return script_command(script, *args, home=home.root, sqlite_home=db_folder(home))
 
 
+def report_command(report: Dict[str, Any], script: str, *args: object) -> str:
+    """A command on the home and state DB an audit report names (for text built from the report alone)."""
+    root = str(report.get("codex_dir") or "")
+    db = os.path.dirname(str((report.get("state_db") or {}).get("path") or "")) or root
+    same = os.path.abspath(db) == os.path.abspath(root)
+    return script_command(script, *args, home=root or None, sqlite_home=None if same else db)
+
+
 def rerun_command(home: "CodexHome", argv: Sequence[str], script: Optional[str] = None) -> str:
     """The command line being run, pasteable elsewhere: home flags rebuilt, path values absolute."""
     if script is None:
@@ -118,8 +126,8 @@ def next_steps(report: Dict[str, Any], home: "CodexHome") -> List[Dict[str, str]
     orph = report.get("orphans") or {}
     moved = integ.get("moved_home") or None
     remap: List[str] = []
-    if moved and moved.get("old_prefix") and moved.get("new_prefix"):
-        remap = ["--remap-prefix", f"{moved['old_prefix']}={moved['new_prefix']}"]
+    if moved and str(moved.get("remap_arg", "")).startswith("--remap-prefix "):
+        remap = str(moved["remap_arg"]).split(" ", 1)  # the audit's choice: the home or the user folder
     steps: List[Dict[str, str]] = []
     repairable = (integ.get("missing_rollout_path_count", 0) or integ.get("archive_mismatches_count", 0)
                   or integ.get("session_meta_id_mismatch_count", 0) or hidden.get("archived", 0)
