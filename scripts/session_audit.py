@@ -184,8 +184,9 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
         one, many, rest = HIDDEN_WORDS.get(reason, ("is", "are", " hidden: " + reason.replace("_", " ")))
         why.append(_fit(f"  {n} {one if n == 1 else many}" + rest.format(
             p=provider, others=", ".join(others[:3]) or "another", cwd=vis.get("cwd") or "this one")))
-    for s in surfaces[1:]:
-        extra = [f"{n} {SHORT_WORDS.get(reason, reason.replace('_', ' '))}" for reason, n in s["hidden"].items() if n]
+    for s in surfaces[1:]:  # what this surface misses beyond what the first one misses
+        extra = [f"{n - hidden.get(reason, 0)} {SHORT_WORDS.get(reason, reason.replace('_', ' '))}"
+                 for reason, n in s["hidden"].items() if isinstance(n, int) and n > hidden.get(reason, 0)]
         if extra:
             why.append(_fit(f"  {s['label'][0].upper() + s['label'][1:]} misses " + ", ".join(extra)))
     behind = {k: n for k, n in (vis.get("db_only_hidden") or {}).items() if n}
@@ -197,9 +198,6 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
     if moved:
         why.append(_fit(f"  {_n(moved.get('rows') or 0, 'index entry points', 'index entries point')} "
                         f"into an old home ({moved.get('old_prefix')})"))
-    if orph.get("active_orphans"):
-        why.append(f"  {_n(orph['active_orphans'], 'session file is', 'session files are')} in use "
-                   "or unreadable: left alone")
     no_cfg = vis.get("providers_without_config") or []
     if no_cfg:
         why.append(_fit("  resuming fails for provider(s) config.toml does not define: " + ", ".join(no_cfg)))

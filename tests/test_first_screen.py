@@ -45,7 +45,6 @@ def test_first_screen_of_a_messy_home(broken):
         "  1 was started by `codex exec` or a subagent (never listed)",
         "  4 listed but out of date in Codex's index (2 not in it, 1 file moved, 1 no title)",
         "  1 index entry points into an old home (/home/olduser/.codex)",
-        "  2 session files are in use or unreadable: left alone",
         "  resuming fails for provider(s) config.toml does not define: oldprov",
         "Run next, in order (each shows its plan; add --apply to write, then audit again):",
         f"  {PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap}"
