@@ -137,3 +137,14 @@ def test_codex_finds_the_skill_where_the_readme_installs_it(world):
     assert found.get((plain, str(default / "SKILL.md"))) == "user"
     assert found.get((plain, str(old_place / "SKILL.md"))) == "user"
     assert found.get((in_git, str(in_repo / "SKILL.md"))) == "repo"
+
+
+def test_install_places_and_commands_are_real():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    prompts = (REPO / "references" / "prompts.md").read_text(encoding="utf-8")
+    for text in (readme, SKILL, prompts):
+        assert "~/.agents/skills/codex-session-migration" in text
+    for text in (readme, SKILL):
+        assert "$CODEX_HOME/skills" in text and ".agents/skills/" in text
+    assert "<this repo>" not in readme
+    assert "make install" in readme and "cp -R SKILL.md agents scripts references ~/.agents/skills/" in readme
