@@ -6,6 +6,7 @@ relied on the folder it was printed in, or on the default home, fails here.
 """
 import json
 import os
+import re
 import shlex
 import sqlite3
 import subprocess
@@ -48,7 +49,8 @@ def place(tmp_path, request):
     elsewhere.mkdir()
     nobody = tmp_path / "nobody"
     nobody.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CODEX_", "SESSION_MIGRATION")) and k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     env["HOME"] = str(nobody)  # no ~/.codex: a command that forgot the home fails
     return hb, base, elsewhere, env
 
@@ -214,7 +216,7 @@ def test_make_demo_prints_commands_that_run_on_its_sample_home(place):
     assert proc.returncode == 0, proc.stderr
     home = demo_dir / ".codex"
     q = shlex.quote(str(home))
-    lines = [line for line in proc.stdout.splitlines() if not line.startswith("make: ")]  # -C's notes
+    lines = [line for line in proc.stdout.splitlines() if not re.match(r"make(\[\d+\])?: ", line)]  # -C's notes
     assert lines[0] == f"Sample home with one of every problem (kept until you remove it): {home}"
     start = lines.index("Try a repair and its undo on this sample home (paste each line, from any folder):")
     cmds = [line.strip() for line in lines[start + 1:start + 6]]
