@@ -140,11 +140,14 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
     applied = paste(line_after(dry, "No changes applied (dry-run). To write them"), elsewhere, env)
     orphan = hb.threads[11]
     assert rows(root, f"SELECT count(*) FROM threads WHERE id='{orphan.id}'") == [(1,)]
-    listing = ours("rollback.py", "--list", cwd=base, env=env).stdout.splitlines()[-1]
-    prefix, _, rest = listing.partition(": ")
-    assert prefix == "preview undoing the latest" and rest.endswith("  (then add --apply)")
-    preview = rest[:-len("  (then add --apply)")]
+    listing = ours("rollback.py", "--list", cwd=base, env=env).stdout
+    preview = line_after(listing, "preview undoing the newest applied run (then add --apply):")
     assert preview == f"{PY} {SCRIPTS}/rollback.py --codex-dir {q} --latest"
+    prune = line_after(listing, "preview removing the artifacts of runs no longer needed:")
+    assert prune == f"{PY} {SCRIPTS}/rollback.py --codex-dir {q} --prune"
+    pruned = paste(prune, elsewhere, env)
+    assert pruned.returncode == 0 and pruned.stdout.startswith("would remove 2 run folder(s), ")
+    assert line_after(pruned.stdout, "remove them with:") == f"{prune} --apply"
     assert paste(preview, elsewhere, env).stdout.startswith("=== Rollback ===\n")
     rolled = paste(line_after(applied.stdout, "undo with:"), elsewhere, env)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
