@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import gather  # noqa: E402
-from sessionkit.cli import COMMAND, Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import (COMMAND, Parser, add_home_args, positive_int, print_json, provider_arg,  # noqa: E402
+                            require_known_threads, run, thread_id_arg)
 from sessionkit.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.home import CodexHome, open_home  # noqa: E402
 from sessionkit.labels import session_names  # noqa: E402
@@ -28,12 +29,12 @@ def parse_args(argv: Optional[List[str]]) -> Any:
         "Move threads of other model providers to the target provider so the default Codex list "
         "shows them. Dry-run unless --apply."))
     add_home_args(p)
-    p.add_argument("--target-provider", metavar="ID",
+    p.add_argument("--target-provider", metavar="ID", type=provider_arg,
                    help="provider id to move threads to (default: the current one in config.toml, "
                         "profile-aware).")
-    p.add_argument("--from-provider", metavar="ID", action="append", default=[],
+    p.add_argument("--from-provider", metavar="ID", action="append", default=[], type=provider_arg,
                    help="only move threads whose provider is ID (repeatable; default: every other).")
-    p.add_argument("--thread-id", metavar="ID", action="append", default=[],
+    p.add_argument("--thread-id", metavar="ID", action="append", default=[], type=thread_id_arg,
                    help="only this thread (repeatable).")
     p.add_argument("--include-archived", action="store_true",
                    help="also migrate archived threads (default: active ones only).")
@@ -61,7 +62,7 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
     out += [f"WARNING: {w}" for w in plan["warnings"]]
     for s in plan["sample"]:
         out += [f"  {names.get(s['thread_id'], s['thread_id'])}",
-                f"      " + (f"index already {s['new_provider']}" if s["old_provider"] == s["new_provider"]
+                "      " + (f"index already {s['new_provider']}" if s["old_provider"] == s["new_provider"]
                                else f"{s['old_provider']} -> {s['new_provider']}") + f"; first line: {s['line1']}"]
     if plan["skipped"]:
         out.append(f"sessions skipped: {plan['skipped']}")
@@ -95,6 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
+    require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
     plan = plan_migration(inputs, args.target_provider, args.from_provider, args.thread_id,
                           args.include_archived, args.db_only)
     report = {"codex_dir": str(home.root), **plan_report(plan, args.sample)}

@@ -17,7 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import INTEGRITY_KEYS, build_report, gather  # noqa: E402
 from sessionkit.commands import next_steps  # noqa: E402
-from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import (Parser, absolute_path_arg, add_home_args, positive_int, print_json,  # noqa: E402
+                            provider_arg, run)
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 
@@ -32,9 +33,9 @@ def parse_args(argv: Optional[List[str]]) -> Any:
                         metavar="N", help="thread ids kept per category in --json (default: 10).")
     parser.add_argument("--verbose", action="store_true",
                         help="print every counter, zeros included, after the diagnosis.")
-    parser.add_argument("--provider", metavar="ID",
+    parser.add_argument("--provider", metavar="ID", type=provider_arg,
                         help="judge visibility for this model_provider instead of the one in config.toml.")
-    parser.add_argument("--cwd", metavar="DIR",
+    parser.add_argument("--cwd", metavar="DIR", type=absolute_path_arg,
                         help="also judge visibility for a listing filtered to this working directory.")
     return parser.parse_args(argv)
 
@@ -157,7 +158,6 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
     vis = r.get("visibility") or {}
     counts = r.get("counts") or {}
     integ = r.get("integrity") or {}
-    orph = r.get("orphans") or {}
     provider = vis.get("provider") or (r.get("config") or {}).get("model_provider", "?")
     source = (r.get("config") or {}).get("provider_source", "")
     total = counts.get("threads_total", 0) + integ.get("disk_not_in_db_count", 0)

@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import gather  # noqa: E402
-from sessionkit.cli import COMMAND, Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import (COMMAND, Parser, add_home_args, positive_int, print_json,  # noqa: E402
+                            require_known_threads, run, thread_id_arg)
 from sessionkit.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.home import CodexHome, open_home  # noqa: E402
 from sessionkit.labels import readable_time, relative, session_names, short_title  # noqa: E402
@@ -35,7 +36,7 @@ def parse_args(argv: Optional[List[str]]) -> Any:
                    help="leave rows whose rollout_path does not exist as they are.")
     p.add_argument("--no-unarchive", action="store_true",
                    help="leave archived threads archived (default: bring all of them back).")
-    p.add_argument("--thread-id", metavar="ID", action="append", default=[],
+    p.add_argument("--thread-id", metavar="ID", action="append", default=[], type=thread_id_arg,
                    help="only this thread (repeatable); also limits unarchiving to these.")
     p.add_argument("--remap-prefix", metavar="OLD=NEW", action="append", default=[],
                    help="rewrite rollout_path and cwd values starting with OLD (on a path boundary) "
@@ -118,6 +119,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
+    require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
     plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=not args.no_unarchive,
                        thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans)
     report = plan_report(plan, args.sample)
