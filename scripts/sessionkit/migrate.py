@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field

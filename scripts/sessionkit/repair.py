@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolu
                     resolves_inside, safe_str)
 from .rollout_index import RolloutFile, not_unicode, unusable_reason
 from .rollout_scan import Unimportable, row_from_rollout
-from .ops import Mkdir, Move, Op, RowInsert, RowUpdate
+from .ops import Line1Rewrite, Mkdir, Move, OffsetShift, Op, RowInsert, RowUpdate, SymlinkRepoint
 from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from .writerun import execute
 
@@ -51,6 +52,7 @@ class RepairPlan:
     fix_paths: bool = True
     unarchive: bool = True
     archived_before: int = 0
+    remaps: List[Remap] = field(default_factory=list)  # applied to line 1 and symlinks too
 
 
 def parse_remaps(values: Sequence[str]) -> List[Remap]:
@@ -140,6 +142,7 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = T
     wanted = {t.lower() for t in thread_ids}
     live = {t.lower() for t in inputs.activity.live_threads}
     remaps = list(remaps)
+    plan.remaps = remaps
     taken: Dict[str, str] = {}  # destination path -> thread
     for row in sorted(inputs.rows, key=lambda r: r.id):
         if wanted and row.id.lower() not in wanted:
@@ -316,13 +319,9 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     """Run the plan's ops through the one executor: moves first, then every row change in one
     transaction; a thread whose move cannot happen keeps its row too."""
     home = inputs.home
-    root = home.root
-    for m in plan.moves:  # the plan's own promise, checked once more right before writing
-        if not (resolves_inside(m.src, root) and _sane_target(m.dst, root)):
-            raise UserError(f"refusing to move {m.src} -> {m.dst}: outside the Codex home")
     ts = datetime.now().isoformat(timespec="seconds")
     stamp = time.time() if now is None else now
-    ops = repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
+    ops = remap_ops(inputs, plan) + repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}
@@ -332,8 +331,85 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "unarchived_rows": sum(1 for x in plan.rows if "unarchive" in x.why and x.thread_id not in done),
             "archived_after": archived_count(home.state_db.path),
             "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
+            "line1_rewritten": r.applied["line1"], "symlinks_repointed": r.applied["symlink"],
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "rollback": r.rollback_command(home)}
+
+
+def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
+    """With --remap-prefix: each remapped thread's line 1 (`cwd`, and 0.171's
+    `runtime_workspace_roots`), since Codex re-reads line 1 and writes a DB-only cwd back; and the
+    home's symlinks into the old home (packages/*/current, without which 0.171 does not start).
+    Line 1 is rewritten where the file lies before any move (ops run in order)."""
+    if not plan.remaps:
+        return []
+    from .history_offsets import history_db_path, read_offsets, threads_with_offsets
+    root = inputs.home.root
+    ops: List[Op] = []
+    moved = {m.thread_id: m.src for m in plan.moves}
+    parents = {m.forked_from_id.lower() for rf in inputs.index.files
+               for m in [inputs.meta_for(rf)] if m.forked_from_id}
+    hist = history_db_path(inputs.home.state_db.path)
+    hconn = open_readonly(hist) if hist.is_file() else None
+    try:
+        with_offsets = threads_with_offsets(hconn) if hconn is not None else set()
+        for r in plan.rows:
+            if "cwd" not in r.new:
+                continue
+            tid = r.thread_id
+            path = moved.get(tid)
+            if path is None:
+                cands = inputs.index.by_thread.get(tid.lower(), [])
+                if len(cands) != 1:
+                    continue
+                path = cands[0].path
+            payload = _line1_payload(path)
+            if payload is None:
+                continue
+            new: Dict[str, Any] = {}
+            if isinstance(payload.get("cwd"), str) and _remap(payload["cwd"], plan.remaps) != payload["cwd"]:
+                new["cwd"] = _remap(payload["cwd"], plan.remaps)
+            roots = payload.get("runtime_workspace_roots")
+            if isinstance(roots, list) and all(isinstance(x, str) for x in roots):
+                remapped = [_remap(x, plan.remaps) for x in roots]
+                if remapped != roots:
+                    new["runtime_workspace_roots"] = remapped
+            if not new:
+                continue
+            grows = len(json.dumps(new, ensure_ascii=False)) > len(json.dumps(
+                {k: payload[k] for k in new}, ensure_ascii=False))
+            if grows and tid.lower() in parents:
+                plan.skipped.append((tid, "line 1's cwd left as is: it grows and a fork records byte "
+                                          "offsets into this rollout (the row's cwd is still remapped)"))
+                continue
+            rw = Line1Rewrite(tid, str(path), new)
+            ops.append(rw)
+            if hconn is not None and tid in with_offsets:
+                ops.append(OffsetShift.following(str(hist), rw, read_offsets(hconn, tid)))
+    finally:
+        if hconn is not None:
+            hconn.close()
+    pkgs = root / "packages"
+    for name in sorted(os.listdir(str(pkgs))) if pkgs.is_dir() and not pkgs.is_symlink() else []:
+        link = pkgs / name / "current"  # a broken link (into the old home) is the case to fix
+        if not link.is_symlink():
+            continue
+        target = os.readlink(str(link))
+        new_target = _remap(target, plan.remaps)
+        if new_target != target and os.path.exists(new_target if os.path.isabs(new_target)
+                                                   else str(link.parent / new_target)):
+            ops.append(SymlinkRepoint(str(link), target, new_target))
+    return ops
+
+
+def _line1_payload(path: Path) -> Optional[Dict[str, Any]]:
+    from .line1 import read_line1
+    line, _err = read_line1(path)
+    try:
+        payload = json.loads(line)["payload"] if line else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def thread_columns_of(db: Path) -> List[str]:
