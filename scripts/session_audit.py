@@ -14,7 +14,8 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
-from sessionkit.audit import INTEGRITY_KEYS, build_report, gather  # noqa: E402
+from sessionkit.audit import INTEGRITY_KEYS, build_report  # noqa: E402
+from sessionkit.snapshot import gather  # noqa: E402
 from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run  # noqa: E402
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .artifacts import Journal, durable, fault_point, private_file
-from .audit import AuditInputs
+from .locks import explain_live
+from .snapshot import AuditInputs
 from .history_offsets import history_db_path, read_offsets, set_offsets, shifted, threads_with_offsets
 from .rollout_index import unusable_reason
 from .line1 import Line1Edit, apply_edit, plan_field_edit, seal
@@ -100,7 +101,8 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             if row.model_provider == plan.target and (db_only or line1_provider in (None, plan.target)):
                 continue
             if tid in live:
-                plan.skipped.append((row.id, "live thread (its writer lock is held): never touched"))
+                plan.skipped.append((row.id, explain_live("live thread (its writer lock is held): never touched",
+                                                           inputs.activity, row.id)))
                 continue
             if db_only:
                 plan.changes.append(ProviderChange(row.id, row.model_provider, None, None, True))
