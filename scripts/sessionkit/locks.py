@@ -195,8 +195,9 @@ def _proc_processes() -> Optional[List[CodexProcess]]:
             exe = None
         if exe and exe.endswith(" (deleted)"):
             exe = None
-        out.append(CodexProcess(pid, [os.fsdecode(a) for a in argv if a], exe or
-                                (os.fsdecode(argv[0]) if argv[0].startswith(b"/") else None),
+        first = os.fsdecode(argv[0])
+        named = first if os.path.isabs(first) and os.path.exists(first) else None  # as it was started
+        out.append(CodexProcess(pid, [os.fsdecode(a) for a in argv if a], named or exe,
                                 os.fsdecode(home) if home is not None else None))
     return out
 

@@ -19,6 +19,7 @@ from .history_offsets import history_db_path, read_offsets, set_offsets, shifted
 from .rollout_index import unusable_reason
 from .line1 import Line1Edit, apply_edit, plan_field_edit, seal
 from .progress import Progress
+from .reasoning import count_encrypted
 from .paths import is_inside, safe_str
 from .statedb import open_readonly, transaction
 from .writerun import write_run
@@ -227,7 +228,15 @@ def _shift_offsets(hist_path: Path, changes: List[ProviderChange], journal: Jour
 
 
 def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
+    encrypted, unread = count_encrypted((c.thread_id, c.path) for c in plan.changes)
+    warnings = list(plan.warnings)
+    if encrypted:
+        warnings.append(f"{len(encrypted)} of the {len(plan.changes)} thread(s) carry encrypted reasoning from "
+                        "their old provider or login: they will list and read, but continuing one may fail "
+                        "with invalid_encrypted_content (no storage change fixes that)")
     return {
+        "encrypted_reasoning": {"threads": len(encrypted), "sample": encrypted[:sample],
+                                "unreadable": len(unread)},
         "target_provider": plan.target,
         "target_source": plan.target_source,
         "target_configured": plan.target_known,
@@ -243,5 +252,5 @@ def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
                     "line1": "rewrite" + (f" (+{c.edit.growth} bytes)" if c.edit.growth else " (same length)")
                     if c.edit else "unchanged", "path": safe_str(c.path) if c.path else None}
                    for c in plan.changes[:sample]],
-        "warnings": plan.warnings,
+        "warnings": warnings,
     }
