@@ -20,7 +20,7 @@ from .surfaces import HIDE_REASONS, INTERACTIVE_SOURCES, Judged, cwd_folders, da
 
 ACTIVE_WINDOW_S = 300  # an unindexed rollout written this recently may still be in use
 DB_ONLY_REASONS = ("rollout_not_indexed", "stale_rollout_path", "empty_preview", "db_provider_differs",
-                   "db_cwd_differs")
+                   "db_cwd_differs", "db_archived")
 INTEGRITY_KEYS = (
     "disk_not_in_db", "db_not_on_disk", "missing_rollout_path", "duplicate_rollout_id",
     "missing_active_rows", "missing_archived_rows", "stale_rows", "archive_mismatches",
@@ -152,6 +152,8 @@ def _db_only_misses(inputs: AuditInputs, visible: List[str], db_listed: set,
         row = inputs.row_for(tid)
         if row is None:
             out["rollout_not_indexed"].append(tid)
+        elif row.archived:
+            out["db_archived"].append(tid)
         elif not (row.rollout_path in inputs.index.by_path or _exists(row.rollout_path)):
             out["stale_rollout_path"].append(tid)
         elif row.preview is not None and not row.preview.strip():

@@ -1,0 +1,122 @@
+"""The audit's per-surface numbers equal what the real Codex lists: the editors' `thread/list`
+(current provider; and with `cwd`), the TUI picker's filters (`cwd`, every provider) and `--all`,
+a DB-only listing, and an app-server started on the desktop app's second state DB."""
+import json
+import shutil
+import sqlite3
+import uuid
+from pathlib import Path
+
+from codex_client import AppServer
+from homebuilder import compact
+
+
+def _only_line1(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:data.index(b"\n") + 1])
+
+
+def _started_and_quit(world, like: str) -> str:
+    """A rollout holding only a session_meta line and no row, as the TUI leaves when quit at once."""
+    src = Path(world.db("SELECT rollout_path FROM threads WHERE id=?", (like,))[0][0])
+    tid = str(uuid.uuid4())
+    obj = json.loads(src.read_bytes().split(b"\n", 1)[0])
+    obj["payload"]["id"] = obj["payload"]["session_id"] = tid
+    (src.parent / src.name.replace(like, tid)).write_text(compact(obj) + "\n", encoding="utf-8")
+    return tid
+
+
+def _path(world, tid: str) -> Path:
+    return Path(world.db("SELECT rollout_path FROM threads WHERE id=?", (tid,))[0][0])
+
+
+def assert_surfaces_match_codex(world, audit: dict, cwd: str) -> None:
+    """Every surface the audit reports equals the real listing with that surface's filters."""
+    s = audit["surfaces"]
+    vis_cwd = {"cwd": audit["visibility"]["cwd"]} if audit["visibility"]["cwd"] else {}
+    db_only = world.listed_ids(useStateDbOnly=True, **vis_cwd)  # first: a default listing re-indexes the DB
+    assert audit["visibility"]["visible_db_only"] == len(db_only), (audit["visibility"], db_only)
+    codex = {
+        "editors": world.listed_ids(),
+        "editors_cwd": world.listed_ids(cwd=cwd),
+        "tui": world.listed_ids(cwd=cwd, modelProviders=[]),
+        "tui_all": world.listed_ids(modelProviders=[]),
+    }
+    for name, listed in codex.items():
+        assert s[name]["visible"] == len(listed), (name, s[name], listed)
+        if len(listed) <= len(s[name]["visible_sample"]):
+            assert sorted(s[name]["visible_sample"]) == listed, name
+
+
+def test_every_surface_equals_codex_with_unlisted_sessions(world):
+    here = world.project("here")
+    mine = world.make_threads(3, cwd=here)
+    world.make_threads(1, cwd=world.project("there"))
+    other = world.make_threads(1, "mockB", cwd=here)
+    world.set_provider("mockA")
+    world.make_exec()
+    _only_line1(_path(world, mine[0]))  # a row whose rollout holds only line 1
+    bom = _path(world, mine[1])
+    bom.write_bytes(b"\xef\xbb\xbf" + bom.read_bytes())
+    quit_at_once = _started_and_quit(world, mine[2])
+    audit = world.audit("--cwd", str(here))
+    s = audit["surfaces"]
+    assert s["tui"]["visible"] == 2  # mine[2] and the mockB thread: the TUI lists every provider
+    assert sorted(s["tui"]["visible_sample"]) == sorted([mine[2], other[0]])
+    assert s["tui"]["hidden"]["only_session_meta"] == 2 and s["tui"]["hidden"]["line1_unreadable"] == 1
+    assert quit_at_once.lower() in [t.lower() for t in s["tui"]["hidden_sample"]["only_session_meta"]]
+    assert s["editors"]["hidden"]["other_provider"] == 1 and s["editors"]["visible"] == 2
+    assert_surfaces_match_codex(world, audit, str(here))
+
+
+def test_moved_user_folder_surfaces_equal_codex_before_and_after_the_printed_repair(world):
+    user = world.home.parent
+    proj = user / "src" / "proj"
+    proj.mkdir(parents=True)
+    ids = world.make_threads(3, cwd=proj)
+    new_user = world.base / "newuser"
+    shutil.move(str(user), str(new_user))  # mv /home/user /home/newuser: home and projects
+    world.home = new_user / ".codex"
+    new_proj = new_user / "src" / "proj"
+    audit = world.audit("--cwd", str(new_proj))
+    m = audit["integrity"]["moved_home"]
+    assert m["remap_arg"] == f"--remap-prefix {user}={new_user}"
+    assert (m["rows"], m["cwd_rows"], m["cwd_rows_found_at_new_prefix"]) == (3, 3, 3)
+    assert audit["surfaces"]["tui"]["visible"] == 0
+    assert audit["surfaces"]["tui"]["hidden"]["cwd_folder_gone"] == 3
+    assert sorted(audit["surfaces"]["tui_all"]["visible_sample"]) == sorted(ids)
+    assert_surfaces_match_codex(world, audit, str(new_proj))
+    fix = world.script("session_repair.py", *m["remap_arg"].split(), "--apply")
+    assert fix.returncode in (0, 1), fix.stderr
+    after = world.audit("--cwd", str(new_proj))
+    assert after["integrity"]["rollout_path_outside_home_count"] == 0
+    assert_surfaces_match_codex(world, after, str(new_proj))
+
+
+def test_the_desktop_apps_db_is_judged_as_an_app_server_on_it_lists(world):
+    ids = world.make_threads(4)
+    desktop_dir = world.home / "sqlite"
+    desktop_dir.mkdir()
+    src = sqlite3.connect(str(world.home / "state_5.sqlite"))
+    dst = sqlite3.connect(str(desktop_dir / "state_5.sqlite"))
+    with dst:
+        src.backup(dst)
+    src.close()
+    with dst:
+        dst.execute("UPDATE threads SET archived=1, archived_at=1 WHERE id=?", (ids[0],))
+        dst.execute("UPDATE threads SET preview='' WHERE id=?", (ids[1],))
+    dst.close()
+    audit = world.audit()
+    other = audit["other_state_dbs"][0]
+    assert other["path"] == str(desktop_dir / "state_5.sqlite")
+    args = ["-c", f'sqlite_home="{desktop_dir}"']
+    with AppServer(world.home, cwd=world.project(), extra_args=args) as app:
+        db_only = sorted(t["id"] for t in app.list_threads(useStateDbOnly=True))
+        listed = sorted(t["id"] for t in app.list_threads())
+    assert other["visibility"]["visible_db_only"] == len(db_only), (other["visibility"], db_only)
+    assert other["surfaces"]["editors"]["visible"] == len(listed), (other["surfaces"]["editors"], listed)
+    # flagged archived in that DB but its file is in sessions/: the app lists it, a DB-only list does not
+    assert ids[0] in listed and ids[0] not in db_only
+    assert other["visibility"]["db_only_hidden_sample"]["db_archived"] == [ids[0]]
+    # the CLI's own DB still lists all four
+    assert audit["surfaces"]["editors"]["visible"] == len(world.listed_ids()) == 4
