@@ -2,8 +2,12 @@
 (current provider; and with `cwd`), the TUI picker's filters (`cwd`, every provider) and `--all`,
 a DB-only listing, and an app-server started on the desktop app's second state DB."""
 import json
+import os
+import shlex
 import shutil
+import signal
 import sqlite3
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -120,3 +124,51 @@ def test_the_desktop_apps_db_is_judged_as_an_app_server_on_it_lists(world):
     assert other["visibility"]["db_only_hidden_sample"]["db_archived"] == [ids[0]]
     # the CLI's own DB still lists all four
     assert audit["surfaces"]["editors"]["visible"] == len(world.listed_ids()) == 4
+
+
+def _daemon_start(world) -> None:
+    from codex_client import CODEX_BIN, codex_env
+    proc = subprocess.run([str(CODEX_BIN), "app-server", "daemon", "start"], env=codex_env(world.home),
+                          cwd=str(world.project()), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _kill_daemon_processes(home: Path) -> None:
+    """Stop what `daemon start` left for this home, by pid (the test started them)."""
+    from sessionkit import locks
+    for h in locks.scan_activity(home, environ={}).holders:
+        if h.pid and ("managed-daemon" in h.kind or "pid-update-loop" in h.kind):
+            try:
+                os.kill(h.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+def test_the_real_managed_daemon_is_found_named_refused_for_and_stopped(world):
+    world.make_threads(2)
+    world.set_provider("mockB")
+    _daemon_start(world)
+    try:
+        audit = world.audit()
+        run = audit["codex_running"]
+        assert run["running"] is True
+        stop = run["daemon_stop"]
+        assert stop.startswith(f"CODEX_HOME={world.home} ") and stop.endswith(" app-server daemon stop")
+        assert any("--managed-daemon" in h for h in run["holders"])
+        assert any("pid-update-loop" in h and "never writes sessions" in h for h in run["not_writing"])
+        refused = world.script("provider_migrate.py", "--apply")
+        assert refused.returncode == 2 and "app-server daemon stop" in refused.stderr
+        # the command the audit gives stops the daemon; the updater loop stays and blocks nothing
+        env_word, *cmd = shlex.split(stop)
+        done = subprocess.run(cmd, env={**os.environ, "CODEX_HOME": env_word.split("=", 1)[1]},
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        after = world.audit()["codex_running"]
+        assert after["running"] is False and after["daemon_stop"] is None
+        assert len(after["not_writing"]) == 1 and "pid-update-loop" in after["not_writing"][0]
+        applied = world.script("provider_migrate.py", "--apply", "--json")
+        assert applied.returncode == 0, applied.stderr
+        assert json.loads(applied.stdout)["result"]["updated_rows"] == 2
+    finally:
+        _kill_daemon_processes(world.home)

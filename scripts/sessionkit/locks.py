@@ -136,6 +136,11 @@ def _ancestors() -> Set[int]:
     return pids
 
 
+DAEMON_KIND = "codex process (codex app-server --managed-daemon: the daemon the TUI leaves running)"
+UPDATE_LOOP_KIND = ("codex process (codex app-server daemon pid-update-loop: fetches Codex updates into "
+                    "packages/, never writes sessions)")
+
+
 @dataclass
 class CodexProcess:
     pid: int
@@ -276,6 +281,8 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
         if p is not None:
             h.held_by = p.label
             h.writes_sessions = not p.is_update_loop
+            if h.kind == "codex process" and (p.is_update_loop or p.is_managed_daemon):
+                h.kind, h.held_by = (UPDATE_LOOP_KIND if p.is_update_loop else DAEMON_KIND), None
             if p.is_managed_daemon:
                 h.stop = stop_command(p.exe, home_root)
         return h
@@ -301,13 +308,11 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
             if p.pid in seen:
                 continue
             if p.is_update_loop:
-                activity.holders.append(LockHolder(
-                    f"codex process ({p.label}: fetches Codex updates into packages/, never writes sessions)",
-                    Path(f"/proc/{p.pid}"), pid=p.pid, own=p.pid in mine, writes_sessions=False))
+                activity.holders.append(LockHolder(UPDATE_LOOP_KIND, Path(f"/proc/{p.pid}"), pid=p.pid,
+                                                   own=p.pid in mine, writes_sessions=False))
             elif p.is_managed_daemon:
-                activity.holders.append(LockHolder(
-                    "codex process (the managed app-server daemon the TUI leaves running)", Path(f"/proc/{p.pid}"),
-                    pid=p.pid, own=p.pid in mine, stop=stop_command(p.exe, home_root)))
+                activity.holders.append(LockHolder(DAEMON_KIND, Path(f"/proc/{p.pid}"), pid=p.pid,
+                                                   own=p.pid in mine, stop=stop_command(p.exe, home_root)))
             else:
                 activity.holders.append(LockHolder(f"codex process ({p.label})", Path(f"/proc/{p.pid}"), pid=p.pid,
                                                    own=p.pid in mine))
