@@ -211,7 +211,7 @@ def test_moved_user_folder_names_one_remap_for_paths_and_folders(tmp_path):
     release = home / "packages" / "app-server-daemon" / "releases" / "0.171.0-x86_64-unknown-linux-musl"
     assert pkg["target"].startswith(str(old_user)) and pkg["target_exists"] is False
     assert pkg["inside_home"] is False and pkg["repoint_to"] == str(release)
-    assert "every codex 0.171.0 start fails" in pkg["problem"]
+    assert "0.171.0's TUI (`codex`, `codex resume`) stops with 'daemon executable not found'" in pkg["problem"]
     f = r["findings"]
     assert any(x.startswith("home moved: 3 row(s)") and f"--remap-prefix {old_user}={new_user}" in x for x in f)
     assert any("packages/app-server-daemon/current" in x and str(release) in x for x in f)

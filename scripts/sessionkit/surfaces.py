@@ -254,8 +254,9 @@ def daemon_package(inputs: AuditInputs, moved: Optional[Dict[str, Any]]) -> Opti
     fix = None
     if not inside or not exists:
         problem = ("points outside this Codex home" if not inside else "points at a folder that does not exist") + \
-            ("" if exists else f": every codex {DAEMON_PACKAGE_LINK.measured_on[-1]} start fails "
-                                "('daemon executable not found') until it is re-pointed")
+            ("" if exists else f": Codex {DAEMON_PACKAGE_LINK.measured_on[-1]}'s TUI (`codex`, `codex resume`) "
+                                "stops with 'daemon executable not found' until it is re-pointed (meanwhile "
+                                "`--no-daemon` works)")
         if moved is not None:
             for old, new in ((moved.get("old_user_prefix"), moved.get("new_user_prefix")),
                              (moved["old_prefix"], moved["new_prefix"])):

@@ -64,8 +64,9 @@ DAEMON_LOCK_DIR = Fact("codex-daemon-{uid}", (V171,), "under the temp dir: <hash
 CONTROL_SOCKET = Fact("app-server-control/app-server-control.sock", (V171,),
                       "the managed daemon's unix control socket, inside the home")
 DAEMON_PACKAGE_LINK = Fact("packages/app-server-daemon/current", (V171,),
-                           "absolute symlink to releases/<version>-<target>; every codex start fails "
-                           "while it points at a missing folder")
+                           "absolute symlink to releases/<version>-<target>; the TUI stops with 'daemon "
+                           "executable not found' while it points at a missing folder (codex exec still runs); "
+                           "re-pointed with ln -sfn to the release inside the home, the TUI starts again")
 DAEMON_STOP = Fact(("app-server", "daemon", "stop"), (V171,), "stops the managed app-server daemon")
 DAEMON_SERVER_ARGS = Fact(("app-server", "--managed-daemon"), (V171,), "left running by the TUI; writes sessions")
 UPDATE_LOOP_ARGS = Fact(("app-server", "daemon", "pid-update-loop"), (V171,),
