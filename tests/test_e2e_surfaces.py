@@ -4,14 +4,14 @@ a DB-only listing, and an app-server started on the desktop app's second state D
 import json
 import os
 import shlex
-import shutil
-import signal
 import sqlite3
 import subprocess
 import uuid
 from pathlib import Path
 
-from codex_client import AppServer
+import pytest
+
+from codex_client import CODEX_VERSION, AppServer
 from homebuilder import compact
 
 
@@ -34,24 +34,28 @@ def _path(world, tid: str) -> Path:
     return Path(world.db("SELECT rollout_path FROM threads WHERE id=?", (tid,))[0][0])
 
 
-def assert_surfaces_match_codex(world, audit: dict, cwd: str) -> None:
-    """Every surface the audit reports equals the real listing with that surface's filters."""
+def assert_surfaces_match_codex(world, audit: dict, cwd: str, tui: bool = True) -> None:
+    """Every surface the audit reports equals what real Codex shows: a DB-only listing, the TUI
+    picker in `cwd` and with --all (read through a terminal), the editors' thread/list (and with
+    cwd). The listings that index rollouts come last: they add rows the others would then show."""
     s = audit["surfaces"]
     vis_cwd = {"cwd": audit["visibility"]["cwd"]} if audit["visibility"]["cwd"] else {}
-    db_only = world.listed_ids(useStateDbOnly=True, **vis_cwd)  # first: a default listing re-indexes the DB
+    db_only = world.listed_ids(useStateDbOnly=True, **vis_cwd)
     assert audit["visibility"]["visible_db_only"] == len(db_only), (audit["visibility"], db_only)
-    codex = {
-        "editors": world.listed_ids(),
-        "editors_cwd": world.listed_ids(cwd=cwd),
-        "tui": world.listed_ids(cwd=cwd, modelProviders=[]),
-        "tui_all": world.listed_ids(modelProviders=[]),
-    }
+    codex = {}
+    if tui and world.version == CODEX_VERSION:  # the picker's rules were measured on the pinned release
+        codex["tui"] = world.picker(Path(cwd)).ids
+        codex["tui_all"] = world.picker(Path(cwd), all=True).ids
+    codex["editors"] = world.listed_ids()
+    codex["editors_cwd"] = world.listed_ids(cwd=cwd)
     for name, listed in codex.items():
         assert s[name]["visible"] == len(listed), (name, s[name], listed)
         if len(listed) <= len(s[name]["visible_sample"]):
-            assert sorted(s[name]["visible_sample"]) == listed, name
+            assert sorted(t.lower() for t in s[name]["visible_sample"]) == sorted(t.lower() for t in listed), name
 
 
+@pytest.mark.compat
+@pytest.mark.tui
 def test_every_surface_equals_codex_with_unlisted_sessions(world):
     here = world.project("here")
     mine = world.make_threads(3, cwd=here)
@@ -65,23 +69,41 @@ def test_every_surface_equals_codex_with_unlisted_sessions(world):
     quit_at_once = _started_and_quit(world, mine[2])
     audit = world.audit("--cwd", str(here))
     s = audit["surfaces"]
-    assert s["tui"]["visible"] == 2  # mine[2] and the mockB thread: the TUI lists every provider
-    assert sorted(s["tui"]["visible_sample"]) == sorted([mine[2], other[0]])
-    assert s["tui"]["hidden"]["only_session_meta"] == 2 and s["tui"]["hidden"]["line1_unreadable"] == 1
-    assert quit_at_once.lower() in [t.lower() for t in s["tui"]["hidden_sample"]["only_session_meta"]]
+    # the editors: mine[2] only (line 1 read; mockB is another provider)
+    assert s["editors_cwd"]["visible_sample"] == [mine[2]]
+    assert s["editors_cwd"]["hidden"]["only_session_meta"] == 2 and s["editors_cwd"]["hidden"]["line1_unreadable"] == 1
+    assert quit_at_once.lower() in [t.lower() for t in s["editors_cwd"]["hidden_sample"]["only_session_meta"]]
     assert s["editors"]["hidden"]["other_provider"] == 1 and s["editors"]["visible"] == 2
+    # the TUI picker lists rows of any provider: the line-1-only row too, never the row-less rollout
+    assert sorted(s["tui"]["visible_sample"]) == sorted([mine[0], mine[2], other[0]])
+    assert s["tui"]["hidden_sample"]["line1_unreadable"] == [mine[1]]
+    assert [t.lower() for t in s["tui"]["hidden_sample"]["rollout_not_indexed"]] == [quit_at_once.lower()]
     assert_surfaces_match_codex(world, audit, str(here))
 
 
+@pytest.mark.tui
+def test_rows_the_picker_drops_and_the_editors_keep(world):
+    """Empty preview, a rollout_path that names no sessions/ folder, a row-only cwd change."""
+    here, there = world.project("here"), world.project("there")
+    ids = world.make_threads(4, cwd=here)
+    world.db("UPDATE threads SET preview='' WHERE id=?", (ids[0],))
+    world.db("UPDATE threads SET rollout_path=? WHERE id=?", ("/nonexistent/" + _path(world, ids[1]).name, ids[1]))
+    world.db("UPDATE threads SET cwd=? WHERE id=?", (str(there), ids[2]))
+    audit = world.audit("--cwd", str(here))
+    s = audit["surfaces"]
+    assert s["tui"]["visible_sample"] == [ids[3]]
+    assert s["tui"]["hidden_sample"] == {"empty_preview": [ids[0]], "stale_rollout_path": [ids[1]], "cwd": [ids[2]]}
+    assert sorted(s["editors_cwd"]["visible_sample"]) == sorted(ids)
+    assert_surfaces_match_codex(world, audit, str(here))
+
+
+@pytest.mark.compat
+@pytest.mark.tui
 def test_moved_user_folder_surfaces_equal_codex_before_and_after_the_printed_repair(world):
-    user = world.home.parent
-    proj = user / "src" / "proj"
-    proj.mkdir(parents=True)
-    ids = world.make_threads(3, cwd=proj)
-    new_user = world.base / "newuser"
-    shutil.move(str(user), str(new_user))  # mv /home/user /home/newuser: home and projects
-    world.home = new_user / ".codex"
-    new_proj = new_user / "src" / "proj"
+    ids = world.make_threads(3, cwd=world.user_project("proj"))
+    moved = world.move_user_folder("newuser")  # mv ~ /home/newuser: the home and the projects
+    user, new_user = moved["old_user"], moved["new_user"]
+    new_proj = world.user_project("proj")
     audit = world.audit("--cwd", str(new_proj))
     m = audit["integrity"]["moved_home"]
     assert m["remap_arg"] == f"--remap-prefix {user}={new_user}"
@@ -127,24 +149,11 @@ def test_the_desktop_apps_db_is_judged_as_an_app_server_on_it_lists(world):
 
 
 def _daemon_start(world) -> None:
-    from codex_client import CODEX_BIN, codex_env
-    proc = subprocess.run([str(CODEX_BIN), "app-server", "daemon", "start"], env=codex_env(world.home),
-                          cwd=str(world.project()), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = world.codex("app-server", "daemon", "start")
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
-def _kill_daemon_processes(home: Path) -> None:
-    """Stop what `daemon start` left for this home, by pid (the test started them)."""
-    from sessionkit import locks
-    for h in locks.scan_activity(home, environ={}).holders:
-        if h.pid and ("managed-daemon" in h.kind or "pid-update-loop" in h.kind):
-            try:
-                os.kill(h.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-
+@pytest.mark.compat
 def test_the_real_managed_daemon_is_found_named_refused_for_and_stopped(world):
     world.make_threads(2)
     world.set_provider("mockB")
@@ -171,4 +180,4 @@ def test_the_real_managed_daemon_is_found_named_refused_for_and_stopped(world):
         assert applied.returncode == 0, applied.stderr
         assert json.loads(applied.stdout)["result"]["updated_rows"] == 2
     finally:
-        _kill_daemon_processes(world.home)
+        world.stop_home_processes()

@@ -51,7 +51,7 @@ def only_line1(path: Path) -> None:
 
 # --- sessions Codex lists nowhere ---------------------------------------------------------------
 
-def test_only_session_meta_and_bom_are_listed_on_no_surface(tmp_path):
+def test_only_session_meta_and_bom_as_each_surface_lists_them(tmp_path):
     hb = HomeBuilder(tmp_path / ".codex")
     proj = tmp_path / "proj"
     proj.mkdir()
@@ -63,13 +63,17 @@ def test_only_session_meta_and_bom_are_listed_on_no_surface(tmp_path):
     bom = hb.add(cwd=str(proj))
     bom.path.write_bytes(snapshot.BOM + bom.path.read_bytes())
     r = audit_json(hb.root, "--cwd", str(proj))
-    for name in ("editors", "editors_cwd", "tui", "tui_all"):
+    for name in ("editors", "editors_cwd"):  # thread/list reads line 1 of every rollout
         s = r["surfaces"][name]
         assert s["visible"] == 3, name
         assert sorted(s["visible_sample"]) == sorted(t.id for t in healthy), name
         assert s["hidden"]["only_session_meta"] == 2 and s["hidden"]["line1_unreadable"] == 1, name
         assert sorted(s["hidden_sample"]["only_session_meta"]) == sorted([started_and_quit.id, orphan_quit.id])
         assert s["hidden_sample"]["line1_unreadable"] == [bom.id]
+    for name in ("tui", "tui_all"):  # the picker lists rows: the line-1-only row is there, no orphan
+        s = r["surfaces"][name]
+        assert sorted(s["visible_sample"]) == sorted([t.id for t in healthy] + [started_and_quit.id]), name
+        assert s["hidden_sample"] == {"rollout_not_indexed": [orphan_quit.id], "line1_unreadable": [bom.id]}
     v = r["visibility"]
     assert v["visible"] == 3
     # a listing from the DB alone reads no rollout: it shows the two rows Codex's default list hides
@@ -161,16 +165,19 @@ def test_each_surface_lists_what_its_filters_let_through(tmp_path):
     assert nowhere["tui"] is None and nowhere["tui_cwd_source"] is None and "editors_cwd" not in nowhere
 
 
-def test_cwd_is_judged_from_line1_as_codex_does(tmp_path):
+def test_cwd_is_line1s_for_the_editors_and_the_rows_for_the_picker(tmp_path):
     old, new = tmp_path / "old", tmp_path / "new"
     old.mkdir()
     new.mkdir()
     hb = HomeBuilder(tmp_path / ".codex")
     t = hb.add(cwd=str(old))
-    hb.sql("UPDATE threads SET cwd=? WHERE id=?", (str(new), t.id))  # Codex reverts a DB-only cwd
-    r = audit_json(hb.root, "--cwd", str(new))
-    assert r["surfaces"]["tui"]["visible"] == 0 and r["surfaces"]["tui"]["hidden"]["cwd"] == 1
-    assert audit_json(hb.root, "--cwd", str(old))["surfaces"]["tui"]["visible"] == 1
+    hb.sql("UPDATE threads SET cwd=? WHERE id=?", (str(new), t.id))  # the DB only, as after a resume
+    r = audit_json(hb.root, "--cwd", str(new))["surfaces"]
+    assert r["editors_cwd"]["visible"] == 0 and r["editors_cwd"]["hidden"]["cwd"] == 1
+    assert r["tui"]["visible"] == 1
+    r = audit_json(hb.root, "--cwd", str(old))["surfaces"]
+    assert r["editors_cwd"]["visible"] == 1
+    assert r["tui"]["visible"] == 0 and r["tui"]["hidden_sample"] == {"cwd": [t.id]}
 
 
 # --- the moved user folder -------------------------------------------------------------------------
@@ -420,5 +427,7 @@ def test_build_report_in_process_matches_the_script(tmp_path):
     only_line1(hb.add(cwd=str(proj)).path)
     inputs = gather(open_home(str(hb.root)))
     rep = build_report(inputs, here=str(proj))
-    assert rep["surfaces"]["tui"]["visible"] == 1 and rep["surfaces"]["tui"]["hidden"]["only_session_meta"] == 1
+    assert rep["surfaces"]["editors_cwd"]["visible"] == 1
+    assert rep["surfaces"]["editors_cwd"]["hidden"]["only_session_meta"] == 1
+    assert rep["surfaces"]["tui"]["visible"] == 2  # the picker lists the row
     assert audit_json(hb.root, cwd=proj)["surfaces"]["tui"] == json.loads(json.dumps(rep["surfaces"]["tui"]))

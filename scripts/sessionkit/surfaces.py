@@ -6,16 +6,19 @@ import os
 from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
-from .paths import has_prefix, home_prefix_counts, is_inside, normalize_for_match, replace_prefix, safe_str
+from .paths import has_prefix, home_prefix_counts, is_inside, normalize_for_match, replace_prefix, safe_str, \
+    split_home_prefix
 from .snapshot import AuditInputs
 from .versions import ACCOUNT_FIELDS_HIDE, CWD_FROM_LINE1, DAEMON_PACKAGE_LINK, INTERACTIVE_SOURCE_KINDS, \
-    LINE1_NEW_FIELDS, META_ONLY_LISTED, SURFACES, UNREADABLE_LINE1_LISTED, Surface
+    LINE1_NEW_FIELDS, META_ONLY_LISTED, SURFACES, TUI_READS_ROWS, UNREADABLE_LINE1_LISTED, Surface
 
 INTERACTIVE_SOURCES = INTERACTIVE_SOURCE_KINDS
-# first reason that hides a thread, in this order; the first four hide it from every surface
+# the first reason that hides a thread, in this order: the editors' thread/list (reads rollouts)...
 HIDE_REASONS = ("archived", "missing_rollout_file", "line1_unreadable", "only_session_meta",
                 "other_provider", "non_interactive_source", "cwd", "cwd_folder_gone")
-EVERY_SURFACE = HIDE_REASONS[:4]
+# ... and the TUI picker (reads rows)
+TUI_REASONS = ("rollout_not_indexed", "archived", "non_interactive_source", "empty_preview",
+               "stale_rollout_path", "line1_unreadable", "cwd", "cwd_folder_gone")
 
 
 class Judged:
@@ -59,6 +62,50 @@ def judge_all(inputs: AuditInputs) -> List[Judged]:
     return out
 
 
+def judge_rows(inputs: AuditInputs) -> List[Judged]:
+    """Every row as the TUI picker sees it (0.171: rows, the row's cwd, any provider), and every
+    rollout with no row, which the picker never shows."""
+    out: List[Judged] = []
+    root = inputs.home.root
+    for r in sorted(inputs.rows, key=lambda r: r.id):
+        base: Optional[str] = None
+        rf = inputs.index.by_path.get(r.rollout_path)
+        if r.archived:
+            base = "archived"
+        elif r.source_kind not in INTERACTIVE_SOURCES:
+            base = "non_interactive_source"
+        elif r.preview is not None and not r.preview.strip():
+            base = "empty_preview"
+        elif rf is None:
+            rf = _same_place_in_this_home(inputs, r.rollout_path, root)
+            if rf is None and not _is_file(r.rollout_path):
+                base = "stale_rollout_path"
+        if base is None and rf is not None and inputs.meta_for(rf).error is not None:
+            base = "line1_unreadable"
+        out.append(Judged(r.id, base, None, r.source_kind, r.cwd))
+    for tid, files in inputs.index.by_thread.items():
+        if tid not in inputs.rows_by_id and any(not f.archived and not f.compressed for f in files):
+            out.append(Judged(tid, "rollout_not_indexed", None, "", ""))
+    return out
+
+
+def _same_place_in_this_home(inputs: AuditInputs, path: str, root: Any) -> Optional[Any]:
+    """A row's rollout_path from a moved home: the file at the same `sessions/...` path here."""
+    split = split_home_prefix(path) if path and "\x00" not in path else None
+    if split is None:
+        return None
+    return inputs.index.by_path.get(os.path.join(str(root), split[1]))
+
+
+def _is_file(path: str) -> bool:
+    if not path or "\x00" in path or not os.path.isabs(path):
+        return False
+    try:
+        return os.path.isfile(path)
+    except (OSError, ValueError):
+        return False
+
+
 class _Folders:
     """Does a cwd folder still exist? Asked once per distinct folder."""
 
@@ -73,11 +120,12 @@ class _Folders:
 
 
 def view(judged: List[Judged], provider: Optional[str], cwd: Optional[str],
-         folders: Optional[_Folders] = None) -> Tuple[List[str], Dict[str, List[str]]]:
+         folders: Optional[_Folders] = None, reasons: Tuple[str, ...] = HIDE_REASONS
+         ) -> Tuple[List[str], Dict[str, List[str]]]:
     """(listed ids, hidden ids by reason) for one surface: `provider` None = every provider,
     `cwd` None = every folder."""
     folders = folders or _Folders()
-    hidden: Dict[str, List[str]] = {k: [] for k in HIDE_REASONS}
+    hidden: Dict[str, List[str]] = {k: [] for k in reasons}
     visible: List[str] = []
     want = normalize_for_match(cwd) if cwd is not None else None
     for j in judged:
@@ -121,7 +169,8 @@ def _sample(items: List[str], n: int) -> List[str]:
 def surface_report(surface: Surface, judged: List[Judged], provider: str, cwd: Optional[str],
                    max_samples: int, folders: _Folders) -> Dict[str, Any]:
     listed_for = provider if surface.current_provider_only else None
-    visible, hidden = view(judged, listed_for, cwd, folders)
+    reasons = TUI_REASONS if surface.reads == "rows" else HIDE_REASONS
+    visible, hidden = view(judged, listed_for, cwd, folders, reasons)
     return {
         "label": surface.label,
         "provider": listed_for,
@@ -140,19 +189,21 @@ def surface_views(inputs: AuditInputs, provider: str, tui_cwd: Optional[str], ma
     """Per surface: what it lists and why the rest is missing there. `editors_cwd` and `tui` need a
     folder (`--cwd`, or the current folder when it holds sessions)."""
     judged = judge_all(inputs) if judged is None else judged
+    rows = judge_rows(inputs)
     folders = _Folders()
     out: Dict[str, Any] = {}
     for s in SURFACES:
+        seen = rows if s.reads == "rows" else judged
         if s.cwd_filter:
-            out[s.name] = surface_report(s, judged, provider, tui_cwd, max_samples, folders) \
+            out[s.name] = surface_report(s, seen, provider, tui_cwd, max_samples, folders) \
                 if tui_cwd is not None else None
         else:
-            out[s.name] = surface_report(s, judged, provider, None, max_samples, folders)
+            out[s.name] = surface_report(s, seen, provider, None, max_samples, folders)
             if s.name == "editors" and tui_cwd is not None:
-                out["editors_cwd"] = surface_report(s, judged, provider, tui_cwd, max_samples, folders)
+                out["editors_cwd"] = surface_report(s, seen, provider, tui_cwd, max_samples, folders)
     out["rules"] = {
-        "only_session_meta_listed": META_ONLY_LISTED.value, "unreadable_line1_listed": UNREADABLE_LINE1_LISTED.value,
-        "interactive_sources": list(INTERACTIVE_SOURCES), "cwd_from_line1": CWD_FROM_LINE1.value,
+        "only_session_meta_listed": META_ONLY_LISTED.note, "unreadable_line1_listed": UNREADABLE_LINE1_LISTED.value,
+        "interactive_sources": list(INTERACTIVE_SOURCES), "cwd": CWD_FROM_LINE1.note, "tui": TUI_READS_ROWS.note,
     }
     return out
 

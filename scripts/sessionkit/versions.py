@@ -29,10 +29,15 @@ INTERACTIVE_SOURCES = Fact(("cli", "vscode"), (V169, V171),
                            "thread/list without sourceKinds; a line 1 with source 'atlas' was not "
                            "listed by 0.171 although newer source names it interactive")
 META_ONLY_LISTED = Fact(False, (V171,), "a rollout holding only its session_meta line (TUI started "
-                        "and quit) is listed by no default thread/list, with or without a row")
+                        "and quit) is listed by no default thread/list, with or without a row; the TUI "
+                        "picker lists it when it has a row (a TUI session quit at once has none)")
 UNREADABLE_LINE1_LISTED = Fact(False, (V171,), "a rollout whose line 1 does not parse (UTF-8 BOM, the "
-                               "pre-session_meta format) is not listed; thread/read fails on it")
-CWD_FROM_LINE1 = Fact(True, (V169, V171), "cwd filters compare line 1's cwd; a DB-only cwd is reverted")
+                               "pre-session_meta format) is listed by no surface; thread/read fails on it")
+TUI_READS_ROWS = Fact(True, (V171,), "the picker lists rows: never an unindexed rollout, never a row with an "
+                      "empty preview, filters on the row's cwd; a row whose rollout_path is gone is kept "
+                      "only when the same sessions/... path exists in this home (a moved home)")
+CWD_FROM_LINE1 = Fact(True, (V169, V171), "thread/list's cwd filter compares line 1's cwd (a DB-only cwd is "
+                      "reverted); the TUI picker compares the row's")
 PROVIDER_FROM_LINE1 = Fact(True, (V169, V171), "the provider filter reads line 1; a DB-only change is reverted")
 ACCOUNT_FIELDS_HIDE = Fact(False, (V171,), "session_meta.account_scoped (written true on every 0.171 "
                            "session) and threads.creator_account_id set to another account hid nothing "
@@ -46,14 +51,18 @@ class Surface(NamedTuple):
     name: str
     label: str
     current_provider_only: bool
-    cwd_filter: bool  # exact match on line 1's cwd
+    cwd_filter: bool  # exact match: line 1's cwd (reads "rollouts") or the row's (reads "rows")
+    reads: str  # "rollouts": thread/list reconciles from line 1; "rows": the state DB's rows
     measured_on: Tuple[str, ...]
 
 
 SURFACES = (
-    Surface("editors", "VS Code extension / desktop app (app-server thread/list)", True, False, (V169, V171)),
-    Surface("tui", "TUI picker `codex resume` in a folder (cwd filter, every provider)", False, True, (V171,)),
-    Surface("tui_all", "TUI picker `codex resume --all` (every provider and folder)", False, False, (V171,)),
+    Surface("editors", "VS Code extension / desktop app (app-server thread/list)", True, False, "rollouts",
+            (V169, V171)),
+    Surface("tui", "TUI picker `codex resume` in a folder (cwd filter, every provider)", False, True, "rows",
+            (V171,)),
+    Surface("tui_all", "TUI picker `codex resume --all` (every provider and folder)", False, False, "rows",
+            (V171,)),
 )
 
 # --- who is running ------------------------------------------------------------------------
