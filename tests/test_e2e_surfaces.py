@@ -181,3 +181,48 @@ def test_the_real_managed_daemon_is_found_named_refused_for_and_stopped(world):
         assert json.loads(applied.stdout)["result"]["updated_rows"] == 2
     finally:
         world.stop_home_processes()
+
+
+@pytest.mark.tui
+def test_a_thread_the_daemon_holds_is_skipped_with_the_daemon_named(world):
+    """The TUI resumed a thread and quit: the daemon it left holds the thread's writer lock."""
+    ids = world.make_threads(2, prompt="work")
+    world.set_provider("mockB")
+    with world.tui(world.project(), "resume", ids[0], keep_daemon=True) as tui:
+        tui.wait_for(lambda s: "work 0" in s, 60, "the resumed session")
+    audit = world.audit()
+    run = audit["codex_running"]
+    assert ids[0] in run["live_threads"] and run["running"] is True
+    stop = run["daemon_stop"]
+    assert stop and stop.endswith("app-server daemon stop")
+    plan = json.loads(world.script("provider_migrate.py", "--json").stdout)
+    assert plan["candidates"] == 1
+    (skip,) = plan["skipped_sample"]
+    assert skip["thread_id"] == ids[0]
+    assert skip["reason"].startswith("live thread (its writer lock is held): never touched; held by pid ")
+    assert skip["reason"].endswith(f", codex app-server --managed-daemon; stop it with: {stop}")
+    env_word, *cmd = shlex.split(stop)
+    done = subprocess.run(cmd, env={**os.environ, "CODEX_HOME": env_word.split("=", 1)[1]},
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    plan = json.loads(world.script("provider_migrate.py", "--json").stdout)
+    assert (plan["candidates"], plan["skipped"]) == (2, 0)
+
+
+@pytest.mark.tui
+def test_moved_home_daemon_package_is_repointed_as_the_audit_says(world):
+    ids = world.make_threads(1, cwd=world.user_project("proj"), prompt="work")
+    assert world.picker(world.user_project("proj")).ids == ids  # the TUI installs its daemon package
+    moved = world.move_user_folder("newuser")
+    proj = world.user_project("proj")
+    pkg = world.audit()["daemon_package"]
+    current = moved["new_home"] / "packages/app-server-daemon/current"
+    assert pkg["path"] == str(current) and pkg["target"].startswith(str(moved["old_home"]))
+    assert pkg["target_exists"] is False and pkg["repoint_to"].startswith(str(moved["new_home"]))
+    with world.tui(proj) as tui:
+        tui.wait_for(lambda s: not tui.alive(), 60, "codex to exit")
+        assert "daemon executable not found" in " ".join(tui.screen(joined=True).split())
+    current.unlink()
+    current.symlink_to(pkg["repoint_to"])  # what the audit says, done by hand (the repair's job)
+    assert world.audit()["daemon_package"]["problem"] is None
+    assert world.picker(proj, all=True).ids == ids  # the TUI starts again
