@@ -32,7 +32,9 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     parser.add_argument("--provider", metavar="ID",
                         help="judge visibility for this model_provider instead of the one in config.toml.")
     parser.add_argument("--cwd", metavar="DIR",
-                        help="also judge visibility for a listing filtered to this working directory.")
+                        help="the project folder to judge: what the TUI picker (`codex resume`) shows there "
+                             "and the editors' listing filtered to it (default: the current folder when "
+                             "sessions were recorded there).")
     return parser.parse_args(argv)
 
 
