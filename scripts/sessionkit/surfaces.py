@@ -289,7 +289,7 @@ def cwd_folders(judged: List[Judged], max_samples: int) -> Dict[str, Any]:
 
 
 def daemon_package(inputs: AuditInputs, moved: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """`packages/app-server-daemon/current` (absolute symlink): Codex 0.171 does not start while it
+    """`packages/app-server-daemon/current` (absolute symlink): the 0.171 TUI does not start while it
     points at a folder that is gone; after a move it points into the old home."""
     link = inputs.home.root / str(DAEMON_PACKAGE_LINK.value)
     if not link.is_symlink():
