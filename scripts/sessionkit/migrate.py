@@ -16,12 +16,12 @@ from .artifacts import Journal, durable, fault_point, private_file
 from .locks import explain_live
 from .snapshot import AuditInputs
 from .history_offsets import history_db_path, read_offsets, set_offsets, shifted, threads_with_offsets
-from .rollout_index import unusable_reason
+from .rollout_index import not_unicode, unusable_reason
 from .line1 import Line1Edit, apply_edit, plan_field_edit, seal
 from .progress import Progress
 from .reasoning import count_encrypted
 from .paths import is_inside, safe_str
-from .statedb import open_readonly, transaction
+from .statedb import open_readonly, transaction, unbindable
 from .writerun import write_run
 
 
@@ -105,6 +105,10 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 plan.skipped.append((row.id, explain_live("live thread (its writer lock is held): never touched",
                                                            inputs.activity, row.id)))
                 continue
+            bad = unbindable((row.id, row.model_provider))
+            if bad:
+                plan.skipped.append((row.id, f"row left alone: it holds {bad}"))
+                continue
             if db_only:
                 plan.changes.append(ProviderChange(row.id, row.model_provider, None, None, True))
                 continue
@@ -115,6 +119,8 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 continue
             assert meta is not None
             problem = unusable_reason(rf, meta, tid)
+            if problem is None and not_unicode(rf.key):
+                problem = f"{safe_str(rf.key)} is not a valid UTF-8 path (cannot be journaled)"
             if problem:
                 plan.skipped.append((row.id, problem))
                 continue
@@ -124,9 +130,13 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                     plan.skipped.append((row.id, "line 1 layout not recognised (no single model_provider field)"))
                     continue
                 edit = plan_field_edit(meta.provider_span, "model_provider", line1_provider, plan.target)
+            try:
+                mtime_ns = os.stat(rf.path).st_mtime_ns
+            except OSError as exc:
+                plan.skipped.append((row.id, f"cannot stat the rollout ({exc.strerror or exc})"))
+                continue
             change = ProviderChange(row.id, row.model_provider, rf.path, edit,
-                                    db_change=row.model_provider != plan.target,
-                                    mtime_ns=os.stat(rf.path).st_mtime_ns)
+                                    db_change=row.model_provider != plan.target, mtime_ns=mtime_ns)
             if edit is not None and edit.growth:
                 if tid in forked_parents:
                     plan.skipped.append((row.id, f"target id is {edit.growth} bytes longer and a fork "

@@ -16,10 +16,11 @@ from .audit import classify_orphan
 from .locks import explain_live
 from .snapshot import AuditInputs
 from .progress import Progress
-from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, resolves_inside, safe_str
-from .rollout_index import RolloutFile, unusable_reason
-from .rollout_scan import row_from_rollout
-from .statedb import ThreadRow, open_readonly, open_readwrite, thread_columns, transaction
+from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolute, replace_prefix,
+                    resolves_inside, safe_str)
+from .rollout_index import RolloutFile, not_unicode, unusable_reason
+from .rollout_scan import Unimportable, row_from_rollout
+from .statedb import ThreadRow, open_readonly, open_readwrite, thread_columns, transaction, unbindable
 from .writerun import write_run
 
 Remap = Tuple[str, str]
@@ -55,15 +56,32 @@ class RepairPlan:
 
 
 def parse_remaps(values: Sequence[str]) -> List[Remap]:
+    """OLD=NEW pairs; both sides absolute paths, or a row would get a relative path written into it."""
     out = []
     for v in values:
-        if "=" not in v or "\x00" in v:
-            raise UserError(f"--remap-prefix wants OLD=NEW, got {v!r}")
+        if "=" not in v:
+            raise UserError(f"--remap-prefix wants OLD=NEW, got {safe_str(v)!r}")
         old, new = v.split("=", 1)
         if not old or not new:
-            raise UserError(f"--remap-prefix wants OLD=NEW with both sides set, got {v!r}")
+            raise UserError(f"--remap-prefix wants OLD=NEW with both sides set, got {safe_str(v)!r}")
+        for side in (old, new):
+            problem = _remap_side_problem(side)
+            if problem:
+                raise UserError(f"--remap-prefix {safe_str(v)!r}: {safe_str(side)!r} {problem}")
         out.append((old, new))
     return out
+
+
+def _remap_side_problem(side: str) -> Optional[str]:
+    if any(ord(c) < 32 for c in side):
+        return "holds a control character (NUL, newline, ...)"
+    if not_unicode(side):
+        return "is not valid UTF-8"
+    if side.startswith("~"):
+        return "starts with ~, which is not expanded here: write the absolute path"
+    if not (side.startswith("/") or is_windows_absolute(side)):
+        return "is not an absolute path"
+    return None
 
 
 def _remap(value: str, remaps: List[Remap]) -> str:
@@ -84,6 +102,21 @@ def _sane_target(path: Path, root: Path) -> bool:
     while not parent.exists() and parent != root:
         parent = parent.parent
     return resolves_inside(parent, root)
+
+
+def move_problem(move: "MovePlan", root: Path) -> Optional[str]:
+    """Why this move may not happen (checked in the plan, so the dry-run shows it), or None."""
+    for end in (move.src, move.dst):
+        if not_unicode(str(end)):
+            return f"{safe_str(end)} is not a valid UTF-8 path (cannot be journaled)"
+    if not resolves_inside(move.src, root):
+        return f"{safe_str(move.src)} resolves outside the Codex home"
+    if not _sane_target(move.dst, root):
+        return (f"cannot move to {safe_str(move.dst)}: not a safe place inside sessions/ or archived_sessions/ "
+                f"(a folder on the way is a symlink out of the home, or the path holds odd characters)")
+    if os.path.lexists(str(move.dst)):
+        return f"{safe_str(move.dst)} already exists"
+    return None
 
 
 def _usable(rf: RolloutFile, inputs: AuditInputs, tid: str) -> Optional[str]:
@@ -175,7 +208,7 @@ def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: 
         dst = unarchived_path(root, current)
         if current.archived or is_inside(final, root / "archived_sessions"):
             if dst.exists() and dst != current.path:
-                plan.skipped.append((row.id, f"cannot unarchive: {dst} already exists"))
+                plan.skipped.append((row.id, f"cannot unarchive: {safe_str(dst)} already exists"))
                 return
             move = MovePlan(row.id, current.path, dst, "unarchive", keep_mtime=False)
             final = dst
@@ -188,7 +221,11 @@ def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: 
             plan.skipped.append((row.id, "live thread (its writer lock is held): never moved"))
             return
         if str(move.dst) in taken:
-            plan.skipped.append((row.id, f"another thread also wants {move.dst}"))
+            plan.skipped.append((row.id, f"another thread also wants {safe_str(move.dst)}"))
+            return
+        problem = move_problem(move, root)
+        if problem:
+            plan.skipped.append((row.id, f"{move.why}: {problem}"))
             return
         taken[str(move.dst)] = row.id
         plan.moves.append(move)
@@ -206,6 +243,11 @@ def _add_row(plan: RepairPlan, row: ThreadRow, new: Dict[str, Any], why: List[st
     values = {"rollout_path": row.rollout_path, "cwd": row.cwd, "archived": int(row.archived),
               "archived_at": row.archived_at, "updated_at": row.updated_at, "updated_at_ms": row.updated_at_ms}
     old = {k: values[k] for k in new}
+    bad = unbindable([row.id, *old.values(), *new.values()])
+    if bad:
+        plan.skipped.append((row.id, f"row left alone: it holds {bad}"))
+        plan.moves = [m for m in plan.moves if m.thread_id != row.id]
+        return
     plan.rows.append(RowChange(row.id, old, new, why))
 
 
@@ -227,7 +269,10 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
         if problem:
             plan.skipped.append((tid, f"orphan not imported: {problem}"))
             continue
-        plan.inserts.append(row_from_rollout(rf.path, tid, rf.archived, provider))
+        try:
+            plan.inserts.append(row_from_rollout(rf.path, tid, rf.archived, provider))
+        except Unimportable as exc:
+            plan.skipped.append((tid, f"orphan not imported: {exc}"))
 
 
 def _manifest(plan: RepairPlan, ts: str) -> bytes:
