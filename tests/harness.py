@@ -1,4 +1,11 @@
-"""A real Codex home driven by the real Codex CLI, for the end-to-end tests."""
+"""A real Codex home driven by the real Codex CLI, for the end-to-end tests.
+
+The `world` fixture (tests/conftest.py) hands each test a CodexWorld on the Codex release
+`codex_version` (0.171.0; a test marked `@pytest.mark.compat` runs on 0.169.0 as well).
+Surfaces a user looks at: world.listing()/listed_ids() (app-server thread/list),
+world.read_turns(), world.resume_and_turn(), world.picker() and world.tui() (the real TUI through
+tmux), and world.surfaces(cwd) for all of them at once. Teardown stops every process of the home
+(the TUI's managed daemon and its pid-update-loop included) and fails the test if one is left."""
 from __future__ import annotations
 
 import json
@@ -57,8 +64,8 @@ class CodexWorld:
         self.apps: List[AppServer] = []
         self.tuis: List[Tui] = []
         self.homes = [self.home]  # every path this home had: its processes are ours to stop
-        # The test's own git repository, trusted: Codex sees it as the project root (not the
-        # checkout the tests run in), and the TUI asks no "Trust this folder?" question.
+        # The test's own git repository: Codex sees it as the project root, not the checkout
+        # the tests run in (world.tui(trusted=True) trusts it for one TUI run).
         if shutil.which("git"):
             subprocess.run(["git", "init", "-q", str(base)], check=False, capture_output=True)
         self.set_provider("mockA")
@@ -70,13 +77,21 @@ class CodexWorld:
 
     def set_provider(self, provider: str) -> None:
         (self.home / "config.toml").write_text(
-            provider_config(provider, self.server.base_url, self.PROVIDERS, self.trust()),
-            encoding="utf-8")
+            provider_config(provider, self.server.base_url, self.PROVIDERS), encoding="utf-8")
 
-    def trust(self) -> str:
-        """config.toml lines that trust the test's folder (TUI: no trust question)."""
-        return (f'check_for_update_on_startup = false\n[projects."{self.base}"]\n'
-                f'trust_level = "trusted"\n')
+    @contextmanager
+    def trusted(self) -> Iterator[None]:
+        """The test's repository trusted in config.toml for the duration (the TUI asks no "Trust
+        this folder?" question); taken out again after, so every other run keeps the default
+        sandbox of an untrusted folder (read-only for exec). `-c projects...` does not do it."""
+        cfg = self.home / "config.toml"
+        block = f'\n[projects."{self.base}"]\ntrust_level = "trusted"\n'
+        cfg.write_text(cfg.read_text(encoding="utf-8") + block, encoding="utf-8")
+        try:
+            yield
+        finally:
+            if cfg.exists():
+                cfg.write_text(cfg.read_text(encoding="utf-8").replace(block, ""), encoding="utf-8")
 
     # --- making sessions ----------------------------------------------------------------
     @contextmanager
@@ -195,18 +210,20 @@ class CodexWorld:
     # --- the TUI ----------------------------------------------------------------------
     @contextmanager
     def tui(self, cwd: Optional[Path] = None, *args: str, keep_daemon: bool = False,
-            height: int = 50) -> Iterator[Tui]:
+            height: int = 50, trusted: bool = True) -> Iterator[Tui]:
         """`codex <args>` (default `resume`) in a pseudo-terminal in cwd. On exit the TUI quits
-        and, unless keep_daemon, the daemon it started is stopped (so the home is idle again)."""
-        tui = Tui(self.home, cwd or self.project(), list(args) or ["resume"], self.version,
-                  height=height)
-        self.tuis.append(tui)
-        try:
-            yield tui
-        finally:
-            tui.close()
-            if not keep_daemon:
-                self.stop_home_processes()
+        and, unless keep_daemon, the daemon it started is stopped (so the home is idle again).
+        trusted: the test's folder is trusted for this run (else Codex asks before a session)."""
+        with (self.trusted() if trusted else _nothing()):
+            tui = Tui(self.home, cwd or self.project(), list(args) or ["resume"], self.version,
+                      height=height)
+            self.tuis.append(tui)
+            try:
+                yield tui
+            finally:
+                tui.close()
+                if not keep_daemon:
+                    self.stop_home_processes()
 
     def picker(self, cwd: Optional[Path] = None, all: bool = False, archived: bool = False,
                with_ids: bool = True) -> Picker:
@@ -301,6 +318,11 @@ class CodexWorld:
         self.stop_home_processes()
 
 
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
 @dataclass
 class Resumed:
     """What resume_and_turn saw: turns before and after one new turn, or the error."""
@@ -359,12 +381,20 @@ class CodexProcess:
 
     @property
     def kind(self) -> str:
+        """'managed-daemon', 'pid-update-loop', 'codex <subcommand>', 'launcher' (the npm node
+        wrapper), else the executable's name (tmux, sh, sleep of a TUI's pane)."""
         args = " ".join(self.argv[1:])
         if "pid-update-loop" in args:
             return "pid-update-loop"
         if "--managed-daemon" in args:
             return "managed-daemon"
-        return args.split(" ", 1)[0] if args else "codex"
+        exe = os.path.basename(self.exe)
+        if exe.startswith("codex"):
+            sub = next((a for a in self.argv[1:] if not a.startswith("-")), "")
+            return f"codex {sub}".strip()
+        if exe.startswith("node"):
+            return "launcher"
+        return exe or "?"
 
 
 def _read(path: str) -> bytes:

@@ -20,12 +20,15 @@ def test_makefile_installs_the_versions_the_tests_run():
     assert ALL_VERSIONS[0] == CODEX_VERSION
 
 
+@pytest.mark.compat
 def test_picker_lists_the_folders_sessions_with_their_ids(world):
     here = world.make_threads(2, cwd=world.project("here"), prompt="here")
     there = world.make_threads(1, cwd=world.project("there"), prompt="there")
     with world.tui(world.project("here")) as tui:
         pick = tui.picker()
         assert tui.alive()
+        # the picker is served by a managed daemon the TUI started (0.169 and 0.171)
+        assert {"managed-daemon", "pid-update-loop"} <= {p.kind for p in world.home_processes()}
     assert pick.total == 2 and pick.filter == "Cwd" and pick.status_tab == "Active"
     assert sorted(pick.titles) == ["here 0", "here 1"]
     assert pick.ids == sorted(here)
@@ -207,7 +210,7 @@ def test_real_codex_rejects_a_legacy_profile_and_reads_profile_files(world, code
     """references/real-codex.md (d): `profile = "x"` in config.toml stops every start on 0.169 and
     0.171; `--profile x` reads <home>/x.config.toml over config.toml."""
     from harness import provider_config
-    base = provider_config("mockA", world.server.base_url, world.PROVIDERS, world.trust())
+    base = provider_config("mockA", world.server.base_url, world.PROVIDERS)
     cfg = world.home / "config.toml"
     cfg.write_text(base.replace('model = "gpt-5"', 'model = "gpt-5"\nprofile = "x"', 1)
                    + '\n[profiles.x]\nmodel_provider = "mockB"\n', encoding="utf-8")
@@ -217,7 +220,7 @@ def test_real_codex_rejects_a_legacy_profile_and_reads_profile_files(world, code
             '`x.config.toml` instead') in r.stderr
     r = world.codex("exec", "--skip-git-repo-check", "--profile", "x", "hi")
     assert r.returncode == 1
-    assert (f"--profile `x` cannot be used while {cfg} contains legacy `profile = \"x\"` or "
+    assert (f"Error loading config.toml: --profile `x` cannot be used while {cfg} contains legacy `profile = \"x\"` or "
             f"`[profiles.x]` config; move those settings into {world.home / 'x.config.toml'}") in r.stderr
     cfg.write_text(base, encoding="utf-8")
     (world.home / "x.config.toml").write_text('model_provider = "mockB"\n', encoding="utf-8")
@@ -260,3 +263,57 @@ def test_picker_archived_tab_lists_the_archived_sessions(world):
         archived = tui.choose("Status", "Archived")
     assert (active.status_tab, active.ids) == ("Active", sorted(ids[1:]))
     assert (archived.status_tab, archived.ids, archived.titles) == ("Archived", [ids[0]], ["tab 0"])
+
+
+def test_real_codex_lists_sessions_of_another_account_and_missing_workspace_roots(world):
+    """references/real-codex.md (e): neither the row's creator_account_id/creator_user_id nor
+    line 1's account_scoped/runtime_workspace_roots filter any listing (0.171, API-key login)."""
+    import json
+    ids = world.make_threads(3, cwd=world.project("proj"), prompt="acct")
+    line1 = lambda t: json.loads(open(world.db("SELECT rollout_path FROM threads WHERE id=?", (t,))[0][0],
+                                      encoding="utf-8").readline())["payload"]
+    meta = line1(ids[0])
+    assert meta["account_scoped"] is True and meta["runtime_workspace_roots"] == [str(world.project("proj"))]
+    assert world.db("SELECT DISTINCT creator_user_id, creator_account_id FROM threads") == [(None, None)]
+    world.db("UPDATE threads SET creator_user_id='user-other', creator_account_id='acct-other' WHERE id=?",
+             (ids[0],))
+    path = world.db("SELECT rollout_path FROM threads WHERE id=?", (ids[1],))[0][0]
+    with open(path, "r+b") as fh:  # a workspace root that no longer exists, same byte length
+        first = fh.readline()
+        old = json.dumps([str(world.project("proj"))]).encode()
+        new = json.dumps([str(world.project("proj"))[:-4] + "gone"]).encode()
+        assert first.count(old) == 1
+        fh.seek(0)
+        fh.write(first.replace(old, new))
+    s = world.surfaces(world.project("proj"))
+    assert s.shown_everywhere(ids) == {k: [] for k in ("editors", "editors_cwd", "read", "picker",
+                                                        "picker_all")}
+    assert world.listed_ids(useStateDbOnly=True) == sorted(ids)
+    assert world.resume_and_turn(ids[0]).ok and world.resume_and_turn(ids[1]).ok
+    assert world.db("SELECT creator_account_id FROM threads WHERE id=?", (ids[0],)) == [("acct-other",)]
+
+
+def test_real_codex_provider_switch_hides_sessions_from_the_editors_not_the_tui(world):
+    """After a provider switch the TUI picker still lists every provider's sessions; the editors'
+    thread/list (current provider) hides the old provider's; reading and resuming work."""
+    a = world.make_threads(2, "mockA", prompt="under A")
+    b = world.make_threads(1, "mockB", prompt="under B")
+    s = world.surfaces(world.project())
+    assert s.picker_ids == s.picker_all_ids == sorted(a + b)
+    assert s.editors == s.editors_cwd == sorted(b)
+    assert s.turns == {t: 1 for t in a + b}
+    assert sorted(s.picker.titles) == ["under A 0", "under A 1", "under B 0"]
+
+
+def test_real_codex_reverts_a_db_only_cwd_from_the_last_turn_context(world):
+    """references/real-codex.md (a): a cwd-filtered listing that finds a row's cwd disagreeing with
+    its rollout re-derives the row, and the cwd it writes is the last turn_context's, not line 1's."""
+    ids = world.make_threads(2, cwd=world.user_project("proj"), prompt="work")
+    moved = world.move_user_folder("resu")
+    remap_by_hand(world, str(moved["old_user"]), str(moved["new_user"]))  # row + line 1 only
+    new_proj, other = world.user_project("proj"), world.project("dbonly")
+    assert world.listed_ids(cwd=str(new_proj)) == sorted(ids)  # line 1 agrees: nothing rewritten
+    assert {c for (c,) in world.db("SELECT cwd FROM threads")} == {str(new_proj)}
+    world.db("UPDATE threads SET cwd=?", (str(other),))  # a DB-only cwd, as the old repair did
+    assert world.listed_ids(cwd=str(other)) == []
+    assert {c for (c,) in world.db("SELECT cwd FROM threads")} == {str(moved["old_user"] / "projects/proj")}
