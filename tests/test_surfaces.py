@@ -1,5 +1,6 @@
 """Per-surface visibility, the moved user folder, other state DBs, the managed daemon and encrypted
 reasoning, on hand-built homes (the real client checks the same in test_e2e_surfaces.py)."""
+import hashlib
 import json
 import os
 import shutil
@@ -196,8 +197,9 @@ def test_moved_user_folder_names_one_remap_for_paths_and_folders(tmp_path):
     proj.mkdir(parents=True)
     hb = HomeBuilder(old_user / ".codex")
     threads = [hb.add(cwd=str(proj)) for _ in range(3)]
-    for t in threads:
-        edit_line1(t.path, runtime_workspace_roots=[str(proj)], account_scoped=True)
+    for t in threads[:2]:
+        edit_line1(t.path, runtime_workspace_roots=[str(proj)], account_scoped=True)  # as 0.171 writes
+    edit_line1(threads[2].path, runtime_workspace_roots=[str(proj), str(old_user / "lib")], account_scoped=True)
     _daemon_package(hb.root)
     shutil.move(str(old_user), str(new_user))  # mv /home/olduser /home/newuser
     home = new_user / ".codex"
@@ -207,7 +209,7 @@ def test_moved_user_folder_names_one_remap_for_paths_and_folders(tmp_path):
     assert m["remap_arg"] == f"--remap-prefix {old_user}={new_user}"
     assert (m["old_user_prefix"], m["new_user_prefix"]) == (str(old_user), str(new_user))
     assert (m["cwd_rows"], m["cwd_rows_found_at_new_prefix"]) == (3, 3)
-    assert m["runtime_workspace_roots_rows"] == 3
+    assert m["runtime_workspace_roots_rows"] == 4  # roots under the old folder: 3 of proj, 1 of lib
     assert m["cwd_folders_under_old_prefix"] == [str(proj)]
     # the TUI in the moved project folder shows nothing, and the audit says why
     tui = r["surfaces"]["tui"]
@@ -370,6 +372,21 @@ def test_the_control_socket_finds_the_daemon_where_processes_cannot(monkeypatch)
             server.close()
         act = locks.scan_activity(home, environ={})  # the file is left, nobody answers: a stale socket
         assert sock_path.exists() and not act.running
+        # 0.171: the home's socket is a link to $TMPDIR/codex-daemon-<uid>/<sha256 of its path>;
+        # with the link gone, the socket there still names this home's daemon
+        sock_path.unlink()
+        monkeypatch.setenv("TMPDIR", str(home))
+        real = locks.daemon_lock_dir() / hashlib.sha256(str(sock_path).encode()).hexdigest()
+        real.parent.mkdir()
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(real))
+        server.listen(1)
+        try:
+            assert locks.scan_activity(home, environ={}).daemon_stop == \
+                f"CODEX_HOME={home} codex app-server daemon stop"
+        finally:
+            server.close()
+        assert not locks.scan_activity(home, environ={}).running
     finally:
         shutil.rmtree(str(home))
 

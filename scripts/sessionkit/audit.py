@@ -55,9 +55,9 @@ def _exists(path: str) -> bool:
 def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judged]] = None) -> Dict[str, Any]:
     rows, index, root = inputs.rows, inputs.index, inputs.home.root
     found: Dict[str, List[str]] = {k: [] for k in INTEGRITY_KEYS}
-    row_ids = {r.id.lower() for r in rows}
+    row_ids = inputs.rows_by_id
     row_paths = {r.rollout_path for r in rows}
-    own = (inputs.activity.agent_thread_id or "").lower()
+    own = inputs.own_thread
     for rf in index.files:  # as `codex doctor` counts them: files no row points at by path
         if rf.key not in row_paths and rf.thread_id != own:
             found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(rf.key)
@@ -168,11 +168,11 @@ def _db_only_misses(inputs: AuditInputs, visible: List[str], db_listed: set,
 def orphans(inputs: AuditInputs, max_samples: int, now: Optional[float] = None) -> Dict[str, Any]:
     """Rollouts with no row: ACTIVE_ORPHAN (in use) or importable."""
     now = time.time() if now is None else now
-    row_ids = {r.id.lower() for r in inputs.rows}
-    live = {t.lower() for t in inputs.activity.live_threads}
+    row_ids = inputs.rows_by_id
+    live = inputs.live
     active: List[Dict[str, str]] = []
     importable: List[Dict[str, str]] = []
-    own = (inputs.activity.agent_thread_id or "").lower()
+    own = inputs.own_thread
     for rf in inputs.index.files:
         if rf.thread_id in row_ids or rf.thread_id == own:
             continue
@@ -259,7 +259,7 @@ def live_session(inputs: AuditInputs) -> Optional[Dict[str, Any]]:
     if not tid:
         return None
     files = inputs.index.by_thread.get(tid.lower(), [])
-    return {"thread_id": tid, "has_row": any(r.id.lower() == tid.lower() for r in inputs.rows),
+    return {"thread_id": tid, "has_row": inputs.row_for(tid) is not None,
             "rollout": safe_str(files[0].path) if files else None,
             "writer_lock_held": tid in inputs.activity.live_threads}
 

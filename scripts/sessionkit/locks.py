@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shlex
 import socket
@@ -232,11 +233,10 @@ def codex_processes(home_root: Path) -> Tuple[List[CodexProcess], bool]:
     return [p for p in procs if p.home is not None and os.path.realpath(p.home) == target], True
 
 
-def control_socket_answers(home_root: Path) -> Optional[bool]:
-    """Does the managed daemon's control socket accept a connection? None: no socket file."""
-    path = home_root / str(CONTROL_SOCKET.value)
+def _answers(path: Path) -> Optional[bool]:
+    """Does a unix socket accept a connection? None: no socket there."""
     try:
-        if not path.is_socket():
+        if not path.is_socket():  # follows the home's symlink into the temp dir
             return None
     except OSError:
         return None
@@ -251,6 +251,19 @@ def control_socket_answers(home_root: Path) -> Optional[bool]:
         return False  # a stale socket left by a daemon that is gone
     finally:
         sock.close()
+
+
+def control_socket_answers(home_root: Path) -> Optional[bool]:
+    """Does the managed daemon's control socket accept a connection? None: no socket file. The
+    home's `app-server-control.sock` is a symlink to `$TMPDIR/codex-daemon-<uid>/<sha256 of its
+    own path>` (0.171); that name is tried too, in case the link is gone."""
+    link = home_root / str(CONTROL_SOCKET.value)
+    found = _answers(link)
+    if found:
+        return True
+    target = daemon_lock_dir() / hashlib.sha256(str(link).encode("utf-8", "surrogateescape")).hexdigest()
+    other = _answers(target)
+    return other if other is not None else found
 
 
 def daemon_lock_dir() -> Path:
@@ -331,14 +344,13 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
         pid = pid_of(daemon)
         activity.holders.append(named(LockHolder("app-server daemon", daemon, pid=pid,
                                                  own=pid is not None and pid in mine)))
-    _managed_daemon_signs(activity, home_root, procs, homes_known)
+    _managed_daemon_signs(activity, home_root, procs)
     return activity
 
 
-def _managed_daemon_signs(activity: CodexActivity, home_root: Path, procs: List[CodexProcess],
-                          homes_known: bool) -> None:
-    """Where processes cannot be tied to this home (no /proc), the control socket is the sign; the
-    daemon lock folder under the temp dir names what it can."""
+def _managed_daemon_signs(activity: CodexActivity, home_root: Path, procs: List[CodexProcess]) -> None:
+    """Where processes cannot be tied to this home (no /proc), the control socket is the sign (the
+    `.lock` files beside it are open but not flock-held while idle: no sign of life, measured)."""
     if any(h.stop for h in activity.holders):
         return  # the daemon of this home was found and named already
     answers = control_socket_answers(home_root)
@@ -349,19 +361,6 @@ def _managed_daemon_signs(activity: CodexActivity, home_root: Path, procs: List[
         activity.holders.append(LockHolder(
             "app-server daemon (its control socket answers)", home_root / str(CONTROL_SOCKET.value), pid=pid,
             held_by="codex app-server --managed-daemon", stop=stop_command(exe, home_root)))
-        return
-    if homes_known:
-        return
-    folder = daemon_lock_dir()
-    try:
-        locks = sorted(folder.glob("*.lock")) if folder.is_dir() else []
-    except OSError:
-        locks = []
-    for lock in locks:
-        if is_held(lock):  # some home's daemon; with no /proc we cannot tell whose: named, not refused
-            activity.holders.append(LockHolder(
-                "a managed app-server daemon of some Codex home (its home is unknown here)", lock,
-                writes_sessions=False, stop=None))
 
 
 def explain_live(reason: str, activity: CodexActivity, thread_id: str) -> str:

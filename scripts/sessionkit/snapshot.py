@@ -26,14 +26,18 @@ _ACCOUNT_SCOPED = b'"account_scoped":true'
 _BASE_INSTRUCTIONS = b',"base_instructions":'
 
 
-@dataclass
 class Head:
-    """What a rollout's head says beyond line 1's SessionMeta (0.171 fields, shape of the file)."""
+    """What a rollout's head says beyond line 1's SessionMeta (0.171 fields, shape of the file).
+    Slotted: a 0.171 home has one per rollout."""
 
-    only_meta: bool = False  # nothing after line 1: Codex lists no such session
-    bom: bool = False  # line 1 starts with a UTF-8 BOM: unreadable to Codex
-    roots: Optional[List[str]] = None  # session_meta.runtime_workspace_roots (0.171)
-    account_scoped: bool = False  # session_meta.account_scoped is true (0.171 writes it on every session)
+    __slots__ = ("only_meta", "bom", "roots", "account_scoped")
+
+    def __init__(self, only_meta: bool = False, bom: bool = False, roots: Optional[List[str]] = None,
+                 account_scoped: bool = False) -> None:
+        self.only_meta = only_meta  # nothing after line 1: thread/list lists no such session
+        self.bom = bom  # line 1 starts with a UTF-8 BOM: unreadable to Codex
+        self.roots = roots  # session_meta.runtime_workspace_roots (0.171)
+        self.account_scoped = account_scoped  # 0.171 writes it true on every session
 
 
 @dataclass
@@ -108,13 +112,17 @@ def read_head(path: str, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Opt
         return None, exc.strerror or str(exc), False
 
 
-def head_extras(line: bytes, only_meta: bool) -> Optional[Head]:
-    """The 0.171 fields of line 1, decoded from the small part before base_instructions."""
+def head_extras(line: bytes, only_meta: bool, cwd: Optional[str] = None) -> Optional[Head]:
+    """The 0.171 fields of line 1. Roots equal to `[cwd]` (what 0.171 writes) are recognised from
+    the bytes; only other roots are JSON-decoded, from the small part before base_instructions."""
     bom = line.startswith(BOM)
     scoped = _ACCOUNT_SCOPED in line
     roots: Optional[List[str]] = None
     at = line.find(_ROOTS)
-    if at >= 0:
+    if at >= 0 and cwd is not None and _ROOTS + b"[" + json.dumps(cwd, ensure_ascii=False).encode(
+            "utf-8", "surrogatepass") + b"]" in line:
+        roots = [cwd]
+    elif at >= 0:
         end = line.find(_BASE_INSTRUCTIONS)
         part = line[:end] + b"}}" if end > at else line
         try:
@@ -159,8 +167,9 @@ def _gather(home: CodexHome, progress: Progress) -> AuditInputs:
             if line is None:
                 metas[rf.key] = SessionMeta(error=err)
             else:
-                metas[rf.key] = SessionMeta(error=BOM_ERROR) if line.startswith(BOM) else meta_from_line(line)
-                extra = head_extras(line, only)
+                meta = SessionMeta(error=BOM_ERROR) if line.startswith(BOM) else meta_from_line(line)
+                metas[rf.key] = meta
+                extra = head_extras(line, only, meta.cwd)
                 if extra is not None:
                     heads[rf.key] = extra
         progress.tick("reading line 1 of each rollout", n, total)

@@ -69,9 +69,10 @@ SURFACES = (
 ARG0_LOCK_GLOB = Fact("tmp/arg0*/codex-arg0*/.lock", (V169, V171), "held by every CLI process for its life")
 WRITER_LOCK_DIR = Fact("thread-writer-locks", (V169, V171), "<thread>.lock held while a thread is open")
 DAEMON_STATE_DIR = Fact("app-server-daemon", (V169, V171), "app-server.pid, daemon.lock (pidfile backend)")
-DAEMON_LOCK_DIR = Fact("codex-daemon-{uid}", (V171,), "under the temp dir: <hash>.lock of the managed daemon")
+DAEMON_LOCK_DIR = Fact("codex-daemon-{uid}", (V171,), "under the temp dir: the socket <sha256 of the home's "
+                       "control socket path> and <hash>.lock, open but not flock-held while idle")
 CONTROL_SOCKET = Fact("app-server-control/app-server-control.sock", (V171,),
-                      "the managed daemon's unix control socket, inside the home")
+                      "the managed daemon's control socket: a symlink to the socket in DAEMON_LOCK_DIR")
 DAEMON_PACKAGE_LINK = Fact("packages/app-server-daemon/current", (V171,),
                            "absolute symlink to releases/<version>-<target>; the TUI stops with 'daemon "
                            "executable not found' while it points at a missing folder (codex exec still runs); "
