@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from codex_client import CODEX_VERSION, AppServer
+from sessionkit import surfaces
+from sessionkit.home import open_home
+from sessionkit.snapshot import gather
 from homebuilder import compact
 
 
@@ -48,10 +51,17 @@ def assert_surfaces_match_codex(world, audit: dict, cwd: str, tui: bool = True) 
         codex["tui_all"] = world.picker(Path(cwd), all=True).ids
     codex["editors"] = world.listed_ids()
     codex["editors_cwd"] = world.listed_ids(cwd=cwd)
-    for name, listed in codex.items():
-        assert s[name]["visible"] == len(listed), (name, s[name], listed)
-        if len(listed) <= len(s[name]["visible_sample"]):
-            assert sorted(t.lower() for t in s[name]["visible_sample"]) == sorted(t.lower() for t in listed), name
+    for name, shown in codex.items():
+        assert s[name]["visible"] == len(shown), (name, s[name], shown)
+        hidden = {t.lower() for ids in s[name]["hidden_sample"].values() for t in ids}
+        assert not hidden & {t.lower() for t in shown}, (name, s[name], shown)  # none it says is missing
+
+
+def listed(world, surface: str, cwd=None) -> list:
+    """The ids the audit's library says a surface lists (the report itself gives counts)."""
+    inputs = gather(open_home(str(world.home)))
+    return sorted(t.lower() for t in surfaces.listed(inputs, surface, inputs.home.config.model_provider,
+                                                     str(cwd) if cwd is not None else None))
 
 
 @pytest.mark.compat
@@ -70,12 +80,12 @@ def test_every_surface_equals_codex_with_unlisted_sessions(world):
     audit = world.audit("--cwd", str(here))
     s = audit["surfaces"]
     # the editors: mine[2] only (line 1 read; mockB is another provider)
-    assert s["editors_cwd"]["visible_sample"] == [mine[2]]
+    assert listed(world, "editors", here) == [mine[2]]
     assert s["editors_cwd"]["hidden"]["only_session_meta"] == 2 and s["editors_cwd"]["hidden"]["line1_unreadable"] == 1
     assert quit_at_once.lower() in [t.lower() for t in s["editors_cwd"]["hidden_sample"]["only_session_meta"]]
     assert s["editors"]["hidden"]["other_provider"] == 1 and s["editors"]["visible"] == 2
     # the TUI picker lists rows of any provider: the line-1-only row too, never the row-less rollout
-    assert sorted(s["tui"]["visible_sample"]) == sorted([mine[0], mine[2], other[0]])
+    assert listed(world, "tui", here) == sorted([mine[0], mine[2], other[0]])
     assert s["tui"]["hidden_sample"]["line1_unreadable"] == [mine[1]]
     assert [t.lower() for t in s["tui"]["hidden_sample"]["rollout_not_indexed"]] == [quit_at_once.lower()]
     assert_surfaces_match_codex(world, audit, str(here))
@@ -91,9 +101,9 @@ def test_rows_the_picker_drops_and_the_editors_keep(world):
     world.db("UPDATE threads SET cwd=? WHERE id=?", (str(there), ids[2]))
     audit = world.audit("--cwd", str(here))
     s = audit["surfaces"]
-    assert s["tui"]["visible_sample"] == [ids[3]]
+    assert listed(world, "tui", here) == [ids[3]]
     assert s["tui"]["hidden_sample"] == {"empty_preview": [ids[0]], "stale_rollout_path": [ids[1]], "cwd": [ids[2]]}
-    assert sorted(s["editors_cwd"]["visible_sample"]) == sorted(ids)
+    assert listed(world, "editors", here) == sorted(ids)
     assert_surfaces_match_codex(world, audit, str(here))
 
 
@@ -110,7 +120,7 @@ def test_moved_user_folder_surfaces_equal_codex_before_and_after_the_printed_rep
     assert (m["rows"], m["cwd_rows"], m["cwd_rows_found_at_new_prefix"]) == (3, 3, 3)
     assert audit["surfaces"]["tui"]["visible"] == 0
     assert audit["surfaces"]["tui"]["hidden"]["cwd_folder_gone"] == 3
-    assert sorted(audit["surfaces"]["tui_all"]["visible_sample"]) == sorted(ids)
+    assert listed(world, "tui_all") == sorted(ids)
     assert_surfaces_match_codex(world, audit, str(new_proj))
     fix = world.script("session_repair.py", *m["remap_arg"].split(), "--apply")
     assert fix.returncode in (0, 1), fix.stderr

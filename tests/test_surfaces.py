@@ -16,7 +16,7 @@ import pytest
 
 from harness import SCRIPTS
 from homebuilder import HomeBuilder, compact
-from sessionkit import locks, snapshot
+from sessionkit import locks, snapshot, surfaces
 from sessionkit.audit import build_report
 from sessionkit.home import open_home
 from sessionkit.reasoning import _CHUNK as REASONING_CHUNK, MARKER, carries_encrypted_reasoning
@@ -45,6 +45,13 @@ def edit_line1(path: Path, **fields) -> None:
     path.write_bytes(compact(obj).encode() + data[cut:])
 
 
+def listed(home: Path, surface: str, cwd=None) -> list:
+    """The ids a surface lists, by the library the audit counts with (the report gives counts)."""
+    inputs = gather(open_home(str(home)))
+    return sorted(surfaces.listed(inputs, surface, inputs.home.config.model_provider,
+                                  str(cwd) if cwd is not None else None))
+
+
 def only_line1(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[:data.index(b"\n") + 1])
@@ -64,16 +71,17 @@ def test_only_session_meta_and_bom_as_each_surface_lists_them(tmp_path):
     bom = hb.add(cwd=str(proj))
     bom.path.write_bytes(snapshot.BOM + bom.path.read_bytes())
     r = audit_json(hb.root, "--cwd", str(proj))
+    assert listed(hb.root, "editors", proj) == listed(hb.root, "editors") == sorted(t.id for t in healthy)
     for name in ("editors", "editors_cwd"):  # thread/list reads line 1 of every rollout
         s = r["surfaces"][name]
         assert s["visible"] == 3, name
-        assert sorted(s["visible_sample"]) == sorted(t.id for t in healthy), name
         assert s["hidden"]["only_session_meta"] == 2 and s["hidden"]["line1_unreadable"] == 1, name
         assert sorted(s["hidden_sample"]["only_session_meta"]) == sorted([started_and_quit.id, orphan_quit.id])
         assert s["hidden_sample"]["line1_unreadable"] == [bom.id]
+    assert listed(hb.root, "tui", proj) == sorted([t.id for t in healthy] + [started_and_quit.id])
     for name in ("tui", "tui_all"):  # the picker lists rows: the line-1-only row is there, no orphan
         s = r["surfaces"][name]
-        assert sorted(s["visible_sample"]) == sorted([t.id for t in healthy] + [started_and_quit.id]), name
+        assert s["visible"] == 4, name
         assert s["hidden_sample"] == {"rollout_not_indexed": [orphan_quit.id], "line1_unreadable": [bom.id]}
     v = r["visibility"]
     assert v["visible"] == 3
@@ -148,16 +156,19 @@ def test_each_surface_lists_what_its_filters_let_through(tmp_path):
     s = r["surfaces"]
     assert r["surfaces"]["tui_cwd_source"] == "--cwd"
     # TUI in a/: every provider, that folder only
-    assert sorted(s["tui"]["visible_sample"]) == sorted([t.id for t in mine] + [corp.id])
+    assert s["tui"]["visible"] == 3
+    assert listed(hb.root, "tui", a) == sorted([t.id for t in mine] + [corp.id])
     assert s["tui"]["hidden"]["cwd"] == 1 and s["tui"]["hidden_sample"]["cwd"] == [there.id]
     assert s["tui"]["hidden"]["cwd_folder_gone"] == 1 and s["tui"]["hidden_sample"]["cwd_folder_gone"] == [gone.id]
     assert s["tui"]["hidden"]["non_interactive_source"] == 1 and s["tui"]["provider"] is None
+    assert s["tui"]["hidden_total"] == 3 and "empty_preview" not in s["tui"]["hidden"]  # zero: left out
     # --all: every folder and provider
     assert s["tui_all"]["visible"] == 5 and s["tui_all"]["hidden_total"] == 1
     # editors: the current provider only, every folder; with the folder: both filters
-    assert sorted(s["editors"]["visible_sample"]) == sorted([t.id for t in mine] + [there.id, gone.id])
+    assert s["editors"]["visible"] == 4
+    assert listed(hb.root, "editors") == sorted([t.id for t in mine] + [there.id, gone.id])
     assert s["editors"]["hidden_sample"]["other_provider"] == [corp.id]
-    assert sorted(s["editors_cwd"]["visible_sample"]) == sorted(t.id for t in mine)
+    assert s["editors_cwd"]["visible"] == 2 and listed(hb.root, "editors", a) == sorted(t.id for t in mine)
     assert r["cwd_folders"]["missing_folders"] == 1 and r["cwd_folders"]["missing_folder_threads"] == 1
     # without --cwd, the current folder is the TUI's when sessions were recorded there
     here = audit_json(hb.root, cwd=a)["surfaces"]
@@ -174,7 +185,7 @@ def test_cwd_is_line1s_for_the_editors_and_the_rows_for_the_picker(tmp_path):
     t = hb.add(cwd=str(old))
     hb.sql("UPDATE threads SET cwd=? WHERE id=?", (str(new), t.id))  # the DB only, as after a resume
     r = audit_json(hb.root, "--cwd", str(new))["surfaces"]
-    assert r["editors_cwd"]["visible"] == 0 and r["editors_cwd"]["hidden"]["cwd"] == 1
+    assert r["editors_cwd"]["visible"] == 0 and r["editors_cwd"]["hidden"] == {"cwd": 1}
     assert r["tui"]["visible"] == 1
     r = audit_json(hb.root, "--cwd", str(old))["surfaces"]
     assert r["editors_cwd"]["visible"] == 1

@@ -363,7 +363,7 @@ def findings(report: Dict[str, Any]) -> List[str]:
             out.append(f"{n} thread(s) hidden from the default list: {reason.replace('_', ' ')}")
     tui = report["surfaces"].get("tui")
     if tui is not None:
-        gone = tui["hidden"]["cwd_folder_gone"]
+        gone = tui["hidden"].get("cwd_folder_gone", 0)
         if gone and not tui["visible"]:
             out.append(f"the TUI picker in {tui['cwd']} shows no session: {gone} were recorded in folders "
                        f"that no longer exist")

@@ -33,14 +33,11 @@ class LockHolder:
     stop: Optional[str] = None  # the command that stops it
 
     def describe(self) -> str:
-        who = f" (pid {self.pid}" if self.pid else ""
-        if self.held_by:
-            who = f"{who}, {self.held_by})" if who else f" ({self.held_by})"
-        elif who:
-            who += ")"
+        who = f" (pid {self.pid})" if self.pid else ""
+        by = f" [{self.held_by}]" if self.held_by else ""
         what = f"{self.kind} {self.thread_id}" if self.thread_id else self.kind
         stop = f"; stop it with: {self.stop}" if self.stop else ""
-        return f"{what}{who}: {self.path}{stop}"
+        return f"{what}{who}{by}: {self.path}{stop}"
 
 
 @dataclass

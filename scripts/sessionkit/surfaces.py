@@ -10,7 +10,7 @@ from .paths import has_prefix, home_prefix_counts, is_inside, normalize_for_matc
     split_home_prefix
 from .snapshot import AuditInputs
 from .versions import ACCOUNT_FIELDS_HIDE, CWD_FROM_LINE1, DAEMON_PACKAGE_LINK, INTERACTIVE_SOURCE_KINDS, \
-    LINE1_NEW_FIELDS, META_ONLY_LISTED, SURFACES, TUI_READS_ROWS, UNREADABLE_LINE1_LISTED, Surface
+    META_ONLY_LISTED, SURFACES, UNREADABLE_LINE1_LISTED, Surface
 
 INTERACTIVE_SOURCES = INTERACTIVE_SOURCE_KINDS
 # the first reason that hides a thread, in this order: the editors' thread/list (reads rollouts)...
@@ -51,13 +51,13 @@ def judge_all(inputs: AuditInputs) -> List[Judged]:
             continue
         rf = files[0]
         meta = inputs.meta_for(rf)
-        if meta.error is not None:
+        if meta.error is not None and not UNREADABLE_LINE1_LISTED.value:
             out.append(Judged(tid, "line1_unreadable", None, source, row.cwd if row else ""))
             continue
         if row is None:
             source = meta.source_kind
         cwd = meta.cwd if (meta.cwd is not None and CWD_FROM_LINE1.value) else (row.cwd if row else "")
-        base = "only_session_meta" if inputs.head_for(rf).only_meta else None
+        base = "only_session_meta" if inputs.head_for(rf).only_meta and not META_ONLY_LISTED.value else None
         out.append(Judged(tid, base, meta.model_provider if meta.has_provider else None, source, cwd))
     return out
 
@@ -142,8 +142,12 @@ def view(judged: List[Judged], provider: Optional[str], cwd: Optional[str],
     return visible, hidden
 
 
-def visible_ids(inputs: AuditInputs, provider: Optional[str], cwd: Optional[str]) -> List[str]:
-    return view(judge_all(inputs), provider, cwd)[0]
+def listed(inputs: AuditInputs, surface: str, provider: str, cwd: Optional[str] = None) -> List[str]:
+    """The ids one surface (`editors`, `tui`, `tui_all`) lists; the report gives counts and samples."""
+    s = next(x for x in SURFACES if x.name == surface)
+    judged = judge_rows(inputs) if s.reads == "rows" else judge_all(inputs)
+    reasons = TUI_REASONS if s.reads == "rows" else HIDE_REASONS
+    return view(judged, provider if s.current_provider_only else None, cwd, None, reasons)[0]
 
 
 def db_only_ids(inputs: AuditInputs, provider: str, cwd: Optional[str], exists: Any) -> List[str]:
@@ -171,16 +175,13 @@ def surface_report(surface: Surface, judged: List[Judged], provider: str, cwd: O
     listed_for = provider if surface.current_provider_only else None
     reasons = TUI_REASONS if surface.reads == "rows" else HIDE_REASONS
     visible, hidden = view(judged, listed_for, cwd, folders, reasons)
-    return {
-        "label": surface.label,
+    return {  # compact: an agent reads this through a tool output of a few KB
         "provider": listed_for,
         "cwd": cwd,
         "visible": len(visible),
-        "visible_sample": _sample(visible, max_samples),
-        "hidden": {k: len(v) for k, v in hidden.items()},
+        "hidden": {k: len(v) for k, v in hidden.items() if v},
         "hidden_sample": {k: _sample(v, max_samples) for k, v in hidden.items() if v},
         "hidden_total": sum(len(v) for v in hidden.values()),
-        "measured_on": list(surface.measured_on),
     }
 
 
@@ -201,10 +202,7 @@ def surface_views(inputs: AuditInputs, provider: str, tui_cwd: Optional[str], ma
             out[s.name] = surface_report(s, seen, provider, None, max_samples, folders)
             if s.name == "editors" and tui_cwd is not None:
                 out["editors_cwd"] = surface_report(s, seen, provider, tui_cwd, max_samples, folders)
-    out["rules"] = {
-        "only_session_meta_listed": META_ONLY_LISTED.note, "unreadable_line1_listed": UNREADABLE_LINE1_LISTED.value,
-        "interactive_sources": list(INTERACTIVE_SOURCES), "cwd": CWD_FROM_LINE1.note, "tui": TUI_READS_ROWS.note,
-    }
+    out["measured_on"] = {s.name: ", ".join(s.measured_on) for s in SURFACES}
     return out
 
 
@@ -330,6 +328,5 @@ def line1_fields(inputs: AuditInputs) -> Dict[str, Any]:
     for h in inputs.heads.values():
         scoped += h.account_scoped
         roots += h.roots is not None
-    return {"fields": list(LINE1_NEW_FIELDS.value), "account_scoped_true": scoped,
-            "with_runtime_workspace_roots": roots, "hide_sessions": ACCOUNT_FIELDS_HIDE.value,
-            "measured_on": list(ACCOUNT_FIELDS_HIDE.measured_on), "note": ACCOUNT_FIELDS_HIDE.note}
+    return {"account_scoped_true": scoped, "with_runtime_workspace_roots": roots,
+            "hide_sessions": ACCOUNT_FIELDS_HIDE.value, "measured_on": ", ".join(ACCOUNT_FIELDS_HIDE.measured_on)}
