@@ -95,9 +95,13 @@ class CodexWorld:
 
     # --- making sessions ----------------------------------------------------------------
     @contextmanager
-    def app(self, cwd: Optional[Path] = None, on_request=None) -> Iterator[AppServer]:
+    def app(self, cwd: Optional[Path] = None, on_request=None,
+            sqlite_home: Optional[Path] = None) -> Iterator[AppServer]:
+        """A `codex app-server` of this home (an editor); sqlite_home: its state DBs' folder
+        (CODEX_SQLITE_HOME), e.g. <home>/sqlite as the desktop app keeps it."""
+        env = {"CODEX_SQLITE_HOME": str(sqlite_home)} if sqlite_home else None
         app = AppServer(self.home, cwd=cwd or self.project(), on_request=on_request,
-                        version=self.version)
+                        version=self.version, env_extra=env)
         self.apps.append(app)
         try:
             yield app

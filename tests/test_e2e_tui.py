@@ -317,3 +317,28 @@ def test_real_codex_reverts_a_db_only_cwd_from_the_last_turn_context(world):
     world.db("UPDATE threads SET cwd=?", (str(other),))  # a DB-only cwd, as the old repair did
     assert world.listed_ids(cwd=str(other)) == []
     assert {c for (c,) in world.db("SELECT cwd FROM threads")} == {str(moved["old_user"] / "projects/proj")}
+
+
+def test_real_codex_app_server_on_a_second_state_db(world):
+    """The desktop app's layout: CODEX_SQLITE_HOME=<home>/sqlite gives a second state DB (and
+    history DB) that indexes the same rollouts (world.app(sqlite_home=...))."""
+    import sqlite3
+    ids = world.make_threads(2, prompt="cli")
+    desk = world.home / "sqlite"
+    desk.mkdir()
+    with world.app(sqlite_home=desk) as app:
+        assert sorted(t["id"] for t in app.list_threads()) == sorted(ids)  # indexed from rollouts
+        # paginated history lives in the sqlite home's own thread_history_1.sqlite: empty here,
+        # so a read shows no turn until the thread is resumed on this DB
+        assert [len(app.read_thread(t)["turns"]) for t in ids] == [0, 0]
+        app.request("thread/resume", {"threadId": ids[0]})
+        assert len(app.read_thread(ids[0])["turns"]) == 1
+        mine = app.start_thread(world.project(), "desktop")
+    conn = sqlite3.connect(str(desk / "state_5.sqlite"))
+    try:
+        assert sorted(r[0] for r in conn.execute("SELECT id FROM threads")) == sorted(ids + [mine])
+    finally:
+        conn.close()
+    assert sorted(r[0] for r in world.db("SELECT id FROM threads")) == sorted(ids)
+    assert mine in world.listed_ids()  # the CLI's DB picks the desktop's rollout up on listing
+    assert world.read_turns(*ids, mine) == {ids[0]: 1, ids[1]: 1, mine: 0}
