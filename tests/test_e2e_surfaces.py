@@ -149,6 +149,10 @@ def test_the_desktop_apps_db_is_judged_as_an_app_server_on_it_lists(world):
     with AppServer(world.home, cwd=world.project(), extra_args=args) as app:
         db_only = sorted(t["id"] for t in app.list_threads(useStateDbOnly=True))
         listed = sorted(t["id"] for t in app.list_threads())
+        turns = {t: len(app.read_thread(t)["turns"]) for t in listed}
+    # its history DB is its own: every listed paginated thread reads 0 turns there, as the audit says
+    assert sorted(t for t, n in turns.items() if n == 0) == sorted(ids)
+    assert other["history"]["paginated_without_history"] == 4
     assert other["visibility"]["visible_db_only"] == len(db_only), (other["visibility"], db_only)
     assert other["surfaces"]["editors"]["visible"] == len(listed), (other["surfaces"]["editors"], listed)
     # flagged archived in that DB but its file is in sessions/: the app lists it, a DB-only list does not

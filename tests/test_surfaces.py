@@ -283,6 +283,10 @@ def test_the_desktop_apps_db_says_what_its_surfaces_would_miss(tmp_path):
     assert other["visibility"]["visible_db_only"] == 2
     assert other["visibility"]["db_only_hidden_sample"] == {"stale_rollout_path": [ts[0].id],
                                                             "db_archived": [ts[1].id]}
+    # no thread_history_1.sqlite beside it: its 4 paginated threads would read 0 turns there
+    assert other["history"] == {"path": str(hb.root / "sqlite" / "thread_history_1.sqlite"), "exists": False,
+                                "paginated_without_history": 4,
+                                "paginated_without_history_sample": sorted(t.id for t in ts)}
 
 
 # --- the managed daemon ---------------------------------------------------------------------------

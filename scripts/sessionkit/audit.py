@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import UserError
@@ -13,7 +15,8 @@ from .locks import CodexActivity
 from .paths import is_inside, safe_str
 from .rollout_index import RolloutFile, RolloutIndex
 from .snapshot import AuditInputs, gather  # noqa: F401  (gather: the audit's entry point, re-exported)
-from .statedb import ThreadRow, load_threads
+from .history_offsets import history_db_path, threads_with_offsets
+from .statedb import ThreadRow, load_threads, open_readonly
 from .surfaces import HIDE_REASONS, INTERACTIVE_SOURCES, Judged, cwd_folders, daemon_package, \
     db_only_ids, judge_all, line1_fields, moved_home, surface_views, tui_default_cwd, view  # noqa: F401
 # HIDE_REASONS, INTERACTIVE_SOURCES and gather are re-exported: callers imported them from here
@@ -250,7 +253,27 @@ def other_db_summary(db: StateDb, inputs: Optional[AuditInputs] = None, provider
     entry["moved_home"] = integ["moved_home"]
     entry["surfaces"] = surface_views(other, provider, tui_cwd, max_samples, judged)
     entry["visibility"] = visibility(other, provider, None, max_samples, judged)
+    entry["history"] = _history_beside(db.path, rows, max_samples)
     return entry
+
+
+def _history_beside(state_db: Path, rows: List[ThreadRow], max_samples: int) -> Dict[str, Any]:
+    """Paginated threads whose history is not in the `thread_history_1.sqlite` beside this DB: an
+    app-server on it lists them but `thread/read` shows 0 turns until one resume there (0.171)."""
+    hist = history_db_path(state_db)
+    known: set = set()
+    if hist.is_file():
+        try:
+            conn = open_readonly(hist)
+            try:
+                known = {t.lower() for t in threads_with_offsets(conn)}
+            finally:
+                conn.close()
+        except (UserError, sqlite3.DatabaseError):
+            known = set()
+    missing = sorted(r.id for r in rows if r.history_mode == "paginated" and r.id.lower() not in known)
+    return {"path": safe_str(hist), "exists": hist.is_file(), "paginated_without_history": len(missing),
+            "paginated_without_history_sample": _sample(missing, max_samples)}
 
 
 def live_session(inputs: AuditInputs) -> Optional[Dict[str, Any]]:
