@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import UserError
+from .commands import report_command
 from .home import StateDb
 from .versions import STATE_DB_NAME
 from .locks import CodexActivity
@@ -376,7 +377,7 @@ def findings(report: Dict[str, Any]) -> List[str]:
         cwd = f" and {m['cwd_rows']} session(s) recorded in folders under {m['old_user_prefix']}" \
             if m.get("cwd_rows") else ""
         out.append(f"home moved: {m['rows']} row(s) under {m['old_prefix']}{cwd}; "
-                   f"session_repair.py {m['remap_arg']}")
+                   f"preview the fix: {report_command(report, 'session_repair.py', *m['remap_arg'].split(' ', 1))}")
     pkg = report.get("daemon_package")
     if pkg and pkg.get("problem"):
         to = f"; re-point it to {pkg['repoint_to']}" if pkg.get("repoint_to") else ""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import UserError, tomlmini
+from .commands import demo_hint
 from .versions import BUILTIN_PROVIDER_IDS as BUILTIN_PROVIDERS, DEFAULT_PROVIDER, DESKTOP_DB_FOLDER, \
     LATEST, LEGACY_PROFILE_KEY_REJECTED, OLDER_DB_NAMES, STATE_DB_NAME
 
@@ -81,7 +82,7 @@ def resolve_home_dir(codex_dir: Optional[str], environ: Optional[Dict[str, str]]
     path = Path(raw).expanduser()
     if not path.exists():
         raise UserError(f"no Codex home at {path.absolute()} (pass --codex-dir or set CODEX_HOME; "
-                        f"`make demo` shows the audit on a generated sample home)")
+                        f"{demo_hint()}")
     if not path.is_dir():
         raise UserError(f"the Codex home {path.absolute()} is not a folder")
     return path.resolve()

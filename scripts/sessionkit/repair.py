@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import UserError
-from .artifacts import durable, fault_point
 from .audit import classify_orphan
 from .locks import explain_live
 from .snapshot import AuditInputs
@@ -20,8 +20,9 @@ from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolu
                     resolves_inside, safe_str)
 from .rollout_index import RolloutFile, not_unicode, unusable_reason
 from .rollout_scan import Unimportable, row_from_rollout
-from .statedb import ThreadRow, open_readonly, open_readwrite, thread_columns, transaction, unbindable
-from .writerun import write_run
+from .ops import Line1Rewrite, Mkdir, Move, OffsetShift, Op, RowInsert, RowUpdate, SymlinkRepoint
+from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
+from .writerun import execute
 
 Remap = Tuple[str, str]
 
@@ -53,6 +54,7 @@ class RepairPlan:
     fix_paths: bool = True
     unarchive: bool = True
     archived_before: int = 0
+    remaps: List[Remap] = field(default_factory=list)  # applied to line 1 and symlinks too
 
 
 def parse_remaps(values: Sequence[str]) -> List[Remap]:
@@ -142,6 +144,7 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = T
     wanted = {t.lower() for t in thread_ids}
     live = {t.lower() for t in inputs.activity.live_threads}
     remaps = list(remaps)
+    plan.remaps = remaps
     taken: Dict[str, str] = {}  # destination path -> thread
     for row in sorted(inputs.rows, key=lambda r: r.id):
         if wanted and row.id.lower() not in wanted:
@@ -288,46 +291,132 @@ def _manifest(plan: RepairPlan, ts: str) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+def repair_ops(db: Path, plan: RepairPlan, cols: Sequence[str], now: float) -> List[Op]:
+    """The plan as typed operations: folders and moves, then row updates and inserts (only the
+    columns this DB has)."""
+    ops: List[Op] = []
+    made: set = set()
+    for m in plan.moves:
+        missing = []
+        parent = m.dst.parent
+        while not parent.exists() and str(parent) not in made and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        for d in reversed(missing):
+            made.add(str(d))
+            ops.append(Mkdir(str(d)))
+        ops.append(Move(m.thread_id, str(m.src), str(m.dst), None if m.keep_mtime else int(now * 1e9)))
+    keep = set(cols)
+    for r in plan.rows:
+        new, old = _only(r.new, keep), _only(r.old, keep)
+        if new:
+            ops.append(RowUpdate(str(db), "threads", {"id": r.thread_id}, old, new, r.thread_id))
+    for ins in plan.inserts:
+        row = _only(ins, keep)
+        ops.append(RowInsert(str(db), "threads", row, {"id": ins["id"]}, ins["id"]))
+    return ops
+
+
 def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
                  now: Optional[float] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """Moves first (each journaled before it happens), then every row change in one transaction."""
+    """Run the plan's ops through the one executor: moves first, then every row change in one
+    transaction; a thread whose move cannot happen keeps its row too."""
     home = inputs.home
-    root = home.root
-    for m in plan.moves:  # the plan's own promise, checked once more right before writing
-        if not (resolves_inside(m.src, root) and _sane_target(m.dst, root)):
-            raise UserError(f"refusing to move {m.src} -> {m.dst}: outside the Codex home")
     ts = datetime.now().isoformat(timespec="seconds")
-    changes = len(plan.moves) + len(plan.rows) + len(plan.inserts)
-    with write_run(home, "session_repair", changes, _manifest(plan, ts), force) as w:
-        stamp = time.time() if now is None else now
-        moves = [_move_record(m, stamp) for m in plan.moves]
-        w.journal.write({"op": "move", "moves": moves})
-        progress = progress or Progress(None)
-        progress.phase("moving files")
-        for n, rec in enumerate(moves, 1):
-            _move(rec)
-            fault_point("file moved")
-            progress.tick("moving files", n, len(moves))
-        progress.done()
-        durable()
-        cols = set(thread_columns_of(home.state_db.path))
-        w.journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
-            {"id": r.thread_id, "old": _only(r.old, cols), "new": _only(r.new, cols)} for r in plan.rows]})
-        inserts = [_only(i, cols) for i in plan.inserts]
-        w.journal.write({"op": "insert", "db": str(home.state_db.path), "rows": inserts})
-        updated, inserted = _write_rows(home.state_db.path, plan.rows, inserts, cols)
-        w.journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated, "inserted": inserted})
-    return {"run_dir": str(w.run.path), "db_backup": str(w.backups[home.state_db.path.name]),
-            "manifest_csv": str(w.manifest), "journal": str(w.run.journal_path), "moved": len(plan.moves),
-            "path_moves_applied": sum(1 for m in plan.moves if m.why == "fix path"),
-            "unarchived_rows": sum(1 for r in plan.rows if "unarchive" in r.why),
+    stamp = time.time() if now is None else now
+    ops = remap_ops(inputs, plan) + repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
+    r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
+    plan.skipped.extend(r.skipped)
+    done = {t for t, _ in r.skipped}
+    return {"run_dir": str(r.run_dir), "db_backup": str(r.backups.get(str(home.state_db.path), "")) or None,
+            "manifest_csv": str(r.manifest), "journal": str(r.journal), "moved": r.applied["move"],
+            "path_moves_applied": sum(1 for m in plan.moves if m.why == "fix path" and m.thread_id not in done),
+            "unarchived_rows": sum(1 for x in plan.rows if "unarchive" in x.why and x.thread_id not in done),
             "archived_after": archived_count(home.state_db.path),
-            "updated_rows": updated, "inserted_rows": inserted,
-            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(root)} --manifest {w.manifest} --apply"}
+            "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
+            "line1_rewritten": r.applied["line1"], "symlinks_repointed": r.applied["symlink"],
+            "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
+            "rollback": r.rollback_command(home)}
+
+
+def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
+    """With --remap-prefix: each remapped thread's line 1 (`cwd`, and 0.171's
+    `runtime_workspace_roots`), since Codex re-reads line 1 and writes a DB-only cwd back; and the
+    home's symlinks into the old home (packages/*/current, without which 0.171 does not start).
+    Line 1 is rewritten where the file lies before any move (ops run in order)."""
+    if not plan.remaps:
+        return []
+    from .history_offsets import history_db_path, read_offsets, threads_with_offsets
+    root = inputs.home.root
+    ops: List[Op] = []
+    moved = {m.thread_id: m.src for m in plan.moves}
+    parents = {m.forked_from_id.lower() for rf in inputs.index.files
+               for m in [inputs.meta_for(rf)] if m.forked_from_id}
+    hist = history_db_path(inputs.home.state_db.path)
+    hconn = open_readonly(hist) if hist.is_file() else None
+    try:
+        with_offsets = threads_with_offsets(hconn) if hconn is not None else set()
+        for r in plan.rows:
+            if "cwd" not in r.new:
+                continue
+            tid = r.thread_id
+            path = moved.get(tid)
+            if path is None:
+                cands = inputs.index.by_thread.get(tid.lower(), [])
+                if len(cands) != 1:
+                    continue
+                path = cands[0].path
+            payload = _line1_payload(path)
+            if payload is None:
+                continue
+            new: Dict[str, Any] = {}
+            if isinstance(payload.get("cwd"), str) and _remap(payload["cwd"], plan.remaps) != payload["cwd"]:
+                new["cwd"] = _remap(payload["cwd"], plan.remaps)
+            roots = payload.get("runtime_workspace_roots")
+            if isinstance(roots, list) and all(isinstance(x, str) for x in roots):
+                remapped = [_remap(x, plan.remaps) for x in roots]
+                if remapped != roots:
+                    new["runtime_workspace_roots"] = remapped
+            if not new:
+                continue
+            grows = len(json.dumps(new, ensure_ascii=False)) > len(json.dumps(
+                {k: payload[k] for k in new}, ensure_ascii=False))
+            if grows and tid.lower() in parents:
+                plan.skipped.append((tid, "line 1's cwd left as is: it grows and a fork records byte "
+                                          "offsets into this rollout (the row's cwd is still remapped)"))
+                continue
+            rw = Line1Rewrite(tid, str(path), new)
+            ops.append(rw)
+            if hconn is not None and tid in with_offsets:
+                ops.append(OffsetShift.following(str(hist), rw, read_offsets(hconn, tid)))
+    finally:
+        if hconn is not None:
+            hconn.close()
+    pkgs = root / "packages"
+    for name in sorted(os.listdir(str(pkgs))) if pkgs.is_dir() and not pkgs.is_symlink() else []:
+        link = pkgs / name / "current"  # a broken link (into the old home) is the case to fix
+        if not link.is_symlink():
+            continue
+        target = os.readlink(str(link))
+        new_target = _remap(target, plan.remaps)
+        if new_target != target and os.path.exists(new_target if os.path.isabs(new_target)
+                                                   else str(link.parent / new_target)):
+            ops.append(SymlinkRepoint(str(link), target, new_target))
+    return ops
+
+
+def _line1_payload(path: Path) -> Optional[Dict[str, Any]]:
+    from .line1 import read_line1
+    line, _err = read_line1(path)
+    try:
+        payload = json.loads(line)["payload"] if line else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def thread_columns_of(db: Path) -> List[str]:
-    conn = open_readwrite(db)
+    conn = open_readonly(db)
     try:
         return thread_columns(conn, db)
     finally:
@@ -336,47 +425,6 @@ def thread_columns_of(db: Path) -> List[str]:
 
 def _only(values: Dict[str, Any], cols: set) -> Dict[str, Any]:
     return {k: v for k, v in values.items() if k in cols}
-
-
-def _move_record(m: MovePlan, now: float) -> Dict[str, Any]:
-    st = os.stat(str(m.src))
-    created = []
-    parent = m.dst.parent
-    while not parent.exists():
-        created.append(str(parent))
-        parent = parent.parent
-    return {"thread_id": m.thread_id, "src": str(m.src), "dst": str(m.dst), "mtime_ns": st.st_mtime_ns,
-            "new_mtime_ns": st.st_mtime_ns if m.keep_mtime else int(now * 1e9),
-            "made_dirs": list(reversed(created))}
-
-
-def _move(rec: Dict[str, Any]) -> None:
-    """One rename inside the home; never over an existing file."""
-    for d in rec["made_dirs"]:
-        os.makedirs(d, exist_ok=True)
-    if os.path.exists(rec["dst"]):
-        raise UserError(f"{rec['dst']} appeared while repairing")
-    os.rename(rec["src"], rec["dst"])
-    mtime = int(rec["new_mtime_ns"])
-    os.utime(rec["dst"], ns=(mtime, mtime))
-
-
-def _write_rows(db: Path, rows: List[RowChange], inserts: List[Dict[str, Any]], cols: set) -> Tuple[int, int]:
-    updated = inserted = 0
-    with transaction(db) as conn:
-        for r in rows:
-            new, old = _only(r.new, cols), _only(r.old, cols)
-            if not new:
-                continue
-            sets = ", ".join(f'"{c}"=?' for c in new)
-            conds = " AND ".join(f'"{c}" IS ?' for c in old)
-            updated += conn.execute(f"UPDATE threads SET {sets} WHERE id=? AND {conds}",
-                                    list(new.values()) + [r.thread_id] + list(old.values())).rowcount
-        for ins in inserts:
-            names = ", ".join(f'"{c}"' for c in ins)
-            inserted += conn.execute(f"INSERT OR IGNORE INTO threads ({names}) VALUES "
-                                     f"({', '.join('?' * len(ins))})", list(ins.values())).rowcount
-    return updated, inserted
 
 
 def archived_count(db: Path) -> int:

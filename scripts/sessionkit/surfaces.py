@@ -18,7 +18,7 @@ HIDE_REASONS = ("archived", "missing_rollout_file", "line1_unreadable", "only_se
                 "other_provider", "non_interactive_source", "cwd", "cwd_folder_gone")
 # ... and the TUI picker (reads rows)
 TUI_REASONS = ("rollout_not_indexed", "archived", "non_interactive_source", "empty_preview",
-               "stale_rollout_path", "line1_unreadable", "cwd", "cwd_folder_gone")
+               "missing_rollout_file", "stale_rollout_path", "line1_unreadable", "cwd", "cwd_folder_gone")
 
 
 class Judged:
@@ -79,7 +79,7 @@ def judge_rows(inputs: AuditInputs) -> List[Judged]:
         elif rf is None:
             rf = _same_place_in_this_home(inputs, r.rollout_path, root)
             if rf is None and not _is_file(r.rollout_path):
-                base = "stale_rollout_path"
+                base = "stale_rollout_path" if inputs.files_for(r.id) else "missing_rollout_file"
         if base is None and rf is not None and inputs.meta_for(rf).error is not None:
             base = "line1_unreadable"
         out.append(Judged(r.id, base, None, r.source_kind, r.cwd))
