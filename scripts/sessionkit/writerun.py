@@ -134,10 +134,11 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             records = []
             for db in touched:
                 assert db is not None
-                dest, n = run.path / f"{Path(db).name}.pre_{kind}.bak", 0
-                while dest.exists():  # two DBs of one name (the desktop app's <home>/sqlite/ copy)
+                dest = run.path / f"{Path(db).name}.pre_{kind}.bak"
+                n = 1
+                while os.path.lexists(str(dest)):  # two DBs of one name (<home>/ and <home>/sqlite/)
                     n += 1
-                    dest = run.path / f"{Path(db).name}.pre_{kind}_{n}.bak"
+                    dest = run.path / f"{Path(db).name}.{n}.pre_{kind}.bak"
                 b = backup_db(Path(db), dest)
                 result.backups[db] = b
                 records.append({"op": "backup", "db": db, "backup": str(b)})
