@@ -112,8 +112,9 @@ def test_story_moved_user_folder_with_the_daemon_package(world, codex_version):
             tui.wait_for(lambda s: not tui.alive(), 60, "codex to exit")
             assert "daemon executable not found" in " ".join(tui.screen(joined=True).split())
 
-    # the remap the audit is to print (test_story_moved_user_folder_audit_prints_the_user_remap)
-    arg = f"{moved['old_user']}={moved['new_user']}"
+    remap = world.audit()["integrity"]["moved_home"]["remap_arg"]  # the one remap the audit prints
+    assert remap == f"--remap-prefix {moved['old_user']}={moved['new_user']}"  # the user folder
+    arg = remap.split(" ", 1)[1]
     plan = json.loads(_ok(world.script("session_repair.py", "--remap-prefix", arg, "--json")).stdout)
     # each rollout: line 1, and the cwd of its turn_context, world_state and thread_settings_applied
     assert (plan["remap_rows"], plan["planned_rollout_rewrites"]) == (3, 3)
@@ -152,15 +153,6 @@ def test_story_moved_user_folder_with_the_daemon_package(world, codex_version):
         assert first == str(old_proj)
         # ... except the turn the user added after the repair, kept as it was written
         assert (last, n) == ((str(proj), 2) if tid == ids[0] else (str(old_proj), 1))
-
-
-@pytest.mark.xfail(strict=True, reason="surfaces branch: the audit names the .codex folder, not the old user "
-                                       "folder that the sessions' cwd lie under too")
-def test_story_moved_user_folder_audit_prints_the_user_remap(world):
-    world.make_threads(2, cwd=world.user_project("proj"), prompt="work")
-    moved = world.move_user_folder("newuser")
-    remap = world.audit()["integrity"]["moved_home"]["remap_arg"]
-    assert remap == f"--remap-prefix {moved['old_user']}={moved['new_user']}"
 
 
 # ---------------------------------------------------------------- (c) archive, repair, continue, roll back
@@ -209,38 +201,27 @@ def _daemon_left_running(world):
     return ids
 
 
-def test_story_daemon_left_running_skips_its_thread_and_stop_lets_the_run_proceed(world):
+def test_story_daemon_left_running_is_named_and_stopping_it_is_enough(world):
+    """The TUI's daemon holds the resumed thread's writer lock: the dry-run skips that thread and
+    says why; --apply refuses and names the daemon with its stop command; after
+    `codex app-server daemon stop` the run proceeds although the pid-update-loop still runs."""
     ids = _daemon_left_running(world)
     dry = json.loads(_ok(world.script("provider_migrate.py", "--json"), (1,)).stdout)
     skipped = {s["thread_id"]: s["reason"] for s in dry["skipped_sample"]}
     assert list(skipped) == [ids[0]] and "live thread" in skipped[ids[0]]
+    assert "codex app-server daemon stop" in skipped[ids[0]]
     assert dry["candidates"] == 1
     refused = world.script("provider_migrate.py", "--apply")
-    assert refused.returncode == 2 and "running" in refused.stderr
+    assert refused.returncode == 2 and "daemon" in refused.stderr
+    assert "codex app-server daemon stop" in refused.stderr
     assert {r[3] for r in _rows(world).values()} == {"mockA"}  # nothing changed
-    world.stop_home_processes()  # `codex app-server daemon stop`, then the update loop ends too
-    _ok(world.script("provider_migrate.py", "--apply", "--json"))
+    assert json.loads(_ok(world.stop_daemon()).stdout)["status"] == "stopped"
+    assert [p.kind for p in world.home_processes()] == ["pid-update-loop"]
+    _ok(world.script("provider_migrate.py", "--apply", "--json"))  # the loop writes no sessions
     assert {r[3] for r in _rows(world).values()} == {"mockB"}
+    world.stop_home_processes()
     s = world.surfaces(world.project())
     assert s.shown_everywhere(ids) == NONE_MISSING
-
-
-@pytest.mark.xfail(strict=True, reason="surfaces branch (locks.py): the refusal and the dry-run's skip reason "
-                                       "do not yet name the managed daemon and `codex app-server daemon stop`, "
-                                       "and the pid-update-loop's arg0 lock still refuses the run")
-def test_story_daemon_left_running_is_named_and_stopping_it_is_enough(world):
-    ids = _daemon_left_running(world)
-    dry = json.loads(world.script("provider_migrate.py", "--json").stdout)
-    reason = {s["thread_id"]: s["reason"] for s in dry["skipped_sample"]}[ids[0]]
-    refused = world.script("provider_migrate.py", "--apply")
-    stopped = world.script("provider_migrate.py", "--apply")
-    if "managed-daemon" in {p.kind for p in world.home_processes()}:
-        assert json.loads(_ok(world.stop_daemon()).stdout)["status"] == "stopped"
-        stopped = world.script("provider_migrate.py", "--apply", "--json")  # the loop still runs
-    world.stop_home_processes()
-    assert "codex app-server daemon stop" in reason
-    assert "daemon" in refused.stderr and "codex app-server daemon stop" in refused.stderr
-    assert stopped.returncode == 0, stopped.stderr
 
 
 # ---------------------------------------------------------------- (e) two state DBs
