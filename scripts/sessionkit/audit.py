@@ -15,6 +15,7 @@ from .paths import home_prefix_counts, is_inside, resolves_inside, safe_str
 from .progress import Progress
 from .rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta
 from .statedb import ThreadRow, load_threads
+from . import history_check
 
 INTERACTIVE_SOURCES = ("cli", "vscode")
 ACTIVE_WINDOW_S = 300  # an unindexed rollout written this recently may still be in use
@@ -354,7 +355,8 @@ def build_report(inputs: AuditInputs, provider: Optional[str] = None, cwd: Optio
         "live_current_session": live_session(inputs),
         "counts": counts(inputs.rows, inputs.index),
         "distribution": distributions(inputs.rows, max(max_samples, 10)),
-        "integrity": integrity(inputs, max_samples),
+        "integrity": {**integrity(inputs, max_samples),
+                      **history_check.integrity_report(history_check.check_history(inputs), max_samples)},
         "visibility": visibility(inputs, current, cwd, max_samples),
         "orphans": orphans(inputs, max_samples),
     }
@@ -388,6 +390,7 @@ def findings(report: Dict[str, Any]) -> List[str]:
         n = integ[f"{key}_count"]
         if n:
             out.append(f"{n} {label}")
+    out += history_check.history_findings(integ)
     if integ.get("moved_home"):
         m = integ["moved_home"]
         out.append(f"home moved: {m['rows']} row(s) under {m['old_prefix']}; "

@@ -1,0 +1,319 @@
+"""Is a paginated thread's stored history (`thread_history_1.sqlite`) whole? Codex reads it from
+there only and never repairs it on read; checked cheaply from the cursor, the last turn and the file size."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .history_offsets import history_db_path
+from .paths import safe_str
+from .rollout_index import ROLLOUT_NAME, RolloutFile
+from .statedb import open_readonly
+
+HISTORY_TABLES = ("thread_turns", "thread_items", "thread_realtime_items", "thread_history_projection_state")
+SESSION_INDEX = "session_index.jsonl"
+TAIL_LIMIT = 4 * 1024 * 1024  # a gap is scanned only up to its first turn, and never past this much
+
+# kind -> what a user sees (the order is the order of the report)
+KINDS = {
+    "turns_missing_before_cursor": "shows only its start: turns before the cursor have no rows",
+    "rows_missing_cursor_kept": "shows no turns: its rows are gone but the cursor is kept",
+    "projection_ahead": "history ahead of a shorter rollout (an older copy restored): ghost turns, new turns never shown",
+    "cursor_past_eof": "cursor past the end of the file: lines appended later are dropped",
+    "cursor_off_line": "cursor inside a line of a file that changed under it: new turns are misread",
+    "cursor_missing": "turn rows without a cursor",
+    "not_built": "no history rows yet: reads show 0 turns until the thread is opened once",
+}
+RESET_KINDS = tuple(k for k in KINDS if k != "not_built")  # what deleting the rows fixes
+_TURN_STARTS = (b'"type":"task_started"', b'"type":"turn_started"')
+
+
+class TurnStats:
+    """Per history key, from one GROUP BY over thread_turns. Slotted: one per paginated thread."""
+
+    __slots__ = ("count", "max_start", "max_end", "with_user_item")
+
+    def __init__(self, count: int, max_start: int, max_end: int, with_user_item: int) -> None:
+        self.count = count
+        self.max_start = max_start  # -1: none recorded
+        self.max_end = max_end
+        self.with_user_item = with_user_item  # turns that name a first user item
+
+
+@dataclass
+class HistoryRows:
+    """The history DB read once: a dict per table, by history key."""
+
+    path: Path
+    exists: bool
+    cursors: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # key -> (next offset, next ordinal)
+    turns: Dict[str, TurnStats] = field(default_factory=dict)
+    turns_with_items: Dict[str, int] = field(default_factory=dict)
+    error: Optional[str] = None
+
+
+@dataclass
+class Finding:
+    thread_id: str
+    key: str  # the history key: the thread id, or the `_<rollout-uuid>` of a reverted thread's newer file
+    kind: str
+    rollout: str
+    segment: bool = False  # an older segment of a reverted thread (not the file the row points at)
+
+    def as_dict(self) -> Dict[str, Any]:
+        out = {"thread_id": self.thread_id, "kind": self.kind, "key": self.key, "rollout": safe_str(self.rollout)}
+        if self.segment:
+            out["older_segment"] = True
+        return out
+
+
+@dataclass
+class HistoryCheck:
+    findings: List[Finding] = field(default_factory=list)
+    checked: int = 0
+    skipped_live: List[str] = field(default_factory=list)
+    names_lost: Dict[str, str] = field(default_factory=dict)  # thread id -> name in session_index.jsonl
+    history_db: Optional[str] = None
+    history_db_exists: bool = False
+    error: Optional[str] = None
+
+    def by_kind(self) -> Dict[str, int]:
+        out = {k: 0 for k in KINDS}
+        for f in self.findings:
+            out[f.kind] += 1
+        return out
+
+
+def history_key(rollout_name: str, thread_id: str) -> str:
+    """Rows are keyed by thread id, or by the rollout uuid of a reverted thread's newer file."""
+    m = ROLLOUT_NAME.match(rollout_name)
+    return m.group("rollout").lower() if m and m.group("rollout") else thread_id
+
+
+def read_history_rows(db: Path) -> HistoryRows:
+    """One query per table, each a dict by key (never a query per thread)."""
+    out = HistoryRows(path=db, exists=db.is_file())
+    if not out.exists:
+        return out
+    try:
+        conn = open_readonly(db)
+    except Exception as exc:  # noqa: BLE001 - reported, never the end of the audit
+        out.error = str(exc)
+        return out
+    try:
+        for key, off, ordinal in conn.execute(
+                "SELECT thread_id, next_rollout_byte_offset, next_rollout_ordinal FROM thread_history_projection_state"):
+            out.cursors[str(key).lower()] = (int(off if off is not None else -1), int(ordinal if ordinal is not None else -1))
+        for key, n, s, e, u in conn.execute(
+                "SELECT thread_id, count(*), max(rollout_byte_offset), max(rollout_end_byte_offset), "
+                "count(first_user_item_id) FROM thread_turns GROUP BY thread_id"):
+            out.turns[str(key).lower()] = TurnStats(int(n), -1 if s is None else int(s), -1 if e is None else int(e), int(u))
+        for key, n in conn.execute("SELECT thread_id, count(DISTINCT turn_id) FROM thread_items GROUP BY thread_id"):
+            out.turns_with_items[str(key).lower()] = int(n)
+    except sqlite3.DatabaseError as exc:
+        out.error = f"{db}: {exc}"
+    finally:
+        conn.close()
+    return out
+
+
+def _is_turn_start(line: bytes) -> bool:
+    if not any(m in line for m in _TURN_STARTS):
+        return False
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return False
+    p = obj.get("payload") if isinstance(obj, dict) else None
+    return obj.get("type") == "event_msg" and isinstance(p, dict) and p.get("type") in ("task_started", "turn_started")
+
+
+def turn_between(path: str, start: int, stop: int, skip_first: bool = False) -> bool:
+    """Does a turn start in [start, stop)? Reads only up to the first one found."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            read = 0
+            first = True
+            while start + read < stop and read < TAIL_LIMIT:
+                line = fh.readline()
+                if not line:
+                    return False
+                at = start + read
+                read += len(line)
+                if first and skip_first:
+                    first = False
+                    continue
+                first = False
+                if at < stop and _is_turn_start(line):
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _byte_before(path: str, offset: int) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset - 1)
+            return fh.read(1)
+    except (OSError, ValueError):
+        return None
+
+
+def classify(path: str, size: int, cursor: Optional[Tuple[int, int]], turns: Optional[TurnStats],
+             turns_with_items: int) -> Optional[str]:
+    """The kind of damage, or None when the rows can stand for the file. Reads at most the gap
+    between the last turn and the cursor (up to its first turn), or one byte before the cursor."""
+    max_end = turns.max_end if turns else -1
+    max_start = turns.max_start if turns else -1
+    if turns and max(max_end, max_start) > size:
+        return "projection_ahead"
+    if cursor is None:
+        if turns:
+            return "cursor_missing"
+        return "not_built" if turn_between(path, 0, size) else None
+    offset = cursor[0]
+    if offset > size:
+        return "cursor_past_eof"
+    if 0 < offset < size and _byte_before(path, offset) != b"\n":
+        return "cursor_off_line"
+    if turns is None or turns.count == 0:
+        return "rows_missing_cursor_kept" if offset > 0 and turn_between(path, 0, offset) else None
+    if turns_with_items < turns.with_user_item:
+        return "rows_missing_cursor_kept"
+    gap = max(max_end, max_start)
+    if gap < offset and turn_between(path, gap, offset, skip_first=max_start >= max_end):
+        return "turns_missing_before_cursor"
+    return None
+
+
+def _size(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+def check_history(inputs: Any) -> HistoryCheck:
+    """Every paginated thread whose row points at an indexed rollout (and every older segment of a
+    reverted one), checked against its rows; live threads are left out. `inputs` is the audit's AuditInputs."""
+    home = inputs.home
+    result = HistoryCheck()
+    db = history_db_path(home.state_db.path)
+    result.history_db = str(db)
+    rows = read_history_rows(db)
+    result.error = rows.error
+    result.history_db_exists = rows.exists
+    if not rows.exists or rows.error:
+        result.names_lost = names_lost(home, inputs.rows)
+        return result  # nothing to compare with: Codex has not written paginated history in this home
+    live = {t.lower() for t in inputs.activity.live_threads}
+    own = (inputs.activity.agent_thread_id or "").lower()
+    for row in sorted(inputs.rows, key=lambda r: r.id):
+        if row.history_mode != "paginated":
+            continue
+        rf: Optional[RolloutFile] = inputs.index.by_path.get(row.rollout_path)
+        tid = row.id.lower()
+        if rf is None or rf.compressed or rf.thread_id != tid:
+            continue  # a stale path or another file: the path repair comes first
+        if tid in live or tid == own:
+            result.skipped_live.append(row.id)
+            continue
+        files = [rf]
+        if "_" in rf.name:  # a reverted thread: its older files keep their own rows
+            files += [f for f in inputs.index.by_thread.get(tid, []) if f.key != rf.key and not f.compressed]
+        for n, f in enumerate(files):
+            size = _size(f.key)
+            if size is None:
+                continue
+            key = history_key(f.name, tid)
+            result.checked += n == 0
+            kind = classify(f.key, size, rows.cursors.get(key), rows.turns.get(key), rows.turns_with_items.get(key, 0))
+            if kind:
+                result.findings.append(Finding(row.id, key, kind, f.key, segment=n > 0))
+    result.names_lost = names_lost(home, inputs.rows)
+    return result
+
+
+def names_from_session_index(home: Any) -> Dict[str, str]:
+    """The latest name `thread/name/set` recorded per thread id (lower case) in session_index.jsonl;
+    a thread whose latest entry is empty has no name. Unreadable lines are skipped."""
+    root = Path(home) if isinstance(home, (str, os.PathLike)) else home.root
+    out: Dict[str, str] = {}
+    try:
+        fh = open(root / SESSION_INDEX, "rb")
+    except OSError:
+        return out
+    with fh:
+        for raw in fh:
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
+                continue
+            name = rec.get("thread_name")
+            out[rec["id"].lower()] = name if isinstance(name, str) else ""
+    return {k: v for k, v in out.items() if v.strip()}
+
+
+def named_threads(state_db: Path) -> Optional[Dict[str, str]]:
+    """thread id (lower case) -> its `threads.name`, for rows that have one; None when the schema has no name column."""
+    conn = open_readonly(state_db)
+    try:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(threads)")}
+        if "name" not in cols:
+            return None
+        return {str(t).lower(): str(n) for t, n in conn.execute(
+            "SELECT id, name FROM threads WHERE name IS NOT NULL AND name <> ''")}
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        conn.close()
+
+
+def names_lost(home: Any, rows: List[Any]) -> Dict[str, str]:
+    """Rows with no name whose thread session_index.jsonl names: the name a re-created row lost."""
+    recorded = names_from_session_index(home)
+    if not recorded:
+        return {}
+    named = named_threads(home.state_db.path)
+    if named is None:
+        return {}
+    return {r.id: recorded[r.id.lower()] for r in sorted(rows, key=lambda r: r.id)
+            if r.id.lower() in recorded and r.id.lower() not in named}
+
+
+def integrity_report(check: HistoryCheck, max_samples: int) -> Dict[str, Any]:
+    """The audit's `integrity` keys for history and names."""
+    return {
+        "history_incomplete_count": len(check.findings),
+        "history_incomplete_by_kind": check.by_kind(),
+        "history_incomplete_sample": [f.as_dict() for f in check.findings[:max_samples]],
+        "history_checked": check.checked,
+        "history_skipped_live": len(check.skipped_live),
+        "history_db_exists": check.history_db_exists,
+        "history_db_error": check.error,
+        "names_lost_count": len(check.names_lost),
+        "names_lost_sample": [{"thread_id": t, "name": safe_str(n)} for t, n in list(check.names_lost.items())[:max_samples]],
+    }
+
+
+def history_findings(integrity: Dict[str, Any]) -> List[str]:
+    """Finding lines for the audit, one per kind present."""
+    out: List[str] = []
+    for kind, n in (integrity.get("history_incomplete_by_kind") or {}).items():
+        if n:
+            out.append(f"{n} paginated thread(s) with incomplete history ({kind}): {KINDS[kind]}; "
+                       f"session_repair.py --apply --rebuild-history")
+    if integrity.get("history_db_error"):
+        out.append(f"the history DB could not be read: {integrity['history_db_error']}")
+    if integrity.get("names_lost_count"):
+        out.append(f"{integrity['names_lost_count']} thread(s) lost their name (session_index.jsonl has one, "
+                   f"the row none): session_repair.py --apply")
+    return out

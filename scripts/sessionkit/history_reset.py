@@ -1,0 +1,83 @@
+"""Plan the history repair: which threads' stored history to reset (its rows in the four history
+tables, for its active rollout's key), which to have Codex rebuild, and which names to restore."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Sequence, Tuple
+
+from .history_check import RESET_KINDS, Finding, HistoryCheck
+from .paths import safe_str
+
+
+@dataclass
+class HistoryPlan:
+    resets: List[Finding] = field(default_factory=list)  # rows to delete, by history key
+    rebuild: List[str] = field(default_factory=list)  # thread ids Codex resumes once (resets and not-built)
+    names: List[Tuple[str, str]] = field(default_factory=list)  # (thread id, name) for rows that have none
+    forks: Dict[str, List[str]] = field(default_factory=dict)  # thread id -> forks that read its rows
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    enabled: bool = True
+
+
+def _forks_by_parent(inputs: Any) -> Dict[str, List[str]]:
+    """Forks read their parent's rows up to `history_base`: they come back when the parent does."""
+    out: Dict[str, List[str]] = {}
+    for rf in inputs.index.files:
+        meta = inputs.metas.get(rf.key)
+        parent = getattr(meta, "forked_from_id", None)
+        if parent:
+            out.setdefault(parent.lower(), []).append(rf.thread_id)
+    return out
+
+
+def plan_history(inputs: Any, check: HistoryCheck, enabled: bool = True,
+                 thread_ids: Sequence[str] = ()) -> HistoryPlan:
+    """Resets for every damaged active key of a thread no Codex holds; older segments of reverted
+    threads are reported, not reset (Codex rebuilds them only when that segment is resumed)."""
+    plan = HistoryPlan(enabled=enabled)
+    wanted = {t.lower() for t in thread_ids}
+    forks = _forks_by_parent(inputs)
+    seen = set()
+    for f in check.findings:
+        tid = f.thread_id.lower()
+        if wanted and tid not in wanted:
+            continue
+        if not enabled:
+            continue
+        if f.segment:
+            plan.skipped.append((f.thread_id, f"older segment {safe_str(f.rollout)} of a reverted thread has "
+                                 f"incomplete history ({f.kind}): Codex rebuilds it only when that segment "
+                                 f"is resumed, which no app-server call can ask for; left as is"))
+            continue
+        if f.kind in RESET_KINDS:
+            plan.resets.append(f)
+        if tid not in seen:
+            seen.add(tid)
+            plan.rebuild.append(f.thread_id)
+            if forks.get(tid):
+                plan.forks[f.thread_id] = sorted(forks[tid])
+    for tid in check.skipped_live:
+        if wanted and tid.lower() not in wanted:
+            continue
+        plan.skipped.append((tid, "live thread (its writer lock is held): history not checked or reset"))
+    for tid, name in check.names_lost.items():
+        if not wanted or tid.lower() in wanted:
+            plan.names.append((tid, name))
+    return plan
+
+
+def history_plan_report(plan: HistoryPlan, sample: int, rebuild: bool) -> Dict[str, Any]:
+    """The repair report's history fields; says how each reset thread comes back."""
+    return {
+        "history_fix_enabled": plan.enabled,
+        "planned_history_resets": len(plan.resets),
+        "planned_history_rebuilds": len(plan.rebuild) if rebuild else 0,
+        "history_resets_sample": [f.as_dict() for f in plan.resets[:sample]],
+        "history_forks_come_back_with_parent": {k: v for k, v in list(plan.forks.items())[:sample]},
+        "history_skipped": [{"thread_id": t, "reason": r} for t, r in plan.skipped[:sample]],
+        "planned_name_restores": len(plan.names),
+        "name_restores_sample": [{"thread_id": t, "name": safe_str(n)} for t, n in plan.names[:sample]],
+        "history_comes_back": ("rebuilt now by your Codex (thread/resume, excludeTurns)" if rebuild else
+                               "the first time each thread is opened (resumed) in Codex; until then it reads "
+                               "0 turns. --rebuild-history rebuilds them all now") if plan.rebuild else None,
+    }
