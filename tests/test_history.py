@@ -13,7 +13,7 @@ from homebuilder import HomeBuilder, compact
 from test_migrate_rollback import run
 from sessionkit import history_check
 from sessionkit.audit import build_report, gather
-from sessionkit.history_check import check_history, classify, names_from_session_index
+from sessionkit.history_check import KeyState, check_history, classify, names_from_session_index
 from sessionkit.history_reset import plan_history
 from sessionkit.home import open_home
 
@@ -282,10 +282,22 @@ def test_forks_come_back_with_their_parent(ph):
 def test_classify_on_odd_inputs_never_raises(tmp_path):
     f = tmp_path / "r.jsonl"
     f.write_bytes(b'not json\n{"type":"event_msg","payload":{"type":"task_started"}}\n')
-    assert classify(str(f), 1, (5, 1), None, 0) == "cursor_past_eof"
-    assert classify(str(f), f.stat().st_size, (f.stat().st_size, 2), None, 0) == "rows_missing_cursor_kept"
-    assert classify(str(tmp_path / "gone"), 10, None, None, 0) is None
-    assert classify(str(f), f.stat().st_size, (0, 0), None, 0) is None
+    size = f.stat().st_size
+    assert classify(str(f), 1, KeyState(cursor=5)) == "cursor_past_eof"
+    assert classify(str(f), size, KeyState(cursor=size)) == "rows_missing_cursor_kept"
+    assert classify(str(f), size, KeyState()) == "not_built"
+    assert classify(str(tmp_path / "gone"), 10, KeyState()) is None
+    assert classify(str(f), size, KeyState(cursor=0)) is None
+    assert classify(str(f), size, KeyState(cursor=size, last_ordinal=1, last_start=0, last_end=size + 1)) == "projection_ahead"
+
+
+def test_an_unreadable_history_db_is_reported_not_fatal(ph):
+    ph.add()
+    ph.hist.write_bytes(b"this is not a database" * 100)
+    check = check_history(inputs_of(ph.root))
+    assert check.findings == [] and check.checked == 0 and "thread_history_1.sqlite" in check.error
+    report = build_report(inputs_of(ph.root))
+    assert any("history DB could not be read" in f for f in report["findings"])
 
 
 # --- names ------------------------------------------------------------------------------------

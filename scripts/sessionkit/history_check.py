@@ -7,7 +7,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from .history_offsets import history_db_path
 from .paths import safe_str
@@ -32,28 +32,71 @@ RESET_KINDS = tuple(k for k in KINDS if k != "not_built")  # what deleting the r
 _TURN_STARTS = (b'"type":"task_started"', b'"type":"turn_started"')
 
 
-class TurnStats:
-    """Per history key, from one GROUP BY over thread_turns. Slotted: one per paginated thread."""
+class KeyState:
+    """What the history DB holds for one key: its cursor and its last turn. Slotted: one per thread."""
 
-    __slots__ = ("count", "max_start", "max_end", "with_user_item")
+    __slots__ = ("cursor", "last_ordinal", "last_start", "last_end", "last_user", "last_item")
 
-    def __init__(self, count: int, max_start: int, max_end: int, with_user_item: int) -> None:
-        self.count = count
-        self.max_start = max_start  # -1: none recorded
-        self.max_end = max_end
-        self.with_user_item = with_user_item  # turns that name a first user item
+    def __init__(self, cursor: int = -1, last_ordinal: int = -1, last_start: int = -1, last_end: int = -1,
+                 last_user: bool = False, last_item: int = -1) -> None:
+        self.cursor = cursor  # next_rollout_byte_offset; -1: no cursor row
+        self.last_ordinal = last_ordinal  # the last turn's rollout_ordinal; -1: no turn row
+        self.last_start = last_start
+        self.last_end = last_end  # -1: still open (or never recorded)
+        self.last_user = last_user  # the last turn names its first user item
+        self.last_item = last_item  # the highest item ordinal; -1: no item row
+
+    @property
+    def has_turns(self) -> bool:
+        return self.last_ordinal >= 0
+
+
+def _int(v: object) -> int:
+    return int(v) if isinstance(v, int) else -1
+
+
+# One pass over the cursor table; each thread's last turn and last item found by index seeks
+# (idx_thread_turns_page, idx_thread_items_page), so a home's millions of item rows are never scanned.
+_CURSORS_SQL = """
+SELECT p.thread_id, p.next_rollout_byte_offset, t.rollout_ordinal, t.rollout_byte_offset,
+       t.rollout_end_byte_offset, t.first_user_item_id IS NOT NULL,
+       (SELECT max(i.rollout_ordinal) FROM thread_items i WHERE i.thread_id = p.thread_id)
+FROM thread_history_projection_state p
+LEFT JOIN thread_turns t ON t.thread_id = p.thread_id AND t.rollout_ordinal =
+       (SELECT max(x.rollout_ordinal) FROM thread_turns x WHERE x.thread_id = p.thread_id)"""
+_KEY_SQL = """
+SELECT rollout_ordinal, rollout_byte_offset, rollout_end_byte_offset, first_user_item_id IS NOT NULL,
+       (SELECT max(rollout_ordinal) FROM thread_items WHERE thread_id = ?1)
+FROM thread_turns WHERE thread_id = ?1 ORDER BY rollout_ordinal DESC LIMIT 1"""
 
 
 @dataclass
 class HistoryRows:
-    """The history DB read once: a dict per table, by history key."""
+    """The history DB read once: every cursor with its key's last turn, in a dict by key."""
 
     path: Path
     exists: bool
-    cursors: Dict[str, Tuple[int, int]] = field(default_factory=dict)  # key -> (next offset, next ordinal)
-    turns: Dict[str, TurnStats] = field(default_factory=dict)
-    turns_with_items: Dict[str, int] = field(default_factory=dict)
+    states: Dict[str, KeyState] = field(default_factory=dict)
+    conn: Optional[sqlite3.Connection] = None  # open while checking: keys with no cursor are looked up
     error: Optional[str] = None
+
+    def state(self, key: str) -> KeyState:
+        """A key with no cursor row (rare: never built, or damaged) is looked up by itself."""
+        st = self.states.get(key)
+        if st is not None or self.conn is None:
+            return st or KeyState()
+        try:
+            row = self.conn.execute(_KEY_SQL, (key,)).fetchone()
+        except sqlite3.DatabaseError:
+            row = None
+        if row is None:
+            return KeyState()
+        return KeyState(-1, _int(row[0]), _int(row[1]), _int(row[2]), bool(row[3]), _int(row[4]))
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 @dataclass
@@ -95,29 +138,17 @@ def history_key(rollout_name: str, thread_id: str) -> str:
 
 
 def read_history_rows(db: Path) -> HistoryRows:
-    """One query per table, each a dict by key (never a query per thread)."""
+    """One query over the cursors (never a query per healthy thread); the caller closes it."""
     out = HistoryRows(path=db, exists=db.is_file())
     if not out.exists:
         return out
     try:
-        conn = open_readonly(db)
-    except Exception as exc:  # noqa: BLE001 - reported, never the end of the audit
-        out.error = str(exc)
-        return out
-    try:
-        for key, off, ordinal in conn.execute(
-                "SELECT thread_id, next_rollout_byte_offset, next_rollout_ordinal FROM thread_history_projection_state"):
-            out.cursors[str(key).lower()] = (int(off if off is not None else -1), int(ordinal if ordinal is not None else -1))
-        for key, n, s, e, u in conn.execute(
-                "SELECT thread_id, count(*), max(rollout_byte_offset), max(rollout_end_byte_offset), "
-                "count(first_user_item_id) FROM thread_turns GROUP BY thread_id"):
-            out.turns[str(key).lower()] = TurnStats(int(n), -1 if s is None else int(s), -1 if e is None else int(e), int(u))
-        for key, n in conn.execute("SELECT thread_id, count(DISTINCT turn_id) FROM thread_items GROUP BY thread_id"):
-            out.turns_with_items[str(key).lower()] = int(n)
-    except sqlite3.DatabaseError as exc:
-        out.error = f"{db}: {exc}"
-    finally:
-        conn.close()
+        out.conn = open_readonly(db)
+        for key, cur, lo, ls, le, lu, li in out.conn.execute(_CURSORS_SQL):
+            out.states[str(key).lower()] = KeyState(_int(cur), _int(lo), _int(ls), _int(le), bool(lu), _int(li))
+    except Exception as exc:  # noqa: BLE001 - an unreadable history DB is reported, never the end of the audit
+        out.error = str(exc) if str(db) in str(exc) else f"{db}: {exc}"
+        out.close()
     return out
 
 
@@ -165,29 +196,25 @@ def _byte_before(path: str, offset: int) -> Optional[bytes]:
         return None
 
 
-def classify(path: str, size: int, cursor: Optional[Tuple[int, int]], turns: Optional[TurnStats],
-             turns_with_items: int) -> Optional[str]:
+def classify(path: str, size: int, st: KeyState) -> Optional[str]:
     """The kind of damage, or None when the rows can stand for the file. Reads at most the gap
-    between the last turn and the cursor (up to its first turn), or one byte before the cursor."""
-    max_end = turns.max_end if turns else -1
-    max_start = turns.max_start if turns else -1
-    if turns and max(max_end, max_start) > size:
+    after the last turn up to the next turn start, or one byte before the cursor."""
+    if st.has_turns and max(st.last_end, st.last_start) > size:
         return "projection_ahead"
-    if cursor is None:
-        if turns:
+    if st.cursor < 0:
+        if st.has_turns:
             return "cursor_missing"
         return "not_built" if turn_between(path, 0, size) else None
-    offset = cursor[0]
-    if offset > size:
+    if st.cursor > size:
         return "cursor_past_eof"
-    if 0 < offset < size and _byte_before(path, offset) != b"\n":
+    if 0 < st.cursor < size and _byte_before(path, st.cursor) != b"\n":
         return "cursor_off_line"
-    if turns is None or turns.count == 0:
-        return "rows_missing_cursor_kept" if offset > 0 and turn_between(path, 0, offset) else None
-    if turns_with_items < turns.with_user_item:
-        return "rows_missing_cursor_kept"
-    gap = max(max_end, max_start)
-    if gap < offset and turn_between(path, gap, offset, skip_first=max_start >= max_end):
+    if not st.has_turns:
+        return "rows_missing_cursor_kept" if st.cursor > 0 and turn_between(path, 0, st.cursor) else None
+    if st.last_user and st.last_item < st.last_ordinal:
+        return "rows_missing_cursor_kept"  # the last turn's items are gone
+    gap = max(st.last_end, st.last_start)
+    if gap < st.cursor and turn_between(path, gap, st.cursor, skip_first=st.last_end < st.last_start):
         return "turns_missing_before_cursor"
     return None
 
@@ -212,6 +239,15 @@ def check_history(inputs: Any) -> HistoryCheck:
     if not rows.exists or rows.error:
         result.names_lost = names_lost(home, inputs.rows)
         return result  # nothing to compare with: Codex has not written paginated history in this home
+    try:
+        _check_rows(inputs, rows, result)
+    finally:
+        rows.close()
+    result.names_lost = names_lost(home, inputs.rows)
+    return result
+
+
+def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
     live = {t.lower() for t in inputs.activity.live_threads}
     own = (inputs.activity.agent_thread_id or "").lower()
     for row in sorted(inputs.rows, key=lambda r: r.id):
@@ -233,11 +269,9 @@ def check_history(inputs: Any) -> HistoryCheck:
                 continue
             key = history_key(f.name, tid)
             result.checked += n == 0
-            kind = classify(f.key, size, rows.cursors.get(key), rows.turns.get(key), rows.turns_with_items.get(key, 0))
+            kind = classify(f.key, size, rows.state(key))
             if kind:
                 result.findings.append(Finding(row.id, key, kind, f.key, segment=n > 0))
-    result.names_lost = names_lost(home, inputs.rows)
-    return result
 
 
 def names_from_session_index(home: Any) -> Dict[str, str]:
