@@ -19,6 +19,10 @@ from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run 
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 from sessionkit.repair import apply_repair, parse_remaps, plan_repair, plan_report  # noqa: E402
+from sessionkit.history_check import check_history  # noqa: E402
+from sessionkit.history_reset import (history_lines, history_plan_report, name_changes, plan_history,  # noqa: E402
+                                       rebuild_after)
+from sessionkit.codex_rebuild import find_codex  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -39,6 +43,11 @@ def parse_args(argv: Optional[List[str]]) -> Any:
                         "to start with NEW, e.g. after moving the home (repeatable).")
     p.add_argument("--import-orphans", action="store_true",
                    help="add DB rows for rollouts that have none (never for ACTIVE_ORPHANs).")
+    p.add_argument("--no-fix-history", action="store_true",
+                   help="leave incomplete paginated histories as they are (default: reset them).")
+    p.add_argument("--rebuild-history", action="store_true",
+                   help="after --apply, have your Codex rebuild each reset history now (thread/resume).")
+    p.add_argument("--codex-bin", metavar="PATH", help="the Codex CLI for --rebuild-history (default: codex on PATH).")
     p.add_argument("--sample", type=positive_int, default=10, metavar="N",
                    help="moves and rows shown in the plan (default: 10).")
     return p.parse_args(argv)
@@ -49,6 +58,7 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
     for k in ("path_fix_enabled", "unarchive_enabled", "archived_before", "planned_path_moves", "planned_unarchive_moves", "planned_row_updates", "planned_row_inserts",
               "unarchive_rows", "repoint_rows", "remap_rows", "skipped"):
         out.append(f"{k}: {r[k]}")
+    out += history_lines(r)
     if r["suggested_remap"]:
         out.append(f"rows point into another home: consider {r['suggested_remap']}")
     out += [f"  move {m}" for m in r["moves_sample"]]
@@ -81,16 +91,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     inputs = gather(home, progress)
     plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=not args.no_unarchive,
                        thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans)
-    report = plan_report(plan, args.sample)
-    has_work = bool(plan.moves or plan.rows or plan.inserts)
+    hplan = plan_history(inputs, check_history(inputs), not args.no_fix_history, args.thread_id)
+    codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and hplan.rebuild else None
+    report = {**plan_report(plan, args.sample), **history_plan_report(hplan, args.sample, args.rebuild_history)}
+    plan.rows += name_changes(hplan)
+    has_work = bool(plan.moves or plan.rows or plan.inserts or hplan.resets)
     result = None
     if args.apply and has_work:
         result = apply_repair(inputs, plan, args.force, progress=progress)
+    if codex is not None:
+        report["history_rebuild"] = rebuild_after(home, hplan, result, codex)
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
     else:
         print(render(str(home.root), report, result, not args.apply))
-    return EXIT_FINDINGS if plan.skipped else EXIT_CLEAN
+    failed = (report.get("history_rebuild") or {}).get("failed")
+    return EXIT_FINDINGS if plan.skipped or hplan.skipped or failed else EXIT_CLEAN
 
 
 if __name__ == "__main__":

@@ -297,14 +297,15 @@ def names_from_session_index(home: Any) -> Dict[str, str]:
 
 
 def named_threads(state_db: Path) -> Optional[Dict[str, str]]:
-    """thread id (lower case) -> its `threads.name`, for rows that have one; None when the schema has no name column."""
+    """thread id (lower case) -> its `threads.name` where not NULL (what a re-created row has); None
+    when the schema has no name column."""
     conn = open_readonly(state_db)
     try:
         cols = {r[1] for r in conn.execute("PRAGMA table_info(threads)")}
         if "name" not in cols:
             return None
         return {str(t).lower(): str(n) for t, n in conn.execute(
-            "SELECT id, name FROM threads WHERE name IS NOT NULL AND name <> ''")}
+            "SELECT id, name FROM threads WHERE name IS NOT NULL")}
     except sqlite3.DatabaseError:
         return None
     finally:

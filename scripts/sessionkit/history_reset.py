@@ -3,7 +3,7 @@ tables, for its active rollout's key), which to have Codex rebuild, and which na
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .history_check import RESET_KINDS, Finding, HistoryCheck
 from .paths import safe_str
@@ -60,8 +60,13 @@ def plan_history(inputs: Any, check: HistoryCheck, enabled: bool = True,
         if wanted and tid.lower() not in wanted:
             continue
         plan.skipped.append((tid, "live thread (its writer lock is held): history not checked or reset"))
+    live = {t.lower() for t in inputs.activity.live_threads}
     for tid, name in check.names_lost.items():
-        if not wanted or tid.lower() in wanted:
+        if wanted and tid.lower() not in wanted:
+            continue
+        if tid.lower() in live:
+            plan.skipped.append((tid, "live thread (its writer lock is held): name not restored"))
+        else:
             plan.names.append((tid, name))
     return plan
 
@@ -81,3 +86,39 @@ def history_plan_report(plan: HistoryPlan, sample: int, rebuild: bool) -> Dict[s
                                "the first time each thread is opened (resumed) in Codex; until then it reads "
                                "0 turns. --rebuild-history rebuilds them all now") if plan.rebuild else None,
     }
+
+
+def rebuild_after(home: Any, plan: HistoryPlan, result: Optional[Dict[str, Any]], codex: str) -> Dict[str, Any]:
+    """After the apply: Codex resumes each reset (or never built) thread once, except those the
+    apply skipped; the report names every thread that was not rebuilt and why."""
+    from .codex_rebuild import rebuild_histories
+    skipped = {str(s.get("thread_id")).lower() for s in (result or {}).get("skipped_at_apply") or []}
+    todo = [t for t in plan.rebuild if t.lower() not in skipped]
+    sqlite_home = home.state_db.path.parent
+    done, failed = rebuild_histories(home.root, todo, codex, None if sqlite_home == home.root else sqlite_home)
+    return {"codex_bin": safe_str(codex), "rebuilt": len(done), "rebuilt_sample": done[:10],
+            "failed": [{"thread_id": t, "reason": r} for t, r in failed]}
+
+
+def history_lines(r: Dict[str, Any]) -> List[str]:
+    """The history part of the repair's text report."""
+    out = [f"{k}: {r[k]}" for k in ("history_fix_enabled", "planned_history_resets",
+                                     "planned_history_rebuilds", "planned_name_restores")]
+    out += [f"  reset history of {f['thread_id']} ({f['kind']})" for f in r["history_resets_sample"]]
+    for parent, forks in r["history_forks_come_back_with_parent"].items():
+        out.append(f"  forks of {parent} read its history and come back with it: {', '.join(forks)}")
+    out += [f"  restore name of {n['thread_id']}: {n['name']!r}" for n in r["name_restores_sample"]]
+    out += [f"  history skipped {s['thread_id']}: {s['reason']}" for s in r["history_skipped"]]
+    if r.get("history_comes_back"):
+        out.append(f"history comes back: {r['history_comes_back']}")
+    rb = r.get("history_rebuild")
+    if rb:
+        out.append(f"history_rebuilt: {rb['rebuilt']} (by {rb['codex_bin']})")
+        out += [f"  not rebuilt {f['thread_id']}: {f['reason']}" for f in rb["failed"]]
+    return out
+
+
+def name_changes(plan: HistoryPlan) -> List[Any]:
+    """Each lost name as a row change of the repair (NULL -> the name session_index.jsonl recorded)."""
+    from .repair import RowChange
+    return [RowChange(tid, {"name": None}, {"name": name}, ["restore name"]) for tid, name in plan.names]

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import UserError
 from .artifacts import durable, fault_point
 from .audit import AuditInputs, classify_orphan
+from .history_check import names_from_session_index
 from .progress import Progress
 from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, resolves_inside, safe_str
 from .rollout_index import RolloutFile, unusable_reason
@@ -209,6 +210,7 @@ def _add_row(plan: RepairPlan, row: ThreadRow, new: Dict[str, Any], why: List[st
 def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set, now: float) -> None:
     row_ids = {r.id.lower() for r in inputs.rows}
     provider = inputs.home.config.model_provider
+    names = names_from_session_index(inputs.home)  # a re-created row keeps the thread's name
     for tid, files in sorted(inputs.index.by_thread.items()):
         if tid in row_ids or (wanted and tid not in wanted):
             continue
@@ -225,6 +227,8 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
             plan.skipped.append((tid, f"orphan not imported: {problem}"))
             continue
         plan.inserts.append(row_from_rollout(rf.path, tid, rf.archived, provider))
+        if tid in names:
+            plan.inserts[-1]["name"] = names[tid]
 
 
 def _manifest(plan: RepairPlan, ts: str) -> bytes:
