@@ -341,3 +341,124 @@ def test_audit_json_reports_history_incomplete_by_kind_and_exits_1(ph):
         [(threads[0].id, "turns_missing_before_cursor"), (threads[1].id, "rows_missing_cursor_kept")])
     text = run("session_audit.py", ph.root).stdout
     assert "incomplete history (turns_missing_before_cursor)" in text
+
+
+# --- the rebuild client and the refusals ------------------------------------------------------
+FAKE_CODEX = r'''#!/usr/bin/env python3
+import json, os, sys
+log = open(os.environ["FAKE_LOG"], "a")
+log.write(json.dumps({"argv": sys.argv[1:], "home": os.environ.get("CODEX_HOME"),
+                      "agent": os.environ.get("CODEX_THREAD_ID")}) + "\n")
+for line in sys.stdin:
+    msg = json.loads(line)
+    log.write(json.dumps(msg) + "\n"); log.flush()
+    if "id" not in msg:
+        continue
+    params = msg.get("params") or {}
+    if msg["method"] == "thread/resume" and params.get("threadId") == "refused":
+        out = {"id": msg["id"], "error": {"code": 1, "message": "no rollout found for thread id refused"}}
+    elif msg["method"] == "thread/resume" and params.get("threadId") == "dies":
+        sys.exit(3)
+    else:
+        out = {"id": msg["id"], "result": {}}
+    print(json.dumps(out), flush=True)
+'''
+
+
+@pytest.fixture
+def fake_codex(tmp_path, monkeypatch):
+    exe = tmp_path / "bin" / "codex"
+    exe.parent.mkdir()
+    exe.write_text(FAKE_CODEX)
+    exe.chmod(0o755)
+    log = tmp_path / "fake.log"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    return exe, log
+
+
+def logged(log: Path) -> List[dict]:
+    return [json.loads(x) for x in log.read_text().splitlines()]
+
+
+def test_rebuild_resumes_each_thread_once_with_exclude_turns_then_unsubscribes(tmp_path, fake_codex, monkeypatch):
+    from sessionkit.codex_rebuild import rebuild_histories
+    exe, log = fake_codex
+    home = tmp_path / ".codex"
+    home.mkdir()
+    monkeypatch.setenv("CODEX_THREAD_ID", "the-agents-own-thread")
+    done, failed = rebuild_histories(home, ["t1", "refused", "t2"], str(exe))
+    assert done == ["t1", "t2"]
+    assert failed == [("refused", "thread/resume failed: no rollout found for thread id refused; "
+                                  "its history comes back the first time it is opened")]
+    msgs = logged(log)
+    assert msgs[0] == {"argv": ["app-server"], "home": str(home), "agent": None}
+    calls = [(m["method"], m.get("params")) for m in msgs[1:] if m.get("method") != "initialize"]
+    assert calls == [("initialized", None),
+                     ("thread/resume", {"threadId": "t1", "excludeTurns": True}), ("thread/unsubscribe", {"threadId": "t1"}),
+                     ("thread/resume", {"threadId": "refused", "excludeTurns": True}),
+                     ("thread/resume", {"threadId": "t2", "excludeTurns": True}), ("thread/unsubscribe", {"threadId": "t2"})]
+
+
+def test_rebuild_reports_every_thread_left_when_codex_dies(tmp_path, fake_codex):
+    from sessionkit.codex_rebuild import rebuild_histories
+    exe, _ = fake_codex
+    home = tmp_path / ".codex"
+    home.mkdir()
+    done, failed = rebuild_histories(home, ["t1", "dies", "t3"], str(exe))
+    assert done == ["t1"] and [t for t, _ in failed] == ["dies", "t3"]
+    assert all("comes back the first time it is opened" in why for _, why in failed)
+
+
+def test_rebuild_never_resumes_a_thread_another_codex_holds(tmp_path, fake_codex):
+    from sessionkit.codex_rebuild import rebuild_histories
+    exe, log = fake_codex
+    home = tmp_path / ".codex"
+    (home / "thread-writer-locks").mkdir(parents=True)
+    held = "0195aaaa-0000-7000-8000-00000000000a"
+    fd = os.open(str(home / "thread-writer-locks" / f"{held}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        done, failed = rebuild_histories(home, [held], str(exe))
+    finally:
+        os.close(fd)
+    assert done == [] and failed[0][0] == held and "another Codex holds this thread" in failed[0][1]
+    assert not log.exists()  # no Codex was even started
+
+
+def test_rebuild_refuses_clearly_when_codex_is_missing_and_changes_nothing(ph, tmp_path):
+    from harness import snapshot
+    th = ph.add()
+    ph.delete_turns_keep_cursor(th)
+    before = snapshot(ph.root)
+    for args, env in ((["--codex-bin", str(tmp_path / "nope")], {}), ([], {"PATH": str(tmp_path)})):
+        proc = run("session_repair.py", ph.root, "--apply", "--rebuild-history", *args, env=env)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+        assert ("not an executable file" if args else "`codex` is not on PATH") in proc.stderr
+    assert snapshot(ph.root) == before
+
+
+def test_repair_dry_run_plans_resets_rebuilds_and_names_and_writes_nothing(ph):
+    from harness import snapshot
+    a, b, c, d = ph.add(), ph.add(), ph.add(), ph.add()
+    ph.keep_first_turn_only(a)
+    ph.delete_turns_keep_cursor(b)
+    for t in TABLES:
+        ph.sql(f"DELETE FROM {t} WHERE thread_id=?", (c.id,))
+    write_index(ph.root, [{"id": d.id, "thread_name": "named", "updated_at": 1}])
+    before = snapshot(ph.root)
+    proc = run("session_repair.py", ph.root, "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["planned_history_resets"] == 2 and out["planned_name_restores"] == 1
+    assert sorted((s["thread_id"], s["kind"]) for s in out["history_resets_sample"]) == sorted(
+        [(a.id, "turns_missing_before_cursor"), (b.id, "rows_missing_cursor_kept")])
+    assert "first time each thread is opened" in out["history_comes_back"]
+    assert out["planned_history_rebuilds"] == 0
+    out = json.loads(run("session_repair.py", ph.root, "--json", "--rebuild-history").stdout)
+    assert out["planned_history_rebuilds"] == 3 and out["history_comes_back"].startswith("rebuilt now")
+    out = json.loads(run("session_repair.py", ph.root, "--json", "--no-fix-history").stdout)
+    assert out["planned_history_resets"] == 0 and out["history_fix_enabled"] is False
+    text = run("session_repair.py", ph.root).stdout
+    assert f"reset history of {a.id} (turns_missing_before_cursor)" in text and "restore name of" in text
+    assert snapshot(ph.root) == before

@@ -52,6 +52,7 @@ class _AppServer:
             raise UserError(f"cannot start {codex} app-server: {exc.strerror or exc}") from None
         self.answers: "queue.Queue[Dict[str, Any]]" = queue.Queue()
         self.next_id = 0
+        self.exited = False
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -78,13 +79,16 @@ class _AppServer:
         try:
             self._send({"id": rid, "method": method, "params": params})
         except (OSError, ValueError):
+            self.exited = True
             raise RuntimeError("codex app-server exited") from None
         while True:
             try:
                 msg = self.answers.get(timeout=REQUEST_TIMEOUT_S)
             except queue.Empty:
                 raise RuntimeError(f"{method}: no answer in {int(REQUEST_TIMEOUT_S)} s") from None
-            if msg.get("id") is None:
+            if msg.get("id") is None:  # the app-server is gone: every later request fails at once too
+                self.answers.put(msg)
+                self.exited = True
                 raise RuntimeError(str(msg["error"].get("message")))
             if msg.get("id") != rid:
                 continue
@@ -129,6 +133,8 @@ def rebuild_histories(home: Path, thread_ids: Sequence[str], codex: str,
             try:
                 app.request("thread/resume", {"threadId": tid, "excludeTurns": True})
             except RuntimeError as exc:
+                if app.exited:
+                    raise
                 failed.append((tid, f"thread/resume failed: {exc}; its history comes back the first time it is opened"))
                 continue
             try:
