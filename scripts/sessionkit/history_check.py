@@ -76,15 +76,17 @@ class HistoryRows:
 
     path: Path
     exists: bool
-    states: Dict[str, KeyState] = field(default_factory=dict)
+    raw: Dict[str, tuple] = field(default_factory=dict)  # key -> (cursor, last ordinal, start, end, user item?, last item)
     conn: Optional[sqlite3.Connection] = None  # open while checking: keys with no cursor are looked up
     error: Optional[str] = None
 
     def state(self, key: str) -> KeyState:
         """A key with no cursor row (rare: never built, or damaged) is looked up by itself."""
-        st = self.states.get(key)
-        if st is not None or self.conn is None:
-            return st or KeyState()
+        st = self.raw.get(key)
+        if st is not None:
+            return KeyState(*(_int(v) for v in st[:4]), bool(st[4]), _int(st[5]))
+        if self.conn is None:
+            return KeyState()
         try:
             row = self.conn.execute(_KEY_SQL, (key,)).fetchone()
         except sqlite3.DatabaseError:
@@ -144,8 +146,7 @@ def read_history_rows(db: Path) -> HistoryRows:
         return out
     try:
         out.conn = open_readonly(db)
-        for key, cur, lo, ls, le, lu, li in out.conn.execute(_CURSORS_SQL):
-            out.states[str(key).lower()] = KeyState(_int(cur), _int(lo), _int(ls), _int(le), bool(lu), _int(li))
+        out.raw = {str(r[0]).lower(): r[1:] for r in out.conn.execute(_CURSORS_SQL)}
     except Exception as exc:  # noqa: BLE001 - an unreadable history DB is reported, never the end of the audit
         out.error = str(exc) if str(db) in str(exc) else f"{db}: {exc}"
         out.close()
@@ -247,31 +248,55 @@ def check_history(inputs: Any) -> HistoryCheck:
     return result
 
 
+def _healthy(st: Optional[tuple], size: int) -> bool:
+    """The common case, decided without a read: the cursor, the last turn's end and the file size
+    agree, and the last turn has its items."""
+    if st is None:
+        return False
+    cursor, last_ordinal, _start, last_end, last_user, last_item = st
+    return cursor == size == last_end and (not last_user or (last_item is not None and last_item >= last_ordinal))
+
+
 def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
     live = {t.lower() for t in inputs.activity.live_threads}
     own = (inputs.activity.agent_thread_id or "").lower()
-    for row in sorted(inputs.rows, key=lambda r: r.id):
+    by_path, raw = inputs.index.by_path, rows.raw
+    stat = os.stat
+    for row in inputs.rows:
         if row.history_mode != "paginated":
             continue
-        rf: Optional[RolloutFile] = inputs.index.by_path.get(row.rollout_path)
+        rf: Optional[RolloutFile] = by_path.get(row.rollout_path)
         tid = row.id.lower()
         if rf is None or rf.compressed or rf.thread_id != tid:
             continue  # a stale path or another file: the path repair comes first
         if tid in live or tid == own:
             result.skipped_live.append(row.id)
             continue
-        files = [rf]
-        if "_" in rf.name:  # a reverted thread: its older files keep their own rows
-            files += [f for f in inputs.index.by_thread.get(tid, []) if f.key != rf.key and not f.compressed]
-        for n, f in enumerate(files):
+        result.checked += 1
+        key = rf.key
+        reverted = key.rfind("_") > key.rfind(os.sep)
+        if not reverted:
+            try:
+                size = stat(key).st_size
+            except OSError:
+                continue
+            if _healthy(raw.get(tid), size):
+                continue
+            kind = classify(key, size, rows.state(tid))
+            if kind:
+                result.findings.append(Finding(row.id, tid, kind, key))
+            continue
+        files = [rf] + [f for f in inputs.index.by_thread.get(tid, []) if f.key != key and not f.compressed]
+        for n, f in enumerate(files):  # a reverted thread: its older files keep their own rows
             size = _size(f.key)
             if size is None:
                 continue
-            key = history_key(f.name, tid)
-            result.checked += n == 0
-            kind = classify(f.key, size, rows.state(key))
+            fkey = history_key(f.name, tid)
+            kind = classify(f.key, size, rows.state(fkey))
             if kind:
-                result.findings.append(Finding(row.id, key, kind, f.key, segment=n > 0))
+                result.findings.append(Finding(row.id, fkey, kind, f.key, segment=n > 0))
+    result.findings.sort(key=lambda f: (f.thread_id, f.segment, f.rollout))
+    result.skipped_live.sort()
 
 
 def names_from_session_index(home: Any) -> Dict[str, str]:
