@@ -3,10 +3,12 @@ tables, for its active rollout's key), which to have Codex rebuild, and which na
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .history_check import RESET_KINDS, Finding, HistoryCheck
 from .paths import safe_str
+from .statedb import open_readonly
 
 
 @dataclass
@@ -93,9 +95,12 @@ def rebuild_after(home: Any, plan: HistoryPlan, result: Optional[Dict[str, Any]]
     apply skipped; the report names every thread that was not rebuilt and why."""
     from .codex_rebuild import rebuild_histories
     skipped = {str(s.get("thread_id")).lower() for s in (result or {}).get("skipped_at_apply") or []}
-    todo = [t for t in plan.rebuild if t.lower() not in skipped]
+    archived = archived_ids(home.state_db.path)
+    todo = [t for t in plan.rebuild if t.lower() not in skipped and t.lower() not in archived]
     sqlite_home = home.state_db.path.parent
     done, failed = rebuild_histories(home.root, todo, codex, None if sqlite_home == home.root else sqlite_home)
+    failed += [(t, "archived: Codex resumes only active threads (measured on 0.171); its history comes back "
+                   "when it is unarchived and opened") for t in plan.rebuild if t.lower() in archived]
     return {"codex_bin": safe_str(codex), "rebuilt": len(done), "rebuilt_sample": done[:10],
             "failed": [{"thread_id": t, "reason": r} for t, r in failed]}
 
@@ -122,3 +127,45 @@ def name_changes(plan: HistoryPlan) -> List[Any]:
     """Each lost name as a row change of the repair (NULL -> the name session_index.jsonl recorded)."""
     from .repair import RowChange
     return [RowChange(tid, {"name": None}, {"name": name}, ["restore name"]) for tid, name in plan.names]
+
+
+# The order of the deletes: the cursor last, since deleting it fires Codex's trigger that deletes
+# the key's realtime items (by then already deleted, each recorded whole).
+RESET_ORDER = ("thread_items", "thread_turns", "thread_realtime_items", "thread_history_projection_state")
+_CHUNK = 500
+
+
+def history_ops(hist_db: Path, plan: HistoryPlan) -> List[Any]:
+    """Every row of each reset key in the four history tables, whole, as RowDelete operations for
+    the one executor (so the journal keeps each row and rollback puts it back exactly)."""
+    from .ops import RowDelete
+    if not plan.resets:
+        return []
+    owner = {f.key: f.thread_id for f in plan.resets}
+    keys = list(owner)
+    ops: List[Any] = []
+    conn = open_readonly(hist_db)
+    try:
+        for table in RESET_ORDER:
+            info = list(conn.execute(f'PRAGMA table_info("{table}")'))
+            cols = [r[1] for r in info]
+            pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])] or ["thread_id"]
+            for at in range(0, len(keys), _CHUNK):
+                chunk = keys[at:at + _CHUNK]
+                sql = f'SELECT * FROM "{table}" WHERE thread_id IN ({", ".join("?" * len(chunk))}) ORDER BY rowid'
+                for values in conn.execute(sql, chunk):
+                    row = dict(zip(cols, values))
+                    ops.append(RowDelete(str(hist_db), table, row, {k: row[k] for k in pk},
+                                         owner.get(str(row["thread_id"]).lower(), str(row["thread_id"]))))
+    finally:
+        conn.close()
+    return ops
+
+
+def archived_ids(state_db: Path) -> set:
+    """Threads archived now (after the apply, which may have unarchived some)."""
+    conn = open_readonly(state_db)
+    try:
+        return {str(t).lower() for (t,) in conn.execute("SELECT id FROM threads WHERE archived<>0")}
+    finally:
+        conn.close()
