@@ -20,8 +20,9 @@ from sessionkit.home import open_home  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 from sessionkit.repair import apply_repair, parse_remaps, plan_repair, plan_report  # noqa: E402
 from sessionkit.history_check import check_history  # noqa: E402
-from sessionkit.history_reset import (history_lines, history_plan_report, name_changes, plan_history,  # noqa: E402
-                                       rebuild_after)
+from sessionkit.history_offsets import history_db_path  # noqa: E402
+from sessionkit.history_reset import (history_lines, history_ops, history_plan_report, name_changes,  # noqa: E402
+                                      plan_history, rebuild_after)
 from sessionkit.codex_rebuild import find_codex  # noqa: E402
 
 
@@ -78,7 +79,8 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
             f"files_moved: {result['moved']}", f"path_moves_applied: {result['path_moves_applied']}",
             f"unarchived_rows: {result['unarchived_rows']}", f"archived_after: {result['archived_after']}",
             f"updated_rows: {result['updated_rows']}",
-            f"inserted_rows: {result['inserted_rows']}", f"undo with: {result['rollback']}",
+            f"inserted_rows: {result['inserted_rows']}", f"history_rows_deleted: {result['history_rows_deleted']}",
+            f"undo with: {result['rollback']}",
             "Verify: run session_audit.py again, then restart your editor's Codex."]
     return "\n".join(out)
 
@@ -98,7 +100,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     has_work = bool(plan.moves or plan.rows or plan.inserts or hplan.resets)
     result = None
     if args.apply and has_work:
-        result = apply_repair(inputs, plan, args.force, progress=progress)
+        result = apply_repair(inputs, plan, args.force, progress=progress,
+                              extra_ops=history_ops(history_db_path(home.state_db.path), hplan))
     if codex is not None:
         report["history_rebuild"] = rebuild_after(home, hplan, result, codex)
     if args.json:

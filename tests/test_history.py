@@ -462,3 +462,80 @@ def test_repair_dry_run_plans_resets_rebuilds_and_names_and_writes_nothing(ph):
     text = run("session_repair.py", ph.root).stdout
     assert f"reset history of {a.id} (turns_missing_before_cursor)" in text and "restore name of" in text
     assert snapshot(ph.root) == before
+
+
+# --- the reset: journaled whole, undone exactly -----------------------------------------------
+def whole_history(ph) -> Dict[str, list]:
+    """Every row's values (rowids aside: a row put back gets a new one)."""
+    return {t: sorted(ph.sql(f"SELECT * FROM {t}"), key=repr) for t in TABLES}
+
+
+def damaged_home(ph):
+    a, b, c, d = ph.add(), ph.add(), ph.add(turns=2), ph.add()
+    ph.keep_first_turn_only(a)
+    ph.delete_turns_keep_cursor(b)
+    os.truncate(c.path, c.turn_ends[0])
+    write_index(ph.root, [{"id": d.id, "thread_name": "named \u2603", "updated_at": 1}])
+    return a, b, c, d
+
+
+def test_apply_deletes_exactly_the_damaged_keys_rows_and_rollback_puts_every_row_back(ph):
+    a, b, c, d = damaged_home(ph)
+    before = whole_history(ph)
+    untouched = ph.rows_of(d.id)
+    proc = run("session_repair.py", ph.root, "--json", "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    # a: 1 turn + 2 items + 1 realtime + cursor; b: realtime + cursor; c: 2 turns + 4 items + realtime + cursor
+    assert out["result"]["history_rows_deleted"] == 5 + 2 + 8
+    assert out["result"]["updated_rows"] == 1  # the name
+    for th in (a, b, c):
+        assert all(v == [] for v in ph.rows_of(th.id).values()), th.id
+    assert ph.rows_of(d.id) == untouched
+    assert ph.hb.sql("SELECT name FROM threads WHERE id=?", (d.id,)) == [("named \u2603",)]
+    assert findings_of(ph.root) == {a.id: "not_built", b.id: "not_built", c.id: "not_built"}
+    assert "history comes back" not in proc.stderr
+    rb = run("rollback.py", ph.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert whole_history(ph) == before
+    assert ph.hb.sql("SELECT name FROM threads WHERE id=?", (d.id,)) == [(None,)]
+    again = run("rollback.py", ph.root, "--latest", "--apply", "--json")
+    assert whole_history(ph) == before and again.returncode in (0, 1)
+
+
+def test_no_fix_history_leaves_every_history_row_alone(ph):
+    damaged_home(ph)
+    before = whole_history(ph)
+    proc = run("session_repair.py", ph.root, "--json", "--apply", "--no-fix-history")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert whole_history(ph) == before
+
+
+def test_a_row_that_changed_after_the_plan_stops_the_run_and_nothing_stays_changed(ph, monkeypatch):
+    from sessionkit import UserError, history_reset
+    import session_repair
+    a, b, c, d = damaged_home(ph)
+    real = history_reset.history_ops
+    raced = {}
+
+    def racing(db, plan):
+        ops = real(db, plan)
+        ph.sql("UPDATE thread_history_projection_state SET next_rollout_ordinal=next_rollout_ordinal+1 "
+               "WHERE thread_id=?", (c.id,))  # Codex wrote between the plan and the apply
+        raced.update(whole_history(ph))
+        return ops
+    monkeypatch.setattr(session_repair, "history_ops", racing)
+    with pytest.raises(UserError, match="changed since the plan was made.*undone"):
+        session_repair.main(["--codex-dir", str(ph.root), "--apply", "--json"])
+    assert whole_history(ph) == raced  # no history row deleted
+    assert ph.hb.sql("SELECT name FROM threads WHERE id=?", (d.id,)) == [(None,)]  # the name put back too
+
+
+def test_orphan_import_carries_the_name(ph):
+    th = ph.add(rows=True)
+    ph.hb.sql("DELETE FROM threads WHERE id=?", (th.id,))
+    os.utime(th.path, (th.created.timestamp(),) * 2)
+    write_index(ph.root, [{"id": th.id, "thread_name": "kept across import", "updated_at": 1}])
+    out = json.loads(run("session_repair.py", ph.root, "--json", "--apply", "--import-orphans").stdout)
+    assert out["result"]["inserted_rows"] == 1
+    assert ph.hb.sql("SELECT name FROM threads WHERE id=?", (th.id,)) == [("kept across import",)]

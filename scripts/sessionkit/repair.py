@@ -271,7 +271,8 @@ def repair_ops(db: Path, plan: RepairPlan, cols: Sequence[str], now: float) -> L
 
 
 def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
-                 now: Optional[float] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
+                 now: Optional[float] = None, progress: Optional[Progress] = None,
+                 extra_ops: Sequence[Op] = ()) -> Dict[str, Any]:
     """Run the plan's ops through the one executor: moves first, then every row change in one
     transaction; a thread whose move cannot happen keeps its row too."""
     home = inputs.home
@@ -281,7 +282,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             raise UserError(f"refusing to move {m.src} -> {m.dst}: outside the Codex home")
     ts = datetime.now().isoformat(timespec="seconds")
     stamp = time.time() if now is None else now
-    ops = repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
+    ops = repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp) + list(extra_ops)
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}
@@ -291,6 +292,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "unarchived_rows": sum(1 for x in plan.rows if "unarchive" in x.why and x.thread_id not in done),
             "archived_after": archived_count(home.state_db.path),
             "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
+            "history_rows_deleted": r.applied["row_delete"],
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "rollback": r.rollback_command(home)}
 
