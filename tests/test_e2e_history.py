@@ -115,9 +115,9 @@ def test_incomplete_histories_found_reset_and_rebuilt_by_codex(world):
     after = world.audit()["integrity"]
     assert after["history_incomplete_count"] == 0
     resumed = world.resume_and_turn(a)
-    assert resumed.error is None and resumed.after == resumed.before + 1 == 4
+    assert resumed.ok and resumed.turns_after == 4, resumed
     resumed = world.resume_and_turn(c)
-    assert resumed.error is None and resumed.after == resumed.before + 1 == 3
+    assert resumed.ok and resumed.turns_after == 3, resumed
 
 
 def test_without_rebuild_the_history_comes_back_on_first_open_and_rollback_restores_rows_exactly(world):
@@ -183,3 +183,43 @@ def test_a_renamed_thread_whose_row_was_re_created_gets_its_name_back(world):
         assert app.read_thread(relisted)["name"] == "Release notes, take 2"
         assert app.read_thread(imported)["name"] == "Caf\u00e9 \u2603 migration"
     assert world.audit()["integrity"]["names_lost_count"] == 0
+
+
+def test_a_thread_another_codex_holds_is_never_reset_and_the_rest_are_rebuilt(world):
+    held, free = make_threads(world, 2)
+    for t in (held, free):
+        hist(world, "DELETE FROM thread_items WHERE thread_id=?", (t,))
+        hist(world, "DELETE FROM thread_turns WHERE thread_id=?", (t,))
+    with world.app() as app:  # the user's editor has `held` open (its writer lock is held)
+        app.request("thread/resume", {"threadId": held, "excludeTurns": True})
+        before = history_rows(world, held)
+        proc = world.script("session_repair.py", "--json", "--apply", "--force", "--rebuild-history",
+                            "--codex-bin", str(codex_client.codex_bin(world.version)), env=script_env())
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        out = json.loads(proc.stdout)
+        assert [s["thread_id"] for s in out["history_skipped"]] == [held]
+        assert "live thread" in out["history_skipped"][0]["reason"]
+        assert history_rows(world, held) == before
+        assert out["history_rebuild"]["rebuilt"] == 1 and out["history_rebuild"]["failed"] == []
+    assert len(read_turn_ids(world, free)[free]) == 3
+
+
+def test_an_archived_thread_is_rebuilt_once_unarchived_or_reported(world):
+    kept, back = make_threads(world, 2, turns=2)
+    world.archive(kept, back)
+    for t in (kept, back):
+        hist(world, "DELETE FROM thread_items WHERE thread_id=?", (t,))
+        hist(world, "DELETE FROM thread_turns WHERE thread_id=?", (t,))
+    bin_ = str(codex_client.codex_bin(world.version))
+    proc = world.script("session_repair.py", "--json", "--apply", "--no-unarchive", "--thread-id", kept,
+                        "--rebuild-history", "--codex-bin", bin_, env=script_env())
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1 and out["history_rebuild"]["rebuilt"] == 0
+    assert [f["thread_id"] for f in out["history_rebuild"]["failed"]] == [kept]
+    assert "archived" in out["history_rebuild"]["failed"][0]["reason"]
+    proc = world.script("session_repair.py", "--json", "--apply", "--thread-id", back,
+                        "--rebuild-history", "--codex-bin", bin_, env=script_env())
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert out["unarchive_rows"] == 1 and out["history_rebuild"]["rebuilt"] == 1
+    assert len(read_turn_ids(world, back)[back]) == 2
