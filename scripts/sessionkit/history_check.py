@@ -62,8 +62,8 @@ SELECT p.thread_id, p.next_rollout_byte_offset, t.rollout_ordinal, t.rollout_byt
        t.rollout_end_byte_offset, t.first_user_item_id IS NOT NULL,
        (SELECT max(i.rollout_ordinal) FROM thread_items i WHERE i.thread_id = p.thread_id)
 FROM thread_history_projection_state p
-LEFT JOIN thread_turns t ON t.thread_id = p.thread_id AND t.rollout_ordinal =
-       (SELECT max(x.rollout_ordinal) FROM thread_turns x WHERE x.thread_id = p.thread_id)"""
+LEFT JOIN thread_turns t ON t.rowid =
+       (SELECT x.rowid FROM thread_turns x WHERE x.thread_id = p.thread_id ORDER BY x.rollout_ordinal DESC LIMIT 1)"""
 _KEY_SQL = """
 SELECT rollout_ordinal, rollout_byte_offset, rollout_end_byte_offset, first_user_item_id IS NOT NULL,
        (SELECT max(rollout_ordinal) FROM thread_items WHERE thread_id = ?1)
@@ -248,19 +248,10 @@ def check_history(inputs: Any) -> HistoryCheck:
     return result
 
 
-def _healthy(st: Optional[tuple], size: int) -> bool:
-    """The common case, decided without a read: the cursor, the last turn's end and the file size
-    agree, and the last turn has its items."""
-    if st is None:
-        return False
-    cursor, last_ordinal, _start, last_end, last_user, last_item = st
-    return cursor == size == last_end and (not last_user or (last_item is not None and last_item >= last_ordinal))
-
-
 def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
     live = {t.lower() for t in inputs.activity.live_threads}
     own = (inputs.activity.agent_thread_id or "").lower()
-    by_path, raw = inputs.index.by_path, rows.raw
+    by_path, get = inputs.index.by_path, rows.raw.get
     stat = os.stat
     for row in inputs.rows:
         if row.history_mode != "paginated":
@@ -280,8 +271,9 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
                 size = stat(key).st_size
             except OSError:
                 continue
-            if _healthy(raw.get(tid), size):
-                continue
+            st = get(tid)
+            if st is not None and st[0] == size == st[3] and (not st[4] or (st[5] is not None and st[5] >= st[1])):
+                continue  # the common case: cursor, last turn's end and file size agree; its items are there
             kind = classify(key, size, rows.state(tid))
             if kind:
                 result.findings.append(Finding(row.id, tid, kind, key))
