@@ -539,3 +539,33 @@ def test_orphan_import_carries_the_name(ph):
     out = json.loads(run("session_repair.py", ph.root, "--json", "--apply", "--import-orphans").stdout)
     assert out["result"]["inserted_rows"] == 1
     assert ph.hb.sql("SELECT name FROM threads WHERE id=?", (th.id,)) == [("kept across import",)]
+
+
+@pytest.mark.parametrize("action", ["kill", "sigint", "enospc"])
+def test_history_reset_fault_at_every_point_leaves_every_row_as_before(tmp_path, action):
+    """A reset cut anywhere (SIGKILL, Ctrl-C, a full disk) is undone by itself or by the one
+    rollback: every history row and name as before, byte for byte."""
+    import signal
+    from test_faults import Pristine, frun, points
+    from test_migrate_rollback import home_state
+    ph = PaginatedHome(tmp_path / ".codex")
+    damaged_home(ph)
+
+    def state():
+        st = home_state(ph.root)
+        files = {k: v for k, v in st["files"].items() if not k.startswith("thread_history_1.sqlite")}
+        return files, st["rows"], whole_history(ph)
+    before = state()
+    pristine = Pristine(ph.root)
+    labels, _ = points(tmp_path, "session_repair.py", ph.root, "--apply")
+    assert labels.count("commit") == 2 and len(labels) >= 6, labels  # the state DB (a name), then the history DB
+    for n in range(1, len(labels) + 1):
+        pristine.restore()
+        proc = frun("session_repair.py", ph.root, "--apply", fault=f"{action}:{n}")
+        if action == "kill":
+            assert proc.returncode == -signal.SIGKILL, (n, proc.stderr)
+        elif n < len(labels):
+            assert proc.returncode == 2 and "the home is as before" in proc.stderr, (n, labels[n - 1], proc.stderr)
+        rb = frun("rollback.py", ph.root, "--latest", "--apply")
+        assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
+        assert state() == before, (action, n, labels[n - 1])
