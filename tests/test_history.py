@@ -289,6 +289,11 @@ def test_classify_on_odd_inputs_never_raises(tmp_path):
     assert classify(str(tmp_path / "gone"), 10, KeyState()) is None
     assert classify(str(f), size, KeyState(cursor=0)) is None
     assert classify(str(f), size, KeyState(cursor=size, last_ordinal=1, last_start=0, last_end=size + 1)) == "projection_ahead"
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    assert history_check._size(str(fifo)) is None and history_check._size(str(f)) == size  # never opened
+    (tmp_path / "session_index.jsonl").symlink_to(f)
+    assert names_from_session_index(tmp_path) == {}
 
 
 def test_an_unreadable_history_db_is_reported_not_fatal(ph):
@@ -569,3 +574,20 @@ def test_history_reset_fault_at_every_point_leaves_every_row_as_before(tmp_path,
         rb = frun("rollback.py", ph.root, "--latest", "--apply")
         assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
         assert state() == before, (action, n, labels[n - 1])
+
+
+def test_symlinks_and_odd_values_are_never_followed_and_never_fatal(ph, tmp_path):
+    outside = tmp_path / "outside.jsonl"
+    a = ph.add()
+    outside.write_bytes(a.path.read_bytes())
+    a.path.unlink()
+    a.path.symlink_to(outside)
+    ph.delete_turns_keep_cursor(a)
+    b = ph.add()
+    ph.sql("UPDATE thread_history_projection_state SET next_rollout_byte_offset='x', next_rollout_ordinal='y' "
+           "WHERE thread_id=?", (b.id,))
+    ph.sql("UPDATE thread_turns SET rollout_end_byte_offset=-5, rollout_byte_offset=NULL WHERE thread_id=?", (b.id,))
+    (ph.root / "session_index.jsonl").symlink_to("/dev/zero")
+    check = check_history(inputs_of(ph.root))
+    assert [(f.thread_id, f.kind) for f in check.findings] == [(b.id, "cursor_missing")]
+    assert check.names_lost == {}

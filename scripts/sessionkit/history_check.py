@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from stat import S_ISREG
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -221,10 +222,12 @@ def classify(path: str, size: int, st: KeyState) -> Optional[str]:
 
 
 def _size(path: str) -> Optional[int]:
+    """The size of a regular file; None for anything else (never opened) or when it is gone."""
     try:
-        return os.stat(path).st_size
+        st = os.stat(path)
     except OSError:
         return None
+    return st.st_size if S_ISREG(st.st_mode) else None
 
 
 def check_history(inputs: Any) -> HistoryCheck:
@@ -258,8 +261,8 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
             continue
         rf: Optional[RolloutFile] = by_path.get(row.rollout_path)
         tid = row.id.lower()
-        if rf is None or rf.compressed or rf.thread_id != tid:
-            continue  # a stale path or another file: the path repair comes first
+        if rf is None or rf.compressed or rf.is_symlink or rf.thread_id != tid:
+            continue  # a stale path, another file, or a symlink (never followed): not compared
         if tid in live or tid == own:
             result.skipped_live.append(row.id)
             continue
@@ -268,17 +271,21 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
         reverted = key.rfind("_") > key.rfind(os.sep)
         if not reverted:
             try:
-                size = stat(key).st_size
+                st = stat(key)
             except OSError:
                 continue
-            st = get(tid)
-            if st is not None and st[0] == size == st[3] and (not st[4] or (st[5] is not None and st[5] >= st[1])):
+            if not S_ISREG(st.st_mode):
+                continue  # a FIFO or device named like a rollout: never opened
+            size = st.st_size
+            rec = get(tid)
+            if rec is not None and rec[0] == size == rec[3] and (not rec[4] or (rec[5] is not None and rec[5] >= rec[1])):
                 continue  # the common case: cursor, last turn's end and file size agree; its items are there
             kind = classify(key, size, rows.state(tid))
             if kind:
                 result.findings.append(Finding(row.id, tid, kind, key))
             continue
-        files = [rf] + [f for f in inputs.index.by_thread.get(tid, []) if f.key != key and not f.compressed]
+        files = [rf] + [f for f in inputs.index.by_thread.get(tid, [])
+                        if f.key != key and not f.compressed and not f.is_symlink]
         for n, f in enumerate(files):  # a reverted thread: its older files keep their own rows
             size = _size(f.key)
             if size is None:
@@ -296,8 +303,11 @@ def names_from_session_index(home: Any) -> Dict[str, str]:
     a thread whose latest entry is empty has no name. Unreadable lines are skipped."""
     root = Path(home) if isinstance(home, (str, os.PathLike)) else home.root
     out: Dict[str, str] = {}
+    path = root / SESSION_INDEX
     try:
-        fh = open(root / SESSION_INDEX, "rb")
+        if not S_ISREG(os.lstat(str(path)).st_mode):
+            return out  # a symlink, FIFO or folder: never followed or read
+        fh = open(path, "rb")
     except OSError:
         return out
     with fh:
