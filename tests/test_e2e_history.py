@@ -120,6 +120,7 @@ def test_incomplete_histories_found_reset_and_rebuilt_by_codex(world):
     assert resumed.ok and resumed.turns_after == 3, resumed
 
 
+@pytest.mark.compat
 def test_without_rebuild_the_history_comes_back_on_first_open_and_rollback_restores_rows_exactly(world):
     a, b, c, d = make_threads(world, 4)
     damage(world, a, b, c)
@@ -143,6 +144,7 @@ def test_without_rebuild_the_history_comes_back_on_first_open_and_rollback_resto
     assert {t: len(v) for t, v in read_turn_ids(world, a, b, c).items()} == {a: 3, b: 3, c: 2}
 
 
+@pytest.mark.compat
 def test_a_fork_comes_back_when_its_parent_is_rebuilt(world):
     (parent,) = make_threads(world, 1, turns=2)
     with world.app() as app:
@@ -160,6 +162,7 @@ def test_a_fork_comes_back_when_its_parent_is_rebuilt(world):
     assert {t: len(v) for t, v in read_turn_ids(world, parent, fork).items()} == {parent: 2, fork: 3}
 
 
+@pytest.mark.compat
 def test_a_renamed_thread_whose_row_was_re_created_gets_its_name_back(world):
     relisted, imported, plain = make_threads(world, 3, turns=1)
     with world.app() as app:
