@@ -24,6 +24,8 @@ from sessionkit.history_offsets import history_db_path  # noqa: E402
 from sessionkit.history_reset import (history_lines, history_ops, history_plan_report, name_changes,  # noqa: E402
                                       plan_history, rebuild_after)
 from sessionkit.codex_rebuild import find_codex  # noqa: E402
+from sessionkit.locks import scan_activity  # noqa: E402
+from sessionkit.safety import refuse_if_running  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -85,6 +87,10 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
     return "\n".join(out)
 
 
+def has_work_of(plan: Any, hplan: Any) -> bool:
+    return bool(plan.moves or plan.rows or plan.inserts or hplan.resets or hplan.names)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     remaps = parse_remaps(args.remap_prefix)
@@ -95,9 +101,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                        thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans)
     hplan = plan_history(inputs, check_history(inputs), not args.no_fix_history, args.thread_id)
     codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and hplan.rebuild else None
+    if codex is not None and not has_work_of(plan, hplan):  # a rebuild alone: the same refusal as any write
+        refuse_if_running(scan_activity(home.root), args.force)
     report = {**plan_report(plan, args.sample), **history_plan_report(hplan, args.sample, args.rebuild_history)}
     plan.rows += name_changes(hplan)
-    has_work = bool(plan.moves or plan.rows or plan.inserts or hplan.resets)
+    has_work = has_work_of(plan, hplan)
     result = None
     if args.apply and has_work:
         result = apply_repair(inputs, plan, args.force, progress=progress,

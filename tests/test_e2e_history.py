@@ -226,3 +226,19 @@ def test_an_archived_thread_is_rebuilt_once_unarchived_or_reported(world):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert out["unarchive_rows"] == 1 and out["history_rebuild"]["rebuilt"] == 1
     assert len(read_turn_ids(world, back)[back]) == 2
+
+
+def test_a_never_built_history_is_rebuilt_alone_and_refused_while_codex_runs(world):
+    (tid,) = make_threads(world, 1)
+    for t in TABLES:
+        hist(world, f"DELETE FROM {t} WHERE thread_id=?", (tid,))
+    assert world.audit()["integrity"]["history_incomplete_by_kind"]["not_built"] == 1
+    args = ("--json", "--apply", "--rebuild-history", "--codex-bin", str(codex_client.codex_bin(world.version)))
+    with world.app():  # another Codex runs (without this thread open): refused, nothing written
+        proc = world.script("session_repair.py", *args, env=script_env())
+        assert proc.returncode == 2 and "Codex is running" in proc.stderr and proc.stdout == ""
+    assert history_rows(world, tid)["thread_turns"] == []
+    proc = world.script("session_repair.py", *args, env=script_env())
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 0 and out["result"] is None and out["history_rebuild"]["rebuilt"] == 1
+    assert len(read_turn_ids(world, tid)[tid]) == 3
