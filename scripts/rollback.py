@@ -15,7 +15,7 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
-from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import Parser, add_home_args, existing_path_arg, positive_int, print_json, run  # noqa: E402
 from sessionkit import UserError  # noqa: E402
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
@@ -32,9 +32,9 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--list", action="store_true", help="list recorded runs and exit.")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--latest", action="store_true", help="undo the most recent run.")
-    which.add_argument("--manifest", metavar="PATH",
+    which.add_argument("--manifest", metavar="PATH", type=existing_path_arg,
                        help="undo the run of this manifest CSV (or its run folder / journal).")
-    which.add_argument("--restore-db", metavar="BACKUP",
+    which.add_argument("--restore-db", metavar="BACKUP", type=existing_path_arg,
                        help="put this whole DB backup back (the current DB is backed up first).")
     p.add_argument("--apply", action="store_true", help="write (default: show what would be undone).")
     p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
@@ -70,21 +70,24 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"the DB as it was is saved at {result['previous_db_saved_to']}")
         return EXIT_CLEAN
     run_dir = find_run(home, args.manifest)
-    plan = plan_undo(home, run_dir)
-    report = summary(plan, args.sample)
     later = later_dependents(home, run_dir)
-    report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
     if later and args.apply and not args.force:
         raise UserError(f"refusing: {len(later)} later run(s) changed threads this run changed "
                         f"(newest {safe_str(later[-1][0])}); roll those back first (rollback.py --latest "
                         f"--apply, repeated), or pass --force to undo only what still holds this run's values")
     result = None
-    if args.apply and plan.actions:
+    if args.apply:  # planned once, under the lock (a big run's states are read once)
         refuse_if_running(scan_activity(home.root), args.force)
         check_writable(home)
         with HomeLock(home):
-            plan = plan_undo(home, run_dir)  # again, under the lock
-            result = apply_undo(home, plan)
+            plan = plan_undo(home, run_dir)
+            report = summary(plan, args.sample)
+            if plan.actions:
+                result = apply_undo(home, plan)
+    else:
+        plan = plan_undo(home, run_dir)
+        report = summary(plan, args.sample)
+    report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})
     else:

@@ -1,7 +1,6 @@
 """Run folders under `<home>/.tmp/session-migration/`: DB backups, manifests, journals (all 0600)."""
 from __future__ import annotations
 
-import base64
 import errno
 import json
 import os
@@ -9,21 +8,13 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import List
 
 from . import UserError
 from .journal import write_all
 from .statedb import open_readonly
 
 PRIVATE = 0o600
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
 
 
 def private_file(path: Path, data: bytes = b"") -> None:

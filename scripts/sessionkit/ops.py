@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from . import UserError
 from .faults import point
 from .history_offsets import read_offsets, set_offsets, shifted
 from .journal import write_all
-from .line1 import find_field, read_line1
+from .line1 import read_line1
 
 OLD, NEW, TORN, CHANGED = "old", "new", "torn", "changed"
 NOOP = "\x00nothing to do"  # prepare(): drop this op silently (e.g. a folder that exists by now)
@@ -55,7 +54,13 @@ def sha(data: bytes) -> str:
 
 
 def tmp_beside(path: Path) -> Path:
-    return path.parent / f".{path.name}{TMP_SUFFIX}"
+    return Path(tmp_name(str(path)))
+
+
+def tmp_name(path: str) -> str:
+    """`.<name>.session-migration.tmp` in the same folder (same filesystem: the rename is atomic)."""
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}{TMP_SUFFIX}")
 
 
 def enc(value: Any) -> Any:
@@ -133,6 +138,18 @@ def table_columns(conn: sqlite3.Connection, table: str) -> List[str]:
     return [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
 
 
+def check_op_columns(conn: sqlite3.Connection, ops: Sequence["Op"]) -> None:
+    """Before any SQL an op list builds: each op's columns allowed and real (one PRAGMA per table)."""
+    seen: set = set()
+    for o in ops:
+        table, cols, allowed = o.columns()
+        sig = (table, tuple(cols) + tuple(o.key_columns()), allowed is None)
+        if sig not in seen:
+            seen.add(sig)
+            check_columns(conn, table, list(cols), allowed)
+            check_columns(conn, table, o.key_columns(), None)
+
+
 def check_columns(conn: sqlite3.Connection, table: str, cols: Sequence[str], allowed: Optional[Sequence[str]]) -> None:
     """Every column named is allowed for this op and exists in the real table."""
     real = set(table_columns(conn, table))
@@ -165,6 +182,9 @@ class Op:
 
     def db(self) -> Optional[str]:
         return None
+
+    def key_columns(self) -> List[str]:
+        return []
 
     def columns(self) -> Tuple[str, List[str], Optional[Sequence[str]]]:
         """(table, columns written, allow-list or None for whole-row ops)."""
@@ -358,6 +378,23 @@ class Move(Op):
             os.utime(self.src, ns=(self.mtime_ns, self.mtime_ns))
 
 
+def _token(key: str, value: Any) -> bytes:
+    """`"key":value` as Codex writes it (compact JSON, UTF-8 unescaped)."""
+    return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode(
+        "utf-8", "surrogatepass")
+
+
+def _find_token(line: bytes, token: bytes) -> Optional[Tuple[int, int]]:
+    """(start, end) of the token plus any padding after it, when it occurs exactly once."""
+    if line.count(token) != 1:
+        return None
+    start = line.find(token)
+    end = start + len(token)
+    while end < len(line) and line[end] in b" \t":
+        end += 1
+    return start, end
+
+
 def _spans_apply(line: bytes, spans: List[Tuple[int, bytes, bytes]], forward: bool) -> bytes:
     """Put new (forward) or old bytes at each span; spans are in old-line coordinates."""
     out, pos, delta = [], 0, 0
@@ -401,7 +438,7 @@ class Line1Rewrite(Op):
 
     @property
     def tmp(self) -> str:
-        return str(tmp_beside(Path(self.path)))
+        return tmp_name(self.path)
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
@@ -462,12 +499,11 @@ class Line1Rewrite(Op):
             old = payload[key]
             if old == value:
                 continue
-            at = find_field(line, key, old)
+            at = _find_token(line, _token(key, old))
             if at is None:
                 return f"line 1 layout not recognised (no single payload.{key} field)"
             start, end = at
-            from .line1 import field_token
-            token = field_token(key, value)
+            token = _token(key, value)
             token += b" " * max(0, (end - start) - len(token))
             spans.append((start, line[start:end], token))
             self.old_values[key] = old
@@ -609,7 +645,7 @@ class FileCreate(Op):
 
     @property
     def tmp(self) -> str:
-        return str(tmp_beside(Path(self.path)))
+        return tmp_name(self.path)
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "path": self.path, "size": self.size, "sha256": self.sha256,
@@ -685,7 +721,7 @@ class SymlinkRepoint(Op):
 
     @property
     def tmp(self) -> str:
-        return str(tmp_beside(Path(self.path)))
+        return tmp_name(self.path)
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "path": self.path, "old_target": self.old_target,
@@ -775,11 +811,13 @@ class RowUpdate(Op):
     def columns(self) -> Tuple[str, List[str], Optional[Sequence[str]]]:
         return self.table, list(self.new), UPDATE_COLUMNS[self.table]
 
+    def key_columns(self) -> List[str]:
+        return list(self.key)
+
     def _keycols(self) -> List[str]:
         return list(self.key)
 
     def _current(self, conn: sqlite3.Connection) -> Optional[Dict[str, Any]]:
-        check_columns(conn, self.table, self._keycols(), None)
         cols = list(self.new)
         w, args = _where(self.key)
         rows = conn.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{self.table}" '
@@ -834,8 +872,10 @@ class RowInsert(Op):
     def columns(self) -> Tuple[str, List[str], Optional[Sequence[str]]]:
         return self.table, list(self.row) + list(self.key), None
 
+    def key_columns(self) -> List[str]:
+        return list(self.key)
+
     def _count(self, conn: sqlite3.Connection, values: Dict[str, Any]) -> int:
-        check_columns(conn, self.table, list(values), None)
         w, args = _where(values)
         return int(conn.execute(f'SELECT count(*) FROM "{self.table}" WHERE {w}', args).fetchone()[0])
 

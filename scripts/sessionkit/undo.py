@@ -16,7 +16,7 @@ from .faults import point
 from .home import CodexHome
 from .journal import Journal, read_records
 from .ops import CHANGED, NEW, OLD, TORN, Line1Rewrite, Move, Op, OffsetShift, RowInsert, RowDelete, RowUpdate, \
-    check_columns, op_from_record
+    check_columns, check_op_columns, op_from_record
 from .paths import safe_str
 from .statedb import open_readonly, transaction
 from .writerlock import LOCK_DIR, WriterLocks, remove_stale_locks, remove_unused_lock_dir
@@ -34,6 +34,7 @@ class Run:
     undone: Optional[str]  # None, "failure" or "rollback"
     manifest: Optional[str]
     locks: Dict[str, Any] = field(default_factory=dict)
+    backups: Dict[str, str] = field(default_factory=dict)  # DB path -> its pre-run backup
 
     @property
     def status(self) -> str:
@@ -62,6 +63,7 @@ def read_run(run_dir: Path) -> Run:
     ops: List[Op] = []
     complete, undone, manifest = False, None, None
     locks: Dict[str, Any] = {}
+    backups: Dict[str, str] = {}
     for rec in recs[1:]:
         op = rec["op"]
         if op == "begin":
@@ -72,6 +74,10 @@ def read_run(run_dir: Path) -> Run:
             undone = "failure" if rec.get("by") == "failure" else "rollback"
         elif op == "manifest":
             manifest = str(rec.get("path"))
+        elif op == "backup":
+            from .ops import strict
+            b = strict(rec, {"db": "str", "backup": "str"}, {})
+            backups[b["db"]] = b["backup"]
         elif op == "locks":
             from .ops import strict
             locks = strict(rec, {"created": "list", "dir_existed": "bool", "coordination_existed": "bool"}, {})
@@ -79,7 +85,7 @@ def read_run(run_dir: Path) -> Run:
                 raise UserError(f"{journal}: a locks record is malformed")
         elif op not in RUN_RECORDS:
             ops.append(op_from_record(rec))
-    return Run(run_dir, recs[0], ops, complete, undone, manifest, locks)
+    return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups)
 
 
 @dataclass
@@ -177,6 +183,40 @@ def check_ops(home: CodexHome, ops: List[Op], where: Path) -> None:
             raise UserError(f"refusing: {where} names a path outside the Codex home: {why}")
 
 
+def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
+    """The values a rollback would write back must be the ones the run's own backup holds: an
+    edited record (other columns, other values) is refused, not written."""
+    conns: Dict[str, sqlite3.Connection] = {}
+    seen: Set[Any] = set()
+    try:
+        for op in ops:
+            if not isinstance(op, (RowUpdate, RowDelete)):
+                continue
+            backup = run.backups.get(op.db_path)
+            if backup is None or os.path.dirname(os.path.realpath(backup)) != os.path.realpath(str(run.path)):
+                raise UserError(f"refusing: {journal} changes rows of {op.db_path} without a backup of it in the run folder")
+            if backup not in conns:
+                conns[backup] = open_readonly(Path(backup))
+            conn = conns[backup]
+            want = op.old if isinstance(op, RowUpdate) else op.row
+            try:
+                sig = (backup, op.table, tuple(op.key), tuple(want))
+                if sig not in seen:
+                    check_columns(conn, op.table, list(op.key) + list(want), None)
+                    seen.add(sig)
+                w = " AND ".join(f'"{c}" IS ?' for c in op.key)
+                cols = ", ".join(f'"{c}"' for c in want)
+                rows = conn.execute(f'SELECT {cols} FROM "{op.table}" WHERE {w}', list(op.key.values())).fetchall()
+            except (sqlite3.DatabaseError, UserError):
+                rows = []
+            if [dict(zip(want, r)) for r in rows][:1] != [want]:
+                raise UserError(f"refusing: {journal}: the {op.KIND} of {op.key} does not match the run's own "
+                                f"backup (edited journal?); nothing was changed")
+    finally:
+        for c in conns.values():
+            c.close()
+
+
 def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
     if run_dir.is_file():
         return _plan_from_csv(home, run_dir)
@@ -186,16 +226,18 @@ def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
         raise UserError(f"{journal} belongs to the Codex home {run.begin.get('codex_dir')!r}, not {home.root}")
     check_ops(home, run.ops, journal)
     plan = UndoPlan(run_dir, str(run.begin.get("kind")), run.complete, locks=run.locks)
+    _plan_ops(plan, run.ops)
+    check_against_backups(run, journal, [o for o, _ in plan.steps])  # only what would be written back
     if run.locks:
         d = home.root / LOCK_DIR
         plan.stale_locks = sum(1 for t in run.locks["created"] if os.path.lexists(str(d / f"{t}.lock"))) + \
             int(not run.locks["coordination_existed"] and os.path.lexists(str(d / ".coordination.lock")))
-    _plan_ops(plan, run.ops)
     return plan
 
 
 def _states(ops: List[Op]) -> List[str]:
     conns: Dict[str, sqlite3.Connection] = {}
+    checked: Set[Any] = set()
     out = []
     try:
         for op in ops:
@@ -208,6 +250,9 @@ def _states(ops: List[Op]) -> List[str]:
                         continue
                     conns[db] = open_readonly(Path(db))
                 try:
+                    if (db, type(op), op.columns()[0]) not in checked:
+                        check_op_columns(conns[db], [op])
+                        checked.add((db, type(op), op.columns()[0]))
                     out.append(op.state_db(conns[db]))
                 except (sqlite3.DatabaseError, UserError):
                     out.append(CHANGED)
@@ -273,12 +318,9 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[st
     each thread under its writer lock; a thread Codex holds open is left alone whole."""
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     locks = WriterLocks(home.root)
-    busy: Set[str] = set()
-    for tid in dict.fromkeys(o.thread_id for o, _ in plan.steps if o.thread_id):
-        why = locks.take(tid)  # type: ignore[arg-type]
-        if why:
-            busy.add(tid)  # type: ignore[arg-type]
-            plan.conflicts.append(f"{tid}: {why}; left alone")
+    refused = locks.take_many(list(dict.fromkeys(o.thread_id for o, _ in plan.steps if o.thread_id)))  # type: ignore[arg-type]
+    busy: Set[str] = set(refused)
+    plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
     steps = [(o, s) for o, s in plan.steps if o.thread_id not in busy]
     counts = {"rows_reverted": 0, "line1_restored": 0, "files_moved_back": 0, "undone": 0}
     backups: List[str] = []
@@ -294,11 +336,9 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[st
                 backups.append(str(backup_db(Path(db), dest)))  # type: ignore[arg-type]
         for db in dbs:
             with transaction(Path(db)) as conn:  # type: ignore[arg-type]
-                for o, _ in steps:
-                    if not o.DB_OP or o.db() != db:
-                        continue
-                    table, cols, allowed = o.columns()
-                    check_columns(conn, table, cols, allowed)
+                mine = [o for o, _ in steps if o.DB_OP and o.db() == db]
+                check_op_columns(conn, mine)
+                for o in mine:
                     if o.state_db(conn) != NEW:
                         continue
                     n = o.undo_db(conn)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 try:
     import fcntl
@@ -43,29 +43,40 @@ class WriterLocks:
 
     def take(self, thread_id: str) -> Optional[str]:
         """None when held by us now, else why not (held by a running Codex, odd id, ...)."""
-        if fcntl is None:
-            return None  # no flock here: the running-Codex check is all there is
-        if thread_id in self.held:
-            return None
-        if not _THREAD_ID.match(thread_id):
-            return "the thread id cannot name a writer lock file"
+        return self.take_many([thread_id]).get(thread_id)
+
+    def take_many(self, thread_ids: List[str]) -> Dict[str, str]:
+        """Take every lock under one hold of the coordination lock; {thread id: why not} for the rest."""
+        if fcntl is None or not thread_ids:
+            return {}  # no flock here: the running-Codex check is all there is
+        refused: Dict[str, str] = {}
         coord = self._coordination()
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         try:
-            path = self.dir / f"{thread_id}.lock"
-            existed = path.exists()
-            fd = os.open(str(path), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                return "live thread: Codex holds its writer lock (close it in Codex and run again)"
-            self.held[thread_id] = fd
-            if existed:
-                self.held[thread_id] = -fd - 1  # a lock file that was there before: left in place
-            return None
+            for tid in thread_ids:
+                if tid in self.held:
+                    continue
+                if not _THREAD_ID.match(tid):
+                    refused[tid] = "the thread id cannot name a writer lock file"
+                    continue
+                path = os.path.join(str(self.dir), f"{tid}.lock")
+                existed = os.path.lexists(path)
+                try:
+                    fd = os.open(path, flags, 0o644)
+                except OSError as exc:
+                    refused[tid] = f"cannot open its writer lock ({exc.strerror})"
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    refused[tid] = "live thread: Codex holds its writer lock (close it in Codex and run again)"
+                    continue
+                self.held[tid] = -fd - 1 if existed else fd  # negative: a lock file that was there before
         finally:
             fcntl.flock(coord, fcntl.LOCK_UN)
             os.close(coord)
+        return refused
 
     def release_all(self) -> None:
         if not self.held:
@@ -104,9 +115,9 @@ def remove_unused_lock_dir(home_root: Path, coordination_too: bool, folder_too: 
         names = os.listdir(str(d))
     except OSError:
         return
-    if names not in ([COORDINATION], []) or (names and not coordination_too) or os.path.islink(str(coord)):
+    if (COORDINATION in names and not coordination_too) or os.path.islink(str(coord)):
         return
-    if names:
+    if COORDINATION in names:
         fd = os.open(str(coord), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -117,7 +128,7 @@ def remove_unused_lock_dir(home_root: Path, coordination_too: bool, folder_too: 
             os.unlink(str(coord))
         finally:
             os.close(fd)
-    if folder_too:
+    if folder_too and names in ([COORDINATION], []):
         try:
             os.rmdir(str(d))
         except OSError:

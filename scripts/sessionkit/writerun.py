@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
+from functools import lru_cache
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +16,7 @@ from .faults import point
 from .home import CodexHome
 from .journal import Journal, begin_record
 from .locks import scan_activity
-from .ops import NOOP, Op, check_columns
+from .ops import NOOP, Op, check_op_columns
 from .paths import is_inside, safe_str
 from .progress import Progress
 from .safety import HomeLock, check_writable, refuse_if_running
@@ -46,6 +46,11 @@ def allowed_roots(home: CodexHome) -> List[str]:
     return sorted(set(roots))
 
 
+@lru_cache(maxsize=4096)
+def _real_dir(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
 def path_allowed(path: str, roots: Sequence[str]) -> bool:
     """Inside a root after resolving every symlink on the way to its folder (the last part is not
     followed: a symlink we repoint or a file we rename is judged by where it sits)."""
@@ -54,7 +59,7 @@ def path_allowed(path: str, roots: Sequence[str]) -> bool:
     name = os.path.basename(path)
     if name in ("", ".", ".."):
         return False
-    real = os.path.join(os.path.realpath(os.path.dirname(path)), name)
+    real = os.path.join(_real_dir(os.path.dirname(path)), name)
     return any(is_inside(real, r) for r in roots)
 
 
@@ -96,6 +101,7 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
     each batch durably before it is applied, files first then one transaction per DB. On any
     exit before the end (errors, Ctrl-C) the run undoes itself or names the one undo command."""
     progress = progress or Progress(None)
+    _real_dir.cache_clear()  # folders may have changed since an earlier run in this process
     roots = allowed_roots(home)
     dbs = home_dbs(home)
     refuse_if_running(scan_activity(home.root), force)
@@ -127,7 +133,12 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             records = []
             for db in touched:
                 assert db is not None
-                b = backup_db(Path(db), run.path / f"{Path(db).name}.pre_{kind}.bak")
+                dest = run.path / f"{Path(db).name}.pre_{kind}.bak"
+                n = 1
+                while os.path.lexists(str(dest)):  # two DBs of one name (<home>/ and <home>/sqlite/)
+                    n += 1
+                    dest = run.path / f"{Path(db).name}.{n}.pre_{kind}.bak"
+                b = backup_db(Path(db), dest)
                 result.backups[db] = b
                 records.append({"op": "backup", "db": db, "backup": str(b)})
             private_file(result.manifest, manifest_csv)
@@ -155,7 +166,7 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
                     journal.write_batch(o.to_record() for o in mine[start:start + BATCH])
                 n = 0
                 with transaction(Path(db)) as conn:
-                    _check_db_columns(conn, mine)
+                    check_op_columns(conn, mine)
                     for o in mine:
                         n += o.apply_db(conn)
                         result.applied[o.KIND] += 1
@@ -184,25 +195,11 @@ def lock_record(home_root: Path, ops: Sequence[Op]) -> Dict[str, object]:
             "coordination_existed": (d / ".coordination.lock").exists()}
 
 
-def _check_db_columns(conn: sqlite3.Connection, ops: Sequence[Op]) -> None:
-    seen: Set[Tuple[str, Tuple[str, ...]]] = set()
-    for o in ops:
-        table, cols, allowed = o.columns()
-        sig = (table, tuple(cols))
-        if sig not in seen:
-            seen.add(sig)
-            check_columns(conn, table, cols, allowed)
-
-
 def _lock_and_prepare(ops: List[Op], locks: WriterLocks, run_dir: Path, bad: Dict[str, str]) -> List[Op]:
     """Take each thread's writer lock and re-check its files under it; a thread that fails either
     is skipped whole (its file and row change together or not at all)."""
-    for tid in dict.fromkeys(o.thread_id for o in ops if o.thread_id):
-        if tid in bad:
-            continue
-        why = locks.take(tid)  # type: ignore[arg-type]
-        if why:
-            bad[tid] = why  # type: ignore[index]
+    wanted = [t for t in dict.fromkeys(o.thread_id for o in ops if o.thread_id) if t not in bad]
+    bad.update(locks.take_many(wanted))  # type: ignore[arg-type]
     out = []
     for o in ops:
         if o.thread_id and o.thread_id in bad:
