@@ -242,3 +242,29 @@ def test_a_never_built_history_is_rebuilt_alone_and_refused_while_codex_runs(wor
     out = json.loads(proc.stdout)
     assert proc.returncode == 0 and out["result"] is None and out["history_rebuild"]["rebuilt"] == 1
     assert len(read_turn_ids(world, tid)[tid]) == 3
+
+
+def test_an_older_segment_of_a_reverted_thread_is_reported_not_reset(world):
+    """Measured on 0.171: a resume rebuilds only the newer file's rows, never an older segment's
+    (even with all four tables' rows of it gone), so the repair reports it and leaves it."""
+    (tid,) = make_threads(world, 1)
+    with world.app() as app:
+        turns = app.read_thread(tid)["turns"]
+        app.request("thread/resume", {"threadId": tid})
+        app.request("thread/revert", {"threadId": tid, "beforeTurnId": turns[2]["id"]})
+        app.turn(tid, "after the revert")
+    assert len(read_turn_ids(world, tid)[tid]) == 3
+    hist(world, "DELETE FROM thread_items WHERE thread_id=?", (tid,))  # the older (plain) file's key
+    hist(world, "DELETE FROM thread_turns WHERE thread_id=?", (tid,))
+    assert len(read_turn_ids(world, tid)[tid]) == 1
+    before = all_history_rows(world)
+    proc = world.script("session_repair.py", "--json", "--apply", "--rebuild-history",
+                        "--codex-bin", str(codex_client.codex_bin(world.version)), env=script_env())
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1 and out["planned_history_resets"] == 0
+    assert [s["thread_id"] for s in out["history_skipped"]] == [tid]
+    assert "older segment" in out["history_skipped"][0]["reason"]
+    assert all_history_rows(world) == before
+    sample = world.audit()["integrity"]["history_incomplete_sample"]
+    assert [(s["thread_id"], s["kind"], s.get("older_segment")) for s in sample] == \
+        [(tid, "rows_missing_cursor_kept", True)]
