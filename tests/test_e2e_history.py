@@ -98,7 +98,7 @@ def test_incomplete_histories_found_reset_and_rebuilt_by_codex(world):
     audit = world.audit()
     integ = audit["integrity"]
     assert integ["history_incomplete_count"] == 3 and integ["history_checked"] == 4
-    kinds = {s["thread_id"]: s["kind"] for s in integ["history_incomplete_sample"]}
+    kinds = {s["thread_id"]: s["kind"] for s in integ["history_incomplete_detail"]}
     assert kinds == {a: "turns_missing_before_cursor", b: "rows_missing_cursor_kept", c: "projection_ahead"}
 
     proc = world.script("session_repair.py", "--json", "--apply", "--rebuild-history",
@@ -177,7 +177,7 @@ def test_a_renamed_thread_whose_row_was_re_created_gets_its_name_back(world):
     os.utime(path, (old, old))
     audit = world.audit()
     assert audit["integrity"]["names_lost_count"] == 1
-    assert audit["integrity"]["names_lost_sample"] == [{"thread_id": relisted, "name": "Release notes, take 2"}]
+    assert audit["integrity"]["names_lost_detail"] == [{"thread_id": relisted, "name": "Release notes, take 2"}]
     proc = world.script("session_repair.py", "--json", "--apply", "--import-orphans")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     names = dict(world.db("SELECT id, name FROM threads"))
@@ -265,6 +265,6 @@ def test_an_older_segment_of_a_reverted_thread_is_reported_not_reset(world):
     assert [s["thread_id"] for s in out["history_skipped"]] == [tid]
     assert "older segment" in out["history_skipped"][0]["reason"]
     assert all_history_rows(world) == before
-    sample = world.audit()["integrity"]["history_incomplete_sample"]
+    sample = world.audit()["integrity"]["history_incomplete_detail"]
     assert [(s["thread_id"], s["kind"], s.get("older_segment")) for s in sample] == \
         [(tid, "rows_missing_cursor_kept", True)]

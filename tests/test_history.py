@@ -328,7 +328,7 @@ def test_names_lost_are_rows_without_a_name_that_the_index_names(ph):
                           {"id": b.id, "thread_name": "kept", "updated_at": 1}])
     report = build_report(inputs_of(ph.root))
     integ = report["integrity"]
-    assert integ["names_lost_count"] == 1 and integ["names_lost_sample"] == [{"thread_id": a.id, "name": "lost one"}]
+    assert integ["names_lost_count"] == 1 and integ["names_lost_detail"] == [{"thread_id": a.id, "name": "lost one"}]
     assert any("lost their name" in f for f in report["findings"]) and c
 
 
@@ -342,10 +342,12 @@ def test_audit_json_reports_history_incomplete_by_kind_and_exits_1(ph):
     assert integ["history_incomplete_count"] == 2 and integ["history_checked"] == 4
     assert integ["history_incomplete_by_kind"]["turns_missing_before_cursor"] == 1
     assert integ["history_incomplete_by_kind"]["rows_missing_cursor_kept"] == 1
-    assert sorted((s["thread_id"], s["kind"]) for s in integ["history_incomplete_sample"]) == sorted(
+    assert sorted((s["thread_id"], s["kind"]) for s in integ["history_incomplete_detail"]) == sorted(
         [(threads[0].id, "turns_missing_before_cursor"), (threads[1].id, "rows_missing_cursor_kept")])
+    assert f"{threads[0].id} (turns_missing_before_cursor)" in integ["history_incomplete_sample"]
     text = run("session_audit.py", ph.root).stdout
-    assert "incomplete history (turns_missing_before_cursor)" in text
+    assert "history_incomplete: 2" in text and f"{threads[0].id} (turns_missing_before_cursor)" in text
+    assert "session_repair.py" in text and "--rebuild-history" in text  # what to run next
 
 
 # --- the rebuild client and the refusals ------------------------------------------------------

@@ -356,13 +356,16 @@ def integrity_report(check: HistoryCheck, max_samples: int) -> Dict[str, Any]:
     return {
         "history_incomplete_count": len(check.findings),
         "history_incomplete_by_kind": check.by_kind(),
-        "history_incomplete_sample": [f.as_dict() for f in check.findings[:max_samples]],
+        "history_incomplete_sample": [f"{f.thread_id} ({f.kind}{', older segment' if f.segment else ''})"
+                                      for f in check.findings[:max_samples]],
+        "history_incomplete_detail": [f.as_dict() for f in check.findings[:max_samples]],
         "history_checked": check.checked,
         "history_skipped_live": len(check.skipped_live),
         "history_db_exists": check.history_db_exists,
         "history_db_error": check.error,
         "names_lost_count": len(check.names_lost),
-        "names_lost_sample": [{"thread_id": t, "name": safe_str(n)} for t, n in list(check.names_lost.items())[:max_samples]],
+        "names_lost_sample": [f"{t}: {safe_str(n)}" for t, n in list(check.names_lost.items())[:max_samples]],
+        "names_lost_detail": [{"thread_id": t, "name": safe_str(n)} for t, n in list(check.names_lost.items())[:max_samples]],
     }
 
 
