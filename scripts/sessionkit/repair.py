@@ -15,6 +15,7 @@ from . import UserError
 from .audit import classify_orphan
 from .locks import explain_live
 from .snapshot import AuditInputs
+from .history_check import names_from_session_index
 from .progress import Progress
 from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolute, replace_prefix,
                     resolves_inside, safe_str)
@@ -388,6 +389,7 @@ def _add_row(plan: RepairPlan, row: ThreadRow, new: Dict[str, Any], why: List[st
 def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set, now: float) -> None:
     row_ids = {r.id.lower() for r in inputs.rows}
     provider = inputs.home.config.model_provider
+    names = names_from_session_index(inputs.home)  # a re-created row keeps the thread's name
     for tid, files in sorted(inputs.index.by_thread.items()):
         if tid in row_ids or (wanted and tid not in wanted):
             continue
@@ -407,6 +409,9 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
             plan.inserts.append(row_from_rollout(rf.path, tid, rf.archived, provider))
         except Unimportable as exc:
             plan.skipped.append((tid, f"orphan not imported: {exc}"))
+            continue
+        if tid in names:
+            plan.inserts[-1]["name"] = names[tid]
 
 
 def _manifest(plan: RepairPlan, ts: str) -> bytes:
@@ -463,7 +468,8 @@ def other_db_ops(other: OtherDbPlan, cols: Sequence[str]) -> List[Op]:
 
 
 def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
-                 now: Optional[float] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
+                 now: Optional[float] = None, progress: Optional[Progress] = None,
+                 extra_ops: Sequence[Op] = ()) -> Dict[str, Any]:
     """Run the plan's ops through the one executor: moves first, then every row change in one
     transaction; a thread whose move cannot happen keeps its row too."""
     home = inputs.home
@@ -472,6 +478,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     ops = remap_ops(inputs, plan) + repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
     for other in plan.others:
         ops += other_db_ops(other, thread_columns_of(other.db))
+    ops += list(extra_ops)
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}
@@ -483,6 +490,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
             "line1_rewritten": r.applied["line1"] + r.applied["rollout_rewrite"],
             "symlinks_repointed": r.applied["symlink"],
+            "history_rows_deleted": r.applied["row_delete"],
             "rows_per_db": {safe_str(db): n for db, n in r.rows.items()},
             "other_db_backups": {safe_str(db): str(b) for db, b in r.backups.items()
                                  if db != str(home.state_db.path) and not db.endswith("thread_history_1.sqlite")},
