@@ -1,0 +1,679 @@
+"""Plan an import of another home's sessions into this one: which threads, which files where,
+which rows (threads, thread_history_1), which line-1 rewrites; skipped and conflicting ones with
+the reason. Reads only: SRC through archive_src, DEST through the usual one walk and one SELECT."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from . import UserError
+from .archive_src import HISTORY_DB, STATE_DB, SourceHome, private_db_copy
+from .home import CodexHome, read_config
+from .line1 import read_line1
+from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, safe_str
+from .rollout_index import ROLLOUT_NAME, RolloutFile, RolloutIndex, build_index, load_session_meta, unusable_reason
+from .rollout_scan import row_from_rollout
+from .statedb import open_readonly
+
+Remap = Tuple[str, str]
+HISTORY_TABLES = ("thread_turns", "thread_items", "thread_realtime_items", "thread_history_projection_state")
+# thread_history_1 columns holding byte offsets into the rollout file (shifted when line 1 changes length)
+OFFSET_COLUMNS = {"thread_turns": ("rollout_byte_offset", "rollout_end_byte_offset"),
+                  "thread_history_projection_state": ("next_rollout_byte_offset",)}
+# columns pointing into SRC tables an import does not carry: left empty in DEST
+DROPPED_REFERENCES = ("thread_section_id", "section_position", "section_entered_at_ms", "project_id")
+_CHUNK = 1024 * 1024
+
+
+@dataclass
+class FileCopy:
+    """One rollout file: read from SRC, created at the same relative place in DEST."""
+
+    src: Path
+    dst: Path
+    rel: str
+    key: str  # its history key in thread_history_1: the `_<rollout-uuid>` if any, else the thread id
+    size: int
+    mtime_ns: int
+    line1_len: int
+    new_line1: Optional[bytes] = None  # None: copied byte for byte
+
+    @property
+    def delta(self) -> int:
+        return 0 if self.new_line1 is None else len(self.new_line1) - self.line1_len
+
+    @property
+    def boundary(self) -> int:
+        """Offset of line 2 in SRC's file: offsets at or past it move by `delta`."""
+        return self.line1_len + 1
+
+    @property
+    def new_size(self) -> int:
+        return self.size + self.delta
+
+
+@dataclass
+class ThreadImport:
+    thread_id: str
+    files: List[FileCopy]
+    row: Dict[str, Any]
+    row_from: str  # "source row" or "rollout"
+    title: str
+    name: Optional[str]
+    created: Optional[int]
+    cwd_before: str
+    cwd_after: str
+    archived: bool
+    provider: str
+    history_turns: int
+    why: str = "in the source"
+    notes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Skip:
+    thread_id: str
+    title: str
+    reason: str
+
+
+@dataclass
+class ImportPlan:
+    source: SourceHome
+    dest: CodexHome
+    threads_in_source: int = 0
+    imports: List[ThreadImport] = field(default_factory=list)
+    skipped: List[Skip] = field(default_factory=list)  # already in DEST, or not importable
+    conflicts: List[Skip] = field(default_factory=list)  # DEST has a different thread with the id
+    mkdirs: List[Path] = field(default_factory=list)
+    remaps: List[Remap] = field(default_factory=list)
+    suggested_remap: Optional[str] = None
+    provider_hint: Optional[str] = None
+    src_history_db: Optional[Path] = None
+    dest_history_db: Optional[Path] = None
+    notes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class SourceInputs:
+    """SRC read once: rows by id, the walk, names from session_index.jsonl, history turn counts."""
+
+    source: SourceHome
+    rows: Dict[str, Dict[str, Any]]
+    columns: List[str]
+    index: RolloutIndex
+    names: Dict[str, str]
+    history_db: Optional[Path]
+    history_turns: Dict[str, int]
+    provider: str
+
+
+def _find_db(root: Path, name: str) -> Optional[Path]:
+    for folder in (root, root / "sqlite"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_names(root: Path) -> Dict[str, str]:
+    """`thread/name/set` appends `{"id","thread_name","updated_at"}`; the last one per id counts."""
+    out: Dict[str, str] = {}
+    path = root / "session_index.jsonl"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return out
+    for raw in data.split(b"\n"):
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("thread_name"), str):
+            out[rec["id"].lower()] = rec["thread_name"]
+    return out
+
+
+def read_source(source: SourceHome) -> SourceInputs:
+    """SRC's DBs are read through private copies (DB + WAL) in the scratch folder, never in place."""
+    rows: Dict[str, Dict[str, Any]] = {}
+    columns: List[str] = []
+    state = _find_db(source.root, STATE_DB)
+    if state is not None:
+        copy_path = private_db_copy(state, source.scratch)
+        conn = _open_copy(copy_path, state)
+        try:
+            columns = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
+            if columns and "id" in columns:
+                cur = conn.execute("SELECT * FROM threads")
+                names = [d[0] for d in cur.description]
+                for values in cur:
+                    rec = dict(zip(names, values))
+                    if isinstance(rec.get("id"), str):
+                        rows[rec["id"].lower()] = rec
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{state}: cannot read its threads ({exc})") from None
+        finally:
+            conn.close()
+    history_db = None
+    turns: Dict[str, int] = {}
+    hist = (state.parent / HISTORY_DB) if state is not None else _find_db(source.root, HISTORY_DB)
+    if hist is not None and hist.is_file():
+        history_db = private_db_copy(hist, source.scratch)
+        if history_db is not None:
+            conn = _open_copy(history_db, hist)
+            try:
+                turns = {str(k): int(n) for k, n in conn.execute(
+                    "SELECT thread_id, count(*) FROM thread_turns GROUP BY thread_id")}
+            except sqlite3.DatabaseError:
+                history_db, turns = None, {}
+            finally:
+                conn.close()
+    cfg = read_config(source.root) if (source.root / "config.toml").is_file() else None
+    return SourceInputs(source, rows, columns, build_index(source.root), _read_names(source.root),
+                        history_db, turns, cfg.model_provider if cfg else "openai")
+
+
+def _open_copy(copy_path: Optional[Path], original: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(str(copy_path))
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{original} is not a readable SQLite database ({exc})") from None
+    return conn
+
+
+@dataclass
+class DestInputs:
+    home: CodexHome
+    index: RolloutIndex
+    rows: Dict[str, Tuple[str, str]]  # id -> (rollout_path, cwd)
+    columns: List[Tuple[str, bool, bool]]  # (name, not null, has default)
+    history_db: Optional[Path]
+    history_keys: Set[str]
+    history_columns: Dict[str, List[str]]
+
+
+def read_dest(home: CodexHome) -> DestInputs:
+    conn = open_readonly(home.state_db.path)
+    try:
+        info = list(conn.execute("PRAGMA table_info(threads)"))
+        rows = {str(i).lower(): (str(p), str(c)) for i, p, c in conn.execute("SELECT id, rollout_path, cwd FROM threads")}
+    finally:
+        conn.close()
+    if not info:
+        raise UserError(f"{home.state_db.path} has no threads table: start Codex once on this home")
+    columns = [(r[1], bool(r[3]), r[4] is not None or bool(r[5])) for r in info]
+    hist = home.state_db.path.parent / HISTORY_DB
+    keys: Set[str] = set()
+    hcols: Dict[str, List[str]] = {}
+    if hist.is_file():
+        conn = open_readonly(hist)
+        try:
+            for t in HISTORY_TABLES:
+                hcols[t] = [r[1] for r in conn.execute(f"PRAGMA table_info({t})")]
+            keys = {str(k).lower() for (k,) in conn.execute(
+                "SELECT thread_id FROM thread_turns UNION SELECT thread_id FROM thread_history_projection_state "
+                "UNION SELECT thread_id FROM thread_items")}
+        finally:
+            conn.close()
+    return DestInputs(home, build_index(home.root), rows, columns, hist if hist.is_file() else None, keys, hcols)
+
+
+def parse_remaps(values: Sequence[str]) -> List[Remap]:
+    out = []
+    for v in values:
+        if "=" not in v or "\x00" in v:
+            raise UserError(f"--remap-prefix wants OLD=NEW, got {v!r}")
+        old, new = v.split("=", 1)
+        if not old or not new:
+            raise UserError(f"--remap-prefix wants OLD=NEW with both sides set, got {v!r}")
+        out.append((old, new))
+    return out
+
+
+def remap(value: str, remaps: Sequence[Remap]) -> str:
+    for old, new in remaps:
+        if has_prefix(value, old):
+            return replace_prefix(value, old, new) or value
+    return value
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else ("" if v is None else str(v))
+
+
+class Line1Rewriter:
+    """New line 1 bytes for each SRC file: cwd and runtime_workspace_roots remapped, a fork's
+    history_base.end_byte_offset moved with its parent's line 1. Only those tokens change."""
+
+    def __init__(self, src: SourceInputs, remaps: Sequence[Remap]) -> None:
+        self.src = src
+        self.remaps = list(remaps)
+        self.memo: Dict[str, Tuple[int, Optional[bytes], Optional[str]]] = {}
+        self.stack: Set[str] = set()
+
+    def for_file(self, path: Path) -> Tuple[int, Optional[bytes], Optional[str]]:
+        """(old line 1 length, new line 1 or None, problem or None)."""
+        key = str(path)
+        if key in self.memo:
+            return self.memo[key]
+        self.stack.add(key)
+        try:
+            result = self._rewrite(path)
+        finally:
+            self.stack.discard(key)
+        self.memo[key] = result
+        return result
+
+    def _parent_shift(self, base: Dict[str, Any]) -> int:
+        parent = base.get("thread_id")
+        if not isinstance(parent, str):
+            return 0
+        files = [f for f in self.src.index.by_thread.get(parent.lower(), []) if "_" not in f.name]
+        if len(files) != 1 or files[0].key in self.stack:
+            return 0
+        old_len, new, _ = self.for_file(files[0].path)
+        end = base.get("end_byte_offset")
+        if new is None or not isinstance(end, int) or end < old_len + 1:
+            return 0
+        return len(new) - old_len
+
+    def _rewrite(self, path: Path) -> Tuple[int, Optional[bytes], Optional[str]]:
+        line, err = read_line1(path)
+        if line is None:
+            return 0, None, err
+        try:
+            obj = json.loads(line)
+            payload = obj["payload"]
+            assert obj.get("type") == "session_meta" and isinstance(payload, dict)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return len(line), None, None  # not a session_meta: copied as is
+        want = copy.deepcopy(obj)
+        new = line
+        changes: List[Tuple[str, Any, Any]] = []
+        cwd = payload.get("cwd")
+        if isinstance(cwd, str) and self.remaps and remap(cwd, self.remaps) != cwd:
+            changes.append(("cwd", cwd, remap(cwd, self.remaps)))
+        roots = payload.get("runtime_workspace_roots")
+        if isinstance(roots, list) and self.remaps and all(isinstance(r, str) for r in roots):
+            moved = [remap(r, self.remaps) for r in roots]
+            if moved != roots:
+                changes.append(("runtime_workspace_roots", roots, moved))
+        base = payload.get("history_base")
+        shift = self._parent_shift(base) if isinstance(base, dict) else 0
+        if shift:
+            changes.append(("end_byte_offset", base["end_byte_offset"], base["end_byte_offset"] + shift))
+        if not changes:
+            return len(line), None, None
+        for key, old, value in changes:
+            token = _token(key, old)
+            if new.count(token) != 1:
+                return len(line), None, f"line 1's {key} is not written the way Codex writes it: left as is"
+            new = new.replace(token, _token(key, value))
+            if key == "end_byte_offset":
+                want["payload"]["history_base"][key] = value
+            else:
+                want["payload"][key] = value
+        if json.loads(new) != want:
+            return len(line), None, "line 1 rewrite would change more than the remapped fields: left as is"
+        return len(line), new, None
+
+
+def _token(key: str, value: Any) -> bytes:
+    """`"key":value` as Codex writes it (compact JSON)."""
+    return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode()
+
+
+def _title(row: Optional[Dict[str, Any]], names: Dict[str, str], tid: str) -> Tuple[str, Optional[str]]:
+    name = None
+    if row is not None and row.get("name"):
+        name = _text(row["name"])
+    name = name or names.get(tid)
+    title = ""
+    if row is not None:
+        title = _text(row.get("title") or row.get("preview") or row.get("first_user_message"))
+    return title, name
+
+
+def _primary(files: List[RolloutFile], row: Optional[Dict[str, Any]]) -> Tuple[Optional[RolloutFile], str]:
+    if row is not None:
+        base = os.path.basename(_text(row.get("rollout_path")).replace("\\", "/"))
+        named = [f for f in files if f.name == base]
+        if len(named) == 1:
+            return named[0], ""
+    plain = [f for f in files if "_" not in f.name]
+    if len(plain) == 1:
+        return plain[0], ""
+    if not plain:
+        return None, "only later segments of a reverted thread, no first rollout file"
+    return None, f"ambiguous: {len(plain)} rollout files carry this thread id in the source"
+
+
+def _digest_planned(fc: FileCopy) -> Tuple[str, int]:
+    """sha256 and length of the bytes DEST would get."""
+    h = hashlib.sha256()
+    with open(fc.src, "rb") as fh:
+        if fc.new_line1 is not None:
+            fh.seek(fc.line1_len)
+            h.update(fc.new_line1)
+        while True:
+            chunk = fh.read(_CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+    return h.hexdigest(), fc.new_size
+
+
+def _prefix_digest(path: Path, length: int) -> Optional[str]:
+    h = hashlib.sha256()
+    left = length
+    try:
+        with open(path, "rb") as fh:
+            while left > 0:
+                chunk = fh.read(min(_CHUNK, left))
+                if not chunk:
+                    return None
+                h.update(chunk)
+                left -= len(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str) -> Optional[str]:
+    """None when DEST already holds every file (the same bytes, or those bytes followed by turns
+    added since); else what differs."""
+    theirs = {f.name: f for f in dest.index.by_thread.get(tid, [])}
+    for fc in files:
+        other = theirs.get(fc.dst.name)
+        if other is None:
+            return f"DEST has this thread id without the file {fc.dst.name}"
+        want, size = _digest_planned(fc)
+        if _prefix_digest(other.path, size) != want:
+            return f"DEST's {safe_str(other.path)} holds other content"
+    return None
+
+
+def _fill_row(src_row: Optional[Dict[str, Any]], primary: RolloutFile, tid: str, src: SourceInputs,
+              dest: DestInputs) -> Tuple[Dict[str, Any], str]:
+    """SRC's row where it has a usable one, else the row Codex's backfill would build; every NOT
+    NULL column DEST needs is filled from the rollout when SRC's schema lacks it."""
+    dest_cols = [c for c, _nn, _d in dest.columns]
+    needed = [c for c, nn, has_default in dest.columns if nn and not has_default]
+    row_from = "source row"
+    base: Dict[str, Any] = dict(src_row) if src_row is not None else {}
+    if src_row is None or any(c not in base or base[c] is None for c in needed):
+        scanned = row_from_rollout(primary.path, tid, primary.archived, src.provider)
+        if src_row is None:
+            base, row_from = scanned, "rollout"
+        else:
+            for c in needed:
+                if base.get(c) is None:
+                    base[c] = scanned.get(c)
+    return {c: base[c] for c in dest_cols if c in base}, row_from
+
+
+def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (),
+                thread_ids: Sequence[str] = ()) -> ImportPlan:
+    """One pass over SRC's threads with dictionary look-ups into both walks."""
+    plan = ImportPlan(source=src.source, dest=dest.home, remaps=list(remaps),
+                      src_history_db=src.history_db, dest_history_db=dest.history_db)
+    all_ids = set(src.rows) | set(src.index.by_thread)
+    plan.threads_in_source = len(all_ids)
+    wanted = {t.lower() for t in thread_ids}
+    unknown = sorted(wanted - all_ids)
+    if unknown:
+        raise UserError(f"--thread-id {unknown[0]}: no such thread in the source")
+    selected = _with_fork_parents(src, wanted, dest) if wanted else {t: "in the source" for t in all_ids}
+    rewriter = Line1Rewriter(src, remaps)
+    taken: Set[str] = set()
+    made: Set[str] = set()
+    for tid in sorted(selected, key=lambda t: (_created(src, t), t)):
+        _plan_thread(plan, tid, selected[tid], src, dest, rewriter, taken, made)
+    _suggest(plan, src, dest, remaps)
+    if dest.history_db is None and any(t.history_turns for t in plan.imports):
+        plan.notes.append(f"DEST has no {HISTORY_DB}: start Codex once on it, then import, or the imported "
+                          f"threads read 0 turns until resumed (archived ones cannot be resumed)")
+    return plan
+
+
+def _created(src: SourceInputs, tid: str) -> int:
+    row = src.rows.get(tid)
+    v = row.get("created_at") if row else None
+    if isinstance(v, int):
+        return v
+    files = src.index.by_thread.get(tid)
+    return int(datetime.strptime(files[0].date, "%Y-%m-%d").timestamp()) if files else 0
+
+
+def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) -> Dict[str, str]:
+    """The chosen threads plus each fork's parent the child reads its start from (unless DEST has it)."""
+    out = {t: "chosen" for t in wanted}
+    todo = list(wanted)
+    while todo:
+        tid = todo.pop()
+        plain = [f for f in src.index.by_thread.get(tid, []) if "_" not in f.name]
+        if len(plain) != 1:
+            continue
+        parent = load_session_meta(plain[0].path).forked_from_id
+        if parent and parent.lower() not in out and parent.lower() not in dest.rows \
+                and parent.lower() in src.index.by_thread:
+            out[parent.lower()] = f"parent of fork {tid}"
+            todo.append(parent.lower())
+    return out
+
+
+def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: DestInputs,
+                 rewriter: Line1Rewriter, taken: Set[str], made: Set[str]) -> None:
+    row = src.rows.get(tid)
+    title, name = _title(row, src.names, tid)
+    files = src.index.by_thread.get(tid, [])
+
+    def skip(reason: str, conflict: bool = False) -> None:
+        (plan.conflicts if conflict else plan.skipped).append(Skip(tid, name or title, reason))
+
+    if not files:
+        return skip("its rollout file is not in the source (a row alone cannot be read or resumed)")
+    if any(f.compressed for f in files):
+        return skip("a zstd-compressed rollout (not readable here)")
+    if any(f.is_symlink for f in files):
+        return skip("a rollout file is a symlink (never followed)")
+    primary, problem = _primary(files, row)
+    if primary is None:
+        return skip(problem)
+    meta = load_session_meta(primary.path)
+    problem = unusable_reason(primary, meta, tid)
+    if problem:
+        return skip(problem)
+    root = plan.source.root
+    copies: List[FileCopy] = []
+    notes: List[str] = []
+    for rf in sorted(files, key=lambda f: f.key):
+        rel = os.path.relpath(rf.key, str(root)).replace(os.sep, "/")
+        if rel.startswith("..") or not rel.startswith(("sessions/", "archived_sessions/")):
+            return skip(f"{rf.key} is not under the source's sessions folders")
+        dst = dest.home.root / rel
+        if not is_inside(dst, dest.home.root / rel.split("/", 1)[0]):
+            return skip(f"{rel}: an odd name")
+        st = os.stat(rf.key)
+        old_len, new_line1, issue = rewriter.for_file(rf.path)
+        if issue:
+            notes.append(f"{rf.name}: {issue}")
+        m = ROLLOUT_NAME.match(rf.name)
+        key = (m.group("rollout") or m.group("thread")).lower() if m else tid
+        copies.append(FileCopy(rf.path, dst, rel, key, st.st_size, st.st_mtime_ns, old_len, new_line1))
+    if tid in dest.rows or tid in dest.index.by_thread:
+        differs = _same_as_dest(copies, dest, tid) if tid in dest.rows else \
+            "DEST has a rollout with this id but no row"
+        if differs is None:
+            return skip("already in DEST (the same thread)")
+        return skip(f"DEST already has a different thread with this id ({differs})", conflict=True)
+    for fc in copies:
+        if fc.dst.exists() or str(fc.dst) in taken:
+            return skip(f"{safe_str(fc.dst)} already exists in DEST", conflict=True)
+        if fc.key in dest.history_keys:
+            return skip(f"DEST's {HISTORY_DB} already has rows for {fc.key}", conflict=True)
+    archived = primary.archived
+    built, row_from = _fill_row(row, primary, tid, src, dest)
+    dest_cols = {c for c, _nn, _d in dest.columns}
+    primary_dst = next(fc.dst for fc in copies if fc.src == primary.path)
+    cwd_before = _text(built.get("cwd")) or (meta.cwd or "")
+    cwd_after = remap(cwd_before, plan.remaps)
+    built.update({"id": _text(built.get("id")) or tid, "rollout_path": str(primary_dst), "cwd": cwd_after,
+                  "archived": int(archived)})
+    if "archived_at" in dest_cols:
+        built["archived_at"] = (built.get("archived_at") or int(primary.path.stat().st_mtime)) if archived else None
+    for c in DROPPED_REFERENCES:
+        if c in built:
+            built[c] = None
+    if name and "name" in dest_cols:
+        built["name"] = name
+    for fc in copies:
+        taken.add(str(fc.dst))
+        _plan_dirs(plan, fc.dst.parent, dest.home.root, made)
+    turns = sum(src.history_turns.get(fc.key, 0) for fc in copies)
+    if src.history_db is not None and turns == 0 and _text(built.get("history_mode")) == "paginated":
+        notes.append("the source keeps no history rows for it: " + (
+            "it reads 0 turns until resumed once" if not archived else
+            "archived, so it reads 0 turns and cannot be resumed until unarchived"))
+    plan.imports.append(ThreadImport(
+        thread_id=_text(built["id"]), files=copies, row=built, row_from=row_from, title=title, name=name,
+        created=built.get("created_at") if isinstance(built.get("created_at"), int) else None,
+        cwd_before=cwd_before, cwd_after=cwd_after, archived=archived,
+        provider=meta.model_provider or _text(built.get("model_provider")), history_turns=turns,
+        why=why, notes=notes))
+
+
+def _plan_dirs(plan: ImportPlan, folder: Path, root: Path, made: Set[str]) -> None:
+    chain = []
+    while folder != root and not folder.exists() and str(folder) not in made:
+        chain.append(folder)
+        folder = folder.parent
+    for d in reversed(chain):
+        made.add(str(d))
+        plan.mkdirs.append(d)
+
+
+def _user_home(codex_home: str) -> Optional[str]:
+    norm = codex_home.replace("\\", "/").rstrip("/")
+    return norm.rsplit("/", 1)[0] if norm.endswith("/.codex") else None
+
+
+def _suggest(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap]) -> None:
+    """The old user home from SRC's rows' rollout_path, when the cwds are under it; and the
+    provider migration when the imported threads are on another provider than DEST's."""
+    root = dest.home.root
+    if not remaps:
+        olds = home_prefix_counts((_text(r.get("rollout_path")) for r in src.rows.values()), root)
+        if olds:
+            old_home = olds.most_common(1)[0][0]
+            old_user, new_user = _user_home(old_home), _user_home(str(root))
+            cwds = [t.cwd_before for t in plan.imports]
+            if old_user and new_user and old_user != new_user and any(has_prefix(c, old_user) for c in cwds):
+                n = sum(1 for c in cwds if has_prefix(c, old_user))
+                plan.suggested_remap = f"--remap-prefix {safe_str(old_user)}={safe_str(new_user)}"
+                plan.notes.append(f"{n} thread(s) were made in folders under {safe_str(old_user)} (the old "
+                                  f"user home); with {plan.suggested_remap} they list under the same folders here")
+    current = dest.home.config.model_provider
+    others: Dict[str, int] = {}
+    for t in plan.imports:
+        if t.provider and t.provider != current:
+            others[t.provider] = others.get(t.provider, 0) + 1
+    if others:
+        listed = ", ".join(f"{p} ({n})" for p, n in sorted(others.items()))
+        plan.provider_hint = (f"{sum(others.values())} imported thread(s) are on another provider than this "
+                              f"home's {current!r}: {listed}. The editors list only {current!r}; after the "
+                              f"import run provider_migrate.py --target-provider {current} "
+                              + " ".join(f"--from-provider {p}" for p in sorted(others))
+                              + " --include-archived")
+
+
+def _local(ts: Optional[int]) -> str:
+    if not ts:
+        return ""
+    try:
+        return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):
+        return ""
+
+
+def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
+    """The report a person reads before --apply: titles, dates and folders, not only ids."""
+    imp = plan.imports
+    return {
+        "source": safe_str(plan.source.origin), "source_kind": plan.source.kind,
+        "source_home": safe_str(plan.source.root) if plan.source.kind == "folder" else None,
+        "threads_in_source": plan.threads_in_source,
+        "to_import": len(imp), "to_import_active": sum(1 for t in imp if not t.archived),
+        "to_import_archived": sum(1 for t in imp if t.archived),
+        "already_present": sum(1 for s in plan.skipped if s.reason.startswith("already in DEST")),
+        "skipped": len(plan.skipped), "conflicts": len(plan.conflicts),
+        "files_to_copy": sum(len(t.files) for t in imp),
+        "bytes_to_copy": sum(fc.new_size for t in imp for fc in t.files),
+        "line1_rewrites": sum(1 for t in imp for fc in t.files if fc.new_line1 is not None),
+        "history_turns_to_copy": sum(t.history_turns for t in imp),
+        "folders_to_create": len(plan.mkdirs),
+        "remaps": [f"{o}={n}" for o, n in plan.remaps],
+        "remapped_threads": sum(1 for t in imp if t.cwd_before != t.cwd_after),
+        "suggested_remap": plan.suggested_remap, "provider_hint": plan.provider_hint,
+        "notes": plan.notes,
+        "imports_sample": [{
+            "thread_id": t.thread_id, "name": t.name, "title": t.title[:100], "created": _local(t.created),
+            "folder": safe_str(t.cwd_after), "folder_before": safe_str(t.cwd_before), "archived": t.archived,
+            "provider": t.provider, "files": [fc.rel for fc in t.files], "history_turns": t.history_turns,
+            "row_from": t.row_from, "why": t.why, "notes": t.notes} for t in imp[:sample]],
+        "skipped_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}
+                           for s in plan.skipped[:sample]],
+        "conflicts_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}
+                             for s in plan.conflicts[:sample]],
+    }
+
+
+def shift_offsets(table: str, row: Dict[str, Any], fc: FileCopy) -> Dict[str, Any]:
+    """A history row with its byte offsets valid for DEST's copy of the file."""
+    if not fc.delta:
+        return row
+    out = dict(row)
+    for col in OFFSET_COLUMNS.get(table, ()):
+        v = out.get(col)
+        if isinstance(v, int) and v >= fc.boundary:
+            out[col] = v + fc.delta
+    return out
+
+
+def history_rows(plan: ImportPlan, dest_columns: Dict[str, List[str]]) -> Dict[str, Dict[str, List[Dict[str, Any]]]]:
+    """thread id -> table -> rows to insert into DEST's thread_history_1 (only the columns DEST has),
+    one SELECT per table over SRC's private copy."""
+    out: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
+    if plan.src_history_db is None or not plan.imports:
+        return out
+    by_key: Dict[str, Tuple[str, FileCopy]] = {}
+    for t in plan.imports:
+        for fc in t.files:
+            by_key[fc.key] = (t.thread_id, fc)
+    conn = sqlite3.connect(str(plan.src_history_db))
+    try:
+        for table in HISTORY_TABLES:
+            cols = dest_columns.get(table) or []
+            src_cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            use = [c for c in src_cols if c in cols]
+            if "thread_id" not in use:
+                continue
+            cur = conn.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in use)} FROM {table}")
+            for values in cur:
+                rec = dict(zip(use, values))
+                hit = by_key.get(str(rec["thread_id"]).lower())
+                if hit is None:
+                    continue
+                tid, fc = hit
+                out.setdefault(tid, {}).setdefault(table, []).append(shift_offsets(table, rec, fc))
+    finally:
+        conn.close()
+    return out

@@ -1,0 +1,353 @@
+"""session_import.py on hand-built homes: the plan, hostile archives, conflicts, a source read
+without a byte changed, and history offsets that stay valid when line 1 changes length."""
+import io
+import json
+import os
+import shutil
+import sqlite3
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from harness import run_script, snapshot
+from homebuilder import HomeBuilder
+
+# thread_history_1.sqlite as the real Codex 0.171.0 creates it (the tables an import copies)
+HISTORY_SCHEMA = """
+CREATE TABLE thread_turns (thread_id TEXT NOT NULL, turn_id TEXT NOT NULL, rollout_ordinal INTEGER NOT NULL,
+    status TEXT NOT NULL, error_json TEXT, started_at INTEGER, completed_at INTEGER, duration_ms INTEGER,
+    first_user_item_id TEXT, final_agent_item_id TEXT, rollout_byte_offset INTEGER, rollout_end_ordinal INTEGER,
+    rollout_end_byte_offset INTEGER, root_turn_id TEXT, PRIMARY KEY (thread_id, turn_id));
+CREATE UNIQUE INDEX idx_thread_turns_page ON thread_turns(thread_id, rollout_ordinal);
+CREATE TABLE thread_items (thread_id TEXT NOT NULL, turn_id TEXT NOT NULL, item_id TEXT NOT NULL,
+    rollout_ordinal INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, item_json TEXT NOT NULL,
+    item_type TEXT NOT NULL DEFAULT '', updated_at_ordinal INTEGER NOT NULL DEFAULT 0, started_at_ms INTEGER,
+    completed_at_ms INTEGER, PRIMARY KEY (thread_id, turn_id, item_id));
+CREATE TABLE thread_history_projection_state (thread_id TEXT PRIMARY KEY,
+    next_rollout_byte_offset INTEGER NOT NULL, next_rollout_ordinal INTEGER NOT NULL);
+CREATE TABLE thread_realtime_items (thread_id TEXT NOT NULL, item_id TEXT NOT NULL,
+    rollout_ordinal INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, item_type TEXT NOT NULL,
+    item_json TEXT NOT NULL, PRIMARY KEY (thread_id, item_id));
+"""
+
+
+def make_history(hb: HomeBuilder, threads, key_of=None) -> Path:
+    """History rows as Codex keeps them: one turn from line 2 to the end, the cursor at the end."""
+    db = hb.root / "thread_history_1.sqlite"
+    conn = sqlite3.connect(str(db))
+    conn.executescript(HISTORY_SCHEMA)
+    for t in threads:
+        data = t.path.read_bytes()
+        key = key_of(t) if key_of else t.id
+        start, end = data.index(b"\n") + 1, len(data)
+        conn.execute("INSERT INTO thread_turns VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     (key, f"turn-{key[-4:]}", 1, "completed", None, 1, 2, 3, "u1", "a1", start, 4, end, None))
+        conn.execute("INSERT INTO thread_items VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     (key, f"turn-{key[-4:]}", "item1", 2, 5, '{"type":"userMessage"}', "userMessage", 2, None, None))
+        conn.execute("INSERT INTO thread_history_projection_state VALUES (?,?,?)", (key, end, 5))
+    conn.commit()
+    conn.close()
+    return db
+
+
+def imp(dest: Path, *args, env=None, expect=(0, 1)):
+    proc = run_script("session_import.py", "--codex-dir", str(dest), *args, env=env)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode in expect, proc.stdout + proc.stderr
+    return proc
+
+
+def plan_json(dest: Path, *args, env=None):
+    return json.loads(imp(dest, "--json", *args, env=env).stdout)
+
+
+@pytest.fixture
+def homes(tmp_path):
+    """An old home (user `olduser`: three sessions in ~/proj, one named, one archived) and a new
+    home (user `newuser2`: two of its own in ~/proj), both as the 0.169 schema writes them."""
+    src = HomeBuilder(tmp_path / "old" / "olduser" / ".codex", provider="openai")
+    old_cwd = "/home/olduser/proj"
+    made = [src.add(cwd=old_cwd, preview="fix the parser"),
+            src.add(cwd=old_cwd, preview="write the docs"),
+            src.add(cwd=old_cwd, preview="old archived work", archived=True)]
+    for t in made:  # the rows say where the old home was on the old machine
+        src.sql("UPDATE threads SET rollout_path=? WHERE id=?",
+                ("/home/olduser/.codex/" + str(t.path.relative_to(src.root)), t.id))
+    src.sql("UPDATE threads SET name='Parser rewrite' WHERE id=?", (made[0].id,))
+    (src.root / "session_index.jsonl").write_text(json.dumps(
+        {"id": made[1].id, "thread_name": "Docs (from the index)", "updated_at": "2025-03-01T10:00:00Z"}) + "\n")
+    make_history(src, made)
+    dst = HomeBuilder(tmp_path / "new" / "newuser2" / ".codex", provider="openai")
+    dst.n = 100  # other ids
+    own = [dst.add(cwd=str(dst.root.parent / "proj"), preview=f"new machine {i}") for i in range(2)]
+    make_history(dst, own)
+    return src, made, dst, own
+
+
+def test_dry_run_shows_titles_names_dates_and_suggests_the_user_home_remap(homes):
+    src, made, dst, own = homes
+    before_src, before_dst = snapshot(src.root), snapshot(dst.root)
+    plan = plan_json(dst.root, "--from", str(src.root))
+    assert plan["dry_run"] is True and plan["result"] is None
+    assert (plan["threads_in_source"], plan["to_import"], plan["to_import_archived"]) == (3, 3, 1)
+    assert (plan["skipped"], plan["conflicts"], plan["files_to_copy"], plan["history_turns_to_copy"]) == (0, 0, 3, 3)
+    assert plan["suggested_remap"] == f"--remap-prefix /home/olduser={dst.root.parent}"
+    assert plan["provider_hint"] is None
+    by_id = {t["thread_id"]: t for t in plan["imports_sample"]}
+    assert by_id[made[0].id]["name"] == "Parser rewrite"
+    assert by_id[made[1].id]["name"] == "Docs (from the index)"
+    assert by_id[made[2].id]["archived"] is True
+    assert by_id[made[2].id]["files"] == ["archived_sessions/" + made[2].path.name]
+    assert by_id[made[0].id]["title"] == "fix the parser" and by_id[made[0].id]["created"] == "2025-03-01 09:37"
+    assert by_id[made[0].id]["folder"] == "/home/olduser/proj"
+    text = imp(dst.root, "--from", str(src.root)).stdout
+    assert "'Parser rewrite'  in /home/olduser/proj" in text and "suggested: --remap-prefix" in text
+    assert snapshot(src.root) == before_src and snapshot(dst.root) == before_dst
+
+
+def test_remap_rewrites_cwd_and_shifts_history_offsets_by_the_growth(homes):
+    from sessionkit.archive_src import open_source
+    from sessionkit.home import open_home
+    from sessionkit.importer import history_rows, plan_import, read_dest, read_source
+    src, made, dst, own = homes
+    remap = [("/home/olduser", "/home/newuser2")]  # 1 byte longer, in cwd
+    with open_source(str(src.root)) as source:
+        s, d = read_source(source), read_dest(open_home(str(dst.root)))
+        plan = plan_import(s, d, remap)
+        rows = history_rows(plan, d.history_columns)
+    assert [t.cwd_after for t in plan.imports] == ["/home/newuser2/proj"] * 3
+    for t in plan.imports:
+        fc = t.files[0]
+        old = fc.src.read_bytes()
+        line1 = old[:old.index(b"\n")]
+        assert fc.new_line1 == line1.replace(b'"cwd":"/home/olduser/proj"', b'"cwd":"/home/newuser2/proj"')
+        assert fc.delta == 1 and t.row["cwd"] == "/home/newuser2/proj"
+        assert t.row["rollout_path"] == str(dst.root / fc.rel)
+        turn = rows[t.thread_id]["thread_turns"][0]
+        assert (turn["rollout_byte_offset"], turn["rollout_end_byte_offset"]) == (len(line1) + 1 + 1, len(old) + 1)
+        assert rows[t.thread_id]["thread_history_projection_state"][0]["next_rollout_byte_offset"] == len(old) + 1
+        assert rows[t.thread_id]["thread_items"][0]["item_json"] == '{"type":"userMessage"}'
+
+
+def test_source_with_rows_only_in_its_wal_is_read_through_a_private_copy(tmp_path):
+    """A copied home whose schema and rows live only in -wal: read them, change no byte, make no -shm."""
+    live = HomeBuilder(tmp_path / "live" / ".codex", provider="openai", wal=True)
+    t = live.add(cwd="/home/olduser/proj", preview="only in the wal")
+    writer = sqlite3.connect(str(live.db_path))
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("UPDATE threads SET title='renamed in the wal', name='WAL name' WHERE id=?", (t.id,))
+    writer.commit()
+    src = tmp_path / "copy" / ".codex"
+    shutil.copytree(live.root, src)  # copied while Codex had it open: DB, -wal, -shm
+    writer.close()
+    (src / "state_5.sqlite-shm").unlink()
+    assert (src / "state_5.sqlite-wal").stat().st_size > 0
+    dst = HomeBuilder(tmp_path / "new" / ".codex")
+    before = snapshot(src)
+    plan = plan_json(dst.root, "--from", str(src))
+    assert [(t["name"], t["title"]) for t in plan["imports_sample"]] == [("WAL name", "renamed in the wal")]
+    assert snapshot(src) == before
+    assert not (src / "state_5.sqlite-shm").exists()
+
+
+def test_conflict_when_dest_has_the_id_with_other_content(homes):
+    src, made, dst, own = homes
+    day = dst.root / made[0].path.relative_to(src.root).parent
+    day.mkdir(parents=True, exist_ok=True)
+    clash = day / made[0].path.name
+    clash.write_bytes(made[0].path.read_bytes().replace(b"fix the parser", b"something else"))
+    dst.insert_row(made[0].id, str(clash), made[0].created, "openai", "/x", "cli", False, "something else")
+    proc = imp(dst.root, "--from", str(src.root), "--json", expect=(1,))
+    plan = json.loads(proc.stdout)
+    assert plan["to_import"] == 2 and plan["conflicts"] == 1
+    assert plan["conflicts_sample"][0]["thread_id"] == made[0].id
+    assert "different thread" in plan["conflicts_sample"][0]["reason"]
+
+
+def test_same_thread_in_dest_is_skipped_not_a_conflict(homes):
+    src, made, dst, own = homes
+    copy = dst.root / made[1].path.relative_to(src.root)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(made[1].path.read_bytes() + b'{"type":"event_msg","payload":{}}\n')  # a turn added since
+    dst.insert_row(made[1].id, str(copy), made[1].created, "openai", "/home/olduser/proj", "cli", False, "x")
+    plan = plan_json(dst.root, "--from", str(src.root))
+    assert (plan["to_import"], plan["already_present"], plan["conflicts"]) == (2, 1, 0)
+
+
+def test_row_from_the_rollout_when_the_source_has_no_row_and_only_dest_columns(homes):
+    from sessionkit.archive_src import open_source
+    from sessionkit.home import open_home
+    from sessionkit.importer import plan_import, read_dest, read_source
+    src, made, dst, own = homes
+    orphan = src.add(cwd="/home/olduser/other", preview="no row for me", write_row=False)
+    src.sql("ALTER TABLE threads ADD COLUMN from_the_future TEXT DEFAULT 'x'")
+    with open_source(str(src.root)) as source:
+        plan = plan_import(read_source(source), read_dest(open_home(str(dst.root))))
+    by_id = {t.thread_id: t for t in plan.imports}
+    assert by_id[orphan.id].row_from == "rollout" and by_id[made[0].id].row_from == "source row"
+    assert by_id[orphan.id].row["cwd"] == "/home/olduser/other"
+    assert by_id[orphan.id].row["rollout_path"] == str(dst.root / orphan.path.relative_to(src.root))
+    assert "from_the_future" not in by_id[made[0].id].row
+    assert by_id[made[0].id].row["name"] == "Parser rewrite"
+
+
+def test_fork_parent_comes_along_and_its_growth_moves_the_childs_history_base(tmp_path):
+    from sessionkit.archive_src import open_source
+    from sessionkit.home import open_home
+    from sessionkit.importer import plan_import, read_dest, read_source
+    src = HomeBuilder(tmp_path / "old" / ".codex")
+    parent = src.add(cwd="/home/olduser/proj", preview="parent")
+    child = src.add(cwd="/home/olduser/proj", preview="child")
+    pdata = parent.path.read_bytes()
+    data = child.path.read_bytes()
+    line1, rest = data.split(b"\n", 1)
+    meta = json.loads(line1)
+    payload = meta["payload"]  # Codex writes forked_from_id right after id, history_base near the end
+    meta["payload"] = dict(list(payload.items())[:2] + [("forked_from_id", parent.id)] + list(payload.items())[2:])
+    meta["payload"]["history_base"] = {"thread_id": parent.id, "end_ordinal_exclusive": 5,
+                                       "end_byte_offset": len(pdata)}
+    child.path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n" + rest)
+    dst = HomeBuilder(tmp_path / "new" / ".codex")
+    with open_source(str(src.root)) as source:
+        plan = plan_import(read_source(source), read_dest(open_home(str(dst.root))),
+                           [("/home/olduser", "/home/someoneelse")], [child.id])
+    assert sorted((t.thread_id, t.why) for t in plan.imports) == sorted(
+        [(child.id, "chosen"), (parent.id, f"parent of fork {child.id}")])
+    growth = len("/home/someoneelse") - len("/home/olduser")
+    new_child = json.loads(next(t for t in plan.imports if t.thread_id == child.id).files[0].new_line1)
+    assert new_child["payload"]["history_base"]["end_byte_offset"] == len(pdata) + growth
+    assert new_child["payload"]["cwd"] == "/home/someoneelse/proj"
+
+
+def test_provider_hint_when_the_threads_are_on_another_provider(tmp_path):
+    src = HomeBuilder(tmp_path / "old" / ".codex", provider="oldco")
+    src.add(provider="oldco", cwd="/p")
+    dst = HomeBuilder(tmp_path / "new" / ".codex", provider="newco", providers=["newco"])
+    plan = plan_json(dst.root, "--from", str(src.root))
+    assert plan["provider_hint"].endswith(
+        "provider_migrate.py --target-provider newco --from-provider oldco --include-archived")
+
+
+def test_unknown_thread_id_and_missing_source_are_one_line_errors(homes, tmp_path):
+    src, made, dst, own = homes
+    for args, words in (((("--from", str(src.root), "--thread-id", "nope")), "no such thread"),
+                        (("--from", str(tmp_path / "absent")), "no such file or folder"),
+                        (("--from", str(dst.root)), "same home"),
+                        (("--from", str(tmp_path / "x.rar")), "no such file")):
+        proc = imp(dst.root, *args, expect=(2,))
+        assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+# --- archives ------------------------------------------------------------------------------
+
+def _tar(path: Path, home: Path, arcroot: str, extra=None, mode="w:gz"):
+    with tarfile.open(str(path), mode) as tf:
+        tf.add(str(home), arcname=arcroot)
+        for info, data in extra or []:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def test_tar_gz_finds_the_home_inside_and_plans_the_same_as_the_folder(homes, tmp_path):
+    src, made, dst, own = homes
+    link = src.root / "packages" / "app-server-daemon"
+    link.mkdir(parents=True)
+    (link / "current").symlink_to("/home/olduser/.codex/packages/app-server-daemon/releases/x")  # as 0.171 leaves it
+    archive = _tar(tmp_path / "old-home.tar.gz", src.root, "backup/home/olduser/.codex")
+    scratch_parent = tmp_path / "tmpdir"
+    scratch_parent.mkdir()
+    from_folder = plan_json(dst.root, "--from", str(src.root))
+    from_archive = plan_json(dst.root, "--from", str(archive), env={"TMPDIR": str(scratch_parent)})
+    assert from_archive["source_kind"] == "tar"
+    for key in ("to_import", "files_to_copy", "history_turns_to_copy", "suggested_remap", "imports_sample"):
+        assert from_archive[key] == from_folder[key], key
+    assert list(scratch_parent.iterdir()) == []  # the scratch folder is gone
+
+
+def _member(name, kind=tarfile.REGTYPE, data=b"x", linkname=""):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+@pytest.mark.parametrize("case", ["dotdot", "absolute", "symlink_out", "hardlink_out", "symlink_dir"])
+def test_hostile_tar_members_refuse_the_archive_and_write_nothing_outside(homes, tmp_path, case):
+    src, made, dst, own = homes
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("keep")
+    members = {
+        "dotdot": [_member(".codex/sessions/../../../outside/evil")],
+        "absolute": [_member(str(outside / "evil"))],
+        "symlink_out": [_member(".codex/sessions/2025/03/01/rollout-2025-03-01T00-00-00-"
+                                "0195ffff-0000-7000-8000-000000000001.jsonl", tarfile.SYMTYPE,
+                                linkname=str(outside / "secret"))],
+        "hardlink_out": [_member(".codex/archived_sessions/rollout-2025-03-01T00-00-00-"
+                                 "0195ffff-0000-7000-8000-000000000002.jsonl", tarfile.LNKTYPE,
+                                 linkname=str(outside / "secret"))],
+        "symlink_dir": [_member(".codex/sessions/2026", tarfile.SYMTYPE, linkname=str(outside))],
+    }[case]
+    archive = _tar(tmp_path / "evil.tar", src.root, ".codex", members, mode="w")
+    scratch_parent = tmp_path / "tmpdir"
+    scratch_parent.mkdir()
+    before_out, before_dst = snapshot(outside), snapshot(dst.root)
+    proc = imp(dst.root, "--from", str(archive), env={"TMPDIR": str(scratch_parent)}, expect=(2,))
+    assert "refusing the archive" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert snapshot(outside) == before_out and snapshot(dst.root) == before_dst
+    assert not (outside / "evil").exists() and not (tmp_path / "evil").exists()
+    assert list(scratch_parent.iterdir()) == []
+
+
+def test_zip_bomb_is_refused_by_its_size_and_a_plain_zip_works(homes, tmp_path):
+    src, made, dst, own = homes
+    good = tmp_path / "old.zip"
+    with zipfile.ZipFile(str(good), "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(src.root.rglob("*")):
+            if p.is_file():
+                zf.write(str(p), "olduser/.codex/" + str(p.relative_to(src.root)))
+    plan = plan_json(dst.root, "--from", str(good))
+    assert (plan["source_kind"], plan["to_import"], plan["history_turns_to_copy"]) == ("zip", 3, 3)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(str(bomb), "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(".codex/state_5.sqlite", b"\0" * (64 * 1024 * 1024))
+    assert bomb.stat().st_size < 1024 * 1024
+    scratch_parent = tmp_path / "tmpdir"
+    scratch_parent.mkdir()
+    proc = imp(dst.root, "--from", str(bomb), expect=(2,),
+               env={"SESSION_IMPORT_MAX_BYTES": str(16 * 1024 * 1024), "TMPDIR": str(scratch_parent)})
+    assert "more than 16777216 bytes" in proc.stderr
+    assert list(scratch_parent.iterdir()) == []
+
+
+def test_zip_member_larger_than_it_declares_is_refused(homes, tmp_path):
+    src, made, dst, own = homes
+    bomb = tmp_path / "liar.zip"
+    with zipfile.ZipFile(str(bomb), "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(".codex/state_5.sqlite", b"{}\n" * 1000)
+    data = bytearray(bomb.read_bytes())
+    # the declared size in the central directory (offset 24 of the entry) says 3 bytes
+    cd = data.rindex(b"PK\x01\x02")
+    data[cd + 24:cd + 28] = (3).to_bytes(4, "little")
+    bomb.write_bytes(bytes(data))
+    (tmp_path / "d").mkdir()
+    proc = imp(dst.root, "--from", str(bomb), expect=(2,), env={"TMPDIR": str(tmp_path / "d")})
+    assert "refusing the archive" in proc.stderr or "not a readable zip" in proc.stderr
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_archive_with_two_homes_or_none_is_refused(homes, tmp_path):
+    src, made, dst, own = homes
+    two = tmp_path / "two.tar"
+    with tarfile.open(str(two), "w") as tf:
+        tf.add(str(src.root), arcname="a/.codex")
+        tf.add(str(src.root), arcname="b/.codex")
+    assert "more than one Codex home" in imp(dst.root, "--from", str(two), expect=(2,)).stderr
+    none = tmp_path / "none.tar"
+    with tarfile.open(str(none), "w") as tf:
+        info, data = _member("notes/readme.txt")
+        tf.addfile(info, io.BytesIO(data))
+    assert "holds no Codex home" in imp(dst.root, "--from", str(none), expect=(2,)).stderr
