@@ -1,8 +1,10 @@
 # codex-session-migration: the scripts need only python3 (3.9+); the tests need pytest and,
 # for the end-to-end tests, the pinned real Codex CLI, which `make test` installs itself.
 PYTHON ?= python3
-CODEX_VERSION := 0.169.0
-CODEX_CLI := .codex-cli/node_modules/.bin/codex
+# The end-to-end suite runs on CODEX_VERSION; its `compat` subset on CODEX_COMPAT_VERSIONS too
+# (tests/codex_client.py holds the same two lists; a test checks they agree).
+CODEX_VERSION := 0.171.0
+CODEX_COMPAT_VERSIONS := 0.169.0
 PYTEST_ARGS ?=
 
 .PHONY: help test test-unit deps codex-cli demo audit bench vermin clean
@@ -10,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make audit     audit your Codex home (\$$CODEX_HOME or ~/.codex); read-only"
 	@echo "make demo      build a broken sample home in a temp folder and audit it"
-	@echo "make test      install test needs (pytest, hypothesis, Codex CLI $(CODEX_VERSION)) and run every test"
+	@echo "make test      install test needs (pytest, hypothesis, Codex CLI $(CODEX_VERSION) and $(CODEX_COMPAT_VERSIONS)) and run every test"
 	@echo "make bench     time every script on generated homes (BENCH_MAX=10000 to cap)"
 
 # pytest and hypothesis in .venv (system packages visible, so nothing is fetched when they are
@@ -26,17 +28,21 @@ deps:
 	  $$PY -m pip install --quiet --disable-pip-version-check pytest hypothesis || \
 	  $$PY -m pip install --quiet --disable-pip-version-check --user pytest hypothesis
 
-# The real client for the end-to-end tests, pinned, into an ignored folder; reused once there.
+# The real clients for the end-to-end tests, pinned, each into .codex-cli/<version>/ (ignored);
+# a folder is reused when its package says that version. tmux drives the TUI tests.
 codex-cli:
 	@if ! command -v npm >/dev/null 2>&1; then \
 	  echo "npm not found: the end-to-end tests against the real Codex CLI will be skipped"; \
-	elif [ -x $(CODEX_CLI) ] && [ "$$(cat .codex-cli/node_modules/@openai/codex/package.json 2>/dev/null | \
-	    $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["version"])' 2>/dev/null)" = "$(CODEX_VERSION)" ]; then \
-	  true; \
-	else \
-	  mkdir -p .codex-cli && \
-	  npm install --prefix .codex-cli --no-audit --no-fund --loglevel=error @openai/codex@$(CODEX_VERSION); \
-	fi
+	else for v in $(CODEX_VERSION) $(CODEX_COMPAT_VERSIONS); do \
+	  if [ -x .codex-cli/$$v/node_modules/.bin/codex ] && [ "$$(cat .codex-cli/$$v/node_modules/@openai/codex/package.json 2>/dev/null | \
+	      $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["version"])' 2>/dev/null)" = "$$v" ]; then \
+	    true; \
+	  else \
+	    mkdir -p .codex-cli/$$v && \
+	    npm install --prefix .codex-cli/$$v --no-audit --no-fund --loglevel=error @openai/codex@$$v || exit 1; \
+	  fi; \
+	done; fi
+	@command -v tmux >/dev/null 2>&1 || echo "tmux not found: the TUI tests will be skipped (apt-get install tmux)"
 
 test: deps codex-cli
 	$(TEST_PY) -m pytest $(PYTEST_ARGS)

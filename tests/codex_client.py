@@ -12,34 +12,82 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parent.parent
-CODEX_VERSION = "0.169.0"
-CODEX_BIN = REPO / ".codex-cli" / "node_modules" / ".bin" / "codex"
+# The pinned release the whole end-to-end suite runs on, and the older ones the `compat` subset
+# runs on too. The Makefile installs each into .codex-cli/<version>/ (tests/test_e2e_tui.py
+# checks that the two lists agree).
+CODEX_VERSION = "0.171.0"
+COMPAT_VERSIONS = ("0.169.0",)
+ALL_VERSIONS = (CODEX_VERSION,) + COMPAT_VERSIONS
+CLI_ROOT = REPO / ".codex-cli"
+# Every Codex process goes through this dead proxy except for loopback: the mock model server is
+# the only thing a test may reach (no update check, no analytics, no daemon updater download).
+BLACKHOLE_PROXY = "http://127.0.0.1:9"
+
+_active = {"version": CODEX_VERSION}
+
+
+def codex_bin(version: Optional[str] = None) -> Path:
+    """The npm launcher of one installed version (default: the version the current test runs)."""
+    return CLI_ROOT / (version or _active["version"]) / "node_modules" / ".bin" / "codex"
+
+
+def use_version(version: str) -> None:
+    """Make every helper here default to this version (the `world` fixture sets it per test)."""
+    _active["version"] = version
+
+
+def active_version() -> str:
+    return _active["version"]
+
+
+def installed_version(version: str) -> Optional[str]:
+    """The version npm really installed under .codex-cli/<version>/ (None when absent)."""
+    pkg = CLI_ROOT / version / "node_modules" / "@openai" / "codex" / "package.json"
+    try:
+        return json.loads(pkg.read_text(encoding="utf-8"))["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+CODEX_BIN = codex_bin(CODEX_VERSION)  # the pinned release (kept for older callers)
 
 
 def codex_env(home: Path, **extra: str) -> Dict[str, str]:
-    """Environment for one Codex process: its own home, a mock key, no inherited agent variables."""
+    """Environment for one Codex process: its own home, a mock key, no inherited agent variables,
+    and no way out but loopback."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CODEX_") and k not in ("OPENAI_API_KEY",)}
-    env.update(CODEX_HOME=str(home), MOCK_API_KEY="mock-key", NO_COLOR="1")
+           if not k.startswith("CODEX_") and k not in ("OPENAI_API_KEY", "TMUX", "TMUX_PANE")
+           and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+    env.update(CODEX_HOME=str(home), MOCK_API_KEY="mock-key", NO_COLOR="1",
+               HTTP_PROXY=BLACKHOLE_PROXY, HTTPS_PROXY=BLACKHOLE_PROXY, ALL_PROXY=BLACKHOLE_PROXY,
+               NO_PROXY="127.0.0.1,localhost")
     env.update(extra)
     return env
 
 
 def run_exec(home: Path, prompt: str = "hi", cwd: Optional[Path] = None,
              extra_args: Optional[List[str]] = None, timeout: float = 120,
-             env_extra: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+             env_extra: Optional[Dict[str, str]] = None,
+             version: Optional[str] = None) -> subprocess.CompletedProcess:
     """One `codex exec` session (source `exec`)."""
-    cmd = [str(CODEX_BIN), "exec", "--skip-git-repo-check", *(extra_args or []), prompt]
+    cmd = [str(codex_bin(version)), "exec", "--skip-git-repo-check", *(extra_args or []), prompt]
     return subprocess.run(cmd, env=codex_env(home, **(env_extra or {})),
                           cwd=str(cwd or home.parent), stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def doctor_parity(home: Path) -> Dict[str, str]:
+def run_codex(home: Path, *args: str, cwd: Optional[Path] = None, timeout: float = 120,
+              version: Optional[str] = None,
+              env_extra: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """Any `codex ...` command with this home, stdin closed, output captured."""
+    return subprocess.run([str(codex_bin(version)), *args], env=codex_env(home, **(env_extra or {})),
+                          cwd=str(cwd or home.parent), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def doctor_parity(home: Path, version: Optional[str] = None) -> Dict[str, str]:
     """Codex's own rollout/DB inventory, from `codex doctor --json`."""
-    proc = subprocess.run([str(CODEX_BIN), "doctor", "--json"], env=codex_env(home),
-                          cwd=str(home.parent), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = run_codex(home, "doctor", "--json", version=version)
     data = json.loads(proc.stdout)
     return data["checks"]["state.rollout_db_parity"]["details"]
 
@@ -53,11 +101,12 @@ class AppServer:
 
     def __init__(self, home: Path, cwd: Optional[Path] = None,
                  on_request: Optional[Callable[[dict], Any]] = None,
-                 extra_args: Optional[List[str]] = None) -> None:
+                 extra_args: Optional[List[str]] = None, version: Optional[str] = None) -> None:
         self.home = home
         self.on_request = on_request
+        self.version = version or active_version()
         self.proc = subprocess.Popen(
-            [str(CODEX_BIN), "app-server", *(extra_args or [])], env=codex_env(home),
+            [str(codex_bin(self.version)), "app-server", *(extra_args or [])], env=codex_env(home),
             cwd=str(cwd or home.parent), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True)
         self._next_id = 0

@@ -1,3 +1,4 @@
+import hashlib
 import os
 import shutil
 import tempfile
@@ -10,8 +11,11 @@ TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent / "scripts"))
 
+import codex_client  # noqa: E402
+from codex_client import ALL_VERSIONS, CODEX_VERSION, installed_version  # noqa: E402
 from harness import REPO, CodexWorld, codex_available  # noqa: E402
 from mock_model import MockModelServer, text_reply  # noqa: E402
+from tui import tmux_available  # noqa: E402
 
 def _e2e_base() -> Path:
     """Outside the temp dir: there Codex skips its arg0 lock, and users' homes are never there."""
@@ -39,22 +43,52 @@ def mock_server():
         yield srv
 
 
+def _cannot_run(msg: str) -> None:
+    """CI (REQUIRE_E2E=1) fails where a developer's machine skips."""
+    if os.environ.get("REQUIRE_E2E"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def pytest_generate_tests(metafunc):
+    """Every test on the pinned Codex; a `compat` test on the older versions as well."""
+    if "codex_version" in metafunc.fixturenames:
+        compat = metafunc.definition.get_closest_marker("compat") is not None
+        metafunc.parametrize("codex_version", list(ALL_VERSIONS) if compat else [CODEX_VERSION])
+
+
 @pytest.fixture
-def world(request, mock_server):
-    """A real Codex home outside the temp dir (so Codex keeps its arg0 locks, as for a user)."""
-    if not codex_available():
-        msg = ("the real Codex CLI is not installed: run `make test` (needs node and npm; it runs "
-               "`npm install @openai/codex@0.169.0` into .codex-cli/)")
-        if os.environ.get("REQUIRE_E2E"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    base = E2E_TMP / request.node.name[:60]
+def codex_version(request):
+    """The Codex release this test drives (parametrized by pytest_generate_tests)."""
+    return getattr(request, "param", CODEX_VERSION)
+
+
+@pytest.fixture
+def world(request, mock_server, codex_version):
+    """A real Codex home outside the temp dir (so Codex keeps its arg0 locks, as for a user),
+    driven by the Codex release `codex_version`."""
+    got = installed_version(codex_version)
+    if not codex_available(codex_version) or got != codex_version:
+        _cannot_run(f"the real Codex CLI {codex_version} is not installed (found {got}): run "
+                    f"`make test` (needs node and npm; it installs @openai/codex@{codex_version} "
+                    f"into .codex-cli/{codex_version}/)")
+    if request.node.get_closest_marker("tui") and not tmux_available():
+        _cannot_run("tmux is not installed: the TUI tests drive `codex resume` through it "
+                    "(apt-get install tmux)")
+    codex_client.use_version(codex_version)
+    name = request.node.name
+    base = E2E_TMP / (name[:44] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8])
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
-    w = CodexWorld(base, mock_server)
-    yield w
-    w.close()
-    mock_server.reply = text_reply()
+    w = CodexWorld(base, mock_server, version=codex_version)
+    try:
+        yield w
+    finally:
+        w.close()
+        codex_client.use_version(CODEX_VERSION)
+        mock_server.reply = text_reply()
+    leaked = w.home_processes(include_open_apps=True)
+    assert not leaked, f"processes of this test's home outlived it: {leaked}"
     if not request.session.testsfailed:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -4,14 +4,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Union
 
-from codex_client import CODEX_BIN, AppServer, doctor_parity, run_exec
+from codex_client import (CODEX_VERSION, AppServer, CodexError, active_version, codex_bin,
+                          doctor_parity, run_codex, run_exec)
 from mock_model import MockModelServer
+from tui import Picker, Tui
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -41,14 +46,17 @@ class CodexWorld:
 
     PROVIDERS = ["mockA", "mockB", "mockLongerProviderName"]
 
-    def __init__(self, base: Path, server: MockModelServer) -> None:
+    def __init__(self, base: Path, server: MockModelServer, version: Optional[str] = None) -> None:
         self.base = base
         self.server = server
+        self.version = version or active_version()
         self.home = base / "user" / ".codex"
         self.home.mkdir(parents=True)
         self.projects = base / "projects"
         self.projects.mkdir()
         self.apps: List[AppServer] = []
+        self.tuis: List[Tui] = []
+        self.homes = [self.home]  # every path this home had: its processes are ours to stop
         self.set_provider("mockA")
 
     def project(self, name: str = "proj") -> Path:
@@ -63,7 +71,8 @@ class CodexWorld:
     # --- making sessions ----------------------------------------------------------------
     @contextmanager
     def app(self, cwd: Optional[Path] = None, on_request=None) -> Iterator[AppServer]:
-        app = AppServer(self.home, cwd=cwd or self.project(), on_request=on_request)
+        app = AppServer(self.home, cwd=cwd or self.project(), on_request=on_request,
+                        version=self.version)
         self.apps.append(app)
         try:
             yield app
@@ -82,7 +91,7 @@ class CodexWorld:
     def make_exec(self, prompt: str = "exec hi", provider: Optional[str] = None) -> str:
         if provider:
             self.set_provider(provider)
-        proc = run_exec(self.home, prompt, cwd=self.project())
+        proc = run_exec(self.home, prompt, cwd=self.project(), version=self.version)
         assert proc.returncode == 0, proc.stderr[-2000:]
         for line in proc.stderr.splitlines():
             if line.startswith("session id:"):
@@ -105,7 +114,22 @@ class CodexWorld:
         target.parent.mkdir(parents=True)
         shutil.move(str(self.home), str(target))
         self.home = target
+        self.homes.append(target)
         return target
+
+    def move_user_folder(self, new_user: str = "newuser") -> Dict[str, Path]:
+        """Move the home AND the projects under a new user folder (a new user name, all of it).
+        Returns {'old_home','new_home','old_projects','new_projects'}; world.home/projects follow."""
+        self.stop_home_processes()
+        old_home, old_projects = self.home, self.projects
+        user = self.base / new_user
+        user.mkdir(parents=True)
+        shutil.move(str(self.home), str(user / ".codex"))
+        shutil.move(str(self.projects), str(user / "projects"))
+        self.home, self.projects = user / ".codex", user / "projects"
+        self.homes.append(self.home)
+        return {"old_home": old_home, "new_home": self.home,
+                "old_projects": old_projects, "new_projects": self.projects}
 
     # --- what Codex says ----------------------------------------------------------------
     def listing(self, **params: object) -> List[dict]:
@@ -116,7 +140,112 @@ class CodexWorld:
         return sorted(t["id"] for t in self.listing(**params))
 
     def doctor(self) -> Dict[str, str]:
-        return doctor_parity(self.home)
+        return doctor_parity(self.home, version=self.version)
+
+    def codex(self, *args: str, cwd: Optional[Path] = None, timeout: float = 120
+              ) -> subprocess.CompletedProcess:
+        """Any `codex ...` command of this world's version with this home."""
+        return run_codex(self.home, *args, cwd=cwd or self.project(), timeout=timeout,
+                         version=self.version)
+
+    def read_turns(self, *thread_ids: str) -> Dict[str, Union[int, str]]:
+        """thread/read with includeTurns: the turn count per thread, or the error text."""
+        out: Dict[str, Union[int, str]] = {}
+        with self.app() as app:
+            for tid in thread_ids:
+                try:
+                    out[tid] = len(app.read_thread(tid)["turns"])
+                except CodexError as exc:
+                    out[tid] = str(exc)
+        return out
+
+    def resume_and_turn(self, thread_id: str, prompt: str = "one more turn",
+                        cwd: Optional[Path] = None) -> "Resumed":
+        """thread/resume, one new turn, read back: as a user continues a session in an editor."""
+        with self.app(cwd) as app:
+            try:
+                before = len(app.read_thread(thread_id)["turns"])
+                app.request("thread/resume", {"threadId": thread_id})
+                done = app.turn(thread_id, prompt, timeout=120)
+                after = len(app.read_thread(thread_id)["turns"])
+            except CodexError as exc:
+                return Resumed(thread_id, error=str(exc))
+        return Resumed(thread_id, before, after, done["turn"]["status"])
+
+    # --- the TUI ----------------------------------------------------------------------
+    @contextmanager
+    def tui(self, cwd: Optional[Path] = None, *args: str, keep_daemon: bool = False,
+            height: int = 50) -> Iterator[Tui]:
+        """`codex <args>` (default `resume`) in a pseudo-terminal in cwd. On exit the TUI quits
+        and, unless keep_daemon, the daemon it started is stopped (so the home is idle again)."""
+        tui = Tui(self.home, cwd or self.project(), list(args) or ["resume"], self.version,
+                  height=height)
+        self.tuis.append(tui)
+        try:
+            yield tui
+        finally:
+            tui.close()
+            if not keep_daemon:
+                self.stop_home_processes()
+
+    def picker(self, cwd: Optional[Path] = None, all: bool = False, archived: bool = False,
+               with_ids: bool = True) -> Picker:
+        """What `codex resume [--all]` lists in cwd (its Archived tab when archived=True)."""
+        with self.tui(cwd, *(["resume", "--all"] if all else ["resume"])) as tui:
+            pick = tui.picker(with_ids=with_ids)
+            if archived:
+                pick = tui.choose("Status", "Archived")
+            return pick
+
+    def surfaces(self, cwd: Optional[Path] = None, read: Optional[List[str]] = None,
+                 tui: bool = True) -> "Surfaces":
+        """Every surface a user looks at for one project folder: the TUI picker there and with
+        --all, the editors' thread/list (current provider; and with cwd), and thread/read of
+        every thread listed anywhere (plus `read`) with its turn count."""
+        cwd = cwd or self.project()
+        picker = self.picker(cwd) if tui else None
+        picker_all = self.picker(cwd, all=True) if tui else None
+        with self.app(cwd) as app:
+            editors = sorted(t["id"] for t in app.list_threads())
+            editors_cwd = sorted(t["id"] for t in app.list_threads(cwd=str(cwd)))
+        ids = set(editors) | set(editors_cwd) | set(read or ())
+        for pick in (picker, picker_all):
+            ids |= set(pick.ids) if pick else set()
+        return Surfaces(cwd=str(cwd), picker=picker, picker_all=picker_all, editors=editors,
+                        editors_cwd=editors_cwd, turns=self.read_turns(*sorted(ids)))
+
+    # --- processes of this home ---------------------------------------------------------
+    def home_processes(self, include_open_apps: bool = False) -> List["CodexProcess"]:
+        """Every live process of this home under any of its paths; without the app-servers this
+        world still holds open (world.app(), world.apps) unless include_open_apps."""
+        procs = home_processes(self.homes)
+        if include_open_apps:
+            return procs
+        keep = {a.proc.pid for a in self.apps if a.proc.poll() is None}
+        parents = {p.pid: p.ppid for p in procs}
+        def ours(pid: int) -> bool:
+            seen = 0
+            while pid and seen < 50:
+                if pid in keep:
+                    return True
+                pid = parents.get(pid) or _ppid(pid)
+                seen += 1
+            return False
+        return [p for p in procs if not ours(p.pid)]
+
+    def stop_daemon(self) -> subprocess.CompletedProcess:
+        """`codex app-server daemon stop`, as a user is told to run it."""
+        return self.codex("app-server", "daemon", "stop", timeout=60)
+
+    def stop_home_processes(self) -> None:
+        """Stop the managed daemon the documented way, then end whatever of this home is left
+        (the pid-update-loop survives `daemon stop`)."""
+        procs = self.home_processes()
+        if not procs:
+            return
+        if any(p.kind == "managed-daemon" for p in procs) and self.home.is_dir():
+            self.stop_daemon()
+        kill_processes(self.home_processes())
 
     # --- what our scripts say -----------------------------------------------------------
     def script(self, name: str, *args: str, env: Optional[Dict[str, str]] = None
@@ -145,8 +274,142 @@ class CodexWorld:
         return dest
 
     def close(self) -> None:
+        for tui in self.tuis:
+            tui.close()
         for app in self.apps:
             app.close()
+        self.stop_home_processes()
+
+
+@dataclass
+class Resumed:
+    """What resume_and_turn saw: turns before and after one new turn, or the error."""
+    thread_id: str
+    turns_before: int = -1
+    turns_after: int = -1
+    status: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.status == "completed" and \
+            self.turns_after == self.turns_before + 1
+
+
+@dataclass
+class Surfaces:
+    """One project folder as every Codex surface shows it (thread ids sorted)."""
+    cwd: str
+    picker: Optional[Picker]
+    picker_all: Optional[Picker]
+    editors: List[str]
+    editors_cwd: List[str]
+    turns: Dict[str, Union[int, str]] = field(default_factory=dict)
+
+    @property
+    def picker_ids(self) -> List[str]:
+        return self.picker.ids if self.picker else []
+
+    @property
+    def picker_all_ids(self) -> List[str]:
+        return self.picker_all.ids if self.picker_all else []
+
+    def shown_everywhere(self, ids: List[str]) -> Dict[str, List[str]]:
+        """For each surface, the given ids it does NOT show (empty lists = all shown), and
+        the ids whose thread/read failed."""
+        want = set(ids)
+        out = {"editors": sorted(want - set(self.editors)),
+               "editors_cwd": sorted(want - set(self.editors_cwd)),
+               "read": sorted(t for t in want if not isinstance(self.turns.get(t), int))}
+        if self.picker is not None:
+            out["picker"] = sorted(want - set(self.picker_ids))
+        if self.picker_all is not None:
+            out["picker_all"] = sorted(want - set(self.picker_all_ids))
+        return out
+
+
+@dataclass
+class CodexProcess:
+    """A live process of a test home: pid, parent, argv, /proc exe, its CODEX_HOME."""
+    pid: int
+    ppid: int
+    argv: List[str]
+    exe: str
+    home: str
+
+    @property
+    def kind(self) -> str:
+        args = " ".join(self.argv[1:])
+        if "pid-update-loop" in args:
+            return "pid-update-loop"
+        if "--managed-daemon" in args:
+            return "managed-daemon"
+        return args.split(" ", 1)[0] if args else "codex"
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+
+
+def home_processes(homes: List[Path]) -> List[CodexProcess]:
+    """Processes of ours whose CODEX_HOME, executable or arguments name one of these homes."""
+    names = [str(h) for h in homes]
+    out = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        env = _read(f"/proc/{entry}/environ").split(b"\0")
+        home = next((e[len(b"CODEX_HOME="):].decode(errors="replace") for e in env
+                     if e.startswith(b"CODEX_HOME=")), "")
+        argv = [a.decode(errors="replace") for a in _read(f"/proc/{entry}/cmdline").split(b"\0") if a]
+        try:
+            exe = os.readlink(f"/proc/{entry}/exe")
+        except OSError:
+            exe = ""
+        hit = home in names or any(exe.startswith(n + "/") for n in names) or \
+            any(n + "/" in a for a in argv for n in names)
+        if hit and argv:
+            out.append(CodexProcess(int(entry), _ppid(int(entry)), argv, exe, home))
+    return out
+
+
+def _ppid(pid: int) -> int:
+    stat = _read(f"/proc/{pid}/stat")
+    try:
+        return int(stat.rsplit(b")", 1)[1].split()[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def kill_processes(procs: List[CodexProcess], grace: float = 5.0) -> None:
+    """SIGTERM each by pid, wait, SIGKILL what is left."""
+    for p in procs:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace
+    left = list(procs)
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if _alive(p.pid)]
+        time.sleep(0.05)
+    for p in left:
+        try:
+            os.kill(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: int) -> bool:
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return False
+    return stat.rsplit(b")", 1)[1].split()[0] != b"Z"
 
 
 def snapshot(root: Path) -> Dict[str, tuple]:
@@ -165,5 +428,5 @@ def snapshot(root: Path) -> Dict[str, tuple]:
     return out
 
 
-def codex_available() -> bool:
-    return CODEX_BIN.exists()
+def codex_available(version: Optional[str] = None) -> bool:
+    return codex_bin(version or CODEX_VERSION).exists()

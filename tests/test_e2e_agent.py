@@ -2,11 +2,14 @@
 import json
 import sys
 
+import pytest
+
 from codex_client import AppServer, run_exec
 from harness import snapshot
 from mock_model import ScriptedAgent, text_reply
 
 PY = sys.executable
+pytestmark = pytest.mark.compat  # the agent story: also on the older Codex releases
 
 
 def _payload(output: str):

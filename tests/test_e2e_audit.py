@@ -1,7 +1,11 @@
 """The audit agrees with the real Codex CLI: `codex doctor --json` and a default `thread/list`."""
 import os
 
+import pytest
+
 from harness import REPO, snapshot
+
+pytestmark = pytest.mark.compat  # audit vs `codex doctor`: also on the older Codex releases
 
 DOCTOR_TO_AUDIT = {
     "rollout DB active files": ("counts", "sessions_rollouts"),

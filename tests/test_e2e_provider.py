@@ -1,6 +1,8 @@
 """provider_migrate.py and rollback.py judged by the real Codex CLI: listing, reading, resuming."""
 import json
 
+import pytest
+
 from harness import snapshot
 
 
@@ -13,6 +15,7 @@ def _rollouts(world):
     return {k: v for k, v in snapshot(world.home).items() if k.startswith(("sessions/", "archived_sessions/"))}
 
 
+@pytest.mark.compat
 def test_migration_makes_codex_list_read_and_resume_old_threads(world):
     a = world.make_threads(3, "mockA", prompt="under A")
     b = world.make_threads(2, "mockB", prompt="under B")
@@ -59,6 +62,7 @@ def _line1(world, tid):
         return fh.readline()
 
 
+@pytest.mark.compat
 def test_rollback_brings_back_listing_rows_and_bytes(world):
     a = world.make_threads(2, "mockA")
     b = world.make_threads(1, "mockB")

@@ -19,6 +19,7 @@ def _read_all(world, ids):
     return out
 
 
+@pytest.mark.compat
 def test_moved_home_is_listed_and_readable_after_repair(world):
     ids = world.make_threads(3, prompt="before the move")
     old_home = world.home
