@@ -371,11 +371,24 @@ def _digest_planned(fc: FileCopy) -> Tuple[str, int]:
     return h.hexdigest(), fc.new_size
 
 
-def _prefix_digest(path: Path, length: int) -> Optional[str]:
+def _body_digest(path: Path, start: int) -> Tuple[str, int]:
+    """sha256 and length of a file from `start` on (everything after line 1)."""
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def _prefix_digest(path: Path, length: int, start: int = 0) -> Optional[str]:
     h = hashlib.sha256()
     left = length
     try:
         with open(path, "rb") as fh:
+            fh.seek(start)
             while left > 0:
                 chunk = fh.read(min(_CHUNK, left))
                 if not chunk:
@@ -387,18 +400,26 @@ def _prefix_digest(path: Path, length: int) -> Optional[str]:
     return h.hexdigest()
 
 
-def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str) -> Optional[str]:
-    """None when DEST already holds every file (the same bytes, or those bytes followed by turns
-    added since); else what differs."""
+def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str) -> Tuple[Optional[str], bool]:
+    """(None, line 1 identical) when DEST already holds every file: the same bytes, or those bytes
+    followed by turns added since, line 1 aside (another remap); else (what differs, False)."""
     theirs = {f.name: f for f in dest.index.by_thread.get(tid, [])}
+    same_line1 = True
     for fc in files:
         other = theirs.get(fc.dst.name)
         if other is None:
-            return f"DEST has this thread id without the file {fc.dst.name}"
+            return f"DEST has this thread id without the file {fc.dst.name}", False
         want, size = _digest_planned(fc)
-        if _prefix_digest(other.path, size) != want:
-            return f"DEST's {safe_str(other.path)} holds other content"
-    return None
+        if _prefix_digest(other.path, size) == want:
+            continue
+        line, _err = read_line1(other.path)
+        body, body_len = _body_digest(fc.src, fc.line1_len)
+        meta = load_session_meta(other.path)
+        if line is None or meta.error or (meta.id or "").lower() != tid or \
+                _prefix_digest(other.path, body_len, len(line)) != body:
+            return f"DEST's {safe_str(other.path)} holds other content", False
+        same_line1 = False
+    return None, same_line1
 
 
 def _fill_row(src_row: Optional[Dict[str, Any]], primary: RolloutFile, tid: str, src: SourceInputs,
@@ -510,10 +531,11 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         key = (m.group("rollout") or m.group("thread")).lower() if m else tid
         copies.append(FileCopy(rf.path, dst, rel, key, st.st_size, st.st_mtime_ns, old_len, new_line1))
     if tid in dest.rows or tid in dest.index.by_thread:
-        differs = _same_as_dest(copies, dest, tid) if tid in dest.rows else \
-            "DEST has a rollout with this id but no row"
+        differs, same_line1 = _same_as_dest(copies, dest, tid) if tid in dest.rows else \
+            ("DEST has a rollout with this id but no row", False)
         if differs is None:
-            return skip("already in DEST (the same thread)")
+            return skip("already in DEST (the same thread)" if same_line1 else
+                        "already in DEST (the same thread; its line 1 differs, imported with another remap?)")
         return skip(f"DEST already has a different thread with this id ({differs})", conflict=True)
     for fc in copies:
         if fc.dst.exists() or str(fc.dst) in taken:
