@@ -38,10 +38,13 @@ def stage(fc: FileCopy, scratch: Path, n: int) -> Path:
     folder = scratch / "staged"
     folder.mkdir(mode=0o700, exist_ok=True)
     out = folder / f"{n}-{fc.dst.name}"
+    line1 = fc.new_line1()
+    assert line1 is not None
     fd = os.open(str(out), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        assert fc.new_line1 is not None
-        os.write(fd, fc.new_line1)
+        view = memoryview(line1)
+        while view:
+            view = view[os.write(fd, view):]
         with open(fc.src, "rb") as fh:
             fh.seek(fc.line1_len)
             while True:
@@ -68,7 +71,7 @@ def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]
     for t in plan.imports:
         for fc in t.files:
             n += 1
-            source = stage(fc, plan.source.scratch, n) if fc.new_line1 is not None else fc.src
+            source = stage(fc, plan.source.scratch, n) if fc.edits else fc.src
             ops.append(FileCreate(str(fc.dst), source=str(source), mode=FILE_MODE, mtime_ns=fc.mtime_ns,
                                   thread_id=t.thread_id))
         ops.append(RowInsert(state_db, "threads", t.row, {"id": t.row["id"]}, t.thread_id))
@@ -87,7 +90,7 @@ def manifest(plan: ImportPlan) -> bytes:
     w.writerow(["id", "action", "source", "dest", "ts"])
     for t in plan.imports:
         for fc in t.files:
-            w.writerow([t.thread_id, "import file" + (" (line 1 remapped)" if fc.new_line1 else ""),
+            w.writerow([t.thread_id, "import file" + (" (line 1 remapped)" if fc.edits else ""),
                         safe_str(fc.src), safe_str(fc.dst), ts])
         w.writerow([t.thread_id, "insert row", "", t.row.get("rollout_path", ""), ts])
     return buf.getvalue().encode("utf-8")

@@ -3,7 +3,6 @@ which rows (threads, thread_history_1), which line-1 rewrites; skipped and confl
 the reason. Reads only: SRC through archive_src, DEST through the usual one walk and one SELECT."""
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -43,11 +42,21 @@ class FileCopy:
     size: int
     mtime_ns: int
     line1_len: int
-    new_line1: Optional[bytes] = None  # None: copied byte for byte
+    edits: Tuple[Tuple[str, Any, Any], ...] = ()  # (payload key, old, new) in line 1; () copies as is
+    delta: int = 0  # how much line 1 grows (or shrinks) with the edits
 
-    @property
-    def delta(self) -> int:
-        return 0 if self.new_line1 is None else len(self.new_line1) - self.line1_len
+    def new_line1(self) -> Optional[bytes]:
+        """Line 1 as DEST gets it, rebuilt from SRC when needed (a plan of 100,000 threads keeps
+        no 20 KB lines); None when the file is copied byte for byte."""
+        if not self.edits:
+            return None
+        line, err = read_line1(self.src)
+        if line is None or len(line) != self.line1_len:
+            raise UserError(f"{self.src} changed since the plan was made ({err or 'line 1 differs'})")
+        new, problem = apply_edits(line, self.edits)
+        if new is None or len(new) - len(line) != self.delta:
+            raise UserError(f"{self.src}: {problem or 'line 1 changed since the plan was made'}")
+        return new
 
     @property
     def boundary(self) -> int:
@@ -256,11 +265,13 @@ class Line1Rewriter:
     def __init__(self, src: SourceInputs, remaps: Sequence[Remap]) -> None:
         self.src = src
         self.remaps = list(remaps)
-        self.memo: Dict[str, Tuple[int, Optional[bytes], Optional[str]]] = {}
+        self.memo: Dict[str, Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]] = {}
+        # a remapped prefix as it appears inside a JSON string (no match: line 1 is left as is)
+        self.needles = [json.dumps(old, ensure_ascii=False)[1:-1].encode() for old, _new in self.remaps]
         self.stack: Set[str] = set()
 
-    def for_file(self, path: Path) -> Tuple[int, Optional[bytes], Optional[str]]:
-        """(old line 1 length, new line 1 or None, problem or None)."""
+    def for_file(self, path: Path) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
+        """(line 1 length, edits, growth, problem or None)."""
         key = str(path)
         if key in self.memo:
             return self.memo[key]
@@ -279,30 +290,28 @@ class Line1Rewriter:
         files = [f for f in self.src.index.by_thread.get(parent.lower(), []) if "_" not in f.name]
         if len(files) != 1 or files[0].key in self.stack:
             return 0
-        old_len, new, _ = self.for_file(files[0].path)
+        old_len, _edits, growth, _ = self.for_file(files[0].path)
         end = base.get("end_byte_offset")
-        if new is None or not isinstance(end, int) or end < old_len + 1:
+        if not isinstance(end, int) or end < old_len + 1:
             return 0
-        return len(new) - old_len
+        return growth
 
-    def _rewrite(self, path: Path) -> Tuple[int, Optional[bytes], Optional[str]]:
+    def _rewrite(self, path: Path) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
         line, err = read_line1(path)
         if line is None:
-            return 0, None, err
-        try:
-            obj = json.loads(line)
-            payload = obj["payload"]
-            assert obj.get("type") == "session_meta" and isinstance(payload, dict)
-        except (ValueError, KeyError, TypeError, AssertionError):
-            return len(line), None, None  # not a session_meta: copied as is
-        want = copy.deepcopy(obj)
-        new = line
+            return 0, (), 0, err
+        forked = b'"history_base"' in line
+        if not forked and not any(n in line for n in self.needles):
+            return len(line), (), 0, None  # nothing to change: no JSON decoding of ~20 KB
+        payload = _payload(line, whole=forked)
+        if payload is None:
+            return len(line), (), 0, None  # not a session_meta: copied as is
         changes: List[Tuple[str, Any, Any]] = []
         cwd = payload.get("cwd")
-        if isinstance(cwd, str) and self.remaps and remap(cwd, self.remaps) != cwd:
+        if isinstance(cwd, str) and remap(cwd, self.remaps) != cwd:
             changes.append(("cwd", cwd, remap(cwd, self.remaps)))
         roots = payload.get("runtime_workspace_roots")
-        if isinstance(roots, list) and self.remaps and all(isinstance(r, str) for r in roots):
+        if isinstance(roots, list) and all(isinstance(r, str) for r in roots):
             moved = [remap(r, self.remaps) for r in roots]
             if moved != roots:
                 changes.append(("runtime_workspace_roots", roots, moved))
@@ -311,24 +320,61 @@ class Line1Rewriter:
         if shift:
             changes.append(("end_byte_offset", base["end_byte_offset"], base["end_byte_offset"] + shift))
         if not changes:
-            return len(line), None, None
+            return len(line), (), 0, None
+        growth = 0
         for key, old, value in changes:
             token = _token(key, old)
-            if new.count(token) != 1:
-                return len(line), None, f"line 1's {key} is not written the way Codex writes it: left as is"
-            new = new.replace(token, _token(key, value))
-            if key == "end_byte_offset":
-                want["payload"]["history_base"][key] = value
-            else:
-                want["payload"][key] = value
-        if json.loads(new) != want:
-            return len(line), None, "line 1 rewrite would change more than the remapped fields: left as is"
-        return len(line), new, None
+            if line.count(token) != 1:
+                return len(line), (), 0, f"line 1's {key} is not written the way Codex writes it: left as is"
+            growth += len(_token(key, value)) - len(token)
+        return len(line), tuple(changes), growth, None
+
+
+def _payload(line: bytes, whole: bool) -> Optional[Dict[str, Any]]:
+    """session_meta's payload; only the part before the ~20 KB base_instructions is decoded when
+    that is a whole object (Codex writes id, cwd and the workspace roots first)."""
+    at = -1 if whole else line.find(b',"base_instructions":')
+    for text in ((line[:at] + b"}}") if at > 0 else None, line):
+        if text is None:
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("type") == "session_meta" and isinstance(obj.get("payload"), dict):
+            return obj["payload"]
+    return None
 
 
 def _token(key: str, value: Any) -> bytes:
     """`"key":value` as Codex writes it (compact JSON)."""
     return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode()
+
+
+def apply_edits(line: bytes, edits: Sequence[Tuple[str, Any, Any]]) -> Tuple[Optional[bytes], Optional[str]]:
+    """Swap each field's token (it must occur once), then check the result decodes to line 1 with
+    exactly those payload fields changed (`end_byte_offset` is history_base's)."""
+    try:
+        want = json.loads(line)
+        payload = dict(want["payload"])
+    except (ValueError, KeyError, TypeError):
+        return None, "line 1 is not a session_meta JSON object"
+    want["payload"] = payload
+    new = line
+    for key, old, value in edits:
+        token = _token(key, old)
+        if new.count(token) != 1:
+            return None, f"line 1's {key} is not written the way Codex writes it: left as is"
+        new = new.replace(token, _token(key, value))
+        if key == "end_byte_offset":
+            payload["history_base"] = dict(payload.get("history_base") or {}, end_byte_offset=value)
+        else:
+            payload[key] = value
+    try:
+        same = json.loads(new) == want
+    except ValueError:
+        same = False
+    return (new, None) if same else (None, "line 1 rewrite would change more than the remapped fields: left as is")
 
 
 def _title(row: Optional[Dict[str, Any]], names: Dict[str, str], tid: str) -> Tuple[str, Optional[str]]:
@@ -360,9 +406,10 @@ def _digest_planned(fc: FileCopy) -> Tuple[str, int]:
     """sha256 and length of the bytes DEST would get."""
     h = hashlib.sha256()
     with open(fc.src, "rb") as fh:
-        if fc.new_line1 is not None:
+        new_line1 = fc.new_line1()
+        if new_line1 is not None:
             fh.seek(fc.line1_len)
-            h.update(fc.new_line1)
+            h.update(new_line1)
         while True:
             chunk = fh.read(_CHUNK)
             if not chunk:
@@ -516,20 +563,19 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     root = plan.source.root
     copies: List[FileCopy] = []
     notes: List[str] = []
+    prefix = str(root).rstrip(os.sep) + os.sep
     for rf in sorted(files, key=lambda f: f.key):
-        rel = os.path.relpath(rf.key, str(root)).replace(os.sep, "/")
-        if rel.startswith("..") or not rel.startswith(("sessions/", "archived_sessions/")):
+        rel = rf.key[len(prefix):].replace(os.sep, "/") if rf.key.startswith(prefix) else ""
+        if not rel.startswith(("sessions/", "archived_sessions/")) or "/../" in rel:
             return skip(f"{rf.key} is not under the source's sessions folders")
-        dst = dest.home.root / rel
-        if not is_inside(dst, dest.home.root / rel.split("/", 1)[0]):
-            return skip(f"{rel}: an odd name")
+        dst = Path(str(dest.home.root) + os.sep + rel.replace("/", os.sep))
         st = os.stat(rf.key)
-        old_len, new_line1, issue = rewriter.for_file(rf.path)
+        old_len, edits, growth, issue = rewriter.for_file(rf.path)
         if issue:
             notes.append(f"{rf.name}: {issue}")
         m = ROLLOUT_NAME.match(rf.name)
         key = (m.group("rollout") or m.group("thread")).lower() if m else tid
-        copies.append(FileCopy(rf.path, dst, rel, key, st.st_size, st.st_mtime_ns, old_len, new_line1))
+        copies.append(FileCopy(rf.path, dst, rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
     if tid in dest.rows or tid in dest.index.by_thread:
         differs, same_line1 = _same_as_dest(copies, dest, tid) if tid in dest.rows else \
             ("DEST has a rollout with this id but no row", False)
@@ -538,7 +584,7 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
                         "already in DEST (the same thread; its line 1 differs, imported with another remap?)")
         return skip(f"DEST already has a different thread with this id ({differs})", conflict=True)
     for fc in copies:
-        if fc.dst.exists() or str(fc.dst) in taken:
+        if str(fc.dst) in taken or str(fc.dst) in dest.index.by_path or os.path.lexists(str(fc.dst)):
             return skip(f"{safe_str(fc.dst)} already exists in DEST", conflict=True)
         if fc.key in dest.history_keys:
             return skip(f"DEST's {HISTORY_DB} already has rows for {fc.key}", conflict=True)
@@ -574,10 +620,12 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
 
 
 def _plan_dirs(plan: ImportPlan, folder: Path, root: Path, made: Set[str]) -> None:
+    """Folders DEST lacks, parents first; `made` remembers every folder already seen."""
     chain = []
-    while folder != root and not folder.exists() and str(folder) not in made:
+    while folder != root and str(folder) not in made and not folder.exists():
         chain.append(folder)
         folder = folder.parent
+    made.add(str(folder))
     for d in reversed(chain):
         made.add(str(d))
         plan.mkdirs.append(d)
@@ -639,7 +687,7 @@ def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
         "skipped": len(plan.skipped), "conflicts": len(plan.conflicts),
         "files_to_copy": sum(len(t.files) for t in imp),
         "bytes_to_copy": sum(fc.new_size for t in imp for fc in t.files),
-        "line1_rewrites": sum(1 for t in imp for fc in t.files if fc.new_line1 is not None),
+        "line1_rewrites": sum(1 for t in imp for fc in t.files if fc.edits),
         "history_turns_to_copy": sum(t.history_turns for t in imp),
         "folders_to_create": len(plan.mkdirs),
         "remaps": [f"{o}={n}" for o, n in plan.remaps],
