@@ -29,6 +29,9 @@ OFFSET_COLUMNS = {"thread_turns": ("rollout_byte_offset", "rollout_end_byte_offs
 # columns pointing into SRC tables an import does not carry: left empty in DEST
 DROPPED_REFERENCES = ("thread_section_id", "section_position", "section_entered_at_ms", "project_id")
 _CHUNK = 1024 * 1024
+# columns the rollout can supply when the source's schema is older than DEST's
+ROLLOUT_COLUMNS = ("created_at_ms", "updated_at_ms", "cli_version", "first_user_message", "preview", "model",
+                   "reasoning_effort", "history_mode", "originator", "thread_source")
 
 
 @dataclass
@@ -477,14 +480,17 @@ def _fill_row(src_row: Optional[Dict[str, Any]], primary: RolloutFile, tid: str,
     needed = [c for c, nn, has_default in dest.columns if nn and not has_default]
     row_from = "source row"
     base: Dict[str, Any] = dict(src_row) if src_row is not None else {}
-    if src_row is None or any(c not in base or base[c] is None for c in needed):
+    # an older source schema lacks columns Codex lists by (an empty preview hides a thread)
+    lacking = [c for c in dest_cols if c not in base and c in ROLLOUT_COLUMNS]
+    if src_row is None or lacking or any(base.get(c) is None for c in needed):
         scanned = row_from_rollout(primary.path, tid, primary.archived, src.provider)
         if src_row is None:
             base, row_from = scanned, "rollout"
         else:
-            for c in needed:
-                if base.get(c) is None:
-                    base[c] = scanned.get(c)
+            for c in set(lacking) | {c for c in needed if base.get(c) is None}:
+                if scanned.get(c) is not None:
+                    base[c] = scanned[c]
+            row_from = "source row (older schema, filled from the rollout)"
     return {c: base[c] for c in dest_cols if c in base}, row_from
 
 
