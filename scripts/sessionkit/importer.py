@@ -125,6 +125,7 @@ class SourceInputs:
     history_db: Optional[Path]
     history_turns: Dict[str, int]
     provider: str
+    notes: List[str] = field(default_factory=list)
 
 
 def _find_db(root: Path, name: str) -> Optional[Path]:
@@ -153,52 +154,55 @@ def _read_names(root: Path) -> Dict[str, str]:
 
 
 def read_source(source: SourceHome) -> SourceInputs:
-    """SRC's DBs are read through private copies (DB + WAL) in the scratch folder, never in place."""
+    """SRC's DBs are read through private copies (DB + WAL) in the scratch folder, never in place.
+    An unreadable state DB is not the end: the rows are then rebuilt from the rollouts."""
     rows: Dict[str, Dict[str, Any]] = {}
     columns: List[str] = []
+    notes: List[str] = []
     state = _find_db(source.root, STATE_DB)
     if state is not None:
-        copy_path = private_db_copy(state, source.scratch)
-        conn = _open_copy(copy_path, state)
         try:
-            columns = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
-            if columns and "id" in columns:
-                cur = conn.execute("SELECT * FROM threads")
-                names = [d[0] for d in cur.description]
-                for values in cur:
-                    rec = dict(zip(names, values))
-                    if isinstance(rec.get("id"), str):
-                        rows[rec["id"].lower()] = rec
+            conn = sqlite3.connect(str(private_db_copy(state, source.scratch)))
+            try:
+                columns = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
+                if columns and "id" in columns:
+                    cur = conn.execute("SELECT * FROM threads")
+                    names = [d[0] for d in cur.description]
+                    for values in cur:
+                        rec = dict(zip(names, values))
+                        if isinstance(rec.get("id"), str):
+                            rows[rec["id"].lower()] = rec
+            finally:
+                conn.close()
         except sqlite3.DatabaseError as exc:
-            raise UserError(f"{state}: cannot read its threads ({exc})") from None
-        finally:
-            conn.close()
-    history_db = None
+            rows, columns = {}, []
+            notes.append(f"the source's {STATE_DB} is unreadable ({exc}): every row is rebuilt from its "
+                         f"rollout, so names and archive dates from the source DB are lost")
+    else:
+        notes.append(f"the source has no {STATE_DB}: every row is rebuilt from its rollout")
+    history_db: Optional[Path] = None
     turns: Dict[str, int] = {}
     hist = (state.parent / HISTORY_DB) if state is not None else _find_db(source.root, HISTORY_DB)
     if hist is not None and hist.is_file():
-        history_db = private_db_copy(hist, source.scratch)
-        if history_db is not None:
-            conn = _open_copy(history_db, hist)
+        try:
+            history_db = private_db_copy(hist, source.scratch)
+            conn = sqlite3.connect(str(history_db))
             try:
-                turns = {str(k): int(n) for k, n in conn.execute(
+                turns = {str(k).lower(): int(n) for k, n in conn.execute(
                     "SELECT thread_id, count(*) FROM thread_turns GROUP BY thread_id")}
-            except sqlite3.DatabaseError:
-                history_db, turns = None, {}
             finally:
                 conn.close()
-    cfg = read_config(source.root) if (source.root / "config.toml").is_file() else None
-    return SourceInputs(source, rows, columns, build_index(source.root), _read_names(source.root),
-                        history_db, turns, cfg.model_provider if cfg else "openai")
-
-
-def _open_copy(copy_path: Optional[Path], original: Path) -> sqlite3.Connection:
+        except sqlite3.DatabaseError as exc:
+            history_db, turns = None, {}
+            notes.append(f"the source's {HISTORY_DB} is unreadable ({exc}): the imported threads read 0 "
+                         f"turns until resumed, and archived ones cannot be resumed")
+    provider = "openai"
     try:
-        conn = sqlite3.connect(str(copy_path))
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"{original} is not a readable SQLite database ({exc})") from None
-    return conn
+        provider = read_config(source.root).model_provider
+    except UserError as exc:
+        notes.append(f"the source's config.toml: {exc}; rows rebuilt from a rollout without a provider get 'openai'")
+    return SourceInputs(source, rows, columns, build_index(source.root), _read_names(source.root),
+                        history_db, turns, provider, notes)
 
 
 @dataclass
@@ -498,7 +502,7 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
                 thread_ids: Sequence[str] = ()) -> ImportPlan:
     """One pass over SRC's threads with dictionary look-ups into both walks."""
     plan = ImportPlan(source=src.source, dest=dest.home, remaps=list(remaps),
-                      src_history_db=src.history_db, dest_history_db=dest.history_db)
+                      src_history_db=src.history_db, dest_history_db=dest.history_db, notes=list(src.notes))
     all_ids = set(src.rows) | set(src.index.by_thread)
     plan.threads_in_source = len(all_ids)
     wanted = {t.lower() for t in thread_ids}
