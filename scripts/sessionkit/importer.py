@@ -273,6 +273,12 @@ class Line1Rewriter:
         self.src = src
         self.remaps = list(remaps)
         self.memo: Dict[str, Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]] = {}
+        # the file behind each history key: a thread id (its first file) or a segment's rollout uuid
+        self.by_key: Dict[str, RolloutFile] = {}
+        for f in src.index.files:
+            m = ROLLOUT_NAME.match(f.name)
+            if m:
+                self.by_key.setdefault((m.group("rollout") or m.group("thread")).lower(), f)
         # a remapped prefix as it appears inside a JSON string (no match: line 1 is left as is)
         self.needles = [json.dumps(old, ensure_ascii=False)[1:-1].encode() for old, _new in self.remaps]
         self.stack: Set[str] = set()
@@ -291,13 +297,11 @@ class Line1Rewriter:
         return result
 
     def _parent_shift(self, base: Dict[str, Any]) -> int:
-        parent = base.get("thread_id")
-        if not isinstance(parent, str):
+        parent = base.get("thread_id")  # a history key: the parent's thread id, or a segment's uuid
+        rf = self.by_key.get(parent.lower()) if isinstance(parent, str) else None
+        if rf is None or rf.key in self.stack:
             return 0
-        files = [f for f in self.src.index.by_thread.get(parent.lower(), []) if "_" not in f.name]
-        if len(files) != 1 or files[0].key in self.stack:
-            return 0
-        old_len, _edits, growth, _ = self.for_file(files[0].path)
+        old_len, _edits, growth, _ = self.for_file(rf.path)
         end = base.get("end_byte_offset")
         if not isinstance(end, int) or end < old_len + 1:
             return 0
