@@ -520,6 +520,13 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
     for tid in sorted(selected, key=lambda t: (_created(src, t), t)):
         _plan_thread(plan, tid, selected[tid], src, dest, rewriter, taken, made)
     _suggest(plan, src, dest, remaps)
+    idx = src.index
+    if idx.skipped_links:
+        plan.notes.append(f"{len(idx.skipped_links)} symlinked folder(s) in the source were not followed "
+                          f"(e.g. {safe_str(idx.skipped_links[0])}): import from the folder they point at")
+    if idx.malformed or idx.unreadable:
+        plan.notes.append(f"{len(idx.malformed)} file(s) in the source's sessions folders are not rollout names "
+                          f"and {len(idx.unreadable)} could not be read: not imported")
     if dest.history_db is None and any(t.history_turns for t in plan.imports):
         plan.notes.append(f"DEST has no {HISTORY_DB}: start Codex once on it, then import, or the imported "
                           f"threads read 0 turns until resumed (archived ones cannot be resumed)")
