@@ -16,10 +16,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit import UserError  # noqa: E402
 from sessionkit.home import open_home  # noqa: E402
+from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
 from sessionkit.safety import HomeLock, check_writable, refuse_if_running  # noqa: E402
-from sessionkit.undo import apply_undo, describe_runs, find_run, plan_undo, restore_db, summary  # noqa: E402
+from sessionkit.undo import apply_undo, describe_runs, find_run, later_dependents, plan_undo, restore_db, summary  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -70,6 +72,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     run_dir = find_run(home, args.manifest)
     plan = plan_undo(home, run_dir)
     report = summary(plan, args.sample)
+    later = later_dependents(home, run_dir)
+    report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
+    if later and args.apply and not args.force:
+        raise UserError(f"refusing: {len(later)} later run(s) changed threads this run changed "
+                        f"(newest {safe_str(later[-1][0])}); roll those back first (rollback.py --latest "
+                        f"--apply, repeated), or pass --force to undo only what still holds this run's values")
     result = None
     if args.apply and plan.actions:
         refuse_if_running(scan_activity(home.root), args.force)
@@ -82,12 +90,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         print("=== Rollback ===")
         for k, v in report.items():
-            if not k.endswith("_sample"):
+            if not k.endswith("_sample") and k != "later_runs_on_same_threads":
                 print(f"{k}: {v}")
         for c in report["conflict_sample"]:
             print(f"  left alone: {c}")
         for m in report["moves_sample"]:
             print(f"  move back: {m}")
+        for r in report["later_runs_on_same_threads"]:
+            print(f"  a later run changed the same threads: {r}")
         if result is None:
             print("nothing to undo" if not plan.actions else "No changes applied (dry-run). Re-run with --apply.")
         else:

@@ -121,7 +121,7 @@ def test_rollback_refuses_a_journal_edited_to_point_outside(tmp_path, edit):
     for rec in lines:
         if edit == "path" and rec["op"] == "line1":
             rec["path"] = str(victim)
-        if edit == "db" and rec["op"] == "rows":
+        if edit == "db" and rec["op"] == "row_update":
             rec["db"] = str(tmp_path / "other.sqlite")
         if edit == "dst" and rec["op"] == "move":
             rec["src"] = str(victim)

@@ -220,33 +220,8 @@ def test_read_only_home_stops_before_any_backup(split, monkeypatch, capsys):
     assert not (hb.root / ARTIFACTS).exists()
 
 
-# fault points of this run: journal records begin, backup, manifest, line1 (all three edits),
-# then one after each of the 3 rewrites, then the records rows, commit, end
-STEPS = 10
-
-
-@pytest.mark.parametrize("kill_at", range(1, STEPS + 1))
-def test_killed_at_every_step_rolls_back_exactly(split, kill_at):
-    hb, _, _ = split
-    before = home_state(hb.root)
-    proc = run("provider_migrate.py", hb.root, "--apply", env={"SESSION_MIGRATION_KILL_AT": str(kill_at)})
-    assert proc.returncode == -signal.SIGKILL, (kill_at, proc.stdout, proc.stderr)
-    rb = run("rollback.py", hb.root, "--latest", "--apply")
-    assert rb.returncode == 0, rb.stdout + rb.stderr
-    assert home_state(hb.root) == before, kill_at
-    again = json.loads(run("rollback.py", hb.root, "--latest", "--json").stdout)
-    assert (again["rows_to_revert"], again["line1_to_restore"], again["conflicts"]) == (0, 0, 0)
-
-
-@pytest.mark.parametrize("fail_at", range(1, STEPS + 1))
-def test_disk_full_at_any_step_undoes_itself(split, fail_at):
-    hb, _, _ = split
-    before = home_state(hb.root)
-    proc = run("provider_migrate.py", hb.root, "--apply", env={"SESSION_MIGRATION_FAIL_AT": str(fail_at)})
-    assert proc.returncode == 2, proc.stdout
-    assert len(proc.stderr.strip().splitlines()) == 1 and "No space left on device" in proc.stderr
-    assert "were undone, the home is as before" in proc.stderr
-    assert home_state(hb.root) == before
+# Faults at every step (kill, Ctrl-C, write errors, full disk, ulimit -f, busy DB), with step
+# counts taken from the run itself: tests/test_faults.py.
 
 
 def test_a_second_run_while_one_applies_is_refused(split):

@@ -151,26 +151,6 @@ def test_import_orphans_builds_rows_and_skips_active_ones(tmp_path):
     assert hb.sql("SELECT count(*) FROM threads WHERE id=?", (orphan.id,)) == [(0,)]
 
 
-# fault points: records begin, backup, manifest, move (both), one after each of the 2 renames,
-# records rows, insert, commit, end
-@pytest.mark.parametrize("kill_at", range(1, 11))
-def test_repair_killed_at_every_step_rolls_back_exactly(tmp_path, kill_at):
-    hb = HomeBuilder(tmp_path / ".codex")
-    hb.add()
-    for _ in range(2):
-        hb.add(archived=True)
-    moved = hb.add()
-    hb.sql("UPDATE threads SET rollout_path=? WHERE id=?", ("/old/.codex/sessions/x/" + moved.path.name, moved.id))
-    hb.add(write_row=False)
-    before = home_state(hb.root)
-    proc = run("session_repair.py", hb.root, "--apply", "--import-orphans",
-               env={"SESSION_MIGRATION_KILL_AT": str(kill_at)})
-    assert proc.returncode == -signal.SIGKILL, (kill_at, proc.stdout, proc.stderr)
-    rb = run("rollback.py", hb.root, "--latest", "--apply")
-    assert rb.returncode == 0, rb.stdout + rb.stderr
-    assert home_state(hb.root) == before
-
-
 def test_path_prefix_helpers():
     assert has_prefix("/a/proj/x", "/a/proj") and not has_prefix("/a/proj-2/x", "/a/proj")
     assert replace_prefix("/a/proj-2/x", "/a/proj", "/b") is None

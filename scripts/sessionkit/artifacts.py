@@ -6,14 +6,13 @@ import errno
 import json
 import os
 import sqlite3
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List
 
 from . import UserError
-from .paths import resolves_inside
+from .journal import write_all
 from .statedb import open_readonly
 
 PRIVATE = 0o600
@@ -28,11 +27,13 @@ def unb64(text: str) -> bytes:
 
 
 def private_file(path: Path, data: bytes = b"") -> None:
-    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
+    """A new 0600 file holding exactly `data`, on disk (short writes looped, fsynced, size checked)."""
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), PRIVATE)
     try:
-        if data:
-            os.write(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
+        if os.fstat(fd).st_size != len(data):
+            raise OSError(errno.EIO, f"{path}: written size differs")
     finally:
         os.close(fd)
 
@@ -54,65 +55,10 @@ def backup_db(db: Path, dest: Path) -> Path:
     return dest
 
 
-class Journal:
-    """Append-only JSON lines, fsynced after each record: written before every change it names."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE)
-
-    def write(self, record: Dict[str, Any]) -> None:
-        record = {"ts": datetime.now().isoformat(timespec="seconds"), **record}
-        if record.get("op") == "begin":
-            record["started_ns"] = time.time_ns()
-        os.write(self.fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape"))
-        os.fsync(self.fd)
-        fault_point(record.get("op", ""))
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-def read_journal(path: Path) -> List[Dict[str, Any]]:
-    """Every complete record; a torn last line (killed mid-write) is ignored."""
-    out: List[Dict[str, Any]] = []
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise UserError(f"cannot read journal {path}: {exc.strerror}") from None
-    for raw in data.split(b"\n"):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw.decode("utf-8", "surrogateescape"))
-        except ValueError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
 def durable() -> None:
     """Flush rewritten rollouts to disk once, before the DB commit that records them."""
     if hasattr(os, "sync"):
         os.sync()
-
-
-_FAULT_COUNT = [0]
-
-
-def fault_point(label: str) -> None:
-    """Test hooks, counted over journal records: SESSION_MIGRATION_KILL_AT=N kills the process
-    (SIGKILL) right after the Nth record; SESSION_MIGRATION_FAIL_AT=N fails there as a full disk."""
-    kill = os.environ.get("SESSION_MIGRATION_KILL_AT")
-    fail = os.environ.get("SESSION_MIGRATION_FAIL_AT")
-    if not (kill or fail):
-        return
-    _FAULT_COUNT[0] += 1
-    if str(_FAULT_COUNT[0]) == kill:
-        os.kill(os.getpid(), 9)
-    if str(_FAULT_COUNT[0]) == fail:
-        raise OSError(errno.ENOSPC, f"No space left on device (test fault after {label!r})")
 
 
 @dataclass
@@ -156,10 +102,3 @@ def list_runs(artifacts_root: Path) -> List[Path]:
         return []
     runs = [p for p in artifacts_root.iterdir() if p.is_dir() and (p / "journal.jsonl").is_file()]
     return sorted(runs, key=lambda p: (_started_ns(p), p.name))
-
-
-def check_inside(home_root: Path, *paths: str) -> None:
-    """Refuse a journal or manifest that names anything outside the home."""
-    for p in paths:
-        if not p or "\x00" in p or not resolves_inside(Path(p), home_root):
-            raise UserError(f"refusing: the run record names a path outside the Codex home: {p!r}")

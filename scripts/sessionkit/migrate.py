@@ -12,15 +12,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from .artifacts import Journal, durable, fault_point, private_file
 from .audit import AuditInputs
-from .history_offsets import history_db_path, read_offsets, set_offsets, shifted, threads_with_offsets
+from .history_offsets import history_db_path, read_offsets, threads_with_offsets
 from .rollout_index import unusable_reason
-from .line1 import Line1Edit, apply_edit, plan_field_edit, seal
+from .line1 import Line1Edit, plan_field_edit
+from .ops import Line1Rewrite, OffsetShift, Op, RowUpdate
 from .progress import Progress
 from .paths import is_inside, safe_str
-from .statedb import open_readonly, transaction
-from .writerun import write_run
+from .statedb import open_readonly
+from .writerun import execute
 
 
 @dataclass
@@ -147,53 +147,39 @@ def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan) -> List[Op]:
+    """The plan as typed operations: each thread's line 1, then offsets and rows (files before DBs)."""
+    ops: List[Op] = []
+    for c in plan.changes:
+        if c.edit is not None and c.path is not None:
+            rw = Line1Rewrite(c.thread_id, str(c.path), {"model_provider": plan.target},
+                              expect_mtime_ns=c.mtime_ns)
+            ops.append(rw)
+            if c.offsets is not None:
+                ops.append(OffsetShift.following(str(hist_path), rw, c.offsets))
+        if c.db_change:
+            ops.append(RowUpdate(str(home_db), "threads", {"id": c.thread_id}, {"model_provider": c.old_provider},
+                                 {"model_provider": plan.target}, c.thread_id))
+    return ops
+
+
 def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = False,
                     progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """Rewrite line 1s in place, shift offsets, update rows: journaled, one transaction per DB."""
+    """Run the plan's ops through the one executor: journaled, writer-locked, one transaction per DB."""
     home = inputs.home
-    growth = [c for c in plan.changes if c.offsets is not None]
     hist_path = history_db_path(home.state_db.path)
     ts = datetime.now().isoformat(timespec="seconds")
-    with write_run(home, "provider_migration", len(plan.changes), manifest_csv(plan, ts), force,
-                   extra_dbs=[hist_path] if growth else []) as w:
-        entries = []
-        for c in plan.changes:  # check every planned edit against the files before any write
-            if c.edit is None or c.path is None:
-                continue
-            seal(c.path, c.edit, "model_provider", plan.target)
-            entry = {"thread_id": c.thread_id, "path": str(c.path), "mtime_ns": c.mtime_ns, **c.edit.to_record()}
-            if c.edit.growth:  # the rest of the file moves: keep a whole copy first
-                copy = w.run.path / f"{c.thread_id}.rollout.bak"
-                private_file(copy)
-                shutil.copyfile(str(c.path), str(copy))
-                entry["backup"] = str(copy)
-            entries.append(entry)
-        w.journal.write({"op": "line1", "entries": entries})
-        progress = progress or Progress(None)
-        progress.phase("rewriting line 1")
-        for n, c in enumerate(plan.changes, 1):
-            if c.edit is not None and c.path is not None:
-                apply_edit(c.path, c.edit, c.mtime_ns)
-                fault_point("line 1 rewritten")
-            progress.tick("rewriting line 1", n, len(plan.changes))
-        progress.done()
-        durable()
-        if growth:
-            _shift_offsets(hist_path, growth, w.journal)
-        rows = [c for c in plan.changes if c.db_change]
-        w.journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
-            {"id": c.thread_id, "old": {"model_provider": c.old_provider},
-             "new": {"model_provider": plan.target}} for c in rows]})
-        with transaction(home.state_db.path) as conn:
-            updated = sum(conn.execute("UPDATE threads SET model_provider=? WHERE id=? AND model_provider=?",
-                                       (plan.target, c.thread_id, c.old_provider)).rowcount for c in rows)
-        w.journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated})
-    return {"run_dir": str(w.run.path), "db_backup": str(w.backups[home.state_db.path.name]),
-            "history_backup": str(w.backups[hist_path.name]) if growth else None,
-            "manifest_csv": str(w.manifest), "journal": str(w.run.journal_path),
-            "line1_rewritten": len(entries), "updated_rows": updated,
+    ops = migration_ops(home.state_db.path, hist_path, plan)
+    r = execute(home, "provider_migration", ops, manifest_csv(plan, ts), force, progress)
+    plan.skipped.extend(r.skipped)
+    hist_backup = r.backups.get(str(hist_path))
+    return {"run_dir": str(r.run_dir), "db_backup": str(r.backups.get(str(home.state_db.path), "")) or None,
+            "history_backup": str(hist_backup) if hist_backup else None,
+            "manifest_csv": str(r.manifest), "journal": str(r.journal),
+            "line1_rewritten": r.applied["line1"], "updated_rows": r.applied["row_update"],
+            "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "provider_distribution_after": provider_counts(home.state_db.path),
-            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(home.root)} --manifest {w.manifest} --apply"}
+            "rollback": r.rollback_command(home)}
 
 
 def provider_counts(db: Path) -> Dict[str, int]:
@@ -204,24 +190,6 @@ def provider_counts(db: Path) -> Dict[str, int]:
     finally:
         conn.close()
     return {str(p): int(n) for p, n in rows}
-
-
-def _shift_offsets(hist_path: Path, changes: List[ProviderChange], journal: Journal) -> None:
-    entries = []
-    for c in changes:
-        assert c.edit is not None and c.offsets is not None
-        turns, proj = c.offsets
-        boundary = c.edit.old_len + 1
-        new_turns = [(t, shifted(o, boundary, c.edit.growth), shifted(e, boundary, c.edit.growth))
-                     for t, o, e in turns]
-        new_proj = shifted(proj, boundary, c.edit.growth) if proj >= 0 else proj
-        entries.append({"thread_id": c.thread_id, "boundary": boundary, "delta": c.edit.growth,
-                        "old": [turns, proj], "new": [new_turns, new_proj]})
-    journal.write({"op": "offsets", "db": str(hist_path), "entries": entries})
-    with transaction(hist_path) as conn:
-        for e in entries:
-            set_offsets(conn, e["thread_id"], *e["new"])
-    journal.write({"op": "commit", "db": str(hist_path)})
 
 
 def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import UserError
-from .artifacts import durable, fault_point
 from .audit import AuditInputs, classify_orphan
 from .progress import Progress
 from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, resolves_inside, safe_str
 from .rollout_index import RolloutFile, unusable_reason
 from .rollout_scan import row_from_rollout
-from .statedb import ThreadRow, open_readonly, open_readwrite, thread_columns, transaction
-from .writerun import write_run
+from .ops import Mkdir, Move, Op, RowInsert, RowUpdate
+from .statedb import ThreadRow, open_readonly, thread_columns
+from .writerun import execute
 
 Remap = Tuple[str, str]
 
@@ -240,46 +240,59 @@ def _manifest(plan: RepairPlan, ts: str) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+def repair_ops(db: Path, plan: RepairPlan, cols: Sequence[str], now: float) -> List[Op]:
+    """The plan as typed operations: folders and moves, then row updates and inserts (only the
+    columns this DB has)."""
+    ops: List[Op] = []
+    made: set = set()
+    for m in plan.moves:
+        missing = []
+        parent = m.dst.parent
+        while not parent.exists() and str(parent) not in made and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        for d in reversed(missing):
+            made.add(str(d))
+            ops.append(Mkdir(str(d)))
+        ops.append(Move(m.thread_id, str(m.src), str(m.dst), None if m.keep_mtime else int(now * 1e9)))
+    keep = set(cols)
+    for r in plan.rows:
+        new, old = _only(r.new, keep), _only(r.old, keep)
+        if new:
+            ops.append(RowUpdate(str(db), "threads", {"id": r.thread_id}, old, new, r.thread_id))
+    for ins in plan.inserts:
+        row = _only(ins, keep)
+        ops.append(RowInsert(str(db), "threads", row, {"id": ins["id"]}, ins["id"]))
+    return ops
+
+
 def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
                  now: Optional[float] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
-    """Moves first (each journaled before it happens), then every row change in one transaction."""
+    """Run the plan's ops through the one executor: moves first, then every row change in one
+    transaction; a thread whose move cannot happen keeps its row too."""
     home = inputs.home
     root = home.root
     for m in plan.moves:  # the plan's own promise, checked once more right before writing
         if not (resolves_inside(m.src, root) and _sane_target(m.dst, root)):
             raise UserError(f"refusing to move {m.src} -> {m.dst}: outside the Codex home")
     ts = datetime.now().isoformat(timespec="seconds")
-    changes = len(plan.moves) + len(plan.rows) + len(plan.inserts)
-    with write_run(home, "session_repair", changes, _manifest(plan, ts), force) as w:
-        stamp = time.time() if now is None else now
-        moves = [_move_record(m, stamp) for m in plan.moves]
-        w.journal.write({"op": "move", "moves": moves})
-        progress = progress or Progress(None)
-        progress.phase("moving files")
-        for n, rec in enumerate(moves, 1):
-            _move(rec)
-            fault_point("file moved")
-            progress.tick("moving files", n, len(moves))
-        progress.done()
-        durable()
-        cols = set(thread_columns_of(home.state_db.path))
-        w.journal.write({"op": "rows", "db": str(home.state_db.path), "changes": [
-            {"id": r.thread_id, "old": _only(r.old, cols), "new": _only(r.new, cols)} for r in plan.rows]})
-        inserts = [_only(i, cols) for i in plan.inserts]
-        w.journal.write({"op": "insert", "db": str(home.state_db.path), "rows": inserts})
-        updated, inserted = _write_rows(home.state_db.path, plan.rows, inserts, cols)
-        w.journal.write({"op": "commit", "db": str(home.state_db.path), "updated": updated, "inserted": inserted})
-    return {"run_dir": str(w.run.path), "db_backup": str(w.backups[home.state_db.path.name]),
-            "manifest_csv": str(w.manifest), "journal": str(w.run.journal_path), "moved": len(plan.moves),
-            "path_moves_applied": sum(1 for m in plan.moves if m.why == "fix path"),
-            "unarchived_rows": sum(1 for r in plan.rows if "unarchive" in r.why),
+    stamp = time.time() if now is None else now
+    ops = repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
+    r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
+    plan.skipped.extend(r.skipped)
+    done = {t for t, _ in r.skipped}
+    return {"run_dir": str(r.run_dir), "db_backup": str(r.backups.get(str(home.state_db.path), "")) or None,
+            "manifest_csv": str(r.manifest), "journal": str(r.journal), "moved": r.applied["move"],
+            "path_moves_applied": sum(1 for m in plan.moves if m.why == "fix path" and m.thread_id not in done),
+            "unarchived_rows": sum(1 for x in plan.rows if "unarchive" in x.why and x.thread_id not in done),
             "archived_after": archived_count(home.state_db.path),
-            "updated_rows": updated, "inserted_rows": inserted,
-            "rollback": f"python3 scripts/rollback.py --codex-dir {safe_str(root)} --manifest {w.manifest} --apply"}
+            "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
+            "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
+            "rollback": r.rollback_command(home)}
 
 
 def thread_columns_of(db: Path) -> List[str]:
-    conn = open_readwrite(db)
+    conn = open_readonly(db)
     try:
         return thread_columns(conn, db)
     finally:
@@ -288,47 +301,6 @@ def thread_columns_of(db: Path) -> List[str]:
 
 def _only(values: Dict[str, Any], cols: set) -> Dict[str, Any]:
     return {k: v for k, v in values.items() if k in cols}
-
-
-def _move_record(m: MovePlan, now: float) -> Dict[str, Any]:
-    st = os.stat(str(m.src))
-    created = []
-    parent = m.dst.parent
-    while not parent.exists():
-        created.append(str(parent))
-        parent = parent.parent
-    return {"thread_id": m.thread_id, "src": str(m.src), "dst": str(m.dst), "mtime_ns": st.st_mtime_ns,
-            "new_mtime_ns": st.st_mtime_ns if m.keep_mtime else int(now * 1e9),
-            "made_dirs": list(reversed(created))}
-
-
-def _move(rec: Dict[str, Any]) -> None:
-    """One rename inside the home; never over an existing file."""
-    for d in rec["made_dirs"]:
-        os.makedirs(d, exist_ok=True)
-    if os.path.exists(rec["dst"]):
-        raise UserError(f"{rec['dst']} appeared while repairing")
-    os.rename(rec["src"], rec["dst"])
-    mtime = int(rec["new_mtime_ns"])
-    os.utime(rec["dst"], ns=(mtime, mtime))
-
-
-def _write_rows(db: Path, rows: List[RowChange], inserts: List[Dict[str, Any]], cols: set) -> Tuple[int, int]:
-    updated = inserted = 0
-    with transaction(db) as conn:
-        for r in rows:
-            new, old = _only(r.new, cols), _only(r.old, cols)
-            if not new:
-                continue
-            sets = ", ".join(f'"{c}"=?' for c in new)
-            conds = " AND ".join(f'"{c}" IS ?' for c in old)
-            updated += conn.execute(f"UPDATE threads SET {sets} WHERE id=? AND {conds}",
-                                    list(new.values()) + [r.thread_id] + list(old.values())).rowcount
-        for ins in inserts:
-            names = ", ".join(f'"{c}"' for c in ins)
-            inserted += conn.execute(f"INSERT OR IGNORE INTO threads ({names}) VALUES "
-                                     f"({', '.join('?' * len(ins))})", list(ins.values())).rowcount
-    return updated, inserted
 
 
 def archived_count(db: Path) -> int:

@@ -1,22 +1,91 @@
-"""Undo a run from its journal: only what still holds the value the run wrote; idempotent."""
+"""Undo a run from its journal: only what still holds the value the run wrote, a thread's file and
+row together or not at all; idempotent."""
 from __future__ import annotations
 
 import csv
 import os
-import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from . import UserError
-from .artifacts import Journal, backup_db, check_inside, list_runs, read_journal
-from .history_offsets import read_offsets, set_offsets, shifted
+from .artifacts import backup_db, list_runs
+from .faults import point
 from .home import CodexHome
-from .line1 import Line1Edit, apply_edit, state_of
+from .journal import Journal, read_records
+from .ops import CHANGED, NEW, OLD, TORN, Line1Rewrite, Move, Op, OffsetShift, RowInsert, RowDelete, RowUpdate, \
+    check_columns, check_op_columns, op_from_record
 from .paths import safe_str
 from .statedb import open_readonly, transaction
+from .writerlock import LOCK_DIR, WriterLocks, remove_stale_locks, remove_unused_lock_dir
+
+RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "commit", "end", "undone")
+
+
+@dataclass
+class Run:
+    """A run folder read back: its begin record, its ops in journal order, how it ended."""
+    path: Path
+    begin: Dict[str, Any]
+    ops: List[Op]
+    complete: bool
+    undone: Optional[str]  # None, "failure" or "rollback"
+    manifest: Optional[str]
+    locks: Dict[str, Any] = field(default_factory=dict)
+    backups: Dict[str, str] = field(default_factory=dict)  # DB path -> its pre-run backup
+
+    @property
+    def status(self) -> str:
+        if self.undone == "failure":
+            return "failed, undone"
+        if self.undone:
+            return "rolled back"
+        return "complete" if self.complete else "incomplete (killed?)"
+
+    @property
+    def applied(self) -> bool:
+        """Holds changes a rollback could still undo."""
+        return self.undone is None
+
+    def touches(self) -> Set[str]:
+        return {o.thread_id or (o.paths() or [""])[0] for o in self.ops}
+
+
+def read_run(run_dir: Path) -> Run:
+    journal = run_dir / "journal.jsonl"
+    if not journal.is_file():
+        raise UserError(f"{run_dir} holds no journal.jsonl: not a run folder of these scripts")
+    recs = read_records(journal)
+    if not recs or recs[0]["op"] != "begin":
+        raise UserError(f"{journal} does not start with a begin record: not a session-migration journal")
+    ops: List[Op] = []
+    complete, undone, manifest = False, None, None
+    locks: Dict[str, Any] = {}
+    backups: Dict[str, str] = {}
+    for rec in recs[1:]:
+        op = rec["op"]
+        if op == "begin":
+            raise UserError(f"{journal}: a second begin record")
+        if op == "end":
+            complete = True
+        elif op == "undone":
+            undone = "failure" if rec.get("by") == "failure" else "rollback"
+        elif op == "manifest":
+            manifest = str(rec.get("path"))
+        elif op == "backup":
+            from .ops import strict
+            b = strict(rec, {"db": "str", "backup": "str"}, {})
+            backups[b["db"]] = b["backup"]
+        elif op == "locks":
+            from .ops import strict
+            locks = strict(rec, {"created": "list", "dir_existed": "bool", "coordination_existed": "bool"}, {})
+            if not all(isinstance(t, str) for t in locks["created"]):
+                raise UserError(f"{journal}: a locks record is malformed")
+        elif op not in RUN_RECORDS:
+            ops.append(op_from_record(rec))
+    return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups)
 
 
 @dataclass
@@ -24,23 +93,26 @@ class UndoPlan:
     run_dir: Path
     kind: str
     complete: bool
-    rows: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # db -> changes to revert
-    deletes: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # db -> inserted rows to remove
-    offsets: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
-    line1: List[Dict[str, Any]] = field(default_factory=list)
-    moves: List[Dict[str, Any]] = field(default_factory=list)
+    steps: List[Tuple[Op, str]] = field(default_factory=list)  # (op, state) to undo, newest first
+    cleanups: List[Op] = field(default_factory=list)  # temporary files left by a kill
     already: int = 0
     conflicts: List[str] = field(default_factory=list)
+    locks: Dict[str, Any] = field(default_factory=dict)  # the run's "locks" record
+
+    stale_locks: int = 0  # lock files (and .coordination.lock) a killed run left behind
 
     @property
     def actions(self) -> int:
-        return sum(len(v) for v in self.rows.values()) + sum(len(v) for v in self.offsets.values()) \
-            + sum(len(v) for v in self.deletes.values()) + len(self.line1) + len(self.moves)
+        return len(self.steps) + len(self.cleanups) + self.stale_locks
+
+    def count(self, *kinds: type) -> int:
+        return sum(1 for o, _ in self.steps if type(o) in kinds)
 
 
 def find_run(home: CodexHome, manifest: Optional[str]) -> Path:
-    """The run to undo: the latest recorded, or the one a manifest names; for a manifest CSV with no journal beside it (the original design's
-    `provider_migration_<ts>.csv`), that CSV itself."""
+    """The run a manifest (CSV, run folder or journal) names; else the newest run that is applied and
+    not undone, so --latest walks back through several runs. A bare CSV of the original design
+    (`provider_migration_<ts>.csv`, no journal beside it) stands for itself."""
     if manifest:
         p = Path(manifest).expanduser()
         if not p.exists():
@@ -51,240 +123,261 @@ def find_run(home: CodexHome, manifest: Optional[str]) -> Path:
     runs = list_runs(home.artifacts_dir)
     if not runs:
         raise UserError(f"no runs recorded under {home.artifacts_dir}")
+    for run in reversed(runs):
+        try:
+            if read_run(run).applied:
+                return run
+        except UserError:
+            return run  # a damaged journal is shown, not passed over silently
     return runs[-1]
+
+
+def later_dependents(home: CodexHome, run_dir: Path) -> List[Tuple[Path, int]]:
+    """Newer applied runs that changed threads this run changed: undo those first."""
+    if run_dir.is_file():
+        return []
+    runs = list_runs(home.artifacts_dir)
+    real = os.path.realpath(str(run_dir))
+    idx = next((i for i, r in enumerate(runs) if os.path.realpath(str(r)) == real), None)
+    if idx is None:
+        return []
+    mine = read_run(run_dir).touches()
+    out = []
+    for r in runs[idx + 1:]:
+        try:
+            other = read_run(r)
+        except UserError:
+            continue
+        shared = mine & other.touches()
+        if other.applied and shared:
+            out.append((r, len(shared)))
+    return out
 
 
 def describe_runs(home: CodexHome) -> List[Dict[str, Any]]:
     out = []
-    for run in list_runs(home.artifacts_dir):
-        recs = read_journal(run / "journal.jsonl")
-        begin = next((r for r in recs if r.get("op") == "begin"), {})
-        out.append({"run_dir": safe_str(run), "kind": begin.get("kind", "?"), "started": begin.get("ts"),
-                    "changes": begin.get("changes"),
-                    "status": "rolled back" if any(r.get("op") == "rolled_back" for r in recs)
-                    else "complete" if any(r.get("op") == "end" for r in recs) else "incomplete (killed?)",
-                    "manifest": next((r.get("path") for r in recs if r.get("op") == "manifest"), None)})
+    for path in list_runs(home.artifacts_dir):
+        try:
+            run = read_run(path)
+        except UserError as exc:
+            out.append({"run_dir": safe_str(path), "kind": "?", "started": None, "changes": None,
+                        "status": f"unreadable ({exc})", "manifest": None})
+            continue
+        out.append({"run_dir": safe_str(path), "kind": run.begin.get("kind", "?"), "started": run.begin.get("ts"),
+                    "changes": run.begin.get("changes"), "status": run.status, "manifest": run.manifest})
     return out
 
 
-def _row_values(conn: sqlite3.Connection, tid: str, cols: List[str]) -> Optional[Dict[str, Any]]:
-    row = conn.execute("SELECT " + ", ".join(f'"{c}"' for c in cols) + " FROM threads WHERE id=?",
-                       (tid,)).fetchone()
-    return None if row is None else dict(zip(cols, row))
+def _roots(home: CodexHome) -> List[str]:
+    from .writerun import allowed_roots
+    return allowed_roots(home)
+
+
+def check_ops(home: CodexHome, ops: List[Op], where: Path) -> None:
+    """Every path and DB of a (hostile) journal inside this home and its state-DB folder."""
+    from .writerun import home_dbs, op_problem
+    roots, dbs = _roots(home), home_dbs(home)
+    for op in ops:
+        why = op_problem(op, roots, dbs)
+        if why:
+            raise UserError(f"refusing: {where} names a path outside the Codex home: {why}")
+
+
+def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
+    """The values a rollback would write back must be the ones the run's own backup holds: an
+    edited record (other columns, other values) is refused, not written."""
+    conns: Dict[str, sqlite3.Connection] = {}
+    seen: Set[Any] = set()
+    try:
+        for op in ops:
+            if not isinstance(op, (RowUpdate, RowDelete)):
+                continue
+            backup = run.backups.get(op.db_path)
+            if backup is None or os.path.dirname(os.path.realpath(backup)) != os.path.realpath(str(run.path)):
+                raise UserError(f"refusing: {journal} changes rows of {op.db_path} without a backup of it in the run folder")
+            if backup not in conns:
+                conns[backup] = open_readonly(Path(backup))
+            conn = conns[backup]
+            want = op.old if isinstance(op, RowUpdate) else op.row
+            try:
+                sig = (backup, op.table, tuple(op.key), tuple(want))
+                if sig not in seen:
+                    check_columns(conn, op.table, list(op.key) + list(want), None)
+                    seen.add(sig)
+                w = " AND ".join(f'"{c}" IS ?' for c in op.key)
+                cols = ", ".join(f'"{c}"' for c in want)
+                rows = conn.execute(f'SELECT {cols} FROM "{op.table}" WHERE {w}', list(op.key.values())).fetchall()
+            except (sqlite3.DatabaseError, UserError):
+                rows = []
+            if [dict(zip(want, r)) for r in rows][:1] != [want]:
+                raise UserError(f"refusing: {journal}: the {op.KIND} of {op.key} does not match the run's own "
+                                f"backup (edited journal?); nothing was changed")
+    finally:
+        for c in conns.values():
+            c.close()
 
 
 def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
     if run_dir.is_file():
         return _plan_from_csv(home, run_dir)
+    run = read_run(run_dir)
     journal = run_dir / "journal.jsonl"
-    if not journal.is_file():
-        raise UserError(f"{run_dir} holds no journal.jsonl: not a run folder of these scripts")
-    recs = read_journal(journal)
-    begin = next((r for r in recs if r.get("op") == "begin"), None)
-    if begin is None:
-        raise UserError(f"{journal} has no begin record: not a session-migration journal")
-    if os.path.realpath(str(begin.get("codex_dir", ""))) != os.path.realpath(str(home.root)):
-        raise UserError(f"{journal} belongs to the Codex home {begin.get('codex_dir')!r}, not {home.root}")
-    plan = UndoPlan(run_dir, str(begin.get("kind")), any(r.get("op") == "end" for r in recs))
-    for rec in recs:
-        op = rec.get("op")
-        if op not in ("rows", "insert", "offsets", "line1", "move", "manifest"):
-            continue
-        nested = rec.get("entries") if op == "line1" else rec.get("moves") if op == "move" else []
-        if not isinstance(nested, list):
-            raise UserError(f"{journal}: a {op} record is malformed")
-        for item in [rec] + nested:
-            if not isinstance(item, dict):
-                raise UserError(f"{journal}: a {op} record is malformed")
-            names = [str(item.get(k)) for k in ("db", "path", "src", "dst", "backup") if item.get(k) is not None]
-            names += [str(d) for d in item.get("made_dirs") or []]
-            check_inside(home.root, *names)
-    for rec in recs:
-        op = rec.get("op")
-        if op == "rows":
-            _plan_rows(plan, Path(rec["db"]), rec["changes"])
-        elif op == "insert":
-            _plan_deletes(plan, Path(rec["db"]), rec["rows"])
-        elif op == "offsets":
-            _plan_offsets(plan, Path(rec["db"]), rec["entries"])
-        elif op == "line1":
-            _plan_line1(plan, rec)
-        elif op == "move":
-            _plan_move(plan, rec)
-    plan.line1.reverse()
-    plan.moves.reverse()
+    if os.path.realpath(str(run.begin.get("codex_dir", ""))) != os.path.realpath(str(home.root)):
+        raise UserError(f"{journal} belongs to the Codex home {run.begin.get('codex_dir')!r}, not {home.root}")
+    check_ops(home, run.ops, journal)
+    plan = UndoPlan(run_dir, str(run.begin.get("kind")), run.complete, locks=run.locks)
+    _plan_ops(plan, run.ops)
+    check_against_backups(run, journal, [o for o, _ in plan.steps])  # only what would be written back
+    if run.locks:
+        d = home.root / LOCK_DIR
+        plan.stale_locks = sum(1 for t in run.locks["created"] if os.path.lexists(str(d / f"{t}.lock"))) + \
+            int(not run.locks["coordination_existed"] and os.path.lexists(str(d / ".coordination.lock")))
     return plan
+
+
+def _states(ops: List[Op]) -> List[str]:
+    conns: Dict[str, sqlite3.Connection] = {}
+    checked: Set[Any] = set()
+    out = []
+    try:
+        for op in ops:
+            if op.DB_OP:
+                db = op.db()
+                assert db is not None
+                if db not in conns:
+                    if not os.path.isfile(db):
+                        out.append(CHANGED)
+                        continue
+                    conns[db] = open_readonly(Path(db))
+                try:
+                    if (db, type(op), op.columns()[0]) not in checked:
+                        check_op_columns(conns[db], [op])
+                        checked.add((db, type(op), op.columns()[0]))
+                    out.append(op.state_db(conns[db]))
+                except (sqlite3.DatabaseError, UserError):
+                    out.append(CHANGED)
+            else:
+                out.append(op.state())
+    finally:
+        for c in conns.values():
+            c.close()
+    return out
+
+
+def _describe(op: Op) -> str:
+    return op.thread_id or safe_str((op.paths() or [op.db()])[0])
+
+
+def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
+    states = _states(ops)
+    split = {op.thread_id for op, st in zip(ops, states) if st == CHANGED and op.thread_id}
+    for op, st in zip(ops, states):
+        if op.leftover():
+            plan.cleanups.append(op)
+        if op.thread_id in split:
+            if st == CHANGED:
+                plan.conflicts.append(f"{_describe(op)}: {op.KIND} changed since the run; this thread is "
+                                      f"left alone whole (its file and row stay together)")
+            continue
+        if st == OLD:
+            plan.already += 1
+        elif st in (NEW, TORN):
+            plan.steps.append((op, st))
+        else:
+            plan.conflicts.append(f"{_describe(op)}: {op.KIND} changed since the run; left alone")
+    plan.steps.reverse()
 
 
 def _plan_from_csv(home: CodexHome, manifest: Path) -> UndoPlan:
     """A bare manifest CSV (`id,old_provider,new_provider,ts`, as the original design wrote):
     the DB rows only, each back to old_provider where it still holds new_provider."""
-    check_inside(home.root, str(manifest))
+    check_ops(home, [RowUpdate(str(home.state_db.path), "threads", {"id": "x"}, {"model_provider": ""},
+                               {"model_provider": ""})], manifest)
+    from .writerun import path_allowed
+    if not path_allowed(str(manifest), [os.path.realpath(str(home.root))]):
+        raise UserError(f"refusing: the manifest {manifest} is outside the Codex home")
     plan = UndoPlan(manifest.parent, "provider_migration (manifest only)", True)
-    changes = []
+    ops: List[Op] = []
     bad = UserError(f"{manifest}: not a provider migration manifest (id,old_provider,new_provider,ts)")
     try:
         with open(manifest, newline="", encoding="utf-8") as fh:
             for rec in csv.DictReader(fh):
                 if not rec.get("id") or rec.get("old_provider") is None or rec.get("new_provider") is None:
                     raise bad
-                changes.append({"id": rec["id"], "old": {"model_provider": rec["old_provider"]},
-                                "new": {"model_provider": rec["new_provider"]}})
+                ops.append(RowUpdate(str(home.state_db.path), "threads", {"id": rec["id"]},
+                                     {"model_provider": rec["old_provider"]},
+                                     {"model_provider": rec["new_provider"]}, rec["id"]))
     except (UnicodeDecodeError, csv.Error):
         raise bad from None
-    _plan_rows(plan, home.state_db.path, changes)
+    _plan_ops(plan, ops)
     return plan
 
 
-def _plan_rows(plan: UndoPlan, db: Path, changes: List[Dict[str, Any]]) -> None:
-    conn = open_readonly(db)
-    try:
-        for ch in changes:
-            cols = list(ch["old"])
-            cur = _row_values(conn, ch["id"], cols)
-            if cur is None:
-                plan.conflicts.append(f"{ch['id']}: its row is gone; left alone")
-            elif cur == ch["old"]:
-                plan.already += 1
-            elif cur == ch["new"]:
-                plan.rows.setdefault(str(db), []).append(ch)
-            else:
-                plan.conflicts.append(f"{ch['id']}: row changed since the run ({cur}); left alone")
-    finally:
-        conn.close()
-
-
-def _plan_deletes(plan: UndoPlan, db: Path, rows: List[Dict[str, Any]]) -> None:
-    conn = open_readonly(db)
-    try:
-        for ins in rows:
-            keys = [k for k in ("rollout_path", "model_provider", "cwd") if k in ins]
-            cur = _row_values(conn, ins["id"], keys)
-            if cur is None:
-                plan.already += 1
-            elif cur == {k: ins[k] for k in keys}:
-                plan.deletes.setdefault(str(db), []).append(ins)
-            else:
-                plan.conflicts.append(f"{ins['id']}: the imported row changed since the run; left alone")
-    finally:
-        conn.close()
-
-
-def _plan_offsets(plan: UndoPlan, db: Path, entries: List[Dict[str, Any]]) -> None:
-    conn = open_readonly(db)
-    try:
-        for e in entries:
-            turns, proj = read_offsets(conn, e["thread_id"])
-            cur = [[list(t) for t in turns], proj]
-            old = [[list(t) for t in e["old"][0]], e["old"][1]]
-            new = [[list(t) for t in e["new"][0]], e["new"][1]]
-            if cur == old:
-                plan.already += 1
-            elif cur[0][:len(new[0])] == new[0]:
-                plan.offsets.setdefault(str(db), []).append(e)
-            else:
-                plan.conflicts.append(f"{e['thread_id']}: history offsets changed since the run; left alone")
-    finally:
-        conn.close()
-
-
-def _plan_line1(plan: UndoPlan, rec: Dict[str, Any]) -> None:
-    for entry in rec.get("entries", []):
-        path = Path(entry["path"])
-        edit = Line1Edit.from_record(entry)
-        state = state_of(path, edit) if path.is_file() else "changed"
-        if state == "old":
-            plan.already += 1
-        elif state in ("new", "torn"):
-            plan.line1.append({"path": path, "edit": edit, "state": state, "mtime_ns": int(entry["mtime_ns"]),
-                               "thread_id": entry.get("thread_id")})
-        else:
-            plan.conflicts.append(f"{path}: line 1 changed since the run (or the file is gone); left alone")
-
-
-def _plan_move(plan: UndoPlan, rec: Dict[str, Any]) -> None:
-    for move in rec.get("moves", []):
-        src, dst = Path(move["src"]), Path(move["dst"])
-        if src.exists() and not dst.exists():
-            plan.already += 1
-        elif dst.is_file() and not src.exists():
-            plan.moves.append(move)
-        else:
-            plan.conflicts.append(f"{dst}: cannot move back to {src} (both or neither exist); left alone")
-
-
-def apply_undo(home: CodexHome, plan: UndoPlan) -> Dict[str, Any]:
-    """DB rows first (one transaction per DB, after a backup), then line 1s, then file moves."""
+def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[str, Any]:
+    """DB ops first (a backup of each DB, then one transaction per DB), then file ops newest first,
+    each thread under its writer lock; a thread Codex holds open is left alone whole."""
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    backups = []
-    journal = Journal(plan.run_dir / "journal.jsonl") if (plan.run_dir / "journal.jsonl").exists() else None
-    for db in sorted(set(plan.rows) | set(plan.offsets) | set(plan.deletes)):
-        dest = plan.run_dir / f"{Path(db).name}.pre_rollback_{stamp}.bak"
-        n = 0
-        while dest.exists():
-            n += 1
-            dest = plan.run_dir / f"{Path(db).name}.pre_rollback_{stamp}_{n}.bak"
-        backups.append(str(backup_db(Path(db), dest)))
-    reverted = 0
-    for db in sorted(set(plan.rows) | set(plan.deletes)):
-        reverted += _revert_rows(Path(db), plan.rows.get(db, []), plan.deletes.get(db, []))
-    for db, entries in plan.offsets.items():
-        with transaction(Path(db)) as conn:
-            for e in entries:  # shift back everything past the grown line, turns added since included
-                delta, boundary = int(e["delta"]), int(e["boundary"]) + int(e["delta"])
-                turns, proj = read_offsets(conn, e["thread_id"])
-                set_offsets(conn, e["thread_id"],
-                            [(t, shifted(o, boundary, -delta), shifted(x, boundary, -delta)) for t, o, x in turns],
-                            shifted(proj, boundary, -delta) if proj >= 0 else proj)
-    for item in plan.line1:
-        edit: Line1Edit = item["edit"]
-        if item["state"] == "torn":  # a write cut short: put the old span back over whatever is there
-            edit = Line1Edit(edit.offset, edit.old_span, edit.old_span, edit.old_len, edit.old_sha, edit.old_sha)
-            apply_edit(item["path"], edit, item["mtime_ns"])
-        else:
-            apply_edit(item["path"], edit.inverse(), item["mtime_ns"])
-    for rec in plan.moves:
-        src, dst = Path(rec["src"]), Path(rec["dst"])
-        src.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(str(dst), str(src)) if _same_fs(dst, src.parent) else shutil.move(str(dst), str(src))
-        mtime = rec.get("mtime_ns")
-        if mtime is not None:
-            os.utime(str(src), ns=(int(mtime), int(mtime)))
-        for made in reversed(rec.get("made_dirs") or []):
-            try:
-                os.rmdir(made)  # only when empty: a folder the run created
-            except OSError:
-                break
-    if journal is not None:
-        journal.write({"op": "rolled_back", "rows_reverted": reverted, "line1_restored": len(plan.line1),
-                       "files_moved_back": len(plan.moves), "conflicts": len(plan.conflicts)})
-        journal.close()
-    return {"db_backups": backups, "rows_reverted": reverted, "line1_restored": len(plan.line1),
-            "files_moved_back": len(plan.moves)}
-
-
-def _same_fs(a: Path, b: Path) -> bool:
+    locks = WriterLocks(home.root)
+    refused = locks.take_many(list(dict.fromkeys(o.thread_id for o, _ in plan.steps if o.thread_id)))  # type: ignore[arg-type]
+    busy: Set[str] = set(refused)
+    plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
+    steps = [(o, s) for o, s in plan.steps if o.thread_id not in busy]
+    counts = {"rows_reverted": 0, "line1_restored": 0, "files_moved_back": 0, "undone": 0}
+    backups: List[str] = []
     try:
-        return os.stat(str(a)).st_dev == os.stat(str(b)).st_dev
-    except OSError:
-        return False
-
-
-def _revert_rows(db: Path, changes: List[Dict[str, Any]], deletes: List[Dict[str, Any]]) -> int:
-    n = 0
-    with transaction(db) as conn:
-        for ins in deletes:
-            keys = [k for k in ("rollout_path", "model_provider", "cwd") if k in ins]
-            if _row_values(conn, ins["id"], keys) == {k: ins[k] for k in keys}:
-                n += conn.execute("DELETE FROM threads WHERE id=?", (ins["id"],)).rowcount
-        for ch in changes:
-            cols = list(ch["old"])
-            if _row_values(conn, ch["id"], cols) != ch["new"]:
+        dbs = list(dict.fromkeys(o.db() for o, _ in steps if o.DB_OP))
+        for db in dbs:
+            if by != "failure":  # a failed run's own backup is the state before it
+                dest = plan.run_dir / f"{Path(db).name}.pre_rollback_{stamp}.bak"  # type: ignore[arg-type]
+                n = 0
+                while dest.exists():
+                    n += 1
+                    dest = plan.run_dir / f"{Path(db).name}.pre_rollback_{stamp}_{n}.bak"  # type: ignore[arg-type]
+                backups.append(str(backup_db(Path(db), dest)))  # type: ignore[arg-type]
+        for db in dbs:
+            with transaction(Path(db)) as conn:  # type: ignore[arg-type]
+                mine = [o for o, _ in steps if o.DB_OP and o.db() == db]
+                check_op_columns(conn, mine)
+                for o in mine:
+                    if o.state_db(conn) != NEW:
+                        continue
+                    n = o.undo_db(conn)
+                    if isinstance(o, (RowUpdate, RowInsert)) and not isinstance(o, OffsetShift):
+                        counts["rows_reverted"] += n
+                    counts["undone"] += 1
+                point("undo-commit")
+        for o, st in steps:
+            if o.DB_OP:
                 continue
-            sets = ", ".join(f'"{c}"=?' for c in cols)
-            n += conn.execute(f"UPDATE threads SET {sets} WHERE id=?",
-                              [ch["old"][c] for c in cols] + [ch["id"]]).rowcount
-    return n
+            if o.state() not in (NEW, TORN):
+                continue
+            o.undo()
+            counts["undone"] += 1
+            if isinstance(o, Line1Rewrite):
+                counts["line1_restored"] += 1
+            elif isinstance(o, Move):
+                counts["files_moved_back"] += 1
+            point("undo-file")
+        for o in plan.cleanups:
+            o.clean()
+    finally:
+        locks.release_all()
+    if plan.locks:  # lock files a killed run left: removed when no one holds them
+        remove_stale_locks(home.root, plan.locks["created"])
+        if not plan.locks["coordination_existed"]:
+            remove_unused_lock_dir(home.root, coordination_too=True, folder_too=not plan.locks["dir_existed"])
+    journal = plan.run_dir / "journal.jsonl"
+    if journal.is_file() and not plan.run_dir.is_file():
+        try:
+            j = Journal(journal)
+            try:
+                j.write({"op": "undone", "by": by, **{k: v for k, v in counts.items()},
+                         "conflicts": len(plan.conflicts)})
+            finally:
+                j.close()
+        except OSError:
+            pass  # the undo is done; the next rollback finds every op already original
+    return {"db_backups": backups, **counts}
 
 
 def restore_db(home: CodexHome, backup: Path) -> Dict[str, Any]:
@@ -313,28 +406,14 @@ def restore_db(home: CodexHome, backup: Path) -> Dict[str, Any]:
 
 
 def summary(plan: UndoPlan, sample: int) -> Dict[str, Any]:
-    rows = [c["id"] for changes in plan.rows.values() for c in changes]
+    rows = [o.thread_id for o, _ in plan.steps if type(o) is RowUpdate]
     return {"run_dir": safe_str(plan.run_dir), "kind": plan.kind, "run_complete": plan.complete,
-            "rows_to_revert": len(rows),
-            "rows_to_delete": sum(len(v) for v in plan.deletes.values()), "offsets_to_revert": sum(len(v) for v in plan.offsets.values()),
-            "line1_to_restore": len(plan.line1), "files_to_move_back": len(plan.moves),
+            "rows_to_revert": len(rows), "rows_to_delete": plan.count(RowInsert),
+            "rows_to_restore": plan.count(RowDelete), "offsets_to_revert": plan.count(OffsetShift),
+            "line1_to_restore": plan.count(Line1Rewrite), "files_to_move_back": plan.count(Move),
+            "other_to_undo": len(plan.steps) - plan.count(RowUpdate, RowInsert, RowDelete, OffsetShift,
+                                                           Line1Rewrite, Move),
+            "temporary_files_to_remove": len(plan.cleanups), "lock_files_to_remove": plan.stale_locks,
             "already_original": plan.already, "conflicts": len(plan.conflicts),
             "conflict_sample": plan.conflicts[:sample], "rows_sample": rows[:sample],
-            "moves_sample": [f"{m['dst']} -> {m['src']}" for m in plan.moves[:sample]]}
-
-
-
-
-def undo_after_failure(home: CodexHome, run_dir: Path, exc: BaseException) -> UserError:
-    """A run that failed halfway puts back what it did, then says so in one line."""
-    try:
-        plan = plan_undo(home, run_dir)
-        result = apply_undo(home, plan)
-    except Exception as again:  # noqa: BLE001 - report both, never a traceback
-        return UserError(f"stopped by an error ({exc}); undoing the partial run also failed ({again}). "
-                         f"Fix the cause, then run: rollback.py --manifest {run_dir} --apply")
-    undone = result["rows_reverted"] + result["line1_restored"] + result["files_moved_back"]
-    left = f"; {len(plan.conflicts)} item(s) left alone: see rollback.py --manifest {run_dir}" \
-        if plan.conflicts else ""
-    return UserError(f"stopped by an error ({exc}); the {undone} change(s) already made were undone, "
-                     f"the home is as before{left}. Journal: {run_dir / 'journal.jsonl'}")
+            "moves_sample": [f"{o.dst} -> {o.src}" for o, _ in plan.steps if isinstance(o, Move)][:sample]}

@@ -1,0 +1,1009 @@
+"""The journal as typed operations: each kind of change is one class that writes its record,
+reads it back strictly, names the paths and columns it may touch, applies itself, recognises the
+old, new and torn states, and undoes itself. Planners build lists of these; `writerun.execute`
+runs them; `undo` reverses them. The on-disk format is documented in references/journal.md."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+
+from . import UserError
+from .faults import point
+from .history_offsets import read_offsets, set_offsets, shifted
+from .journal import write_all
+from .line1 import find_field, read_line1
+
+OLD, NEW, TORN, CHANGED = "old", "new", "torn", "changed"
+NOOP = "\x00nothing to do"  # prepare(): drop this op silently (e.g. a folder that exists by now)
+CHUNK = 1024 * 1024
+TMP_SUFFIX = ".session-migration.tmp"
+
+# Columns an operation may write, per table: anything else in a record is refused (item 8).
+UPDATE_COLUMNS: Dict[str, Tuple[str, ...]] = {
+    "threads": ("rollout_path", "cwd", "archived", "archived_at", "updated_at", "updated_at_ms",
+                "model_provider"),
+    "thread_turns": ("rollout_byte_offset", "rollout_end_byte_offset"),
+    "thread_history_projection_state": ("next_rollout_byte_offset",),
+}
+# Tables whose whole rows may be inserted or deleted (every column of the real table allowed).
+ROW_TABLES = ("threads", "thread_turns", "thread_items", "thread_realtime_items",
+              "thread_history_projection_state")
+
+
+class RecordError(UserError):
+    """A journal record that is not what this code writes: the rollback refuses the run."""
+
+
+def sha256_file(path: Path) -> Tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def tmp_beside(path: Path) -> Path:
+    return Path(tmp_name(str(path)))
+
+
+def tmp_name(path: str) -> str:
+    """`.<name>.session-migration.tmp` in the same folder (same filesystem: the rename is atomic)."""
+    head, name = os.path.split(path)
+    return os.path.join(head, f".{name}{TMP_SUFFIX}")
+
+
+def enc(value: Any) -> Any:
+    """A DB value as JSON: bytes become {"$b64": ...}."""
+    if isinstance(value, bytes):
+        import base64
+        return {"$b64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def dec(value: Any, where: str) -> Any:
+    if isinstance(value, dict):
+        import base64
+        if list(value) != ["$b64"] or not isinstance(value["$b64"], str):
+            raise RecordError(f"{where}: a value is neither a scalar nor a $b64 blob")
+        return base64.b64decode(value["$b64"], validate=True)
+    if value is not None and not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise RecordError(f"{where}: a value is not a SQLite scalar")
+    return value
+
+
+def _b64(data: bytes) -> str:
+    import base64
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any, where: str) -> bytes:
+    import base64
+    import binascii
+    if not isinstance(text, str):
+        raise RecordError(f"{where}: bytes field is not base64 text")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise RecordError(f"{where}: bytes field is not base64") from None
+
+
+_TYPES = {"str": str, "int": int, "dict": dict, "list": list, "bool": bool}
+
+
+def strict(rec: Dict[str, Any], required: Dict[str, str], optional: Dict[str, str]) -> Dict[str, Any]:
+    """The record's fields, each of its declared type; an unknown or missing field is an error."""
+    where = f"journal record {rec.get('op')!r}"
+    allowed = set(required) | set(optional) | {"v", "ts", "op"}
+    extra = set(rec) - allowed
+    if extra:
+        raise RecordError(f"{where}: unknown field(s) {', '.join(sorted(extra))}")
+    out = {}
+    for name, typ in list(required.items()) + list(optional.items()):
+        if name not in rec:
+            if name in required:
+                raise RecordError(f"{where}: missing field {name!r}")
+            continue
+        value = rec[name]
+        nullable = typ.endswith("?")
+        base = _TYPES[typ.rstrip("?")]
+        if value is None and nullable:
+            out[name] = None
+            continue
+        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+            raise RecordError(f"{where}: field {name!r} is not {typ.rstrip('?')}")
+        if base is str and "\x00" in value:
+            raise RecordError(f"{where}: field {name!r} holds a NUL")
+        out[name] = value
+    return out
+
+
+def _ident(name: str, allowed: Sequence[str], where: str) -> str:
+    if name not in allowed:
+        raise RecordError(f"{where}: {name!r} is not one of {', '.join(allowed)}")
+    return name
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> List[str]:
+    return [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
+
+
+def check_op_columns(conn: sqlite3.Connection, ops: Sequence["Op"]) -> None:
+    """Before any SQL an op list builds: each op's columns allowed and real (one PRAGMA per table)."""
+    seen: set = set()
+    for o in ops:
+        table, cols, allowed = o.columns()
+        sig = (table, tuple(cols) + tuple(o.key_columns()), allowed is None)
+        if sig not in seen:
+            seen.add(sig)
+            check_columns(conn, table, list(cols), allowed)
+            check_columns(conn, table, o.key_columns(), None)
+
+
+def check_columns(conn: sqlite3.Connection, table: str, cols: Sequence[str], allowed: Optional[Sequence[str]]) -> None:
+    """Every column named is allowed for this op and exists in the real table."""
+    real = set(table_columns(conn, table))
+    for c in cols:
+        if (allowed is not None and c not in allowed) or c not in real:
+            raise UserError(f"refusing: column {c!r} of {table} is not one this operation may touch")
+
+
+def _where(values: Dict[str, Any]) -> Tuple[str, List[Any]]:
+    return " AND ".join(f'"{c}" IS ?' for c in values), list(values.values())
+
+
+class Op:
+    """One change. File ops: prepare/apply/state/undo. DB ops (DB_OP): apply_db/state_db/undo_db."""
+
+    KIND: ClassVar[str] = ""
+    DB_OP: ClassVar[bool] = False
+    thread_id: Optional[str]
+
+    def to_record(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "Op":
+        raise NotImplementedError
+
+    def paths(self) -> List[str]:
+        """Every path this op may create, write, rename or remove."""
+        return []
+
+    def db(self) -> Optional[str]:
+        return None
+
+    def key_columns(self) -> List[str]:
+        return []
+
+    def columns(self) -> Tuple[str, List[str], Optional[Sequence[str]]]:
+        """(table, columns written, allow-list or None for whole-row ops)."""
+        return "", [], ()
+
+    def prepare(self, run_dir: Path) -> Optional[str]:
+        """Under the thread's writer lock, right before the run: check the file is as planned and
+        fill in what the record needs. A reason string skips the thread."""
+        return None
+
+    # file ops
+    def apply(self) -> None:
+        raise NotImplementedError
+
+    def state(self) -> str:
+        raise NotImplementedError
+
+    def undo(self) -> None:
+        raise NotImplementedError
+
+    def leftover(self) -> bool:
+        """A temporary file of this op is still on disk (a kill mid-write)."""
+        return False
+
+    def clean(self) -> None:
+        pass
+
+    # DB ops
+    def apply_db(self, conn: sqlite3.Connection) -> int:
+        raise NotImplementedError
+
+    def state_db(self, conn: sqlite3.Connection) -> str:
+        raise NotImplementedError
+
+    def undo_db(self, conn: sqlite3.Connection) -> int:
+        raise NotImplementedError
+
+
+def _remove_tmp(tmp: Path) -> None:
+    try:
+        st = os.lstat(str(tmp))
+    except OSError:
+        return
+    import stat as _st
+    if _st.S_ISREG(st.st_mode) or _st.S_ISLNK(st.st_mode):
+        os.unlink(str(tmp))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_new_file(tmp: Path, parts, mode: int, mtime_ns: Optional[int]) -> int:
+    """Write `parts` (bytes, or (path, offset) to copy the rest of a file) to a new file, in
+    chunks, fsynced; a fault point between chunks. Returns the size written."""
+    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    size = 0
+    try:
+        for part in parts:
+            if isinstance(part, bytes):
+                write_all(fd, part)
+                size += len(part)
+                point("chunk")
+                continue
+            src, offset = part
+            with open(src, "rb") as fh:
+                fh.seek(offset)
+                for chunk in iter(lambda: fh.read(CHUNK), b""):
+                    write_all(fd, chunk)
+                    size += len(chunk)
+                    point("chunk")
+        os.fchmod(fd, mode & 0o7777)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if mtime_ns is not None:
+        os.utime(str(tmp), ns=(mtime_ns, mtime_ns))
+    return size
+
+
+# ---------------------------------------------------------------- files
+
+
+@dataclass
+class Mkdir(Op):
+    """A folder the run creates (a date folder); undo removes it only when it is still empty."""
+    path: str
+    thread_id: Optional[str] = None
+    KIND: ClassVar[str] = "mkdir"
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"op": self.KIND, "path": self.path, "thread_id": self.thread_id}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "Mkdir":
+        return cls(**strict(rec, {"path": "str"}, {"thread_id": "str?"}))
+
+    def paths(self) -> List[str]:
+        return [self.path]
+
+    def prepare(self, run_dir: Path) -> Optional[str]:
+        if os.path.isdir(self.path) and not os.path.islink(self.path):
+            return NOOP
+        return f"{self.path} exists and is not a folder" if os.path.lexists(self.path) else None
+
+    def apply(self) -> None:
+        os.mkdir(self.path, 0o755)
+
+    def state(self) -> str:
+        if not os.path.lexists(self.path):
+            return OLD
+        return NEW if os.path.isdir(self.path) and not os.path.islink(self.path) else CHANGED
+
+    def undo(self) -> None:
+        try:
+            os.rmdir(self.path)
+        except OSError:
+            pass  # not empty: something else lives there now
+
+
+@dataclass
+class Move(Op):
+    """Rename a rollout inside the home, never over a file; mtime set to new_mtime_ns if given."""
+    thread_id: Optional[str]
+    src: str
+    dst: str
+    new_mtime_ns: Optional[int] = None
+    mtime_ns: int = 0
+    size: int = -1
+    ino: int = 0
+    KIND: ClassVar[str] = "move"
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"op": self.KIND, "thread_id": self.thread_id, "src": self.src, "dst": self.dst,
+                "new_mtime_ns": self.new_mtime_ns, "mtime_ns": self.mtime_ns, "size": self.size, "ino": self.ino}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "Move":
+        return cls(**strict(rec, {"thread_id": "str?", "src": "str", "dst": "str", "mtime_ns": "int",
+                                  "size": "int", "ino": "int"}, {"new_mtime_ns": "int?"}))
+
+    def paths(self) -> List[str]:
+        return [self.src, self.dst]
+
+    def prepare(self, run_dir: Path) -> Optional[str]:
+        try:
+            st = os.lstat(self.src)
+        except OSError as exc:
+            return f"{self.src}: {exc.strerror}"
+        import stat as _st
+        if not _st.S_ISREG(st.st_mode):
+            return f"{self.src} is not a regular file (a symlink?)"
+        if os.path.lexists(self.dst):
+            return f"{self.dst} already exists"
+        self.mtime_ns, self.size, self.ino = st.st_mtime_ns, st.st_size, st.st_ino
+        return None
+
+    def apply(self) -> None:
+        if os.path.lexists(self.dst):
+            raise UserError(f"{self.dst} appeared while writing")
+        os.rename(self.src, self.dst)
+        if self.new_mtime_ns is not None:
+            os.utime(self.dst, ns=(self.new_mtime_ns, self.new_mtime_ns))
+
+    def state(self) -> str:
+        s, d = os.path.lexists(self.src), os.path.lexists(self.dst)
+        if s and not d:
+            return OLD
+        if d and not s and os.path.isfile(self.dst) and not os.path.islink(self.dst):
+            return NEW  # not its inode: a grown line 1 renamed over it since is still this file
+        return CHANGED
+
+    def undo(self) -> None:
+        if os.path.lexists(self.src):
+            raise UserError(f"{self.src} exists: not moving {self.dst} back over it")
+        st = os.stat(self.dst)
+        after = self.new_mtime_ns if self.new_mtime_ns is not None else self.mtime_ns
+        untouched = st.st_mtime_ns == after and st.st_size == self.size
+        os.makedirs(os.path.dirname(self.src), exist_ok=True)
+        os.rename(self.dst, self.src)
+        if untouched:  # nothing newer than the run in it: its old mtime back (item 14)
+            os.utime(self.src, ns=(self.mtime_ns, self.mtime_ns))
+
+
+def _spans_apply(line: bytes, spans: List[Tuple[int, bytes, bytes]], forward: bool) -> bytes:
+    """Put new (forward) or old bytes at each span; spans are in old-line coordinates."""
+    out, pos, delta = [], 0, 0
+    for off, old, new in spans:
+        start = off if forward else off + delta
+        take, put = (old, new) if forward else (new, old)
+        out.append(line[pos:start])
+        out.append(put)
+        pos = start + len(take)
+        delta += len(new) - len(old)
+    out.append(line[pos:])
+    return b"".join(out)
+
+
+@dataclass
+class Line1Rewrite(Op):
+    """Set payload field(s) of a rollout's line 1 (`session_meta`): same length when JSON padding
+    allows (written in place, same inode), else the grown file is written beside and renamed over
+    (the writer lock is held; a full copy is kept in the run folder). See references/journal.md."""
+    thread_id: Optional[str]
+    path: str
+    set: Dict[str, Any]
+    expect_mtime_ns: Optional[int] = None
+    expect_size: Optional[int] = None
+    old_values: Dict[str, Any] = field(default_factory=dict)
+    spans: List[Tuple[int, bytes, bytes]] = field(default_factory=list)
+    old_len: int = 0
+    old_sha: str = ""
+    new_sha: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+    mode: int = 0o600
+    backup: Optional[str] = None
+    old_file_sha: Optional[str] = None
+    new_file_sha: Optional[str] = None
+    KIND: ClassVar[str] = "line1"
+
+    @property
+    def growth(self) -> int:
+        return sum(len(n) - len(o) for _, o, n in self.spans)
+
+    @property
+    def tmp(self) -> str:
+        return tmp_name(self.path)
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
+                "old_values": self.old_values,
+                "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans], "old_len": self.old_len,
+                "old_sha": self.old_sha, "new_sha": self.new_sha, "size": self.size, "mtime_ns": self.mtime_ns,
+                "mode": self.mode, "backup": self.backup, "old_file_sha": self.old_file_sha,
+                "new_file_sha": self.new_file_sha}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "Line1Rewrite":
+        f = strict(rec, {"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict",
+                         "spans": "list", "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int",
+                         "mtime_ns": "int", "mode": "int"},
+                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?"})
+        spans = []
+        for s in f.pop("spans"):
+            if not (isinstance(s, list) and len(s) == 3 and isinstance(s[0], int) and s[0] >= 0):
+                raise RecordError("journal record 'line1': a span is malformed")
+            spans.append((s[0], _unb64(s[1], "line1 span"), _unb64(s[2], "line1 span")))
+        op = cls(spans=spans, **f)
+        if op.growth and not (op.backup and op.old_file_sha and op.new_file_sha):
+            raise RecordError("journal record 'line1': a growing rewrite without its kept copy")
+        return op
+
+    def paths(self) -> List[str]:
+        return [self.path, self.tmp] + ([self.backup] if self.backup else [])
+
+    def prepare(self, run_dir: Path) -> Optional[str]:
+        import stat as _st
+        try:
+            st = os.lstat(self.path)
+        except OSError as exc:
+            return f"{self.path}: {exc.strerror}"
+        if not _st.S_ISREG(st.st_mode):
+            return "the rollout is not a regular file (a symlink?): never written through"
+        if st.st_nlink > 1:  # item 4: never write through a shared inode
+            return (f"the rollout has {st.st_nlink} hard links (a backup made with cp -al or rsnapshot?): "
+                    "writing it would change the other copies too; skipped")
+        if (self.expect_mtime_ns is not None and st.st_mtime_ns != self.expect_mtime_ns) or \
+                (self.expect_size is not None and st.st_size != self.expect_size):
+            return "the rollout changed since the plan was made (a turn was added?): run again"
+        if os.path.lexists(self.tmp):
+            return f"{self.tmp} exists (left by another run?): skipped"
+        line, err = read_line1(Path(self.path))
+        if line is None:
+            return f"line 1 unreadable ({err})"
+        try:
+            obj = json.loads(line)
+            payload = obj["payload"]
+            assert isinstance(payload, dict)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return "line 1 is not a session_meta JSON object"
+        spans = []
+        for key, value in self.set.items():
+            if key not in payload:
+                return f"line 1 has no payload.{key}"
+            old = payload[key]
+            if old == value:
+                continue
+            at = find_field(line, key, old)
+            if at is None:
+                return f"line 1 layout not recognised (no single payload.{key} field)"
+            start, end = at
+            from .line1 import field_token
+            token = field_token(key, value)
+            token += b" " * max(0, (end - start) - len(token))
+            spans.append((start, line[start:end], token))
+            self.old_values[key] = old
+        spans.sort()
+        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])):
+            return "line 1 fields overlap"
+        new = _spans_apply(line, spans, True)
+        want = dict(obj, payload={**payload, **self.set})
+        if json.loads(new) != want:
+            return "the rewrite would change more than the named fields"
+        self.spans, self.old_len = spans, len(line)
+        self.old_sha, self.new_sha = sha(line), sha(new)
+        self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
+        if self.growth:
+            self._keep_copy(run_dir, line, new)
+        return None
+
+    def _keep_copy(self, run_dir: Path, line: bytes, new: bytes) -> None:
+        """The whole file, copied into the run folder (0600) and checked, with both whole-file digests."""
+        name = f"{self.thread_id or sha(self.path.encode())[:16]}.rollout.bak"
+        dest = run_dir / name
+        old_h, new_h = hashlib.sha256(), hashlib.sha256()
+        new_h.update(new)
+        fd = os.open(str(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with open(self.path, "rb") as fh:
+                first = True
+                for chunk in iter(lambda: fh.read(CHUNK), b""):
+                    write_all(fd, chunk)
+                    old_h.update(chunk)
+                    new_h.update(chunk[len(line):] if first else chunk)
+                    first = False
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if sha256_file(dest) != (self.size, old_h.hexdigest()):
+            raise OSError(5, f"the kept copy {dest} does not match {self.path}")
+        self.backup, self.old_file_sha, self.new_file_sha = str(dest), old_h.hexdigest(), new_h.hexdigest()
+
+    def apply(self) -> None:
+        if not self.spans:
+            return
+        p = Path(self.path)
+        if self.growth == 0:
+            start = self.spans[0][0]
+            end = self.spans[-1][0] + len(self.spans[-1][1])
+            line, _ = read_line1(p)
+            assert line is not None and sha(line) == self.old_sha, f"{p}: line 1 changed under the lock"
+            region = _spans_apply(line, self.spans, True)[start:end]
+            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                os.lseek(fd, start, os.SEEK_SET)
+                write_all(fd, region)
+            finally:
+                os.close(fd)
+            os.utime(self.path, ns=(self.mtime_ns, self.mtime_ns))
+            return
+        line, _ = read_line1(p)
+        assert line is not None and sha(line) == self.old_sha, f"{p}: line 1 changed under the lock"
+        new = _spans_apply(line, self.spans, True)
+        _write_new_file(Path(self.tmp), [new, (self.path, len(line))], self.mode, self.mtime_ns)
+        os.rename(self.tmp, self.path)
+        _fsync_dir(p.parent)
+
+    def _line(self) -> Optional[bytes]:
+        line, _ = read_line1(Path(self.path))
+        return line
+
+    def state(self) -> str:
+        if not self.spans:
+            return OLD
+        if os.path.islink(self.path) or not os.path.isfile(self.path):
+            return CHANGED
+        line = self._line()
+        if line is None:
+            return CHANGED
+        digest = sha(line)
+        if digest == self.new_sha:
+            return NEW
+        if digest == self.old_sha:
+            return OLD
+        if self.growth == 0 and len(line) == self.old_len:
+            mended = line
+            for off, old, _new in self.spans:
+                mended = mended[:off] + old + mended[off + len(old):]
+            if sha(mended) == self.old_sha:
+                return TORN
+        return CHANGED
+
+    def leftover(self) -> bool:
+        return os.path.lexists(self.tmp)
+
+    def clean(self) -> None:
+        _remove_tmp(Path(self.tmp))
+
+    def undo(self) -> None:
+        self.clean()
+        st = os.stat(self.path)
+        line = self._line()
+        assert line is not None
+        if self.growth == 0:  # new or torn: the old bytes back over every span, in place
+            mended = line
+            for off, old, _new in self.spans:
+                mended = mended[:off] + old + mended[off + len(old):]
+            start, end = self.spans[0][0], self.spans[-1][0] + len(self.spans[-1][1])
+            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                os.lseek(fd, start, os.SEEK_SET)
+                write_all(fd, mended[start:end])
+            finally:
+                os.close(fd)
+            os.utime(self.path, ns=(st.st_mtime_ns, st.st_mtime_ns))  # never older than it is
+            return
+        exact = st.st_size == self.size + self.growth and sha256_file(Path(self.path))[1] == self.new_file_sha
+        if exact and self.backup and os.path.isfile(self.backup) and \
+                sha256_file(Path(self.backup)) == (self.size, self.old_file_sha):
+            parts: list = [(self.backup, 0)]  # the kept copy, byte for byte
+        else:  # turns added since: old line 1 + everything after the current one
+            parts = [_spans_apply(line, self.spans, False), (self.path, len(line))]
+        mtime = self.mtime_ns if exact else st.st_mtime_ns
+        _write_new_file(Path(self.tmp), parts, st.st_mode, mtime)
+        os.rename(self.tmp, self.path)
+        _fsync_dir(Path(self.path).parent)
+
+
+@dataclass
+class FileCreate(Op):
+    """A new file written into the home (from `source` or `data`); undo deletes it only while its
+    size and digest still match."""
+    path: str
+    size: int = -1
+    sha256: str = ""
+    source: Optional[str] = None
+    data: Optional[bytes] = None
+    mode: int = 0o600
+    mtime_ns: Optional[int] = None
+    thread_id: Optional[str] = None
+    KIND: ClassVar[str] = "file_create"
+
+    @property
+    def tmp(self) -> str:
+        return tmp_name(self.path)
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"op": self.KIND, "path": self.path, "size": self.size, "sha256": self.sha256,
+                "source": self.source, "data": None if self.data is None else _b64(self.data),
+                "mode": self.mode, "mtime_ns": self.mtime_ns, "thread_id": self.thread_id}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "FileCreate":
+        f = strict(rec, {"path": "str", "size": "int", "sha256": "str", "mode": "int"},
+                   {"source": "str?", "data": "str?", "mtime_ns": "int?", "thread_id": "str?"})
+        if f.get("data") is not None:
+            f["data"] = _unb64(f["data"], "file_create data")
+        return cls(**f)
+
+    def paths(self) -> List[str]:
+        return [self.path, self.tmp]
+
+    def prepare(self, run_dir: Path) -> Optional[str]:
+        if os.path.lexists(self.path):
+            return f"{self.path} already exists"
+        if os.path.lexists(self.tmp):
+            return f"{self.tmp} exists (left by another run?)"
+        if self.data is not None:
+            got = (len(self.data), sha(self.data))
+        elif self.source:
+            try:
+                got = sha256_file(Path(self.source))
+            except OSError as exc:
+                return f"{self.source}: {exc.strerror}"
+        else:
+            return "nothing to write"
+        if self.sha256 and got != (self.size, self.sha256):
+            return f"{self.source or 'the data'} changed since the plan was made"
+        self.size, self.sha256 = got
+        return None
+
+    def apply(self) -> None:
+        parts: list = [self.data] if self.data is not None else [(self.source, 0)]
+        _write_new_file(Path(self.tmp), parts, self.mode, self.mtime_ns)
+        if sha256_file(Path(self.tmp)) != (self.size, self.sha256):
+            raise OSError(5, f"{self.tmp}: the written copy differs from its source")
+        if os.path.lexists(self.path):
+            raise UserError(f"{self.path} appeared while writing")
+        os.rename(self.tmp, self.path)
+
+    def state(self) -> str:
+        if not os.path.lexists(self.path):
+            return OLD
+        if os.path.isfile(self.path) and not os.path.islink(self.path) and \
+                sha256_file(Path(self.path)) == (self.size, self.sha256):
+            return NEW
+        return CHANGED
+
+    def leftover(self) -> bool:
+        return os.path.lexists(self.tmp)
+
+    def clean(self) -> None:
+        _remove_tmp(Path(self.tmp))
+
+    def undo(self) -> None:
+        self.clean()
+        os.unlink(self.path)
+
+
+@dataclass
+class SymlinkRepoint(Op):
+    """Point a symlink inside the home elsewhere (e.g. packages/app-server-daemon/current)."""
+    path: str
+    old_target: str
+    new_target: str
+    thread_id: Optional[str] = None
+    KIND: ClassVar[str] = "symlink"
+
+    @property
+    def tmp(self) -> str:
+        return tmp_name(self.path)
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"op": self.KIND, "path": self.path, "old_target": self.old_target,
+                "new_target": self.new_target, "thread_id": self.thread_id}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "SymlinkRepoint":
+        return cls(**strict(rec, {"path": "str", "old_target": "str", "new_target": "str"}, {"thread_id": "str?"}))
+
+    def paths(self) -> List[str]:
+        return [self.path, self.tmp]
+
+    def prepare(self, run_dir: Path) -> Optional[str]:
+        if not os.path.islink(self.path) or os.readlink(self.path) != self.old_target:
+            return f"{self.path} no longer points at {self.old_target}"
+        if os.path.lexists(self.tmp):
+            return f"{self.tmp} exists"
+        return None
+
+    def _point(self, target: str) -> None:
+        _remove_tmp(Path(self.tmp))
+        os.symlink(target, self.tmp)
+        os.rename(self.tmp, self.path)
+
+    def apply(self) -> None:
+        self._point(self.new_target)
+
+    def state(self) -> str:
+        if not os.path.islink(self.path):
+            return CHANGED
+        now = os.readlink(self.path)
+        return NEW if now == self.new_target else OLD if now == self.old_target else CHANGED
+
+    def leftover(self) -> bool:
+        return os.path.lexists(self.tmp)
+
+    def clean(self) -> None:
+        _remove_tmp(Path(self.tmp))
+
+    def undo(self) -> None:
+        self._point(self.old_target)
+
+
+# ---------------------------------------------------------------- databases
+
+
+def _vals(d: Any, where: str) -> Dict[str, Any]:
+    if not isinstance(d, dict) or not d:
+        raise RecordError(f"{where}: expected a non-empty column map")
+    return {str(k): dec(v, where) for k, v in d.items()}
+
+
+@dataclass
+class RowUpdate(Op):
+    """Change allowed columns of one row (found by `key`) from `old` to `new`."""
+    db_path: str
+    table: str
+    key: Dict[str, Any]
+    old: Dict[str, Any]
+    new: Dict[str, Any]
+    thread_id: Optional[str] = None
+    KIND: ClassVar[str] = "row_update"
+    DB_OP: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _ident(self.table, list(UPDATE_COLUMNS), "row_update table")
+        for c in list(self.old) + list(self.new):
+            _ident(c, UPDATE_COLUMNS[self.table], f"row_update of {self.table}")
+        if set(self.old) != set(self.new):
+            raise RecordError("row_update: old and new name different columns")
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"op": self.KIND, "db": self.db_path, "table": self.table, "thread_id": self.thread_id,
+                "key": {k: enc(v) for k, v in self.key.items()}, "old": {k: enc(v) for k, v in self.old.items()},
+                "new": {k: enc(v) for k, v in self.new.items()}}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "RowUpdate":
+        f = strict(rec, {"db": "str", "table": "str", "key": "dict", "old": "dict", "new": "dict"},
+                   {"thread_id": "str?"})
+        return cls(f["db"], f["table"], _vals(f["key"], "row_update key"), _vals(f["old"], "row_update old"),
+                   _vals(f["new"], "row_update new"), f.get("thread_id"))
+
+    def db(self) -> Optional[str]:
+        return self.db_path
+
+    def columns(self) -> Tuple[str, List[str], Optional[Sequence[str]]]:
+        return self.table, list(self.new), UPDATE_COLUMNS[self.table]
+
+    def key_columns(self) -> List[str]:
+        return list(self.key)
+
+    def _keycols(self) -> List[str]:
+        return list(self.key)
+
+    def _current(self, conn: sqlite3.Connection) -> Optional[Dict[str, Any]]:
+        cols = list(self.new)
+        w, args = _where(self.key)
+        rows = conn.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{self.table}" '
+                            f"WHERE {w}", args).fetchall()
+        return dict(zip(cols, rows[0])) if len(rows) == 1 else None
+
+    def apply_db(self, conn: sqlite3.Connection) -> int:
+        sets = ", ".join(f'"{c}"=?' for c in self.new)
+        w, args = _where({**self.key, **self.old})
+        n = conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w}', list(self.new.values()) + args).rowcount
+        if n != 1:
+            raise UserError(f"{self.table} row {self.key} changed since the plan was made; nothing was kept")
+        return n
+
+    def state_db(self, conn: sqlite3.Connection) -> str:
+        cur = self._current(conn)
+        return NEW if cur == self.new else OLD if cur == self.old else CHANGED
+
+    def undo_db(self, conn: sqlite3.Connection) -> int:
+        sets = ", ".join(f'"{c}"=?' for c in self.old)
+        w, args = _where({**self.key, **self.new})
+        return conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w}', list(self.old.values()) + args).rowcount
+
+
+@dataclass
+class RowInsert(Op):
+    """Insert one whole row; undo deletes it only while every recorded value still matches."""
+    db_path: str
+    table: str
+    row: Dict[str, Any]
+    key: Dict[str, Any]
+    thread_id: Optional[str] = None
+    KIND: ClassVar[str] = "row_insert"
+    DB_OP: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        _ident(self.table, ROW_TABLES, f"{self.KIND} table")
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"op": self.KIND, "db": self.db_path, "table": self.table, "thread_id": self.thread_id,
+                "key": {k: enc(v) for k, v in self.key.items()}, "row": {k: enc(v) for k, v in self.row.items()}}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "RowInsert":
+        f = strict(rec, {"db": "str", "table": "str", "key": "dict", "row": "dict"}, {"thread_id": "str?"})
+        return cls(f["db"], f["table"], _vals(f["row"], f"{cls.KIND} row"), _vals(f["key"], f"{cls.KIND} key"),
+                   f.get("thread_id"))
+
+    def db(self) -> Optional[str]:
+        return self.db_path
+
+    def columns(self) -> Tuple[str, List[str], Optional[Sequence[str]]]:
+        return self.table, list(self.row) + list(self.key), None
+
+    def key_columns(self) -> List[str]:
+        return list(self.key)
+
+    def _count(self, conn: sqlite3.Connection, values: Dict[str, Any]) -> int:
+        w, args = _where(values)
+        return int(conn.execute(f'SELECT count(*) FROM "{self.table}" WHERE {w}', args).fetchone()[0])
+
+    def _insert(self, conn: sqlite3.Connection) -> int:
+        names = ", ".join(f'"{c}"' for c in self.row)
+        return conn.execute(f'INSERT INTO "{self.table}" ({names}) VALUES ({", ".join("?" * len(self.row))})',
+                            list(self.row.values())).rowcount
+
+    def _delete(self, conn: sqlite3.Connection) -> int:
+        w, args = _where(self.row)
+        n = conn.execute(f'DELETE FROM "{self.table}" WHERE rowid IN (SELECT rowid FROM "{self.table}" '
+                         f"WHERE {w} LIMIT 1)", args).rowcount
+        return n
+
+    def _present(self, conn: sqlite3.Connection) -> str:
+        if self._count(conn, self.row) == 1:
+            return "same"
+        return "other" if self._count(conn, self.key) else "absent"
+
+    def apply_db(self, conn: sqlite3.Connection) -> int:
+        if self._count(conn, self.key):
+            raise UserError(f"{self.table} row {self.key} appeared since the plan was made")
+        return self._insert(conn)
+
+    def state_db(self, conn: sqlite3.Connection) -> str:
+        return {"same": NEW, "absent": OLD, "other": CHANGED}[self._present(conn)]
+
+    def undo_db(self, conn: sqlite3.Connection) -> int:
+        return self._delete(conn)
+
+
+@dataclass
+class RowDelete(RowInsert):
+    """Delete one whole row, keeping every value so the undo puts it back exactly."""
+    KIND: ClassVar[str] = "row_delete"
+
+    def apply_db(self, conn: sqlite3.Connection) -> int:
+        n = self._delete(conn)
+        if n != 1:
+            raise UserError(f"{self.table} row {self.key} changed since the plan was made")
+        return n
+
+    def state_db(self, conn: sqlite3.Connection) -> str:
+        return {"same": OLD, "absent": NEW, "other": CHANGED}[self._present(conn)]
+
+    def undo_db(self, conn: sqlite3.Connection) -> int:
+        return self._insert(conn)
+
+
+@dataclass
+class OffsetShift(Op):
+    """thread_history_1.sqlite byte offsets of one thread past line 1, moved by `delta` when line 1
+    grows; undo moves back everything past the grown line (turns added since included)."""
+    db_path: str
+    thread_id: Optional[str]
+    boundary: int
+    delta: int
+    old: List[Any]
+    new: List[Any]
+    after: Optional[Line1Rewrite] = field(default=None, repr=False, compare=False)  # not recorded
+    KIND: ClassVar[str] = "offsets"
+    DB_OP: ClassVar[bool] = True
+
+    def prepare(self, run_dir: Path) -> Optional[str]:
+        """Planned with the line-1 rewrite it follows: its boundary and delta are known once that is."""
+        if self.after is not None:
+            if not self.after.growth:
+                return NOOP
+            assert self.thread_id is not None
+            done = OffsetShift.plan(self.db_path, self.thread_id, (self.old[0], self.old[1]),
+                                    self.after.old_len + 1, self.after.growth)
+            self.boundary, self.delta, self.new = done.boundary, done.delta, done.new
+        return None
+
+    def to_record(self) -> Dict[str, Any]:
+        return {"op": self.KIND, "db": self.db_path, "thread_id": self.thread_id, "boundary": self.boundary,
+                "delta": self.delta, "old": self.old, "new": self.new}
+
+    @classmethod
+    def from_record(cls, rec: Dict[str, Any]) -> "OffsetShift":
+        f = strict(rec, {"db": "str", "thread_id": "str", "boundary": "int", "delta": "int", "old": "list",
+                         "new": "list"}, {})
+        for side in ("old", "new"):
+            v = f[side]
+            if not (len(v) == 2 and isinstance(v[0], list) and isinstance(v[1], int) and all(
+                    isinstance(t, list) and len(t) == 3 and isinstance(t[1], int) and isinstance(t[2], int)
+                    for t in v[0])):
+                raise RecordError("journal record 'offsets': malformed offsets")
+        return cls(f["db"], f["thread_id"], f["boundary"], f["delta"], f["old"], f["new"])
+
+    @classmethod
+    def following(cls, db_path: str, rewrite: Line1Rewrite, offsets: Tuple[list, int]) -> "OffsetShift":
+        """The shift a growing `rewrite` needs; filled in when the rewrite is prepared."""
+        turns, proj = offsets
+        old = [[list(t) for t in turns], proj]
+        return cls(db_path, rewrite.thread_id, 0, 0, old, old, after=rewrite)
+
+    @classmethod
+    def plan(cls, db_path: str, thread_id: str, offsets: Tuple[list, int], boundary: int, delta: int) -> "OffsetShift":
+        turns, proj = offsets
+        new_turns = [[t, shifted(o, boundary, delta), shifted(e, boundary, delta)] for t, o, e in turns]
+        return cls(db_path, thread_id, boundary, delta, [[list(t) for t in turns], proj],
+                   [new_turns, shifted(proj, boundary, delta) if proj >= 0 else proj])
+
+    def db(self) -> Optional[str]:
+        return self.db_path
+
+    def columns(self) -> Tuple[str, List[str], Optional[Sequence[str]]]:
+        return "thread_turns", list(UPDATE_COLUMNS["thread_turns"]), UPDATE_COLUMNS["thread_turns"]
+
+    def apply_db(self, conn: sqlite3.Connection) -> int:
+        assert self.thread_id is not None
+        set_offsets(conn, self.thread_id, [tuple(t) for t in self.new[0]], self.new[1])
+        return 1
+
+    def state_db(self, conn: sqlite3.Connection) -> str:
+        assert self.thread_id is not None
+        turns, proj = read_offsets(conn, self.thread_id)
+        cur = [[list(t) for t in turns], proj]
+        if cur == self.old:
+            return OLD
+        return NEW if cur[0][:len(self.new[0])] == self.new[0] else CHANGED
+
+    def undo_db(self, conn: sqlite3.Connection) -> int:
+        assert self.thread_id is not None
+        boundary = self.boundary + self.delta
+        turns, proj = read_offsets(conn, self.thread_id)
+        set_offsets(conn, self.thread_id,
+                    [(t, shifted(o, boundary, -self.delta), shifted(x, boundary, -self.delta)) for t, o, x in turns],
+                    shifted(proj, boundary, -self.delta) if proj >= 0 else proj)
+        return 1
+
+
+OP_CLASSES: Dict[str, Type[Op]] = {c.KIND: c for c in (Mkdir, Move, Line1Rewrite, FileCreate, SymlinkRepoint,
+                                                       RowUpdate, RowInsert, RowDelete, OffsetShift)}
+
+
+def op_from_record(rec: Dict[str, Any]) -> Op:
+    """Strictly: an unknown kind or a malformed field is a RecordError (one line, exit 2)."""
+    cls = OP_CLASSES.get(rec.get("op", ""))
+    if cls is None:
+        raise RecordError(f"unknown journal operation {rec.get('op')!r}")
+    try:
+        return cls.from_record(rec)
+    except (TypeError, ValueError) as exc:
+        raise RecordError(f"journal record {rec.get('op')!r} is malformed ({exc})") from None

@@ -1,0 +1,164 @@
+"""Hold a thread's Codex writer lock (`<home>/thread-writer-locks/<id>.lock`, Codex 0.146+) while
+its rollout or row changes, so a Codex that opens the thread meanwhile is refused, not raced.
+
+The folder's `.coordination.lock` is held (flock, exclusive) around creating, locking and removing
+a thread's lock file, so a lock file is never deleted between another writer's open and flock.
+Codex before 0.146 takes no writer locks: there nothing protects a thread open in a running Codex.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Dict, List, Optional
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_DIR = "thread-writer-locks"
+COORDINATION = ".coordination.lock"
+_THREAD_ID = re.compile(r"\A[0-9A-Za-z][0-9A-Za-z_-]{0,127}\Z")
+
+
+class WriterLocks:
+    """Writer locks of many threads, taken one by one and released together."""
+
+    def __init__(self, home_root: Path) -> None:
+        self.dir = home_root / LOCK_DIR
+        self.held: Dict[str, int] = {}
+        self.created_dir = False
+        self.created_coordination = False
+
+    def _coordination(self) -> int:
+        if not self.dir.is_dir():
+            self.dir.mkdir(mode=0o755)
+            self.created_dir = True
+        if not (self.dir / COORDINATION).exists():
+            self.created_coordination = True
+        fd = os.open(str(self.dir / COORDINATION), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def take(self, thread_id: str) -> Optional[str]:
+        """None when held by us now, else why not (held by a running Codex, odd id, ...)."""
+        return self.take_many([thread_id]).get(thread_id)
+
+    def take_many(self, thread_ids: List[str]) -> Dict[str, str]:
+        """Take every lock under one hold of the coordination lock; {thread id: why not} for the rest."""
+        if fcntl is None or not thread_ids:
+            return {}  # no flock here: the running-Codex check is all there is
+        refused: Dict[str, str] = {}
+        coord = self._coordination()
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            for tid in thread_ids:
+                if tid in self.held:
+                    continue
+                if not _THREAD_ID.match(tid):
+                    refused[tid] = "the thread id cannot name a writer lock file"
+                    continue
+                path = os.path.join(str(self.dir), f"{tid}.lock")
+                existed = os.path.lexists(path)
+                try:
+                    fd = os.open(path, flags, 0o644)
+                except OSError as exc:
+                    refused[tid] = f"cannot open its writer lock ({exc.strerror})"
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)
+                    refused[tid] = "live thread: Codex holds its writer lock (close it in Codex and run again)"
+                    continue
+                self.held[tid] = -fd - 1 if existed else fd  # negative: a lock file that was there before
+        finally:
+            fcntl.flock(coord, fcntl.LOCK_UN)
+            os.close(coord)
+        return refused
+
+    def release_all(self) -> None:
+        if not self.held:
+            self._tidy()
+            return
+        coord = self._coordination()
+        try:
+            for tid, fd in self.held.items():
+                if fd >= 0:  # a file we created: removed as Codex removes its own
+                    try:
+                        os.unlink(str(self.dir / f"{tid}.lock"))
+                    except OSError:
+                        pass
+                    os.close(fd)
+                else:
+                    os.close(-fd - 1)
+            self.held.clear()
+        finally:
+            fcntl.flock(coord, fcntl.LOCK_UN)
+            os.close(coord)
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Leave the home as found: a lock folder this run created goes again when nothing is held."""
+        if self.created_coordination or self.created_dir:
+            remove_unused_lock_dir(self.dir.parent, coordination_too=True, folder_too=self.created_dir)
+
+
+def remove_unused_lock_dir(home_root: Path, coordination_too: bool, folder_too: bool) -> None:
+    """Remove `.coordination.lock` (and the folder) when no one holds it and no thread lock is there."""
+    if fcntl is None:
+        return
+    d = home_root / LOCK_DIR
+    coord = d / COORDINATION
+    try:
+        names = os.listdir(str(d))
+    except OSError:
+        return
+    if (COORDINATION in names and not coordination_too) or os.path.islink(str(coord)):
+        return
+    if COORDINATION in names:
+        fd = os.open(str(coord), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        try:
+            os.unlink(str(coord))
+        finally:
+            os.close(fd)
+    if folder_too and names in ([COORDINATION], []):
+        try:
+            os.rmdir(str(d))
+        except OSError:
+            pass
+
+
+def remove_stale_locks(home_root: Path, thread_ids: list) -> None:
+    """Lock files a killed run created: each removed under the coordination lock if unheld and empty."""
+    if fcntl is None:
+        return
+    d = home_root / LOCK_DIR
+    todo = [t for t in thread_ids if isinstance(t, str) and _THREAD_ID.match(t) and (d / f"{t}.lock").exists()]
+    if not todo:
+        return
+    coord = os.open(str(d / COORDINATION), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    fcntl.flock(coord, fcntl.LOCK_EX)
+    try:
+        for t in todo:
+            path = d / f"{t}.lock"
+            try:
+                fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_size == 0:
+                    os.unlink(str(path))
+            except OSError:
+                pass  # held: a Codex has the thread open now
+            finally:
+                os.close(fd)
+    finally:
+        os.close(coord)
