@@ -515,3 +515,31 @@ def test_unreadable_source_db_falls_back_to_the_rollouts(homes):
     assert any("state_5.sqlite is unreadable" in n for n in plan["notes"])
     assert any("thread_history_1.sqlite is unreadable" in n for n in plan["notes"])
     assert snapshot(src.root) == before
+
+
+def test_a_fault_at_any_point_of_an_import_leaves_dest_as_before(homes, tmp_path):
+    """Killed (then rollback --latest) or a full disk (the run undoes itself; after its end record
+    the run is complete and rollback --latest undoes it) at every fault point."""
+    from test_faults import Pristine, frun
+    src, made, dst, own = homes
+    remap = f"/home/olduser={dst.root.parent}"
+    args = ("--from", str(src.root), "--remap-prefix", remap, "--apply", "--json")
+    base, src_before = _dest_state(dst), snapshot(src.root)
+    pristine = Pristine(dst.root)
+    counted = tmp_path / "points.txt"
+    assert frun("session_import.py", dst.root, *args, fault=f"count:{counted}").returncode == 0
+    labels = counted.read_text().split()
+    assert {"file", "commit"} <= set(labels)
+    for n in range(1, len(labels) + 1):
+        for action in ("kill", "enospc"):
+            pristine.restore()
+            proc = frun("session_import.py", dst.root, *args, fault=f"{action}:{n}")
+            if action == "kill":
+                assert proc.returncode == -9, proc.stderr
+            else:
+                assert proc.returncode == 2 and "No space left" in proc.stderr, (n, proc.stderr)
+            if action == "kill" or n == len(labels):  # killed, or failed after the run's end record
+                rb = run_script("rollback.py", "--codex-dir", str(dst.root), "--latest", "--apply")
+                assert rb.returncode == 0, (n, rb.stdout + rb.stderr)
+            assert _dest_state(dst) == base, (action, n, labels[n - 1])
+    assert snapshot(src.root) == src_before
