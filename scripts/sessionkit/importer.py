@@ -17,7 +17,8 @@ from .archive_src import HISTORY_DB, STATE_DB, SourceHome, private_db_copy
 from .home import CodexHome, read_config
 from .line1 import read_line1
 from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, safe_str
-from .rollout_index import ROLLOUT_NAME, RolloutFile, RolloutIndex, build_index, load_session_meta, unusable_reason
+from .rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
+                            parse_session_meta, unusable_reason)
 from .rollout_scan import row_from_rollout
 from .statedb import open_readonly
 
@@ -283,14 +284,15 @@ class Line1Rewriter:
         self.needles = [json.dumps(old, ensure_ascii=False)[1:-1].encode() for old, _new in self.remaps]
         self.stack: Set[str] = set()
 
-    def for_file(self, path: Path) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
+    def for_file(self, path: Path, line: Optional[bytes] = None
+                 ) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
         """(line 1 length, edits, growth, problem or None)."""
         key = str(path)
         if key in self.memo:
             return self.memo[key]
         self.stack.add(key)
         try:
-            result = self._rewrite(path)
+            result = self._rewrite(path, line)
         finally:
             self.stack.discard(key)
         self.memo[key] = result
@@ -307,8 +309,11 @@ class Line1Rewriter:
             return 0
         return growth
 
-    def _rewrite(self, path: Path) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
-        line, err = read_line1(path)
+    def _rewrite(self, path: Path, line: Optional[bytes]
+                 ) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
+        err = None
+        if line is None:
+            line, err = read_line1(path)
         if line is None:
             return 0, (), 0, err
         forked = b'"history_base"' in line
@@ -339,6 +344,16 @@ class Line1Rewriter:
                 return len(line), (), 0, f"line 1's {key} is not written the way Codex writes it: left as is"
             growth += len(_token(key, value)) - len(token)
         return len(line), tuple(changes), growth, None
+
+
+def _meta(line: bytes) -> SessionMeta:
+    """What load_session_meta tells, from a line already read (decoding only its head when it can)."""
+    at = line.find(b',"base_instructions":')
+    if at > 0 and line.endswith(b"}"):
+        meta = parse_session_meta(line[:at] + b"}}")
+        if meta.error is None and meta.has_provider:
+            return meta
+    return parse_session_meta(line)
 
 
 def _payload(line: bytes, whole: bool) -> Optional[Dict[str, Any]]:
@@ -577,7 +592,8 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     primary, problem = _primary(files, row)
     if primary is None:
         return skip(problem)
-    meta = load_session_meta(primary.path)
+    primary_line, err = read_line1(primary.path)  # read once: for the checks and for the rewrite
+    meta = _meta(primary_line) if primary_line is not None else SessionMeta(error=err)
     problem = unusable_reason(primary, meta, tid)
     if problem:
         return skip(problem)
@@ -585,18 +601,23 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     copies: List[FileCopy] = []
     notes: List[str] = []
     prefix = str(root).rstrip(os.sep) + os.sep
+    dest_prefix = str(dest.home.root) + os.sep
+    primary_dst = ""
     for rf in sorted(files, key=lambda f: f.key):
         rel = rf.key[len(prefix):].replace(os.sep, "/") if rf.key.startswith(prefix) else ""
         if not rel.startswith(("sessions/", "archived_sessions/")) or "/../" in rel:
             return skip(f"{rf.key} is not under the source's sessions folders")
-        dst = Path(str(dest.home.root) + os.sep + rel.replace("/", os.sep))
+        dst_str = dest_prefix + rel.replace("/", os.sep)
+        if rf is primary:
+            primary_dst = dst_str
+        src_path = Path(rf.key)
         st = os.stat(rf.key)
-        old_len, edits, growth, issue = rewriter.for_file(rf.path)
+        old_len, edits, growth, issue = rewriter.for_file(src_path, primary_line if rf is primary else None)
         if issue:
             notes.append(f"{rf.name}: {issue}")
         m = ROLLOUT_NAME.match(rf.name)
         key = (m.group("rollout") or m.group("thread")).lower() if m else tid
-        copies.append(FileCopy(rf.path, dst, rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
+        copies.append(FileCopy(src_path, Path(dst_str), rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
     if tid in dest.rows or tid in dest.index.by_thread:
         differs, same_line1 = _same_as_dest(copies, dest, tid) if tid in dest.rows else \
             ("DEST has a rollout with this id but no row", False)
@@ -612,13 +633,12 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     archived = primary.archived
     built, row_from = _fill_row(row, primary, tid, src, dest)
     dest_cols = {c for c, _nn, _d in dest.columns}
-    primary_dst = next(fc.dst for fc in copies if fc.src == primary.path)
     cwd_before = _text(built.get("cwd")) or (meta.cwd or "")
     cwd_after = remap(cwd_before, plan.remaps)
-    built.update({"id": _text(built.get("id")) or tid, "rollout_path": str(primary_dst), "cwd": cwd_after,
+    built.update({"id": _text(built.get("id")) or tid, "rollout_path": primary_dst, "cwd": cwd_after,
                   "archived": int(archived)})
     if "archived_at" in dest_cols:
-        built["archived_at"] = (built.get("archived_at") or int(primary.path.stat().st_mtime)) if archived else None
+        built["archived_at"] = (built.get("archived_at") or int(os.stat(primary.key).st_mtime)) if archived else None
     for c in DROPPED_REFERENCES:
         if c in built:
             built[c] = None
