@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import gather  # noqa: E402
-from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import (Parser, add_home_args, positive_int, print_json, provider_arg,  # noqa: E402
+                            require_known_threads, run, thread_id_arg)
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.migrate import apply_migration, plan_migration, plan_report  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
@@ -26,12 +27,12 @@ def parse_args(argv: Optional[List[str]]) -> Any:
         "Move threads of other model providers to the target provider so the default Codex list "
         "shows them. Dry-run unless --apply."))
     add_home_args(p)
-    p.add_argument("--target-provider", metavar="ID",
+    p.add_argument("--target-provider", metavar="ID", type=provider_arg,
                    help="provider id to move threads to (default: the current one in config.toml, "
                         "profile-aware).")
-    p.add_argument("--from-provider", metavar="ID", action="append", default=[],
+    p.add_argument("--from-provider", metavar="ID", action="append", default=[], type=provider_arg,
                    help="only move threads whose provider is ID (repeatable; default: every other).")
-    p.add_argument("--thread-id", metavar="ID", action="append", default=[],
+    p.add_argument("--thread-id", metavar="ID", action="append", default=[], type=thread_id_arg,
                    help="only this thread (repeatable).")
     p.add_argument("--include-archived", action="store_true",
                    help="also migrate archived threads (default: active ones only).")
@@ -79,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
+    require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
     plan = plan_migration(inputs, args.target_provider, args.from_provider, args.thread_id,
                           args.include_archived, args.db_only)
     report = {"codex_dir": str(home.root), **plan_report(plan, args.sample)}

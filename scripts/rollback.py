@@ -15,7 +15,7 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
-from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import Parser, add_home_args, existing_path_arg, positive_int, print_json, run  # noqa: E402
 from sessionkit import UserError  # noqa: E402
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
@@ -32,9 +32,9 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--list", action="store_true", help="list recorded runs and exit.")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--latest", action="store_true", help="undo the most recent run.")
-    which.add_argument("--manifest", metavar="PATH",
+    which.add_argument("--manifest", metavar="PATH", type=existing_path_arg,
                        help="undo the run of this manifest CSV (or its run folder / journal).")
-    which.add_argument("--restore-db", metavar="BACKUP",
+    which.add_argument("--restore-db", metavar="BACKUP", type=existing_path_arg,
                        help="put this whole DB backup back (the current DB is backed up first).")
     p.add_argument("--apply", action="store_true", help="write (default: show what would be undone).")
     p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")

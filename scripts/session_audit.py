@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import INTEGRITY_KEYS, build_report, gather  # noqa: E402
-from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import (Parser, absolute_path_arg, add_home_args, positive_int, print_json,  # noqa: E402
+                            provider_arg, run)
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 
@@ -28,9 +29,9 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     add_home_args(parser)
     parser.add_argument("--max-samples", type=positive_int, default=10, metavar="N",
                         help="thread ids shown per category (default: 10).")
-    parser.add_argument("--provider", metavar="ID",
+    parser.add_argument("--provider", metavar="ID", type=provider_arg,
                         help="judge visibility for this model_provider instead of the one in config.toml.")
-    parser.add_argument("--cwd", metavar="DIR",
+    parser.add_argument("--cwd", metavar="DIR", type=absolute_path_arg,
                         help="also judge visibility for a listing filtered to this working directory.")
     return parser.parse_args(argv)
 

@@ -15,7 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import gather  # noqa: E402
-from sessionkit.cli import Parser, add_home_args, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import (Parser, add_home_args, positive_int, print_json, require_known_threads,  # noqa: E402
+                            run, thread_id_arg)
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 from sessionkit.repair import apply_repair, parse_remaps, plan_repair, plan_report  # noqa: E402
@@ -32,7 +33,7 @@ def parse_args(argv: Optional[List[str]]) -> Any:
                    help="leave rows whose rollout_path does not exist as they are.")
     p.add_argument("--no-unarchive", action="store_true",
                    help="leave archived threads archived (default: bring all of them back).")
-    p.add_argument("--thread-id", metavar="ID", action="append", default=[],
+    p.add_argument("--thread-id", metavar="ID", action="append", default=[], type=thread_id_arg,
                    help="only this thread (repeatable); also limits unarchiving to these.")
     p.add_argument("--remap-prefix", metavar="OLD=NEW", action="append", default=[],
                    help="rewrite rollout_path and cwd values starting with OLD (on a path boundary) "
@@ -79,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
+    require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
     plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=not args.no_unarchive,
                        thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans)
     report = plan_report(plan, args.sample)

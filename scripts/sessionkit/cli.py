@@ -4,20 +4,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import sys
-from typing import Any, Callable, List, NoReturn, Optional
+from typing import Any, Callable, Iterable, List, NoReturn, Optional, Sequence
 
 from . import EXIT_ERROR, UserError
+from .paths import is_windows_absolute, safe_str
+from .rollout_index import not_unicode
 
 
 COMMAND: List[str] = []  # the command line being run, to hand back to a user when it cannot write
 
 
 def add_home_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--codex-dir", metavar="DIR",
+    parser.add_argument("--codex-dir", metavar="DIR", type=path_arg,
                         help="Codex home to work on (default: $CODEX_HOME, else ~/.codex).")
-    parser.add_argument("--sqlite-home", metavar="DIR",
+    parser.add_argument("--sqlite-home", metavar="DIR", type=path_arg,
                         help="folder holding state_5.sqlite (default: sqlite_home in config.toml, "
                              "else $CODEX_SQLITE_HOME, else the Codex home).")
     parser.add_argument("--json", action="store_true",
@@ -32,6 +35,74 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
     return value
+
+
+def _plain_text(text: str, what: str) -> str:
+    """Not empty, no control character, valid UTF-8: the checks every value that reaches a row shares."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{what} is empty")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise argparse.ArgumentTypeError(f"{what} {safe_str(text)!r} holds a control character")
+    if not_unicode(text):
+        raise argparse.ArgumentTypeError(f"{what} {safe_str(text)!r} is not valid UTF-8")
+    return text
+
+
+def path_arg(text: str) -> str:
+    """A path on the command line: never empty (an empty one would silently mean the default)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path (pass a real folder or leave the flag out)")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError("the path contains a NUL byte")
+    return text
+
+
+def existing_path_arg(text: str) -> str:
+    """A file or folder that must exist now (a manifest, a run folder, a backup)."""
+    path_arg(text)
+    if not os.path.exists(os.path.expanduser(text)):
+        raise argparse.ArgumentTypeError(f"no such file or folder: {safe_str(text)}")
+    return text
+
+
+def absolute_path_arg(text: str) -> str:
+    """A path compared with values Codex stores, which are always absolute."""
+    path_arg(text)
+    _plain_text(text, "the path")
+    if text.startswith("~"):
+        raise argparse.ArgumentTypeError(f"{text!r}: ~ is not expanded here, write the absolute path")
+    if not (text.startswith("/") or is_windows_absolute(text)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an absolute path (Codex stores absolute ones)")
+    return text
+
+
+def provider_arg(text: str) -> str:
+    """A model provider id as written into rows and line 1."""
+    _plain_text(text, "the provider id")
+    if text != text.strip():
+        raise argparse.ArgumentTypeError(f"the provider id {text!r} has leading or trailing spaces")
+    return text
+
+
+_THREAD_ID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+def thread_id_arg(text: str) -> str:
+    """A Codex thread id (a UUID, as in rollout-<time>-<id>.jsonl)."""
+    if not _THREAD_ID.match(text):
+        raise argparse.ArgumentTypeError(
+            f"{safe_str(text)!r} is not a thread id (a UUID such as 0199a213-81c0-7800-8aa1-bbab2a035a53)")
+    return text.lower()
+
+
+def require_known_threads(thread_ids: Sequence[str], row_ids: Iterable[str], file_ids: Iterable[str]) -> None:
+    """A --thread-id this home has neither a row nor a rollout for is a typo, not "nothing to do"."""
+    if not thread_ids:
+        return
+    known = {t.lower() for t in row_ids} | {t.lower() for t in file_ids}
+    unknown = [t for t in thread_ids if t.lower() not in known]
+    if unknown:
+        raise UserError(f"no thread {', '.join(unknown)} in this Codex home (no DB row, no rollout file)")
 
 
 class Parser(argparse.ArgumentParser):

@@ -58,8 +58,11 @@ class CodexHome:
 
 
 def resolve_home_dir(codex_dir: Optional[str], environ: Optional[Dict[str, str]] = None) -> Path:
-    """`--codex-dir` > `$CODEX_HOME` > `~/.codex`; it must be an existing folder."""
+    """`--codex-dir` > `$CODEX_HOME` > `~/.codex`; it must be an existing folder. An empty
+    `--codex-dir` is an error (never the default home); an empty $CODEX_HOME is unset, as for Codex."""
     env = os.environ if environ is None else environ
+    if codex_dir is not None and not codex_dir:
+        raise UserError("--codex-dir is empty (pass the Codex home folder, or leave the flag out)")
     raw = codex_dir or env.get("CODEX_HOME") or str(Path.home() / ".codex")
     if "\x00" in raw:
         raise UserError("the Codex home path contains a NUL byte")
@@ -108,8 +111,10 @@ def locate_state_dbs(root: Path, cfg: CodexConfig, sqlite_home: Optional[str],
                      environ: Optional[Dict[str, str]] = None) -> List[StateDb]:
     """Every state DB this home may have; the first is the one Codex uses, with the reason."""
     env = os.environ if environ is None else environ
-    if sqlite_home:
-        chosen_dir, why = Path(sqlite_home).expanduser(), "--sqlite-home"
+    if sqlite_home is not None:
+        if not sqlite_home or "\x00" in sqlite_home:
+            raise UserError("--sqlite-home is empty or holds a NUL byte (pass the folder of state_5.sqlite)")
+        chosen_dir, why = Path(sqlite_home).expanduser().absolute(), "--sqlite-home"
     elif cfg.sqlite_home:
         chosen_dir, why = Path(cfg.sqlite_home).expanduser(), "sqlite_home in config.toml"
     elif env.get("CODEX_SQLITE_HOME"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,12 +13,12 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .audit import AuditInputs
 from .history_offsets import history_db_path, read_offsets, threads_with_offsets
-from .rollout_index import unusable_reason
+from .rollout_index import not_unicode, unusable_reason
 from .line1 import Line1Edit, plan_field_edit
 from .ops import Line1Rewrite, OffsetShift, Op, RowUpdate
 from .progress import Progress
 from .paths import is_inside, safe_str
-from .statedb import open_readonly
+from .statedb import open_readonly, unbindable
 from .writerun import execute
 
 
@@ -102,6 +101,10 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             if tid in live:
                 plan.skipped.append((row.id, "live thread (its writer lock is held): never touched"))
                 continue
+            bad = unbindable((row.id, row.model_provider))
+            if bad:
+                plan.skipped.append((row.id, f"row left alone: it holds {bad}"))
+                continue
             if db_only:
                 plan.changes.append(ProviderChange(row.id, row.model_provider, None, None, True))
                 continue
@@ -112,6 +115,8 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 continue
             assert meta is not None
             problem = unusable_reason(rf, meta, tid)
+            if problem is None and not_unicode(rf.key):
+                problem = f"{safe_str(rf.key)} is not a valid UTF-8 path (cannot be journaled)"
             if problem:
                 plan.skipped.append((row.id, problem))
                 continue
@@ -121,9 +126,13 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                     plan.skipped.append((row.id, "line 1 layout not recognised (no single model_provider field)"))
                     continue
                 edit = plan_field_edit(meta.provider_span, "model_provider", line1_provider, plan.target)
+            try:
+                mtime_ns = os.stat(rf.path).st_mtime_ns
+            except OSError as exc:
+                plan.skipped.append((row.id, f"cannot stat the rollout ({exc.strerror or exc})"))
+                continue
             change = ProviderChange(row.id, row.model_provider, rf.path, edit,
-                                    db_change=row.model_provider != plan.target,
-                                    mtime_ns=os.stat(rf.path).st_mtime_ns)
+                                    db_change=row.model_provider != plan.target, mtime_ns=mtime_ns)
             if edit is not None and edit.growth:
                 if tid in forked_parents:
                     plan.skipped.append((row.id, f"target id is {edit.growth} bytes longer and a fork "

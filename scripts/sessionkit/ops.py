@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from . import UserError
 from .faults import point
 from .history_offsets import read_offsets, set_offsets, shifted
 from .journal import write_all
-from .line1 import find_field, read_line1
+from .line1 import read_line1
 
 OLD, NEW, TORN, CHANGED = "old", "new", "torn", "changed"
 NOOP = "\x00nothing to do"  # prepare(): drop this op silently (e.g. a folder that exists by now)
@@ -379,6 +378,23 @@ class Move(Op):
             os.utime(self.src, ns=(self.mtime_ns, self.mtime_ns))
 
 
+def _token(key: str, value: Any) -> bytes:
+    """`"key":value` as Codex writes it (compact JSON, UTF-8 unescaped)."""
+    return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode(
+        "utf-8", "surrogatepass")
+
+
+def _find_token(line: bytes, token: bytes) -> Optional[Tuple[int, int]]:
+    """(start, end) of the token plus any padding after it, when it occurs exactly once."""
+    if line.count(token) != 1:
+        return None
+    start = line.find(token)
+    end = start + len(token)
+    while end < len(line) and line[end] in b" \t":
+        end += 1
+    return start, end
+
+
 def _spans_apply(line: bytes, spans: List[Tuple[int, bytes, bytes]], forward: bool) -> bytes:
     """Put new (forward) or old bytes at each span; spans are in old-line coordinates."""
     out, pos, delta = [], 0, 0
@@ -483,12 +499,11 @@ class Line1Rewrite(Op):
             old = payload[key]
             if old == value:
                 continue
-            at = find_field(line, key, old)
+            at = _find_token(line, _token(key, old))
             if at is None:
                 return f"line 1 layout not recognised (no single payload.{key} field)"
             start, end = at
-            from .line1 import field_token
-            token = field_token(key, value)
+            token = _token(key, value)
             token += b" " * max(0, (end - start) - len(token))
             spans.append((start, line[start:end], token))
             self.old_values[key] = old

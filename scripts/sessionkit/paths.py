@@ -25,6 +25,11 @@ def normalize_for_match(path: str) -> str:
     return p.rstrip("/") or "/"
 
 
+def is_windows_absolute(path: str) -> bool:
+    r"""`C:\x`, `C:/x` or `\\?\C:\x`: absolute on Windows (rows of a home copied from there)."""
+    return bool(_WIN_LONG.match(path) or _WIN_DRIVE.match(path))
+
+
 def has_prefix(path: str, prefix: str) -> bool:
     """True when `prefix` is `path` or a parent of it: `/a/proj` is not a prefix of `/a/proj-2`."""
     p, q = normalize_for_match(path), normalize_for_match(prefix)

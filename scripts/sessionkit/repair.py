@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -13,11 +14,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import UserError
 from .audit import AuditInputs, classify_orphan
 from .progress import Progress
-from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, resolves_inside, safe_str
-from .rollout_index import RolloutFile, unusable_reason
-from .rollout_scan import row_from_rollout
-from .ops import Mkdir, Move, Op, RowInsert, RowUpdate
-from .statedb import ThreadRow, open_readonly, thread_columns
+from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolute, replace_prefix,
+                    resolves_inside, safe_str)
+from .rollout_index import RolloutFile, not_unicode, unusable_reason
+from .rollout_scan import Unimportable, row_from_rollout
+from .ops import Line1Rewrite, Mkdir, Move, OffsetShift, Op, RowInsert, RowUpdate, SymlinkRepoint
+from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from .writerun import execute
 
 Remap = Tuple[str, str]
@@ -50,18 +52,36 @@ class RepairPlan:
     fix_paths: bool = True
     unarchive: bool = True
     archived_before: int = 0
+    remaps: List[Remap] = field(default_factory=list)  # applied to line 1 and symlinks too
 
 
 def parse_remaps(values: Sequence[str]) -> List[Remap]:
+    """OLD=NEW pairs; both sides absolute paths, or a row would get a relative path written into it."""
     out = []
     for v in values:
-        if "=" not in v or "\x00" in v:
-            raise UserError(f"--remap-prefix wants OLD=NEW, got {v!r}")
+        if "=" not in v:
+            raise UserError(f"--remap-prefix wants OLD=NEW, got {safe_str(v)!r}")
         old, new = v.split("=", 1)
         if not old or not new:
-            raise UserError(f"--remap-prefix wants OLD=NEW with both sides set, got {v!r}")
+            raise UserError(f"--remap-prefix wants OLD=NEW with both sides set, got {safe_str(v)!r}")
+        for side in (old, new):
+            problem = _remap_side_problem(side)
+            if problem:
+                raise UserError(f"--remap-prefix {safe_str(v)!r}: {safe_str(side)!r} {problem}")
         out.append((old, new))
     return out
+
+
+def _remap_side_problem(side: str) -> Optional[str]:
+    if any(ord(c) < 32 for c in side):
+        return "holds a control character (NUL, newline, ...)"
+    if not_unicode(side):
+        return "is not valid UTF-8"
+    if side.startswith("~"):
+        return "starts with ~, which is not expanded here: write the absolute path"
+    if not (side.startswith("/") or is_windows_absolute(side)):
+        return "is not an absolute path"
+    return None
 
 
 def _remap(value: str, remaps: List[Remap]) -> str:
@@ -82,6 +102,21 @@ def _sane_target(path: Path, root: Path) -> bool:
     while not parent.exists() and parent != root:
         parent = parent.parent
     return resolves_inside(parent, root)
+
+
+def move_problem(move: "MovePlan", root: Path) -> Optional[str]:
+    """Why this move may not happen (checked in the plan, so the dry-run shows it), or None."""
+    for end in (move.src, move.dst):
+        if not_unicode(str(end)):
+            return f"{safe_str(end)} is not a valid UTF-8 path (cannot be journaled)"
+    if not resolves_inside(move.src, root):
+        return f"{safe_str(move.src)} resolves outside the Codex home"
+    if not _sane_target(move.dst, root):
+        return (f"cannot move to {safe_str(move.dst)}: not a safe place inside sessions/ or archived_sessions/ "
+                f"(a folder on the way is a symlink out of the home, or the path holds odd characters)")
+    if os.path.lexists(str(move.dst)):
+        return f"{safe_str(move.dst)} already exists"
+    return None
 
 
 def _usable(rf: RolloutFile, inputs: AuditInputs, tid: str) -> Optional[str]:
@@ -107,6 +142,7 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = T
     wanted = {t.lower() for t in thread_ids}
     live = {t.lower() for t in inputs.activity.live_threads}
     remaps = list(remaps)
+    plan.remaps = remaps
     taken: Dict[str, str] = {}  # destination path -> thread
     for row in sorted(inputs.rows, key=lambda r: r.id):
         if wanted and row.id.lower() not in wanted:
@@ -172,7 +208,7 @@ def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: 
         dst = unarchived_path(root, current)
         if current.archived or is_inside(final, root / "archived_sessions"):
             if dst.exists() and dst != current.path:
-                plan.skipped.append((row.id, f"cannot unarchive: {dst} already exists"))
+                plan.skipped.append((row.id, f"cannot unarchive: {safe_str(dst)} already exists"))
                 return
             move = MovePlan(row.id, current.path, dst, "unarchive", keep_mtime=False)
             final = dst
@@ -185,7 +221,11 @@ def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: 
             plan.skipped.append((row.id, "live thread (its writer lock is held): never moved"))
             return
         if str(move.dst) in taken:
-            plan.skipped.append((row.id, f"another thread also wants {move.dst}"))
+            plan.skipped.append((row.id, f"another thread also wants {safe_str(move.dst)}"))
+            return
+        problem = move_problem(move, root)
+        if problem:
+            plan.skipped.append((row.id, f"{move.why}: {problem}"))
             return
         taken[str(move.dst)] = row.id
         plan.moves.append(move)
@@ -203,6 +243,11 @@ def _add_row(plan: RepairPlan, row: ThreadRow, new: Dict[str, Any], why: List[st
     values = {"rollout_path": row.rollout_path, "cwd": row.cwd, "archived": int(row.archived),
               "archived_at": row.archived_at, "updated_at": row.updated_at, "updated_at_ms": row.updated_at_ms}
     old = {k: values[k] for k in new}
+    bad = unbindable([row.id, *old.values(), *new.values()])
+    if bad:
+        plan.skipped.append((row.id, f"row left alone: it holds {bad}"))
+        plan.moves = [m for m in plan.moves if m.thread_id != row.id]
+        return
     plan.rows.append(RowChange(row.id, old, new, why))
 
 
@@ -224,7 +269,10 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
         if problem:
             plan.skipped.append((tid, f"orphan not imported: {problem}"))
             continue
-        plan.inserts.append(row_from_rollout(rf.path, tid, rf.archived, provider))
+        try:
+            plan.inserts.append(row_from_rollout(rf.path, tid, rf.archived, provider))
+        except Unimportable as exc:
+            plan.skipped.append((tid, f"orphan not imported: {exc}"))
 
 
 def _manifest(plan: RepairPlan, ts: str) -> bytes:
@@ -271,13 +319,9 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     """Run the plan's ops through the one executor: moves first, then every row change in one
     transaction; a thread whose move cannot happen keeps its row too."""
     home = inputs.home
-    root = home.root
-    for m in plan.moves:  # the plan's own promise, checked once more right before writing
-        if not (resolves_inside(m.src, root) and _sane_target(m.dst, root)):
-            raise UserError(f"refusing to move {m.src} -> {m.dst}: outside the Codex home")
     ts = datetime.now().isoformat(timespec="seconds")
     stamp = time.time() if now is None else now
-    ops = repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
+    ops = remap_ops(inputs, plan) + repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}
@@ -287,8 +331,85 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "unarchived_rows": sum(1 for x in plan.rows if "unarchive" in x.why and x.thread_id not in done),
             "archived_after": archived_count(home.state_db.path),
             "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
+            "line1_rewritten": r.applied["line1"], "symlinks_repointed": r.applied["symlink"],
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "rollback": r.rollback_command(home)}
+
+
+def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
+    """With --remap-prefix: each remapped thread's line 1 (`cwd`, and 0.171's
+    `runtime_workspace_roots`), since Codex re-reads line 1 and writes a DB-only cwd back; and the
+    home's symlinks into the old home (packages/*/current, without which 0.171 does not start).
+    Line 1 is rewritten where the file lies before any move (ops run in order)."""
+    if not plan.remaps:
+        return []
+    from .history_offsets import history_db_path, read_offsets, threads_with_offsets
+    root = inputs.home.root
+    ops: List[Op] = []
+    moved = {m.thread_id: m.src for m in plan.moves}
+    parents = {m.forked_from_id.lower() for rf in inputs.index.files
+               for m in [inputs.meta_for(rf)] if m.forked_from_id}
+    hist = history_db_path(inputs.home.state_db.path)
+    hconn = open_readonly(hist) if hist.is_file() else None
+    try:
+        with_offsets = threads_with_offsets(hconn) if hconn is not None else set()
+        for r in plan.rows:
+            if "cwd" not in r.new:
+                continue
+            tid = r.thread_id
+            path = moved.get(tid)
+            if path is None:
+                cands = inputs.index.by_thread.get(tid.lower(), [])
+                if len(cands) != 1:
+                    continue
+                path = cands[0].path
+            payload = _line1_payload(path)
+            if payload is None:
+                continue
+            new: Dict[str, Any] = {}
+            if isinstance(payload.get("cwd"), str) and _remap(payload["cwd"], plan.remaps) != payload["cwd"]:
+                new["cwd"] = _remap(payload["cwd"], plan.remaps)
+            roots = payload.get("runtime_workspace_roots")
+            if isinstance(roots, list) and all(isinstance(x, str) for x in roots):
+                remapped = [_remap(x, plan.remaps) for x in roots]
+                if remapped != roots:
+                    new["runtime_workspace_roots"] = remapped
+            if not new:
+                continue
+            grows = len(json.dumps(new, ensure_ascii=False)) > len(json.dumps(
+                {k: payload[k] for k in new}, ensure_ascii=False))
+            if grows and tid.lower() in parents:
+                plan.skipped.append((tid, "line 1's cwd left as is: it grows and a fork records byte "
+                                          "offsets into this rollout (the row's cwd is still remapped)"))
+                continue
+            rw = Line1Rewrite(tid, str(path), new)
+            ops.append(rw)
+            if hconn is not None and tid in with_offsets:
+                ops.append(OffsetShift.following(str(hist), rw, read_offsets(hconn, tid)))
+    finally:
+        if hconn is not None:
+            hconn.close()
+    pkgs = root / "packages"
+    for name in sorted(os.listdir(str(pkgs))) if pkgs.is_dir() and not pkgs.is_symlink() else []:
+        link = pkgs / name / "current"  # a broken link (into the old home) is the case to fix
+        if not link.is_symlink():
+            continue
+        target = os.readlink(str(link))
+        new_target = _remap(target, plan.remaps)
+        if new_target != target and os.path.exists(new_target if os.path.isabs(new_target)
+                                                   else str(link.parent / new_target)):
+            ops.append(SymlinkRepoint(str(link), target, new_target))
+    return ops
+
+
+def _line1_payload(path: Path) -> Optional[Dict[str, Any]]:
+    from .line1 import read_line1
+    line, _err = read_line1(path)
+    try:
+        payload = json.loads(line)["payload"] if line else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 def thread_columns_of(db: Path) -> List[str]:

@@ -137,18 +137,50 @@ def source_kind(source: object) -> str:
     return sys.intern(source) if isinstance(source, str) else ""
 
 
+def not_unicode(text: str) -> bool:
+    """A lone surrogate (`\\ud800` escaped in JSON, or a name that is not UTF-8): Python decodes it,
+    but it cannot be encoded, bound into SQLite, nor read by Codex's JSON parser (serde_json)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _bad_field(p: Dict[str, object]) -> Optional[str]:
+    """The first field of session_meta this tool reads that Codex could not parse either."""
+    for key in ("id", "model_provider", "cwd", "forked_from_id"):
+        value = p.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return f"session_meta.{key} is a {type(value).__name__}, not a string"
+        if not_unicode(value):
+            return f"session_meta.{key} holds a lone surrogate escape (not valid Unicode)"
+    source = p.get("source")
+    if isinstance(source, dict):
+        source = next(iter(source), "")
+    if isinstance(source, str) and not_unicode(source):
+        return "session_meta.source holds a lone surrogate escape (not valid Unicode)"
+    return None
+
+
 def parse_session_meta(line: bytes) -> SessionMeta:
     meta = SessionMeta()
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         meta.error = "line 1 is not JSON (truncated or corrupt)"
         return meta
     if not isinstance(obj, dict) or obj.get("type") != "session_meta" or not isinstance(obj.get("payload"), dict):
         meta.error = "line 1 is not a session_meta record"
         return meta
     p = obj["payload"]
-    meta.id = p.get("id") if isinstance(p.get("id"), str) else None
+    bad = _bad_field(p)
+    if bad:
+        meta.error = bad
+        return meta
+    meta.id = p.get("id")
     if meta.id is None:
         meta.error = "session_meta has no id"
     meta.has_provider = "model_provider" in p
@@ -158,7 +190,7 @@ def parse_session_meta(line: bytes) -> SessionMeta:
         meta.provider_span = find_field(line, "model_provider", provider)
     meta.cwd = sys.intern(p["cwd"]) if isinstance(p.get("cwd"), str) else None
     meta.source_kind = source_kind(p.get("source"))
-    meta.forked_from_id = p.get("forked_from_id") if isinstance(p.get("forked_from_id"), str) else None
+    meta.forked_from_id = p.get("forked_from_id")
     return meta
 
 

@@ -22,7 +22,9 @@ def refuse_if_running(activity: CodexActivity, force: bool) -> None:
     if activity.running and not force:
         who = "; ".join(h.describe() for h in activity.others)
         raise UserError("Codex is running against this home (" + who + "). Close every Codex CLI, "
-                        "editor and app using it and run again, or pass --force if you are sure.")
+                        "editor and app using it and run again, or pass --force if you are sure (--force still "
+                        "skips every thread Codex holds open by its writer lock; a Codex older than 0.146 "
+                        "takes no writer locks, and nothing can protect a thread open in it).")
 
 
 def _nearest_existing(path: Path) -> Path:

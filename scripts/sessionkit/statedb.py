@@ -7,10 +7,11 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterable, Iterator, List, Optional
 from urllib.parse import quote
 
 from . import UserError
+from .paths import safe_str
 
 # The columns the scripts read; only the first group is in every schema Codex ever wrote.
 REQUIRED_COLUMNS = ("id", "rollout_path", "archived", "model_provider", "cwd", "source")
@@ -59,18 +60,63 @@ def sqlite_uri(path: Path, **params: str) -> str:
     return f"file:{quote(str(path))}?{query}"
 
 
+def _lenient_text(raw: bytes) -> str:
+    """TEXT that is not valid UTF-8 still reads (as surrogate escapes) instead of failing the run."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def open_readonly(path: Path) -> sqlite3.Connection:
-    """Read-only and side-effect free: `immutable=1` when no WAL exists, else `mode=ro` (sees the WAL)."""
+    """Read-only and side-effect free, the WAL included; creates no file anywhere.
+
+    No WAL (or an empty one): `immutable=1`. A WAL and its `-shm`: `mode=ro`, sharing the
+    wal-index with a running Codex. A WAL with no `-shm` (a writer killed before a checkpoint):
+    `mode=ro` would create the `-shm` (and fails where the folder is read-only), so the WAL is
+    read into this connection's own heap instead: exclusive locking mode never opens shared
+    memory, and the `unix-none` VFS lets a read-only file take that lock; nobody else has the
+    DB open in WAL mode, or the `-shm` would exist.
+    """
     if not path.is_file():
         raise UserError(f"no state DB at {path}")
-    has_wal = os.path.exists(str(path) + "-wal")
-    uri = sqlite_uri(path, mode="ro") if has_wal else sqlite_uri(path, mode="ro", immutable="1")
+    try:
+        wal_size = os.stat(str(path) + "-wal").st_size
+    except OSError:
+        wal_size = -1
+    has_shm = os.path.exists(str(path) + "-shm")
+    if wal_size < 0 or (wal_size == 0 and not has_shm):
+        uri, heap_wal = sqlite_uri(path, mode="ro", immutable="1"), False
+    elif has_shm:
+        uri, heap_wal = sqlite_uri(path, mode="ro"), False
+    else:
+        uri, heap_wal = sqlite_uri(path, mode="ro", vfs="unix-none"), True
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+        conn.text_factory = _lenient_text
+        if heap_wal:
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise UserError(f"{path} is not a readable SQLite database ({exc})") from None
     return conn
+
+
+def unbindable(values: Iterable[object]) -> Optional[str]:
+    """Why one of these values cannot be written to SQLite as it is, or None: the plan skips such
+    an item with this reason, so the apply never meets it."""
+    for v in values:
+        if v is None or isinstance(v, (float, bytes)):
+            continue
+        if isinstance(v, int):
+            if not -(1 << 63) <= v < (1 << 63):
+                return "a number too large for SQLite"
+            continue
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"text that is not valid UTF-8 ({safe_str(v)[:80]!r})"
+            continue
+        return f"a value of type {type(v).__name__}"
+    return None
 
 
 def open_readwrite(path: Path) -> sqlite3.Connection:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 from functools import lru_cache
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
