@@ -173,3 +173,18 @@ def test_a_fork_of_a_reverted_thread_brings_its_parent_and_every_segment(world):
     for tid in (parent, fork):
         resumed = world.resume_and_turn(tid, "continued here", cwd=new_proj)
         assert (resumed.error, resumed.turns_after) == ("", src_turns[tid] + 1)
+
+
+@pytest.mark.tui
+def test_the_tui_picker_in_the_new_project_folder_lists_old_and_new(world):
+    """`codex resume` filters by the current folder: the remapped cwd puts the old sessions there."""
+    old_home, ids, turns, new_proj, own = _old_and_new(world)
+    _import(world, old_home, "--apply")
+    pick = world.picker(new_proj)
+    # (the harness reads no id from a named row: the titles and the folder tell them apart here)
+    assert pick.total == 4 and sorted(pick.titles) == [
+        "Parser rewrite", "new machine task 0", "new machine task 1", "old machine task 1"]
+    assert {r.directory for r in pick.rows} == {str(new_proj)}
+    archived = world.picker(new_proj, archived=True)
+    assert (archived.total, archived.titles, archived.ids) == (1, ["old machine task 2"], [ids[2]])
+    assert world.home_processes() == []
