@@ -188,3 +188,27 @@ def test_the_tui_picker_in_the_new_project_folder_lists_old_and_new(world):
     archived = world.picker(new_proj, archived=True)
     assert (archived.total, archived.titles, archived.ids) == (1, ["old machine task 2"], [ids[2]])
     assert world.home_processes() == []
+
+
+def test_threads_of_another_provider_list_after_the_suggested_provider_migration(world):
+    old_proj = world.base / "user" / "proj"
+    old_proj.mkdir(parents=True)
+    old_home = world.home
+    ids = world.make_threads(2, "mockB", cwd=old_proj, prompt="on mockB")
+    world.archive(ids[1])
+    new_home = world.base / "newuser" / ".codex"
+    new_home.mkdir(parents=True)
+    world.home = new_home
+    world.homes.append(new_home)
+    own = world.make_threads(1, "mockA", cwd=world.base / "newuser", prompt="on mockA")
+    out = _import(world, old_home, "--apply")
+    assert out["result"]["imported_threads"] == 2
+    assert out["suggested_provider_migration"] == \
+        "provider_migrate.py --target-provider mockA --from-provider mockB --include-archived"
+    assert world.listed_ids() == own  # the editors list the current provider only
+    args = out["suggested_provider_migration"].split()[1:]
+    proc = world.script("provider_migrate.py", *args, "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert world.listed_ids() == sorted(own + ids[:1])
+    assert world.listed_ids(archived=True) == [ids[1]]
+    assert world.read_turns(*ids) == {ids[0]: 1, ids[1]: 1}

@@ -109,6 +109,7 @@ class ImportPlan:
     remaps: List[Remap] = field(default_factory=list)
     suggested_remap: Optional[str] = None
     provider_hint: Optional[str] = None
+    provider_command: Optional[str] = None  # the provider_migrate.py arguments the hint names
     src_history_db: Optional[Path] = None
     dest_history_db: Optional[Path] = None
     notes: List[str] = field(default_factory=list)
@@ -699,11 +700,11 @@ def _suggest(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequ
             others[t.provider] = others.get(t.provider, 0) + 1
     if others:
         listed = ", ".join(f"{p} ({n})" for p, n in sorted(others.items()))
+        plan.provider_command = " ".join(["provider_migrate.py", "--target-provider", current] + [
+            f"--from-provider {p}" for p in sorted(others)] + ["--include-archived"])
         plan.provider_hint = (f"{sum(others.values())} imported thread(s) are on another provider than this "
                               f"home's {current!r}: {listed}. The editors list only {current!r}; after the "
-                              f"import run provider_migrate.py --target-provider {current} "
-                              + " ".join(f"--from-provider {p}" for p in sorted(others))
-                              + " --include-archived")
+                              f"import run {plan.provider_command}")
 
 
 def _local(ts: Optional[int]) -> str:
@@ -734,6 +735,7 @@ def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
         "remaps": [f"{o}={n}" for o, n in plan.remaps],
         "remapped_threads": sum(1 for t in imp if t.cwd_before != t.cwd_after),
         "suggested_remap": plan.suggested_remap, "provider_hint": plan.provider_hint,
+        "suggested_provider_migration": plan.provider_command,
         "notes": plan.notes,
         "imports_sample": [{
             "thread_id": t.thread_id, "name": t.name, "title": t.title[:100], "created": _local(t.created),
