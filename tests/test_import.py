@@ -543,3 +543,28 @@ def test_a_fault_at_any_point_of_an_import_leaves_dest_as_before(homes, tmp_path
                 assert rb.returncode == 0, (n, rb.stdout + rb.stderr)
             assert _dest_state(dst) == base, (action, n, labels[n - 1])
     assert snapshot(src.root) == src_before
+
+
+def test_each_unimportable_thread_is_skipped_with_its_reason_and_the_rest_imported(homes):
+    src, made, dst, own = homes
+    gone = src.add(cwd="/home/olduser/proj", preview="file deleted")
+    gone.path.unlink()
+    dup = src.add(cwd="/home/olduser/proj", preview="in both folders")
+    (src.root / "archived_sessions" / dup.path.name).write_bytes(dup.path.read_bytes())
+    zst = src.root / "sessions" / "2025" / "03" / "01" / \
+        "rollout-2025-03-01T08-00-00-0195aaaa-0000-7000-8000-000000000001.jsonl.zst"
+    zst.write_bytes(b"\x28\xb5\x2f\xfd")
+    bad = src.add(cwd="/home/olduser/proj", preview="line 1 of another thread")
+    bad.path.write_bytes(made[0].path.read_bytes())
+    plan = plan_json(dst.root, "--from", str(src.root), "--sample", "50")
+    reasons = {s["thread_id"]: s["reason"] for s in plan["skipped_sample"]}
+    assert reasons == {
+        gone.id: "its rollout file is not in the source (a row alone cannot be read or resumed)",
+        dup.id: "ambiguous: 2 rollout files carry this thread id in the source",
+        "0195aaaa-0000-7000-8000-000000000001": "a zstd-compressed rollout (not readable here)",
+        bad.id: "line 1 belongs to another thread (session_meta.id differs)",
+    }
+    assert plan["to_import"] == 3 and plan["threads_in_source"] == 7
+    assert imp(dst.root, "--from", str(src.root), "--json").returncode == 1
+    one = plan_json(dst.root, "--from", str(src.root), "--thread-id", made[1].id.upper())
+    assert [t["thread_id"] for t in one["imports_sample"]] == [made[1].id] and one["skipped"] == 0
