@@ -568,3 +568,17 @@ def test_each_unimportable_thread_is_skipped_with_its_reason_and_the_rest_import
     assert imp(dst.root, "--from", str(src.root), "--json").returncode == 1
     one = plan_json(dst.root, "--from", str(src.root), "--thread-id", made[1].id.upper())
     assert [t["thread_id"] for t in one["imports_sample"]] == [made[1].id] and one["skipped"] == 0
+
+
+def test_a_source_row_with_invalid_utf8_is_rebuilt_from_its_rollout_and_the_others_kept(homes):
+    src, made, dst, own = homes
+    src.sql("UPDATE threads SET title=CAST(X'66ff6f' AS TEXT) WHERE id=?", (made[1].id,))
+    plan = plan_json(dst.root, "--from", str(src.root), "--apply")
+    by_id = {t["thread_id"]: t for t in plan["imports_sample"]}
+    assert by_id[made[1].id]["row_from"] == "rollout" and by_id[made[0].id]["row_from"] == "source row"
+    assert by_id[made[1].id]["notes"] == [
+        "its source row holds text that is not UTF-8: the row is rebuilt from the rollout"]
+    assert by_id[made[1].id]["name"] == "Docs (from the index)"
+    assert plan["result"]["imported_threads"] == 3
+    assert dst.sql("SELECT title, name FROM threads WHERE id=?", (made[1].id,)) == [
+        ("write the docs (turn 0)", "Docs (from the index)")]

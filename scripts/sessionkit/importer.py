@@ -130,6 +130,17 @@ class SourceInputs:
     notes: List[str] = field(default_factory=list)
 
 
+class BadText(bytes):
+    """A TEXT value of SRC's DB that is not UTF-8: its row is not copied (rebuilt from the rollout)."""
+
+
+def _text_or_bad(raw: bytes) -> Any:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return BadText(raw)
+
+
 def _find_db(root: Path, name: str) -> Optional[Path]:
     for folder in (root, root / "sqlite"):
         if (folder / name).is_file():
@@ -165,6 +176,7 @@ def read_source(source: SourceHome) -> SourceInputs:
     if state is not None:
         try:
             conn = sqlite3.connect(str(private_db_copy(state, source.scratch)))
+            conn.text_factory = _text_or_bad
             try:
                 columns = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
                 if columns and "id" in columns:
@@ -578,6 +590,10 @@ def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) ->
 def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: DestInputs,
                  rewriter: Line1Rewriter, taken: Set[str], made: Set[str]) -> None:
     row = src.rows.get(tid)
+    notes: List[str] = []
+    if row is not None and any(isinstance(v, BadText) for v in row.values()):
+        row = None
+        notes.append("its source row holds text that is not UTF-8: the row is rebuilt from the rollout")
     title, name = _title(row, src.names, tid)
     files = src.index.by_thread.get(tid, [])
 
@@ -600,7 +616,6 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         return skip(problem)
     root = plan.source.root
     copies: List[FileCopy] = []
-    notes: List[str] = []
     prefix = str(root).rstrip(os.sep) + os.sep
     dest_prefix = str(dest.home.root) + os.sep
     primary_dst = ""
