@@ -582,3 +582,14 @@ def test_a_source_row_with_invalid_utf8_is_rebuilt_from_its_rollout_and_the_othe
     assert plan["result"]["imported_threads"] == 3
     assert dst.sql("SELECT title, name FROM threads WHERE id=?", (made[1].id,)) == [
         ("write the docs (turn 0)", "Docs (from the index)")]
+
+
+def test_a_rollout_under_a_non_utf8_folder_name_is_skipped(homes):
+    src, made, dst, own = homes
+    odd = src.root / "sessions" / "2025" / os.fsdecode(b"\xff\xfe")
+    odd.mkdir()
+    t = src.add(cwd="/p", preview="odd folder", write_row=False)
+    t.path.rename(odd / t.path.name)
+    plan = plan_json(dst.root, "--from", str(src.root), "--apply")
+    assert plan["skipped_sample"][0]["reason"].endswith("a folder name that is not UTF-8 (no DB row can name it)")
+    assert plan["result"]["imported_threads"] == 3

@@ -622,7 +622,11 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     for rf in sorted(files, key=lambda f: f.key):
         rel = rf.key[len(prefix):].replace(os.sep, "/") if rf.key.startswith(prefix) else ""
         if not rel.startswith(("sessions/", "archived_sessions/")) or "/../" in rel:
-            return skip(f"{rf.key} is not under the source's sessions folders")
+            return skip(f"{safe_str(rf.key)} is not under the source's sessions folders")
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            return skip(f"{safe_str(rel)}: a folder name that is not UTF-8 (no DB row can name it)")
         dst_str = dest_prefix + rel.replace("/", os.sep)
         if rf is primary:
             primary_dst = dst_str
