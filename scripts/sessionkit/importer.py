@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -76,8 +77,11 @@ class FileCopy:
 class ThreadImport:
     thread_id: str
     files: List[FileCopy]
-    row: Dict[str, Any]
-    row_from: str  # "source row" or "rollout"
+    builder: "RowBuilder" = field(repr=False, compare=False)
+    primary: RolloutFile = field(repr=False, compare=False)  # the file the row points at
+    primary_dst: str
+    use_src_row: bool
+    row_from: str  # "source row", "rollout", ...
     title: str
     name: Optional[str]
     created: Optional[int]
@@ -88,6 +92,11 @@ class ThreadImport:
     history_turns: int
     why: str = "in the source"
     notes: List[str] = field(default_factory=list)
+
+    @property
+    def row(self) -> Dict[str, Any]:
+        """The threads row DEST gets, built when asked (a dry-run of 100,000 threads keeps none)."""
+        return self.builder.build(self.thread_id, self.primary, self.primary_dst, self.name, self.use_src_row)[0]
 
 
 @dataclass
@@ -120,7 +129,7 @@ class SourceInputs:
     """SRC read once: rows by id, the walk, names from session_index.jsonl, history turn counts."""
 
     source: SourceHome
-    rows: Dict[str, Dict[str, Any]]
+    rows: Dict[str, tuple]  # id -> the row's values, in `columns` order (a dict per row costs 3x)
     columns: List[str]
     index: RolloutIndex
     names: Dict[str, str]
@@ -129,14 +138,20 @@ class SourceInputs:
     provider: str
     notes: List[str] = field(default_factory=list)
 
+    def row(self, tid: str) -> Optional[Dict[str, Any]]:
+        values = self.rows.get(tid)
+        return None if values is None else dict(zip(self.columns, values))
+
 
 class BadText(bytes):
     """A TEXT value of SRC's DB that is not UTF-8: its row is not copied (rebuilt from the rollout)."""
 
 
 def _text_or_bad(raw: bytes) -> Any:
+    """TEXT as str; short values (providers, sources, models, folders) shared, not one per row."""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
+        return sys.intern(text) if len(raw) <= 64 else text
     except UnicodeDecodeError:
         return BadText(raw)
 
@@ -169,7 +184,7 @@ def _read_names(root: Path) -> Dict[str, str]:
 def read_source(source: SourceHome) -> SourceInputs:
     """SRC's DBs are read through private copies (DB + WAL) in the scratch folder, never in place.
     An unreadable state DB is not the end: the rows are then rebuilt from the rollouts."""
-    rows: Dict[str, Dict[str, Any]] = {}
+    rows: Dict[str, tuple] = {}
     columns: List[str] = []
     notes: List[str] = []
     state = _find_db(source.root, STATE_DB)
@@ -181,11 +196,11 @@ def read_source(source: SourceHome) -> SourceInputs:
                 columns = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
                 if columns and "id" in columns:
                     cur = conn.execute("SELECT * FROM threads")
-                    names = [d[0] for d in cur.description]
+                    columns = [d[0] for d in cur.description]
+                    at = columns.index("id")
                     for values in cur:
-                        rec = dict(zip(names, values))
-                        if isinstance(rec.get("id"), str):
-                            rows[rec["id"].lower()] = rec
+                        if isinstance(values[at], str):
+                            rows[values[at].lower()] = values
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
@@ -508,26 +523,49 @@ def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str) -> Tuple[Op
     return None, same_line1
 
 
-def _fill_row(src_row: Optional[Dict[str, Any]], primary: RolloutFile, tid: str, src: SourceInputs,
-              dest: DestInputs) -> Tuple[Dict[str, Any], str]:
-    """SRC's row where it has a usable one, else the row Codex's backfill would build; every NOT
-    NULL column DEST needs is filled from the rollout when SRC's schema lacks it."""
-    dest_cols = [c for c, _nn, _d in dest.columns]
-    needed = [c for c, nn, has_default in dest.columns if nn and not has_default]
-    row_from = "source row"
-    base: Dict[str, Any] = dict(src_row) if src_row is not None else {}
-    # an older source schema lacks columns Codex lists by (an empty preview hides a thread)
-    lacking = [c for c in dest_cols if c not in base and c in ROLLOUT_COLUMNS]
-    if src_row is None or lacking or any(base.get(c) is None for c in needed):
-        scanned = row_from_rollout(primary.path, tid, primary.archived, src.provider)
+class RowBuilder:
+    """A thread's DEST row: from SRC's row (only the columns DEST has), or as Codex's backfill
+    would build it from the rollout, with this import's path, folder, archive state and name."""
+
+    def __init__(self, src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap]) -> None:
+        self.src = src
+        self.remaps = list(remaps)
+        self.dest_cols = [c for c, _nn, _d in dest.columns]
+        self.needed = [c for c, nn, has_default in dest.columns if nn and not has_default]
+
+    def build(self, tid: str, primary: RolloutFile, primary_dst: str, name: Optional[str],
+              use_src_row: bool) -> Tuple[Dict[str, Any], str, str]:
+        """(the row, where it came from, the folder before the remap)."""
+        src_row = self.src.row(tid) if use_src_row else None
+        base, row_from = self._base(src_row, primary, tid)
+        cwd = _text(base.get("cwd")) or (load_session_meta(primary.path).cwd or "")
+        row = {c: base[c] for c in self.dest_cols if c in base}
+        row.update({"id": _text(row.get("id")) or tid, "rollout_path": primary_dst,
+                    "cwd": remap(cwd, self.remaps), "archived": int(primary.archived)})
+        if "archived_at" in self.dest_cols:
+            row["archived_at"] = (row.get("archived_at") or int(os.stat(primary.key).st_mtime)) \
+                if primary.archived else None
+        for c in DROPPED_REFERENCES:
+            if c in row:
+                row[c] = None
+        if name and "name" in self.dest_cols:
+            row["name"] = name
+        return row, row_from, cwd
+
+    def _base(self, src_row: Optional[Dict[str, Any]], primary: RolloutFile, tid: str) -> Tuple[Dict[str, Any], str]:
+        """Every NOT NULL column DEST needs, and the columns an older source schema lacks (an
+        empty preview hides a thread), come from the rollout."""
         if src_row is None:
-            base, row_from = scanned, "rollout"
-        else:
-            for c in set(lacking) | {c for c in needed if base.get(c) is None}:
-                if scanned.get(c) is not None:
-                    base[c] = scanned[c]
-            row_from = "source row (older schema, filled from the rollout)"
-    return {c: base[c] for c in dest_cols if c in base}, row_from
+            return row_from_rollout(primary.path, tid, primary.archived, self.src.provider), "rollout"
+        lacking = [c for c in self.dest_cols if c not in src_row and c in ROLLOUT_COLUMNS]
+        missing = [c for c in self.needed if src_row.get(c) is None]
+        if not (lacking or missing):
+            return src_row, "source row"
+        scanned = row_from_rollout(primary.path, tid, primary.archived, self.src.provider)
+        for c in lacking + missing:
+            if scanned.get(c) is not None:
+                src_row[c] = scanned[c]
+        return src_row, "source row (older schema, filled from the rollout)"
 
 
 def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (),
@@ -543,10 +581,12 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
         raise UserError(f"--thread-id {unknown[0]}: no such thread in the source")
     selected = _with_fork_parents(src, wanted, dest) if wanted else {t: "in the source" for t in all_ids}
     rewriter = Line1Rewriter(src, remaps)
+    builder = RowBuilder(src, dest, remaps)
     taken: Set[str] = set()
     made: Set[str] = set()
-    for tid in sorted(selected, key=lambda t: (_created(src, t), t)):
-        _plan_thread(plan, tid, selected[tid], src, dest, rewriter, taken, made)
+    at = src.columns.index("created_at") if "created_at" in src.columns else -1
+    for tid in sorted(selected, key=lambda t: (_created(src, t, at), t)):
+        _plan_thread(plan, tid, selected[tid], src, dest, rewriter, builder, taken, made)
     _suggest(plan, src, dest, remaps)
     idx = src.index
     if idx.skipped_links:
@@ -561,9 +601,9 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
     return plan
 
 
-def _created(src: SourceInputs, tid: str) -> int:
+def _created(src: SourceInputs, tid: str, at: int) -> int:
     row = src.rows.get(tid)
-    v = row.get("created_at") if row else None
+    v = row[at] if row is not None and at >= 0 else None
     if isinstance(v, int):
         return v
     files = src.index.by_thread.get(tid)
@@ -588,8 +628,8 @@ def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) ->
 
 
 def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: DestInputs,
-                 rewriter: Line1Rewriter, taken: Set[str], made: Set[str]) -> None:
-    row = src.rows.get(tid)
+                 rewriter: Line1Rewriter, builder: RowBuilder, taken: Set[str], made: Set[str]) -> None:
+    row = src.row(tid)
     notes: List[str] = []
     if row is not None and any(isinstance(v, BadText) for v in row.values()):
         row = None
@@ -651,19 +691,7 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         if fc.key in dest.history_keys:
             return skip(f"DEST's {HISTORY_DB} already has rows for {fc.key}", conflict=True)
     archived = primary.archived
-    built, row_from = _fill_row(row, primary, tid, src, dest)
-    dest_cols = {c for c, _nn, _d in dest.columns}
-    cwd_before = _text(built.get("cwd")) or (meta.cwd or "")
-    cwd_after = remap(cwd_before, plan.remaps)
-    built.update({"id": _text(built.get("id")) or tid, "rollout_path": primary_dst, "cwd": cwd_after,
-                  "archived": int(archived)})
-    if "archived_at" in dest_cols:
-        built["archived_at"] = (built.get("archived_at") or int(os.stat(primary.key).st_mtime)) if archived else None
-    for c in DROPPED_REFERENCES:
-        if c in built:
-            built[c] = None
-    if name and "name" in dest_cols:
-        built["name"] = name
+    built, row_from, cwd_before = builder.build(tid, primary, primary_dst, name, row is not None)
     for fc in copies:
         taken.add(str(fc.dst))
         _plan_dirs(plan, fc.dst.parent, dest.home.root, made)
@@ -673,9 +701,10 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
             "it reads 0 turns until resumed once" if not archived else
             "archived, so it reads 0 turns and cannot be resumed until unarchived"))
     plan.imports.append(ThreadImport(
-        thread_id=_text(built["id"]), files=copies, row=built, row_from=row_from, title=title, name=name,
+        thread_id=_text(built["id"]), files=copies, builder=builder, primary=primary, primary_dst=primary_dst,
+        use_src_row=row is not None, row_from=row_from, title=title, name=name,
         created=built.get("created_at") if isinstance(built.get("created_at"), int) else None,
-        cwd_before=cwd_before, cwd_after=cwd_after, archived=archived,
+        cwd_before=cwd_before, cwd_after=built["cwd"], archived=archived,
         provider=meta.model_provider or _text(built.get("model_provider")), history_turns=turns,
         why=why, notes=notes))
 
@@ -702,7 +731,8 @@ def _suggest(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequ
     provider migration when the imported threads are on another provider than DEST's."""
     root = dest.home.root
     if not remaps:
-        olds = home_prefix_counts((_text(r.get("rollout_path")) for r in src.rows.values()), root)
+        at = src.columns.index("rollout_path") if "rollout_path" in src.columns else -1
+        olds = home_prefix_counts((_text(r[at]) for r in src.rows.values()), root) if at >= 0 else None
         if olds:
             old_home = olds.most_common(1)[0][0]
             old_user, new_user = _user_home(old_home), _user_home(str(root))
