@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
 from sessionkit.archive_src import open_source  # noqa: E402
 from sessionkit.cli import Parser, positive_int, print_json, run  # noqa: E402
 from sessionkit.home import open_home  # noqa: E402
@@ -86,7 +86,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     with open_source(args.src) as source:
         if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):
-            from sessionkit import UserError
             raise UserError("--from names this same home; nothing to import")
         src = read_source(source)
         dest = read_dest(home)

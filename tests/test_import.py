@@ -593,3 +593,11 @@ def test_a_rollout_under_a_non_utf8_folder_name_is_skipped(homes):
     plan = plan_json(dst.root, "--from", str(src.root), "--apply")
     assert plan["skipped_sample"][0]["reason"].endswith("a folder name that is not UTF-8 (no DB row can name it)")
     assert plan["result"]["imported_threads"] == 3
+
+
+def test_a_device_or_fifo_member_is_left_packed_and_named(homes, tmp_path):
+    src, made, dst, own = homes
+    archive = _tar(tmp_path / "odd.tar", src.root, ".codex", [_member(".codex/sessions/pipe", tarfile.FIFOTYPE)], mode="w")
+    plan = plan_json(dst.root, "--from", str(archive))
+    assert plan["to_import"] == 3
+    assert "archive member not extracted: .codex/sessions/pipe: not a regular file" in plan["notes"]

@@ -186,7 +186,7 @@ def read_source(source: SourceHome) -> SourceInputs:
     An unreadable state DB is not the end: the rows are then rebuilt from the rollouts."""
     rows: Dict[str, tuple] = {}
     columns: List[str] = []
-    notes: List[str] = []
+    notes: List[str] = [f"archive member not extracted: {m}" for m in source.skipped_members[:20]]
     state = _find_db(source.root, STATE_DB)
     if state is not None:
         try:
