@@ -1,7 +1,6 @@
 """Run folders under `<home>/.tmp/session-migration/`: DB backups, manifests, journals (all 0600)."""
 from __future__ import annotations
 
-import base64
 import errno
 import json
 import os
@@ -16,14 +15,6 @@ from .journal import write_all
 from .statedb import open_readonly
 
 PRIVATE = 0o600
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"), validate=True)
 
 
 def private_file(path: Path, data: bytes = b"") -> None:

@@ -133,7 +133,12 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             records = []
             for db in touched:
                 assert db is not None
-                b = backup_db(Path(db), run.path / f"{Path(db).name}.pre_{kind}.bak")
+                dest = run.path / f"{Path(db).name}.pre_{kind}.bak"
+                n = 1
+                while os.path.lexists(str(dest)):  # two DBs of one name (<home>/ and <home>/sqlite/)
+                    n += 1
+                    dest = run.path / f"{Path(db).name}.{n}.pre_{kind}.bak"
+                b = backup_db(Path(db), dest)
                 result.backups[db] = b
                 records.append({"op": "backup", "db": db, "backup": str(b)})
             private_file(result.manifest, manifest_csv)
