@@ -112,6 +112,8 @@ def _scenario(world, src_of):
     resumed = world.resume_and_turn(ids[0], "continued on the new machine", cwd=new_proj)
     assert (resumed.error, resumed.turns_before, resumed.turns_after) == ("", turns[ids[0]], turns[ids[0]] + 1)
     assert snapshot(old_home) == src_before
+    after_resume = _import(world, src)  # the continued thread is still the same thread, not a conflict
+    assert (after_resume["to_import"], after_resume["already_present"], after_resume["conflicts"]) == (0, 3, 0)
 
 
 def test_import_from_the_old_home_folder(world):
