@@ -510,6 +510,12 @@ def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str) -> Tuple[Op
         other = theirs.get(fc.dst.name)
         if other is None:
             return f"DEST has this thread id without the file {fc.dst.name}", False
+        try:
+            st = os.stat(other.key)
+        except OSError:
+            st = None
+        if st is not None and (st.st_size, st.st_mtime_ns) == (fc.new_size, fc.mtime_ns):
+            continue  # as an import leaves it (size and mtime): not read again on a second import
         want, size = _digest_planned(fc)
         if _prefix_digest(other.path, size) == want:
             continue
