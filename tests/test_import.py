@@ -601,3 +601,16 @@ def test_a_device_or_fifo_member_is_left_packed_and_named(homes, tmp_path):
     plan = plan_json(dst.root, "--from", str(archive))
     assert plan["to_import"] == 3
     assert "archive member not extracted: .codex/sessions/pipe: not a regular file" in plan["notes"]
+
+
+def test_a_whole_user_folder_archive_picks_the_codex_home_not_a_projects_sessions_folder(homes, tmp_path):
+    src, made, dst, own = homes
+    archive = tmp_path / "user.tgz"
+    with tarfile.open(str(archive), "w:gz") as tf:
+        tf.add(str(src.root), arcname="olduser/.codex")
+        info, data = _member("olduser/webapp/sessions/login.py", data=b"print('x')\n")
+        tf.addfile(info, io.BytesIO(data))
+        info, data = _member("olduser/webapp/state_5.sqlite.txt")
+        tf.addfile(info, io.BytesIO(data))
+    plan = plan_json(dst.root, "--from", str(archive))
+    assert (plan["to_import"], plan["history_turns_to_copy"]) == (3, 3)

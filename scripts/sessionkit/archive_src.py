@@ -16,6 +16,7 @@ from typing import Callable, Dict, IO, List, Optional, Tuple
 
 from . import UserError
 from .paths import is_inside
+from .rollout_index import ROLLOUT_NAME
 
 STATE_DB = "state_5.sqlite"
 HISTORY_DB = "thread_history_1.sqlite"
@@ -165,25 +166,34 @@ def _zip_members(path: Path) -> Tuple[object, List[_Member]]:
 
 
 def _find_home(members: List[_Member]) -> Tuple[str, ...]:
-    """The shallowest folder holding a state DB or a sessions folder; one, or the archive is refused."""
-    cands = set()
+    """The folder that is a Codex home: one with a state DB, or rollout files under sessions/ or
+    archived_sessions/ (a project's own `sessions/` folder does not count). The best-scored one
+    (a DB, rollouts, named .codex), shallowest first; a tie between two is refused."""
+    score: Dict[Tuple[str, ...], int] = {}
     for m in members:
-        for n, part in enumerate(m.parts):
-            is_last = n == len(m.parts) - 1
-            if part in WANTED_TOP and (not is_last or m.kind == "dir"):
-                cands.add(m.parts[:n])
-                break
-            if is_last and part == STATE_DB and m.kind == "file":
-                prefix = m.parts[:n]
-                cands.add(prefix[:-1] if prefix and prefix[-1] == "sqlite" else prefix)
-    if not cands:
-        raise UserError("the archive holds no Codex home (no state_5.sqlite, sessions/ or archived_sessions/)")
-    best = min(len(c) for c in cands)
-    top = sorted(c for c in cands if len(c) == best)
-    if len(top) > 1:
+        if m.kind != "file":
+            continue
+        parts = m.parts
+        if parts[-1] == STATE_DB:
+            home = parts[:-2] if len(parts) > 1 and parts[-2] == "sqlite" else parts[:-1]
+            score[home] = score.get(home, 0) | 4
+        elif ROLLOUT_NAME.match(parts[-1]):
+            for n, part in enumerate(parts[:-1]):
+                if part in WANTED_TOP:
+                    score[parts[:n]] = score.get(parts[:n], 0) | 2
+                    break
+    if not score:
+        raise UserError("the archive holds no Codex home (no state_5.sqlite, no rollout under sessions/ "
+                        "or archived_sessions/)")
+    for home in score:
+        if home and home[-1] == ".codex":
+            score[home] |= 1
+    best = max(score.values())
+    top = sorted((len(h), h) for h, v in score.items() if v == best)
+    if len(top) > 1 and top[0][0] == top[1][0]:
         raise UserError("the archive holds more than one Codex home (" +
-                        ", ".join("/".join(c) or "." for c in top) + "); extract the one you mean and pass its folder")
-    return top[0]
+                        ", ".join("/".join(h) or "." for _n, h in top) + "); extract the one you mean and pass its folder")
+    return top[0][1]
 
 
 def _wanted(rel: Tuple[str, ...]) -> bool:
