@@ -112,6 +112,9 @@ def _scenario(world, src_of):
     resumed = world.resume_and_turn(ids[0], "continued on the new machine", cwd=new_proj)
     assert (resumed.error, resumed.turns_before, resumed.turns_after) == ("", turns[ids[0]], turns[ids[0]] + 1)
     assert snapshot(old_home) == src_before
+    # resumed in its last turn_context's folder, remapped too: the row keeps the new folder
+    assert world.db("SELECT cwd FROM threads WHERE id=?", (ids[0],)) == [(str(new_proj),)]
+    assert ids[0] in world.listed_ids(cwd=str(new_proj), useStateDbOnly=True)
     after_resume = _import(world, src)  # the continued thread is still the same thread, not a conflict
     assert (after_resume["to_import"], after_resume["already_present"], after_resume["conflicts"]) == (0, 3, 0)
 
@@ -169,9 +172,10 @@ def test_a_fork_of_a_reverted_thread_brings_its_parent_and_every_segment(world):
     fork_old = next(old_home.glob(f"sessions/*/*/*/*{fork}.jsonl"))
     fork_new = new_home / fork_old.relative_to(old_home)
     end_old, end_new = meta(fork_old)["history_base"]["end_byte_offset"], meta(fork_new)["history_base"]["end_byte_offset"]
-    growth = 2 * (len(b"newuser") - len(b"user"))  # cwd and runtime_workspace_roots in line 1
-    assert end_new - end_old == growth == seg_new.stat().st_size - seg_old.stat().st_size
-    assert seg_new.read_bytes()[end_new:] == seg_old.read_bytes()[end_old:]
+    old_bytes, new_bytes = seg_old.read_bytes(), seg_new.read_bytes()
+    assert end_new > end_old and new_bytes[end_new - 1:end_new] == b"\n"  # still a line boundary
+    assert new_bytes[:end_new].count(b"\n") == old_bytes[:end_old].count(b"\n")  # after as many lines
+    assert new_bytes[end_new:] == old_bytes[end_old:]
     for tid in (parent, fork):
         resumed = world.resume_and_turn(tid, "continued here", cwd=new_proj)
         assert (resumed.error, resumed.turns_after) == ("", src_turns[tid] + 1)

@@ -125,9 +125,13 @@ def test_remap_rewrites_cwd_and_shifts_history_offsets_by_the_growth(homes):
         assert fc.new_line1() == line1.replace(b'"cwd":"/home/olduser/proj"', b'"cwd":"/home/newuser2/proj"')
         assert fc.delta == 1 and t.row["cwd"] == "/home/newuser2/proj"
         assert t.row["rollout_path"] == str(dst.root / fc.rel)
+        # every turn_context's cwd too (real Codex resumes in the last one's): one more byte each
+        new = b"".join(plan.remapper.stream(fc.src))
+        assert new == old.replace(b'"cwd":"/home/olduser/proj"', b'"cwd":"/home/newuser2/proj"')
+        assert old.count(b'"cwd":"/home/olduser/proj"') == 2 and len(new) == len(old) + 2
         turn = rows[t.thread_id]["thread_turns"][0]
-        assert (turn["rollout_byte_offset"], turn["rollout_end_byte_offset"]) == (len(line1) + 1 + 1, len(old) + 1)
-        assert rows[t.thread_id]["thread_history_projection_state"][0]["next_rollout_byte_offset"] == len(old) + 1
+        assert (turn["rollout_byte_offset"], turn["rollout_end_byte_offset"]) == (len(line1) + 1 + 1, len(new))
+        assert rows[t.thread_id]["thread_history_projection_state"][0]["next_rollout_byte_offset"] == len(new)
         assert rows[t.thread_id]["thread_items"][0]["item_json"] == '{"type":"userMessage"}'
 
 
@@ -383,7 +387,8 @@ def test_apply_imports_exactly_then_nothing_twice_and_rollback_restores_dest(hom
         copy = dst.root / rel
         old = t.path.read_bytes()
         new_cwd = str(dst.root.parent / "proj")
-        assert copy.read_bytes() == old.replace(b'"cwd":"/home/olduser/proj"', f'"cwd":"{new_cwd}"'.encode(), 1)
+        # line 1 and the turn_context line: both cwds
+        assert copy.read_bytes() == old.replace(b'"cwd":"/home/olduser/proj"', f'"cwd":"{new_cwd}"'.encode())
         assert copy.stat().st_mtime_ns == t.path.stat().st_mtime_ns
         assert (copy.stat().st_mode & 0o777) == 0o600
         growth = len(new_cwd) - len("/home/olduser/proj")
@@ -405,7 +410,7 @@ def test_apply_imports_exactly_then_nothing_twice_and_rollback_restores_dest(hom
     assert (again["to_import"], again["already_present"], again["conflicts"], again["result"]) == (0, 3, 0, None)
     without_remap = plan_json(dst.root, "--from", str(src.root))
     assert (without_remap["to_import"], without_remap["conflicts"], without_remap["already_present"]) == (0, 0, 3)
-    assert "its line 1 differs" in without_remap["skipped_sample"][0]["reason"]
+    assert "its folders differ" in without_remap["skipped_sample"][0]["reason"]
     rb = run_script("rollback.py", "--codex-dir", str(dst.root), "--latest", "--apply", "--json")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert _dest_state(dst) == dest_before

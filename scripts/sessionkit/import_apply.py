@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from . import UserError
 from .importer import FileCopy, ImportPlan, history_rows, read_dest
+from .rollout_remap import RolloutRemapper
 from .locks import scan_activity
 from .paths import safe_str
 from .progress import Progress
@@ -18,7 +19,6 @@ from .progress import Progress
 HISTORY_KEYS = {"thread_turns": ("thread_id", "turn_id"), "thread_items": ("thread_id", "turn_id", "item_id"),
                 "thread_realtime_items": ("thread_id", "item_id"), "thread_history_projection_state": ("thread_id",)}
 FILE_MODE = 0o600  # imported history is private, whatever the source's modes were
-_CHUNK = 1024 * 1024
 
 
 def refuse_live_source(plan: ImportPlan, force: bool) -> None:
@@ -32,28 +32,18 @@ def refuse_live_source(plan: ImportPlan, force: bool) -> None:
                         f"close it and run again (or pass --force if you are sure). Nothing was changed")
 
 
-def stage(fc: FileCopy, scratch: Path, n: int) -> Path:
-    """A file whose line 1 changes is first written whole into the private scratch folder, so the
-    executor creates it in DEST from a finished source it can hash."""
+def stage(fc: FileCopy, remapper: RolloutRemapper, scratch: Path, n: int) -> Path:
+    """A file whose folders are remapped is first written whole into the private scratch folder,
+    so the executor creates it in DEST from a finished source it can hash."""
     folder = scratch / "staged"
     folder.mkdir(mode=0o700, exist_ok=True)
     out = folder / f"{n}-{fc.dst.name}"
-    line1 = fc.new_line1()
-    assert line1 is not None
     fd = os.open(str(out), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        view = memoryview(line1)
-        while view:
-            view = view[os.write(fd, view):]
-        with open(fc.src, "rb") as fh:
-            fh.seek(fc.line1_len)
-            while True:
-                chunk = fh.read(_CHUNK)
-                if not chunk:
-                    break
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(fd, view):]
+        for chunk in remapper.stream(fc.src):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -71,7 +61,8 @@ def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]
     for t in plan.imports:
         for fc in t.files:
             n += 1
-            source = stage(fc, plan.source.scratch, n) if fc.edits else fc.src
+            staged = plan.remapper is not None and (fc.edits or plan.remaps)
+            source = stage(fc, plan.remapper, plan.source.scratch, n) if staged else fc.src
             ops.append(FileCreate(str(fc.dst), source=str(source), mode=FILE_MODE, mtime_ns=fc.mtime_ns,
                                   thread_id=t.thread_id))
         ops.append(RowInsert(state_db, "threads", t.row, {"id": t.row["id"]}, t.thread_id))
@@ -90,7 +81,7 @@ def manifest(plan: ImportPlan) -> bytes:
     w.writerow(["id", "action", "source", "dest", "ts"])
     for t in plan.imports:
         for fc in t.files:
-            w.writerow([t.thread_id, "import file" + (" (line 1 remapped)" if fc.edits else ""),
+            w.writerow([t.thread_id, "import file" + (" (folders remapped)" if (fc.edits or plan.remaps) else ""),
                         safe_str(fc.src), safe_str(fc.dst), ts])
         w.writerow([t.thread_id, "insert row", "", t.row.get("rollout_path", ""), ts])
     return buf.getvalue().encode("utf-8")

@@ -20,6 +20,7 @@ from .line1 import read_line1
 from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, safe_str
 from .rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
                             parse_session_meta, unusable_reason)
+from .rollout_remap import RolloutRemapper
 from .rollout_scan import row_from_rollout
 from .statedb import open_readonly
 
@@ -122,6 +123,7 @@ class ImportPlan:
     src_history_db: Optional[Path] = None
     dest_history_db: Optional[Path] = None
     notes: List[str] = field(default_factory=list)
+    remapper: Optional[RolloutRemapper] = field(default=None, repr=False)
 
 
 @dataclass
@@ -456,20 +458,14 @@ def _primary(files: List[RolloutFile], row: Optional[Dict[str, Any]]) -> Tuple[O
     return None, f"ambiguous: {len(plain)} rollout files carry this thread id in the source"
 
 
-def _digest_planned(fc: FileCopy) -> Tuple[str, int]:
+def _digest_planned(fc: FileCopy, remapper: RolloutRemapper) -> Tuple[str, int]:
     """sha256 and length of the bytes DEST would get."""
     h = hashlib.sha256()
-    with open(fc.src, "rb") as fh:
-        new_line1 = fc.new_line1()
-        if new_line1 is not None:
-            fh.seek(fc.line1_len)
-            h.update(new_line1)
-        while True:
-            chunk = fh.read(_CHUNK)
-            if not chunk:
-                break
-            h.update(chunk)
-    return h.hexdigest(), fc.new_size
+    size = 0
+    for chunk in remapper.stream(fc.src):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
 
 
 def _body_digest(path: Path, start: int) -> Tuple[str, int]:
@@ -501,32 +497,56 @@ def _prefix_digest(path: Path, length: int, start: int = 0) -> Optional[str]:
     return h.hexdigest()
 
 
-def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str) -> Tuple[Optional[str], bool]:
-    """(None, line 1 identical) when DEST already holds every file: the same bytes, or those bytes
-    followed by turns added since, line 1 aside (another remap); else (what differs, False)."""
+def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str, remapper: RolloutRemapper
+                  ) -> Tuple[Optional[str], bool]:
+    """(None, same folders) when DEST already holds every file: the bytes an import writes, or
+    those followed by turns added since, or the same lines but for their folders (imported with
+    another remap); else (what differs, False)."""
     theirs = {f.name: f for f in dest.index.by_thread.get(tid, [])}
-    same_line1 = True
+    same_folders = True
     for fc in files:
         other = theirs.get(fc.dst.name)
         if other is None:
             return f"DEST has this thread id without the file {fc.dst.name}", False
-        try:
-            st = os.stat(other.key)
-        except OSError:
-            st = None
-        if st is not None and (st.st_size, st.st_mtime_ns) == (fc.new_size, fc.mtime_ns):
-            continue  # as an import leaves it (size and mtime): not read again on a second import
-        want, size = _digest_planned(fc)
+        want, size = _digest_planned(fc, remapper)
         if _prefix_digest(other.path, size) == want:
             continue
-        line, _err = read_line1(other.path)
-        body, body_len = _body_digest(fc.src, fc.line1_len)
-        meta = load_session_meta(other.path)
-        if line is None or meta.error or (meta.id or "").lower() != tid or \
-                _prefix_digest(other.path, body_len, len(line)) != body:
+        if not _same_but_folders(fc.src, other.path):
             return f"DEST's {safe_str(other.path)} holds other content", False
-        same_line1 = False
-    return None, same_line1
+        same_folders = False
+    return None, same_folders
+
+
+_FOLDER_KEYS = ("cwd", "runtime_workspace_roots", "history_base")
+
+
+def _same_but_folders(src: Path, dst: Path) -> bool:
+    """Every line of SRC's file is in DEST's, in order, equal but for the folders an import may
+    remap (DEST may go on with turns added since)."""
+    try:
+        with open(src, "rb") as a, open(dst, "rb") as b:
+            for mine in a:
+                theirs = b.readline()
+                if mine == theirs:
+                    continue
+                if not (mine.endswith(b"\n") and theirs.endswith(b"\n")) or \
+                        _without_folders(mine) != _without_folders(theirs) or _without_folders(mine) is None:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def _without_folders(line: bytes) -> Optional[Dict[str, Any]]:
+    try:
+        obj = json.loads(line)
+        payload = obj["payload"]
+        if obj.get("type") not in ("session_meta", "turn_context") or not isinstance(payload, dict):
+            return None
+    except (ValueError, KeyError, TypeError):
+        return None
+    obj["payload"] = {k: v for k, v in payload.items() if k not in _FOLDER_KEYS}
+    return obj
 
 
 class RowBuilder:
@@ -587,6 +607,7 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
         raise UserError(f"--thread-id {unknown[0]}: no such thread in the source")
     selected = _with_fork_parents(src, wanted, dest) if wanted else {t: "in the source" for t in all_ids}
     rewriter = Line1Rewriter(src, remaps)
+    plan.remapper = RolloutRemapper(rewriter)
     builder = RowBuilder(src, dest, remaps)
     taken: Set[str] = set()
     made: Set[str] = set()
@@ -685,11 +706,12 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         key = (m.group("rollout") or m.group("thread")).lower() if m else tid
         copies.append(FileCopy(src_path, Path(dst_str), rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
     if tid in dest.rows or tid in dest.index.by_thread:
-        differs, same_line1 = _same_as_dest(copies, dest, tid) if tid in dest.rows else \
+        assert plan.remapper is not None
+        differs, same_line1 = _same_as_dest(copies, dest, tid, plan.remapper) if tid in dest.rows else \
             ("DEST has a rollout with this id but no row", False)
         if differs is None:
             return skip("already in DEST (the same thread)" if same_line1 else
-                        "already in DEST (the same thread; its line 1 differs, imported with another remap?)")
+                        "already in DEST (the same thread; its folders differ, imported with another remap?)")
         return skip(f"DEST already has a different thread with this id ({differs})", conflict=True)
     for fc in copies:
         if str(fc.dst) in taken or str(fc.dst) in dest.index.by_path or os.path.lexists(str(fc.dst)):
@@ -804,15 +826,16 @@ def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
     }
 
 
-def shift_offsets(table: str, row: Dict[str, Any], fc: FileCopy) -> Dict[str, Any]:
+def shift_offsets(table: str, row: Dict[str, Any], fc: FileCopy, remapper: RolloutRemapper) -> Dict[str, Any]:
     """A history row with its byte offsets valid for DEST's copy of the file."""
-    if not fc.delta:
+    cols = OFFSET_COLUMNS.get(table, ())
+    if not cols:
         return row
     out = dict(row)
-    for col in OFFSET_COLUMNS.get(table, ()):
+    for col in cols:
         v = out.get(col)
-        if isinstance(v, int) and v >= fc.boundary:
-            out[col] = v + fc.delta
+        if isinstance(v, int):
+            out[col] = remapper.moved(fc.src, v)
     return out
 
 
@@ -822,6 +845,8 @@ def history_rows(plan: ImportPlan, dest_columns: Dict[str, List[str]]) -> Dict[s
     out: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
     if plan.src_history_db is None or not plan.imports:
         return out
+    remapper = plan.remapper
+    assert remapper is not None
     by_key: Dict[str, Tuple[str, FileCopy]] = {}
     for t in plan.imports:
         for fc in t.files:
@@ -841,7 +866,7 @@ def history_rows(plan: ImportPlan, dest_columns: Dict[str, List[str]]) -> Dict[s
                 if hit is None:
                     continue
                 tid, fc = hit
-                out.setdefault(tid, {}).setdefault(table, []).append(shift_offsets(table, rec, fc))
+                out.setdefault(tid, {}).setdefault(table, []).append(shift_offsets(table, rec, fc, remapper))
     finally:
         conn.close()
     return out
