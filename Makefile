@@ -7,11 +7,14 @@ CODEX_VERSION := 0.171.0
 CODEX_COMPAT_VERSIONS := 0.169.0
 PYTEST_ARGS ?=
 
-.PHONY: help test test-unit deps codex-cli demo audit bench vermin clean
+.PHONY: help install test test-unit deps codex-cli demo audit bench vermin clean
 
 help:
+	@echo "make install   copy the skill (SKILL.md, agents/, scripts/, references/) to INSTALL_DIR"
+	@echo "               (default ~/.agents/skills/codex-session-migration)"
 	@echo "make audit     audit your Codex home (\$$CODEX_HOME or ~/.codex); read-only"
-	@echo "make demo      build a broken sample home in a temp folder and audit it"
+	@echo "make demo      build a broken sample home (DEMO_DIR, default a new temp folder), audit it,"
+	@echo "               and print the commands to try the repair and the rollback on it"
 	@echo "make test      install test needs (pytest, hypothesis, Codex CLI $(CODEX_VERSION) and $(CODEX_COMPAT_VERSIONS)) and run every test"
 	@echo "make bench     time every script on generated homes (BENCH_MAX=10000 to cap)"
 
@@ -54,7 +57,22 @@ audit:
 	$(PYTHON) scripts/session_audit.py
 
 demo:
-	$(PYTHON) tests/demo.py
+	@$(PYTHON) tests/demo.py "$(DEMO_DIR)"
+
+# The skill bundle only: never the tests' tools (.venv, .codex-cli), tests, bench, .git or caches.
+INSTALL_DIR ?= $(HOME)/.agents/skills/codex-session-migration
+BUNDLE := SKILL.md agents scripts references
+
+install:
+	@[ -n "$(INSTALL_DIR)" ] || { echo "INSTALL_DIR is empty"; exit 2; }
+	@mkdir -p "$(INSTALL_DIR)"
+	@if [ "$$(cd "$(INSTALL_DIR)" && pwd -P)" = "$$(pwd -P)" ]; then \
+	  echo "INSTALL_DIR is this source folder; nothing to copy"; exit 2; fi
+	@for item in $(BUNDLE); do rm -rf "$(INSTALL_DIR)/$$item"; done
+	@tar -cf - --exclude=__pycache__ --exclude='*.pyc' $(BUNDLE) | tar -xf - -C "$(INSTALL_DIR)"
+	@echo "installed the skill into $(INSTALL_DIR); audit your Codex home with:"
+	@$(PYTHON) -c 'import shlex, sys; print("  " + " ".join(shlex.quote(a) for a in sys.argv[1:]))' \
+	  "$$(command -v $(PYTHON))" "$(INSTALL_DIR)/scripts/session_audit.py"
 
 bench:
 	$(PYTHON) bench/bench.py

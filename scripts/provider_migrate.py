@@ -15,9 +15,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import gather  # noqa: E402
-from sessionkit.cli import (Parser, add_home_args, positive_int, print_json, provider_arg,  # noqa: E402
+from sessionkit.cli import (COMMAND, Parser, add_home_args, positive_int, print_json, provider_arg,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
-from sessionkit.home import open_home  # noqa: E402
+from sessionkit.commands import home_command, rerun_command  # noqa: E402
+from sessionkit.home import CodexHome, open_home  # noqa: E402
+from sessionkit.labels import session_names  # noqa: E402
 from sessionkit.migrate import apply_migration, plan_migration, plan_report  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 
@@ -40,38 +42,52 @@ def parse_args(argv: Optional[List[str]]) -> Any:
                    help="change only the DB rows, as the original design did (Codex 0.169 reverts it).")
     p.add_argument("--apply", action="store_true", help="write the changes (default: show the plan only).")
     p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
-    p.add_argument("--sample", type=positive_int, default=10, metavar="N",
+    p.add_argument("--sample", "--max-samples", dest="sample", type=positive_int, default=10, metavar="N",
                    help="threads shown in the plan (default: 10).")
     return p.parse_args(argv)
 
 
-def render(plan: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool) -> str:
+def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool,
+           names: Dict[str, str]) -> str:
+    """The plan as the user knows the sessions (title, date, folder), then the result and the undo."""
+    dist = ", ".join(f"{k} {v}" for k, v in plan["provider_distribution_before"].items())
     out = ["=== Provider Migration Plan ===",
            f"codex_dir: {plan['codex_dir']}",
-           f"target_provider: {plan['target_provider']}  (from {plan['target_source']})",
            f"dry_run: {dry_run}",
-           f"candidates: {plan['candidates']}  (line 1 rewrites: {plan['line1_rewrites']}, "
-           f"longer line 1: {plan['line1_growing']}, row updates: {plan['row_updates']})",
-           f"provider_distribution_before: {plan['provider_distribution_before']}"]
+           f"target_provider: {plan['target_provider']}  (from {plan['target_source']})",
+           f"sessions to move to {plan['target_provider']}: {plan['candidates']} (first lines to rewrite: "
+           f"{plan['line1_rewrites']}, {plan['line1_growing']} of them longer; index entries to update: "
+           f"{plan['row_updates']})",
+           f"sessions per provider now: {dist}"]
     out += [f"WARNING: {w}" for w in plan["warnings"]]
     for s in plan["sample"]:
-        out.append(f"  {s['thread_id']}: {s['old_provider']} -> {s['new_provider']}  line 1: {s['line1']}")
+        out += [f"  {names.get(s['thread_id'], s['thread_id'])}",
+                "      " + (f"index already {s['new_provider']}" if s["old_provider"] == s["new_provider"]
+                               else f"{s['old_provider']} -> {s['new_provider']}") + f"; first line: {s['line1']}"]
     if plan["skipped"]:
-        out.append(f"skipped: {plan['skipped']}")
-        out += [f"  {s['thread_id']}: {s['reason']}" for s in plan["skipped_sample"]]
+        out.append(f"sessions skipped: {plan['skipped']}")
+        for s in plan["skipped_sample"]:
+            out += [f"  {names.get(s['thread_id'], s['thread_id'])}", f"      {s['reason']}"]
+        if any("session_repair.py" in s["reason"] for s in plan["skipped_sample"]):
+            out += ["Repair those first (a dry-run):", "  " + home_command(home, "session_repair.py")]
+    if plan["candidates"] > len(plan["sample"]):
+        out.append(f"  (first {len(plan['sample'])} shown; --sample N shows more, --json lists them)")
     if result is None:
-        out.append("No changes applied (dry-run). Re-run with --apply to write." if dry_run
-                   else "Nothing to change.")
+        out.append("No changes applied (dry-run). To write them, run the same command with --apply:"
+                   if dry_run else "Nothing to change.")
+        if dry_run and plan["candidates"]:
+            out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "provider_migrate.py"))
         return "\n".join(out)
+    after = ", ".join(f"{k} {v}" for k, v in result["provider_distribution_after"].items())
     out += ["", "=== Provider Migration Result ===",
             f"db_backup: {result['db_backup']}"]
     if result["history_backup"]:
         out.append(f"history_db_backup: {result['history_backup']}")
     out += [f"manifest_csv: {result['manifest_csv']}", f"journal: {result['journal']}",
-            f"line1_rewritten: {result['line1_rewritten']}", f"updated_rows: {result['updated_rows']}",
-            f"provider_distribution_after: {result['provider_distribution_after']}",
-            f"undo with: {result['rollback']}",
-            "Verify: run session_audit.py again, then restart your editor's Codex."]
+            f"first lines rewritten: {result['line1_rewritten']}; index entries updated: {result['updated_rows']}",
+            f"sessions per provider now: {after}",
+            "undo with:", f"  {result['rollback']}",
+            "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
     return "\n".join(out)
 
 
@@ -90,7 +106,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})
     else:
-        print(render(report, result, not args.apply))
+        ids = [s["thread_id"] for s in report["sample"]] + [s["thread_id"] for s in report["skipped_sample"]]
+        print(render(home, report, result, not args.apply, session_names(inputs, ids)))
     return EXIT_FINDINGS if plan.skipped else EXIT_CLEAN
 
 

@@ -9,19 +9,21 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.cli import Parser, add_home_args, existing_path_arg, positive_int, print_json, run  # noqa: E402
+from sessionkit.commands import home_command  # noqa: E402
+from sessionkit.runs import list_details, prune, prune_candidates, readable_size  # noqa: E402
 from sessionkit import UserError  # noqa: E402
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
 from sessionkit.safety import HomeLock, check_writable, refuse_if_running  # noqa: E402
-from sessionkit.undo import apply_undo, describe_runs, find_run, later_dependents, plan_undo, restore_db, summary  # noqa: E402
+from sessionkit.undo import apply_undo, find_run, later_dependents, plan_undo, restore_db, summary  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -29,7 +31,12 @@ def parse_args(argv: Optional[List[str]]) -> Any:
         "List past runs of provider_migrate.py and session_repair.py, and undo one. "
         "Dry-run unless --apply."))
     add_home_args(p)
-    p.add_argument("--list", action="store_true", help="list recorded runs and exit.")
+    p.add_argument("--list", action="store_true",
+                   help="list recorded runs: what each changed, applied or rolled back, size on disk.")
+    p.add_argument("--prune", action="store_true",
+                   help="remove the artifacts of runs no longer needed: rolled back or failed ones and applied "
+                        "ones older than the newest applied run (dry-run unless --apply; --force includes "
+                        "the newest applied run too). Incomplete runs are always kept.")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--latest", action="store_true", help="undo the most recent run.")
     which.add_argument("--manifest", metavar="PATH", type=existing_path_arg,
@@ -38,23 +45,79 @@ def parse_args(argv: Optional[List[str]]) -> Any:
                        help="put this whole DB backup back (the current DB is backed up first).")
     p.add_argument("--apply", action="store_true", help="write (default: show what would be undone).")
     p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
-    p.add_argument("--sample", type=positive_int, default=10, metavar="N", help="items shown (default: 10).")
+    p.add_argument("--sample", "--max-samples", dest="sample", type=positive_int, default=10, metavar="N", help="items shown (default: 10).")
     return p.parse_args(argv)
+
+
+def describe(d: Dict[str, Any]) -> str:
+    """What one run changed, in a few words."""
+    def n(count: int, one: str, many: str) -> str:
+        return f"{count} {one if count == 1 else many}"
+    parts = [n(d["threads"], "session", "sessions")] if d.get("threads") is not None else []
+    if d.get("moves"):
+        parts.append(n(d["moves"], "file moved", "files moved"))
+    if d.get("line1_rewrites"):
+        parts.append(n(d["line1_rewrites"], "first line rewritten", "first lines rewritten"))
+    if d.get("row_updates"):
+        parts.append(n(d["row_updates"], "index entry updated", "index entries updated"))
+    if d.get("row_inserts"):
+        parts.append(n(d["row_inserts"], "index entry added", "index entries added"))
+    parts += [f"provider {k}: {v}" for k, v in (d.get("providers") or {}).items()]
+    return ", ".join(parts)
+
+
+def render_runs(home: Any, runs: List[Dict[str, Any]]) -> str:
+    out = [f"runs recorded under {home.artifacts_dir}: {len(runs)}"
+           + (f", {readable_size(sum(r['size_bytes'] for r in runs))} on disk" if runs else "")]
+    for r in runs:
+        out += [f"  {r['started'] or '?'}  {r['kind']}  {r['state']}  {readable_size(r['size_bytes'])}",
+                f"      {describe(r)}" if r.get("threads") is not None else f"      {r['status']}",
+                f"      {r['run_dir']}"]
+    if any(r.get("applied") for r in runs):
+        out += ["preview undoing the newest applied run (then add --apply):",
+                "  " + home_command(home, "rollback.py", "--latest")]
+    if prune_candidates(runs, include_newest=False):
+        out += ["preview removing the artifacts of runs no longer needed:",
+                "  " + home_command(home, "rollback.py", "--prune")]
+    return "\n".join(out)
+
+
+def prune_runs(home: Any, args: Any) -> int:
+    """--prune: show (or with --apply remove) the run folders no longer needed."""
+    runs = list_details(home)
+    gone = prune_candidates(runs, include_newest=args.force)
+    freed = prune(home, gone) if args.apply and gone else 0
+    if args.json:
+        print_json({"codex_dir": str(home.root), "dry_run": not args.apply, "prune": gone, "freed_bytes": freed})
+        return EXIT_CLEAN
+    size = readable_size(sum(d["size_bytes"] for d in gone))
+    print(f"{'removed' if args.apply else 'would remove'} {len(gone)} run folder(s), {size}:")
+    for d in gone:
+        note = " (its changes stay; it can no longer be undone)" if d["applied"] else ""
+        print(f"  {d['started'] or '?'}  {d['kind']}  {d['state']}{note}")
+        print(f"      {d['run_dir']}")
+    kept = [d for d in runs if d not in gone]
+    for d in kept:
+        why = "the newest applied run (--force removes it too)" if d["state"] == "applied (newest)" \
+            else "rollback.py still needs it" if d["state"].startswith("incomplete") else d["state"]
+        print(f"  kept {d['started'] or '?'}  {d['kind']}: {why}")
+    if gone and not args.apply:
+        print("remove them with:")
+        print("  " + home_command(home, "rollback.py", "--prune", *(["--force"] if args.force else []), "--apply"))
+    return EXIT_CLEAN
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     home = open_home(args.codex_dir, args.sqlite_home)
+    if args.prune:
+        return prune_runs(home, args)
     if args.list or not (args.latest or args.manifest or args.restore_db):
-        runs = describe_runs(home)
+        runs = list_details(home)
         if args.json:
             print_json({"codex_dir": str(home.root), "runs": runs})
         else:
-            print(f"runs recorded under {home.artifacts_dir}: {len(runs)}")
-            for r in runs:
-                print(f"  {r['started']}  {r['kind']:<18} {r['status']:<22} {r['run_dir']}")
-            if runs:
-                print("undo the latest with: rollback.py --latest (preview), then --apply")
+            print(render_runs(home, runs))
         return EXIT_CLEAN
     if args.restore_db:
         if not args.apply:
@@ -76,8 +139,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
     if later and args.apply and not args.force:
         raise UserError(f"refusing: {len(later)} later run(s) changed threads this run changed "
-                        f"(newest {safe_str(later[-1][0])}); roll those back first (rollback.py --latest "
-                        f"--apply, repeated), or pass --force to undo only what still holds this run's values")
+                        f"(newest {safe_str(later[-1][0])}); roll those back first "
+                        f"({home_command(home, 'rollback.py', '--latest', '--apply')}, repeated), or pass --force "
+                        "to undo only what still holds this run's values")
     result = None
     if args.apply and plan.actions:
         refuse_if_running(scan_activity(home.root), args.force)

@@ -7,6 +7,7 @@ Exit codes: 0 nothing wrong, 1 findings, 2 error.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -15,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import INTEGRITY_KEYS, build_report, gather  # noqa: E402
+from sessionkit.commands import next_steps  # noqa: E402
 from sessionkit.cli import (Parser, absolute_path_arg, add_home_args, positive_int, print_json,  # noqa: E402
                             provider_arg, run)
 from sessionkit.home import open_home  # noqa: E402
@@ -27,8 +29,10 @@ def parse_args(argv: Optional[List[str]]) -> Any:
         "files, what the default resume list shows and why the rest is hidden, orphan rollouts, "
         "and whether Codex is running. Changes nothing."))
     add_home_args(parser)
-    parser.add_argument("--max-samples", type=positive_int, default=10, metavar="N",
-                        help="thread ids shown per category (default: 10).")
+    parser.add_argument("--sample", "--max-samples", dest="max_samples", type=positive_int, default=10,
+                        metavar="N", help="thread ids kept per category in --json (default: 10).")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print every counter, zeros included, after the diagnosis.")
     parser.add_argument("--provider", metavar="ID", type=provider_arg,
                         help="judge visibility for this model_provider instead of the one in config.toml.")
     parser.add_argument("--cwd", metavar="DIR", type=absolute_path_arg,
@@ -36,8 +40,251 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     return parser.parse_args(argv)
 
 
-def render_text(r: Dict[str, Any]) -> str:
-    out: List[str] = ["=== Codex Session Audit ===", f"codex_dir: {r['codex_dir']}",
+WIDTH = 100  # a terminal line; only pasteable commands and paths that are the point may be longer
+
+# Why the editors' list hides a session, in the user's words; {p} is the current provider.
+HIDDEN_WORDS = {
+    "archived": ("is archived", "are archived", " (Codex shows them only under Archived)"),
+    "missing_rollout_file": ("has", "have", " no session file left in sessions/"),
+    "other_provider": ("was", "were", " made under another provider ({others}); the editors list only {p}'s"),
+    "non_interactive_source": ("was", "were", " started by `codex exec` or a subagent (never listed)"),
+    "cwd": ("belongs", "belong", " to another folder than {cwd}"),
+    "cwd_folder_gone": ("was", "were", " recorded in folders that no longer exist"),
+    "line1_unreadable": ("has", "have", " an unreadable first line (Codex lists none of those)"),
+    "only_session_meta": ("was", "were", " opened and closed without a prompt (Codex lists none of those)"),
+}
+# The same, in a few words, for the surfaces after the first.
+SHORT_WORDS = {"cwd": "in other folders", "other_provider": "of other providers",
+               "archived": "archived", "non_interactive_source": "from `codex exec`",
+               "missing_rollout_file": "without a file", "cwd_folder_gone": "in folders that are gone",
+               "line1_unreadable": "unreadable", "only_session_meta": "without a prompt"}
+# Why the index (state_5.sqlite) is behind for a listed session, in a few words each.
+INDEX_WORDS = {
+    "rollout_not_indexed": "not in it", "stale_rollout_path": "file moved",
+    "empty_preview": "no title", "db_provider_differs": "old provider",
+}
+# Integrity counters with one plain explanation; a pair that looks the same to a user shares a line.
+INTEGRITY_WORDS = (
+    (("disk_not_in_db", "missing_active_rows", "missing_archived_rows"),
+     "session files with no index entry (by session; by file as `codex doctor` counts)"),
+    (("db_not_on_disk",), "index entries whose session has no file anywhere"),
+    (("missing_rollout_path", "stale_rows"), "index entries whose file is not at the recorded path"),
+    (("rollout_path_outside_home",), "index entries pointing outside this home"),
+    (("duplicate_rollout_id",), "sessions with more than one file"),
+    (("archive_mismatches",), "archived flag disagrees with the file's folder"),
+    (("duplicate_db_paths",), "file paths shared by several index entries"),
+    (("session_meta_id_mismatch",), "index entries pointing at another session's file"),
+    (("provider_mismatch",), "index says another provider than the file (Codex follows the file)"),
+    (("malformed_file_names",), "files in sessions/ whose name Codex cannot read (ignored by Codex)"),
+    (("line1_unreadable",), "session files whose first line is unreadable (never listed)"),
+    (("compressed_rollouts",), "zstd-compressed session files (reported, never touched)"),
+    (("unreadable_paths",), "folders that could not be read, or symlinked folders (not followed)"),
+)
+
+
+def _fit(text: str, width: int = WIDTH) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+ROLLOUT_NAME = re.compile(r"\S*rollout-\d{4}-\d\d-\d\dT[\d-]+-([0-9a-fA-F-]{36})\.jsonl(\.zst)?")
+
+
+def _short(item: str, home: str) -> str:
+    """A sample as a user knows it: a rollout file by its session id, another path inside the home
+    without the home's prefix (the full lists are in --json)."""
+    item = ROLLOUT_NAME.sub(lambda m: m.group(1) + (" (.zst)" if m.group(2) else ""), item)
+    prefix = home.rstrip("/") + "/"
+    return item.replace(prefix, "") if prefix in item else item
+
+
+def _samples(items: List[str], home: str, indent: str = "      e.g. ") -> List[str]:
+    """As many whole samples as fit on one line, then how many more there are."""
+    if not items:
+        return []
+    line = indent
+    for n, item in enumerate(items):
+        text = _short(item, home)
+        rest = f" (+{len(items) - n} more)" if n else ""
+        if n and len(line) + 2 + len(text) + len(rest) > WIDTH:
+            return [line + rest]
+        line += (", " if n else "") + text
+    return [_fit(line)]
+
+
+def _n(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def _surfaces(r: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Each surface the report judges: its label, how many it shows, and hidden counts by reason.
+    Reads `surfaces` when the report has it (per-surface keys), else the editors' `visibility`."""
+    out: List[Dict[str, Any]] = []
+    raw = r.get("surfaces")
+    entries = list(raw.items()) if isinstance(raw, dict) else \
+        [(e.get("name", "?"), e) for e in raw] if isinstance(raw, list) else []
+    for name, s in entries:
+        if not isinstance(s, dict):
+            continue
+        shown = next((s[k] for k in ("visible", "shown", "listed", "count") if isinstance(s.get(k), int)), None)
+        if shown is None:
+            continue
+        if name not in FIRST_SCREEN_SURFACES:
+            continue
+        label = SURFACE_LABELS.get(name) or s.get("label") or str(name).replace("_", " ")
+        if s.get("cwd") and "{cwd}" in label:
+            label = label.replace("{cwd}", str(s["cwd"]))
+        out.append({"name": name, "label": label, "shown": shown,
+                    "hidden": s.get("hidden") if isinstance(s.get("hidden"), dict) else {}})
+    if any(s["name"] == "tui" for s in out):  # `--all` only when there is no folder to judge
+        out = [s for s in out if s["name"] != "tui_all"]
+    if not out:
+        vis = r.get("visibility") or {}
+        where = f" in {vis['cwd']}" if vis.get("cwd") else ""
+        out.append({"name": "editors", "label": f"the editors' list (VS Code, desktop app){where}",
+                    "shown": vis.get("visible", 0), "hidden": vis.get("hidden") or {}})
+    return out
+
+
+FIRST_SCREEN_SURFACES = ("editors", "tui", "tui_all")
+SURFACE_LABELS = {
+    "editors": "the editors' list (VS Code, desktop app)",
+    "tui": "the TUI picker (`codex resume`) in {cwd}",
+    "tui_all": "`codex resume --all`",
+}
+
+
+def diagnosis(r: Dict[str, Any]) -> List[str]:
+    """The first screen: how many sessions, what each surface shows, why the rest is hidden, what to run."""
+    vis = r.get("visibility") or {}
+    counts = r.get("counts") or {}
+    integ = r.get("integrity") or {}
+    provider = vis.get("provider") or (r.get("config") or {}).get("model_provider", "?")
+    source = (r.get("config") or {}).get("provider_source", "")
+    total = counts.get("threads_total", 0) + integ.get("disk_not_in_db_count", 0)
+    out = [f"=== Codex Session Audit: {r.get('codex_dir')} ==="]
+    archived = counts.get("threads_archived", 0)
+    unindexed = integ.get("disk_not_in_db_count", 0)
+    parts = [f"{counts.get('threads_total', 0)} in Codex's index, {unindexed} only as files"] if unindexed else []
+    if archived:
+        parts.append(f"{archived} archived")
+    out.append(_n(total, "session", "sessions") + (f" ({'; '.join(parts)})" if parts else "")
+               + f"; current provider: {provider}" + (" (default)." if source == "default" else "."))
+    running = r.get("codex_running") or {}
+    if running.get("running"):
+        out.append(_fit("Codex is running on this home (" + "; ".join(running.get("holders") or [])
+                        + "): close it before any --apply."))
+    surfaces = _surfaces(r)
+    out += [_fit(f"{s['label'][0].upper() + s['label'][1:]} shows {s['shown']}.") for s in surfaces]
+    others = [p for p in ((r.get("distribution") or {}).get("model_provider") or {}) if p != provider]
+    hidden = surfaces[0]["hidden"]
+    why = []
+    for reason, n in hidden.items():
+        if not n:
+            continue
+        one, many, rest = HIDDEN_WORDS.get(reason, ("is", "are", " hidden: " + reason.replace("_", " ")))
+        why.append(_fit(f"  {n} {one if n == 1 else many}" + rest.format(
+            p=provider, others=", ".join(others[:3]) or "another", cwd=vis.get("cwd") or "this one")))
+    for s in surfaces[1:]:  # what this surface misses beyond what the first one misses
+        extra = [f"{n - hidden.get(reason, 0)} {SHORT_WORDS.get(reason, reason.replace('_', ' '))}"
+                 for reason, n in s["hidden"].items() if isinstance(n, int) and n > hidden.get(reason, 0)]
+        if extra:
+            why.append(_fit(f"  {s['label'][0].upper() + s['label'][1:]} misses " + ", ".join(extra)))
+    behind = {k: n for k, n in (vis.get("db_only_hidden") or {}).items() if n}
+    if behind:
+        why.append(_fit(f"  {sum(behind.values())} listed but out of date in Codex's index ("
+                        + ", ".join(f"{n} {INDEX_WORDS.get(k, k.replace('_', ' '))}" for k, n in behind.items())
+                        + ")"))
+    moved = integ.get("moved_home")
+    if moved:
+        why.append(_fit(f"  {_n(moved.get('rows') or 0, 'index entry points', 'index entries point')} "
+                        f"into an old home ({moved.get('old_prefix')})"))
+    no_cfg = vis.get("providers_without_config") or []
+    if no_cfg:
+        why.append(_fit("  resuming fails for provider(s) config.toml does not define: " + ", ".join(no_cfg)))
+    if why:
+        out.append("Hidden or at risk:")
+        out += why
+    steps = r.get("next_steps") or []
+    if steps:
+        out.append("Run next, in order (each shows its plan; add --apply to write, then audit again):")
+        out += [f"  {s['command']}  # {s['why']}" for s in steps]
+    elif not why and r.get("findings"):
+        out.append(f"Every session is listed; {_n(len(r['findings']), 'finding', 'findings')} below "
+                   "need no command from here.")
+    elif not why:
+        out.append("Nothing is hidden and the index matches the files: nothing to run.")
+    return out
+
+
+def details(r: Dict[str, Any]) -> List[str]:
+    """The counters that are not zero, under the design's names; samples as ids or home-relative paths."""
+    home = str(r.get("codex_dir") or "")
+    cfg = r.get("config") or {}
+    out = ["Details (only what is not zero; --verbose shows every counter, --json the full lists):",
+           f"  current provider: {cfg.get('model_provider')} (from {cfg.get('provider_source')})"]
+    counts = r.get("counts") or {}
+    for keys in (("threads_total", "threads_active", "threads_archived"),
+                 ("rollouts_total", "sessions_rollouts", "archived_rollouts")):
+        nums = [f"{k}: {counts[k]}" for k in keys if counts.get(k)]
+        if nums:
+            out.append("  " + ", ".join(nums))
+    for name, dist in (r.get("distribution") or {}).items():
+        if dist:
+            out.append(_fit(f"  {name}: " + ", ".join(f"{k or '<empty>'} {v}" for k, v in dist.items())))
+    integ = r.get("integrity") or {}
+    listed = set()
+    for keys, words in INTEGRITY_WORDS:
+        listed.update(keys)
+        nums = [(k, integ.get(f"{k}_count", 0)) for k in keys]
+        if not any(n for _, n in nums):
+            continue
+        names = "  " + ", ".join(f"{k}: {n}" for k, n in nums if n)
+        out += [names + f"   {words}"] if len(names) + 3 + len(words) <= WIDTH else [names, f"      {words}"]
+        out += _samples(integ.get(f"{keys[0]}_sample") or [], home)
+    for key, value in integ.items():  # counters added later: shown by name
+        if key.endswith("_count") and value and key[:-6] not in listed:
+            out.append(f"  {key[:-6]}: {value}")
+            out += _samples(integ.get(key[:-6] + "_sample") or [], home)
+    vis = r.get("visibility") or {}
+    out.append(f"  visible: {vis.get('visible', 0)}  (provider {vis.get('provider')}"
+               + (f", cwd {vis['cwd']}" if vis.get("cwd") else "") + ")")
+    for reason, n in (vis.get("hidden") or {}).items():
+        if n:
+            out.append(f"  {reason}: {n}")
+            out += _samples((vis.get("hidden_sample") or {}).get(reason) or [], home)
+    if any((vis.get("db_only_hidden") or {}).values()):
+        out.append(f"  visible_db_only: {vis.get('visible_db_only')}   listed by apps that read only the index")
+    for reason, n in (vis.get("db_only_hidden") or {}).items():
+        if n:
+            out.append(f"  {reason}: {n}")
+            out += _samples((vis.get("db_only_hidden_sample") or {}).get(reason) or [], home)
+    orph = r.get("orphans") or {}
+    if orph.get("count"):
+        out.append(f"  orphans: {orph['count']} (importable {orph.get('importable', 0)}, "
+                   f"ACTIVE_ORPHAN {orph.get('active_orphans', 0)})")
+        for e in (orph.get("active_orphan_sample") or [])[:3]:
+            out.append(_fit(f"      {e.get('thread_id')}: {e.get('reason')}"))
+    for other in r.get("other_state_dbs") or []:
+        c = other.get("counts") or {}
+        out.append(_fit(f"  other state DB: {_short(other.get('path', ''), home)} "
+                        f"({c.get('threads_total', other.get('error', '?'))} threads; {other.get('reason')})"))
+    live = r.get("live_current_session")
+    if live:
+        out.append(f"  live current session (the agent running this audit): {live.get('thread_id')}")
+    return out
+
+
+def render_text(r: Dict[str, Any], verbose: bool = False) -> str:
+    """The diagnosis first; then the non-zero counters, or with --verbose every counter."""
+    out = diagnosis(r) + [""] + (render_verbose(r) if verbose else details(r))
+    if not r.get("findings"):
+        out.append("findings: none")
+    return "\n".join(out)
+
+
+def render_verbose(r: Dict[str, Any]) -> List[str]:
+    """Everything, as before the first screen existed (--verbose)."""
+    out: List[str] = ["Every counter:", f"codex_dir: {r['codex_dir']}",
                       f"state_db: {r['state_db']['path']}  ({r['state_db']['reason']})"]
     for other in r["other_state_dbs"]:
         extra = other.get("counts") or {"error": other.get("error")}
@@ -66,7 +313,7 @@ def render_text(r: Dict[str, Any]) -> str:
     if integ.get("moved_home"):
         m = integ["moved_home"]
         out.append(f"  moved home: rows point under {m['old_prefix']}; this home is {m['new_prefix']}")
-        out.append(f"    fix: python3 scripts/session_repair.py {m['remap_arg']}")
+        out.append(f"    fix: {m.get('command') or m['remap_arg']}")
     vis = r["visibility"]
     where = f", cwd {vis['cwd']}" if vis["cwd"] else ""
     out += ["", f"visibility (default thread/list for provider {vis['provider']}{where}):",
@@ -86,9 +333,9 @@ def render_text(r: Dict[str, Any]) -> str:
                 f"ACTIVE_ORPHAN {orph['active_orphans']})"]
     for e in orph["active_orphan_sample"]:
         out.append(f"  {e['thread_id']}: {e['reason']}")
-    out += ["", "findings:" if r["findings"] else "findings: none"]
-    out += [f"  - {f}" for f in r["findings"]]
-    return "\n".join(out)
+    if r["findings"]:
+        out += ["", "findings:"] + [f"  - {f}" for f in r["findings"]]
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -96,10 +343,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     inputs = gather(home, Progress.for_terminal())
     report = build_report(inputs, provider=args.provider, cwd=args.cwd, max_samples=args.max_samples)
+    report["next_steps"] = next_steps(report, home)
     if args.json:
         print_json(report)
     else:
-        print(render_text(report))
+        print(render_text(report, args.verbose))
     return EXIT_FINDINGS if report["findings"] else EXIT_CLEAN
 
 

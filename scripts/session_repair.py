@@ -15,11 +15,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import gather  # noqa: E402
-from sessionkit.cli import (Parser, add_home_args, positive_int, print_json, require_known_threads,  # noqa: E402
-                            run, thread_id_arg)
-from sessionkit.home import open_home  # noqa: E402
+from sessionkit.cli import (COMMAND, Parser, add_home_args, positive_int, print_json,  # noqa: E402
+                            require_known_threads, run, thread_id_arg)
+from sessionkit.commands import home_command, rerun_command  # noqa: E402
+from sessionkit.home import CodexHome, open_home  # noqa: E402
+from sessionkit.labels import readable_time, relative, session_names, short_title  # noqa: E402
+from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.repair import apply_repair, parse_remaps, plan_repair, plan_report  # noqa: E402
+from sessionkit.repair import RepairPlan, apply_repair, parse_remaps, plan_repair, plan_report  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -40,37 +43,73 @@ def parse_args(argv: Optional[List[str]]) -> Any:
                         "to start with NEW, e.g. after moving the home (repeatable).")
     p.add_argument("--import-orphans", action="store_true",
                    help="add DB rows for rollouts that have none (never for ACTIVE_ORPHANs).")
-    p.add_argument("--sample", type=positive_int, default=10, metavar="N",
+    p.add_argument("--sample", "--max-samples", dest="sample", type=positive_int, default=10, metavar="N",
                    help="moves and rows shown in the plan (default: 10).")
     return p.parse_args(argv)
 
 
-def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool) -> str:
-    out = ["=== Session Repair Plan ===", f"codex_dir: {codex_dir}", f"dry_run: {dry_run}"]
-    for k in ("path_fix_enabled", "unarchive_enabled", "archived_before", "planned_path_moves", "planned_unarchive_moves", "planned_row_updates", "planned_row_inserts",
-              "unarchive_rows", "repoint_rows", "remap_rows", "skipped"):
-        out.append(f"{k}: {r[k]}")
+ROW_WORDS = {"rollout_path": "file", "cwd": "folder", "archived": "archived", "archived_at": "archived at",
+             "updated_at": "updated", "updated_at_ms": None}
+
+
+def _value(key: str, value: Any, root: str) -> str:
+    if key.endswith("_at") or key.endswith("_at_ms"):
+        return readable_time(value)
+    return relative(value, root) if key == "rollout_path" and value else repr(value)
+
+
+def _change(key: str, old: Any, new: Any, root: str) -> str:
+    """`old -> new`; a file that keeps its name shows only the folders it moves between."""
+    if key == "rollout_path" and old and new and os.path.basename(str(old)) == os.path.basename(str(new)):
+        return f"{relative(os.path.dirname(str(old)), root)}/ -> {relative(os.path.dirname(str(new)), root)}/"
+    return f"{_value(key, old, root)} -> {_value(key, new, root)}"
+
+
+def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optional[Dict[str, Any]],
+           dry_run: bool, names: Dict[str, str], sample: int) -> str:
+    """The plan as the user knows the sessions (title, date, folder), then the result and the undo."""
+    root = str(home.root)
+    out = ["=== Session Repair Plan ===", f"codex_dir: {root}", f"dry_run: {dry_run}",
+           f"files to move: {len(plan.moves)} ({r['planned_path_moves']} back to their recorded path, "
+           f"{r['planned_unarchive_moves']} out of the archive)",
+           f"index entries to update: {r['planned_row_updates']}, to add: {r['planned_row_inserts']}; "
+           f"sessions skipped: {r['skipped']}"]
+    if not r["path_fix_enabled"] or not r["unarchive_enabled"]:
+        out.append(f"path fixes: {'on' if r['path_fix_enabled'] else 'off'}; "
+                   f"unarchiving: {'on' if r['unarchive_enabled'] else 'off'}")
     if r["suggested_remap"]:
-        out.append(f"rows point into another home: consider {r['suggested_remap']}")
-    out += [f"  move {m}" for m in r["moves_sample"]]
-    for row in r["rows_sample"]:
-        changes = ", ".join(f"{k}: {row['old'].get(k)!r} -> {v!r}" for k, v in row["new"].items())
-        out.append(f"  row {row['thread_id']}: {changes}")
-    for ins in r["inserts_sample"]:
-        out.append(f"  insert {ins['thread_id']}: {ins['rollout_path']} ({ins['model_provider']}, {ins['cwd']})")
-    for s in r["skipped_sample"]:
-        out.append(f"  skipped {s['thread_id']}: {s['reason']}")
+        old = r["suggested_remap"].split(" ", 1)[1].rsplit("=", 1)[0]
+        out += ["Rows point into another home; preview the repair that moves them here:",
+                "  " + home_command(home, "session_repair.py", "--remap-prefix", f"{old}={home.root}")]
+    for m in plan.moves[:sample]:
+        out += [f"  move ({m.why}) {names.get(m.thread_id, m.thread_id)}",
+                f"      {_change('rollout_path', m.src, m.dst, root)}"]
+    for row in plan.rows[:sample]:
+        changes = "; ".join(f"{ROW_WORDS.get(k) or k} {_change(k, row.old.get(k), v, root)}"
+                            for k, v in row.new.items() if ROW_WORDS.get(k, k))
+        out += [f"  update {names.get(row.thread_id, row.thread_id)}", f"      {changes}"]
+    for ins in plan.inserts[:sample]:
+        out += [f"  add {short_title(ins.get('preview'))}, {readable_time(ins.get('created_at'))}, "
+                f"{safe_str(ins.get('cwd') or '(no folder)')}",
+                f"      in {relative(os.path.dirname(ins['rollout_path']), root)}/, provider {ins.get('model_provider')}"]
+    for tid, reason in plan.skipped[:sample]:
+        out += [f"  skipped {names.get(tid, tid)}", f"      {reason}"]
+    shown = max(len(plan.moves), len(plan.rows), len(plan.inserts), len(plan.skipped))
+    if shown > sample:
+        out.append(f"  (first {sample} of each shown; --sample N shows more, --json lists the ids)")
     if result is None:
-        out.append("No changes applied (dry-run). Re-run with --apply to write." if dry_run
-                   else "Nothing to change.")
+        out.append("No changes applied (dry-run). To write them, run the same command with --apply:"
+                   if dry_run else "Nothing to change.")
+        if dry_run and (plan.moves or plan.rows or plan.inserts):
+            out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "session_repair.py"))
         return "\n".join(out)
     out += ["", "=== Session Repair Result ===", f"db_backup: {result['db_backup']}",
             f"manifest_csv: {result['manifest_csv']}", f"journal: {result['journal']}",
-            f"files_moved: {result['moved']}", f"path_moves_applied: {result['path_moves_applied']}",
-            f"unarchived_rows: {result['unarchived_rows']}", f"archived_after: {result['archived_after']}",
-            f"updated_rows: {result['updated_rows']}",
-            f"inserted_rows: {result['inserted_rows']}", f"undo with: {result['rollback']}",
-            "Verify: run session_audit.py again, then restart your editor's Codex."]
+            f"files moved: {result['moved']} (path_moves_applied {result['path_moves_applied']}); "
+            f"index entries updated: {result['updated_rows']}, added: {result['inserted_rows']}",
+            f"unarchived_rows: {result['unarchived_rows']}, archived_after: {result['archived_after']}",
+            "undo with:", f"  {result['rollback']}",
+            "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
     return "\n".join(out)
 
 
@@ -91,7 +130,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
     else:
-        print(render(str(home.root), report, result, not args.apply))
+        ids = [m.thread_id for m in plan.moves[:args.sample]] + [c.thread_id for c in plan.rows[:args.sample]] \
+            + [s[0] for s in plan.skipped[:args.sample]]
+        print(render(home, plan, report, result, not args.apply, session_names(inputs, ids), args.sample))
     return EXIT_FINDINGS if plan.skipped else EXIT_CLEAN
 
 

@@ -101,12 +101,14 @@ class AppServer:
 
     def __init__(self, home: Path, cwd: Optional[Path] = None,
                  on_request: Optional[Callable[[dict], Any]] = None,
-                 extra_args: Optional[List[str]] = None, version: Optional[str] = None) -> None:
+                 extra_args: Optional[List[str]] = None, version: Optional[str] = None,
+                 env_extra: Optional[Dict[str, str]] = None) -> None:
         self.home = home
         self.on_request = on_request
         self.version = version or active_version()
         self.proc = subprocess.Popen(
-            [str(codex_bin(self.version)), "app-server", *(extra_args or [])], env=codex_env(home),
+            [str(codex_bin(self.version)), "app-server", *(extra_args or [])],
+            env=codex_env(home, **(env_extra or {})),
             cwd=str(cwd or home.parent), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True)
         self._next_id = 0

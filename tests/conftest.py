@@ -77,7 +77,8 @@ def world(request, mock_server, codex_version):
                     "(apt-get install tmux)")
     codex_client.use_version(codex_version)
     name = request.node.name
-    base = E2E_TMP / (name[:44] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8])
+    safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in name[:44])
+    base = E2E_TMP / (safe + "-" + hashlib.sha1(name.encode()).hexdigest()[:8])
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     w = CodexWorld(base, mock_server, version=codex_version)

@@ -1,4 +1,11 @@
-"""A real Codex home driven by the real Codex CLI, for the end-to-end tests."""
+"""A real Codex home driven by the real Codex CLI, for the end-to-end tests.
+
+The `world` fixture (tests/conftest.py) hands each test a CodexWorld on the Codex release
+`codex_version` (0.171.0; a test marked `@pytest.mark.compat` runs on 0.169.0 as well).
+Surfaces a user looks at: world.listing()/listed_ids() (app-server thread/list),
+world.read_turns(), world.resume_and_turn(), world.picker() and world.tui() (the real TUI through
+tmux), and world.surfaces(cwd) for all of them at once. Teardown stops every process of the home
+(the TUI's managed daemon and its pid-update-loop included) and fails the test if one is left."""
 from __future__ import annotations
 
 import json
@@ -57,6 +64,10 @@ class CodexWorld:
         self.apps: List[AppServer] = []
         self.tuis: List[Tui] = []
         self.homes = [self.home]  # every path this home had: its processes are ours to stop
+        # The test's own git repository: Codex sees it as the project root, not the checkout
+        # the tests run in (world.tui(trusted=True) trusts it for one TUI run).
+        if shutil.which("git"):
+            subprocess.run(["git", "init", "-q", str(base)], check=False, capture_output=True)
         self.set_provider("mockA")
 
     def project(self, name: str = "proj") -> Path:
@@ -68,11 +79,29 @@ class CodexWorld:
         (self.home / "config.toml").write_text(
             provider_config(provider, self.server.base_url, self.PROVIDERS), encoding="utf-8")
 
+    @contextmanager
+    def trusted(self) -> Iterator[None]:
+        """The test's repository trusted in config.toml for the duration (the TUI asks no "Trust
+        this folder?" question); taken out again after, so every other run keeps the default
+        sandbox of an untrusted folder (read-only for exec). `-c projects...` does not do it."""
+        cfg = self.home / "config.toml"
+        block = f'\n[projects."{self.base}"]\ntrust_level = "trusted"\n'
+        cfg.write_text(cfg.read_text(encoding="utf-8") + block, encoding="utf-8")
+        try:
+            yield
+        finally:
+            if cfg.exists():
+                cfg.write_text(cfg.read_text(encoding="utf-8").replace(block, ""), encoding="utf-8")
+
     # --- making sessions ----------------------------------------------------------------
     @contextmanager
-    def app(self, cwd: Optional[Path] = None, on_request=None) -> Iterator[AppServer]:
+    def app(self, cwd: Optional[Path] = None, on_request=None,
+            sqlite_home: Optional[Path] = None) -> Iterator[AppServer]:
+        """A `codex app-server` of this home (an editor); sqlite_home: its state DBs' folder
+        (CODEX_SQLITE_HOME), e.g. <home>/sqlite as the desktop app keeps it."""
+        env = {"CODEX_SQLITE_HOME": str(sqlite_home)} if sqlite_home else None
         app = AppServer(self.home, cwd=cwd or self.project(), on_request=on_request,
-                        version=self.version)
+                        version=self.version, env_extra=env)
         self.apps.append(app)
         try:
             yield app
@@ -117,19 +146,29 @@ class CodexWorld:
         self.homes.append(target)
         return target
 
+    @property
+    def user_dir(self) -> Path:
+        """The user folder that holds the home (`~`): <base>/user at first."""
+        return self.home.parent
+
+    def user_project(self, name: str = "proj") -> Path:
+        """A project folder inside the user folder (~/projects/<name>): it moves with the user."""
+        p = self.user_dir / "projects" / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
     def move_user_folder(self, new_user: str = "newuser") -> Dict[str, Path]:
-        """Move the home AND the projects under a new user folder (a new user name, all of it).
-        Returns {'old_home','new_home','old_projects','new_projects'}; world.home/projects follow."""
+        """`mv ~ /home/<new_user>`: the home and every user_project() move together, as after a
+        new user name or a copy to a new machine. Stops this home's processes first (a user
+        quits Codex before moving). Returns {'old_user', 'new_user', 'old_home', 'new_home'}."""
         self.stop_home_processes()
-        old_home, old_projects = self.home, self.projects
-        user = self.base / new_user
-        user.mkdir(parents=True)
-        shutil.move(str(self.home), str(user / ".codex"))
-        shutil.move(str(self.projects), str(user / "projects"))
-        self.home, self.projects = user / ".codex", user / "projects"
+        old_user, old_home = self.user_dir, self.home
+        target = self.base / new_user
+        shutil.move(str(old_user), str(target))
+        self.home = target / old_home.name
         self.homes.append(self.home)
-        return {"old_home": old_home, "new_home": self.home,
-                "old_projects": old_projects, "new_projects": self.projects}
+        return {"old_user": old_user, "new_user": target, "old_home": old_home,
+                "new_home": self.home}
 
     # --- what Codex says ----------------------------------------------------------------
     def listing(self, **params: object) -> List[dict]:
@@ -175,18 +214,20 @@ class CodexWorld:
     # --- the TUI ----------------------------------------------------------------------
     @contextmanager
     def tui(self, cwd: Optional[Path] = None, *args: str, keep_daemon: bool = False,
-            height: int = 50) -> Iterator[Tui]:
+            height: int = 50, trusted: bool = True) -> Iterator[Tui]:
         """`codex <args>` (default `resume`) in a pseudo-terminal in cwd. On exit the TUI quits
-        and, unless keep_daemon, the daemon it started is stopped (so the home is idle again)."""
-        tui = Tui(self.home, cwd or self.project(), list(args) or ["resume"], self.version,
-                  height=height)
-        self.tuis.append(tui)
-        try:
-            yield tui
-        finally:
-            tui.close()
-            if not keep_daemon:
-                self.stop_home_processes()
+        and, unless keep_daemon, the daemon it started is stopped (so the home is idle again).
+        trusted: the test's folder is trusted for this run (else Codex asks before a session)."""
+        with (self.trusted() if trusted else _nothing()):
+            tui = Tui(self.home, cwd or self.project(), list(args) or ["resume"], self.version,
+                      height=height)
+            self.tuis.append(tui)
+            try:
+                yield tui
+            finally:
+                tui.close()
+                if not keep_daemon:
+                    self.stop_home_processes()
 
     def picker(self, cwd: Optional[Path] = None, all: bool = False, archived: bool = False,
                with_ids: bool = True) -> Picker:
@@ -281,6 +322,11 @@ class CodexWorld:
         self.stop_home_processes()
 
 
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
 @dataclass
 class Resumed:
     """What resume_and_turn saw: turns before and after one new turn, or the error."""
@@ -339,12 +385,20 @@ class CodexProcess:
 
     @property
     def kind(self) -> str:
+        """'managed-daemon', 'pid-update-loop', 'codex <subcommand>', 'launcher' (the npm node
+        wrapper), else the executable's name (tmux, sh, sleep of a TUI's pane)."""
         args = " ".join(self.argv[1:])
         if "pid-update-loop" in args:
             return "pid-update-loop"
         if "--managed-daemon" in args:
             return "managed-daemon"
-        return args.split(" ", 1)[0] if args else "codex"
+        exe = os.path.basename(self.exe)
+        if exe.startswith("codex"):
+            sub = next((a for a in self.argv[1:] if not a.startswith("-")), "")
+            return f"codex {sub}".strip()
+        if exe.startswith("node"):
+            return "launcher"
+        return exe or "?"
 
 
 def _read(path: str) -> bytes:

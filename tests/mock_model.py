@@ -4,9 +4,17 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Union
 
-Reply = Callable[[dict], List[dict]]
+Reply = Callable[[dict], Union[List[dict], "HttpError"]]
+
+
+class HttpError:
+    """A reply that is an HTTP error instead of a stream (e.g. a 400 the real API sends)."""
+
+    def __init__(self, status: int, body: dict) -> None:
+        self.status = status
+        self.body = body
 
 
 def text_reply(text: str = "ok") -> Reply:
@@ -64,6 +72,9 @@ class MockModelServer:
                     request = {}
                 server.requests.append(request)
                 items = server.reply(request)
+                if isinstance(items, HttpError):
+                    self._send(items.status, json.dumps(items.body).encode())
+                    return
                 n = len(server.requests)
                 rid = f"resp_{n}"
                 chunks = [_sse("response.created", {"type": "response.created",
@@ -125,3 +136,25 @@ class ScriptedAgent:
                 return [{"type": "function_call", "name": "exec_command", "call_id": f"call_agent_{step}",
                          "arguments": json.dumps(self.commands[step])}]
             return text_reply("done")(request)
+
+
+INVALID_ENCRYPTED_CONTENT = {"error": {
+    "message": "The encrypted content for item rs_mock could not be verified.",
+    "type": "invalid_request_error", "param": None, "code": "invalid_encrypted_content"}}
+
+
+def encrypted_reasoning_reply(text: str = "ok", blob: str = "gAAAAABmock-encrypted-reasoning==",
+                              reject_sent_back: bool = False) -> Reply:
+    """A model that answers with an encrypted reasoning item before its message (as the real API
+    does for reasoning models). With reject_sent_back, a request that sends such an item back
+    (a resumed thread) gets the 400 the real API gives for content of another account/provider."""
+
+    def reply(request: dict) -> Union[List[dict], HttpError]:
+        sent = [i for i in request.get("input", []) if i.get("type") == "reasoning"
+                and i.get("encrypted_content")]
+        if reject_sent_back and sent:
+            return HttpError(400, INVALID_ENCRYPTED_CONTENT)
+        return [{"type": "reasoning", "id": "rs_mock", "summary": [],
+                 "encrypted_content": blob}] + text_reply(text)(request)
+
+    return reply

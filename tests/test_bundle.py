@@ -1,8 +1,10 @@
 """The skill bundle is well formed: front matter, triggers, manifest, references, standalone scripts."""
 import os
 import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from harness import REPO
 
@@ -73,4 +75,76 @@ def test_missing_home_points_at_the_demo(tmp_path):
                           env={**{k: v for k, v in os.environ.items() if not k.startswith("CODEX_")},
                                "HOME": str(tmp_path)})
     assert proc.returncode == 2 and proc.stdout == ""
-    assert f"no Codex home at {tmp_path}/.codex" in proc.stderr and "make demo" in proc.stderr
+    assert proc.stderr == (f"session_audit.py: error: no Codex home at {tmp_path}/.codex (pass --codex-dir or set "
+                           f"CODEX_HOME; make -C {shlex.quote(str(REPO))} demo builds a sample home with every "
+                           "problem and shows the audit on it)\n")
+
+
+BUNDLE = ["SKILL.md", "agents", "references", "scripts"]
+
+
+def make_install(env, install_dir=None):
+    args = ["make", "-s", "-C", str(REPO), "install"] + ([f"INSTALL_DIR={install_dir}"] if install_dir else [])
+    return subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+
+
+def test_make_install_copies_only_the_bundle(tmp_path):
+    dest = tmp_path / "my skills ü" / "codex-session-migration"
+    (REPO / "scripts" / "__pycache__").mkdir(exist_ok=True)  # as a test run leaves it
+    stale = dest / "scripts" / "old_script.py"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("left from an older install")
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = make_install(env, dest)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in dest.iterdir()) == BUNDLE
+    installed = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    assert not [p for p in installed if "__pycache__" in p or p.endswith(".pyc")]
+    source = sorted(str(p.relative_to(REPO)) for name in BUNDLE for p in [REPO / name, *(REPO / name).rglob("*")]
+                    if "__pycache__" not in str(p) and not str(p).endswith(".pyc"))
+    assert installed == source  # every file of the bundle, nothing else
+    assert all((dest / f).read_bytes() == (REPO / f).read_bytes() for f in source if (REPO / f).is_file())
+    assert not stale.exists()  # the bundle's folders are replaced, not merged
+    assert proc.stdout.splitlines()[-1] == "  " + " ".join(
+        shlex.quote(a) for a in (sys.executable, str(dest / "scripts" / "session_audit.py")))
+    help_proc = subprocess.run(["bash", "-c", proc.stdout.splitlines()[-1].strip() + " --help"],
+                               cwd=str(tmp_path), capture_output=True, text=True, check=False)
+    assert help_proc.returncode == 0 and "--codex-dir" in help_proc.stdout
+
+
+def test_codex_finds_the_skill_where_the_readme_installs_it(world):
+    """`make install` (default ~/.agents/skills), $CODEX_HOME/skills and a repository's .agents/skills:
+    the real client's skills/list finds the skill in each, with the scope it reports."""
+    from codex_client import AppServer
+    env = {**os.environ, "PYTHON": sys.executable}
+    user_home = Path(os.environ["HOME"])
+    assert make_install(env).returncode == 0
+    default = user_home / ".agents" / "skills" / "codex-session-migration"
+    old_place = world.home / "skills" / "codex-session-migration"
+    repo = world.project("a repo")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    in_repo = repo / ".agents" / "skills" / "codex-session-migration"
+    for dest in (old_place, in_repo):
+        assert make_install(env, dest).returncode == 0
+    found = {}
+    for cwd in (world.project(), repo):
+        with AppServer(world.home, cwd=cwd) as app:
+            for entry in app.request("skills/list", {"cwds": [str(cwd)]})["data"]:
+                for s in entry["skills"]:
+                    if s["name"] == "codex-session-migration":
+                        found[(str(cwd), s["path"])] = s["scope"]
+    plain, in_git = str(world.project()), str(repo)
+    assert found.get((plain, str(default / "SKILL.md"))) == "user"
+    assert found.get((plain, str(old_place / "SKILL.md"))) == "user"
+    assert found.get((in_git, str(in_repo / "SKILL.md"))) == "repo"
+
+
+def test_install_places_and_commands_are_real():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    prompts = (REPO / "references" / "prompts.md").read_text(encoding="utf-8")
+    for text in (readme, SKILL, prompts):
+        assert "~/.agents/skills/codex-session-migration" in text
+    for text in (readme, SKILL):
+        assert "$CODEX_HOME/skills" in text and ".agents/skills/" in text
+    assert "<this repo>" not in readme
+    assert "make install" in readme and "cp -R SKILL.md agents scripts references ~/.agents/skills/" in readme

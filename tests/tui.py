@@ -91,9 +91,11 @@ class Tui:
         return subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, text=True,
                               timeout=30, check=check)
 
-    def screen(self, styled: bool = False) -> str:
-        """The visible screen as text (with SGR escapes when styled)."""
-        args = ["capture-pane", "-p", "-t", "main"] + (["-e"] if styled else [])
+    def screen(self, styled: bool = False, joined: bool = False) -> str:
+        """The visible screen as text (with SGR escapes when styled; lines the terminal wrapped
+        joined back when joined)."""
+        args = ["capture-pane", "-p", "-t", "main"] + (["-e"] if styled else []) + \
+            (["-J"] if joined else [])
         return self._tmux(*args).stdout
 
     def alive(self) -> bool:
@@ -201,13 +203,35 @@ class Tui:
                 time.sleep(0.1)
 
     def close(self) -> None:
+        """Quit Codex, end the tmux server and its pane, and wait until both are gone."""
         if self.closed:
             return
         self.closed = True
+        pids = []
         try:
+            out = self._tmux("display-message", "-p", "-t", "main", "#{pid} #{pane_pid}", check=False)
+            pids = [int(x) for x in out.stdout.split()]
             self.quit()
         finally:
             self._tmux("kill-server", check=False)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and any(_running(p) for p in pids):
+                time.sleep(0.05)
+            for pid in pids:
+                if _running(pid):
+                    try:
+                        os.kill(pid, 9)
+                    except OSError:
+                        pass
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie of ours is reaped by its parent, tmux or init)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _picker_ready(text: str) -> bool:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from . import UserError
+from .commands import report_command
 from .home import CodexHome, StateDb
 from .locks import CodexActivity, scan_activity
 from .paths import home_prefix_counts, is_inside, resolves_inside, safe_str
@@ -391,7 +392,7 @@ def findings(report: Dict[str, Any]) -> List[str]:
     if integ.get("moved_home"):
         m = integ["moved_home"]
         out.append(f"home moved: {m['rows']} row(s) under {m['old_prefix']}; "
-                   f"session_repair.py {m['remap_arg']}")
+                   f"preview the fix: {report_command(report, 'session_repair.py', *m['remap_arg'].split(' ', 1))}")
     for reason, n in vis["hidden"].items():
         if n and reason != "cwd":
             out.append(f"{n} thread(s) hidden from the default list: {reason.replace('_', ' ')}")

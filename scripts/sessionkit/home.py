@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from . import UserError, tomlmini
+from .commands import demo_hint
 
 BUILTIN_PROVIDERS = ("openai", "amazon-bedrock", "ollama", "lmstudio")
 STATE_DB_NAME = "state_5.sqlite"
@@ -69,7 +70,7 @@ def resolve_home_dir(codex_dir: Optional[str], environ: Optional[Dict[str, str]]
     path = Path(raw).expanduser()
     if not path.exists():
         raise UserError(f"no Codex home at {path.absolute()} (pass --codex-dir or set CODEX_HOME; "
-                        f"`make demo` shows the audit on a generated sample home)")
+                        f"{demo_hint()}")
     if not path.is_dir():
         raise UserError(f"the Codex home {path.absolute()} is not a folder")
     return path.resolve()

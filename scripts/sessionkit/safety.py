@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from . import UserError
 from .cli import COMMAND
+from .commands import rerun_command
 from .home import CodexHome
 from .locks import CodexActivity
 
@@ -43,7 +43,8 @@ def check_writable(home: CodexHome, extra: Optional[List[Path]] = None) -> None:
         if probe.exists() and not os.access(str(probe), os.W_OK):
             blocked.append(str(probe))
     if blocked:
-        cmd = " ".join(shlex.quote(a) for a in (COMMAND or [sys.executable, *sys.argv]))
+        cmd = rerun_command(home, COMMAND[2:], os.path.basename(COMMAND[1])) if COMMAND else \
+            rerun_command(home, sys.argv[1:])
         inside = " (you are inside Codex's sandbox)" if os.environ.get("CODEX_THREAD_ID") else ""
         raise UserError(
             f"cannot write {', '.join(sorted(set(blocked)))}{inside}; nothing was changed. Ask the user "

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from . import UserError
 from .artifacts import backup_db, new_run_dir, private_file, durable
+from .commands import home_command
 from .faults import point
 from .home import CodexHome
 from .journal import Journal, begin_record
@@ -37,7 +38,7 @@ class RunResult:
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (thread id or path, reason)
 
     def rollback_command(self, home: CodexHome) -> str:
-        return f"python3 scripts/rollback.py --codex-dir {safe_str(home.root)} --manifest {self.run_dir} --apply"
+        return home_command(home, "rollback.py", "--manifest", self.run_dir, "--apply")
 
 
 def allowed_roots(home: CodexHome) -> List[str]:
@@ -219,7 +220,7 @@ def _undo_after_failure(home: CodexHome, run_dir: Path, exc: BaseException) -> U
     """A run stopped halfway puts back what it did (Ctrl-C held off meanwhile), then says so."""
     from .undo import apply_undo, plan_undo
     what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by an error ({exc})"
-    cmd = f"python3 scripts/rollback.py --codex-dir {safe_str(home.root)} --manifest {run_dir} --apply"
+    cmd = home_command(home, "rollback.py", "--manifest", run_dir, "--apply")
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         plan = plan_undo(home, run_dir)
@@ -228,7 +229,7 @@ def _undo_after_failure(home: CodexHome, run_dir: Path, exc: BaseException) -> U
         return UserError(f"{what}; undoing the partial run also failed ({again}). Fix the cause, then run: {cmd}")
     finally:
         signal.signal(signal.SIGINT, old)
-    left = f"; {len(plan.conflicts)} item(s) left alone: see rollback.py --manifest {run_dir}" \
+    left = f"; {len(plan.conflicts)} item(s) left alone: see {home_command(home, 'rollback.py', '--manifest', run_dir)}" \
         if plan.conflicts else ""
     return UserError(f"{what}; the {result['undone']} change(s) already made were undone, "
                      f"the home is as before{left}. Journal: {run_dir / 'journal.jsonl'}")

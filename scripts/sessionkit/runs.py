@@ -1,0 +1,115 @@
+"""What each recorded run changed, where it stands and what it weighs; removing old runs' artifacts."""
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from . import UserError
+from .artifacts import list_runs
+from .home import CodexHome
+from .ops import Line1Rewrite, Move, RowDelete, RowInsert, RowUpdate
+from .paths import is_inside, safe_str
+from .safety import HomeLock
+from .undo import Run, read_run
+
+
+def folder_size(path: Path) -> int:
+    """Bytes on disk of the files under a run folder (links not followed)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(str(path)):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def readable_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _state(run: Run, newest_applied: Optional[Path]) -> str:
+    if run.undone == "failure":
+        return "failed (undone itself)"
+    if run.undone:
+        return "rolled back"
+    if not run.complete:
+        return "incomplete (killed? rollback.py finishes it)"
+    return "applied" + (" (newest)" if run.path == newest_applied else "")
+
+
+def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, Any]:
+    """Counts of what one run changed, read from its journal's operations."""
+    threads = {o.thread_id for o in run.ops if o.thread_id}
+    files = {o.path for o in run.ops if isinstance(o, Line1Rewrite)} | \
+        {o.dst for o in run.ops if isinstance(o, Move)}
+    providers: Counter = Counter()
+    for o in run.ops:
+        if isinstance(o, RowUpdate) and "model_provider" in o.new:
+            providers[f"{o.old.get('model_provider')} -> {o.new['model_provider']}"] += 1
+    return {
+        "run_dir": safe_str(run.path), "kind": run.begin.get("kind", "?"), "started": run.begin.get("ts"),
+        "changes": run.begin.get("changes"), "status": run.status, "state": _state(run, newest_applied),
+        "applied": run.applied and run.complete,
+        "threads": len(threads), "files": len(files),
+        "moves": sum(1 for o in run.ops if isinstance(o, Move)),
+        "line1_rewrites": sum(1 for o in run.ops if isinstance(o, Line1Rewrite)),
+        "row_updates": sum(1 for o in run.ops if isinstance(o, RowUpdate)),
+        "row_inserts": sum(1 for o in run.ops if isinstance(o, RowInsert) and not isinstance(o, RowDelete)),
+        "providers": dict(providers), "manifest": run.manifest,
+        "size_bytes": folder_size(run.path),
+    }
+
+
+def list_details(home: CodexHome) -> List[Dict[str, Any]]:
+    """Every recorded run, oldest first, with what it changed; an unreadable one says why."""
+    runs: List[Any] = []
+    for path in list_runs(home.artifacts_dir):
+        try:
+            runs.append(read_run(path))
+        except UserError as exc:
+            runs.append((path, str(exc)))
+    applied = [r.path for r in runs if isinstance(r, Run) and r.applied and r.complete]
+    newest = applied[-1] if applied else None
+    out = []
+    for r in runs:
+        if isinstance(r, Run):
+            out.append(run_details(r, newest))
+        else:
+            out.append({"run_dir": safe_str(r[0]), "kind": "?", "started": None, "status": f"unreadable ({r[1]})",
+                        "state": "unreadable", "applied": False, "size_bytes": folder_size(r[0])})
+    return out
+
+
+def prune_candidates(details: List[Dict[str, Any]], include_newest: bool) -> List[Dict[str, Any]]:
+    """Runs whose artifacts may go: rolled back, failed, and applied ones older than the newest
+    applied run (which stays unless asked for); never an incomplete run (rollback still needs it)."""
+    out = []
+    for d in details:
+        if d["state"] in ("rolled back", "failed (undone itself)"):
+            out.append(d)
+        elif d["state"] == "applied" or (d["state"] == "applied (newest)" and include_newest):
+            out.append(d)
+    return out
+
+
+def prune(home: CodexHome, runs: List[Dict[str, Any]]) -> int:
+    """Remove these run folders (under the home's artifacts folder only, under the home lock)."""
+    freed = 0
+    with HomeLock(home):
+        for d in runs:
+            path = Path(d["run_dir"])
+            if path.is_symlink() or not is_inside(path, home.artifacts_dir) or path == home.artifacts_dir:
+                raise UserError(f"refusing to remove {path}: not a run folder inside {home.artifacts_dir}")
+            freed += folder_size(path)
+            shutil.rmtree(str(path))
+    return freed

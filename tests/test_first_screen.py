@@ -1,0 +1,207 @@
+"""The audit's first screen: the diagnosis in plain words, the surfaces' numbers and the commands to
+paste, in about 15 lines that fit a terminal; then only the counters that are not zero."""
+import json
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from harness import SCRIPTS
+from homebuilder import HomeBuilder, build_broken_home
+
+PY = shlex.quote(sys.executable)
+
+
+def audit(root, *args):
+    return subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(root), *args],
+                          capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def broken(tmp_path):
+    return build_broken_home(tmp_path / "a home" / ".codex")
+
+
+def first_screen(text):
+    lines = text.splitlines()
+    return lines[:lines.index("")]
+
+
+def test_first_screen_of_a_messy_home(broken):
+    root = broken.root
+    proc = audit(root)
+    assert proc.returncode == 1 and proc.stderr == ""
+    q = shlex.quote(str(root))
+    remap = shlex.quote(f"/home/olduser/.codex={root}")
+    assert first_screen(proc.stdout) == [
+        f"=== Codex Session Audit: {root} ===",
+        "18 sessions (15 in Codex's index, 3 only as files; 2 archived); current provider: openai.",
+        "The editors' list (VS Code, desktop app) shows 9.",
+        "Hidden or at risk:",
+        "  2 are archived (Codex shows them only under Archived)",
+        "  1 has no session file left in sessions/",
+        "  4 were made under another provider (oldprov); the editors list only openai's",
+        "  1 was started by `codex exec` or a subagent (never listed)",
+        "  4 listed but out of date in Codex's index (2 not in it, 1 file moved, 1 no title)",
+        "  1 index entry points into an old home (/home/olduser/.codex)",
+        "  resuming fails for provider(s) config.toml does not define: oldprov",
+        "Run next, in order (each shows its plan; add --apply to write, then audit again):",
+        f"  {PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap}"
+        "  # point the index at the real files, remap the old home, bring back archived sessions",
+        f"  {PY} {SCRIPTS}/provider_migrate.py --codex-dir {q}  # move sessions of other providers to openai",
+        f"  {PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap} --import-orphans"
+        "  # add index entries for session files that have none",
+    ]
+    # the numbers on the first screen are the report's own
+    r = json.loads(audit(root, "--json").stdout)
+    assert r["visibility"]["visible"] == 9
+    assert r["counts"]["threads_total"] + r["integrity"]["disk_not_in_db_count"] == 18
+    assert r["visibility"]["hidden"] == {"archived": 2, "missing_rollout_file": 1, "other_provider": 4,
+                                         "non_interactive_source": 1, "cwd": 0}
+
+
+def test_every_line_fits_a_terminal_and_speaks_plainly(broken):
+    out = audit(broken.root).stdout
+    for line in out.splitlines()[1:]:  # the heading names the home: there the path is the point
+        if not line.startswith(f"  {PY} "):  # and a pasteable command is as long as its paths
+            assert len(line) <= 100, line
+    for jargon in ("useStateDbOnly", "DB-only", "thread/list"):
+        assert jargon not in out, jargon
+    words = [line for line in first_screen(out)[1:] if not line.startswith(f"  {PY} ")]
+    for jargon in ("db_only", "rollout", "orphan", "_"):  # counter names wait for the details
+        assert jargon not in "\n".join(words), jargon
+    assert str(broken.root) not in out.replace(f"--codex-dir {shlex.quote(str(broken.root))}", "") \
+        .replace(f"/home/olduser/.codex={broken.root}", "").replace(f"Audit: {broken.root} ===", "")
+
+
+def test_details_show_only_non_zero_counters_with_one_line_per_pair(broken):
+    lines = audit(broken.root).stdout.splitlines()
+    details = lines[lines.index("") + 1:]
+    assert details[0] == "Details (only what is not zero; --verbose shows every counter, --json the full lists):"
+    assert "  missing_rollout_path: 2, stale_rows: 2   index entries whose file is not at the recorded path" in details
+    i = details.index("  disk_not_in_db: 3, missing_active_rows: 4")
+    assert details[i + 1] == "      session files with no index entry (by session; by file as `codex doctor` counts)"
+    assert details[i + 2] == ("      e.g. 01950000-0000-7000-8000-00000000000c, "
+                              "01950000-0000-7000-8000-00000000000d (+1 more)")
+    assert "  other_provider: 4" in details
+    assert "      e.g. sessions/2025/03/01/notes-from-user.jsonl" in details  # a path where it is the point
+    text = "\n".join(details)
+    for zero in ("duplicate_rollout_id", "archive_mismatches", "duplicate_db_paths", "unreadable_paths",
+                 "session_meta_id_mismatch", "missing_archived_rows", "db_provider_differs", "cwd: 0"):
+        assert zero not in text, zero
+    assert details[-1] != "findings: none"
+
+
+def test_verbose_prints_every_counter_and_json_keeps_every_key(broken):
+    verbose = audit(broken.root, "--verbose").stdout
+    assert first_screen(verbose) == first_screen(audit(broken.root).stdout)
+    for line in ("  duplicate_rollout_id_count: 0", "  archive_mismatches_count: 0", "  unreadable_paths_count: 0",
+                 "  visible in a DB-only listing (useStateDbOnly): 5"):
+        assert line in verbose.splitlines(), line
+    sample = json.loads(audit(broken.root, "--json", "--sample", "1").stdout)
+    alias = json.loads(audit(broken.root, "--json", "--max-samples", "1").stdout)
+    assert sample["integrity"] == alias["integrity"] and sample["visibility"] == alias["visibility"]
+    assert sample["integrity"]["disk_not_in_db_sample"] == ["01950000-0000-7000-8000-00000000000c"]
+    for key in ("disk_not_in_db", "missing_active_rows", "stale_rows", "duplicate_rollout_id", "unreadable_paths"):
+        assert f"{key}_count" in sample["integrity"] and f"{key}_sample" in sample["integrity"]
+    assert [s["step"] for s in sample["next_steps"]] == ["repair", "migrate", "import"]
+
+
+def test_first_screen_of_a_healthy_home(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex")
+    for i in range(5):
+        hb.add(preview=f"session {i}")
+    proc = audit(hb.root)
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert first_screen(proc.stdout) == [
+        f"=== Codex Session Audit: {hb.root} ===",
+        "5 sessions; current provider: openai.",
+        "The editors' list (VS Code, desktop app) shows 5.",
+        "Nothing is hidden and the index matches the files: nothing to run.",
+    ]
+    assert lines[-1] == "findings: none"
+    assert json.loads(audit(hb.root, "--json").stdout)["next_steps"] == []
+
+
+def test_only_a_provider_switch_asks_for_the_migration_only(tmp_path):
+    hb = HomeBuilder(tmp_path / "h ü" / ".codex", provider="newco", providers=["newco", "oldco"])
+    for i in range(3):
+        hb.add(provider="oldco", preview=f"old {i}")
+    hb.add(provider="newco", preview="new")
+    q = shlex.quote(str(hb.root))
+    assert first_screen(audit(hb.root).stdout) == [
+        f"=== Codex Session Audit: {hb.root} ===",
+        "4 sessions; current provider: newco.",
+        "The editors' list (VS Code, desktop app) shows 1.",
+        "Hidden or at risk:",
+        "  3 were made under another provider (oldco); the editors list only newco's",
+        "Run next, in order (each shows its plan; add --apply to write, then audit again):",
+        f"  {PY} {SCRIPTS}/provider_migrate.py --codex-dir {q}  # move sessions of other providers to newco",
+    ]
+
+
+def test_surfaces_from_the_report_slot_in_and_running_codex_comes_first():
+    """The report's per-surface keys (the TUI picker for a folder, why each is missing there) are
+    rendered from the dict as they come; a running Codex is said before anything else."""
+    sys.path.insert(0, str(SCRIPTS))
+    import session_audit
+    report = {
+        "codex_dir": "/h/.codex", "config": {"model_provider": "openai", "provider_source": "config.toml"},
+        "counts": {"threads_total": 12, "threads_archived": 0}, "integrity": {"disk_not_in_db_count": 0},
+        "codex_running": {"running": True, "holders": ["codex process (pid 42)"]},
+        "visibility": {"provider": "openai", "visible": 9, "hidden": {"other_provider": 3}},
+        "distribution": {"model_provider": {"openai": 9, "old": 3}},
+        "surfaces": {"editors": {"label": "app-server thread/list", "visible": 9, "hidden": {"other_provider": 3}},
+                     "editors_cwd": {"visible": 1, "cwd": "/work/proj", "hidden": {}},
+                     "tui": {"visible": 2, "cwd": "/work/proj", "hidden": {"cwd": 10, "future_reason": 0}},
+                     "tui_all": {"visible": 12, "hidden": {}}, "rules": {"x": 1}, "tui_cwd_source": "--cwd"},
+        "findings": ["x"], "next_steps": [],
+    }
+    assert session_audit.diagnosis(report) == [
+        "=== Codex Session Audit: /h/.codex ===",
+        "12 sessions; current provider: openai.",
+        "Codex is running on this home (codex process (pid 42)): close it before any --apply.",
+        "The editors' list (VS Code, desktop app) shows 9.",
+        "The TUI picker (`codex resume`) in /work/proj shows 2.",
+        "Hidden or at risk:",
+        "  3 were made under another provider (old); the editors list only openai's",
+        "  The TUI picker (`codex resume`) in /work/proj misses 10 in other folders",
+    ]
+
+
+def plan(script, root, *args):
+    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
+                          capture_output=True, text=True, check=False)
+
+
+def test_plans_name_each_session_by_title_date_and_folder_with_readable_dates(broken):
+    import re
+    repair = plan("session_repair.py", broken.root, "--import-orphans")
+    lines = repair.stdout.splitlines()
+    assert lines[3:5] == ["files to move: 2 (0 back to their recorded path, 2 out of the archive)",
+                          "index entries to update: 3, to add: 1; sessions skipped: 4"]
+    i = lines.index('  move (unarchive) "archived one", 2025-03-01 10:33, /work/proj')
+    assert lines[i + 1] == "      archived_sessions/ -> sessions/2025/03/01/"
+    i = lines.index('  update "row from the old machine", 2025-03-01 11:22, /work/proj')
+    assert lines[i + 1] == "      file /home/olduser/.codex/sessions/2025/03/01/ -> sessions/2025/03/01/"
+    i = lines.index('  update "archived one", 2025-03-01 10:33, /work/proj')
+    assert lines[i + 1].startswith("      archived 1 -> 0; archived at 2025-03-01 10:35 -> none; "
+                                   "file archived_sessions/ -> sessions/2025/03/01/; updated 2025-03-01 10:34 -> ")
+    assert '  add "orphan, old (turn 0)", 2025-03-01 10:54, /work/proj' in lines
+    i = lines.index('  skipped "file deleted", 2025-03-01 10:47, /work/proj')
+    assert lines[i + 1] == "      no rollout file for this thread anywhere"
+    migrate = plan("provider_migrate.py", broken.root).stdout.splitlines()
+    i = migrate.index('  "before the key switch 0", 2025-03-01 10:05, /work/other')
+    assert migrate[i + 1] == "      oldprov -> openai; first line: rewrite (same length)"
+    i = migrate.index('  "db says openai, line 1 says oldprov", 2025-03-01 11:15, /work/proj')
+    assert migrate[i + 1] == "      index already openai; first line: rewrite (same length)"
+    for text in (repair.stdout, "\n".join(migrate)):
+        assert not re.search(r"\b1[6-9]\d{8}\b", text)  # no epoch seconds
+    # --sample and its alias --max-samples cut the plan the same way
+    one = plan("provider_migrate.py", broken.root, "--sample", "1").stdout.splitlines()
+    alias = plan("provider_migrate.py", broken.root, "--max-samples", "1").stdout.splitlines()
+    assert one[:-1] == alias[:-1] and one[-1].endswith("--sample 1 --apply")  # the command echoes the flag given
+    short = plan("session_repair.py", broken.root, "--sample", "1").stdout.splitlines()
+    assert "  (first 1 of each shown; --sample N shows more, --json lists the ids)" in short

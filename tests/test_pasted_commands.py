@@ -1,0 +1,237 @@
+"""Every command the scripts print, pasted as printed into `bash -c` from an unrelated folder, works.
+
+The homes' paths hold a space or non-ASCII letters, the user names the home by a relative
+--codex-dir, and the shell has no CODEX_HOME and a HOME without ~/.codex: a printed command that
+relied on the folder it was printed in, or on the default home, fails here.
+"""
+import json
+import os
+import re
+import shlex
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import REPO, SCRIPTS, snapshot
+from homebuilder import build_broken_home
+
+ARTIFACTS = os.path.join(".tmp", "session-migration")
+PY = shlex.quote(sys.executable)
+
+
+def home_state(root: Path) -> dict:
+    """Files outside our artifacts (bytes, mtime, mode) and every threads row."""
+    files = {k: v for k, v in snapshot(root).items()
+             if not k.startswith(ARTIFACTS) and not k.startswith("state_5.sqlite")}
+    conn = sqlite3.connect(f"file:{root / 'state_5.sqlite'}?mode=ro", uri=True)
+    rows = conn.execute("SELECT * FROM threads ORDER BY id").fetchall()
+    conn.close()
+    return {"files": files, "rows": rows}
+
+
+def rows(root: Path, sql: str) -> list:
+    conn = sqlite3.connect(f"file:{root / 'state_5.sqlite'}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(params=["my codex home", "Ünïcödé 家"])
+def place(tmp_path, request):
+    """A broken home under a folder whose name holds a space or non-ASCII; an unrelated folder; a clean env."""
+    base = tmp_path / request.param
+    hb = build_broken_home(base / ".codex")
+    elsewhere = tmp_path / "somewhere else"
+    elsewhere.mkdir()
+    nobody = tmp_path / "nobody"
+    nobody.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CODEX_", "SESSION_MIGRATION")) and k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    env["HOME"] = str(nobody)  # no ~/.codex: a command that forgot the home fails
+    return hb, base, elsewhere, env
+
+
+def ours(script, *args, cwd, env):
+    """Run one of our scripts as the user did: from the home's parent, with a relative --codex-dir."""
+    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", ".codex", *args],
+                          cwd=str(cwd), env=env, capture_output=True, text=True, check=False)
+
+
+def paste(cmd, cwd, env):
+    return subprocess.run(["bash", "-c", cmd], cwd=str(cwd), env=env, capture_output=True, text=True,
+                          check=False, timeout=300)
+
+
+def line_after(text, marker):
+    """The command printed on the line after `marker`, as the user would copy it."""
+    lines = text.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith(marker))
+    return lines[i + 1].strip()
+
+
+def test_audit_next_steps_and_the_whole_recovery_pasted(place):
+    hb, base, elsewhere, env = place
+    root = hb.root
+    q = shlex.quote(str(root))
+    audit = ours("session_audit.py", cwd=base, env=env)
+    assert audit.returncode == 1, audit.stderr
+    lines = audit.stdout.splitlines()
+    start = lines.index("Run next, in order (each shows its plan; add --apply to write, then audit again):")
+    steps = [line.strip() for line in lines[start + 1:start + 4]]
+    remap = shlex.quote(f"/home/olduser/.codex={root}")
+    assert steps == [
+        f"{PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap}"
+        "  # point the index at the real files, remap the old home, bring back archived sessions",
+        f"{PY} {SCRIPTS}/provider_migrate.py --codex-dir {q}  # move sessions of other providers to openai",
+        f"{PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap} --import-orphans"
+        "  # add index entries for session files that have none",
+    ]
+    assert lines[start + 4] == ""
+    report = json.loads(ours("session_audit.py", "--json", cwd=base, env=env).stdout)
+    assert [s["command"] + f"  # {s['why']}" for s in report["next_steps"]] == steps
+    fix = steps[0].split("  #")[0]
+    assert [f for f in report["findings"] if "preview the fix: " in f] == \
+        [f"home moved: 1 row(s) under /home/olduser/.codex; preview the fix: {fix}"]
+    fixed = paste(fix, elsewhere, env)
+    assert fixed.returncode == 1 and fixed.stdout.startswith(f"=== Session Repair Plan ===\ncodex_dir: {root}\n")
+
+    # every dry-run step, pasted elsewhere: its plan, for this home, and nothing written
+    before = snapshot(root)
+    for cmd, head, code in zip(steps, ("=== Session Repair Plan ===", "=== Provider Migration Plan ===",
+                                       "=== Session Repair Plan ==="), (1, 0, 1)):
+        proc = paste(cmd, elsewhere, env)
+        assert proc.returncode == code, proc.stderr  # 1: some sessions are skipped, with a reason
+        assert proc.stdout.startswith(f"{head}\ncodex_dir: {root}\ndry_run: True\n"), proc.stdout
+        assert snapshot(root) == before
+
+    # the repair: its printed --apply, then its printed undo
+    start_state = home_state(root)
+    dry = paste(steps[0], elsewhere, env).stdout
+    apply_cmd = line_after(dry, "No changes applied (dry-run). To write them")
+    assert apply_cmd == f"{PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap} --apply"
+    applied = paste(apply_cmd, elsewhere, env)
+    assert applied.returncode == 1, applied.stderr
+    moved = hb.threads[15]
+    assert rows(root, f"SELECT rollout_path FROM threads WHERE id='{moved.id}'") == [(str(moved.path),)]
+    assert rows(root, "SELECT count(*) FROM threads WHERE archived=1") == [(0,)]
+    verify = paste(line_after(applied.stdout, "Verify, then restart"), elsewhere, env)
+    assert verify.returncode == 1 and verify.stdout.startswith(f"=== Codex Session Audit: {root} ===\n")
+    undo = line_after(applied.stdout, "undo with:")
+    assert undo.startswith(f"{PY} {SCRIPTS}/rollback.py --codex-dir {q} --manifest ") and undo.endswith(" --apply")
+    rolled = paste(undo, elsewhere, env)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert home_state(root) == start_state
+
+    # the migration, the same way
+    dry = paste(steps[1], elsewhere, env).stdout
+    applied = paste(line_after(dry, "No changes applied (dry-run). To write them"), elsewhere, env)
+    assert applied.returncode == 0, applied.stderr
+    assert rows(root, "SELECT count(*) FROM threads WHERE model_provider='oldprov'") == [(0,)]
+    rolled = paste(line_after(applied.stdout, "undo with:"), elsewhere, env)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert home_state(root) == start_state
+
+    # the import of the orphan rollout
+    dry = paste(steps[2], elsewhere, env).stdout
+    applied = paste(line_after(dry, "No changes applied (dry-run). To write them"), elsewhere, env)
+    orphan = hb.threads[11]
+    assert rows(root, f"SELECT count(*) FROM threads WHERE id='{orphan.id}'") == [(1,)]
+    listing = ours("rollback.py", "--list", cwd=base, env=env).stdout
+    preview = line_after(listing, "preview undoing the newest applied run (then add --apply):")
+    assert preview == f"{PY} {SCRIPTS}/rollback.py --codex-dir {q} --latest"
+    prune = line_after(listing, "preview removing the artifacts of runs no longer needed:")
+    assert prune == f"{PY} {SCRIPTS}/rollback.py --codex-dir {q} --prune"
+    pruned = paste(prune, elsewhere, env)
+    assert pruned.returncode == 0 and pruned.stdout.startswith("would remove 2 run folder(s), ")
+    assert line_after(pruned.stdout, "remove them with:") == f"{prune} --apply"
+    assert paste(preview, elsewhere, env).stdout.startswith("=== Rollback ===\n")
+    rolled = paste(line_after(applied.stdout, "undo with:"), elsewhere, env)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert home_state(root) == start_state
+
+
+def test_the_escalation_command_runs_when_pasted(place):
+    """The command check_writable hands back when the home is not writable (as in Codex's sandbox)."""
+    hb, base, elsewhere, env = place
+    root = hb.root
+    # root ignores file modes: deny write access to the home by patching os.access in the process
+    wrapper = ("import os, runpy, sys; real = os.access; home = os.path.realpath('.codex'); "
+               "os.access = lambda p, m, **k: False if os.path.realpath(str(p)).startswith(home) "
+               "else real(p, m, **k); script = sys.argv[1]; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(script, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", wrapper, str(SCRIPTS / "provider_migrate.py"),
+                           "--codex-dir", ".codex", "--apply"], cwd=str(base), env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and "escalated permission" in proc.stderr, proc.stderr
+    cmd = proc.stderr.strip().split(" run in a terminal: ", 1)[1]
+    assert cmd == f"{PY} {SCRIPTS}/provider_migrate.py --codex-dir {shlex.quote(str(root))} --apply"
+    assert not (root / ARTIFACTS).exists()
+    pasted = paste(cmd, elsewhere, env)
+    assert pasted.returncode == 0, pasted.stderr
+    assert rows(root, "SELECT count(*) FROM threads WHERE model_provider='oldprov'") == [(0,)]
+
+
+def test_commands_name_the_sqlite_home_the_user_gave(place):
+    hb, base, elsewhere, env = place
+    db_dir = base / "db folder"
+    db_dir.mkdir()
+    (hb.root / "state_5.sqlite").rename(db_dir / "state_5.sqlite")
+    proc = ours("session_audit.py", "--sqlite-home", str(db_dir), "--json", cwd=base, env=env)
+    steps = json.loads(proc.stdout)["next_steps"]
+    q, d = shlex.quote(str(hb.root)), shlex.quote(str(db_dir))
+    assert steps[1]["command"] == f"{PY} {SCRIPTS}/provider_migrate.py --codex-dir {q} --sqlite-home {d}"
+    pasted = paste(steps[1]["command"] + " --json", elsewhere, env)
+    assert pasted.returncode == 0 and json.loads(pasted.stdout)["candidates"] == 4
+
+
+def test_rerun_command_keeps_every_argument_and_makes_paths_absolute(tmp_path, monkeypatch):
+    sys.path.insert(0, str(SCRIPTS))
+    from sessionkit.commands import quote, rerun_command
+    from sessionkit.home import open_home
+    hb = build_broken_home(tmp_path / "a b" / ".codex")
+    home = open_home(str(hb.root))
+    monkeypatch.chdir(tmp_path)
+    cmd = rerun_command(home, ["--codex-dir=x", "--manifest", "a b/run", "--restore-db=c", "--apply",
+                               "--sqlite-home", "y"], "rollback.py")
+    assert cmd == (f"{PY} {SCRIPTS}/rollback.py --codex-dir {shlex.quote(str(hb.root))} --manifest "
+                   f"{shlex.quote(str(tmp_path / 'a b' / 'run'))} --restore-db={tmp_path / 'c'} --apply")
+    assert shlex.split(quote("/tmp/it's \"here\" $x")) == ["/tmp/it's \"here\" $x"]
+    odd = os.fsdecode(b"/tmp/caf\xe9 x")  # a name that is not UTF-8
+    assert quote(odd) == "$'/tmp/caf\\xe9 x'"
+    out = subprocess.run(["bash", "-c", f"printf %s {quote(odd)}"], capture_output=True, check=True).stdout
+    assert out == b"/tmp/caf\xe9 x"
+
+
+def test_make_demo_prints_commands_that_run_on_its_sample_home(place):
+    """The missing-home message names `make -C <repo> demo`; the demo keeps its home and prints the
+    repair, audit, list and rollback for it: each pasted elsewhere does what it says."""
+    _, base, elsewhere, env = place
+    missing = subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py")], cwd=str(elsewhere),
+                             env=env, capture_output=True, text=True, check=False)
+    demo_cmd = missing.stderr.split("CODEX_HOME; ", 1)[1].split(" builds a sample home")[0]
+    assert demo_cmd == f"make -C {shlex.quote(str(REPO))} demo"
+    demo_dir = base.parent / f"{base.name} demo"
+    proc = paste(demo_cmd, elsewhere, {**env, "DEMO_DIR": str(demo_dir), "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr
+    home = demo_dir / ".codex"
+    q = shlex.quote(str(home))
+    lines = [line for line in proc.stdout.splitlines() if not re.match(r"make(\[\d+\])?: ", line)]  # -C's notes
+    assert lines[0] == f"Sample home with one of every problem (kept until you remove it): {home}"
+    start = lines.index("Try a repair and its undo on this sample home (paste each line, from any folder):")
+    cmds = [line.strip() for line in lines[start + 1:start + 6]]
+    assert cmds[0] == (f"{PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix "
+                       f"{shlex.quote('/home/olduser/.codex=' + str(home))} --apply")
+    before = home_state(home)
+    results = [paste(c, elsewhere, env) for c in cmds]
+    assert [r.returncode for r in results] == [1, 1, 0, 0, 0], [r.stderr for r in results]
+    assert "=== Session Repair Result ===" in results[0].stdout
+    assert results[1].stdout.startswith(f"=== Codex Session Audit: {home} ===\n")
+    assert "session_repair" in results[2].stdout and "rows_reverted: " in results[3].stdout
+    assert results[4].stdout.startswith("=== Provider Migration Plan ===\n")
+    assert home_state(home) == before  # repaired, then rolled back exactly
+    assert lines[-1] == f"  rm -rf -- {shlex.quote(str(demo_dir))}"
+    assert paste(lines[-1].strip(), elsewhere, env).returncode == 0 and not demo_dir.exists()

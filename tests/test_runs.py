@@ -1,0 +1,87 @@
+"""rollback.py --list says what each run changed, where it stands and its size; --prune removes
+the artifacts of runs no longer needed, never the newest applied one unless asked, never an
+incomplete one."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import SCRIPTS
+from homebuilder import build_broken_home
+
+
+def run(script, home, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                          capture_output=True, text=True, env=env, check=False)
+
+
+def size(path):
+    return sum(os.lstat(os.path.join(d, f)).st_size for d, _, fs in os.walk(path) for f in fs)
+
+
+@pytest.fixture
+def history(tmp_path):
+    """A repair, a migration rolled back, the migration again: three runs."""
+    hb = build_broken_home(tmp_path / ".codex")
+    root = hb.root
+    assert run("session_repair.py", root, "--remap-prefix", f"/home/olduser/.codex={root}", "--apply").returncode == 1
+    assert run("provider_migrate.py", root, "--apply").returncode == 0
+    assert run("rollback.py", root, "--latest", "--apply").returncode == 0
+    assert run("provider_migrate.py", root, "--apply").returncode == 0
+    return hb
+
+
+def test_list_says_what_each_run_changed(history):
+    runs = json.loads(run("rollback.py", history.root, "--list", "--json").stdout)["runs"]
+    got = [(r["kind"], r["state"], r["applied"], r["threads"], r["files"], r["moves"], r["line1_rewrites"],
+            r["row_updates"], r["row_inserts"], r["providers"]) for r in runs]
+    assert got == [
+        ("session_repair", "applied", True, 3, 2, 2, 0, 3, 0, {}),
+        ("provider_migration", "rolled back", False, 4, 4, 0, 4, 3, 0, {"oldprov -> openai": 3}),
+        ("provider_migration", "applied (newest)", True, 4, 4, 0, 4, 3, 0, {"oldprov -> openai": 3}),
+    ]
+    for r in runs:
+        assert r["size_bytes"] == size(r["run_dir"]) > 0
+    text = run("rollback.py", history.root, "--list").stdout.splitlines()
+    assert text[0].startswith(f"runs recorded under {history.root}/.tmp/session-migration: 3, ")
+    assert text[2] == "      3 sessions, 2 files moved, 3 index entries updated"
+    assert text[5] == ("      4 sessions, 4 first lines rewritten, 3 index entries updated, "
+                       "provider oldprov -> openai: 3")
+    assert " provider_migration  rolled back  " in text[4] and " provider_migration  applied (newest)  " in text[7]
+
+
+def test_prune_keeps_the_newest_applied_and_incomplete_runs(history):
+    root = history.root
+    runs = json.loads(run("rollback.py", root, "--list", "--json").stdout)["runs"]
+    before = {p: size(p) for p in (r["run_dir"] for r in runs)}
+    dry = run("rollback.py", root, "--prune")
+    assert dry.returncode == 0 and all(os.path.isdir(p) for p in before)  # a dry-run removes nothing
+    sys.path.insert(0, str(SCRIPTS))
+    from sessionkit.runs import readable_size
+    two = before[runs[0]["run_dir"]] + before[runs[1]["run_dir"]]
+    assert dry.stdout.splitlines()[0] == f"would remove 2 run folder(s), {readable_size(two)}:"
+    assert readable_size(2048) == "2.0 KB" and readable_size(5) == "5 B"
+    done = json.loads(run("rollback.py", root, "--prune", "--apply", "--json").stdout)
+    assert [d["run_dir"] for d in done["prune"]] == [runs[0]["run_dir"], runs[1]["run_dir"]]
+    assert done["freed_bytes"] == before[runs[0]["run_dir"]] + before[runs[1]["run_dir"]]
+    assert [os.path.isdir(r["run_dir"]) for r in runs] == [False, False, True]
+    # the newest applied run still rolls back
+    assert run("rollback.py", root, "--latest", "--apply").returncode == 0
+    # an incomplete run (its journal has no end) is kept even with --force; a rolled back one goes
+    journal = Path(runs[2]["run_dir"]) / "journal.jsonl"
+    assert json.loads(run("rollback.py", root, "--prune", "--force", "--apply", "--json").stdout)["prune"][0][
+        "state"] == "rolled back"
+    assert not journal.exists()
+    assert run("provider_migrate.py", root, "--apply").returncode == 0
+    newest = json.loads(run("rollback.py", root, "--list", "--json").stdout)["runs"][-1]["run_dir"]
+    j = Path(newest) / "journal.jsonl"
+    lines = j.read_text().splitlines(keepends=True)
+    j.write_text("".join(l for l in lines if '"op": "end"' not in l and '"op":"end"' not in l))
+    state = json.loads(run("rollback.py", root, "--list", "--json").stdout)["runs"][-1]["state"]
+    assert state.startswith("incomplete")
+    out = json.loads(run("rollback.py", root, "--prune", "--force", "--apply", "--json").stdout)
+    assert out["prune"] == [] and os.path.isdir(newest)
