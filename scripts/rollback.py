@@ -133,22 +133,25 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"the DB as it was is saved at {result['previous_db_saved_to']}")
         return EXIT_CLEAN
     run_dir = find_run(home, args.manifest)
-    plan = plan_undo(home, run_dir)
-    report = summary(plan, args.sample)
     later = later_dependents(home, run_dir)
-    report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
     if later and args.apply and not args.force:
         raise UserError(f"refusing: {len(later)} later run(s) changed threads this run changed "
                         f"(newest {safe_str(later[-1][0])}); roll those back first "
                         f"({home_command(home, 'rollback.py', '--latest', '--apply')}, repeated), or pass --force "
                         "to undo only what still holds this run's values")
     result = None
-    if args.apply and plan.actions:
+    if args.apply:  # planned once, under the lock (a big run's states are read once)
         refuse_if_running(scan_activity(home.root), args.force)
         check_writable(home)
         with HomeLock(home):
-            plan = plan_undo(home, run_dir)  # again, under the lock
-            result = apply_undo(home, plan)
+            plan = plan_undo(home, run_dir)
+            report = summary(plan, args.sample)
+            if plan.actions:
+                result = apply_undo(home, plan)
+    else:
+        plan = plan_undo(home, run_dir)
+        report = summary(plan, args.sample)
+    report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})
     else:
