@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
 from sessionkit.archive_src import open_source  # noqa: E402
 from sessionkit.cli import Parser, positive_int, print_json, run  # noqa: E402
+from sessionkit.commands import home_command  # noqa: E402
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.importer import parse_remaps, plan_import, plan_report, read_dest, read_source  # noqa: E402
 
@@ -71,6 +72,7 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
         out.append(f"  skipped {s['title']!r} [{s['thread_id']}]: {s['reason']}")
     for s in r["conflicts_sample"]:
         out.append(f"  CONFLICT {s['title']!r} [{s['thread_id']}]: {s['reason']}")
+    out += [f"next: {c}" for c in r["next_commands"]]
     if result is None:
         out.append("No changes applied (dry-run). Re-run with --apply to write." if dry_run and r["to_import"]
                    else "Nothing to import.")
@@ -78,6 +80,21 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
     out += ["", "=== Session Import Result ==="] + [f"{k}: {v}" for k, v in result.items()]
     out.append("Verify: run session_audit.py, then restart your editor's Codex.")
     return "\n".join(out)
+
+
+def next_commands(home: Any, args: Any, plan: Any) -> List[str]:
+    """Pasteable commands for what to run next: the suggested remap, the apply, the provider move."""
+    src = os.path.abspath(args.src)
+    remaps = [w for r in args.remap_prefix for w in ("--remap-prefix", r)]
+    picked = [w for t in args.thread_id for w in ("--thread-id", t)]
+    out = []
+    if plan.suggested_remap:
+        out.append(home_command(home, "session_import.py", "--from", src, *plan.suggested_remap.split(" ", 1), *picked))
+    elif plan.imports and not args.apply:
+        out.append(home_command(home, "session_import.py", "--from", src, *remaps, *picked, "--apply"))
+    if plan.provider_command:
+        out.append(home_command(home, *plan.provider_command.split()))
+    return out
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -91,6 +108,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         dest = read_dest(home)
         plan = plan_import(src, dest, remaps, args.thread_id)
         report = plan_report(plan, args.sample)
+        report["next_commands"] = next_commands(home, args, plan)
         result = None
         if args.apply and plan.imports:
             from sessionkit.import_apply import apply_import

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import tarfile
 import zipfile
 from pathlib import Path
@@ -619,3 +620,21 @@ def test_a_whole_user_folder_archive_picks_the_codex_home_not_a_projects_session
         tf.addfile(info, io.BytesIO(data))
     plan = plan_json(dst.root, "--from", str(archive))
     assert (plan["to_import"], plan["history_turns_to_copy"]) == (3, 3)
+
+
+def test_the_printed_next_commands_paste_and_run_from_another_folder(homes, tmp_path):
+    src, made, dst, own = homes
+    first = plan_json(dst.root, "--from", str(src.root))
+    (remap_cmd,) = first["next_commands"]
+    assert remap_cmd.endswith(f"--from {src.root} --remap-prefix /home/olduser={dst.root.parent}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
+    run = lambda cmd: subprocess.run(["bash", "-c", cmd + " --json"], cwd=str(elsewhere), env=env,  # noqa: E731
+                                     capture_output=True, text=True, check=False)
+    second = json.loads(run(remap_cmd).stdout)
+    assert second["remapped_threads"] == 3 and second["dry_run"] is True
+    (apply_cmd,) = second["next_commands"]
+    assert apply_cmd == remap_cmd + " --apply"
+    done = json.loads(run(apply_cmd).stdout)
+    assert done["result"]["imported_threads"] == 3 and done["next_commands"] == []
