@@ -15,8 +15,9 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
-from sessionkit.audit import INTEGRITY_KEYS, build_report, gather  # noqa: E402
+from sessionkit.audit import INTEGRITY_KEYS, build_report  # noqa: E402
 from sessionkit.commands import next_steps  # noqa: E402
+from sessionkit.snapshot import gather  # noqa: E402
 from sessionkit.cli import (Parser, absolute_path_arg, add_home_args, positive_int, print_json,  # noqa: E402
                             provider_arg, run)
 from sessionkit.home import open_home  # noqa: E402
@@ -36,7 +37,9 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     parser.add_argument("--provider", metavar="ID", type=provider_arg,
                         help="judge visibility for this model_provider instead of the one in config.toml.")
     parser.add_argument("--cwd", metavar="DIR", type=absolute_path_arg,
-                        help="also judge visibility for a listing filtered to this working directory.")
+                        help="the project folder to judge: what the TUI picker (`codex resume`) shows there "
+                             "and the editors' listing filtered to it (default: the current folder when "
+                             "sessions were recorded there).")
     return parser.parse_args(argv)
 
 
@@ -57,7 +60,9 @@ HIDDEN_WORDS = {
 SHORT_WORDS = {"cwd": "in other folders", "other_provider": "of other providers",
                "archived": "archived", "non_interactive_source": "from `codex exec`",
                "missing_rollout_file": "without a file", "cwd_folder_gone": "in folders that are gone",
-               "line1_unreadable": "unreadable", "only_session_meta": "without a prompt"}
+               "line1_unreadable": "unreadable", "only_session_meta": "without a prompt",
+               "rollout_not_indexed": "not in Codex's index", "empty_preview": "without a title",
+               "stale_rollout_path": "whose file moved away"}
 # Why the index (state_5.sqlite) is behind for a listed session, in a few words each.
 INDEX_WORDS = {
     "rollout_not_indexed": "not in it", "stale_rollout_path": "file moved",

@@ -14,7 +14,7 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
-from sessionkit.audit import gather  # noqa: E402
+from sessionkit.snapshot import gather  # noqa: E402
 from sessionkit.cli import (COMMAND, Parser, add_home_args, positive_int, print_json,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
 from sessionkit.commands import home_command, rerun_command  # noqa: E402

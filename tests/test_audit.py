@@ -81,28 +81,40 @@ def test_broken_home_integrity(broken):
         else:
             assert i[f"{key}_count"] == len(want), key
             assert sorted(i[f"{key}_sample"]) == sorted(want), key
-    assert i["moved_home"] == {"old_prefix": "/home/olduser/.codex", "new_prefix": str(broken.root),
-                               "rows": 1, "remap_arg": f"--remap-prefix /home/olduser/.codex={broken.root}"}
+    moved = {k: i["moved_home"][k] for k in ("old_prefix", "new_prefix", "rows", "remap_arg")}
+    assert moved == {"old_prefix": "/home/olduser/.codex", "new_prefix": str(broken.root),
+                     "rows": 1, "remap_arg": f"--remap-prefix /home/olduser/.codex={broken.root}"}
+    # no session's cwd lies under /home/olduser: the narrower .codex remap is the one printed
+    assert (i["moved_home"]["cwd_rows"], i["moved_home"]["old_user_prefix"]) == (0, None)
 
 
 def test_broken_home_visibility(broken):
+    by_note = {n: t for n, t in zip(
+        ["h0", "h1", "h2", "h3", "o0", "o1", "o2", "exec", "ar1", "ar2", "missing", "orph_old",
+         "orph_new", "empty", "mismatch", "moved", "bad"], broken.threads)}
     v = audit_json(broken.root)["visibility"]
     assert v["provider"] == "openai" and v["provider_source"] == "config.toml"
-    assert v["hidden"] == {"archived": 2, "missing_rollout_file": 1, "other_provider": 4,
-                           "non_interactive_source": 1, "cwd": 0}
+    assert v["hidden"] == {"archived": 2, "missing_rollout_file": 1, "line1_unreadable": 1,
+                           "only_session_meta": 0, "other_provider": 4, "non_interactive_source": 1,
+                           "cwd": 0, "cwd_folder_gone": 0}
     # visible: 4 healthy, the empty preview (Codex derives it from the rollout), moved (file found
-    # by id), corrupt line 1 (DB provider), 2 unindexed orphans
-    assert v["visible"] == 9
-    # a DB-only listing misses the orphans, the moved row's stale path and the empty preview
+    # by id), 2 unindexed orphans; the corrupt line 1 is listed by no default listing (0.171)
+    assert v["visible"] == 8
+    # a DB-only listing misses the orphans, the moved row's stale path and the empty preview, and
+    # shows two rows the default listing hides: it reads no line 1 (corrupt; another provider there)
     assert v["db_only_hidden"] == {"rollout_not_indexed": 2, "stale_rollout_path": 1, "empty_preview": 1,
-                                   "db_provider_differs": 0}
-    assert v["visible_db_only"] == 5
+                                   "db_provider_differs": 0, "db_cwd_differs": 0, "db_archived": 0}
+    assert v["db_only_extra"] == 2
+    assert sorted(v["db_only_extra_sample"]) == sorted([by_note["bad"].id, by_note["mismatch"].id])
+    assert v["visible_db_only"] == 6  # the 4 healthy rows, the corrupt line 1, the line-1 mismatch
     assert v["rollout_not_indexed"] == 2
     assert v["providers_without_config"] == ["oldprov"]
     cwd = audit_json(broken.root, "--cwd", "/work/proj")["visibility"]
-    assert cwd["visible"] == 9 and cwd["hidden"]["cwd"] == 0
+    assert cwd["visible"] == 8 and cwd["hidden"]["cwd"] + cwd["hidden"]["cwd_folder_gone"] == 0
     other = audit_json(broken.root, "--cwd", "/nowhere")["visibility"]
-    assert other["visible"] == 0 and other["hidden"]["cwd"] == 9
+    # hidden by the folder filter; as a folder that is gone where /work/proj does not exist here
+    gone = 0 if os.path.isdir("/work/proj") else 8
+    assert other["visible"] == 0 and (other["hidden"]["cwd"], other["hidden"]["cwd_folder_gone"]) == (8 - gone, gone)
     p = audit_json(broken.root, "--provider", "oldprov")["visibility"]
     assert p["provider_source"] == "--provider"
     assert p["visible"] == 4  # 3 oldprov cwd /work/other + the line-1 mismatch
@@ -170,11 +182,15 @@ def test_profile_and_sqlite_home(tmp_path):
         f'model_provider = "openai"\nprofile = "job"\nsqlite_home = "{dbdir}"\n'
         '[profiles.job]\nmodel_provider = "work"\n[model_providers.work]\nname = "w"\n')
     r = audit_json(hb.root)
-    assert r["config"]["model_provider"] == "work"
-    assert r["config"]["provider_source"] == "profile job"
+    # Codex 0.169+ refuses the legacy `profile` key: the running Codex uses the top-level provider
+    assert r["config"]["model_provider"] == "openai"
+    assert r["config"]["provider_source"] == "config.toml"
+    assert (r["config"]["legacy_profile"], r["config"]["profile_provider"]) == (True, "work")
+    assert any("legacy `profile = \"job\"`" in f and "--profile job" in f for f in r["findings"])
     assert r["state_db"]["path"] == str(dbdir / "state_5.sqlite")
     assert r["state_db"]["reason"] == "state_5.sqlite in sqlite_home in config.toml"
-    assert r["visibility"]["visible"] == 1
+    assert r["visibility"]["visible"] == 0 and r["visibility"]["hidden"]["other_provider"] == 1
+    assert r["surfaces"]["tui_all"]["visible"] == 1  # the TUI lists every provider
 
 
 def test_second_state_db_is_reported(tmp_path):

@@ -54,7 +54,10 @@ def test_fallback_reader_matches_tomllib():
 def test_read_config_profile_wins(tmp_path):
     (tmp_path / "config.toml").write_text(CONFIG)
     cfg = read_config(tmp_path)
-    assert (cfg.model_provider, cfg.provider_source) == ("work-proxy", "profile work")
+    # the legacy `profile = 'work'` selects nothing in Codex 0.169+ (it refuses to start): reported
+    assert (cfg.model_provider, cfg.provider_source) == ("azure", "config.toml")
+    assert (cfg.profile, cfg.legacy_profile, cfg.profile_provider) == ("work", True, "work-proxy")
+    assert "--profile work" in (cfg.legacy_profile_finding or "")
     assert cfg.providers == ["azure", "work-proxy"]
     assert cfg.knows_provider("openai") and not cfg.knows_provider("gone")
 
@@ -95,5 +98,5 @@ def test_audit_runs_on_python_39(tmp_path):
     assert proc.returncode == 1, proc.stderr
     import json
     r = json.loads(proc.stdout)
-    assert r["config"]["provider_source"] == "profile p"
+    assert r["config"]["provider_source"] == "config.toml" and r["config"]["legacy_profile"] is True
     assert r["visibility"]["visible"] == 1 and r["visibility"]["hidden"]["other_provider"] == 1

@@ -37,12 +37,15 @@ def test_first_screen_of_a_messy_home(broken):
     assert first_screen(proc.stdout) == [
         f"=== Codex Session Audit: {root} ===",
         "18 sessions (15 in Codex's index, 3 only as files; 2 archived); current provider: openai.",
-        "The editors' list (VS Code, desktop app) shows 9.",
+        "The editors' list (VS Code, desktop app) shows 8.",
+        "`codex resume --all` shows 9.",
         "Hidden or at risk:",
         "  2 are archived (Codex shows them only under Archived)",
         "  1 has no session file left in sessions/",
+        "  1 has an unreadable first line (Codex lists none of those)",
         "  4 were made under another provider (oldprov); the editors list only openai's",
         "  1 was started by `codex exec` or a subagent (never listed)",
+        "  `codex resume --all` misses 2 not in Codex's index, 1 without a title",
         "  4 listed but out of date in Codex's index (2 not in it, 1 file moved, 1 no title)",
         "  1 index entry points into an old home (/home/olduser/.codex)",
         "  resuming fails for provider(s) config.toml does not define: oldprov",
@@ -55,10 +58,11 @@ def test_first_screen_of_a_messy_home(broken):
     ]
     # the numbers on the first screen are the report's own
     r = json.loads(audit(root, "--json").stdout)
-    assert r["visibility"]["visible"] == 9
+    assert r["visibility"]["visible"] == 8 and r["surfaces"]["tui_all"]["visible"] == 9
     assert r["counts"]["threads_total"] + r["integrity"]["disk_not_in_db_count"] == 18
-    assert r["visibility"]["hidden"] == {"archived": 2, "missing_rollout_file": 1, "other_provider": 4,
-                                         "non_interactive_source": 1, "cwd": 0}
+    assert r["visibility"]["hidden"] == {"archived": 2, "missing_rollout_file": 1, "line1_unreadable": 1,
+                                         "only_session_meta": 0, "other_provider": 4,
+                                         "non_interactive_source": 1, "cwd": 0, "cwd_folder_gone": 0}
 
 
 def test_every_line_fits_a_terminal_and_speaks_plainly(broken):
@@ -97,7 +101,7 @@ def test_verbose_prints_every_counter_and_json_keeps_every_key(broken):
     verbose = audit(broken.root, "--verbose").stdout
     assert first_screen(verbose) == first_screen(audit(broken.root).stdout)
     for line in ("  duplicate_rollout_id_count: 0", "  archive_mismatches_count: 0", "  unreadable_paths_count: 0",
-                 "  visible in a DB-only listing (useStateDbOnly): 5"):
+                 "  visible in a DB-only listing (useStateDbOnly): 6"):
         assert line in verbose.splitlines(), line
     sample = json.loads(audit(broken.root, "--json", "--sample", "1").stdout)
     alias = json.loads(audit(broken.root, "--json", "--max-samples", "1").stdout)
@@ -119,6 +123,7 @@ def test_first_screen_of_a_healthy_home(tmp_path):
         f"=== Codex Session Audit: {hb.root} ===",
         "5 sessions; current provider: openai.",
         "The editors' list (VS Code, desktop app) shows 5.",
+        "`codex resume --all` shows 5.",
         "Nothing is hidden and the index matches the files: nothing to run.",
     ]
     assert lines[-1] == "findings: none"
@@ -135,6 +140,7 @@ def test_only_a_provider_switch_asks_for_the_migration_only(tmp_path):
         f"=== Codex Session Audit: {hb.root} ===",
         "4 sessions; current provider: newco.",
         "The editors' list (VS Code, desktop app) shows 1.",
+        "`codex resume --all` shows 4.",
         "Hidden or at risk:",
         "  3 were made under another provider (oldco); the editors list only newco's",
         "Run next, in order (each shows its plan; add --apply to write, then audit again):",

@@ -71,7 +71,7 @@ def test_private_file_checks_every_byte(tmp_path, monkeypatch):
 def test_a_thread_opened_after_the_plan_is_skipped_under_its_writer_lock(home):
     """--force, and a Codex that resumed one thread after the plan was made: that thread's lock
     is held, so it is skipped whole with its reason; the others are migrated."""
-    from sessionkit.audit import gather
+    from sessionkit.snapshot import gather
     from sessionkit.home import open_home
     from sessionkit.migrate import apply_migration, plan_migration
     hb, (a, b, c) = home
@@ -102,7 +102,7 @@ def test_a_thread_opened_after_the_plan_is_skipped_under_its_writer_lock(home):
 def test_writer_lock_is_held_while_the_thread_changes(home):
     """While the run writes, a second writer (as Codex would) cannot take the thread's lock."""
     from sessionkit import faults
-    from sessionkit.audit import gather
+    from sessionkit.snapshot import gather
     from sessionkit.home import open_home
     from sessionkit.migrate import apply_migration, plan_migration
     hb, threads = home

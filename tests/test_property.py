@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state
 from sessionkit import UserError
-from sessionkit.audit import gather
+from sessionkit.snapshot import gather
 from sessionkit.home import open_home
 from sessionkit.migrate import apply_migration, plan_migration
 from sessionkit.repair import apply_repair, plan_repair

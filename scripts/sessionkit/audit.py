@@ -1,26 +1,30 @@
 """Build the read-only audit report: counts, integrity, visibility, orphans, running Codex."""
 from __future__ import annotations
 
-import gc
 import os
+import sqlite3
 import time
 from collections import Counter
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import UserError
 from .commands import report_command
-from .home import CodexHome, StateDb
-from .locks import CodexActivity, scan_activity
-from .paths import home_prefix_counts, is_inside, resolves_inside, safe_str
-from .progress import Progress
-from .rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta
-from .statedb import ThreadRow, load_threads
+from .home import StateDb
+from .versions import STATE_DB_NAME
+from .locks import CodexActivity
+from .paths import is_inside, safe_str
+from .rollout_index import RolloutFile, RolloutIndex
+from .snapshot import AuditInputs, gather  # noqa: F401  (gather: the audit's entry point, re-exported)
+from .history_offsets import history_db_path, threads_with_offsets
+from .statedb import ThreadRow, load_threads, open_readonly
+from .surfaces import HIDE_REASONS, INTERACTIVE_SOURCES, Judged, cwd_folders, daemon_package, \
+    db_only_ids, judge_all, line1_fields, moved_home, surface_views, tui_default_cwd, view  # noqa: F401
+# HIDE_REASONS, INTERACTIVE_SOURCES and gather are re-exported: callers imported them from here
 
-INTERACTIVE_SOURCES = ("cli", "vscode")
 ACTIVE_WINDOW_S = 300  # an unindexed rollout written this recently may still be in use
-HIDE_REASONS = ("archived", "missing_rollout_file", "other_provider", "non_interactive_source", "cwd")
-DB_ONLY_REASONS = ("rollout_not_indexed", "stale_rollout_path", "empty_preview", "db_provider_differs")
+DB_ONLY_REASONS = ("rollout_not_indexed", "stale_rollout_path", "empty_preview", "db_provider_differs",
+                   "db_cwd_differs", "db_archived")
 INTEGRITY_KEYS = (
     "disk_not_in_db", "db_not_on_disk", "missing_rollout_path", "duplicate_rollout_id",
     "missing_active_rows", "missing_archived_rows", "stale_rows", "archive_mismatches",
@@ -28,52 +32,6 @@ INTEGRITY_KEYS = (
     "rollout_path_outside_home", "provider_mismatch", "line1_unreadable", "compressed_rollouts",
     "unreadable_paths",
 )
-
-
-@dataclass
-class AuditInputs:
-    """Everything read from the home, once; the repair and migration plans reuse it."""
-
-    home: CodexHome
-    rows: List[ThreadRow]
-    index: RolloutIndex
-    metas: Dict[str, SessionMeta]  # by file path
-    activity: CodexActivity
-
-    def meta_for(self, rf: RolloutFile) -> SessionMeta:
-        return self.metas[rf.key]
-
-
-def gather(home: CodexHome, progress: Optional[Progress] = None) -> AuditInputs:
-    """One walk, one SELECT, one bounded line-1 read per rollout file."""
-    progress = progress or Progress(None)
-    collecting = gc.isenabled()
-    gc.disable()  # hundreds of thousands of small acyclic objects: no cycles to collect meanwhile
-    try:
-        return _gather(home, progress)
-    finally:
-        gc.freeze()  # what was read lives to the end: later collections need not walk it again
-        if collecting:
-            gc.enable()
-
-
-def _gather(home: CodexHome, progress: Progress) -> AuditInputs:
-    progress.phase("scanning rollouts")
-    index = build_index(home.root)
-    progress.phase("reading the state DB")
-    rows = load_threads(home.state_db.path)
-    metas: Dict[str, SessionMeta] = {}
-    total = len(index.files)
-    for n, rf in enumerate(index.files, 1):
-        if rf.compressed:
-            metas[rf.key] = SessionMeta(error="zstd-compressed rollout (not readable here)")
-        elif rf.is_symlink and not resolves_inside(rf.path, home.root):
-            metas[rf.key] = SessionMeta(error="a symlink to outside the Codex home (not followed)")
-        else:
-            metas[rf.key] = load_session_meta(rf.key)
-        progress.tick("reading line 1 of each rollout", n, total)
-    progress.done()
-    return AuditInputs(home=home, rows=rows, index=index, metas=metas, activity=scan_activity(home.root))
 
 
 def _sample(items: List[str], n: int) -> List[str]:
@@ -98,12 +56,12 @@ def _exists(path: str) -> bool:
         return False
 
 
-def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
+def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judged]] = None) -> Dict[str, Any]:
     rows, index, root = inputs.rows, inputs.index, inputs.home.root
     found: Dict[str, List[str]] = {k: [] for k in INTEGRITY_KEYS}
-    row_ids = {r.id.lower() for r in rows}
+    row_ids = inputs.rows_by_id
     row_paths = {r.rollout_path for r in rows}
-    own = (inputs.activity.agent_thread_id or "").lower()
+    own = inputs.own_thread
     for rf in index.files:  # as `codex doctor` counts them: files no row points at by path
         if rf.key not in row_paths and rf.thread_id != own:
             found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(rf.key)
@@ -117,7 +75,6 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
                 found["duplicate_rollout_id"].append(tid)
     path_count = Counter(r.rollout_path for r in rows)
     found["duplicate_db_paths"] = sorted(p for p, n in path_count.items() if n > 1)
-    outside: List[str] = []
     for r in sorted(rows, key=lambda r: r.id):
         if r.id.lower() not in index.by_thread:
             found["db_not_on_disk"].append(r.id)
@@ -127,7 +84,6 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
             found["stale_rows"].append(r.id)
         if r.rollout_path and not is_inside(r.rollout_path, root):
             found["rollout_path_outside_home"].append(r.id)
-            outside.append(r.rollout_path)
         rf = index.by_path.get(r.rollout_path) if exists else None
         if rf is not None and rf.archived != r.archived:
             found["archive_mismatches"].append(r.id)
@@ -155,58 +111,21 @@ def integrity(inputs: AuditInputs, max_samples: int) -> Dict[str, Any]:
     out["duplicate_rollout_paths"] = {
         tid: [safe_str(f.path) for f in index.by_thread[tid]]
         for tid in found["duplicate_rollout_id"][:max_samples]}
-    moved = None
-    prefixes = home_prefix_counts(outside, root)
-    if prefixes:
-        old, n = prefixes.most_common(1)[0]
-        moved = {"old_prefix": safe_str(old), "new_prefix": safe_str(root), "rows": n,
-                 "remap_arg": f"--remap-prefix {safe_str(old)}={safe_str(root)}"}
-    out["moved_home"] = moved
+    out["moved_home"] = moved_home(inputs, judged if judged is not None else judge_all(inputs), max_samples)
     return out
 
 
-def _source_kind(meta: Optional[SessionMeta], row: Optional[ThreadRow]) -> str:
-    if row is not None:
-        return row.source_kind
-    return meta.source_kind if meta else ""
-
-
-def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str],
-               max_samples: int) -> Dict[str, Any]:
+def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str], max_samples: int,
+               judged: Optional[List[Judged]] = None) -> Dict[str, Any]:
     """What a default `thread/list` shows (current provider read from line 1, interactive sources,
-    active threads found in sessions/), and what a DB-only listing (`useStateDbOnly`) misses of it."""
-    hidden: Dict[str, List[str]] = {k: [] for k in HIDE_REASONS}
-    visible: List[str] = []
-    rows_by_id = {r.id.lower(): r for r in inputs.rows}
-    candidates: List[tuple] = [(r.id, r) for r in inputs.rows]
-    for tid, files in inputs.index.by_thread.items():
-        if tid not in rows_by_id and any(not f.archived and not f.compressed for f in files):
-            candidates.append((tid, None))
-    for tid, row in sorted(candidates, key=lambda c: c[0]):
-        if row is not None and row.archived:
-            hidden["archived"].append(tid)
-            continue
-        files = [f for f in inputs.index.by_thread.get(tid.lower(), [])
-                 if not f.archived and not f.compressed]
-        rf = files[0] if files else None
-        if rf is None:
-            hidden["missing_rollout_file"].append(tid)
-            continue
-        meta = inputs.meta_for(rf)
-        line1_provider = meta.model_provider if (meta.error is None and meta.has_provider) else None
-        effective = line1_provider or (row.model_provider if row is not None and meta.error else provider)
-        if effective != provider:
-            hidden["other_provider"].append(tid)
-            continue
-        if _source_kind(meta, row) not in INTERACTIVE_SOURCES:
-            hidden["non_interactive_source"].append(tid)
-            continue
-        thread_cwd = row.cwd if row is not None else (meta.cwd or "")
-        if cwd is not None and thread_cwd != cwd:
-            hidden["cwd"].append(tid)
-            continue
-        visible.append(tid)
-    db_only = _db_only_misses(inputs, visible, rows_by_id, provider)
+    active threads whose line 1 Codex can read and that hold more than line 1), and what a DB-only
+    listing (`useStateDbOnly`) shows, judged from the rows alone."""
+    judged = judge_all(inputs) if judged is None else judged
+    visible, hidden = view(judged, provider, cwd)
+    db_only = db_only_ids(inputs, provider, cwd, _exists)
+    misses = _db_only_misses(inputs, visible, set(t.lower() for t in db_only), provider)
+    listed = {t.lower() for t in visible}
+    extra = [t for t in db_only if t.lower() not in listed]
     providers_in_use = sorted({r.model_provider for r in inputs.rows if r.model_provider})
     cfg = inputs.home.config
     return {
@@ -217,39 +136,47 @@ def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str],
         "hidden": {k: len(v) for k, v in hidden.items()},
         "hidden_sample": {k: _sample(v, max_samples) for k, v in hidden.items() if v},
         "hidden_total": sum(len(v) for v in hidden.values()),
-        "visible_db_only": len(visible) - sum(len(v) for v in db_only.values()),
-        "db_only_hidden": {k: len(v) for k, v in db_only.items()},
-        "db_only_hidden_sample": {k: _sample(v, max_samples) for k, v in db_only.items() if v},
-        "rollout_not_indexed": len(db_only["rollout_not_indexed"]),
+        "visible_db_only": len(db_only),
+        "db_only_hidden": {k: len(v) for k, v in misses.items()},
+        "db_only_hidden_sample": {k: _sample(v, max_samples) for k, v in misses.items() if v},
+        "db_only_extra": len(extra),
+        "db_only_extra_sample": _sample(extra, max_samples),
+        "rollout_not_indexed": len(misses["rollout_not_indexed"]),
         "providers_without_config": [p for p in providers_in_use if not cfg.knows_provider(p)],
     }
 
 
-def _db_only_misses(inputs: AuditInputs, visible: List[str], rows_by_id: Dict[str, ThreadRow],
+def _db_only_misses(inputs: AuditInputs, visible: List[str], db_listed: set,
                     provider: str) -> Dict[str, List[str]]:
     """Threads the default listing shows but a listing from the DB alone does not, and why."""
     out: Dict[str, List[str]] = {k: [] for k in DB_ONLY_REASONS}
     for tid in visible:
-        row = rows_by_id.get(tid.lower())
+        if tid.lower() in db_listed:
+            continue
+        row = inputs.row_for(tid)
         if row is None:
             out["rollout_not_indexed"].append(tid)
+        elif row.archived:
+            out["db_archived"].append(tid)
         elif not (row.rollout_path in inputs.index.by_path or _exists(row.rollout_path)):
             out["stale_rollout_path"].append(tid)
         elif row.preview is not None and not row.preview.strip():
             out["empty_preview"].append(tid)
         elif row.model_provider != provider:
             out["db_provider_differs"].append(tid)
+        else:
+            out["db_cwd_differs"].append(tid)
     return out
 
 
 def orphans(inputs: AuditInputs, max_samples: int, now: Optional[float] = None) -> Dict[str, Any]:
     """Rollouts with no row: ACTIVE_ORPHAN (in use) or importable."""
     now = time.time() if now is None else now
-    row_ids = {r.id.lower() for r in inputs.rows}
-    live = {t.lower() for t in inputs.activity.live_threads}
+    row_ids = inputs.rows_by_id
+    live = inputs.live
     active: List[Dict[str, str]] = []
     importable: List[Dict[str, str]] = []
-    own = (inputs.activity.agent_thread_id or "").lower()
+    own = inputs.own_thread
     for rf in inputs.index.files:
         if rf.thread_id in row_ids or rf.thread_id == own:
             continue
@@ -303,7 +230,10 @@ def distributions(rows: List[ThreadRow], top: int) -> Dict[str, Dict[str, int]]:
     }
 
 
-def other_db_summary(db: StateDb) -> Dict[str, Any]:
+def other_db_summary(db: StateDb, inputs: Optional[AuditInputs] = None, provider: Optional[str] = None,
+                     tui_cwd: Optional[str] = None, max_samples: int = 10) -> Dict[str, Any]:
+    """Another state DB of this home (the desktop app's `sqlite/state_5.sqlite`): its counts and, for
+    a current-schema DB, what each surface started on it would still miss (repairs write the used DB)."""
     entry: Dict[str, Any] = {"path": safe_str(db.path), "reason": db.reason}
     try:
         rows = load_threads(db.path)
@@ -313,7 +243,38 @@ def other_db_summary(db: StateDb) -> Dict[str, Any]:
     active = sum(1 for r in rows if not r.archived)
     entry["counts"] = {"threads_total": len(rows), "threads_active": active,
                        "threads_archived": len(rows) - active}
+    if inputs is None or provider is None or db.path.name != STATE_DB_NAME:
+        return entry
+    other = inputs.with_rows(rows)
+    judged = judge_all(other)
+    integ = integrity(other, max_samples, judged)
+    entry["integrity"] = {k: integ[k] for k in (
+        "stale_rows_count", "stale_rows_sample", "missing_active_rows_count", "missing_archived_rows_count",
+        "provider_mismatch_count", "archive_mismatches_count", "rollout_path_outside_home_count")}
+    entry["moved_home"] = integ["moved_home"]
+    entry["surfaces"] = surface_views(other, provider, tui_cwd, max_samples, judged)
+    entry["visibility"] = visibility(other, provider, None, max_samples, judged)
+    entry["history"] = _history_beside(db.path, rows, max_samples)
     return entry
+
+
+def _history_beside(state_db: Path, rows: List[ThreadRow], max_samples: int) -> Dict[str, Any]:
+    """Paginated threads whose history is not in the `thread_history_1.sqlite` beside this DB: an
+    app-server on it lists them but `thread/read` shows 0 turns until one resume there (0.171)."""
+    hist = history_db_path(state_db)
+    known: set = set()
+    if hist.is_file():
+        try:
+            conn = open_readonly(hist)
+            try:
+                known = {t.lower() for t in threads_with_offsets(conn)}
+            finally:
+                conn.close()
+        except (UserError, sqlite3.DatabaseError):
+            known = set()
+    missing = sorted(r.id for r in rows if r.history_mode == "paginated" and r.id.lower() not in known)
+    return {"path": safe_str(hist), "exists": hist.is_file(), "paginated_without_history": len(missing),
+            "paginated_without_history_sample": _sample(missing, max_samples)}
 
 
 def live_session(inputs: AuditInputs) -> Optional[Dict[str, Any]]:
@@ -322,7 +283,7 @@ def live_session(inputs: AuditInputs) -> Optional[Dict[str, Any]]:
     if not tid:
         return None
     files = inputs.index.by_thread.get(tid.lower(), [])
-    return {"thread_id": tid, "has_row": any(r.id.lower() == tid.lower() for r in inputs.rows),
+    return {"thread_id": tid, "has_row": inputs.row_for(tid) is not None,
             "rollout": safe_str(files[0].path) if files else None,
             "writer_lock_held": tid in inputs.activity.live_threads}
 
@@ -334,31 +295,51 @@ def activity_report(activity: CodexActivity) -> Dict[str, Any]:
         "holders": [h.describe() for h in activity.others],
         "own": [h.describe() for h in activity.holders if h.own],
         "live_threads": sorted(activity.live_threads),
+        "not_writing": [h.describe() for h in activity.bystanders],
+        "daemon_stop": activity.daemon_stop,
     }
 
 
+def _here() -> Optional[str]:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
 def build_report(inputs: AuditInputs, provider: Optional[str] = None, cwd: Optional[str] = None,
-                 max_samples: int = 10) -> Dict[str, Any]:
+                 max_samples: int = 10, here: Optional[str] = None) -> Dict[str, Any]:
+    """The whole audit; `cwd` (--cwd) filters the editors' list too, `here` (default: the current
+    folder) is the TUI picker's folder when sessions were recorded there."""
     home = inputs.home
     cfg = home.config
     current = provider or cfg.model_provider
+    judged = judge_all(inputs)
+    integ = integrity(inputs, max_samples, judged)
+    tui_cwd, tui_why = tui_default_cwd(inputs, cwd, here if here is not None else _here(), integ["moved_home"])
     report: Dict[str, Any] = {
         "codex_dir": safe_str(home.root),
         "state_db": {"path": safe_str(home.state_db.path), "reason": home.state_db.reason},
-        "other_state_dbs": [other_db_summary(d) for d in home.other_dbs],
+        "other_state_dbs": [other_db_summary(d, inputs, current, tui_cwd, max_samples) for d in home.other_dbs],
         "config": {
             "path": safe_str(cfg.path), "exists": cfg.exists, "model_provider": cfg.model_provider,
             "provider_source": cfg.provider_source, "profile": cfg.profile,
-            "model_providers": cfg.providers,
+            "model_providers": cfg.providers, "legacy_profile": cfg.legacy_profile,
+            "profile_provider": cfg.profile_provider, "legacy_profile_finding": cfg.legacy_profile_finding,
         },
         "codex_running": activity_report(inputs.activity),
         "live_current_session": live_session(inputs),
         "counts": counts(inputs.rows, inputs.index),
         "distribution": distributions(inputs.rows, max(max_samples, 10)),
-        "integrity": integrity(inputs, max_samples),
-        "visibility": visibility(inputs, current, cwd, max_samples),
+        "integrity": integ,
+        "visibility": visibility(inputs, current, cwd, max_samples, judged),
         "orphans": orphans(inputs, max_samples),
+        "surfaces": surface_views(inputs, current, tui_cwd, max_samples, judged),
+        "cwd_folders": cwd_folders(judged, max_samples),
+        "daemon_package": daemon_package(inputs, integ["moved_home"]),
+        "line1_fields": line1_fields(inputs),
     }
+    report["surfaces"]["tui_cwd_source"] = tui_why
     report["visibility"]["provider_source"] = "--provider" if provider else cfg.provider_source
     report["findings"] = findings(report)
     return report
@@ -370,6 +351,8 @@ def findings(report: Dict[str, Any]) -> List[str]:
     integ, vis = report["integrity"], report["visibility"]
     if report["codex_running"]["running"]:
         out.append("Codex is running against this home: " + "; ".join(report["codex_running"]["holders"]))
+    if report["config"].get("legacy_profile_finding"):
+        out.append(report["config"]["legacy_profile_finding"])
     labels = {
         "disk_not_in_db": "rollout(s) have no DB row",
         "db_not_on_disk": "DB row(s) have no rollout file anywhere",
@@ -391,11 +374,23 @@ def findings(report: Dict[str, Any]) -> List[str]:
             out.append(f"{n} {label}")
     if integ.get("moved_home"):
         m = integ["moved_home"]
-        out.append(f"home moved: {m['rows']} row(s) under {m['old_prefix']}; "
+        cwd = f" and {m['cwd_rows']} session(s) recorded in folders under {m['old_user_prefix']}" \
+            if m.get("cwd_rows") else ""
+        out.append(f"home moved: {m['rows']} row(s) under {m['old_prefix']}{cwd}; "
                    f"preview the fix: {report_command(report, 'session_repair.py', *m['remap_arg'].split(' ', 1))}")
+    pkg = report.get("daemon_package")
+    if pkg and pkg.get("problem"):
+        to = f"; re-point it to {pkg['repoint_to']}" if pkg.get("repoint_to") else ""
+        out.append(f"{pkg['path']} -> {pkg['target']} {pkg['problem']}{to}")
     for reason, n in vis["hidden"].items():
-        if n and reason != "cwd":
+        if n and reason not in ("cwd", "cwd_folder_gone"):
             out.append(f"{n} thread(s) hidden from the default list: {reason.replace('_', ' ')}")
+    tui = report["surfaces"].get("tui")
+    if tui is not None:
+        gone = tui["hidden"].get("cwd_folder_gone", 0)
+        if gone and not tui["visible"]:
+            out.append(f"the TUI picker in {tui['cwd']} shows no session: {gone} were recorded in folders "
+                       f"that no longer exist")
     for reason, n in vis["db_only_hidden"].items():
         if n:
             out.append(f"{n} listed thread(s) missing from a DB-only list: {reason.replace('_', ' ')}")
@@ -407,3 +402,4 @@ def findings(report: Dict[str, Any]) -> List[str]:
         out.append(f"{orph['count']} orphan rollout(s): {orph['importable']} importable, "
                    f"{orph['active_orphans']} ACTIVE_ORPHAN")
     return out
+

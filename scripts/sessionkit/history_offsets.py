@@ -5,7 +5,7 @@ import sqlite3
 from pathlib import Path
 from typing import List, Set, Tuple
 
-HISTORY_DB = "thread_history_1.sqlite"
+from .versions import HISTORY_DB_NAME as HISTORY_DB
 
 TurnOffsets = List[Tuple[str, int, int]]  # (turn_id, rollout_byte_offset, rollout_end_byte_offset)
 

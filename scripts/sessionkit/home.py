@@ -1,4 +1,4 @@
-"""Find a Codex home, its config and its state DBs the way Codex 0.169 does."""
+"""Find a Codex home, its config and its state DBs the way Codex 0.169 and 0.171 do."""
 from __future__ import annotations
 
 import os
@@ -8,10 +8,8 @@ from typing import Dict, List, Optional
 
 from . import UserError, tomlmini
 from .commands import demo_hint
-
-BUILTIN_PROVIDERS = ("openai", "amazon-bedrock", "ollama", "lmstudio")
-STATE_DB_NAME = "state_5.sqlite"
-OLDER_DB_NAMES = ("state_4.sqlite", "state_2.sqlite", "state.sqlite")
+from .versions import BUILTIN_PROVIDER_IDS as BUILTIN_PROVIDERS, DEFAULT_PROVIDER, DESKTOP_DB_FOLDER, \
+    LATEST, LEGACY_PROFILE_KEY_REJECTED, OLDER_DB_NAMES, STATE_DB_NAME
 
 
 @dataclass
@@ -20,11 +18,25 @@ class CodexConfig:
 
     path: Path
     exists: bool
-    model_provider: str = "openai"
+    model_provider: str = str(DEFAULT_PROVIDER.value)
     provider_source: str = "default"  # "default", "config.toml", "profile <name>"
     profile: Optional[str] = None
     providers: List[str] = field(default_factory=list)
     sqlite_home: Optional[str] = None
+    legacy_profile: bool = False  # a top-level `profile = "x"`: Codex 0.169+ refuses to start
+    profile_provider: Optional[str] = None  # what [profiles.<profile>] names, for `--profile` users
+
+    @property
+    def legacy_profile_finding(self) -> Optional[str]:
+        """One line for the user when config.toml holds the form Codex no longer accepts."""
+        if not self.legacy_profile:
+            return None
+        used = f"; [profiles.{self.profile}] names provider {self.profile_provider!r}" \
+            if self.profile_provider else ""
+        return (f"config.toml sets the legacy `profile = \"{self.profile}\"`: Codex "
+                f"{'/'.join(LEGACY_PROFILE_KEY_REJECTED.measured_on)} refuses to start with it (remove the "
+                f"line; start Codex with `--profile {self.profile}` and {self.profile}.config.toml instead); "
+                f"judged with the top-level provider {self.model_provider!r}{used}")
 
     def knows_provider(self, provider: str) -> bool:
         return provider in self.providers or provider in BUILTIN_PROVIDERS
@@ -77,7 +89,8 @@ def resolve_home_dir(codex_dir: Optional[str], environ: Optional[Dict[str, str]]
 
 
 def read_config(root: Path) -> CodexConfig:
-    """config.toml's provider (profile-aware), provider tables and sqlite_home."""
+    """config.toml's provider as a running Codex reads it (a legacy `profile` key selects nothing),
+    its provider tables and sqlite_home."""
     path = root / "config.toml"
     cfg = CodexConfig(path=path, exists=path.is_file())
     if not cfg.exists:
@@ -97,12 +110,13 @@ def read_config(root: Path) -> CodexConfig:
         cfg.model_provider = data["model_provider"]
         cfg.provider_source = "config.toml"
     profile = data.get("profile")
-    if isinstance(profile, str):
+    if isinstance(profile, str):  # Codex 0.169+ rejects this key: it never selects the profile
         cfg.profile = profile
-        table = (data.get("profiles") or {}).get(profile)
+        cfg.legacy_profile = bool(LEGACY_PROFILE_KEY_REJECTED.value)
+        profiles = data.get("profiles")
+        table = profiles.get(profile) if isinstance(profiles, dict) else None
         if isinstance(table, dict) and isinstance(table.get("model_provider"), str):
-            cfg.model_provider = table["model_provider"]
-            cfg.provider_source = f"profile {profile}"
+            cfg.profile_provider = table["model_provider"]
     if isinstance(data.get("sqlite_home"), str):
         cfg.sqlite_home = data["sqlite_home"]
     return cfg
@@ -127,7 +141,7 @@ def locate_state_dbs(root: Path, cfg: CodexConfig, sqlite_home: Optional[str],
     used = chosen_dir / STATE_DB_NAME
     found = [StateDb(used, "used", f"{STATE_DB_NAME} in {why}")]
     seen = {os.path.realpath(used)}
-    for folder, label in ((root, "the Codex home"), (root / "sqlite", "the desktop app's folder"),
+    for folder, label in ((root, "the Codex home"), (root / str(DESKTOP_DB_FOLDER.value), "the desktop app's folder"),
                           (chosen_dir, why)):
         for name in (STATE_DB_NAME, *OLDER_DB_NAMES):
             cand = folder / name
@@ -135,7 +149,7 @@ def locate_state_dbs(root: Path, cfg: CodexConfig, sqlite_home: Optional[str],
             if real in seen or not cand.is_file():
                 continue
             seen.add(real)
-            note = "an older schema's DB, no longer read by Codex 0.169" if name != STATE_DB_NAME \
+            note = f"an older schema's DB, no longer read by Codex {LATEST}" if name != STATE_DB_NAME \
                 else f"another state DB ({label}); Codex started with other settings uses it"
             found.append(StateDb(cand, "other", note))
     return found

@@ -11,12 +11,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from .audit import AuditInputs
+from .locks import explain_live
+from .snapshot import AuditInputs
 from .history_offsets import history_db_path, read_offsets, threads_with_offsets
 from .rollout_index import not_unicode, unusable_reason
 from .line1 import Line1Edit, plan_field_edit
 from .ops import Line1Rewrite, OffsetShift, Op, RowUpdate
 from .progress import Progress
+from .reasoning import count_encrypted
 from .paths import is_inside, safe_str
 from .statedb import open_readonly, unbindable
 from .writerun import execute
@@ -99,7 +101,8 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             if row.model_provider == plan.target and (db_only or line1_provider in (None, plan.target)):
                 continue
             if tid in live:
-                plan.skipped.append((row.id, "live thread (its writer lock is held): never touched"))
+                plan.skipped.append((row.id, explain_live("live thread (its writer lock is held): never touched",
+                                                           inputs.activity, row.id)))
                 continue
             bad = unbindable((row.id, row.model_provider))
             if bad:
@@ -202,7 +205,15 @@ def provider_counts(db: Path) -> Dict[str, int]:
 
 
 def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
+    encrypted, unread = count_encrypted((c.thread_id, c.path) for c in plan.changes)
+    warnings = list(plan.warnings)
+    if encrypted:
+        warnings.append(f"{len(encrypted)} of the {len(plan.changes)} thread(s) carry encrypted reasoning from "
+                        "their old provider or login: they will list and read, but continuing one may fail "
+                        "with invalid_encrypted_content (no storage change fixes that)")
     return {
+        "encrypted_reasoning": {"threads": len(encrypted), "sample": encrypted[:sample],
+                                "unreadable": len(unread)},
         "target_provider": plan.target,
         "target_source": plan.target_source,
         "target_configured": plan.target_known,
@@ -218,5 +229,5 @@ def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
                     "line1": "rewrite" + (f" (+{c.edit.growth} bytes)" if c.edit.growth else " (same length)")
                     if c.edit else "unchanged", "path": safe_str(c.path) if c.path else None}
                    for c in plan.changes[:sample]],
-        "warnings": plan.warnings,
+        "warnings": warnings,
     }

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import UserError
-from .audit import AuditInputs, classify_orphan
+from .audit import classify_orphan
+from .locks import explain_live
+from .snapshot import AuditInputs
 from .progress import Progress
 from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolute, replace_prefix,
                     resolves_inside, safe_str)
@@ -155,6 +157,7 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = T
         plan.suggested_remap = f"--remap-prefix {safe_str(old)}={safe_str(root)}"
     if import_orphans:
         _plan_imports(plan, inputs, wanted, live, now)
+    plan.skipped = [(t, explain_live(r, inputs.activity, t)) for t, r in plan.skipped]
     return plan
 
 

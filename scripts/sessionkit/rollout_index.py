@@ -201,6 +201,11 @@ def load_session_meta(path: Path, limit: int = LINE1_LIMIT) -> SessionMeta:
     line, err = read_line1(path, limit)
     if line is None:
         return SessionMeta(error=err)
+    return meta_from_line(line)
+
+
+def meta_from_line(line: bytes) -> SessionMeta:
+    """A SessionMeta from line 1's bytes, decoding only the part before base_instructions when it can."""
     at = line.find(_BASE_INSTRUCTIONS)
     if at > 0 and line.endswith(b"}"):
         meta = parse_session_meta(line[:at] + b"}}")

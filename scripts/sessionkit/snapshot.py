@@ -1,0 +1,178 @@
+"""The shared snapshot of a home: one walk, one SELECT, one bounded head read per rollout.
+
+The audit, the repair plan and the migration plan all read the home through `gather`, so a home is
+read once per run and every thread id is normalised (lower-case) here, once.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set, Tuple
+
+from .home import CodexHome
+from .line1 import LINE1_LIMIT, _CHUNK, _rest_of_line1
+from .locks import CodexActivity, scan_activity
+from .paths import resolves_inside
+from .progress import Progress
+from .rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, meta_from_line
+from .statedb import ThreadRow, load_threads
+
+BOM = b"\xef\xbb\xbf"
+BOM_ERROR = "line 1 starts with a UTF-8 BOM (Codex 0.171 cannot read it: not listed, not readable)"
+_ROOTS = b'"runtime_workspace_roots":'
+_ACCOUNT_SCOPED = b'"account_scoped":true'
+_BASE_INSTRUCTIONS = b',"base_instructions":'
+
+
+class Head:
+    """What a rollout's head says beyond line 1's SessionMeta (0.171 fields, shape of the file).
+    Slotted: a 0.171 home has one per rollout."""
+
+    __slots__ = ("only_meta", "bom", "roots", "account_scoped")
+
+    def __init__(self, only_meta: bool = False, bom: bool = False, roots: Optional[List[str]] = None,
+                 account_scoped: bool = False) -> None:
+        self.only_meta = only_meta  # nothing after line 1: thread/list lists no such session
+        self.bom = bom  # line 1 starts with a UTF-8 BOM: unreadable to Codex
+        self.roots = roots  # session_meta.runtime_workspace_roots (0.171)
+        self.account_scoped = account_scoped  # 0.171 writes it true on every session
+
+
+@dataclass
+class AuditInputs:
+    """Everything read from the home, once; the audit, repair and migration plans reuse it."""
+
+    home: CodexHome
+    rows: List[ThreadRow]
+    index: RolloutIndex
+    metas: Dict[str, SessionMeta]  # by file path
+    activity: CodexActivity
+    heads: Dict[str, Head] = field(default_factory=dict)  # by file path, only files with something to say
+    rows_by_id: Dict[str, ThreadRow] = field(default_factory=dict)  # lower-case thread id -> row
+
+    def __post_init__(self) -> None:
+        if not self.rows_by_id:
+            self.rows_by_id = {r.id.lower(): r for r in self.rows}
+
+    def meta_for(self, rf: RolloutFile) -> SessionMeta:
+        return self.metas[rf.key]
+
+    def head_for(self, rf: RolloutFile) -> Head:
+        return self.heads.get(rf.key) or _NO_HEAD
+
+    def row_for(self, thread_id: str) -> Optional[ThreadRow]:
+        return self.rows_by_id.get(thread_id.lower())
+
+    def files_for(self, thread_id: str) -> List[RolloutFile]:
+        return self.index.by_thread.get(thread_id.lower(), [])
+
+    @property
+    def live(self) -> Set[str]:
+        """Lower-case ids of threads whose writer lock is held."""
+        return {t.lower() for t in self.activity.live_threads}
+
+    @property
+    def own_thread(self) -> str:
+        return (self.activity.agent_thread_id or "").lower()
+
+    def with_rows(self, rows: List[ThreadRow]) -> "AuditInputs":
+        """The same files seen through another state DB's rows (the desktop app's DB)."""
+        return AuditInputs(home=self.home, rows=rows, index=self.index, metas=self.metas,
+                           activity=self.activity, heads=self.heads)
+
+
+_NO_HEAD = Head()
+
+
+def read_head(path: str, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Optional[str], bool]:
+    """(line 1, error, only line 1 in the file). Reads one 64 KB chunk for a usual rollout (line 1 is
+    ~21 KB), never the whole file: past a longer line 1 the file size answers the last question."""
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            chunk = fh.read(_CHUNK)
+            if not chunk:
+                return None, "empty file", False
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                rest = chunk[cut + 1:]
+                if rest.strip():
+                    return chunk[:cut], None, False
+                if len(chunk) < _CHUNK:
+                    return chunk[:cut], None, True
+                return chunk[:cut], None, not fh.read(_CHUNK).strip()
+            more, err = _rest_of_line1(fh, max(0, limit - len(chunk)))
+            if more is None and err != "empty file":
+                return None, err, False
+            line = chunk + (more or b"")
+            size = os.fstat(fh.fileno()).st_size
+            return line, None, size <= len(line) + 1
+    except OSError as exc:
+        return None, exc.strerror or str(exc), False
+
+
+def head_extras(line: bytes, only_meta: bool, cwd: Optional[str] = None) -> Optional[Head]:
+    """The 0.171 fields of line 1. Roots equal to `[cwd]` (what 0.171 writes) are recognised from
+    the bytes; only other roots are JSON-decoded, from the small part before base_instructions."""
+    bom = line.startswith(BOM)
+    scoped = _ACCOUNT_SCOPED in line
+    roots: Optional[List[str]] = None
+    at = line.find(_ROOTS)
+    if at >= 0 and cwd is not None and _ROOTS + b"[" + json.dumps(cwd, ensure_ascii=False).encode(
+            "utf-8", "surrogatepass") + b"]" in line:
+        roots = [cwd]
+    elif at >= 0:
+        end = line.find(_BASE_INSTRUCTIONS)
+        part = line[:end] + b"}}" if end > at else line
+        try:
+            value = json.loads(part.lstrip(BOM))["payload"].get("runtime_workspace_roots")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            value = None
+        if isinstance(value, list):
+            roots = [r for r in value if isinstance(r, str)]
+    if not (only_meta or bom or scoped or roots):
+        return None
+    return Head(only_meta=only_meta, bom=bom, roots=roots, account_scoped=scoped)
+
+
+def gather(home: CodexHome, progress: Optional[Progress] = None) -> AuditInputs:
+    """One walk, one SELECT, one bounded head read per rollout file."""
+    progress = progress or Progress(None)
+    collecting = gc.isenabled()
+    gc.disable()  # hundreds of thousands of small acyclic objects: no cycles to collect meanwhile
+    try:
+        return _gather(home, progress)
+    finally:
+        gc.freeze()  # what was read lives to the end: later collections need not walk it again
+        if collecting:
+            gc.enable()
+
+
+def _gather(home: CodexHome, progress: Progress) -> AuditInputs:
+    progress.phase("scanning rollouts")
+    index = build_index(home.root)
+    progress.phase("reading the state DB")
+    rows = load_threads(home.state_db.path)
+    metas: Dict[str, SessionMeta] = {}
+    heads: Dict[str, Head] = {}
+    total = len(index.files)
+    for n, rf in enumerate(index.files, 1):
+        if rf.compressed:
+            metas[rf.key] = SessionMeta(error="zstd-compressed rollout (not readable here)")
+        elif rf.is_symlink and not resolves_inside(rf.path, home.root):
+            metas[rf.key] = SessionMeta(error="a symlink to outside the Codex home (not followed)")
+        else:
+            line, err, only = read_head(rf.key)
+            if line is None:
+                metas[rf.key] = SessionMeta(error=err)
+            else:
+                meta = SessionMeta(error=BOM_ERROR) if line.startswith(BOM) else meta_from_line(line)
+                metas[rf.key] = meta
+                extra = head_extras(line, only, meta.cwd)
+                if extra is not None:
+                    heads[rf.key] = extra
+        progress.tick("reading line 1 of each rollout", n, total)
+    progress.done()
+    return AuditInputs(home=home, rows=rows, index=index, metas=metas, activity=scan_activity(home.root),
+                       heads=heads)
