@@ -148,3 +148,19 @@ def test_install_places_and_commands_are_real():
         assert "$CODEX_HOME/skills" in text and ".agents/skills/" in text
     assert "<this repo>" not in readme
     assert "make install" in readme and "cp -R SKILL.md agents scripts references ~/.agents/skills/" in readme
+
+
+def test_every_test_the_docs_name_exists():
+    """A README or reference claim backed by a test name that no longer exists is a defect."""
+    import re
+    defined = set()
+    for path in (REPO / "tests").glob("*.py"):
+        defined |= set(re.findall(r"^def (test_\w+)", path.read_text(encoding="utf-8"), re.M))
+    files = {p.stem for p in (REPO / "tests").glob("test_*.py")}
+    docs = [REPO / "README.md", REPO / "SKILL.md", *sorted((REPO / "references").glob("*.md"))]
+    missing = {}
+    for doc in docs:
+        for name in re.findall(r"\b(test_\w+?)(?:\[|\b)", doc.read_text(encoding="utf-8")):
+            if name not in defined and name not in files:
+                missing.setdefault(doc.name, set()).add(name)
+    assert missing == {}
