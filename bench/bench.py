@@ -46,6 +46,7 @@ def generate(root: Path, n: int) -> Dict[str, int]:
     rows = []
     mix = {"other_provider": 0, "moved": 0, "archived": 0, "orphan": 0, "missing": 0}
     made_dirs = set()
+    history: List[Tuple[str, int, int, int, int]] = []
     for i in range(n):
         tid = f"0190{i // 65536:04x}-{i % 65536:04x}-7000-8000-{i:012x}"
         created = start + timedelta(minutes=13 * i)
@@ -64,16 +65,18 @@ def generate(root: Path, n: int) -> Dict[str, int]:
             "model_provider": provider, "base_instructions": {"text": BASE_INSTRUCTIONS},
             "history_mode": "paginated"}}
         lines = [compact(meta),
-                 compact({"timestamp": ts, "ordinal": 1, "type": "turn_context", "payload": {
+                 compact({"timestamp": ts, "ordinal": 1, "type": "event_msg", "payload": {"type": "task_started"}}),
+                 compact({"timestamp": ts, "ordinal": 2, "type": "turn_context", "payload": {
                      "cwd": f"/home/me/proj{i % 37}", "approval_policy": "on-request", "model": "gpt-5"}}),
-                 compact({"timestamp": ts, "ordinal": 2, "type": "event_msg", "payload": {
+                 compact({"timestamp": ts, "ordinal": 3, "type": "event_msg", "payload": {
                      "type": "user_message", "message": f"task {i}"}}),
-                 compact({"timestamp": ts, "ordinal": 3, "type": "response_item", "payload": {
+                 compact({"timestamp": ts, "ordinal": 4, "type": "response_item", "payload": {
                      "type": "message", "role": "assistant", "content": [{"type": "output_text", "text": ASSISTANT}]}})]
         missing = i % 100 == 51
         orphan = i % 50 == 23
         if not missing:
             path.write_text("\n".join(lines) + "\n")
+            history.append((tid, len(lines[0]) + 1, path.stat().st_size, len(lines), i))
             stamp = created.timestamp() + 60
             os.utime(path, (stamp, stamp))
         if orphan:
@@ -93,6 +96,37 @@ def generate(root: Path, n: int) -> Dict[str, int]:
     conn.executemany("INSERT INTO threads (id, rollout_path, created_at, updated_at, source, model_provider, cwd, "
                      "title, sandbox_policy, approval_mode, archived, archived_at, cli_version, first_user_message, "
                      "preview, model, history_mode) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    conn.commit()
+    conn.close()
+    mix.update(add_history(root, history))
+    return mix
+
+
+HISTORY_SCHEMA = REPO / "tests" / "data" / "thread_history_1_schema.sql"
+
+
+def add_history(root: Path, threads: List[Tuple[str, int, int, int, int]]) -> Dict[str, int]:
+    """thread_history_1.sqlite as Codex keeps it for paginated threads (one turn, two items, a
+    cursor at end of file), with 1% whose turn rows are gone and 1% whose cursor is past the end."""
+    conn = sqlite3.connect(str(root / "thread_history_1.sqlite"))
+    conn.executescript(HISTORY_SCHEMA.read_text())
+    turns, items, cursors = [], [], []
+    mix = {"history_rows_missing": 0, "history_cursor_past_eof": 0}
+    for tid, start, size, nlines, i in threads:
+        cursors.append((tid, size + 10 if i % 100 == 71 else size, nlines))
+        mix["history_cursor_past_eof"] += i % 100 == 71
+        if i % 100 == 61:
+            mix["history_rows_missing"] += 1
+            continue
+        turns.append((tid, f"turn-{i}", 1, "completed", f"user-{i}", "msg", start, nlines - 1, size, f"turn-{i}"))
+        items += [(tid, f"turn-{i}", f"user-{i}", 3, 0, '{"type":"userMessage"}', "userMessage"),
+                  (tid, f"turn-{i}", "msg", 4, 0, '{"type":"agentMessage"}', "agentMessage")]
+    conn.executemany("INSERT INTO thread_turns (thread_id, turn_id, rollout_ordinal, status, first_user_item_id, "
+                     "final_agent_item_id, rollout_byte_offset, rollout_end_ordinal, rollout_end_byte_offset, "
+                     "root_turn_id) VALUES (?,?,?,?,?,?,?,?,?,?)", turns)
+    conn.executemany("INSERT INTO thread_items (thread_id, turn_id, item_id, rollout_ordinal, created_at_ms, "
+                     "item_json, item_type) VALUES (?,?,?,?,?,?,?)", items)
+    conn.executemany("INSERT INTO thread_history_projection_state VALUES (?,?,?)", cursors)
     conn.commit()
     conn.close()
     return mix

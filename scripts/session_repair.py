@@ -23,6 +23,13 @@ from sessionkit.labels import readable_time, relative, session_names, short_titl
 from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 from sessionkit.repair import RepairPlan, apply_repair, parse_remaps, plan_repair, plan_report  # noqa: E402
+from sessionkit.history_check import check_history  # noqa: E402
+from sessionkit.history_offsets import history_db_path  # noqa: E402
+from sessionkit.history_reset import (history_lines, history_ops, history_plan_report, name_changes,  # noqa: E402
+                                      plan_history, rebuild_after)
+from sessionkit.codex_rebuild import find_codex  # noqa: E402
+from sessionkit.locks import scan_activity  # noqa: E402
+from sessionkit.safety import refuse_if_running  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -43,6 +50,11 @@ def parse_args(argv: Optional[List[str]]) -> Any:
                         "to start with NEW, e.g. after moving the home (repeatable).")
     p.add_argument("--import-orphans", action="store_true",
                    help="add DB rows for rollouts that have none (never for ACTIVE_ORPHANs).")
+    p.add_argument("--no-fix-history", action="store_true",
+                   help="leave incomplete paginated histories as they are (default: reset them).")
+    p.add_argument("--rebuild-history", action="store_true",
+                   help="after --apply, have your Codex rebuild each reset history now (thread/resume).")
+    p.add_argument("--codex-bin", metavar="PATH", help="the Codex CLI for --rebuild-history (default: codex on PATH).")
     p.add_argument("--sample", "--max-samples", dest="sample", type=positive_int, default=10, metavar="N",
                    help="moves and rows shown in the plan (default: 10).")
     return p.parse_args(argv)
@@ -77,6 +89,7 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
     if not r["path_fix_enabled"] or not r["unarchive_enabled"]:
         out.append(f"path fixes: {'on' if r['path_fix_enabled'] else 'off'}; "
                    f"unarchiving: {'on' if r['unarchive_enabled'] else 'off'}")
+    out += history_lines(r)
     if r["suggested_remap"]:
         old = r["suggested_remap"].split(" ", 1)[1].rsplit("=", 1)[0]
         out += ["Rows point into another home; preview the repair that moves them here:",
@@ -100,17 +113,22 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
     if result is None:
         out.append("No changes applied (dry-run). To write them, run the same command with --apply:"
                    if dry_run else "Nothing to change.")
-        if dry_run and (plan.moves or plan.rows or plan.inserts):
+        if dry_run and (plan.moves or plan.rows or plan.inserts or r["planned_history_resets"]):
             out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "session_repair.py"))
         return "\n".join(out)
     out += ["", "=== Session Repair Result ===", f"db_backup: {result['db_backup']}",
             f"manifest_csv: {result['manifest_csv']}", f"journal: {result['journal']}",
             f"files moved: {result['moved']} (path_moves_applied {result['path_moves_applied']}); "
-            f"index entries updated: {result['updated_rows']}, added: {result['inserted_rows']}",
+            f"index entries updated: {result['updated_rows']}, added: {result['inserted_rows']}; "
+            f"history rows deleted: {result['history_rows_deleted']}",
             f"unarchived_rows: {result['unarchived_rows']}, archived_after: {result['archived_after']}",
             "undo with:", f"  {result['rollback']}",
             "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
     return "\n".join(out)
+
+
+def has_work_of(plan: Any, hplan: Any) -> bool:
+    return bool(plan.moves or plan.rows or plan.inserts or hplan.resets or hplan.names)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -122,18 +140,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
     plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=not args.no_unarchive,
                        thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans)
-    report = plan_report(plan, args.sample)
-    has_work = bool(plan.moves or plan.rows or plan.inserts)
+    hplan = plan_history(inputs, check_history(inputs), not args.no_fix_history, args.thread_id)
+    codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and hplan.rebuild else None
+    if codex is not None and not has_work_of(plan, hplan):  # a rebuild alone: the same refusal as any write
+        refuse_if_running(scan_activity(home.root), args.force)
+    report = {**plan_report(plan, args.sample), **history_plan_report(hplan, args.sample, args.rebuild_history)}
+    plan.rows += name_changes(hplan)
+    has_work = has_work_of(plan, hplan)
     result = None
     if args.apply and has_work:
-        result = apply_repair(inputs, plan, args.force, progress=progress)
+        result = apply_repair(inputs, plan, args.force, progress=progress,
+                              extra_ops=history_ops(history_db_path(home.state_db.path), hplan))
+    if codex is not None:
+        report["history_rebuild"] = rebuild_after(home, hplan, result, codex)
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
     else:
         ids = [m.thread_id for m in plan.moves[:args.sample]] + [c.thread_id for c in plan.rows[:args.sample]] \
             + [s[0] for s in plan.skipped[:args.sample]]
         print(render(home, plan, report, result, not args.apply, session_names(inputs, ids), args.sample))
-    return EXIT_FINDINGS if plan.skipped else EXIT_CLEAN
+    failed = (report.get("history_rebuild") or {}).get("failed")
+    return EXIT_FINDINGS if plan.skipped or hplan.skipped or failed else EXIT_CLEAN
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from .statedb import ThreadRow, load_threads, open_readonly
 from .surfaces import HIDE_REASONS, INTERACTIVE_SOURCES, Judged, cwd_folders, daemon_package, \
     db_only_ids, judge_all, line1_fields, moved_home, surface_views, tui_default_cwd, view  # noqa: F401
 # HIDE_REASONS, INTERACTIVE_SOURCES and gather are re-exported: callers imported them from here
+from . import history_check
 
 ACTIVE_WINDOW_S = 300  # an unindexed rollout written this recently may still be in use
 DB_ONLY_REASONS = ("rollout_not_indexed", "stale_rollout_path", "empty_preview", "db_provider_differs",
@@ -316,6 +317,7 @@ def build_report(inputs: AuditInputs, provider: Optional[str] = None, cwd: Optio
     current = provider or cfg.model_provider
     judged = judge_all(inputs)
     integ = integrity(inputs, max_samples, judged)
+    integ.update(history_check.integrity_report(history_check.check_history(inputs), max_samples))
     tui_cwd, tui_why = tui_default_cwd(inputs, cwd, here if here is not None else _here(), integ["moved_home"])
     report: Dict[str, Any] = {
         "codex_dir": safe_str(home.root),
@@ -372,6 +374,7 @@ def findings(report: Dict[str, Any]) -> List[str]:
         n = integ[f"{key}_count"]
         if n:
             out.append(f"{n} {label}")
+    out += history_check.history_findings(integ)
     if integ.get("moved_home"):
         m = integ["moved_home"]
         cwd = f" and {m['cwd_rows']} session(s) recorded in folders under {m['old_user_prefix']}" \

@@ -132,11 +132,16 @@ def next_steps(report: Dict[str, Any], home: "CodexHome") -> List[Dict[str, str]
     repairable = (integ.get("missing_rollout_path_count", 0) or integ.get("archive_mismatches_count", 0)
                   or integ.get("session_meta_id_mismatch_count", 0) or hidden.get("archived", 0)
                   or db_only.get("stale_rollout_path", 0) or remap)
+    rebuild = ["--rebuild-history"] if integ.get("history_incomplete_count", 0) else []  # history_check.py
     if repairable:
         steps.append({"step": "repair", "why": "point the index at the real files"
                       + (", remap the old home" if remap else "")
-                      + (", bring back archived sessions" if hidden.get("archived") else ""),
-                      "command": home_command(home, "session_repair.py", *remap)})
+                      + (", bring back archived sessions" if hidden.get("archived") else "")
+                      + (", rebuild sessions that open incomplete" if rebuild else ""),
+                      "command": home_command(home, "session_repair.py", *remap, *rebuild)})
+    elif rebuild or integ.get("names_lost_count", 0):
+        steps.append({"step": "repair", "why": "rebuild sessions that open incomplete or empty, restore lost names",
+                      "command": home_command(home, "session_repair.py", *rebuild)})
     if hidden.get("other_provider", 0) or integ.get("provider_mismatch_count", 0):
         steps.append({"step": "migrate", "why": f"move sessions of other providers to {vis.get('provider')}",
                       "command": home_command(home, "provider_migrate.py")})

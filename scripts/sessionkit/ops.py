@@ -26,7 +26,7 @@ TMP_SUFFIX = ".session-migration.tmp"
 # Columns an operation may write, per table: anything else in a record is refused (item 8).
 UPDATE_COLUMNS: Dict[str, Tuple[str, ...]] = {
     "threads": ("rollout_path", "cwd", "archived", "archived_at", "updated_at", "updated_at_ms",
-                "model_provider"),
+                "model_provider", "name"),
     "thread_turns": ("rollout_byte_offset", "rollout_end_byte_offset"),
     "thread_history_projection_state": ("next_rollout_byte_offset",),
 }

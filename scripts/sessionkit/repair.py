@@ -15,6 +15,7 @@ from . import UserError
 from .audit import classify_orphan
 from .locks import explain_live
 from .snapshot import AuditInputs
+from .history_check import names_from_session_index
 from .progress import Progress
 from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolute, replace_prefix,
                     resolves_inside, safe_str)
@@ -257,6 +258,7 @@ def _add_row(plan: RepairPlan, row: ThreadRow, new: Dict[str, Any], why: List[st
 def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set, now: float) -> None:
     row_ids = {r.id.lower() for r in inputs.rows}
     provider = inputs.home.config.model_provider
+    names = names_from_session_index(inputs.home)  # a re-created row keeps the thread's name
     for tid, files in sorted(inputs.index.by_thread.items()):
         if tid in row_ids or (wanted and tid not in wanted):
             continue
@@ -276,6 +278,9 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
             plan.inserts.append(row_from_rollout(rf.path, tid, rf.archived, provider))
         except Unimportable as exc:
             plan.skipped.append((tid, f"orphan not imported: {exc}"))
+            continue
+        if tid in names:
+            plan.inserts[-1]["name"] = names[tid]
 
 
 def _manifest(plan: RepairPlan, ts: str) -> bytes:
@@ -318,13 +323,15 @@ def repair_ops(db: Path, plan: RepairPlan, cols: Sequence[str], now: float) -> L
 
 
 def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
-                 now: Optional[float] = None, progress: Optional[Progress] = None) -> Dict[str, Any]:
+                 now: Optional[float] = None, progress: Optional[Progress] = None,
+                 extra_ops: Sequence[Op] = ()) -> Dict[str, Any]:
     """Run the plan's ops through the one executor: moves first, then every row change in one
     transaction; a thread whose move cannot happen keeps its row too."""
     home = inputs.home
     ts = datetime.now().isoformat(timespec="seconds")
     stamp = time.time() if now is None else now
-    ops = remap_ops(inputs, plan) + repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
+    ops = remap_ops(inputs, plan) + repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp) \
+        + list(extra_ops)
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}
@@ -335,6 +342,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "archived_after": archived_count(home.state_db.path),
             "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
             "line1_rewritten": r.applied["line1"], "symlinks_repointed": r.applied["symlink"],
+            "history_rows_deleted": r.applied["row_delete"],
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "rollback": r.rollback_command(home)}
 
