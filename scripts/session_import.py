@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
@@ -18,7 +19,8 @@ from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
 from sessionkit.archive_src import open_source  # noqa: E402
 from sessionkit.cli import Parser, positive_int, print_json, run  # noqa: E402
 from sessionkit.commands import home_command  # noqa: E402
-from sessionkit.home import open_home  # noqa: E402
+from sessionkit.home import CodexHome, open_home  # noqa: E402
+from sessionkit.paths import resolves_inside  # noqa: E402
 from sessionkit.importer import parse_remaps, plan_import, plan_report, read_dest, read_source  # noqa: E402
 
 
@@ -97,11 +99,21 @@ def next_commands(home: Any, args: Any, plan: Any) -> List[str]:
     return out
 
 
+def scratch_parent(home: CodexHome) -> Path:
+    """With --apply the scratch folder (archive members, staged remapped files) lives in the home's
+    own artifacts folder, so a run writes nothing outside the home; a dry-run writes nothing in it."""
+    folder = home.artifacts_dir
+    if not resolves_inside(folder.parent, home.root):
+        raise UserError(f"{folder.parent} leads outside the Codex home; refusing to write there")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     remaps = parse_remaps(args.remap_prefix)
     home = open_home(args.codex_dir, args.sqlite_home)
-    with open_source(args.src) as source:
+    with open_source(args.src, scratch_parent(home) if args.apply else None) as source:
         if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):
             raise UserError("--from names this same home; nothing to import")
         src = read_source(source)

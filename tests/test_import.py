@@ -638,3 +638,27 @@ def test_the_printed_next_commands_paste_and_run_from_another_folder(homes, tmp_
     assert apply_cmd == remap_cmd + " --apply"
     done = json.loads(run(apply_cmd).stdout)
     assert done["result"]["imported_threads"] == 3 and done["next_commands"] == []
+
+
+def test_apply_writes_its_scratch_inside_the_home_only(homes, tmp_path):
+    """--apply stages archive members and remapped files in DEST's artifacts folder, never in the
+    system temp dir (a run writes nothing outside the home), and removes them afterwards."""
+    src, made, dst, own = homes
+    outside = tmp_path / "system-tmp"
+    outside.mkdir()
+    archive = tmp_path / "old.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(str(src.root), arcname=".codex")
+    proc = run_script("session_import.py", "--codex-dir", str(dst.root), "--from", str(archive),
+                      "--remap-prefix", f"/home/olduser={dst.root.parent}", "--apply", "--json",
+                      env={"TMPDIR": str(outside)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["result"]["imported_threads"] == 3
+    assert list(outside.iterdir()) == []
+    artifacts = dst.root / ".tmp" / "session-migration"
+    assert [p.name for p in artifacts.iterdir() if p.name.startswith("codex-session-import-")] == []
+    (journal,) = list(artifacts.glob("session_import_*/journal.jsonl"))
+    sources = [r["source"] for r in map(json.loads, journal.read_text().splitlines())
+               if r.get("op") == "file_create" and r.get("source")]
+    assert len(sources) == 3  # each file came from the archive through the scratch folder
+    assert all(s.startswith(str(artifacts) + "/codex-session-import-") for s in sources), sources
