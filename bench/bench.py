@@ -180,6 +180,10 @@ def bench_home(root: Path, n: int) -> Dict[str, Tuple[float, float]]:
     out["audit"] = median_run([s("session_audit.py"), *home, "--json"])
     out["repair dry-run"] = median_run([s("session_repair.py"), *home, "--import-orphans", "--json"])
     out["migration dry-run"] = median_run([s("provider_migrate.py"), *home, "--json"])
+    dest = root.parent / "new-machine" / ".codex"  # importing the whole home into an empty one
+    dest.mkdir(parents=True, exist_ok=True)
+    sqlite3.connect(str(dest / "state_5.sqlite")).executescript(SCHEMA.read_text()).close()
+    out["import dry-run"] = median_run([s("session_import.py"), "--from", str(root), "--codex-dir", str(dest), "--json"])
     pairs: Dict[str, List[Tuple[float, float]]] = {"repair apply": [], "migration apply": [], "rollback": []}
     for _ in range(RUNS):
         pairs["repair apply"].append(timed([s("session_repair.py"), *home, "--import-orphans", "--apply", "--json"]))

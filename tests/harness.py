@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import signal
 import subprocess
 import sys
@@ -476,6 +477,9 @@ def snapshot(root: Path) -> Dict[str, tuple]:
             st = p.lstat()
             if p.is_symlink():
                 out[str(p.relative_to(root))] = ("link", os.readlink(p))
+                continue
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or socket: reading it would block
+                out[str(p.relative_to(root))] = ("special", stat.S_IFMT(st.st_mode), st.st_mtime_ns)
                 continue
             digest = hashlib.sha256(p.read_bytes()).hexdigest()
             out[str(p.relative_to(root))] = (digest, st.st_mtime_ns, st.st_mode)

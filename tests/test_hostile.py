@@ -3,6 +3,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -192,3 +193,46 @@ def test_random_time_kills_always_roll_back(tmp_path):
         assert rb.returncode == 0, rb.stdout + rb.stderr
         assert home_state(hb.root) == before, n
     assert killed >= 6, killed
+
+
+def _run60(script, home, *args):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                          capture_output=True, text=True, env=e, check=False, timeout=60)
+
+
+def test_a_fifo_named_like_a_rollout_never_blocks_any_script(tmp_path):
+    """A FIFO (or socket) where a rollout should be would block a plain open() forever: every
+    script finishes, reports it once as unreadable and changes nothing."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    t = hb.add(provider="oldco", preview="kept")
+    fifo = t.path.parent / "rollout-2025-01-02T03-04-05-11111111-2222-4333-8444-555555555555.jsonl"
+    os.mkfifo(str(fifo))
+    link = hb.root / "sessions" / "rollout-2025-01-02T03-04-06-11111111-2222-4333-8444-666666666666.jsonl"
+    os.symlink(str(fifo), str(link))
+    before = snapshot(hb.root)
+    audit = _run60("session_audit.py", hb.root, "--json")
+    assert audit.returncode == 1, audit.stderr
+    unreadable = json.loads(audit.stdout)["integrity"]["unreadable_paths_sample"]
+    assert sorted(unreadable) == sorted([f"{fifo}: not a regular file (never opened)",
+                                         f"{link}: not a regular file (never opened)"])
+    for script, args in (("session_repair.py", ("--import-orphans",)), ("provider_migrate.py", ())):
+        proc = _run60(script, hb.root, "--json", *args)
+        assert proc.returncode in (0, 1), proc.stderr
+    assert snapshot(hb.root) == before
+    migrated = _run60("provider_migrate.py", hb.root, "--apply", "--json")
+    assert migrated.returncode == 0, migrated.stderr
+    assert json.loads(migrated.stdout)["result"]["line1_rewritten"] == 1
+    assert stat.S_ISFIFO(os.lstat(str(fifo)).st_mode)
+
+
+def test_open_regular_refuses_a_fifo_without_blocking(tmp_path):
+    from sessionkit.paths import open_regular
+    fifo = tmp_path / "f.jsonl"
+    os.mkfifo(str(fifo))
+    with pytest.raises(OSError, match="not a regular file"):
+        open_regular(fifo)
+    plain = tmp_path / "p.jsonl"
+    plain.write_bytes(b'{"a":1}\n{"b":2}\n')
+    with open_regular(plain) as fh:
+        assert [line for line in fh] == [b'{"a":1}\n', b'{"b":2}\n']

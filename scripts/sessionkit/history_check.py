@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .history_offsets import history_db_path
-from .paths import safe_str
+from .paths import open_regular, safe_str
 from .rollout_index import ROLLOUT_NAME, RolloutFile
 from .statedb import open_readonly
 
@@ -168,7 +168,7 @@ def _is_turn_start(line: bytes) -> bool:
 def turn_between(path: str, start: int, stop: int, skip_first: bool = False) -> bool:
     """Does a turn start in [start, stop)? Reads only up to the first one found."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             fh.seek(start)
             read = 0
             first = True
@@ -191,7 +191,7 @@ def turn_between(path: str, start: int, stop: int, skip_first: bool = False) -> 
 
 def _byte_before(path: str, offset: int) -> Optional[bytes]:
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             fh.seek(offset - 1)
             return fh.read(1)
     except (OSError, ValueError):

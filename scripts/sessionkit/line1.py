@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Optional, Tuple
+from .paths import open_regular
 
 
 LINE1_LIMIT = 8 * 1024 * 1024  # line 1 is ~20 KB; anything past this is not a real session_meta
@@ -16,7 +17,7 @@ _CHUNK = 64 * 1024
 def read_line1(path: Path, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Optional[str]]:
     """Line 1's bytes (no newline) or why not; reads no more than `limit` bytes."""
     try:
-        with open(path, "rb", buffering=0) as fh:
+        with open_regular(path, buffering=0) as fh:
             return _rest_of_line1(fh, limit)
     except OSError as exc:
         return None, exc.strerror or str(exc)

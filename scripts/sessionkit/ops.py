@@ -17,6 +17,7 @@ from .faults import point
 from .history_offsets import read_offsets, set_offsets, shifted
 from .journal import write_all
 from .line1 import read_line1
+from .paths import open_regular
 
 OLD, NEW, TORN, CHANGED = "old", "new", "torn", "changed"
 NOOP = "\x00nothing to do"  # prepare(): drop this op silently (e.g. a folder that exists by now)
@@ -42,7 +43,7 @@ class RecordError(UserError):
 def sha256_file(path: Path) -> Tuple[int, str]:
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for chunk in iter(lambda: fh.read(CHUNK), b""):
             h.update(chunk)
             size += len(chunk)
@@ -261,7 +262,7 @@ def _write_new_file(tmp: Path, parts, mode: int, mtime_ns: Optional[int]) -> int
                 continue
             src, offset = part[0], part[1]
             left = part[2] if len(part) > 2 else -1  # (path, offset, length): a bounded range
-            with open(src, "rb") as fh:
+            with open_regular(src) as fh:
                 fh.seek(offset)
                 while left != 0:
                     chunk = fh.read(CHUNK if left < 0 else min(CHUNK, left))
@@ -537,7 +538,7 @@ class Line1Rewrite(Op):
         new_h.update(new)
         fd = os.open(str(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with open(self.path, "rb") as fh:
+            with open_regular(self.path) as fh:
                 first = True
                 for chunk in iter(lambda: fh.read(CHUNK), b""):
                     write_all(fd, chunk)

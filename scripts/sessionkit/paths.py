@@ -1,11 +1,13 @@
 """Path questions asked of DB values: inside the home? same path? which old prefix?"""
 from __future__ import annotations
 
+import errno
 import os
 import re
+import stat
 from pathlib import Path
 from collections import Counter
-from typing import Iterable, Optional, Tuple, Union
+from typing import BinaryIO, Iterable, Optional, Tuple, Union
 
 _WIN_LONG = re.compile(r"^\\\\\?\\")
 _WIN_DRIVE = re.compile(r"^([A-Za-z]):[\\/]")
@@ -108,3 +110,18 @@ def safe_str(path: object) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+
+
+def open_regular(path: Union[str, Path], buffering: int = -1) -> BinaryIO:
+    """Open a file for reading only if it is a regular file: a FIFO, socket or device named like
+    a rollout would block a plain open() or read forever (non-blocking open, then fstat)."""
+    fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=buffering)
+    except BaseException:
+        os.close(fd)
+        raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
+from .paths import open_regular
 
 MARKER = b'"encrypted_content":"'  # a string value; `"encrypted_content":null` carries nothing
 _CHUNK = 1024 * 1024
@@ -15,7 +16,7 @@ def carries_encrypted_reasoning(path: Path) -> Optional[bool]:
     keep = len(MARKER) - 1
     tail = b""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             while True:
                 chunk = fh.read(_CHUNK)
                 if not chunk:

@@ -93,6 +93,13 @@ def _walk(folder: Path, archived: bool, index: RolloutIndex) -> None:
             if not match:
                 index.malformed.append(Path(entry.path))
                 continue
+            try:
+                regular = entry.is_file()  # d_type: no stat for a plain file
+            except OSError:
+                regular = False
+            if not regular:  # a FIFO, socket or device would block a read forever: never opened
+                index.unreadable.append((Path(entry.path), "not a regular file (never opened)"))
+                continue
             index.add(RolloutFile(key=entry.path, archived=archived, thread_id=match.group("thread").lower(),
                                   date=sys.intern(match.group("date")), compressed=bool(match.group("zst")), is_symlink=link))
 

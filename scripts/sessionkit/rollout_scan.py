@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 
 from .rollout_index import not_unicode
 from .statedb import unbindable
+from .paths import open_regular
 
 SCAN_LIMIT = 256 * 1024 * 1024
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -103,7 +104,7 @@ def row_from_rollout(path: Path, thread_id: str, archived: bool, default_provide
     fallback_user: Optional[str] = None
     tokens = 0
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             for obj in _records(fh):
                 t, p = obj.get("type"), obj.get("payload")
                 if t == "session_meta" and not meta and isinstance(p, dict):

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Set, Tuple
 from .home import CodexHome
 from .line1 import LINE1_LIMIT, _CHUNK, _rest_of_line1
 from .locks import CodexActivity, scan_activity
-from .paths import resolves_inside
+from .paths import open_regular, resolves_inside
 from .progress import Progress
 from .rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, meta_from_line
 from .statedb import ThreadRow, load_threads
@@ -90,7 +90,7 @@ def read_head(path: str, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Opt
     """(line 1, error, only line 1 in the file). Reads one 64 KB chunk for a usual rollout (line 1 is
     ~21 KB), never the whole file: past a longer line 1 the file size answers the last question."""
     try:
-        with open(path, "rb", buffering=0) as fh:
+        with open_regular(path, buffering=0) as fh:
             chunk = fh.read(_CHUNK)
             if not chunk:
                 return None, "empty file", False

@@ -346,6 +346,8 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[st
                         counts["rows_reverted"] += n
                     counts["undone"] += 1
                 point("undo-commit")
+        for o in plan.cleanups:  # temporary files first: a folder the run made is then empty again
+            o.clean()
         for o, st in steps:
             if o.DB_OP:
                 continue
@@ -358,8 +360,6 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[st
             elif isinstance(o, Move):
                 counts["files_moved_back"] += 1
             point("undo-file")
-        for o in plan.cleanups:
-            o.clean()
     finally:
         locks.release_all()
     if plan.locks:  # lock files a killed run left: removed when no one holds them

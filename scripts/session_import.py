@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Bring the sessions of another Codex home (an old machine's ~/.codex, as a folder or an archive)
+into this one, as Codex lists, reads and resumes them, without overwriting anything here.
+
+Dry-run by default: what would be imported, skipped and remapped, with titles, dates and folders.
+`--apply` writes, after a backup and with a journal; rollback.py --latest undoes it. SRC is only read.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
+from sessionkit.archive_src import open_source  # noqa: E402
+from sessionkit.cli import Parser, positive_int, print_json, run  # noqa: E402
+from sessionkit.commands import home_command  # noqa: E402
+from sessionkit.home import CodexHome, open_home  # noqa: E402
+from sessionkit.paths import resolves_inside  # noqa: E402
+from sessionkit.importer import parse_remaps, plan_import, plan_report, read_dest, read_source  # noqa: E402
+
+
+def parse_args(argv: Optional[List[str]]) -> Any:
+    p = Parser(prog="session_import.py", description=(
+        "Import the sessions of another Codex home (a folder, or a .tar/.tar.gz/.tgz/.zip holding one) "
+        "into this home. Never overwrites; dry-run unless --apply."))
+    p.add_argument("--from", dest="src", required=True, metavar="SRC",
+                   help="the other home: its folder, or an archive holding it (only read, never changed).")
+    p.add_argument("--codex-dir", metavar="DIR",
+                   help="the home to import into (default: $CODEX_HOME, else ~/.codex).")
+    p.add_argument("--sqlite-home", metavar="DIR",
+                   help="folder holding this home's state_5.sqlite (default: as Codex finds it).")
+    p.add_argument("--remap-prefix", metavar="OLD=NEW", action="append", default=[],
+                   help="rewrite the threads' folders (cwd, in the row and in line 1) starting with OLD "
+                        "to start with NEW, e.g. the old user home to this one (repeatable).")
+    p.add_argument("--thread-id", metavar="ID", action="append", default=[],
+                   help="only this thread (repeatable); a fork's parent comes along when needed.")
+    p.add_argument("--apply", action="store_true", help="write (default: show the plan only).")
+    p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
+    p.add_argument("--sample", type=positive_int, default=20, metavar="N",
+                   help="threads shown per list (default: 20).")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report.")
+    return p.parse_args(argv)
+
+
+def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool) -> str:
+    out = ["=== Session Import Plan ===", f"codex_dir: {codex_dir}", f"source: {r['source']} ({r['source_kind']})",
+           f"dry_run: {dry_run}"]
+    for k in ("threads_in_source", "to_import", "to_import_active", "to_import_archived", "already_present",
+              "skipped", "conflicts", "files_to_copy", "line1_rewrites", "history_turns_to_copy",
+              "remapped_threads"):
+        out.append(f"{k}: {r[k]}")
+    if r["remaps"]:
+        out.append("remap: " + ", ".join(r["remaps"]))
+    if r["suggested_remap"]:
+        out.append(f"suggested: {r['suggested_remap']}")
+    for note in r["notes"]:
+        out.append(f"note: {note}")
+    if r["provider_hint"]:
+        out.append(f"provider: {r['provider_hint']}")
+    for t in r["imports_sample"]:
+        label = t["name"] or t["title"] or "(no title)"
+        folder = t["folder"] if t["folder"] == t["folder_before"] else f"{t['folder_before']} -> {t['folder']}"
+        extra = ", archived" if t["archived"] else ""
+        extra += f", {len(t['files'])} files" if len(t["files"]) > 1 else ""
+        extra += f", {t['why']}" if t["why"] not in ("in the source", "chosen") else ""
+        out.append(f"  import {t['created']}  {label!r}  in {folder}  ({t['provider']}{extra})  [{t['thread_id']}]")
+        out += [f"    note: {n}" for n in t["notes"]]
+    for s in r["skipped_sample"]:
+        out.append(f"  skipped {s['title']!r} [{s['thread_id']}]: {s['reason']}")
+    for s in r["conflicts_sample"]:
+        out.append(f"  CONFLICT {s['title']!r} [{s['thread_id']}]: {s['reason']}")
+    out += [f"next: {c}" for c in r["next_commands"]]
+    if result is None:
+        out.append("No changes applied (dry-run). Re-run with --apply to write." if dry_run and r["to_import"]
+                   else "Nothing to import.")
+        return "\n".join(out)
+    out += ["", "=== Session Import Result ==="] + [f"{k}: {v}" for k, v in result.items()]
+    out.append("Verify: run session_audit.py, then restart your editor's Codex.")
+    return "\n".join(out)
+
+
+def next_commands(home: Any, args: Any, plan: Any) -> List[str]:
+    """Pasteable commands for what to run next: the suggested remap, the apply, the provider move."""
+    src = os.path.abspath(args.src)
+    remaps = [w for r in args.remap_prefix for w in ("--remap-prefix", r)]
+    picked = [w for t in args.thread_id for w in ("--thread-id", t)]
+    out = []
+    if plan.suggested_remap:
+        out.append(home_command(home, "session_import.py", "--from", src, *plan.suggested_remap.split(" ", 1), *picked))
+    elif plan.imports and not args.apply:
+        out.append(home_command(home, "session_import.py", "--from", src, *remaps, *picked, "--apply"))
+    if plan.provider_command:
+        out.append(home_command(home, *plan.provider_command.split()))
+    return out
+
+
+def scratch_parent(home: CodexHome) -> Path:
+    """With --apply the scratch folder (archive members, staged remapped files) lives in the home's
+    own artifacts folder, so a run writes nothing outside the home; a dry-run writes nothing in it."""
+    folder = home.artifacts_dir
+    if not resolves_inside(folder.parent, home.root):
+        raise UserError(f"{folder.parent} leads outside the Codex home; refusing to write there")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    remaps = parse_remaps(args.remap_prefix)
+    home = open_home(args.codex_dir, args.sqlite_home)
+    with open_source(args.src, scratch_parent(home) if args.apply else None) as source:
+        if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):
+            raise UserError("--from names this same home; nothing to import")
+        src = read_source(source)
+        dest = read_dest(home)
+        plan = plan_import(src, dest, remaps, args.thread_id)
+        report = plan_report(plan, args.sample)
+        report["next_commands"] = next_commands(home, args, plan)
+        result = None
+        if args.apply and plan.imports:
+            from sessionkit.import_apply import apply_import
+            result = apply_import(plan, args.force)
+    if args.json:
+        print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
+    else:
+        print(render(str(home.root), report, result, not args.apply))
+    return EXIT_FINDINGS if (plan.conflicts or any(not s.reason.startswith("already in DEST")
+                                                   for s in plan.skipped)) else EXIT_CLEAN
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
