@@ -12,14 +12,47 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from . import UserError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None  # type: ignore[assignment]
+
+SPARE_DESCRIPTORS = 128  # DBs, journal, rollouts being rewritten, Python itself
 
 LOCK_DIR = "thread-writer-locks"
 COORDINATION = ".coordination.lock"
 _THREAD_ID = re.compile(r"\A[0-9A-Za-z][0-9A-Za-z_-]{0,127}\Z")
+
+
+def reserve_descriptors(locks: int) -> None:
+    """Every writer lock is an open file held to the end of the run: make room for all of them
+    before the first is taken (raise the soft limit, and the hard one where allowed), or refuse
+    before anything is written; never a run cut short by 'Too many open files'."""
+    if resource is None or fcntl is None or locks <= 0:
+        return
+    try:
+        in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 64
+    except OSError:
+        in_use = 64
+    need = locks + in_use + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft >= need:
+        return
+    for new_hard in ((hard,) if hard == resource.RLIM_INFINITY or hard >= need else (need, hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, new_hard))
+            return
+        except (ValueError, OSError):
+            continue
+    raise UserError(f"this run holds {locks} writer locks at once (one open file per session), but "
+                    f"the open-file limit is {soft} (hard {hard}); raise it (e.g. `ulimit -n {need}`) "
+                    f"or limit the run with --thread-id; nothing was changed")
 
 
 class WriterLocks:
@@ -49,6 +82,7 @@ class WriterLocks:
         """Take every lock under one hold of the coordination lock; {thread id: why not} for the rest."""
         if fcntl is None or not thread_ids:
             return {}  # no flock here: the running-Codex check is all there is
+        reserve_descriptors(len(self.held) + len(thread_ids))
         refused: Dict[str, str] = {}
         coord = self._coordination()
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)

@@ -22,7 +22,7 @@ from .paths import is_inside, safe_str
 from .progress import Progress
 from .safety import HomeLock, check_writable, refuse_if_running
 from .statedb import transaction
-from .writerlock import LOCK_DIR, WriterLocks
+from .writerlock import LOCK_DIR, WriterLocks, reserve_descriptors
 
 BATCH = 2000  # op records per journal write (one fsync each); every batch precedes its changes
 
@@ -119,6 +119,7 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             bad_threads.setdefault(op.thread_id, why)
         else:
             skipped.append((safe_str(op.paths()[0] if op.paths() else op.db()), why))
+    reserve_descriptors(len({op.thread_id for op in runnable if op.thread_id}))
     with HomeLock(home):
         run = new_run_dir(home.artifacts_dir, kind)
         journal = Journal(run.journal_path)
