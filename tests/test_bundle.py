@@ -26,7 +26,9 @@ def test_front_matter_name_and_description():
     d = fm["description"]
     assert len(d) <= 1024 and "<" not in d and ">" not in d
     for trigger in ("provider", "API key", "machine", "user name", "workspace", "archiving",
-                    "resume list", "state_5.sqlite", "sessions/", "archived_sessions/", "partial"):
+                    "resume list", "state_5.sqlite", "sessions/", "archived_sessions/", "partial",
+                    "new laptop", ".tar.gz", "only its start", "names", "daemon executable not found",
+                    "thread_history_1.sqlite"):
         assert trigger in d, trigger
 
 
