@@ -418,8 +418,29 @@ def _spans_apply(line: bytes, spans: List[Tuple[int, bytes, bytes]], forward: bo
     return b"".join(out)
 
 
+class RolloutEdit(Op):
+    """What the two rollout rewrites share: byte spans of the old file, a growth that decides
+    in-place or beside-and-rename, and the temporary file a kill may leave beside the rollout."""
+    path: str
+    spans: List[Tuple[int, bytes, bytes]]
+
+    @property
+    def growth(self) -> int:
+        return sum(len(n) - len(o) for _, o, n in self.spans)
+
+    @property
+    def tmp(self) -> str:
+        return tmp_name(self.path)
+
+    def leftover(self) -> bool:
+        return os.path.lexists(self.tmp)
+
+    def clean(self) -> None:
+        _remove_tmp(Path(self.tmp))
+
+
 @dataclass
-class Line1Rewrite(Op):
+class Line1Rewrite(RolloutEdit):
     """Set payload field(s) of a rollout's line 1 (`session_meta`): same length when JSON padding
     allows (written in place, same inode), else the grown file is written beside and renamed over
     (the writer lock is held; a full copy is kept in the run folder). See references/journal.md."""
@@ -440,14 +461,6 @@ class Line1Rewrite(Op):
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
     KIND: ClassVar[str] = "line1"
-
-    @property
-    def growth(self) -> int:
-        return sum(len(n) - len(o) for _, o, n in self.spans)
-
-    @property
-    def tmp(self) -> str:
-        return tmp_name(self.path)
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
@@ -602,12 +615,6 @@ class Line1Rewrite(Op):
                 return TORN
         return CHANGED
 
-    def leftover(self) -> bool:
-        return os.path.lexists(self.tmp)
-
-    def clean(self) -> None:
-        _remove_tmp(Path(self.tmp))
-
     def undo(self) -> None:
         self.clean()
         st = os.stat(self.path)
@@ -680,7 +687,7 @@ def _ranges(path: str, spans: Sequence[Tuple[int, bytes, bytes]], forward: bool)
 
 
 @dataclass
-class RolloutRewrite(Op):
+class RolloutRewrite(RolloutEdit):
     """Rewrite field spans on several lines of one rollout as one change: `set` on line 1's
     session_meta payload, and every `"cwd"` field of the later lines (turn_context, world_state,
     thread_settings_applied) under `remaps` (a resumed thread takes the last thread_settings_applied's). Same length when JSON padding allows (each span written in
@@ -708,14 +715,6 @@ class RolloutRewrite(Op):
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
     KIND: ClassVar[str] = "rollout_rewrite"
-
-    @property
-    def growth(self) -> int:
-        return sum(len(n) - len(o) for _, o, n in self.spans)
-
-    @property
-    def tmp(self) -> str:
-        return tmp_name(self.path)
 
     def boundaries(self) -> List[List[int]]:
         """(boundary, delta) pairs for OffsetShift: offsets at or past a boundary move by its delta."""
@@ -937,12 +936,6 @@ class RolloutRewrite(Op):
                                               [(o, a) for o, a, _ in self.spans]) == self.old_sha:
             return TORN
         return CHANGED
-
-    def leftover(self) -> bool:
-        return os.path.lexists(self.tmp)
-
-    def clean(self) -> None:
-        _remove_tmp(Path(self.tmp))
 
     def undo(self) -> None:
         self.clean()
