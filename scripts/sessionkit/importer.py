@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from . import UserError
 from .archive_src import HISTORY_DB, STATE_DB, SourceHome, private_db_copy
 from .home import CodexHome, read_config
-from .line1 import read_line1
-from .paths import has_prefix, home_prefix_counts, is_inside, replace_prefix, safe_str
+from .line1 import field_token, read_line1
+from .paths import has_prefix, home_prefix_counts, replace_prefix, safe_str
 from .rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
                             parse_session_meta, unusable_reason)
 from .rollout_remap import RolloutRemapper
@@ -369,10 +369,10 @@ class Line1Rewriter:
             return len(line), (), 0, None
         growth = 0
         for key, old, value in changes:
-            token = _token(key, old)
+            token = field_token(key, old)
             if line.count(token) != 1:
                 return len(line), (), 0, f"line 1's {key} is not written the way Codex writes it: left as is"
-            growth += len(_token(key, value)) - len(token)
+            growth += len(field_token(key, value)) - len(token)
         return len(line), tuple(changes), growth, None
 
 
@@ -402,11 +402,6 @@ def _payload(line: bytes, whole: bool) -> Optional[Dict[str, Any]]:
     return None
 
 
-def _token(key: str, value: Any) -> bytes:
-    """`"key":value` as Codex writes it (compact JSON)."""
-    return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode()
-
-
 def apply_edits(line: bytes, edits: Sequence[Tuple[str, Any, Any]]) -> Tuple[Optional[bytes], Optional[str]]:
     """Swap each field's token (it must occur once), then check the result decodes to line 1 with
     exactly those payload fields changed (`end_byte_offset` is history_base's)."""
@@ -418,10 +413,10 @@ def apply_edits(line: bytes, edits: Sequence[Tuple[str, Any, Any]]) -> Tuple[Opt
     want["payload"] = payload
     new = line
     for key, old, value in edits:
-        token = _token(key, old)
+        token = field_token(key, old)
         if new.count(token) != 1:
             return None, f"line 1's {key} is not written the way Codex writes it: left as is"
-        new = new.replace(token, _token(key, value))
+        new = new.replace(token, field_token(key, value))
         if key == "end_byte_offset":
             payload["history_base"] = dict(payload.get("history_base") or {}, end_byte_offset=value)
         else:

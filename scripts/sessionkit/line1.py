@@ -36,15 +36,30 @@ def _rest_of_line1(fh: BinaryIO, limit: int) -> Tuple[Optional[bytes], Optional[
     return None, f"line 1 longer than {limit} bytes"
 
 
-@lru_cache(maxsize=1024)
 def field_token(key: str, value: Any) -> bytes:
-    """`"key":value` as Codex writes it (compact JSON); cached: a home has few distinct values."""
-    return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode()
+    """`"key":value` as Codex writes it (compact JSON, UTF-8 unescaped; a lone surrogate passes
+    through as the bytes a file would hold). Scalars are cached: a home has few distinct values."""
+    if isinstance(value, (list, dict)):
+        return _encode_token(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return _scalar_token(key, value)
+
+
+@lru_cache(maxsize=1024)
+def _scalar_token(key: str, value: Any) -> bytes:
+    return _encode_token(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _encode_token(key: str, value_json: str) -> bytes:
+    return (json.dumps(key) + ":" + value_json).encode("utf-8", "surrogatepass")
 
 
 def find_field(line: bytes, key: str, value: Any) -> Optional[Tuple[int, int]]:
     """(start, end) of `"key":value` plus any padding after it, when it occurs exactly once."""
-    token = field_token(key, value)
+    return find_token(line, field_token(key, value))
+
+
+def find_token(line: bytes, token: bytes) -> Optional[Tuple[int, int]]:
+    """(start, end) of the token plus any padding after it, when it occurs exactly once."""
     if line.count(token) != 1:
         return None
     start = line.find(token)

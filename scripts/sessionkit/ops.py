@@ -16,7 +16,7 @@ from . import UserError
 from .faults import point
 from .history_offsets import read_offsets, set_offsets, shifted
 from .journal import write_all
-from .line1 import read_line1
+from .line1 import field_token, find_field, read_line1
 from .paths import open_regular
 
 OLD, NEW, TORN, CHANGED = "old", "new", "torn", "changed"
@@ -387,23 +387,6 @@ class Move(Op):
             os.utime(self.src, ns=(self.mtime_ns, self.mtime_ns))
 
 
-def _token(key: str, value: Any) -> bytes:
-    """`"key":value` as Codex writes it (compact JSON, UTF-8 unescaped)."""
-    return (json.dumps(key) + ":" + json.dumps(value, ensure_ascii=False, separators=(",", ":"))).encode(
-        "utf-8", "surrogatepass")
-
-
-def _find_token(line: bytes, token: bytes) -> Optional[Tuple[int, int]]:
-    """(start, end) of the token plus any padding after it, when it occurs exactly once."""
-    if line.count(token) != 1:
-        return None
-    start = line.find(token)
-    end = start + len(token)
-    while end < len(line) and line[end] in b" \t":
-        end += 1
-    return start, end
-
-
 def _spans_apply(line: bytes, spans: List[Tuple[int, bytes, bytes]], forward: bool) -> bytes:
     """Put new (forward) or old bytes at each span; spans are in old-line coordinates."""
     out, pos, delta = [], 0, 0
@@ -521,11 +504,11 @@ class Line1Rewrite(RolloutEdit):
             old = payload[key]
             if old == value:
                 continue
-            at = _find_token(line, _token(key, old))
+            at = find_field(line, key, old)
             if at is None:
                 return f"line 1 layout not recognised (no single payload.{key} field)"
             start, end = at
-            token = _token(key, value)
+            token = field_token(key, value)
             token += b" " * max(0, (end - start) - len(token))
             spans.append((start, line[start:end], token))
             self.old_values[key] = old
@@ -781,11 +764,11 @@ class RolloutRewrite(RolloutEdit):
             old = payload[key]
             if old == value:
                 continue
-            at = _find_token(line, _token(key, old))
+            at = find_field(line, key, old)
             if at is None:
                 return f"line 1 layout not recognised (no single payload.{key} field)", []
             start, end = at
-            token = _token(key, value)
+            token = field_token(key, value)
             token += b" " * max(0, (end - start) - len(token))
             spans.append((start, line[start:end], token))
             self.old_values[key] = old
@@ -813,7 +796,7 @@ class RolloutRewrite(RolloutEdit):
             return None, []
         spans = []
         for old_cwd, new_cwd in changes.items():
-            token = _token("cwd", old_cwd)
+            token = field_token("cwd", old_cwd)
             if line.count(token) != found.count(old_cwd):
                 return f"the line at byte {at}: its \"cwd\" fields are not written as expected", []
             pos = 0
@@ -822,7 +805,7 @@ class RolloutRewrite(RolloutEdit):
                 end = start + len(token)
                 while end < len(line) and line[end] in b" \t":
                     end += 1
-                put = _token("cwd", new_cwd)
+                put = field_token("cwd", new_cwd)
                 put += b" " * max(0, (end - start) - len(put))
                 spans.append((start, line[start:end], put))
                 pos = end
