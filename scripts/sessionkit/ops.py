@@ -421,6 +421,31 @@ class RolloutEdit(Op):
     def clean(self) -> None:
         _remove_tmp(Path(self.tmp))
 
+    def _write_spans(self, forward: bool) -> None:
+        """Every span's new (or old) bytes in place: same length, same inode."""
+        fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            for n, (off, old, new) in enumerate(self.spans):
+                if n:
+                    point("chunk")
+                os.lseek(fd, off, os.SEEK_SET)
+                write_all(fd, new if forward else old)
+        finally:
+            os.close(fd)
+
+    def _apply_in_place(self) -> None:
+        self._write_spans(True)
+        point("written")  # the new bytes with a new mtime: the undo must put the old mtime back
+        os.utime(self.path, ns=(self.mtime_ns, self.mtime_ns))  # type: ignore[attr-defined]
+
+    def _undo_in_place(self) -> None:
+        """New or torn: the old bytes back over every span. Nothing appended since (same size): its
+        old mtime back too, even after a kill between the write and the mtime; else today's kept."""
+        st = os.stat(self.path)
+        self._write_spans(False)
+        keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns  # type: ignore[attr-defined]
+        os.utime(self.path, ns=(keep, keep))
+
 
 @dataclass
 class Line1Rewrite(RolloutEdit):
@@ -552,22 +577,11 @@ class Line1Rewrite(RolloutEdit):
         if not self.spans:
             return
         p = Path(self.path)
-        if self.growth == 0:
-            start = self.spans[0][0]
-            end = self.spans[-1][0] + len(self.spans[-1][1])
-            line, _ = read_line1(p)
-            assert line is not None and sha(line) == self.old_sha, f"{p}: line 1 changed under the lock"
-            region = _spans_apply(line, self.spans, True)[start:end]
-            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-            try:
-                os.lseek(fd, start, os.SEEK_SET)
-                write_all(fd, region)
-            finally:
-                os.close(fd)
-            os.utime(self.path, ns=(self.mtime_ns, self.mtime_ns))
-            return
         line, _ = read_line1(p)
         assert line is not None and sha(line) == self.old_sha, f"{p}: line 1 changed under the lock"
+        if self.growth == 0:
+            self._apply_in_place()
+            return
         new = _spans_apply(line, self.spans, True)
         _write_new_file(Path(self.tmp), [new, (self.path, len(line))], self.mode, self.mtime_ns)
         os.rename(self.tmp, self.path)
@@ -600,22 +614,12 @@ class Line1Rewrite(RolloutEdit):
 
     def undo(self) -> None:
         self.clean()
+        if self.growth == 0:
+            self._undo_in_place()
+            return
         st = os.stat(self.path)
         line = self._line()
         assert line is not None
-        if self.growth == 0:  # new or torn: the old bytes back over every span, in place
-            mended = line
-            for off, old, _new in self.spans:
-                mended = mended[:off] + old + mended[off + len(old):]
-            start, end = self.spans[0][0], self.spans[-1][0] + len(self.spans[-1][1])
-            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-            try:
-                os.lseek(fd, start, os.SEEK_SET)
-                write_all(fd, mended[start:end])
-            finally:
-                os.close(fd)
-            os.utime(self.path, ns=(st.st_mtime_ns, st.st_mtime_ns))  # never older than it is
-            return
         exact = st.st_size == self.size + self.growth and sha256_file(Path(self.path))[1] == self.new_file_sha
         if exact and self.backup and os.path.isfile(self.backup) and \
                 sha256_file(Path(self.backup)) == (self.size, self.old_file_sha):
@@ -887,16 +891,7 @@ class RolloutRewrite(RolloutEdit):
         if _digest_range(self.path, self.prefix_len) != self.old_sha:
             raise UserError(f"{self.path} changed under the writer lock; nothing was kept")
         if self.growth == 0:
-            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-            try:
-                for n, (off, _old, new) in enumerate(self.spans):
-                    if n:
-                        point("chunk")
-                    os.lseek(fd, off, os.SEEK_SET)
-                    write_all(fd, new)
-            finally:
-                os.close(fd)
-            os.utime(self.path, ns=(self.mtime_ns, self.mtime_ns))
+            self._apply_in_place()
             return
         tmp = Path(self.tmp)
         _write_new_file(tmp, _ranges(self.path, self.spans, True), self.mode, self.mtime_ns)
@@ -922,19 +917,10 @@ class RolloutRewrite(RolloutEdit):
 
     def undo(self) -> None:
         self.clean()
-        st = os.stat(self.path)
-        if self.growth == 0:  # new or torn: the old bytes back over every span, in place
-            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
-            try:
-                for off, old, _new in self.spans:
-                    os.lseek(fd, off, os.SEEK_SET)
-                    write_all(fd, old)
-            finally:
-                os.close(fd)
-            # nothing appended since (same size): its old mtime back, even after a kill mid-write
-            keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns
-            os.utime(self.path, ns=(keep, keep))
+        if self.growth == 0:
+            self._undo_in_place()
             return
+        st = os.stat(self.path)
         exact = st.st_size == self.size + self.growth and sha256_file(Path(self.path))[1] == self.new_file_sha
         if exact and self.backup and os.path.isfile(self.backup) and \
                 sha256_file(Path(self.backup)) == (self.size, self.old_file_sha):
