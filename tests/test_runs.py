@@ -85,3 +85,27 @@ def test_prune_keeps_the_newest_applied_and_incomplete_runs(history):
     assert state.startswith("incomplete")
     out = json.loads(run("rollback.py", root, "--prune", "--force", "--apply", "--json").stdout)
     assert out["prune"] == [] and os.path.isdir(newest)
+
+
+@pytest.mark.parametrize("journal_bytes", [b"", b'{"v":2,"ts":"2026-11-27T20:55:31","op":"begin","kind":"provi'])
+def test_a_run_killed_before_its_begin_record_is_passed_over(history, journal_bytes):
+    """SIGKILL between creating journal.jsonl and its begin record being whole: no change was made
+    (every change waits for that record), so --latest undoes the run before it, --list says so,
+    and rolling back the stopped run itself is 'nothing to undo', never a dead end."""
+    root = history.root
+    stopped = root / ".tmp" / "session-migration" / "session_repair_20991231_235959"
+    stopped.mkdir(mode=0o700)
+    (stopped / "journal.jsonl").write_bytes(journal_bytes)
+    runs = json.loads(run("rollback.py", root, "--list", "--json").stdout)["runs"]
+    assert [(r["kind"], r["state"], r["applied"], r["threads"]) for r in runs][-1] == \
+        ("session_repair", "stopped before any change (nothing to undo)", False, 0)
+    own = run("rollback.py", root, "--manifest", str(stopped), "--apply", "--json")
+    assert own.returncode == 0, own.stderr
+    assert json.loads(own.stdout)["result"] is None and (stopped / "journal.jsonl").read_bytes() == journal_bytes
+    latest = json.loads(run("rollback.py", root, "--latest", "--json").stdout)
+    assert latest["run_dir"] != str(stopped) and latest["kind"] == "provider_migration"
+    assert latest["rows_to_revert"] == 3 and latest["line1_to_restore"] == 4
+    assert run("rollback.py", root, "--latest", "--apply").returncode == 0
+    runs = json.loads(run("rollback.py", root, "--list", "--json").stdout)["runs"]
+    assert [r["state"] for r in runs] == ["applied (newest)", "rolled back", "rolled back",
+                                          "stopped before any change (nothing to undo)"]

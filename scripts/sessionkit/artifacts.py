@@ -78,12 +78,16 @@ def new_run_dir(artifacts_root: Path, kind: str) -> RunDir:
 
 
 def _started_ns(run: Path) -> int:
-    """When a run began, from its journal's first record (a rollback appends later: not its mtime)."""
+    """When a run began, from its journal's first record (a rollback appends later: not its mtime);
+    a run killed before that record was whole has only its journal's mtime (written once, at its start)."""
+    journal = run / "journal.jsonl"
     try:
-        with open(run / "journal.jsonl", "rb") as fh:
-            first = json.loads(fh.readline() or b"{}")
-        return int(first.get("started_ns") or 0)
-    except (OSError, ValueError, TypeError):
+        with open(journal, "rb") as fh:
+            line = fh.readline()
+        if not line.endswith(b"\n"):
+            return os.stat(journal).st_mtime_ns
+        return int(json.loads(line).get("started_ns") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
         return 0
 
 

@@ -13,7 +13,7 @@ from .home import CodexHome
 from .ops import Line1Rewrite, Move, RowDelete, RowInsert, RowUpdate
 from .paths import is_inside, safe_str
 from .safety import HomeLock
-from .undo import Run, read_run
+from .undo import Run, read_run, run_kind
 
 
 def folder_size(path: Path) -> int:
@@ -38,6 +38,8 @@ def readable_size(n: int) -> str:
 
 
 def _state(run: Run, newest_applied: Optional[Path]) -> str:
+    if not run.began:
+        return "stopped before any change (nothing to undo)"
     if run.undone == "failure":
         return "failed (undone itself)"
     if run.undone:
@@ -57,7 +59,7 @@ def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, An
         if isinstance(o, RowUpdate) and "model_provider" in o.new:
             providers[f"{o.old.get('model_provider')} -> {o.new['model_provider']}"] += 1
     return {
-        "run_dir": safe_str(run.path), "kind": run.begin.get("kind", "?"), "started": run.begin.get("ts"),
+        "run_dir": safe_str(run.path), "kind": run.begin.get("kind", run_kind(run.path)), "started": run.begin.get("ts"),
         "changes": run.begin.get("changes"), "status": run.status, "state": _state(run, newest_applied),
         "applied": run.applied and run.complete,
         "threads": len(threads), "files": len(files),
@@ -91,11 +93,11 @@ def list_details(home: CodexHome) -> List[Dict[str, Any]]:
 
 
 def prune_candidates(details: List[Dict[str, Any]], include_newest: bool) -> List[Dict[str, Any]]:
-    """Runs whose artifacts may go: rolled back, failed, and applied ones older than the newest
+    """Runs whose artifacts may go: rolled back, failed, stopped before any change, and applied ones older than the newest
     applied run (which stays unless asked for); never an incomplete run (rollback still needs it)."""
     out = []
     for d in details:
-        if d["state"] in ("rolled back", "failed (undone itself)"):
+        if d["state"] in ("rolled back", "failed (undone itself)", "stopped before any change (nothing to undo)"):
             out.append(d)
         elif d["state"] == "applied" or (d["state"] == "applied (newest)" and include_newest):
             out.append(d)

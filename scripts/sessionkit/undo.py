@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +38,14 @@ class Run:
     backups: Dict[str, str] = field(default_factory=dict)  # DB path -> its pre-run backup
 
     @property
+    def began(self) -> bool:
+        """False for a run stopped before its begin record was on disk: it changed nothing."""
+        return bool(self.begin)
+
+    @property
     def status(self) -> str:
+        if not self.began:
+            return "stopped before any change"
         if self.undone == "failure":
             return "failed, undone"
         if self.undone:
@@ -47,7 +55,7 @@ class Run:
     @property
     def applied(self) -> bool:
         """Holds changes a rollback could still undo."""
-        return self.undone is None
+        return self.undone is None and self.began
 
     def touches(self) -> Set[str]:
         return {o.thread_id or (o.paths() or [""])[0] for o in self.ops}
@@ -58,7 +66,9 @@ def read_run(run_dir: Path) -> Run:
     if not journal.is_file():
         raise UserError(f"{run_dir} holds no journal.jsonl: not a run folder of these scripts")
     recs = read_records(journal)
-    if not recs or recs[0]["op"] != "begin":
+    if not recs:  # killed before the begin record was whole: every change waits for that record
+        return Run(run_dir, {}, [], False, None, None)
+    if recs[0]["op"] != "begin":
         raise UserError(f"{journal} does not start with a begin record: not a session-migration journal")
     ops: List[Op] = []
     complete, undone, manifest = False, None, None
@@ -100,6 +110,7 @@ class UndoPlan:
     locks: Dict[str, Any] = field(default_factory=dict)  # the run's "locks" record
 
     stale_locks: int = 0  # lock files (and .coordination.lock) a killed run left behind
+    began: bool = True  # False: the run stopped before its begin record; nothing to undo or record
 
     @property
     def actions(self) -> int:
@@ -163,7 +174,7 @@ def describe_runs(home: CodexHome) -> List[Dict[str, Any]]:
             out.append({"run_dir": safe_str(path), "kind": "?", "started": None, "changes": None,
                         "status": f"unreadable ({exc})", "manifest": None})
             continue
-        out.append({"run_dir": safe_str(path), "kind": run.begin.get("kind", "?"), "started": run.begin.get("ts"),
+        out.append({"run_dir": safe_str(path), "kind": run.begin.get("kind", run_kind(path)), "started": run.begin.get("ts"),
                     "changes": run.begin.get("changes"), "status": run.status, "manifest": run.manifest})
     return out
 
@@ -222,6 +233,8 @@ def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
         return _plan_from_csv(home, run_dir)
     run = read_run(run_dir)
     journal = run_dir / "journal.jsonl"
+    if not run.began:
+        return UndoPlan(run_dir, run_kind(run_dir), False, began=False)
     if os.path.realpath(str(run.begin.get("codex_dir", ""))) != os.path.realpath(str(home.root)):
         raise UserError(f"{journal} belongs to the Codex home {run.begin.get('codex_dir')!r}, not {home.root}")
     check_ops(home, run.ops, journal)
@@ -233,6 +246,12 @@ def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
         plan.stale_locks = sum(1 for t in run.locks["created"] if os.path.lexists(str(d / f"{t}.lock"))) + \
             int(not run.locks["coordination_existed"] and os.path.lexists(str(d / ".coordination.lock")))
     return plan
+
+
+def run_kind(run_dir: Path) -> str:
+    """`provider_migration` from `provider_migration_20261127_205531_1`: for a run with no begin record."""
+    m = re.match(r"(.+)_\d{8}_\d{6}(?:_\d+)?$", run_dir.name)
+    return m.group(1) if m else "?"
 
 
 def _states(ops: List[Op]) -> List[str]:
@@ -367,7 +386,7 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[st
         if not plan.locks["coordination_existed"]:
             remove_unused_lock_dir(home.root, coordination_too=True, folder_too=not plan.locks["dir_existed"])
     journal = plan.run_dir / "journal.jsonl"
-    if journal.is_file() and not plan.run_dir.is_file():
+    if journal.is_file() and not plan.run_dir.is_file() and plan.began:
         try:
             j = Journal(journal)
             try:
