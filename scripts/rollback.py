@@ -23,6 +23,8 @@ from sessionkit.home import open_home  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
 from sessionkit.safety import HomeLock, check_writable, refuse_if_running  # noqa: E402
+from sessionkit.statedb import settle_hot_journal  # noqa: E402
+from sessionkit.writerun import home_dbs  # noqa: E402
 from sessionkit.undo import apply_undo, find_run, later_dependents, plan_undo, restore_db, summary  # noqa: E402
 
 
@@ -144,6 +146,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         refuse_if_running(scan_activity(home.root), args.force)
         check_writable(home)
         with HomeLock(home):
+            for db in home_dbs(home):  # a run killed mid-commit: SQLite's own undo first, then ours
+                if os.path.isfile(db):
+                    settle_hot_journal(Path(db))
             plan = plan_undo(home, run_dir)
             report = summary(plan, args.sample)
             if plan.actions:

@@ -2,6 +2,7 @@
 import json
 import os
 import random
+import sqlite3
 import signal
 import stat
 import subprocess
@@ -236,3 +237,52 @@ def test_open_regular_refuses_a_fifo_without_blocking(tmp_path):
     plain.write_bytes(b'{"a":1}\n{"b":2}\n')
     with open_regular(plain) as fh:
         assert [line for line in fh] == [b'{"a":1}\n', b'{"b":2}\n']
+
+
+_KILLED_WRITER = """
+import os, signal, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA cache_size=1")  # every changed page spills into the DB file before COMMIT
+conn.execute("BEGIN IMMEDIATE")
+conn.execute("UPDATE threads SET model_provider = 'half-written'")
+conn.execute("CREATE TABLE spill (x)")  # more dirty pages than the cache holds: the first ones spill
+conn.executemany("INSERT INTO spill VALUES (randomblob(4000))", [()] * 200)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _kill_a_writer_mid_transaction(db):
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(db)], check=False)
+    assert proc.returncode == -signal.SIGKILL
+    assert os.path.getsize(str(db) + "-journal") > 0  # a hot journal: the DB file holds torn pages
+
+
+def test_a_hot_journal_is_never_read_past(tmp_path):
+    """A writer killed mid-transaction leaves a rollback journal and half-written pages. A read-only
+    open must not read those pages as if committed (immutable=1 would): the audit stops with one
+    line and changes nothing; rollback --apply lets SQLite put the DB back first, then undoes its run."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco"])
+    for i in range(40):
+        hb.add(provider="oldco" if i % 2 else "newco", preview=f"t{i}")
+    before = home_state(hb.root)
+    assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
+    migrated = home_state(hb.root)
+    _kill_a_writer_mid_transaction(hb.db_path)
+    torn = snapshot(hb.root)
+    immutable = sqlite3.connect(f"file:{hb.db_path}?mode=ro&immutable=1", uri=True)
+    try:  # what a read past the journal would see: half-written rows, or a malformed schema
+        seen = immutable.execute("SELECT count(*) FROM threads WHERE model_provider = 'half-written'").fetchone()[0]
+    except sqlite3.DatabaseError:
+        seen = -1
+    immutable.close()
+    assert seen != 0
+    audit = run("session_audit.py", hb.root)
+    assert audit.returncode == 2 and "Traceback" not in audit.stderr
+    (line,) = audit.stderr.strip().splitlines()
+    assert "state_5.sqlite-journal" in line and "nothing was changed" in line
+    assert snapshot(hb.root) == torn
+    rb = run("rollback.py", hb.root, "--latest", "--apply", "--json")
+    assert rb.returncode == 0, rb.stderr
+    assert json.loads(rb.stdout)["rows_to_revert"] == 20
+    assert not os.path.exists(str(hb.db_path) + "-journal") or os.path.getsize(str(hb.db_path) + "-journal") == 0
+    assert home_state(hb.root) == before and migrated != before

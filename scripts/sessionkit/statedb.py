@@ -82,7 +82,9 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     except OSError:
         wal_size = -1
     has_shm = os.path.exists(str(path) + "-shm")
-    if wal_size < 0 or (wal_size == 0 and not has_shm):
+    if hot_journal(path):  # immutable would read pages a killed writer left half-written
+        uri, heap_wal = sqlite_uri(path, mode="ro"), False
+    elif wal_size < 0 or (wal_size == 0 and not has_shm):
         uri, heap_wal = sqlite_uri(path, mode="ro", immutable="1"), False
     elif has_shm:
         uri, heap_wal = sqlite_uri(path, mode="ro"), False
@@ -95,8 +97,31 @@ def open_readonly(path: Path) -> sqlite3.Connection:
             conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
+        if hot_journal(path) and "readonly" in str(exc):
+            raise UserError(f"{path} holds a transaction a stopped writer left unfinished ({path}-journal); "
+                            f"SQLite puts the DB back the next time a writer opens it: start Codex once, or "
+                            f"`rollback.py --latest --apply` if it was one of these scripts; nothing was changed") from None
         raise UserError(f"{path} is not a readable SQLite database ({exc})") from None
     return conn
+
+
+def hot_journal(path: Path) -> bool:
+    """A rollback journal with content beside the DB: a writer is mid-transaction, or was killed in one."""
+    try:
+        return os.stat(str(path) + "-journal").st_size > 0
+    except OSError:
+        return False
+
+
+def settle_hot_journal(path: Path) -> bool:
+    """Let SQLite roll back what a killed writer left (a hot rollback journal) by opening the DB
+    for writing, as Codex would on start: the DB is then its last committed state. Run only by a
+    writer, under the home lock, with no Codex running."""
+    if not hot_journal(path):
+        return False
+    conn = open_readwrite(path)
+    conn.close()
+    return True
 
 
 def unbindable(values: Iterable[object]) -> Optional[str]:
