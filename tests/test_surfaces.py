@@ -21,6 +21,8 @@ from sessionkit.audit import build_report
 from sessionkit.home import open_home
 from sessionkit.reasoning import _CHUNK as REASONING_CHUNK, MARKER, carries_encrypted_reasoning
 from sessionkit.snapshot import gather, read_head
+from sessionkit.paths import inside_test, is_inside
+from hypothesis import given, settings, strategies as st
 
 
 def run(script: str, home: Path, *args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
@@ -41,7 +43,14 @@ def edit_line1(path: Path, **fields) -> None:
     data = path.read_bytes()
     cut = data.index(b"\n")
     obj = json.loads(data[:cut])
-    obj["payload"].update(fields)
+    old = obj["payload"]
+    payload = {"account_scoped": fields.pop("account_scoped")} if "account_scoped" in fields else {}
+    for key, value in old.items():  # 0.171's order: account_scoped first, workspace roots after cwd
+        payload[key] = fields.pop(key, value)
+        if key == "cwd" and "runtime_workspace_roots" in fields:
+            payload["runtime_workspace_roots"] = fields.pop("runtime_workspace_roots")
+    payload.update(fields)
+    obj["payload"] = payload
     path.write_bytes(compact(obj).encode() + data[cut:])
 
 
@@ -108,6 +117,9 @@ class _Counting:
     def fileno(self):
         return self.fh.fileno()
 
+    def seek(self, *a):
+        return self.fh.seek(*a)
+
     def __enter__(self):
         return self
 
@@ -116,29 +128,43 @@ class _Counting:
 
 
 def test_read_head_never_reads_a_whole_rollout(tmp_path, monkeypatch):
-    real = snapshot.open_regular
-    monkeypatch.setattr(snapshot, "open_regular", lambda *a, **k: _Counting(real(*a, **k)))
+    real_open, real_read = snapshot.open_regular, snapshot.read_regular
+
+    def counted_read(path, n):
+        data, size = real_read(path, n)
+        _Counting.total += len(data)
+        return data, size
+    monkeypatch.setattr(snapshot, "open_regular", lambda *a, **k: _Counting(real_open(*a, **k)))
+    monkeypatch.setattr(snapshot, "read_regular", counted_read)
     line1 = b'{"type":"session_meta","payload":{"id":"x","base_instructions":"' + b"a" * 21000 + b'"}}'
     big = tmp_path / "big.jsonl"
     big.write_bytes(line1 + b"\n" + (b'{"type":"event_msg"}\n' * 300000))  # ~6 MB after line 1
     _Counting.total = 0
-    assert read_head(str(big)) == (line1, None, False)
-    assert 0 < _Counting.total <= snapshot._CHUNK
+    assert read_head(str(big)) == (line1, None, False, big.stat().st_size)
+    assert _Counting.total == snapshot.HEAD_CHUNK  # one read of one chunk
     only = tmp_path / "only.jsonl"
     only.write_bytes(line1 + b"\n")
-    assert read_head(str(only)) == (line1, None, True)
+    assert read_head(str(only)) == (line1, None, True, len(line1) + 1)
+    blanks = tmp_path / "blanks.jsonl"  # only blanks after line 1 (past the first chunk too)
+    blanks.write_bytes(line1 + b"\n" + b" \n\t\r\n" * 30000)
+    assert read_head(str(blanks))[2:] == (True, blanks.stat().st_size)
     long_line = b'{"payload":"' + b"b" * 200000 + b'"}'
     (tmp_path / "long-only.jsonl").write_bytes(long_line + b"\n")
     (tmp_path / "long-more.jsonl").write_bytes(long_line + b"\n" + b'{"x":1}\n' * 500000)
     _Counting.total = 0
-    assert read_head(str(tmp_path / "long-only.jsonl"))[2] is True
-    assert read_head(str(tmp_path / "long-more.jsonl"))[2] is False
-    assert _Counting.total <= 2 * (len(long_line) + 2 * snapshot._CHUNK)  # the line, never the 4 MB tail
+    assert read_head(str(tmp_path / "long-only.jsonl"))[:3] == (long_line, None, True)
+    assert read_head(str(tmp_path / "long-more.jsonl"))[:3] == (long_line, None, False)
+    assert 0 < _Counting.total <= 2 * (len(long_line) + 2 * snapshot._CHUNK)  # the line, never the 4 MB tail
     # a full chunk that ends right after line 1 and the file goes on: not "only line 1"
     exact = tmp_path / "exact.jsonl"
-    head = b'{"p":"' + b"c" * (snapshot._CHUNK - 9) + b'"}'
+    head = b'{"p":"' + b"c" * (snapshot.HEAD_CHUNK - 9) + b'"}'
     exact.write_bytes(head + b"\n" + b'{"more":1}\n')
-    assert read_head(str(exact))[2] is False
+    assert read_head(str(exact))[:3] == (head, None, False)
+    exact.write_bytes(head + b"\n" + b"  \n")  # ... and only blanks follow
+    assert read_head(str(exact))[:3] == (head, None, True)
+    assert read_head(str(tmp_path / "gone.jsonl"))[1:] == ("No such file or directory", False, -1)
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    assert read_head(str(tmp_path / "empty.jsonl")) == (None, "empty file", False, 0)
 
 
 # --- the TUI picker in a folder, `--all`, the editors ---------------------------------------------
@@ -465,3 +491,13 @@ def test_build_report_in_process_matches_the_script(tmp_path):
     assert rep["surfaces"]["editors_cwd"]["hidden"]["only_session_meta"] == 1
     assert rep["surfaces"]["tui"]["visible"] == 2  # the picker lists the row
     assert audit_json(hb.root, cwd=proj)["surfaces"]["tui"] == json.loads(json.dumps(rep["surfaces"]["tui"]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["a", ".", "..", "", ".codex", "sessions", "x.jsonl", "\x00", "é", " "]),
+                max_size=6), st.booleans(), st.sampled_from(["/h/u/.codex", "/h/u/.codex/", "/h/./u/.codex", "/"]))
+def test_the_fast_inside_test_agrees_with_is_inside(parts, under_root, root):
+    """inside_test (one startswith for the plain case) answers exactly as is_inside for any path."""
+    path = (root.rstrip("/") if under_root else "/h/other") + "/" + "/".join(parts)
+    for p in (path, path.replace("/", "//", 1), "rel/" + "/".join(parts)):
+        assert inside_test(root)(p) == is_inside(p, root), (p, root)

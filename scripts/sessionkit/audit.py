@@ -13,7 +13,7 @@ from .commands import report_command
 from .home import StateDb
 from .versions import STATE_DB_NAME
 from .locks import CodexActivity
-from .paths import is_inside, safe_str
+from .paths import safe_str
 from .rollout_index import RolloutFile, RolloutIndex
 from .snapshot import AuditInputs, gather  # noqa: F401  (gather: the audit's entry point, re-exported)
 from .history_offsets import history_db_path, threads_with_offsets
@@ -48,17 +48,8 @@ def _file_for_row(row: ThreadRow, inputs: AuditInputs) -> Optional[RolloutFile]:
     return cands[0] if len(cands) == 1 else None
 
 
-def _exists(path: str) -> bool:
-    if not path or "\x00" in path or not os.path.isabs(path):
-        return False  # Codex writes absolute paths only
-    try:
-        return os.path.isfile(path)
-    except (OSError, ValueError):
-        return False
-
-
 def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judged]] = None) -> Dict[str, Any]:
-    rows, index, root = inputs.rows, inputs.index, inputs.home.root
+    rows, index = inputs.rows, inputs.index
     found: Dict[str, List[str]] = {k: [] for k in INTEGRITY_KEYS}
     row_ids = inputs.rows_by_id
     row_paths = {r.rollout_path for r in rows}
@@ -76,15 +67,14 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
                 found["duplicate_rollout_id"].append(tid)
     path_count = Counter(r.rollout_path for r in rows)
     found["duplicate_db_paths"] = sorted(p for p, n in path_count.items() if n > 1)
-    for r in sorted(rows, key=lambda r: r.id):
+    found["rollout_path_outside_home"] = [r.id for r in inputs.outside_home]
+    for r in rows:  # sorted by id (gather)
         if r.id.lower() not in index.by_thread:
             found["db_not_on_disk"].append(r.id)
-        exists = r.rollout_path in index.by_path or _exists(r.rollout_path)
+        exists = inputs.path_exists(r.rollout_path)
         if not exists:
             found["missing_rollout_path"].append(r.id)
             found["stale_rows"].append(r.id)
-        if r.rollout_path and not is_inside(r.rollout_path, root):
-            found["rollout_path_outside_home"].append(r.id)
         rf = index.by_path.get(r.rollout_path) if exists else None
         if rf is not None and rf.archived != r.archived:
             found["archive_mismatches"].append(r.id)
@@ -123,7 +113,7 @@ def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str], max_sampl
     listing (`useStateDbOnly`) shows, judged from the rows alone."""
     judged = judge_all(inputs) if judged is None else judged
     visible, hidden = view(judged, provider, cwd)
-    db_only = db_only_ids(inputs, provider, cwd, _exists)
+    db_only = db_only_ids(inputs, provider, cwd, inputs.path_exists)
     misses = _db_only_misses(inputs, visible, set(t.lower() for t in db_only), provider)
     listed = {t.lower() for t in visible}
     extra = [t for t in db_only if t.lower() not in listed]
@@ -159,7 +149,7 @@ def _db_only_misses(inputs: AuditInputs, visible: List[str], db_listed: set,
             out["rollout_not_indexed"].append(tid)
         elif row.archived:
             out["db_archived"].append(tid)
-        elif not (row.rollout_path in inputs.index.by_path or _exists(row.rollout_path)):
+        elif not inputs.path_exists(row.rollout_path):
             out["stale_rollout_path"].append(tid)
         elif row.preview is not None and not row.preview.strip():
             out["empty_preview"].append(tid)

@@ -255,7 +255,6 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
     live = {t.lower() for t in inputs.activity.live_threads}
     own = (inputs.activity.agent_thread_id or "").lower()
     by_path, get = inputs.index.by_path, rows.raw.get
-    stat = os.stat
     for row in inputs.rows:
         if row.history_mode != "paginated":
             continue
@@ -270,13 +269,9 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
         key = rf.key
         reverted = key.rfind("_") > key.rfind(os.sep)
         if not reverted:
-            try:
-                st = stat(key)
-            except OSError:
+            size = rf.size if rf.size >= 0 else _size(key)  # the size gather saw: no second stat
+            if size is None:
                 continue
-            if not S_ISREG(st.st_mode):
-                continue  # a FIFO or device named like a rollout: never opened
-            size = st.st_size
             rec = get(tid)
             if rec is not None and rec[0] == size == rec[3] and (not rec[4] or (rec[5] is not None and rec[5] >= rec[1])):
                 continue  # the common case: cursor, last turn's end and file size agree; its items are there
@@ -287,7 +282,7 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
         files = [rf] + [f for f in inputs.index.by_thread.get(tid, [])
                         if f.key != key and not f.compressed and not f.is_symlink]
         for n, f in enumerate(files):  # a reverted thread: its older files keep their own rows
-            size = _size(f.key)
+            size = f.size if f.size >= 0 else _size(f.key)
             if size is None:
                 continue
             fkey = history_key(f.name, tid)

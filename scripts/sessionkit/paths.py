@@ -7,7 +7,7 @@ import re
 import stat
 from pathlib import Path
 from collections import Counter
-from typing import BinaryIO, Iterable, Optional, Tuple, Union
+from typing import BinaryIO, Callable, Iterable, Optional, Tuple, Union
 
 _WIN_LONG = re.compile(r"^\\\\\?\\")
 _WIN_DRIVE = re.compile(r"^([A-Za-z]):[\\/]")
@@ -71,6 +71,22 @@ def is_inside(path: Union[str, Path], root: Union[str, Path]) -> bool:
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 
+def inside_test(root: Union[str, Path]) -> Callable[[str], bool]:
+    """is_inside(path, root) for many paths under one root: the plain case (under the root, no
+    `.`/`..` segment or doubled slash after it) is one startswith; anything else asks is_inside."""
+    r = _normal(str(root))
+    prefix = r.rstrip(os.sep) + os.sep
+    cut = len(prefix) - 1
+
+    def test(path: str) -> bool:
+        if path.startswith(prefix) and "\x00" not in path:
+            rest = path[cut:]
+            if "/." not in rest and "//" not in rest:
+                return True
+        return is_inside(path, r)
+    return test
+
+
 def home_prefix_counts(paths: Iterable[str], root: Union[str, Path]) -> "Counter[str]":
     """For rollout paths of another home, how many sit under each old home (`.../.codex`).
     Invalid paths (NUL, newline) and this home itself name no old home."""
@@ -125,3 +141,39 @@ def open_regular(path: Union[str, Path], buffering: int = -1) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_regular(path: str, n: int) -> Tuple[bytes, int]:
+    """The first n bytes of a regular file and its size, in one open, fstat and read (the audit's
+    hot path: no file object); a FIFO, socket or device raises OSError, never blocks."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        data = os.read(fd, n)
+        if 0 < len(data) < min(n, st.st_size):  # a short read: the rest in plain reads
+            parts = [data]
+            got = len(data)
+            while got < n:
+                more = os.read(fd, n - got)
+                if not more:
+                    break
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        return data, st.st_size
+    finally:
+        os.close(fd)
+
+
+def is_absolute_file(path: str) -> bool:
+    """An absolute path to an existing file (Codex writes absolute rollout paths only); odd values
+    (empty, relative, NUL) are not files, never an error."""
+    if not path or "\x00" in path or not os.path.isabs(path):
+        return False
+    try:
+        return os.path.isfile(path)
+    except (OSError, ValueError):
+        return False
+

@@ -20,7 +20,7 @@ ROLLOUT_NAME = re.compile(
 class RolloutFile:
     """One rollout file found by the walk. Slotted: a heavy user has 100,000 of them."""
 
-    __slots__ = ("key", "archived", "thread_id", "date", "compressed", "is_symlink")
+    __slots__ = ("key", "archived", "thread_id", "date", "compressed", "is_symlink", "size")
 
     def __init__(self, key: str, archived: bool, thread_id: str, date: str, compressed: bool,
                  is_symlink: bool) -> None:
@@ -30,6 +30,7 @@ class RolloutFile:
         self.date = date  # YYYY-MM-DD from the file name (local time, as Codex names it)
         self.compressed = compressed
         self.is_symlink = is_symlink
+        self.size = -1  # bytes when its head was read (snapshot.gather); -1: not read
 
     @property
     def path(self) -> Path:
@@ -156,6 +157,14 @@ def not_unicode(text: str) -> bool:
 
 def _bad_field(p: Dict[str, object]) -> Optional[str]:
     """The first field of session_meta this tool reads that Codex could not parse either."""
+    tid, provider, cwd, source = p.get("id"), p.get("model_provider"), p.get("cwd"), p.get("source")
+    if tid.__class__ is str and provider.__class__ is str and cwd.__class__ is str and \
+            source.__class__ is str and p.get("forked_from_id") is None:
+        try:  # the usual line 1: four strings, one encode
+            (tid + provider + cwd + source).encode("utf-8")
+            return None
+        except UnicodeEncodeError:
+            pass
     for key in ("id", "model_provider", "cwd", "forked_from_id"):
         value = p.get(key)
         if value is None:
@@ -174,8 +183,8 @@ def _bad_field(p: Dict[str, object]) -> Optional[str]:
 
 def parse_session_meta(line: bytes) -> SessionMeta:
     meta = SessionMeta()
-    try:
-        obj = json.loads(line)
+    try:  # a usual line starts with `{`: decoded here, skipping json's encoding sniffing (BOM, UTF-16)
+        obj = json.loads(line.decode("utf-8", "surrogatepass") if line[:1] == b"{" else line)
     except (ValueError, UnicodeDecodeError, RecursionError):
         meta.error = "line 1 is not JSON (truncated or corrupt)"
         return meta

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 import gc
 import json
-import os
+import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set, Tuple
+from operator import attrgetter
+from typing import BinaryIO, Dict, List, Optional, Set, Tuple
 
 from .home import CodexHome
 from .line1 import LINE1_LIMIT, _CHUNK, _rest_of_line1
 from .locks import CodexActivity, scan_activity
-from .paths import open_regular, resolves_inside
+from .paths import inside_test, is_absolute_file, open_regular, read_regular, resolves_inside
 from .progress import Progress
 from .rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, meta_from_line
 from .statedb import ThreadRow, load_threads
 
 BOM = b"\xef\xbb\xbf"
 BOM_ERROR = "line 1 starts with a UTF-8 BOM (Codex 0.171 cannot read it: not listed, not readable)"
+HEAD_CHUNK = 32 * 1024  # one read holds a usual line 1 (~21 KB) and the start of line 2
 _ROOTS = b'"runtime_workspace_roots":'
 _ACCOUNT_SCOPED = b'"account_scoped":true'
 _BASE_INSTRUCTIONS = b',"base_instructions":'
@@ -45,16 +47,37 @@ class AuditInputs:
     """Everything read from the home, once; the audit, repair and migration plans reuse it."""
 
     home: CodexHome
-    rows: List[ThreadRow]
+    rows: List[ThreadRow]  # sorted by id
     index: RolloutIndex
     metas: Dict[str, SessionMeta]  # by file path
     activity: CodexActivity
     heads: Dict[str, Head] = field(default_factory=dict)  # by file path, only files with something to say
     rows_by_id: Dict[str, ThreadRow] = field(default_factory=dict)  # lower-case thread id -> row
+    _exists: Dict[str, bool] = field(default_factory=dict, repr=False)  # path_exists, remembered
+    _outside: Optional[List[ThreadRow]] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        self.rows = sorted(self.rows, key=_row_id)  # every report lists by id (one pass when sorted)
         if not self.rows_by_id:
             self.rows_by_id = {r.id.lower(): r for r in self.rows}
+
+    def path_exists(self, path: str) -> bool:
+        """A row's rollout_path names a file: indexed by the walk, else one stat per distinct path
+        (every report section asks about the same moved or missing paths)."""
+        if path in self.index.by_path:
+            return True
+        known = self._exists.get(path)
+        if known is None:
+            known = self._exists[path] = is_absolute_file(path)
+        return known
+
+    @property
+    def outside_home(self) -> List[ThreadRow]:
+        """Rows (in row order) whose rollout_path is outside this Codex home."""
+        if self._outside is None:
+            inside = inside_test(self.home.root)
+            self._outside = [r for r in self.rows if r.rollout_path and not inside(r.rollout_path)]
+        return self._outside
 
     def meta_for(self, rf: RolloutFile) -> SessionMeta:
         return self.metas[rf.key]
@@ -84,49 +107,70 @@ class AuditInputs:
 
 
 _NO_HEAD = Head()
+_row_id = attrgetter("id")
 
 
-def read_head(path: str, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Optional[str], bool]:
-    """(line 1, error, only line 1 in the file). Reads one 64 KB chunk for a usual rollout (line 1 is
-    ~21 KB), never the whole file: past a longer line 1 the file size answers the last question."""
+def read_head(path: str, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Optional[str], bool, int]:
+    """(line 1, error, only line 1 in the file, file size). One 64 KB read for a usual rollout (line 1
+    is ~21 KB), never the whole file: past a longer line 1 the file size answers the last question."""
     try:
-        with open_regular(path, buffering=0) as fh:
-            chunk = fh.read(_CHUNK)
-            if not chunk:
-                return None, "empty file", False
-            cut = chunk.find(b"\n")
-            if cut >= 0:
-                rest = chunk[cut + 1:]
-                if rest.strip():
-                    return chunk[:cut], None, False
-                if len(chunk) < _CHUNK:
-                    return chunk[:cut], None, True
-                return chunk[:cut], None, not fh.read(_CHUNK).strip()
-            more, err = _rest_of_line1(fh, max(0, limit - len(chunk)))
-            if more is None and err != "empty file":
-                return None, err, False
-            line = chunk + (more or b"")
-            size = os.fstat(fh.fileno()).st_size
-            return line, None, size <= len(line) + 1
+        chunk, size = read_regular(path, HEAD_CHUNK)
     except OSError as exc:
-        return None, exc.strerror or str(exc), False
+        return None, exc.strerror or str(exc), False, -1
+    if not chunk:
+        return None, "empty file", False, size
+    cut = chunk.find(b"\n")
+    if cut >= 0:
+        if _NOT_SPACE.search(chunk, cut + 1):
+            return chunk[:cut], None, False, size
+        if size <= len(chunk):
+            return chunk[:cut], None, True, size
+    try:  # rare: line 1 longer than a chunk, or a chunk that ends in blanks with more file after it
+        with open_regular(path, buffering=0) as fh:
+            if cut >= 0:
+                fh.seek(len(chunk))
+                return chunk[:cut], None, not _rest_has_data(fh), size
+            fh.seek(len(chunk))
+            more, err = _rest_of_line1(fh, max(0, limit - len(chunk)))
+    except OSError as exc:
+        return None, exc.strerror or str(exc), False, size
+    if more is None and err != "empty file":
+        return None, err, False, size
+    line = chunk + (more or b"")
+    return line, None, size <= len(line) + 1, size
+
+
+_NOT_SPACE = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what bytes.strip() would keep
+
+
+def _rest_has_data(fh: BinaryIO) -> bool:
+    """Anything but blanks from here on (bounded: stops at the first chunk with data)."""
+    while True:
+        chunk = fh.read(_CHUNK)
+        if not chunk:
+            return False
+        if _NOT_SPACE.search(chunk):
+            return True
 
 
 def head_extras(line: bytes, only_meta: bool, cwd: Optional[str] = None) -> Optional[Head]:
-    """The 0.171 fields of line 1. Roots equal to `[cwd]` (what 0.171 writes) are recognised from
-    the bytes; only other roots are JSON-decoded, from the small part before base_instructions."""
+    """The 0.171 fields of line 1, looked for in the small part before base_instructions, where
+    Codex writes them (measured on 0.171): these are report counts, every write re-reads the whole
+    line. Roots equal to `[cwd]` (what 0.171 writes) are recognised from the bytes; only other roots
+    are JSON-decoded."""
     bom = line.startswith(BOM)
-    scoped = _ACCOUNT_SCOPED in line
+    end = line.find(_BASE_INSTRUCTIONS)
+    part = line[:end] if end > 0 else line
+    scoped = _ACCOUNT_SCOPED in part
     roots: Optional[List[str]] = None
-    at = line.find(_ROOTS)
+    at = part.find(_ROOTS)
     if at >= 0 and cwd is not None and _ROOTS + b"[" + json.dumps(cwd, ensure_ascii=False).encode(
-            "utf-8", "surrogatepass") + b"]" in line:
+            "utf-8", "surrogatepass") + b"]" in part:
         roots = [cwd]
     elif at >= 0:
-        end = line.find(_BASE_INSTRUCTIONS)
-        part = line[:end] + b"}}" if end > at else line
+        whole = part + b"}}" if end > 0 else line
         try:
-            value = json.loads(part.lstrip(BOM))["payload"].get("runtime_workspace_roots")
+            value = json.loads(whole.lstrip(BOM))["payload"].get("runtime_workspace_roots")
         except (ValueError, KeyError, TypeError, AttributeError):
             value = None
         if isinstance(value, list):
@@ -163,7 +207,7 @@ def _gather(home: CodexHome, progress: Progress) -> AuditInputs:
         elif rf.is_symlink and not resolves_inside(rf.path, home.root):
             metas[rf.key] = SessionMeta(error="a symlink to outside the Codex home (not followed)")
         else:
-            line, err, only = read_head(rf.key)
+            line, err, only, rf.size = read_head(rf.key)
             if line is None:
                 metas[rf.key] = SessionMeta(error=err)
             else:

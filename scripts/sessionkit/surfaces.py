@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from operator import itemgetter
 from typing import Any, Dict, List, Optional, Tuple
 
 from .paths import has_prefix, home_prefix_counts, is_inside, normalize_for_match, replace_prefix, safe_str, \
@@ -37,29 +38,38 @@ class Judged:
 def judge_all(inputs: AuditInputs) -> List[Judged]:
     """Every row, and every active rollout with no row (a default listing indexes it), judged once."""
     out: List[Judged] = []
+    by_thread, rows_by_id, metas, heads = inputs.index.by_thread, inputs.rows_by_id, inputs.metas, inputs.heads
     candidates: List[Tuple[str, Any]] = [(r.id, r) for r in inputs.rows]
-    for tid, files in inputs.index.by_thread.items():
-        if tid not in inputs.rows_by_id and any(not f.archived and not f.compressed for f in files):
+    for tid, files in by_thread.items():
+        if tid not in rows_by_id and any(not f.archived and not f.compressed for f in files):
             candidates.append((tid, None))
-    for tid, row in sorted(candidates, key=lambda c: c[0]):
+    candidates.sort(key=_first)  # rows come sorted: one pass
+    listed_unreadable, cwd_from_line1, meta_only_listed = \
+        UNREADABLE_LINE1_LISTED.value, CWD_FROM_LINE1.value, META_ONLY_LISTED.value
+    for tid, row in candidates:
         source = row.source_kind if row is not None else ""
-        files = [f for f in inputs.files_for(tid) if not f.archived and not f.compressed]
+        every = by_thread.get(tid.lower(), ())
+        files = [f for f in every if not f.archived and not f.compressed]
         if not files:  # a row flagged archived whose file is in sessions/ is listed (measured, 0.169)
-            archived = (row is not None and row.archived) or any(f.archived for f in inputs.files_for(tid))
+            archived = (row is not None and row.archived) or any(f.archived for f in every)
             out.append(Judged(tid, "archived" if archived else "missing_rollout_file", None, source,
                               row.cwd if row else ""))
             continue
         rf = files[0]
-        meta = inputs.meta_for(rf)
-        if meta.error is not None and not UNREADABLE_LINE1_LISTED.value:
+        meta = metas[rf.key]
+        if meta.error is not None and not listed_unreadable:
             out.append(Judged(tid, "line1_unreadable", None, source, row.cwd if row else ""))
             continue
         if row is None:
             source = meta.source_kind
-        cwd = meta.cwd if (meta.cwd is not None and CWD_FROM_LINE1.value) else (row.cwd if row else "")
-        base = "only_session_meta" if inputs.head_for(rf).only_meta and not META_ONLY_LISTED.value else None
+        cwd = meta.cwd if (meta.cwd is not None and cwd_from_line1) else (row.cwd if row else "")
+        head = heads.get(rf.key)
+        base = "only_session_meta" if head is not None and head.only_meta and not meta_only_listed else None
         out.append(Judged(tid, base, meta.model_provider if meta.has_provider else None, source, cwd))
     return out
+
+
+_first = itemgetter(0)
 
 
 def judge_rows(inputs: AuditInputs) -> List[Judged]:
@@ -67,9 +77,10 @@ def judge_rows(inputs: AuditInputs) -> List[Judged]:
     rollout with no row, which the picker never shows."""
     out: List[Judged] = []
     root = inputs.home.root
-    for r in sorted(inputs.rows, key=lambda r: r.id):
+    by_path, metas = inputs.index.by_path, inputs.metas
+    for r in inputs.rows:  # sorted by id (gather)
         base: Optional[str] = None
-        rf = inputs.index.by_path.get(r.rollout_path)
+        rf = by_path.get(r.rollout_path)
         if r.archived:
             base = "archived"
         elif r.source_kind not in INTERACTIVE_SOURCES:
@@ -78,9 +89,9 @@ def judge_rows(inputs: AuditInputs) -> List[Judged]:
             base = "empty_preview"
         elif rf is None:
             rf = _same_place_in_this_home(inputs, r.rollout_path, root)
-            if rf is None and not _is_file(r.rollout_path):
+            if rf is None and not inputs.path_exists(r.rollout_path):
                 base = "stale_rollout_path" if inputs.files_for(r.id) else "missing_rollout_file"
-        if base is None and rf is not None and inputs.meta_for(rf).error is not None:
+        if base is None and rf is not None and metas[rf.key].error is not None:
             base = "line1_unreadable"
         out.append(Judged(r.id, base, None, r.source_kind, r.cwd))
     for tid, files in inputs.index.by_thread.items():
@@ -95,15 +106,6 @@ def _same_place_in_this_home(inputs: AuditInputs, path: str, root: Any) -> Optio
     if split is None:
         return None
     return inputs.index.by_path.get(os.path.join(str(root), split[1]))
-
-
-def _is_file(path: str) -> bool:
-    if not path or "\x00" in path or not os.path.isabs(path):
-        return False
-    try:
-        return os.path.isfile(path)
-    except (OSError, ValueError):
-        return False
 
 
 class _Folders:
@@ -154,7 +156,7 @@ def db_only_ids(inputs: AuditInputs, provider: str, cwd: Optional[str], exists: 
     """What `thread/list {useStateDbOnly: true}` lists: rows alone (path exists, preview set,
     the row's provider and source, the row's cwd); line 1 is not read."""
     out: List[str] = []
-    for r in sorted(inputs.rows, key=lambda r: r.id):
+    for r in inputs.rows:  # sorted by id (gather)
         if r.archived or r.model_provider != provider or r.source_kind not in INTERACTIVE_SOURCES:
             continue
         if cwd is not None and r.cwd != cwd:
@@ -250,7 +252,7 @@ def moved_home(inputs: AuditInputs, judged: List[Judged], max_samples: int) -> O
     """The old home named from the rows' rollout_path, widened to the old user folder when the
     sessions' cwd lies under it too; the one `--remap-prefix OLD=NEW` that fixes both."""
     root = str(inputs.home.root)
-    outside = [r.rollout_path for r in inputs.rows if r.rollout_path and not is_inside(r.rollout_path, root)]
+    outside = [r.rollout_path for r in inputs.outside_home]
     prefixes = home_prefix_counts(outside, root)
     if not prefixes:
         return None
