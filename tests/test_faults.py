@@ -211,3 +211,23 @@ def test_a_busy_db_during_rollback_changes_nothing_then_finishes(tmp_path, mixed
     assert home_state(hb.root)["files"] == applied["files"]
     assert frun("rollback.py", hb.root, "--latest", "--apply").returncode == 0
     assert home_state(hb.root) == before
+
+
+@pytest.mark.parametrize("action", ["kill", "sigint"])
+def test_in_place_rollback_fault_at_every_point(tmp_path, mixed, action):
+    """A same-length rewrite undone in place, cut short anywhere (also between the old bytes and the
+    old mtime): running the rollback again brings back bytes and mtimes exactly."""
+    hb, _ = mixed
+    before = home_state(hb.root)
+    assert frun("provider_migrate.py", hb.root, "--apply").returncode == 0  # oldco -> newco: same length
+    pristine = Pristine(hb.root)
+    labels, _ = points(tmp_path, "rollback.py", hb.root, "--latest", "--apply")
+    assert home_state(hb.root) == before
+    assert labels.count("undo-written") == 3 and labels.count("undo-file") == 3, labels
+    for n in range(1, len(labels) + 1):
+        pristine.restore()
+        proc = frun("rollback.py", hb.root, "--latest", "--apply", fault=f"{action}:{n}")
+        assert proc.returncode != 0 or n == len(labels), (n, proc.stderr)
+        rb = frun("rollback.py", hb.root, "--latest", "--apply")
+        assert rb.returncode == 0, (n, rb.stdout, rb.stderr)
+        assert home_state(hb.root) == before, (action, n, labels[n - 1])

@@ -443,8 +443,22 @@ class RolloutEdit(Op):
         old mtime back too, even after a kill between the write and the mtime; else today's kept."""
         st = os.stat(self.path)
         self._write_spans(False)
+        point("undo-written")  # the old bytes, today's mtime: still `torn` (below) until the mtime is back
         keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns  # type: ignore[attr-defined]
         os.utime(self.path, ns=(keep, keep))
+
+    def _old_or_mtime_torn(self) -> str:
+        """Old bytes: `old`, unless a same-length rewrite left today's mtime on a file that holds
+        nothing newer (same size): a kill between the undo's write and its mtime. That is `torn`,
+        so the next rollback puts the mtime back too."""
+        if self.growth == 0:
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                return OLD
+            if st.st_size == self.size and st.st_mtime_ns != self.mtime_ns:  # type: ignore[attr-defined]
+                return TORN
+        return OLD
 
 
 @dataclass
@@ -603,7 +617,7 @@ class Line1Rewrite(RolloutEdit):
         if digest == self.new_sha:
             return NEW
         if digest == self.old_sha:
-            return OLD
+            return self._old_or_mtime_torn()
         if self.growth == 0 and len(line) == self.old_len:
             mended = line
             for off, old, _new in self.spans:
@@ -909,7 +923,7 @@ class RolloutRewrite(RolloutEdit):
         if _digest_range(self.path, self.prefix_len + self.growth) == self.new_sha:
             return NEW
         if _digest_range(self.path, self.prefix_len) == self.old_sha:
-            return OLD
+            return self._old_or_mtime_torn()
         if self.growth == 0 and _digest_range(self.path, self.prefix_len,
                                               [(o, a) for o, a, _ in self.spans]) == self.old_sha:
             return TORN
