@@ -88,7 +88,7 @@ def prune_runs(home: Any, args: Any) -> int:
     """--prune: show (or with --apply remove) the run folders no longer needed."""
     runs = list_details(home)
     gone = prune_candidates(runs, include_newest=args.force)
-    freed = prune(home, gone) if args.apply and gone else 0
+    freed = prune(home, gone, include_newest=args.force) if args.apply and gone else 0
     if args.json:
         print_json({"codex_dir": str(home.root), "dry_run": not args.apply, "prune": gone, "freed_bytes": freed})
         return EXIT_CLEAN

@@ -109,3 +109,21 @@ def test_a_run_killed_before_its_begin_record_is_passed_over(history, journal_by
     runs = json.loads(run("rollback.py", root, "--list", "--json").stdout)["runs"]
     assert [r["state"] for r in runs] == ["applied (newest)", "rolled back", "rolled back",
                                           "stopped before any change (nothing to undo)"]
+
+
+def test_a_run_whose_line_ends_were_converted_is_kept_never_pruned(history):
+    """A real run's journal with every `\\n` turned into `\\r` (a line-ending converter) has no whole
+    record, but its folder holds backups and a manifest: it is unreadable and kept, never taken for
+    a run stopped before any change, and --prune --apply leaves it (and its DB backup) alone."""
+    root = history.root
+    runs = json.loads(run("rollback.py", root, "--list", "--json").stdout)["runs"]
+    newest = Path(runs[-1]["run_dir"])
+    journal = newest / "journal.jsonl"
+    journal.write_bytes(journal.read_bytes().replace(b"\n", b"\r"))
+    before = sorted(p.name for p in newest.iterdir())
+    listed = json.loads(run("rollback.py", root, "--list", "--json").stdout)["runs"]
+    assert [r["state"] for r in listed if r["run_dir"] == str(newest)] == ["unreadable"]
+    pruned = run("rollback.py", root, "--prune", "--force", "--apply", "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    assert str(newest) not in [d["run_dir"] for d in json.loads(pruned.stdout)["prune"]]
+    assert sorted(p.name for p in newest.iterdir()) == before and len(before) > 1

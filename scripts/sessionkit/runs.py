@@ -104,11 +104,15 @@ def prune_candidates(details: List[Dict[str, Any]], include_newest: bool) -> Lis
     return out
 
 
-def prune(home: CodexHome, runs: List[Dict[str, Any]]) -> int:
-    """Remove these run folders (under the home's artifacts folder only, under the home lock)."""
+def prune(home: CodexHome, runs: List[Dict[str, Any]], include_newest: bool = False) -> int:
+    """Remove these run folders (under the home's artifacts folder only, under the home lock), each
+    only if it is still a candidate when the lock is held: a run that began meanwhile is kept."""
     freed = 0
     with HomeLock(home):
+        still = {d["run_dir"] for d in prune_candidates(list_details(home), include_newest)}
         for d in runs:
+            if d["run_dir"] not in still:
+                continue
             path = Path(d["run_dir"])
             if path.is_symlink() or not is_inside(path, home.artifacts_dir) or path == home.artifacts_dir:
                 raise UserError(f"refusing to remove {path}: not a run folder inside {home.artifacts_dir}")

@@ -66,8 +66,11 @@ def read_run(run_dir: Path) -> Run:
     if not journal.is_file():
         raise UserError(f"{run_dir} holds no journal.jsonl: not a run folder of these scripts")
     recs = read_records(journal)
-    if not recs:  # killed before the begin record was whole: every change waits for that record
-        return Run(run_dir, {}, [], False, None, None)
+    if not recs:
+        if stopped_before_begin(run_dir):
+            return Run(run_dir, {}, [], False, None, None)
+        raise UserError(f"{journal} holds no whole record, yet the run folder holds more than an unfinished "
+                        f"begin record (damaged?): kept as it is; nothing was changed")
     if recs[0]["op"] != "begin":
         raise UserError(f"{journal} does not start with a begin record: not a session-migration journal")
     ops: List[Op] = []
@@ -246,6 +249,19 @@ def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
         plan.stale_locks = sum(1 for t in run.locks["created"] if os.path.lexists(str(d / f"{t}.lock"))) + \
             int(not run.locks["coordination_existed"] and os.path.lexists(str(d / ".coordination.lock")))
     return plan
+
+
+def stopped_before_begin(run_dir: Path) -> bool:
+    """Killed before its begin record was whole: the folder holds only journal.jsonl, and that holds
+    nothing or the start of one record (no line end of any kind). Every change waits for that
+    record, and backups, copies and the manifest come after it."""
+    try:
+        if os.listdir(str(run_dir)) != ["journal.jsonl"]:
+            return False
+        data = (run_dir / "journal.jsonl").read_bytes()
+    except OSError:
+        return False
+    return b"\n" not in data and b"\r" not in data and (data == b"" or data.startswith(b'{"v":'))
 
 
 def run_kind(run_dir: Path) -> str:
