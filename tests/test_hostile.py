@@ -3,6 +3,7 @@ import json
 import os
 import random
 import sqlite3
+import shutil
 import signal
 import stat
 import subprocess
@@ -286,3 +287,36 @@ def test_a_hot_journal_is_never_read_past(tmp_path):
     assert json.loads(rb.stdout)["rows_to_revert"] == 20
     assert not os.path.exists(str(hb.db_path) + "-journal") or os.path.getsize(str(hb.db_path) + "-journal") == 0
     assert home_state(hb.root) == before and migrated != before
+
+
+@pytest.mark.parametrize("journal", ["stale-beside-wal", "symlink", "folder"])
+def test_a_journal_name_that_is_no_hot_journal_changes_nothing(tmp_path, journal):
+    """A `-journal` that SQLite would never roll back (a leftover beside a WAL, a symlink, a folder)
+    neither stops the audit nor makes it open the DB so that a `-shm` is created."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco"], wal=True)
+    for i in range(4):
+        hb.add(provider="newco", preview=f"t{i}")
+    db = str(hb.db_path)
+    if journal == "stale-beside-wal":
+        writer = sqlite3.connect(db)  # a WAL with frames and no -shm: what a killed Codex leaves
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("UPDATE threads SET title = 'in the wal'")
+        writer.commit()
+        shutil.copy(db + "-wal", tmp_path / "wal")
+        writer.close()
+        shutil.copy(tmp_path / "wal", db + "-wal")
+        for extra in ("-shm",):
+            if os.path.exists(db + extra):
+                os.unlink(db + extra)
+        with open(db + "-journal", "wb") as fh:
+            fh.write(b"\0" * 512)
+    elif journal == "symlink":
+        os.symlink(str(tmp_path / "elsewhere"), db + "-journal")
+        (tmp_path / "elsewhere").write_bytes(b"x" * 512)
+    else:
+        os.mkdir(db + "-journal")
+    before = snapshot(hb.root)
+    audit = run("session_audit.py", hb.root, "--json")
+    assert audit.returncode == 0, audit.stderr
+    assert json.loads(audit.stdout)["counts"]["threads_total"] == 4
+    assert snapshot(hb.root) == before

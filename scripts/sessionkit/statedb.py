@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -71,7 +72,8 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     `mode=ro` would create the `-shm` (and fails where the folder is read-only), so the WAL is
     read into this connection's own heap instead: exclusive locking mode never opens shared
     memory, and the `unix-none` VFS lets a read-only file take that lock; nobody else has the
-    DB open in WAL mode, or the `-shm` would exist.
+    DB open in WAL mode, or the `-shm` would exist. A hot rollback journal (no WAL): `mode=ro`,
+    never `immutable=1`, which would read the half-written pages of a killed writer.
     """
     if not path.is_file():
         raise UserError(f"no state DB at {path}")
@@ -104,11 +106,16 @@ def open_readonly(path: Path) -> sqlite3.Connection:
 
 
 def hot_journal(path: Path) -> bool:
-    """A rollback journal with content beside the DB: a writer is mid-transaction, or was killed in one."""
+    """A rollback journal with content beside a DB in rollback-journal mode: a writer is
+    mid-transaction, or was killed in one. In WAL mode (a `-wal` beside it) a `-journal` is a stale
+    leftover SQLite never reads; a symlink or folder of that name is not a journal either."""
+    if os.path.lexists(str(path) + "-wal"):
+        return False
     try:
-        return os.stat(str(path) + "-journal").st_size > 0
+        st = os.lstat(str(path) + "-journal")
     except OSError:
         return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > 0
 
 
 def settle_hot_journal(path: Path) -> bool:
