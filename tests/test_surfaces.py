@@ -162,6 +162,11 @@ def test_read_head_never_reads_a_whole_rollout(tmp_path, monkeypatch):
     assert read_head(str(exact))[:3] == (head, None, False)
     exact.write_bytes(head + b"\n" + b"  \n")  # ... and only blanks follow
     assert read_head(str(exact))[:3] == (head, None, True)
+    mid = b'{"payload":"' + b"m" * 40000 + b'"}'  # longer than one read: the rest of line 1 is read
+    (tmp_path / "mid-blank.jsonl").write_bytes(mid + b"\n\n \n")
+    (tmp_path / "mid-more.jsonl").write_bytes(mid + b"\n\n" + b" " * 70000 + b'{"x":1}\n')
+    assert read_head(str(tmp_path / "mid-blank.jsonl"))[:3] == (mid, None, True)
+    assert read_head(str(tmp_path / "mid-more.jsonl"))[:3] == (mid, None, False)
     assert read_head(str(tmp_path / "gone.jsonl"))[1:] == ("No such file or directory", False, -1)
     (tmp_path / "empty.jsonl").write_bytes(b"")
     assert read_head(str(tmp_path / "empty.jsonl")) == (None, "empty file", False, 0)

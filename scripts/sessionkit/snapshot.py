@@ -132,12 +132,13 @@ def read_head(path: str, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Opt
                 return chunk[:cut], None, not _rest_has_data(fh), size
             fh.seek(len(chunk))
             more, err = _rest_of_line1(fh, max(0, limit - len(chunk)))
+            if more is None and err != "empty file":
+                return None, err, False, size
+            line = chunk + (more or b"")
+            fh.seek(len(line) + 1)  # blanks after line 1 hold nothing either
+            return line, None, size <= len(line) + 1 or not _rest_has_data(fh), size
     except OSError as exc:
         return None, exc.strerror or str(exc), False, size
-    if more is None and err != "empty file":
-        return None, err, False, size
-    line = chunk + (more or b"")
-    return line, None, size <= len(line) + 1, size
 
 
 _NOT_SPACE = re.compile(rb"[^ \t\n\r\x0b\x0c]")  # what bytes.strip() would keep
