@@ -54,10 +54,17 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
     row_ids = inputs.rows_by_id
     row_paths = {r.rollout_path for r in rows}
     own = inputs.own_thread
+    metas, by_path, by_thread = inputs.metas, index.by_path, index.by_thread
     for rf in index.files:  # as `codex doctor` counts them: files no row points at by path
         if rf.key not in row_paths and rf.thread_id != own:
             found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(rf.key)
-    for tid, files in sorted(index.by_thread.items()):
+        if rf.compressed:
+            found["compressed_rollouts"].append(rf.key)
+        else:
+            error = metas[rf.key].error
+            if error:
+                found["line1_unreadable"].append(f"{rf.key}: {error}")
+    for tid, files in by_thread.items():
         if tid not in row_ids and tid != own:
             found["disk_not_in_db"].append(tid)
         if len(files) > 1:
@@ -65,33 +72,31 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
             names = Counter(f.name for f in files)
             if len(plain) > 1 or any(c > 1 for c in names.values()):
                 found["duplicate_rollout_id"].append(tid)
+    found["disk_not_in_db"].sort()  # the few found, not every thread, are sorted
+    found["duplicate_rollout_id"].sort()
     path_count = Counter(r.rollout_path for r in rows)
     found["duplicate_db_paths"] = sorted(p for p, n in path_count.items() if n > 1)
     found["rollout_path_outside_home"] = [r.id for r in inputs.outside_home]
     for r in rows:  # sorted by id (gather)
-        if r.id.lower() not in index.by_thread:
+        key = r.id.lower()
+        if key not in by_thread:
             found["db_not_on_disk"].append(r.id)
         exists = inputs.path_exists(r.rollout_path)
         if not exists:
             found["missing_rollout_path"].append(r.id)
             found["stale_rows"].append(r.id)
-        rf = index.by_path.get(r.rollout_path) if exists else None
+        rf = by_path.get(r.rollout_path) if exists else None
         if rf is not None and rf.archived != r.archived:
             found["archive_mismatches"].append(r.id)
         rf = rf or _file_for_row(r, inputs)
         if rf is None:
             continue
-        meta = inputs.meta_for(rf)
-        if meta.error is None and meta.id and meta.id.lower() != r.id.lower():
-            found["session_meta_id_mismatch"].append(r.id)
-        if meta.error is None and meta.has_provider and meta.model_provider != r.model_provider:
-            found["provider_mismatch"].append(r.id)
-    for rf in index.files:
-        meta = inputs.meta_for(rf)
-        if rf.compressed:
-            found["compressed_rollouts"].append(rf.key)
-        elif meta.error:
-            found["line1_unreadable"].append(f"{rf.key}: {meta.error}")
+        meta = metas[rf.key]
+        if meta.error is None:
+            if meta.id and meta.id.lower() != key:
+                found["session_meta_id_mismatch"].append(r.id)
+            if meta.has_provider and meta.model_provider != r.model_provider:
+                found["provider_mismatch"].append(r.id)
     found["malformed_file_names"] = [str(p) for p in index.malformed]
     found["unreadable_paths"] = [f"{p}: {why}" for p, why in index.unreadable] + \
         [f"{p}: a symlinked folder (not followed)" for p in index.skipped_links]

@@ -15,7 +15,7 @@ from .locks import explain_live
 from .snapshot import AuditInputs
 from .history_offsets import history_db_path, read_offsets, threads_with_offsets
 from .rollout_index import not_unicode, unusable_reason
-from .line1 import Line1Edit, plan_field_edit
+from .line1 import Line1Edit, find_field, plan_field_edit, read_line1
 from .ops import Line1Rewrite, OffsetShift, Op, RowUpdate
 from .progress import Progress
 from .reasoning import count_encrypted
@@ -59,6 +59,12 @@ class OtherDbChanges:
 def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[str, int]:
     c = Counter(r.model_provider for r in rows if include_archived or not r.archived)
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def provider_span(path: str, provider: Optional[str]) -> Optional[Tuple[int, int]]:
+    """Where `"model_provider":"<provider>"` sits in line 1, when it occurs exactly once there."""
+    line, _err = read_line1(Path(path))
+    return find_field(line, "model_provider", provider) if line is not None else None
 
 
 def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
@@ -134,10 +140,11 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 continue
             edit = None
             if meta.has_provider and line1_provider != plan.target:
-                if meta.provider_span is None:
+                span = provider_span(rf.key, line1_provider)  # read again: only the files to rewrite
+                if span is None:
                     plan.skipped.append((row.id, "line 1 layout not recognised (no single model_provider field)"))
                     continue
-                edit = plan_field_edit(meta.provider_span, "model_provider", line1_provider, plan.target)
+                edit = plan_field_edit(span, "model_provider", line1_provider, plan.target)
             try:
                 mtime_ns = os.stat(rf.path).st_mtime_ns
             except OSError as exc:

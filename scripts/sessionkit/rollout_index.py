@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .line1 import LINE1_LIMIT, find_field, read_line1
+from .line1 import LINE1_LIMIT, read_line1
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ROLLOUT_NAME = re.compile(
@@ -121,14 +121,13 @@ def build_index(home_root: Path) -> RolloutIndex:
 class SessionMeta:
     """What line 1 (`session_meta`) says; `error` set when it cannot be used. Slotted: one per rollout."""
 
-    __slots__ = ("id", "model_provider", "has_provider", "provider_span", "cwd", "source_kind",
+    __slots__ = ("id", "model_provider", "has_provider", "cwd", "source_kind",
                  "forked_from_id", "error")
 
     def __init__(self, error: Optional[str] = None) -> None:
         self.id: Optional[str] = None
         self.model_provider: Optional[str] = None
         self.has_provider = False
-        self.provider_span: Optional[Tuple[int, int]] = None  # `"model_provider":"..."` in line 1
         self.cwd: Optional[str] = None
         self.source_kind = ""  # cli, vscode, exec, subagent, ...
         self.forked_from_id: Optional[str] = None
@@ -203,7 +202,6 @@ def parse_session_meta(line: bytes) -> SessionMeta:
     provider = p.get("model_provider")
     if isinstance(provider, str):
         meta.model_provider = sys.intern(provider)
-        meta.provider_span = find_field(line, "model_provider", provider)
     meta.cwd = sys.intern(p["cwd"]) if isinstance(p.get("cwd"), str) else None
     meta.source_kind = source_kind(p.get("source"))
     meta.forked_from_id = p.get("forked_from_id")
