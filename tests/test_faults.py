@@ -65,12 +65,17 @@ def same_run(a, b, timed):
         [r[:2] for r in a["rows"]] == [r[:2] for r in b["rows"]]
 
 
-@pytest.fixture
-def mixed(tmp_path):
+def _to_migrate(tmp_path, n):
+    """n sessions on oldco to migrate to newco, and one already there."""
     hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco", "a-much-longer-id"])
-    old = [hb.add(provider="oldco", preview=f"old {i}") for i in range(3)]
+    old = [hb.add(provider="oldco", preview=f"old {i}") for i in range(n)]
     hb.add(provider="newco")
     return hb, old
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    return _to_migrate(tmp_path, 3)
 
 
 def _walk(tmp_path, hb, script, args, action, expect_rc, timed=True, limit=""):
@@ -211,11 +216,8 @@ def _walk_rollback(tmp_path, hb, action, limit="", target="a-much-longer-id"):
 
 @pytest.fixture
 def many(tmp_path):
-    """Six sessions to migrate (three batches of two writer locks under IN_BATCHES) and one not."""
-    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco", "a-much-longer-id"])
-    old = [hb.add(provider="oldco", preview=f"old {i}") for i in range(6)]
-    hb.add(provider="newco")
-    return hb, old
+    """Six sessions to migrate: three batches of two writer locks under IN_BATCHES."""
+    return _to_migrate(tmp_path, 6)
 
 
 def _batches(recs):
