@@ -33,3 +33,18 @@ def test_line_after_a_second_on_a_terminal(monkeypatch):
     assert out.getvalue() == "\rreading line 1 of each rollout: 2/3\x1b[K"
     p.done()
     assert out.getvalue().endswith("\r\x1b[K")
+
+
+def test_a_batch_line_stays_on_a_terminal_and_clears_the_progress_line(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(progress_mod.time, "monotonic", lambda: clock[0])
+    out = Tty()
+    p = Progress(out)
+    p.phase("writing files")
+    clock[0] += 1.5
+    p.tick("writing files", 1, 2)
+    p.note("batch 2 of 3: 64 session(s)")
+    assert out.getvalue() == "\rwriting files: 1/2\x1b[K\r\x1b[Kbatch 2 of 3: 64 session(s)\n"
+    quiet = io.StringIO()
+    Progress(quiet).note("batch 2 of 3: 64 session(s)")
+    assert quiet.getvalue() == ""

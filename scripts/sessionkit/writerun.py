@@ -165,12 +165,12 @@ class _Batches:
         self.reported: Set[str] = set()
 
     def batch(self, n: int, ops: List[Op], refused: Dict[str, str]) -> None:
-        planned = len({o.thread_id for o in ops if o.thread_id})
+        mark = {"op": "batch", "n": n, "of": len(self.batches), "threads": len({o.thread_id for o in ops} - {None})}
         self.bad.update(refused)
         ops = _prepare(ops, self.run_dir, self.bad)
         records = self._backups(ops) if n == 1 else []
-        if len(self.batches) > 1:
-            records.append({"op": "batch", "n": n, "of": len(self.batches), "threads": planned})
+        if len(self.batches) > 1:  # a run in one batch: its journal as it always was
+            records.append(mark)
         new = sorted((t, r) for t, r in self.bad.items() if t not in self.reported)
         self.reported.update(t for t, _ in new)
         records += [{"op": "skip", "thread_id": t, "reason": r} for t, r in (self.skipped if n == 1 else []) + new]
