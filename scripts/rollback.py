@@ -22,6 +22,7 @@ from sessionkit import UserError  # noqa: E402
 from sessionkit.home import open_home  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
+from sessionkit.progress import Progress  # noqa: E402
 from sessionkit.safety import HomeLock, check_writable, refuse_if_running  # noqa: E402
 from sessionkit.statedb import settle_hot_journal  # noqa: E402
 from sessionkit.writerun import home_dbs  # noqa: E402
@@ -152,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             plan = plan_undo(home, run_dir)
             report = summary(plan, args.sample)
             if plan.actions:
-                result = apply_undo(home, plan)
+                result = apply_undo(home, plan, progress=Progress.for_terminal())
     else:
         plan = plan_undo(home, run_dir)
         report = summary(plan, args.sample)

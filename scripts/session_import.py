@@ -124,7 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = None
         if args.apply and plan.imports:
             from sessionkit.import_apply import apply_import
-            result = apply_import(plan, args.force)
+            from sessionkit.progress import Progress
+            result = apply_import(plan, args.force, Progress.for_terminal())
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
     else:

@@ -5,6 +5,8 @@
 spec: `count:FILE` appends every fault point's label to FILE; `ACTION:N` or `ACTION:LABEL:N` acts at
 the Nth point (of that label): kill (SIGKILL), sigint (Ctrl-C), eio (write error), enospc (full disk).
 `fsize:BYTES` (with any spec, joined by `+`) sets RLIMIT_FSIZE in this process, SIGXFSZ ignored.
+`nofile:N` sets RLIMIT_NOFILE to N, soft and hard, for good: where this process could raise the hard
+limit again (root with CAP_SYS_RESOURCE), it re-runs itself under setpriv without that capability.
 """
 import errno
 import os
@@ -47,7 +49,23 @@ def _hook(spec: str):
     return act
 
 
+def _limit_open_files(n: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n + 1))
+    except (ValueError, OSError):
+        return  # the hard limit holds
+    resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    if os.environ.get("FAULTRUN_NO_RAISE"):
+        raise SystemExit("faultrun: cannot keep this process from raising its open-file limit")
+    os.environ["FAULTRUN_NO_RAISE"] = "1"
+    os.execvp("setpriv", ["setpriv", "--bounding-set=-sys_resource", sys.executable, *sys.argv])
+
+
 def main() -> None:
+    for spec in os.environ.get("FAULTRUN", "").split("+"):
+        if spec.startswith("nofile:"):
+            _limit_open_files(int(spec[len("nofile:"):]))
     script = Path(sys.argv[1])
     sys.argv = [str(script)] + sys.argv[2:]
     sys.path.insert(0, str(SCRIPTS))
@@ -58,7 +76,7 @@ def main() -> None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             limit = int(spec[len("fsize:"):])
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-        else:
+        elif not spec.startswith("nofile:"):
             faults.install(_hook(spec))
     runpy.run_path(str(script), run_name="__main__")
 

@@ -14,9 +14,13 @@ import pytest
 
 from harness import SCRIPTS, snapshot
 from homebuilder import HomeBuilder
+from sessionkit.writerlock import SPARE_DESCRIPTORS
 from test_migrate_rollback import home_state
 
 LAUNCHER = Path(__file__).resolve().parent / "faultrun.py"
+# A run sizes its batches with stdin, stdout, stderr and the listing of /proc/self/fd open: under
+# this limit (soft = hard) it holds 2 writer locks at a time, a rollback (the home lock open) 1.
+IN_BATCHES = f"nofile:{SPARE_DESCRIPTORS + 4 + 2}"
 
 
 def frun(script, home, *args, fault=None):
@@ -39,10 +43,15 @@ class Pristine:
         shutil.copytree(self.copy, self.root, symlinks=True)
 
 
-def points(tmp_path, script, home, *args):
+def spec(*parts):
+    """FAULTRUN specs joined (a fault and an open-file limit), or None."""
+    return "+".join(p for p in parts if p) or None
+
+
+def points(tmp_path, script, home, *args, limit=""):
     """Every fault point of one clean run, in order, and the home it leaves."""
     out = tmp_path / f"points-{script}-{len(list(tmp_path.iterdir()))}.txt"
-    proc = frun(script, home, *args, fault=f"count:{out}")
+    proc = frun(script, home, *args, fault=spec(f"count:{out}", limit))
     assert proc.returncode in (0, 1), proc.stderr
     return out.read_text().split(), home_state(home)
 
@@ -56,30 +65,37 @@ def same_run(a, b, timed):
         [r[:2] for r in a["rows"]] == [r[:2] for r in b["rows"]]
 
 
-@pytest.fixture
-def mixed(tmp_path):
+def _to_migrate(tmp_path, n):
+    """n sessions on oldco to migrate to newco, and one already there."""
     hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco", "a-much-longer-id"])
-    old = [hb.add(provider="oldco", preview=f"old {i}") for i in range(3)]
+    old = [hb.add(provider="oldco", preview=f"old {i}") for i in range(n)]
     hb.add(provider="newco")
     return hb, old
 
 
-def _walk(tmp_path, hb, script, args, action, expect_rc, timed=True):
-    before = home_state(hb.root)
+@pytest.fixture
+def mixed(tmp_path):
+    return _to_migrate(tmp_path, 3)
+
+
+def _walk(tmp_path, hb, script, args, action, expect_rc, timed=True, limit=""):
+    """Fault the run at every point it counted (under `limit`, an open-file limit, every run and
+    rollback of the walk): the home ends as before."""
+    before, folders = home_state(hb.root), _folders(hb.root)
     pristine = Pristine(hb.root)
-    labels, finished = points(tmp_path, script, hb.root, *args)
+    labels, finished = points(tmp_path, script, hb.root, *args, limit=limit)
     assert len(labels) >= 6 and labels.count("journal") >= 4, labels
     listing = sorted(p.name for p in tmp_path.iterdir())
     for n in range(1, len(labels) + 1):
         pristine.restore()
-        proc = frun(script, hb.root, *args, fault=f"{action}:{n}")
+        proc = frun(script, hb.root, *args, fault=spec(f"{action}:{n}", limit))
         if action == "kill":
             assert proc.returncode == -signal.SIGKILL, (n, proc.stderr)
             if n == len(labels):  # after the last step: the finished run, nothing to undo
                 assert same_run(home_state(hb.root), finished, timed)
                 runs = json.loads(frun("rollback.py", hb.root, "--list", "--json").stdout)["runs"]
                 assert runs[-1]["status"] == "complete"
-            rb = frun("rollback.py", hb.root, "--latest", "--apply")
+            rb = frun("rollback.py", hb.root, "--latest", "--apply", fault=spec(limit))
             assert rb.returncode == 0, (n, rb.stdout, rb.stderr)
         else:
             assert proc.returncode == expect_rc, (n, labels[n - 1], proc.stdout, proc.stderr)
@@ -88,12 +104,23 @@ def _walk(tmp_path, hb, script, args, action, expect_rc, timed=True):
                 assert len(err) == 1 and "were undone, the home is as before" in err[0], (n, proc.stderr)
             else:  # a fault after the end record: the run is finished
                 assert same_run(home_state(hb.root), finished, timed)
-                assert frun("rollback.py", hb.root, "--latest", "--apply").returncode == 0
+                assert frun("rollback.py", hb.root, "--latest", "--apply", fault=spec(limit)).returncode == 0
         assert home_state(hb.root) == before, (action, n, labels[n - 1])
+        assert _folders(hb.root) == folders, (action, n, labels[n - 1])  # none made and left empty
         again = json.loads(frun("rollback.py", hb.root, "--latest", "--json").stdout)
         assert again.get("rows_to_revert", 0) == 0 and again.get("line1_to_restore", 0) == 0
         assert sorted(p.name for p in tmp_path.iterdir()) == listing
     return labels
+
+
+def _folders(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir() and ".tmp" not in p.parts)
+
+
+def _journal(root):
+    """The records of the one run journal under the home (the walk's last attempt)."""
+    (path,) = (root / ".tmp" / "session-migration").glob("*/journal.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 @pytest.mark.parametrize("action,rc", [("kill", None), ("sigint", 2), ("eio", 2), ("enospc", 2)])
@@ -160,21 +187,84 @@ def test_kill_inside_a_grown_line1_write(tmp_path):
 @pytest.mark.parametrize("action", ["kill", "sigint", "enospc"])
 def test_rollback_fault_at_every_point(tmp_path, mixed, action):
     """A rollback cut short anywhere is finished by running the same rollback again."""
-    hb, old = mixed
+    hb, _old = mixed
+    labels = _walk_rollback(tmp_path, hb, action)
+    assert labels.count("undo-file") == 4 and "undo-commit" in labels, labels
+
+
+def _walk_rollback(tmp_path, hb, action, limit="", target="a-much-longer-id"):
+    """Migrate (to the longer id: line 1 grows), then fault the rollback at every point it counted:
+    running the same rollback again finishes it, the home as before the migration."""
     hb.write_config("newco", ["newco", "oldco", "a-much-longer-id"])
     before = home_state(hb.root)
-    assert frun("provider_migrate.py", hb.root, "--apply", "--target-provider", "a-much-longer-id").returncode == 0
+    migrated = frun("provider_migrate.py", hb.root, "--apply", "--target-provider", target, fault=spec(limit))
+    assert migrated.returncode == 0, migrated.stderr
     pristine = Pristine(hb.root)
-    labels, _ = points(tmp_path, "rollback.py", hb.root, "--latest", "--apply")
+    labels, _ = points(tmp_path, "rollback.py", hb.root, "--latest", "--apply", limit=limit)
     assert home_state(hb.root) == before
-    assert labels.count("undo-file") == 4 and "undo-commit" in labels, labels
     for n in range(1, len(labels) + 1):
         pristine.restore()
-        proc = frun("rollback.py", hb.root, "--latest", "--apply", fault=f"{action}:{n}")
+        proc = frun("rollback.py", hb.root, "--latest", "--apply", fault=spec(f"{action}:{n}", limit))
         assert proc.returncode != 0 or n == len(labels), (n, proc.stderr)
-        rb = frun("rollback.py", hb.root, "--latest", "--apply")
+        rb = frun("rollback.py", hb.root, "--latest", "--apply", fault=spec(limit))
         assert rb.returncode == 0, (n, rb.stdout, rb.stderr)
         assert home_state(hb.root) == before, (action, n, labels[n - 1])
+    return labels
+
+
+# Past the open-file limit: writer locks in batches, each committed on its own -----------------
+
+@pytest.fixture
+def many(tmp_path):
+    """Six sessions to migrate: three batches of two writer locks under IN_BATCHES."""
+    return _to_migrate(tmp_path, 6)
+
+
+def _batches(recs):
+    return [[r["n"], r["of"], r["threads"]] for r in recs if r["op"] == "batch"]
+
+
+@pytest.mark.parametrize("action,rc", [("kill", None), ("enospc", 2)])  # Ctrl-C and EIO: the same undo
+def test_migration_in_batches_fault_at_every_point(tmp_path, many, action, rc):
+    """A fault at any point, between batches too, puts back every batch, the committed ones too."""
+    hb, old = many
+    labels = _walk(tmp_path, hb, "provider_migrate.py", ["--apply"], action, rc, limit=IN_BATCHES)
+    assert labels.count("batch") == 2 and labels.count("commit") == 3 and labels.count("file") == 6, labels
+    recs = _journal(hb.root)
+    assert _batches(recs) == [[1, 3, 2], [2, 3, 2], [3, 3, 2]]
+    assert [r["rows"] for r in recs if r["op"] == "commit"] == [2, 2, 2]  # one transaction a batch
+    assert sorted(r["thread_id"] for r in recs if r["op"] == "line1") == sorted(t.id for t in old)
+
+
+@pytest.mark.parametrize("action,rc", [("kill", None), ("enospc", 2)])
+def test_repair_in_batches_fault_at_every_point(tmp_path, action, rc):
+    """Three archived sessions of a day with no folder yet: the folder is made in the first batch,
+    before the move of the third in the second batch, and an undo removes it after that move."""
+    hb = HomeBuilder(tmp_path / ".codex")
+    orphan = hb.add(write_row=False)
+    hb.n += 250  # the next day
+    archived = [hb.add(archived=True) for _ in range(3)]
+    day = hb.root / "sessions" / archived[0].created.strftime("%Y/%m/%d")
+    assert not day.exists()
+    labels = _walk(tmp_path, hb, "session_repair.py", ["--apply", "--import-orphans"], action, rc, timed=False,
+                   limit=IN_BATCHES)
+    assert labels.count("batch") == 1 and labels.count("commit") == 2, labels
+    recs = _journal(hb.root)
+    assert _batches(recs) == [[1, 2, 2], [2, 2, 2]]
+    steps = [(r["op"], r.get("n") or r.get("thread_id") or r.get("path")) for r in recs
+             if r["op"] in ("batch", "mkdir", "move", "row_update", "row_insert")]
+    assert steps == [("batch", 1), ("mkdir", str(day)), ("move", archived[0].id), ("move", archived[1].id),
+                     ("row_update", archived[0].id), ("row_update", archived[1].id),
+                     ("batch", 2), ("move", archived[2].id), ("row_update", archived[2].id), ("row_insert", orphan.id)]
+
+
+@pytest.mark.parametrize("action", ["kill", "enospc"])
+def test_rollback_in_batches_fault_at_every_point(tmp_path, many, action):
+    """A rollback in batches (one writer lock at a time here: six batches) cut short anywhere,
+    between batches too, is finished by running it again."""
+    hb, _old = many
+    labels = _walk_rollback(tmp_path, hb, action, limit=IN_BATCHES, target="newco")
+    assert labels.count("batch") == 5 and labels.count("undo-commit") == 6 and labels.count("undo-file") == 6, labels
 
 
 @pytest.mark.parametrize("limit_kb", [16, 200, 2048])

@@ -551,6 +551,35 @@ def test_a_fault_at_any_point_of_an_import_leaves_dest_as_before(homes, tmp_path
     assert snapshot(src.root) == src_before
 
 
+def test_an_import_in_batches_of_writer_locks_imports_exactly_and_rolls_back(homes):
+    """Past the open-file limit (two writer locks at a time): two batches, each committing both
+    DBs; the folder the archived thread needs is made in the first, its file lands in the second;
+    the rollback, in batches too, leaves dest as before."""
+    from test_faults import IN_BATCHES, frun
+    src, made, dst, own = homes
+    base, src_before = _dest_state(dst), snapshot(src.root)
+    assert not (dst.root / "archived_sessions").exists() and made[2].archived
+    args = ("--from", str(src.root), "--remap-prefix", f"/home/olduser={dst.root.parent}", "--apply", "--json")
+    proc = frun("session_import.py", dst.root, *args, fault=IN_BATCHES)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(proc.stdout)["result"]
+    assert (r["imported_threads"], r["files_created"], r["folders_created"], r["rows_inserted"],
+            r["history_rows_inserted"]) == (3, 3, 1, 3, 9)
+    recs = [json.loads(line) for line in Path(r["journal"]).read_text().splitlines()]
+    steps = [(x["op"], x.get("n") or x.get("thread_id") or x.get("path")) for x in recs
+             if x["op"] in ("batch", "mkdir", "file_create")]
+    assert steps == [("batch", 1), ("mkdir", str(dst.root / "archived_sessions")), ("file_create", made[0].id),
+                     ("file_create", made[1].id), ("batch", 2), ("file_create", made[2].id)]
+    hist = str(dst.root / "thread_history_1.sqlite")
+    assert [(x["db"], x["rows"]) for x in recs if x["op"] == "commit"] == [
+        (str(dst.db_path), 2), (hist, 6), (str(dst.db_path), 1), (hist, 3)]
+    rb = frun("rollback.py", dst.root, "--latest", "--apply", "--json", fault=IN_BATCHES)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert json.loads(rb.stdout)["result"]["rows_reverted"] == 3 + 9
+    assert _dest_state(dst) == base
+    assert snapshot(src.root) == src_before
+
+
 def test_each_unimportable_thread_is_skipped_with_its_reason_and_the_rest_imported(homes):
     src, made, dst, own = homes
     gone = src.add(cwd="/home/olduser/proj", preview="file deleted")

@@ -200,7 +200,7 @@ def test_state_db_outside_the_home_is_rolled_back_and_a_failed_run_undone(home, 
 
 # item 8 -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("edit", ["extra-column", "unknown-op", "bad-line", "old-format", "table"])
+@pytest.mark.parametrize("edit", ["extra-column", "unknown-op", "bad-line", "old-format", "table", "batch-gap"])
 def test_rollback_refuses_an_edited_journal(home, edit):
     hb, (a, _, _) = home
     assert frun("provider_migrate.py", hb.root, "--apply").returncode == 0
@@ -217,6 +217,8 @@ def test_rollback_refuses_an_edited_journal(home, edit):
         lines.insert(3, json.dumps({"v": 2, "op": "exec_sql", "sql": "DROP TABLE threads"}))
     elif edit == "bad-line":
         lines.insert(3, "{not json")
+    elif edit == "batch-gap":  # batch 2 of 3 with no batch 1 before it
+        lines.insert(4, json.dumps({"v": 2, "op": "batch", "n": 2, "of": 3, "threads": 1}))
     elif edit == "old-format":
         lines = [json.dumps({k: v for k, v in json.loads(x).items() if k != "v"}) for x in lines]
     path.write_text("\n".join(lines) + "\n")

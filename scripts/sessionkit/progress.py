@@ -37,6 +37,15 @@ class Progress:
         self.stream.write(f"\r{label}: {n}/{total}\x1b[K")
         self.stream.flush()
 
+    def note(self, line: str) -> None:
+        """A line that stays (one per batch of a run in batches), on a terminal only."""
+        if not self.enabled:
+            return
+        assert self.stream is not None
+        self.stream.write(("\r\x1b[K" if self.shown else "") + line + "\n")
+        self.stream.flush()
+        self.shown = False
+
     def done(self) -> None:
         if self.shown and self.stream is not None:
             self.stream.write("\r\x1b[K")

@@ -20,9 +20,11 @@ from .ops import CHANGED, NEW, OLD, TORN, Line1Rewrite, Move, Op, OffsetShift, R
     check_columns, check_op_columns, op_from_record
 from .paths import safe_str
 from .statedb import open_readonly, transaction
-from .writerlock import LOCK_DIR, WriterLocks, remove_stale_locks, remove_unused_lock_dir
+from .lockbatch import run_batches, split_batches
+from .progress import Progress
+from .writerlock import LOCK_DIR, locks_per_batch, remove_stale_locks, remove_unused_lock_dir
 
-RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "commit", "end", "undone")
+RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone")
 
 
 @dataclass
@@ -77,6 +79,7 @@ def read_run(run_dir: Path) -> Run:
     complete, undone, manifest = False, None, None
     locks: Dict[str, Any] = {}
     backups: Dict[str, str] = {}
+    batches: List[int] = []  # [n, of] of the last batch record
     for rec in recs[1:]:
         op = rec["op"]
         if op == "begin":
@@ -96,6 +99,12 @@ def read_run(run_dir: Path) -> Run:
             locks = strict(rec, {"created": "list", "dir_existed": "bool", "coordination_existed": "bool"}, {})
             if not all(isinstance(t, str) for t in locks["created"]):
                 raise UserError(f"{journal}: a locks record is malformed")
+        elif op == "batch":
+            from .ops import strict
+            b = strict(rec, {"n": "int", "of": "int", "threads": "int"}, {})
+            if [b["n"] - 1, b["of"]] != (batches or [0, b["of"]]) or not 1 <= b["n"] <= b["of"] or b["threads"] < 1:
+                raise UserError(f"{journal}: a batch record is malformed or out of order")
+            batches = [b["n"], b["of"]]
         elif op not in RUN_RECORDS:
             ops.append(op_from_record(rec))
     return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups)
@@ -348,55 +357,15 @@ def _plan_from_csv(home: CodexHome, manifest: Path) -> UndoPlan:
     return plan
 
 
-def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[str, Any]:
+def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback",
+               progress: Optional[Progress] = None) -> Dict[str, Any]:
     """DB ops first (a backup of each DB, then one transaction per DB), then file ops newest first,
-    each thread under its writer lock; a thread Codex holds open is left alone whole."""
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    locks = WriterLocks(home.root)
-    refused = locks.take_many(list(dict.fromkeys(o.thread_id for o, _ in plan.steps if o.thread_id)))  # type: ignore[arg-type]
-    busy: Set[str] = set(refused)
-    plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
-    steps = [(o, s) for o, s in plan.steps if o.thread_id not in busy]
-    counts = {"rows_reverted": 0, "line1_restored": 0, "files_moved_back": 0, "undone": 0}
-    backups: List[str] = []
-    try:
-        dbs = list(dict.fromkeys(o.db() for o, _ in steps if o.DB_OP))
-        for db in dbs:
-            if by != "failure":  # a failed run's own backup is the state before it
-                dest = plan.run_dir / f"{Path(db).name}.pre_rollback_{stamp}.bak"  # type: ignore[arg-type]
-                n = 0
-                while dest.exists():
-                    n += 1
-                    dest = plan.run_dir / f"{Path(db).name}.pre_rollback_{stamp}_{n}.bak"  # type: ignore[arg-type]
-                backups.append(str(backup_db(Path(db), dest)))  # type: ignore[arg-type]
-        for db in dbs:
-            with transaction(Path(db)) as conn:  # type: ignore[arg-type]
-                mine = [o for o, _ in steps if o.DB_OP and o.db() == db]
-                check_op_columns(conn, mine)
-                for o in mine:
-                    if o.state_db(conn) != NEW:
-                        continue
-                    n = o.undo_db(conn)
-                    if isinstance(o, (RowUpdate, RowInsert)) and not isinstance(o, OffsetShift):
-                        counts["rows_reverted"] += n
-                    counts["undone"] += 1
-                point("undo-commit")
-        for o in plan.cleanups:  # temporary files first: a folder the run made is then empty again
-            o.clean()
-        for o, st in steps:
-            if o.DB_OP:
-                continue
-            if o.state() not in (NEW, TORN):
-                continue
-            o.undo()
-            counts["undone"] += 1
-            if isinstance(o, (Line1Rewrite, RolloutRewrite)):
-                counts["line1_restored"] += 1
-            elif isinstance(o, Move):
-                counts["files_moved_back"] += 1
-            point("undo-file")
-    finally:
-        locks.release_all()
+    each thread under its writer lock; a thread Codex holds open is left alone whole. More threads
+    than the open-file limit holds locks for go in batches, ops of no thread (folders) in the last."""
+    per_batch = locks_per_batch(len({o.thread_id for o, _ in plan.steps if o.thread_id}))
+    batches = split_batches(plan.steps, _step_thread, per_batch, loose_last=True)
+    undo = _UndoBatches(plan, by, batches)
+    run_batches(home.root, batches, _step_thread, undo.batch, progress)
     if plan.locks:  # lock files a killed run left: removed when no one holds them
         remove_stale_locks(home.root, plan.locks["created"])
         if not plan.locks["coordination_existed"]:
@@ -406,13 +375,88 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback") -> Dict[st
         try:
             j = Journal(journal)
             try:
-                j.write({"op": "undone", "by": by, **{k: v for k, v in counts.items()},
+                j.write({"op": "undone", "by": by, **{k: v for k, v in undo.counts.items()},
                          "conflicts": len(plan.conflicts)})
             finally:
                 j.close()
         except OSError:
             pass  # the undo is done; the next rollback finds every op already original
-    return {"db_backups": backups, **counts}
+    return {"db_backups": undo.backups, **undo.counts}
+
+
+def _step_thread(step: Tuple[Op, str]) -> Optional[str]:
+    return step[0].thread_id
+
+
+class _UndoBatches:
+    """The undo of one batch of threads, under their writer locks: (first batch: back up every DB
+    any batch changes) its DB ops in one transaction per DB, its temporary files, its file ops."""
+
+    def __init__(self, plan: UndoPlan, by: str, batches: List[List[Tuple[Op, str]]]) -> None:
+        self.plan, self.by, self.batches = plan, by, batches
+        self.stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.counts = {"rows_reverted": 0, "line1_restored": 0, "files_moved_back": 0, "undone": 0}
+        self.backups: List[str] = []
+        self.dbs: List[str] = []
+        self.cleanups = list(plan.cleanups)
+
+    def batch(self, n: int, steps: List[Tuple[Op, str]], refused: Dict[str, str]) -> None:
+        own = {o.thread_id for o, _ in steps}
+        self.plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
+        steps = [(o, s) for o, s in steps if o.thread_id not in refused]
+        if n == 1:
+            self._backups([o for o, _ in steps] + [o for b in self.batches[1:] for o, _ in b])
+        for db in self.dbs:
+            mine = [o for o, _ in steps if o.DB_OP and o.db() == db]
+            if mine:
+                self._rows(db, mine)
+        self._clean(n == len(self.batches), own)
+        for o, _st in steps:
+            if not o.DB_OP and o.state() in (NEW, TORN):
+                self._file(o)
+
+    def _clean(self, last: bool, own: Set[Optional[str]]) -> None:
+        """Temporary files a kill left, before the file undos (a folder the run made is then empty
+        again): those of this batch's threads; in the last batch, all that are left."""
+        now = [c for c in self.cleanups if last or c.thread_id in own]
+        self.cleanups = [c for c in self.cleanups if not (last or c.thread_id in own)]
+        for c in now:
+            c.clean()
+
+    def _backups(self, ops: List[Op]) -> None:
+        """Every DB a batch will change, before the first change (a failed run's own backup is the
+        state before it: none then)."""
+        self.dbs = list(dict.fromkeys(o.db() for o in ops if o.DB_OP))  # type: ignore[misc]
+        if self.by == "failure":
+            return
+        for db in self.dbs:
+            dest = self.plan.run_dir / f"{Path(db).name}.pre_rollback_{self.stamp}.bak"
+            n = 0
+            while dest.exists():
+                n += 1
+                dest = self.plan.run_dir / f"{Path(db).name}.pre_rollback_{self.stamp}_{n}.bak"
+            self.backups.append(str(backup_db(Path(db), dest)))
+
+    def _rows(self, db: str, mine: List[Op]) -> None:
+        with transaction(Path(db)) as conn:
+            check_op_columns(conn, mine)
+            for o in mine:
+                if o.state_db(conn) != NEW:
+                    continue
+                n = o.undo_db(conn)
+                if isinstance(o, (RowUpdate, RowInsert)) and not isinstance(o, OffsetShift):
+                    self.counts["rows_reverted"] += n
+                self.counts["undone"] += 1
+            point("undo-commit")
+
+    def _file(self, o: Op) -> None:
+        o.undo()
+        self.counts["undone"] += 1
+        if isinstance(o, (Line1Rewrite, RolloutRewrite)):
+            self.counts["line1_restored"] += 1
+        elif isinstance(o, Move):
+            self.counts["files_moved_back"] += 1
+        point("undo-file")
 
 
 def restore_db(home: CodexHome, backup: Path) -> Dict[str, Any]:

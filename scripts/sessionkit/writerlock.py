@@ -30,33 +30,56 @@ COORDINATION = ".coordination.lock"
 _THREAD_ID = re.compile(r"\A[0-9A-Za-z][0-9A-Za-z_-]{0,127}\Z")
 
 
-def reserve_descriptors(locks: int) -> None:
-    """Every writer lock is an open file held to the end of the run: make room for all of them
-    before the first is taken (raise the soft limit, and the hard one where allowed), or refuse
-    before anything is written; never a run cut short by 'Too many open files'."""
-    if resource is None or fcntl is None or locks <= 0:
-        return
-    try:
-        in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 64
-    except OSError:
-        in_use = 64
-    need = locks + in_use + SPARE_DESCRIPTORS
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft >= need:
-        return
-    for new_hard in ((hard,) if hard == resource.RLIM_INFINITY or hard >= need else (need, hard)):
+OPEN_MAX = 10240  # macOS: the soft limit may not exceed this while the hard one is unlimited
+
+
+def _descriptors_in_use() -> int:
+    for d in ("/proc/self/fd", "/dev/fd"):
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (need, new_hard))
-            return
+            return len(os.listdir(d))
+        except OSError:
+            continue
+    return 64
+
+
+def locks_per_batch(threads: int) -> int:
+    """How many writer locks (one open file each) a run may hold at once: all of them when the
+    open-file limit allows, after raising the soft limit (and the hard one where allowed); else as
+    many as fit under the hard limit beside the spare descriptors, so the run goes in batches.
+    Refuses, before anything is written, only when not even one lock fits."""
+    if resource is None or fcntl is None or threads <= 0:
+        return max(threads, 1)
+    in_use = _descriptors_in_use()
+    need = threads + in_use + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return threads
+    if _raise_soft(need, (hard,) if hard == resource.RLIM_INFINITY or hard >= need else (need, hard)):
+        return threads
+    top = hard if hard != resource.RLIM_INFINITY else OPEN_MAX
+    if top > soft and _raise_soft(top, (hard,)):
+        soft = top
+    room = soft - in_use - SPARE_DESCRIPTORS
+    if room < 1:
+        raise UserError(f"the open-file limit is {soft} (hard {hard}): too low for even one writer lock beside the "
+                        f"{in_use + SPARE_DESCRIPTORS} files a run keeps open; raise it (e.g. `ulimit -n "
+                        f"{in_use + SPARE_DESCRIPTORS + 64}`); nothing was changed")
+    return room
+
+
+def _raise_soft(soft: int, hards: tuple) -> bool:
+    for hard in hards:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            return True
         except (ValueError, OSError):
             continue
-    raise UserError(f"this run holds {locks} writer locks at once (one open file per session), but "
-                    f"the open-file limit is {soft} (hard {hard}); raise it (e.g. `ulimit -n {need}`) "
-                    f"or limit the run with --thread-id; nothing was changed")
+    return False
 
 
 class WriterLocks:
-    """Writer locks of many threads, taken one by one and released together."""
+    """Writer locks of many threads, taken one by one and released together (a batch of them:
+    sized by `locks_per_batch`)."""
 
     def __init__(self, home_root: Path) -> None:
         self.dir = home_root / LOCK_DIR
@@ -82,7 +105,6 @@ class WriterLocks:
         """Take every lock under one hold of the coordination lock; {thread id: why not} for the rest."""
         if fcntl is None or not thread_ids:
             return {}  # no flock here: the running-Codex check is all there is
-        reserve_descriptors(len(self.held) + len(thread_ids))
         refused: Dict[str, str] = {}
         coord = self._coordination()
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)

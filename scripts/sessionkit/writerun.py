@@ -22,7 +22,8 @@ from .paths import is_inside, safe_str
 from .progress import Progress
 from .safety import HomeLock, check_writable, refuse_if_running
 from .statedb import transaction
-from .writerlock import LOCK_DIR, WriterLocks, reserve_descriptors
+from .lockbatch import run_batches, split_batches
+from .writerlock import LOCK_DIR, locks_per_batch
 
 BATCH = 2000  # op records per journal write (one fsync each); every batch precedes its changes
 
@@ -99,8 +100,10 @@ def check_artifacts_inside(home: CodexHome) -> None:
 def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, force: bool,
             progress: Optional[Progress] = None, extra_dbs: Sequence[Path] = ()) -> RunResult:
     """Run planned ops: refuse while Codex runs (unless force), back up every DB touched, journal
-    each batch durably before it is applied, files first then one transaction per DB. On any
-    exit before the end (errors, Ctrl-C) the run undoes itself or names the one undo command."""
+    each batch durably before it is applied, files first then one transaction per DB. More threads
+    than the open-file limit holds locks for go in batches, each whole (locks, files, one transaction
+    per DB). On any exit before the end (errors, Ctrl-C) the run undoes itself, every batch, or
+    names the one undo command."""
     progress = progress or Progress(None)
     _real_dir.cache_clear()  # folders may have changed since an earlier run in this process
     roots = allowed_roots(home)
@@ -119,72 +122,111 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             bad_threads.setdefault(op.thread_id, why)
         else:
             skipped.append((safe_str(op.paths()[0] if op.paths() else op.db()), why))
-    reserve_descriptors(len({op.thread_id for op in runnable if op.thread_id}))
+    todo = [o for o in runnable if not (o.thread_id and o.thread_id in bad_threads)]
+    per_batch = locks_per_batch(len({o.thread_id for o in todo if o.thread_id}))
     with HomeLock(home):
         run = new_run_dir(home.artifacts_dir, kind)
         journal = Journal(run.journal_path)
-        locks = WriterLocks(home.root)
         result = RunResult(run.path, run.journal_path, run.path / f"{kind}_{run.stamp}.csv", {})
         try:
             journal.write(begin_record(kind, home.root, roots, sorted(dbs), len(ops)))
             journal.write(lock_record(home.root, runnable))
-            runnable = _lock_and_prepare(runnable, locks, run.path, bad_threads)
-            skipped += sorted(bad_threads.items())
-            result.skipped = skipped
-            touched = list(dict.fromkeys([o.db() for o in runnable if o.DB_OP] + [str(p) for p in extra_dbs]))
-            records = []
-            for db in touched:
-                assert db is not None
-                dest = run.path / f"{Path(db).name}.pre_{kind}.bak"
-                n = 1
-                while os.path.lexists(str(dest)):  # two DBs of one name (<home>/ and <home>/sqlite/)
-                    n += 1
-                    dest = run.path / f"{Path(db).name}.{n}.pre_{kind}.bak"
-                b = backup_db(Path(db), dest)
-                result.backups[db] = b
-                records.append({"op": "backup", "db": db, "backup": str(b)})
-            private_file(result.manifest, manifest_csv)
-            records.append({"op": "manifest", "path": str(result.manifest)})
-            records += [{"op": "skip", "thread_id": t, "reason": r} for t, r in skipped]
-            journal.write_batch(records)
-            file_ops = [o for o in runnable if not o.DB_OP]
-            progress.phase("writing files")
-            for start in range(0, len(file_ops), BATCH):
-                batch = file_ops[start:start + BATCH]
-                journal.write_batch(o.to_record() for o in batch)
-                for o in batch:
-                    o.apply()
-                    result.applied[o.KIND] += 1
-                    point("file")
-                progress.tick("writing files", start + len(batch), len(file_ops))
-            progress.done()
-            if file_ops:
-                durable()
-            for db in touched:
-                mine = [o for o in runnable if o.DB_OP and o.db() == db]
-                if not mine:
-                    continue
-                for start in range(0, len(mine), BATCH):
-                    journal.write_batch(o.to_record() for o in mine[start:start + BATCH])
-                n = 0
-                with transaction(Path(db)) as conn:
-                    check_op_columns(conn, mine)
-                    for o in mine:
-                        n += o.apply_db(conn)
-                        result.applied[o.KIND] += 1
-                    point("commit")
-                result.rows[db] = n
-                journal.write({"op": "commit", "db": db, "rows": n})
-            locks.release_all()  # before the end record: a kill after it leaves exactly the finished run
-            journal.write({"op": "end", "status": "complete"})
+            batches = split_batches(todo, _thread_of, per_batch)
+            applier = _Batches(kind, journal, result, batches, bad_threads, skipped, progress,
+                               manifest_csv, [str(p) for p in extra_dbs])
+            run_batches(home.root, batches, _thread_of, applier.batch, progress)
+            result.skipped = skipped + sorted(bad_threads.items())
+            journal.write({"op": "end", "status": "complete"})  # locks released: a kill now leaves the finished run
         except BaseException as exc:  # noqa: B902 - Ctrl-C too: put back what was done
-            locks.release_all()
             journal.close()
             if journal.ended:  # finished before the fault: nothing to undo
                 raise
             raise _undo_after_failure(home, run.path, exc) from None
         journal.close()
     return result
+
+
+def _thread_of(op: Op) -> Optional[str]:
+    return op.thread_id
+
+
+class _Batches:
+    """The work of one batch of a run, under its threads' writer locks: re-check, (first batch:
+    back up every DB any batch touches, write the manifest), journal, files, one transaction per DB."""
+
+    def __init__(self, kind: str, journal: Journal, result: RunResult, batches: List[List[Op]],
+                 bad: Dict[str, str], skipped: List[Tuple[str, str]], progress: Progress,
+                 manifest_csv: bytes, extra_dbs: List[str]) -> None:
+        self.kind, self.run_dir, self.journal, self.result = kind, result.run_dir, journal, result
+        self.batches, self.bad, self.skipped, self.progress = batches, bad, skipped, progress
+        self.manifest_csv = manifest_csv
+        self.extra_dbs = extra_dbs  # DBs backed up even when no op changes them
+        self.touched: List[str] = []
+        self.reported: Set[str] = set()
+
+    def batch(self, n: int, ops: List[Op], refused: Dict[str, str]) -> None:
+        mark = {"op": "batch", "n": n, "of": len(self.batches), "threads": len({o.thread_id for o in ops} - {None})}
+        self.bad.update(refused)
+        ops = _prepare(ops, self.run_dir, self.bad)
+        records = self._backups(ops) if n == 1 else []
+        if len(self.batches) > 1:  # a run in one batch: its journal as it always was
+            records.append(mark)
+        new = sorted((t, r) for t, r in self.bad.items() if t not in self.reported)
+        self.reported.update(t for t, _ in new)
+        records += [{"op": "skip", "thread_id": t, "reason": r} for t, r in (self.skipped if n == 1 else []) + new]
+        self.journal.write_batch(records)
+        self._files([o for o in ops if not o.DB_OP], n)
+        self._rows(ops)
+
+    def _backups(self, first: List[Op]) -> List[Dict[str, object]]:
+        """Every DB an op of any batch may change, backed up before the first change; and the manifest's record."""
+        later = [o for b in self.batches[1:] for o in b]
+        self.touched = list(dict.fromkeys([o.db() for o in first + later if o.DB_OP] + self.extra_dbs))  # type: ignore[misc]
+        records: List[Dict[str, object]] = []
+        for db in self.touched:
+            dest = self.run_dir / f"{Path(db).name}.pre_{self.kind}.bak"
+            n = 1
+            while os.path.lexists(str(dest)):  # two DBs of one name (<home>/ and <home>/sqlite/)
+                n += 1
+                dest = self.run_dir / f"{Path(db).name}.{n}.pre_{self.kind}.bak"
+            b = backup_db(Path(db), dest)
+            self.result.backups[db] = b
+            records.append({"op": "backup", "db": db, "backup": str(b)})
+        private_file(self.result.manifest, self.manifest_csv)
+        records.append({"op": "manifest", "path": str(self.result.manifest)})
+        return records
+
+    def _files(self, file_ops: List[Op], n: int) -> None:
+        label = "writing files" if len(self.batches) == 1 else f"writing files (batch {n} of {len(self.batches)})"
+        self.progress.phase(label)
+        for start in range(0, len(file_ops), BATCH):
+            chunk = file_ops[start:start + BATCH]
+            self.journal.write_batch(o.to_record() for o in chunk)
+            for o in chunk:
+                o.apply()
+                self.result.applied[o.KIND] += 1
+                point("file")
+            self.progress.tick(label, start + len(chunk), len(file_ops))
+        self.progress.done()
+        if file_ops:
+            durable()
+
+    def _rows(self, ops: List[Op]) -> None:
+        for db in self.touched:
+            mine = [o for o in ops if o.DB_OP and o.db() == db]
+            if not mine:
+                continue
+            for start in range(0, len(mine), BATCH):
+                self.journal.write_batch(o.to_record() for o in mine[start:start + BATCH])
+            n = 0
+            with transaction(Path(db)) as conn:
+                check_op_columns(conn, mine)
+                for o in mine:
+                    n += o.apply_db(conn)
+                    self.result.applied[o.KIND] += 1
+                point("commit")
+            self.result.rows[db] = self.result.rows.get(db, 0) + n
+            self.journal.write({"op": "commit", "db": db, "rows": n})
 
 
 def lock_record(home_root: Path, ops: Sequence[Op]) -> Dict[str, object]:
@@ -197,11 +239,9 @@ def lock_record(home_root: Path, ops: Sequence[Op]) -> Dict[str, object]:
             "coordination_existed": (d / ".coordination.lock").exists()}
 
 
-def _lock_and_prepare(ops: List[Op], locks: WriterLocks, run_dir: Path, bad: Dict[str, str]) -> List[Op]:
-    """Take each thread's writer lock and re-check its files under it; a thread that fails either
-    is skipped whole (its file and row change together or not at all)."""
-    wanted = [t for t in dict.fromkeys(o.thread_id for o in ops if o.thread_id) if t not in bad]
-    bad.update(locks.take_many(wanted))  # type: ignore[arg-type]
+def _prepare(ops: List[Op], run_dir: Path, bad: Dict[str, str]) -> List[Op]:
+    """Re-check each op under its thread's writer lock; a thread whose lock was refused or whose op
+    fails is skipped whole (its file and row change together or not at all)."""
     out = []
     for o in ops:
         if o.thread_id and o.thread_id in bad:
