@@ -37,19 +37,31 @@ ROLLOUT_COLUMNS = ("created_at_ms", "updated_at_ms", "cli_version", "first_user_
                    "reasoning_effort", "history_mode", "originator", "thread_source")
 
 
-@dataclass
 class FileCopy:
-    """One rollout file: read from SRC, created at the same relative place in DEST."""
+    """One rollout file: read from SRC, created at the same relative place in DEST. Slotted, paths
+    kept as strings: an import of a whole home plans 100,000 of them."""
 
-    src: Path
-    dst: Path
-    rel: str
-    key: str  # its history key in thread_history_1: the `_<rollout-uuid>` if any, else the thread id
-    size: int
-    mtime_ns: int
-    line1_len: int
-    edits: Tuple[Tuple[str, Any, Any], ...] = ()  # (payload key, old, new) in line 1; () copies as is
-    delta: int = 0  # how much line 1 grows (or shrinks) with the edits
+    __slots__ = ("src_key", "dst_key", "rel", "key", "size", "mtime_ns", "line1_len", "edits", "delta")
+
+    def __init__(self, src_key: str, dst_key: str, rel: str, key: str, size: int, mtime_ns: int, line1_len: int,
+                 edits: Tuple[Tuple[str, Any, Any], ...] = (), delta: int = 0) -> None:
+        self.src_key = src_key
+        self.dst_key = dst_key
+        self.rel = rel
+        self.key = key  # its history key in thread_history_1: the `_<rollout-uuid>` if any, else the thread id
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.line1_len = line1_len
+        self.edits = edits  # (payload key, old, new) in line 1; () copies as is
+        self.delta = delta  # how much line 1 grows (or shrinks) with the edits
+
+    @property
+    def src(self) -> Path:
+        return Path(self.src_key)
+
+    @property
+    def dst(self) -> Path:
+        return Path(self.dst_key)
 
     def new_line1(self) -> Optional[bytes]:
         """Line 1 as DEST gets it, rebuilt from SRC when needed (a plan of 100,000 threads keeps
@@ -74,25 +86,34 @@ class FileCopy:
         return self.size + self.delta
 
 
-@dataclass
 class ThreadImport:
-    thread_id: str
-    files: List[FileCopy]
-    builder: "RowBuilder" = field(repr=False, compare=False)
-    primary: RolloutFile = field(repr=False, compare=False)  # the file the row points at
-    primary_dst: str
-    use_src_row: bool
-    row_from: str  # "source row", "rollout", ...
-    title: str
-    name: Optional[str]
-    created: Optional[int]
-    cwd_before: str
-    cwd_after: str
-    archived: bool
-    provider: str
-    history_turns: int
-    why: str = "in the source"
-    notes: List[str] = field(default_factory=list)
+    """One thread to import: its files and what its row will say. Slotted: one per thread."""
+
+    __slots__ = ("thread_id", "files", "builder", "primary", "primary_dst", "use_src_row", "row_from", "title",
+                 "name", "created", "cwd_before", "cwd_after", "archived", "provider", "history_turns", "why",
+                 "notes")
+
+    def __init__(self, thread_id: str, files: List[FileCopy], builder: "RowBuilder", primary: RolloutFile,
+                 primary_dst: str, use_src_row: bool, row_from: str, title: str, name: Optional[str],
+                 created: Optional[int], cwd_before: str, cwd_after: str, archived: bool, provider: str,
+                 history_turns: int, why: str = "in the source", notes: Optional[List[str]] = None) -> None:
+        self.thread_id = thread_id
+        self.files = files
+        self.builder = builder
+        self.primary = primary  # the file the row points at
+        self.primary_dst = primary_dst
+        self.use_src_row = use_src_row
+        self.row_from = row_from  # "source row", "rollout", ...
+        self.title = title
+        self.name = name
+        self.created = created
+        self.cwd_before = cwd_before
+        self.cwd_after = cwd_after
+        self.archived = archived
+        self.provider = provider
+        self.history_turns = history_turns
+        self.why = why
+        self.notes = notes if notes is not None else []
 
     @property
     def row(self) -> Dict[str, Any]:
@@ -692,14 +713,13 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         dst_str = dest_prefix + rel.replace("/", os.sep)
         if rf is primary:
             primary_dst = dst_str
-        src_path = Path(rf.key)
         st = os.stat(rf.key)
-        old_len, edits, growth, issue = rewriter.for_file(src_path, primary_line if rf is primary else None)
+        old_len, edits, growth, issue = rewriter.for_file(Path(rf.key), primary_line if rf is primary else None)
         if issue:
             notes.append(f"{rf.name}: {issue}")
         m = ROLLOUT_NAME.match(rf.name)
         key = (m.group("rollout") or m.group("thread")).lower() if m else tid
-        copies.append(FileCopy(src_path, Path(dst_str), rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
+        copies.append(FileCopy(rf.key, dst_str, rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
     if tid in dest.rows or tid in dest.index.by_thread:
         assert plan.remapper is not None
         differs, same_line1 = _same_as_dest(copies, dest, tid, plan.remapper) if tid in dest.rows else \
@@ -709,15 +729,17 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
                         "already in DEST (the same thread; its folders differ, imported with another remap?)")
         return skip(f"DEST already has a different thread with this id ({differs})", conflict=True)
     for fc in copies:
-        if str(fc.dst) in taken or str(fc.dst) in dest.index.by_path or os.path.lexists(str(fc.dst)):
+        if fc.dst_key in taken or fc.dst_key in dest.index.by_path or os.path.lexists(fc.dst_key):
             return skip(f"{safe_str(fc.dst)} already exists in DEST", conflict=True)
         if fc.key in dest.history_keys:
             return skip(f"DEST's {HISTORY_DB} already has rows for {fc.key}", conflict=True)
     archived = primary.archived
     built, row_from, cwd_before = builder.build(tid, primary, primary_dst, name, row is not None)
     for fc in copies:
-        taken.add(str(fc.dst))
-        _plan_dirs(plan, fc.dst.parent, dest.home.root, made)
+        taken.add(fc.dst_key)
+        folder = os.path.dirname(fc.dst_key)
+        if folder not in made:
+            _plan_dirs(plan, Path(folder), dest.home.root, made)
     turns = sum(src.history_turns.get(fc.key, 0) for fc in copies)
     if src.history_db is not None and turns == 0 and _text(built.get("history_mode")) == "paginated":
         notes.append("the source keeps no history rows for it: " + (
