@@ -303,11 +303,10 @@ def test_a_journal_name_that_is_no_hot_journal_changes_nothing(tmp_path, journal
         writer.execute("UPDATE threads SET title = 'in the wal'")
         writer.commit()
         shutil.copy(db + "-wal", tmp_path / "wal")
-        writer.close()
+        writer.close()  # checkpoints and removes the WAL and -shm: the WAL is put back alone
         shutil.copy(tmp_path / "wal", db + "-wal")
-        for extra in ("-shm",):
-            if os.path.exists(db + extra):
-                os.unlink(db + extra)
+        if os.path.exists(db + "-shm"):
+            os.unlink(db + "-shm")
         with open(db + "-journal", "wb") as fh:
             fh.write(b"\0" * 512)
     elif journal == "symlink":
@@ -316,6 +315,7 @@ def test_a_journal_name_that_is_no_hot_journal_changes_nothing(tmp_path, journal
     else:
         os.mkdir(db + "-journal")
     before = snapshot(hb.root)
+    assert (os.path.exists(db + "-wal"), os.path.exists(db + "-shm")) == (journal == "stale-beside-wal", False)
     audit = run("session_audit.py", hb.root, "--json")
     assert audit.returncode == 0, audit.stderr
     assert json.loads(audit.stdout)["counts"]["threads_total"] == 4

@@ -46,6 +46,18 @@ def backup_db(db: Path, dest: Path) -> Path:
     return dest
 
 
+def backup_into(folder: Path, db: str, tag: str) -> Path:
+    """A DB backed up (backup_db) as `<db name>.<tag>.bak` in a run folder; a name already there (two
+    DBs of one name, a second rollback in the same second) gets `<db name>.<n>.<tag>.bak`."""
+    name = Path(db).name
+    dest = folder / f"{name}.{tag}.bak"
+    n = 1
+    while os.path.lexists(str(dest)):
+        n += 1
+        dest = folder / f"{name}.{n}.{tag}.bak"
+    return backup_db(Path(db), dest)
+
+
 def durable() -> None:
     """Flush rewritten rollouts to disk once, before the DB commit that records them."""
     if hasattr(os, "sync"):

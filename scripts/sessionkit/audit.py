@@ -77,7 +77,7 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
     path_count = Counter(r.rollout_path for r in rows)
     found["duplicate_db_paths"] = sorted(p for p, n in path_count.items() if n > 1)
     found["rollout_path_outside_home"] = [r.id for r in inputs.outside_home]
-    for r in rows:  # sorted by id (gather)
+    for r in rows:  # sorted by id (AuditInputs)
         key = r.id.lower()
         if key not in by_thread:
             found["db_not_on_disk"].append(r.id)
@@ -118,7 +118,7 @@ def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str], max_sampl
     listing (`useStateDbOnly`) shows, judged from the rows alone."""
     judged = judge_all(inputs) if judged is None else judged
     visible, hidden = view(judged, provider, cwd)
-    db_only = db_only_ids(inputs, provider, cwd, inputs.path_exists)
+    db_only = db_only_ids(inputs, provider, cwd)
     misses = _db_only_misses(inputs, visible, set(t.lower() for t in db_only), provider)
     listed = {t.lower() for t in visible}
     extra = [t for t in db_only if t.lower() not in listed]

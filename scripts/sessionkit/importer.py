@@ -737,9 +737,7 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     built, row_from, cwd_before = builder.build(tid, primary, primary_dst, name, row is not None)
     for fc in copies:
         taken.add(fc.dst_key)
-        folder = os.path.dirname(fc.dst_key)
-        if folder not in made:
-            _plan_dirs(plan, Path(folder), dest.home.root, made)
+        _plan_dirs(plan, Path(os.path.dirname(fc.dst_key)), dest.home.root, made)
     turns = sum(src.history_turns.get(fc.key, 0) for fc in copies)
     if src.history_db is not None and turns == 0 and _text(built.get("history_mode")) == "paginated":
         notes.append("the source keeps no history rows for it: " + (

@@ -111,7 +111,7 @@ _row_id = attrgetter("id")
 
 
 def read_head(path: str, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Optional[str], bool, int]:
-    """(line 1, error, only line 1 in the file, file size). One 64 KB read for a usual rollout (line 1
+    """(line 1, error, only line 1 in the file, file size). One 32 KB read for a usual rollout (line 1
     is ~21 KB), never the whole file: past a longer line 1 the file size answers the last question."""
     try:
         chunk, size = read_regular(path, HEAD_CHUNK)
@@ -127,10 +127,9 @@ def read_head(path: str, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Opt
             return chunk[:cut], None, True, size
     try:  # rare: line 1 longer than a chunk, or a chunk that ends in blanks with more file after it
         with open_regular(path, buffering=0) as fh:
-            if cut >= 0:
-                fh.seek(len(chunk))
-                return chunk[:cut], None, not _rest_has_data(fh), size
             fh.seek(len(chunk))
+            if cut >= 0:
+                return chunk[:cut], None, not _rest_has_data(fh), size
             more, err = _rest_of_line1(fh, max(0, limit - len(chunk)))
             if more is None and err != "empty file":
                 return None, err, False, size

@@ -187,9 +187,8 @@ def iter_threads(conn: sqlite3.Connection, db_path: Path) -> Iterator[ThreadRow]
     cols = thread_columns(conn, db_path)
     has = set(cols)
     preview = "preview" if "preview" in has else "first_user_message" if "first_user_message" in has else None
-    picked = list(REQUIRED_COLUMNS) + [f'"{c}"' if c in has else "NULL" for c in ("created_at", "updated_at", "archived_at")] \
-        + [f'"{preview}"' if preview else "NULL"] + [f'"{c}"' if c in has else "NULL" for c in ("history_mode", "updated_at_ms")]
-    sql = "SELECT " + ", ".join(c if c.startswith('"') or c == "NULL" else f'"{c}"' for c in picked) + " FROM threads"
+    wanted = (*REQUIRED_COLUMNS, "created_at", "updated_at", "archived_at", preview, "history_mode", "updated_at_ms")
+    sql = "SELECT " + ", ".join(f'"{c}"' if c in has else "NULL" for c in wanted) + " FROM threads"
     text = _text
     try:
         for tid, path, archived, provider, cwd, source, created, updated, archived_at, prev, mode, ms in _fetch_all(conn, sql):

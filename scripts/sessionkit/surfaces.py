@@ -78,7 +78,7 @@ def judge_rows(inputs: AuditInputs) -> List[Judged]:
     out: List[Judged] = []
     root = inputs.home.root
     by_path, metas = inputs.index.by_path, inputs.metas
-    for r in inputs.rows:  # sorted by id (gather)
+    for r in inputs.rows:  # sorted by id (AuditInputs)
         base: Optional[str] = None
         rf = by_path.get(r.rollout_path)
         if r.archived:
@@ -152,18 +152,18 @@ def listed(inputs: AuditInputs, surface: str, provider: str, cwd: Optional[str] 
     return view(judged, provider if s.current_provider_only else None, cwd, None, reasons)[0]
 
 
-def db_only_ids(inputs: AuditInputs, provider: str, cwd: Optional[str], exists: Any) -> List[str]:
+def db_only_ids(inputs: AuditInputs, provider: str, cwd: Optional[str]) -> List[str]:
     """What `thread/list {useStateDbOnly: true}` lists: rows alone (path exists, preview set,
     the row's provider and source, the row's cwd); line 1 is not read."""
     out: List[str] = []
-    for r in inputs.rows:  # sorted by id (gather)
+    for r in inputs.rows:  # sorted by id (AuditInputs)
         if r.archived or r.model_provider != provider or r.source_kind not in INTERACTIVE_SOURCES:
             continue
         if cwd is not None and r.cwd != cwd:
             continue
         if r.preview is not None and not r.preview.strip():
             continue
-        if r.rollout_path in inputs.index.by_path or exists(r.rollout_path):
+        if inputs.path_exists(r.rollout_path):
             out.append(r.id)
     return out
 

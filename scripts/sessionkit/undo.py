@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from . import UserError
-from .artifacts import backup_db, list_runs
+from .artifacts import backup_db, backup_into, list_runs
 from .faults import point
 from .home import CodexHome
 from .journal import Journal, read_records
@@ -430,12 +430,7 @@ class _UndoBatches:
         if self.by == "failure":
             return
         for db in self.dbs:
-            dest = self.plan.run_dir / f"{Path(db).name}.pre_rollback_{self.stamp}.bak"
-            n = 0
-            while dest.exists():
-                n += 1
-                dest = self.plan.run_dir / f"{Path(db).name}.pre_rollback_{self.stamp}_{n}.bak"
-            self.backups.append(str(backup_db(Path(db), dest)))
+            self.backups.append(str(backup_into(self.plan.run_dir, db, f"pre_rollback_{self.stamp}")))
 
     def _rows(self, db: str, mine: List[Op]) -> None:
         with transaction(Path(db)) as conn:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from . import UserError
-from .artifacts import backup_db, new_run_dir, private_file, durable
+from .artifacts import backup_into, new_run_dir, private_file, durable
 from .commands import home_command
 from .faults import point
 from .home import CodexHome
@@ -184,12 +184,7 @@ class _Batches:
         self.touched = list(dict.fromkeys([o.db() for o in first + later if o.DB_OP] + self.extra_dbs))  # type: ignore[misc]
         records: List[Dict[str, object]] = []
         for db in self.touched:
-            dest = self.run_dir / f"{Path(db).name}.pre_{self.kind}.bak"
-            n = 1
-            while os.path.lexists(str(dest)):  # two DBs of one name (<home>/ and <home>/sqlite/)
-                n += 1
-                dest = self.run_dir / f"{Path(db).name}.{n}.pre_{self.kind}.bak"
-            b = backup_db(Path(db), dest)
+            b = backup_into(self.run_dir, db, f"pre_{self.kind}")
             self.result.backups[db] = b
             records.append({"op": "backup", "db": db, "backup": str(b)})
         private_file(self.result.manifest, self.manifest_csv)
