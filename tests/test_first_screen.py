@@ -211,3 +211,16 @@ def test_plans_name_each_session_by_title_date_and_folder_with_readable_dates(br
     assert one[:-1] == alias[:-1] and one[-1].endswith("--sample 1 --apply")  # the command echoes the flag given
     short = plan("session_repair.py", broken.root, "--sample", "1").stdout.splitlines()
     assert "  (first 1 of each shown; --sample N shows more, --json lists the ids)" in short
+
+
+@pytest.mark.parametrize("script", ["session_audit.py", "session_repair.py", "rollback.py"])
+def test_a_reader_that_stops_reading_gets_no_error_line(broken, script):
+    """`... | head`: the reader closes the pipe before the report is written; the script says
+    nothing on stderr (no 'Broken pipe' line, no traceback), as any Unix tool, and exits 2."""
+    args = {"session_audit.py": ["--verbose"], "session_repair.py": [], "rollback.py": ["--list"]}[script]
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS / script), "--codex-dir", str(broken.root), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the script has anything to print
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert (proc.wait(), err) == (2, "")

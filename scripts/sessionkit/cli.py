@@ -116,6 +116,23 @@ def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False))
 
 
+def _stdout_gone() -> bool:
+    """stdout's reader has closed the pipe (not some other pipe, such as one to Codex): then stdout
+    is pointed at /dev/null so the interpreter's last flush says nothing either."""
+    try:
+        import select
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        gone = any(ev & select.POLLERR for _fd, ev in poller.poll(0))
+    except (ImportError, AttributeError, OSError, ValueError):
+        return False
+    if gone:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    return gone
+
+
 def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
     """Run a script's main with the error policy: one line on stderr and exit 2, never a traceback."""
     for stream in (sys.stdout, sys.stderr):
@@ -133,6 +150,11 @@ def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = 
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError as exc:
+        if _stdout_gone():  # the reader stopped (`| head`): nothing to say to it, as any Unix tool
+            return EXIT_ERROR
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (OSError, sqlite3.Error) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
