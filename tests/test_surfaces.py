@@ -387,7 +387,9 @@ def test_the_daemon_the_tui_leaves_is_found_named_and_refused_for(tmp_path):
                                            f"{daemon.pid}, codex app-server --managed-daemon; stop it with: {stop}"}]
         refused = run("provider_migrate.py", hb.root, "--apply")
         assert refused.returncode == 2 and "app-server daemon stop" in refused.stderr
-        assert len(refused.stderr.strip().splitlines()) == 1
+        lines = refused.stderr.strip().splitlines()
+        assert refused.stderr.count("app-server daemon stop") == 1 and f"  stop it: {stop}" in lines
+        assert len(lines) <= 8 and all(len(x) <= 100 for x in lines if "stop it:" not in x), lines
         _stop(daemon)
         # the updater loop alone never writes sessions: no reason to refuse
         act = locks.scan_activity(hb.root, environ={})

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from . import UserError, tomlmini
+from . import UserError, host, tomlmini
 from .commands import demo_hint
 from .versions import BUILTIN_PROVIDER_IDS as BUILTIN_PROVIDERS, DEFAULT_PROVIDER, DESKTOP_DB_FOLDER, \
     LATEST, LEGACY_PROFILE_KEY_REJECTED, OLDER_DB_NAMES, STATE_DB_NAME
@@ -71,12 +71,13 @@ class CodexHome:
 
 
 def resolve_home_dir(codex_dir: Optional[str], environ: Optional[Dict[str, str]] = None) -> Path:
-    """`--codex-dir` > `$CODEX_HOME` > `~/.codex`; it must be an existing folder. An empty
-    `--codex-dir` is an error (never the default home); an empty $CODEX_HOME is unset, as for Codex."""
+    """`--codex-dir` > `$CODEX_HOME` > `~/.codex` (`%USERPROFILE%\\.codex` on Windows): an existing
+    folder. An empty `--codex-dir` is an error (never the default home); an empty $CODEX_HOME is
+    unset, as for Codex."""
     env = os.environ if environ is None else environ
     if codex_dir is not None and not codex_dir:
         raise UserError("--codex-dir is empty (pass the Codex home folder, or leave the flag out)")
-    raw = codex_dir or env.get("CODEX_HOME") or str(Path.home() / ".codex")
+    raw = codex_dir or str(host.default_home(env))
     if "\x00" in raw:
         raise UserError("the Codex home path contains a NUL byte")
     path = Path(raw).expanduser()

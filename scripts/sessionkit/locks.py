@@ -1,24 +1,20 @@
 """Is Codex running against this home, and who is it? Read from the locks Codex holds, its processes
-(/proc on Linux, `ps` elsewhere) and the managed daemon's control socket (Codex 0.171)."""
+(/proc on Linux, `ps` on macOS, `tasklist` on Windows: see host.py) and the managed daemon's control
+socket (Codex 0.171). `CodexActivity.running_codex()` says it whole: which process, what it holds,
+the one thing that stops it."""
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import shlex
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
+from . import host
 from .versions import ARG0_LOCK_GLOB, CONTROL_SOCKET, DAEMON_LOCK_DIR, DAEMON_SERVER_ARGS, DAEMON_STATE_DIR, \
     DAEMON_STOP, UPDATE_LOOP_ARGS, WRITER_LOCK_DIR
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -31,6 +27,19 @@ class LockHolder:
     writes_sessions: bool = True  # False: named, never a reason to refuse (the daemon's updater loop)
     held_by: Optional[str] = None  # the holding process, named (e.g. "codex app-server --managed-daemon")
     stop: Optional[str] = None  # the command that stops it
+    command: Optional[str] = None  # how the holding process was started, when known ("codex resume")
+
+    @property
+    def role(self) -> str:
+        """daemon, cli, app-server, unseen (Windows codex.exe) or unknown: what stops it."""
+        if self.stop or self.kind in (DAEMON_KIND, "app-server daemon"):
+            return "daemon"
+        if self.kind == UNSEEN_KIND:
+            return "unseen"
+        cmd = self.command or self.held_by or ""
+        if cmd.startswith("codex app-server"):
+            return "app-server"
+        return "cli" if cmd else "unknown"
 
     def describe(self) -> str:
         who = f" (pid {self.pid})" if self.pid else ""
@@ -40,10 +49,57 @@ class LockHolder:
         return f"{what}{who}{by}: {self.path}{stop}"
 
 
+DAEMON_WHAT = "the Codex daemon the TUI leaves running"
+CLI_WHAT = "a Codex CLI"
+APP_SERVER_WHAT = "a Codex app-server (an editor extension or the Codex app)"
+UNSEEN_WHAT = "a codex.exe process (Windows does not show which home it uses)"
+UNKNOWN_WHAT = "Codex (its processes cannot be told apart here)"
+PID_WHAT = "a codex process"
+STOP_CLI = "quit it in its terminal (/quit or Ctrl-C)"
+STOP_APP_SERVER = "close the editor or the Codex app that started it"
+STOP_UNSEEN = "close the Codex app and end every codex.exe (Task Manager)"
+STOP_UNKNOWN = "close every Codex CLI, editor and app using this home"
+
+
+@dataclass
+class RunningCodex:
+    """One Codex process that can write this home, said whole: what it is, what it holds open and
+    the one thing that stops it (a command to run when `stop_is_command`, else what to do)."""
+    what: str
+    pid: Optional[int]
+    command: Optional[str]  # how it was started ("codex app-server --managed-daemon"), when known
+    threads: List[str]  # the sessions it holds open (their writer locks)
+    stop: str
+    stop_is_command: bool
+
+    def lines(self) -> List[str]:
+        """Three short lines: the process, what it holds, how to stop it."""
+        who = ", ".join(x for x in (f"pid {self.pid}" if self.pid else "", self.command or "") if x)
+        n = len(self.threads)
+        holds = f"holds {n} session{'s' if n != 1 else ''} open" if n else "holds no session open now"
+        return [f"- {self.what}" + (f" ({who})" if who else ""), f"  {holds}", f"  stop it: {self.stop}"]
+
+
 @dataclass
 class CodexActivity:
     holders: List[LockHolder] = field(default_factory=list)
     agent_thread_id: Optional[str] = None
+    missing: List[str] = field(default_factory=list)  # guarantees this host cannot keep (host.py)
+
+    def running_codex(self) -> List[RunningCodex]:
+        """Every Codex that can write this home, once each: lock holders grouped by process."""
+        groups: Dict[object, List[LockHolder]] = {}
+        for h in self.others:
+            key: object = h.pid if h.pid is not None else ("daemon" if h.stop else h.role)
+            groups.setdefault(key, []).append(h)
+        return [_running(hs) for hs in groups.values()]
+
+    def running_lines(self) -> List[str]:
+        """What runs, in full, on a few short lines (empty when nothing does)."""
+        found = self.running_codex()
+        if not found:
+            return []
+        return ["Codex is running on this home:"] + [line for r in found for line in r.lines()]
 
     @property
     def others(self) -> List[LockHolder]:
@@ -84,19 +140,21 @@ class CodexActivity:
 
 
 def is_held(path: Path) -> bool:
-    """A non-blocking shared flock on a read-only fd fails while someone holds the lock."""
-    if fcntl is None:
+    """A non-blocking shared lock (flock; LockFileEx on Windows) on a read-only fd fails while
+    someone holds the lock. Where the host has no lock call, nothing can be seen (host.missing)."""
+    locker = host.current().locker
+    if locker is None:
         return False
     try:
         fd = os.open(str(path), os.O_RDONLY)
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        return exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+        if locker.try_lock(fd, False):
+            locker.unlock(fd)
+            return False
+        return True
+    except OSError:
         return False
     finally:
         os.close(fd)
@@ -105,6 +163,8 @@ def is_held(path: Path) -> bool:
 def _lock_pids() -> Dict[int, int]:
     """inode -> pid of flock holders, from /proc/locks (Linux); empty elsewhere."""
     out: Dict[int, int] = {}
+    if host.current().processes != host.PROC:
+        return out
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as fh:
             for line in fh:
@@ -118,9 +178,16 @@ def _lock_pids() -> Dict[int, int]:
     return out
 
 
-def _ancestors() -> Set[int]:
+def _ancestors(rows: Optional[List[host.ProcessRow]] = None) -> Set[int]:
+    """This process and its parents: from /proc, or from the parent pids `ps` lists (macOS)."""
     pids: Set[int] = set()
     pid = os.getpid()
+    if host.current().processes != host.PROC:
+        parent = {r.pid: r.ppid for r in rows or [] if r.ppid is not None}
+        while pid > 1 and pid not in pids:
+            pids.add(pid)
+            pid = parent.get(pid, os.getppid() if pid == os.getpid() else 0) or 0
+        return pids
     while pid > 1 and pid not in pids:
         pids.add(pid)
         try:
@@ -134,6 +201,7 @@ def _ancestors() -> Set[int]:
     return pids
 
 
+UNSEEN_KIND = "codex.exe process (its home cannot be seen on Windows)"
 DAEMON_KIND = "codex process (codex app-server --managed-daemon: the daemon the TUI leaves running)"
 UPDATE_LOOP_KIND = ("codex process (codex app-server daemon pid-update-loop: fetches Codex updates into "
                     "packages/, never writes sessions)")
@@ -205,29 +273,28 @@ def _proc_processes() -> Optional[List[CodexProcess]]:
     return out
 
 
-def _ps_processes() -> List[CodexProcess]:
-    """Codex processes from `ps` where there is no /proc (macOS): names and pids, home unknown."""
-    try:
-        proc = subprocess.run(["ps", "-axww", "-o", "pid=,command="], capture_output=True, text=True,
-                              timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    out: List[CodexProcess] = []
-    for line in proc.stdout.splitlines():
-        parts = line.split()
-        if len(parts) < 2 or not parts[0].isdigit() or os.path.basename(parts[1]) != "codex":
-            continue
-        out.append(CodexProcess(int(parts[0]), parts[1:], parts[1] if parts[1].startswith("/") else None, None))
-    return out
+def _ps_processes() -> Optional[List[CodexProcess]]:
+    """Codex processes from `ps` (macOS) or `tasklist` (Windows): names and pids, home unknown;
+    None when the list cannot be had."""
+    rows = _rows()
+    if rows is None:
+        return None
+    return [CodexProcess(r.pid, r.argv, r.exe, None) for r in rows if r.argv and host.is_codex_image(r.argv[0])]
 
 
-def codex_processes(home_root: Path) -> Tuple[List[CodexProcess], bool]:
-    """(Codex processes of this home, homes known). Without /proc the home of a process is unknown."""
-    procs = _proc_processes()
+def _rows() -> Optional[List[host.ProcessRow]]:
+    """The host's process list where there is no /proc (cached for one scan by scan_activity)."""
+    return host.list_processes()
+
+
+def codex_processes(home_root: Path) -> Tuple[Optional[List[CodexProcess]], bool]:
+    """(Codex processes of this home, homes known). Without /proc the home of a process is unknown;
+    None: the host's process list could not be had."""
+    procs = _proc_processes() if host.current().processes == host.PROC else None
     if procs is None:
-        return _ps_processes(), False
+        return (_ps_processes() if host.current().processes else None), False
     target = os.path.realpath(str(home_root))
-    return [p for p in procs if p.home is not None and os.path.realpath(p.home) == target], True
+    return [p for p in procs if p.home is not None and host.same_path(os.path.realpath(p.home), target)], True
 
 
 def _answers(path: Path) -> Optional[bool]:
@@ -254,6 +321,8 @@ def control_socket_answers(home_root: Path) -> Optional[bool]:
     """Does the managed daemon's control socket accept a connection? None: no socket file. The
     home's `app-server-control.sock` is a symlink to `$TMPDIR/codex-daemon-<uid>/<sha256 of its
     own path>` (0.171); that name is tried too, in case the link is gone."""
+    if not host.current().unix_sockets:
+        return None
     link = home_root / str(CONTROL_SOCKET.value)
     found = _answers(link)
     if found:
@@ -271,13 +340,15 @@ def daemon_lock_dir() -> Path:
 
 def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> CodexActivity:
     """Every held Codex lock under the home and every Codex process of it, each marked as the calling
-    agent's own or not, and as able to write sessions or not."""
+    agent's own or not, and as able to write sessions or not; and what this host cannot see."""
     env = os.environ if environ is None else environ
     agent = env.get("CODEX_THREAD_ID") or None
-    activity = CodexActivity(agent_thread_id=agent)
+    facts = host.current()
+    activity = CodexActivity(agent_thread_id=agent, missing=facts.missing())
     inode_pid = _lock_pids()
-    mine = _ancestors()
-    procs, homes_known = codex_processes(home_root)
+    listed, homes_known = codex_processes(home_root)
+    procs = listed or []
+    mine = _ancestors(_rows() if facts.processes == host.PS else None)
     by_pid = {p.pid: p for p in procs}
 
     def pid_of(path: Path) -> Optional[int]:
@@ -289,7 +360,7 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
     def named(h: LockHolder) -> LockHolder:
         p = by_pid.get(h.pid) if h.pid is not None else None
         if p is not None:
-            h.held_by = p.label
+            h.held_by = h.command = p.label
             h.writes_sessions = not p.is_update_loop
             if h.kind == "codex process" and (p.is_update_loop or p.is_managed_daemon):
                 h.kind, h.held_by = (UPDATE_LOOP_KIND if p.is_update_loop else DAEMON_KIND), None
@@ -319,13 +390,15 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
                 continue
             if p.is_update_loop:
                 activity.holders.append(LockHolder(UPDATE_LOOP_KIND, Path(f"/proc/{p.pid}"), pid=p.pid,
-                                                   own=p.pid in mine, writes_sessions=False))
+                                                   own=p.pid in mine, writes_sessions=False, command=p.label))
             elif p.is_managed_daemon:
-                activity.holders.append(LockHolder(DAEMON_KIND, Path(f"/proc/{p.pid}"), pid=p.pid,
-                                                   own=p.pid in mine, stop=stop_command(p.exe, home_root)))
+                activity.holders.append(LockHolder(DAEMON_KIND, Path(f"/proc/{p.pid}"), pid=p.pid, own=p.pid in mine,
+                                                   stop=stop_command(p.exe, home_root), command=p.label))
             else:
                 activity.holders.append(LockHolder(f"codex process ({p.label})", Path(f"/proc/{p.pid}"), pid=p.pid,
-                                                   own=p.pid in mine))
+                                                   own=p.pid in mine, command=p.label))
+    elif facts.processes == host.TASKLIST or not facts.unix_sockets:
+        _unseen_homes(activity, listed, mine, agent)
 
     writers = home_root / str(WRITER_LOCK_DIR.value)
     if writers.is_dir():
@@ -345,6 +418,21 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
     return activity
 
 
+def _unseen_homes(activity: CodexActivity, procs: Optional[List[CodexProcess]], mine: Set[int],
+                  agent: Optional[str]) -> None:
+    """Windows: `tasklist` names codex.exe processes but not their homes, and Codex's daemon has no
+    socket to ask: every one may write this home. Under an agent, one is taken as the agent's own."""
+    if procs is None:
+        activity.missing.append(host.NO_PROCESSES.format(why="the process list could not be read"))
+        return
+    own_left = bool(agent)
+    for p in sorted(procs, key=lambda x: x.pid):
+        own = p.pid in mine or own_left
+        own_left = own_left and not own
+        activity.holders.append(LockHolder(UNSEEN_KIND, Path(p.argv[0] if p.argv else "codex.exe"), pid=p.pid,
+                                           own=own, command=p.argv[0] if p.argv else None))
+
+
 def _managed_daemon_signs(activity: CodexActivity, home_root: Path, procs: List[CodexProcess]) -> None:
     """Where processes cannot be tied to this home (no /proc), the control socket is the sign (the
     `.lock` files beside it are open but not flock-held while idle: no sign of life, measured)."""
@@ -358,6 +446,44 @@ def _managed_daemon_signs(activity: CodexActivity, home_root: Path, procs: List[
         activity.holders.append(LockHolder(
             "app-server daemon (its control socket answers)", home_root / str(CONTROL_SOCKET.value), pid=pid,
             held_by="codex app-server --managed-daemon", stop=stop_command(exe, home_root)))
+
+
+def _running(holders: List[LockHolder]) -> RunningCodex:
+    roles = [h.role for h in holders]
+    role = next((r for r in ("daemon", "unseen", "app-server", "cli") if r in roles), "unknown")
+    pid = next((h.pid for h in holders if h.pid is not None), None)
+    command = next((h.command or h.held_by for h in holders if h.command or h.held_by), None)
+    threads = sorted({h.thread_id for h in holders if h.kind == "thread writer" and h.thread_id})
+    if role == "daemon":
+        stop = next((h.stop for h in holders if h.stop), None)
+        return RunningCodex(DAEMON_WHAT, pid, command or "codex app-server --managed-daemon", threads,
+                            stop or STOP_APP_SERVER, stop is not None)
+    what, how = {"unseen": (UNSEEN_WHAT, STOP_UNSEEN), "app-server": (APP_SERVER_WHAT, STOP_APP_SERVER),
+                 "cli": (CLI_WHAT, STOP_CLI)}.get(role, (PID_WHAT if pid else UNKNOWN_WHAT, STOP_UNKNOWN))
+    return RunningCodex(what, pid, command, threads, how, False)
+
+
+def process_names() -> str:
+    """The Codex processes to close on this host, by name."""
+    if host.current().name == host.WINDOWS:
+        return "the Codex app and every codex.exe process"
+    return "every `codex` process (CLI, editor, the Codex app) and the Codex daemon"
+
+
+def refusal(activity: CodexActivity) -> Optional[str]:
+    """Why an --apply does not start here, in a few short lines naming each stop command once;
+    None when nothing stands in the way."""
+    lines: List[str] = []
+    if activity.missing:
+        lines.append("This host cannot keep a guarantee an --apply relies on; nothing was changed:")
+        lines += [f"- {m}" for m in activity.missing]
+        lines.append(f"Close {process_names()} (stop the daemon with: codex app-server daemon stop),")
+        lines.append("then run again with --force.")
+    if activity.running:
+        lines += activity.running_lines()
+        lines.append("Nothing was changed. Stop it, then run again; or pass --force (sessions Codex")
+        lines.append("holds open stay untouched; a Codex older than 0.146 takes no writer locks).")
+    return "\n".join(lines) if lines else None
 
 
 def explain_live(reason: str, activity: CodexActivity, thread_id: str) -> str:

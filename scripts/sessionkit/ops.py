@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
 
-from . import UserError
+from . import UserError, host
 from .faults import point
 from .history_offsets import read_offsets, set_offsets, shifted
 from .journal import write_all
@@ -598,7 +598,7 @@ class Line1Rewrite(RolloutEdit):
             return
         new = _spans_apply(line, self.spans, True)
         _write_new_file(Path(self.tmp), [new, (self.path, len(line))], self.mode, self.mtime_ns)
-        os.rename(self.tmp, self.path)
+        host.replace_file(self.tmp, self.path)
         _fsync_dir(p.parent)
 
     def _line(self) -> Optional[bytes]:
@@ -642,7 +642,7 @@ class Line1Rewrite(RolloutEdit):
             parts = [_spans_apply(line, self.spans, False), (self.path, len(line))]
         mtime = self.mtime_ns if exact else st.st_mtime_ns
         _write_new_file(Path(self.tmp), parts, st.st_mode, mtime)
-        os.rename(self.tmp, self.path)
+        host.replace_file(self.tmp, self.path)
         _fsync_dir(Path(self.path).parent)
 
 
@@ -912,7 +912,7 @@ class RolloutRewrite(RolloutEdit):
         if sha256_file(tmp) != (self.size + self.growth, self.new_file_sha):
             _remove_tmp(tmp)
             raise OSError(5, f"{tmp}: the rewritten copy is not what was planned")
-        os.rename(self.tmp, self.path)
+        host.replace_file(self.tmp, self.path)
         _fsync_dir(Path(self.path).parent)
 
     def state(self) -> str:
@@ -942,7 +942,7 @@ class RolloutRewrite(RolloutEdit):
         else:  # turns appended since: the old lines back, everything after them kept
             parts = _ranges(self.path, self.spans, False)
         _write_new_file(Path(self.tmp), parts, st.st_mode, self.mtime_ns if exact else st.st_mtime_ns)
-        os.rename(self.tmp, self.path)
+        host.replace_file(self.tmp, self.path)
         _fsync_dir(Path(self.path).parent)
 
 

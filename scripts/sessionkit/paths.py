@@ -9,6 +9,8 @@ from pathlib import Path
 from collections import Counter
 from typing import BinaryIO, Callable, Iterable, Optional, Tuple, Union
 
+from . import host
+
 _WIN_LONG = re.compile(r"^\\\\\?\\")
 _WIN_DRIVE = re.compile(r"^([A-Za-z]):[\\/]")
 _WSL_DRIVE = re.compile(r"^/mnt/([A-Za-z])(/|$)")
@@ -63,11 +65,14 @@ def _normal(p: str) -> str:
 
 
 def is_inside(path: Union[str, Path], root: Union[str, Path]) -> bool:
-    """Lexically inside `root` (after folding `..`); relative paths never are. Symlinks: resolves_inside."""
+    """Lexically inside `root` (after folding `..`, and case where the host's file system folds it);
+    relative paths never are. Symlinks: resolves_inside."""
     p = str(path)
     if "\x00" in p or not os.path.isabs(p):
         return False
     p, r = _normal(p), _normal(str(root))
+    if host.current().folds_case:  # macOS, Windows: `/Users/Me/.codex` is `/users/me/.Codex`
+        p, r = host.path_key(p), host.path_key(r)
     return p == r or p.startswith(r.rstrip(os.sep) + os.sep)
 
 

@@ -10,21 +10,14 @@ from . import UserError
 from .cli import COMMAND
 from .commands import rerun_command
 from .home import CodexHome
-from .locks import CodexActivity
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from . import host
+from .locks import CodexActivity, refusal
 
 
 def refuse_if_running(activity: CodexActivity, force: bool) -> None:
-    if activity.running and not force:
-        who = "; ".join(h.describe() for h in activity.others)
-        raise UserError("Codex is running against this home (" + who + "). Close every Codex CLI, "
-                        "editor and app using it and run again, or pass --force if you are sure (--force still "
-                        "skips every thread Codex holds open by its writer lock; a Codex older than 0.146 "
-                        "takes no writer locks, and nothing can protect a thread open in it).")
+    why = None if force else refusal(activity)  # what runs, or what this host cannot guarantee
+    if why:
+        raise UserError(why)
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -62,10 +55,9 @@ class HomeLock:
     def __enter__(self) -> "HomeLock":
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
-        if fcntl is not None:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+        locker = host.current().locker
+        if locker is not None:
+            if not locker.try_lock(self.fd, True):
                 os.close(self.fd)
                 self.fd = None
                 raise UserError(f"another session-migration run is applying to this home "

@@ -1,8 +1,10 @@
 """Hold a thread's Codex writer lock (`<home>/thread-writer-locks/<id>.lock`, Codex 0.146+) while
 its rollout or row changes, so a Codex that opens the thread meanwhile is refused, not raced.
 
-The folder's `.coordination.lock` is held (flock, exclusive) around creating, locking and removing
-a thread's lock file, so a lock file is never deleted between another writer's open and flock.
+The folder's `.coordination.lock` is held (exclusive) around creating, locking and removing a
+thread's lock file, so a lock file is never deleted between another writer's open and lock. The
+locks are the ones Codex takes (flock on POSIX, LockFileEx on Windows: host.py); where the host has
+neither, none is taken and an --apply refuses without --force (host.missing).
 Codex before 0.146 takes no writer locks: there nothing protects a thread open in a running Codex.
 """
 from __future__ import annotations
@@ -12,16 +14,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from . import UserError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-try:
-    import resource
-except ImportError:  # pragma: no cover - Windows
-    resource = None  # type: ignore[assignment]
+from . import UserError, host
 
 SPARE_DESCRIPTORS = 128  # DBs, journal, rollouts being rewritten, Python itself
 
@@ -30,51 +23,23 @@ COORDINATION = ".coordination.lock"
 _THREAD_ID = re.compile(r"\A[0-9A-Za-z][0-9A-Za-z_-]{0,127}\Z")
 
 
-OPEN_MAX = 10240  # macOS: the soft limit may not exceed this while the hard one is unlimited
-
-
-def _descriptors_in_use() -> int:
-    for d in ("/proc/self/fd", "/dev/fd"):
-        try:
-            return len(os.listdir(d))
-        except OSError:
-            continue
-    return 64
-
-
 def locks_per_batch(threads: int) -> int:
     """How many writer locks (one open file each) a run may hold at once: all of them when the
-    open-file limit allows, after raising the soft limit (and the hard one where allowed); else as
-    many as fit under the hard limit beside the spare descriptors, so the run goes in batches.
-    Refuses, before anything is written, only when not even one lock fits."""
-    if resource is None or fcntl is None or threads <= 0:
+    open-file limit allows, after raising it where the host lets us (host.open_file_room); else as
+    many as fit beside the spare descriptors, so the run goes in batches. Refuses, before anything
+    is written, only when not even one lock fits."""
+    if host.current().locker is None or threads <= 0:
         return max(threads, 1)
-    in_use = _descriptors_in_use()
-    need = threads + in_use + SPARE_DESCRIPTORS
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= need:
+    in_use = host.descriptors_in_use()
+    room = host.open_file_room(threads + in_use + SPARE_DESCRIPTORS)
+    if room is None:
         return threads
-    if _raise_soft(need, (hard,) if hard == resource.RLIM_INFINITY or hard >= need else (need, hard)):
-        return threads
-    top = hard if hard != resource.RLIM_INFINITY else OPEN_MAX
-    if top > soft and _raise_soft(top, (hard,)):
-        soft = top
-    room = soft - in_use - SPARE_DESCRIPTORS
-    if room < 1:
-        raise UserError(f"the open-file limit is {soft} (hard {hard}): too low for even one writer lock beside the "
-                        f"{in_use + SPARE_DESCRIPTORS} files a run keeps open; raise it (e.g. `ulimit -n "
+    fit = room["room"] - in_use - SPARE_DESCRIPTORS
+    if fit < 1:
+        raise UserError(f"the open-file limit is {room['soft']} (hard {room['hard']}): too low for even one writer lock "
+                        f"beside the {in_use + SPARE_DESCRIPTORS} files a run keeps open; raise it (e.g. `ulimit -n "
                         f"{in_use + SPARE_DESCRIPTORS + 64}`); nothing was changed")
-    return room
-
-
-def _raise_soft(soft: int, hards: tuple) -> bool:
-    for hard in hards:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-            return True
-        except (ValueError, OSError):
-            continue
-    return False
+    return fit
 
 
 class WriterLocks:
@@ -94,7 +59,7 @@ class WriterLocks:
         if not (self.dir / COORDINATION).exists():
             self.created_coordination = True
         fd = os.open(str(self.dir / COORDINATION), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _locker().wait_lock(fd)
         return fd
 
     def take(self, thread_id: str) -> Optional[str]:
@@ -103,8 +68,9 @@ class WriterLocks:
 
     def take_many(self, thread_ids: List[str]) -> Dict[str, str]:
         """Take every lock under one hold of the coordination lock; {thread id: why not} for the rest."""
-        if fcntl is None or not thread_ids:
-            return {}  # no flock here: the running-Codex check is all there is
+        locker = host.current().locker
+        if locker is None or not thread_ids:
+            return {}  # no lock call here: the --apply refused unless --force (host.missing)
         refused: Dict[str, str] = {}
         coord = self._coordination()
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
@@ -123,14 +89,18 @@ class WriterLocks:
                     refused[tid] = f"cannot open its writer lock ({exc.strerror})"
                     continue
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
+                    taken = locker.try_lock(fd, True)
+                except OSError as exc:
+                    os.close(fd)
+                    refused[tid] = f"cannot lock its writer lock ({exc.strerror})"
+                    continue
+                if not taken:
                     os.close(fd)
                     refused[tid] = "live thread: Codex holds its writer lock (close it in Codex and run again)"
                     continue
                 self.held[tid] = -fd - 1 if existed else fd  # negative: a lock file that was there before
         finally:
-            fcntl.flock(coord, fcntl.LOCK_UN)
+            locker.unlock(coord)
             os.close(coord)
         return refused
 
@@ -140,18 +110,22 @@ class WriterLocks:
             return
         coord = self._coordination()
         try:
+            posix = host.current().rename_replaces_open
             for tid, fd in self.held.items():
                 if fd >= 0:  # a file we created: removed as Codex removes its own
+                    if not posix:  # Windows deletes no file open here: closed first, under the coordination lock
+                        os.close(fd)
                     try:
                         os.unlink(str(self.dir / f"{tid}.lock"))
                     except OSError:
                         pass
-                    os.close(fd)
+                    if posix:
+                        os.close(fd)
                 else:
                     os.close(-fd - 1)
             self.held.clear()
         finally:
-            fcntl.flock(coord, fcntl.LOCK_UN)
+            _locker().unlock(coord)
             os.close(coord)
         self._tidy()
 
@@ -163,7 +137,8 @@ class WriterLocks:
 
 def remove_unused_lock_dir(home_root: Path, coordination_too: bool, folder_too: bool) -> None:
     """Remove `.coordination.lock` (and the folder) when no one holds it and no thread lock is there."""
-    if fcntl is None:
+    locker = host.current().locker
+    if locker is None:
         return
     d = home_root / LOCK_DIR
     coord = d / COORDINATION
@@ -173,11 +148,15 @@ def remove_unused_lock_dir(home_root: Path, coordination_too: bool, folder_too: 
         return
     if (COORDINATION in names and not coordination_too) or os.path.islink(str(coord)):
         return
+    if COORDINATION in names and not host.current().rename_replaces_open:
+        return  # Windows cannot delete it while locked, nor safely unlocked: left, as Codex leaves it
     if COORDINATION in names:
         fd = os.open(str(coord), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = locker.try_lock(fd, True)
         except OSError:
+            taken = False
+        if not taken:
             os.close(fd)
             return
         try:
@@ -193,14 +172,15 @@ def remove_unused_lock_dir(home_root: Path, coordination_too: bool, folder_too: 
 
 def remove_stale_locks(home_root: Path, thread_ids: list) -> None:
     """Lock files a killed run created: each removed under the coordination lock if unheld and empty."""
-    if fcntl is None:
+    locker = host.current().locker
+    if locker is None:
         return
     d = home_root / LOCK_DIR
     todo = [t for t in thread_ids if isinstance(t, str) and _THREAD_ID.match(t) and (d / f"{t}.lock").exists()]
     if not todo:
         return
     coord = os.open(str(d / COORDINATION), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-    fcntl.flock(coord, fcntl.LOCK_EX)
+    locker.wait_lock(coord)
     try:
         for t in todo:
             path = d / f"{t}.lock"
@@ -209,12 +189,17 @@ def remove_stale_locks(home_root: Path, thread_ids: list) -> None:
             except OSError:
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.fstat(fd).st_size == 0:
-                    os.unlink(str(path))
+                if locker.try_lock(fd, True) and os.fstat(fd).st_size == 0:
+                    os.unlink(str(path))  # unheld (held: a Codex has the thread open now)
             except OSError:
-                pass  # held: a Codex has the thread open now
+                pass
             finally:
                 os.close(fd)
     finally:
         os.close(coord)
+
+
+def _locker() -> host.Locker:
+    locker = host.current().locker
+    assert locker is not None, "writer locks are only taken where the host can lock"
+    return locker
