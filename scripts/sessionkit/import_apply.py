@@ -27,9 +27,9 @@ def refuse_live_source(plan: ImportPlan, force: bool) -> None:
         return
     activity = scan_activity(plan.source.root)
     if activity.running:
-        who = "; ".join(h.describe() for h in activity.others)
-        raise UserError(f"Codex is running against the source home {safe_str(plan.source.root)} ({who}); "
-                        f"close it and run again (or pass --force if you are sure). Nothing was changed")
+        raise UserError("\n".join([f"Codex is running against the source home {safe_str(plan.source.root)}:",
+                                   *activity.running_lines()[1:], "Nothing was changed. Stop it and run again "
+                                   "(or pass --force if you are sure)."]))
 
 
 def stage(fc: FileCopy, remapper: RolloutRemapper, scratch: Path, n: int) -> Path:
