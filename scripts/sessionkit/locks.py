@@ -8,6 +8,7 @@ import hashlib
 import os
 import shlex
 import socket
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
@@ -52,7 +53,7 @@ class LockHolder:
 DAEMON_WHAT = "the Codex daemon the TUI leaves running"
 CLI_WHAT = "a Codex CLI"
 APP_SERVER_WHAT = "a Codex app-server (an editor extension or the Codex app)"
-UNSEEN_WHAT = "a codex.exe process (Windows does not show which home it uses)"
+UNSEEN_WHAT = "codex.exe processes, whose home Windows does not show"
 UNKNOWN_WHAT = "Codex (its processes cannot be told apart here)"
 PID_WHAT = "a codex process"
 STOP_CLI = "quit it in its terminal (/quit or Ctrl-C)"
@@ -71,10 +72,12 @@ class RunningCodex:
     threads: List[str]  # the sessions it holds open (their writer locks)
     stop: str
     stop_is_command: bool
+    pids: List[int] = field(default_factory=list)  # every process of this entry (Windows: all codex.exe)
 
     def lines(self) -> List[str]:
         """Three short lines: the process, what it holds, how to stop it."""
-        who = ", ".join(x for x in (f"pid {self.pid}" if self.pid else "", self.command or "") if x)
+        ids = f"pids {', '.join(map(str, self.pids))}" if len(self.pids) > 1 else f"pid {self.pid}" if self.pid else ""
+        who = ", ".join(x for x in (ids, self.command or "") if x)
         n = len(self.threads)
         holds = f"holds {n} session{'s' if n != 1 else ''} open" if n else "holds no session open now"
         return [f"- {self.what}" + (f" ({who})" if who else ""), f"  {holds}", f"  stop it: {self.stop}"]
@@ -89,8 +92,10 @@ class CodexActivity:
     def running_codex(self) -> List[RunningCodex]:
         """Every Codex that can write this home, once each: lock holders grouped by process."""
         groups: Dict[object, List[LockHolder]] = {}
+        unseen = any(h.role == "unseen" for h in self.others)  # Windows: locks held by one of those
         for h in self.others:
-            key: object = h.pid if h.pid is not None else ("daemon" if h.stop else h.role)
+            role = "unseen" if unseen and h.role == "unknown" and h.pid is None else h.role
+            key: object = role if role == "unseen" else h.pid if h.pid is not None else ("daemon" if h.stop else role)
             groups.setdefault(key, []).append(h)
         return [_running(hs) for hs in groups.values()]
 
@@ -423,7 +428,8 @@ def _unseen_homes(activity: CodexActivity, procs: Optional[List[CodexProcess]], 
     """Windows: `tasklist` names codex.exe processes but not their homes, and Codex's daemon has no
     socket to ask: every one may write this home. Under an agent, one is taken as the agent's own."""
     if procs is None:
-        activity.missing.append(host.NO_PROCESSES.format(why="the process list could not be read"))
+        if host.current().processes is not None:  # else host.missing() said so already
+            activity.missing.append(host.NO_PROCESSES.format(why="the process list could not be read"))
         return
     own_left = bool(agent)
     for p in sorted(procs, key=lambda x: x.pid):
@@ -451,16 +457,18 @@ def _managed_daemon_signs(activity: CodexActivity, home_root: Path, procs: List[
 def _running(holders: List[LockHolder]) -> RunningCodex:
     roles = [h.role for h in holders]
     role = next((r for r in ("daemon", "unseen", "app-server", "cli") if r in roles), "unknown")
+    pids = sorted({h.pid for h in holders if h.pid is not None})
     pid = next((h.pid for h in holders if h.pid is not None), None)
-    command = next((h.command or h.held_by for h in holders if h.command or h.held_by), None)
+    commands = list(dict.fromkeys(h.command or h.held_by for h in holders if h.command or h.held_by))
+    command = None if role == "unseen" else (commands[0] if commands else None)
     threads = sorted({h.thread_id for h in holders if h.kind == "thread writer" and h.thread_id})
     if role == "daemon":
         stop = next((h.stop for h in holders if h.stop), None)
         return RunningCodex(DAEMON_WHAT, pid, command or "codex app-server --managed-daemon", threads,
-                            stop or STOP_APP_SERVER, stop is not None)
+                            stop or STOP_APP_SERVER, stop is not None, pids)
     what, how = {"unseen": (UNSEEN_WHAT, STOP_UNSEEN), "app-server": (APP_SERVER_WHAT, STOP_APP_SERVER),
                  "cli": (CLI_WHAT, STOP_CLI)}.get(role, (PID_WHAT if pid else UNKNOWN_WHAT, STOP_UNKNOWN))
-    return RunningCodex(what, pid, command, threads, how, False)
+    return RunningCodex(what, pid, command, threads, how, False, pids)
 
 
 def process_names() -> str:
@@ -476,12 +484,15 @@ def refusal(activity: CodexActivity) -> Optional[str]:
     lines: List[str] = []
     if activity.missing:
         lines.append("This host cannot keep a guarantee an --apply relies on; nothing was changed:")
-        lines += [f"- {m}" for m in activity.missing]
+        for m in activity.missing:
+            lines += textwrap.wrap(m, 96, initial_indent="- ", subsequent_indent="  ", break_long_words=False,
+                                   break_on_hyphens=False)
         lines.append(f"Close {process_names()} (stop the daemon with: codex app-server daemon stop),")
         lines.append("then run again with --force.")
     if activity.running:
         lines += activity.running_lines()
-        lines.append("Nothing was changed. Stop it, then run again; or pass --force (sessions Codex")
+        them = "them" if len(activity.running_codex()) > 1 else "it"
+        lines.append(f"Nothing was changed. Stop {them}, then run again; or pass --force (sessions Codex")
         lines.append("holds open stay untouched; a Codex older than 0.146 takes no writer locks).")
     return "\n".join(lines) if lines else None
 
