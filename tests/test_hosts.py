@@ -432,3 +432,32 @@ def test_windows_cannot_replace_a_rollout_held_open_so_the_run_undoes_itself(as_
     assert left[0] == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # empty
     assert after == before
     assert not list(hb.root.rglob(".*.session-migration.tmp"))
+
+
+# Where content is read or written through os.open, Windows would translate CRLF and stop at
+# Ctrl-Z unless O_BINARY is set: every such call carries host.BINARY. Lock files, folders and
+# /dev/null hold no content.
+NO_CONTENT = {("writerlock.py", "_coordination"), ("writerlock.py", "take_many"),
+              ("writerlock.py", "remove_unused_lock_dir"), ("writerlock.py", "remove_stale_locks"),
+              ("safety.py", "__enter__"), ("locks.py", "is_held"), ("ops.py", "_fsync_dir"), ("cli.py", "_stdout_gone")}
+
+
+def test_every_os_open_of_content_is_binary_for_windows():
+    import ast
+    found, bare = [], []
+    for path in sorted((SCRIPTS / "sessionkit").glob("*.py")) + sorted(SCRIPTS.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for call in ast.walk(fn):
+                if isinstance(call, ast.Call) and ast.unparse(call.func) == "os.open":
+                    flags = ast.unparse(call.args[1])
+                    if flags == "flags":  # named first, in the same function
+                        flags = " ".join(ast.unparse(n.value) for n in ast.walk(fn) if isinstance(n, ast.Assign)
+                                         and [ast.unparse(t) for t in n.targets] == ["flags"])
+                    key = (path.name, fn.name)
+                    found.append(key)
+                    if "host.BINARY" not in flags and key not in NO_CONTENT:
+                        bare.append(key)
+    assert len(found) >= 15 and bare == [], bare

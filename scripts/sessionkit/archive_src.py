@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, IO, List, Optional, Tuple
 
-from . import UserError
+from . import UserError, host
 from .paths import is_inside
 from .rollout_index import ROLLOUT_NAME
 
@@ -269,7 +269,7 @@ def _write_member(m: _Member, dest: Path, rel: Tuple[str, ...], limit: int, writ
         if parent.is_symlink():
             raise UserError(f"refusing the archive: {parent} is a link")
         parent.mkdir(mode=0o700, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY
     fd = os.open(str(target), flags, 0o600)
     got = 0
     try:
@@ -313,7 +313,7 @@ def private_db_copy(db: Path, scratch: Path) -> Optional[Path]:
 
 
 def _copy_bytes(src: Path, dst: Path) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY
     fd = os.open(str(dst), flags, 0o600)
     try:
         with open(src, "rb") as fh:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import List
 
-from . import UserError
+from . import UserError, host
 from .journal import write_all
 from .statedb import open_readonly
 
@@ -19,7 +19,8 @@ PRIVATE = 0o600
 
 def private_file(path: Path, data: bytes = b"") -> None:
     """A new 0600 file holding exactly `data`, on disk (short writes looped, fsynced, size checked)."""
-    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), PRIVATE)
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY,
+                 PRIVATE)
     try:
         write_all(fd, data)
         os.fsync(fd)

@@ -26,6 +26,7 @@ LINUX, MACOS, WINDOWS = "linux", "macos", "windows"
 FLOCK, LOCKFILEEX = "flock", "LockFileEx"  # the calls Codex's locks are taken with (Rust std try_lock)
 PROC, PS, TASKLIST = "/proc", "ps", "tasklist"
 
+BINARY = getattr(os, "O_BINARY", 0)  # Windows: os.open is text mode (CRLF, Ctrl-Z as end) unless this is set
 OPEN_MAX = 10240  # macOS: the soft limit may not exceed this while the hard one is unlimited
 WINDOWS_FDS = 8192  # Windows: the C runtime's descriptor table (fixed; no rlimit to raise)
 

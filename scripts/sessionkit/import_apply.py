@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from . import UserError
+from . import UserError, host
 from .importer import FileCopy, ImportPlan, history_rows, read_dest
 from .rollout_remap import RolloutRemapper
 from .locks import scan_activity
@@ -38,7 +38,7 @@ def stage(fc: FileCopy, remapper: RolloutRemapper, scratch: Path, n: int) -> Pat
     folder = scratch / "staged"
     folder.mkdir(mode=0o700, exist_ok=True)
     out = folder / f"{n}-{fc.dst.name}"
-    fd = os.open(str(out), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = os.open(str(out), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
     try:
         for chunk in remapper.stream(fc.src):
             view = memoryview(chunk)

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, Iterable, List
 
-from . import UserError
+from . import UserError, host
 from .faults import point
 
 FORMAT = 2  # the "v" of every record this code writes; see references/journal.md
@@ -46,7 +46,8 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), PRIVATE)
+        self.fd = os.open(str(path), os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | host.BINARY,
+                          PRIVATE)
         self.ended = False  # the end record is on disk: the run is finished whatever happens next
 
     def write(self, record: Dict[str, Any]) -> None:

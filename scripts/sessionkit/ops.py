@@ -251,7 +251,7 @@ def _write_new_file(tmp: Path, parts, mode: int, mtime_ns: Optional[int]) -> int
     """Write `parts` (bytes, (path, offset) to copy the rest of a file, or (path, offset, length)
     to copy a range of it) to a new file, in
     chunks, fsynced; a fault point between chunks. Returns the size written."""
-    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
     size = 0
     try:
         for part in parts:
@@ -423,7 +423,7 @@ class RolloutEdit(Op):
 
     def _write_spans(self, forward: bool) -> None:
         """Every span's new (or old) bytes in place: same length, same inode."""
-        fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | host.BINARY)
         try:
             for n, (off, old, new) in enumerate(self.spans):
                 if n:
@@ -571,7 +571,7 @@ class Line1Rewrite(RolloutEdit):
         dest = run_dir / name
         old_h, new_h = hashlib.sha256(), hashlib.sha256()
         new_h.update(new)
-        fd = os.open(str(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(str(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL | host.BINARY, 0o600)
         try:
             with open_regular(self.path) as fh:
                 first = True

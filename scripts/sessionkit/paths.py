@@ -136,7 +136,7 @@ def safe_str(path: object) -> str:
 def open_regular(path: Union[str, Path], buffering: int = -1) -> BinaryIO:
     """Open a file for reading only if it is a regular file: a FIFO, socket or device named like
     a rollout would block a plain open() or read forever (non-blocking open, then fstat)."""
-    fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | host.BINARY)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(errno.EINVAL, "not a regular file", str(path))
@@ -151,7 +151,7 @@ def open_regular(path: Union[str, Path], buffering: int = -1) -> BinaryIO:
 def read_regular(path: str, n: int) -> Tuple[bytes, int]:
     """The first n bytes of a regular file and its size, in one open, fstat and read (the audit's
     hot path: no file object); a FIFO, socket or device raises OSError, never blocks."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | host.BINARY)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
