@@ -154,8 +154,8 @@ def test_second_app_server_makes_every_write_script_refuse(world, mock_server):
     assert len(agent.outputs) == 3
     for out in agent.outputs:
         assert _exit_code(out) == 2, out
-        assert "Codex is running against this home" in out
-        assert f"(pid {_native_pid(other)})" in out, out  # the other app-server, by its pid
+        assert "Codex is running on this home:" in out
+        assert f"(pid {_native_pid(other)}, codex app-server)" in out, out  # the other app-server, by its pid
     files, rows = _others(world, me)
     assert rows == [r for r in before[1] if r[0] != me]
     assert not (world.home / ".tmp" / "session-migration").exists() or \

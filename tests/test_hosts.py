@@ -461,3 +461,33 @@ def test_every_os_open_of_content_is_binary_for_windows():
                     if "host.BINARY" not in flags and key not in NO_CONTENT:
                         bare.append(key)
     assert len(found) >= 15 and bare == [], bare
+
+
+class _MacLimits:
+    """macOS's open-file rule, stood in for: the hard limit is unlimited, and a soft limit above
+    OPEN_MAX (10240) is refused (EINVAL) by setrlimit."""
+    RLIMIT_NOFILE, RLIM_INFINITY = 8, -1
+
+    def __init__(self, soft):
+        self.soft, self.calls = soft, []
+
+    def getrlimit(self, which):
+        return self.soft, self.RLIM_INFINITY
+
+    def setrlimit(self, which, limits):
+        self.calls.append(limits)
+        if limits[0] > host.OPEN_MAX or limits[1] != self.RLIM_INFINITY:
+            raise ValueError("not allowed to raise maximum limit")
+        self.soft = limits[0]
+
+
+def test_macos_raises_the_soft_limit_to_open_max_and_batches_beyond_it(as_host, monkeypatch):
+    as_host(macos())
+    in_use = host.descriptors_in_use()
+    mac = _MacLimits(256)  # macOS's default soft limit
+    monkeypatch.setattr(host, "resource", mac)
+    assert locks_per_batch(1000) == 1000 and mac.soft == 1000 + in_use + 128  # raised: all at once
+    mac = _MacLimits(256)
+    monkeypatch.setattr(host, "resource", mac)
+    assert locks_per_batch(50000) == host.OPEN_MAX - in_use - 128  # capped at OPEN_MAX: batches
+    assert mac.soft == host.OPEN_MAX and mac.calls[-1] == (host.OPEN_MAX, mac.RLIM_INFINITY)

@@ -58,7 +58,6 @@ class Host:
     rename_replaces_open: bool  # a file held open may be renamed over or deleted (POSIX; not Windows)
     unix_sockets: bool  # the managed daemon's control socket can be asked
     run: Callable[[Sequence[str]], Optional[str]]  # stdout of a listing command (ps, tasklist), None: failed
-    environ: Optional[Mapping[str, str]] = None  # None: os.environ
     rename: Callable[[str, str], None] = os.replace  # where rename_replaces_open is False (tests stand in)
 
     def missing(self) -> List[str]:
@@ -192,11 +191,10 @@ def simulated(name: str, **changes: object) -> Host:
 
 def default_home(environ: Optional[Mapping[str, str]] = None) -> Path:
     """`$CODEX_HOME` (non-empty), else `%USERPROFILE%\\.codex` on Windows, else `~/.codex`."""
-    h = current()
-    env = (h.environ if h.environ is not None else os.environ) if environ is None else environ
+    env = os.environ if environ is None else environ
     if env.get("CODEX_HOME"):
         return Path(env["CODEX_HOME"])
-    if h.name == WINDOWS and env.get("USERPROFILE"):
+    if current().name == WINDOWS and env.get("USERPROFILE"):
         return Path(env["USERPROFILE"]) / ".codex"
     if env.get("HOME"):
         return Path(env["HOME"]) / ".codex"
