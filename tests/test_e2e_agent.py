@@ -162,5 +162,5 @@ def test_second_app_server_makes_every_write_script_refuse(world, mock_server):
         not list((world.home / ".tmp" / "session-migration").glob("*_*"))
     # without the agent, from a terminal, the open app-server is named too
     proc = world.script("provider_migrate.py", "--apply")
-    assert proc.returncode == 2 and "codex process" in proc.stderr
+    assert proc.returncode == 2 and "a Codex app-server (an editor extension or the Codex app) (pid " in proc.stderr
     other.close()
