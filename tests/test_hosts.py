@@ -216,6 +216,9 @@ def test_one_process_holding_many_locks_is_named_once_with_its_stop_command():
         "  stop it: quit it in its terminal (/quit or Ctrl-C)",
         "- a Codex app-server (an editor extension or the Codex app) (pid 800, codex app-server)",
         "  holds no session open now", "  stop it: close the editor or the Codex app that started it"]
+    assert act.running_report()[0] == {"what": locks.DAEMON_WHAT, "pid": 612, "pids": [612], "threads": ["t1", "t2"],
+                                       "command": "codex app-server --managed-daemon", "stop": stop,
+                                       "stop_is_command": True}
     text = locks.refusal(act)
     assert text.count(stop) == 1 and text.count("\n") == 11 and "Nothing was changed" in text
     assert max(len(x) for x in text.splitlines() if stop not in x) <= 100

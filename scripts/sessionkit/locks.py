@@ -9,7 +9,7 @@ import os
 import shlex
 import socket
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
@@ -99,6 +99,10 @@ class CodexActivity:
             groups.setdefault(key, []).append(h)
         return [_running(hs) for hs in groups.values()]
 
+    def running_report(self) -> List[Dict[str, object]]:
+        """running_codex() for --json: what, pid, pids, command, threads, stop, stop_is_command."""
+        return [asdict(r) for r in self.running_codex()]
+
     def running_lines(self) -> List[str]:
         """What runs, in full, on a few short lines (empty when nothing does)."""
         found = self.running_codex()
@@ -183,16 +187,12 @@ def _lock_pids() -> Dict[int, int]:
     return out
 
 
-def _ancestors(rows: Optional[List[host.ProcessRow]] = None) -> Set[int]:
-    """This process and its parents: from /proc, or from the parent pids `ps` lists (macOS)."""
+def _ancestors() -> Set[int]:
+    """This process and its parents (from /proc; elsewhere no lock's pid is seen to compare with)."""
     pids: Set[int] = set()
     pid = os.getpid()
     if host.current().processes != host.PROC:
-        parent = {r.pid: r.ppid for r in rows or [] if r.ppid is not None}
-        while pid > 1 and pid not in pids:
-            pids.add(pid)
-            pid = parent.get(pid, os.getppid() if pid == os.getpid() else 0) or 0
-        return pids
+        return {pid, os.getppid()}
     while pid > 1 and pid not in pids:
         pids.add(pid)
         try:
@@ -353,7 +353,7 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
     inode_pid = _lock_pids()
     listed, homes_known = codex_processes(home_root)
     procs = listed or []
-    mine = _ancestors(_rows() if facts.processes == host.PS else None)
+    mine = _ancestors()
     by_pid = {p.pid: p for p in procs}
 
     def pid_of(path: Path) -> Optional[int]:
