@@ -494,3 +494,17 @@ def test_macos_raises_the_soft_limit_to_open_max_and_batches_beyond_it(as_host, 
     monkeypatch.setattr(host, "resource", mac)
     assert locks_per_batch(50000) == host.OPEN_MAX - in_use - 128  # capped at OPEN_MAX: batches
     assert mac.soft == host.OPEN_MAX and mac.calls[-1] == (host.OPEN_MAX, mac.RLIM_INFINITY)
+
+
+def test_the_host_is_told_from_the_platform(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "cygwin")  # native Codex's LockFileEx locks are not seen there
+    h = host._detect()
+    assert (h.name, h.locker, h.processes, h.rename_replaces_open) == ("windows", None, "tasklist", False)
+    assert "Cygwin/MSYS Python" in h.missing()[0]
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(host, "FLOCK_LOCKER", None)  # no fcntl; here no msvcrt either, as without ctypes
+    h = host._detect()
+    assert (h.name, h.locker, h.folds_case, h.unix_sockets) == ("windows", None, True, False)
+    assert "no fcntl, and no ctypes to call LockFileEx" in h.missing()[0]
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert (host._detect().name, host._detect().folds_case) == ("macos", True)

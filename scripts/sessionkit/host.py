@@ -108,7 +108,7 @@ def _lockfileex_locker() -> Optional[Locker]:  # pragma: no cover - Windows only
                     ("Offset", wintypes.DWORD), ("OffsetHigh", wintypes.DWORD), ("hEvent", wintypes.HANDLE)]
 
     exclusive_flag, fail_now, all_bits = 0x2, 0x1, 0xFFFFFFFF
-    lock_violation = (33, 158)  # ERROR_LOCK_VIOLATION, ERROR_NOT_LOCKED never comes from a try
+    lock_violation = (33,)  # ERROR_LOCK_VIOLATION: held elsewhere (Rust's try_lock reads it as WouldBlock)
 
     def call(fd: int, flags: int) -> bool:
         ov = Overlapped()
@@ -137,12 +137,15 @@ def _lockfileex_locker() -> Optional[Locker]:  # pragma: no cover - Windows only
 def _detect() -> Host:
     """The real host's facts."""
     plat = sys.platform
-    name = WINDOWS if plat in ("win32", "cygwin") else MACOS if plat == "darwin" else LINUX
-    if name == WINDOWS and FLOCK_LOCKER is None:
+    posix_on_windows = plat in ("cygwin", "msys")
+    name = WINDOWS if plat == "win32" or posix_on_windows else MACOS if plat == "darwin" else LINUX
+    if posix_on_windows:  # its flock is its own: native Codex's LockFileEx locks are not seen by it
+        locker, why = None, "Cygwin/MSYS Python: its flock does not see native Codex's LockFileEx locks"
+    elif name == WINDOWS and FLOCK_LOCKER is None:
         locker, why = _lockfileex_locker(), "no fcntl, and no ctypes to call LockFileEx"
     else:
         locker, why = FLOCK_LOCKER, "this Python has no fcntl"
-    if os.path.isdir("/proc/self"):
+    if os.path.isdir("/proc/self") and not posix_on_windows:
         procs: Optional[str] = PROC
     elif name == WINDOWS:
         procs = TASKLIST
