@@ -126,10 +126,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not has_filter(sel) and not sel.threads:
         raise UserError("choose threads: --thread, --folder, --since, --until or --all")
     plan = plan_export(home, sel)
-    r = report(plan, args.sample)
-    result = None
-    if args.apply and target is not None and plan.picked:
-        result = write_export(plan, target, Progress.for_terminal())
+    try:
+        r = report(plan, args.sample)
+        result = None
+        if args.apply and target is not None and plan.picked:
+            result = write_export(plan, target, Progress.for_terminal())
+    finally:
+        plan.reader.close()
     apply_cmd = None
     if target is not None and not args.apply and plan.picked:
         words = [w for w in COMMAND[2:] if w != "--apply"]

@@ -21,7 +21,7 @@ from . import UserError
 from .archive_src import HISTORY_DB, STATE_DB
 from .home import CodexHome
 from .paths import has_prefix, is_inside, open_regular, safe_str
-from .rollout_index import ROLLOUT_NAME, meta_from_line
+from .rollout_index import ROLLOUT_NAME, parse_session_meta
 from .line1 import read_line1
 from .statedb import open_readonly
 
@@ -106,6 +106,7 @@ class ExportPlan:
     names: Dict[str, str] = field(default_factory=dict)  # id -> session_index name (last one)
     index_lines: List[bytes] = field(default_factory=list)  # session_index.jsonl lines of picked ids
     provider: Optional[str] = None
+    reader: DbReader = field(default_factory=lambda: DbReader())
 
     @property
     def ids(self) -> List[str]:
@@ -160,6 +161,70 @@ def check_target(to: str, home: CodexHome) -> Path:
             raise UserError(f"--to {safe_str(path)} is inside the Codex home; the export never writes there "
                             f"(pick a folder outside {safe_str(root)})")
     return path
+
+
+class DbReader:
+    """Opens the home's DBs without changing a byte of them. A DB beside a `-shm` (a Codex that has
+    it open) is read through a private copy of the DB and its WAL, taken when neither changes while
+    copied: a reader sharing the wal-index would write its read marks into the `-shm`. Any other DB
+    is opened as the audit opens it (open_readonly). The copies live in a private scratch folder."""
+
+    TRIES = 5
+
+    def __init__(self) -> None:
+        self.scratch: Optional[Path] = None
+        self.copies: Dict[str, Path] = {}
+
+    def open(self, db: Path) -> sqlite3.Connection:
+        if not os.path.exists(str(db) + "-shm"):
+            return open_readonly(db)
+        copy = self.copies.get(str(db))
+        if copy is None:
+            copy = self._copy(db)
+            self.copies[str(db)] = copy
+        return open_readonly(copy)
+
+    def _copy(self, db: Path) -> Path:
+        if self.scratch is None:
+            self.scratch = Path(tempfile.mkdtemp(prefix="codex-export-read-"))
+        for attempt in range(self.TRIES):
+            dest = self.scratch / f"{len(self.copies)}.{attempt}.{db.name}"
+            before = _stamps(db)
+            for suffix in ("", "-wal"):
+                if os.path.exists(str(db) + suffix):
+                    _copy_file(str(db) + suffix, str(dest) + suffix)
+            if _stamps(db) == before:
+                return dest
+        raise UserError(f"{db} kept changing while it was copied ({self.TRIES} tries); run the export again "
+                        f"when Codex is idle")
+
+    def close(self) -> None:
+        if self.scratch is not None:
+            for child in self.scratch.iterdir():
+                child.unlink()
+            self.scratch.rmdir()
+            self.scratch = None
+
+
+def _stamps(db: Path) -> Tuple[Tuple[int, int], ...]:
+    out = []
+    for suffix in ("", "-wal"):
+        try:
+            st = os.stat(str(db) + suffix)
+            out.append((st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((-1, 0))
+    return tuple(out)
+
+
+def _copy_file(src: str, dst: str) -> None:
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with open_regular(src, buffering=0) as fh:
+            for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                os.write(fd, chunk)
+    finally:
+        os.close(fd)
 
 
 # ---- selection -------------------------------------------------------------------------------
@@ -270,7 +335,7 @@ def plan_export(home: CodexHome, sel: Selection) -> ExportPlan:
     Selected in SQL; per-thread work only for the picked ones."""
     plan = ExportPlan(home)
     names, index_lines = _read_index(home.root)
-    conn = open_readonly(home.state_db.path)
+    conn = plan.reader.open(home.state_db.path)
     try:
         cols = _columns(conn, "threads")
         if not cols or "id" not in cols:
@@ -339,7 +404,7 @@ def _fork_parent(p: Picked) -> Optional[str]:
     line, _err = read_line1(Path(p.rollout_path)) if p.rollout_path else (None, None)
     if line is None:
         return None
-    meta = meta_from_line(line)
+    meta = parse_session_meta(line)  # whole: forked_from_id may follow base_instructions
     parent = meta.forked_from_id
     return parent.lower() if isinstance(parent, str) and parent else None
 
@@ -433,10 +498,10 @@ def _rule(db: str, table: str, cols: Sequence[str], keys: Dict[str, Set[str]]) -
     return None
 
 
-def subset_db(src: Path, dest: Path, keys: Dict[str, Set[str]]) -> Dict[str, int]:
+def subset_db(src: Path, dest: Path, keys: Dict[str, Set[str]], reader: Optional[DbReader] = None) -> Dict[str, int]:
     """A new DB at `dest` with src's schema and only the rows of the exported threads; src is read
-    through open_readonly (no -wal/-shm created or changed). Rows copied per table."""
-    conn = open_readonly(src)
+    through DbReader (no -wal/-shm created or changed). Rows copied per table."""
+    conn = (reader or DbReader()).open(src)
     conn.text_factory = _keep_text
     fd = os.open(str(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     os.close(fd)
@@ -577,7 +642,7 @@ def build_members(plan: ExportPlan, scratch: Path) -> List[Member]:
         if not src.is_file():
             continue
         dest = scratch / name
-        subset_db(src, dest, keys)
+        subset_db(src, dest, keys, plan.reader)
         out.append(Member(name, str(dest), dest.stat().st_size, now))
     if plan.index_lines:
         data = b"".join(line + b"\n" for line in plan.index_lines)
