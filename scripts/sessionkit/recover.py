@@ -19,7 +19,7 @@ from .migrate import MigrationPlan, ProviderChange, migration_ops, plan_migratio
 from .ops import Op
 from .paths import safe_str
 from .progress import Progress
-from .repair import (RepairPlan, archived_count, other_db_ops, plan_repair, remap_ops, repair_ops,
+from .repair import (RepairPlan, RowChange, archived_count, other_db_ops, plan_repair, remap_ops, repair_ops,
                      thread_columns_of)
 from .snapshot import AuditInputs
 from .statedb import ThreadRow
@@ -36,7 +36,7 @@ CAUSE_PROVIDER = "another provider"
 CAUSE_UNINDEXED = "unindexed files"
 CAUSE_HISTORY = "incomplete histories"
 CAUSE_NAMES = "lost names"
-CAUSES = (CAUSE_MOVED_HOME, CAUSE_MOVED_FILES, CAUSE_ARCHIVED, CAUSE_PROVIDER, CAUSE_UNINDEXED,
+CAUSES = (CAUSE_MOVED_HOME, CAUSE_MOVED_FILES, CAUSE_UNINDEXED, CAUSE_ARCHIVED, CAUSE_PROVIDER,
           CAUSE_HISTORY, CAUSE_NAMES)
 
 
@@ -89,11 +89,12 @@ def picture_after_repair(inputs: AuditInputs, repair: RepairPlan) -> AuditInputs
     back = {str(m.dst): str(m.src) for m in repair.moves}
     changes = {r.thread_id.lower(): r.new for r in repair.rows}
     rows: List[ThreadRow] = []
-    for row in inputs.rows:
+    for row in inputs.rows:  # a moved file's row may keep its path (the move brings the file there)
         new = changes.get(row.id.lower())
-        if not new:
+        if not new and row.rollout_path not in back:
             rows.append(row)
             continue
+        new = new or {}
         path = str(new.get("rollout_path", row.rollout_path))
         rows.append(ThreadRow(row.id, back.get(path, path), bool(new.get("archived", row.archived)),
                               row.model_provider, str(new.get("cwd", row.cwd)), row.source, row.created_at,
@@ -118,6 +119,8 @@ def plan_recover(inputs: AuditInputs, opts: RecoverOptions, now: Optional[float]
                                include_archived=opts.include_archived)
     plan = RecoverPlan(inputs, opts, repair, history, migration)
     _fold_provider_into_rewrites(plan)
+    _one_change_per_file(plan)
+    _inserts_take_the_provider(plan)
     _drop_shifts_of_reset_threads(plan)
     _causes(plan)
     return plan
@@ -136,6 +139,56 @@ def _fold_provider_into_rewrites(plan: RecoverPlan) -> None:
             c = ProviderChange(c.thread_id, c.old_provider, c.path, None, c.db_change, c.mtime_ns, None)
         changes.append(c)
     plan.migration.changes = changes
+
+
+SKIP_MOVED_AND_EDITED = ("its file is unarchived (moved) in this run, and a file both moved and rewritten in one "
+                         "run cannot be undone as one: its provider is moved by the next session_recover.py run")
+
+
+def _one_change_per_file(plan: RecoverPlan) -> None:
+    """A rollback judges every change of a run on the home as it finds it, so a file is either
+    moved or rewritten in one run, never both. A file moved back to its recorded place that also
+    gets its provider is left where it lies and its row points at it instead (Codex reads the row's
+    path); one to unarchive keeps its provider until the next run, which says so."""
+    edited = {c.thread_id.lower() for c in plan.migration.changes if c.edit is not None} | \
+        {t.lower() for t in plan.folded}
+    if not edited:
+        return
+    rows = {r.thread_id.lower(): r for r in plan.repair.rows}
+    by_id = plan.inputs.rows_by_id
+    keep = []
+    unarchived: List[str] = []
+    for m in plan.repair.moves:
+        tid = m.thread_id.lower()
+        if tid not in edited:
+            keep.append(m)
+        elif m.why == "fix path":
+            r = rows.get(tid)
+            if r is None:
+                old = by_id[tid].rollout_path
+                r = RowChange(m.thread_id, {"rollout_path": old}, {}, [])
+                plan.repair.rows.append(r)
+            r.new["rollout_path"] = str(m.src)
+            r.why.append("point rollout_path at the real file")
+        else:
+            keep.append(m)
+            unarchived.append(tid)
+    plan.repair.moves = keep
+    if unarchived:
+        gone = set(unarchived)
+        plan.migration.changes = [c for c in plan.migration.changes if c.thread_id.lower() not in gone]
+        plan.migration.skipped += [(plan.inputs.rows_by_id[t].id, SKIP_MOVED_AND_EDITED) for t in unarchived]
+
+
+def _inserts_take_the_provider(plan: RecoverPlan) -> None:
+    """A row this run adds is added with the target provider (a row added and then updated in one
+    run is not one change a rollback can judge); its file's line 1 still gets the provider."""
+    inserts = {str(i["id"]).lower(): i for i in plan.repair.inserts}
+    for c in plan.migration.changes:
+        ins = inserts.get(c.thread_id.lower())
+        if ins is not None and c.db_change:
+            ins["model_provider"] = plan.migration.target
+            c.db_change = False
 
 
 def _drop_shifts_of_reset_threads(plan: RecoverPlan) -> None:
@@ -172,7 +225,8 @@ def _causes(plan: RecoverPlan) -> None:
     for rp in plan.repair.rewrites:
         _add(plan, rp.thread_id, CAUSE_MOVED_HOME, "folders in its file remapped")
     for c in plan.migration.changes:
-        _add(plan, c.thread_id, CAUSE_PROVIDER, f"provider {safe_str(c.old_provider)} -> {safe_str(plan.migration.target)}")
+        old = c.old_provider if c.db_change else "(first line only) " + str(c.old_provider)
+        _add(plan, c.thread_id, CAUSE_PROVIDER, f"provider {safe_str(old)} -> {safe_str(plan.migration.target)}")
     for ins in plan.repair.inserts:
         _add(plan, str(ins["id"]), CAUSE_UNINDEXED, "added to the index")
     for f in plan.history.resets:
