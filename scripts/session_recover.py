@@ -24,6 +24,8 @@ from sessionkit.progress import Progress  # noqa: E402
 from sessionkit.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
 from sessionkit.repair import parse_remaps  # noqa: E402
 from sessionkit.snapshot import gather  # noqa: E402
+from sessionkit.codex_rebuild import find_codex  # noqa: E402
+from sessionkit.history_reset import rebuild_after  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -43,6 +45,9 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--no-fix-paths", action="store_true", help="leave rows whose file is elsewhere as they are.")
     p.add_argument("--no-import-orphans", action="store_true", help="leave rollout files with no index entry alone.")
     p.add_argument("--no-fix-history", action="store_true", help="leave incomplete stored histories as they are.")
+    p.add_argument("--rebuild-history", action="store_true",
+                   help="after --apply, have your Codex rebuild each reset history now (thread/resume).")
+    p.add_argument("--codex-bin", metavar="PATH", help="the Codex CLI for --rebuild-history (default: codex on PATH).")
     p.add_argument("--thread-id", metavar="ID", action="append", default=[], type=thread_id_arg,
                    help="only this thread (repeatable).")
     p.add_argument("--apply", action="store_true", help="make every change, as one run (default: show the plan).")
@@ -98,6 +103,10 @@ def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Option
         if r["by_cause"][cause] > len(items):
             out.append(f"  ... and {r['by_cause'][cause] - len(items)} more (--sample N shows more, --json lists them)")
     out += [f"warning: {w}" for w in r["warnings"]]
+    if r["planned_history_resets"]:
+        out.append("history comes back: " + ("rebuilt now by your Codex (--rebuild-history)" if "--rebuild-history"
+                                             in cmd else "the first time each session is opened in Codex "
+                                             "(--rebuild-history rebuilds them all at once)"))
     for s in r["skipped_sample"]:
         out += [f"  skipped {s['session']}", f"      {s['reason']}"]
     if result is None:
@@ -110,6 +119,7 @@ def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Option
             "backups: " + ", ".join(result["backups"].values()),
             "changes: " + ", ".join(f"{k} {v}" for k, v in result["applied"].items()),
             f"providers now: {result['provider_distribution_after']}; archived: {result['archived_after']}",
+            *([f"history rebuilt: {r['history_rebuild']['rebuilt']}"] if r.get("history_rebuild") else []),
             "undo all of it with:", f"  {result['rollback']}",
             "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
     return "\n".join(out)
@@ -128,15 +138,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     ids = [t for tids in plan.groups().values() for t in tids[:args.sample]] + [t for t, _ in plan.skipped[:args.sample]]
     report = plan_report(plan, session_names(inputs, ids), args.sample)
     result = None
+    codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and plan.history.rebuild else None
     if args.apply and plan.has_work:
         result = apply_recover(plan, args.force, progress=progress)
+    if codex is not None and result is not None:
+        report["history_rebuild"] = rebuild_after(home, plan.history, result, codex)
     cmd = apply_command(home, opts)
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply,
                     "apply_command": cmd if plan.has_work and not args.apply else None, "result": result})
     else:
         print(render(home, plan, report, result, not args.apply, cmd))
-    return EXIT_FINDINGS if plan.skipped or (result or {}).get("skipped_at_apply") else EXIT_CLEAN
+    failed = (report.get("history_rebuild") or {}).get("failed")
+    return EXIT_FINDINGS if plan.skipped or (result or {}).get("skipped_at_apply") or failed else EXIT_CLEAN
 
 
 if __name__ == "__main__":
