@@ -35,7 +35,7 @@ ARCHIVED_CHOICES = ("exclude", "include", "only")
 SUFFIXES = (".tar.gz", ".tgz", ".zip")
 _CHUNK = 1024 * 1024
 _IN_CHUNK = 500  # SQLite's bound-parameter limit is 999 on old builds
-MAX_SEGMENT_DAYS = 62  # day folders looked in for a reverted thread's newer files
+COMPRESS_LEVEL = 1  # gzip -1: rollouts (repeated instructions) still shrink ~20x, several times faster than -9
 
 # Why a thread is in the export (or not).
 WHY_CHOSEN = "chosen"
@@ -354,7 +354,7 @@ def plan_export(home: CodexHome, sel: Selection) -> ExportPlan:
         plan.picked = sorted(chosen.values(), key=lambda p: (p.created_at or 0, p.id))
     finally:
         conn.close()
-    listing: Dict[str, List[str]] = {}
+    listing: Dict[str, Dict[str, List[str]]] = {}
     kept: List[Picked] = []
     for p in plan.picked:
         p.name = p.name or names.get(p.id)
@@ -409,16 +409,22 @@ def _fork_parent(p: Picked) -> Optional[str]:
     return parent.lower() if isinstance(parent, str) and parent else None
 
 
-def _list(folder: str, listing: Dict[str, List[str]]) -> List[str]:
+def _list(folder: str, listing: Dict[str, Dict[str, List[str]]]) -> Dict[str, List[str]]:
+    """A folder's rollout names by thread id, listed once per run (archived_sessions/ is flat)."""
     if folder not in listing:
+        by_thread: Dict[str, List[str]] = {}
         try:
-            listing[folder] = [e.name for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
+            for e in os.scandir(folder):
+                m = ROLLOUT_NAME.match(e.name)
+                if m and not m.group("zst") and e.is_file(follow_symlinks=False):
+                    by_thread.setdefault(m.group("thread").lower(), []).append(e.name)
         except OSError:
-            listing[folder] = []
+            pass
+        listing[folder] = by_thread
     return listing[folder]
 
 
-def _find_files(home: CodexHome, p: Picked, listing: Dict[str, List[str]]) -> Optional[str]:
+def _find_files(home: CodexHome, p: Picked, listing: Dict[str, Dict[str, List[str]]]) -> Optional[str]:
     """Every rollout file of a thread (its row's file and a reverted thread's newer segments), each
     to its last complete line; None, or why the thread cannot be exported."""
     primary = p.rollout_path
@@ -427,7 +433,7 @@ def _find_files(home: CodexHome, p: Picked, listing: Dict[str, List[str]]) -> Op
         return SKIP_OUTSIDE
     if not os.path.isfile(primary) or os.path.islink(primary):
         return SKIP_NO_FILE
-    folders = [os.path.dirname(primary), archived]
+    folders = [os.path.dirname(primary)] + ([archived] if p.archived else [])
     for stamp in (p.created_at, p.updated_at):
         if isinstance(stamp, int) and stamp > 0:
             try:
@@ -436,10 +442,8 @@ def _find_files(home: CodexHome, p: Picked, listing: Dict[str, List[str]]) -> Op
                 pass
     paths = {primary}
     for folder in dict.fromkeys(folders):
-        for name in _list(folder, listing):
-            m = ROLLOUT_NAME.match(name)
-            if m and m.group("thread").lower() == p.id and not m.group("zst"):
-                paths.add(os.path.join(folder, name))
+        for name in _list(folder, listing).get(p.id, ()):
+            paths.add(os.path.join(folder, name))
     root = str(home.root)
     for path in sorted(paths):
         try:
@@ -721,7 +725,7 @@ def _place(part: Path, target: Path) -> None:
 
 class _TarWriter:
     def __init__(self, raw: IO[bytes]) -> None:
-        self.tf = tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT)
+        self.tf = tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=COMPRESS_LEVEL)
 
     def add(self, name: str, stream: Any, size: int, mtime: float) -> None:
         info = tarfile.TarInfo(name)
@@ -736,7 +740,8 @@ class _TarWriter:
 
 class _ZipWriter:
     def __init__(self, raw: IO[bytes]) -> None:
-        self.zf = zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True)
+        self.zf = zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True,
+                                  compresslevel=COMPRESS_LEVEL)
 
     def add(self, name: str, stream: Any, size: int, mtime: float) -> None:
         stamp = datetime.fromtimestamp(max(mtime, 315532800)).timetuple()[:6]
