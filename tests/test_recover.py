@@ -26,7 +26,8 @@ def recover(home, *args, expect=(0, 1)):
 def tangled_home(tmp_path):
     """newco is the provider now. 2 sessions fine; 2 on oldco; 2 rows from the old machine
     (/home/olduser/.codex, their folder /home/olduser/proj, one of them on oldco); 2 whose file was
-    moved to another day folder (one on oldco too); 2 files no row indexes (one on oldco)."""
+    moved to another day folder (one on oldco too); 3 files no row indexes (one on oldco, one written
+    in the old user folder)."""
     hb = HomeBuilder(tmp_path / "newuser" / ".codex", provider="newco", providers=["newco", "oldco"])
     (tmp_path / "newuser" / "proj").mkdir()
     t = {}
@@ -47,6 +48,8 @@ def tangled_home(tmp_path):
         os.utime(elsewhere, ns=(st.st_atime_ns, st.st_mtime_ns))
         t["moved_files"].append((moved, elsewhere))
     t["orphans"] = [hb.add(provider=p, write_row=False, preview=f"unindexed {p}") for p in ("newco", "oldco")]
+    t["orphans"].append(hb.add(provider="newco", write_row=False, cwd="/home/olduser/proj",
+                               preview="unindexed, written in the old folder"))
     hb.t = t
     return hb
 
@@ -67,18 +70,18 @@ def test_dry_run_groups_by_cause_names_each_session_once_and_changes_nothing(tmp
     assert snapshot(hb.root) == before
     new_user = str(tmp_path / "newuser")
     assert r["remap"] == [f"/home/olduser={new_user}"] and r["remap_from"].startswith("the audit")
-    assert r["by_cause"] == {"moved home": 2, "files that moved": 2, "another provider": 2, "unindexed files": 2}
-    assert r["sessions"] == 8
+    assert r["by_cause"] == {"moved home": 2, "files that moved": 2, "another provider": 2, "unindexed files": 3}
+    assert r["sessions"] == 9
     listed = [s["thread_id"] for items in r["causes_sample"].values() for s in items]
-    assert len(listed) == len(set(listed)) == 8  # each session once
+    assert len(listed) == len(set(listed)) == 9  # each session once
     both = {s["thread_id"]: s for s in r["causes_sample"]["moved home"]}[t["moved_home"][1].id]
     assert both["causes"] == ["moved home", "another provider"]
     # the file moved by hand and on oldco is rewritten where it lies (its row points there); the
     # other one is moved back: a file is moved or rewritten in one run, never both
-    assert r["planned_line1_rewrites"] == 5 and r["planned_row_inserts"] == 2 and r["planned_moves"] == 1
+    assert r["planned_line1_rewrites"] == 5 and r["planned_row_inserts"] == 3 and r["planned_moves"] == 1
     assert r["apply_command"].endswith(f"--remap-prefix /home/olduser={new_user} --apply")
     text = recover(hb.root).stdout
-    assert "moved home (2):" in text and "another provider (2):" in text and "unindexed files (2):" in text
+    assert "moved home (2):" in text and "another provider (2):" in text and "unindexed files (3):" in text
     assert "To make them all as one run (one undo), run:" in text
 
 
@@ -90,18 +93,20 @@ def test_apply_makes_every_session_visible_and_one_rollback_restores_exactly(tmp
     before = home_state(hb.root)
     r = json.loads(recover(hb.root, "--apply", "--json", expect=(0,)).stdout)
     res = r["result"]
-    assert res["provider_distribution_after"] == {"newco": 10}
+    assert res["provider_distribution_after"] == {"newco": 11}
     runs = [p for p in (hb.root / ".tmp" / "session-migration").iterdir() if p.is_dir()]
     assert len(runs) == 1 and runs[0].name.startswith("session_recover_")  # one run, one journal
     vis, report = all_visible(hb.root)
-    assert vis["hidden_total"] == 0 and vis["visible"] == 10 and vis["visible_db_only"] == 10, vis
+    assert vis["hidden_total"] == 0 and vis["visible"] == 11 and vis["visible_db_only"] == 11, vis
     assert sum(vis["db_only_hidden"].values()) == 0 and vis["rollout_not_indexed"] == 0, vis
     integ = report["integrity"]
     assert (integ["missing_rollout_path_count"], integ["disk_not_in_db_count"], integ["stale_rows_count"],
             integ["rollout_path_outside_home_count"]) == (0, 0, 0, 0), integ
     assert integ["moved_home"] is None and report["next_steps"] == []
     rows = dict(hb.sql("SELECT id, cwd FROM threads"))
-    assert rows[t["moved_home"][1].id] == str(tmp_path / "newuser" / "proj")
+    new_proj = str(tmp_path / "newuser" / "proj")
+    assert rows[t["moved_home"][1].id] == rows[t["orphans"][2].id] == new_proj  # the indexed file is remapped too
+    assert f'"cwd":"{new_proj}"' in t["orphans"][2].path.read_text(encoding="utf-8").split("\n", 1)[0]
     (edited, lies), (back, _) = t["moved_files"]
     assert back.path.is_file() and lies.is_file() and not edited.path.exists()
     assert rows and dict(hb.sql("SELECT id, rollout_path FROM threads"))[edited.id] == str(lies)

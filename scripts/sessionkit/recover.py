@@ -118,12 +118,52 @@ def plan_recover(inputs: AuditInputs, opts: RecoverOptions, now: Optional[float]
     migration = plan_migration(picture_after_repair(inputs, repair), opts.target, thread_ids=opts.thread_ids,
                                include_archived=opts.include_archived)
     plan = RecoverPlan(inputs, opts, repair, history, migration)
+    _remap_inserts(plan)
     _fold_provider_into_rewrites(plan)
     _one_change_per_file(plan)
     _inserts_take_the_provider(plan)
     _drop_shifts_of_reset_threads(plan)
     _causes(plan)
     return plan
+
+
+def _remap_inserts(plan: RecoverPlan) -> None:
+    """A file the run indexes that was written in the moved folder gets the remap too (its row's
+    cwd, line 1 and the cwd of its later lines), as the rows the repair remaps do: else it would be
+    indexed under a folder that no longer exists and be missing from the project's list."""
+    from .repair import RolloutPlan, _line1_payload, _remap
+    from .rollout_cwd import scan_cwd_lines
+    remaps = plan.repair.remaps
+    if not remaps:
+        return
+    parents = {m.forked_from_id.lower() for rf in plan.inputs.index.files
+               for m in [plan.inputs.meta_for(rf)] if m.forked_from_id}
+    for ins in plan.repair.inserts:
+        tid, path = str(ins["id"]), Path(str(ins["rollout_path"]))
+        if isinstance(ins.get("cwd"), str):
+            ins["cwd"] = _remap(ins["cwd"], remaps)
+        payload = _line1_payload(path)
+        if payload is None:
+            continue
+        new: Dict[str, Any] = {}
+        if isinstance(payload.get("cwd"), str) and _remap(payload["cwd"], remaps) != payload["cwd"]:
+            new["cwd"] = _remap(payload["cwd"], remaps)
+        roots = payload.get("runtime_workspace_roots")
+        if isinstance(roots, list) and all(isinstance(x, str) for x in roots):
+            moved = [_remap(x, remaps) for x in roots]
+            if moved != roots:
+                new["runtime_workspace_roots"] = moved
+        try:
+            lines = [t for t in scan_cwd_lines(path) if any(_remap(c, remaps) != c for c in t.cwds)]
+        except OSError:
+            continue
+        if not new and not lines:
+            continue
+        grows = any(len(_remap(c, remaps).encode()) > len(c.encode()) for t in lines for c in t.cwds) or \
+            any(len(str(v).encode()) > len(str(payload.get(k)).encode()) for k, v in new.items())
+        if grows and tid.lower() in parents:
+            continue  # a fork records byte offsets into it: its row's cwd is still remapped
+        plan.repair.rewrites.append(RolloutPlan(tid, path, new, len(lines), grows))
 
 
 def _fold_provider_into_rewrites(plan: RecoverPlan) -> None:
@@ -222,13 +262,15 @@ def _causes(plan: RecoverPlan) -> None:
     for tid, m in moved.items():
         if m.why == "fix path":
             _add(plan, tid, CAUSE_MOVED_FILES, "file moved back to its recorded place")
+    added = {str(i["id"]).lower() for i in plan.repair.inserts}
     for rp in plan.repair.rewrites:
-        _add(plan, rp.thread_id, CAUSE_MOVED_HOME, "folders in its file remapped")
+        _add(plan, rp.thread_id, CAUSE_UNINDEXED if rp.thread_id.lower() in added else CAUSE_MOVED_HOME,
+             "folders in its file remapped")
     for c in plan.migration.changes:
         old = c.old_provider if c.db_change else "(first line only) " + str(c.old_provider)
         _add(plan, c.thread_id, CAUSE_PROVIDER, f"provider {safe_str(old)} -> {safe_str(plan.migration.target)}")
     for ins in plan.repair.inserts:
-        _add(plan, str(ins["id"]), CAUSE_UNINDEXED, "added to the index")
+        _add(plan, str(ins["id"]), CAUSE_UNINDEXED, "added to the index in " + safe_str(ins.get("cwd") or "(no folder)"))
     for f in plan.history.resets:
         _add(plan, f.thread_id, CAUSE_HISTORY, f"stored history reset ({f.kind})")
     for tid, name in plan.history.names:
