@@ -23,6 +23,7 @@ from sessionkit.home import open_home  # noqa: E402
 from sessionkit.labels import readable_time  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
+from sessionkit.shown import shown  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -142,7 +143,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_json({"codex_dir": str(home.root), "to": str(target) if target else None, **r,
                     "dry_run": result is None, "result": result, "next_command": apply_cmd})
     else:
-        print(render(str(home.root), plan, r, str(target) if target else None, result, apply_cmd, args.sample))
+        text = render(str(home.root), plan, r, str(target) if target else None, result, apply_cmd, args.sample)
+        print("\n".join(shown(line) for line in text.split("\n")))
     return EXIT_FINDINGS if plan.skipped or not plan.picked else EXIT_CLEAN
 
 

@@ -21,6 +21,7 @@ from sessionkit.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.home import CodexHome, open_home  # noqa: E402
 from sessionkit.labels import session_names  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
+from sessionkit.shown import shown  # noqa: E402
 from sessionkit.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
 from sessionkit.repair import parse_remaps  # noqa: E402
 from sessionkit.snapshot import gather  # noqa: E402
@@ -136,7 +137,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     opts = options(args, inputs)
     plan = plan_recover(inputs, opts)
     ids = [t for tids in plan.groups().values() for t in tids[:args.sample]] + [t for t, _ in plan.skipped[:args.sample]]
-    report = plan_report(plan, session_names(inputs, ids), args.sample)
+    names = {t: shown(n) for t, n in session_names(inputs, ids).items()}  # titles and folders escaped
+    report = plan_report(plan, names, args.sample)
     result = None
     codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and plan.history.rebuild else None
     if args.apply and plan.has_work:
@@ -148,7 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply,
                     "apply_command": cmd if plan.has_work and not args.apply else None, "result": result})
     else:
-        print(render(home, plan, report, result, not args.apply, cmd))
+        text = render(home, plan, report, result, not args.apply, cmd)
+        print("\n".join(shown(line) for line in text.split("\n")))
     failed = (report.get("history_rebuild") or {}).get("failed")
     return EXIT_FINDINGS if plan.skipped or (result or {}).get("skipped_at_apply") or failed else EXIT_CLEAN
 

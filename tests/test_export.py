@@ -342,3 +342,13 @@ def test_round_trip_into_another_home(home, tmp_path):
         assert got.stat().st_mtime_ns == th.path.stat().st_mtime_ns
     hist = sqlite3.connect(str(dest.root / "thread_history_1.sqlite"))
     assert sorted(r[0] for r in hist.execute("SELECT thread_id FROM thread_turns")) == sorted(ids(*picked) + [mine.id])
+
+
+def test_hostile_titles_names_and_folders_are_escaped(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex")
+    t = hb.add(cwd="/work/proj/\x1b[2Jx\nrm -rf ~", preview="\x1b[31mred\x07 title")
+    hb.sql("UPDATE threads SET name = ? WHERE id = ?", ("bell\x07\x9bname", t.id))
+    out = export(hb.root, "--all", "--to", str(tmp_path / "h $(x).zip"), "--apply").stdout
+    assert not any(c in out for c in "\x1b\x07\x9b") and "\\x1b[2Jx\\x0arm -rf ~" in out
+    assert "bell\\x07\\x9bname" in out
+    assert [x["name"] for x in verify_archive(tmp_path / "h $(x).zip")["threads"]] == ["bell\x07\x9bname"]

@@ -156,3 +156,11 @@ def test_recover_fault_at_every_point(tmp_path, action, rc):
     hb = tangled_home(tmp_path)
     labels = _walk(tmp_path, hb, "session_recover.py", ["--apply"], action, rc)
     assert labels.count("commit") == 1 and labels.count("file") >= 6
+
+
+def test_hostile_titles_and_folders_are_escaped(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    hb.add(provider="oldco", cwd="/work/\x1b]0;pwned\x07", preview="\x1b[31mred title")
+    out = recover(hb.root, expect=(0,)).stdout
+    assert "another provider (1):" in out and not any(c in out for c in "\x1b\x07")
+    assert "\\x1b[31mred title" in out and "/work/\\x1b]0;pwned\\x07" in out

@@ -476,8 +476,10 @@ def complete_length(path: str) -> Tuple[int, float, bool]:
 
 
 def label(p: Picked) -> str:
+    """`"name or title", date, folder`, with control characters escaped."""
     from .labels import readable_time, short_title
-    return f"{short_title(p.name or p.title)}, {readable_time(p.created_at)}, {safe_str(p.cwd) or '(no folder)'}"
+    from .shown import shown
+    return f"{shown(short_title(p.name or p.title))}, {readable_time(p.created_at)}, {shown(p.cwd) or '(no folder)'}"
 
 
 # ---- DB subsets ------------------------------------------------------------------------------
