@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
 from sessionkit.cli import COMMAND, Parser, absolute_path_arg, add_home_args, path_arg, positive_int, print_json, run  # noqa: E402
-from sessionkit.commands import home_command, quote  # noqa: E402
+from sessionkit.commands import quote  # noqa: E402
 from sessionkit.export import (ARCHIVED_CHOICES, ExportPlan, Selection, check_target, has_filter,  # noqa: E402
                                label, parse_time, plan_export, write_export)
 from sessionkit.home import open_home  # noqa: E402

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, IO, Iterable, List, Optional, Sequence, 
 from . import UserError
 from .archive_src import HISTORY_DB, STATE_DB
 from .home import CodexHome
-from .paths import has_prefix, is_inside, open_regular, safe_str
+from .paths import is_inside, open_regular, safe_str
 from .rollout_index import ROLLOUT_NAME, parse_session_meta
 from .line1 import read_line1
 from .statedb import open_readonly
@@ -180,7 +180,10 @@ class DbReader:
             return open_readonly(db)
         copy = self.copies.get(str(db))
         if copy is None:
-            copy = self._copy(db)
+            try:
+                copy = self._copy(db)
+            except OSError:  # no private temp folder (Codex's read-only sandbox): read as the audit does
+                return open_readonly(db)
             self.copies[str(db)] = copy
         return open_readonly(copy)
 
@@ -826,7 +829,3 @@ def verify_archive(path: Path) -> Dict[str, Any]:
         raise UserError(f"{safe_str(path)}: members differ from the manifest ({', '.join(bad[:5])})")
     return obj
 
-
-def folder_arg_match(cwd: str, folder: str) -> bool:
-    """The thread's cwd at or under the folder (the SQL filter's rule, for tests and callers)."""
-    return has_prefix(cwd, folder)
