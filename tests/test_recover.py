@@ -151,7 +151,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, words):
     assert snapshot(hb.root) == before
 
 
-@pytest.mark.parametrize("action,rc", [("kill", None), ("sigint", 2), ("enospc", 2)])
+@pytest.mark.parametrize("action,rc", [("kill", None), ("sigint", 2), ("eio", 2), ("enospc", 2)])
 def test_recover_fault_at_every_point(tmp_path, action, rc):
     hb = tangled_home(tmp_path)
     labels = _walk(tmp_path, hb, "session_recover.py", ["--apply"], action, rc)
@@ -164,3 +164,54 @@ def test_hostile_titles_and_folders_are_escaped(tmp_path):
     out = recover(hb.root, expect=(0,)).stdout
     assert "another provider (1):" in out and not any(c in out for c in "\x1b\x07")
     assert "\\x1b[31mred title" in out and "/work/\\x1b]0;pwned\\x07" in out
+
+
+def _history_rows(root):
+    import sqlite3
+    conn = sqlite3.connect(str(root / "thread_history_1.sqlite"))
+    try:
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+                for t in ("thread_turns", "thread_items", "thread_history_projection_state")}
+    finally:
+        conn.close()
+
+
+def test_histories_names_and_a_growing_provider_in_one_run(tmp_path):
+    """A thread whose stored history is damaged (reset: its offsets are not shifted), one whose
+    line 1 grows with the longer provider id (its offsets shift), a lost name: one run, one undo."""
+    from test_import import make_history
+    target = "a-much-longer-provider"
+    hb = HomeBuilder(tmp_path / ".codex", provider=target, providers=[target, "oldco"])
+    damaged, whole = hb.add(provider="oldco", preview="damaged"), hb.add(provider="oldco", preview="whole")
+    named = hb.add(provider=target, preview="lost its name")
+    make_history(hb, hb.threads)
+    hist = tmp_path / ".codex" / "thread_history_1.sqlite"
+    import sqlite3
+    conn = sqlite3.connect(str(hist))
+    conn.execute("UPDATE thread_history_projection_state SET next_rollout_byte_offset = ? WHERE thread_id = ?",
+                 (damaged.path.stat().st_size + 100, damaged.id))  # cursor past the end: reset
+    conn.commit()
+    conn.close()
+    (hb.root / "session_index.jsonl").write_text(
+        json.dumps({"id": named.id, "thread_name": "Parser rewrite", "updated_at": "2025-03-01T10:00:00Z"}) + "\n")
+    def state():  # the history DB by its rows (a rollback puts rows back, not the file's pages)
+        out = home_state(hb.root)
+        out["files"] = {k: v for k, v in out["files"].items() if not k.startswith("thread_history_1.sqlite")}
+        return out
+    before, hist_before = state(), _history_rows(hb.root)
+    r = json.loads(recover(hb.root, "--json").stdout)
+    assert r["by_cause"] == {"another provider": 2, "lost names": 1}
+    assert {s["thread_id"]: s["causes"] for s in r["causes_sample"]["another provider"]}[damaged.id] == \
+        ["another provider", "incomplete histories"]
+    r = json.loads(recover(hb.root, "--apply", "--json", expect=(0,)).stdout)
+    growth = len(target) - len("oldco")
+    after = _history_rows(hb.root)
+    assert [row for row in after["thread_turns"] if row[0] == damaged.id] == []
+    assert [row for row in after["thread_history_projection_state"] if row[0] == damaged.id] == []
+    old_end = {row[0]: row[1] for row in hist_before["thread_history_projection_state"]}
+    new_end = {row[0]: row[1] for row in after["thread_history_projection_state"]}
+    assert new_end[whole.id] == old_end[whole.id] + growth == whole.path.stat().st_size
+    assert hb.sql("SELECT name FROM threads WHERE id = ?", (named.id,)) == [("Parser rewrite",)]
+    rb = run_script("rollback.py", "--codex-dir", str(hb.root), "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert state() == before and _history_rows(hb.root) == hist_before
