@@ -13,7 +13,7 @@ from homebuilder import HomeBuilder
 from test_faults import _walk
 from test_migrate_rollback import home_state
 
-from sessionkit.recover import SKIP_MOVED_AND_EDITED
+from sessionkit.recover import SKIP_MOVED_AND_EDITED, SKIP_UNARCHIVE_LATER
 
 
 def recover(home, *args, expect=(0, 1)):
@@ -215,3 +215,25 @@ def test_histories_names_and_a_growing_provider_in_one_run(tmp_path):
     rb = run_script("rollback.py", "--codex-dir", str(hb.root), "--latest", "--apply")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert state() == before and _history_rows(hb.root) == hist_before
+
+
+def test_a_remapped_file_to_unarchive_stays_archived_this_run_and_rolls_back(tmp_path):
+    """Remapping a file's folders and moving it out of the archive in one run could not be undone
+    as one (the rollback judges the rewrite where the file no longer is): it stays archived, with
+    its reason, and comes back on the next run."""
+    hb = HomeBuilder(tmp_path / "newuser" / ".codex")
+    (tmp_path / "newuser" / "proj").mkdir()
+    t = hb.add(cwd="/home/olduser/proj", archived=True, preview="old archived")
+    hb.sql("UPDATE threads SET rollout_path=? WHERE id=?",
+           ("/home/olduser/.codex/" + str(t.path.relative_to(hb.root)), t.id))
+    before = home_state(hb.root)
+    r = json.loads(recover(hb.root, "--unarchive", "--apply", "--json", expect=(1,)).stdout)
+    assert [s["reason"] for s in r["skipped_sample"]] == [SKIP_UNARCHIVE_LATER]
+    assert hb.sql("SELECT archived, rollout_path, cwd FROM threads") == \
+        [(1, str(t.path), str(tmp_path / "newuser" / "proj"))]
+    rb = run_script("rollback.py", "--codex-dir", str(hb.root), "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert home_state(hb.root) == before
+    recover(hb.root, "--apply", expect=(0,))
+    r = json.loads(recover(hb.root, "--unarchive", "--apply", "--json", expect=(0,)).stdout)
+    assert hb.sql("SELECT archived FROM threads") == [(0,)]

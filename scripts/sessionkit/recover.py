@@ -183,41 +183,55 @@ def _fold_provider_into_rewrites(plan: RecoverPlan) -> None:
 
 SKIP_MOVED_AND_EDITED = ("its file is unarchived (moved) in this run, and a file both moved and rewritten in one "
                          "run cannot be undone as one: its provider is moved by the next session_recover.py run")
+SKIP_UNARCHIVE_LATER = ("its file's folders are remapped in this run, and a file both moved and rewritten in one "
+                        "run cannot be undone as one: it stays archived; the next session_recover.py --unarchive "
+                        "brings it back")
+UNARCHIVE_KEYS = ("archived", "archived_at", "updated_at", "updated_at_ms")
 
 
 def _one_change_per_file(plan: RecoverPlan) -> None:
     """A rollback judges every change of a run on the home as it finds it, so a file is either
-    moved or rewritten in one run, never both. A file moved back to its recorded place that also
-    gets its provider is left where it lies and its row points at it instead (Codex reads the row's
-    path); one to unarchive keeps its provider until the next run, which says so."""
-    edited = {c.thread_id.lower() for c in plan.migration.changes if c.edit is not None} | \
-        {t.lower() for t in plan.folded}
+    moved or rewritten in one run, never both. A file moved back to its recorded place that is also
+    rewritten stays where it lies and its row points at it instead (Codex reads the row's path). A
+    file to unarchive whose folders are remapped stays archived until the next run; one that only
+    gets a provider is unarchived and keeps its provider until the next run. Each says so."""
+    remapped = {rp.thread_id.lower() for rp in plan.repair.rewrites}
+    edited = {c.thread_id.lower() for c in plan.migration.changes if c.edit is not None} | remapped
     if not edited:
         return
     rows = {r.thread_id.lower(): r for r in plan.repair.rows}
     by_id = plan.inputs.rows_by_id
     keep = []
-    unarchived: List[str] = []
+    later: List[Tuple[str, str]] = []
     for m in plan.repair.moves:
         tid = m.thread_id.lower()
         if tid not in edited:
             keep.append(m)
-        elif m.why == "fix path":
-            r = rows.get(tid)
+            continue
+        r = rows.get(tid)
+        if m.why == "fix path" or tid in remapped:
             if r is None:
-                old = by_id[tid].rollout_path
-                r = RowChange(m.thread_id, {"rollout_path": old}, {}, [])
+                r = RowChange(m.thread_id, {"rollout_path": by_id[tid].rollout_path}, {}, [])
                 plan.repair.rows.append(r)
             r.new["rollout_path"] = str(m.src)
-            r.why.append("point rollout_path at the real file")
+            r.old.setdefault("rollout_path", by_id[tid].rollout_path)
+            if m.why == "fix path":
+                r.why.append("point rollout_path at the real file")
+                continue
+            for key in UNARCHIVE_KEYS:  # stays archived: the row keeps those values
+                r.new.pop(key, None)
+                r.old.pop(key, None)
+            r.why = [w for w in r.why if w != "unarchive"]
+            later.append((tid, SKIP_UNARCHIVE_LATER))
         else:
             keep.append(m)
-            unarchived.append(tid)
+            later.append((tid, SKIP_MOVED_AND_EDITED))
     plan.repair.moves = keep
-    if unarchived:
-        gone = set(unarchived)
-        plan.migration.changes = [c for c in plan.migration.changes if c.thread_id.lower() not in gone]
-        plan.migration.skipped += [(plan.inputs.rows_by_id[t].id, SKIP_MOVED_AND_EDITED) for t in unarchived]
+    plan.repair.rows = [r for r in plan.repair.rows if r.new]
+    gone = {t for t, why in later if why == SKIP_MOVED_AND_EDITED}
+    plan.migration.changes = [c for c in plan.migration.changes if c.thread_id.lower() not in gone]
+    for tid, why in later:
+        (plan.migration.skipped if why == SKIP_MOVED_AND_EDITED else plan.repair.skipped).append((by_id[tid].id, why))
 
 
 def _inserts_take_the_provider(plan: RecoverPlan) -> None:
