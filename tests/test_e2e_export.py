@@ -133,3 +133,26 @@ def test_export_brings_goals_sub_agent_edges_and_projects(world):
         project = app.request("project/read", {"projectId": projects[0]["id"]})["project"]
         assert [r["path"] for r in project["roots"]] == [str(t["proj"])]
         assert [x["id"] for x in app.list_threads(projectId=projects[0]["id"])] == [t["named"]]
+
+
+def test_export_while_codex_has_the_home_open(world):
+    """An editor's app-server holds the DBs open (WAL and -shm): the export changes not a byte or
+    mtime of the DBs, their -wal/-shm or the rollouts, and the archive holds what Codex committed
+    (the -shm case that does change under an in-place reader: test_export.py's live-WAL test)."""
+    proj = world.project("proj")
+    with world.app(proj) as app:
+        ids = [app.start_thread(proj, f"live {i}") for i in range(2)]
+        assert (world.home / "state_5.sqlite-shm").exists()
+        watched = lambda: {k: v for k, v in snapshot(world.home).items()  # noqa: E731
+                           if k.startswith(("state_5.sqlite", "thread_history_1.sqlite", "goals_1.sqlite",
+                                            "queue_1.sqlite", "sessions/", "session_index"))}
+        before = watched()
+        archive = world.base / "live.zip"
+        proc = world.script("session_export.py", "--folder", str(proj), "--to", str(archive), "--apply", "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert watched() == before
+        assert sorted(json.loads(proc.stdout)["thread_ids"]) == sorted(ids)
+        read = app.read_thread(ids[0])
+    from sessionkit.export import verify_archive
+    manifest = verify_archive(archive)
+    assert sorted(t["id"] for t in manifest["threads"]) == sorted(ids) and len(read["turns"]) == 1
