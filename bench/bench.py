@@ -192,6 +192,33 @@ def bench_home(root: Path, n: int) -> Dict[str, Tuple[float, float]]:
         pairs["rollback"].append(timed([s("rollback.py"), *home, "--latest", "--apply", "--json"]))
     for k, v in pairs.items():
         out[k] = (statistics.median(x[0] for x in v), max(x[1] for x in v))
+    out.update(bench_export_and_recover(root, n))
+    return out
+
+
+def bench_export_and_recover(root: Path, n: int) -> Dict[str, Tuple[float, float]]:
+    """session_export.py of 1%, 10% and 100% of the threads (by start time, archived included) to
+    an archive beside the home; session_recover.py's dry-run, and its apply (each undone)."""
+    home = ["--codex-dir", str(root)]
+    s = lambda name: str(SCRIPTS / name)  # noqa: E731
+    out: Dict[str, Tuple[float, float]] = {}
+    start = datetime(2024, 1, 1, 8, 0, 0)  # generate()'s first thread; one every 13 minutes
+    for pct in (1, 10, 100):
+        until = (start + timedelta(minutes=13 * n * pct // 100)).strftime("%Y-%m-%dT%H:%M")
+        pick = ["--all"] if pct == 100 else ["--all", "--until", until]
+        runs = []
+        for k in range(RUNS):
+            target = root.parent / f"export-{pct}-{k}.tar.gz"
+            runs.append(timed([s("session_export.py"), *home, *pick, "--archived", "include", "--to", str(target),
+                               "--apply", "--json"]))
+            target.unlink()
+        out[f"export {pct}%"] = (statistics.median(x[0] for x in runs), max(x[1] for x in runs))
+    out["recovery dry-run"] = median_run([s("session_recover.py"), *home, "--json"])
+    applied: List[Tuple[float, float]] = []
+    for _ in range(RUNS):
+        applied.append(timed([s("session_recover.py"), *home, "--apply", "--json"]))
+        timed([s("rollback.py"), *home, "--latest", "--apply", "--json"])
+    out["recovery apply"] = (statistics.median(x[0] for x in applied), max(x[1] for x in applied))
     return out
 
 

@@ -50,11 +50,8 @@ def test_first_screen_of_a_messy_home(broken):
         "  1 index entry points into an old home (/home/olduser/.codex)",
         "  resuming fails for provider(s) config.toml does not define: oldprov",
         "Run next, in order (each shows its plan; add --apply to write, then audit again):",
-        f"  {PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap}"
-        "  # point the index at the real files, remap the old home, bring back archived sessions",
-        f"  {PY} {SCRIPTS}/provider_migrate.py --codex-dir {q}  # move sessions of other providers to openai",
-        f"  {PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap} --import-orphans"
-        "  # add index entries for session files that have none",
+        f"  {PY} {SCRIPTS}/session_recover.py --codex-dir {q} --remap-prefix {remap} --unarchive"
+        "  # every fix in one run, one undo (repair, migrate, import)",
     ]
     # the numbers on the first screen are the report's own
     r = json.loads(audit(root, "--json").stdout)
@@ -109,7 +106,7 @@ def test_verbose_prints_every_counter_and_json_keeps_every_key(broken):
     assert sample["integrity"]["disk_not_in_db_sample"] == ["01950000-0000-7000-8000-00000000000c"]
     for key in ("disk_not_in_db", "missing_active_rows", "stale_rows", "duplicate_rollout_id", "unreadable_paths"):
         assert f"{key}_count" in sample["integrity"] and f"{key}_sample" in sample["integrity"]
-    assert [s["step"] for s in sample["next_steps"]] == ["repair", "migrate", "import"]
+    assert [s["step"] for s in sample["next_steps"]] == ["recover"]
 
 
 def test_first_screen_of_a_healthy_home(tmp_path):
@@ -144,7 +141,7 @@ def test_only_a_provider_switch_asks_for_the_migration_only(tmp_path):
         "Hidden or at risk:",
         "  3 were made under another provider (oldco); the editors list only newco's",
         "Run next, in order (each shows its plan; add --apply to write, then audit again):",
-        f"  {PY} {SCRIPTS}/provider_migrate.py --codex-dir {q}  # move sessions of other providers to newco",
+        f"  {PY} {SCRIPTS}/session_recover.py --codex-dir {q}  # move sessions of other providers to newco",
     ]
 
 

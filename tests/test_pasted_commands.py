@@ -81,18 +81,30 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
     assert audit.returncode == 1, audit.stderr
     lines = audit.stdout.splitlines()
     start = lines.index("Run next, in order (each shows its plan; add --apply to write, then audit again):")
-    steps = [line.strip() for line in lines[start + 1:start + 4]]
     remap = shlex.quote(f"/home/olduser/.codex={root}")
-    assert steps == [
+    one = f"{PY} {SCRIPTS}/session_recover.py --codex-dir {q} --remap-prefix {remap} --unarchive"
+    assert lines[start + 1:start + 3] == [f"  {one}  # every fix in one run, one undo (repair, migrate, import)", ""]
+    report = json.loads(ours("session_audit.py", "--json", cwd=base, env=env).stdout)
+    assert [s["command"] for s in report["next_steps"]] == [one]
+    # the recovery, pasted: its plan changes nothing; its --apply and its one undo
+    before = home_state(root)
+    dry = paste(one, elsewhere, env)
+    assert dry.returncode == 1 and dry.stdout.startswith(f"=== Session Recovery Plan ===\ncodex_dir: {root}\n")
+    assert home_state(root) == before
+    applied = paste(line_after(dry.stdout, "No changes applied (dry-run). To make them all"), elsewhere, env)
+    assert applied.returncode == 1, applied.stderr
+    assert rows(root, "SELECT count(*) FROM threads WHERE model_provider='oldprov' OR archived=1") == [(0,)]
+    rolled = paste(line_after(applied.stdout, "undo all of it with:"), elsewhere, env)
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    assert home_state(root) == before
+    # the scripts it combines stay, one step at a time
+    steps = [
         f"{PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap}"
         "  # point the index at the real files, remap the old home, bring back archived sessions",
         f"{PY} {SCRIPTS}/provider_migrate.py --codex-dir {q}  # move sessions of other providers to openai",
         f"{PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap} --import-orphans"
         "  # add index entries for session files that have none",
     ]
-    assert lines[start + 4] == ""
-    report = json.loads(ours("session_audit.py", "--json", cwd=base, env=env).stdout)
-    assert [s["command"] + f"  # {s['why']}" for s in report["next_steps"]] == steps
     fix = steps[0].split("  #")[0]
     assert [f for f in report["findings"] if "preview the fix: " in f] == \
         [f"home moved: 1 row(s) under /home/olduser/.codex; preview the fix: {fix}"]
@@ -146,7 +158,7 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
     prune = line_after(listing, "preview removing the artifacts of runs no longer needed:")
     assert prune == f"{PY} {SCRIPTS}/rollback.py --codex-dir {q} --prune"
     pruned = paste(prune, elsewhere, env)
-    assert pruned.returncode == 0 and pruned.stdout.startswith("would remove 2 run folder(s), ")
+    assert pruned.returncode == 0 and pruned.stdout.startswith("would remove 3 run folder(s), ")  # recover, repair, migrate
     assert line_after(pruned.stdout, "remove them with:") == f"{prune} --apply"
     assert paste(preview, elsewhere, env).stdout.startswith("=== Rollback ===\n")
     rolled = paste(line_after(applied.stdout, "undo with:"), elsewhere, env)
@@ -183,9 +195,9 @@ def test_commands_name_the_sqlite_home_the_user_gave(place):
     proc = ours("session_audit.py", "--sqlite-home", str(db_dir), "--json", cwd=base, env=env)
     steps = json.loads(proc.stdout)["next_steps"]
     q, d = shlex.quote(str(hb.root)), shlex.quote(str(db_dir))
-    assert steps[1]["command"] == f"{PY} {SCRIPTS}/provider_migrate.py --codex-dir {q} --sqlite-home {d}"
-    pasted = paste(steps[1]["command"] + " --json", elsewhere, env)
-    assert pasted.returncode == 0 and json.loads(pasted.stdout)["candidates"] == 4
+    assert steps[0]["command"].startswith(f"{PY} {SCRIPTS}/session_recover.py --codex-dir {q} --sqlite-home {d} ")
+    pasted = paste(steps[0]["command"] + " --json", elsewhere, env)
+    assert pasted.returncode == 1 and json.loads(pasted.stdout)["by_cause"]["another provider"] == 4
 
 
 def test_rerun_command_keeps_every_argument_and_makes_paths_absolute(tmp_path, monkeypatch):

@@ -148,4 +148,10 @@ def next_steps(report: Dict[str, Any], home: "CodexHome") -> List[Dict[str, str]
     if orph.get("importable", 0):
         steps.append({"step": "import", "why": "add index entries for session files that have none",
                       "command": home_command(home, "session_repair.py", *remap, "--import-orphans")})
+    if steps:  # all of it as one run with one undo; the scripts above stay for one step at a time
+        why = steps[0]["why"] if len(steps) == 1 else \
+            "every fix in one run, one undo (" + ", ".join(s["step"] for s in steps) + ")"
+        return [{"step": "recover", "why": why,
+                 "command": home_command(home, "session_recover.py", *remap, *rebuild,
+                                         *(["--unarchive"] if hidden.get("archived") else []))}]
     return steps

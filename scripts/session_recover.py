@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Fix everything the audit found in one run: files that moved, a moved home, sessions of another
+provider, unindexed files, incomplete histories, lost names.
+
+Dry-run by default: every change grouped by cause, each session named once. `--apply` makes them
+all as ONE run (one journal, one set of backups): one `rollback.py --latest --apply` undoes it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
+from sessionkit.cli import (COMMAND, Parser, add_home_args, positive_int, print_json, provider_arg,  # noqa: E402
+                            require_known_threads, run, thread_id_arg)
+from sessionkit.commands import home_command, rerun_command  # noqa: E402
+from sessionkit.home import CodexHome, open_home  # noqa: E402
+from sessionkit.labels import session_names  # noqa: E402
+from sessionkit.progress import Progress  # noqa: E402
+from sessionkit.shown import shown  # noqa: E402
+from sessionkit.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
+from sessionkit.repair import parse_remaps  # noqa: E402
+from sessionkit.snapshot import gather  # noqa: E402
+from sessionkit.codex_rebuild import find_codex  # noqa: E402
+from sessionkit.history_reset import rebuild_after  # noqa: E402
+
+
+def parse_args(argv: Optional[List[str]]) -> Any:
+    p = Parser(prog="session_recover.py", description=(
+        "Every fix the audit recommends (moved files, a moved home, another provider, unindexed files, "
+        "incomplete histories, lost names) as one plan and, with --apply, one run with one undo."))
+    add_home_args(p)
+    p.add_argument("--remap-prefix", metavar="OLD=NEW", action="append", default=[],
+                   help="rewrite paths and folders starting with OLD to start with NEW (repeatable); "
+                        "default: the one the audit found for a moved home.")
+    p.add_argument("--no-remap", action="store_true", help="do not use the audit's moved-home remap.")
+    p.add_argument("--target-provider", metavar="ID", type=provider_arg,
+                   help="provider to move sessions to (default: the current one in config.toml).")
+    p.add_argument("--include-archived", action="store_true",
+                   help="also move archived sessions to the target provider.")
+    p.add_argument("--unarchive", action="store_true", help="also bring archived sessions back (default: they stay archived).")
+    p.add_argument("--no-fix-paths", action="store_true", help="leave rows whose file is elsewhere as they are.")
+    p.add_argument("--no-import-orphans", action="store_true", help="leave rollout files with no index entry alone.")
+    p.add_argument("--no-fix-history", action="store_true", help="leave incomplete stored histories as they are.")
+    p.add_argument("--rebuild-history", action="store_true",
+                   help="after --apply, have your Codex rebuild each reset history now (thread/resume).")
+    p.add_argument("--codex-bin", metavar="PATH", help="the Codex CLI for --rebuild-history (default: codex on PATH).")
+    p.add_argument("--thread-id", metavar="ID", action="append", default=[], type=thread_id_arg,
+                   help="only this thread (repeatable).")
+    p.add_argument("--apply", action="store_true", help="make every change, as one run (default: show the plan).")
+    p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
+    p.add_argument("--sample", type=positive_int, default=10, metavar="N", help="sessions shown per cause (default: 10).")
+    return p.parse_args(argv)
+
+
+def audit_remap(inputs: Any) -> List[str]:
+    """The audit's `--remap-prefix OLD=NEW` for a moved home (or user folder), if it found one."""
+    from sessionkit.surfaces import judge_all, moved_home
+    moved = moved_home(inputs, judge_all(inputs), 1)
+    arg = str((moved or {}).get("remap_arg") or "")
+    return [arg.split(" ", 1)[1]] if arg.startswith("--remap-prefix ") else []
+
+
+def options(args: Any, inputs: Any) -> RecoverOptions:
+    raw = list(args.remap_prefix)
+    remap_from = "--remap-prefix" if raw else None
+    if not raw and not args.no_remap:
+        raw = audit_remap(inputs)
+        remap_from = "the audit (a moved home)" if raw else None
+    return RecoverOptions(remaps=parse_remaps(raw), remap_from=remap_from, target=args.target_provider,
+                          unarchive=args.unarchive, fix_paths=not args.no_fix_paths,
+                          fix_history=not args.no_fix_history, import_orphans=not args.no_import_orphans,
+                          include_archived=args.include_archived, thread_ids=args.thread_id)
+
+
+def apply_command(home: CodexHome, opts: RecoverOptions) -> str:
+    """The command the user runs to apply: this one, with the audit's remap written out."""
+    words = [w for w in COMMAND[2:] if w != "--apply"]
+    if opts.remap_from and opts.remap_from.startswith("the audit"):
+        words += [w for a, b in opts.remaps for w in ("--remap-prefix", f"{a}={b}")]
+    return rerun_command(home, words + ["--apply"], "session_recover.py")
+
+
+def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Optional[Dict[str, Any]],
+           dry_run: bool, cmd: str) -> str:
+    out = ["=== Session Recovery Plan ===", f"codex_dir: {home.root}", f"dry_run: {dry_run}"]
+    if r["remap"]:
+        out.append(f"moved home: --remap-prefix {' '.join(r['remap'])} (from {r['remap_from']})")
+    elif r["suggested_remap"]:
+        out.append(f"rows point into another home: add {r['suggested_remap']}")
+    out.append(f"sessions to recover: {r['sessions']}"
+               + (" (" + ", ".join(f"{c}: {n}" for c, n in r["by_cause"].items()) + ")" if r["by_cause"] else "")
+               + f"; target provider: {r['target_provider']}"
+               + ("" if r["unarchive_enabled"] else "; archived sessions stay archived (--unarchive brings them back)"))
+    for cause, items in r["causes_sample"].items():
+        out.append(f"{cause} ({r['by_cause'][cause]}):")
+        for s in items:
+            out.append(f"  {s['session']}")
+            out.append(f"      {'; '.join(s['changes'])}")
+        if r["by_cause"][cause] > len(items):
+            out.append(f"  ... and {r['by_cause'][cause] - len(items)} more (--sample N shows more, --json lists them)")
+    out += [f"warning: {w}" for w in r["warnings"]]
+    if r["planned_history_resets"]:
+        out.append("history comes back: " + ("rebuilt now by your Codex (--rebuild-history)" if "--rebuild-history"
+                                             in cmd else "the first time each session is opened in Codex "
+                                             "(--rebuild-history rebuilds them all at once)"))
+    for s in r["skipped_sample"]:
+        out += [f"  skipped {s['session']}", f"      {s['reason']}"]
+    if result is None:
+        if not plan.has_work:
+            out.append("Nothing to change.")
+        elif dry_run:
+            out += ["No changes applied (dry-run). To make them all as one run (one undo), run:", "  " + cmd]
+        return "\n".join(out)
+    out += ["", "=== Session Recovery Result ===", f"journal: {result['journal']}",
+            "backups: " + ", ".join(result["backups"].values()),
+            "changes: " + ", ".join(f"{k} {v}" for k, v in result["applied"].items()),
+            f"providers now: {result['provider_distribution_after']}; archived: {result['archived_after']}",
+            *([f"history rebuilt: {r['history_rebuild']['rebuilt']}"] if r.get("history_rebuild") else []),
+            "undo all of it with:", f"  {result['rollback']}",
+            "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
+    return "\n".join(out)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.remap_prefix and args.no_remap:
+        raise UserError("--remap-prefix and --no-remap contradict each other")
+    home = open_home(args.codex_dir, args.sqlite_home)
+    progress = Progress.for_terminal()
+    inputs = gather(home, progress)
+    require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
+    opts = options(args, inputs)
+    plan = plan_recover(inputs, opts)
+    ids = [t for tids in plan.groups().values() for t in tids[:args.sample]] + [t for t, _ in plan.skipped[:args.sample]]
+    names = {t: shown(n) for t, n in session_names(inputs, ids).items()}  # titles and folders escaped
+    report = plan_report(plan, names, args.sample)
+    result = None
+    codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and plan.history.rebuild else None
+    if args.apply and plan.has_work:
+        result = apply_recover(plan, args.force, progress=progress)
+    if codex is not None and result is not None:
+        report["history_rebuild"] = rebuild_after(home, plan.history, result, codex)
+    cmd = apply_command(home, opts)
+    if args.json:
+        print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply,
+                    "apply_command": cmd if plan.has_work and not args.apply else None, "result": result})
+    else:
+        text = render(home, plan, report, result, not args.apply, cmd)
+        print("\n".join(shown(line) for line in text.split("\n")))
+    failed = (report.get("history_rebuild") or {}).get("failed")
+    return EXIT_FINDINGS if plan.skipped or (result or {}).get("skipped_at_apply") or failed else EXIT_CLEAN
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
