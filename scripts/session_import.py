@@ -90,12 +90,12 @@ def next_commands(home: Any, args: Any, plan: Any) -> List[str]:
     remaps = [w for r in args.remap_prefix for w in ("--remap-prefix", r)]
     picked = [w for t in args.thread_id for w in ("--thread-id", t)]
     out = []
-    if plan.suggested_remap:
-        out.append(home_command(home, "session_import.py", "--from", src, *plan.suggested_remap.split(" ", 1), *picked))
+    if plan.suggested_remap_args:
+        out.append(home_command(home, "session_import.py", "--from", src, *plan.suggested_remap_args, *picked))
     elif plan.imports and not args.apply:
         out.append(home_command(home, "session_import.py", "--from", src, *remaps, *picked, "--apply"))
-    if plan.provider_command:
-        out.append(home_command(home, *plan.provider_command.split()))
+    if plan.provider_args:
+        out.append(home_command(home, "provider_migrate.py", *plan.provider_args))
     return out
 
 

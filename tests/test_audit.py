@@ -36,7 +36,7 @@ def test_clean_home_exit_0(tmp_path):
         hb.add()
     proc = audit(hb.root)
     assert proc.returncode == 0, proc.stdout
-    assert "findings: none" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "Nothing is hidden and the index matches the files: nothing to run."
     r = audit_json(hb.root)
     assert r["counts"] == {"sessions_rollouts": 3, "archived_rollouts": 0, "rollouts_total": 3,
                            "threads_total": 3, "threads_active": 3, "threads_archived": 0}
