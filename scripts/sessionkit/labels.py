@@ -96,3 +96,34 @@ def relative(path: object, root: object) -> str:
     """A path inside the home without the home's prefix; any other path whole (escaped)."""
     text, base = safe_str(path), safe_str(root).rstrip(os.sep) + os.sep
     return shown(text[len(base):] if text.startswith(base) else text)
+
+
+def names_from_db(db: object, ids: Iterable[str]) -> Dict[str, str]:
+    """The same labels read straight from a state DB (for a run that did not read the whole home,
+    such as a rollback): name else title, date, folder; ids the DB does not know are left out."""
+    import sqlite3
+    from .statedb import open_readonly
+    wanted = sorted({t.lower() for t in ids})
+    out: Dict[str, str] = {}
+    if not wanted:
+        return out
+    try:
+        conn = open_readonly(db)
+    except (sqlite3.Error, OSError):
+        return out
+    try:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(threads)")}
+        title = next((c for c in ("title", "preview", "first_user_message") if c in cols), None)
+        pick = ", ".join(["id", "name" if "name" in cols else "NULL", title or "NULL",
+                          "created_at" if "created_at" in cols else "NULL", "cwd" if "cwd" in cols else "NULL"])
+        for n in range(0, len(wanted), 500):
+            chunk = wanted[n:n + 500]
+            for tid, name, ttl, created, cwd in conn.execute(
+                    f"SELECT {pick} FROM threads WHERE lower(id) IN ({','.join('?' * len(chunk))})", chunk):
+                out[str(tid).lower()] = (f"{label(name if isinstance(name, str) else None, ttl if isinstance(ttl, str) else None)}"
+                                         f", {readable_time(created)}, {shown(cwd) or '(no folder)'}")
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.close()
+    return out
