@@ -19,6 +19,7 @@ from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
 from sessionkit.archive_src import open_source  # noqa: E402
 from sessionkit.cli import Parser, emit, positive_int, print_json, run  # noqa: E402
 from sessionkit.labels import label, short_title, shown  # noqa: E402
+from sessionkit.progress import Progress  # noqa: E402
 from sessionkit.results import Outcome, nothing_to_do, older_runs  # noqa: E402
 from sessionkit.results import render as render_outcome  # noqa: E402
 from sessionkit.commands import home_command  # noqa: E402
@@ -141,19 +142,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     remaps = parse_remaps(args.remap_prefix)
     home = open_home(args.codex_dir, args.sqlite_home)
-    with open_source(args.src, scratch_parent(home) if args.apply else None) as source:
+    progress = Progress.for_terminal()
+    with progress.working(f"reading {shown(os.path.basename(os.path.abspath(args.src)))}"):
+        source = open_source(args.src, scratch_parent(home) if args.apply else None)
+    with source:
         if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):
             raise UserError("--from names this same home; nothing to import")
-        src = read_source(source)
-        dest = read_dest(home)
-        plan = plan_import(src, dest, remaps, args.thread_id)
+        with progress.working("reading the source's sessions"):
+            src = read_source(source)
+        with progress.working("reading this home's sessions"):
+            dest = read_dest(home)
+        with progress.working("planning the import"):
+            plan = plan_import(src, dest, remaps, args.thread_id)
         report = plan_report(plan, args.sample)
         report["next_commands"] = next_commands(home, args, plan)
         result = None
         if args.apply and plan.imports:
             from sessionkit.import_apply import apply_import
-            from sessionkit.progress import Progress
-            result = apply_import(plan, args.force, Progress.for_terminal())
+            result = apply_import(plan, args.force, progress)
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
     elif not plan.imports and not plan.conflicts and not any(
