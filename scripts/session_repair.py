@@ -110,8 +110,8 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
                 f"      in {relative(os.path.dirname(ins['rollout_path']), root)}/, provider {ins.get('model_provider')}"]
     for tid, reason in plan.skipped[:sample]:
         out += [f"  skipped {names.get(tid, tid)}", f"      {reason}"]
-    shown = max(len(plan.moves), len(plan.rows), len(plan.inserts), len(plan.skipped))
-    if shown > sample:
+    most = max(len(plan.moves), len(plan.rows), len(plan.inserts), len(plan.skipped))
+    if most > sample:
         out.append(f"  (first {sample} of each shown; --sample N shows more, --json lists the ids)")
     if result is None:
         out.append("No changes applied (dry-run). To write them, run the same command with --apply:"
