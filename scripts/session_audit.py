@@ -161,6 +161,9 @@ SURFACE_LABELS = {
 }
 
 
+STOP_WORDS = "; stop it with: "  # how locks.py's describe() ends a holder that has a stop command
+
+
 def running_lines(r: Dict[str, Any]) -> List[str]:
     """What runs on this home, said in full once (locks.py words each holder), and the sessions
     the history check could not read because Codex holds them open."""
@@ -168,12 +171,16 @@ def running_lines(r: Dict[str, Any]) -> List[str]:
     out: List[str] = []
     if running.get("running"):
         out.append("Codex is running on this home; close it before any --apply:")
-        holders = [str(h) for h in running.get("holders") or []]
-        for h in holders:
-            out += _wrap("  " + h, "      ")
-        stop = running.get("daemon_stop")
-        if stop and not any(stop in h for h in holders):
-            out += _wrap(f"  stop the daemon with: {stop}", "      ")
+        stops: List[str] = []
+        for h in [str(h) for h in running.get("holders") or []]:
+            words, sep, stop = h.partition(STOP_WORDS)  # the command on a line of its own, once
+            out += _wrap("  " + words.rstrip(";, "), "      ")
+            if sep and stop.strip() and stop.strip() not in stops:
+                stops.append(stop.strip())
+        if running.get("daemon_stop") and running["daemon_stop"] not in stops:
+            stops.append(running["daemon_stop"])
+        for stop in stops:
+            out += ["  stop it with:", f"    {stop}"]
     skipped = (r.get("integrity") or {}).get("history_skipped_live", 0)
     if skipped:
         out.append(f"{_n(skipped, 'session open in Codex was', 'sessions open in Codex were')} not checked "

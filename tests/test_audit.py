@@ -132,7 +132,7 @@ def test_text_report_and_exit_1(broken):
     proc = audit(broken.root)
     assert proc.returncode == 1
     assert proc.stdout.startswith(f"=== Codex Session Audit: {broken.root} ===\n")
-    assert "other_provider: 4" in proc.stdout
+    assert "  4 were made under another provider (oldprov); the editors list only openai's" in proc.stdout
     assert "--remap-prefix /home/olduser/.codex=" in proc.stdout
     assert proc.stderr == ""
 

@@ -228,7 +228,9 @@ def test_surfaces_from_the_report_slot_in_and_running_codex_comes_first():
         "12 sessions; current provider: openai.",
         "Codex is running on this home; close it before any --apply:",
         "  codex process (codex app-server --managed-daemon: the daemon the TUI leaves running) (pid 42):",
-        "      holds the writer lock of 2 sessions; stop it with: codex app-server daemon stop",
+        "      holds the writer lock of 2 sessions",
+        "  stop it with:",
+        "    codex app-server daemon stop",
         "2 sessions open in Codex were not checked (audit again once Codex is closed).",
         "The editors' list (VS Code, desktop app) shows 9.",
         "The TUI picker (`codex resume`) in /work/proj shows 2.",
@@ -236,7 +238,7 @@ def test_surfaces_from_the_report_slot_in_and_running_codex_comes_first():
         "  3 were made under another provider (old); the editors list only openai's",
         "  The TUI picker (`codex resume`) in /work/proj misses 10 in other folders",
     ]
-    assert " ".join(x.strip() for x in lines[3:5]) == holder  # whole, in words, never cut
+    assert " ".join(x.strip() for x in lines[3:7]) == holder.replace("; stop it with:", " stop it with:")
     assert sum("daemon stop" in x for x in lines) == 1  # the stop command once
 
 

@@ -287,7 +287,7 @@ def test_make_demo_prints_commands_that_run_on_its_sample_home(place):
     assert [r.returncode for r in results] == [1, 1, 0, 0, 0], [r.stderr for r in results]
     assert "=== Session Repair Result ===" in results[0].stdout
     assert results[1].stdout.startswith(f"=== Codex Session Audit: {home} ===\n")
-    assert "session_repair" in results[2].stdout and "rows_reverted: " in results[3].stdout
+    assert "session_repair" in results[2].stdout and results[3].stdout.startswith("=== Rollback Result ===\nDone: ")
     assert results[4].stdout.startswith("=== Provider Migration Plan ===\n")
     assert home_state(home) == before  # repaired, then rolled back exactly
     assert lines[-1] == f"  rm -rf -- {shlex.quote(str(demo_dir))}"
