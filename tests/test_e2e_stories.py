@@ -238,9 +238,13 @@ def test_story_daemon_left_running_is_said_whole_on_the_audit_first_screen(world
     i = top.index("Codex is running on this home; close it before any --apply:")
     said = " ".join(x.strip() for x in top[i + 1:] if x.startswith("  "))
     assert "daemon" in said and "codex app-server daemon stop" in said
+    stops = set()
     for holder in report["codex_running"]["holders"]:  # each said whole, in the words locks.py gives
-        assert " ".join(holder.replace("; stop it with:", " stop it with:").split()) in said
-    assert "    codex app-server daemon stop" in top  # on a line of its own, to paste
+        words, _sep, stop = holder.partition("; stop it with: ")
+        assert " ".join(words.split()) in said
+        if stop:
+            stops.add(stop)
+    assert stops and all(f"    {stop}" in top for stop in stops)  # each stop command on a line of its own
     assert text.count("codex app-server daemon stop") == 1
     assert "1 session open in Codex was not checked (audit again once Codex is closed)." in top
     assert not [x for x in lines if x.rstrip().endswith("...")]

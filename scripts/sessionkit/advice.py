@@ -22,11 +22,32 @@ def _remap_args(report: Dict[str, Any]) -> List[str]:
     return arg.split(" ", 1) if arg.startswith("--remap-prefix ") else []
 
 
-def _repair_plan(inputs: "AuditInputs", remap: List[str], import_orphans: bool) -> Any:
-    """The repair's dry-run plan, as the printed command would make it (archived sessions stay archived)."""
+_PLANS: Dict[Tuple[int, Tuple[str, ...], bool, bool], Tuple[Any, Any]] = {}
+
+
+def _repair_plan(inputs: "AuditInputs", remap: List[str], import_orphans: bool, full: bool = False) -> Any:
+    """The repair's dry-run plan, as the printed command would make it (archived sessions stay
+    archived). First the rows only (`sub`: no rollout read in full, no other DB): enough whenever
+    a row changes; the whole plan only when that says nothing. Remembered for this audit."""
     from .repair import parse_remaps, plan_repair
-    return plan_repair(inputs, fix_paths=True, unarchive=False, remaps=parse_remaps(remap[1:]),
-                       import_orphans=import_orphans)
+    key = (id(inputs), tuple(remap), import_orphans, full)
+    held = _PLANS.get(key)
+    if held is None or held[0] is not inputs:  # the inputs are kept with their plan: no id reuse
+        if len(_PLANS) > 16:
+            _PLANS.clear()
+        held = _PLANS[key] = (inputs, plan_repair(inputs, fix_paths=True, unarchive=False,
+                                                  remaps=parse_remaps(remap[1:]),
+                                                  import_orphans=import_orphans, sub=not full))
+    return held[1]
+
+
+def _repair_changes(inputs: "AuditInputs", remap: List[str], import_orphans: bool) -> Any:
+    """A plan that changes something, else None: the rows-only plan, then (only if it is empty) the whole one."""
+    for full in (False, True):
+        plan = _repair_plan(inputs, remap, import_orphans, full)
+        if plan.moves or plan.rows or plan.inserts or plan.others or plan.rewrites:
+            return plan
+    return None
 
 
 def _history_plan(inputs: "AuditInputs") -> Any:
@@ -54,8 +75,7 @@ def next_steps(report: Dict[str, Any], home: "CodexHome",
     rebuild = ["--rebuild-history"] if integ.get("history_incomplete_count", 0) else []
     why: List[str] = []
     if maybe_repair:
-        plan = _repair_plan(inputs, remap, False) if inputs is not None else None
-        if plan is None or plan.moves or plan.rows or plan.inserts or plan.others or plan.rewrites:
+        if inputs is None or _repair_changes(inputs, remap, False) is not None:
             why.append("point the index at the real files" + (", remap the old home" if remap else ""))
         elif remap and pkg.get("problem") and pkg.get("repoint_to"):
             why.append("re-point Codex's daemon link")
@@ -77,8 +97,7 @@ def next_steps(report: Dict[str, Any], home: "CodexHome",
             steps.append({"step": "migrate", "why": f"move sessions of other providers to {vis.get('provider')}",
                           "command": home_command(home, "provider_migrate.py")})
     if orph.get("importable", 0):
-        iplan = _repair_plan(inputs, remap, True) if inputs is not None else None
-        if iplan is None or iplan.inserts:
+        if inputs is None or _repair_plan(inputs, remap, True).inserts:
             steps.append({"step": "import", "why": "add index entries for session files that have none",
                           "command": home_command(home, "session_repair.py", *remap, "--import-orphans")})
     return steps
