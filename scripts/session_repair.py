@@ -135,8 +135,10 @@ def repair_outcome(home: CodexHome, plan: RepairPlan, result: Dict[str, Any], na
              f"{result['inserted_rows']} added" if result.get("inserted_rows") else "",
              f"{result['history_rows_deleted']} history row(s) reset" if result.get("history_rows_deleted") else ""]
     said = ", ".join(p for p in parts if p) or "nothing needed changing"
+    links = result.get("symlinks_repointed") or 0
     return Outcome(
         heading="Session Repair Result", done=f"Done: {said}" + (":" if ids else "."),
+        notes=[f"Codex's daemon link re-pointed into this home ({links}): Codex starts here again."] if links else [],
         changed=labels_for(names, ids),
         skipped=[(names.get(t, t), shown(why)) for t, why in plan.skipped],
         undo=result.get("rollback"), verify=home_command(home, "session_audit.py"),

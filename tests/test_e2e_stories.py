@@ -112,6 +112,10 @@ def test_story_moved_user_folder_with_the_daemon_package(world, codex_version):
             tui.wait_for(lambda s: not tui.alive(), 60, "codex to exit")
             assert "daemon executable not found" in " ".join(tui.screen(joined=True).split())
 
+        text = _ok(world.script("session_audit.py"), (1,)).stdout  # said on the audit's first lines
+        assert "Codex will not start here: its daemon link points into the old home; the repair fixes it." \
+            in text.splitlines()[:text.splitlines().index("")]
+
     remap = world.audit()["integrity"]["moved_home"]["remap_arg"]  # the one remap the audit prints
     assert remap == f"--remap-prefix {moved['old_user']}={moved['new_user']}"  # the user folder
     arg = remap.split(" ", 1)[1]
