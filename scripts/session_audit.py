@@ -22,6 +22,7 @@ from sessionkit.snapshot import gather  # noqa: E402
 from sessionkit.cli import (Parser, absolute_path_arg, add_home_args, emit, positive_int, print_json,  # noqa: E402
                             provider_arg, run)
 from sessionkit.home import open_home  # noqa: E402
+from sessionkit.labels import shown  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 
 
@@ -228,7 +229,8 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
             continue
         one, many, rest = HIDDEN_WORDS.get(reason, ("is", "are", " hidden: " + reason.replace("_", " ")))
         why += _wrap(f"  {n} {one if n == 1 else many}" + rest.format(
-            p=provider, others=", ".join(others[:3]) or "another", cwd=vis.get("cwd") or "this one"), "      ")
+            p=shown(provider), others=", ".join(shown(o) for o in others[:3]) or "another",
+            cwd=shown(vis.get("cwd")) or "this one"), "      ")
     for s in surfaces[1:]:  # what this surface misses beyond what the first one misses
         extra = [f"{n - hidden.get(reason, 0)} {SHORT_WORDS.get(reason, reason.replace('_', ' '))}"
                  for reason, n in s["hidden"].items() if isinstance(n, int) and n > hidden.get(reason, 0)]
@@ -245,7 +247,8 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
                      f"into an old home ({moved.get('old_prefix')})", "      ")
     no_cfg = vis.get("providers_without_config") or []
     if no_cfg:
-        why += _wrap("  resuming fails for provider(s) config.toml does not define: " + ", ".join(no_cfg), "      ")
+        why += _wrap("  resuming fails for provider(s) config.toml does not define: "
+                     + ", ".join(shown(p) for p in no_cfg), "      ")
     if why:
         out.append("Hidden or at risk:")
         out += why
@@ -283,7 +286,7 @@ def details(r: Dict[str, Any]) -> List[str]:
     out = ["Details (only what is not zero; --verbose shows every counter and samples, --json all):"]
     for name, dist in (r.get("distribution") or {}).items():
         if dist and name in ("model_provider", "cwd"):
-            out += _wrap(f"  {name}: " + ", ".join(f"{k or '<empty>'} {v}" for k, v in dist.items()), "      ")
+            out += _wrap(f"  {name}: " + ", ".join(f"{shown(k) or '<empty>'} {v}" for k, v in dist.items()), "      ")
     integ = r.get("integrity") or {}
     listed = set()
     for keys, words in INTEGRITY_WORDS:
@@ -338,7 +341,7 @@ def render_verbose(r: Dict[str, Any]) -> List[str]:
                    f" ({'indexed' if live['has_row'] else 'not indexed yet'}; never touched by these scripts)")
     out += ["", "counts:"] + [f"  {k}: {v}" for k, v in r["counts"].items()]
     for name, dist in r["distribution"].items():
-        out += ["", f"{name} distribution:"] + [f"  {k or '<empty>'}: {v}" for k, v in dist.items()]
+        out += ["", f"{name} distribution:"] + [f"  {shown(k) or '<empty>'}: {v}" for k, v in dist.items()]
     integ = r["integrity"]
     out += ["", "integrity:"]
     for key in INTEGRITY_KEYS:

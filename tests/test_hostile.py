@@ -331,7 +331,7 @@ def _hostile_strings_home(root):
     """Titles, a name, folders and a provider holding terminal control sequences."""
     hb = HomeBuilder(root, provider="newco", providers=["newco"])
     a = hb.add(provider="oldco", preview=f"title {CURSOR}{OSC52} end", cwd=f"/work/red{CURSOR}dir")
-    b = hb.add(provider=f"old{OSC52}co", preview="second\u202eevil", cwd="/work/proj")
+    b = hb.add(provider=f"old{OSC52}co", preview="second\u202eevil", cwd="/work/line\nINJECTED")
     hb.add(provider="newco", preview=f"archived {OSC52}", archived=True)
     named = hb.add(provider="oldco", preview="named one")
     with open(root / "session_index.jsonl", "w") as fh:
@@ -378,7 +378,9 @@ def test_strings_from_a_home_reach_no_terminal_raw(tmp_path):
     assert "/work/red\\e[2J\\e[Hdir" in outputs[1][2]
     assert '"name \\e]52;c;aGFja2Vk\\x07 next line"' in outputs[3][2]  # the name, on one line
     assert "next line" not in [line.strip() for line in outputs[3][2].splitlines()]
-    assert audit_text.count("\n") == len(audit_text.splitlines())
+    for name, args, text in outputs:  # a newline in a folder never starts a line of ours
+        assert not [line for line in text.splitlines() if line.startswith("INJECTED")], (name, args, text)
+    assert "/work/line\\nINJECTED" in audit_text
 
 
 def test_an_imported_provider_cannot_add_flags_to_the_printed_migration(tmp_path):
