@@ -261,13 +261,15 @@ def advice(r: Dict[str, Any]) -> List[str]:
     stuck = r.get("unfixable") or []
     if stuck:
         out.append("No command here can fix these (nothing is suggested for them):")
-        later = [u for u in stuck if u.get("reason") == WAIT_REASON]
-        for u in stuck:
-            if u.get("reason") != WAIT_REASON:
-                out += _wrap(f"  {u.get('session')}: {u.get('reason')}", "      ")
-        if later:
-            out += _wrap(f"  {_n(len(later), 'session file was', 'session files were')} written in the "
-                         "last minutes (maybe still in use): audit again later", "      ")
+        for g in stuck:
+            n, names = g.get("count", 0), g.get("sessions") or []
+            if g.get("reason") == WAIT_REASON:
+                out += _wrap(f"  {_n(n, 'session file was', 'session files were')} written in the last "
+                             "minutes (maybe still in use): audit again later", "      ")
+            elif n == 1 and names:
+                out += _wrap(f"  {names[0]}: {g.get('reason')}", "      ")
+            else:
+                out += _wrap(f"  {n} sessions: {g.get('reason')} (e.g. {'; '.join(names)})", "      ")
     steps = r.get("next_steps") or []
     if steps:
         out.append("Run next, in order (each shows its plan; add --apply to write, then audit again):")

@@ -60,8 +60,8 @@ def test_first_screen_of_a_messy_home(broken):
     assert last_part(proc.stdout) == [
         "No command here can fix these (nothing is suggested for them):",
         '  "file deleted", 2025-03-01 10:47, /work/proj: no rollout file for this thread anywhere',
-        '  "corrupt line 1", 2025-03-01 11:29, /work/proj: line 1 is unusable (line 1 is not JSON (truncated',
-        "      or corrupt))",
+        '  "corrupt line 1", 2025-03-01 11:29, /work/proj: first line unreadable: line 1 is not JSON',
+        "      (truncated or corrupt)",
         "  2 session files were written in the last minutes (maybe still in use): audit again later",
         "Run next, in order (each shows its plan; add --apply to write, then audit again):",
         f"  {PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap}"
@@ -80,8 +80,11 @@ def test_first_screen_of_a_messy_home(broken):
                                          "only_session_meta": 0, "other_provider": 4,
                                          "non_interactive_source": 1, "cwd": 0, "cwd_folder_gone": 0}
     assert [o["step"] for o in r["options"]] == ["unarchive"]
-    assert [u["session"] for u in r["unfixable"]][:2] == ['"file deleted", 2025-03-01 10:47, /work/proj',
-                                                       '"corrupt line 1", 2025-03-01 11:29, /work/proj']
+    assert [(u["count"], u["sessions"]) for u in r["unfixable"]] == [
+        (1, ['"file deleted", 2025-03-01 10:47, /work/proj']),
+        (1, ['"corrupt line 1", 2025-03-01 11:29, /work/proj']),
+        (2, [u["sessions"] for u in r["unfixable"]][2])]
+    assert r["unfixable"][2]["reason"].startswith("written in the last minutes")
 
 
 
@@ -185,6 +188,24 @@ def test_only_a_provider_switch_asks_for_the_migration_only(tmp_path):
         "Run next, in order (each shows its plan; add --apply to write, then audit again):",
         f"  {PY} {SCRIPTS}/provider_migrate.py --codex-dir {q}  # move sessions of other providers to newco",
     ]
+
+
+def test_many_sessions_nothing_can_fix_are_one_line_with_their_count(tmp_path):
+    """A hundred index entries whose files are gone: one line, the count and two names, not a
+    hundred lines (the first screen stays one screen) and no command for them."""
+    hb = HomeBuilder(tmp_path / ".codex")
+    hb.add(preview="kept")
+    for i in range(100):
+        t = hb.add(preview=f"lost {i}")
+        t.path.unlink()
+    out = audit(hb.root).stdout
+    assert last_part(out) == [
+        "No command here can fix these (nothing is suggested for them):",
+        '  100 sessions: no rollout file for this thread anywhere (e.g. "lost 0", 2025-03-01 09:44,',
+        '      /work/proj; "lost 1", 2025-03-01 09:51, /work/proj)',
+        "Nothing to run: no command here would change anything.",
+    ]
+    assert len(out.splitlines()) <= 20
 
 
 def test_archived_sessions_are_an_option_not_advice(tmp_path):
