@@ -283,6 +283,10 @@ def advice(r: Dict[str, Any]) -> List[str]:
     return out
 
 
+# Counters whose sessions or files no other line names: one line of samples under them.
+SAMPLED = ("malformed_file_names", "unreadable_paths", "history_incomplete", "names_lost")
+
+
 def details(r: Dict[str, Any]) -> List[str]:
     """The counters that are not zero, each once, under the design's names (--verbose: all, with samples)."""
     out = ["Details (only what is not zero; --verbose shows every counter and samples, --json all):"]
@@ -290,6 +294,7 @@ def details(r: Dict[str, Any]) -> List[str]:
         if dist and name in ("model_provider", "cwd"):
             out += _wrap(f"  {name}: " + ", ".join(f"{shown(k) or '<empty>'} {v}" for k, v in dist.items()), "      ")
     integ = r.get("integrity") or {}
+    home = str(r.get("codex_dir") or "")
     listed = set()
     for keys, words in INTEGRITY_WORDS:
         listed.update(keys)
@@ -298,14 +303,17 @@ def details(r: Dict[str, Any]) -> List[str]:
             continue
         names = "  " + ", ".join(f"{k}: {n}" for k, n in nums if n)
         out += [names + f"   {words}"] if len(names) + 3 + len(words) <= WIDTH else [names, f"      {words}"]
+        if keys[0] in SAMPLED:
+            out += _samples(integ.get(f"{keys[0]}_sample") or [], home)
     for key, value in integ.items():  # counters added later: shown by name
         if key.endswith("_count") and value and key[:-6] not in listed:
             out.append(f"  {key[:-6]}: {value}")
+            if key[:-6] in SAMPLED:
+                out += _samples(integ.get(key[:-6] + "_sample") or [], home)
     orph = r.get("orphans") or {}
     if orph.get("count"):
         out.append(f"  orphans: {orph['count']} (importable {orph.get('importable', 0)}, "
                    f"ACTIVE_ORPHAN {orph.get('active_orphans', 0)})")
-    home = str(r.get("codex_dir") or "")
     for other in r.get("other_state_dbs") or []:
         c = other.get("counts") or {}
         out += _wrap(f"  other state DB: {_short(other.get('path', ''), home)} "

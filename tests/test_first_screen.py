@@ -128,6 +128,8 @@ def test_details_show_only_non_zero_counters_with_one_line_per_pair(broken):
     assert "  missing_rollout_path: 2, stale_rows: 2   index entries whose file is not at the recorded path" in details
     assert "  disk_not_in_db: 3, missing_active_rows: 4   session files with no index entry" in details
     assert "  db_not_on_disk: 1   index entries whose session has no file anywhere" in details
+    i = details.index("  malformed_file_names: 1   files in sessions/ whose name Codex cannot read (ignored by Codex)")
+    assert details[i + 1] == "      e.g. sessions/2025/03/01/notes-from-user.jsonl"  # a path where it is the point
     text = "\n".join(details)
     for zero in ("duplicate_rollout_id", "archive_mismatches", "duplicate_db_paths", "unreadable_paths",
                  "session_meta_id_mismatch", "missing_archived_rows", "db_provider_differs", "cwd: 0"):
