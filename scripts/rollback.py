@@ -126,7 +126,7 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
         tid = getattr(o, "thread_id", None)
         if tid and tid not in ids:
             ids.append(tid)
-    names = names_from_db(home.state_db.path, ids)
+    names = names_from_db(home.state_db.path, ids[:max(sample, 10)])  # the ones shown
     kind = KIND_WORDS.get(str(report.get("kind")), str(report.get("kind") or "?"))
     run = f"the {shown(kind)} run {shown(os.path.basename(str(report.get('run_dir') or '')))}"
     out = ["=== Rollback ==="] if result is None else []

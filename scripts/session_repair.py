@@ -175,8 +175,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
     else:
-        ids = [m.thread_id for m in plan.moves] + [c.thread_id for c in plan.rows] + [s[0] for s in plan.skipped] \
-            + [rw.thread_id for rw in plan.rewrites]
+        n = max(args.sample, 10)  # the plan's and the result's lists name this many of each
+        ids = [m.thread_id for m in plan.moves[:n]] + [c.thread_id for c in plan.rows[:n]] \
+            + [s[0] for s in plan.skipped[:n]] + [rw.thread_id for rw in plan.rewrites[:n]]
         emit(render(home, plan, report, result, not args.apply, session_names(inputs, ids), args.sample,
                     args.verbose))
     failed = (report.get("history_rebuild") or {}).get("failed")
