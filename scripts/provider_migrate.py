@@ -15,13 +15,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.snapshot import gather  # noqa: E402
-from sessionkit.cli import (COMMAND, Parser, add_home_args, positive_int, print_json, provider_arg,  # noqa: E402
+from sessionkit.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json, provider_arg,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
 from sessionkit.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.home import CodexHome, open_home  # noqa: E402
-from sessionkit.labels import session_names  # noqa: E402
+from sessionkit.labels import session_names, shown  # noqa: E402
 from sessionkit.migrate import apply_migration, plan_migration, plan_report  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
+from sessionkit.results import Outcome, labels_for, nothing_to_do, older_runs  # noqa: E402
+from sessionkit.results import render as render_outcome  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -44,13 +46,14 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
     p.add_argument("--sample", "--max-samples", dest="sample", type=positive_int, default=10, metavar="N",
                    help="threads shown in the plan (default: 10).")
+    p.add_argument("--verbose", action="store_true", help="also print the result's raw counters.")
     return p.parse_args(argv)
 
 
 def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool,
-           names: Dict[str, str]) -> str:
+           names: Dict[str, str], verbose: bool = False) -> str:
     """The plan as the user knows the sessions (title, date, folder), then the result and the undo."""
-    dist = ", ".join(f"{k} {v}" for k, v in plan["provider_distribution_before"].items())
+    dist = ", ".join(f"{shown(k)} {v}" for k, v in plan["provider_distribution_before"].items())
     out = ["=== Provider Migration Plan ===",
            f"codex_dir: {plan['codex_dir']}",
            f"dry_run: {dry_run}",
@@ -62,12 +65,13 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
     out += [f"WARNING: {w}" for w in plan["warnings"]]
     for s in plan["sample"]:
         out += [f"  {names.get(s['thread_id'], s['thread_id'])}",
-                "      " + (f"index already {s['new_provider']}" if s["old_provider"] == s["new_provider"]
-                               else f"{s['old_provider']} -> {s['new_provider']}") + f"; first line: {s['line1']}"]
+                "      " + (f"index already {shown(s['new_provider'])}" if s["old_provider"] == s["new_provider"]
+                               else f"{shown(s['old_provider'])} -> {shown(s['new_provider'])}")
+                + f"; first line: {s['line1']}"]
     if plan["skipped"]:
         out.append(f"sessions skipped: {plan['skipped']}")
         for s in plan["skipped_sample"]:
-            out += [f"  {names.get(s['thread_id'], s['thread_id'])}", f"      {s['reason']}"]
+            out += [f"  {names.get(s['thread_id'], s['thread_id'])}", f"      {shown(s['reason'])}"]
         if any("session_repair.py" in s["reason"] for s in plan["skipped_sample"]):
             out += ["Repair those first (a dry-run):", "  " + home_command(home, "session_repair.py")]
     if plan["candidates"] > len(plan["sample"]):
@@ -78,17 +82,29 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
         if dry_run and plan["candidates"]:
             out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "provider_migrate.py"))
         return "\n".join(out)
-    after = ", ".join(f"{k} {v}" for k, v in result["provider_distribution_after"].items())
-    out += ["", "=== Provider Migration Result ===",
-            f"db_backup: {result['db_backup']}"]
-    if result["history_backup"]:
-        out.append(f"history_db_backup: {result['history_backup']}")
-    out += [f"manifest_csv: {result['manifest_csv']}", f"journal: {result['journal']}",
-            f"first lines rewritten: {result['line1_rewritten']}; index entries updated: {result['updated_rows']}",
-            f"sessions per provider now: {after}",
-            "undo with:", f"  {result['rollback']}",
-            "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
-    return "\n".join(out)
+    return "\n".join(out + [""] + render_result(home, plan, result, names, verbose))
+
+
+def render_result(home: CodexHome, plan: Dict[str, Any], result: Dict[str, Any], names: Dict[str, str],
+                  verbose: bool = False) -> List[str]:
+    """What moved, by name, what was skipped and why, the undo and the verify command."""
+    failed = {s["thread_id"] for s in result.get("skipped_at_apply") or []}
+    moved = [s["thread_id"] for s in plan["sample"] if s["thread_id"] not in failed]
+    n = max(0, plan["candidates"] - len(failed))
+    after = ", ".join(f"{shown(k)} {v}" for k, v in result["provider_distribution_after"].items())
+    outcome = Outcome(
+        heading="Provider Migration Result",
+        done=f"Done: {n} session{'s' if n != 1 else ''} moved to {plan['target_provider']}"
+             f" (sessions per provider now: {after})" + (":" if moved else "."),
+        changed=labels_for(names, moved),
+        skipped=[(names.get(s["thread_id"], s["thread_id"]), s["reason"])
+                 for s in (result.get("skipped_at_apply") or [])],
+        undo=result["rollback"], verify=home_command(home, "session_audit.py"),
+        older=older_runs(home, result.get("run_dir")),
+        counters={k: v for k, v in result.items() if k not in ("rollback", "provider_distribution_after")})
+    if plan["candidates"] > len(plan["sample"]):
+        outcome.changed.append(f"(and {plan['candidates'] - len(plan['sample'])} more; --json lists them)")
+    return render_outcome(outcome, verbose)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -105,9 +121,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = apply_migration(inputs, plan, args.force, progress=progress)
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})
+    elif not plan.changes and not plan.skipped:
+        emit(nothing_to_do(f"no session of another provider to move to {report['target_provider']}"))
     else:
-        ids = [s["thread_id"] for s in report["sample"]] + [s["thread_id"] for s in report["skipped_sample"]]
-        print(render(home, report, result, not args.apply, session_names(inputs, ids)))
+        ids = [s["thread_id"] for s in report["sample"]] + [s["thread_id"] for s in report["skipped_sample"]] \
+            + [s["thread_id"] for s in (result or {}).get("skipped_at_apply") or []]
+        emit(render(home, report, result, not args.apply, session_names(inputs, ids), args.verbose))
     return EXIT_FINDINGS if plan.skipped else EXIT_CLEAN
 
 

@@ -15,7 +15,10 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
-from sessionkit.cli import Parser, add_home_args, existing_path_arg, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import Parser, add_home_args, emit, existing_path_arg, positive_int, print_json, run  # noqa: E402
+from sessionkit.labels import names_from_db, shown  # noqa: E402
+from sessionkit.results import Outcome, labels_for, older_runs, wrap  # noqa: E402
+from sessionkit.results import render as render_outcome  # noqa: E402
 from sessionkit.commands import home_command  # noqa: E402
 from sessionkit.runs import list_details, prune, prune_candidates, readable_size  # noqa: E402
 from sessionkit import UserError  # noqa: E402
@@ -49,6 +52,7 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--apply", action="store_true", help="write (default: show what would be undone).")
     p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
     p.add_argument("--sample", "--max-samples", dest="sample", type=positive_int, default=10, metavar="N", help="items shown (default: 10).")
+    p.add_argument("--verbose", action="store_true", help="also print the raw counters of the plan and the result.")
     return p.parse_args(argv)
 
 
@@ -94,20 +98,71 @@ def prune_runs(home: Any, args: Any) -> int:
         print_json({"codex_dir": str(home.root), "dry_run": not args.apply, "prune": gone, "freed_bytes": freed})
         return EXIT_CLEAN
     size = readable_size(sum(d["size_bytes"] for d in gone))
-    print(f"{'removed' if args.apply else 'would remove'} {len(gone)} run folder(s), {size}:")
+    emit(f"{'removed' if args.apply else 'would remove'} {len(gone)} run folder(s), {size}:")
     for d in gone:
         note = " (its changes stay; it can no longer be undone)" if d["applied"] else ""
-        print(f"  {d['started'] or '?'}  {d['kind']}  {d['state']}{note}")
-        print(f"      {d['run_dir']}")
+        emit(f"  {d['started'] or '?'}  {d['kind']}  {d['state']}{note}")
+        emit(f"      {d['run_dir']}")
     kept = [d for d in runs if d not in gone]
     for d in kept:
         why = "the newest applied run (--force removes it too)" if d["state"] == "applied (newest)" \
             else "rollback.py still needs it" if d["state"].startswith("incomplete") else d["state"]
-        print(f"  kept {d['started'] or '?'}  {d['kind']}: {why}")
+        emit(f"  kept {d['started'] or '?'}  {d['kind']}: {why}")
     if gone and not args.apply:
-        print("remove them with:")
-        print("  " + home_command(home, "rollback.py", "--prune", *(["--force"] if args.force else []), "--apply"))
+        emit("remove them with:")
+        emit("  " + home_command(home, "rollback.py", "--prune", *(["--force"] if args.force else []), "--apply"))
     return EXIT_CLEAN
+
+
+KIND_WORDS = {"session_repair": "repair", "provider_migration": "provider migration", "session_import": "import"}
+
+
+def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[Dict[str, Any]],
+                verbose: bool, sample: int) -> str:
+    """What the rollback puts back, by session name; what it leaves alone and why; the counters
+    only with --verbose."""
+    ids: List[str] = []
+    for o, _state in plan.steps:
+        tid = getattr(o, "thread_id", None)
+        if tid and tid not in ids:
+            ids.append(tid)
+    names = names_from_db(home.state_db.path, ids[:max(sample, 10)])  # the ones shown
+    kind = KIND_WORDS.get(str(report.get("kind")), str(report.get("kind") or "?"))
+    run = f"the {shown(kind)} run {shown(os.path.basename(str(report.get('run_dir') or '')))}"
+    out = ["=== Rollback ==="] if result is None else []
+    if result is None:
+        if not plan.actions:
+            out.append(f"Nothing to undo: {run} is already undone or changed nothing.")
+        else:
+            out += wrap(f"Would undo {run}, putting back {len(ids)} session(s):")
+            out += [f"  {x}" for x in labels_for(names, ids[:sample])]
+            if len(ids) > sample:
+                out.append(f"  (and {len(ids) - sample} more; --json lists them)")
+    for c in report["conflict_sample"]:
+        out.append(f"  left alone: {shown(c)}")
+    for r in report["later_runs_on_same_threads"]:
+        out.append(f"  a later run changed the same threads: {shown(r)}")
+    if verbose:
+        out.append("Counters:")
+        out += [f"  {k}: {shown(v)}" for k, v in report.items()
+                if not k.endswith("_sample") and k != "later_runs_on_same_threads"]
+        out += [f"  move back: {shown(m)}" for m in report["moves_sample"]]
+    if result is None:
+        if plan.actions:
+            out.append("No changes applied (dry-run). Re-run with --apply.")
+        return "\n".join(out)
+    left = len(plan.conflicts)
+    outcome = Outcome(
+        heading="Rollback Result",
+        done=(f"Done: {run} is undone" if not left else
+              f"Partly done: {run} is undone except {left} item(s) left alone (above)")
+        + (f"; {len(ids)} session(s) put back:" if ids else "."),
+        changed=labels_for(names, ids),
+        notes=[f"The DB as it was before this rollback is saved at {shown(b)}" for b in result.get("db_backups") or []],
+        verify=home_command(home, "session_audit.py"),
+        older=older_runs(home, report.get("run_dir")),
+        counters={k: v for k, v in result.items()} if verbose else {})
+    return "\n".join(out + render_outcome(outcome, verbose, sample))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -120,18 +175,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.json:
             print_json({"codex_dir": str(home.root), "runs": runs})
         else:
-            print(render_runs(home, runs))
+            emit(render_runs(home, runs))
         return EXIT_CLEAN
     if args.restore_db:
         if not args.apply:
-            print(f"would restore {home.state_db.path} from {args.restore_db} (after backing up the current DB); "
+            emit(f"would restore {home.state_db.path} from {args.restore_db} (after backing up the current DB); "
                   "re-run with --apply")
             return EXIT_CLEAN
         refuse_if_running(scan_activity(home.root), args.force)
         check_writable(home)
         with HomeLock(home):
             result = restore_db(home, Path(args.restore_db).expanduser())
-        print_json(result) if args.json else print(
+        print_json(result) if args.json else emit(
             f"restored {home.state_db.path} from {result['restored_from']}\n"
             f"the DB as it was is saved at {result['previous_db_saved_to']}")
         return EXIT_CLEAN
@@ -161,23 +216,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})
     else:
-        print("=== Rollback ===")
-        for k, v in report.items():
-            if not k.endswith("_sample") and k != "later_runs_on_same_threads":
-                print(f"{k}: {v}")
-        for c in report["conflict_sample"]:
-            print(f"  left alone: {c}")
-        for m in report["moves_sample"]:
-            print(f"  move back: {m}")
-        for r in report["later_runs_on_same_threads"]:
-            print(f"  a later run changed the same threads: {r}")
-        if result is None:
-            print("nothing to undo" if not plan.actions else "No changes applied (dry-run). Re-run with --apply.")
-        else:
-            print(f"rows_reverted: {result['rows_reverted']}  line1_restored: {result['line1_restored']}  "
-                  f"files_moved_back: {result['files_moved_back']}")
-            for b in result["db_backups"]:
-                print(f"db backup taken before the rollback: {b}")
+        emit(render_undo(home, plan, report, result, args.verbose, args.sample))
     return EXIT_FINDINGS if plan.conflicts else EXIT_CLEAN
 
 

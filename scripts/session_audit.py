@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import textwrap
 from typing import Any, Dict, List, Optional
 
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
@@ -16,11 +17,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.audit import INTEGRITY_KEYS, build_report  # noqa: E402
-from sessionkit.commands import next_steps  # noqa: E402
+from sessionkit.advice import WAIT_REASON, next_steps, unarchive_option, unfixable  # noqa: E402
 from sessionkit.snapshot import gather  # noqa: E402
-from sessionkit.cli import (Parser, absolute_path_arg, add_home_args, positive_int, print_json,  # noqa: E402
+from sessionkit.cli import (Parser, absolute_path_arg, add_home_args, emit, positive_int, print_json,  # noqa: E402
                             provider_arg, run)
 from sessionkit.home import open_home  # noqa: E402
+from sessionkit.labels import shown  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 
 
@@ -47,7 +49,7 @@ WIDTH = 100  # a terminal line; only pasteable commands and paths that are the p
 
 # Why the editors' list hides a session, in the user's words; {p} is the current provider.
 HIDDEN_WORDS = {
-    "archived": ("is archived", "are archived", " (Codex shows them only under Archived)"),
+    "archived": ("is archived", "are archived", " (shown under Archived)"),
     "missing_rollout_file": ("has", "have", " no session file left in sessions/"),
     "other_provider": ("was", "were", " made under another provider ({others}); the editors list only {p}'s"),
     "non_interactive_source": ("was", "were", " started by `codex exec` or a subagent (never listed)"),
@@ -71,7 +73,7 @@ INDEX_WORDS = {
 # Integrity counters with one plain explanation; a pair that looks the same to a user shares a line.
 INTEGRITY_WORDS = (
     (("disk_not_in_db", "missing_active_rows", "missing_archived_rows"),
-     "session files with no index entry (by session; by file as `codex doctor` counts)"),
+     "session files with no index entry"),
     (("db_not_on_disk",), "index entries whose session has no file anywhere"),
     (("missing_rollout_path", "stale_rows"), "index entries whose file is not at the recorded path"),
     (("rollout_path_outside_home",), "index entries pointing outside this home"),
@@ -87,8 +89,10 @@ INTEGRITY_WORDS = (
 )
 
 
-def _fit(text: str, width: int = WIDTH) -> str:
-    return text if len(text) <= width else text[:width - 3] + "..."
+def _wrap(text: str, indent: str = "  ", width: int = WIDTH) -> List[str]:
+    """A long line wrapped at spaces, never cut: every word stays whole (a path may be longer)."""
+    return textwrap.wrap(text, width=width, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False) or [text]
 
 
 ROLLOUT_NAME = re.compile(r"\S*rollout-\d{4}-\d\d-\d\dT[\d-]+-([0-9a-fA-F-]{36})\.jsonl(\.zst)?")
@@ -113,7 +117,7 @@ def _samples(items: List[str], home: str, indent: str = "      e.g. ") -> List[s
         if n and len(line) + 2 + len(text) + len(rest) > WIDTH:
             return [line + rest]
         line += (", " if n else "") + text
-    return [_fit(line)]
+    return [line]
 
 
 def _n(count: int, one: str, many: str) -> str:
@@ -158,8 +162,47 @@ SURFACE_LABELS = {
 }
 
 
+STOP_WORDS = "; stop it with: "  # how locks.py's describe() ends a holder that has a stop command
+
+
+def running_lines(r: Dict[str, Any]) -> List[str]:
+    """What runs on this home, said in full once (locks.py words each holder), and the sessions
+    the history check could not read because Codex holds them open."""
+    running = r.get("codex_running") or {}
+    out: List[str] = []
+    if running.get("running"):
+        out.append("Codex is running on this home; close it before any --apply:")
+        stops: List[str] = []
+        for h in [str(h) for h in running.get("holders") or []]:
+            words, sep, stop = h.partition(STOP_WORDS)  # the command on a line of its own, once
+            out += _wrap("  " + words.rstrip(";, "), "      ")
+            if sep and stop.strip() and stop.strip() not in stops:
+                stops.append(stop.strip())
+        if running.get("daemon_stop") and running["daemon_stop"] not in stops:
+            stops.append(running["daemon_stop"])
+        for stop in stops:
+            out += ["  stop it with:", f"    {stop}"]
+    skipped = (r.get("integrity") or {}).get("history_skipped_live", 0)
+    if skipped:
+        out.append(f"{_n(skipped, 'session open in Codex was', 'sessions open in Codex were')} not checked "
+                   "(audit again once Codex is closed).")
+    return out
+
+
+def daemon_line(r: Dict[str, Any]) -> List[str]:
+    """A moved home's daemon link: the 0.171 TUI does not start until it is re-pointed."""
+    pkg = r.get("daemon_package") or {}
+    problem = str(pkg.get("problem") or "")
+    if not problem or "does not exist" not in problem and "outside" not in problem:
+        return []
+    if pkg.get("repoint_to") and (r.get("integrity") or {}).get("moved_home"):
+        return ["Codex will not start here: its daemon link points into the old home; the repair fixes it."]
+    return _wrap("Codex will not start here: its daemon link points at a folder that is gone "
+                 "(`codex --no-daemon` still starts); --verbose shows the link.", "  ")
+
+
 def diagnosis(r: Dict[str, Any]) -> List[str]:
-    """The first screen: how many sessions, what each surface shows, why the rest is hidden, what to run."""
+    """The first lines: how many sessions, what runs, what each surface shows, why the rest is hidden."""
     vis = r.get("visibility") or {}
     counts = r.get("counts") or {}
     integ = r.get("integrity") or {}
@@ -172,71 +215,86 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
     parts = [f"{counts.get('threads_total', 0)} in Codex's index, {unindexed} only as files"] if unindexed else []
     if archived:
         parts.append(f"{archived} archived")
-    out.append(_n(total, "session", "sessions") + (f" ({'; '.join(parts)})" if parts else "")
-               + f"; current provider: {provider}" + (" (default)." if source == "default" else "."))
-    running = r.get("codex_running") or {}
-    if running.get("running"):
-        out.append(_fit("Codex is running on this home (" + "; ".join(running.get("holders") or [])
-                        + "): close it before any --apply."))
+    out += _wrap(_n(total, "session", "sessions") + (f" ({'; '.join(parts)})" if parts else "")
+                 + f"; current provider: {provider}" + (" (default)." if source == "default" else "."), "  ")
+    out += running_lines(r) + daemon_line(r)
     surfaces = _surfaces(r)
-    out += [_fit(f"{s['label'][0].upper() + s['label'][1:]} shows {s['shown']}.") for s in surfaces]
+    for s in surfaces:
+        out += _wrap(f"{s['label'][0].upper() + s['label'][1:]} shows {s['shown']}.", "  ")
     others = [p for p in ((r.get("distribution") or {}).get("model_provider") or {}) if p != provider]
     hidden = surfaces[0]["hidden"]
-    why = []
+    why: List[str] = []
     for reason, n in hidden.items():
         if not n:
             continue
         one, many, rest = HIDDEN_WORDS.get(reason, ("is", "are", " hidden: " + reason.replace("_", " ")))
-        why.append(_fit(f"  {n} {one if n == 1 else many}" + rest.format(
-            p=provider, others=", ".join(others[:3]) or "another", cwd=vis.get("cwd") or "this one")))
+        why += _wrap(f"  {n} {one if n == 1 else many}" + rest.format(
+            p=shown(provider), others=", ".join(shown(o) for o in others[:3]) or "another",
+            cwd=shown(vis.get("cwd")) or "this one"), "      ")
     for s in surfaces[1:]:  # what this surface misses beyond what the first one misses
         extra = [f"{n - hidden.get(reason, 0)} {SHORT_WORDS.get(reason, reason.replace('_', ' '))}"
                  for reason, n in s["hidden"].items() if isinstance(n, int) and n > hidden.get(reason, 0)]
         if extra:
-            why.append(_fit(f"  {s['label'][0].upper() + s['label'][1:]} misses " + ", ".join(extra)))
+            why += _wrap(f"  {s['label'][0].upper() + s['label'][1:]} misses " + ", ".join(extra), "      ")
     behind = {k: n for k, n in (vis.get("db_only_hidden") or {}).items() if n}
     if behind:
-        why.append(_fit(f"  {sum(behind.values())} listed but out of date in Codex's index ("
-                        + ", ".join(f"{n} {INDEX_WORDS.get(k, k.replace('_', ' '))}" for k, n in behind.items())
-                        + ")"))
+        why += _wrap(f"  {sum(behind.values())} listed but out of date in Codex's index ("
+                     + ", ".join(f"{n} {INDEX_WORDS.get(k, k.replace('_', ' '))}" for k, n in behind.items())
+                     + ")", "      ")
     moved = integ.get("moved_home")
     if moved:
-        why.append(_fit(f"  {_n(moved.get('rows') or 0, 'index entry points', 'index entries point')} "
-                        f"into an old home ({moved.get('old_prefix')})"))
+        why += _wrap(f"  {_n(moved.get('rows') or 0, 'index entry points', 'index entries point')} "
+                     f"into an old home ({moved.get('old_prefix')})", "      ")
     no_cfg = vis.get("providers_without_config") or []
     if no_cfg:
-        why.append(_fit("  resuming fails for provider(s) config.toml does not define: " + ", ".join(no_cfg)))
+        why += _wrap("  resuming fails for provider(s) config.toml does not define: "
+                     + ", ".join(shown(p) for p in no_cfg), "      ")
     if why:
         out.append("Hidden or at risk:")
         out += why
-    steps = r.get("next_steps") or []
-    if steps:
-        out.append("Run next, in order (each shows its plan; add --apply to write, then audit again):")
-        out += [f"  {s['command']}  # {s['why']}" for s in steps]
-    elif not why and r.get("findings"):
-        out.append(f"Every session is listed; {_n(len(r['findings']), 'finding', 'findings')} below "
-                   "need no command from here.")
-    elif not why:
-        out.append("Nothing is hidden and the index matches the files: nothing to run.")
     return out
 
 
+def advice(r: Dict[str, Any]) -> List[str]:
+    """The last lines, so they stay on screen: what nothing can fix, what to run, what is optional."""
+    out: List[str] = []
+    stuck = r.get("unfixable") or []
+    if stuck:
+        out.append("No command here can fix these (nothing is suggested for them):")
+        for g in stuck:
+            n, names = g.get("count", 0), g.get("sessions") or []
+            if g.get("reason") == WAIT_REASON:
+                out += _wrap(f"  {_n(n, 'session file was', 'session files were')} written in the last "
+                             "minutes (maybe still in use): audit again later", "      ")
+            elif n == 1 and names:
+                out += _wrap(f"  {names[0]}: {g.get('reason')}", "      ")
+            else:
+                out += _wrap(f"  {n} sessions: {g.get('reason')} (e.g. {'; '.join(names)})", "      ")
+    steps = r.get("next_steps") or []
+    if steps:
+        out.append("Run next (it shows its plan; add --apply to write, then audit again):")
+        out += [f"  {s['command']}  # {s['why']}" for s in steps]
+    if not steps:
+        out.append("Nothing to run: no command here would change anything." if r.get("findings") else
+                   "Nothing is hidden and the index matches the files: nothing to run.")
+    for o in r.get("options") or []:
+        out.append(f"Optional, {o['why']}:")
+        out.append(f"  {o['command']}")
+    return out
+
+
+# Counters whose sessions or files no other line names: one line of samples under them.
+SAMPLED = ("malformed_file_names", "unreadable_paths", "history_incomplete", "names_lost")
+
+
 def details(r: Dict[str, Any]) -> List[str]:
-    """The counters that are not zero, under the design's names; samples as ids or home-relative paths."""
-    home = str(r.get("codex_dir") or "")
-    cfg = r.get("config") or {}
-    out = ["Details (only what is not zero; --verbose shows every counter, --json the full lists):",
-           f"  current provider: {cfg.get('model_provider')} (from {cfg.get('provider_source')})"]
-    counts = r.get("counts") or {}
-    for keys in (("threads_total", "threads_active", "threads_archived"),
-                 ("rollouts_total", "sessions_rollouts", "archived_rollouts")):
-        nums = [f"{k}: {counts[k]}" for k in keys if counts.get(k)]
-        if nums:
-            out.append("  " + ", ".join(nums))
+    """The counters that are not zero, each once, under the design's names (--verbose: all, with samples)."""
+    out = ["Details (only what is not zero; --verbose shows every counter and samples, --json all):"]
     for name, dist in (r.get("distribution") or {}).items():
-        if dist:
-            out.append(_fit(f"  {name}: " + ", ".join(f"{k or '<empty>'} {v}" for k, v in dist.items())))
+        if dist and name in ("model_provider", "cwd"):
+            out += _wrap(f"  {name}: " + ", ".join(f"{shown(k) or '<empty>'} {v}" for k, v in dist.items()), "      ")
     integ = r.get("integrity") or {}
+    home = str(r.get("codex_dir") or "")
     listed = set()
     for keys, words in INTEGRITY_WORDS:
         listed.update(keys)
@@ -245,45 +303,32 @@ def details(r: Dict[str, Any]) -> List[str]:
             continue
         names = "  " + ", ".join(f"{k}: {n}" for k, n in nums if n)
         out += [names + f"   {words}"] if len(names) + 3 + len(words) <= WIDTH else [names, f"      {words}"]
-        out += _samples(integ.get(f"{keys[0]}_sample") or [], home)
+        if keys[0] in SAMPLED:
+            out += _samples(integ.get(f"{keys[0]}_sample") or [], home)
     for key, value in integ.items():  # counters added later: shown by name
         if key.endswith("_count") and value and key[:-6] not in listed:
             out.append(f"  {key[:-6]}: {value}")
-            out += _samples(integ.get(key[:-6] + "_sample") or [], home)
-    vis = r.get("visibility") or {}
-    out.append(f"  visible: {vis.get('visible', 0)}  (provider {vis.get('provider')}"
-               + (f", cwd {vis['cwd']}" if vis.get("cwd") else "") + ")")
-    for reason, n in (vis.get("hidden") or {}).items():
-        if n:
-            out.append(f"  {reason}: {n}")
-            out += _samples((vis.get("hidden_sample") or {}).get(reason) or [], home)
-    if any((vis.get("db_only_hidden") or {}).values()):
-        out.append(f"  visible_db_only: {vis.get('visible_db_only')}   listed by apps that read only the index")
-    for reason, n in (vis.get("db_only_hidden") or {}).items():
-        if n:
-            out.append(f"  {reason}: {n}")
-            out += _samples((vis.get("db_only_hidden_sample") or {}).get(reason) or [], home)
+            if key[:-6] in SAMPLED:
+                out += _samples(integ.get(key[:-6] + "_sample") or [], home)
     orph = r.get("orphans") or {}
     if orph.get("count"):
         out.append(f"  orphans: {orph['count']} (importable {orph.get('importable', 0)}, "
                    f"ACTIVE_ORPHAN {orph.get('active_orphans', 0)})")
-        for e in (orph.get("active_orphan_sample") or [])[:3]:
-            out.append(_fit(f"      {e.get('thread_id')}: {e.get('reason')}"))
     for other in r.get("other_state_dbs") or []:
         c = other.get("counts") or {}
-        out.append(_fit(f"  other state DB: {_short(other.get('path', ''), home)} "
-                        f"({c.get('threads_total', other.get('error', '?'))} threads; {other.get('reason')})"))
+        out += _wrap(f"  other state DB: {_short(other.get('path', ''), home)} "
+                     f"({c.get('threads_total', other.get('error', '?'))} threads; {other.get('reason')})", "      ")
     live = r.get("live_current_session")
     if live:
         out.append(f"  live current session (the agent running this audit): {live.get('thread_id')}")
-    return out
+    return out if len(out) > 1 else []
 
 
 def render_text(r: Dict[str, Any], verbose: bool = False) -> str:
-    """The diagnosis first; then the non-zero counters, or with --verbose every counter."""
-    out = diagnosis(r) + [""] + (render_verbose(r) if verbose else details(r))
-    if not r.get("findings"):
-        out.append("findings: none")
+    """The diagnosis first, the counters (each once), and the advice last so the commands stay in view;
+    --verbose puts every counter, with samples, before the advice."""
+    middle = render_verbose(r) if verbose else details(r) if r.get("findings") else []
+    out = diagnosis(r) + ([""] + middle if middle else []) + [""] + advice(r)
     return "\n".join(out)
 
 
@@ -306,7 +351,7 @@ def render_verbose(r: Dict[str, Any]) -> List[str]:
                    f" ({'indexed' if live['has_row'] else 'not indexed yet'}; never touched by these scripts)")
     out += ["", "counts:"] + [f"  {k}: {v}" for k, v in r["counts"].items()]
     for name, dist in r["distribution"].items():
-        out += ["", f"{name} distribution:"] + [f"  {k or '<empty>'}: {v}" for k, v in dist.items()]
+        out += ["", f"{name} distribution:"] + [f"  {shown(k) or '<empty>'}: {v}" for k, v in dist.items()]
     integ = r["integrity"]
     out += ["", "integrity:"]
     for key in INTEGRITY_KEYS:
@@ -338,8 +383,12 @@ def render_verbose(r: Dict[str, Any]) -> List[str]:
                 f"ACTIVE_ORPHAN {orph['active_orphans']})"]
     for e in orph["active_orphan_sample"]:
         out.append(f"  {e['thread_id']}: {e['reason']}")
-    if r["findings"]:
-        out += ["", "findings:"] + [f"  - {f}" for f in r["findings"]]
+    pkg = r.get("daemon_package")
+    if pkg:
+        out.append(f"daemon link: {pkg.get('path')} -> {pkg.get('target')}"
+                   + (f" ({pkg['problem']})" if pkg.get("problem") else "")
+                   + (f"; the repair re-points it to {pkg['repoint_to']}" if pkg.get("repoint_to") else ""))
+    out += ["", "findings:"] + [f"  - {f}" for f in r["findings"]] if r["findings"] else ["", "findings: none"]
     return out
 
 
@@ -348,11 +397,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     inputs = gather(home, Progress.for_terminal())
     report = build_report(inputs, provider=args.provider, cwd=args.cwd, max_samples=args.max_samples)
-    report["next_steps"] = next_steps(report, home)
+    report["next_steps"] = next_steps(report, home, inputs)
+    report["options"] = [o for o in [unarchive_option(report, home)] if o]
+    report["unfixable"] = unfixable(report, inputs)
     if args.json:
         print_json(report)
     else:
-        print(render_text(report, args.verbose))
+        emit(render_text(report, args.verbose))
     return EXIT_FINDINGS if report["findings"] else EXIT_CLEAN
 
 

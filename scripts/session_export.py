@@ -23,7 +23,7 @@ from sessionkit.home import open_home  # noqa: E402
 from sessionkit.labels import readable_time  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.shown import shown  # noqa: E402
+from sessionkit.labels import shown  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:

@@ -17,7 +17,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
 from sessionkit.archive_src import open_source  # noqa: E402
-from sessionkit.cli import Parser, positive_int, print_json, run  # noqa: E402
+from sessionkit.cli import Parser, emit, positive_int, print_json, run  # noqa: E402
+from sessionkit.labels import label, short_title, shown  # noqa: E402
+from sessionkit.progress import Progress  # noqa: E402
+from sessionkit.results import Outcome, nothing_to_do, older_runs  # noqa: E402
+from sessionkit.results import render as render_outcome  # noqa: E402
 from sessionkit.commands import home_command  # noqa: E402
 from sessionkit.home import CodexHome, open_home  # noqa: E402
 from sessionkit.paths import resolves_inside  # noqa: E402
@@ -44,44 +48,69 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--sample", type=positive_int, default=20, metavar="N",
                    help="threads shown per list (default: 20).")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report.")
+    p.add_argument("--verbose", action="store_true", help="also print the plan's and the result's raw counters.")
     return p.parse_args(argv)
 
 
-def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool) -> str:
-    out = ["=== Session Import Plan ===", f"codex_dir: {codex_dir}", f"source: {r['source']} ({r['source_kind']})",
-           f"dry_run: {dry_run}"]
-    for k in ("threads_in_source", "to_import", "to_import_active", "to_import_archived", "already_present",
-              "skipped", "conflicts", "files_to_copy", "line1_rewrites", "history_turns_to_copy",
-              "remapped_threads"):
-        out.append(f"{k}: {r[k]}")
+def _label(t: Dict[str, Any]) -> str:
+    """An imported session as the picker will show it: name else title, date, folder."""
+    folder = shown(t["folder"]) if t["folder"] == t["folder_before"] else \
+        f"{shown(t['folder_before'])} -> {shown(t['folder'])}"
+    return f"{label(t.get('name'), t.get('title'))}, {t['created'] or '?'}, {folder or '(no folder)'}"
+
+
+def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool,
+           home: Optional[CodexHome] = None, verbose: bool = False) -> str:
+    out = ["=== Session Import Plan ===", f"codex_dir: {codex_dir}",
+           f"source: {shown(r['source'])} ({r['source_kind']})", f"dry_run: {dry_run}"]
+    out.append(f"sessions in the source: {r['threads_in_source']}; to import: {r['to_import']} "
+               f"({r['to_import_archived']} archived); already here: {r['already_present']}; "
+               f"skipped: {r['skipped']}; conflicts: {r['conflicts']}")
+    if verbose:
+        for k in ("files_to_copy", "line1_rewrites", "history_turns_to_copy", "remapped_threads"):
+            out.append(f"{k}: {r[k]}")
     if r["remaps"]:
-        out.append("remap: " + ", ".join(r["remaps"]))
-    if r["suggested_remap"]:
-        out.append(f"suggested: {r['suggested_remap']}")
+        out.append("remap: " + ", ".join(shown(x) for x in r["remaps"]))
     for note in r["notes"]:
-        out.append(f"note: {note}")
+        out.append(f"note: {shown(note)}")
     if r["provider_hint"]:
-        out.append(f"provider: {r['provider_hint']}")
+        out.append(f"provider: {shown(r['provider_hint'])}")
     for t in r["imports_sample"]:
-        label = t["name"] or t["title"] or "(no title)"
-        folder = t["folder"] if t["folder"] == t["folder_before"] else f"{t['folder_before']} -> {t['folder']}"
         extra = ", archived" if t["archived"] else ""
         extra += f", {len(t['files'])} files" if len(t["files"]) > 1 else ""
         extra += f", {t['why']}" if t["why"] not in ("in the source", "chosen") else ""
-        out.append(f"  import {t['created']}  {label!r}  in {folder}  ({t['provider']}{extra})  [{t['thread_id']}]")
-        out += [f"    note: {n}" for n in t["notes"]]
+        out.append(f"  import {_label(t)}  ({shown(t['provider'])}{extra})")
+        out += [f"    note: {shown(n)}" for n in t["notes"]]
     for s in r["skipped_sample"]:
-        out.append(f"  skipped {s['title']!r} [{s['thread_id']}]: {s['reason']}")
+        out.append(f"  skipped {short_title(s['title'])} [{s['thread_id']}]: {shown(s['reason'])}")
     for s in r["conflicts_sample"]:
-        out.append(f"  CONFLICT {s['title']!r} [{s['thread_id']}]: {s['reason']}")
-    out += [f"next: {c}" for c in r["next_commands"]]
+        out.append(f"  CONFLICT {short_title(s['title'])} [{s['thread_id']}]: {shown(s['reason'])}")
     if result is None:
-        out.append("No changes applied (dry-run). Re-run with --apply to write." if dry_run and r["to_import"]
-                   else "Nothing to import.")
+        if dry_run and r["to_import"]:
+            out.append("No changes applied (dry-run). Run next:" if r["next_commands"] else
+                       "No changes applied (dry-run).")
+        else:
+            out.append("Nothing to import.")
+        out += [f"  {c}" for c in r["next_commands"]]
         return "\n".join(out)
-    out += ["", "=== Session Import Result ==="] + [f"{k}: {v}" for k, v in result.items()]
-    out.append("Verify: run session_audit.py, then restart your editor's Codex.")
-    return "\n".join(out)
+    failed = {s["thread_id"] for s in result.get("skipped_at_apply") or []}
+    done = [t for t in r["imports_sample"] if t["thread_id"] not in failed]
+    n = result.get("imported_threads", len(done))
+    outcome = Outcome(
+        heading="Session Import Result",
+        done=f"Done: {n} session{'s' if n != 1 else ''} imported" + (":" if done else "."),
+        changed=[_label(t) for t in done],
+        skipped=[(s["thread_id"], s["reason"]) for s in result.get("skipped_at_apply") or []],
+        notes=(["Then move them to this home's provider (a dry-run first):"]
+               + [f"  {c}" for c in r["next_commands"] if "provider_migrate.py" in c]
+               if any("provider_migrate.py" in c for c in r["next_commands"]) else []),
+        undo=result.get("rollback"),
+        verify=home_command(home, "session_audit.py") if home is not None else None,
+        older=older_runs(home, result.get("run_dir")) if home is not None else [],
+        counters={k: v for k, v in result.items() if k != "rollback"})
+    if r["to_import"] > len(r["imports_sample"]):
+        outcome.changed.append(f"(and {r['to_import'] - len(r['imports_sample'])} more; --json lists them)")
+    return "\n".join(out + [""] + render_outcome(outcome, verbose))
 
 
 def next_commands(home: Any, args: Any, plan: Any) -> List[str]:
@@ -90,12 +119,12 @@ def next_commands(home: Any, args: Any, plan: Any) -> List[str]:
     remaps = [w for r in args.remap_prefix for w in ("--remap-prefix", r)]
     picked = [w for t in args.thread_id for w in ("--thread-id", t)]
     out = []
-    if plan.suggested_remap:
-        out.append(home_command(home, "session_import.py", "--from", src, *plan.suggested_remap.split(" ", 1), *picked))
+    if plan.suggested_remap_args:
+        out.append(home_command(home, "session_import.py", "--from", src, *plan.suggested_remap_args, *picked))
     elif plan.imports and not args.apply:
         out.append(home_command(home, "session_import.py", "--from", src, *remaps, *picked, "--apply"))
-    if plan.provider_command:
-        out.append(home_command(home, *plan.provider_command.split()))
+    if plan.provider_args:
+        out.append(home_command(home, "provider_migrate.py", *plan.provider_args))
     return out
 
 
@@ -113,23 +142,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     remaps = parse_remaps(args.remap_prefix)
     home = open_home(args.codex_dir, args.sqlite_home)
-    with open_source(args.src, scratch_parent(home) if args.apply else None) as source:
+    progress = Progress.for_terminal()
+    with progress.working(f"reading {shown(os.path.basename(os.path.abspath(args.src)))}"):
+        source = open_source(args.src, scratch_parent(home) if args.apply else None)
+    with source:
         if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):
             raise UserError("--from names this same home; nothing to import")
-        src = read_source(source)
-        dest = read_dest(home)
-        plan = plan_import(src, dest, remaps, args.thread_id)
+        with progress.working("reading the source's sessions"):
+            src = read_source(source)
+        with progress.working("reading this home's sessions"):
+            dest = read_dest(home)
+        with progress.working("planning the import"):
+            plan = plan_import(src, dest, remaps, args.thread_id)
         report = plan_report(plan, args.sample)
         report["next_commands"] = next_commands(home, args, plan)
         result = None
         if args.apply and plan.imports:
             from sessionkit.import_apply import apply_import
-            from sessionkit.progress import Progress
-            result = apply_import(plan, args.force, Progress.for_terminal())
+            result = apply_import(plan, args.force, progress)
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
+    elif not plan.imports and not plan.conflicts and not any(
+            not s.reason.startswith("already in DEST") for s in plan.skipped):
+        emit(nothing_to_do(f"all {plan.threads_in_source} session(s) of {shown(args.src)} are already here"
+                           if plan.threads_in_source else f"{shown(args.src)} holds no session"))
     else:
-        print(render(str(home.root), report, result, not args.apply))
+        emit(render(str(home.root), report, result, not args.apply, home, args.verbose))
     return EXIT_FINDINGS if (plan.conflicts or any(not s.reason.startswith("already in DEST")
                                                    for s in plan.skipped)) else EXIT_CLEAN
 

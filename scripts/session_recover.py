@@ -21,7 +21,7 @@ from sessionkit.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.home import CodexHome, open_home  # noqa: E402
 from sessionkit.labels import session_names  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.shown import shown  # noqa: E402
+from sessionkit.labels import shown  # noqa: E402
 from sessionkit.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
 from sessionkit.repair import parse_remaps  # noqa: E402
 from sessionkit.snapshot import gather  # noqa: E402

@@ -15,11 +15,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.snapshot import gather  # noqa: E402
-from sessionkit.cli import (COMMAND, Parser, add_home_args, positive_int, print_json,  # noqa: E402
+from sessionkit.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
 from sessionkit.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.home import CodexHome, open_home  # noqa: E402
-from sessionkit.labels import readable_time, relative, session_names, short_title  # noqa: E402
+from sessionkit.labels import readable_time, relative, session_names, short_title, shown  # noqa: E402
+from sessionkit.results import Outcome, labels_for, older_runs  # noqa: E402
+from sessionkit.results import render as render_outcome  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
 from sessionkit.repair import RepairPlan, apply_repair, parse_remaps, plan_repair, plan_report  # noqa: E402
@@ -57,6 +59,7 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--codex-bin", metavar="PATH", help="the Codex CLI for --rebuild-history (default: codex on PATH).")
     p.add_argument("--sample", "--max-samples", dest="sample", type=positive_int, default=10, metavar="N",
                    help="moves and rows shown in the plan (default: 10).")
+    p.add_argument("--verbose", action="store_true", help="also print the result's raw counters.")
     return p.parse_args(argv)
 
 
@@ -78,7 +81,7 @@ def _change(key: str, old: Any, new: Any, root: str) -> str:
 
 
 def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optional[Dict[str, Any]],
-           dry_run: bool, names: Dict[str, str], sample: int) -> str:
+           dry_run: bool, names: Dict[str, str], sample: int, verbose: bool = False) -> str:
     """The plan as the user knows the sessions (title, date, folder), then the result and the undo."""
     root = str(home.root)
     out = ["=== Session Repair Plan ===", f"codex_dir: {root}", f"dry_run: {dry_run}",
@@ -103,12 +106,12 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
         out += [f"  update {names.get(row.thread_id, row.thread_id)}", f"      {changes}"]
     for ins in plan.inserts[:sample]:
         out += [f"  add {short_title(ins.get('preview'))}, {readable_time(ins.get('created_at'))}, "
-                f"{safe_str(ins.get('cwd') or '(no folder)')}",
+                f"{shown(ins.get('cwd') or '(no folder)')}",
                 f"      in {relative(os.path.dirname(ins['rollout_path']), root)}/, provider {ins.get('model_provider')}"]
     for tid, reason in plan.skipped[:sample]:
         out += [f"  skipped {names.get(tid, tid)}", f"      {reason}"]
-    shown = max(len(plan.moves), len(plan.rows), len(plan.inserts), len(plan.skipped))
-    if shown > sample:
+    most = max(len(plan.moves), len(plan.rows), len(plan.inserts), len(plan.skipped))
+    if most > sample:
         out.append(f"  (first {sample} of each shown; --sample N shows more, --json lists the ids)")
     if result is None:
         out.append("No changes applied (dry-run). To write them, run the same command with --apply:"
@@ -116,15 +119,31 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
         if dry_run and (plan.moves or plan.rows or plan.inserts or r["planned_history_resets"]):
             out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "session_repair.py"))
         return "\n".join(out)
-    out += ["", "=== Session Repair Result ===", f"db_backup: {result['db_backup']}",
-            f"manifest_csv: {result['manifest_csv']}", f"journal: {result['journal']}",
-            f"files moved: {result['moved']} (path_moves_applied {result['path_moves_applied']}); "
-            f"index entries updated: {result['updated_rows']}, added: {result['inserted_rows']}; "
-            f"history rows deleted: {result['history_rows_deleted']}",
-            f"unarchived_rows: {result['unarchived_rows']}, archived_after: {result['archived_after']}",
-            "undo with:", f"  {result['rollback']}",
-            "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
-    return "\n".join(out)
+    return "\n".join(out + [""] + render_outcome(repair_outcome(home, plan, result, names), verbose))
+
+
+def repair_outcome(home: CodexHome, plan: RepairPlan, result: Dict[str, Any], names: Dict[str, str]) -> Outcome:
+    """The repair's result in words: the sessions it changed by name, the skips, undo and verify."""
+    ids: List[str] = []
+    for tid in [m.thread_id for m in plan.moves] + [c.thread_id for c in plan.rows] + \
+            [rw.thread_id for rw in plan.rewrites]:
+        if tid not in ids:
+            ids.append(tid)
+    parts = [f"{result['moved']} file(s) moved" if result.get("moved") else "",
+             f"{result['updated_rows']} index entr{'y' if result.get('updated_rows') == 1 else 'ies'} updated"
+             if result.get("updated_rows") else "",
+             f"{result['inserted_rows']} added" if result.get("inserted_rows") else "",
+             f"{result['history_rows_deleted']} history row(s) reset" if result.get("history_rows_deleted") else ""]
+    said = ", ".join(p for p in parts if p) or "nothing needed changing"
+    links = result.get("symlinks_repointed") or 0
+    return Outcome(
+        heading="Session Repair Result", done=f"Done: {said}" + (":" if ids else "."),
+        notes=[f"Codex's daemon link re-pointed into this home ({links}): Codex starts here again."] if links else [],
+        changed=labels_for(names, ids),
+        skipped=[(names.get(t, t), shown(why)) for t, why in plan.skipped],
+        undo=result.get("rollback"), verify=home_command(home, "session_audit.py"),
+        older=older_runs(home, result.get("run_dir")),
+        counters={k: v for k, v in result.items() if k != "rollback"})
 
 
 def has_work_of(plan: Any, hplan: Any) -> bool:
@@ -156,9 +175,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
     else:
-        ids = [m.thread_id for m in plan.moves[:args.sample]] + [c.thread_id for c in plan.rows[:args.sample]] \
-            + [s[0] for s in plan.skipped[:args.sample]]
-        print(render(home, plan, report, result, not args.apply, session_names(inputs, ids), args.sample))
+        n = max(args.sample, 10)  # the plan's and the result's lists name this many of each
+        ids = [m.thread_id for m in plan.moves[:n]] + [c.thread_id for c in plan.rows[:n]] \
+            + [s[0] for s in plan.skipped[:n]] + [rw.thread_id for rw in plan.rewrites[:n]]
+        emit(render(home, plan, report, result, not args.apply, session_names(inputs, ids), args.sample,
+                    args.verbose))
     failed = (report.get("history_rebuild") or {}).get("failed")
     return EXIT_FINDINGS if plan.skipped or hplan.skipped or failed else EXIT_CLEAN
 

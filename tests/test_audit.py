@@ -36,7 +36,7 @@ def test_clean_home_exit_0(tmp_path):
         hb.add()
     proc = audit(hb.root)
     assert proc.returncode == 0, proc.stdout
-    assert "findings: none" in proc.stdout
+    assert proc.stdout.splitlines()[-1] == "Nothing is hidden and the index matches the files: nothing to run."
     r = audit_json(hb.root)
     assert r["counts"] == {"sessions_rollouts": 3, "archived_rollouts": 0, "rollouts_total": 3,
                            "threads_total": 3, "threads_active": 3, "threads_archived": 0}
@@ -132,7 +132,7 @@ def test_text_report_and_exit_1(broken):
     proc = audit(broken.root)
     assert proc.returncode == 1
     assert proc.stdout.startswith(f"=== Codex Session Audit: {broken.root} ===\n")
-    assert "other_provider: 4" in proc.stdout
+    assert "  4 were made under another provider (oldprov); the editors list only openai's" in proc.stdout
     assert "--remap-prefix /home/olduser/.codex=" in proc.stdout
     assert proc.stderr == ""
 

@@ -112,6 +112,10 @@ def test_story_moved_user_folder_with_the_daemon_package(world, codex_version):
             tui.wait_for(lambda s: not tui.alive(), 60, "codex to exit")
             assert "daemon executable not found" in " ".join(tui.screen(joined=True).split())
 
+        text = _ok(world.script("session_audit.py"), (1,)).stdout  # said on the audit's first lines
+        assert "Codex will not start here: its daemon link points into the old home; the repair fixes it." \
+            in text.splitlines()[:text.splitlines().index("")]
+
     remap = world.audit()["integrity"]["moved_home"]["remap_arg"]  # the one remap the audit prints
     assert remap == f"--remap-prefix {moved['old_user']}={moved['new_user']}"  # the user folder
     arg = remap.split(" ", 1)[1]
@@ -222,6 +226,35 @@ def test_story_daemon_left_running_is_named_and_stopping_it_is_enough(world):
     world.stop_home_processes()
     s = world.surfaces(world.project())
     assert s.shown_everywhere(ids) == NONE_MISSING
+
+
+def test_story_daemon_left_running_is_said_whole_on_the_audit_first_screen(world):
+    """Real 0.171: the audit's first lines name the daemon the TUI left running, what it holds and
+    the one command that stops it, whole (no line cut with '...'), and count the session it holds
+    open as not checked (before: `history_skipped_live` only in --json)."""
+    ids = _daemon_left_running(world)
+    report = json.loads(_ok(world.script("session_audit.py", "--json"), (1,)).stdout)
+    assert report["integrity"]["history_skipped_live"] == 1
+    assert report["codex_running"]["running"] and ids[0] in report["codex_running"]["live_threads"]
+    text = _ok(world.script("session_audit.py"), (1,)).stdout
+    lines = text.splitlines()
+    top = lines[:lines.index("")]
+    i = top.index("Codex is running on this home; close it before any --apply:")
+    said = " ".join(x.strip() for x in top[i + 1:] if x.startswith("  "))
+    assert "daemon" in said and "codex app-server daemon stop" in said
+    stops = set()
+    for holder in report["codex_running"]["holders"]:  # each said whole, in the words locks.py gives
+        words, _sep, stop = holder.partition("; stop it with: ")
+        assert " ".join(words.split()) in said
+        if stop:
+            stops.add(stop)
+    assert stops and all(f"    {stop}" in top for stop in stops)  # each stop command on a line of its own
+    assert text.count("codex app-server daemon stop") == 1
+    assert "1 session open in Codex was not checked (audit again once Codex is closed)." in top
+    assert not [x for x in lines if x.rstrip().endswith("...")]
+    assert len(lines) <= 40
+    _ok(world.stop_daemon())
+    world.stop_home_processes()
 
 
 # ---------------------------------------------------------------- (e) two state DBs

@@ -320,3 +320,96 @@ def test_a_journal_name_that_is_no_hot_journal_changes_nothing(tmp_path, journal
     assert audit.returncode == 0, audit.stderr
     assert json.loads(audit.stdout)["counts"]["threads_total"] == 4
     assert snapshot(hb.root) == before
+
+
+OSC52 = "\x1b]52;c;aGFja2Vk\x07"  # a clipboard write
+CURSOR = "\x1b[2J\x1b[H"  # clear the screen, cursor home
+RAW = ("\x1b", "\x07", "\x9b", "\x9d", "\u202e")
+
+
+def _hostile_strings_home(root):
+    """Titles, a name, folders and a provider holding terminal control sequences."""
+    hb = HomeBuilder(root, provider="newco", providers=["newco"])
+    a = hb.add(provider="oldco", preview=f"title {CURSOR}{OSC52} end", cwd=f"/work/red{CURSOR}dir")
+    b = hb.add(provider=f"old{OSC52}co", preview="second\u202eevil", cwd="/work/line\nINJECTED")
+    hb.add(provider="newco", preview=f"archived {OSC52}", archived=True)
+    named = hb.add(provider="oldco", preview="named one")
+    with open(root / "session_index.jsonl", "w") as fh:
+        fh.write(json.dumps({"id": named.id, "thread_name": f"name {OSC52}\nnext line",
+                             "updated_at": "2025-03-01T00:00:00Z"}) + "\n")
+    moved = hb.add(provider="newco", preview=f"moved {CURSOR}")
+    hb.sql("UPDATE threads SET rollout_path=? WHERE id=?", (str(root / "sessions" / "gone.jsonl"), moved.id))
+    return hb, [a, b, named]
+
+
+def test_strings_from_a_home_reach_no_terminal_raw(tmp_path):
+    """Every human output of every script escapes control characters from titles, names, folders
+    and providers: no cursor move, no OSC 52 clipboard write reaches the terminal raw."""
+    root = tmp_path / "home" / ".codex"
+    hb, threads = _hostile_strings_home(root)
+    other = HomeBuilder(tmp_path / "other" / ".codex", provider="newco", providers=["newco"])
+    other.n = 100  # ids of its own
+    other.add(provider="newco", preview="mine")
+
+    def script(name, *args, home=root):
+        proc = subprocess.run([sys.executable, str(SCRIPTS / name), "--codex-dir", str(home), *args],
+                              capture_output=True, text=True, check=False)
+        _no_traceback(proc)
+        return proc
+
+    outputs = []
+    for name, args in (("session_audit.py", ()), ("session_audit.py", ("--verbose",)),
+                       ("session_repair.py", ()), ("provider_migrate.py", ()),
+                       ("provider_migrate.py", ("--include-archived", "--apply", "--verbose")),
+                       ("session_repair.py", ("--apply", "--verbose")),
+                       ("rollback.py", ("--list",)), ("rollback.py", ("--latest",)),
+                       ("rollback.py", ("--latest", "--apply", "--verbose")),
+                       ("rollback.py", ("--latest", "--apply"))):
+        proc = script(name, *args)
+        assert proc.returncode in (0, 1), (name, args, proc.stderr)
+        outputs.append((name, args, proc.stdout + proc.stderr))
+    imp = script("session_import.py", "--from", str(root), home=other.root)
+    outputs.append(("session_import.py", (), imp.stdout + imp.stderr))
+    for name, args, text in outputs:
+        for raw in RAW:
+            assert raw not in text, (name, args, repr(raw), text)
+    audit_text = outputs[0][2]
+    assert "\\e]52;c;aGFja2Vk\\x07" in outputs[3][2]  # shown escaped, not dropped
+    assert "/work/red\\e[2J\\e[Hdir" in outputs[1][2]
+    assert '"name \\e]52;c;aGFja2Vk\\x07 next line"' in outputs[3][2]  # the name, on one line
+    assert "next line" not in [line.strip() for line in outputs[3][2].splitlines()]
+    for name, args, text in outputs:  # a newline in a folder never starts a line of ours
+        assert not [line for line in text.splitlines() if line.startswith("INJECTED")], (name, args, text)
+    assert "/work/line\\nINJECTED" in audit_text
+
+
+def test_an_imported_provider_cannot_add_flags_to_the_printed_migration(tmp_path):
+    """The import's suggested migration is built from arguments: a source thread whose provider is
+    `q --from-provider openai --target-provider zz --apply` yields a command that, pasted, moves
+    nothing of the user's (before: it migrated every openai session of the user to `zz`)."""
+    evil = "q --from-provider openai --target-provider zz --apply"
+    src = HomeBuilder(tmp_path / "old" / ".codex", provider="openai")
+    src.n = 200
+    src.add(provider=evil, cwd="/p", preview="from the old machine")
+    dst = HomeBuilder(tmp_path / "new" / ".codex", provider="openai")
+    mine = [dst.add(provider="openai", preview=f"mine {i}") for i in range(3)]
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "session_import.py"), "--codex-dir", str(dst.root),
+                           "--from", str(src.root)], capture_output=True, text=True, check=False)
+    _no_traceback(proc)
+    cmds = [line.strip() for line in proc.stdout.splitlines() if "provider_migrate.py" in line
+            and line.startswith("  ")]
+    assert len(cmds) == 1, proc.stdout
+    import shlex
+    words = shlex.split(cmds[0])
+    assert words[words.index("--from-provider") + 1] == evil and words.count("--target-provider") == 1
+    assert "--apply" not in words
+    before = dst.sql("SELECT id, model_provider FROM threads ORDER BY id")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pasted = subprocess.run(["bash", "-c", cmds[0]], cwd=str(elsewhere), capture_output=True, text=True,
+                            check=False)
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    assert pasted.stdout.startswith("Nothing to do: ")
+    assert dst.sql("SELECT id, model_provider FROM threads ORDER BY id") == before
+    assert [p for _i, p in before] == ["openai"] * len(mine)
+    assert not (dst.root / ".tmp" / "session-migration").exists()

@@ -104,7 +104,8 @@ def test_dry_run_shows_titles_names_dates_and_suggests_the_user_home_remap(homes
     assert by_id[made[0].id]["title"] == "fix the parser" and by_id[made[0].id]["created"] == "2025-03-01 09:37"
     assert by_id[made[0].id]["folder"] == "/home/olduser/proj"
     text = imp(dst.root, "--from", str(src.root)).stdout
-    assert "'Parser rewrite'  in /home/olduser/proj" in text and "suggested: --remap-prefix" in text
+    assert '  import "Parser rewrite", 2025-03-01 09:37, /home/olduser/proj  (openai)' in text.splitlines()
+    assert f" --remap-prefix /home/olduser={dst.root.parent}" in text  # the suggested import, a whole command
     assert snapshot(src.root) == before_src and snapshot(dst.root) == before_dst
 
 

@@ -80,10 +80,12 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
     audit = ours("session_audit.py", cwd=base, env=env)
     assert audit.returncode == 1, audit.stderr
     lines = audit.stdout.splitlines()
-    start = lines.index("Run next, in order (each shows its plan; add --apply to write, then audit again):")
+    start = lines.index("Run next (it shows its plan; add --apply to write, then audit again):")
     remap = shlex.quote(f"/home/olduser/.codex={root}")
-    one = f"{PY} {SCRIPTS}/session_recover.py --codex-dir {q} --remap-prefix {remap} --unarchive"
-    assert lines[start + 1:start + 3] == [f"  {one}  # every fix in one run, one undo (repair, migrate, import)", ""]
+    one = f"{PY} {SCRIPTS}/session_recover.py --codex-dir {q} --remap-prefix {remap}"
+    assert lines[start + 1:start + 4] == [f"  {one}  # every fix in one run, one undo (repair, migrate, import)",
+                                          "Optional, only if you want the 2 archived sessions back in the list:",
+                                          f"  {PY} {SCRIPTS}/session_repair.py --codex-dir {q} --unarchive"]
     report = json.loads(ours("session_audit.py", "--json", cwd=base, env=env).stdout)
     assert [s["command"] for s in report["next_steps"]] == [one]
     # the recovery, pasted: its plan changes nothing; its --apply and its one undo
@@ -93,14 +95,15 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
     assert home_state(root) == before
     applied = paste(line_after(dry.stdout, "No changes applied (dry-run). To make them all"), elsewhere, env)
     assert applied.returncode == 1, applied.stderr
-    assert rows(root, "SELECT count(*) FROM threads WHERE model_provider='oldprov' OR archived=1") == [(0,)]
+    assert rows(root, "SELECT count(*) FROM threads WHERE model_provider='oldprov'") == [(0,)]
+    assert rows(root, "SELECT count(*) FROM threads WHERE archived=1") == [(2,)]  # archived stays archived
     rolled = paste(line_after(applied.stdout, "undo all of it with:"), elsewhere, env)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     assert home_state(root) == before
     # the scripts it combines stay, one step at a time
     steps = [
         f"{PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap}"
-        "  # point the index at the real files, remap the old home, bring back archived sessions",
+        "  # point the index at the real files, remap the old home",
         f"{PY} {SCRIPTS}/provider_migrate.py --codex-dir {q}  # move sessions of other providers to openai",
         f"{PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix {remap} --import-orphans"
         "  # add index entries for session files that have none",
@@ -129,7 +132,6 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
     assert applied.returncode == 1, applied.stderr
     moved = hb.threads[15]
     assert rows(root, f"SELECT rollout_path FROM threads WHERE id='{moved.id}'") == [(str(moved.path),)]
-    assert rows(root, "SELECT count(*) FROM threads WHERE archived=1") == [(0,)]
     verify = paste(line_after(applied.stdout, "Verify, then restart"), elsewhere, env)
     assert verify.returncode == 1 and verify.stdout.startswith(f"=== Codex Session Audit: {root} ===\n")
     undo = line_after(applied.stdout, "undo with:")
@@ -164,6 +166,63 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
     rolled = paste(line_after(applied.stdout, "undo with:"), elsewhere, env)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     assert home_state(root) == start_state
+
+
+def repair_has_unarchive_flag() -> bool:
+    """The repair that unarchives only when asked (`--unarchive [ID_OR_NAME]`, issue 22)."""
+    out = subprocess.run([sys.executable, str(SCRIPTS / "session_repair.py"), "--help"],
+                         capture_output=True, text=True, check=False).stdout
+    return re.search(r"--unarchive\b", out) is not None
+
+
+def advice_of(text):
+    """The commands under "Run next" as printed, without their `# why`."""
+    lines = text.splitlines()
+    if "Run next (it shows its plan; add --apply to write, then audit again):" not in lines:
+        return []
+    i = lines.index("Run next (it shows its plan; add --apply to write, then audit again):") + 1
+    out = []
+    while i < len(lines) and lines[i].startswith(f"  {PY} "):
+        out.append(lines[i].strip().split("  # ", 1)[0])
+        i += 1
+    return out
+
+
+def test_the_advice_applied_in_order_converges_and_archived_stays_archived(place):
+    """A new user's whole path on the sample messy home: each printed command pasted from another
+    folder, its printed --apply pasted next, the audit again, until it recommends nothing (at most
+    two rounds); the sessions the user archived are still archived afterwards."""
+    hb, base, elsewhere, env = place
+    root = hb.root
+    archived = rows(root, "SELECT id FROM threads WHERE archived=1")
+    assert len(archived) == 2
+    pasted = []
+    for _round in range(2):
+        audit = ours("session_audit.py", cwd=base, env=env)
+        steps = advice_of(audit.stdout)
+        if not steps:
+            break
+        for step in steps:
+            dry = paste(step, elsewhere, env)
+            assert dry.returncode in (0, 1), dry.stderr
+            apply_cmd = line_after(dry.stdout, "No changes applied (dry-run). To")
+            assert apply_cmd == step + " --apply"  # a recommended dry-run always has something to write
+            done = paste(apply_cmd, elsewhere, env)
+            assert done.returncode in (0, 1), done.stdout + done.stderr
+            pasted.append(step)
+    final = ours("session_audit.py", cwd=base, env=env)
+    assert advice_of(final.stdout) == [], final.stdout
+    assert "Nothing to run: no command here would change anything." in final.stdout.splitlines()
+    assert len(pasted) == 1  # one recovery run: the repair, the migration and the orphan import
+    # what no command can fix is said as such, with its reason, not as a command
+    assert '  "file deleted", 2025-03-01 10:47, /work/proj: no rollout file for this thread anywhere' \
+        in final.stdout.splitlines()
+    report = json.loads(ours("session_audit.py", "--json", cwd=base, env=env).stdout)
+    assert report["next_steps"] == []
+    assert rows(root, "SELECT count(*) FROM threads WHERE model_provider='oldprov'") == [(0,)]
+    if repair_has_unarchive_flag():  # the repair of issue 22 keeps archived sessions archived
+        assert rows(root, "SELECT id FROM threads WHERE archived=1") == archived
+        assert [o["step"] for o in report["options"]] == ["unarchive"]
 
 
 def test_the_escalation_command_runs_when_pasted(place):
@@ -242,7 +301,7 @@ def test_make_demo_prints_commands_that_run_on_its_sample_home(place):
     assert [r.returncode for r in results] == [1, 1, 0, 0, 0], [r.stderr for r in results]
     assert "=== Session Repair Result ===" in results[0].stdout
     assert results[1].stdout.startswith(f"=== Codex Session Audit: {home} ===\n")
-    assert "session_repair" in results[2].stdout and "rows_reverted: " in results[3].stdout
+    assert "session_repair" in results[2].stdout and results[3].stdout.startswith("=== Rollback Result ===\nDone: ")
     assert results[4].stdout.startswith("=== Provider Migration Plan ===\n")
     assert home_state(home) == before  # repaired, then rolled back exactly
     assert lines[-1] == f"  rm -rf -- {shlex.quote(str(demo_dir))}"

@@ -163,7 +163,7 @@ def test_hostile_titles_and_folders_are_escaped(tmp_path):
     hb.add(provider="oldco", cwd="/work/\x1b]0;pwned\x07", preview="\x1b[31mred title")
     out = recover(hb.root, expect=(0,)).stdout
     assert "another provider (1):" in out and not any(c in out for c in "\x1b\x07")
-    assert "\\x1b[31mred title" in out and "/work/\\x1b]0;pwned\\x07" in out
+    assert "\\e[31mred title" in out and "/work/\\e]0;pwned\\x07" in out
 
 
 def _history_rows(root):

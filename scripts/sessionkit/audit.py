@@ -303,6 +303,18 @@ def _here() -> Optional[str]:
         return None
 
 
+_CHECKED: List[Any] = []  # (inputs, its HistoryCheck): the audit's advice plans on the same check
+
+
+def checked_history(inputs: AuditInputs) -> Any:
+    """The history check of these inputs, made once per audit (the advice's repair plan reuses it)."""
+    if _CHECKED and _CHECKED[0][0] is inputs:
+        return _CHECKED[0][1]
+    check = history_check.check_history(inputs)
+    _CHECKED[:] = [(inputs, check)]
+    return check
+
+
 def build_report(inputs: AuditInputs, provider: Optional[str] = None, cwd: Optional[str] = None,
                  max_samples: int = 10, here: Optional[str] = None) -> Dict[str, Any]:
     """The whole audit; `cwd` (--cwd) filters the editors' list too, `here` (default: the current
@@ -312,7 +324,7 @@ def build_report(inputs: AuditInputs, provider: Optional[str] = None, cwd: Optio
     current = provider or cfg.model_provider
     judged = judge_all(inputs)
     integ = integrity(inputs, max_samples, judged)
-    integ.update(history_check.integrity_report(history_check.check_history(inputs), max_samples))
+    integ.update(history_check.integrity_report(checked_history(inputs), max_samples))
     tui_cwd, tui_why = tui_default_cwd(inputs, cwd, here if here is not None else _here(), integ["moved_home"])
     report: Dict[str, Any] = {
         "codex_dir": safe_str(home.root),

@@ -112,6 +112,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
+_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(text: str) -> str:
+    """Text for a terminal: every control character but the line ends escaped (`\\x1b`), so no
+    string from a home (a title, a folder, a provider) moves the cursor or writes the clipboard."""
+    return _CONTROL_BUT_NEWLINE.sub(lambda m: "\\e" if m.group(0) == "\x1b" else
+                                    "\\x%02x" % ord(m.group(0)) if ord(m.group(0)) < 0x100 else
+                                    "\\u%04x" % ord(m.group(0)), safe_str(text))
+
+
+def emit(text: str = "", file: Any = None) -> None:
+    """print() for every human line a script writes: escaped at this one edge."""
+    print(plain(text), file=file)
+
+
 def print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False))
 
@@ -146,7 +162,7 @@ def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = 
     try:
         return main(argv)
     except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        emit(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -157,7 +173,7 @@ def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = 
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (OSError, sqlite3.Error) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        emit(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a bug of ours: still one line, never a traceback
         if os.environ.get("SESSION_MIGRATION_DEBUG"):

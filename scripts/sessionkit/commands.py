@@ -31,6 +31,11 @@ def quote(arg: object) -> str:
     return shlex.quote(text)
 
 
+def args_text(words: Sequence[object]) -> str:
+    """Arguments as one line to paste: each word quoted once, here at the edge."""
+    return " ".join(quote(w) for w in words)
+
+
 def interpreter() -> str:
     """The Python that runs us, absolute: the one the pasted command will find again."""
     exe = sys.executable
@@ -50,7 +55,7 @@ def script_command(script: str, *args: object, home: Optional[PathLike] = None,
     if sqlite_home is not None:
         words += ["--sqlite-home", os.path.abspath(os.fspath(sqlite_home))]
     words += list(args)
-    return " ".join(quote(w) for w in words)
+    return args_text(words)
 
 
 def db_folder(home: "CodexHome") -> Optional[str]:
@@ -114,44 +119,3 @@ def demo_hint() -> str:
     if cmd:
         return f"{cmd} builds a sample home with every problem and shows the audit on it)"
     return "`make demo` in the skill's source folder builds a sample home to try it on)"
-
-
-def next_steps(report: Dict[str, Any], home: "CodexHome") -> List[Dict[str, str]]:
-    """What to run next after an audit, in order: repair dry-run, migration dry-run, orphan import.
-    Each is a dry-run: it prints its plan and changes nothing until the user adds --apply."""
-    integ = report.get("integrity") or {}
-    vis = report.get("visibility") or {}
-    hidden = vis.get("hidden") or {}
-    db_only = vis.get("db_only_hidden") or {}
-    orph = report.get("orphans") or {}
-    moved = integ.get("moved_home") or None
-    remap: List[str] = []
-    if moved and str(moved.get("remap_arg", "")).startswith("--remap-prefix "):
-        remap = str(moved["remap_arg"]).split(" ", 1)  # the audit's choice: the home or the user folder
-    steps: List[Dict[str, str]] = []
-    repairable = (integ.get("missing_rollout_path_count", 0) or integ.get("archive_mismatches_count", 0)
-                  or integ.get("session_meta_id_mismatch_count", 0) or hidden.get("archived", 0)
-                  or db_only.get("stale_rollout_path", 0) or remap)
-    rebuild = ["--rebuild-history"] if integ.get("history_incomplete_count", 0) else []  # history_check.py
-    if repairable:
-        steps.append({"step": "repair", "why": "point the index at the real files"
-                      + (", remap the old home" if remap else "")
-                      + (", bring back archived sessions" if hidden.get("archived") else "")
-                      + (", rebuild sessions that open incomplete" if rebuild else ""),
-                      "command": home_command(home, "session_repair.py", *remap, *rebuild)})
-    elif rebuild or integ.get("names_lost_count", 0):
-        steps.append({"step": "repair", "why": "rebuild sessions that open incomplete or empty, restore lost names",
-                      "command": home_command(home, "session_repair.py", *rebuild)})
-    if hidden.get("other_provider", 0) or integ.get("provider_mismatch_count", 0):
-        steps.append({"step": "migrate", "why": f"move sessions of other providers to {vis.get('provider')}",
-                      "command": home_command(home, "provider_migrate.py")})
-    if orph.get("importable", 0):
-        steps.append({"step": "import", "why": "add index entries for session files that have none",
-                      "command": home_command(home, "session_repair.py", *remap, "--import-orphans")})
-    if steps:  # all of it as one run with one undo; the scripts above stay for one step at a time
-        why = steps[0]["why"] if len(steps) == 1 else \
-            "every fix in one run, one undo (" + ", ".join(s["step"] for s in steps) + ")"
-        return [{"step": "recover", "why": why,
-                 "command": home_command(home, "session_recover.py", *remap, *rebuild,
-                                         *(["--unarchive"] if hidden.get("archived") else []))}]
-    return steps

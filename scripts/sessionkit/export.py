@@ -481,7 +481,7 @@ def complete_length(path: str) -> Tuple[int, float, bool]:
 def label(p: Picked) -> str:
     """`"name or title", date, folder`, with control characters escaped."""
     from .labels import readable_time, short_title
-    from .shown import shown
+    from .labels import shown
     return f"{shown(short_title(p.name or p.title))}, {readable_time(p.created_at)}, {shown(p.cwd) or '(no folder)'}"
 
 

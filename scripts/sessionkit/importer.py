@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 from . import UserError
 from .archive_src import HISTORY_DB, STATE_DB, SourceHome, private_db_copy
 from .home import CodexHome, read_config
+from .commands import args_text
+from .labels import shown
 from .line1 import field_token, read_line1
 from .paths import has_prefix, home_prefix_counts, replace_prefix, safe_str
 from .rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
@@ -141,6 +143,8 @@ class ImportPlan:
     suggested_remap: Optional[str] = None
     provider_hint: Optional[str] = None
     provider_command: Optional[str] = None  # the provider_migrate.py arguments the hint names
+    suggested_remap_args: List[str] = field(default_factory=list)  # the same two, as arguments
+    provider_args: List[str] = field(default_factory=list)  # provider_migrate.py's arguments, unquoted
     src_history_db: Optional[Path] = None
     dest_history_db: Optional[Path] = None
     notes: List[str] = field(default_factory=list)
@@ -782,7 +786,8 @@ def _suggest(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequ
             cwds = [t.cwd_before for t in plan.imports]
             if old_user and new_user and old_user != new_user and any(has_prefix(c, old_user) for c in cwds):
                 n = sum(1 for c in cwds if has_prefix(c, old_user))
-                plan.suggested_remap = f"--remap-prefix {safe_str(old_user)}={safe_str(new_user)}"
+                plan.suggested_remap_args = ["--remap-prefix", f"{old_user}={new_user}"]
+                plan.suggested_remap = args_text(plan.suggested_remap_args)
                 plan.notes.append(f"{n} thread(s) were made in folders under {safe_str(old_user)} (the old "
                                   f"user home); with {plan.suggested_remap} they list under the same folders here")
     current = dest.home.config.model_provider
@@ -792,11 +797,12 @@ def _suggest(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequ
             others[t.provider] = others.get(t.provider, 0) + 1
     if others:
         listed = ", ".join(f"{p} ({n})" for p, n in sorted(others.items()))
-        plan.provider_command = " ".join(["provider_migrate.py", "--target-provider", current] + [
-            f"--from-provider {p}" for p in sorted(others)] + ["--include-archived"])
+        plan.provider_args = ["--target-provider", current] + [
+            w for p in sorted(others) for w in ("--from-provider", p)] + ["--include-archived"]
+        plan.provider_command = args_text(["provider_migrate.py", *plan.provider_args])
         plan.provider_hint = (f"{sum(others.values())} imported thread(s) are on another provider than this "
-                              f"home's {current!r}: {listed}. The editors list only {current!r}; after the "
-                              f"import run {plan.provider_command}")
+                              f"home's {shown(current)!r}: {shown(listed)}. The editors list only "
+                              f"{shown(current)!r}; after the import run {plan.provider_command}")
 
 
 def _local(ts: Optional[int]) -> str:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from typing import Optional, TextIO
+from contextlib import contextmanager
+from typing import Iterator, Optional, TextIO
 
 SHOW_AFTER_S = 1.0
 REDRAW_S = 0.2
@@ -51,3 +53,33 @@ class Progress:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
             self.shown = False
+
+    @contextmanager
+    def working(self, label: str) -> Iterator[None]:
+        """A phase with no count to tick (extracting an archive, reading a source home): after a
+        second, `label... 3 s` redrawn on a terminal until the phase ends, then cleared."""
+        if not self.enabled:
+            yield
+            return
+        stop = threading.Event()
+        started = time.monotonic()
+
+        def draw() -> None:
+            if stop.wait(SHOW_AFTER_S):
+                return
+            while True:
+                assert self.stream is not None
+                self.stream.write(f"\r{label}... {int(time.monotonic() - started)} s\x1b[K")
+                self.stream.flush()
+                self.shown = True
+                if stop.wait(REDRAW_S):
+                    return
+
+        worker = threading.Thread(target=draw, name="progress", daemon=True)
+        worker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            worker.join()
+            self.done()
