@@ -163,6 +163,74 @@ def _where(values: Dict[str, Any]) -> Tuple[str, List[Any]]:
     return " AND ".join(f'"{c}" IS ?' for c in values), list(values.values())
 
 
+# Columns Codex itself rewrites without a user's act (a `thread/list {searchTerm}` sets a row's
+# updated_at_ms from the rollout's mtime): not judged when deciding whether a row is still ours.
+VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("updated_at_ms",)}
+
+_SCHEMAS: Dict[Tuple[str, ...], sqlite3.Connection] = {}
+
+
+def _schema_copy(conn: sqlite3.Connection, table: str) -> Optional[sqlite3.Connection]:
+    """An in-memory DB holding only this table as the real DB defines it (its defaults and its
+    triggers on itself): where an insert's whole row is worked out without writing the real DB."""
+    rows = conn.execute("SELECT type, sql FROM sqlite_master WHERE tbl_name=? AND sql IS NOT NULL "
+                        "AND type IN ('table', 'trigger') ORDER BY type='trigger', name", (table,)).fetchall()
+    sig = tuple(sql for _t, sql in rows)
+    if not rows or rows[0][0] != "table":
+        return None
+    mem = _SCHEMAS.get(sig)
+    if mem is None:
+        if len(_SCHEMAS) > 16:
+            for old in _SCHEMAS.values():
+                old.close()
+            _SCHEMAS.clear()
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            for sql in sig:
+                mem.execute(sql)
+        except sqlite3.DatabaseError:
+            mem.close()
+            return None
+        _SCHEMAS[sig] = mem
+    return mem
+
+
+def whole_row(conn: sqlite3.Connection, table: str, row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Every column of the row an INSERT of `row` into `table` makes (defaults and the table's own
+    triggers applied), as the DB defines the table now: columns added since get their defaults.
+    None when the table cannot be copied (judged on the recorded columns alone then)."""
+    mem = _schema_copy(conn, table)
+    if mem is None:
+        return None
+    mem.execute("SAVEPOINT probe")
+    try:
+        names = ", ".join(f'"{c}"' for c in row)
+        cur = mem.execute(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(row))})', list(row.values()))
+        got = mem.execute(f'SELECT * FROM "{table}" WHERE rowid=?', (cur.lastrowid,))
+        cols = [d[0] for d in got.description]
+        values = got.fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        mem.execute("ROLLBACK TO probe")
+        mem.execute("RELEASE probe")
+    return dict(zip(cols, values)) if values is not None else None
+
+
+def current_rows(conn: sqlite3.Connection, table: str, key: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The whole rows (every column) found by `key`."""
+    w, args = _where(key)
+    cur = conn.execute(f'SELECT * FROM "{table}" WHERE {w}', args)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def same_row(table: str, a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    """Equal in every column but the ones Codex rewrites by itself (VOLATILE)."""
+    skip = VOLATILE.get(table, ())
+    return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+
+
 class Op:
     """One change. File ops: prepare/apply/state/undo. DB ops (DB_OP): apply_db/state_db/undo_db."""
 
@@ -1149,13 +1217,23 @@ class RowUpdate(Op):
             raise UserError(f"{self.table} row {self.key} changed since the plan was made; nothing was kept")
         return n
 
+    def _judged(self) -> List[str]:
+        """The columns that say whether the row still holds what the run wrote: every one it
+        wrote but those Codex rewrites by itself (unless that is all it wrote)."""
+        skip = VOLATILE.get(self.table, ())
+        return [c for c in self.new if c not in skip] or list(self.new)
+
     def state_db(self, conn: sqlite3.Connection) -> str:
         cur = self._current(conn)
-        return NEW if cur == self.new else OLD if cur == self.old else CHANGED
+        if cur is None:
+            return CHANGED
+        cols = self._judged()
+        pick = lambda d: {c: d[c] for c in cols}  # noqa: E731
+        return NEW if pick(cur) == pick(self.new) else OLD if pick(cur) == pick(self.old) else CHANGED
 
     def undo_db(self, conn: sqlite3.Connection) -> int:
         sets = ", ".join(f'"{c}"=?' for c in self.old)
-        w, args = _where({**self.key, **self.new})
+        w, args = _where({**self.key, **{c: self.new[c] for c in self._judged()}})
         return conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w}', list(self.old.values()) + args).rowcount
 
 
@@ -1202,15 +1280,24 @@ class RowInsert(Op):
                             list(self.row.values())).rowcount
 
     def _delete(self, conn: sqlite3.Connection) -> int:
-        w, args = _where(self.row)
+        skip = VOLATILE.get(self.table, ())
+        w, args = _where({k: v for k, v in {**self.row, **self.key}.items() if k not in skip or k in self.key})
         n = conn.execute(f'DELETE FROM "{self.table}" WHERE rowid IN (SELECT rowid FROM "{self.table}" '
                          f"WHERE {w} LIMIT 1)", args).rowcount
         return n
 
     def _present(self, conn: sqlite3.Connection) -> str:
-        if self._count(conn, self.row) == 1:
-            return "same"
-        return "other" if self._count(conn, self.key) else "absent"
+        """`same`: the row found by its key is, in EVERY column (ones Codex set or added since
+        included; VOLATILE ones aside), the row this insert makes; `other`: it differs; `absent`."""
+        rows = current_rows(conn, self.table, self.key)
+        if not rows:
+            return "absent"
+        if len(rows) > 1:
+            return "other"
+        want = whole_row(conn, self.table, self.row)
+        if want is None:  # the table cannot be copied: the recorded columns alone
+            return "same" if self._count(conn, {**self.key, **self.row}) == 1 else "other"
+        return "same" if same_row(self.table, rows[0], want) else "other"
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
         if self._count(conn, self.key):
