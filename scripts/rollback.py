@@ -135,8 +135,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"restored {home.state_db.path} from {result['restored_from']}\n"
             f"the DB as it was is saved at {result['previous_db_saved_to']}")
         return EXIT_CLEAN
-    run_dir = find_run(home, args.manifest)
-    later = later_dependents(home, run_dir)
+    target = find_run(home, args.manifest)  # the journal is read once, here
+    if target is None:
+        if args.json:
+            print_json({"codex_dir": str(home.root), "nothing_left": True, "dry_run": not args.apply, "result": None})
+        else:
+            print(f"nothing left to undo: every run recorded under {safe_str(home.artifacts_dir)} is rolled back")
+        return EXIT_CLEAN
+    later = later_dependents(home, target)
     if later and args.apply and not args.force:
         raise UserError(f"refusing: {len(later)} later run(s) changed threads this run changed "
                         f"(newest {safe_str(later[-1][0])}); roll those back first "
@@ -150,13 +156,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             for db in home_dbs(home):  # a run killed mid-commit: SQLite's own undo first, then ours
                 if os.path.isfile(db):
                     settle_hot_journal(Path(db))
-            plan = plan_undo(home, run_dir)
-            report = summary(plan, args.sample)
-            if plan.actions:
+            plan = plan_undo(home, target)
+            if plan.needs_record():
                 result = apply_undo(home, plan, progress=Progress.for_terminal())
     else:
-        plan = plan_undo(home, run_dir)
-        report = summary(plan, args.sample)
+        plan = plan_undo(home, target)
+    report = summary(plan, args.sample)  # after the apply: threads Codex held meanwhile are named too
     report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})
@@ -167,6 +172,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"{k}: {v}")
         for c in report["conflict_sample"]:
             print(f"  left alone: {c}")
+        for c in report["deleted_sample"]:
+            print(f"  left deleted: {c}")
         for m in report["moves_sample"]:
             print(f"  move back: {m}")
         for r in report["later_runs_on_same_threads"]:
@@ -178,6 +185,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                   f"files_moved_back: {result['files_moved_back']}")
             for b in result["db_backups"]:
                 print(f"db backup taken before the rollback: {b}")
+        if plan.conflicts and args.apply:
+            print(f"{len(plan.conflicts)} item(s) left alone: the run is partly rolled back and stays undoable; "
+                  f"once they are free run again: {home_command(home, 'rollback.py', '--manifest', plan.run_dir, '--apply')}")
     return EXIT_FINDINGS if plan.conflicts else EXIT_CLEAN
 
 

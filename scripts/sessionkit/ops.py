@@ -231,12 +231,76 @@ def same_row(table: str, a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
 
 
+@dataclass(frozen=True)
+class Counts:
+    """How one operation is counted: in `rollback.py --list` (`listed`), in an undo plan's summary
+    (`to_undo`) and in an undo's result (`undone`); "" where it is not counted by itself."""
+    listed: str = ""
+    to_undo: str = "other_to_undo"
+    undone: str = ""
+
+
+GONE = "gone"  # what the op changed no longer exists at all (a thread removed with thread/delete)
+
+
 class Op:
-    """One change. File ops: prepare/apply/state/undo. DB ops (DB_OP): apply_db/state_db/undo_db."""
+    """One change. File ops: prepare/apply/state/undo. DB ops (DB_OP): apply_db/state_db/undo_db.
+    Each op also describes itself (COUNTS, files, rows, judge, revert), so lists, plans and
+    results ask it instead of switching on its kind."""
 
     KIND: ClassVar[str] = ""
     DB_OP: ClassVar[bool] = False
+    COUNTS: ClassVar[Counts] = Counts()
     thread_id: Optional[str]
+
+    # ---- what it is and touches
+    def files(self) -> List[str]:
+        """The home's files this op changes for good (temporaries and kept copies left out)."""
+        return []
+
+    def rows(self) -> List[Tuple[str, str, Dict[str, Any]]]:
+        """(DB, table, key) of each row this op changes."""
+        return []
+
+    def subject(self) -> str:
+        """How a report names what this op changed: its thread, else its first path or DB."""
+        return self.thread_id or (self.paths() or [self.db() or "?"])[0]
+
+    def value_change(self, column: str) -> Optional[Tuple[Any, Any]]:
+        """(old, new) of a column this op sets (e.g. model_provider), else None."""
+        return None
+
+    def undo_sample(self) -> Optional[str]:
+        """One line saying what its undo does, where that helps a reader (a move: `dst -> src`)."""
+        return None
+
+    def written_back(self) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
+        """(table, key, values) of the row values its undo writes into a DB, which the run's own
+        backup must hold (an edited journal cannot make a rollback write anything else)."""
+        return None
+
+    # ---- how its state is checked and how it is undone
+    def judge(self, conn: Optional[sqlite3.Connection] = None) -> str:
+        """OLD, NEW, TORN, CHANGED, or GONE (changed, and what it changed is not there at all)."""
+        st = self.state_db(conn) if self.DB_OP else self.state()  # type: ignore[arg-type]
+        if st == CHANGED and (self.gone_db(conn) if self.DB_OP else self.gone()):  # type: ignore[arg-type]
+            return GONE
+        return st
+
+    def gone(self) -> bool:
+        """No file this op changed is on disk any more (deleted since the run)."""
+        subjects = self.files()
+        return bool(subjects) and not any(os.path.lexists(p) for p in subjects)
+
+    def gone_db(self, conn: sqlite3.Connection) -> bool:
+        return False
+
+    def revert(self, conn: Optional[sqlite3.Connection] = None) -> int:
+        """Undo it (a DB op inside the caller's transaction); returns the rows it changed."""
+        if self.DB_OP:
+            return self.undo_db(conn)  # type: ignore[arg-type]
+        self.undo()
+        return 0
 
     def to_record(self) -> Dict[str, Any]:
         raise NotImplementedError
@@ -360,6 +424,7 @@ class Mkdir(Op):
     path: str
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "mkdir"
+    COUNTS: ClassVar[Counts] = Counts("folders_created")
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "path": self.path, "thread_id": self.thread_id}
@@ -402,6 +467,16 @@ class Move(Op):
     size: int = -1
     ino: int = 0
     KIND: ClassVar[str] = "move"
+    COUNTS: ClassVar[Counts] = Counts("moves", "files_to_move_back", "files_moved_back")
+
+    def files(self) -> List[str]:
+        return [self.dst]
+
+    def gone(self) -> bool:
+        return not os.path.lexists(self.src) and not os.path.lexists(self.dst)
+
+    def undo_sample(self) -> Optional[str]:
+        return f"{self.dst} -> {self.src}"
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "thread_id": self.thread_id, "src": self.src, "dst": self.dst,
@@ -474,6 +549,10 @@ class RolloutEdit(Op):
     in-place or beside-and-rename, and the temporary file a kill may leave beside the rollout."""
     path: str
     spans: List[Tuple[int, bytes, bytes]]
+    COUNTS: ClassVar[Counts] = Counts("line1_rewrites", "line1_to_restore", "line1_restored")
+
+    def files(self) -> List[str]:
+        return [self.path]
 
     @property
     def growth(self) -> int:
@@ -1027,6 +1106,10 @@ class FileCreate(Op):
     mtime_ns: Optional[int] = None
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "file_create"
+    COUNTS: ClassVar[Counts] = Counts("files_created")
+
+    def files(self) -> List[str]:
+        return [self.path]
 
     @property
     def tmp(self) -> str:
@@ -1103,6 +1186,10 @@ class SymlinkRepoint(Op):
     new_target: str
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "symlink"
+    COUNTS: ClassVar[Counts] = Counts("symlinks_repointed")
+
+    def files(self) -> List[str]:
+        return [self.path]
 
     @property
     def tmp(self) -> str:
@@ -1170,6 +1257,19 @@ class RowUpdate(Op):
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "row_update"
     DB_OP: ClassVar[bool] = True
+    COUNTS: ClassVar[Counts] = Counts("row_updates", "rows_to_revert", "rows_reverted")
+
+    def rows(self) -> List[Tuple[str, str, Dict[str, Any]]]:
+        return [(self.db_path, self.table, self.key)]
+
+    def value_change(self, column: str) -> Optional[Tuple[Any, Any]]:
+        return (self.old[column], self.new[column]) if column in self.new else None
+
+    def gone_db(self, conn: sqlite3.Connection) -> bool:
+        return not current_rows(conn, self.table, self.key)
+
+    def written_back(self) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
+        return self.table, self.key, self.old
 
     def __post_init__(self) -> None:
         _ident(self.table, list(UPDATE_COLUMNS), "row_update table")
@@ -1247,6 +1347,10 @@ class RowInsert(Op):
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "row_insert"
     DB_OP: ClassVar[bool] = True
+    COUNTS: ClassVar[Counts] = Counts("row_inserts", "rows_to_delete", "rows_reverted")
+
+    def rows(self) -> List[Tuple[str, str, Dict[str, Any]]]:
+        return [(self.db_path, self.table, self.key)]
 
     def __post_init__(self) -> None:
         _ident(self.table, ROW_TABLES, f"{self.KIND} table")
@@ -1315,6 +1419,10 @@ class RowInsert(Op):
 class RowDelete(RowInsert):
     """Delete one whole row, keeping every value so the undo puts it back exactly."""
     KIND: ClassVar[str] = "row_delete"
+    COUNTS: ClassVar[Counts] = Counts("row_deletes", "rows_to_restore", "rows_reverted")
+
+    def written_back(self) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
+        return self.table, self.key, self.row
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
         n = self._delete(conn)
@@ -1343,6 +1451,14 @@ class OffsetShift(Op):
     shifts: Optional[List[List[int]]] = None  # several grown lines: [boundary, delta] each, in order
     KIND: ClassVar[str] = "offsets"
     DB_OP: ClassVar[bool] = True
+    COUNTS: ClassVar[Counts] = Counts("offset_shifts", "offsets_to_revert")
+
+    def rows(self) -> List[Tuple[str, str, Dict[str, Any]]]:
+        return [(self.db_path, "thread_turns", {"thread_id": self.thread_id})]
+
+    def gone_db(self, conn: sqlite3.Connection) -> bool:
+        assert self.thread_id is not None
+        return read_offsets(conn, self.thread_id) == ([], -1)
 
     def prepare(self, run_dir: Path) -> Optional[str]:
         """Planned with the rewrite it follows (Line1Rewrite or RolloutRewrite): its boundaries and

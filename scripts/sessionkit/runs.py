@@ -10,7 +10,6 @@ from typing import Any, Dict, List, Optional
 from . import UserError
 from .artifacts import list_runs
 from .home import CodexHome
-from .ops import Line1Rewrite, Move, RowDelete, RowInsert, RowUpdate
 from .paths import is_inside, safe_str
 from .safety import HomeLock
 from .undo import Run, read_run, run_kind
@@ -40,6 +39,8 @@ def readable_size(n: int) -> str:
 def _state(run: Run, newest_applied: Optional[Path]) -> str:
     if not run.began:
         return "stopped before any change (nothing to undo)"
+    if run.undone == "partial":
+        return f"partly rolled back: {len(run.left)} left alone (rollback.py --latest finishes it once they are free)"
     if run.undone == "failure":
         return "failed (undone itself)"
     if run.undone:
@@ -50,26 +51,29 @@ def _state(run: Run, newest_applied: Optional[Path]) -> str:
 
 
 def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, Any]:
-    """Counts of what one run changed, read from its journal's operations."""
+    """Counts of what one run changed, each op asked what it counts as and which files it changed."""
     threads = {o.thread_id for o in run.ops if o.thread_id}
-    files = {o.path for o in run.ops if isinstance(o, Line1Rewrite)} | \
-        {o.dst for o in run.ops if isinstance(o, Move)}
+    files = {f for o in run.ops for f in o.files()}
     providers: Counter = Counter()
+    counts: Counter = Counter(o.COUNTS.listed for o in run.ops if o.COUNTS.listed)
     for o in run.ops:
-        if isinstance(o, RowUpdate) and "model_provider" in o.new:
-            providers[f"{o.old.get('model_provider')} -> {o.new['model_provider']}"] += 1
+        change = o.value_change("model_provider")
+        if change is not None:
+            providers[f"{change[0]} -> {change[1]}"] += 1
     return {
         "run_dir": safe_str(run.path), "kind": run.begin.get("kind", run_kind(run.path)), "started": run.begin.get("ts"),
         "changes": run.begin.get("changes"), "status": run.status, "state": _state(run, newest_applied),
         "applied": run.applied and run.complete,
         "threads": len(threads), "files": len(files),
-        "moves": sum(1 for o in run.ops if isinstance(o, Move)),
-        "line1_rewrites": sum(1 for o in run.ops if isinstance(o, Line1Rewrite)),
-        "row_updates": sum(1 for o in run.ops if isinstance(o, RowUpdate)),
-        "row_inserts": sum(1 for o in run.ops if isinstance(o, RowInsert) and not isinstance(o, RowDelete)),
+        **{k: counts.get(k, 0) for k in LISTED}, "other_changes": {k: v for k, v in counts.items() if k not in LISTED},
         "providers": dict(providers), "manifest": run.manifest,
+        "left_alone": list(run.left), "left_deleted": list(run.deleted),
+        "restores": [dict(r) for r in run.restores],
         "size_bytes": folder_size(run.path),
     }
+
+
+LISTED = ("moves", "line1_rewrites", "row_updates", "row_inserts")  # always shown, 0 included
 
 
 def list_details(home: CodexHome) -> List[Dict[str, Any]]:
@@ -100,6 +104,8 @@ def prune_candidates(details: List[Dict[str, Any]], include_newest: bool) -> Lis
         if d["state"] in ("rolled back", "failed (undone itself)", "stopped before any change (nothing to undo)"):
             out.append(d)
         elif d["state"] == "applied" or (d["state"] == "applied (newest)" and include_newest):
+            out.append(d)
+        elif d["state"].startswith("partly rolled back") and include_newest:  # never without --force
             out.append(d)
     return out
 
