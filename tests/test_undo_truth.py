@@ -79,3 +79,82 @@ def test_an_inserted_row_whose_updated_at_ms_codex_rewrote_is_still_ours(orphan)
     assert "conflicts: 0" in rb.stdout
     assert sql(hb.root / "state_5.sqlite", "SELECT count(*) FROM threads WHERE id=?", (tid,)) == [(0,)]
     assert list_runs(hb.root)[0]["state"] == "rolled back"
+
+
+@pytest.fixture
+def migrated(tmp_path):
+    """Three sessions of another provider migrated to the current one (one run)."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    old = [hb.add(provider="oldco", preview=f"old {i}") for i in range(3)]
+    hb.add(provider="newco", preview="new")
+    before = (snap_home(hb.root), rows(hb.root))
+    proc = run("provider_migrate.py", hb.root, "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return hb, old, before
+
+
+def snap_home(root):
+    from harness import snapshot
+    return {k: v for k, v in snapshot(root).items() if not k.startswith((".tmp", "state_5.sqlite", "thread-writer-locks"))}
+
+
+def test_a_thread_codex_holds_during_a_forced_rollback_is_named_and_the_run_stays_undoable(migrated):
+    import fcntl
+    hb, old, before = migrated
+    locks = hb.root / "thread-writer-locks"
+    locks.mkdir(exist_ok=True)
+    fd = os.open(str(locks / f"{old[1].id}.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        rb = run("rollback.py", hb.root, "--latest", "--apply", "--force")
+        assert rb.returncode == 1, rb.stdout + rb.stderr
+        assert "conflicts: 1" in rb.stdout
+        assert f"  left alone: {old[1].id}: " in rb.stdout
+        [r] = list_runs(hb.root)
+        assert r["applied"] is True and r["state"].startswith("partly rolled back: 1 left alone")
+        assert len(r["left_alone"]) == 1 and r["left_alone"][0].startswith(f"{old[1].id}: ")
+        pr = run("rollback.py", hb.root, "--prune", "--apply")
+        assert pr.returncode == 0 and f"kept " in pr.stdout
+        assert os.path.isdir(r["run_dir"])  # never pruned without --force
+        assert sql(hb.root / "state_5.sqlite", "SELECT model_provider FROM threads WHERE id=?",
+                   (old[1].id,)) == [("newco",)]
+    finally:
+        os.close(fd)
+    rb = run("rollback.py", hb.root, "--latest", "--apply")  # Codex let go: the rest is undone
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert list_runs(hb.root)[0]["state"] == "rolled back"
+    assert (snap_home(hb.root), rows(hb.root)) == before
+
+
+def test_latest_after_everything_was_rolled_back_says_nothing_left_to_undo(migrated):
+    hb, old, before = migrated
+    assert run("provider_migrate.py", hb.root, "--target-provider", "oldco", "--apply").returncode == 0
+    for _ in range(2):
+        rb = run("rollback.py", hb.root, "--latest", "--apply")
+        assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert (snap_home(hb.root), rows(hb.root)) == before
+    for args in (["--latest", "--apply"], ["--latest"]):
+        again = run("rollback.py", hb.root, *args)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.startswith("nothing left to undo: every run recorded under ")
+    assert json.loads(run("rollback.py", hb.root, "--latest", "--apply", "--json").stdout)["nothing_left"] is True
+    assert (snap_home(hb.root), rows(hb.root)) == before
+
+
+def test_a_thread_deleted_since_the_run_is_left_deleted_and_said_so(migrated):
+    """thread/delete removes a thread's files, name entries and row: the rollback does not bring
+    it back, says so, and calls the run rolled back (the rest is undone)."""
+    hb, old, before = migrated
+    gone = old[2]
+    os.unlink(gone.path)
+    sql(hb.root / "state_5.sqlite", "DELETE FROM threads WHERE id=?", (gone.id,))
+    rb = run("rollback.py", hb.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert f"  left deleted: {gone.id}: deleted since the run (thread/delete?); left deleted" in rb.stdout
+    assert "conflicts: 0" in rb.stdout and "left_deleted: 1" in rb.stdout
+    assert not os.path.lexists(gone.path)
+    want_files = {k: v for k, v in before[0].items() if gone.id not in k}
+    assert snap_home(hb.root) == want_files
+    assert rows(hb.root) == [r for r in before[1] if r[0] != gone.id]
+    [r] = list_runs(hb.root)
+    assert r["state"] == "rolled back" and r["left_deleted"] == [f"{gone.id}: deleted since the run (thread/delete?); left deleted"]
