@@ -158,3 +158,26 @@ def test_a_thread_deleted_since_the_run_is_left_deleted_and_said_so(migrated):
     assert rows(hb.root) == [r for r in before[1] if r[0] != gone.id]
     [r] = list_runs(hb.root)
     assert r["state"] == "rolled back" and r["left_deleted"] == [f"{gone.id}: deleted since the run (thread/delete?); left deleted"]
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_a_repair_that_remaps_and_unarchives_one_session_rolls_back_whole(tmp_path, grow):
+    """The audit's own moved-home advice when archived sessions exist: the rollout is rewritten
+    where it lies (archived_sessions/), then moved to sessions/; the rollback judges the rewrite
+    where the move put it and undoes both."""
+    from test_migrate_rollback import home_state
+    hb = HomeBuilder(tmp_path / ".codex")
+    hb.add(cwd="/home/olduser/proj", preview="active")
+    arch = hb.add(cwd="/home/olduser/proj", archived=True, preview="archived")
+    before = home_state(hb.root)
+    new = "/home/newuser/a-much-longer-folder-name/proj" if grow else "/home/newer/proj"
+    proc = run("session_repair.py", hb.root, "--remap-prefix", f"/home/olduser/proj={new}",
+               "--apply", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not arch.path.exists()
+    dry = json.loads(run("rollback.py", hb.root, "--latest", "--json").stdout)
+    assert (dry["conflicts"], dry["files_to_move_back"], dry["line1_to_restore"]) == (0, 1, 2), dry
+    rb = run("rollback.py", hb.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert home_state(hb.root) == before
+    assert list_runs(hb.root)[0]["state"] == "rolled back"

@@ -274,6 +274,15 @@ class Op:
         """One line saying what its undo does, where that helps a reader (a move: `dst -> src`)."""
         return None
 
+    def relocation(self) -> Optional[Tuple[str, str]]:
+        """(from, to) when this op moves a file: an earlier op's file is judged where it went."""
+        return None
+
+    def at(self, old: str, new: str) -> "Op":
+        """This op as if its file `old` lay at `new` (a later op of the run moved it); by default
+        an op whose file cannot be judged elsewhere is itself."""
+        return self
+
     def written_back(self) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
         """(table, key, values) of the row values its undo writes into a DB, which the run's own
         backup must hold (an edited journal cannot make a rollback write anything else)."""
@@ -478,6 +487,9 @@ class Move(Op):
     def undo_sample(self) -> Optional[str]:
         return f"{self.dst} -> {self.src}"
 
+    def relocation(self) -> Optional[Tuple[str, str]]:
+        return self.src, self.dst
+
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "thread_id": self.thread_id, "src": self.src, "dst": self.dst,
                 "new_mtime_ns": self.new_mtime_ns, "mtime_ns": self.mtime_ns, "size": self.size, "ino": self.ino}
@@ -553,6 +565,10 @@ class RolloutEdit(Op):
 
     def files(self) -> List[str]:
         return [self.path]
+
+    def at(self, old: str, new: str) -> "Op":
+        import dataclasses
+        return dataclasses.replace(self, path=new) if self.path == old else self  # type: ignore[type-var]
 
     @property
     def growth(self) -> int:

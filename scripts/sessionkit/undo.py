@@ -321,12 +321,15 @@ def run_kind(run_dir: Path) -> str:
 
 
 def _states(ops: List[Op]) -> List[str]:
-    """Each op judged (itself) against the home now; a DB op through one read-only connection per DB."""
+    """Each op judged (itself) against the home now, newest first as the undo meets them: a file a
+    later op of the run moved is judged where it lies (a rewrite in archived_sessions/, then the
+    unarchive's move); a DB op through one read-only connection per DB."""
     conns: Dict[str, sqlite3.Connection] = {}
     checked: Set[Any] = set()
-    out = []
+    out: List[str] = []
+    moved: Dict[str, str] = {}  # a file's path when the op ran -> where later ops of the run put it
     try:
-        for op in ops:
+        for op in reversed(ops):
             if op.DB_OP:
                 db = op.db()
                 assert db is not None
@@ -343,10 +346,19 @@ def _states(ops: List[Op]) -> List[str]:
                 except (sqlite3.DatabaseError, UserError):
                     out.append(CHANGED)
             else:
-                out.append(op.judge())
+                judged = op
+                for p in op.files():
+                    if p in moved:
+                        judged = judged.at(p, moved[p])
+                st = judged.judge()
+                rel = op.relocation()
+                if rel is not None and st == NEW:
+                    moved[rel[0]] = moved.get(rel[1], rel[1])
+                out.append(st)
     finally:
         for c in conns.values():
             c.close()
+    out.reverse()
     return out
 
 
