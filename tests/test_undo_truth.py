@@ -181,3 +181,39 @@ def test_a_repair_that_remaps_and_unarchives_one_session_rolls_back_whole(tmp_pa
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert home_state(hb.root) == before
     assert list_runs(hb.root)[0]["state"] == "rolled back"
+
+
+def faultrun(spec, script, home, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION", "FAULTRUN"))}
+    env["FAULTRUN"] = spec
+    launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faultrun.py")
+    return subprocess.run([sys.executable, launcher, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                          capture_output=True, text=True, env=env, check=False)
+
+
+def test_a_run_applied_at_the_lowest_open_file_limit_it_accepts_is_undone_at_that_limit(tmp_path):
+    """Batched at the lowest limit it takes: an error between batches undoes itself, and a finished
+    run is undone by rollback.py under the same limit (its undo's descriptors are kept free)."""
+    from test_migrate_rollback import home_state
+
+    def home(name):
+        hb = HomeBuilder(tmp_path / name / ".codex", provider="newco", providers=["newco", "oldco"])
+        for i in range(30):
+            hb.add(provider="oldco", preview=f"old {i}")
+        return hb, home_state(hb.root)
+
+    hb, before = home("probe")
+    for limit in range(130, 180):
+        proc = faultrun(f"nofile:{limit}", "provider_migrate.py", hb.root, "--apply")
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == 2 and "too low for" in proc.stderr and home_state(hb.root) == before
+    else:
+        pytest.fail("no open-file limit up to 180 was accepted")
+    rb = faultrun(f"nofile:{limit}", "rollback.py", hb.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert home_state(hb.root) == before
+    hb, before = home("fault")
+    proc = faultrun(f"eio:batch:1+nofile:{limit}", "provider_migrate.py", hb.root, "--apply")
+    assert proc.returncode == 2 and "were undone, the home is as before" in proc.stderr, proc.stderr
+    assert home_state(hb.root) == before
