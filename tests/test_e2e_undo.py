@@ -33,3 +33,29 @@ def test_an_imported_orphan_filed_into_a_section_is_kept_by_the_rollback(world):
         assert [t["id"] for t in app.request("thread/list", {"sectionId": sid})["data"]] == [orphan]
     runs = json.loads(world.script("rollback.py", "--list", "--json").stdout)["runs"]
     assert [r["applied"] for r in runs] == [True]
+
+
+def test_a_codex_search_between_import_and_rollback_does_not_keep_the_import(world):
+    """Real 0.171: `thread/list {searchTerm}` rewrites an imported row's updated_at(_ms) from the
+    rollout's mtime and its created_at(_ms) from line 1 (measured: all four); those are Codex's own, so the rollback still removes the import whole
+    and calls the run rolled back (before: the row was kept and the run called rolled back)."""
+    from test_e2e_import import _import, _old_and_new
+    old_home, ids, _turns, _new_proj, own = _old_and_new(world)
+    rows_before = world.db("SELECT * FROM threads ORDER BY id")
+    for t in ids[:2]:  # the imported files' mtimes differ from their rows' updated_at_ms
+        path = next(old_home.glob(f"sessions/*/*/*/*{t}.jsonl"))
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime - 7200))
+    result = _import(world, old_home, "--apply")
+    assert result["result"]["imported_threads"] == 3, result
+    stamps = dict(world.db("SELECT id, updated_at_ms FROM threads"))
+    with world.app() as app:
+        app.request("thread/list", {"searchTerm": "old machine task", "sourceKinds": ["cli", "vscode", "exec",
+                                                                                        "appServer"]})
+    moved = {t for t, v in world.db("SELECT id, updated_at_ms FROM threads") if stamps.get(t) != v}
+    assert moved and moved <= set(ids), (moved, stamps)
+    rb = world.script("rollback.py", "--latest", "--apply", "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert json.loads(rb.stdout)["conflicts"] == 0
+    assert world.db("SELECT * FROM threads ORDER BY id") == rows_before
+    runs = json.loads(world.script("rollback.py", "--list", "--json").stdout)["runs"]
+    assert [r["state"] for r in runs] == ["rolled back"]

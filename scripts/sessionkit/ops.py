@@ -163,9 +163,10 @@ def _where(values: Dict[str, Any]) -> Tuple[str, List[Any]]:
     return " AND ".join(f'"{c}" IS ?' for c in values), list(values.values())
 
 
-# Columns Codex itself rewrites without a user's act (a `thread/list {searchTerm}` sets a row's
-# updated_at_ms from the rollout's mtime): not judged when deciding whether a row is still ours.
-VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("updated_at_ms",)}
+# Columns Codex itself rewrites without a user's act (real 0.171: a `thread/list {searchTerm}`
+# re-derives a row's updated_at(_ms) from the rollout's mtime and created_at(_ms) from its line 1):
+# not judged when deciding whether a row is still ours.
+VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("created_at", "created_at_ms", "updated_at", "updated_at_ms")}
 
 _SCHEMAS: Dict[Tuple[str, ...], sqlite3.Connection] = {}
 
