@@ -23,10 +23,10 @@ from sessionkit.home import open_home  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.safety import HomeLock, check_writable, refuse_if_running  # noqa: E402
+from sessionkit.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running  # noqa: E402
 from sessionkit.statedb import settle_hot_journal  # noqa: E402
 from sessionkit.writerun import home_dbs  # noqa: E402
-from sessionkit.undo import apply_undo, find_run, later_dependents, plan_undo, restore_db, summary  # noqa: E402
+from sessionkit.undo import Run, apply_undo, find_run, later_dependents, plan_undo, restore_db, summary  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -129,6 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return EXIT_CLEAN
         refuse_if_running(scan_activity(home.root), args.force)
         check_writable(home)
+        check_folders_inside(home)  # the current DB's backup lands in the artifacts folder
         with HomeLock(home):
             result = restore_db(home, Path(args.restore_db).expanduser())
         print_json(result) if args.json else print(
@@ -152,6 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.apply:  # planned once, under the lock (a big run's states are read once)
         refuse_if_running(scan_activity(home.root), args.force)
         check_writable(home)
+        check_folders_inside(home, *([target.path] if isinstance(target, Run) else []))  # backups, journal
         with HomeLock(home):
             for db in home_dbs(home):  # a run killed mid-commit: SQLite's own undo first, then ours
                 if os.path.isfile(db):

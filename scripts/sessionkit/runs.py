@@ -11,7 +11,7 @@ from . import UserError
 from .artifacts import list_runs
 from .home import CodexHome
 from .paths import is_inside, safe_str
-from .safety import HomeLock
+from .safety import HomeLock, check_folders_inside
 from .undo import Run, read_run, run_kind
 
 
@@ -114,6 +114,7 @@ def prune(home: CodexHome, runs: List[Dict[str, Any]], include_newest: bool = Fa
     """Remove these run folders (under the home's artifacts folder only, under the home lock), each
     only if it is still a candidate when the lock is held: a run that began meanwhile is kept."""
     freed = 0
+    check_folders_inside(home, *(Path(d["run_dir"]) for d in runs))  # never rmtree through a symlink out
     with HomeLock(home):
         still = {d["run_dir"] for d in prune_candidates(list_details(home), include_newest)}
         for d in runs:

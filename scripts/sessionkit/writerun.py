@@ -20,7 +20,7 @@ from .locks import scan_activity
 from .ops import NOOP, Op, check_op_columns
 from .paths import is_inside, safe_str
 from .progress import Progress
-from .safety import HomeLock, check_writable, refuse_if_running
+from .safety import HomeLock, check_folders_inside, check_writable, refuse_if_running
 from .statedb import transaction
 from .lockbatch import batch_size, run_batches, split_batches
 from .writerlock import LOCK_DIR
@@ -86,15 +86,8 @@ def home_dbs(home: CodexHome) -> Set[str]:
 
 
 def check_artifacts_inside(home: CodexHome) -> None:
-    """Backups, journal and lock live under <home>/.tmp: refuse when that leads out of the home."""
-    art = home.artifacts_dir
-    probe = art
-    while not os.path.lexists(str(probe)) and probe != home.root:
-        probe = probe.parent
-    real = os.path.realpath(str(probe))
-    if not is_inside(real, os.path.realpath(str(home.root))):
-        raise UserError(f"refusing: {safe_str(probe)} leads outside the Codex home (to {safe_str(real)}), "
-                        f"where backups and the journal would land; make it a plain folder. Nothing was changed")
+    """Backups, journal and lock live under <home>/.tmp/session-migration: refuse when that leads out."""
+    check_folders_inside(home)
 
 
 def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, force: bool,
