@@ -69,3 +69,45 @@ def test_the_import_never_extracts_into_a_symlinked_artifacts_folder(tmp_path):
     assert "leads elsewhere" in proc.stderr or "leads outside" in proc.stderr, proc.stderr
     assert list(out.iterdir()) == []
     assert home_state(hb.root) == before
+
+
+def test_a_move_that_sets_an_mtime_refuses_a_hard_linked_file(tmp_path):
+    from sessionkit.ops import Move
+    f = tmp_path / "a.jsonl"
+    f.write_text("x\n")
+    os.link(str(f), str(tmp_path / "backup.jsonl"))
+    why = Move("t", str(f), str(tmp_path / "b.jsonl"), new_mtime_ns=1).prepare(tmp_path)
+    assert why == ("the rollout has 2 hard links (a backup made with cp -al or rsnapshot?): setting its mtime "
+                   "would change the other copies too; skipped")
+    assert Move("t", str(f), str(tmp_path / "b.jsonl")).prepare(tmp_path) is None  # a rename alone changes no copy
+
+
+def test_the_unarchive_never_sets_the_mtime_of_a_hard_linked_rollout(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex")
+    hb.add(preview="active")
+    arch = hb.add(archived=True, preview="archived")
+    backup = tmp_path / "backup.jsonl"
+    os.link(str(arch.path), str(backup))
+    st = os.stat(str(backup))
+    before = home_state(hb.root)
+    proc = run("session_repair.py", hb.root, "--apply", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)["result"]
+    assert [s["thread_id"] for s in out["skipped_at_apply"]] == [arch.id]
+    assert "2 hard links" in out["skipped_at_apply"][0]["reason"]
+    assert os.stat(str(backup)).st_mtime_ns == st.st_mtime_ns and arch.path.exists()
+    assert home_state(hb.root) == before
+
+
+def test_an_undo_in_place_is_never_written_through_a_hard_link_made_since(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    a, b = hb.add(provider="oldco", preview="a"), hb.add(provider="oldco", preview="b")
+    assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
+    backup = tmp_path / "backup.jsonl"
+    os.link(str(a.path), str(backup))  # the user's cp -al backup, made after the run
+    data, st = backup.read_bytes(), os.stat(str(backup))
+    rb = run("rollback.py", hb.root, "--latest", "--apply")
+    assert rb.returncode == 1, rb.stdout + rb.stderr
+    assert f"left alone: {a.id}: {a.path} has 2 hard links" in rb.stdout
+    assert backup.read_bytes() == data and os.stat(str(backup)).st_mtime_ns == st.st_mtime_ns
+    assert hb.sql("SELECT id, model_provider FROM threads ORDER BY id") == sorted([(a.id, "newco"), (b.id, "oldco")])

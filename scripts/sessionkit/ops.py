@@ -279,6 +279,19 @@ class Op:
         """(from, to) when this op moves a file: an earlier op's file is judged where it went."""
         return None
 
+    def writes_through(self) -> List[str]:
+        """Files its undo writes in place (same inode): never done through a hard link."""
+        return []
+
+    def undo_refusal(self) -> Optional[str]:
+        """Why its undo may not run now (a file it would write in place has other hard links)."""
+        for p in self.writes_through():
+            n = _links(p)
+            if n > 1:
+                return (f"{p} has {n} hard links (a backup made with cp -al or rsnapshot?): undoing in place "
+                        "would change the other copies too")
+        return None
+
     def at(self, old: str, new: str) -> "Op":
         """This op as if its file `old` lay at `new` (a later op of the run moved it); by default
         an op whose file cannot be judged elsewhere is itself."""
@@ -364,6 +377,13 @@ class Op:
 
     def undo_db(self, conn: sqlite3.Connection) -> int:
         raise NotImplementedError
+
+
+def _links(path: str) -> int:
+    try:
+        return os.lstat(path).st_nlink
+    except OSError:
+        return 0
 
 
 def _remove_tmp(tmp: Path) -> None:
@@ -511,6 +531,9 @@ class Move(Op):
         import stat as _st
         if not _st.S_ISREG(st.st_mode):
             return f"{self.src} is not a regular file (a symlink?)"
+        if st.st_nlink > 1 and self.new_mtime_ns is not None:
+            return (f"the rollout has {st.st_nlink} hard links (a backup made with cp -al or rsnapshot?): setting "
+                    "its mtime would change the other copies too; skipped")
         if os.path.lexists(self.dst):
             return f"{self.dst} already exists"
         self.mtime_ns, self.size, self.ino = st.st_mtime_ns, st.st_size, st.st_ino
@@ -536,7 +559,7 @@ class Move(Op):
             raise UserError(f"{self.src} exists: not moving {self.dst} back over it")
         st = os.stat(self.dst)
         after = self.new_mtime_ns if self.new_mtime_ns is not None else self.mtime_ns
-        untouched = st.st_mtime_ns == after and st.st_size == self.size
+        untouched = st.st_mtime_ns == after and st.st_size == self.size and st.st_nlink == 1  # never utime a shared inode
         os.makedirs(os.path.dirname(self.src), exist_ok=True)
         os.rename(self.dst, self.src)
         if untouched:  # nothing newer than the run in it: its old mtime back (item 14)
@@ -566,6 +589,9 @@ class RolloutEdit(Op):
 
     def files(self) -> List[str]:
         return [self.path]
+
+    def writes_through(self) -> List[str]:
+        return [self.path] if self.growth == 0 else []  # a grown file is written beside and renamed
 
     def at(self, old: str, new: str) -> "Op":
         import dataclasses

@@ -378,20 +378,26 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
     for op, st in zip(ops, states):
         if op.thread_id:
             per.setdefault(op.thread_id, []).append(st)
+    refusal = {id(op): why for op, st in zip(ops, states) if st in (NEW, TORN) for why in [op.undo_refusal()] if why}
     deleted = {t for t, sts in per.items() if GONE in sts and all(s in (GONE, OLD) for s in sts)}
-    split = {t for t, sts in per.items() if t not in deleted and any(s in (CHANGED, GONE) for s in sts)}
+    split = {t for t, sts in per.items() if t not in deleted and any(s in (CHANGED, GONE) for s in sts)} | \
+        {op.thread_id for op in ops if id(op) in refusal and op.thread_id}
     for op, st in zip(ops, states):
         if op.leftover():
             plan.cleanups.append(op)
         if op.thread_id in deleted:
             continue
         if op.thread_id in split:
-            if st in (CHANGED, GONE):
+            if id(op) in refusal:
+                plan.conflicts.append(f"{_describe(op)}: {refusal[id(op)]}; this thread is left alone whole")
+            elif st in (CHANGED, GONE):
                 plan.conflicts.append(f"{_describe(op)}: {op.KIND} changed since the run; this thread is "
                                       f"left alone whole (its file and row stay together)")
             continue
         if st == OLD:
             plan.already += 1
+        elif st in (NEW, TORN) and refusal.get(id(op)):
+            plan.conflicts.append(f"{_describe(op)}: {refusal[id(op)]}; left alone")
         elif st in (NEW, TORN):
             plan.steps.append((op, st))
         elif st == GONE:
