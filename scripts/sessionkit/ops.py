@@ -165,7 +165,8 @@ def _where(values: Dict[str, Any]) -> Tuple[str, List[Any]]:
 
 # Columns Codex itself rewrites without a user's act (real 0.171: a `thread/list {searchTerm}`
 # re-derives a row's updated_at(_ms) from the rollout's mtime and created_at(_ms) from its line 1):
-# not judged when deciding whether a row is still ours.
+# not judged when deciding whether an INSERTED row is still ours (a continued thread is told by its
+# file, which the same run created and judges by digest).
 VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("created_at", "created_at_ms", "updated_at", "updated_at_ms")}
 
 _SCHEMAS: Dict[Tuple[str, ...], sqlite3.Connection] = {}
@@ -1361,10 +1362,10 @@ class RowUpdate(Op):
         return n
 
     def _judged(self) -> List[str]:
-        """The columns that say whether the row still holds what the run wrote: every one it
-        wrote but those Codex rewrites by itself (unless that is all it wrote)."""
-        skip = VOLATILE.get(self.table, ())
-        return [c for c in self.new if c not in skip] or list(self.new)
+        """The columns that say whether the row still holds what the run wrote: every one it wrote
+        (updated_at included: Codex bumps it when the thread is continued, which must stop the undo;
+        a search re-derives it from the mtime the run set, the same value)."""
+        return list(self.new)
 
     def state_db(self, conn: sqlite3.Connection) -> str:
         cur = self._current(conn)
