@@ -6,15 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, TypeVar
 
-from . import UserError
 from .faults import point
 from .progress import Progress
-from .writerlock import WriterLocks, locks_per_batch
-
-# Descriptors a forward run leaves unused when it must go in batches, so that its own undo (after
-# an error, or rollback.py later, each with the home lock, the journal and a DB or two open) fits
-# under the same open-file limit: a run is never applied where it could not be undone.
-UNDO_RESERVE = 8
+from .writerlock import WriterLocks
 
 T = TypeVar("T")
 
@@ -53,18 +47,3 @@ def run_batches(home_root: Path, batches: List[List[T]], thread_of: Callable[[T]
             work(n, batch, refused)
         finally:
             locks.release_all()
-
-
-def batch_size(threads: int, undo_reserve: bool) -> int:
-    """Writer locks per batch; a forward run (undo_reserve) keeps UNDO_RESERVE descriptors for its
-    undo when it has to batch, and is refused, before anything is written, where that leaves none."""
-    size = locks_per_batch(threads)
-    if not undo_reserve or size >= threads:
-        return size
-    if size - UNDO_RESERVE < 1:
-        import resource
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        raise UserError(f"the open-file limit is {soft} (hard {hard}): too low for a writer lock and the undo of "
-                        f"this run beside the files a run keeps open; raise it (e.g. `ulimit -n "
-                        f"{soft + UNDO_RESERVE + 64}`); nothing was changed")
-    return size - UNDO_RESERVE

@@ -19,9 +19,9 @@ from .journal import Journal, read_records
 from .ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, op_from_record
 from .paths import safe_str
 from .statedb import open_readonly, transaction
-from .lockbatch import batch_size, run_batches, split_batches
+from .lockbatch import run_batches, split_batches
 from .progress import Progress
-from .writerlock import LOCK_DIR, remove_stale_locks, remove_unused_lock_dir
+from .writerlock import LOCK_DIR, locks_per_batch, remove_stale_locks, remove_unused_lock_dir
 
 RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore")
 
@@ -438,7 +438,7 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback",
     """DB ops first (a backup of each DB, then one transaction per DB), then file ops newest first,
     each thread under its writer lock; a thread Codex holds open is left alone whole. More threads
     than the open-file limit holds locks for go in batches, ops of no thread (folders) in the last."""
-    per_batch = batch_size(len({o.thread_id for o, _ in plan.steps if o.thread_id}), undo_reserve=False)
+    per_batch = locks_per_batch(len({o.thread_id for o, _ in plan.steps if o.thread_id}))
     batches = split_batches(plan.steps, _step_thread, per_batch, loose_last=True)
     undo = _UndoBatches(plan, by, batches)
     run_batches(home.root, batches, _step_thread, undo.batch, progress)
