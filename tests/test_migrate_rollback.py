@@ -105,6 +105,9 @@ def test_rollback_restores_everything_exactly_and_is_idempotent(split):
     assert json.loads(proc.stdout)["result"]["rows_reverted"] == 3
     assert home_state(hb.root) == before
     again = json.loads(run("rollback.py", hb.root, "--latest", "--apply", "--json").stdout)
+    assert again["result"] is None and again["nothing_left"] is True  # --latest passes over what is undone
+    run_dir = json.loads(proc.stdout)["run_dir"]
+    again = json.loads(run("rollback.py", hb.root, "--manifest", run_dir, "--apply", "--json").stdout)
     assert again["result"] is None and again["already_original"] == 6
     assert home_state(hb.root) == before
     listing = json.loads(run("rollback.py", hb.root, "--list", "--json").stdout)

@@ -22,8 +22,8 @@ from .paths import is_inside, safe_str
 from .progress import Progress
 from .safety import HomeLock, check_folders_inside, check_writable, refuse_if_running
 from .statedb import transaction
-from .lockbatch import run_batches, split_batches
-from .writerlock import LOCK_DIR, locks_per_batch
+from .lockbatch import locks_beside_home_lock, run_batches, split_batches
+from .writerlock import LOCK_DIR
 
 BATCH = 2000  # op records per journal write (one fsync each); every batch precedes its changes
 
@@ -116,9 +116,8 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
         else:
             skipped.append((safe_str(op.paths()[0] if op.paths() else op.db()), why))
     todo = [o for o in runnable if not (o.thread_id and o.thread_id in bad_threads)]
-    with HomeLock(home):  # batches sized with the home lock open, as its undo (after an error, or
-        # rollback.py) sizes them: a run applied at the lowest open-file limit it accepts is undone there
-        per_batch = locks_per_batch(len({o.thread_id for o in todo if o.thread_id}))
+    per_batch = locks_beside_home_lock(len({o.thread_id for o in todo if o.thread_id}))
+    with HomeLock(home):
         run = new_run_dir(home.artifacts_dir, kind)
         journal = Journal(run.journal_path)
         result = RunResult(run.path, run.journal_path, run.path / f"{kind}_{run.stamp}.csv", {})
