@@ -26,7 +26,8 @@ from sessionkit.progress import Progress  # noqa: E402
 from sessionkit.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running  # noqa: E402
 from sessionkit.statedb import settle_hot_journal  # noqa: E402
 from sessionkit.writerun import home_dbs  # noqa: E402
-from sessionkit.undo import Run, apply_undo, find_run, later_dependents, plan_undo, restore_db, summary  # noqa: E402
+from sessionkit.restore import check_restore, restore_db  # noqa: E402
+from sessionkit.undo import Run, apply_undo, find_run, later_dependents, plan_undo, summary  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -110,6 +111,49 @@ def prune_runs(home: Any, args: Any) -> int:
     return EXIT_CLEAN
 
 
+def restore(home: Any, args: Any) -> int:
+    """--restore-db: what putting the backup back would undo besides the run's own rows; with --apply
+    (and --force where anything would be lost or split) the restore, recorded in the run's journal."""
+    backup = Path(args.restore_db).expanduser()
+    check = check_restore(home, backup)
+    result = None
+    if args.apply:
+        refuse_if_running(scan_activity(home.root), args.force)
+        check_writable(home, [Path(check.db)])
+        check_folders_inside(home, *([check.run.path] if check.run is not None else []))
+        with HomeLock(home):
+            check = check_restore(home, backup)  # again, under the lock
+            result = restore_db(home, check, args.force)
+    report = {"codex_dir": str(home.root), "db": check.db, "backup": str(backup), "dry_run": not args.apply,
+              "run_dir": str(check.run.path) if check.run is not None else None, "rows_restored_as_the_run_had_them":
+              check.own, "lost": len(check.lost), "split": len(check.split), "lost_sample": check.lost[:args.sample],
+              "split_sample": check.split[:args.sample], "result": result}
+    if args.json:
+        print_json(report)
+        return EXIT_CLEAN if check.clean or result else EXIT_FINDINGS
+    print("=== Restore a DB backup ===")
+    print(f"{'restored' if result else 'would restore'} {safe_str(check.db)} from {safe_str(backup)}"
+          + ("" if result else " (after backing up the DB as it is)"))
+    print(f"rows that differ only as the run changed them: {check.own}")
+    for what, items in (("would be lost", check.lost), ("would be split", check.split)):
+        if items:
+            print(f"{len(items)} change(s) since the backup {what}:" if what.endswith("lost") else
+                  f"{len(items)} row(s) and file(s) {what}:")
+            for item in items[:args.sample]:
+                print(f"  {item}")
+    if result:
+        print(f"the DB as it was is saved at {safe_str(result['previous_db_saved_to'])}")
+        return EXIT_CLEAN
+    if not check.clean:
+        print("refused without --force; undo the run instead (files and rows together): "
+              + home_command(home, "rollback.py", "--manifest", check.run.path if check.run else backup.parent))
+        print("or restore anyway: " + home_command(home, "rollback.py", "--restore-db", backup, "--force", "--apply"))
+        return EXIT_FINDINGS
+    print("No changes applied (dry-run). Re-run with --apply: "
+          + home_command(home, "rollback.py", "--restore-db", backup, "--apply"))
+    return EXIT_CLEAN
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     home = open_home(args.codex_dir, args.sqlite_home)
@@ -123,19 +167,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(render_runs(home, runs))
         return EXIT_CLEAN
     if args.restore_db:
-        if not args.apply:
-            print(f"would restore {home.state_db.path} from {args.restore_db} (after backing up the current DB); "
-                  "re-run with --apply")
-            return EXIT_CLEAN
-        refuse_if_running(scan_activity(home.root), args.force)
-        check_writable(home)
-        check_folders_inside(home)  # the current DB's backup lands in the artifacts folder
-        with HomeLock(home):
-            result = restore_db(home, Path(args.restore_db).expanduser())
-        print_json(result) if args.json else print(
-            f"restored {home.state_db.path} from {result['restored_from']}\n"
-            f"the DB as it was is saved at {result['previous_db_saved_to']}")
-        return EXIT_CLEAN
+        return restore(home, args)
     target = find_run(home, args.manifest)  # the journal is read once, here
     if target is None:
         if args.json:

@@ -295,11 +295,19 @@ def test_restore_db_puts_a_whole_backup_back_after_saving_the_current_one(split)
     res = json.loads(run("provider_migrate.py", hb.root, "--apply", "--json").stdout)["result"]
     rows_migrated = home_state(hb.root)["rows"]
     dry = run("rollback.py", hb.root, "--restore-db", res["db_backup"])
-    assert dry.returncode == 0 and "would restore" in dry.stdout
+    assert dry.returncode == 1 and "would restore" in dry.stdout  # the rewritten line 1s stay: split
+    assert "3 row(s) and file(s) would be split:" in dry.stdout and "rows that differ only as the run changed them: 3" \
+        in dry.stdout
     assert home_state(hb.root)["rows"] == rows_migrated
-    proc = run("rollback.py", hb.root, "--restore-db", res["db_backup"], "--apply", "--json")
+    refused = run("rollback.py", hb.root, "--restore-db", res["db_backup"], "--apply")
+    assert refused.returncode == 2 and "refusing to restore" in refused.stderr
+    assert home_state(hb.root)["rows"] == rows_migrated
+    proc = run("rollback.py", hb.root, "--restore-db", res["db_backup"], "--apply", "--force", "--json")
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = json.loads(proc.stdout)["result"]
+    [listed] = json.loads(run("rollback.py", hb.root, "--list", "--json").stdout)["runs"]
+    assert listed["state"] == "applied (newest, its DB restored from a backup 1 time(s))"
+    assert [r["saved"] for r in listed["restores"]] == [out["previous_db_saved_to"]]
     assert home_state(hb.root)["rows"] == rows_before
     saved = Path(out["previous_db_saved_to"])
     assert saved.stat().st_mode & 0o777 == 0o600

@@ -234,6 +234,15 @@ def same_row(table: str, a: Dict[str, Any], b: Dict[str, Any]) -> bool:
 
 
 @dataclass(frozen=True)
+class RowRef:
+    """A row an operation changes (see Op.rows)."""
+    db: str
+    table: str
+    key: Dict[str, Any]
+    columns: Optional[Tuple[str, ...]] = None
+
+
+@dataclass(frozen=True)
 class Counts:
     """How one operation is counted: in `rollback.py --list` (`listed`), in an undo plan's summary
     (`to_undo`) and in an undo's result (`undone`); "" where it is not counted by itself."""
@@ -260,8 +269,9 @@ class Op:
         """The home's files this op changes for good (temporaries and kept copies left out)."""
         return []
 
-    def rows(self) -> List[Tuple[str, str, Dict[str, Any]]]:
-        """(DB, table, key) of each row this op changes."""
+    def rows(self) -> List["RowRef"]:
+        """Each row this op changes: its DB, table, key (a part of the key: every row it selects)
+        and the columns it writes (None: the whole row)."""
         return []
 
     def subject(self) -> str:
@@ -1303,8 +1313,8 @@ class RowUpdate(Op):
     DB_OP: ClassVar[bool] = True
     COUNTS: ClassVar[Counts] = Counts("row_updates", "rows_to_revert", "rows_reverted")
 
-    def rows(self) -> List[Tuple[str, str, Dict[str, Any]]]:
-        return [(self.db_path, self.table, self.key)]
+    def rows(self) -> List[RowRef]:
+        return [RowRef(self.db_path, self.table, self.key, tuple(self.new))]
 
     def value_change(self, column: str) -> Optional[Tuple[Any, Any]]:
         return (self.old[column], self.new[column]) if column in self.new else None
@@ -1393,8 +1403,8 @@ class RowInsert(Op):
     DB_OP: ClassVar[bool] = True
     COUNTS: ClassVar[Counts] = Counts("row_inserts", "rows_to_delete", "rows_reverted")
 
-    def rows(self) -> List[Tuple[str, str, Dict[str, Any]]]:
-        return [(self.db_path, self.table, self.key)]
+    def rows(self) -> List[RowRef]:
+        return [RowRef(self.db_path, self.table, self.key)]
 
     def __post_init__(self) -> None:
         _ident(self.table, ROW_TABLES, f"{self.KIND} table")
@@ -1497,8 +1507,10 @@ class OffsetShift(Op):
     DB_OP: ClassVar[bool] = True
     COUNTS: ClassVar[Counts] = Counts("offset_shifts", "offsets_to_revert")
 
-    def rows(self) -> List[Tuple[str, str, Dict[str, Any]]]:
-        return [(self.db_path, "thread_turns", {"thread_id": self.thread_id})]
+    def rows(self) -> List[RowRef]:
+        return [RowRef(self.db_path, "thread_turns", {"thread_id": self.thread_id}, UPDATE_COLUMNS["thread_turns"]),
+                RowRef(self.db_path, "thread_history_projection_state", {"thread_id": self.thread_id},
+                       UPDATE_COLUMNS["thread_history_projection_state"])]
 
     def gone_db(self, conn: sqlite3.Connection) -> bool:
         assert self.thread_id is not None

@@ -47,7 +47,8 @@ def _state(run: Run, newest_applied: Optional[Path]) -> str:
         return "rolled back"
     if not run.complete:
         return "incomplete (killed? rollback.py finishes it)"
-    return "applied" + (" (newest)" if run.path == newest_applied else "")
+    restored = f", its DB restored from a backup {len(run.restores)} time(s)" if run.restores else ""
+    return "applied" + (" (newest" + restored + ")" if run.path == newest_applied else f" ({restored[2:]})" if restored else "")
 
 
 def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, Any]:
@@ -103,7 +104,7 @@ def prune_candidates(details: List[Dict[str, Any]], include_newest: bool) -> Lis
     for d in details:
         if d["state"] in ("rolled back", "failed (undone itself)", "stopped before any change (nothing to undo)"):
             out.append(d)
-        elif d["state"] == "applied" or (d["state"] == "applied (newest)" and include_newest):
+        elif d["state"] == "applied" or (d["state"].startswith("applied (newest") and include_newest):
             out.append(d)
         elif d["state"].startswith("partly rolled back") and include_newest:  # never without --force
             out.append(d)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from . import UserError
-from .artifacts import backup_db, backup_into, list_runs
+from .artifacts import backup_into, list_runs
 from .faults import point
 from .home import CodexHome
 from .journal import Journal, read_records
@@ -533,31 +533,6 @@ class _UndoBatches:
         if o.COUNTS.undone:
             self.counts[o.COUNTS.undone] += 1
         point("undo-file")
-
-
-def restore_db(home: CodexHome, backup: Path) -> Dict[str, Any]:
-    """Put a whole DB backup back, after backing up the current DB beside it."""
-    if not backup.is_file():
-        raise UserError(f"no such backup: {backup}")
-    try:
-        src = open_readonly(backup)
-        ok = src.execute("PRAGMA integrity_check").fetchone()[0]
-        has = src.execute("SELECT count(*) FROM sqlite_master WHERE name='threads'").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"{backup} is not a SQLite backup ({exc})") from None
-    if ok != "ok" or not has:
-        src.close()
-        raise UserError(f"{backup} is not a usable state DB backup (integrity: {ok}, threads table: {bool(has)})")
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    home.artifacts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    saved = backup_db(home.state_db.path, home.artifacts_dir / f"{home.state_db.path.name}.pre_restore_{stamp}.bak")
-    dst = sqlite3.connect(str(home.state_db.path), timeout=5.0)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    return {"restored_from": str(backup), "previous_db_saved_to": str(saved)}
 
 
 SUMMARY_COUNTS = ("rows_to_revert", "rows_to_delete", "rows_to_restore", "offsets_to_revert", "line1_to_restore",
