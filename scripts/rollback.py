@@ -27,7 +27,7 @@ from sessionkit.safety import HomeLock, check_folders_inside, check_writable, re
 from sessionkit.statedb import settle_hot_journal  # noqa: E402
 from sessionkit.writerun import home_dbs  # noqa: E402
 from sessionkit.restore import check_restore, restore_db  # noqa: E402
-from sessionkit.undo import Run, apply_undo, find_run, later_dependents, plan_undo, summary  # noqa: E402
+from sessionkit.undo import Run, apply_undo, find_run, later_dependents, plan_undo, runs_until, summary  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -45,6 +45,9 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     which.add_argument("--latest", action="store_true", help="undo the most recent run.")
     which.add_argument("--manifest", metavar="PATH", type=existing_path_arg,
                        help="undo the run of this manifest CSV (or its run folder / journal).")
+    which.add_argument("--until", metavar="RUN", type=existing_path_arg,
+                       help="undo every applied run newer than and including this run folder, newest first; "
+                            "stops at the first that cannot be undone whole.")
     which.add_argument("--restore-db", metavar="BACKUP", type=existing_path_arg,
                        help="put this whole DB backup back (the current DB is backed up first).")
     p.add_argument("--apply", action="store_true", help="write (default: show what would be undone).")
@@ -154,12 +157,62 @@ def restore(home: Any, args: Any) -> int:
     return EXIT_CLEAN
 
 
+def until(home: Any, args: Any) -> int:
+    """--until RUN: the applied runs from the newest down to RUN, each undone whole before the next
+    (older) one is planned; the first that cannot be undone whole stops it, named with what it left."""
+    runs = runs_until(home, args.until)
+    done: List[Dict[str, Any]] = []
+    stopped: Optional[Dict[str, Any]] = None
+    if args.apply and runs:
+        refuse_if_running(scan_activity(home.root), args.force)
+        check_writable(home)
+        check_folders_inside(home, *(r.path for r in runs))
+        with HomeLock(home):
+            for db in home_dbs(home):
+                if os.path.isfile(db):
+                    settle_hot_journal(Path(db))
+            for run in runs:
+                plan = plan_undo(home, run)
+                if plan.conflicts:  # planned with the newer runs undone: nothing of this one is touched
+                    stopped = {**summary(plan, args.sample), "undone": False}
+                    break
+                result = apply_undo(home, plan, progress=Progress.for_terminal()) if plan.needs_record() else None
+                report = {**summary(plan, args.sample), "undone": True, "result": result}
+                if plan.conflicts:  # a thread Codex took meanwhile
+                    stopped = {**report, "undone": False}
+                    break
+                done.append(report)
+    left = [safe_str(r.path) for r in runs][len(done) + (1 if stopped else 0):]
+    if args.json:
+        print_json({"codex_dir": str(home.root), "dry_run": not args.apply,
+                    "runs": [safe_str(r.path) for r in runs], "undone": done, "stopped_at": stopped,
+                    "not_reached": left})
+    else:
+        print("=== Rollback until " + safe_str(args.until) + " ===")
+        if not runs:
+            print("nothing left to undo: that run and every newer one are rolled back")
+        for r in runs if not args.apply else []:
+            print(f"  would undo {r.begin.get('kind', '?')}  {safe_str(r.path)}")
+        for d in done:
+            print(f"  undone: {d['kind']}  {d['run_dir']}")
+        if stopped:
+            print(f"stopped at {stopped['kind']}  {stopped['run_dir']}: {stopped['conflicts']} item(s) cannot be "
+                  "undone whole; it and the older runs are left as they are")
+            for c in stopped["conflict_sample"]:
+                print(f"  left alone: {c}")
+        for p in left:
+            print(f"  not reached: {p}")
+        if runs and not args.apply:
+            print("No changes applied (dry-run); each run is checked, newest first, as it comes. Re-run with --apply.")
+    return EXIT_FINDINGS if stopped else EXIT_CLEAN
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     home = open_home(args.codex_dir, args.sqlite_home)
     if args.prune:
         return prune_runs(home, args)
-    if args.list or not (args.latest or args.manifest or args.restore_db):
+    if args.list or not (args.latest or args.manifest or args.restore_db or args.until):
         runs = list_details(home)
         if args.json:
             print_json({"codex_dir": str(home.root), "runs": runs})
@@ -168,6 +221,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CLEAN
     if args.restore_db:
         return restore(home, args)
+    if args.until:
+        return until(home, args)
     target = find_run(home, args.manifest)  # the journal is read once, here
     if target is None:
         if args.json:

@@ -217,3 +217,45 @@ def test_a_run_applied_at_the_lowest_open_file_limit_it_accepts_is_undone_at_tha
     proc = faultrun(f"eio:batch:1+nofile:{limit}", "provider_migrate.py", hb.root, "--apply")
     assert proc.returncode == 2 and "were undone, the home is as before" in proc.stderr, proc.stderr
     assert home_state(hb.root) == before
+
+
+@pytest.fixture
+def three_runs(tmp_path):
+    """A migration, an unarchive, a migration back: three applied runs."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    old = [hb.add(provider="oldco", preview=f"old {i}") for i in range(2)]
+    arch = hb.add(provider="newco", archived=True, preview="archived")
+    before = (snap_home(hb.root), rows(hb.root))
+    assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
+    assert run("session_repair.py", hb.root, "--apply").returncode == 0
+    assert run("provider_migrate.py", hb.root, "--target-provider", "oldco", "--apply").returncode == 0
+    runs = [r["run_dir"] for r in list_runs(hb.root)]
+    assert len(runs) == 3
+    return hb, old, arch, before, runs
+
+
+def test_until_undoes_every_newer_run_newest_first(three_runs):
+    hb, _old, _arch, before, runs = three_runs
+    dry = run("rollback.py", hb.root, "--until", runs[0])
+    assert dry.returncode == 0 and [ln.split()[-1] for ln in dry.stdout.splitlines() if "would undo" in ln] == \
+        runs[::-1]
+    proc = run("rollback.py", hb.root, "--until", runs[0], "--apply", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    assert [d["run_dir"] for d in out["undone"]] == runs[::-1] and out["stopped_at"] is None
+    assert (snap_home(hb.root), rows(hb.root)) == before
+    assert [r["state"] for r in list_runs(hb.root)] == ["rolled back"] * 3
+
+
+def test_until_stops_at_the_first_run_that_cannot_be_undone_whole(three_runs):
+    hb, _old, arch, before, runs = three_runs
+    (moved,) = hb.sql("SELECT rollout_path FROM threads WHERE id=?", (arch.id,))[0]
+    with open(moved, "a") as fh:  # the unarchived thread continued since: the repair cannot be undone whole
+        fh.write('{"type":"event_msg","payload":{"type":"user_message","message":"more"}}\n')
+    hb.sql("UPDATE threads SET updated_at=updated_at+100 WHERE id=?", (arch.id,))
+    proc = run("rollback.py", hb.root, "--until", runs[0], "--apply")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"  undone: provider_migration  {runs[2]}" in proc.stdout
+    assert f"stopped at session_repair  {runs[1]}: 1 item(s) cannot be undone whole" in proc.stdout
+    assert f"  left alone: {arch.id}: " in proc.stdout and f"  not reached: {runs[0]}" in proc.stdout
+    assert [r["state"] for r in list_runs(hb.root)] == ["applied", "applied (newest)", "rolled back"]

@@ -183,6 +183,27 @@ def find_run(home: CodexHome, manifest: Optional[str]) -> Optional[Target]:
     return None
 
 
+def runs_until(home: CodexHome, where: str) -> List[Run]:
+    """The applied runs from the newest down to (and including) the run `where` names, newest first."""
+    p = Path(where).expanduser()
+    if not p.exists():
+        raise UserError(f"no such run folder: {p}")
+    folder = p if p.is_dir() else p.parent
+    if not (folder / "journal.jsonl").is_file():
+        raise UserError(f"--until wants a run folder (or its journal or manifest): {safe_str(p)}")
+    real = os.path.realpath(str(folder))
+    runs = list_runs(home.artifacts_dir)
+    idx = next((i for i, r in enumerate(runs) if os.path.realpath(str(r)) == real), None)
+    if idx is None:
+        raise UserError(f"--until {safe_str(p)} is not a run recorded under {safe_str(home.artifacts_dir)}")
+    out = []
+    for path in reversed(runs[idx:]):
+        run = read_run(path)  # a damaged journal stops here, before anything is undone
+        if run.applied:
+            out.append(run)
+    return out
+
+
 def as_run(target: Target) -> Optional[Run]:
     """The run of a target (read now if it is a run folder); None for a bare manifest CSV."""
     if isinstance(target, Run):
