@@ -1,7 +1,7 @@
 """The journal as typed operations: each kind of change is one class that writes its record,
 reads it back strictly, names the paths and columns it may touch, applies itself, recognises the
 old, new and torn states, and undoes itself. Planners build lists of these; `writerun.execute`
-runs them; `undo` reverses them. The on-disk format is documented in references/journal.md."""
+runs them; `undo` reverses them. The on-disk format is documented in docs/journal-format.md."""
 from __future__ import annotations
 
 import hashlib
