@@ -120,3 +120,23 @@ def test_a_torn_in_place_span_is_recognised_and_mended(tmp_path):
     assert [s for _, s in plan.steps] == ["torn"] and summary(plan, 5)["line1_to_restore"] == 1
     apply_undo(home, plan)
     assert t.path.read_bytes() == original
+
+
+def test_durable_syncs_the_written_files_filesystem_not_the_whole_system(tmp_path, monkeypatch):
+    from sessionkit import artifacts
+    assert artifacts._syncfs() is not None  # Linux: the real syncfs is found
+    calls = []
+    monkeypatch.setattr(artifacts.os, "sync", lambda: calls.append("os.sync"), raising=False)
+    f = tmp_path / "a" / "rollout.jsonl"
+    f.parent.mkdir()
+    f.write_text("x\n")
+    synced = []
+    monkeypatch.setattr(artifacts, "_syncfs", lambda: (lambda fd: synced.append(os.fstat(fd).st_ino) or 0))
+    artifacts.durable([str(f), str(f)])
+    assert calls == [] and synced == [os.stat(f.parent).st_ino]  # one syncfs of its filesystem
+    monkeypatch.setattr(artifacts, "_syncfs", lambda: None)  # no syncfs: each file and folder fsynced
+    fsynced = []
+    real = os.fsync
+    monkeypatch.setattr(artifacts.os, "fsync", lambda fd: fsynced.append(os.fstat(fd).st_ino) or real(fd))
+    artifacts.durable([str(f)])
+    assert calls == [] and fsynced == [os.stat(f).st_ino, os.stat(f.parent).st_ino]

@@ -197,7 +197,7 @@ class _Batches:
             self.progress.tick(label, start + len(chunk), len(file_ops))
         self.progress.done()
         if file_ops:
-            durable()
+            durable(f for o in file_ops for f in o.files())
 
     def _rows(self, ops: List[Op]) -> None:
         for db in self.touched:
