@@ -228,7 +228,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.json:
             print_json({"codex_dir": str(home.root), "nothing_left": True, "dry_run": not args.apply, "result": None})
         else:
-            print(f"nothing left to undo: every run recorded under {safe_str(home.artifacts_dir)} is rolled back")
+            print(f"nothing left to undo: every run recorded under {safe_str(home.artifacts_dir)} is rolled back"
+                  if list_details(home) else f"nothing left to undo: no runs are recorded under {safe_str(home.artifacts_dir)}")
         return EXIT_CLEAN
     later = later_dependents(home, target)
     if later and args.apply and not args.force:

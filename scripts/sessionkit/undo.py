@@ -171,8 +171,6 @@ def find_run(home: CodexHome, manifest: Optional[str]) -> Optional[Target]:
             p = p.parent
         return read_run(p)
     runs = list_runs(home.artifacts_dir)
-    if not runs:
-        raise UserError(f"no runs recorded under {home.artifacts_dir}")
     for path in reversed(runs):
         try:
             run = read_run(path)
