@@ -5,7 +5,7 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from . import UserError
 from .artifacts import list_runs
@@ -51,10 +51,23 @@ def _state(run: Run, newest_applied: Optional[Path]) -> str:
     return "applied" + (" (newest" + restored + ")" if run.path == newest_applied else f" ({restored[2:]})" if restored else "")
 
 
+def changed_files(ops: List[Any]) -> Set[str]:
+    """The files a run changed, each once where it lies now: a file rewritten and then moved by the
+    same run (remap, then unarchive) is one file."""
+    moved: Dict[str, str] = {}
+    out: Set[str] = set()
+    for o in reversed(ops):
+        out.update(moved.get(f, f) for f in o.files())
+        rel = o.relocation()
+        if rel is not None:
+            moved[rel[0]] = moved.get(rel[1], rel[1])
+    return out
+
+
 def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, Any]:
     """Counts of what one run changed, each op asked what it counts as and which files it changed."""
     threads = {o.thread_id for o in run.ops if o.thread_id}
-    files = {f for o in run.ops for f in o.files()}
+    files = changed_files(run.ops)
     providers: Counter = Counter()
     counts: Counter = Counter(o.COUNTS.listed for o in run.ops if o.COUNTS.listed)
     for o in run.ops:
