@@ -172,11 +172,12 @@ VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("created_at", "created_at_ms
 _SCHEMAS: Dict[Tuple[str, ...], sqlite3.Connection] = {}
 
 
-def _schema_copy(conn: sqlite3.Connection, table: str) -> Optional[sqlite3.Connection]:
+def _schema_copy(conn: sqlite3.Connection, table: str, triggers: bool = True) -> Optional[sqlite3.Connection]:
     """An in-memory DB holding only this table as the real DB defines it (its defaults and its
     triggers on itself): where an insert's whole row is worked out without writing the real DB."""
+    kinds = "('table', 'trigger')" if triggers else "('table')"
     rows = conn.execute("SELECT type, sql FROM sqlite_master WHERE tbl_name=? AND sql IS NOT NULL "
-                        "AND type IN ('table', 'trigger') ORDER BY type='trigger', name", (table,)).fetchall()
+                        f"AND type IN {kinds} ORDER BY type='trigger', name", (table,)).fetchall()
     sig = tuple(sql for _t, sql in rows)
     if not rows or rows[0][0] != "table":
         return None
@@ -200,17 +201,28 @@ def _schema_copy(conn: sqlite3.Connection, table: str) -> Optional[sqlite3.Conne
 def whole_row(conn: sqlite3.Connection, table: str, row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     """Every column of the row an INSERT of `row` into `table` makes (defaults and the table's own
     triggers applied), as the DB defines the table now: columns added since get their defaults.
-    None when the table cannot be copied (judged on the recorded columns alone then)."""
-    mem = _schema_copy(conn, table)
-    if mem is None:
-        return None
+    None when the table cannot be copied (judged on the recorded columns alone then). A trigger that
+    reaches another table (not copied) fails the insert: worked out without triggers then, which
+    can only make a row look changed (left alone), never make a changed row look like ours."""
+    for triggers in (True, False):
+        mem = _schema_copy(conn, table, triggers)
+        if mem is None:
+            return None
+        got = _probe(mem, table, row)
+        if got is not None:
+            return got
+    return None
+
+
+def _probe(mem: sqlite3.Connection, table: str, row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     mem.execute("SAVEPOINT probe")
     try:
         names = ", ".join(f'"{c}"' for c in row)
-        cur = mem.execute(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(row))})', list(row.values()))
-        got = mem.execute(f'SELECT * FROM "{table}" WHERE rowid=?', (cur.lastrowid,))
+        mem.execute(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(row))})', list(row.values()))
+        got = mem.execute(f'SELECT * FROM "{table}" LIMIT 2')  # the copy holds this one row only
         cols = [d[0] for d in got.description]
-        values = got.fetchone()
+        found = got.fetchall()
+        values = found[0] if len(found) == 1 else None
     except sqlite3.DatabaseError:
         return None
     finally:
