@@ -258,7 +258,8 @@ def _undo_after_failure(home: CodexHome, run_dir: Path, exc: BaseException) -> U
         return UserError(f"{what}; undoing the partial run also failed ({again}). Fix the cause, then run: {cmd}")
     finally:
         signal.signal(signal.SIGINT, old)
-    left = f"; {len(plan.conflicts)} item(s) left alone: see {home_command(home, 'rollback.py', '--manifest', run_dir)}" \
-        if plan.conflicts else ""
+    if plan.conflicts:  # the run stays applied (partly rolled back) and undoable: never "as before"
+        return UserError(f"{what}; {result['undone']} change(s) already made were undone, but {len(plan.conflicts)} "
+                         f"item(s) were left alone (first: {plan.conflicts[0]}); once they are free run: {cmd}")
     return UserError(f"{what}; the {result['undone']} change(s) already made were undone, "
-                     f"the home is as before{left}. Journal: {run_dir / 'journal.jsonl'}")
+                     f"the home is as before. Journal: {run_dir / 'journal.jsonl'}")
