@@ -59,3 +59,27 @@ def test_a_codex_search_between_import_and_rollback_does_not_keep_the_import(wor
     assert world.db("SELECT * FROM threads ORDER BY id") == rows_before
     runs = json.loads(world.script("rollback.py", "--list", "--json").stdout)["runs"]
     assert [r["state"] for r in runs] == ["rolled back"]
+
+
+def test_a_thread_deleted_with_thread_delete_after_a_migration_stays_deleted(world):
+    """Real 0.171: `thread/delete` removes a migrated thread's files and row; the rollback puts the
+    other threads back, leaves that one deleted, names it, and calls the run rolled back."""
+    ids = world.make_threads(2, "mockB", prompt="before the switch")
+    world.set_provider("mockA")
+    proc = world.script("provider_migrate.py", "--apply", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    gone, kept = ids
+    with world.app() as app:
+        app.request("thread/delete", {"threadId": gone})
+    assert world.db("SELECT count(*) FROM threads WHERE id=?", (gone,)) == [(0,)]
+    assert not list(world.home.rglob(f"*{gone}*.jsonl"))
+    rb = world.script("rollback.py", "--latest", "--apply", "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    out = json.loads(rb.stdout)
+    assert (out["conflicts"], out["left_deleted"]) == (0, 1)
+    assert out["deleted_sample"] == [f"{gone}: deleted since the run (thread/delete?); left deleted"]
+    assert not list(world.home.rglob(f"*{gone}*.jsonl")) and world.db("SELECT count(*) FROM threads WHERE id=?",
+                                                                          (gone,)) == [(0,)]
+    assert world.db("SELECT id, model_provider FROM threads") == [(kept, "mockB")]
+    runs = json.loads(world.script("rollback.py", "--list", "--json").stdout)["runs"]
+    assert [r["state"] for r in runs] == ["rolled back"]
