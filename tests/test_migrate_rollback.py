@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -235,9 +236,11 @@ def test_a_second_run_while_one_applies_is_refused(split):
     fd = os.open(str(lock), os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     hb.add(write_row=False)  # an orphan, so the repair has work to do
+    backup = lock.parent / "state_5.sqlite.copy.bak"  # named for the DB it belongs to
+    shutil.copy(hb.db_path, backup)
     before = home_state(hb.root)
     runs = {"provider_migrate.py": [], "session_repair.py": ["--import-orphans"],
-            "rollback.py": ["--restore-db", str(hb.db_path)]}
+            "rollback.py": ["--restore-db", str(backup)]}
     try:
         for script, extra in runs.items():
             proc = run(script, hb.root, "--apply", *extra)

@@ -6,7 +6,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state
-from sessionkit import UserError
 from sessionkit.snapshot import gather
 from sessionkit.home import open_home
 from sessionkit.migrate import apply_migration, plan_migration
@@ -41,11 +40,10 @@ def _do(root: Path, step) -> None:
     kind, a, b = step
     home = open_home(str(root))
     if kind == "rollback":
-        try:
-            run_dir = find_run(home, None)
-        except UserError:
+        target = find_run(home, None)
+        if target is None:  # nothing left to undo
             return
-        apply_undo(home, plan_undo(home, run_dir))
+        apply_undo(home, plan_undo(home, target))
         return
     inputs = gather(home)
     if kind == "repair":
