@@ -26,10 +26,11 @@ from sessionkit.home import open_home  # noqa: E402
 from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.safety import HomeLock, check_writable, refuse_if_running  # noqa: E402
+from sessionkit.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running  # noqa: E402
 from sessionkit.statedb import settle_hot_journal  # noqa: E402
 from sessionkit.writerun import home_dbs  # noqa: E402
-from sessionkit.undo import apply_undo, find_run, later_dependents, plan_undo, restore_db, summary  # noqa: E402
+from sessionkit.restore import check_restore, restore_db  # noqa: E402
+from sessionkit.undo import Run, apply_undo, find_run, later_dependents, plan_undo, runs_until, summary  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -47,6 +48,9 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     which.add_argument("--latest", action="store_true", help="undo the most recent run.")
     which.add_argument("--manifest", metavar="PATH", type=existing_path_arg,
                        help="undo the run of this manifest CSV (or its run folder / journal).")
+    which.add_argument("--until", metavar="RUN", type=existing_path_arg,
+                       help="undo every applied run newer than and including this run folder, newest first; "
+                            "stops at the first that cannot be undone whole.")
     which.add_argument("--restore-db", metavar="BACKUP", type=existing_path_arg,
                        help="put this whole DB backup back (the current DB is backed up first).")
     p.add_argument("--apply", action="store_true", help="write (default: show what would be undone).")
@@ -140,6 +144,8 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
                 out.append(f"  (and {len(ids) - sample} more; --json lists them)")
     for c in report["conflict_sample"]:
         out.append(f"  left alone: {shown(c)}")
+    for c in report.get("deleted_sample") or []:
+        out.append(f"  left deleted: {shown(c)}")
     for r in report["later_runs_on_same_threads"]:
         out.append(f"  a later run changed the same threads: {shown(r)}")
     if verbose:
@@ -158,11 +164,106 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
               f"Partly done: {run} is undone except {left} item(s) left alone (above)")
         + (f"; {len(ids)} session(s) put back:" if ids else "."),
         changed=labels_for(names, ids),
-        notes=[f"The DB as it was before this rollback is saved at {shown(b)}" for b in result.get("db_backups") or []],
+        notes=[f"The DB as it was before this rollback is saved at {shown(b)}" for b in result.get("db_backups") or []]
+        + ([f"The run is partly rolled back and stays undoable; once the items left alone are free, run again: "
+            f"{home_command(home, 'rollback.py', '--manifest', plan.run_dir, '--apply')}"] if left else []),
         verify=home_command(home, "session_audit.py"),
         older=older_runs(home, report.get("run_dir")),
         counters={k: v for k, v in result.items()} if verbose else {})
     return "\n".join(out + render_outcome(outcome, verbose, sample))
+
+
+def restore(home: Any, args: Any) -> int:
+    """--restore-db: what putting the backup back would undo besides the run's own rows; with --apply
+    (and --force where anything would be lost or split) the restore, recorded in the run's journal."""
+    backup = Path(args.restore_db).expanduser()
+    check = check_restore(home, backup)
+    result = None
+    if args.apply:
+        refuse_if_running(scan_activity(home.root), args.force)
+        check_writable(home, [Path(check.db)])
+        check_folders_inside(home, *([check.run.path] if check.run is not None else []))
+        with HomeLock(home):
+            check = check_restore(home, backup)  # again, under the lock
+            result = restore_db(home, check, args.force)
+    report = {"codex_dir": str(home.root), "db": check.db, "backup": str(backup), "dry_run": not args.apply,
+              "run_dir": str(check.run.path) if check.run is not None else None, "rows_restored_as_the_run_had_them":
+              check.own, "lost": len(check.lost), "split": len(check.split), "lost_sample": check.lost[:args.sample],
+              "split_sample": check.split[:args.sample], "result": result}
+    if args.json:
+        print_json(report)
+        return EXIT_CLEAN if check.clean or result else EXIT_FINDINGS
+    emit("=== Restore a DB backup ===")
+    emit(f"{'restored' if result else 'would restore'} {safe_str(check.db)} from {safe_str(backup)}"
+          + ("" if result else " (after backing up the DB as it is)"))
+    emit(f"rows that differ only as the run changed them: {check.own}")
+    for what, items in (("would be lost", check.lost), ("would be split", check.split)):
+        if items:
+            emit(f"{len(items)} change(s) since the backup {what}:" if what.endswith("lost") else
+                  f"{len(items)} row(s) and file(s) {what}:")
+            for item in items[:args.sample]:
+                emit(f"  {item}")
+    if result:
+        emit(f"the DB as it was is saved at {safe_str(result['previous_db_saved_to'])}")
+        return EXIT_CLEAN
+    if not check.clean:
+        emit("refused without --force; undo the run instead (files and rows together): "
+              + home_command(home, "rollback.py", "--manifest", check.run.path if check.run else backup.parent))
+        emit("or restore anyway: " + home_command(home, "rollback.py", "--restore-db", backup, "--force", "--apply"))
+        return EXIT_FINDINGS
+    emit("No changes applied (dry-run). Re-run with --apply: "
+          + home_command(home, "rollback.py", "--restore-db", backup, "--apply"))
+    return EXIT_CLEAN
+
+
+def until(home: Any, args: Any) -> int:
+    """--until RUN: the applied runs from the newest down to RUN, each undone whole before the next
+    (older) one is planned; the first that cannot be undone whole stops it, named with what it left."""
+    runs = runs_until(home, args.until)
+    done: List[Dict[str, Any]] = []
+    stopped: Optional[Dict[str, Any]] = None
+    if args.apply and runs:
+        refuse_if_running(scan_activity(home.root), args.force)
+        check_writable(home)
+        check_folders_inside(home, *(r.path for r in runs))
+        with HomeLock(home):
+            for db in home_dbs(home):
+                if os.path.isfile(db):
+                    settle_hot_journal(Path(db))
+            for run in runs:
+                plan = plan_undo(home, run)
+                if plan.conflicts:  # planned with the newer runs undone: nothing of this one is touched
+                    stopped = {**summary(plan, args.sample), "undone": False}
+                    break
+                result = apply_undo(home, plan, progress=Progress.for_terminal()) if plan.needs_record() else None
+                report = {**summary(plan, args.sample), "undone": True, "result": result}
+                if plan.conflicts:  # a thread Codex took meanwhile
+                    stopped = {**report, "undone": False}
+                    break
+                done.append(report)
+    left = [safe_str(r.path) for r in runs][len(done) + (1 if stopped else 0):]
+    if args.json:
+        print_json({"codex_dir": str(home.root), "dry_run": not args.apply,
+                    "runs": [safe_str(r.path) for r in runs], "undone": done, "stopped_at": stopped,
+                    "not_reached": left})
+    else:
+        emit("=== Rollback until " + safe_str(args.until) + " ===")
+        if not runs:
+            emit("nothing left to undo: that run and every newer one are rolled back")
+        for r in runs if not args.apply else []:
+            emit(f"  would undo {r.begin.get('kind', '?')}  {safe_str(r.path)}")
+        for d in done:
+            emit(f"  undone: {d['kind']}  {d['run_dir']}")
+        if stopped:
+            emit(f"stopped at {stopped['kind']}  {stopped['run_dir']}: {stopped['conflicts']} item(s) cannot be "
+                  "undone whole; it and the older runs are left as they are")
+            for c in stopped["conflict_sample"]:
+                emit(f"  left alone: {c}")
+        for p in left:
+            emit(f"  not reached: {p}")
+        if runs and not args.apply:
+            emit("No changes applied (dry-run); each run is checked, newest first, as it comes. Re-run with --apply.")
+    return EXIT_FINDINGS if stopped else EXIT_CLEAN
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -170,7 +271,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     if args.prune:
         return prune_runs(home, args)
-    if args.list or not (args.latest or args.manifest or args.restore_db):
+    if args.list or not (args.latest or args.manifest or args.restore_db or args.until):
         runs = list_details(home)
         if args.json:
             print_json({"codex_dir": str(home.root), "runs": runs})
@@ -178,20 +279,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             emit(render_runs(home, runs))
         return EXIT_CLEAN
     if args.restore_db:
-        if not args.apply:
-            emit(f"would restore {home.state_db.path} from {args.restore_db} (after backing up the current DB); "
-                  "re-run with --apply")
-            return EXIT_CLEAN
-        refuse_if_running(scan_activity(home.root), args.force)
-        check_writable(home)
-        with HomeLock(home):
-            result = restore_db(home, Path(args.restore_db).expanduser())
-        print_json(result) if args.json else emit(
-            f"restored {home.state_db.path} from {result['restored_from']}\n"
-            f"the DB as it was is saved at {result['previous_db_saved_to']}")
+        return restore(home, args)
+    if args.until:
+        return until(home, args)
+    target = find_run(home, args.manifest)  # the journal is read once, here
+    if target is None:
+        if args.json:
+            print_json({"codex_dir": str(home.root), "nothing_left": True, "dry_run": not args.apply, "result": None})
+        else:
+            emit(f"nothing left to undo: every run recorded under {safe_str(home.artifacts_dir)} is rolled back"
+                  if list_details(home) else f"nothing left to undo: no runs are recorded under {safe_str(home.artifacts_dir)}")
         return EXIT_CLEAN
-    run_dir = find_run(home, args.manifest)
-    later = later_dependents(home, run_dir)
+    later = later_dependents(home, target)
     if later and args.apply and not args.force:
         raise UserError(f"refusing: {len(later)} later run(s) changed threads this run changed "
                         f"(newest {safe_str(later[-1][0])}); roll those back first "
@@ -201,17 +300,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.apply:  # planned once, under the lock (a big run's states are read once)
         refuse_if_running(scan_activity(home.root), args.force)
         check_writable(home)
+        check_folders_inside(home, *([target.path] if isinstance(target, Run) else []))  # backups, journal
         with HomeLock(home):
             for db in home_dbs(home):  # a run killed mid-commit: SQLite's own undo first, then ours
                 if os.path.isfile(db):
                     settle_hot_journal(Path(db))
-            plan = plan_undo(home, run_dir)
-            report = summary(plan, args.sample)
-            if plan.actions:
+            plan = plan_undo(home, target)
+            if plan.needs_record():
                 result = apply_undo(home, plan, progress=Progress.for_terminal())
     else:
-        plan = plan_undo(home, run_dir)
-        report = summary(plan, args.sample)
+        plan = plan_undo(home, target)
+    report = summary(plan, args.sample)  # after the apply: threads Codex held meanwhile are named too
     report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})

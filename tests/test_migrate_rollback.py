@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -105,6 +106,9 @@ def test_rollback_restores_everything_exactly_and_is_idempotent(split):
     assert json.loads(proc.stdout)["result"]["rows_reverted"] == 3
     assert home_state(hb.root) == before
     again = json.loads(run("rollback.py", hb.root, "--latest", "--apply", "--json").stdout)
+    assert again["result"] is None and again["nothing_left"] is True  # --latest passes over what is undone
+    run_dir = json.loads(proc.stdout)["run_dir"]
+    again = json.loads(run("rollback.py", hb.root, "--manifest", run_dir, "--apply", "--json").stdout)
     assert again["result"] is None and again["already_original"] == 6
     assert home_state(hb.root) == before
     listing = json.loads(run("rollback.py", hb.root, "--list", "--json").stdout)
@@ -232,9 +236,11 @@ def test_a_second_run_while_one_applies_is_refused(split):
     fd = os.open(str(lock), os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)
     hb.add(write_row=False)  # an orphan, so the repair has work to do
+    backup = lock.parent / "state_5.sqlite.copy.bak"  # named for the DB it belongs to
+    shutil.copy(hb.db_path, backup)
     before = home_state(hb.root)
     runs = {"provider_migrate.py": [], "session_repair.py": ["--import-orphans"],
-            "rollback.py": ["--restore-db", str(hb.db_path)]}
+            "rollback.py": ["--restore-db", str(backup)]}
     try:
         for script, extra in runs.items():
             proc = run(script, hb.root, "--apply", *extra)
@@ -292,11 +298,19 @@ def test_restore_db_puts_a_whole_backup_back_after_saving_the_current_one(split)
     res = json.loads(run("provider_migrate.py", hb.root, "--apply", "--json").stdout)["result"]
     rows_migrated = home_state(hb.root)["rows"]
     dry = run("rollback.py", hb.root, "--restore-db", res["db_backup"])
-    assert dry.returncode == 0 and "would restore" in dry.stdout
+    assert dry.returncode == 1 and "would restore" in dry.stdout  # the rewritten line 1s stay: split
+    assert "3 row(s) and file(s) would be split:" in dry.stdout and "rows that differ only as the run changed them: 3" \
+        in dry.stdout
     assert home_state(hb.root)["rows"] == rows_migrated
-    proc = run("rollback.py", hb.root, "--restore-db", res["db_backup"], "--apply", "--json")
+    refused = run("rollback.py", hb.root, "--restore-db", res["db_backup"], "--apply")
+    assert refused.returncode == 2 and "refusing to restore" in refused.stderr
+    assert home_state(hb.root)["rows"] == rows_migrated
+    proc = run("rollback.py", hb.root, "--restore-db", res["db_backup"], "--apply", "--force", "--json")
     assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = json.loads(proc.stdout)["result"]
+    [listed] = json.loads(run("rollback.py", hb.root, "--list", "--json").stdout)["runs"]
+    assert listed["state"] == "applied (newest, its DB restored from a backup 1 time(s))"
+    assert [r["saved"] for r in listed["restores"]] == [out["previous_db_saved_to"]]
     assert home_state(hb.root)["rows"] == rows_before
     saved = Path(out["previous_db_saved_to"])
     assert saved.stat().st_mode & 0o777 == 0o600

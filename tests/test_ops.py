@@ -120,3 +120,63 @@ def test_a_torn_in_place_span_is_recognised_and_mended(tmp_path):
     assert [s for _, s in plan.steps] == ["torn"] and summary(plan, 5)["line1_to_restore"] == 1
     apply_undo(home, plan)
     assert t.path.read_bytes() == original
+
+
+def test_durable_syncs_the_written_files_filesystem_not_the_whole_system(tmp_path, monkeypatch):
+    from sessionkit import artifacts
+    assert artifacts._syncfs() is not None  # Linux: the real syncfs is found
+    calls = []
+    monkeypatch.setattr(artifacts.os, "sync", lambda: calls.append("os.sync"), raising=False)
+    f = tmp_path / "a" / "rollout.jsonl"
+    f.parent.mkdir()
+    f.write_text("x\n")
+    synced = []
+    monkeypatch.setattr(artifacts, "_syncfs", lambda: (lambda fd: synced.append(os.fstat(fd).st_ino) or 0))
+    artifacts.durable([str(f), str(f)])
+    assert calls == [] and synced == [os.stat(f.parent).st_ino]  # one syncfs of its filesystem
+    monkeypatch.setattr(artifacts, "_syncfs", lambda: None)  # no syncfs: each file and folder fsynced
+    fsynced = []
+    real = os.fsync
+    monkeypatch.setattr(artifacts.os, "fsync", lambda fd: fsynced.append(os.fstat(fd).st_ino) or real(fd))
+    artifacts.durable([str(f)])
+    assert calls == [] and fsynced == [os.stat(f).st_ino, os.stat(f.parent).st_ino]
+
+
+def test_an_inserted_row_is_judged_whole_with_the_tables_defaults_and_triggers(tmp_path):
+    """The run names some columns; the row is ours only while every other column holds what the
+    insert made (defaults, the table's own triggers; WITHOUT ROWID tables and triggers that reach
+    other tables too)."""
+    from sessionkit.ops import NEW, CHANGED, RowInsert
+    db = tmp_path / "x.sqlite"
+    conn = sqlite3.connect(str(db))
+    conn.executescript("""
+        CREATE TABLE threads (id TEXT PRIMARY KEY, a INTEGER NOT NULL DEFAULT 7, b TEXT, c INTEGER,
+                              updated_at_ms INTEGER);
+        CREATE TRIGGER fill AFTER INSERT ON threads WHEN NEW.c IS NULL BEGIN
+            UPDATE threads SET c = NEW.a * 2 WHERE id = NEW.id; END;
+        CREATE TABLE thread_turns (thread_id TEXT, turn_id TEXT, n INTEGER DEFAULT 3,
+                                   PRIMARY KEY (thread_id, turn_id)) WITHOUT ROWID;
+        CREATE TABLE log (x TEXT);
+        CREATE TABLE thread_items (thread_id TEXT, item_id TEXT, v INTEGER DEFAULT 1);
+        CREATE TRIGGER elsewhere AFTER INSERT ON thread_items BEGIN INSERT INTO log VALUES (NEW.item_id); END;
+    """)
+    ops = [RowInsert(str(db), "threads", {"id": "t", "b": "x"}, {"id": "t"}, "t"),
+           RowInsert(str(db), "thread_turns", {"thread_id": "t", "turn_id": "u"}, {"thread_id": "t", "turn_id": "u"}, "t"),
+           RowInsert(str(db), "thread_items", {"thread_id": "t", "item_id": "i"}, {"thread_id": "t", "item_id": "i"}, "t")]
+    with conn:
+        for o in ops:
+            o.apply_db(conn)
+    assert conn.execute("SELECT a, c FROM threads").fetchall() == [(7, 14)]
+    assert [o.judge(conn) for o in ops] == [NEW, NEW, NEW]
+    with conn:
+        conn.execute("UPDATE threads SET updated_at_ms=5")  # Codex's own: still ours
+    assert ops[0].judge(conn) == NEW
+    for sql in ("UPDATE threads SET c=1", "UPDATE thread_turns SET n=4", "UPDATE thread_items SET v=2"):
+        with conn:
+            conn.execute(sql)
+    assert [o.judge(conn) for o in ops] == [CHANGED, CHANGED, CHANGED]
+    with conn:
+        conn.execute("ALTER TABLE thread_turns ADD COLUMN later TEXT DEFAULT 'd'")  # a later Codex's column
+        conn.execute("UPDATE thread_turns SET n=3")
+    assert ops[1].judge(conn) == NEW
+    conn.close()

@@ -127,3 +127,20 @@ def test_a_run_whose_line_ends_were_converted_is_kept_never_pruned(history):
     assert pruned.returncode == 0, pruned.stderr
     assert str(newest) not in [d["run_dir"] for d in json.loads(pruned.stdout)["prune"]]
     assert sorted(p.name for p in newest.iterdir()) == before and len(before) > 1
+
+
+def test_list_counts_what_each_operation_says_it_is(tmp_path):
+    """A repair that rewrote rollouts (remap) and moved one (unarchive): each operation says what it
+    counts as and which files it changed (before: `files: 0, line1_rewrites: 0`)."""
+    from homebuilder import HomeBuilder
+    hb = HomeBuilder(tmp_path / ".codex")
+    hb.add(cwd="/home/olduser/proj", preview="active")
+    hb.add(cwd="/home/olduser/proj", archived=True, preview="archived")
+    proc = run("session_repair.py", hb.root, "--remap-prefix", "/home/olduser/proj=/home/newer/proj", "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [r] = json.loads(run("rollback.py", hb.root, "--list", "--json").stdout)["runs"]
+    assert (r["threads"], r["files"], r["moves"], r["line1_rewrites"], r["row_updates"], r["row_inserts"]) == \
+        (2, 2, 1, 2, 2, 0)
+    assert r["other_changes"] == {}
+    text = run("rollback.py", hb.root, "--list").stdout.splitlines()
+    assert text[2] == "      2 sessions, 1 file moved, 2 first lines rewritten, 2 index entries updated"

@@ -69,6 +69,11 @@ def max_bytes() -> int:
 
 
 def make_scratch(parent: Optional[Path] = None) -> Path:
+    if parent is not None and (os.path.islink(str(parent)) or os.path.realpath(str(parent)) != os.path.join(
+            os.path.realpath(str(parent.parent)), parent.name)):  # .tmp/session-migration symlinked out
+        from .paths import safe_str
+        raise UserError(f"refusing: {safe_str(parent)} leads elsewhere (to {safe_str(os.path.realpath(str(parent)))}), where the "
+                        f"source would be extracted; make it a plain folder. Nothing was changed")
     try:
         return Path(tempfile.mkdtemp(prefix="codex-session-import-", dir=str(parent) if parent else None))
     except (OSError, FileNotFoundError) as exc:  # inside Codex's read-only sandbox there is no temp dir

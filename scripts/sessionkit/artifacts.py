@@ -8,7 +8,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import List
+from typing import Callable, Iterable, List, Optional
 
 from . import UserError, host
 from .journal import write_all
@@ -59,10 +59,53 @@ def backup_into(folder: Path, db: str, tag: str) -> Path:
     return backup_db(Path(db), dest)
 
 
-def durable() -> None:
-    """Flush rewritten rollouts to disk once, before the DB commit that records them."""
-    if hasattr(os, "sync"):
-        os.sync()
+def durable(paths: Iterable[str]) -> None:
+    """Flush the files a batch wrote, renamed or moved (and their folders) to disk once, before the
+    DB commit that records them: one syncfs() of each filesystem they are on where the system has
+    it (Linux), else an fsync of each file and folder; never the whole system's os.sync()."""
+    files = sorted(set(paths))
+    folders = sorted({os.path.dirname(p) for p in files})
+    sync_fs = _syncfs()
+    if sync_fs is not None:
+        devices = set()
+        for d in folders:
+            try:
+                dev = os.stat(d).st_dev
+            except OSError:
+                continue
+            if dev not in devices and _fsync_path(d, sync_fs):
+                devices.add(dev)
+        return
+    for p in files + folders:
+        _fsync_path(p, None)
+
+
+def _syncfs() -> Optional[Callable[[int], int]]:
+    try:
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.syncfs
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    return fn  # type: ignore[no-any-return]
+
+
+def _fsync_path(path: str, sync_fs: Optional[Callable[[int], int]]) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        if sync_fs is not None:
+            return sync_fs(fd) == 0
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 @dataclass

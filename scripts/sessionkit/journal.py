@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List
 from . import UserError, host
 from .faults import point
 
-FORMAT = 2  # the "v" of every record this code writes; see references/journal.md
+FORMAT = 2  # the "v" of every record this code writes; see docs/journal-format.md
 PRIVATE = 0o600
 
 

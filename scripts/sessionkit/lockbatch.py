@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, TypeVar
 
+import os
+
 from .faults import point
 from .progress import Progress
-from .writerlock import WriterLocks
+from .writerlock import WriterLocks, locks_per_batch
 
 T = TypeVar("T")
 
@@ -47,3 +49,18 @@ def run_batches(home_root: Path, batches: List[List[T]], thread_of: Callable[[T]
             work(n, batch, refused)
         finally:
             locks.release_all()
+
+
+def locks_beside_home_lock(threads: int) -> int:
+    """locks_per_batch as an undo of the run will size it, with the home lock's descriptor open (one
+    stand-in descriptor held meanwhile, so a refusal still writes nothing): a run applied at the
+    lowest open-file limit it accepts is undone at that limit, after an error or by rollback.py."""
+    try:
+        stand_in = os.open(os.devnull, os.O_RDONLY)
+    except OSError:
+        stand_in = -1  # not even one more descriptor: locks_per_batch refuses
+    try:
+        return locks_per_batch(threads)
+    finally:
+        if stand_in >= 0:
+            os.close(stand_in)

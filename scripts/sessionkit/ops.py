@@ -1,7 +1,7 @@
 """The journal as typed operations: each kind of change is one class that writes its record,
 reads it back strictly, names the paths and columns it may touch, applies itself, recognises the
 old, new and torn states, and undoes itself. Planners build lists of these; `writerun.execute`
-runs them; `undo` reverses them. The on-disk format is documented in references/journal.md."""
+runs them; `undo` reverses them. The on-disk format is documented in docs/journal-format.md."""
 from __future__ import annotations
 
 import hashlib
@@ -163,12 +163,190 @@ def _where(values: Dict[str, Any]) -> Tuple[str, List[Any]]:
     return " AND ".join(f'"{c}" IS ?' for c in values), list(values.values())
 
 
+# Columns Codex itself rewrites without a user's act (real 0.171: a `thread/list {searchTerm}`
+# re-derives a row's updated_at(_ms) from the rollout's mtime and created_at(_ms) from its line 1):
+# not judged when deciding whether an INSERTED row is still ours (a continued thread is told by its
+# file, which the same run created and judges by digest).
+VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("created_at", "created_at_ms", "updated_at", "updated_at_ms")}
+
+_SCHEMAS: Dict[Tuple[str, ...], sqlite3.Connection] = {}
+
+
+def _schema_copy(conn: sqlite3.Connection, table: str, triggers: bool = True) -> Optional[sqlite3.Connection]:
+    """An in-memory DB holding only this table as the real DB defines it (its defaults and its
+    triggers on itself): where an insert's whole row is worked out without writing the real DB."""
+    kinds = "('table', 'trigger')" if triggers else "('table')"
+    rows = conn.execute("SELECT type, sql FROM sqlite_master WHERE tbl_name=? AND sql IS NOT NULL "
+                        f"AND type IN {kinds} ORDER BY type='trigger', name", (table,)).fetchall()
+    sig = tuple(sql for _t, sql in rows)
+    if not rows or rows[0][0] != "table":
+        return None
+    mem = _SCHEMAS.get(sig)
+    if mem is None:
+        if len(_SCHEMAS) > 16:
+            for old in _SCHEMAS.values():
+                old.close()
+            _SCHEMAS.clear()
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            for sql in sig:
+                mem.execute(sql)
+        except sqlite3.DatabaseError:
+            mem.close()
+            return None
+        _SCHEMAS[sig] = mem
+    return mem
+
+
+def whole_row(conn: sqlite3.Connection, table: str, row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Every column of the row an INSERT of `row` into `table` makes (defaults and the table's own
+    triggers applied), as the DB defines the table now: columns added since get their defaults.
+    None when the table cannot be copied (judged on the recorded columns alone then). A trigger that
+    reaches another table (not copied) fails the insert: worked out without triggers then, which
+    can only make a row look changed (left alone), never make a changed row look like ours."""
+    for triggers in (True, False):
+        mem = _schema_copy(conn, table, triggers)
+        if mem is None:
+            return None
+        got = _probe(mem, table, row)
+        if got is not None:
+            return got
+    return None
+
+
+def _probe(mem: sqlite3.Connection, table: str, row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    mem.execute("SAVEPOINT probe")
+    try:
+        names = ", ".join(f'"{c}"' for c in row)
+        mem.execute(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(row))})', list(row.values()))
+        got = mem.execute(f'SELECT * FROM "{table}" LIMIT 2')  # the copy holds this one row only
+        cols = [d[0] for d in got.description]
+        found = got.fetchall()
+        values = found[0] if len(found) == 1 else None
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        mem.execute("ROLLBACK TO probe")
+        mem.execute("RELEASE probe")
+    return dict(zip(cols, values)) if values is not None else None
+
+
+def current_rows(conn: sqlite3.Connection, table: str, key: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The whole rows (every column) found by `key`."""
+    w, args = _where(key)
+    cur = conn.execute(f'SELECT * FROM "{table}" WHERE {w}', args)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def same_row(table: str, a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    """Equal in every column but the ones Codex rewrites by itself (VOLATILE)."""
+    skip = VOLATILE.get(table, ())
+    return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+
+
+@dataclass(frozen=True)
+class RowRef:
+    """A row an operation changes (see Op.rows)."""
+    db: str
+    table: str
+    key: Dict[str, Any]
+    columns: Optional[Tuple[str, ...]] = None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How one operation is counted: in `rollback.py --list` (`listed`), in an undo plan's summary
+    (`to_undo`) and in an undo's result (`undone`); "" where it is not counted by itself."""
+    listed: str = ""
+    to_undo: str = "other_to_undo"
+    undone: str = ""
+
+
+GONE = "gone"  # what the op changed no longer exists at all (a thread removed with thread/delete)
+
+
 class Op:
-    """One change. File ops: prepare/apply/state/undo. DB ops (DB_OP): apply_db/state_db/undo_db."""
+    """One change. File ops: prepare/apply/state/undo. DB ops (DB_OP): apply_db/state_db/undo_db.
+    Each op also describes itself (COUNTS, files, rows, judge, revert), so lists, plans and
+    results ask it instead of switching on its kind."""
 
     KIND: ClassVar[str] = ""
     DB_OP: ClassVar[bool] = False
+    COUNTS: ClassVar[Counts] = Counts()
     thread_id: Optional[str]
+
+    # ---- what it is and touches
+    def files(self) -> List[str]:
+        """The home's files this op changes for good (temporaries and kept copies left out)."""
+        return []
+
+    def rows(self) -> List["RowRef"]:
+        """Each row this op changes: its DB, table, key (a part of the key: every row it selects)
+        and the columns it writes (None: the whole row)."""
+        return []
+
+    def subject(self) -> str:
+        """How a report names what this op changed: its thread, else its first path or DB."""
+        return self.thread_id or (self.paths() or [self.db() or "?"])[0]
+
+    def value_change(self, column: str) -> Optional[Tuple[Any, Any]]:
+        """(old, new) of a column this op sets (e.g. model_provider), else None."""
+        return None
+
+    def undo_sample(self) -> Optional[str]:
+        """One line saying what its undo does, where that helps a reader (a move: `dst -> src`)."""
+        return None
+
+    def relocation(self) -> Optional[Tuple[str, str]]:
+        """(from, to) when this op moves a file: an earlier op's file is judged where it went."""
+        return None
+
+    def writes_through(self) -> List[str]:
+        """Files its undo writes in place (same inode): never done through a hard link."""
+        return []
+
+    def undo_refusal(self) -> Optional[str]:
+        """Why its undo may not run now (a file it would write in place has other hard links)."""
+        for p in self.writes_through():
+            n = _links(p)
+            if n > 1:
+                return (f"{p} has {n} hard links (a backup made with cp -al or rsnapshot?): undoing in place "
+                        "would change the other copies too")
+        return None
+
+    def at(self, old: str, new: str) -> "Op":
+        """This op as if its file `old` lay at `new` (a later op of the run moved it); by default
+        an op whose file cannot be judged elsewhere is itself."""
+        return self
+
+    def written_back(self) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
+        """(table, key, values) of the row values its undo writes into a DB, which the run's own
+        backup must hold (an edited journal cannot make a rollback write anything else)."""
+        return None
+
+    # ---- how its state is checked and how it is undone
+    def judge(self, conn: Optional[sqlite3.Connection] = None) -> str:
+        """OLD, NEW, TORN, CHANGED, or GONE (changed, and what it changed is not there at all)."""
+        st = self.state_db(conn) if self.DB_OP else self.state()  # type: ignore[arg-type]
+        if st == CHANGED and (self.gone_db(conn) if self.DB_OP else self.gone()):  # type: ignore[arg-type]
+            return GONE
+        return st
+
+    def gone(self) -> bool:
+        """No file this op changed is on disk any more (deleted since the run)."""
+        subjects = self.files()
+        return bool(subjects) and not any(os.path.lexists(p) for p in subjects)
+
+    def gone_db(self, conn: sqlite3.Connection) -> bool:
+        return False
+
+    def revert(self, conn: Optional[sqlite3.Connection] = None) -> int:
+        """Undo it (a DB op inside the caller's transaction); returns the rows it changed."""
+        if self.DB_OP:
+            return self.undo_db(conn)  # type: ignore[arg-type]
+        self.undo()
+        return 0
 
     def to_record(self) -> Dict[str, Any]:
         raise NotImplementedError
@@ -222,6 +400,13 @@ class Op:
 
     def undo_db(self, conn: sqlite3.Connection) -> int:
         raise NotImplementedError
+
+
+def _links(path: str) -> int:
+    try:
+        return os.lstat(path).st_nlink
+    except OSError:
+        return 0
 
 
 def _remove_tmp(tmp: Path) -> None:
@@ -292,6 +477,7 @@ class Mkdir(Op):
     path: str
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "mkdir"
+    COUNTS: ClassVar[Counts] = Counts("folders_created")
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "path": self.path, "thread_id": self.thread_id}
@@ -334,6 +520,19 @@ class Move(Op):
     size: int = -1
     ino: int = 0
     KIND: ClassVar[str] = "move"
+    COUNTS: ClassVar[Counts] = Counts("moves", "files_to_move_back", "files_moved_back")
+
+    def files(self) -> List[str]:
+        return [self.dst]
+
+    def gone(self) -> bool:
+        return not os.path.lexists(self.src) and not os.path.lexists(self.dst)
+
+    def undo_sample(self) -> Optional[str]:
+        return f"{self.dst} -> {self.src}"
+
+    def relocation(self) -> Optional[Tuple[str, str]]:
+        return self.src, self.dst
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "thread_id": self.thread_id, "src": self.src, "dst": self.dst,
@@ -355,6 +554,9 @@ class Move(Op):
         import stat as _st
         if not _st.S_ISREG(st.st_mode):
             return f"{self.src} is not a regular file (a symlink?)"
+        if st.st_nlink > 1 and self.new_mtime_ns is not None:
+            return (f"the rollout has {st.st_nlink} hard links (a backup made with cp -al or rsnapshot?): setting "
+                    "its mtime would change the other copies too; skipped")
         if os.path.lexists(self.dst):
             return f"{self.dst} already exists"
         self.mtime_ns, self.size, self.ino = st.st_mtime_ns, st.st_size, st.st_ino
@@ -380,7 +582,7 @@ class Move(Op):
             raise UserError(f"{self.src} exists: not moving {self.dst} back over it")
         st = os.stat(self.dst)
         after = self.new_mtime_ns if self.new_mtime_ns is not None else self.mtime_ns
-        untouched = st.st_mtime_ns == after and st.st_size == self.size
+        untouched = st.st_mtime_ns == after and st.st_size == self.size and st.st_nlink == 1  # never utime a shared inode
         os.makedirs(os.path.dirname(self.src), exist_ok=True)
         os.rename(self.dst, self.src)
         if untouched:  # nothing newer than the run in it: its old mtime back (item 14)
@@ -406,6 +608,17 @@ class RolloutEdit(Op):
     in-place or beside-and-rename, and the temporary file a kill may leave beside the rollout."""
     path: str
     spans: List[Tuple[int, bytes, bytes]]
+    COUNTS: ClassVar[Counts] = Counts("line1_rewrites", "line1_to_restore", "line1_restored")
+
+    def files(self) -> List[str]:
+        return [self.path]
+
+    def writes_through(self) -> List[str]:
+        return [self.path] if self.growth == 0 else []  # a grown file is written beside and renamed
+
+    def at(self, old: str, new: str) -> "Op":
+        import dataclasses
+        return dataclasses.replace(self, path=new) if self.path == old else self  # type: ignore[type-var]
 
     @property
     def growth(self) -> int:
@@ -959,6 +1172,10 @@ class FileCreate(Op):
     mtime_ns: Optional[int] = None
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "file_create"
+    COUNTS: ClassVar[Counts] = Counts("files_created")
+
+    def files(self) -> List[str]:
+        return [self.path]
 
     @property
     def tmp(self) -> str:
@@ -1035,6 +1252,10 @@ class SymlinkRepoint(Op):
     new_target: str
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "symlink"
+    COUNTS: ClassVar[Counts] = Counts("symlinks_repointed")
+
+    def files(self) -> List[str]:
+        return [self.path]
 
     @property
     def tmp(self) -> str:
@@ -1102,6 +1323,19 @@ class RowUpdate(Op):
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "row_update"
     DB_OP: ClassVar[bool] = True
+    COUNTS: ClassVar[Counts] = Counts("row_updates", "rows_to_revert", "rows_reverted")
+
+    def rows(self) -> List[RowRef]:
+        return [RowRef(self.db_path, self.table, self.key, tuple(self.new))]
+
+    def value_change(self, column: str) -> Optional[Tuple[Any, Any]]:
+        return (self.old[column], self.new[column]) if column in self.new else None
+
+    def gone_db(self, conn: sqlite3.Connection) -> bool:
+        return not current_rows(conn, self.table, self.key)
+
+    def written_back(self) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
+        return self.table, self.key, self.old
 
     def __post_init__(self) -> None:
         _ident(self.table, list(UPDATE_COLUMNS), "row_update table")
@@ -1149,13 +1383,23 @@ class RowUpdate(Op):
             raise UserError(f"{self.table} row {self.key} changed since the plan was made; nothing was kept")
         return n
 
+    def _judged(self) -> List[str]:
+        """The columns that say whether the row still holds what the run wrote: every one it wrote
+        (updated_at included: Codex bumps it when the thread is continued, which must stop the undo;
+        a search re-derives it from the mtime the run set, the same value)."""
+        return list(self.new)
+
     def state_db(self, conn: sqlite3.Connection) -> str:
         cur = self._current(conn)
-        return NEW if cur == self.new else OLD if cur == self.old else CHANGED
+        if cur is None:
+            return CHANGED
+        cols = self._judged()
+        pick = lambda d: {c: d[c] for c in cols}  # noqa: E731
+        return NEW if pick(cur) == pick(self.new) else OLD if pick(cur) == pick(self.old) else CHANGED
 
     def undo_db(self, conn: sqlite3.Connection) -> int:
         sets = ", ".join(f'"{c}"=?' for c in self.old)
-        w, args = _where({**self.key, **self.new})
+        w, args = _where({**self.key, **{c: self.new[c] for c in self._judged()}})
         return conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w}', list(self.old.values()) + args).rowcount
 
 
@@ -1169,6 +1413,10 @@ class RowInsert(Op):
     thread_id: Optional[str] = None
     KIND: ClassVar[str] = "row_insert"
     DB_OP: ClassVar[bool] = True
+    COUNTS: ClassVar[Counts] = Counts("row_inserts", "rows_to_delete", "rows_reverted")
+
+    def rows(self) -> List[RowRef]:
+        return [RowRef(self.db_path, self.table, self.key)]
 
     def __post_init__(self) -> None:
         _ident(self.table, ROW_TABLES, f"{self.KIND} table")
@@ -1202,15 +1450,24 @@ class RowInsert(Op):
                             list(self.row.values())).rowcount
 
     def _delete(self, conn: sqlite3.Connection) -> int:
-        w, args = _where(self.row)
+        skip = VOLATILE.get(self.table, ())
+        w, args = _where({k: v for k, v in {**self.row, **self.key}.items() if k not in skip or k in self.key})
         n = conn.execute(f'DELETE FROM "{self.table}" WHERE rowid IN (SELECT rowid FROM "{self.table}" '
                          f"WHERE {w} LIMIT 1)", args).rowcount
         return n
 
     def _present(self, conn: sqlite3.Connection) -> str:
-        if self._count(conn, self.row) == 1:
-            return "same"
-        return "other" if self._count(conn, self.key) else "absent"
+        """`same`: the row found by its key is, in EVERY column (ones Codex set or added since
+        included; VOLATILE ones aside), the row this insert makes; `other`: it differs; `absent`."""
+        rows = current_rows(conn, self.table, self.key)
+        if not rows:
+            return "absent"
+        if len(rows) > 1:
+            return "other"
+        want = whole_row(conn, self.table, self.row)
+        if want is None:  # the table cannot be copied: the recorded columns alone
+            return "same" if self._count(conn, {**self.key, **self.row}) == 1 else "other"
+        return "same" if same_row(self.table, rows[0], want) else "other"
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
         if self._count(conn, self.key):
@@ -1228,6 +1485,10 @@ class RowInsert(Op):
 class RowDelete(RowInsert):
     """Delete one whole row, keeping every value so the undo puts it back exactly."""
     KIND: ClassVar[str] = "row_delete"
+    COUNTS: ClassVar[Counts] = Counts("row_deletes", "rows_to_restore", "rows_reverted")
+
+    def written_back(self) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
+        return self.table, self.key, self.row
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
         n = self._delete(conn)
@@ -1256,6 +1517,16 @@ class OffsetShift(Op):
     shifts: Optional[List[List[int]]] = None  # several grown lines: [boundary, delta] each, in order
     KIND: ClassVar[str] = "offsets"
     DB_OP: ClassVar[bool] = True
+    COUNTS: ClassVar[Counts] = Counts("offset_shifts", "offsets_to_revert")
+
+    def rows(self) -> List[RowRef]:
+        return [RowRef(self.db_path, "thread_turns", {"thread_id": self.thread_id}, UPDATE_COLUMNS["thread_turns"]),
+                RowRef(self.db_path, "thread_history_projection_state", {"thread_id": self.thread_id},
+                       UPDATE_COLUMNS["thread_history_projection_state"])]
+
+    def gone_db(self, conn: sqlite3.Connection) -> bool:
+        assert self.thread_id is not None
+        return read_offsets(conn, self.thread_id) == ([], -1)
 
     def prepare(self, run_dir: Path) -> Optional[str]:
         """Planned with the rewrite it follows (Line1Rewrite or RolloutRewrite): its boundaries and

@@ -5,14 +5,13 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from . import UserError
 from .artifacts import list_runs
 from .home import CodexHome
-from .ops import Line1Rewrite, Move, RowDelete, RowInsert, RowUpdate
 from .paths import is_inside, safe_str
-from .safety import HomeLock
+from .safety import HomeLock, check_folders_inside
 from .undo import Run, read_run, run_kind
 
 
@@ -40,36 +39,55 @@ def readable_size(n: int) -> str:
 def _state(run: Run, newest_applied: Optional[Path]) -> str:
     if not run.began:
         return "stopped before any change (nothing to undo)"
+    if run.undone == "partial":
+        return f"partly rolled back: {len(run.left)} left alone (rollback.py --latest finishes it once they are free)"
     if run.undone == "failure":
         return "failed (undone itself)"
     if run.undone:
         return "rolled back"
     if not run.complete:
         return "incomplete (killed? rollback.py finishes it)"
-    return "applied" + (" (newest)" if run.path == newest_applied else "")
+    restored = f", its DB restored from a backup {len(run.restores)} time(s)" if run.restores else ""
+    return "applied" + (" (newest" + restored + ")" if run.path == newest_applied else f" ({restored[2:]})" if restored else "")
+
+
+def changed_files(ops: List[Any]) -> Set[str]:
+    """The files a run changed, each once where it lies now: a file rewritten and then moved by the
+    same run (remap, then unarchive) is one file."""
+    moved: Dict[str, str] = {}
+    out: Set[str] = set()
+    for o in reversed(ops):
+        out.update(moved.get(f, f) for f in o.files())
+        rel = o.relocation()
+        if rel is not None:
+            moved[rel[0]] = moved.get(rel[1], rel[1])
+    return out
 
 
 def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, Any]:
-    """Counts of what one run changed, read from its journal's operations."""
+    """Counts of what one run changed, each op asked what it counts as and which files it changed."""
     threads = {o.thread_id for o in run.ops if o.thread_id}
-    files = {o.path for o in run.ops if isinstance(o, Line1Rewrite)} | \
-        {o.dst for o in run.ops if isinstance(o, Move)}
+    files = changed_files(run.ops)
     providers: Counter = Counter()
+    counts: Counter = Counter(o.COUNTS.listed for o in run.ops if o.COUNTS.listed)
     for o in run.ops:
-        if isinstance(o, RowUpdate) and "model_provider" in o.new:
-            providers[f"{o.old.get('model_provider')} -> {o.new['model_provider']}"] += 1
+        change = o.value_change("model_provider")
+        if change is not None:
+            providers[f"{change[0]} -> {change[1]}"] += 1
     return {
         "run_dir": safe_str(run.path), "kind": run.begin.get("kind", run_kind(run.path)), "started": run.begin.get("ts"),
         "changes": run.begin.get("changes"), "status": run.status, "state": _state(run, newest_applied),
         "applied": run.applied and run.complete,
         "threads": len(threads), "files": len(files),
-        "moves": sum(1 for o in run.ops if isinstance(o, Move)),
-        "line1_rewrites": sum(1 for o in run.ops if isinstance(o, Line1Rewrite)),
-        "row_updates": sum(1 for o in run.ops if isinstance(o, RowUpdate)),
-        "row_inserts": sum(1 for o in run.ops if isinstance(o, RowInsert) and not isinstance(o, RowDelete)),
+        **{k: counts.get(k, 0) for k in LISTED}, "other_changes": {k: v for k, v in counts.items() if k not in LISTED},
         "providers": dict(providers), "manifest": run.manifest,
+        "left_alone": list(run.left), "left_deleted": list(run.deleted),
+        "restores": [dict(r) for r in run.restores],
         "size_bytes": folder_size(run.path),
     }
+
+
+LISTED = ("moves", "line1_rewrites", "row_updates", "row_inserts")  # always shown, 0 included
 
 
 def list_details(home: CodexHome) -> List[Dict[str, Any]]:
@@ -99,7 +117,9 @@ def prune_candidates(details: List[Dict[str, Any]], include_newest: bool) -> Lis
     for d in details:
         if d["state"] in ("rolled back", "failed (undone itself)", "stopped before any change (nothing to undo)"):
             out.append(d)
-        elif d["state"] == "applied" or (d["state"] == "applied (newest)" and include_newest):
+        elif d["state"] == "applied" or (d["state"].startswith("applied (newest") and include_newest):
+            out.append(d)
+        elif d["state"].startswith("partly rolled back") and include_newest:  # never without --force
             out.append(d)
     return out
 
@@ -108,6 +128,7 @@ def prune(home: CodexHome, runs: List[Dict[str, Any]], include_newest: bool = Fa
     """Remove these run folders (under the home's artifacts folder only, under the home lock), each
     only if it is still a candidate when the lock is held: a run that began meanwhile is kept."""
     freed = 0
+    check_folders_inside(home, *(Path(d["run_dir"]) for d in runs))  # never rmtree through a symlink out
     with HomeLock(home):
         still = {d["run_dir"] for d in prune_candidates(list_details(home), include_newest)}
         for d in runs:

@@ -45,6 +45,24 @@ def check_writable(home: CodexHome, extra: Optional[List[Path]] = None) -> None:
             f"terminal: {cmd}")
 
 
+def check_folders_inside(home: CodexHome, *folders: Path) -> None:
+    """Every folder a write goes through (`.tmp`, `.tmp/session-migration/`, a run folder) lies in
+    the Codex home: the nearest existing part of each resolves inside it; a run folder resolves
+    inside the artifacts folder. Refused (nothing written) when a symlink leads out."""
+    from .paths import is_inside, safe_str
+    root = os.path.realpath(str(home.root))
+    art = home.artifacts_dir
+    for folder in (art.parent, art, *folders):
+        probe = folder
+        while not os.path.lexists(str(probe)) and probe != home.root and probe != probe.parent:
+            probe = probe.parent
+        real = os.path.realpath(str(probe))
+        within = os.path.realpath(str(art)) if probe == folder and folder not in (art.parent, art) else root
+        if not is_inside(real, within):
+            raise UserError(f"refusing: {safe_str(probe)} leads outside the Codex home (to {safe_str(real)}), "
+                            f"where backups and the journal would land; make it a plain folder. Nothing was changed")
+
+
 class HomeLock:
     """One writer per home: a flock on `<home>/.tmp/session-migration/.lock`."""
 

@@ -9,22 +9,21 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from . import UserError
-from .artifacts import backup_db, backup_into, list_runs
+from .artifacts import backup_into, list_runs
 from .faults import point
 from .home import CodexHome
 from .journal import Journal, read_records
-from .ops import CHANGED, NEW, OLD, TORN, Line1Rewrite, Move, Op, OffsetShift, RolloutRewrite, RowInsert, RowDelete, RowUpdate, \
-    check_columns, check_op_columns, op_from_record
+from .ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, op_from_record
 from .paths import safe_str
 from .statedb import open_readonly, transaction
 from .lockbatch import run_batches, split_batches
 from .progress import Progress
 from .writerlock import LOCK_DIR, locks_per_batch, remove_stale_locks, remove_unused_lock_dir
 
-RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone")
+RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore")
 
 
 @dataclass
@@ -34,10 +33,13 @@ class Run:
     begin: Dict[str, Any]
     ops: List[Op]
     complete: bool
-    undone: Optional[str]  # None, "failure" or "rollback"
+    undone: Optional[str]  # None, "failure", "rollback" or "partial" (an undo that left something alone)
     manifest: Optional[str]
     locks: Dict[str, Any] = field(default_factory=dict)
     backups: Dict[str, str] = field(default_factory=dict)  # DB path -> its pre-run backup
+    left: List[str] = field(default_factory=list)  # what the last undo left alone, each with its reason
+    deleted: List[str] = field(default_factory=list)  # what was deleted since the run and left deleted
+    restores: List[Dict[str, Any]] = field(default_factory=list)  # `restore` records (--restore-db)
 
     @property
     def began(self) -> bool:
@@ -48,6 +50,8 @@ class Run:
     def status(self) -> str:
         if not self.began:
             return "stopped before any change"
+        if self.undone == "partial":
+            return f"partly rolled back ({len(self.left)} left alone)"
         if self.undone == "failure":
             return "failed, undone"
         if self.undone:
@@ -56,11 +60,11 @@ class Run:
 
     @property
     def applied(self) -> bool:
-        """Holds changes a rollback could still undo."""
-        return self.undone is None and self.began
+        """Holds changes a rollback could still undo (an undo that left something alone included)."""
+        return self.undone in (None, "partial") and self.began
 
     def touches(self) -> Set[str]:
-        return {o.thread_id or (o.paths() or [""])[0] for o in self.ops}
+        return {o.subject() for o in self.ops}
 
 
 def read_run(run_dir: Path) -> Run:
@@ -79,6 +83,9 @@ def read_run(run_dir: Path) -> Run:
     complete, undone, manifest = False, None, None
     locks: Dict[str, Any] = {}
     backups: Dict[str, str] = {}
+    left: List[str] = []
+    deleted: List[str] = []
+    restores: List[Dict[str, Any]] = []
     batches: List[int] = []  # [n, of] of the last batch record
     for rec in recs[1:]:
         op = rec["op"]
@@ -86,8 +93,18 @@ def read_run(run_dir: Path) -> Run:
             raise UserError(f"{journal}: a second begin record")
         if op == "end":
             complete = True
-        elif op == "undone":
-            undone = "failure" if rec.get("by") == "failure" else "rollback"
+        elif op == "undone":  # the last one tells: an undo that left anything alone is partial
+            conflicts = rec.get("conflicts", 0)
+            left = [str(x) for x in rec.get("left", [])] if isinstance(rec.get("left"), list) else []
+            deleted = [str(x) for x in rec.get("deleted", [])] if isinstance(rec.get("deleted"), list) else []
+            if isinstance(conflicts, int) and conflicts > 0:
+                undone = "partial"
+                left = left or [f"{conflicts} item(s) (not named by this older journal)"]
+            else:
+                undone = "failure" if rec.get("by") == "failure" else "rollback"
+        elif op == "restore":
+            from .ops import strict
+            restores.append(strict(rec, {"db": "str", "backup": "str", "saved": "str"}, {"forced": "list"}))
         elif op == "manifest":
             manifest = str(rec.get("path"))
         elif op == "backup":
@@ -107,7 +124,7 @@ def read_run(run_dir: Path) -> Run:
             batches = [b["n"], b["of"]]
         elif op not in RUN_RECORDS:
             ops.append(op_from_record(rec))
-    return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups)
+    return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups, left, deleted, restores)
 
 
 @dataclass
@@ -119,7 +136,9 @@ class UndoPlan:
     cleanups: List[Op] = field(default_factory=list)  # temporary files left by a kill
     already: int = 0
     conflicts: List[str] = field(default_factory=list)
+    deleted: List[str] = field(default_factory=list)  # deleted since the run (thread/delete): left deleted
     locks: Dict[str, Any] = field(default_factory=dict)  # the run's "locks" record
+    undone_before: bool = False  # the journal already says "rolled back" (or failed, undone)
 
     stale_locks: int = 0  # lock files (and .coordination.lock) a killed run left behind
     began: bool = True  # False: the run stopped before its begin record; nothing to undo or record
@@ -128,43 +147,79 @@ class UndoPlan:
     def actions(self) -> int:
         return len(self.steps) + len(self.cleanups) + self.stale_locks
 
-    def count(self, *kinds: type) -> int:
-        return sum(1 for o, _ in self.steps if type(o) in kinds)
+    def needs_record(self) -> bool:
+        """An apply has something to do or to write down: steps, leftovers, or a run whose every
+        change is already original (or deleted since) that its journal does not yet call undone."""
+        return bool(self.actions) or (self.began and not self.conflicts and not self.undone_before)
 
 
-def find_run(home: CodexHome, manifest: Optional[str]) -> Path:
-    """The run a manifest (CSV, run folder or journal) names; else the newest run that is applied and
-    not undone, so --latest walks back through several runs. A bare CSV of the original design
+Target = Union["Run", Path]  # a run read once, or a bare manifest CSV (or a journal that could not be read)
+
+
+def find_run(home: CodexHome, manifest: Optional[str]) -> Optional[Target]:
+    """The run a manifest (CSV, run folder or journal) names, read once; else the newest run that is
+    applied (partly undone included), so --latest walks back through several runs; None when every
+    recorded run is undone: nothing left to undo. A bare CSV of the original design
     (`provider_migration_<ts>.csv`, no journal beside it) stands for itself."""
     if manifest:
         p = Path(manifest).expanduser()
         if not p.exists():
             raise UserError(f"no such manifest or run folder: {p}")
-        if p.is_dir():
-            return p
-        return p.parent if (p.parent / "journal.jsonl").is_file() else p
+        if not p.is_dir():
+            if not (p.parent / "journal.jsonl").is_file():
+                return p
+            p = p.parent
+        return read_run(p)
     runs = list_runs(home.artifacts_dir)
-    if not runs:
-        raise UserError(f"no runs recorded under {home.artifacts_dir}")
-    for run in reversed(runs):
+    for path in reversed(runs):
         try:
-            if read_run(run).applied:
-                return run
+            run = read_run(path)
         except UserError:
-            return run  # a damaged journal is shown, not passed over silently
-    return runs[-1]
+            return path  # a damaged journal is shown (plan_undo says why), not passed over silently
+        if run.applied:
+            return run
+    return None
 
 
-def later_dependents(home: CodexHome, run_dir: Path) -> List[Tuple[Path, int]]:
+def runs_until(home: CodexHome, where: str) -> List[Run]:
+    """The applied runs from the newest down to (and including) the run `where` names, newest first."""
+    p = Path(where).expanduser()
+    if not p.exists():
+        raise UserError(f"no such run folder: {p}")
+    folder = p if p.is_dir() else p.parent
+    if not (folder / "journal.jsonl").is_file():
+        raise UserError(f"--until wants a run folder (or its journal or manifest): {safe_str(p)}")
+    real = os.path.realpath(str(folder))
+    runs = list_runs(home.artifacts_dir)
+    idx = next((i for i, r in enumerate(runs) if os.path.realpath(str(r)) == real), None)
+    if idx is None:
+        raise UserError(f"--until {safe_str(p)} is not a run recorded under {safe_str(home.artifacts_dir)}")
+    out = []
+    for path in reversed(runs[idx:]):
+        run = read_run(path)  # a damaged journal stops here, before anything is undone
+        if run.applied:
+            out.append(run)
+    return out
+
+
+def as_run(target: Target) -> Optional[Run]:
+    """The run of a target (read now if it is a run folder); None for a bare manifest CSV."""
+    if isinstance(target, Run):
+        return target
+    return None if target.is_file() else read_run(target)
+
+
+def later_dependents(home: CodexHome, target: Target) -> List[Tuple[Path, int]]:
     """Newer applied runs that changed threads this run changed: undo those first."""
-    if run_dir.is_file():
+    run = as_run(target)
+    if run is None:
         return []
     runs = list_runs(home.artifacts_dir)
-    real = os.path.realpath(str(run_dir))
+    real = os.path.realpath(str(run.path))
     idx = next((i for i, r in enumerate(runs) if os.path.realpath(str(r)) == real), None)
     if idx is None:
         return []
-    mine = read_run(run_dir).touches()
+    mine = run.touches()
     out = []
     for r in runs[idx + 1:]:
         try:
@@ -213,44 +268,49 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
     seen: Set[Any] = set()
     try:
         for op in ops:
-            if not isinstance(op, (RowUpdate, RowDelete)):
+            back = op.written_back()
+            if back is None:
                 continue
-            backup = run.backups.get(op.db_path)
+            table, key, want = back
+            db = str(op.db())
+            backup = run.backups.get(db)
             if backup is None or os.path.dirname(os.path.realpath(backup)) != os.path.realpath(str(run.path)):
-                raise UserError(f"refusing: {journal} changes rows of {op.db_path} without a backup of it in the run folder")
+                raise UserError(f"refusing: {journal} changes rows of {db} without a backup of it in the run folder")
             if backup not in conns:
                 conns[backup] = open_readonly(Path(backup))
             conn = conns[backup]
-            want = op.old if isinstance(op, RowUpdate) else op.row
             try:
-                sig = (backup, op.table, tuple(op.key), tuple(want))
+                sig = (backup, table, tuple(key), tuple(want))
                 if sig not in seen:
-                    check_columns(conn, op.table, list(op.key) + list(want), None)
+                    check_columns(conn, table, list(key) + list(want), None)
                     seen.add(sig)
-                w = " AND ".join(f'"{c}" IS ?' for c in op.key)
+                w = " AND ".join(f'"{c}" IS ?' for c in key)
                 cols = ", ".join(f'"{c}"' for c in want)
-                rows = conn.execute(f'SELECT {cols} FROM "{op.table}" WHERE {w}', list(op.key.values())).fetchall()
+                rows = conn.execute(f'SELECT {cols} FROM "{table}" WHERE {w}', list(key.values())).fetchall()
             except (sqlite3.DatabaseError, UserError):
                 rows = []
             if [dict(zip(want, r)) for r in rows][:1] != [want]:
-                raise UserError(f"refusing: {journal}: the {op.KIND} of {op.key} does not match the run's own "
+                raise UserError(f"refusing: {journal}: the {op.KIND} of {key} does not match the run's own "
                                 f"backup (edited journal?); nothing was changed")
     finally:
         for c in conns.values():
             c.close()
 
 
-def plan_undo(home: CodexHome, run_dir: Path) -> UndoPlan:
-    if run_dir.is_file():
-        return _plan_from_csv(home, run_dir)
-    run = read_run(run_dir)
+def plan_undo(home: CodexHome, target: Target) -> UndoPlan:
+    run = as_run(target)
+    if run is None:
+        assert isinstance(target, Path)
+        return _plan_from_csv(home, target)
+    run_dir = run.path
     journal = run_dir / "journal.jsonl"
     if not run.began:
         return UndoPlan(run_dir, run_kind(run_dir), False, began=False)
     if os.path.realpath(str(run.begin.get("codex_dir", ""))) != os.path.realpath(str(home.root)):
         raise UserError(f"{journal} belongs to the Codex home {run.begin.get('codex_dir')!r}, not {home.root}")
     check_ops(home, run.ops, journal)
-    plan = UndoPlan(run_dir, str(run.begin.get("kind")), run.complete, locks=run.locks)
+    plan = UndoPlan(run_dir, str(run.begin.get("kind")), run.complete, locks=run.locks,
+                    undone_before=run.undone in ("rollback", "failure"))
     _plan_ops(plan, run.ops)
     check_against_backups(run, journal, [o for o, _ in plan.steps])  # only what would be written back
     if run.locks:
@@ -280,11 +340,15 @@ def run_kind(run_dir: Path) -> str:
 
 
 def _states(ops: List[Op]) -> List[str]:
+    """Each op judged (itself) against the home now, newest first as the undo meets them: a file a
+    later op of the run moved is judged where it lies (a rewrite in archived_sessions/, then the
+    unarchive's move); a DB op through one read-only connection per DB."""
     conns: Dict[str, sqlite3.Connection] = {}
     checked: Set[Any] = set()
-    out = []
+    out: List[str] = []
+    moved: Dict[str, str] = {}  # a file's path when the op ran -> where later ops of the run put it
     try:
-        for op in ops:
+        for op in reversed(ops):
             if op.DB_OP:
                 db = op.db()
                 assert db is not None
@@ -297,38 +361,69 @@ def _states(ops: List[Op]) -> List[str]:
                     if (db, type(op), op.columns()[0]) not in checked:
                         check_op_columns(conns[db], [op])
                         checked.add((db, type(op), op.columns()[0]))
-                    out.append(op.state_db(conns[db]))
+                    out.append(op.judge(conns[db]))
                 except (sqlite3.DatabaseError, UserError):
                     out.append(CHANGED)
             else:
-                out.append(op.state())
+                judged = op
+                for p in op.files():
+                    if p in moved:
+                        judged = judged.at(p, moved[p])
+                st = judged.judge()
+                rel = op.relocation()
+                if rel is not None and st == NEW:
+                    moved[rel[0]] = moved.get(rel[1], rel[1])
+                out.append(st)
     finally:
         for c in conns.values():
             c.close()
+    out.reverse()
     return out
 
 
 def _describe(op: Op) -> str:
-    return op.thread_id or safe_str((op.paths() or [op.db()])[0])
+    return safe_str(op.subject())
+
+
+DELETED = "deleted since the run (thread/delete?); left deleted"
 
 
 def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
+    """Steps (newest first), conflicts and deletions, a thread judged whole: a thread whose changes
+    are all gone or original was deleted since and stays deleted; one that is changed or gone in
+    part is left alone whole and named."""
     states = _states(ops)
-    split = {op.thread_id for op, st in zip(ops, states) if st == CHANGED and op.thread_id}
+    per: Dict[str, List[str]] = {}
+    for op, st in zip(ops, states):
+        if op.thread_id:
+            per.setdefault(op.thread_id, []).append(st)
+    refusal = {id(op): why for op, st in zip(ops, states) if st in (NEW, TORN) for why in [op.undo_refusal()] if why}
+    deleted = {t for t, sts in per.items() if GONE in sts and all(s in (GONE, OLD) for s in sts)}
+    split = {t for t, sts in per.items() if t not in deleted and any(s in (CHANGED, GONE) for s in sts)} | \
+        {op.thread_id for op in ops if id(op) in refusal and op.thread_id}
     for op, st in zip(ops, states):
         if op.leftover():
             plan.cleanups.append(op)
+        if op.thread_id in deleted:
+            continue
         if op.thread_id in split:
-            if st == CHANGED:
+            if id(op) in refusal:
+                plan.conflicts.append(f"{_describe(op)}: {refusal[id(op)]}; this thread is left alone whole")
+            elif st in (CHANGED, GONE):
                 plan.conflicts.append(f"{_describe(op)}: {op.KIND} changed since the run; this thread is "
                                       f"left alone whole (its file and row stay together)")
             continue
         if st == OLD:
             plan.already += 1
+        elif st in (NEW, TORN) and refusal.get(id(op)):
+            plan.conflicts.append(f"{_describe(op)}: {refusal[id(op)]}; left alone")
         elif st in (NEW, TORN):
             plan.steps.append((op, st))
+        elif st == GONE:
+            plan.deleted.append(f"{_describe(op)}: {DELETED}")
         else:
             plan.conflicts.append(f"{_describe(op)}: {op.KIND} changed since the run; left alone")
+    plan.deleted += [f"{safe_str(t)}: {DELETED}" for t in sorted(deleted)]
     plan.steps.reverse()
 
 
@@ -374,14 +469,18 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback",
     if journal.is_file() and not plan.run_dir.is_file() and plan.began:
         try:
             j = Journal(journal)
-            try:
+            try:  # conflicts > 0: partly undone; the run stays undoable and is never pruned without --force
                 j.write({"op": "undone", "by": by, **{k: v for k, v in undo.counts.items()},
-                         "conflicts": len(plan.conflicts)})
+                         "conflicts": len(plan.conflicts), "left": plan.conflicts[:LEFT_KEPT],
+                         "deleted": plan.deleted[:LEFT_KEPT]})
             finally:
                 j.close()
         except OSError:
             pass  # the undo is done; the next rollback finds every op already original
     return {"db_backups": undo.backups, **undo.counts}
+
+
+LEFT_KEPT = 1000  # names of what was left alone kept in the journal (the count is always whole)
 
 
 def _step_thread(step: Tuple[Op, str]) -> Optional[str]:
@@ -396,6 +495,9 @@ class _UndoBatches:
         self.plan, self.by, self.batches = plan, by, batches
         self.stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
         self.counts = {"rows_reverted": 0, "line1_restored": 0, "files_moved_back": 0, "undone": 0}
+        for o, _ in plan.steps:
+            if o.COUNTS.undone:
+                self.counts.setdefault(o.COUNTS.undone, 0)
         self.backups: List[str] = []
         self.dbs: List[str] = []
         self.cleanups = list(plan.cleanups)
@@ -438,56 +540,33 @@ class _UndoBatches:
             for o in mine:
                 if o.state_db(conn) != NEW:
                     continue
-                n = o.undo_db(conn)
-                if isinstance(o, (RowUpdate, RowInsert)) and not isinstance(o, OffsetShift):
-                    self.counts["rows_reverted"] += n
+                n = o.revert(conn)
+                if o.COUNTS.undone:
+                    self.counts[o.COUNTS.undone] += n
                 self.counts["undone"] += 1
             point("undo-commit")
 
     def _file(self, o: Op) -> None:
-        o.undo()
+        o.revert()
         self.counts["undone"] += 1
-        if isinstance(o, (Line1Rewrite, RolloutRewrite)):
-            self.counts["line1_restored"] += 1
-        elif isinstance(o, Move):
-            self.counts["files_moved_back"] += 1
+        if o.COUNTS.undone:
+            self.counts[o.COUNTS.undone] += 1
         point("undo-file")
 
 
-def restore_db(home: CodexHome, backup: Path) -> Dict[str, Any]:
-    """Put a whole DB backup back, after backing up the current DB beside it."""
-    if not backup.is_file():
-        raise UserError(f"no such backup: {backup}")
-    try:
-        src = open_readonly(backup)
-        ok = src.execute("PRAGMA integrity_check").fetchone()[0]
-        has = src.execute("SELECT count(*) FROM sqlite_master WHERE name='threads'").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise UserError(f"{backup} is not a SQLite backup ({exc})") from None
-    if ok != "ok" or not has:
-        src.close()
-        raise UserError(f"{backup} is not a usable state DB backup (integrity: {ok}, threads table: {bool(has)})")
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    home.artifacts_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    saved = backup_db(home.state_db.path, home.artifacts_dir / f"{home.state_db.path.name}.pre_restore_{stamp}.bak")
-    dst = sqlite3.connect(str(home.state_db.path), timeout=5.0)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    return {"restored_from": str(backup), "previous_db_saved_to": str(saved)}
+SUMMARY_COUNTS = ("rows_to_revert", "rows_to_delete", "rows_to_restore", "offsets_to_revert", "line1_to_restore",
+                  "files_to_move_back", "other_to_undo")
 
 
 def summary(plan: UndoPlan, sample: int) -> Dict[str, Any]:
-    rows = [o.thread_id for o, _ in plan.steps if type(o) is RowUpdate]
-    return {"run_dir": safe_str(plan.run_dir), "kind": plan.kind, "run_complete": plan.complete,
-            "rows_to_revert": len(rows), "rows_to_delete": plan.count(RowInsert),
-            "rows_to_restore": plan.count(RowDelete), "offsets_to_revert": plan.count(OffsetShift),
-            "line1_to_restore": plan.count(Line1Rewrite, RolloutRewrite), "files_to_move_back": plan.count(Move),
-            "other_to_undo": len(plan.steps) - plan.count(RowUpdate, RowInsert, RowDelete, OffsetShift,
-                                                           Line1Rewrite, RolloutRewrite, Move),
+    """What an undo plan holds, each op counted where it says it counts (Op.COUNTS.to_undo)."""
+    counts = dict.fromkeys(SUMMARY_COUNTS, 0)
+    for o, _ in plan.steps:
+        counts[o.COUNTS.to_undo] = counts.get(o.COUNTS.to_undo, 0) + 1
+    rows = [safe_str(o.subject()) for o, _ in plan.steps if o.COUNTS.to_undo == "rows_to_revert"]
+    notes = [safe_str(n) for n in (o.undo_sample() for o, _ in plan.steps) if n]
+    return {"run_dir": safe_str(plan.run_dir), "kind": plan.kind, "run_complete": plan.complete, **counts,
             "temporary_files_to_remove": len(plan.cleanups), "lock_files_to_remove": plan.stale_locks,
-            "already_original": plan.already, "conflicts": len(plan.conflicts),
-            "conflict_sample": plan.conflicts[:sample], "rows_sample": rows[:sample],
-            "moves_sample": [f"{o.dst} -> {o.src}" for o, _ in plan.steps if isinstance(o, Move)][:sample]}
+            "already_original": plan.already, "conflicts": len(plan.conflicts), "left_deleted": len(plan.deleted),
+            "conflict_sample": plan.conflicts[:sample], "deleted_sample": plan.deleted[:sample],
+            "rows_sample": rows[:sample], "moves_sample": notes[:sample]}

@@ -20,10 +20,10 @@ from .locks import scan_activity
 from .ops import NOOP, Op, check_op_columns
 from .paths import is_inside, safe_str
 from .progress import Progress
-from .safety import HomeLock, check_writable, refuse_if_running
+from .safety import HomeLock, check_folders_inside, check_writable, refuse_if_running
 from .statedb import transaction
-from .lockbatch import run_batches, split_batches
-from .writerlock import LOCK_DIR, locks_per_batch
+from .lockbatch import locks_beside_home_lock, run_batches, split_batches
+from .writerlock import LOCK_DIR
 
 BATCH = 2000  # op records per journal write (one fsync each); every batch precedes its changes
 
@@ -86,15 +86,8 @@ def home_dbs(home: CodexHome) -> Set[str]:
 
 
 def check_artifacts_inside(home: CodexHome) -> None:
-    """Backups, journal and lock live under <home>/.tmp: refuse when that leads out of the home."""
-    art = home.artifacts_dir
-    probe = art
-    while not os.path.lexists(str(probe)) and probe != home.root:
-        probe = probe.parent
-    real = os.path.realpath(str(probe))
-    if not is_inside(real, os.path.realpath(str(home.root))):
-        raise UserError(f"refusing: {safe_str(probe)} leads outside the Codex home (to {safe_str(real)}), "
-                        f"where backups and the journal would land; make it a plain folder. Nothing was changed")
+    """Backups, journal and lock live under <home>/.tmp/session-migration: refuse when that leads out."""
+    check_folders_inside(home)
 
 
 def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, force: bool,
@@ -123,7 +116,7 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
         else:
             skipped.append((safe_str(op.paths()[0] if op.paths() else op.db()), why))
     todo = [o for o in runnable if not (o.thread_id and o.thread_id in bad_threads)]
-    per_batch = locks_per_batch(len({o.thread_id for o in todo if o.thread_id}))
+    per_batch = locks_beside_home_lock(len({o.thread_id for o in todo if o.thread_id}))
     with HomeLock(home):
         run = new_run_dir(home.artifacts_dir, kind)
         journal = Journal(run.journal_path)
@@ -204,7 +197,7 @@ class _Batches:
             self.progress.tick(label, start + len(chunk), len(file_ops))
         self.progress.done()
         if file_ops:
-            durable()
+            durable(f for o in file_ops for f in o.files())
 
     def _rows(self, ops: List[Op]) -> None:
         for db in self.touched:
@@ -265,7 +258,8 @@ def _undo_after_failure(home: CodexHome, run_dir: Path, exc: BaseException) -> U
         return UserError(f"{what}; undoing the partial run also failed ({again}). Fix the cause, then run: {cmd}")
     finally:
         signal.signal(signal.SIGINT, old)
-    left = f"; {len(plan.conflicts)} item(s) left alone: see {home_command(home, 'rollback.py', '--manifest', run_dir)}" \
-        if plan.conflicts else ""
+    if plan.conflicts:  # the run stays applied (partly rolled back) and undoable: never "as before"
+        return UserError(f"{what}; {result['undone']} change(s) already made were undone, but {len(plan.conflicts)} "
+                         f"item(s) were left alone (first: {plan.conflicts[0]}); once they are free run: {cmd}")
     return UserError(f"{what}; the {result['undone']} change(s) already made were undone, "
-                     f"the home is as before{left}. Journal: {run_dir / 'journal.jsonl'}")
+                     f"the home is as before. Journal: {run_dir / 'journal.jsonl'}")
