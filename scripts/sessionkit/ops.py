@@ -16,8 +16,9 @@ from . import UserError
 from .faults import point
 from .history_offsets import read_offsets, set_offsets, shifted
 from .journal import write_all
-from .line1 import field_token, find_field, read_line1
+from .line1 import read_line1
 from .paths import open_regular
+from .rollout_edit import apply_spans, digest_range, line1_shifts, plan_file, plan_line, ranges, shift, unshift
 
 OLD, NEW, TORN, CHANGED = "old", "new", "torn", "changed"
 NOOP = "\x00nothing to do"  # prepare(): drop this op silently (e.g. a folder that exists by now)
@@ -183,6 +184,10 @@ class Op:
 
     def db(self) -> Optional[str]:
         return None
+
+    def together(self) -> List[str]:
+        """Other threads this change goes with: skipped when any of them is (a fork and its parent)."""
+        return []
 
     def key_columns(self) -> List[str]:
         return []
@@ -387,18 +392,11 @@ class Move(Op):
             os.utime(self.src, ns=(self.mtime_ns, self.mtime_ns))
 
 
-def _spans_apply(line: bytes, spans: List[Tuple[int, bytes, bytes]], forward: bool) -> bytes:
-    """Put new (forward) or old bytes at each span; spans are in old-line coordinates."""
-    out, pos, delta = [], 0, 0
-    for off, old, new in spans:
-        start = off if forward else off + delta
-        take, put = (old, new) if forward else (new, old)
-        out.append(line[pos:start])
-        out.append(put)
-        pos = start + len(take)
-        delta += len(new) - len(old)
-    out.append(line[pos:])
-    return b"".join(out)
+_spans_apply = apply_spans  # the one editor's span math (rollout_edit); names kept for callers
+_digest_range = digest_range
+_ranges = ranges
+_shift = shift
+_unshift = unshift
 
 
 class RolloutEdit(Op):
@@ -414,6 +412,11 @@ class RolloutEdit(Op):
     @property
     def tmp(self) -> str:
         return tmp_name(self.path)
+
+    def boundaries(self) -> List[List[int]]:
+        """(boundary, delta) pairs: offsets into the file at or past a boundary move by its delta
+        (history rows, cursors, forks' history_base). Line 1 only: everything from line 2 on."""
+        return line1_shifts(self.old_len, self.growth)  # type: ignore[attr-defined]
 
     def leftover(self) -> bool:
         return os.path.lexists(self.tmp)
@@ -530,34 +533,12 @@ class Line1Rewrite(RolloutEdit):
         line, err = read_line1(Path(self.path))
         if line is None:
             return f"line 1 unreadable ({err})"
-        try:
-            obj = json.loads(line)
-            payload = obj["payload"]
-            assert isinstance(payload, dict)
-        except (ValueError, KeyError, TypeError, AssertionError):
-            return "line 1 is not a session_meta JSON object"
-        spans = []
-        for key, value in self.set.items():
-            if key not in payload:
-                return f"line 1 has no payload.{key}"
-            old = payload[key]
-            if old == value:
-                continue
-            at = find_field(line, key, old)
-            if at is None:
-                return f"line 1 layout not recognised (no single payload.{key} field)"
-            start, end = at
-            token = field_token(key, value)
-            token += b" " * max(0, (end - start) - len(token))
-            spans.append((start, line[start:end], token))
-            self.old_values[key] = old
-        spans.sort()
-        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])):
-            return "line 1 fields overlap"
-        new = _spans_apply(line, spans, True)
-        want = dict(obj, payload={**payload, **self.set})
-        if json.loads(new) != want:
-            return "the rewrite would change more than the named fields"
+        edit = plan_line(line, (), self.set, first=True)  # the one editor's field finder
+        if edit.problem:
+            return edit.problem
+        spans = edit.spans
+        self.old_values.update(edit.old_values)
+        new = apply_spans(line, spans, True)
         self.spans, self.old_len = spans, len(line)
         self.old_sha, self.new_sha = sha(line), sha(new)
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
@@ -646,47 +627,6 @@ class Line1Rewrite(RolloutEdit):
         _fsync_dir(Path(self.path).parent)
 
 
-def _digest_range(path: str, length: int, patches: Sequence[Tuple[int, bytes]] = ()) -> Optional[str]:
-    """sha256 of the file's first `length` bytes with `patches` (offset, bytes; sorted, in range)
-    put over them, streamed; None when the file is shorter or unreadable."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            pos = 0
-            for off, data in list(patches) + [(length, b"")]:
-                left = off - pos
-                while left > 0:
-                    chunk = fh.read(min(CHUNK, left))
-                    if not chunk:
-                        return None
-                    h.update(chunk)
-                    left -= len(chunk)
-                if data:
-                    h.update(data)
-                    fh.seek(len(data), os.SEEK_CUR)
-                pos = off + len(data)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
-def _ranges(path: str, spans: Sequence[Tuple[int, bytes, bytes]], forward: bool) -> list:
-    """`_write_new_file` parts: the file with each span's old (forward) or new bytes swapped for the
-    other; span offsets are old-file offsets, mapped to the current file when undoing."""
-    parts: list = []
-    pos, moved = 0, 0
-    for off, old, new in spans:
-        take, put = (old, new) if forward else (new, old)
-        at = off if forward else off + moved
-        if at > pos:
-            parts.append((path, pos, at - pos))
-        parts.append(put)
-        pos = at + len(take)
-        moved += len(new) - len(old)
-    parts.append((path, pos))
-    return parts
-
-
 @dataclass
 class RolloutRewrite(RolloutEdit):
     """Rewrite field spans on several lines of one rollout as one change: `set` on line 1's
@@ -715,7 +655,12 @@ class RolloutRewrite(RolloutEdit):
     backup: Optional[str] = None
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
+    parent: Optional[RolloutEdit] = field(default=None, repr=False, compare=False)  # a fork's: not recorded
     KIND: ClassVar[str] = "rollout_rewrite"
+
+    def together(self) -> List[str]:
+        """A fork's rewrite goes with its parent's (neither without the other)."""
+        return [self.parent.thread_id] if self.parent is not None and self.parent.thread_id else []
 
     def boundaries(self) -> List[List[int]]:
         """(boundary, delta) pairs for OffsetShift: offsets at or past a boundary move by its delta."""
@@ -766,72 +711,24 @@ class RolloutRewrite(RolloutEdit):
     def paths(self) -> List[str]:
         return [self.path, self.tmp] + ([self.backup] if self.backup else [])
 
-    def _line1_spans(self, line: bytes) -> Tuple[Optional[str], List[Tuple[int, bytes, bytes]]]:
-        if not self.set:
-            return None, []
+    def _fork_base(self) -> Optional[str]:
+        """A fork whose parent's rewrite grows: its history_base.end_byte_offset (an offset into the
+        parent's file) moves with the parent's lines, read under both writer locks."""
+        if self.parent is None:
+            return None
+        shifts = self.parent.boundaries() if self.parent.spans else []
+        line, err = read_line1(Path(self.path))
+        if line is None:
+            return f"line 1 unreadable ({err})"
         try:
-            obj = json.loads(line)
-            payload = obj["payload"]
-            assert isinstance(payload, dict)
+            base = json.loads(line)["payload"]["history_base"]
+            end = base["end_byte_offset"]
+            assert isinstance(base, dict) and isinstance(end, int) and not isinstance(end, bool)
         except (ValueError, KeyError, TypeError, AssertionError):
-            return "line 1 is not a session_meta JSON object", []
-        spans = []
-        for key, value in self.set.items():
-            if key not in payload:
-                return f"line 1 has no payload.{key}", []
-            old = payload[key]
-            if old == value:
-                continue
-            at = find_field(line, key, old)
-            if at is None:
-                return f"line 1 layout not recognised (no single payload.{key} field)", []
-            start, end = at
-            token = field_token(key, value)
-            token += b" " * max(0, (end - start) - len(token))
-            spans.append((start, line[start:end], token))
-            self.old_values[key] = old
-        spans.sort()
-        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])):
-            return "line 1 fields overlap", []
-        if spans and json.loads(_spans_apply(line, spans, True)) != dict(obj, payload={**payload, **self.set}):
-            return "the rewrite would change more than the named fields of line 1", []
-        return None, spans
-
-    def _cwd_spans(self, line: bytes, at: int) -> Tuple[Optional[str], List[Tuple[int, bytes, bytes]]]:
-        """Spans that remap every `"cwd"` field of a line past line 1 (turn_context, world_state,
-        thread_settings_applied), each value padded to its old length when it is not longer."""
-        from .rollout_cwd import MARK, cwd_values, remap_prefix, replace_cwds
-        if MARK not in line:
-            return None, []
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError):
-            return None, []  # not JSON: Codex skips such a line too; nothing of ours in it
-        found = cwd_values(obj)
-        changes = {v: remap_prefix(v, [(a, b) for a, b in self.remaps]) for v in set(found)}
-        changes = {k: v for k, v in changes.items() if k != v}
-        if not changes:
-            return None, []
-        spans = []
-        for old_cwd, new_cwd in changes.items():
-            token = field_token("cwd", old_cwd)
-            if line.count(token) != found.count(old_cwd):
-                return f"the line at byte {at}: its \"cwd\" fields are not written as expected", []
-            pos = 0
-            for _ in range(found.count(old_cwd)):
-                start = line.find(token, pos)
-                end = start + len(token)
-                while end < len(line) and line[end] in b" \t":
-                    end += 1
-                put = field_token("cwd", new_cwd)
-                put += b" " * max(0, (end - start) - len(put))
-                spans.append((start, line[start:end], put))
-                pos = end
-        spans.sort()
-        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])) or \
-                json.loads(_spans_apply(line, spans, True)) != replace_cwds(obj, changes):
-            return f"the line at byte {at}: the rewrite would change more than its cwd", []
-        return None, spans
+            return "the fork's line 1 has no history_base.end_byte_offset"
+        if shift(end, shifts) != end:
+            self.set = dict(self.set, history_base=dict(base, end_byte_offset=shift(end, shifts)))
+        return None
 
     def prepare(self, run_dir: Path) -> Optional[str]:
         import stat as _st
@@ -849,45 +746,21 @@ class RolloutRewrite(RolloutEdit):
             return "the rollout changed since the plan was made (a turn was added?): run again"
         if os.path.lexists(self.tmp):
             return f"{self.tmp} exists (left by another run?): skipped"
-        from .rollout_cwd import iter_lines
-        old_h, new_h = hashlib.sha256(), hashlib.sha256()
-        spans: List[Tuple[int, bytes, bytes]] = []
-        shifts: List[List[int]] = []
-        self.old_values, self.cwd_lines, total = {}, 0, 0
-        try:
-            for offset, line in iter_lines(Path(self.path)):
-                tail = b"\n" if offset + len(line) < st.st_size else b""  # a last line without one
-                total = offset + len(line) + len(tail)
-                if offset == 0:
-                    why, rel = self._line1_spans(line)
-                else:
-                    why, rel = self._cwd_spans(line, offset)
-                    self.cwd_lines += 1 if rel else 0
-                if why:
-                    return why
-                if not rel:
-                    old_h.update(line + tail)
-                    new_h.update(line + tail)
-                    continue
-                new_line = _spans_apply(line, rel, True)
-                spans += [(offset + o, a, b) for o, a, b in rel]
-                if len(new_line) != len(line):
-                    shifts.append([total, len(new_line) - len(line)])
-                old_h.update(line + tail)
-                new_h.update(new_line + tail)
-                self.prefix_len = total
-                self.old_sha, self.new_sha = old_h.copy().hexdigest(), new_h.copy().hexdigest()
-        except OSError as exc:
-            return f"{self.path}: {exc.strerror}"
-        except ValueError:
-            return "a line of the rollout is not valid JSON"
-        if total != st.st_size:
+        why = self._fork_base()
+        if why:
+            return why
+        plan = plan_file(self.path, [(a, b) for a, b in self.remaps], self.set)  # the one editor
+        if plan.problem:
+            return plan.problem
+        if plan.size != st.st_size:
             return "the rollout changed while it was read: run again"
-        if not spans:
+        if not plan.spans:
             return NOOP
-        self.spans, self.shifts = spans, shifts
+        self.old_values, self.cwd_lines = dict(plan.old_values), plan.folder_lines
+        self.spans, self.shifts, self.prefix_len = plan.spans, plan.shifts, plan.prefix_len
+        self.old_sha, self.new_sha = plan.old_sha, plan.new_sha
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
-        self.old_file_sha, self.new_file_sha = old_h.hexdigest(), new_h.hexdigest()
+        self.old_file_sha, self.new_file_sha = plan.old_file_sha, plan.new_file_sha
         if self.growth:
             self._keep_copy(run_dir)
         return None
@@ -1264,10 +1137,17 @@ class OffsetShift(Op):
             if not getattr(self.after, "growth", 0):
                 return NOOP
             assert self.thread_id is not None
-            if isinstance(self.after, RolloutRewrite):
-                shifts = self.after.boundaries()
-            else:
-                shifts = [[self.after.old_len + 1, self.after.growth]]  # type: ignore[attr-defined]
+            shifts = self.after.boundaries()  # type: ignore[attr-defined]
+            try:  # read again under the thread's writer lock: a turn Codex added since the plan moves too
+                from .statedb import open_readonly
+                conn = open_readonly(Path(self.db_path))
+                try:
+                    turns, proj = read_offsets(conn, self.thread_id)
+                finally:
+                    conn.close()
+            except (sqlite3.Error, UserError) as exc:
+                return f"{self.db_path}: history offsets not read ({exc})"
+            self.old = [[list(t) for t in turns], proj]
             done = OffsetShift.plan_shifts(self.db_path, self.thread_id, (self.old[0], self.old[1]), shifts)
             self.boundary, self.delta, self.new, self.shifts = done.boundary, done.delta, done.new, done.shifts
         return None
@@ -1351,25 +1231,6 @@ class OffsetShift(Op):
                     [(t, _unshift(o, shifts), _unshift(x, shifts)) for t, o, x in turns],
                     _unshift(proj, shifts) if proj >= 0 else proj)
         return 1
-
-
-def _shift(value: int, shifts: List[List[int]]) -> int:
-    """An old-file offset in the rewritten file: moved by every delta whose boundary it is at or past."""
-    if value < 0:
-        return value
-    return value + sum(d for b, d in shifts if value >= b)
-
-
-def _unshift(value: int, shifts: List[List[int]]) -> int:
-    """The inverse, for offsets in the rewritten file (turns appended since included)."""
-    if value < 0:
-        return value
-    moved, back = 0, 0
-    for b, d in shifts:
-        moved += d
-        if value >= b + moved:
-            back = moved
-    return value - back
 
 
 OP_CLASSES: Dict[str, Type[Op]] = {c.KIND: c for c in (Mkdir, Move, Line1Rewrite, FileCreate, SymlinkRepoint,
