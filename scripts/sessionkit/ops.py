@@ -189,6 +189,10 @@ class Op:
         """Other threads this change goes with: skipped when any of them is (a fork and its parent)."""
         return []
 
+    def changed_reason(self) -> str:
+        """Why a rollback leaves this change alone when its state is CHANGED."""
+        return f"{self.KIND} changed since the run"
+
     def key_columns(self) -> List[str]:
         return []
 
@@ -392,6 +396,25 @@ class Move(Op):
             os.utime(self.src, ns=(self.mtime_ns, self.mtime_ns))
 
 
+FORKED_SINCE = ("forked since the run at an offset past its grown lines (undoing it alone would cut the "
+                "fork's history)")
+
+
+def forks_made_since(path: str, shifts: List[List[int]], backup: Optional[str]) -> List[str]:
+    """Forks Codex made after the run (their UUIDv7 id is newer than the run's kept copy) whose
+    history_base points into this file at or past its first grown line (offsets of the grown
+    file): the ids, from the rollouts of the dates since the run."""
+    from .thread_graph import forks_since
+    if not shifts or not backup:
+        return []
+    try:
+        since_ms = int(os.stat(backup).st_mtime * 1000)
+    except OSError:
+        return []
+    first = shifts[0][0] + shifts[0][1]  # the first grown line's end, in the grown file
+    return forks_since(Path(path), since_ms, first)
+
+
 _spans_apply = apply_spans  # the one editor's span math (rollout_edit); names kept for callers
 _digest_range = digest_range
 _ranges = ranges
@@ -449,6 +472,23 @@ class RolloutEdit(Op):
         point("undo-written")  # the old bytes, today's mtime: still `torn` (below) until the mtime is back
         keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns  # type: ignore[attr-defined]
         os.utime(self.path, ns=(keep, keep))
+
+    def state(self) -> str:
+        """The file's state; a grown file that a fork made since the run points into past its first
+        grown line is CHANGED: undoing it alone would cut that fork's history (left alone, named)."""
+        st = self._file_state()
+        if st == NEW and self.growth:
+            forks = forks_made_since(self.path, self.boundaries(), self.backup)  # type: ignore[attr-defined]
+            if forks:
+                self.conflict = (f"{FORKED_SINCE}: {', '.join(forks[:3])}" + (" and more" if len(forks) > 3 else ""))
+                return CHANGED
+        return st
+
+    def changed_reason(self) -> str:
+        return getattr(self, "conflict", None) or super().changed_reason()
+
+    def _file_state(self) -> str:
+        raise NotImplementedError
 
     def _old_or_mtime_torn(self) -> str:
         """Old bytes: `old`, unless a same-length rewrite left today's mtime on a file that holds
@@ -586,7 +626,7 @@ class Line1Rewrite(RolloutEdit):
         line, _ = read_line1(Path(self.path))
         return line
 
-    def state(self) -> str:
+    def _file_state(self) -> str:
         if not self.spans:
             return OLD
         if os.path.islink(self.path) or not os.path.isfile(self.path):
@@ -788,7 +828,7 @@ class RolloutRewrite(RolloutEdit):
         os.rename(self.tmp, self.path)
         _fsync_dir(Path(self.path).parent)
 
-    def state(self) -> str:
+    def _file_state(self) -> str:
         if not self.spans:
             return OLD
         if os.path.islink(self.path) or not os.path.isfile(self.path):

@@ -117,3 +117,57 @@ def fork_rewrites(graph: ThreadGraph, root: "RolloutEdit", own: Dict[str, "Rollo
         made[str(link.fork_path)] = op
         out.append(op)
     return out
+
+
+def uuid7_ms(uuid: str) -> Optional[int]:
+    """The creation time (unix ms) a UUIDv7 thread id carries; None for another version."""
+    hexs = uuid.replace("-", "")
+    if len(hexs) != 32 or hexs[12] != "7":
+        return None
+    try:
+        return int(hexs[:12], 16)
+    except ValueError:
+        return None
+
+
+def _home_of(path: Path) -> Optional[Path]:
+    for parent in path.parents:
+        if parent.name in ("sessions", "archived_sessions"):
+            return parent.parent
+    return None
+
+
+def forks_since(path: Path, since_ms: int, first: int) -> List[str]:
+    """Ids of forks made after `since_ms` (their UUIDv7 time) whose history_base names this file's
+    history key at an offset >= `first`. Reads line 1 of the rollouts named since that day only."""
+    import datetime
+    import os
+    home, m = _home_of(path), ROLLOUT_NAME.match(path.name)
+    if home is None or m is None:
+        return []
+    key = (m.group("rollout") or m.group("thread")).lower()
+    day = datetime.datetime.fromtimestamp(since_ms / 1000 - 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
+    out = []
+    for folder in ("sessions", "archived_sessions"):
+        for dirpath, dirnames, names in os.walk(str(home / folder)):
+            rel = os.path.relpath(dirpath, str(home / folder)).replace(os.sep, "-")
+            dirnames[:] = sorted(d for d in dirnames if (rel + "-" + d if rel != "." else d) >= day[:len(
+                rel + "-" + d if rel != "." else d)])
+            for name in names:
+                n = ROLLOUT_NAME.match(name)
+                if n is None or n.group("zst") or n.group("date") < day:
+                    continue
+                born = uuid7_ms(n.group("thread"))
+                if born is None or born <= since_ms or Path(dirpath, name) == path:
+                    continue
+                link = _fork_link(_Stub(Path(dirpath, name)))  # type: ignore[arg-type]
+                if link is not None and link.parent_key == key and link.end_byte_offset >= first:
+                    out.append(link.fork_id)
+    return sorted(out)
+
+
+class _Stub:
+    """What _fork_link reads of a file: its path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path

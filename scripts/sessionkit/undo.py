@@ -320,7 +320,7 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
             plan.cleanups.append(op)
         if op.thread_id in split:
             if st == CHANGED:
-                plan.conflicts.append(f"{_describe(op)}: {op.KIND} changed since the run; this thread is "
+                plan.conflicts.append(f"{_describe(op)}: {op.changed_reason()}; this thread is "
                                       f"left alone whole (its file and row stay together)")
             continue
         if st == OLD:
@@ -328,7 +328,7 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
         elif st in (NEW, TORN):
             plan.steps.append((op, st))
         else:
-            plan.conflicts.append(f"{_describe(op)}: {op.KIND} changed since the run; left alone")
+            plan.conflicts.append(f"{_describe(op)}: {op.changed_reason()}; left alone")
     plan.steps.reverse()
 
 
