@@ -185,3 +185,33 @@ def test_a_journal_written_by_main_before_the_editor_is_undone(tmp_path, kind):
     rb = frun("rollback.py", hb.root, "--latest", "--apply")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert state(hb.root) == before
+
+
+def test_real_codex_rollout_folder_records(world):
+    """The folder records of a rollout real 0.171 writes (a thread and its fork): remapping the
+    project's parent changes exactly the session_meta, turn_context, world_state and
+    thread_settings_applied lines, and leaves no old folder in any `"cwd"` of those lines; message
+    text (the environment context the model saw) keeps it."""
+    from sessionkit.rollout_cwd import line_cwds
+    proj = world.project()
+    parent = world.make_threads(1, "mockA", cwd=proj)[0]
+    with world.app() as app:
+        fork = app.request("thread/fork", {"threadId": parent})["thread"]["id"]
+        app.turn(fork, "in the fork")
+    old = str(proj.parent)
+    remaps = [(old, "/elsewhere/projects")]
+    kinds, kept = set(), set()
+    for path in sorted(world.home.glob("sessions/**/*.jsonl")):
+        for n, line in enumerate(path.read_bytes().splitlines()):
+            obj = json.loads(line)
+            kind = obj["type"] if obj["type"] != "event_msg" else obj["payload"]["type"]
+            edit = plan_line(line, remaps, first=n == 0)
+            assert edit.problem is None, (kind, edit.problem)
+            new = apply_spans(line, edit.spans, True)
+            if edit.spans:
+                kinds.add(kind)
+                assert not any(c == old or c.startswith(old + "/") for c in line_cwds(new)), kind
+            elif old.encode() in line:
+                kept.add(kind)
+    assert kinds == {"session_meta", "turn_context", "world_state", "thread_settings_applied"}
+    assert kept <= {"response_item"}, kept  # the environment context message: content
