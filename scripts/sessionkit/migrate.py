@@ -15,7 +15,8 @@ from .locks import explain_live
 from .snapshot import AuditInputs
 from .history_offsets import history_db_path, read_offsets, threads_with_offsets
 from .rollout_index import not_unicode, unusable_reason
-from .line1 import Line1Edit, find_field, plan_field_edit, read_line1
+from .line1 import read_line1
+from .rollout_edit import LineEdit, plan_fields
 from .ops import Line1Rewrite, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowUpdate
 from .thread_graph import ThreadGraph, fork_rewrites, graph_of, members
 from .progress import Progress
@@ -30,7 +31,7 @@ class ProviderChange:
     thread_id: str
     old_provider: str  # the DB row's value
     path: Optional[Path]
-    edit: Optional[Line1Edit]  # None: the DB row only
+    edit: Optional[LineEdit]  # None: the DB row only
     db_change: bool
     mtime_ns: int = 0
     offsets: Optional[Tuple[list, int]] = None  # set when line 1 grows on a paginated thread
@@ -64,10 +65,12 @@ def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[st
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def provider_span(path: str, provider: Optional[str]) -> Optional[Tuple[int, int]]:
-    """Where `"model_provider":"<provider>"` sits in line 1, when it occurs exactly once there."""
-    line, _err = read_line1(Path(path))
-    return find_field(line, "model_provider", provider) if line is not None else None
+def provider_edit(path: str, old: Optional[str], new: str) -> LineEdit:
+    """Line 1's model_provider swapped, as the one editor plans it (the write checks it again)."""
+    line, err = read_line1(Path(path))
+    if line is None:
+        return LineEdit(problem=f"line 1 unreadable ({err})")
+    return plan_fields(line, {"model_provider": (old, new)})
 
 
 def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
@@ -138,11 +141,10 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 continue
             edit = None
             if meta.has_provider and line1_provider != plan.target:
-                span = provider_span(rf.key, line1_provider)  # read again: only the files to rewrite
-                if span is None:
-                    plan.skipped.append((row.id, "line 1 layout not recognised (no single model_provider field)"))
+                edit = provider_edit(rf.key, line1_provider, plan.target)  # read again: only the files to rewrite
+                if edit.problem:
+                    plan.skipped.append((row.id, edit.problem))
                     continue
-                edit = plan_field_edit(span, "model_provider", line1_provider, plan.target)
             try:
                 mtime_ns = os.stat(rf.path).st_mtime_ns
             except OSError as exc:

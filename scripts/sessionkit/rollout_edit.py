@@ -10,11 +10,11 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import UserError
-from .line1 import field_token
 from .paths import has_prefix, is_windows_absolute, replace_prefix, safe_str
 from .rollout_index import not_unicode
 
@@ -35,6 +35,23 @@ FOLDER_RECORDS: Tuple[Tuple[str, Optional[str], Tuple[str, ...], Tuple[str, ...]
     ("world_state", None, ("payload", "state", "environments", "environments", "*"), ("cwd",)),
 )
 KIND_MARKS = (b'"turn_context"', b'"thread_settings_applied"', b'"world_state"', b'"session_meta"')
+
+
+def field_token(key: str, value: Any) -> bytes:
+    """`"key":value` as Codex writes it (compact JSON, UTF-8 unescaped; a lone surrogate passes
+    through as the bytes a file would hold). Scalars are cached: a home has few distinct values."""
+    if isinstance(value, (list, dict)):
+        return _encode_token(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return _scalar_token(key, value)
+
+
+@lru_cache(maxsize=1024)
+def _scalar_token(key: str, value: Any) -> bytes:
+    return _encode_token(key, json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def _encode_token(key: str, value_json: str) -> bytes:
+    return (json.dumps(key) + ":" + value_json).encode("utf-8", "surrogatepass")
 
 
 # --- the remap ------------------------------------------------------------------------------
@@ -179,6 +196,23 @@ def find_tokens(line: bytes, token: bytes, count: int) -> Optional[List[Tuple[in
         out.append((start, end))
         pos = end
     return out
+
+
+def plan_fields(line: bytes, changes: Dict[str, Tuple[Any, Any]]) -> LineEdit:
+    """A plan's quick view of line 1 fields {key: (old, new)}: the same spans plan_line makes, found
+    without decoding the ~20 KB line (the write decodes and checks it under the writer lock)."""
+    edit = LineEdit()
+    for key, (old, new) in changes.items():
+        found = find_tokens(line, field_token(key, old), 1)
+        if found is None:
+            edit.problem = f"line 1 layout not recognised (no single {key} field)"
+            return edit
+        (start, end), = found
+        put = field_token(key, new)
+        edit.spans.append((start, line[start:end], put + b" " * max(0, (end - start) - len(put))))
+        edit.old_values[key] = old
+    edit.spans.sort()
+    return edit
 
 
 def plan_line(line: bytes, remaps: Sequence[Remap] = (), set_: Optional[Dict[str, Any]] = None,
