@@ -158,3 +158,20 @@ def test_offsets_are_read_under_the_writer_lock_when_codex_adds_a_turn_between_b
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert b'"cwd":"/home/olduser/proj"' in second.path.read_bytes()
     assert offsets_match(threads[0]) and offsets_match(second)
+
+
+def test_a_fork_goes_in_its_parents_batch(split, monkeypatch):
+    """One thread per batch where the open-file limit is low: a fork still goes with its parent
+    (their locks held together), so neither is changed without the other."""
+    from sessionkit import writerun
+    from sessionkit.home import open_home
+    from sessionkit.migrate import apply_migration, plan_migration
+    from sessionkit.snapshot import gather
+    hb, old = split
+    child, child_path = _fork_of(hb, old[0], old[0].path.stat().st_size)
+    monkeypatch.setattr(writerun, "locks_per_batch", lambda n: 1)
+    inputs = gather(open_home(str(hb.root)))
+    result = apply_migration(inputs, plan_migration(inputs, target=LONGER))
+    batches = [json.loads(x) for x in open(result["journal"]) if '"op": "batch"' in x or '"op":"batch"' in x]
+    assert [(b["n"], b["threads"]) for b in batches] == [(1, 2), (2, 1)]
+    assert _base(child_path) == old[0].path.stat().st_size
