@@ -175,3 +175,29 @@ def test_a_fork_goes_in_its_parents_batch(split, monkeypatch):
     batches = [json.loads(x) for x in open(result["journal"]) if '"op": "batch"' in x or '"op":"batch"' in x]
     assert [(b["n"], b["threads"]) for b in batches] == [(1, 2), (2, 1)]
     assert _base(child_path) == old[0].path.stat().st_size
+
+
+def test_a_rollback_that_cannot_lock_the_fork_leaves_its_parent_alone_too(split):
+    """The fork's writer lock is held while the rollback runs: undoing the parent alone would leave
+    the fork pointing into bytes that are gone, so both stay as the run left them, both named."""
+    from sessionkit.writerlock import WriterLocks
+    hb, old = split
+    child, child_path = _fork_of(hb, old[0], old[0].path.stat().st_size)
+    done = frun("provider_migrate.py", hb.root, "--target-provider", LONGER, "--apply", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    journal = json.loads(done.stdout)["result"]["journal"]
+    recs = [json.loads(x) for x in open(journal)]
+    assert [r.get("with") for r in recs if r["op"] == "rollout_rewrite"] == [[old[0].id]]
+    after = {p: p.read_bytes() for p in (old[0].path, child_path)}
+    locks = WriterLocks(hb.root)
+    assert locks.take(child) is None
+    try:
+        rb = frun("rollback.py", hb.root, "--latest", "--apply", "--force", "--json")
+    finally:
+        locks.release_all()
+    assert rb.returncode in (0, 1), rb.stdout + rb.stderr  # the printed state: rollback.py's (another fix)
+    undone = [json.loads(x) for x in open(journal)][-1]
+    assert (undone["op"], undone["conflicts"], undone["undone"]) == ("undone", 2, 2)  # the fork and its parent
+    assert {p: p.read_bytes() for p in after} == after
+    assert hb.sql("SELECT id, model_provider FROM threads ORDER BY id") == \
+        [(old[0].id, LONGER), (old[1].id, "oldco"), (child, LONGER)]

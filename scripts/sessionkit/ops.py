@@ -695,12 +695,15 @@ class RolloutRewrite(RolloutEdit):
     backup: Optional[str] = None
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
-    parent: Optional[RolloutEdit] = field(default=None, repr=False, compare=False)  # a fork's: not recorded
+    parent: Optional[RolloutEdit] = field(default=None, repr=False, compare=False)  # a fork's, while planned
+    with_threads: List[str] = field(default_factory=list)  # recorded as "with": the parent, read back
     KIND: ClassVar[str] = "rollout_rewrite"
 
     def together(self) -> List[str]:
-        """A fork's rewrite goes with its parent's (neither without the other)."""
-        return [self.parent.thread_id] if self.parent is not None and self.parent.thread_id else []
+        """A fork's rewrite goes with its parent's (neither without the other, nor its undo)."""
+        if self.parent is not None and self.parent.thread_id:
+            return [self.parent.thread_id]
+        return list(self.with_threads)
 
     def boundaries(self) -> List[List[int]]:
         """(boundary, delta) pairs for OffsetShift: offsets at or past a boundary move by its delta."""
@@ -713,7 +716,8 @@ class RolloutRewrite(RolloutEdit):
                 "shifts": [list(s) for s in self.shifts], "prefix_len": self.prefix_len,
                 "old_sha": self.old_sha, "new_sha": self.new_sha, "cwd_lines": self.cwd_lines,
                 "size": self.size, "mtime_ns": self.mtime_ns, "mode": self.mode, "backup": self.backup,
-                "old_file_sha": self.old_file_sha, "new_file_sha": self.new_file_sha}
+                "old_file_sha": self.old_file_sha, "new_file_sha": self.new_file_sha,
+                **({"with": self.together()} if self.together() else {})}
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "RolloutRewrite":
@@ -722,7 +726,10 @@ class RolloutRewrite(RolloutEdit):
                          "old_values": "dict", "spans": "list", "shifts": "list", "prefix_len": "int",
                          "old_sha": "str", "new_sha": "str", "cwd_lines": "int", "size": "int",
                          "mtime_ns": "int", "mode": "int"},
-                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?"})
+                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list"})
+        f["with_threads"] = f.pop("with", [])
+        if not all(isinstance(t, str) and t for t in f["with_threads"]):
+            raise RecordError(f"{where}: 'with' names no thread")
         spans = []
         for s in f.pop("spans"):
             if not (isinstance(s, list) and len(s) == 3 and isinstance(s[0], int) and not isinstance(s[0], bool)
