@@ -145,6 +145,15 @@ def test_the_repair_remaps_workspace_roots_and_leaves_tool_calls_and_their_outpu
     assert state(hb.root) == before
 
 
+def test_the_repair_leaves_an_mcp_tool_call_and_its_structured_output(tmp_path):
+    hb, threads = _home(tmp_path, n=1, history=False)
+    _append(threads[0].path, _mcp_call(f"{OLD}/proj"))
+    proc = repair(hb.root, f"{OLD}={NEW}", extra=["--apply", "--json"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _lines(threads[0].path)[-1] == _mcp_call(f"{OLD}/proj")
+    assert _lines(threads[0].path)[0]["payload"]["cwd"] == f"{NEW}/proj"
+
+
 def _main_scripts(tmp_path):
     """The scripts as the main branch had them before the editor (its journals: v2 `line1` and
     `rollout_rewrite` records); skipped where the clone lacks that commit."""
