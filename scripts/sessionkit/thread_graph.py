@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
 
 from .line1 import read_line1
 from .rollout_index import ROLLOUT_NAME, RolloutFile
@@ -139,31 +139,68 @@ def _home_of(path: Path) -> Optional[Path]:
 
 def forks_since(path: Path, since_ms: int, first: int) -> List[str]:
     """Ids of forks made after `since_ms` (their UUIDv7 time) whose history_base names this file's
-    history key at an offset >= `first`. Reads line 1 of the rollouts named since that day only."""
-    import datetime
-    import os
+    history key at an offset >= `first`. The rollouts named since that day are read once per
+    process (line 1 of each) and again only when today's folder changes: a rollback asks this for
+    every grown file it undoes."""
     home, m = _home_of(path), ROLLOUT_NAME.match(path.name)
     if home is None or m is None:
         return []
     key = (m.group("rollout") or m.group("thread")).lower()
-    day = datetime.datetime.fromtimestamp(since_ms / 1000 - 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
+    day = _day(since_ms / 1000 - 86400)
+    links = _forks_by_parent(home, day)
+    return sorted(fid for fid, end, born, fpath in links.get(key, [])
+                  if born > since_ms and end >= first and fpath != path)
+
+
+_FORK_INDEX: Dict[Tuple[str, str], Tuple[Tuple[int, ...], Dict[str, List[Tuple[str, int, int, Path]]]]] = {}
+
+
+def _day(ts: float) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d")
+
+
+def _now_signature(home: Path) -> Tuple[int, ...]:
+    """mtimes of the folders a fork made from now on lands in (today's and yesterday's, in any
+    time zone, and archived_sessions): they change when Codex writes a new rollout there."""
+    import os
+    import time
     out = []
+    for days in (-1, 0, 1):
+        d = _day(time.time() + days * 86400).replace("-", "/")
+        for folder in (home / "sessions" / d, home / "archived_sessions"):
+            try:
+                out.append(os.stat(str(folder)).st_mtime_ns)
+            except OSError:
+                out.append(0)
+    return tuple(out)
+
+
+def _forks_by_parent(home: Path, day: str) -> Dict[str, List[Tuple[str, int, int, Path]]]:
+    import os
+    sig = _now_signature(home)
+    cached = _FORK_INDEX.get((str(home), day))
+    if cached is not None and cached[0] == sig:
+        return cached[1]
+    index: Dict[str, List[Tuple[str, int, int, Path]]] = {}
     for folder in ("sessions", "archived_sessions"):
         for dirpath, dirnames, names in os.walk(str(home / folder)):
             rel = os.path.relpath(dirpath, str(home / folder)).replace(os.sep, "-")
-            dirnames[:] = sorted(d for d in dirnames if (rel + "-" + d if rel != "." else d) >= day[:len(
-                rel + "-" + d if rel != "." else d)])
+            dirnames[:] = sorted(d for d in dirnames
+                                 if (d if rel == "." else rel + "-" + d) >= day[:len(d if rel == "." else rel + "-" + d)])
             for name in names:
                 n = ROLLOUT_NAME.match(name)
                 if n is None or n.group("zst") or n.group("date") < day:
                     continue
                 born = uuid7_ms(n.group("thread"))
-                if born is None or born <= since_ms or Path(dirpath, name) == path:
+                if born is None:
                     continue
                 link = _fork_link(_Stub(Path(dirpath, name)))  # type: ignore[arg-type]
-                if link is not None and link.parent_key == key and link.end_byte_offset >= first:
-                    out.append(link.fork_id)
-    return sorted(out)
+                if link is not None:
+                    index.setdefault(link.parent_key, []).append((link.fork_id, link.end_byte_offset, born,
+                                                                  Path(dirpath, name)))
+    _FORK_INDEX[(str(home), day)] = (sig, index)
+    return index
 
 
 class _Stub:
