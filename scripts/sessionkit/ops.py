@@ -669,10 +669,11 @@ class Line1Rewrite(RolloutEdit):
 
 @dataclass
 class RolloutRewrite(RolloutEdit):
-    """Rewrite field spans on several lines of one rollout as one change: `set` on line 1's
-    session_meta payload, and every `"cwd"` field of the later lines (turn_context, world_state,
-    thread_settings_applied) under `remaps` (a resumed thread takes the last thread_settings_applied's). Same length when JSON padding allows (each span written in
-    place, same inode), else one grown file written beside and renamed over, with one kept copy.
+    """Rewrite field spans on several lines of one rollout as one change, planned by the one editor
+    (rollout_edit.plan_file): `set` on line 1's session_meta payload (a fork's history_base moved
+    with its `parent`'s rewrite), and every folder record Codex reads back under `remaps`. Same
+    length when JSON padding allows (each span written in place, same inode), else one grown file
+    written beside and renamed over, with one kept copy.
     `shifts` lists (start of the line after a grown line, its growth) for the history offsets.
     Old/new/torn are judged by the digest of the file up to the end of the last changed line, so
     turns appended since are kept by the undo. See references/journal.md ("rollout_rewrite")."""
