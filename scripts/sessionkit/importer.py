@@ -21,7 +21,7 @@ from .paths import has_prefix, home_prefix_counts, safe_str
 from .rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
                             parse_session_meta, unusable_reason)
 from .rollout_remap import RolloutRemapper
-from .rollout_edit import Remap, apply_spans, folder_changes, needles, parse_remaps, plan_line, remap, \
+from .rollout_edit import Remap, apply_spans, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
     without_folders  # noqa: F401  (parse_remaps: session_import.py's)
 from .rollout_scan import row_from_rollout
 from .statedb import open_readonly
@@ -364,9 +364,9 @@ class Line1Rewriter:
             changes.append(("history_base", base, dict(base, end_byte_offset=base["end_byte_offset"] + shift)))
         if not changes:
             return len(line), (), 0, None
-        edit = plan_line(line, (), {k: v for k, _old, v in changes}, first=True)  # the one editor's finder
+        edit = plan_fields(line, {k: (old, v) for k, old, v in changes})  # the one finder; the copy checks it
         if edit.problem:
-            return len(line), (), 0, f"line 1: {edit.problem}: left as is"
+            return len(line), (), 0, f"{edit.problem}: left as is"
         return len(line), tuple(changes), edit.growth, None
 
 
