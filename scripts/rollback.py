@@ -230,8 +230,8 @@ def until(home: Any, args: Any) -> int:
             for db in home_dbs(home):
                 if os.path.isfile(db):
                     settle_hot_journal(Path(db))
-            for run in runs:
-                plan = plan_undo(home, run)
+            for one in runs:
+                plan = plan_undo(home, one)
                 if plan.conflicts:  # planned with the newer runs undone: nothing of this one is touched
                     stopped = {**summary(plan, args.sample), "undone": False}
                     break

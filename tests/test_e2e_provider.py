@@ -141,18 +141,3 @@ def _assert_offsets_start_lines(world, ids):
             assert proj == len(data), (tid, proj, len(data))
     finally:
         hist.close()
-
-
-def test_longer_target_skips_a_forked_parent_and_keeps_both_readable(world):
-    a = world.make_threads(1, "mockA", prompt="parent")
-    with world.app() as app:
-        fork = app.request("thread/fork", {"threadId": a[0]})["thread"]["id"]
-        app.turn(fork, "in the fork")
-    turns_before = _turns(world, [a[0], fork])
-    world.set_provider("mockLongerProviderName")
-    out = json.loads(world.script("provider_migrate.py", "--apply", "--json").stdout)
-    assert [s["thread_id"] for s in out["skipped_sample"]] == [a[0]]
-    assert "a fork records byte offsets into this rollout" in out["skipped_sample"][0]["reason"]
-    assert out["result"]["line1_rewritten"] == 1
-    assert world.listed_ids() == [fork]
-    assert _turns(world, [a[0], fork]) == turns_before

@@ -319,8 +319,9 @@ def test_restore_db_puts_a_whole_backup_back_after_saving_the_current_one(split)
     conn.close()
 
 
-def test_longer_id_skips_a_thread_that_a_fork_points_into(split):
-    """A fork records byte offsets into its parent's rollout: the parent's line 1 must not grow."""
+def test_longer_id_moves_the_history_base_of_a_fork_that_points_into_it(split):
+    """A fork records byte offsets into its parent's rollout: when the parent's line 1 grows, the
+    fork's history_base moves with it (tests/test_forks.py has the rollback)."""
     hb, old, _ = split
     hb.write_config("newco", ["newco", "oldco", "a-much-longer-provider"])
     child = hb.add(provider="oldco", preview="the fork")
@@ -331,14 +332,19 @@ def test_longer_id_skips_a_thread_that_a_fork_points_into(split):
         payload[key] = value
         if key == "id":
             payload["forked_from_id"] = old[0].id
-    payload["history_base"] = {"thread_id": old[0].id, "end_byte_offset": 1234}
+    end = old[0].path.stat().st_size  # the parent's end of file when it was forked
+    payload["history_base"] = {"thread_id": old[0].id, "end_byte_offset": end}
     meta["payload"] = payload
     child.path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n" + rest)
     out = json.loads(run("provider_migrate.py", hb.root, "--target-provider", "a-much-longer-provider",
                          "--json").stdout)
-    reasons = {s["thread_id"]: s["reason"] for s in out["skipped_sample"]}
-    assert list(reasons) == [old[0].id]
-    assert "a fork records byte offsets into this rollout" in reasons[old[0].id]
-    assert out["candidates"] == 5  # old[1], old[2], both newco threads and the fork itself
+    assert out["skipped_sample"] == [] and out["forks_moved"] == 1
+    assert out["candidates"] == 6  # the three oldco threads, both newco threads and the fork itself
+    grown = len("a-much-longer-provider") - len("oldco")
+    done = run("provider_migrate.py", hb.root, "--target-provider", "a-much-longer-provider", "--apply", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    base = json.loads(child.path.read_bytes().split(b"\n", 1)[0])["payload"]["history_base"]
+    assert base == {"thread_id": old[0].id, "end_byte_offset": end + grown}
+    assert old[0].path.stat().st_size == end + grown
     shorter = json.loads(run("provider_migrate.py", hb.root, "--json").stdout)  # newco: same length
-    assert shorter["skipped"] == 0 and shorter["candidates"] == 4
+    assert shorter["skipped"] == 0 and shorter["candidates"] == 6

@@ -276,22 +276,31 @@ def test_migration_changes_the_provider_in_every_state_db(tmp_path):
     assert state(hb.root) == before
 
 
-def test_a_fork_parent_whose_rewrite_grows_is_skipped_with_the_reason(tmp_path):
+def test_a_growing_parent_moves_its_forks_history_base_and_both_roll_back(tmp_path):
+    """The fork records the parent's end of file (as Codex does at thread/fork): after the growing
+    remap it points at the grown end; one rollback puts both files back byte for byte."""
     hb, threads = _home(tmp_path, n=2, history=False)
     child = hb.add(cwd="/work/other", preview="fork")
     first, rest = child.path.read_bytes().split(b"\n", 1)
     meta = json.loads(first)
     p = meta["payload"]  # Codex writes forked_from_id right after id
+    end = len(threads[0].path.read_bytes())
     meta["payload"] = {"id": p.pop("id"), "forked_from_id": threads[0].id, **p,
-                       "history_base": {"thread_id": threads[0].id, "end_byte_offset": 1234}}
+                       "history_base": {"thread_id": threads[0].id, "end_byte_offset": end}}
     child.path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n" + rest)
-    parent_bytes = threads[0].path.read_bytes()
+    before = state(hb.root)
+    plan = json.loads(repair(hb.root, f"{OLD}=/home/newuser2", extra=["--json"]).stdout)
+    assert plan["forks_moved"] == 1
     out = json.loads(repair(hb.root, f"{OLD}=/home/newuser2", extra=["--apply", "--json"]).stdout)
-    reasons = {s["thread_id"]: s["reason"] for s in out["skipped_sample"]}
-    assert "a fork records byte offsets into this rollout" in reasons[threads[0].id]
-    assert threads[0].path.read_bytes() == parent_bytes
-    assert _cwds(threads[1].path)[2] == ["/home/newuser2/proj"] * 3
+    assert out["skipped_sample"] == []
+    grown = len(threads[0].path.read_bytes())
+    assert grown > end and _cwds(threads[0].path)[2] == ["/home/newuser2/proj"] * 3
+    base = json.loads(child.path.read_bytes().split(b"\n", 1)[0])["payload"]["history_base"]
+    assert base == {"thread_id": threads[0].id, "end_byte_offset": grown}
     assert hb.sql("SELECT cwd FROM threads WHERE id=?", (threads[0].id,)) == [("/home/newuser2/proj",)]
+    rb = frun("rollback.py", hb.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert state(hb.root) == before
 
 
 def _journal(root):

@@ -18,15 +18,16 @@ from .archive_src import HISTORY_DB, STATE_DB, SourceHome, private_db_copy
 from .home import CodexHome, read_config
 from .commands import args_text
 from .labels import shown
-from .line1 import field_token, read_line1
-from .paths import has_prefix, home_prefix_counts, replace_prefix, safe_str
+from .line1 import read_line1
+from .paths import has_prefix, home_prefix_counts, safe_str
 from .rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
                             parse_session_meta, unusable_reason)
 from .rollout_remap import RolloutRemapper
+from .rollout_edit import Remap, apply_spans, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
+    without_folders  # noqa: F401  (parse_remaps: session_import.py's)
 from .rollout_scan import row_from_rollout
 from .statedb import open_readonly
 
-Remap = Tuple[str, str]
 HISTORY_TABLES = ("thread_turns", "thread_items", "thread_realtime_items", "thread_history_projection_state")
 # thread_history_1 columns holding byte offsets into the rollout file (shifted when line 1 changes length)
 OFFSET_COLUMNS = {"thread_turns": ("rollout_byte_offset", "rollout_end_byte_offset"),
@@ -73,9 +74,10 @@ class FileCopy:
         line, err = read_line1(self.src)
         if line is None or len(line) != self.line1_len:
             raise UserError(f"{self.src} changed since the plan was made ({err or 'line 1 differs'})")
-        new, problem = apply_edits(line, self.edits)
-        if new is None or len(new) - len(line) != self.delta:
-            raise UserError(f"{self.src}: {problem or 'line 1 changed since the plan was made'}")
+        edit = plan_line(line, (), {k: v for k, _old, v in self.edits}, first=True)  # the one editor
+        new = apply_spans(line, edit.spans, True)
+        if edit.problem or len(new) - len(line) != self.delta:
+            raise UserError(f"{self.src}: {edit.problem or 'line 1 changed since the plan was made'}")
         return new
 
     @property
@@ -298,25 +300,6 @@ def read_dest(home: CodexHome) -> DestInputs:
     return DestInputs(home, build_index(home.root), rows, columns, hist if hist.is_file() else None, keys, hcols)
 
 
-def parse_remaps(values: Sequence[str]) -> List[Remap]:
-    out = []
-    for v in values:
-        if "=" not in v or "\x00" in v:
-            raise UserError(f"--remap-prefix wants OLD=NEW, got {v!r}")
-        old, new = v.split("=", 1)
-        if not old or not new:
-            raise UserError(f"--remap-prefix wants OLD=NEW with both sides set, got {v!r}")
-        out.append((old, new))
-    return out
-
-
-def remap(value: str, remaps: Sequence[Remap]) -> str:
-    for old, new in remaps:
-        if has_prefix(value, old):
-            return replace_prefix(value, old, new) or value
-    return value
-
-
 def _text(v: Any) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else ("" if v is None else str(v))
 
@@ -336,7 +319,7 @@ class Line1Rewriter:
             if m:
                 self.by_key.setdefault((m.group("rollout") or m.group("thread")).lower(), f)
         # a remapped prefix as it appears inside a JSON string (no match: line 1 is left as is)
-        self.needles = [json.dumps(old, ensure_ascii=False)[1:-1].encode() for old, _new in self.remaps]
+        self.needles = needles(self.remaps)
         self.stack: Set[str] = set()
 
     def for_file(self, path: Path, line: Optional[bytes] = None
@@ -377,28 +360,18 @@ class Line1Rewriter:
         payload = _payload(line, whole=forked)
         if payload is None:
             return len(line), (), 0, None  # not a session_meta: copied as is
-        changes: List[Tuple[str, Any, Any]] = []
-        cwd = payload.get("cwd")
-        if isinstance(cwd, str) and remap(cwd, self.remaps) != cwd:
-            changes.append(("cwd", cwd, remap(cwd, self.remaps)))
-        roots = payload.get("runtime_workspace_roots")
-        if isinstance(roots, list) and all(isinstance(r, str) for r in roots):
-            moved = [remap(r, self.remaps) for r in roots]
-            if moved != roots:
-                changes.append(("runtime_workspace_roots", roots, moved))
+        changes: List[Tuple[str, Any, Any]] = [(key, old, new) for _h, key, old, new in folder_changes(
+            {"type": "session_meta", "payload": payload}, self.remaps)]
         base = payload.get("history_base")
         shift = self._parent_shift(base) if isinstance(base, dict) else 0
         if shift:
-            changes.append(("end_byte_offset", base["end_byte_offset"], base["end_byte_offset"] + shift))
+            changes.append(("history_base", base, dict(base, end_byte_offset=base["end_byte_offset"] + shift)))
         if not changes:
             return len(line), (), 0, None
-        growth = 0
-        for key, old, value in changes:
-            token = field_token(key, old)
-            if line.count(token) != 1:
-                return len(line), (), 0, f"line 1's {key} is not written the way Codex writes it: left as is"
-            growth += len(field_token(key, value)) - len(token)
-        return len(line), tuple(changes), growth, None
+        edit = plan_fields(line, {k: (old, v) for k, old, v in changes})  # the one finder; the copy checks it
+        if edit.problem:
+            return len(line), (), 0, f"{edit.problem}: left as is"
+        return len(line), tuple(changes), edit.growth, None
 
 
 def _meta(line: bytes) -> SessionMeta:
@@ -425,32 +398,6 @@ def _payload(line: bytes, whole: bool) -> Optional[Dict[str, Any]]:
         if isinstance(obj, dict) and obj.get("type") == "session_meta" and isinstance(obj.get("payload"), dict):
             return obj["payload"]
     return None
-
-
-def apply_edits(line: bytes, edits: Sequence[Tuple[str, Any, Any]]) -> Tuple[Optional[bytes], Optional[str]]:
-    """Swap each field's token (it must occur once), then check the result decodes to line 1 with
-    exactly those payload fields changed (`end_byte_offset` is history_base's)."""
-    try:
-        want = json.loads(line)
-        payload = dict(want["payload"])
-    except (ValueError, KeyError, TypeError):
-        return None, "line 1 is not a session_meta JSON object"
-    want["payload"] = payload
-    new = line
-    for key, old, value in edits:
-        token = field_token(key, old)
-        if new.count(token) != 1:
-            return None, f"line 1's {key} is not written the way Codex writes it: left as is"
-        new = new.replace(token, field_token(key, value))
-        if key == "end_byte_offset":
-            payload["history_base"] = dict(payload.get("history_base") or {}, end_byte_offset=value)
-        else:
-            payload[key] = value
-    try:
-        same = json.loads(new) == want
-    except ValueError:
-        same = False
-    return (new, None) if same else (None, "line 1 rewrite would change more than the remapped fields: left as is")
 
 
 def _title(row: Optional[Dict[str, Any]], names: Dict[str, str], tid: str) -> Tuple[str, Optional[str]]:
@@ -537,20 +484,19 @@ def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str, remapper: R
     return None, same_folders
 
 
-_FOLDER_KEYS = ("cwd", "runtime_workspace_roots", "history_base")
-
-
 def _same_but_folders(src: Path, dst: Path) -> bool:
-    """Every line of SRC's file is in DEST's, in order, equal but for the folders an import may
-    remap (DEST may go on with turns added since)."""
+    """Every line of SRC's file is in DEST's, in order, equal but for the folder records an import
+    may remap (rollout_edit.FOLDER_RECORDS; DEST may go on with turns added since)."""
     try:
         with open(src, "rb") as a, open(dst, "rb") as b:
             for mine in a:
                 theirs = b.readline()
                 if mine == theirs:
                     continue
-                if not (mine.endswith(b"\n") and theirs.endswith(b"\n")) or \
-                        _without_folders(mine) != _without_folders(theirs) or _without_folders(mine) is None:
+                if not (mine.endswith(b"\n") and theirs.endswith(b"\n")):
+                    return False
+                mine_obj, theirs_obj = _without_folders(mine), _without_folders(theirs)
+                if mine_obj is None or mine_obj != theirs_obj:
                     return False
     except OSError:
         return False
@@ -560,13 +506,9 @@ def _same_but_folders(src: Path, dst: Path) -> bool:
 def _without_folders(line: bytes) -> Optional[Dict[str, Any]]:
     try:
         obj = json.loads(line)
-        payload = obj["payload"]
-        if obj.get("type") not in ("session_meta", "turn_context") or not isinstance(payload, dict):
-            return None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, RecursionError):
         return None
-    obj["payload"] = {k: v for k, v in payload.items() if k not in _FOLDER_KEYS}
-    return obj
+    return without_folders(obj) if isinstance(obj, dict) else None
 
 
 class RowBuilder:

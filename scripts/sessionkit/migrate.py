@@ -15,8 +15,10 @@ from .locks import explain_live
 from .snapshot import AuditInputs
 from .history_offsets import history_db_path, read_offsets, threads_with_offsets
 from .rollout_index import not_unicode, unusable_reason
-from .line1 import Line1Edit, find_field, plan_field_edit, read_line1
-from .ops import Line1Rewrite, OffsetShift, Op, RowUpdate
+from .line1 import read_line1
+from .rollout_edit import LineEdit, plan_fields
+from .ops import Line1Rewrite, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowUpdate
+from .thread_graph import ThreadGraph, fork_rewrites, graph_of, members
 from .progress import Progress
 from .reasoning import count_encrypted
 from .paths import is_inside, safe_str
@@ -29,7 +31,7 @@ class ProviderChange:
     thread_id: str
     old_provider: str  # the DB row's value
     path: Optional[Path]
-    edit: Optional[Line1Edit]  # None: the DB row only
+    edit: Optional[LineEdit]  # None: the DB row only
     db_change: bool
     mtime_ns: int = 0
     offsets: Optional[Tuple[list, int]] = None  # set when line 1 grows on a paginated thread
@@ -46,6 +48,8 @@ class MigrationPlan:
     distribution_before: Dict[str, int] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)
     others: List["OtherDbChanges"] = field(default_factory=list)  # every other state DB of the home
+    graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the changed rollouts
+    forks_moved: int = 0  # forks whose history_base moves with a growing parent
 
 
 @dataclass
@@ -61,10 +65,12 @@ def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[st
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
-def provider_span(path: str, provider: Optional[str]) -> Optional[Tuple[int, int]]:
-    """Where `"model_provider":"<provider>"` sits in line 1, when it occurs exactly once there."""
-    line, _err = read_line1(Path(path))
-    return find_field(line, "model_provider", provider) if line is not None else None
+def provider_edit(path: str, old: Optional[str], new: str) -> LineEdit:
+    """Line 1's model_provider swapped, as the one editor plans it (the write checks it again)."""
+    line, err = read_line1(Path(path))
+    if line is None:
+        return LineEdit(problem=f"line 1 unreadable ({err})")
+    return plan_fields(line, {"model_provider": (old, new)})
 
 
 def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
@@ -87,11 +93,6 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
     froms = set(from_providers)
     live = {t.lower() for t in inputs.activity.live_threads}
     root = inputs.home.root
-    forked_parents = set()
-    for rf in inputs.index.files:
-        meta = inputs.meta_for(rf)
-        if meta.forked_from_id:
-            forked_parents.add(meta.forked_from_id.lower())
     hist_threads: Set[str] = set()
     hist_conn: Optional[sqlite3.Connection] = None
     hist_path = history_db_path(inputs.home.state_db.path)
@@ -140,11 +141,10 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 continue
             edit = None
             if meta.has_provider and line1_provider != plan.target:
-                span = provider_span(rf.key, line1_provider)  # read again: only the files to rewrite
-                if span is None:
-                    plan.skipped.append((row.id, "line 1 layout not recognised (no single model_provider field)"))
+                edit = provider_edit(rf.key, line1_provider, plan.target)  # read again: only the files to rewrite
+                if edit.problem:
+                    plan.skipped.append((row.id, edit.problem))
                     continue
-                edit = plan_field_edit(span, "model_provider", line1_provider, plan.target)
             try:
                 mtime_ns = os.stat(rf.path).st_mtime_ns
             except OSError as exc:
@@ -153,10 +153,6 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             change = ProviderChange(row.id, row.model_provider, rf.path, edit,
                                     db_change=row.model_provider != plan.target, mtime_ns=mtime_ns)
             if edit is not None and edit.growth:
-                if tid in forked_parents:
-                    plan.skipped.append((row.id, f"target id is {edit.growth} bytes longer and a fork "
-                                                 "records byte offsets into this rollout"))
-                    continue
                 if hist_conn is not None and tid in hist_threads:
                     change.offsets = read_offsets(hist_conn, row.id)
             plan.changes.append(change)
@@ -164,6 +160,10 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
         if hist_conn is not None:
             hist_conn.close()
     _plan_other_dbs(plan, inputs, include_archived, froms)
+    growing = [c.path for c in plan.changes if c.edit is not None and c.edit.growth and c.path is not None]
+    if growing and any(inputs.meta_for(rf).forked_from_id for rf in inputs.index.files):
+        plan.graph = graph_of(inputs)  # forks' line 1 read only when a fork exists
+        plan.forks_moved = len(members(plan.graph, growing))
     return plan
 
 
@@ -202,36 +202,59 @@ def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
 
 def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan) -> List[Op]:
     """The plan as typed operations: each thread's line 1, then offsets and rows (files before DBs),
-    in the used DB and in every other state DB of the home (and their history DBs)."""
-    ops: List[Op] = []
-    other_hists = []
-    for other in plan.others:
-        hp = history_db_path(other.db)
-        if hp.is_file() and not plan.db_only:
+    in the used DB and in every other state DB of the home (and their history DBs). A growing
+    rollout's forks follow it (their history_base moves with it), parents before forks."""
+    hists = []
+    for db in ([] if plan.db_only else [home_db] + [o.db for o in plan.others]):
+        hp = hist_path if db == home_db else history_db_path(db)
+        if hp.is_file():
             conn = open_readonly(hp)
-            other_hists.append((hp, conn, threads_with_offsets(conn)))
+            hists.append((hp, conn, threads_with_offsets(conn)))
+    graph = plan.graph
+    group = members(graph, [c.path for c in plan.changes if c.edit is not None and c.edit.growth
+                            and c.path is not None]) if graph is not None else {}
+    changes = {c.thread_id: c for c in plan.changes}
+    own: Dict[str, RolloutRewrite] = {}
+    rewrites: Dict[str, RolloutEdit] = {}
+    for c in plan.changes:
+        if c.edit is not None and c.path is not None:
+            if str(c.path) in group:
+                own[str(c.path)] = RolloutRewrite(c.thread_id, str(c.path), {"model_provider": plan.target}, [],
+                                                  expect_mtime_ns=c.mtime_ns)
+            else:
+                rewrites[c.thread_id] = Line1Rewrite(c.thread_id, str(c.path), {"model_provider": plan.target},
+                                                     expect_mtime_ns=c.mtime_ns)
+    ops: List[Op] = []
+
+    def emit(tid: str, rw: Optional[RolloutEdit]) -> None:
+        if rw is not None:
+            ops.append(rw)
+            for hp, conn, with_offsets in hists:  # re-read under the writer lock when prepared
+                if tid in with_offsets:
+                    ops.append(OffsetShift.following(str(hp), rw, read_offsets(conn, tid)))
+        c = changes.get(tid)
+        if c is None:
+            return
+        if c.db_change:
+            ops.append(RowUpdate(str(home_db), "threads", {"id": c.thread_id},
+                                 {"model_provider": c.old_provider}, {"model_provider": plan.target}, c.thread_id))
+        for other in plan.others:
+            if c.thread_id in other.providers:
+                ops.append(RowUpdate(str(other.db), "threads", {"id": c.thread_id},
+                                     {"model_provider": other.providers[c.thread_id]},
+                                     {"model_provider": plan.target}, c.thread_id))
     try:
         for c in plan.changes:
-            if c.edit is not None and c.path is not None:
-                rw = Line1Rewrite(c.thread_id, str(c.path), {"model_provider": plan.target},
-                                  expect_mtime_ns=c.mtime_ns)
-                ops.append(rw)
-                if c.offsets is not None:
-                    ops.append(OffsetShift.following(str(hist_path), rw, c.offsets))
-                if c.edit.growth:
-                    for hp, conn, with_offsets in other_hists:
-                        if c.thread_id in with_offsets:
-                            ops.append(OffsetShift.following(str(hp), rw, read_offsets(conn, c.thread_id)))
-            if c.db_change:
-                ops.append(RowUpdate(str(home_db), "threads", {"id": c.thread_id},
-                                     {"model_provider": c.old_provider}, {"model_provider": plan.target}, c.thread_id))
-            for other in plan.others:
-                if c.thread_id in other.providers:
-                    ops.append(RowUpdate(str(other.db), "threads", {"id": c.thread_id},
-                                         {"model_provider": other.providers[c.thread_id]},
-                                         {"model_provider": plan.target}, c.thread_id))
+            if c.path is not None and str(c.path) in group:
+                continue  # emitted with the parent it follows
+            rw = rewrites.get(c.thread_id)
+            emit(c.thread_id, rw)
+            if rw is not None and graph is not None and graph.forks_into(Path(rw.path)):
+                for fork_rw in fork_rewrites(graph, rw, own):
+                    assert fork_rw.thread_id is not None
+                    emit(fork_rw.thread_id, fork_rw)
     finally:
-        for _hp, conn, _w in other_hists:
+        for _hp, conn, _w in hists:
             conn.close()
     return ops
 
@@ -249,7 +272,7 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
     return {"run_dir": str(r.run_dir), "db_backup": str(r.backups.get(str(home.state_db.path), "")) or None,
             "history_backup": str(hist_backup) if hist_backup else None,
             "manifest_csv": str(r.manifest), "journal": str(r.journal),
-            "line1_rewritten": r.applied["line1"], "updated_rows": r.applied["row_update"],
+            "line1_rewritten": r.applied["line1"] + r.applied["rollout_rewrite"], "updated_rows": r.applied["row_update"],
             "rows_per_db": {safe_str(db): n for db, n in r.rows.items() if not db.endswith("thread_history_1.sqlite")},
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "provider_distribution_after": provider_counts(home.state_db.path),
@@ -283,6 +306,7 @@ def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
         "candidates": len(plan.changes),
         "line1_rewrites": sum(1 for c in plan.changes if c.edit is not None),
         "line1_growing": sum(1 for c in plan.changes if c.edit is not None and c.edit.growth),
+        "forks_moved": plan.forks_moved,
         "row_updates": sum(1 for c in plan.changes if c.db_change),
         "other_dbs": [{"db": safe_str(o.db), "row_updates": len(o.providers)} for o in plan.others],
         "skipped": len(plan.skipped),

@@ -16,8 +16,9 @@ from . import UserError, host
 from .faults import point
 from .history_offsets import read_offsets, set_offsets, shifted
 from .journal import write_all
-from .line1 import field_token, find_field, read_line1
+from .line1 import read_line1
 from .paths import open_regular
+from .rollout_edit import apply_spans, digest_range, line1_shifts, plan_file, plan_line, ranges, shift, unshift
 
 OLD, NEW, TORN, CHANGED = "old", "new", "torn", "changed"
 NOOP = "\x00nothing to do"  # prepare(): drop this op silently (e.g. a folder that exists by now)
@@ -362,6 +363,14 @@ class Op:
     def db(self) -> Optional[str]:
         return None
 
+    def together(self) -> List[str]:
+        """Other threads this change goes with: skipped when any of them is (a fork and its parent)."""
+        return []
+
+    def changed_reason(self) -> str:
+        """Why a rollback leaves this change alone when its state is CHANGED."""
+        return f"{self.KIND} changed since the run"
+
     def key_columns(self) -> List[str]:
         return []
 
@@ -589,18 +598,30 @@ class Move(Op):
             os.utime(self.src, ns=(self.mtime_ns, self.mtime_ns))
 
 
-def _spans_apply(line: bytes, spans: List[Tuple[int, bytes, bytes]], forward: bool) -> bytes:
-    """Put new (forward) or old bytes at each span; spans are in old-line coordinates."""
-    out, pos, delta = [], 0, 0
-    for off, old, new in spans:
-        start = off if forward else off + delta
-        take, put = (old, new) if forward else (new, old)
-        out.append(line[pos:start])
-        out.append(put)
-        pos = start + len(take)
-        delta += len(new) - len(old)
-    out.append(line[pos:])
-    return b"".join(out)
+FORKED_SINCE = ("forked since the run at an offset past its grown lines (undoing it alone would cut the "
+                "fork's history)")
+
+
+def forks_made_since(path: str, shifts: List[List[int]], backup: Optional[str]) -> List[str]:
+    """Forks Codex made after the run (their UUIDv7 id is newer than the run's kept copy) whose
+    history_base points into this file at or past its first grown line (offsets of the grown
+    file): the ids, from the rollouts of the dates since the run."""
+    from .thread_graph import forks_since
+    if not shifts or not backup:
+        return []
+    try:
+        since_ms = int(os.stat(backup).st_mtime * 1000)
+    except OSError:
+        return []
+    first = shifts[0][0] + shifts[0][1]  # the first grown line's end, in the grown file
+    return forks_since(Path(path), since_ms, first)
+
+
+_spans_apply = apply_spans  # the one editor's span math (rollout_edit); names kept for callers
+_digest_range = digest_range
+_ranges = ranges
+_shift = shift
+_unshift = unshift
 
 
 class RolloutEdit(Op):
@@ -627,6 +648,11 @@ class RolloutEdit(Op):
     @property
     def tmp(self) -> str:
         return tmp_name(self.path)
+
+    def boundaries(self) -> List[List[int]]:
+        """(boundary, delta) pairs: offsets into the file at or past a boundary move by its delta
+        (history rows, cursors, forks' history_base). Line 1 only: everything from line 2 on."""
+        return line1_shifts(self.old_len, self.growth)  # type: ignore[attr-defined]
 
     def leftover(self) -> bool:
         return os.path.lexists(self.tmp)
@@ -660,6 +686,23 @@ class RolloutEdit(Op):
         keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns  # type: ignore[attr-defined]
         os.utime(self.path, ns=(keep, keep))
 
+    def state(self) -> str:
+        """The file's state; a grown file that a fork made since the run points into past its first
+        grown line is CHANGED: undoing it alone would cut that fork's history (left alone, named)."""
+        st = self._file_state()
+        if st == NEW and self.growth:
+            forks = forks_made_since(self.path, self.boundaries(), self.backup)  # type: ignore[attr-defined]
+            if forks:
+                self.conflict = (f"{FORKED_SINCE}: {', '.join(forks[:3])}" + (" and more" if len(forks) > 3 else ""))
+                return CHANGED
+        return st
+
+    def changed_reason(self) -> str:
+        return getattr(self, "conflict", None) or super().changed_reason()
+
+    def _file_state(self) -> str:
+        raise NotImplementedError
+
     def _old_or_mtime_torn(self) -> str:
         """Old bytes: `old`, unless a same-length rewrite left today's mtime on a file that holds
         nothing newer (same size): a kill between the undo's write and its mtime. That is `torn`,
@@ -678,7 +721,7 @@ class RolloutEdit(Op):
 class Line1Rewrite(RolloutEdit):
     """Set payload field(s) of a rollout's line 1 (`session_meta`): same length when JSON padding
     allows (written in place, same inode), else the grown file is written beside and renamed over
-    (the writer lock is held; a full copy is kept in the run folder). See references/journal.md."""
+    (the writer lock is held; a full copy is kept in the run folder). See docs/journal-format.md."""
     thread_id: Optional[str]
     path: str
     set: Dict[str, Any]
@@ -743,34 +786,12 @@ class Line1Rewrite(RolloutEdit):
         line, err = read_line1(Path(self.path))
         if line is None:
             return f"line 1 unreadable ({err})"
-        try:
-            obj = json.loads(line)
-            payload = obj["payload"]
-            assert isinstance(payload, dict)
-        except (ValueError, KeyError, TypeError, AssertionError):
-            return "line 1 is not a session_meta JSON object"
-        spans = []
-        for key, value in self.set.items():
-            if key not in payload:
-                return f"line 1 has no payload.{key}"
-            old = payload[key]
-            if old == value:
-                continue
-            at = find_field(line, key, old)
-            if at is None:
-                return f"line 1 layout not recognised (no single payload.{key} field)"
-            start, end = at
-            token = field_token(key, value)
-            token += b" " * max(0, (end - start) - len(token))
-            spans.append((start, line[start:end], token))
-            self.old_values[key] = old
-        spans.sort()
-        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])):
-            return "line 1 fields overlap"
-        new = _spans_apply(line, spans, True)
-        want = dict(obj, payload={**payload, **self.set})
-        if json.loads(new) != want:
-            return "the rewrite would change more than the named fields"
+        edit = plan_line(line, (), self.set, first=True)  # the one editor's field finder
+        if edit.problem:
+            return edit.problem
+        spans = edit.spans
+        self.old_values.update(edit.old_values)
+        new = apply_spans(line, spans, True)
         self.spans, self.old_len = spans, len(line)
         self.old_sha, self.new_sha = sha(line), sha(new)
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
@@ -818,7 +839,7 @@ class Line1Rewrite(RolloutEdit):
         line, _ = read_line1(Path(self.path))
         return line
 
-    def state(self) -> str:
+    def _file_state(self) -> str:
         if not self.spans:
             return OLD
         if os.path.islink(self.path) or not os.path.isfile(self.path):
@@ -859,56 +880,16 @@ class Line1Rewrite(RolloutEdit):
         _fsync_dir(Path(self.path).parent)
 
 
-def _digest_range(path: str, length: int, patches: Sequence[Tuple[int, bytes]] = ()) -> Optional[str]:
-    """sha256 of the file's first `length` bytes with `patches` (offset, bytes; sorted, in range)
-    put over them, streamed; None when the file is shorter or unreadable."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            pos = 0
-            for off, data in list(patches) + [(length, b"")]:
-                left = off - pos
-                while left > 0:
-                    chunk = fh.read(min(CHUNK, left))
-                    if not chunk:
-                        return None
-                    h.update(chunk)
-                    left -= len(chunk)
-                if data:
-                    h.update(data)
-                    fh.seek(len(data), os.SEEK_CUR)
-                pos = off + len(data)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
-def _ranges(path: str, spans: Sequence[Tuple[int, bytes, bytes]], forward: bool) -> list:
-    """`_write_new_file` parts: the file with each span's old (forward) or new bytes swapped for the
-    other; span offsets are old-file offsets, mapped to the current file when undoing."""
-    parts: list = []
-    pos, moved = 0, 0
-    for off, old, new in spans:
-        take, put = (old, new) if forward else (new, old)
-        at = off if forward else off + moved
-        if at > pos:
-            parts.append((path, pos, at - pos))
-        parts.append(put)
-        pos = at + len(take)
-        moved += len(new) - len(old)
-    parts.append((path, pos))
-    return parts
-
-
 @dataclass
 class RolloutRewrite(RolloutEdit):
-    """Rewrite field spans on several lines of one rollout as one change: `set` on line 1's
-    session_meta payload, and every `"cwd"` field of the later lines (turn_context, world_state,
-    thread_settings_applied) under `remaps` (a resumed thread takes the last thread_settings_applied's). Same length when JSON padding allows (each span written in
-    place, same inode), else one grown file written beside and renamed over, with one kept copy.
+    """Rewrite field spans on several lines of one rollout as one change, planned by the one editor
+    (rollout_edit.plan_file): `set` on line 1's session_meta payload (a fork's history_base moved
+    with its `parent`'s rewrite), and every folder record Codex reads back under `remaps`. Same
+    length when JSON padding allows (each span written in place, same inode), else one grown file
+    written beside and renamed over, with one kept copy.
     `shifts` lists (start of the line after a grown line, its growth) for the history offsets.
     Old/new/torn are judged by the digest of the file up to the end of the last changed line, so
-    turns appended since are kept by the undo. See references/journal.md ("rollout_rewrite")."""
+    turns appended since are kept by the undo. See docs/journal-format.md ("rollout_rewrite")."""
     thread_id: Optional[str]
     path: str
     set: Dict[str, Any]
@@ -928,7 +909,15 @@ class RolloutRewrite(RolloutEdit):
     backup: Optional[str] = None
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
+    parent: Optional[RolloutEdit] = field(default=None, repr=False, compare=False)  # a fork's, while planned
+    with_threads: List[str] = field(default_factory=list)  # recorded as "with": the parent, read back
     KIND: ClassVar[str] = "rollout_rewrite"
+
+    def together(self) -> List[str]:
+        """A fork's rewrite goes with its parent's (neither without the other, nor its undo)."""
+        if self.parent is not None and self.parent.thread_id:
+            return [self.parent.thread_id]
+        return list(self.with_threads)
 
     def boundaries(self) -> List[List[int]]:
         """(boundary, delta) pairs for OffsetShift: offsets at or past a boundary move by its delta."""
@@ -941,7 +930,8 @@ class RolloutRewrite(RolloutEdit):
                 "shifts": [list(s) for s in self.shifts], "prefix_len": self.prefix_len,
                 "old_sha": self.old_sha, "new_sha": self.new_sha, "cwd_lines": self.cwd_lines,
                 "size": self.size, "mtime_ns": self.mtime_ns, "mode": self.mode, "backup": self.backup,
-                "old_file_sha": self.old_file_sha, "new_file_sha": self.new_file_sha}
+                "old_file_sha": self.old_file_sha, "new_file_sha": self.new_file_sha,
+                **({"with": self.together()} if self.together() else {})}
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "RolloutRewrite":
@@ -950,7 +940,10 @@ class RolloutRewrite(RolloutEdit):
                          "old_values": "dict", "spans": "list", "shifts": "list", "prefix_len": "int",
                          "old_sha": "str", "new_sha": "str", "cwd_lines": "int", "size": "int",
                          "mtime_ns": "int", "mode": "int"},
-                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?"})
+                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list"})
+        f["with_threads"] = f.pop("with", [])
+        if not all(isinstance(t, str) and t for t in f["with_threads"]):
+            raise RecordError(f"{where}: 'with' names no thread")
         spans = []
         for s in f.pop("spans"):
             if not (isinstance(s, list) and len(s) == 3 and isinstance(s[0], int) and not isinstance(s[0], bool)
@@ -979,72 +972,24 @@ class RolloutRewrite(RolloutEdit):
     def paths(self) -> List[str]:
         return [self.path, self.tmp] + ([self.backup] if self.backup else [])
 
-    def _line1_spans(self, line: bytes) -> Tuple[Optional[str], List[Tuple[int, bytes, bytes]]]:
-        if not self.set:
-            return None, []
+    def _fork_base(self) -> Optional[str]:
+        """A fork whose parent's rewrite grows: its history_base.end_byte_offset (an offset into the
+        parent's file) moves with the parent's lines, read under both writer locks."""
+        if self.parent is None:
+            return None
+        shifts = self.parent.boundaries() if self.parent.spans else []
+        line, err = read_line1(Path(self.path))
+        if line is None:
+            return f"line 1 unreadable ({err})"
         try:
-            obj = json.loads(line)
-            payload = obj["payload"]
-            assert isinstance(payload, dict)
+            base = json.loads(line)["payload"]["history_base"]
+            end = base["end_byte_offset"]
+            assert isinstance(base, dict) and isinstance(end, int) and not isinstance(end, bool)
         except (ValueError, KeyError, TypeError, AssertionError):
-            return "line 1 is not a session_meta JSON object", []
-        spans = []
-        for key, value in self.set.items():
-            if key not in payload:
-                return f"line 1 has no payload.{key}", []
-            old = payload[key]
-            if old == value:
-                continue
-            at = find_field(line, key, old)
-            if at is None:
-                return f"line 1 layout not recognised (no single payload.{key} field)", []
-            start, end = at
-            token = field_token(key, value)
-            token += b" " * max(0, (end - start) - len(token))
-            spans.append((start, line[start:end], token))
-            self.old_values[key] = old
-        spans.sort()
-        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])):
-            return "line 1 fields overlap", []
-        if spans and json.loads(_spans_apply(line, spans, True)) != dict(obj, payload={**payload, **self.set}):
-            return "the rewrite would change more than the named fields of line 1", []
-        return None, spans
-
-    def _cwd_spans(self, line: bytes, at: int) -> Tuple[Optional[str], List[Tuple[int, bytes, bytes]]]:
-        """Spans that remap every `"cwd"` field of a line past line 1 (turn_context, world_state,
-        thread_settings_applied), each value padded to its old length when it is not longer."""
-        from .rollout_cwd import MARK, cwd_values, remap_prefix, replace_cwds
-        if MARK not in line:
-            return None, []
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError):
-            return None, []  # not JSON: Codex skips such a line too; nothing of ours in it
-        found = cwd_values(obj)
-        changes = {v: remap_prefix(v, [(a, b) for a, b in self.remaps]) for v in set(found)}
-        changes = {k: v for k, v in changes.items() if k != v}
-        if not changes:
-            return None, []
-        spans = []
-        for old_cwd, new_cwd in changes.items():
-            token = field_token("cwd", old_cwd)
-            if line.count(token) != found.count(old_cwd):
-                return f"the line at byte {at}: its \"cwd\" fields are not written as expected", []
-            pos = 0
-            for _ in range(found.count(old_cwd)):
-                start = line.find(token, pos)
-                end = start + len(token)
-                while end < len(line) and line[end] in b" \t":
-                    end += 1
-                put = field_token("cwd", new_cwd)
-                put += b" " * max(0, (end - start) - len(put))
-                spans.append((start, line[start:end], put))
-                pos = end
-        spans.sort()
-        if any(a[0] + len(a[1]) > b[0] for a, b in zip(spans, spans[1:])) or \
-                json.loads(_spans_apply(line, spans, True)) != replace_cwds(obj, changes):
-            return f"the line at byte {at}: the rewrite would change more than its cwd", []
-        return None, spans
+            return "the fork's line 1 has no history_base.end_byte_offset"
+        if shift(end, shifts) != end:
+            self.set = dict(self.set, history_base=dict(base, end_byte_offset=shift(end, shifts)))
+        return None
 
     def prepare(self, run_dir: Path) -> Optional[str]:
         import stat as _st
@@ -1062,45 +1007,21 @@ class RolloutRewrite(RolloutEdit):
             return "the rollout changed since the plan was made (a turn was added?): run again"
         if os.path.lexists(self.tmp):
             return f"{self.tmp} exists (left by another run?): skipped"
-        from .rollout_cwd import iter_lines
-        old_h, new_h = hashlib.sha256(), hashlib.sha256()
-        spans: List[Tuple[int, bytes, bytes]] = []
-        shifts: List[List[int]] = []
-        self.old_values, self.cwd_lines, total = {}, 0, 0
-        try:
-            for offset, line in iter_lines(Path(self.path)):
-                tail = b"\n" if offset + len(line) < st.st_size else b""  # a last line without one
-                total = offset + len(line) + len(tail)
-                if offset == 0:
-                    why, rel = self._line1_spans(line)
-                else:
-                    why, rel = self._cwd_spans(line, offset)
-                    self.cwd_lines += 1 if rel else 0
-                if why:
-                    return why
-                if not rel:
-                    old_h.update(line + tail)
-                    new_h.update(line + tail)
-                    continue
-                new_line = _spans_apply(line, rel, True)
-                spans += [(offset + o, a, b) for o, a, b in rel]
-                if len(new_line) != len(line):
-                    shifts.append([total, len(new_line) - len(line)])
-                old_h.update(line + tail)
-                new_h.update(new_line + tail)
-                self.prefix_len = total
-                self.old_sha, self.new_sha = old_h.copy().hexdigest(), new_h.copy().hexdigest()
-        except OSError as exc:
-            return f"{self.path}: {exc.strerror}"
-        except ValueError:
-            return "a line of the rollout is not valid JSON"
-        if total != st.st_size:
+        why = self._fork_base()
+        if why:
+            return why
+        plan = plan_file(self.path, [(a, b) for a, b in self.remaps], self.set)  # the one editor
+        if plan.problem:
+            return plan.problem
+        if plan.size != st.st_size:
             return "the rollout changed while it was read: run again"
-        if not spans:
+        if not plan.spans:
             return NOOP
-        self.spans, self.shifts = spans, shifts
+        self.old_values, self.cwd_lines = dict(plan.old_values), plan.folder_lines
+        self.spans, self.shifts, self.prefix_len = plan.spans, plan.shifts, plan.prefix_len
+        self.old_sha, self.new_sha = plan.old_sha, plan.new_sha
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
-        self.old_file_sha, self.new_file_sha = old_h.hexdigest(), new_h.hexdigest()
+        self.old_file_sha, self.new_file_sha = plan.old_file_sha, plan.new_file_sha
         if self.growth:
             self._keep_copy(run_dir)
         return None
@@ -1128,7 +1049,7 @@ class RolloutRewrite(RolloutEdit):
         host.replace_file(self.tmp, self.path)
         _fsync_dir(Path(self.path).parent)
 
-    def state(self) -> str:
+    def _file_state(self) -> str:
         if not self.spans:
             return OLD
         if os.path.islink(self.path) or not os.path.isfile(self.path):
@@ -1535,10 +1456,17 @@ class OffsetShift(Op):
             if not getattr(self.after, "growth", 0):
                 return NOOP
             assert self.thread_id is not None
-            if isinstance(self.after, RolloutRewrite):
-                shifts = self.after.boundaries()
-            else:
-                shifts = [[self.after.old_len + 1, self.after.growth]]  # type: ignore[attr-defined]
+            shifts = self.after.boundaries()  # type: ignore[attr-defined]
+            try:  # read again under the thread's writer lock: a turn Codex added since the plan moves too
+                from .statedb import open_readonly
+                conn = open_readonly(Path(self.db_path))
+                try:
+                    turns, proj = read_offsets(conn, self.thread_id)
+                finally:
+                    conn.close()
+            except (sqlite3.Error, UserError) as exc:
+                return f"{self.db_path}: history offsets not read ({exc})"
+            self.old = [[list(t) for t in turns], proj]
             done = OffsetShift.plan_shifts(self.db_path, self.thread_id, (self.old[0], self.old[1]), shifts)
             self.boundary, self.delta, self.new, self.shifts = done.boundary, done.delta, done.new, done.shifts
         return None
@@ -1622,25 +1550,6 @@ class OffsetShift(Op):
                     [(t, _unshift(o, shifts), _unshift(x, shifts)) for t, o, x in turns],
                     _unshift(proj, shifts) if proj >= 0 else proj)
         return 1
-
-
-def _shift(value: int, shifts: List[List[int]]) -> int:
-    """An old-file offset in the rewritten file: moved by every delta whose boundary it is at or past."""
-    if value < 0:
-        return value
-    return value + sum(d for b, d in shifts if value >= b)
-
-
-def _unshift(value: int, shifts: List[List[int]]) -> int:
-    """The inverse, for offsets in the rewritten file (turns appended since included)."""
-    if value < 0:
-        return value
-    moved, back = 0, 0
-    for b, d in shifts:
-        moved += d
-        if value >= b + moved:
-            back = moved
-    return value - back
 
 
 OP_CLASSES: Dict[str, Type[Op]] = {c.KIND: c for c in (Mkdir, Move, Line1Rewrite, FileCreate, SymlinkRepoint,

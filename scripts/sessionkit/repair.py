@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,15 +16,14 @@ from .locks import explain_live
 from .snapshot import AuditInputs
 from .history_check import names_from_session_index
 from .progress import Progress
-from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolute, replace_prefix,
-                    resolves_inside, safe_str)
+from .paths import home_prefix_counts, is_inside, resolves_inside, safe_str
+from .rollout_edit import Remap, parse_remaps, plan_file, remap  # noqa: F401  (parse_remaps: the scripts')
 from .rollout_index import RolloutFile, not_unicode, unusable_reason
 from .rollout_scan import Unimportable, row_from_rollout
-from .ops import Mkdir, Move, OffsetShift, Op, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
+from .ops import Mkdir, Move, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
+from .thread_graph import ThreadGraph, fork_rewrites, graph_of, members
 from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from .writerun import execute
-
-Remap = Tuple[str, str]
 
 
 @dataclass
@@ -56,7 +54,9 @@ class RepairPlan:
     unarchive: bool = True
     archived_before: int = 0
     remaps: List[Remap] = field(default_factory=list)  # applied to line 1 and symlinks too
-    rewrites: List["RolloutPlan"] = field(default_factory=list)  # rollouts whose cwd is remapped
+    rewrites: List["RolloutPlan"] = field(default_factory=list)  # rollouts whose folders are remapped
+    graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the remapped rollouts
+    forks_moved: int = 0  # forks whose history_base moves with a growing parent
     others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
 
 
@@ -77,42 +77,6 @@ class OtherDbPlan:
     db: Path
     rows: List[RowChange] = field(default_factory=list)
     inserts: List[Dict[str, Any]] = field(default_factory=list)
-
-
-def parse_remaps(values: Sequence[str]) -> List[Remap]:
-    """OLD=NEW pairs; both sides absolute paths, or a row would get a relative path written into it."""
-    out = []
-    for v in values:
-        if "=" not in v:
-            raise UserError(f"--remap-prefix wants OLD=NEW, got {safe_str(v)!r}")
-        old, new = v.split("=", 1)
-        if not old or not new:
-            raise UserError(f"--remap-prefix wants OLD=NEW with both sides set, got {safe_str(v)!r}")
-        for side in (old, new):
-            problem = _remap_side_problem(side)
-            if problem:
-                raise UserError(f"--remap-prefix {safe_str(v)!r}: {safe_str(side)!r} {problem}")
-        out.append((old, new))
-    return out
-
-
-def _remap_side_problem(side: str) -> Optional[str]:
-    if any(ord(c) < 32 for c in side):
-        return "holds a control character (NUL, newline, ...)"
-    if not_unicode(side):
-        return "is not valid UTF-8"
-    if side.startswith("~"):
-        return "starts with ~, which is not expanded here: write the absolute path"
-    if not (side.startswith("/") or is_windows_absolute(side)):
-        return "is not an absolute path"
-    return None
-
-
-def _remap(value: str, remaps: List[Remap]) -> str:
-    for old, new in remaps:
-        if has_prefix(value, old):
-            return replace_prefix(value, old, new) or value
-    return value
 
 
 def _sane_target(path: Path, root: Path) -> bool:
@@ -247,13 +211,11 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, thread_ids: Sequence[
 
 
 def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
-    """Which remapped threads' rollouts get line 1 and the cwd of later lines rewritten; reads only
-    those rollouts (in full: a resumed thread takes the cwd of its last thread_settings_applied
-    event, not line 1's; turn_context and world_state lines are rewritten too)."""
-    from .rollout_cwd import scan_cwd_lines
+    """Which remapped threads' rollouts get their folder records rewritten (line 1 and every later
+    record Codex reads back: rollout_edit.FOLDER_RECORDS); reads only those rollouts, in full (a
+    resumed thread takes the cwd of its last thread_settings_applied event, not line 1's). A
+    growing rollout's forks move with it (their history_base), planned here, written together."""
     moved = {m.thread_id: m.src for m in plan.moves}
-    parents = {m.forked_from_id.lower() for rf in inputs.index.files
-               for m in [inputs.meta_for(rf)] if m.forked_from_id}
     for r in plan.rows:
         if not any(w.startswith("remap") for w in r.why):
             continue
@@ -264,33 +226,18 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
             if len(cands) != 1:
                 continue
             path = cands[0].path
-        payload = _line1_payload(path)
-        if payload is None:
+        fp = plan_file(str(path), plan.remaps)  # the one editor: the same plan the write makes
+        if fp.problem:
+            plan.skipped.append((tid, f"rollout folders left as they are ({fp.problem}): its cwd is remapped "
+                                      "in the row only"))
             continue
-        new: Dict[str, Any] = {}
-        if isinstance(payload.get("cwd"), str) and _remap(payload["cwd"], plan.remaps) != payload["cwd"]:
-            new["cwd"] = _remap(payload["cwd"], plan.remaps)
-        roots = payload.get("runtime_workspace_roots")
-        if isinstance(roots, list) and all(isinstance(x, str) for x in roots):
-            remapped = [_remap(x, plan.remaps) for x in roots]
-            if remapped != roots:
-                new["runtime_workspace_roots"] = remapped
-        try:
-            lines = [t for t in scan_cwd_lines(path) if any(_remap(c, plan.remaps) != c for c in t.cwds)]
-        except OSError as exc:
-            plan.skipped.append((tid, f"rollout not read ({exc.strerror or exc}): its cwd is remapped in the row only"))
+        if not fp.spans:
             continue
-        if not new and not lines:
-            continue
-        grows = len(json.dumps(new, ensure_ascii=False)) > len(json.dumps(
-            {k: payload[k] for k in new}, ensure_ascii=False)) or any(
-            len(_remap(c, plan.remaps).encode()) > len(c.encode()) for t in lines for c in t.cwds)
-        if grows and tid.lower() in parents:
-            plan.skipped.append((tid, "line 1 and the later lines' cwd left as they are: the rewrite grows the "
-                                      "file and a fork records byte offsets into this rollout (the row's cwd "
-                                      "is still remapped; a resumed turn will write the old cwd back)"))
-            continue
-        plan.rewrites.append(RolloutPlan(tid, Path(path), new, len(lines), grows))
+        plan.rewrites.append(RolloutPlan(tid, Path(path), {}, fp.folder_lines, fp.growth > 0))
+    growing = [rp.path for rp in plan.rewrites if rp.grows]
+    if growing and any(inputs.meta_for(rf).forked_from_id for rf in inputs.index.files):
+        plan.graph = graph_of(inputs)
+        plan.forks_moved = len(members(plan.graph, growing))
 
 
 def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: bool, unarchive: bool,
@@ -299,8 +246,8 @@ def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: 
     tid = row.id.lower()
     new: Dict[str, Any] = {}
     why: List[str] = []
-    stored = _remap(row.rollout_path, remaps) if remaps else row.rollout_path
-    cwd = _remap(row.cwd, remaps) if remaps else row.cwd
+    stored = remap(row.rollout_path, remaps) if remaps else row.rollout_path
+    cwd = remap(row.cwd, remaps) if remaps else row.cwd
     if cwd != row.cwd:
         new["cwd"] = cwd
         why.append("remap cwd")
@@ -517,12 +464,24 @@ def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
             hists.append((hist, conn, threads_with_offsets(conn)))
     try:
         pairs = [[a, b] for a, b in plan.remaps]
-        for rp in plan.rewrites:
-            rw = RolloutRewrite(rp.thread_id, str(rp.path), rp.set, pairs)
+        graph = plan.graph
+        group = members(graph, [rp.path for rp in plan.rewrites if rp.grows]) if graph is not None else {}
+        own = {str(rp.path): RolloutRewrite(rp.thread_id, str(rp.path), dict(rp.set), pairs)
+               for rp in plan.rewrites if str(rp.path) in group}
+
+        def emit(rw: RolloutEdit) -> None:
             ops.append(rw)
-            for hist, conn, with_offsets in hists:
-                if rp.thread_id in with_offsets:
-                    ops.append(OffsetShift.following(str(hist), rw, read_offsets(conn, rp.thread_id)))
+            for hist, conn, with_offsets in hists:  # re-read under the writer lock when prepared
+                if rw.thread_id in with_offsets:
+                    ops.append(OffsetShift.following(str(hist), rw, read_offsets(conn, rw.thread_id)))
+        for rp in plan.rewrites:
+            if str(rp.path) in group:
+                continue  # written with the parent it follows
+            rw = RolloutRewrite(rp.thread_id, str(rp.path), dict(rp.set), pairs)
+            emit(rw)
+            if graph is not None and rp.grows:
+                for fork_rw in fork_rewrites(graph, rw, own):
+                    emit(fork_rw)
     finally:
         for _h, conn, _w in hists:
             conn.close()
@@ -532,21 +491,11 @@ def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
         if not link.is_symlink():
             continue
         target = os.readlink(str(link))
-        new_target = _remap(target, plan.remaps)
+        new_target = remap(target, plan.remaps)
         if new_target != target and os.path.exists(new_target if os.path.isabs(new_target)
                                                    else str(link.parent / new_target)):
             ops.append(SymlinkRepoint(str(link), target, new_target))
     return ops
-
-
-def _line1_payload(path: Path) -> Optional[Dict[str, Any]]:
-    from .line1 import read_line1
-    line, _err = read_line1(path)
-    try:
-        payload = json.loads(line)["payload"] if line else None
-    except (ValueError, KeyError, TypeError):
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def thread_columns_of(db: Path) -> List[str]:
@@ -583,6 +532,7 @@ def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
         "remap_rows": sum(1 for r in plan.rows if any(w.startswith("remap") for w in r.why)),
         "planned_rollout_rewrites": len(plan.rewrites),
         "planned_cwd_line_rewrites": sum(r.cwd_lines for r in plan.rewrites),
+        "forks_moved": plan.forks_moved,
         "other_dbs": [{"db": safe_str(o.db), "planned_row_updates": len(o.rows),
                        "planned_row_inserts": len(o.inserts)} for o in plan.others],
         "skipped": len(plan.skipped),

@@ -388,6 +388,18 @@ def _describe(op: Op) -> str:
 DELETED = "deleted since the run (thread/delete?); left deleted"
 
 
+def _partners(ops: List[Op], alone: Any) -> Dict[str, str]:
+    """Threads that go with a thread left alone (Op.together), each with that thread."""
+    more: Dict[str, str] = {}
+    for op in ops:
+        for n in op.together():
+            if op.thread_id and n in alone and op.thread_id not in alone:
+                more[op.thread_id] = n
+            if op.thread_id in alone and n not in alone:
+                more[n] = op.thread_id  # type: ignore[assignment]
+    return more
+
+
 def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
     """Steps (newest first), conflicts and deletions, a thread judged whole: a thread whose changes
     are all gone or original was deleted since and stays deleted; one that is changed or gone in
@@ -401,6 +413,15 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
     deleted = {t for t, sts in per.items() if GONE in sts and all(s in (GONE, OLD) for s in sts)}
     split = {t for t, sts in per.items() if t not in deleted and any(s in (CHANGED, GONE) for s in sts)} | \
         {op.thread_id for op in ops if id(op) in refusal and op.thread_id}
+    partner = {}  # a thread left alone with a thread it goes with (Op.together: a fork and its parent)
+    while True:
+        more = _partners(ops, split)
+        if not more:
+            break
+        split.update(more)
+        partner.update(more)
+    plan.conflicts += [f"{t}: left alone with {safe_str(n)} (a fork and its parent change together)"
+                       for t, n in sorted(partner.items())]
     for op, st in zip(ops, states):
         if op.leftover():
             plan.cleanups.append(op)
@@ -410,7 +431,7 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
             if id(op) in refusal:
                 plan.conflicts.append(f"{_describe(op)}: {refusal[id(op)]}; this thread is left alone whole")
             elif st in (CHANGED, GONE):
-                plan.conflicts.append(f"{_describe(op)}: {op.KIND} changed since the run; this thread is "
+                plan.conflicts.append(f"{_describe(op)}: {op.changed_reason()}; this thread is "
                                       f"left alone whole (its file and row stay together)")
             continue
         if st == OLD:
@@ -422,7 +443,7 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
         elif st == GONE:
             plan.deleted.append(f"{_describe(op)}: {DELETED}")
         else:
-            plan.conflicts.append(f"{_describe(op)}: {op.KIND} changed since the run; left alone")
+            plan.conflicts.append(f"{_describe(op)}: {op.changed_reason()}; left alone")
     plan.deleted += [f"{safe_str(t)}: {DELETED}" for t in sorted(deleted)]
     plan.steps.reverse()
 
@@ -458,7 +479,9 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback",
     each thread under its writer lock; a thread Codex holds open is left alone whole. More threads
     than the open-file limit holds locks for go in batches, ops of no thread (folders) in the last."""
     per_batch = locks_per_batch(len({o.thread_id for o, _ in plan.steps if o.thread_id}))
-    batches = split_batches(plan.steps, _step_thread, per_batch, loose_last=True)
+    from .writerun import _group_of
+    group = _group_of([o for o, _ in plan.steps])  # a fork and its parent in one batch
+    batches = split_batches(plan.steps, lambda step: group(step[0]), per_batch, loose_last=True)
     undo = _UndoBatches(plan, by, batches)
     run_batches(home.root, batches, _step_thread, undo.batch, progress)
     if plan.locks:  # lock files a killed run left: removed when no one holds them
@@ -504,6 +527,12 @@ class _UndoBatches:
 
     def batch(self, n: int, steps: List[Tuple[Op, str]], refused: Dict[str, str]) -> None:
         own = {o.thread_id for o, _ in steps}
+        refused = dict(refused)
+        while True:  # a fork and its parent: both undone or both left alone
+            more = _partners([o for o, _ in steps], refused)
+            if not more:
+                break
+            refused.update({t: f"left alone with {safe_str(n)}, {refused[n]}" for t, n in more.items()})
         self.plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
         steps = [(o, s) for o, s in steps if o.thread_id not in refused]
         if n == 1:

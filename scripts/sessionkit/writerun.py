@@ -124,7 +124,7 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
         try:
             journal.write(begin_record(kind, home.root, roots, sorted(dbs), len(ops)))
             journal.write(lock_record(home.root, runnable))
-            batches = split_batches(todo, _thread_of, per_batch)
+            batches = split_batches(todo, _group_of(todo), per_batch)  # a fork in its parent's batch
             applier = _Batches(kind, journal, result, batches, bad_threads, skipped, progress,
                                manifest_csv, [str(p) for p in extra_dbs])
             run_batches(home.root, batches, _thread_of, applier.batch, progress)
@@ -141,6 +141,17 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
 
 def _thread_of(op: Op) -> Optional[str]:
     return op.thread_id
+
+
+def _group_of(ops: Sequence[Op]):  # type: ignore[no-untyped-def]
+    """Batch key of an op: the first thread of its group (Op.together: a fork and its parent), so
+    a group is never split across batches; locks are still taken per thread."""
+    root: Dict[str, str] = {}
+    for o in ops:
+        for n in o.together():
+            if o.thread_id:
+                root[o.thread_id] = root.get(n, n)
+    return lambda o: root.get(o.thread_id, o.thread_id) if o.thread_id else None
 
 
 class _Batches:
@@ -242,6 +253,14 @@ def _prepare(ops: List[Op], run_dir: Path, bad: Dict[str, str]) -> List[Op]:
                 bad[o.thread_id] = why
             continue
         out.append(o)
+    while True:  # a thread goes with the threads its changes need (a fork and its parent): none without the others
+        more = {t: f"skipped with {safe_str(n)}: {bad[n]}" for o in ops for n in o.together()
+                for t in (o.thread_id,) if t and n in bad and t not in bad}
+        more.update({n: f"skipped with {safe_str(o.thread_id)}: {bad[o.thread_id]}" for o in ops
+                     for n in o.together() if o.thread_id in bad and n not in bad})
+        if not more:
+            break
+        bad.update(more)
     return [o for o in out if not (o.thread_id and o.thread_id in bad)]
 
 
