@@ -60,3 +60,96 @@ def test_a_stale_shm_is_read_and_no_byte_or_mtime_of_the_db_its_wal_or_shm_chang
     assert audit["distribution"]["model_provider"] == {"inwal": 2}  # the rows the WAL holds
     repair(hb.root)
     assert snapshot(hb.root) == before
+
+
+# ---- issue 20: every state DB of a home planned from the home after the run -----------------
+
+def _desktop_copy(hb):
+    """The desktop app's <home>/sqlite/state_5.sqlite, indexing the same rollouts as the CLI's DB."""
+    (hb.root / "sqlite").mkdir(exist_ok=True)
+    desk = hb.root / "sqlite" / "state_5.sqlite"
+    src = sqlite3.connect(str(hb.db_path))
+    dst = sqlite3.connect(str(desk))
+    src.backup(dst)
+    src.close()
+    dst.close()
+    return desk
+
+
+def _rows(db):
+    conn = sqlite3.connect(str(db))
+    try:
+        return {r[0]: r[1:] for r in conn.execute(
+            "SELECT id, rollout_path, archived, cwd, thread_section_id, title FROM threads")}
+    finally:
+        conn.close()
+
+
+def _each_row_matches_its_file(root, db):
+    """Every row names an existing file, archived exactly when that file is in archived_sessions/."""
+    bad = {}
+    for tid, (path, archived, *_rest) in _rows(db).items():
+        in_archive = str(path).startswith(str(root / "archived_sessions") + os.sep)
+        if not os.path.isfile(path) or bool(archived) != in_archive:
+            bad[tid] = (path, archived)
+    return bad
+
+
+def test_a_thread_archived_in_the_cli_db_only_gets_a_row_in_the_desktop_db_where_its_file_is(tmp_path):
+    """Archived through the CLI (row and file) after the desktop app indexed it, plus one the desktop
+    app never saw, archived too: the import adds the desktop app's missing row where the file is, the
+    stale desktop row follows the file; nothing is unarchived; every row of both DBs reads."""
+    hb = HomeBuilder(tmp_path / ".codex")
+    seen = hb.add(preview="seen by both")
+    kept = hb.add(preview="stays active")
+    desk = _desktop_copy(hb)
+    later = hb.add(preview="made after", archived=True)
+    dst = hb.root / "archived_sessions" / seen.path.name
+    dst.parent.mkdir(exist_ok=True)
+    os.rename(seen.path, dst)  # what `codex archive` does in the CLI's DB only
+    hb.sql("UPDATE threads SET archived=1, archived_at=1, rollout_path=? WHERE id=?", (str(dst), seen.id))
+    out = repair(hb.root, "--import-orphans", "--apply", codes=(0,))
+    assert out["result"]["moved"] == 0 and out["result"]["archived_after"] == 2
+    assert _each_row_matches_its_file(hb.root, hb.db_path) == {}
+    assert _each_row_matches_its_file(hb.root, desk) == {}
+    rows = _rows(desk)
+    assert set(rows) == {seen.id, kept.id, later.id}
+    assert rows[seen.id][:2] == (str(dst), 1) and rows[later.id][:2] == (str(later.path), 1)
+
+
+def test_unarchiving_in_the_cli_db_points_the_desktop_rows_at_where_the_file_goes(tmp_path):
+    """--unarchive moves the files out of the archive: the desktop app's row of one and the row it
+    lacks of the other are planned from the moved paths, never the archive paths."""
+    hb = HomeBuilder(tmp_path / ".codex")
+    a = hb.add(archived=True, preview="archived, both DBs")
+    desk = _desktop_copy(hb)
+    b = hb.add(archived=True, preview="archived, CLI DB only")
+    out = repair(hb.root, "--import-orphans", "--unarchive", "--apply", codes=(0,))
+    assert out["result"]["moved"] == 2 and out["result"]["archived_after"] == 0
+    for db in (hb.db_path, desk):
+        assert _each_row_matches_its_file(hb.root, db) == {}
+        assert {t: r[1] for t, r in _rows(db).items()} == {a.id: 0, b.id: 0}
+    assert run("rollback.py", hb.root, "--latest", "--apply").returncode == 0
+    assert _rows(desk) == {a.id: (str(a.path), 1, "/work/proj", None, "archived, both DBs")}
+
+
+def test_threads_the_used_db_changes_are_updated_in_the_desktop_db_not_inserted_again(tmp_path):
+    """A moved home with the desktop app's DB, one thread filed into a section there: the import
+    with the remap updates the desktop rows (section kept) instead of taking them for orphans."""
+    hb = HomeBuilder(tmp_path / ".codex")
+    threads = [hb.add(cwd="/home/olduser/proj", preview=f"t{i}") for i in range(3)]
+    for t in threads:
+        hb.sql("UPDATE threads SET rollout_path=? WHERE id=?",
+               ("/home/olduser/.codex/" + str(t.path.relative_to(hb.root)), t.id))
+    desk = _desktop_copy(hb)
+    conn = sqlite3.connect(str(desk))
+    conn.execute("UPDATE threads SET thread_section_id='sec-1' WHERE id=?", (threads[0].id,))
+    conn.commit()
+    conn.close()
+    out = repair(hb.root, "--import-orphans", "--remap-prefix", f"/home/olduser/.codex={hb.root}",
+                 "--remap-prefix", "/home/olduser/proj=/home/new/proj", "--apply", codes=(0,))
+    assert out["result"]["rows_per_db"] == {str(hb.db_path): 3, str(desk): 3}
+    assert out["result"]["inserted_rows"] == 0
+    rows = _rows(desk)
+    assert rows == {t.id: (str(t.path), 0, "/home/new/proj", "sec-1" if t is threads[0] else None, t.id and
+                           f"t{threads.index(t)}") for t in threads}
