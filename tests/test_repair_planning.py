@@ -153,3 +153,23 @@ def test_threads_the_used_db_changes_are_updated_in_the_desktop_db_not_inserted_
     rows = _rows(desk)
     assert rows == {t.id: (str(t.path), 0, "/home/new/proj", "sec-1" if t is threads[0] else None, t.id and
                            f"t{threads.index(t)}") for t in threads}
+
+
+# ---- issue 20: every row change goes through one skip-one-thread path -----------------------
+
+def test_a_name_restore_holding_a_lone_surrogate_skips_that_thread_not_the_repair(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex")
+    odd, fine = hb.add(preview="odd name"), hb.add(preview="fine name")
+    moved = hb.add(preview="moved")
+    hb.sql("UPDATE threads SET rollout_path='/gone/x.jsonl' WHERE id=?", (moved.id,))
+    (hb.root / "session_index.jsonl").write_text(
+        '{"id":"%s","thread_name":"bad \\ud800 name","updated_at":1}\n'
+        '{"id":"%s","thread_name":"kept","updated_at":1}\n' % (odd.id, fine.id), encoding="utf-8")
+    plan = repair(hb.root)
+    reasons = {s["thread_id"]: s["reason"] for s in plan["skipped_sample"]}
+    assert "not valid UTF-8" in reasons[odd.id] and list(reasons) == [odd.id]
+    out = repair(hb.root, "--apply", codes=(1,))
+    assert out["result"]["updated_rows"] == 2
+    assert dict(hb.sql("SELECT id, name FROM threads")) == {odd.id: None, fine.id: "kept", moved.id: None}
+    assert hb.sql("SELECT rollout_path FROM threads WHERE id=?", (moved.id,)) == [(str(moved.path),)]
+
