@@ -173,3 +173,36 @@ def test_a_name_restore_holding_a_lone_surrogate_skips_that_thread_not_the_repai
     assert dict(hb.sql("SELECT id, name FROM threads")) == {odd.id: None, fine.id: "kept", moved.id: None}
     assert hb.sql("SELECT rollout_path FROM threads WHERE id=?", (moved.id,)) == [(str(moved.path),)]
 
+
+
+# ---- issue 20: two fixes of one thread in one run ---------------------------------------------
+
+def test_a_growing_remap_and_a_history_reset_of_one_thread_apply_together_and_roll_back(tmp_path):
+    """The reset deletes the thread's history rows as they are (not after the remap's shift); the
+    other thread's offsets are shifted; the dry-run says so; the rollback puts back every byte and row."""
+    from test_history import TABLES, PaginatedHome
+    from test_migrate_rollback import home_state
+    ph = PaginatedHome(tmp_path / ".codex")
+    damaged = ph.add(cwd="/work/p")
+    healthy = ph.add(cwd="/work/p")
+    ph.keep_first_turn_only(damaged)
+    hist_before = {t.key: ph.rows_of(t.key) for t in (damaged, healthy)}
+    state = lambda: {k: v for k, v in home_state(ph.root)["files"].items()  # noqa: E731 - rows compared below
+                     if not k.startswith("thread_history_1")}
+    before = state()
+    args = ("--remap-prefix", "/work/p=/work/a-much-longer-project-folder")
+    plan = repair(ph.root, *args, codes=(0,))
+    assert plan["planned_history_resets"] == 1 and plan["planned_rollout_rewrites"] == 2
+    assert plan["history_reset_instead_of_shift"] == [damaged.id]
+    out = repair(ph.root, *args, "--apply", codes=(0,))
+    assert out["result"]["line1_rewritten"] == 2 and out["result"]["history_rows_deleted"] > 0
+    assert all(rows == [] for rows in ph.rows_of(damaged.key).values())
+    grown = healthy.path.stat().st_size
+    assert ph.sql("SELECT next_rollout_byte_offset FROM thread_history_projection_state WHERE thread_id=?",
+                  (healthy.key,)) == [(grown,)]
+    assert b"/work/p\"" not in damaged.path.read_bytes()
+    rb = run("rollback.py", ph.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert state() == before
+    assert {t.key: ph.rows_of(t.key) for t in (damaged, healthy)} == hist_before
+    assert set(TABLES) == set(hist_before[damaged.key])
