@@ -206,3 +206,59 @@ def test_a_growing_remap_and_a_history_reset_of_one_thread_apply_together_and_ro
     assert state() == before
     assert {t.key: ph.rows_of(t.key) for t in (damaged, healthy)} == hist_before
     assert set(TABLES) == set(hist_before[damaged.key])
+
+
+# ---- issue 20: exit codes that tell the truth -------------------------------------------------
+
+HANGING_CODEX = r'''#!/usr/bin/env python3
+import json, os, sys, time
+for line in sys.stdin:
+    msg = json.loads(line)
+    if msg.get("method") == "thread/resume":
+        open(os.environ["FAKE_WAITING"], "w").close()
+        time.sleep(600)  # Codex rebuilding a long history
+    if "id" in msg:
+        print(json.dumps({"id": msg["id"], "result": {}}), flush=True)
+'''
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["our-process", "terminal-group"])
+def test_ctrl_c_while_codex_rebuilds_reports_the_applied_repair_and_its_undo(tmp_path, group):
+    """Ctrl-C after the reset committed, while Codex rebuilds: exit 1 with the result, what was not
+    rebuilt and the undo command, which puts the history rows back."""
+    import signal
+    from test_history import PaginatedHome
+    ph = PaginatedHome(tmp_path / ".codex")
+    th = ph.add()
+    ph.delete_turns_keep_cursor(th)
+    rows_before = ph.rows_of(th.key)
+    exe = tmp_path / "bin" / "codex"
+    exe.parent.mkdir()
+    exe.write_text(HANGING_CODEX)
+    exe.chmod(0o755)
+    waiting = tmp_path / "waiting"
+    from test_migrate_rollback import SCRIPTS
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    env["FAKE_WAITING"] = str(waiting)
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "session_repair.py"), "--codex-dir", str(ph.root),
+                             "--apply", "--rebuild-history", "--codex-bin", str(exe), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while not waiting.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert waiting.exists(), proc.communicate()
+    if group:  # a terminal's Ctrl-C: every process of the foreground group, Codex too
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode == 1, stderr
+    out = json.loads(stdout)
+    assert out["result"]["history_rows_deleted"] > 0 and "rollback.py" in out["result"]["rollback"]
+    assert out["history_rebuild"]["rebuilt"] == 0
+    assert [f["thread_id"] for f in out["history_rebuild"]["failed"]] == [th.id]
+    assert all(rows == [] for rows in ph.rows_of(th.key).values())
+    rb = subprocess.run(out["result"]["rollback"], shell=True, capture_output=True, text=True, env=env)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert ph.rows_of(th.key) == rows_before
