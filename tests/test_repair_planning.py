@@ -262,3 +262,92 @@ def test_ctrl_c_while_codex_rebuilds_reports_the_applied_repair_and_its_undo(tmp
     rb = subprocess.run(out["result"]["rollback"], shell=True, capture_output=True, text=True, env=env)
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert ph.rows_of(th.key) == rows_before
+
+
+# ---- issue 22: archived stays archived; nothing to do says so; the daemon link is named -----
+
+def test_archived_sessions_stay_archived_and_a_dry_run_with_nothing_to_do_says_so_in_one_line(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex")
+    hb.add()
+    arch = hb.add(archived=True, preview="archived on purpose")
+    before = snapshot(hb.root)
+    out = repair(hb.root, codes=(0,))
+    assert (out["planned_unarchive_moves"], out["planned_row_updates"], out["nothing_to_do"]) == (0, 0, True)
+    text = run("session_repair.py", hb.root)
+    assert text.returncode == 0 and text.stderr == ""
+    assert text.stdout.splitlines() == ["Nothing to repair: every session's index entry already matches its file."]
+    applied = run("session_repair.py", hb.root, "--apply")
+    assert applied.returncode == 0 and len(applied.stdout.splitlines()) == 1
+    assert snapshot(hb.root) == before and arch.path.is_file()
+
+
+def test_unarchive_by_name_or_id_brings_back_only_those(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex")
+    a, b, c = (hb.add(archived=True, preview=f"a{i}") for i in range(3))
+    hb.sql("UPDATE threads SET name='the one' WHERE id=?", (b.id,))
+    out = repair(hb.root, "--unarchive", "the one", "--unarchive", c.id.upper(), "--apply", codes=(0,))
+    assert out["result"]["unarchived_rows"] == 2 and out["result"]["archived_after"] == 1
+    assert dict(hb.sql("SELECT id, archived FROM threads")) == {a.id: 1, b.id: 0, c.id: 0}
+    assert a.path.is_file() and not b.path.exists() and not c.path.exists()
+    for bad in ("no such name", "a0"):
+        proc = run("session_repair.py", hb.root, "--unarchive", bad)
+        assert proc.returncode == 2 and proc.stdout == "" and len(proc.stderr.splitlines()) == 1
+        assert "no thread with the id or name" in proc.stderr
+
+
+def test_a_hard_linked_archived_rollout_is_not_unarchived_and_the_output_says_why(tmp_path):
+    """Unarchiving sets the file's mtime: through a hard link it would change the user's copy
+    outside the home too. That thread is skipped by name and reason; the other is unarchived."""
+    hb = HomeBuilder(tmp_path / ".codex")
+    linked, plain = hb.add(archived=True, preview="linked"), hb.add(archived=True, preview="plain")
+    outside = tmp_path / "backup"
+    outside.mkdir()
+    os.link(linked.path, outside / linked.path.name)
+    guard = snapshot(outside)
+    out = repair(hb.root, "--unarchive", "--apply", codes=(1,))
+    assert out["result"]["unarchived_rows"] == 1 and out["result"]["moved"] == 1
+    reasons = {s["thread_id"]: s["reason"] for s in out["skipped_sample"]}
+    assert list(reasons) == [linked.id] and "hard-linked (2 names for one file" in reasons[linked.id]
+    assert snapshot(outside) == guard and linked.path.is_file() and not plain.path.exists()
+    lines = run("session_repair.py", hb.root, "--unarchive").stdout.splitlines()
+    assert lines[:2] == ["Nothing to repair: every session's index entry already matches its file.",
+                         "1 session(s) this repair cannot fix:"]
+    assert lines[2].startswith('  "linked", 2025-03-01') and "not unarchived: its rollout is hard-linked" in lines[2]
+
+
+def test_a_row_whose_archive_flag_disagrees_with_its_file_follows_the_file(tmp_path):
+    """Archived (or unarchived) in the desktop app only, so this DB's row is stale: the row follows
+    the file's folder, as Codex repairs a row; no file is moved either way."""
+    hb = HomeBuilder(tmp_path / ".codex")
+    archived_elsewhere = hb.add(preview="archived in the desktop app")
+    restored_elsewhere = hb.add(archived=True, preview="unarchived in the desktop app")
+    dst = hb.root / "archived_sessions" / archived_elsewhere.path.name
+    os.rename(archived_elsewhere.path, dst)
+    back = hb.root / "sessions" / "2025" / "03" / "01" / restored_elsewhere.path.name
+    os.rename(restored_elsewhere.path, back)
+    files = {p: p.stat().st_mtime_ns for p in (dst, back)}
+    out = repair(hb.root, "--apply", codes=(0,))
+    assert out["result"]["moved"] == 0 and out["result"]["updated_rows"] == 2
+    rows = {r[0]: r[1:] for r in hb.sql("SELECT id, archived, rollout_path, archived_at IS NULL FROM threads")}
+    assert rows == {archived_elsewhere.id: (1, str(dst), 0), restored_elsewhere.id: (0, str(back), 1)}
+    assert {p: p.stat().st_mtime_ns for p in (dst, back)} == files
+
+
+def test_the_plan_and_result_name_the_daemon_link_they_re_point(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex")
+    t = hb.add(cwd="/home/olduser/proj")
+    hb.sql("UPDATE threads SET rollout_path=? WHERE id=?",
+           ("/home/olduser/.codex/" + str(t.path.relative_to(hb.root)), t.id))
+    release = hb.root / "packages" / "app-server-daemon" / "releases" / "0.171.0-x86_64"
+    release.mkdir(parents=True)
+    link = hb.root / "packages" / "app-server-daemon" / "current"
+    link.symlink_to("/home/olduser/.codex/packages/app-server-daemon/releases/0.171.0-x86_64")
+    args = ("--remap-prefix", f"/home/olduser/.codex={hb.root}")
+    plan = repair(hb.root, *args, codes=(0,))
+    assert plan["planned_link_repoints"] == [{"link": str(link), "from": os.readlink(link), "to": str(release)}]
+    text = run("session_repair.py", hb.root, *args).stdout
+    assert "  re-point packages/app-server-daemon/current (Codex does not start without it)" in text
+    out = repair(hb.root, *args, "--apply", codes=(0,))
+    assert out["result"]["links_repointed"] == [str(link)] and os.readlink(link) == str(release)
+    text = run("session_repair.py", hb.root, *args, "--apply")
+    assert text.returncode == 0 and text.stdout.startswith("Nothing to repair")
