@@ -571,7 +571,7 @@ def _row_change(plan: RepairPlan, out: List[RowChange], tid: str, values: Dict[s
     old = {k: values.get(k) for k in new}
     bad = unbindable([tid, *old.values(), *new.values()])
     if bad:
-        plan.skipped.append((tid, f"{where}row left alone: it would hold {bad}"))
+        plan.skipped.append((tid, f"{where}row left alone: it holds {bad}"))
         return False
     out.append(RowChange(tid, old, new, why))
     return True
