@@ -220,7 +220,7 @@ def test_an_archived_thread_is_rebuilt_once_unarchived_or_reported(world):
     assert proc.returncode == 1 and out["history_rebuild"]["rebuilt"] == 0
     assert [f["thread_id"] for f in out["history_rebuild"]["failed"]] == [kept]
     assert "archived" in out["history_rebuild"]["failed"][0]["reason"]
-    proc = world.script("session_repair.py", "--json", "--apply", "--thread-id", back,
+    proc = world.script("session_repair.py", "--json", "--apply", "--unarchive", back, "--thread-id", back,
                         "--rebuild-history", "--codex-bin", bin_, env=script_env())
     out = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
