@@ -96,9 +96,11 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
            f"{r['planned_unarchive_moves']} out of the archive)",
            f"index entries to update: {r['planned_row_updates']}, to add: {r['planned_row_inserts']}; "
            f"sessions skipped: {r['skipped']}"]
-    if not r["path_fix_enabled"] or not r["unarchive_enabled"]:
-        out.append(f"path fixes: {'on' if r['path_fix_enabled'] else 'off'}; "
-                   f"unarchiving: {'on' if r['unarchive_enabled'] else 'off'}")
+    if not r["path_fix_enabled"]:
+        out.append("path fixes: off (--no-fix-paths)")
+    if not r["unarchive_enabled"] and r["archived_before"]:
+        out.append(f"archived sessions stay archived: {r['archived_before']} (Codex shows them under Archived; "
+                   f"--unarchive brings them back)")
     out += history_lines(r)
     if r["suggested_remap"]:
         old = r["suggested_remap"].split(" ", 1)[1].rsplit("=", 1)[0]

@@ -310,9 +310,7 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
     will be. A thread the used DB's plan leaves alone is left alone here too, and a thread one DB
     cannot take is left alone in every DB."""
     from .statedb import load_threads
-    main = {}
-    for r in plan.rows:
-        main.setdefault(r.thread_id.lower(), {}).update(r.new)
+    asked = {r.thread_id.lower(): r.new for r in plan.rows if "unarchive" in r.why}  # the user's own request
     inserted = {i["id"].lower(): i for i in plan.inserts}
     left = {t.lower() for t, _ in plan.skipped}
     view = View(inputs.index, plan.moves)
@@ -324,25 +322,19 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
         except UserError as exc:
             plan.skipped.append((str(db), f"other state DB not read: {exc}"))
             continue
-        before = len(plan.skipped)
         for row in sorted(rows, key=lambda r: r.id):
             tid = row.id.lower()
             if (wanted and tid not in wanted) or tid in left:
                 continue
             mine: List[RowChange] = []
-            _plan_row(plan, mine, row, inputs, view, choice, plan.remaps, live, {}, now, False)
-            if len(plan.skipped) > before:
-                break_reason = plan.skipped.pop()
-                plan.skipped.append((break_reason[0], f"{safe_str(db)}: {break_reason[1]}"))
-                before = len(plan.skipped)
+            if not _plan_row(plan, mine, row, inputs, view, choice, plan.remaps, live, {}, now, False, db):
                 _drop_thread(plan, tid)
                 continue
             target = {k: v for c in mine for k, v in c.new.items()}
             why = [w for c in mine for w in c.why]
-            extra = {k: v for k, v in main.get(tid, {}).items() if k not in ("cwd", "name")}
-            if extra:
-                target.update(extra)
-                why.append("as in the used DB")
+            if tid in asked:
+                target.update({k: v for k, v in asked[tid].items() if k not in ("cwd", "name")})
+                why.append("unarchive, as in the used DB")
             values = _row_values(row)
             target = {k: v for k, v in target.items() if values.get(k) != v}
             if target and not _row_change(plan, other.rows, row.id, {k: values[k] for k in target}, target,
@@ -396,7 +388,7 @@ def _insert_ok(plan: RepairPlan, ins: Dict[str, Any], db: Optional[Path] = None)
     bad = unbindable(ins.values())
     if bad:
         where = f"{safe_str(db)}: " if db is not None else ""
-        plan.skipped.append((ins["id"], f"{where}row not added: it would hold {bad}"))
+        plan.skipped.append((ins["id"], f"{where}row not added: it holds {bad}"))
         return False
     return True
 
@@ -462,11 +454,18 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
 
 def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: AuditInputs, view: View,
               choice: Choice, remaps: List[Remap], live: set, taken: Dict[str, str], now: float,
-              can_move: bool) -> None:
-    """One row's change against `view`. A row whose file is elsewhere is pointed at it (or, in the
-    used DB, the file moved back when the row's path is on the same side of the archive); a row
+              can_move: bool, db: Optional[Path] = None) -> bool:
+    """One row's change against `view`; False when the thread is skipped (its reason recorded,
+    naming `db` when it is not the used DB). A row whose file is elsewhere is pointed at it (or, in
+    the used DB, the file moved back when the row's path is on the same side of the archive); a row
     whose archive flag disagrees with its file's folder follows the file, as Codex's own repair of
     a row does; only a thread the user asked for is unarchived."""
+    where = f"{safe_str(db)}: " if db is not None else ""
+
+    def skip(reason: str) -> bool:
+        plan.skipped.append((row.id, where + reason))
+        return False
+
     root = inputs.home.root
     tid = row.id.lower()
     new: Dict[str, Any] = {}
@@ -486,18 +485,13 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
     move: Optional[MovePlan] = None
     if found is None:
         if not choice.fix_paths and not (unarchive and row.archived):
-            if new:
-                _row_change(plan, out, row.id, _row_values(row), new, why, live)
-            return
+            return not new or _row_change(plan, out, row.id, _row_values(row), new, why, live, db)
         cands = view.of(tid)
         if len(cands) != 1:
-            plan.skipped.append((row.id, NO_FILE if not cands else
-                                 f"ambiguous: {len(cands)} rollout files carry this thread id"))
-            return
+            return skip(NO_FILE if not cands else f"ambiguous: {len(cands)} rollout files carry this thread id")
         problem = _usable(cands[0][0], inputs, tid)
         if problem:
-            plan.skipped.append((row.id, problem))
-            return
+            return skip(problem)
         rf, final = cands[0]
         target = Path(stored)
         archives = root / "archived_sessions"
@@ -518,12 +512,10 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
         if in_archive:
             dst = unarchived_path(root, rf)
             if dst.exists() and dst != rf.path:
-                plan.skipped.append((row.id, f"cannot unarchive: {safe_str(dst)} already exists"))
-                return
+                return skip(f"cannot unarchive: {safe_str(dst)} already exists")
             links = _links(rf.path)
             if links > 1:
-                plan.skipped.append((row.id, HARD_LINKED.format(links=links)))
-                return
+                return skip(HARD_LINKED.format(links=links))
             move = MovePlan(row.id, rf.path, dst, "unarchive", keep_mtime=False)
             final = dst
         new.update({"archived": 0, "archived_at": None, "rollout_path": str(final),
@@ -535,22 +527,20 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
         why.append(ROW_FOLLOWS_FILE)
     if move is not None:
         if tid in live:
-            plan.skipped.append((row.id, LIVE_MOVE))
-            return
+            return skip(LIVE_MOVE)
         if str(move.dst) in taken:
-            plan.skipped.append((row.id, f"another thread also wants {safe_str(move.dst)}"))
-            return
+            return skip(f"another thread also wants {safe_str(move.dst)}")
         problem = move_problem(move, root)
         if problem:
-            plan.skipped.append((row.id, f"{move.why}: {problem}"))
-            return
+            return skip(f"{move.why}: {problem}")
     if new.get("rollout_path") == row.rollout_path:
         del new["rollout_path"]
-    if new and not _row_change(plan, out, row.id, _row_values(row), new, why, live):
-        return
+    if new and not _row_change(plan, out, row.id, _row_values(row), new, why, live, db):
+        return False
     if move is not None:
         taken[str(move.dst)] = row.id
         plan.moves.append(move)
+    return True
 
 
 def _links(path: Path) -> int:
