@@ -351,3 +351,51 @@ def test_the_plan_and_result_name_the_daemon_link_they_re_point(tmp_path):
     assert out["result"]["links_repointed"] == [str(link)] and os.readlink(link) == str(release)
     text = run("session_repair.py", hb.root, *args, "--apply")
     assert text.returncode == 0 and text.stdout.startswith("Nothing to repair")
+
+
+# ---- issue 20: the fault walk covers a run with two state DBs ----------------------------------
+
+def _two_db_state(root):
+    """Every file's bytes and mtime but the DBs', and every row of both state DBs."""
+    files = {k: v for k, v in snapshot(root).items() if not k.startswith(".tmp") and ".sqlite" not in k}
+    rows = {}
+    for db in ("state_5.sqlite", "sqlite/state_5.sqlite"):
+        conn = sqlite3.connect(f"file:{root / db}?mode=ro", uri=True)
+        rows[db] = conn.execute("SELECT * FROM threads ORDER BY id").fetchall()
+        conn.close()
+    return files, rows
+
+
+@pytest.mark.parametrize("action", ["kill", "sigint"])
+def test_a_two_db_repair_faulted_at_every_point_ends_as_before(tmp_path, action):
+    """Unarchive, a stale path and orphans in both DBs: a kill (then the undo) or a Ctrl-C (the run
+    undoes itself) at every point leaves the files and both DBs' rows exactly as before."""
+    import signal
+    from test_faults import Pristine, frun, points
+    hb = HomeBuilder(tmp_path / ".codex")
+    arch = hb.add(archived=True)
+    moved = hb.add()
+    _desktop_copy(hb)
+    hb.sql("UPDATE threads SET rollout_path=? WHERE id=?", ("/old/.codex/sessions/x/" + moved.path.name, moved.id))
+    hb.add(archived=True, preview="CLI only")
+    hb.add(write_row=False, preview="in no DB")
+    args = ("--import-orphans", "--unarchive", "--apply")
+    before = _two_db_state(hb.root)
+    pristine = Pristine(hb.root)
+    labels, _ = points(tmp_path, "session_repair.py", hb.root, *args)
+    assert labels.count("commit") == 2 and labels.count("file") >= 2, labels
+    after = _two_db_state(hb.root)
+    assert after != before and {r[0] for r in after[1]["sqlite/state_5.sqlite"]} == \
+        {r[0] for r in after[1]["state_5.sqlite"]}
+    for n in range(1, len(labels) + 1):
+        pristine.restore()
+        proc = frun("session_repair.py", hb.root, *args, fault=f"{action}:{n}")
+        if action == "kill":
+            assert proc.returncode == -signal.SIGKILL, (n, proc.stderr)
+            rb = frun("rollback.py", hb.root, "--latest", "--apply")
+            assert rb.returncode == 0, (n, rb.stdout, rb.stderr)
+        elif n < len(labels):
+            assert proc.returncode == 2 and "the home is as before" in proc.stderr, (n, proc.stderr)
+        else:
+            assert frun("rollback.py", hb.root, "--latest", "--apply").returncode == 0
+        assert _two_db_state(hb.root) == before, (action, n, labels[n - 1])
