@@ -103,3 +103,23 @@ def test_a_desktop_apps_section_survives_a_moved_home_repair_with_import_orphans
     with _desktop_app(world) as app:
         assert [t["id"] for t in app.list_threads(sectionId=section)] == [ids[0]]
         assert _reads(app, ids) == {t: "ok" for t in ids}
+
+
+def test_the_audit_and_a_dry_run_change_no_byte_or_mtime_of_the_dbs_a_killed_codex_left(world):
+    """A 0.171 app-server killed after its commits leaves `-wal` and `-shm` beside its DBs: the
+    audit and the repair's dry-run read them as they are, changing no byte or mtime of any DB,
+    WAL or shared-memory file."""
+    import signal
+    from harness import snapshot
+    with world.app() as app:
+        app.start_thread(world.project(), "killed after this")
+        os.killpg(app.proc.pid, signal.SIGKILL)
+        app.proc.wait(timeout=10)
+    before = snapshot(world.home)
+    left = sorted(k for k in before if k.endswith(("-wal", "-shm")))
+    assert {"state_5.sqlite-wal", "state_5.sqlite-shm"} <= set(left), left
+    time.sleep(0.05)
+    world.audit()
+    assert world.script("session_repair.py", "--json").returncode in (0, 1)
+    after = snapshot(world.home)
+    assert {k: v for k, v in after.items() if ".sqlite" in k} == {k: v for k, v in before.items() if ".sqlite" in k}
