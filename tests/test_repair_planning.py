@@ -347,6 +347,10 @@ def test_the_plan_and_result_name_the_daemon_link_they_re_point(tmp_path):
     assert plan["planned_link_repoints"] == [{"link": str(link), "from": os.readlink(link), "to": str(release)}]
     text = run("session_repair.py", hb.root, *args).stdout
     assert "  re-point packages/app-server-daemon/current (Codex does not start without it)" in text
+    text = run("session_repair.py", hb.root, *args, "--apply")
+    assert text.returncode == 0 and "re-pointed packages/app-server-daemon/current" in text.stdout.splitlines()
+    assert os.readlink(link) == str(release)
+    assert run("rollback.py", hb.root, "--latest", "--apply").returncode == 0
     out = repair(hb.root, *args, "--apply", codes=(0,))
     assert out["result"]["links_repointed"] == [str(link)] and os.readlink(link) == str(release)
     text = run("session_repair.py", hb.root, *args, "--apply")
@@ -399,3 +403,34 @@ def test_a_two_db_repair_faulted_at_every_point_ends_as_before(tmp_path, action)
         else:
             assert frun("rollback.py", hb.root, "--latest", "--apply").returncode == 0
         assert _two_db_state(hb.root) == before, (action, n, labels[n - 1])
+
+
+def test_a_remap_and_an_unarchive_of_one_thread_are_planned_one_after_the_other(tmp_path):
+    """Its rollout is rewritten where it lies in the first run (the unarchive named as the next run's),
+    moved out of the archive in the second: each run is undone whole by its own rollback."""
+    from test_migrate_rollback import home_state
+    hb = HomeBuilder(tmp_path / ".codex")
+    arch = hb.add(archived=True, cwd="/home/olduser/proj", preview="archived, moved home")
+    plain = hb.add(archived=True, cwd="/work/elsewhere", preview="archived only")
+    hb.sql("UPDATE threads SET rollout_path=? WHERE id=?",
+           ("/home/olduser/.codex/" + str(arch.path.relative_to(hb.root)), arch.id))
+    args = ("--remap-prefix", f"/home/olduser/.codex={hb.root}", "--remap-prefix", "/home/olduser/proj=/home/me/p",
+            "--unarchive", "--apply")
+    before = home_state(hb.root)
+    first = repair(hb.root, *args, codes=(1,))
+    reasons = {s["thread_id"]: s["reason"] for s in first["skipped_sample"]}
+    assert list(reasons) == [arch.id] and reasons[arch.id].startswith("not unarchived in this run")
+    assert first["result"]["unarchived_rows"] == 1 and first["result"]["line1_rewritten"] == 1
+    assert hb.sql("SELECT archived, cwd, rollout_path FROM threads WHERE id=?", (arch.id,)) == \
+        [(1, "/home/me/p", str(arch.path))]
+    rb = run("rollback.py", hb.root, "--latest", "--apply", "--json")
+    assert rb.returncode == 0 and json.loads(rb.stdout)["conflicts"] == 0, rb.stdout
+    assert home_state(hb.root) == before
+    repair(hb.root, *args, codes=(1,))
+    second = repair(hb.root, *args, codes=(0,))
+    assert second["result"]["unarchived_rows"] == 1 and second["skipped"] == 0
+    assert hb.sql("SELECT archived FROM threads") == [(0,), (0,)] and not arch.path.exists()
+    for _ in range(2):
+        rb = run("rollback.py", hb.root, "--latest", "--apply", "--json")
+        assert rb.returncode == 0 and json.loads(rb.stdout)["conflicts"] == 0, rb.stdout
+    assert home_state(hb.root) == before and plain.path.is_file()

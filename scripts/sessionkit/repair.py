@@ -166,6 +166,8 @@ LIVE_ROW = "live thread (its writer lock is held): row left alone"
 HARD_LINKED = ("not unarchived: its rollout is hard-linked ({links} names for one file, e.g. a backup copy "
                "outside the home); unarchiving sets its mtime, which would change the other copy too")
 ROW_FOLLOWS_FILE = "archive state follows the file"
+UNARCHIVE_NEXT_RUN = ("not unarchived in this run: the remap rewrites its rollout where it lies first; run the "
+                      "same command again to unarchive it (one change after the other, each undoable)")
 
 
 class View:
@@ -195,9 +197,10 @@ class Choice:
     fix_paths: bool = True
     unarchive_all: bool = False
     unarchive_ids: frozenset = frozenset()
+    stay: frozenset = frozenset()  # threads whose file is not moved in this run (rewritten in place first)
 
     def unarchives(self, tid: str) -> bool:
-        return self.unarchive_all or tid.lower() in self.unarchive_ids
+        return (self.unarchive_all or tid.lower() in self.unarchive_ids) and tid.lower() not in self.stay
 
 
 def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = False,
@@ -207,11 +210,30 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = Fa
     """One pass over the rows with dictionary look-ups into the one-walk index; then every other
     state DB from the picture of the home after this plan's moves. `unarchive`: True for every
     archived thread, or the ids to bring back; archived threads stay archived otherwise. `names`:
-    (thread id, name) restores, through the same skip-one-thread path as every row change."""
+    (thread id, name) restores, through the same skip-one-thread path as every row change.
+    A thread whose rollout a remap rewrites is not also moved in the same run (its row is pointed
+    at the file instead, or its unarchive waits for the next run, named with that reason): each
+    run stays undoable as a whole."""
     now = time.time() if now is None else now
-    root = inputs.home.root
     choice = Choice(fix_paths, unarchive is True,
                     frozenset(t.lower() for t in unarchive) if not isinstance(unarchive, bool) else frozenset())
+    plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names)
+    moved = {m.thread_id.lower(): m.why for m in plan.moves}
+    both = {r.thread_id.lower() for r in plan.rewrites if r.thread_id.lower() in moved}
+    if not both:
+        return plan
+    choice = Choice(fix_paths, choice.unarchive_all, choice.unarchive_ids, frozenset(both))
+    plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names)
+    plan.skipped += [(t, UNARCHIVE_NEXT_RUN) for t in sorted(both) if moved[t] == "unarchive"]
+    return plan
+
+
+def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: Sequence[str],
+               remaps: Sequence[Remap], import_orphans: bool, now: float,
+               names: Sequence[Tuple[str, str]]) -> RepairPlan:
+    """The plan for one choice: the used DB's rows and orphans, names, then every other state DB."""
+    root = inputs.home.root
+    fix_paths = choice.fix_paths
     plan = RepairPlan(fix_paths=fix_paths, unarchive=bool(unarchive),
                       archived_before=sum(1 for r in inputs.rows if r.archived))
     wanted = {t.lower() for t in thread_ids}
@@ -478,6 +500,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
     if stored != row.rollout_path:
         new["rollout_path"] = stored
         why.append("remap rollout_path")
+    can_move = can_move and tid not in choice.stay
     unarchive = can_move and choice.unarchives(tid)
     found = view.at(stored)
     if found is not None and _usable(found[0], inputs, tid) is not None:
