@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Point every thread's row at its real rollout again, unarchive, and index unindexed rollouts.
+"""Point every thread's row at its real rollout again, index unindexed rollouts, and (when asked)
+bring archived sessions back.
 
 Dry-run by default: prints every move `src -> dst` and every row change. `--apply` writes, after a
 backup and with a journal that rollback.py replays backwards. Never touches a file outside the home.
@@ -13,7 +14,7 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
 from sessionkit.snapshot import gather  # noqa: E402
 from sessionkit.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
@@ -22,16 +23,20 @@ from sessionkit.home import CodexHome, open_home  # noqa: E402
 from sessionkit.labels import readable_time, relative, session_names, short_title, shown  # noqa: E402
 from sessionkit.results import Outcome, labels_for, older_runs  # noqa: E402
 from sessionkit.results import render as render_outcome  # noqa: E402
-from sessionkit.paths import safe_str  # noqa: E402
 from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.repair import RepairPlan, apply_repair, parse_remaps, plan_repair, plan_report  # noqa: E402
+from sessionkit.repair import (RepairPlan, apply_repair, parse_remaps, plan_repair, plan_report,  # noqa: E402
+                               resolve_threads)
 from sessionkit.history_check import check_history  # noqa: E402
 from sessionkit.history_offsets import history_db_path  # noqa: E402
-from sessionkit.history_reset import (history_lines, history_ops, history_plan_report, name_changes,  # noqa: E402
-                                      plan_history, rebuild_after)
+from sessionkit.history_reset import (history_lines, history_ops, history_plan_report,  # noqa: E402
+                                      interrupted_rebuild, plan_history, rebuild_after,
+                                      reset_and_remapped)
 from sessionkit.codex_rebuild import find_codex  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
 from sessionkit.safety import refuse_if_running  # noqa: E402
+
+
+ALL = "\0all"  # a bare --unarchive
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -43,10 +48,14 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
     p.add_argument("--no-fix-paths", action="store_true",
                    help="leave rows whose rollout_path does not exist as they are.")
+    p.add_argument("--unarchive", metavar="ID_OR_NAME", nargs="?", const=ALL, action="append", default=[],
+                   help="bring archived sessions back: all of them, or the one with this id or name "
+                        "(repeatable). Without it archived sessions stay archived (Codex shows them under "
+                        "Archived); a row and file that disagree are still made to agree.")
     p.add_argument("--no-unarchive", action="store_true",
-                   help="leave archived threads archived (default: bring all of them back).")
+                   help="leave archived sessions archived (the default; kept for older commands).")
     p.add_argument("--thread-id", metavar="ID", action="append", default=[], type=thread_id_arg,
-                   help="only this thread (repeatable); also limits unarchiving to these.")
+                   help="only this thread (repeatable).")
     p.add_argument("--remap-prefix", metavar="OLD=NEW", action="append", default=[],
                    help="rewrite rollout_path and cwd values starting with OLD (on a path boundary) "
                         "to start with NEW, e.g. after moving the home (repeatable).")
@@ -89,9 +98,11 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
            f"{r['planned_unarchive_moves']} out of the archive)",
            f"index entries to update: {r['planned_row_updates']}, to add: {r['planned_row_inserts']}; "
            f"sessions skipped: {r['skipped']}"]
-    if not r["path_fix_enabled"] or not r["unarchive_enabled"]:
-        out.append(f"path fixes: {'on' if r['path_fix_enabled'] else 'off'}; "
-                   f"unarchiving: {'on' if r['unarchive_enabled'] else 'off'}")
+    if not r["path_fix_enabled"]:
+        out.append("path fixes: off (--no-fix-paths)")
+    if not r["unarchive_enabled"] and r["archived_before"]:
+        out.append(f"archived sessions stay archived: {r['archived_before']} (Codex shows them under Archived; "
+                   f"--unarchive brings them back)")
     out += history_lines(r)
     if r["suggested_remap"]:
         old = r["suggested_remap"].split(" ", 1)[1].rsplit("=", 1)[0]
@@ -113,16 +124,20 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
     most = max(len(plan.moves), len(plan.rows), len(plan.inserts), len(plan.skipped))
     if most > sample:
         out.append(f"  (first {sample} of each shown; --sample N shows more, --json lists the ids)")
+    for link in r["planned_link_repoints"]:
+        out += [f"  re-point {relative(link['link'], root)} (Codex does not start without it)",
+                f"      {link['from']} -> {link['to']}"]
     if result is None:
         out.append("No changes applied (dry-run). To write them, run the same command with --apply:"
                    if dry_run else "Nothing to change.")
-        if dry_run and (plan.moves or plan.rows or plan.inserts or r["planned_history_resets"]):
+        if dry_run:
             out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "session_repair.py"))
         return "\n".join(out)
-    return "\n".join(out + [""] + render_outcome(repair_outcome(home, plan, result, names), verbose))
+    return "\n".join(out + [""] + render_outcome(repair_outcome(home, plan, r, result, names), verbose))
 
 
-def repair_outcome(home: CodexHome, plan: RepairPlan, result: Dict[str, Any], names: Dict[str, str]) -> Outcome:
+def repair_outcome(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Dict[str, Any],
+                   names: Dict[str, str]) -> Outcome:
     """The repair's result in words: the sessions it changed by name, the skips, undo and verify."""
     ids: List[str] = []
     for tid in [m.thread_id for m in plan.moves] + [c.thread_id for c in plan.rows] + \
@@ -135,10 +150,14 @@ def repair_outcome(home: CodexHome, plan: RepairPlan, result: Dict[str, Any], na
              f"{result['inserted_rows']} added" if result.get("inserted_rows") else "",
              f"{result['history_rows_deleted']} history row(s) reset" if result.get("history_rows_deleted") else ""]
     said = ", ".join(p for p in parts if p) or "nothing needed changing"
-    links = result.get("symlinks_repointed") or 0
+    links = result.get("links_repointed") or []
+    rebuilt = r.get("history_rebuild") or {}
     return Outcome(
         heading="Session Repair Result", done=f"Done: {said}" + (":" if ids else "."),
-        notes=[f"Codex's daemon link re-pointed into this home ({links}): Codex starts here again."] if links else [],
+        notes=[f"re-pointed {shown(relative(link, str(home.root)))}: Codex's daemon link points into this home "
+               "again, so Codex starts here." for link in links]
+        + (["Interrupted while your Codex rebuilt the histories: the repair above WAS applied; a history "
+            "not rebuilt comes back the first time its session is opened."] if rebuilt.get("interrupted") else []),
         changed=labels_for(names, ids),
         skipped=[(names.get(t, t), shown(why)) for t, why in plan.skipped],
         undo=result.get("rollback"), verify=home_command(home, "session_audit.py"),
@@ -146,42 +165,61 @@ def repair_outcome(home: CodexHome, plan: RepairPlan, result: Dict[str, Any], na
         counters={k: v for k, v in result.items() if k != "rollback"})
 
 
-def has_work_of(plan: Any, hplan: Any) -> bool:
-    return bool(plan.moves or plan.rows or plan.inserts or plan.others or hplan.resets or hplan.names)
+def nothing_to_do(names: Dict[str, str], skipped: List[Any]) -> str:
+    """A repair with nothing to write: one line, then the sessions nothing here can fix and why."""
+    out = ["Nothing to repair: every session's index entry already matches its file."]
+    if skipped:
+        out.append(f"{len(skipped)} session(s) this repair cannot fix:")
+        out += [f"  {names.get(t, t)}: {why}" for t, why in skipped]
+    return "\n".join(out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    if args.unarchive and args.no_unarchive:
+        raise UserError("--unarchive and --no-unarchive contradict each other")
     remaps = parse_remaps(args.remap_prefix)
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
     require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
-    plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=not args.no_unarchive,
-                       thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans)
+    unarchive: Any = True if ALL in args.unarchive else resolve_threads(inputs, args.unarchive)
     hplan = plan_history(inputs, check_history(inputs), not args.no_fix_history, args.thread_id)
+    plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=unarchive or False,
+                       thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans,
+                       names=hplan.names)
     codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and hplan.rebuild else None
-    if codex is not None and not has_work_of(plan, hplan):  # a rebuild alone: the same refusal as any write
+    has_work = plan.has_work() or bool(hplan.resets)
+    if codex is not None and not has_work:  # a rebuild alone: the same refusal as any write
         refuse_if_running(scan_activity(home.root), args.force)
-    report = {**plan_report(plan, args.sample), **history_plan_report(hplan, args.sample, args.rebuild_history)}
-    plan.rows += name_changes(hplan)
-    has_work = has_work_of(plan, hplan)
+    report = {**plan_report(plan, args.sample), **history_plan_report(hplan, args.sample, args.rebuild_history),
+              "history_reset_instead_of_shift": reset_and_remapped(plan, hplan)}
+    report["nothing_to_do"] = idle = not has_work and not (args.rebuild_history and hplan.rebuild)
     result = None
     if args.apply and has_work:
         result = apply_repair(inputs, plan, args.force, progress=progress,
-                              extra_ops=history_ops(history_db_path(home.state_db.path), hplan))
+                              extra_ops=history_ops(history_db_path(home.state_db.path), hplan),
+                              reset=[f.key for f in hplan.resets])
     if codex is not None:
-        report["history_rebuild"] = rebuild_after(home, hplan, result, codex)
+        try:
+            report["history_rebuild"] = rebuild_after(home, hplan, result, codex)
+        except KeyboardInterrupt:  # after the apply: the result and its undo are still said
+            report["history_rebuild"] = interrupted_rebuild(hplan, codex)
+    skipped = plan.skipped + hplan.skipped
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
+    elif idle:
+        emit(nothing_to_do(session_names(inputs, [t for t, _ in skipped]), skipped))
     else:
         n = max(args.sample, 10)  # the plan's and the result's lists name this many of each
         ids = [m.thread_id for m in plan.moves[:n]] + [c.thread_id for c in plan.rows[:n]] \
             + [s[0] for s in plan.skipped[:n]] + [rw.thread_id for rw in plan.rewrites[:n]]
         emit(render(home, plan, report, result, not args.apply, session_names(inputs, ids), args.sample,
                     args.verbose))
-    failed = (report.get("history_rebuild") or {}).get("failed")
-    return EXIT_FINDINGS if plan.skipped or hplan.skipped or failed else EXIT_CLEAN
+    rebuild = report.get("history_rebuild") or {}
+    if idle:
+        return EXIT_CLEAN
+    return EXIT_FINDINGS if skipped or rebuild.get("failed") or rebuild.get("interrupted") else EXIT_CLEAN
 
 
 if __name__ == "__main__":

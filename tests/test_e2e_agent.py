@@ -67,7 +67,7 @@ def test_exec_agent_apply_stops_before_any_backup(world, mock_server):
     world.set_provider("mockB")
     skill = world.install_skill()
     agent = ScriptedAgent([{"cmd": f"{PY} {skill}/scripts/provider_migrate.py --apply"},
-                           {"cmd": f"{PY} {skill}/scripts/session_repair.py --apply"}])
+                           {"cmd": f"{PY} {skill}/scripts/session_repair.py --unarchive --apply"}])
     mock_server.reply = agent
     before = _others(world, "no-such-thread")
     proc = run_exec(world.home, "fix it", cwd=world.project())
@@ -141,7 +141,7 @@ def test_second_app_server_makes_every_write_script_refuse(world, mock_server):
     world.apps.append(other)
     approvals = []
     cmds = [f"{PY} {skill}/scripts/provider_migrate.py --apply",
-            f"{PY} {skill}/scripts/session_repair.py --apply --import-orphans",
+            f"{PY} {skill}/scripts/session_repair.py --apply --import-orphans --unarchive",
             f"{PY} {skill}/scripts/rollback.py --restore-db {world.home}/state_5.sqlite --apply"]
     before = _others(world, "no-such-thread")
     with world.app(on_request=_approve(approvals)) as app:

@@ -220,7 +220,7 @@ def test_an_archived_thread_is_rebuilt_once_unarchived_or_reported(world):
     assert proc.returncode == 1 and out["history_rebuild"]["rebuilt"] == 0
     assert [f["thread_id"] for f in out["history_rebuild"]["failed"]] == [kept]
     assert "archived" in out["history_rebuild"]["failed"][0]["reason"]
-    proc = world.script("session_repair.py", "--json", "--apply", "--thread-id", back,
+    proc = world.script("session_repair.py", "--json", "--apply", "--unarchive", back, "--thread-id", back,
                         "--rebuild-history", "--codex-bin", bin_, env=script_env())
     out = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -261,7 +261,7 @@ def test_an_older_segment_of_a_reverted_thread_is_reported_not_reset(world):
     proc = world.script("session_repair.py", "--json", "--apply", "--rebuild-history",
                         "--codex-bin", str(codex_client.codex_bin(world.version)), env=script_env())
     out = json.loads(proc.stdout)
-    assert proc.returncode == 1 and out["planned_history_resets"] == 0
+    assert proc.returncode == 0 and out["planned_history_resets"] == 0 and out["nothing_to_do"] is True
     assert [s["thread_id"] for s in out["history_skipped"]] == [tid]
     assert "older segment" in out["history_skipped"][0]["reason"]
     assert all_history_rows(world) == before

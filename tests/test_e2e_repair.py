@@ -49,7 +49,7 @@ def test_archived_threads_come_back_and_rollback_rearchives_exactly(world):
     assert world.listed_ids() == [ids[2]]
     files_before = {k: v for k, v in snapshot(world.home).items() if k.startswith(("sessions/", "archived_sessions/"))}
     rows_before = world.db("SELECT * FROM threads ORDER BY id")
-    assert world.script("session_repair.py", "--apply").returncode == 0
+    assert world.script("session_repair.py", "--unarchive", "--apply").returncode == 0
     listed = world.listing()
     assert sorted(t["id"] for t in listed) == sorted(ids)
     for t in listed:

@@ -10,7 +10,7 @@ from codex_client import CodexError
 def test_rollback_after_continuing_an_unarchived_thread_never_splits_it(world):
     ids = world.make_threads(3)
     world.archive(ids[0], ids[1])
-    assert world.script("session_repair.py", "--apply").returncode == 0
+    assert world.script("session_repair.py", "--unarchive", "--apply").returncode == 0
     with world.app() as app:  # the user continues thread 0 after the repair
         app.request("thread/resume", {"threadId": ids[0]})
         app.turn(ids[0], "one more thing")

@@ -167,7 +167,7 @@ def test_story_archive_repair_continue_rollback_never_splits_a_thread(world):
     ids = world.make_threads(3, cwd=proj, prompt="arc")
     world.archive(ids[0], ids[1])
     assert world.listed_ids() == [ids[2]]
-    res = json.loads(_ok(world.script("session_repair.py", "--apply", "--json")).stdout)["result"]
+    res = json.loads(_ok(world.script("session_repair.py", "--unarchive", "--apply", "--json")).stdout)["result"]
     assert (res["unarchived_rows"], res["moved"], res["archived_after"]) == (2, 2, 0)
     s = world.surfaces(proj)
     assert s.shown_everywhere(ids) == NONE_MISSING
@@ -290,7 +290,7 @@ def test_story_two_state_dbs_both_show_the_sessions_after_migration_and_repair(w
         assert {t: len(app.read_thread(t)["turns"]) for t in ids} == {t: 0 for t in ids}  # as before
 
     world.archive(ids[0])  # archived through the CLI's DB only: the desktop row is stale now
-    res = json.loads(_ok(world.script("session_repair.py", "--apply", "--json")).stdout)["result"]
+    res = json.loads(_ok(world.script("session_repair.py", "--unarchive", "--apply", "--json")).stdout)["result"]
     assert res["rows_per_db"][str(desktop)] >= 1 and res["moved"] == 1
     assert {t: r[1:3] for t, r in _rows(world, desktop).items()} == {t: r[1:3] for t, r in _rows(world).items()}
     s = world.surfaces(proj)

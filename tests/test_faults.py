@@ -139,7 +139,7 @@ def test_repair_fault_at_every_point(tmp_path, action, rc):
     moved = hb.add()
     hb.sql("UPDATE threads SET rollout_path=? WHERE id=?", ("/old/.codex/sessions/x/" + moved.path.name, moved.id))
     hb.add(write_row=False)
-    labels = _walk(tmp_path, hb, "session_repair.py", ["--apply", "--import-orphans"], action, rc, timed=False)
+    labels = _walk(tmp_path, hb, "session_repair.py", ["--apply", "--import-orphans", "--unarchive"], action, rc, timed=False)
     assert "commit" in labels
 
 
@@ -246,7 +246,7 @@ def test_repair_in_batches_fault_at_every_point(tmp_path, action, rc):
     archived = [hb.add(archived=True) for _ in range(3)]
     day = hb.root / "sessions" / archived[0].created.strftime("%Y/%m/%d")
     assert not day.exists()
-    labels = _walk(tmp_path, hb, "session_repair.py", ["--apply", "--import-orphans"], action, rc, timed=False,
+    labels = _walk(tmp_path, hb, "session_repair.py", ["--apply", "--import-orphans", "--unarchive"], action, rc, timed=False,
                    limit=IN_BATCHES)
     assert labels.count("batch") == 1 and labels.count("commit") == 2, labels
     recs = _journal(hb.root)

@@ -284,7 +284,7 @@ def plan(script, root, *args):
 
 def test_plans_name_each_session_by_title_date_and_folder_with_readable_dates(broken):
     import re
-    repair = plan("session_repair.py", broken.root, "--import-orphans")
+    repair = plan("session_repair.py", broken.root, "--import-orphans", "--unarchive")
     lines = repair.stdout.splitlines()
     assert lines[3:5] == ["files to move: 2 (0 back to their recorded path, 2 out of the archive)",
                           "index entries to update: 3, to add: 1; sessions skipped: 4"]

@@ -348,7 +348,7 @@ def test_audit_json_reports_history_incomplete_by_kind_and_exits_1(ph):
     assert f"{threads[0].id} (turns_missing_before_cursor)" in integ["history_incomplete_sample"]
     text = run("session_audit.py", ph.root).stdout
     assert "history_incomplete: 2" in text and f"{threads[0].id} (turns_missing_before_cursor)" in text
-    assert "session_repair.py" in text and "--rebuild-history" in text  # what to run next
+    assert "session_recover.py" in text and "--rebuild-history" in text  # what to run next
 
 
 # --- the rebuild client and the refusals ------------------------------------------------------

@@ -115,7 +115,7 @@ def test_rollback_refuses_a_journal_edited_to_point_outside(tmp_path, edit):
     hb.add(provider="oldco")
     hb.add(archived=True, provider="newco")
     assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
-    assert run("session_repair.py", hb.root, "--apply").returncode == 0
+    assert run("session_repair.py", hb.root, "--unarchive", "--apply").returncode == 0
     runs = sorted((hb.root / ".tmp" / "session-migration").glob("*_*/journal.jsonl"))
     journal = runs[0] if edit in ("path", "db", "codex_dir") else runs[1]
     victim = tmp_path / "victim.jsonl"

@@ -157,7 +157,7 @@ def test_a_symlinked_tmp_folder_is_refused_before_anything_is_written(home, tmp_
     elsewhere.mkdir()
     (hb.root / ".tmp").symlink_to(elsewhere)
     before = home_state(hb.root)
-    for script, args in (("provider_migrate.py", ["--apply"]), ("session_repair.py", ["--apply"])):
+    for script, args in (("provider_migrate.py", ["--apply"]), ("session_repair.py", ["--unarchive", "--apply"])):
         proc = frun(script, hb.root, *args)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "leads outside the Codex home" in proc.stderr
@@ -275,7 +275,7 @@ def test_a_kill_between_mkdir_and_move_leaves_no_folder(tmp_path):
     t = hb.add(archived=True)
     dated = hb.root / "sessions" / t.created.strftime("%Y/%m/%d")
     assert not (hb.root / "sessions").exists()
-    proc = frun("session_repair.py", hb.root, "--apply", fault="kill:file:4")  # sessions/Y/m/d made, no move
+    proc = frun("session_repair.py", hb.root, "--unarchive", "--apply", fault="kill:file:4")  # sessions/Y/m/d made, no move
     assert proc.returncode == -signal.SIGKILL
     assert dated.is_dir() and t.path.exists()
     assert frun("rollback.py", hb.root, "--latest", "--apply").returncode == 0
@@ -307,7 +307,7 @@ def test_rollback_never_splits_a_continued_thread(tmp_path):
     hb = HomeBuilder(tmp_path / ".codex")
     x, y = hb.add(archived=True, preview="x"), hb.add(archived=True, preview="y")
     before = home_state(hb.root)
-    assert frun("session_repair.py", hb.root, "--apply").returncode == 0
+    assert frun("session_repair.py", hb.root, "--unarchive", "--apply").returncode == 0
     (xp,) = hb.sql("SELECT rollout_path FROM threads WHERE id=?", (x.id,))[0]
     _append_turn(Path(xp))  # continue x: Codex appends and bumps the row
     hb.sql("UPDATE threads SET updated_at=updated_at+500 WHERE id=?", (x.id,))

@@ -132,6 +132,7 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
     assert applied.returncode == 1, applied.stderr
     moved = hb.threads[15]
     assert rows(root, f"SELECT rollout_path FROM threads WHERE id='{moved.id}'") == [(str(moved.path),)]
+    assert rows(root, "SELECT count(*) FROM threads WHERE archived=1") == [(2,)]  # archived stays archived
     verify = paste(line_after(applied.stdout, "Verify, then restart"), elsewhere, env)
     assert verify.returncode == 1 and verify.stdout.startswith(f"=== Codex Session Audit: {root} ===\n")
     undo = line_after(applied.stdout, "undo with:")

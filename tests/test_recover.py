@@ -13,7 +13,8 @@ from homebuilder import HomeBuilder
 from test_faults import _walk
 from test_migrate_rollback import home_state
 
-from sessionkit.recover import SKIP_MOVED_AND_EDITED, SKIP_UNARCHIVE_LATER
+from sessionkit.recover import SKIP_MOVED_AND_EDITED, SKIP_UNARCHIVE_LATER  # noqa: F401
+from sessionkit.repair import UNARCHIVE_NEXT_RUN
 
 
 def recover(home, *args, expect=(0, 1)):
@@ -228,7 +229,7 @@ def test_a_remapped_file_to_unarchive_stays_archived_this_run_and_rolls_back(tmp
            ("/home/olduser/.codex/" + str(t.path.relative_to(hb.root)), t.id))
     before = home_state(hb.root)
     r = json.loads(recover(hb.root, "--unarchive", "--apply", "--json", expect=(1,)).stdout)
-    assert [s["reason"] for s in r["skipped_sample"]] == [SKIP_UNARCHIVE_LATER]
+    assert [s["reason"] for s in r["skipped_sample"]] == [UNARCHIVE_NEXT_RUN]  # the repair's own rule
     assert hb.sql("SELECT archived, rollout_path, cwd FROM threads") == \
         [(1, str(t.path), str(tmp_path / "newuser" / "proj"))]
     rb = run_script("rollback.py", "--codex-dir", str(hb.root), "--latest", "--apply")

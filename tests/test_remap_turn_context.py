@@ -218,10 +218,10 @@ def test_every_state_db_is_repaired_and_rolled_back(tmp_path):
     shutil.copy(hb.db_path, desktop)  # both DBs index all three, the archived one too
     before = state(hb.root)
     out = json.loads(frun("session_repair.py", hb.root, "--remap-prefix", f"{OLD}=/home/newuser2",
-                          "--json").stdout)
+                          "--unarchive", "--json").stdout)
     assert out["other_dbs"] == [{"db": str(desktop), "planned_row_updates": 3, "planned_row_inserts": 0}]
     res = json.loads(frun("session_repair.py", hb.root, "--remap-prefix", f"{OLD}=/home/newuser2",
-                          "--apply", "--json").stdout)["result"]
+                          "--unarchive", "--apply", "--json").stdout)["result"]
     assert res["rows_per_db"][str(hb.db_path)] == 3 and res["rows_per_db"][str(desktop)] == 3
     assert str(desktop) in res["other_db_backups"]
     for db in (hb.db_path, desktop):

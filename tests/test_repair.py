@@ -57,7 +57,7 @@ def test_unarchive_moves_to_dated_folder_and_rolls_back(tmp_path):
     keep = hb.add()
     arch = [hb.add(archived=True, preview=f"a{i}") for i in range(2)]
     before = home_state(hb.root)
-    out = repair(hb.root, "--apply")
+    out = repair(hb.root, "--unarchive", "--apply")
     assert out["planned_unarchive_moves"] == 2 and out["unarchive_rows"] == 2
     assert (out["archived_before"], out["path_fix_enabled"], out["unarchive_enabled"]) == (2, True, True)
     assert out["result"]["unarchived_rows"] == 2 and out["result"]["archived_after"] == 0
@@ -77,7 +77,7 @@ def test_unarchive_moves_to_dated_folder_and_rolls_back(tmp_path):
 def test_only_selected_threads_are_unarchived(tmp_path):
     hb = HomeBuilder(tmp_path / ".codex")
     arch = [hb.add(archived=True) for _ in range(3)]
-    out = repair(hb.root, "--thread-id", arch[1].id)
+    out = repair(hb.root, "--unarchive", arch[1].id)
     assert out["planned_unarchive_moves"] == 1
     assert out["moves_sample"][0].startswith(arch[1].id)
 

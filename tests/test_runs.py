@@ -28,7 +28,7 @@ def history(tmp_path):
     """A repair, a migration rolled back, the migration again: three runs."""
     hb = build_broken_home(tmp_path / ".codex")
     root = hb.root
-    assert run("session_repair.py", root, "--remap-prefix", f"/home/olduser/.codex={root}", "--apply").returncode == 1
+    assert run("session_repair.py", root, "--remap-prefix", f"/home/olduser/.codex={root}", "--unarchive", "--apply").returncode == 1
     assert run("provider_migrate.py", root, "--apply").returncode == 0
     assert run("rollback.py", root, "--latest", "--apply").returncode == 0
     assert run("provider_migrate.py", root, "--apply").returncode == 0

@@ -15,6 +15,7 @@ from . import UserError
 from .locks import scan_activity
 
 REQUEST_TIMEOUT_S = 120.0
+INTERRUPTED = "interrupted (Ctrl-C) before Codex rebuilt it: its history comes back the first time it is opened"
 
 
 def find_codex(codex_bin: Optional[str]) -> str:
@@ -146,6 +147,22 @@ def rebuild_histories(home: Path, thread_ids: Sequence[str], codex: str,
         left = [t for t in todo if t not in done and all(t != f for f, _ in failed)]
         failed += [(t, f"codex app-server failed ({exc}); its history comes back the first time it is opened")
                    for t in left]
+    except KeyboardInterrupt:  # the repair is applied already: say what was done, never "interrupted" alone
+        failed += [(t, INTERRUPTED) for t in todo if t not in done and all(t != f for f, _ in failed)]
     finally:
-        app.close()
+        _close_held(app)
     return done, failed
+
+
+def _close_held(app: "_AppServer") -> None:
+    """Stop the app-server with Ctrl-C held off (a second Ctrl-C would leave it running)."""
+    import signal
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        app.close()
+        return
+    try:
+        app.close()
+    finally:
+        signal.signal(signal.SIGINT, old)

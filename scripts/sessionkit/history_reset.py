@@ -93,16 +93,24 @@ def history_plan_report(plan: HistoryPlan, sample: int, rebuild: bool) -> Dict[s
 def rebuild_after(home: Any, plan: HistoryPlan, result: Optional[Dict[str, Any]], codex: str) -> Dict[str, Any]:
     """After the apply: Codex resumes each reset (or never built) thread once, except those the
     apply skipped; the report names every thread that was not rebuilt and why."""
-    from .codex_rebuild import rebuild_histories
+    from .codex_rebuild import INTERRUPTED, rebuild_histories
     skipped = {str(s.get("thread_id")).lower() for s in (result or {}).get("skipped_at_apply") or []}
     archived = archived_ids(home.state_db.path)
     todo = [t for t in plan.rebuild if t.lower() not in skipped and t.lower() not in archived]
     sqlite_home = home.state_db.path.parent
     done, failed = rebuild_histories(home.root, todo, codex, None if sqlite_home == home.root else sqlite_home)
+    interrupted = any(why == INTERRUPTED for _t, why in failed)
     failed += [(t, "archived: Codex resumes only active threads (measured on 0.171); its history comes back "
                    "when it is unarchived and opened") for t in plan.rebuild if t.lower() in archived]
     return {"codex_bin": safe_str(codex), "rebuilt": len(done), "rebuilt_sample": done[:10],
-            "failed": [{"thread_id": t, "reason": r} for t, r in failed]}
+            "failed": [{"thread_id": t, "reason": r} for t, r in failed], "interrupted": interrupted}
+
+
+def interrupted_rebuild(plan: HistoryPlan, codex: str) -> Dict[str, Any]:
+    """The rebuild report of a Ctrl-C outside the app-server's loop: nothing known rebuilt."""
+    from .codex_rebuild import INTERRUPTED
+    return {"codex_bin": safe_str(codex), "rebuilt": 0, "rebuilt_sample": [],
+            "failed": [{"thread_id": t, "reason": INTERRUPTED} for t in plan.rebuild], "interrupted": True}
 
 
 def history_lines(r: Dict[str, Any]) -> List[str]:
@@ -116,6 +124,8 @@ def history_lines(r: Dict[str, Any]) -> List[str]:
     out += [f"  history skipped {s['thread_id']}: {s['reason']}" for s in r["history_skipped"]]
     if r.get("history_comes_back"):
         out.append(f"history comes back: {r['history_comes_back']}")
+    for tid in r.get("history_reset_instead_of_shift") or []:
+        out.append(f"  {tid}: its history is reset, so the remap's offset shift is not needed")
     rb = r.get("history_rebuild")
     if rb:
         out.append(f"history_rebuilt: {rb['rebuilt']} (by {rb['codex_bin']})")
@@ -123,10 +133,11 @@ def history_lines(r: Dict[str, Any]) -> List[str]:
     return out
 
 
-def name_changes(plan: HistoryPlan) -> List[Any]:
-    """Each lost name as a row change of the repair (NULL -> the name session_index.jsonl recorded)."""
-    from .repair import RowChange
-    return [RowChange(tid, {"name": None}, {"name": name}, ["restore name"]) for tid, name in plan.names]
+def reset_and_remapped(repair: Any, plan: HistoryPlan) -> List[str]:
+    """Threads whose history is reset and whose rollout a remap grows in the same run: their rows are
+    deleted, not shifted (the reset goes first; Codex rebuilds them from the rewritten file)."""
+    keys = {f.key.lower() for f in plan.resets}
+    return [r.thread_id for r in repair.rewrites if r.grows and r.thread_id.lower() in keys]
 
 
 # The order of the deletes: the cursor last, since deleting it fires Codex's trigger that deletes

@@ -200,10 +200,12 @@ def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan) -> List[Op]:
+def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan, reset: Sequence[str] = ()) -> List[Op]:
     """The plan as typed operations: each thread's line 1, then offsets and rows (files before DBs),
     in the used DB and in every other state DB of the home (and their history DBs). A growing
-    rollout's forks follow it (their history_base moves with it), parents before forks."""
+    rollout's forks follow it (their history_base moves with it), parents before forks. `reset`:
+    threads whose rows in `hist_path` the same run deletes (a history reset): nothing to shift."""
+    reset_ids = {t.lower() for t in reset}
     hists = []
     for db in ([] if plan.db_only else [home_db] + [o.db for o in plan.others]):
         hp = hist_path if db == home_db else history_db_path(db)
@@ -230,7 +232,7 @@ def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan) -> List[O
         if rw is not None:
             ops.append(rw)
             for hp, conn, with_offsets in hists:  # re-read under the writer lock when prepared
-                if tid in with_offsets:
+                if tid in with_offsets and not (hp == hist_path and tid.lower() in reset_ids):
                     ops.append(OffsetShift.following(str(hp), rw, read_offsets(conn, tid)))
         c = changes.get(tid)
         if c is None:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .history_check import check_history
 from .history_offsets import history_db_path
-from .history_reset import HistoryPlan, history_ops, name_changes, plan_history
+from .history_reset import HistoryPlan, history_ops, plan_history
 from .migrate import MigrationPlan, ProviderChange, migration_ops, plan_migration, provider_counts
 from .ops import Op
 from .paths import safe_str
@@ -112,9 +112,10 @@ def picture_after_repair(inputs: AuditInputs, repair: RepairPlan) -> AuditInputs
 def plan_recover(inputs: AuditInputs, opts: RecoverOptions, now: Optional[float] = None) -> RecoverPlan:
     """Repair and history on the home as it is; the provider on the home as the repair leaves it."""
     now = time.time() if now is None else now
-    repair = plan_repair(inputs, fix_paths=opts.fix_paths, unarchive=opts.unarchive, thread_ids=opts.thread_ids,
-                         remaps=opts.remaps, import_orphans=opts.import_orphans, now=now)
     history = plan_history(inputs, check_history(inputs), opts.fix_history, opts.thread_ids)
+    repair = plan_repair(inputs, fix_paths=opts.fix_paths, unarchive=opts.unarchive, thread_ids=opts.thread_ids,
+                         remaps=opts.remaps, import_orphans=opts.import_orphans, now=now,
+                         names=history.names)  # name restores: row changes through the one skip path
     migration = plan_migration(picture_after_repair(inputs, repair), opts.target, thread_ids=opts.thread_ids,
                                include_archived=opts.include_archived)
     plan = RecoverPlan(inputs, opts, repair, history, migration)
@@ -131,8 +132,8 @@ def _remap_inserts(plan: RecoverPlan) -> None:
     """A file the run indexes that was written in the moved folder gets the remap too (its row's
     cwd, line 1 and the cwd of its later lines), as the rows the repair remaps do: else it would be
     indexed under a folder that no longer exists and be missing from the project's list."""
-    from .repair import RolloutPlan, _line1_payload, _remap
-    from .rollout_cwd import scan_cwd_lines
+    from .repair import RolloutPlan
+    from .rollout_edit import plan_file, remap
     remaps = plan.repair.remaps
     if not remaps:
         return
@@ -141,29 +142,13 @@ def _remap_inserts(plan: RecoverPlan) -> None:
     for ins in plan.repair.inserts:
         tid, path = str(ins["id"]), Path(str(ins["rollout_path"]))
         if isinstance(ins.get("cwd"), str):
-            ins["cwd"] = _remap(ins["cwd"], remaps)
-        payload = _line1_payload(path)
-        if payload is None:
+            ins["cwd"] = remap(ins["cwd"], remaps)
+        fp = plan_file(str(path), remaps)  # the one editor: the same plan the write makes
+        if fp.problem or not fp.spans:
             continue
-        new: Dict[str, Any] = {}
-        if isinstance(payload.get("cwd"), str) and _remap(payload["cwd"], remaps) != payload["cwd"]:
-            new["cwd"] = _remap(payload["cwd"], remaps)
-        roots = payload.get("runtime_workspace_roots")
-        if isinstance(roots, list) and all(isinstance(x, str) for x in roots):
-            moved = [_remap(x, remaps) for x in roots]
-            if moved != roots:
-                new["runtime_workspace_roots"] = moved
-        try:
-            lines = [t for t in scan_cwd_lines(path) if any(_remap(c, remaps) != c for c in t.cwds)]
-        except OSError:
-            continue
-        if not new and not lines:
-            continue
-        grows = any(len(_remap(c, remaps).encode()) > len(c.encode()) for t in lines for c in t.cwds) or \
-            any(len(str(v).encode()) > len(str(payload.get(k)).encode()) for k, v in new.items())
-        if grows and tid.lower() in parents:
-            continue  # a fork records byte offsets into it: its row's cwd is still remapped
-        plan.repair.rewrites.append(RolloutPlan(tid, path, new, len(lines), grows))
+        if fp.growth > 0 and tid.lower() in parents:
+            continue  # a fork records byte offsets into it and no fork move is planned for it: row only
+        plan.repair.rewrites.append(RolloutPlan(tid, path, {}, fp.folder_lines, fp.growth > 0))
 
 
 def _fold_provider_into_rewrites(plan: RecoverPlan) -> None:
@@ -299,8 +284,7 @@ def recover_ops(plan: RecoverPlan, now: float) -> List[Op]:
     db = home.state_db.path
     hist = history_db_path(db)
     repair = plan.repair
-    repair.rows = repair.rows + name_changes(plan.history)
-    mig = migration_ops(db, hist, plan.migration)
+    mig = migration_ops(db, hist, plan.migration, reset=[f.thread_id for f in plan.history.resets])
     file_first = [o for o in mig if not o.DB_OP]
     mig_db = [o for o in mig if o.DB_OP]
     ops: List[Op] = list(file_first)
@@ -353,7 +337,7 @@ def plan_report(plan: RecoverPlan, names: Dict[str, str], sample: int) -> Dict[s
                                "changes": plan.detail.get(t, [])} for t in ids[:sample]]
                           for c, ids in groups.items()},
         "planned_moves": len(plan.repair.moves),
-        "planned_row_updates": len(plan.repair.rows) + len(plan.history.names),
+        "planned_row_updates": len(plan.repair.rows),
         "planned_row_inserts": len(plan.repair.inserts),
         "planned_rollout_rewrites": len(plan.repair.rewrites),
         "planned_line1_rewrites": sum(1 for c in plan.migration.changes if c.edit is not None) + len(plan.folded),

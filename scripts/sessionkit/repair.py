@@ -58,6 +58,10 @@ class RepairPlan:
     graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the remapped rollouts
     forks_moved: int = 0  # forks whose history_base moves with a growing parent
     others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
+    links: List[Tuple[str, str, str]] = field(default_factory=list)  # (link, target, new target) re-pointed
+
+    def has_work(self) -> bool:
+        return bool(self.moves or self.rows or self.inserts or self.others or self.links)
 
 
 @dataclass
@@ -119,25 +123,94 @@ def unarchived_path(root: Path, rf: RolloutFile) -> Path:
     return root / "sessions" / y / m / d / rf.name
 
 
-def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = True,
+# Why a thread is left alone (each printed with the thread it names).
+NO_FILE = "no rollout file for this thread anywhere"
+LIVE_MOVE = "live thread (its writer lock is held): never moved"
+LIVE_ROW = "live thread (its writer lock is held): row left alone"
+HARD_LINKED = ("not unarchived: its rollout is hard-linked ({links} names for one file, e.g. a backup copy "
+               "outside the home); unarchiving sets its mtime, which would change the other copy too")
+ROW_FOLLOWS_FILE = "archive state follows the file"
+UNARCHIVE_NEXT_RUN = ("not unarchived in this run: the remap rewrites its rollout where it lies first; run the "
+                      "same command again to unarchive it (one change after the other, each undoable)")
+
+
+class View:
+    """Where each thread's rollout is: before the run (the used DB's plan, which may move files)
+    or after its moves (every other state DB's plan: paths as they will be, not as they were)."""
+
+    def __init__(self, index: Any, moves: Sequence[MovePlan] = ()) -> None:
+        self.index = index
+        self.dst = {str(m.src): m.dst for m in moves}
+        self.src = {str(m.dst): m.src for m in moves}
+
+    def at(self, path: str) -> Optional[Tuple[RolloutFile, Path]]:
+        """The file that will be at `path` (its index entry, read where it is now), or None."""
+        if path in self.dst:
+            return None
+        src = self.src.get(path)
+        rf = self.index.by_path.get(str(src) if src is not None else path)
+        return (rf, Path(path)) if rf is not None else None
+
+    def of(self, tid: str) -> List[Tuple[RolloutFile, Path]]:
+        return [(rf, self.dst.get(rf.key, rf.path)) for rf in self.index.by_thread.get(tid, [])]
+
+
+@dataclass
+class Choice:
+    """What the user asked: path fixes, and which archived threads to bring back (none by default)."""
+    fix_paths: bool = True
+    unarchive_all: bool = False
+    unarchive_ids: frozenset = frozenset()
+    stay: frozenset = frozenset()  # threads whose file is not moved in this run (rewritten in place first)
+
+    def unarchives(self, tid: str) -> bool:
+        return (self.unarchive_all or tid.lower() in self.unarchive_ids) and tid.lower() not in self.stay
+
+
+def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = False,
                 thread_ids: Sequence[str] = (), remaps: Sequence[Remap] = (),
                 import_orphans: bool = False, now: Optional[float] = None,
-                sub: bool = False) -> RepairPlan:
-    """One pass over the rows with dictionary look-ups into the one-walk index. `sub`: the plan
-    of another state DB's rows (no rollout reads, no further DBs)."""
+                names: Sequence[Tuple[str, str]] = (), sub: bool = False) -> RepairPlan:
+    """One pass over the rows with dictionary look-ups into the one-walk index; then every other
+    state DB from the picture of the home after this plan's moves. `unarchive`: True for every
+    archived thread, or the ids to bring back; archived threads stay archived otherwise. `names`:
+    (thread id, name) restores, through the same skip-one-thread path as every row change.
+    A thread whose rollout a remap rewrites is not also moved in the same run (its row is pointed
+    at the file instead, or its unarchive waits for the next run, named with that reason): each
+    run stays undoable as a whole. `sub`: the used DB's rows only (no rollout read in full, no
+    other DB), for the audit's cheap look at a few sessions."""
     now = time.time() if now is None else now
+    choice = Choice(fix_paths, unarchive is True,
+                    frozenset(t.lower() for t in unarchive) if not isinstance(unarchive, bool) else frozenset())
+    plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names, sub)
+    moved = {m.thread_id.lower(): m.why for m in plan.moves}
+    both = {r.thread_id.lower() for r in plan.rewrites if r.thread_id.lower() in moved}
+    if not both:
+        return plan
+    choice = Choice(fix_paths, choice.unarchive_all, choice.unarchive_ids, frozenset(both))
+    plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names, sub)
+    plan.skipped += [(t, UNARCHIVE_NEXT_RUN) for t in sorted(both) if moved[t] == "unarchive"]
+    return plan
+
+
+def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: Sequence[str],
+               remaps: Sequence[Remap], import_orphans: bool, now: float,
+               names: Sequence[Tuple[str, str]], sub: bool = False) -> RepairPlan:
+    """The plan for one choice: the used DB's rows and orphans, names, then every other state DB."""
     root = inputs.home.root
-    plan = RepairPlan(fix_paths=fix_paths, unarchive=unarchive,
+    fix_paths = choice.fix_paths
+    plan = RepairPlan(fix_paths=fix_paths, unarchive=bool(unarchive),
                       archived_before=sum(1 for r in inputs.rows if r.archived))
     wanted = {t.lower() for t in thread_ids}
     live = {t.lower() for t in inputs.activity.live_threads}
     remaps = list(remaps)
     plan.remaps = remaps
     taken: Dict[str, str] = {}  # destination path -> thread
+    view = View(inputs.index)
     for row in sorted(inputs.rows, key=lambda r: r.id):
         if wanted and row.id.lower() not in wanted:
             continue
-        _plan_row(plan, row, inputs, fix_paths, unarchive, remaps, live, taken, now)
+        _plan_row(plan, plan.rows, row, inputs, view, choice, remaps, live, taken, now, True)
     outside = home_prefix_counts((r.rollout_path for r in inputs.rows
                                   if r.rollout_path and not is_inside(r.rollout_path, root)), root)
     if outside and not remaps:
@@ -145,12 +218,64 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = T
         plan.suggested_remap = f"--remap-prefix {safe_str(old)}={safe_str(root)}"
     if import_orphans:
         _plan_imports(plan, inputs, wanted, live, now)
-    plan.skipped = [(t, explain_live(r, inputs.activity, t)) for t, r in plan.skipped]
+    for tid, name in names:
+        if not (wanted and tid.lower() not in wanted) and \
+                not _row_change(plan, plan.rows, tid, {"name": None}, {"name": name}, ["restore name"], live):
+            _drop_thread(plan, tid)
     if not sub:
-        if remaps:
-            _plan_rewrites(plan, inputs)
-        _plan_other_dbs(plan, inputs, thread_ids, import_orphans, now)
+        _plan_other_dbs(plan, inputs, wanted, import_orphans, live, now)
+    plan.skipped = [(t, explain_live(r, inputs.activity, t)) for t, r in plan.skipped]
+    if remaps and not sub:
+        _plan_rewrites(plan, inputs)
+        plan.links = daemon_links(root, remaps)
     return plan
+
+
+def daemon_links(root: Path, remaps: Sequence[Remap]) -> List[Tuple[str, str, str]]:
+    """The home's `packages/*/current` symlinks that point into the old home and whose remapped
+    target exists (0.171 does not start until the daemon's link points inside the moved home)."""
+    pkgs = root / "packages"
+    out = []
+    for name in sorted(os.listdir(str(pkgs))) if pkgs.is_dir() and not pkgs.is_symlink() else []:
+        link = pkgs / name / "current"
+        if not link.is_symlink():
+            continue
+        target = os.readlink(str(link))
+        new = remap(target, list(remaps))
+        if new != target and os.path.exists(new if os.path.isabs(new) else str(link.parent / new)):
+            out.append((str(link), target, new))
+    return out
+
+
+def resolve_threads(inputs: AuditInputs, values: Sequence[str]) -> List[str]:
+    """Thread ids for ids or names given on the command line (a name as `thread/name/set` gave it,
+    from the row or session_index.jsonl); an unknown or ambiguous one is a UserError."""
+    ids = {r.id.lower() for r in inputs.rows} | set(inputs.index.by_thread)
+    named: Dict[str, List[str]] = {}
+    in_rows = _row_names(inputs.home.state_db.path)
+    for tid, name in in_rows.items():
+        named.setdefault(name, []).append(tid)
+    for tid, name in names_from_session_index(inputs.home).items():
+        if tid not in in_rows:
+            named.setdefault(name, []).append(tid)
+    out = []
+    for v in values:
+        if v.lower() in ids:
+            out.append(v.lower())
+            continue
+        hits = sorted(set(named.get(v, [])))
+        if not hits:
+            raise UserError(f"no thread with the id or name {safe_str(v)!r} in this Codex home")
+        if len(hits) > 1:
+            raise UserError(f"{len(hits)} threads are named {safe_str(v)!r} ({', '.join(hits)}): "
+                            f"name one by its id")
+        out.append(hits[0])
+    return out
+
+
+def _row_names(db: Path) -> Dict[str, str]:
+    from .history_check import named_threads
+    return named_threads(db) or {}
 
 
 def other_state_dbs(home: Any) -> List[Path]:
@@ -165,14 +290,19 @@ def _row_values(row: ThreadRow) -> Dict[str, Any]:
             "archived_at": row.archived_at, "updated_at": row.updated_at, "updated_at_ms": row.updated_at_ms}
 
 
-def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, thread_ids: Sequence[str],
-                    import_orphans: bool, now: float) -> None:
-    """Each other state DB ends as the used one: the used DB's row changes applied to its rows of
-    the same threads; its other rows planned on their own (row-only changes; a row that would
-    need a file move the used DB's plan does not make is skipped, naming that DB)."""
+def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_orphans: bool,
+                    live: set, now: float) -> None:
+    """Each other state DB's rows planned on their own against the home after the used DB's plan
+    (its moves done): a row follows its thread's file where it will be, and takes the used DB's
+    changes of that thread (unarchive, remap); a thread it lacks is inserted from its file where it
+    will be. A thread the used DB's plan leaves alone is left alone here too, and a thread one DB
+    cannot take is left alone in every DB."""
     from .statedb import load_threads
-    done = {r.thread_id.lower(): r for r in plan.rows}
-    skipped = {t.lower() for t, _ in plan.skipped}
+    asked = {r.thread_id.lower(): r.new for r in plan.rows if "unarchive" in r.why}  # the user's own request
+    inserted = {i["id"].lower(): i for i in plan.inserts}
+    left = {t.lower() for t, _ in plan.skipped}
+    view = View(inputs.index, plan.moves)
+    choice = Choice(plan.fix_paths)
     for db in other_state_dbs(inputs.home):
         other = OtherDbPlan(db)
         try:
@@ -180,34 +310,87 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, thread_ids: Sequence[
         except UserError as exc:
             plan.skipped.append((str(db), f"other state DB not read: {exc}"))
             continue
-        rest = []
-        for row in rows:
+        for row in sorted(rows, key=lambda r: r.id):
             tid = row.id.lower()
-            change = done.get(tid)
-            if change is not None:
-                values = _row_values(row)
-                old = {k: values[k] for k in change.new}
-                if old != change.new:
-                    other.rows.append(RowChange(row.id, old, dict(change.new), change.why + ["as in the used DB"]))
-            elif tid not in skipped:
-                rest.append(row)
-        if rest or import_orphans:
-            sub_inputs = AuditInputs(home=inputs.home, rows=rest, index=inputs.index, metas=inputs.metas,
-                                     activity=inputs.activity, heads=inputs.heads)
-            sub = plan_repair(sub_inputs, plan.fix_paths, plan.unarchive, thread_ids, plan.remaps,
-                              import_orphans, now, sub=True)
-            moved = {m.thread_id.lower() for m in sub.moves}
-            for r in sub.rows:
-                if r.thread_id.lower() in moved:
-                    plan.skipped.append((r.thread_id, f"{safe_str(db)}: its row would need a file move the used "
-                                                      f"DB's plan does not make; run again with --sqlite-home "
-                                                      f"{safe_str(db.parent)}"))
+            if (wanted and tid not in wanted) or tid in left:
+                continue
+            mine: List[RowChange] = []
+            if not _plan_row(plan, mine, row, inputs, view, choice, plan.remaps, live, {}, now, False, db):
+                _drop_thread(plan, tid)
+                continue
+            target = {k: v for c in mine for k, v in c.new.items()}
+            why = [w for c in mine for w in c.why]
+            if tid in asked:
+                target.update({k: v for k, v in asked[tid].items() if k not in ("cwd", "name")})
+                why.append("unarchive, as in the used DB")
+            values = _row_values(row)
+            target = {k: v for k, v in target.items() if values.get(k) != v}
+            if target and not _row_change(plan, other.rows, row.id, {k: values[k] for k in target}, target,
+                                          why, live, db):
+                _drop_thread(plan, tid)
+        if import_orphans:
+            have = {r.id.lower() for r in rows}
+            for ins in _inserts_for(plan, inputs, view, have, inserted, wanted, live, now):
+                if _insert_ok(plan, ins, db):
+                    other.inserts.append(ins)
                 else:
-                    other.rows.append(r)
-            other.inserts = [i for i in sub.inserts if i["id"].lower() not in moved]
-            plan.skipped.extend((t, f"{safe_str(db)}: {why}") for t, why in sub.skipped)
+                    _drop_thread(plan, ins["id"].lower())
         if other.rows or other.inserts:
             plan.others.append(other)
+
+
+def _inserts_for(plan: RepairPlan, inputs: AuditInputs, view: View, have: set, inserted: Dict[str, Any],
+                 wanted: set, live: set, now: float) -> List[Dict[str, Any]]:
+    """Rows for the threads another DB lacks: the used DB's insert, or one built from the file and
+    pointed at where the file will be (an unarchived thread is not inserted as archived)."""
+    root = inputs.home.root
+    left = {t.lower() for t, _ in plan.skipped}
+    out = []
+    for tid in sorted(inputs.index.by_thread):
+        if tid in have or tid in left or (wanted and tid not in wanted):
+            continue
+        if tid in inserted:
+            out.append(dict(inserted[tid]))
+            continue
+        if tid not in inputs.rows_by_id:
+            continue  # an orphan the used DB's plan did not import: the same reason holds here
+        files = view.of(tid)
+        if len(files) != 1:
+            continue
+        rf, final = files[0]
+        if classify_orphan(rf, live, now) != "importable" or _usable(rf, inputs, tid):
+            continue
+        archived = is_inside(final, root / "archived_sessions")
+        try:
+            ins = row_from_rollout(rf.path, tid, archived, inputs.home.config.model_provider)
+        except Unimportable:
+            continue
+        ins["rollout_path"] = str(final)
+        if str(final) != rf.key and not archived:
+            ins["archived_at"] = None
+        out.append(ins)
+    return out
+
+
+def _insert_ok(plan: RepairPlan, ins: Dict[str, Any], db: Optional[Path] = None) -> bool:
+    bad = unbindable(ins.values())
+    if bad:
+        where = f"{safe_str(db)}: " if db is not None else ""
+        plan.skipped.append((ins["id"], f"{where}row not added: it holds {bad}"))
+        return False
+    return True
+
+
+def _drop_thread(plan: RepairPlan, tid: str) -> None:
+    """A thread one DB cannot take is left alone whole: its moves and row changes in every DB."""
+    t = tid.lower()
+    plan.moves = [m for m in plan.moves if m.thread_id.lower() != t]
+    plan.rows = [r for r in plan.rows if r.thread_id.lower() != t]
+    plan.inserts = [i for i in plan.inserts if i["id"].lower() != t]
+    plan.rewrites = [r for r in plan.rewrites if r.thread_id.lower() != t]
+    for o in plan.others:
+        o.rows = [r for r in o.rows if r.thread_id.lower() != t]
+        o.inserts = [i for i in o.inserts if i["id"].lower() != t]
 
 
 def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
@@ -240,8 +423,20 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
         plan.forks_moved = len(members(plan.graph, growing))
 
 
-def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: bool, unarchive: bool,
-              remaps: List[Remap], live: set, taken: Dict[str, str], now: float) -> None:
+def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: AuditInputs, view: View,
+              choice: Choice, remaps: List[Remap], live: set, taken: Dict[str, str], now: float,
+              can_move: bool, db: Optional[Path] = None) -> bool:
+    """One row's change against `view`; False when the thread is skipped (its reason recorded,
+    naming `db` when it is not the used DB). A row whose file is elsewhere is pointed at it (or, in
+    the used DB, the file moved back when the row's path is on the same side of the archive); a row
+    whose archive flag disagrees with its file's folder follows the file, as Codex's own repair of
+    a row does; only a thread the user asked for is unarchived."""
+    where = f"{safe_str(db)}: " if db is not None else ""
+
+    def skip(reason: str) -> bool:
+        plan.skipped.append((row.id, where + reason))
+        return False
+
     root = inputs.home.root
     tid = row.id.lower()
     new: Dict[str, Any] = {}
@@ -254,83 +449,94 @@ def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: 
     if stored != row.rollout_path:
         new["rollout_path"] = stored
         why.append("remap rollout_path")
-    current = inputs.index.by_path.get(stored)
-    if current is not None and (_usable(current, inputs, tid) is not None):
-        current = None
-    needs_fix = current is None
-    if needs_fix and not fix_paths and not (unarchive and row.archived):
-        if new:
-            _add_row(plan, row, new, why, live)
-        return
+    can_move = can_move and tid not in choice.stay
+    unarchive = can_move and choice.unarchives(tid)
+    found = view.at(stored)
+    if found is not None and _usable(found[0], inputs, tid) is not None:
+        found = None
     move: Optional[MovePlan] = None
-    if needs_fix:
-        cands = inputs.index.by_thread.get(tid, [])
+    if found is None:
+        if not choice.fix_paths and not (unarchive and row.archived):
+            return not new or _row_change(plan, out, row.id, _row_values(row), new, why, live, db)
+        cands = view.of(tid)
         if len(cands) != 1:
-            reason = "no rollout file for this thread anywhere" if not cands else \
-                f"ambiguous: {len(cands)} rollout files carry this thread id"
-            plan.skipped.append((row.id, reason))
-            return
-        problem = _usable(cands[0], inputs, tid)
+            return skip(NO_FILE if not cands else f"ambiguous: {len(cands)} rollout files carry this thread id")
+        problem = _usable(cands[0][0], inputs, tid)
         if problem:
-            plan.skipped.append((row.id, problem))
-            return
-        current = cands[0]
+            return skip(problem)
+        rf, final = cands[0]
         target = Path(stored)
-        if fix_paths and stored and is_inside(target, root) and _sane_target(target, root) \
-                and target.name == current.name and not target.exists():
-            move = MovePlan(row.id, current.path, target, "fix path", keep_mtime=True)
-        elif fix_paths or (unarchive and row.archived):
-            if stored and is_inside(Path(stored), root) and not _sane_target(Path(stored), root):
+        archives = root / "archived_sessions"
+        if can_move and choice.fix_paths and stored and is_inside(target, root) and _sane_target(target, root) \
+                and target.name == rf.name and not target.exists() \
+                and is_inside(target, archives) == is_inside(final, archives):
+            move = MovePlan(row.id, final, target, "fix path", keep_mtime=True)
+            final = target
+        else:
+            if stored and is_inside(target, root) and not _sane_target(target, root):
                 why.append("stored path unsafe (outside sessions/, a symlink out, or odd characters)")
-            new["rollout_path"] = str(current.path)
+            new["rollout_path"] = str(final)
             why.append("point rollout_path at the real file")
-    assert current is not None
-    final = move.dst if move else current.path
-    if unarchive and row.archived:
-        dst = unarchived_path(root, current)
-        if current.archived or is_inside(final, root / "archived_sessions"):
-            if dst.exists() and dst != current.path:
-                plan.skipped.append((row.id, f"cannot unarchive: {safe_str(dst)} already exists"))
-                return
-            move = MovePlan(row.id, current.path, dst, "unarchive", keep_mtime=False)
+    else:
+        rf, final = found
+    in_archive = is_inside(final, root / "archived_sessions")
+    if unarchive and (row.archived or in_archive):
+        if in_archive:
+            dst = unarchived_path(root, rf)
+            if dst.exists() and dst != rf.path:
+                return skip(f"cannot unarchive: {safe_str(dst)} already exists")
+            links = _links(rf.path)
+            if links > 1:
+                return skip(HARD_LINKED.format(links=links))
+            move = MovePlan(row.id, rf.path, dst, "unarchive", keep_mtime=False)
             final = dst
-        new.update({"archived": 0, "archived_at": None, "rollout_path": str(final)})
-        ts = int(now)
-        new.update({"updated_at": ts, "updated_at_ms": int(now * 1000)})
+        new.update({"archived": 0, "archived_at": None, "rollout_path": str(final),
+                    "updated_at": int(now), "updated_at_ms": int(now * 1000)})
         why.append("unarchive")
+    elif bool(row.archived) != in_archive:
+        new.update({"archived": int(in_archive), "archived_at": int(now) if in_archive else None,
+                    "rollout_path": str(final)})
+        why.append(ROW_FOLLOWS_FILE)
     if move is not None:
         if tid in live:
-            plan.skipped.append((row.id, "live thread (its writer lock is held): never moved"))
-            return
+            return skip(LIVE_MOVE)
         if str(move.dst) in taken:
-            plan.skipped.append((row.id, f"another thread also wants {safe_str(move.dst)}"))
-            return
+            return skip(f"another thread also wants {safe_str(move.dst)}")
         problem = move_problem(move, root)
         if problem:
-            plan.skipped.append((row.id, f"{move.why}: {problem}"))
-            return
-        taken[str(move.dst)] = row.id
-        plan.moves.append(move)
+            return skip(f"{move.why}: {problem}")
     if new.get("rollout_path") == row.rollout_path:
         del new["rollout_path"]
-    if new:
-        _add_row(plan, row, new, why, live)
+    if new and not _row_change(plan, out, row.id, _row_values(row), new, why, live, db):
+        return False
+    if move is not None:
+        taken[str(move.dst)] = row.id
+        plan.moves.append(move)
+    return True
 
 
-def _add_row(plan: RepairPlan, row: ThreadRow, new: Dict[str, Any], why: List[str], live: set) -> None:
-    if row.id.lower() in live:
-        plan.skipped.append((row.id, "live thread (its writer lock is held): row left alone"))
-        plan.moves = [m for m in plan.moves if m.thread_id != row.id]
-        return
-    values = {"rollout_path": row.rollout_path, "cwd": row.cwd, "archived": int(row.archived),
-              "archived_at": row.archived_at, "updated_at": row.updated_at, "updated_at_ms": row.updated_at_ms}
-    old = {k: values[k] for k in new}
-    bad = unbindable([row.id, *old.values(), *new.values()])
+def _links(path: Path) -> int:
+    try:
+        return os.stat(str(path)).st_nlink
+    except OSError:
+        return 1
+
+
+def _row_change(plan: RepairPlan, out: List[RowChange], tid: str, values: Dict[str, Any], new: Dict[str, Any],
+                why: List[str], live: set, db: Optional[Path] = None) -> bool:
+    """The one path of every planned row change (paths, archive state, names, other DBs): a live
+    thread or a value SQLite cannot take skips that thread, with its reason, never the run."""
+    where = f"{safe_str(db)}: " if db is not None else ""
+    if tid.lower() in live:
+        plan.skipped.append((tid, where + LIVE_ROW))
+        return False
+    old = {k: values.get(k) for k in new}
+    bad = unbindable([tid, *old.values(), *new.values()])
     if bad:
-        plan.skipped.append((row.id, f"row left alone: it holds {bad}"))
-        plan.moves = [m for m in plan.moves if m.thread_id != row.id]
-        return
-    plan.rows.append(RowChange(row.id, old, new, why))
+        plan.skipped.append((tid, f"{where}row left alone: it holds {bad}"))
+        return False
+    out.append(RowChange(tid, old, new, why))
+    return True
 
 
 def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set, now: float) -> None:
@@ -353,12 +559,14 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
             plan.skipped.append((tid, f"orphan not imported: {problem}"))
             continue
         try:
-            plan.inserts.append(row_from_rollout(rf.path, tid, rf.archived, provider))
+            ins = row_from_rollout(rf.path, tid, rf.archived, provider)
         except Unimportable as exc:
             plan.skipped.append((tid, f"orphan not imported: {exc}"))
             continue
         if tid in names:
-            plan.inserts[-1]["name"] = names[tid]
+            ins["name"] = names[tid]
+        if _insert_ok(plan, ins):
+            plan.inserts.append(ins)
 
 
 def _manifest(plan: RepairPlan, ts: str) -> bytes:
@@ -416,13 +624,20 @@ def other_db_ops(other: OtherDbPlan, cols: Sequence[str]) -> List[Op]:
 
 def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
                  now: Optional[float] = None, progress: Optional[Progress] = None,
-                 extra_ops: Sequence[Op] = ()) -> Dict[str, Any]:
+                 extra_ops: Sequence[Op] = (), reset: Sequence[str] = ()) -> Dict[str, Any]:
     """Run the plan's ops through the one executor: moves first, then every row change in one
-    transaction; a thread whose move cannot happen keeps its row too."""
+    transaction; a thread whose move cannot happen keeps its row too. `reset`: threads whose
+    history rows (in the used DB's history DB) `extra_ops` delete: no other op changes those rows
+    first (a growing remap's offset shift would make the deletes miss them)."""
     home = inputs.home
     ts = datetime.now().isoformat(timespec="seconds")
     stamp = time.time() if now is None else now
-    ops = remap_ops(inputs, plan) + repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
+    from .history_offsets import history_db_path
+    hist = str(history_db_path(home.state_db.path))
+    gone = {t.lower() for t in reset}
+    ops = [o for o in remap_ops(inputs, plan)
+           if not (o.DB_OP and o.db() == hist and (o.thread_id or "").lower() in gone)]
+    ops += repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
     for other in plan.others:
         ops += other_db_ops(other, thread_columns_of(other.db))
     ops += list(extra_ops)
@@ -437,6 +652,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
             "line1_rewritten": r.applied["line1"] + r.applied["rollout_rewrite"],
             "symlinks_repointed": r.applied["symlink"],
+            "links_repointed": [safe_str(link) for link, _o, _n in plan.links] if r.applied["symlink"] else [],
             "history_rows_deleted": r.applied["row_delete"],
             "rows_per_db": {safe_str(db): n for db, n in r.rows.items()},
             "other_db_backups": {safe_str(db): str(b) for db, b in r.backups.items()
@@ -533,6 +749,8 @@ def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
         "planned_rollout_rewrites": len(plan.rewrites),
         "planned_cwd_line_rewrites": sum(r.cwd_lines for r in plan.rewrites),
         "forks_moved": plan.forks_moved,
+        "planned_link_repoints": [{"link": safe_str(a), "from": safe_str(b), "to": safe_str(c)}
+                                  for a, b, c in plan.links],
         "other_dbs": [{"db": safe_str(o.db), "planned_row_updates": len(o.rows),
                        "planned_row_inserts": len(o.inserts)} for o in plan.others],
         "skipped": len(plan.skipped),

@@ -67,8 +67,10 @@ def _lenient_text(raw: bytes) -> str:
 def open_readonly(path: Path) -> sqlite3.Connection:
     """Read-only and side-effect free, the WAL included; creates no file anywhere.
 
-    No WAL (or an empty one): `immutable=1`. A WAL and its `-shm`: `mode=ro`, sharing the
-    wal-index with a running Codex. A WAL with no `-shm` (a writer killed before a checkpoint):
+    No WAL (or an empty one): `immutable=1`. A WAL and its `-shm`: `mode=ro` with `readonly_shm=1`,
+    sharing the wal-index with a running Codex but never writing it: a stale `-shm` (a Codex
+    killed after a commit, or the one 0.171 leaves at a normal exit) would otherwise be rebuilt,
+    its bytes and mtime changed; SQLite reads the WAL into its own heap instead. A WAL with no `-shm` (a writer killed before a checkpoint):
     `mode=ro` would create the `-shm` (and fails where the folder is read-only), so the WAL is
     read into this connection's own heap instead: exclusive locking mode never opens shared
     memory, and the `unix-none` VFS lets a read-only file take that lock; nobody else has the
@@ -87,7 +89,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     elif wal_size < 0 or (wal_size == 0 and not has_shm):
         uri, heap_wal = sqlite_uri(path, mode="ro", immutable="1"), False
     elif has_shm:
-        uri, heap_wal = sqlite_uri(path, mode="ro"), False
+        uri, heap_wal = sqlite_uri(path, mode="ro", readonly_shm="1"), False
     else:
         uri, heap_wal = sqlite_uri(path, mode="ro", vfs="unix-none"), True
     try:
