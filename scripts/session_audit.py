@@ -82,7 +82,7 @@ INTEGRITY_WORDS = (
     (("provider_mismatch",), "index says another provider than the file (Codex follows the file)"),
     (("malformed_file_names",), "files in sessions/ whose name Codex cannot read (ignored by Codex)"),
     (("line1_unreadable",), "session files whose first line is unreadable (never listed)"),
-    (("compressed_rollouts",), "zstd-compressed session files (reported, never touched)"),
+    (("compressed_rollouts",), "zstd-compressed session files (Codex reads them; a run that must change one decompresses it first)"),
     (("unreadable_paths",), "folders that could not be read, or symlinked folders (not followed)"),
 )
 

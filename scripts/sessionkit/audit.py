@@ -56,14 +56,13 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
     own = inputs.own_thread
     metas, by_path, by_thread = inputs.metas, index.by_path, index.by_thread
     for rf in index.files:  # as `codex doctor` counts them: files no row points at by path
-        if rf.key not in row_paths and rf.thread_id != own:
+        if rf.row_path not in row_paths and rf.thread_id != own:
             found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(rf.key)
         if rf.compressed:
             found["compressed_rollouts"].append(rf.key)
-        else:
-            error = metas[rf.key].error
-            if error:
-                found["line1_unreadable"].append(f"{rf.key}: {error}")
+        error = metas[rf.key].error
+        if error:
+            found["line1_unreadable"].append(f"{rf.key}: {error}")
     for tid, files in by_thread.items():
         if tid not in row_ids and tid != own:
             found["disk_not_in_db"].append(tid)
@@ -362,7 +361,7 @@ def findings(report: Dict[str, Any]) -> List[str]:
         "rollout_path_outside_home": "row(s) have a rollout_path outside this Codex home",
         "provider_mismatch": "row(s) hold a provider that differs from line 1 of their rollout",
         "line1_unreadable": "rollout(s) have an unreadable line 1",
-        "compressed_rollouts": "zstd-compressed rollout(s) (reported, never touched)",
+        "compressed_rollouts": "zstd-compressed rollout(s) (Codex reads them; a run that must change one decompresses it first)",
         "unreadable_paths": "folder(s) under sessions/ that could not be read or are symlinks (not followed)",
     }
     for key, label in labels.items():

@@ -15,13 +15,14 @@ from .locks import explain_live
 from .snapshot import AuditInputs
 from .history_offsets import history_db_path, read_offsets, threads_with_offsets
 from .rollout_index import not_unicode, unusable_reason
-from .line1 import Line1Edit, find_field, plan_field_edit, read_line1
+from .line1 import Line1Edit, find_field, plan_field_edit
 from .ops import Line1Rewrite, OffsetShift, Op, RowUpdate
 from .progress import Progress
 from .reasoning import count_encrypted
 from .paths import is_inside, safe_str
 from .statedb import open_readonly, unbindable
 from .writerun import execute
+from .zstd import decompress_first, line1_of
 
 
 @dataclass
@@ -63,7 +64,7 @@ def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[st
 
 def provider_span(path: str, provider: Optional[str]) -> Optional[Tuple[int, int]]:
     """Where `"model_provider":"<provider>"` sits in line 1, when it occurs exactly once there."""
-    line, _err = read_line1(Path(path))
+    line, _err = line1_of(path)  # a compressed rollout is read decompressed
     return find_field(line, "model_provider", provider) if line is not None else None
 
 
@@ -140,7 +141,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 continue
             edit = None
             if meta.has_provider and line1_provider != plan.target:
-                span = provider_span(rf.key, line1_provider)  # read again: only the files to rewrite
+                span = provider_span(rf.key, line1_provider)  # read again (decompressed): only the files to rewrite
                 if span is None:
                     plan.skipped.append((row.id, "line 1 layout not recognised (no single model_provider field)"))
                     continue
@@ -150,7 +151,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             except OSError as exc:
                 plan.skipped.append((row.id, f"cannot stat the rollout ({exc.strerror or exc})"))
                 continue
-            change = ProviderChange(row.id, row.model_provider, rf.path, edit,
+            change = ProviderChange(row.id, row.model_provider, Path(rf.row_path), edit,  # .jsonl: decompressed first
                                     db_change=row.model_provider != plan.target, mtime_ns=mtime_ns)
             if edit is not None and edit.growth:
                 if tid in forked_parents:
@@ -243,6 +244,7 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
     hist_path = history_db_path(home.state_db.path)
     ts = datetime.now().isoformat(timespec="seconds")
     ops = migration_ops(home.state_db.path, hist_path, plan)
+    pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
     r = execute(home, "provider_migration", ops, manifest_csv(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     hist_backup = r.backups.get(str(hist_path))
@@ -253,7 +255,7 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
             "rows_per_db": {safe_str(db): n for db, n in r.rows.items() if not db.endswith("thread_history_1.sqlite")},
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "provider_distribution_after": provider_counts(home.state_db.path),
-            "rollback": r.rollback_command(home)}
+            "rollback": r.rollback_command(home), "decompression": pre}
 
 
 def provider_counts(db: Path) -> Dict[str, int]:

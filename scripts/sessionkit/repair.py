@@ -19,11 +19,12 @@ from .history_check import names_from_session_index
 from .progress import Progress
 from .paths import (has_prefix, home_prefix_counts, is_inside, is_windows_absolute, replace_prefix,
                     resolves_inside, safe_str)
-from .rollout_index import RolloutFile, not_unicode, unusable_reason
+from .rollout_index import RolloutFile, file_path_for, not_unicode, row_path_of, unusable_reason
 from .rollout_scan import Unimportable, row_from_rollout
 from .ops import Mkdir, Move, OffsetShift, Op, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
 from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from .writerun import execute
+from .zstd import decompress_first
 
 Remap = Tuple[str, str]
 
@@ -145,9 +146,7 @@ def move_problem(move: "MovePlan", root: Path) -> Optional[str]:
 
 def _usable(rf: RolloutFile, inputs: AuditInputs, tid: str) -> Optional[str]:
     """Why a found file cannot stand for this thread, or None when it can."""
-    if rf.compressed:
-        return "the only file is zstd-compressed"
-    return unusable_reason(rf, inputs.meta_for(rf), tid)
+    return unusable_reason(rf, inputs.meta_for(rf), tid)  # a compressed file: usable when zstd reads here
 
 
 def unarchived_path(root: Path, rf: RolloutFile) -> Path:
@@ -250,7 +249,7 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
     """Which remapped threads' rollouts get line 1 and the cwd of later lines rewritten; reads only
     those rollouts (in full: a resumed thread takes the cwd of its last thread_settings_applied
     event, not line 1's; turn_context and world_state lines are rewritten too)."""
-    from .rollout_cwd import scan_cwd_lines
+    from .zstd import cwd_lines, line1_payload
     moved = {m.thread_id: m.src for m in plan.moves}
     parents = {m.forked_from_id.lower() for rf in inputs.index.files
                for m in [inputs.meta_for(rf)] if m.forked_from_id}
@@ -264,7 +263,7 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
             if len(cands) != 1:
                 continue
             path = cands[0].path
-        payload = _line1_payload(path)
+        payload = line1_payload(str(path))  # a compressed rollout is read decompressed
         if payload is None:
             continue
         new: Dict[str, Any] = {}
@@ -276,7 +275,7 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
             if remapped != roots:
                 new["runtime_workspace_roots"] = remapped
         try:
-            lines = [t for t in scan_cwd_lines(path) if any(_remap(c, plan.remaps) != c for c in t.cwds)]
+            lines = [t for t in cwd_lines(str(path)) if any(_remap(c, plan.remaps) != c for c in t.cwds)]
         except OSError as exc:
             plan.skipped.append((tid, f"rollout not read ({exc.strerror or exc}): its cwd is remapped in the row only"))
             continue
@@ -290,7 +289,7 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
                                       "file and a fork records byte offsets into this rollout (the row's cwd "
                                       "is still remapped; a resumed turn will write the old cwd back)"))
             continue
-        plan.rewrites.append(RolloutPlan(tid, Path(path), new, len(lines), grows))
+        plan.rewrites.append(RolloutPlan(tid, Path(row_path_of(str(path))), new, len(lines), grows))
 
 
 def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: bool, unarchive: bool,
@@ -330,15 +329,16 @@ def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: 
         current = cands[0]
         target = Path(stored)
         if fix_paths and stored and is_inside(target, root) and _sane_target(target, root) \
-                and target.name == current.name and not target.exists():
-            move = MovePlan(row.id, current.path, target, "fix path", keep_mtime=True)
+                and target.name == Path(current.row_path).name and not target.exists() \
+                and not os.path.lexists(file_path_for(stored, current)):
+            move = MovePlan(row.id, current.path, Path(file_path_for(stored, current)), "fix path", keep_mtime=True)
         elif fix_paths or (unarchive and row.archived):
             if stored and is_inside(Path(stored), root) and not _sane_target(Path(stored), root):
                 why.append("stored path unsafe (outside sessions/, a symlink out, or odd characters)")
-            new["rollout_path"] = str(current.path)
+            new["rollout_path"] = current.row_path
             why.append("point rollout_path at the real file")
     assert current is not None
-    final = move.dst if move else current.path
+    final = Path(row_path_of(str(move.dst))) if move else Path(current.row_path)
     if unarchive and row.archived:
         dst = unarchived_path(root, current)
         if current.archived or is_inside(final, root / "archived_sessions"):
@@ -346,7 +346,7 @@ def _plan_row(plan: RepairPlan, row: ThreadRow, inputs: AuditInputs, fix_paths: 
                 plan.skipped.append((row.id, f"cannot unarchive: {safe_str(dst)} already exists"))
                 return
             move = MovePlan(row.id, current.path, dst, "unarchive", keep_mtime=False)
-            final = dst
+            final = Path(row_path_of(str(dst)))
         new.update({"archived": 0, "archived_at": None, "rollout_path": str(final)})
         ts = int(now)
         new.update({"updated_at": ts, "updated_at_ms": int(now * 1000)})
@@ -479,6 +479,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     for other in plan.others:
         ops += other_db_ops(other, thread_columns_of(other.db))
     ops += list(extra_ops)
+    pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}
@@ -495,7 +496,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "other_db_backups": {safe_str(db): str(b) for db, b in r.backups.items()
                                  if db != str(home.state_db.path) and not db.endswith("thread_history_1.sqlite")},
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
-            "rollback": r.rollback_command(home)}
+            "rollback": r.rollback_command(home), "decompression": pre}
 
 
 def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
