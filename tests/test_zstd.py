@@ -1,0 +1,261 @@
+"""Compressed rollouts (`rollout-*.jsonl.zst`): both readers (Python 3.14's `compression.zstd`, here an
+injected stand-in since no Python 3.14 is installed; the system's `zstd` program), the skip without
+either, and the journaled decompression (apply, kill halfway, undo, a thread Codex wrote to since)."""
+import io
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import SCRIPTS, snapshot
+from homebuilder import HomeBuilder
+from sessionkit import zstd
+from sessionkit.home import open_home
+from sessionkit.migrate import plan_migration
+from sessionkit.ops import CHANGED, NEW, OLD, TORN, RecordError, op_from_record
+from sessionkit.snapshot import gather
+
+ZSTD = shutil.which("zstd")
+needs_zstd = pytest.mark.skipif(ZSTD is None, reason="the zstd program is not installed")
+
+
+class FakeZstdModule:
+    """Stands in for Python 3.14's `compression.zstd` (its `open(file, "rb")`); decodes with the
+    zstd program so the bytes are real, and counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def open(self, fileobj, mode="rb"):
+        assert mode == "rb"
+        self.calls += 1
+        out = subprocess.run([ZSTD, "-q", "-d", "-c"], input=fileobj.read(), capture_output=True, check=True)
+        return io.BytesIO(out.stdout)
+
+
+@pytest.fixture
+def readers():
+    """Restore the real reader choice after a test forces one."""
+    yield zstd
+    zstd._TEST_MODULE[:] = []
+    zstd._TEST_PROGRAM[:] = []
+
+
+def compress(path: Path) -> Path:
+    """What Codex's `rollout/compress` leaves: `<name>.jsonl.zst` with the same mtime, no `.jsonl`."""
+    st = path.stat()
+    subprocess.run([ZSTD, "-q", "-19", "--rm", str(path)], check=True)
+    out = Path(str(path) + ".zst")
+    os.utime(out, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    return out
+
+
+@pytest.fixture
+def home(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    ts = [hb.add(provider="oldco", preview=f"old {i}") for i in range(2)]
+    return hb, ts
+
+
+def run(script, root, *args):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
+                          capture_output=True, text=True, env=e, check=False)
+
+
+@needs_zstd
+@pytest.mark.parametrize("reader", ["program", "module"])
+def test_both_readers_read_line1_and_the_whole_file(home, readers, reader):
+    hb, ts = home
+    plain = ts[0].path.read_bytes()
+    zst = compress(ts[0].path)
+    fake = FakeZstdModule()
+    if reader == "module":
+        zstd._TEST_MODULE[:] = [fake]
+        zstd._TEST_PROGRAM[:] = [None]  # the program would fail the test: never asked
+        assert zstd.reader() == "compression.zstd"
+    else:
+        zstd._TEST_MODULE[:] = [None]
+        assert zstd.reader() == ZSTD
+    line, err, only = zstd.read_head(str(zst), 8 * 1024 * 1024)
+    assert (line, err, only) == (plain.split(b"\n", 1)[0], None, False)
+    with zstd.open_zst(str(zst)) as fh:
+        assert fh.read() == plain
+    assert fake.calls == (2 if reader == "module" else 0)
+    meta = gather(open_home(str(hb.root))).metas[str(zst)]
+    assert (meta.error, meta.id, meta.model_provider) == (None, ts[0].id, "oldco")
+
+
+@needs_zstd
+def test_a_damaged_file_raises_with_the_program(tmp_path, readers):
+    bad = tmp_path / "rollout-2025-01-01T00-00-00-0195aaaa-0000-7000-8000-000000000001.jsonl.zst"
+    bad.write_bytes(b"\x28\xb5\x2f\xfd")
+    with pytest.raises(OSError):
+        with zstd.open_zst(str(bad)) as fh:
+            fh.read()
+    line, err, _ = zstd.read_head(str(bad), 1024)
+    assert line is None and err
+
+
+@needs_zstd
+def test_without_a_reader_the_thread_is_skipped_with_what_to_install(home, readers):
+    hb, ts = home
+    compress(ts[0].path)
+    zstd._TEST_MODULE[:] = [None]
+    zstd._TEST_PROGRAM[:] = [None]
+    inputs = gather(open_home(str(hb.root)))
+    plan = plan_migration(inputs)
+    assert [c.thread_id for c in plan.changes] == [ts[1].id]
+    assert plan.skipped == [(ts[0].id, f"line 1 is unusable ({zstd.ZSTD_MISSING})")]
+    assert "install the zstd program" in zstd.ZSTD_MISSING and "Python 3.14" in zstd.ZSTD_MISSING
+    assert zstd.decompressions([]) == []
+
+
+@needs_zstd
+def test_audit_counts_a_compressed_rollout_as_its_rows_file(home):
+    """Old code: 'the editors' list shows 0' and 'no session file left' for a compressed home."""
+    hb, ts = home
+    for t in ts:
+        compress(t.path)
+    hb.write_config("oldco", ["newco", "oldco"])
+    proc = run("session_audit.py", hb.root, "--json")
+    audit = json.loads(proc.stdout)
+    integ = audit["integrity"]
+    assert integ["compressed_rollouts_count"] == 2
+    assert (integ["missing_rollout_path_count"], integ["stale_rows_count"], integ["db_not_on_disk_count"],
+            integ["missing_active_rows_count"], integ["line1_unreadable_count"]) == (0, 0, 0, 0, 0)
+    assert audit["visibility"]["visible"] == 2 and audit["visibility"]["visible_db_only"] == 2
+    assert audit["orphans"]["count"] == 0
+
+
+@needs_zstd
+def test_migration_decompresses_first_and_both_rollbacks_restore_every_byte(home):
+    hb, ts = home
+    zst = compress(ts[0].path)
+    before = snapshot(hb.root)
+    rows = hb.sql("SELECT * FROM threads ORDER BY id")
+    plan = json.loads(run("provider_migrate.py", hb.root, "--json").stdout)
+    assert plan["candidates"] == 2 and plan["skipped"] == 0 and snapshot(hb.root) == before
+    proc = run("provider_migrate.py", hb.root, "--apply", "--json")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)["result"]
+    assert res["line1_rewritten"] == 2 and res["decompression"]["decompressed"] == 1
+    assert not zst.exists() and ts[0].path.is_file()
+    assert b'"model_provider":"newco"' in ts[0].path.read_bytes().split(b"\n", 1)[0]
+    assert hb.sql("SELECT rollout_path FROM threads WHERE id=?", (ts[0].id,)) == [(str(ts[0].path),)]
+    for run_dir in (res["run_dir"], res["decompression"]["run_dir"]):
+        rb = run("rollback.py", hb.root, "--manifest", run_dir, "--apply", "--json")
+        assert rb.returncode == 0, rb.stdout + rb.stderr
+    after = snapshot(hb.root)
+    mine = (".tmp/", "state_5.sqlite")  # run artifacts; the DB is compared by its rows
+    assert {k: v for k, v in after.items() if not k.startswith(mine)} == \
+        {k: v for k, v in before.items() if not k.startswith(mine)}
+    assert hb.sql("SELECT * FROM threads ORDER BY id") == rows
+
+
+def _op(tmp_path, hb, t):
+    zst = compress(t.path)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    op = zstd.Decompress(t.id, str(zst), str(t.path))
+    assert op.prepare(run_dir) is None
+    return op, zst
+
+
+@needs_zstd
+def test_decompress_op_apply_state_undo_and_record(tmp_path, home):
+    hb, ts = home
+    plain, mtime = ts[0].path.read_bytes(), ts[0].path.stat().st_mtime_ns
+    op, zst = _op(tmp_path, hb, ts[0])
+    zbytes = zst.read_bytes()
+    assert op.state() == OLD and (op.size, op.mtime_ns) == (len(plain), mtime)
+    again = op_from_record(json.loads(json.dumps(op.to_record())))
+    assert again == op
+    op.apply()
+    assert ts[0].path.read_bytes() == plain and not zst.exists()
+    assert ts[0].path.stat().st_mtime_ns == mtime  # ordering by mtime unchanged
+    assert op.state() == NEW
+    op.undo()
+    assert zst.read_bytes() == zbytes and zst.stat().st_mtime_ns == mtime and not ts[0].path.exists()
+    assert op.state() == OLD
+    bad = dict(op.to_record(), dst=str(ts[1].path))
+    with pytest.raises(RecordError):
+        op_from_record(bad)
+
+
+@needs_zstd
+def test_decompress_killed_between_write_and_unlink_is_torn_and_undone(tmp_path, home, monkeypatch):
+    hb, ts = home
+    op, zst = _op(tmp_path, hb, ts[0])
+    zbytes = zst.read_bytes()
+
+    def die_at(where):
+        def hook(label):
+            if label == where:
+                raise KeyboardInterrupt(label)
+        return hook
+    monkeypatch.setattr(zstd, "point", die_at("chunk"))  # mid-write: only the temporary file
+    with pytest.raises(KeyboardInterrupt):
+        op.apply()
+    assert op.leftover() and op.state() == OLD and not ts[0].path.exists()
+    op.clean()
+    assert not op.leftover()
+    monkeypatch.setattr(zstd, "point", die_at("file"))  # the .jsonl written, the .zst not yet removed
+    with pytest.raises(KeyboardInterrupt):
+        op.apply()
+    assert zst.exists() and ts[0].path.exists()
+    assert op.state() == TORN
+    op.undo()
+    assert zst.read_bytes() == zbytes and not ts[0].path.exists()
+
+
+@needs_zstd
+def test_a_thread_codex_wrote_to_since_keeps_its_jsonl(tmp_path, home):
+    hb, ts = home
+    op, zst = _op(tmp_path, hb, ts[0])
+    op.apply()
+    with open(ts[0].path, "ab") as fh:
+        fh.write(b'{"type":"event_msg","payload":{"type":"turn_started"}}\n')
+    assert op.state() == CHANGED  # the rollback leaves it (the undo plan calls it a conflict)
+
+
+@needs_zstd
+def test_prepare_refuses_links_and_an_existing_jsonl(tmp_path, home):
+    hb, ts = home
+    zst = compress(ts[0].path)
+    os.link(zst, tmp_path / "other-link")
+    op = zstd.Decompress(ts[0].id, str(zst), str(ts[0].path))
+    assert "hard links" in op.prepare(tmp_path)
+    os.unlink(tmp_path / "other-link")
+    ts[0].path.write_bytes(b"x")
+    assert "already exists" in op.prepare(tmp_path)
+
+
+@needs_zstd
+@pytest.mark.parametrize("action", ["kill", "eio"])
+def test_migration_of_a_compressed_thread_fault_at_every_point(tmp_path, home, action):
+    """A kill or an I/O error at any point of the two runs (the decompression, then the migration):
+    rolling back each recorded run (the migration's, then the decompression's, as the result prints
+    them) puts every byte, mtime and row back."""
+    from test_faults import Pristine, frun, points
+    from test_migrate_rollback import home_state
+    hb, ts = home
+    compress(ts[0].path)
+    before = home_state(hb.root)
+    pristine = Pristine(hb.root)
+    labels, _ = points(tmp_path, "provider_migrate.py", hb.root, "--apply")
+    assert labels.count("file") >= 3, labels  # the decompression's two, the migration's
+    for n in range(1, len(labels) + 1):
+        pristine.restore()
+        frun("provider_migrate.py", hb.root, "--apply", fault=f"{action}:{n}")
+        runs = sorted((hb.root / ".tmp" / "session-migration").iterdir(),
+                      key=lambda d: d.name.startswith("decompress"))  # the migration first, as printed
+        for run_dir in runs:
+            rb = frun("rollback.py", hb.root, "--manifest", str(run_dir), "--apply", "--json")
+            assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
+        assert home_state(hb.root) == before, (action, n, labels[n - 1])
