@@ -259,3 +259,40 @@ def test_migration_of_a_compressed_thread_fault_at_every_point(tmp_path, home, a
             rb = frun("rollback.py", hb.root, "--manifest", str(run_dir), "--apply", "--json")
             assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
         assert home_state(hb.root) == before, (action, n, labels[n - 1])
+
+
+@needs_zstd
+@pytest.mark.parametrize("kind", ["folder", "tar.gz"])
+def test_import_of_compressed_threads_writes_them_decompressed_and_rollback_removes_them(homes, tmp_path, kind):
+    """The source is never written: each compressed rollout is decompressed into the private scratch
+    folder, remapped there, and created in DEST as `.jsonl` (as Codex's resume would write it)."""
+    from test_import import _dest_state, _tar, plan_json
+    src, made, dst, own = homes
+    plain = {t.id: t.path.read_bytes() for t in made}
+    for t in made:
+        compress(t.path)
+    src_before, dest_before = snapshot(src.root), _dest_state(dst)
+    source = str(src.root) if kind == "folder" else \
+        str(_tar(tmp_path / "old.tar.gz", src.root, "backup/home/olduser/.codex"))
+    remap = f"/home/olduser={dst.root.parent}"
+    plan = plan_json(dst.root, "--from", source, "--remap-prefix", remap, "--sample", "10")
+    assert (plan["to_import"], plan["skipped"], plan["files_to_copy"]) == (3, 0, 3), plan
+    out = plan_json(dst.root, "--from", source, "--remap-prefix", remap, "--apply")
+    r = out["result"]
+    assert (r["imported_threads"], r["files_created"], r["rows_inserted"], r["history_rows_inserted"]) == (3, 3, 3, 9)
+    new_cwd = str(dst.root.parent / "proj")
+    for t in made:
+        copy = dst.root / t.path.relative_to(src.root)  # the .jsonl name
+        assert copy.read_bytes() == plain[t.id].replace(b'"cwd":"/home/olduser/proj"', f'"cwd":"{new_cwd}"'.encode())
+        assert not Path(str(copy) + ".zst").exists()
+        assert dst.sql("SELECT rollout_path FROM threads WHERE id=?", (t.id,)) == [(str(copy),)]
+    assert snapshot(src.root) == src_before
+    rb = run("rollback.py", dst.root, "--latest", "--apply", "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _dest_state(dst) == dest_before
+
+
+@pytest.fixture
+def homes(tmp_path):
+    from test_import import homes as make
+    return make.__wrapped__(tmp_path)

@@ -19,7 +19,7 @@ from .home import CodexHome, read_config
 from .line1 import field_token, read_line1
 from .paths import has_prefix, home_prefix_counts, replace_prefix, safe_str
 from .rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
-                            parse_session_meta, unusable_reason)
+                            parse_session_meta, row_path_of, unusable_reason)
 from .rollout_remap import RolloutRemapper
 from .rollout_scan import row_from_rollout
 from .statedb import open_readonly
@@ -662,7 +662,12 @@ def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) ->
         plain = [f for f in src.index.by_thread.get(tid, []) if "_" not in f.name]
         if len(plain) != 1:
             continue
-        parent = load_session_meta(plain[0].path).forked_from_id
+        if plain[0].compressed:  # read decompressed, as Codex reads it
+            from .zstd import line1_of
+            line, err = line1_of(plain[0].key)
+            parent = (parse_session_meta(line) if line is not None else SessionMeta(error=err)).forked_from_id
+        else:
+            parent = load_session_meta(plain[0].path).forked_from_id
         if parent and parent.lower() not in out and parent.lower() not in dest.rows \
                 and parent.lower() in src.index.by_thread:
             out[parent.lower()] = f"parent of fork {tid}"
@@ -685,10 +690,15 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
 
     if not files:
         return skip("its rollout file is not in the source (a row alone cannot be read or resumed)")
-    if any(f.compressed for f in files):
-        return skip("a zstd-compressed rollout (not readable here)")
     if any(f.is_symlink for f in files):
         return skip("a rollout file is a symlink (never followed)")
+    origin: Dict[str, str] = {}  # a compressed file's decompressed copy -> its key in the source
+    if any(f.compressed for f in files):
+        files, problem = _decompressed(plan, files, origin)
+        if problem:
+            return skip(problem)
+        notes.append("its rollout is zstd-compressed in the source: DEST gets it decompressed "
+                     "(as Codex's resume writes it)")
     primary, problem = _primary(files, row)
     if primary is None:
         return skip(problem)
@@ -703,7 +713,8 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     dest_prefix = str(dest.home.root) + os.sep
     primary_dst = ""
     for rf in sorted(files, key=lambda f: f.key):
-        rel = rf.key[len(prefix):].replace(os.sep, "/") if rf.key.startswith(prefix) else ""
+        at = row_path_of(origin.get(rf.key, rf.key))
+        rel = at[len(prefix):].replace(os.sep, "/") if at.startswith(prefix) else ""
         if not rel.startswith(("sessions/", "archived_sessions/")) or "/../" in rel:
             return skip(f"{safe_str(rf.key)} is not under the source's sessions folders")
         try:
@@ -750,6 +761,40 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         cwd_before=cwd_before, cwd_after=built["cwd"], archived=archived,
         provider=meta.model_provider or _text(built.get("model_provider")), history_turns=turns,
         why=why, notes=notes))
+
+
+def _decompressed(plan: ImportPlan, files: List[RolloutFile], origin: Dict[str, str]
+                  ) -> Tuple[List[RolloutFile], Optional[str]]:
+    """A thread's files with each compressed one replaced by its decompressed copy in the private
+    scratch folder (mtime kept): DEST gets the `.jsonl`, the source is never written."""
+    from .zstd import missing_reason, open_zst, digest_stream
+    why = missing_reason()
+    if why:
+        return files, why
+    out: List[RolloutFile] = []
+    for rf in files:
+        if not rf.compressed:
+            out.append(rf)
+            continue
+        folder = plan.source.scratch / "decompressed" / rf.thread_id
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+        dst = folder / row_path_of(rf.name)
+        try:
+            fd = os.open(str(dst), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            try:
+                with open_zst(rf.key) as fh:
+                    digest_stream(fh, fd)
+            finally:
+                os.close(fd)
+            st = os.stat(rf.key)
+            os.utime(str(dst), ns=(st.st_mtime_ns, st.st_mtime_ns))
+        except OSError as exc:
+            return files, f"the zstd-compressed rollout does not decompress ({exc.strerror or exc})"
+        copy = RolloutFile(key=str(dst), archived=rf.archived, thread_id=rf.thread_id, date=rf.date,
+                           compressed=False, is_symlink=False)
+        origin[copy.key] = rf.key
+        out.append(copy)
+    return out, None
 
 
 def _plan_dirs(plan: ImportPlan, folder: Path, root: Path, made: Set[str]) -> None:
