@@ -126,3 +126,38 @@ def test_moved_user_folder_repair_of_a_compressed_home_and_rollback(world):
     _ok(world.script("rollback.py", "--manifest", res["decompression"]["run_dir"], "--apply", "--json"))
     assert _files(world) == files
     assert _tables(world) == tables
+
+
+def test_import_of_a_compressed_old_home_and_rollback(world):
+    old_proj = world.base / "user" / "proj"
+    old_proj.mkdir(parents=True)
+    old_home = world.home
+    with world.app(old_proj) as app:
+        ids = [app.start_thread(old_proj, f"old machine task {i}") for i in range(2)]
+        app.request("thread/name/set", {"threadId": ids[0], "name": "Parser rewrite"})
+    compress(world)
+    src_before = snapshot(old_home)
+    new_home = world.base / "newuser" / ".codex"
+    new_home.mkdir(parents=True)
+    world.home = new_home
+    world.homes.append(new_home)
+    world.set_provider("mockA")
+    new_proj = world.base / "newuser" / "proj"
+    new_proj.mkdir()
+    own = world.make_threads(1, cwd=new_proj, prompt="new machine task")
+    files, tables = _files(world), _tables(world)
+    args = ("session_import.py", "--from", str(old_home), "--remap-prefix",
+            f"{world.base / 'user'}={world.base / 'newuser'}", "--json")
+    plan = _ok(world.script(*args))
+    assert (plan["to_import"], plan["skipped"]) == (2, 0), plan
+    res = _ok(world.script(*args, "--apply"))["result"]
+    assert res["imported_threads"] == 2 and res["files_created"] == 2
+    assert snapshot(old_home) == src_before  # the compressed source is never written
+    listed = {t["id"]: t for t in world.listing()}
+    assert sorted(listed) == sorted(own + ids)
+    assert listed[ids[0]]["name"] == "Parser rewrite"
+    assert world.listed_ids(cwd=str(new_proj)) == sorted(own + ids)
+    assert world.read_turns(*ids) == {t: 1 for t in ids}
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    assert _files(world) == files
+    assert _tables(world) == tables
