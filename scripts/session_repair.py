@@ -128,7 +128,8 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
 
 
 def has_work_of(plan: Any, hplan: Any) -> bool:
-    return bool(plan.moves or plan.rows or plan.inserts or plan.others or hplan.resets or hplan.names)
+    return bool(plan.moves or plan.rows or plan.inserts or plan.others or plan.project_ops or hplan.resets
+                or hplan.names)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -25,6 +25,7 @@ from .ops import Mkdir, Move, OffsetShift, Op, RolloutRewrite, RowInsert, RowUpd
 from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from .writerun import execute
 from .zstd import decompress_first
+from .projects import remap_plan_ops as project_roots_plan
 
 Remap = Tuple[str, str]
 
@@ -59,6 +60,8 @@ class RepairPlan:
     remaps: List[Remap] = field(default_factory=list)  # applied to line 1 and symlinks too
     rewrites: List["RolloutPlan"] = field(default_factory=list)  # rollouts whose cwd is remapped
     others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
+    project_ops: List[Op] = field(default_factory=list)  # project_roots moved by --remap-prefix (projects.py)
+    projects: Dict[str, Any] = field(default_factory=dict)  # what the report says about them
 
 
 @dataclass
@@ -184,6 +187,7 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: bool = T
     if not sub:
         if remaps:
             _plan_rewrites(plan, inputs)
+            plan.project_ops, plan.projects = project_roots_plan(inputs.home, remaps, other_state_dbs(inputs.home))
         _plan_other_dbs(plan, inputs, thread_ids, import_orphans, now)
     return plan
 
@@ -478,7 +482,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     ops = remap_ops(inputs, plan) + repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
     for other in plan.others:
         ops += other_db_ops(other, thread_columns_of(other.db))
-    ops += list(extra_ops)
+    ops += list(extra_ops) + plan.project_ops
     pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
@@ -491,6 +495,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
             "line1_rewritten": r.applied["line1"] + r.applied["rollout_rewrite"],
             "symlinks_repointed": r.applied["symlink"],
+            "project_roots_remapped": len(plan.project_ops),
             "history_rows_deleted": r.applied["row_delete"],
             "rows_per_db": {safe_str(db): n for db, n in r.rows.items()},
             "other_db_backups": {safe_str(db): str(b) for db, b in r.backups.items()
@@ -589,6 +594,7 @@ def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
         "skipped": len(plan.skipped),
         "skipped_sample": [{"thread_id": t, "reason": r} for t, r in plan.skipped[:sample]],
         "suggested_remap": plan.suggested_remap,
+        **plan.projects,
         "moves_sample": [f"{m.thread_id}: {safe_str(m.src)} -> {safe_str(m.dst)} ({m.why})" for m in plan.moves[:sample]],
         "rows_sample": [{"thread_id": r.thread_id, "why": r.why, "old": r.old, "new": r.new} for r in plan.rows[:sample]],
         "inserts_sample": [{"thread_id": i["id"], "rollout_path": safe_str(i["rollout_path"]),
