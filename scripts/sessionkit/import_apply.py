@@ -56,6 +56,8 @@ def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]
     from .ops import FileCreate, Mkdir, RowInsert
     ops: List[Any] = [Mkdir(str(d)) for d in plan.mkdirs]
     state_db = str(plan.dest.state_db.path)
+    tables = plan.table_dbs
+    ops += [RowInsert(str(tables[i.db]), i.table, i.row, i.key) for i in plan.shared]  # projects, sections
     hist_db = str(plan.dest_history_db) if plan.dest_history_db else None
     n = 0
     for t in plan.imports:
@@ -65,7 +67,10 @@ def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]
             source = stage(fc, plan.remapper, plan.source.scratch, n) if staged else fc.src
             ops.append(FileCreate(str(fc.dst), source=str(source), mode=FILE_MODE, mtime_ns=fc.mtime_ns,
                                   thread_id=t.thread_id))
-        ops.append(RowInsert(state_db, "threads", t.row, {"id": t.row["id"]}, t.thread_id))
+        row = dict(t.row, **t.extras.columns) if t.extras else t.row  # its project, section, position
+        ops.append(RowInsert(state_db, "threads", row, {"id": row["id"]}, t.thread_id))
+        for i in t.extras.inserts if t.extras else ():  # its goal, sub-agent link, attachments, ...
+            ops.append(RowInsert(str(tables[i.db]), i.table, i.row, i.key, t.thread_id))
         if hist_db is None:
             continue
         for table, rows in hist.get(t.thread_id, {}).items():

@@ -21,6 +21,7 @@ from .paths import has_prefix, home_prefix_counts, replace_prefix, safe_str
 from .rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
                             parse_session_meta, row_path_of, unusable_reason)
 from .rollout_remap import RolloutRemapper
+from .thread_tables import GOALS_DB, QUEUE_DB, Planner, read_home, summary
 from .rollout_scan import row_from_rollout
 from .statedb import open_readonly
 
@@ -91,7 +92,7 @@ class ThreadImport:
 
     __slots__ = ("thread_id", "files", "builder", "primary", "primary_dst", "use_src_row", "row_from", "title",
                  "name", "created", "cwd_before", "cwd_after", "archived", "provider", "history_turns", "why",
-                 "notes")
+                 "notes", "extras")
 
     def __init__(self, thread_id: str, files: List[FileCopy], builder: "RowBuilder", primary: RolloutFile,
                  primary_dst: str, use_src_row: bool, row_from: str, title: str, name: Optional[str],
@@ -114,6 +115,7 @@ class ThreadImport:
         self.history_turns = history_turns
         self.why = why
         self.notes = notes if notes is not None else []
+        self.extras: Any = None  # thread_tables.ThreadExtras: its project, section, goal, ... (plan_import)
 
     @property
     def row(self) -> Dict[str, Any]:
@@ -145,6 +147,8 @@ class ImportPlan:
     dest_history_db: Optional[Path] = None
     notes: List[str] = field(default_factory=list)
     remapper: Optional[RolloutRemapper] = field(default=None, repr=False)
+    shared: List[Any] = field(default_factory=list)  # thread_tables.Insert: projects, sections created once
+    table_dbs: Dict[str, Path] = field(default_factory=dict)  # DEST's DB files by name (thread_tables)
 
 
 @dataclass
@@ -631,6 +635,7 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
     for tid in sorted(selected, key=lambda t: (_created(src, t, at), t)):
         _plan_thread(plan, tid, selected[tid], src, dest, rewriter, builder, taken, made)
     _suggest(plan, src, dest, remaps)
+    _plan_tables(plan, src, dest, remaps)
     idx = src.index
     if idx.skipped_links:
         plan.notes.append(f"{len(idx.skipped_links)} symlinked folder(s) in the source were not followed "
@@ -642,6 +647,26 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
         plan.notes.append(f"DEST has no {HISTORY_DB}: start Codex once on it, then import, or the imported "
                           f"threads read 0 turns until resumed (archived ones cannot be resumed)")
     return plan
+
+
+def _plan_tables(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap]) -> None:
+    """Each imported thread's project, section, pin, goal, sub-agent link, attachments, queued input
+    and read state (thread_tables.py), read from SRC's DB copies and matched against DEST's."""
+    folder = dest.home.state_db.path.parent
+    dest_dbs = {n: folder / n for n in (STATE_DB, GOALS_DB, QUEUE_DB)}
+    d = read_home({n: p for n, p in dest_dbs.items() if p.is_file()})
+    state = _find_db(plan.source.root, STATE_DB)
+    src_dbs: Dict[str, Optional[Path]] = {}
+    for name in (STATE_DB, GOALS_DB, QUEUE_DB):
+        copy = plan.source.scratch / "db" / name
+        original = (state.parent / name) if state is not None else plan.source.root / name
+        src_dbs[name] = copy if copy.is_file() else private_db_copy(original, plan.source.scratch)
+    s = read_home(src_dbs, connect=lambda p: sqlite3.connect(str(p)))
+    planner = Planner(s, d, lambda v: remap(v, remaps))
+    for t in plan.imports:
+        t.extras = planner.thread(t.thread_id)
+    plan.shared = planner.shared
+    plan.table_dbs = dict(d.dbs)
 
 
 def _created(src: SourceInputs, tid: str, at: int) -> int:
@@ -878,7 +903,11 @@ def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
             "thread_id": t.thread_id, "name": t.name, "title": t.title[:100], "created": _local(t.created),
             "folder": safe_str(t.cwd_after), "folder_before": safe_str(t.cwd_before), "archived": t.archived,
             "provider": t.provider, "files": [fc.rel for fc in t.files], "history_turns": t.history_turns,
-            "row_from": t.row_from, "why": t.why, "notes": t.notes} for t in imp[:sample]],
+            "row_from": t.row_from, "why": t.why, "notes": t.notes,
+            "comes_with": summary(t.extras.brings) if t.extras else [],
+            "cannot_bring": t.extras.cannot if t.extras else []} for t in imp[:sample]],
+        "comes_with": summary([b.split(" '")[0] for t in imp if t.extras for b in t.extras.brings]),
+        "cannot_bring": sum(len(t.extras.cannot) for t in imp if t.extras),
         "skipped_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}
                            for s in plan.skipped[:sample]],
         "conflicts_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}

@@ -34,7 +34,10 @@ UPDATE_COLUMNS: Dict[str, Tuple[str, ...]] = {
 }
 # Tables whose whole rows may be inserted or deleted (every column of the real table allowed).
 ROW_TABLES = ("threads", "thread_turns", "thread_items", "thread_realtime_items",
-              "thread_history_projection_state")
+              "thread_history_projection_state",
+              # what else belongs to a thread (sessionkit/thread_tables.py: an import brings them)
+              "projects", "project_roots", "thread_sections", "thread_spawn_edges", "thread_attachments",
+              "thread_read_receipts", "thread_goals", "thread_goal_continuation_deferrals", "queued_items")
 
 
 class RecordError(UserError):

@@ -1,0 +1,88 @@
+"""An import brings what Codex 0.171 keeps about a thread besides its row and history: its project
+(created with remapped folders, or DEST's own reused), its section (matched by name) and pin, its
+goal (goals_1.sqlite), attachments and read state; real Codex shows each on its surface afterwards,
+from a folder and from a .tar.gz, and the rollback leaves every table of every DB as before."""
+import tarfile
+
+import pytest
+
+from test_e2e_compressed import _files, _ok, _tables
+
+PINNED = "01984de2-8f74-7c91-a3b2-5c5e937cf318"
+
+
+def _source(world):
+    """Old home (user `user`): thread A in project Work and section Later, with a goal and an
+    attachment; thread B pinned."""
+    proj = world.user_project("proj")
+    with world.app(proj) as app:
+        pid = app.request("project/create", {"idempotencyKey": "k-work", "name": "Work",
+                                             "roots": [{"path": str(proj)}]})["project"]["id"]
+        a = app.request("thread/start", {"cwd": str(proj), "projectId": pid})["thread"]["id"]
+        app.turn(a, "task A")
+        b = app.start_thread(proj, "task B")
+        later = app.request("threadSection/create", {"name": "Later"})["section"]["id"]
+        app.request("thread/section/move", {"threadId": a, "sectionId": later})
+        app.request("thread/section/move", {"threadId": b, "sectionId": PINNED})
+        app.request("thread/goal/set", {"threadId": a, "objective": "ship it", "status": "active", "tokenBudget": 1000})
+        app.request("thread/attachment/add", {"threadId": a, "attachmentType": "note", "identityKey": "n1",
+                                              "payload": {"text": "remember"}})
+        app.request("thread/name/set", {"threadId": a, "name": "Task A"})
+    return pid, a, b
+
+
+def _dest(world):
+    """New home (user `newuser`): one thread of its own and its own section named Later."""
+    new_home = world.base / "newuser" / ".codex"
+    new_home.mkdir(parents=True)
+    world.home = new_home
+    world.homes.append(new_home)
+    world.set_provider("mockA")
+    proj = world.base / "newuser" / "projects" / "proj"
+    proj.mkdir(parents=True)
+    own = world.make_threads(1, cwd=proj, prompt="new machine")
+    with world.app(proj) as app:
+        later = app.request("threadSection/create", {"name": "Later"})["section"]["id"]
+    return proj, own, later
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar.gz"])
+def test_import_brings_project_section_pin_goal_attachment_and_rollback(world, kind):
+    old_home = world.home
+    pid, a, b = _source(world)
+    proj, own, later = _dest(world)
+    src = old_home
+    if kind == "tar.gz":
+        src = world.base / "old.tar.gz"
+        with tarfile.open(str(src), "w:gz") as tf:
+            tf.add(str(old_home), arcname="home/user/.codex")
+    files, tables = _files(world), _tables(world)
+    args = ("session_import.py", "--from", str(src), "--remap-prefix",
+            f"{world.base / 'user'}={world.base / 'newuser'}", "--json")
+    plan = _ok(world.script(*args))
+    by = {t["thread_id"]: t for t in plan["imports_sample"]}
+    assert by[a]["comes_with"] == ["project 'Work' (created in DEST)", "section 'Later' (DEST's section of that name)",
+                                   "attachment", "read state", "goal"], by[a]
+    assert by[b]["comes_with"] == ["pinned", "read state"] and by[b]["cannot_bring"] == []
+    assert plan["comes_with"] == ["project", "section", "attachment", "2 read states", "goal", "pinned"]
+    res = _ok(world.script(*args, "--apply"))["result"]
+    assert res["imported_threads"] == 2
+
+    with world.app(proj) as app:
+        projects = app.request("project/list", {})["data"]
+        assert [(p["id"], [r["path"] for r in p["roots"]]) for p in projects] == [(pid, [str(proj)])]
+        assert app.request("project/read", {"projectId": pid})["project"]["name"] == "Work"
+        assert [t["id"] for t in app.request("thread/list", {"projectId": pid})["data"]] == [a]
+        assert [t["id"] for t in app.request("thread/list", {"sectionId": later})["data"]] == [a]
+        assert [t["id"] for t in app.request("thread/list", {"sectionId": PINNED})["data"]] == [b]
+        goal = app.request("thread/goal/get", {"threadId": a})["goal"]
+        assert (goal["objective"], goal["status"], goal["tokenBudget"]) == ("ship it", "active", 1000)
+        att = app.request("thread/attachment/list", {"threadId": a})["data"]
+        assert [(x["identityKey"], x["payload"]) for x in att] == [("n1", {"text": "remember"})]
+        assert app.request("thread/read", {"threadId": a})["thread"]["name"] == "Task A"
+        sections = {s["name"] for s in app.request("threadSection/list", {})["data"]}
+        assert sections == {"Later", "Pinned"}  # matched by name: no second Later
+
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    assert _tables(world) == tables
+    assert _files(world) == files
