@@ -86,3 +86,50 @@ def test_import_brings_project_section_pin_goal_attachment_and_rollback(world, k
     _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
     assert _tables(world) == tables
     assert _files(world) == files
+
+
+def _make_legacy(world, tid):
+    """The thread as a legacy (non-paginated) one, as 0.148's app-server leaves them: no history rows,
+    `history_mode` legacy in line 1 and in the row."""
+    import json
+    import sqlite3
+    path = world.db("SELECT rollout_path FROM threads WHERE id=?", (tid,))[0][0]
+    with open(path, "rb") as fh:
+        data = fh.read()
+    first, rest = data.split(b"\n", 1)
+    obj = json.loads(first)
+    obj["payload"]["history_mode"] = "legacy"
+    with open(path, "wb") as fh:
+        fh.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n" + rest)
+    world.db("UPDATE threads SET history_mode='legacy' WHERE id=?", (tid,))
+    conn = sqlite3.connect(str(world.home / "thread_history_1.sqlite"))
+    with conn:
+        for t in ("thread_turns", "thread_items", "thread_history_projection_state"):
+            conn.execute(f"DELETE FROM {t} WHERE thread_id=?", (tid,))
+    conn.close()
+
+
+def test_import_writes_a_legacy_threads_name_where_codex_reads_it(world):
+    old_home = world.home
+    proj = world.user_project("proj")
+    with world.app(proj) as app:
+        tid = app.start_thread(proj, "legacy work")
+        app.request("thread/name/set", {"threadId": tid, "name": "Legacy name"})
+    world.stop_home_processes()
+    _make_legacy(world, tid)
+    with world.app(proj) as app:
+        assert app.request("thread/read", {"threadId": tid})["thread"]["name"] == "Legacy name"
+    new_proj, own, _later = _dest(world)
+    files, tables = _files(world), _tables(world)
+    index = world.home / "session_index.jsonl"
+    index_before = index.read_bytes() if index.exists() else None
+    args = ("session_import.py", "--from", str(old_home), "--remap-prefix",
+            f"{world.base / 'user'}={world.base / 'newuser'}", "--json")
+    res = _ok(world.script(*args, "--apply"))["result"]
+    assert res["imported_threads"] == 1
+    with world.app(new_proj) as app:
+        assert app.request("thread/read", {"threadId": tid})["thread"]["name"] == "Legacy name"
+        assert {t["id"]: t.get("name") for t in app.request("thread/list", {})["data"]}[tid] == "Legacy name"
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    assert (index.read_bytes() if index.exists() else None) == index_before
+    assert _tables(world) == tables and _files(world) == files

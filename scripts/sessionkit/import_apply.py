@@ -76,6 +76,10 @@ def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]
         for table, rows in hist.get(t.thread_id, {}).items():
             for row in rows:
                 ops.append(RowInsert(hist_db, table, row, {k: row[k] for k in HISTORY_KEYS[table]}, t.thread_id))
+    named = [(t.thread_id, t.name) for t in plan.imports if t.name]
+    if named:  # Codex 0.171 shows a legacy thread's name from session_index.jsonl only: written there too
+        from .session_index import SESSION_INDEX, IndexAppend, name_lines
+        ops.append(IndexAppend(str(plan.dest.root / SESSION_INDEX), name_lines(named)))
     return ops
 
 
