@@ -101,10 +101,8 @@ def apply_import(plan: ImportPlan, force: bool = False, progress: Optional[Progr
     journals first, one transaction per DB) after refusing a live source."""
     from .writerun import execute
     refuse_live_source(plan, force)
-    if plan.dest_history_db is None and any(t.history_turns for t in plan.imports):
-        raise UserError(f"this home has no thread_history_1.sqlite, where Codex reads the imported threads' "
-                        f"turns from: start Codex once on {safe_str(plan.dest.root)}, close it, and run again. "
-                        f"Nothing was changed")
+    # DEST without thread_history_1.sqlite (a Codex before 0.160, e.g. 0.130, never creates one): the
+    # rollouts and rows that Codex reads are imported, the history rows it has no place for are not
     dest = read_dest(plan.dest)
     hist = history_rows(plan, dest.history_columns)
     ops = import_ops(plan, hist)

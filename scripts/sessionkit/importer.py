@@ -644,8 +644,10 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
         plan.notes.append(f"{len(idx.malformed)} file(s) in the source's sessions folders are not rollout names "
                           f"and {len(idx.unreadable)} could not be read: not imported")
     if dest.history_db is None and any(t.history_turns for t in plan.imports):
-        plan.notes.append(f"DEST has no {HISTORY_DB}: start Codex once on it, then import, or the imported "
-                          f"threads read 0 turns until resumed (archived ones cannot be resumed)")
+        plan.notes.append(f"DEST has no {HISTORY_DB} (a Codex before 0.160, such as 0.130, never makes one): "
+                          f"the rollouts and rows are imported, as that Codex reads them; their history rows "
+                          f"are not. A newer Codex opening this home later shows each paginated thread with "
+                          f"0 turns until it is resumed once (archived ones: unarchive first)")
     return plan
 
 
