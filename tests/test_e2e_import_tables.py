@@ -80,6 +80,8 @@ def test_import_brings_project_section_pin_goal_attachment_and_rollback(world, k
         att = app.request("thread/attachment/list", {"threadId": a})["data"]
         assert [(x["identityKey"], x["payload"]) for x in att] == [("n1", {"text": "remember"})]
         assert app.request("thread/read", {"threadId": a})["thread"]["name"] == "Task A"
+        states = app.request("thread/list", {}).get("readStates") or {}
+        assert a in states and b in states, states  # the read receipts came along
         sections = {s["name"] for s in app.request("threadSection/list", {})["data"]}
         assert sections == {"Later", "Pinned"}  # matched by name: no second Later
 
