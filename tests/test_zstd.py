@@ -296,3 +296,55 @@ def test_import_of_compressed_threads_writes_them_decompressed_and_rollback_remo
 def homes(tmp_path):
     from test_import import homes as make
     return make.__wrapped__(tmp_path)
+
+
+def _moved_compressed(tmp_path, specs):
+    old = "/home/olduser/.codex"
+    hb = HomeBuilder(tmp_path / ".codex")
+    ts = [hb.add(cwd=cwd, preview=f"t {i}", archived=archived) for i, (cwd, archived) in enumerate(specs)]
+    for t in ts:
+        compress(t.path)
+        hb.sql("UPDATE threads SET rollout_path=? WHERE id=?", (old + "/" + str(t.path.relative_to(hb.root)), t.id))
+    args = ("--remap-prefix", f"{old}={hb.root}", "--remap-prefix", "/home/olduser=/home/newuser", "--json")
+    return hb, ts, args
+
+
+@needs_zstd
+def test_moved_home_remap_and_unarchive_of_compressed_threads_then_both_rollbacks(tmp_path):
+    """A moved home: the active compressed thread's cwd is remapped (decompressed first); an archived
+    compressed thread with nothing to rewrite is unarchived as it is (its `.zst` moved); rows keep
+    `.jsonl` paths; the two rollbacks put every byte, mtime and row back."""
+    from test_migrate_rollback import home_state
+    hb, (active, still), args = _moved_compressed(tmp_path, [("/home/olduser/proj", False), ("/srv/x", True)])
+    before = home_state(hb.root)
+    proc = run("session_repair.py", hb.root, *args, "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(proc.stdout)["result"]
+    assert res["decompression"]["decompressed"] == 1 and res["line1_rewritten"] == 1
+    rows = dict(hb.sql("SELECT id, rollout_path FROM threads"))
+    assert all(p.endswith(".jsonl") and p.startswith(str(hb.root / "sessions")) for p in rows.values())
+    assert Path(rows[active.id]).is_file() and not Path(rows[active.id] + ".zst").exists()
+    assert json.loads(Path(rows[active.id]).read_bytes().split(b"\n", 1)[0])["payload"]["cwd"] == "/home/newuser/proj"
+    assert Path(rows[still.id] + ".zst").is_file() and not Path(rows[still.id]).exists()  # moved compressed
+    audit = json.loads(run("session_audit.py", hb.root, "--json").stdout)["integrity"]
+    assert (audit["stale_rows_count"], audit["archive_mismatches_count"], audit["line1_unreadable_count"]) == (0, 0, 0)
+    for run_dir in (res["run_dir"], res["decompression"]["run_dir"]):
+        rb = run("rollback.py", hb.root, "--manifest", run_dir, "--apply", "--json")
+        assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert home_state(hb.root) == before
+
+
+@needs_zstd
+def test_an_archived_compressed_thread_remapped_and_unarchived(tmp_path):
+    """Rewritten where it lies (decompressed first), then its `.jsonl` moved to sessions/: the planned
+    move of the `.zst` follows the decompression. (Rolling back a remap together with an unarchive
+    conflicts for plain rollouts too: the rewrite's file has moved; reported, not this module's.)"""
+    hb, (t,), args = _moved_compressed(tmp_path, [("/home/olduser/proj", True)])
+    proc = run("session_repair.py", hb.root, *args, "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.loads(proc.stdout)["result"]
+    assert (res["decompression"]["decompressed"], res["line1_rewritten"], res["moved"]) == (1, 1, 1)
+    (path,) = [p for (p,) in hb.sql("SELECT rollout_path FROM threads")]
+    assert path == str(hb.root / "sessions" / "2025" / "03" / "01" / t.path.name)
+    assert json.loads(Path(path).read_bytes().split(b"\n", 1)[0])["payload"]["cwd"] == "/home/newuser/proj"
+    assert not list((hb.root / "archived_sessions").iterdir())
