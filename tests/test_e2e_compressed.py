@@ -111,7 +111,7 @@ def test_moved_user_folder_repair_of_a_compressed_home_and_rollback(world):
     assert remap == f"--remap-prefix {moved['old_user']}={moved['new_user']}"
     arg = remap.split(" ", 1)[1]
     plan = _ok(world.script("session_repair.py", "--remap-prefix", arg, "--json"))
-    assert (plan["remap_rows"], plan["planned_rollout_rewrites"]) == (3, 3), plan
+    assert (plan["remap_rows"], plan["planned_rollout_rewrites"], plan["decompress_first"]) == (3, 3, 3), plan
     res = _ok(world.script("session_repair.py", "--remap-prefix", arg, "--apply", "--json"))["result"]
     assert (res["updated_rows"], res["line1_rewritten"]) == (3, 3), res
     assert res["decompression"]["decompressed"] == 3

@@ -141,6 +141,7 @@ def test_migration_decompresses_first_and_both_rollbacks_restore_every_byte(home
     rows = hb.sql("SELECT * FROM threads ORDER BY id")
     plan = json.loads(run("provider_migrate.py", hb.root, "--json").stdout)
     assert plan["candidates"] == 2 and plan["skipped"] == 0 and snapshot(hb.root) == before
+    assert plan["decompress_first"] == 1  # the dry-run says so
     proc = run("provider_migrate.py", hb.root, "--apply", "--json")
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)["result"]

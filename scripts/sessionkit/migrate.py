@@ -22,7 +22,7 @@ from .reasoning import count_encrypted
 from .paths import is_inside, safe_str
 from .statedb import open_readonly, unbindable
 from .writerun import execute
-from .zstd import decompress_first, line1_of
+from .zstd import compressed_count, decompress_first, line1_of
 
 
 @dataclass
@@ -285,6 +285,7 @@ def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
         "candidates": len(plan.changes),
         "line1_rewrites": sum(1 for c in plan.changes if c.edit is not None),
         "line1_growing": sum(1 for c in plan.changes if c.edit is not None and c.edit.growth),
+        "decompress_first": compressed_count(c.path for c in plan.changes if c.edit is not None),
         "row_updates": sum(1 for c in plan.changes if c.db_change),
         "other_dbs": [{"db": safe_str(o.db), "row_updates": len(o.providers)} for o in plan.others],
         "skipped": len(plan.skipped),

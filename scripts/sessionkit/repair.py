@@ -24,7 +24,7 @@ from .rollout_scan import Unimportable, row_from_rollout
 from .ops import Mkdir, Move, OffsetShift, Op, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
 from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from .writerun import execute
-from .zstd import decompress_first
+from .zstd import compressed_count, decompress_first
 from .projects import remap_plan_ops as project_roots_plan
 
 Remap = Tuple[str, str]
@@ -589,6 +589,7 @@ def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
         "remap_rows": sum(1 for r in plan.rows if any(w.startswith("remap") for w in r.why)),
         "planned_rollout_rewrites": len(plan.rewrites),
         "planned_cwd_line_rewrites": sum(r.cwd_lines for r in plan.rewrites),
+        "decompress_first": compressed_count(r.path for r in plan.rewrites),
         "other_dbs": [{"db": safe_str(o.db), "planned_row_updates": len(o.rows),
                        "planned_row_inserts": len(o.inserts)} for o in plan.others],
         "skipped": len(plan.skipped),

@@ -398,3 +398,8 @@ def decompress_first(home: Any, ops: List[Op], force: bool, progress: Any = None
     return {"run_dir": str(r.run_dir), "decompressed": r.applied[Decompress.KIND],
             "skipped": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "rollback": r.rollback_command(home)}
+
+
+def compressed_count(paths: Any) -> int:
+    """How many of these planned `.jsonl` paths are still compressed (a run decompresses them first)."""
+    return sum(1 for p in paths if p is not None and not os.path.lexists(str(p)) and os.path.isfile(str(p) + ZST))
