@@ -144,3 +144,73 @@ def test_audit_reports_no_lost_name_for_a_legacy_thread(tmp_path):
                          capture_output=True, text=True, env=env, check=False)
     integ = json.loads(out.stdout)["integrity"]
     assert (integ["names_lost_count"], integ["names_lost_detail"]) == (1, [{"thread_id": paginated.id, "name": "P"}])
+
+
+def _all_rows(db):
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall()
+                for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")}
+    finally:
+        conn.close()
+
+
+def _with_extras(tmp_path):
+    """A source with a project, a section, a pinned thread, a spawn edge, an attachment and read
+    receipts (the 0.171 tables in tests/data's schema), and an empty DEST."""
+    from homebuilder import HomeBuilder
+    src = HomeBuilder(tmp_path / "src" / ".codex")
+    parent, child = src.add(preview="parent"), src.add(preview="child")
+    for stmt, args in [
+            ("INSERT INTO projects VALUES ('p1','Work','{}',0,1,1)", ()),
+            ("INSERT INTO project_roots VALUES ('p1',0,'/work/proj')", ()),
+            ("INSERT INTO thread_sections VALUES ('s1','Later',NULL)", ()),
+            ("INSERT INTO thread_sections VALUES (?,'Pinned',NULL)", (tt.PINNED,)),
+            ("UPDATE threads SET project_id='p1', thread_section_id='s1', section_position=1 WHERE id=?", (parent.id,)),
+            ("UPDATE threads SET thread_section_id=?, section_position=1 WHERE id=?", (tt.PINNED, child.id)),
+            ("INSERT INTO thread_spawn_edges VALUES (?,?,'open')", (parent.id, child.id)),
+            ("INSERT INTO thread_attachments VALUES ('a1',?,'note','k','{}',1)", (parent.id,)),
+            ("INSERT INTO thread_read_receipts VALUES (?,'t','r','t')", (child.id,))]:
+        src.sql(stmt, args)
+    dst = HomeBuilder(tmp_path / "dst" / ".codex")
+    dst.n = 100
+    dst.add(preview="its own")
+    return src, dst, parent, child
+
+
+def test_import_with_extras_then_rollback_every_table(tmp_path):
+    from test_import import plan_json
+    src, dst, parent, child = _with_extras(tmp_path)
+    before = _all_rows(dst.db_path)
+    out = plan_json(dst.root, "--from", str(src.root), "--apply")
+    assert out["comes_with"] == ["project", "section", "attachment", "pinned", "sub-agent link", "read state"]
+    rows = _all_rows(dst.db_path)
+    assert rows["thread_spawn_edges"] == [(parent.id, child.id, "open")]
+    assert dst.sql("SELECT project_id, thread_section_id FROM threads WHERE id=?", (parent.id,)) == [("p1", "s1")]
+    assert dst.sql("SELECT thread_section_id FROM threads WHERE id=?", (child.id,)) == [(tt.PINNED,)]
+    rb = run_rollback(dst.root)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _all_rows(dst.db_path) == before
+
+
+def run_rollback(root):
+    from harness import run_script
+    return run_script("rollback.py", "--codex-dir", str(root), "--latest", "--apply")
+
+
+@pytest.mark.parametrize("action", ["kill", "eio"])
+def test_import_with_extras_fault_at_every_point(tmp_path, action):
+    from test_faults import Pristine, frun, points
+    src, dst, _p, _c = _with_extras(tmp_path)
+    before = _all_rows(dst.db_path)
+    pristine = Pristine(dst.root)
+    labels, _ = points(tmp_path, "session_import.py", dst.root, "--from", str(src.root), "--apply")
+    assert labels.count("commit") >= 1, labels
+    for n in range(1, len(labels) + 1):
+        pristine.restore()
+        frun("session_import.py", dst.root, "--from", str(src.root), "--apply", fault=f"{action}:{n}")
+        rb = frun("rollback.py", dst.root, "--latest", "--apply")
+        assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
+        assert _all_rows(dst.db_path) == before, (action, n, labels[n - 1])
+        assert not [p for p in (dst.root / "sessions").rglob("*") if p.is_file() and "0195" in p.name
+                    and p.name not in {t.path.name for t in dst.threads}]
