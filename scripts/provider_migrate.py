@@ -87,6 +87,8 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
             f"first lines rewritten: {result['line1_rewritten']}; index entries updated: {result['updated_rows']}",
             f"sessions per provider now: {after}",
             "undo with:", f"  {result['rollback']}",
+            *([f"  then (the {result['decompression']['decompressed']} compressed session(s) decompressed first):",
+               f"  {result['decompression']['rollback']}"] if result.get("decompression") else []),
             "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
     return "\n".join(out)
 

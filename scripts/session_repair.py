@@ -123,6 +123,8 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
             f"history rows deleted: {result['history_rows_deleted']}",
             f"unarchived_rows: {result['unarchived_rows']}, archived_after: {result['archived_after']}",
             "undo with:", f"  {result['rollback']}",
+            *([f"  then (the {result['decompression']['decompressed']} compressed session(s) decompressed first):",
+               f"  {result['decompression']['rollback']}"] if result.get("decompression") else []),
             "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
     return "\n".join(out)
 

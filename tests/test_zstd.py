@@ -349,3 +349,16 @@ def test_an_archived_compressed_thread_remapped_and_unarchived(tmp_path):
     assert path == str(hb.root / "sessions" / "2025" / "03" / "01" / t.path.name)
     assert json.loads(Path(path).read_bytes().split(b"\n", 1)[0])["payload"]["cwd"] == "/home/newuser/proj"
     assert not list((hb.root / "archived_sessions").iterdir())
+
+
+@needs_zstd
+def test_the_text_result_prints_both_undo_commands_in_order(home):
+    hb, ts = home
+    compress(ts[0].path)
+    proc = run("provider_migrate.py", hb.root, "--apply")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    at = lines.index("undo with:")
+    assert "--manifest" in lines[at + 1] and "provider_migration_" in lines[at + 1]
+    assert lines[at + 2] == "  then (the 1 compressed session(s) decompressed first):"
+    assert "--manifest" in lines[at + 3] and "decompress_" in lines[at + 3] and lines[at + 3].endswith("--apply")
