@@ -28,6 +28,11 @@ def _source(world):
         app.request("thread/attachment/add", {"threadId": a, "attachmentType": "note", "identityKey": "n1",
                                               "payload": {"text": "remember"}})
         app.request("thread/name/set", {"threadId": a, "name": "Task A"})
+    with world.app(proj) as app:  # b is not loaded in this app-server: its queued input waits in queue_1
+        app.request("thread/queue/add", {"threadId": b, "clientUserMessageId": "m1",
+                                         "input": [{"type": "text", "text": "do this later"}]})
+        queued = app.request("thread/queue/list", {"threadId": b})
+    assert len(queued["data"]) == 1, queued
     return pid, a, b
 
 
@@ -63,8 +68,9 @@ def test_import_brings_project_section_pin_goal_attachment_and_rollback(world, k
     by = {t["thread_id"]: t for t in plan["imports_sample"]}
     assert by[a]["comes_with"] == ["project 'Work' (created in DEST)", "section 'Later' (DEST's section of that name)",
                                    "attachment", "read state", "goal"], by[a]
-    assert by[b]["comes_with"] == ["pinned", "read state"] and by[b]["cannot_bring"] == []
-    assert plan["comes_with"] == ["project", "section", "attachment", "2 read states", "goal", "pinned"]
+    assert by[b]["comes_with"] == ["pinned", "read state", "queued input"] and by[b]["cannot_bring"] == []
+    assert plan["comes_with"] == ["project", "section", "attachment", "2 read states", "goal", "pinned",
+                                  "queued input"]
     res = _ok(world.script(*args, "--apply"))["result"]
     assert res["imported_threads"] == 2
 
@@ -80,13 +86,21 @@ def test_import_brings_project_section_pin_goal_attachment_and_rollback(world, k
         att = app.request("thread/attachment/list", {"threadId": a})["data"]
         assert [(x["identityKey"], x["payload"]) for x in att] == [("n1", {"text": "remember"})]
         assert app.request("thread/read", {"threadId": a})["thread"]["name"] == "Task A"
+        queued = app.request("thread/queue/list", {"threadId": b})["data"]
+        assert len(queued) == 1, queued
         states = app.request("thread/list", {}).get("readStates") or {}
         assert a in states and b in states, states  # the read receipts came along
         sections = {s["name"] for s in app.request("threadSection/list", {})["data"]}
         assert sections == {"Later", "Pinned"}  # matched by name: no second Later
 
     _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
-    assert _tables(world) == tables
+    # Codex's own `thread/queue/list` above numbered the imported queue in queued_thread_revisions
+    # (an AUTOINCREMENT table no run writes): every other table is exactly as before
+    codex_wrote = {("queue_1.sqlite", "queued_thread_revisions"), ("queue_1.sqlite", "sqlite_sequence")}
+    after = _tables(world)
+    assert {k: v for k, v in after.items() if k not in codex_wrote} == \
+        {k: v for k, v in tables.items() if k not in codex_wrote}
+    assert after[("queue_1.sqlite", "queued_items")] == []
     assert _files(world) == files
 
 
