@@ -149,3 +149,27 @@ def test_import_writes_a_legacy_threads_name_where_codex_reads_it(world):
     _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
     assert (index.read_bytes() if index.exists() else None) == index_before
     assert _tables(world) == tables and _files(world) == files
+
+
+def test_import_brings_a_sub_agents_spawn_edge(world):
+    """`thread/list {parentThreadId}` lists children from thread_spawn_edges only. The edge is written
+    into the source by SQL (spawning a sub-agent takes a model tool call the mock does not make),
+    and the source's own Codex lists it before the import."""
+    old_home = world.home
+    proj = world.user_project("proj")
+    with world.app(proj) as app:
+        parent = app.start_thread(proj, "parent")
+        child = app.start_thread(proj, "child")
+    world.stop_home_processes()
+    world.db("INSERT INTO thread_spawn_edges VALUES (?, ?, 'open')", (parent, child))
+    assert [t["id"] for t in world.listing(parentThreadId=parent)] == [child]
+    new_proj, own, _later = _dest(world)
+    tables = _tables(world)
+    args = ("session_import.py", "--from", str(old_home), "--remap-prefix",
+            f"{world.base / 'user'}={world.base / 'newuser'}", "--json")
+    plan = _ok(world.script(*args))
+    assert "sub-agent link" in {t["thread_id"]: t for t in plan["imports_sample"]}[child]["comes_with"]
+    _ok(world.script(*args, "--apply"))
+    assert [t["id"] for t in world.listing(parentThreadId=parent)] == [child]
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    assert _tables(world) == tables
