@@ -14,7 +14,7 @@ import pytest
 
 from harness import SCRIPTS, snapshot
 from homebuilder import HomeBuilder
-from sessionkit import zstd
+from sessionkit import decompress, zstd
 from sessionkit.home import open_home
 from sessionkit.migrate import plan_migration
 from sessionkit.ops import CHANGED, NEW, OLD, TORN, RecordError, op_from_record
@@ -113,7 +113,7 @@ def test_without_a_reader_the_thread_is_skipped_with_what_to_install(home, reade
     assert [c.thread_id for c in plan.changes] == [ts[1].id]
     assert plan.skipped == [(ts[0].id, f"line 1 is unusable ({zstd.ZSTD_MISSING})")]
     assert "install the zstd program" in zstd.ZSTD_MISSING and "Python 3.14" in zstd.ZSTD_MISSING
-    assert zstd.decompressions([]) == []
+    assert decompress.decompressions([]) == []
 
 
 @needs_zstd
@@ -163,7 +163,7 @@ def _op(tmp_path, hb, t):
     zst = compress(t.path)
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
-    op = zstd.Decompress(t.id, str(zst), str(t.path))
+    op = decompress.Decompress(t.id, str(zst), str(t.path))
     assert op.prepare(run_dir) is None
     return op, zst
 
@@ -206,7 +206,8 @@ def test_decompress_killed_between_write_and_unlink_is_torn_and_undone(tmp_path,
     assert op.leftover() and op.state() == OLD and not ts[0].path.exists()
     op.clean()
     assert not op.leftover()
-    monkeypatch.setattr(zstd, "point", die_at("file"))  # the .jsonl written, the .zst not yet removed
+    monkeypatch.setattr(zstd, "point", die_at("none"))
+    monkeypatch.setattr(decompress, "point", die_at("file"))  # the .jsonl written, the .zst not yet removed
     with pytest.raises(KeyboardInterrupt):
         op.apply()
     assert zst.exists() and ts[0].path.exists()
@@ -230,7 +231,7 @@ def test_prepare_refuses_links_and_an_existing_jsonl(tmp_path, home):
     hb, ts = home
     zst = compress(ts[0].path)
     os.link(zst, tmp_path / "other-link")
-    op = zstd.Decompress(ts[0].id, str(zst), str(ts[0].path))
+    op = decompress.Decompress(ts[0].id, str(zst), str(ts[0].path))
     assert "hard links" in op.prepare(tmp_path)
     os.unlink(tmp_path / "other-link")
     ts[0].path.write_bytes(b"x")

@@ -22,7 +22,8 @@ from .reasoning import count_encrypted
 from .paths import is_inside, safe_str
 from .statedb import open_readonly, unbindable
 from .writerun import execute
-from .zstd import compressed_count, decompress_first, line1_of
+from .decompress import decompress_first
+from .zstd import compressed_count, line1_of
 
 
 @dataclass

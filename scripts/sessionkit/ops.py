@@ -1383,7 +1383,7 @@ OP_CLASSES: Dict[str, Type[Op]] = {c.KIND: c for c in (Mkdir, Move, Line1Rewrite
 
 def op_from_record(rec: Dict[str, Any]) -> Op:
     """Strictly: an unknown kind or a malformed field is a RecordError (one line, exit 2)."""
-    from . import session_index, zstd  # noqa: F401  (register their ops: IndexAppend, Decompress)
+    from . import decompress, session_index  # noqa: F401  (register their ops: Decompress, IndexAppend)
     cls = OP_CLASSES.get(rec.get("op", ""))
     if cls is None:
         raise RecordError(f"unknown journal operation {rec.get('op')!r}")

@@ -24,7 +24,8 @@ from .rollout_scan import Unimportable, row_from_rollout
 from .ops import Mkdir, Move, OffsetShift, Op, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
 from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from .writerun import execute
-from .zstd import compressed_count, decompress_first
+from .decompress import decompress_first
+from .zstd import compressed_count
 from .projects import remap_plan_ops as project_roots_plan
 
 Remap = Tuple[str, str]
