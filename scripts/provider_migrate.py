@@ -100,6 +100,8 @@ def render_result(home: CodexHome, plan: Dict[str, Any], result: Dict[str, Any],
         skipped=[(names.get(s["thread_id"], s["thread_id"]), s["reason"])
                  for s in (result.get("skipped_at_apply") or [])],
         undo=result["rollback"], verify=home_command(home, "session_audit.py"),
+        undo_then=[(f"the {result['decompression']['decompressed']} compressed session(s) decompressed first",
+                    result["decompression"]["rollback"])] if result.get("decompression") else [],
         older=older_runs(home, result.get("run_dir")),
         counters={k: v for k, v in result.items() if k not in ("rollback", "provider_distribution_after")})
     if plan["candidates"] > len(plan["sample"]):

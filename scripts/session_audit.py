@@ -84,7 +84,7 @@ INTEGRITY_WORDS = (
     (("provider_mismatch",), "index says another provider than the file (Codex follows the file)"),
     (("malformed_file_names",), "files in sessions/ whose name Codex cannot read (ignored by Codex)"),
     (("line1_unreadable",), "session files whose first line is unreadable (never listed)"),
-    (("compressed_rollouts",), "zstd-compressed session files (reported, never touched)"),
+    (("compressed_rollouts",), "zstd-compressed session files (Codex reads them; a run that changes one decompresses it)"),
     (("unreadable_paths",), "folders that could not be read, or symlinked folders (not followed)"),
 )
 
@@ -101,9 +101,9 @@ ROLLOUT_NAME = re.compile(r"\S*rollout-\d{4}-\d\d-\d\dT[\d-]+-([0-9a-fA-F-]{36})
 def _short(item: str, home: str) -> str:
     """A sample as a user knows it: a rollout file by its session id, another path inside the home
     without the home's prefix (the full lists are in --json)."""
-    item = ROLLOUT_NAME.sub(lambda m: m.group(1) + (" (.zst)" if m.group(2) else ""), item)
-    prefix = home.rstrip("/") + "/"
-    return item.replace(prefix, "") if prefix in item else item
+    prefix = home.rstrip("/") + "/"  # first: a home whose path holds a space is still cut off
+    item = item.replace(prefix, "") if prefix in item else item
+    return ROLLOUT_NAME.sub(lambda m: m.group(1) + (" (.zst)" if m.group(2) else ""), item)
 
 
 def _samples(items: List[str], home: str, indent: str = "      e.g. ") -> List[str]:

@@ -161,6 +161,8 @@ def repair_outcome(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result:
         changed=labels_for(names, ids),
         skipped=[(names.get(t, t), shown(why)) for t, why in plan.skipped],
         undo=result.get("rollback"), verify=home_command(home, "session_audit.py"),
+        undo_then=[(f"the {result['decompression']['decompressed']} compressed session(s) decompressed first",
+                    result["decompression"]["rollback"])] if result.get("decompression") else [],
         older=older_runs(home, result.get("run_dir")),
         counters={k: v for k, v in result.items() if k != "rollback"})
 

@@ -70,7 +70,7 @@ def test_broken_home_integrity(broken):
         "duplicate_db_paths": [],
         "session_meta_id_mismatch": [],
         "compressed_rollouts": 1,
-        "line1_unreadable": 1,
+        "line1_unreadable": 2,  # the BOM file and the .zst that is only a zstd magic number (read now)
         "malformed_file_names": 1,
         "missing_active_rows": 4,  # 2 orphans, the moved row's real file, the .zst
         "missing_archived_rows": 0,
@@ -94,7 +94,7 @@ def test_broken_home_visibility(broken):
          "orph_new", "empty", "mismatch", "moved", "bad"], broken.threads)}
     v = audit_json(broken.root)["visibility"]
     assert v["provider"] == "openai" and v["provider_source"] == "config.toml"
-    assert v["hidden"] == {"archived": 2, "missing_rollout_file": 1, "line1_unreadable": 1,
+    assert v["hidden"] == {"archived": 2, "missing_rollout_file": 1, "line1_unreadable": 2,
                            "only_session_meta": 0, "other_provider": 4, "non_interactive_source": 1,
                            "cwd": 0, "cwd_folder_gone": 0}
     # visible: 4 healthy, the empty preview (Codex derives it from the rollout), moved (file found

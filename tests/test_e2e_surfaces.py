@@ -240,3 +240,21 @@ def test_moved_home_daemon_package_is_repointed_as_the_audit_says(world):
     current.symlink_to(pkg["repoint_to"])  # what the audit says, done by hand (the repair's job)
     assert world.audit()["daemon_package"]["problem"] is None
     assert world.picker(proj, all=True).ids == ids  # the TUI starts again
+
+
+@pytest.mark.tui
+def test_a_compressed_home_every_surface_equals_codex(world):
+    """Codex 0.171's `rollout/compress` leaves `rollout-*.jsonl.zst` (rows keep the `.jsonl` path): every
+    surface still lists them, and so does the audit (it once said the editors show 0)."""
+    from test_e2e_compressed import compress
+    here = world.project("here")
+    mine = world.make_threads(3, cwd=here)
+    other = world.make_threads(1, "mockB", cwd=here)
+    world.set_provider("mockA")
+    compress(world)
+    audit = world.audit("--cwd", str(here))
+    s = audit["surfaces"]
+    assert s["editors"]["visible"] == 3 and s["editors"]["hidden"]["other_provider"] == 1
+    assert listed(world, "tui", here) == sorted(mine + other)
+    assert audit["integrity"]["compressed_rollouts_count"] == 4 and audit["integrity"]["stale_rows_count"] == 0
+    assert_surfaces_match_codex(world, audit, str(here))

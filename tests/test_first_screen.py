@@ -49,10 +49,10 @@ def test_first_screen_of_a_messy_home(broken):
         "Hidden or at risk:",
         "  2 are archived (shown under Archived)",
         "  1 has no session file left in sessions/",
-        "  1 has an unreadable first line (Codex lists none of those)",
+        "  2 have an unreadable first line (Codex lists none of those)",  # the BOM file, the damaged .zst
         "  4 were made under another provider (oldprov); the editors list only openai's",
         "  1 was started by `codex exec` or a subagent (never listed)",
-        "  `codex resume --all` misses 2 not in Codex's index, 1 without a title",
+        "  `codex resume --all` misses 3 not in Codex's index, 1 without a title",
         "  4 listed but out of date in Codex's index (2 not in it, 1 file moved, 1 no title)",
         "  1 index entry points into an old home (/home/olduser/.codex)",
         "  resuming fails for provider(s) config.toml does not define: oldprov",
@@ -73,7 +73,7 @@ def test_first_screen_of_a_messy_home(broken):
     r = json.loads(audit(root, "--json").stdout)
     assert r["visibility"]["visible"] == 8 and r["surfaces"]["tui_all"]["visible"] == 9
     assert r["counts"]["threads_total"] + r["integrity"]["disk_not_in_db_count"] == 18
-    assert r["visibility"]["hidden"] == {"archived": 2, "missing_rollout_file": 1, "line1_unreadable": 1,
+    assert r["visibility"]["hidden"] == {"archived": 2, "missing_rollout_file": 1, "line1_unreadable": 2,
                                          "only_session_meta": 0, "other_provider": 4,
                                          "non_interactive_source": 1, "cwd": 0, "cwd_folder_gone": 0}
     assert [o["step"] for o in r["options"]] == ["unarchive"]

@@ -473,12 +473,31 @@ def test_reverted_thread_brings_every_segment_and_its_history_by_segment_key(tmp
     hist.close()
 
 
-def test_apply_refuses_a_dest_without_its_history_db(homes):
+def test_a_dest_without_its_history_db_gets_the_rollouts_rows_and_names_it_can_use(homes, tmp_path):
+    """A 0.130 home (older threads schema, no thread_history_1.sqlite, which that Codex never makes):
+    the old refusal said "start Codex once ... and run again", which could not work."""
     src, made, dst, own = homes
-    (dst.root / "thread_history_1.sqlite").unlink()
-    before = _dest_state_no_history(dst)
-    proc = imp(dst.root, "--from", str(src.root), "--apply", expect=(2,))
-    assert "no thread_history_1.sqlite" in proc.stderr and _dest_state_no_history(dst) == before
+    old = HomeBuilder(tmp_path / "old130" / ".codex", old_schema=True)
+    old.n = 200  # other ids
+    old.add(cwd="/home/x/proj", preview="its own")
+    assert not (old.root / "thread_history_1.sqlite").exists()
+    before = _dest_state_no_history(old)
+    plan = plan_json(old.root, "--from", str(src.root))
+    assert any("a Codex before 0.160" in n for n in plan["notes"]), plan["notes"]
+    out = plan_json(old.root, "--from", str(src.root), "--apply")
+    r = out["result"]
+    assert (r["imported_threads"], r["files_created"], r["rows_inserted"], r["history_rows_inserted"]) == (3, 3, 3, 0)
+    assert not (old.root / "thread_history_1.sqlite").exists()
+    for t in made:
+        assert (old.root / t.path.relative_to(src.root)).read_bytes() == t.path.read_bytes()
+    names = [json.loads(x) for x in (old.root / "session_index.jsonl").read_text().splitlines()]
+    assert sorted((n["id"], n["thread_name"]) for n in names) == sorted(
+        [(made[0].id, "Parser rewrite"), (made[1].id, "Docs (from the index)")])
+    rb = run_script("rollback.py", "--codex-dir", str(old.root), "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _dest_state_no_history(old)[1] == before[1]
+    assert {k: v for k, v in _dest_state_no_history(old)[0].items() if not k.startswith((".tmp/", "state_5"))} == \
+        {k: v for k, v in before[0].items() if not k.startswith((".tmp/", "state_5"))}
 
 
 def _dest_state_no_history(hb):
@@ -594,10 +613,12 @@ def test_each_unimportable_thread_is_skipped_with_its_reason_and_the_rest_import
     bad.path.write_bytes(made[0].path.read_bytes())
     plan = plan_json(dst.root, "--from", str(src.root), "--sample", "50")
     reasons = {s["thread_id"]: s["reason"] for s in plan["skipped_sample"]}
+    # only a zstd magic number: read (zstd program here) and found damaged
+    assert reasons.pop("0195aaaa-0000-7000-8000-000000000001").startswith(
+        "the zstd-compressed rollout does not decompress (")
     assert reasons == {
         gone.id: "its rollout file is not in the source (a row alone cannot be read or resumed)",
         dup.id: "ambiguous: 2 rollout files carry this thread id in the source",
-        "0195aaaa-0000-7000-8000-000000000001": "a zstd-compressed rollout (not readable here)",
         bad.id: "line 1 belongs to another thread (session_meta.id differs)",
     }
     assert plan["to_import"] == 3 and plan["threads_in_source"] == 7

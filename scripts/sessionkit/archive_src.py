@@ -22,7 +22,8 @@ STATE_DB = "state_5.sqlite"
 HISTORY_DB = "thread_history_1.sqlite"
 # What an import reads from a home: everything else (the 420 MB daemon package, logs) stays packed.
 WANTED_TOP = ("sessions", "archived_sessions")
-WANTED_FILES = (STATE_DB, HISTORY_DB, "session_index.jsonl", "config.toml")
+EXTRA_DBS = ("goals_1.sqlite", "queue_1.sqlite")  # 0.171: a thread's goal and queued input
+WANTED_FILES = (STATE_DB, HISTORY_DB, "session_index.jsonl", "config.toml") + EXTRA_DBS
 DB_SUFFIXES = ("", "-wal")
 MAX_BYTES_ENV = "SESSION_IMPORT_MAX_BYTES"
 DEFAULT_MAX_BYTES = 64 * 1024 ** 3
@@ -207,9 +208,10 @@ def _wanted(rel: Tuple[str, ...]) -> bool:
     if rel[0] in WANTED_TOP:
         return True
     if len(rel) == 1:
-        return rel[0] in WANTED_FILES or any(rel[0] == STATE_DB + s or rel[0] == HISTORY_DB + s for s in DB_SUFFIXES)
-    return len(rel) == 2 and rel[0] == "sqlite" and rel[1] in (STATE_DB, HISTORY_DB, STATE_DB + "-wal",
-                                                               HISTORY_DB + "-wal")
+        return rel[0] in WANTED_FILES or any(rel[0] == db + s for db in (STATE_DB, HISTORY_DB) + EXTRA_DBS
+                                             for s in DB_SUFFIXES)
+    return len(rel) == 2 and rel[0] == "sqlite" and rel[1] in tuple(
+        db + s for db in (STATE_DB, HISTORY_DB) + EXTRA_DBS for s in DB_SUFFIXES)
 
 
 def _extract(path: Path, kind: str, dest: Path) -> Tuple[Path, List[str]]:

@@ -22,6 +22,7 @@ from .surfaces import HIDE_REASONS, INTERACTIVE_SOURCES, Judged, cwd_folders, da
     db_only_ids, judge_all, line1_fields, moved_home, surface_views, tui_default_cwd, view  # noqa: F401
 # HIDE_REASONS, INTERACTIVE_SOURCES and gather are re-exported: callers imported them from here
 from . import history_check
+from .projects import audit_section as projects_section
 
 ACTIVE_WINDOW_S = 300  # an unindexed rollout written this recently may still be in use
 DB_ONLY_REASONS = ("rollout_not_indexed", "stale_rollout_path", "empty_preview", "db_provider_differs",
@@ -56,14 +57,13 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
     own = inputs.own_thread
     metas, by_path, by_thread = inputs.metas, index.by_path, index.by_thread
     for rf in index.files:  # as `codex doctor` counts them: files no row points at by path
-        if rf.key not in row_paths and rf.thread_id != own:
+        if rf.row_path not in row_paths and rf.thread_id != own:
             found["missing_archived_rows" if rf.archived else "missing_active_rows"].append(rf.key)
         if rf.compressed:
             found["compressed_rollouts"].append(rf.key)
-        else:
-            error = metas[rf.key].error
-            if error:
-                found["line1_unreadable"].append(f"{rf.key}: {error}")
+        error = metas[rf.key].error
+        if error:
+            found["line1_unreadable"].append(f"{rf.key}: {error}")
     for tid, files in by_thread.items():
         if tid not in row_ids and tid != own:
             found["disk_not_in_db"].append(tid)
@@ -108,6 +108,7 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
         tid: [safe_str(f.path) for f in index.by_thread[tid]]
         for tid in found["duplicate_rollout_id"][:max_samples]}
     out["moved_home"] = moved_home(inputs, judged if judged is not None else judge_all(inputs), max_samples)
+    out.update(projects_section(inputs.home.state_db.path, max_samples))  # 0.171 projects whose folders are gone
     return out
 
 
@@ -374,7 +375,8 @@ def findings(report: Dict[str, Any]) -> List[str]:
         "rollout_path_outside_home": "row(s) have a rollout_path outside this Codex home",
         "provider_mismatch": "row(s) hold a provider that differs from line 1 of their rollout",
         "line1_unreadable": "rollout(s) have an unreadable line 1",
-        "compressed_rollouts": "zstd-compressed rollout(s) (reported, never touched)",
+        "projects_missing_roots": "project(s) with folders (roots) that do not exist: the desktop app groups and "
+                                  "starts threads there (session_repair.py --remap-prefix moves them)",
         "unreadable_paths": "folder(s) under sessions/ that could not be read or are symlinks (not followed)",
     }
     for key, label in labels.items():

@@ -343,7 +343,8 @@ def names_lost(home: Any, rows: List[Any]) -> Dict[str, str]:
     if named is None:
         return {}
     return {r.id: recorded[r.id.lower()] for r in sorted(rows, key=lambda r: r.id)
-            if r.id.lower() in recorded and r.id.lower() not in named}
+            if r.id.lower() in recorded and r.id.lower() not in named
+            and r.history_mode == "paginated"}  # a legacy thread's name is shown from the index (0.171)
 
 
 def integrity_report(check: HistoryCheck, max_samples: int) -> Dict[str, Any]:

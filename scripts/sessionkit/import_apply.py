@@ -56,6 +56,8 @@ def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]
     from .ops import FileCreate, Mkdir, RowInsert
     ops: List[Any] = [Mkdir(str(d)) for d in plan.mkdirs]
     state_db = str(plan.dest.state_db.path)
+    tables = plan.table_dbs
+    ops += [RowInsert(str(tables[i.db]), i.table, i.row, i.key) for i in plan.shared]  # projects, sections
     hist_db = str(plan.dest_history_db) if plan.dest_history_db else None
     n = 0
     for t in plan.imports:
@@ -65,12 +67,19 @@ def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]
             source = stage(fc, plan.remapper, plan.source.scratch, n) if staged else fc.src
             ops.append(FileCreate(str(fc.dst), source=str(source), mode=FILE_MODE, mtime_ns=fc.mtime_ns,
                                   thread_id=t.thread_id))
-        ops.append(RowInsert(state_db, "threads", t.row, {"id": t.row["id"]}, t.thread_id))
+        row = dict(t.row, **t.extras.columns) if t.extras else t.row  # its project, section, position
+        ops.append(RowInsert(state_db, "threads", row, {"id": row["id"]}, t.thread_id))
+        for i in t.extras.inserts if t.extras else ():  # its goal, sub-agent link, attachments, ...
+            ops.append(RowInsert(str(tables[i.db]), i.table, i.row, i.key, t.thread_id))
         if hist_db is None:
             continue
         for table, rows in hist.get(t.thread_id, {}).items():
             for row in rows:
                 ops.append(RowInsert(hist_db, table, row, {k: row[k] for k in HISTORY_KEYS[table]}, t.thread_id))
+    named = [(t.thread_id, t.name) for t in plan.imports if t.name]
+    if named:  # Codex 0.171 shows a legacy thread's name from session_index.jsonl only: written there too
+        from .session_index import SESSION_INDEX, IndexAppend, name_lines
+        ops.append(IndexAppend(str(plan.dest.root / SESSION_INDEX), name_lines(named)))
     return ops
 
 
@@ -92,10 +101,8 @@ def apply_import(plan: ImportPlan, force: bool = False, progress: Optional[Progr
     journals first, one transaction per DB) after refusing a live source."""
     from .writerun import execute
     refuse_live_source(plan, force)
-    if plan.dest_history_db is None and any(t.history_turns for t in plan.imports):
-        raise UserError(f"this home has no thread_history_1.sqlite, where Codex reads the imported threads' "
-                        f"turns from: start Codex once on {safe_str(plan.dest.root)}, close it, and run again. "
-                        f"Nothing was changed")
+    # DEST without thread_history_1.sqlite (a Codex before 0.160, e.g. 0.130, never creates one): the
+    # rollouts and rows that Codex reads are imported, the history rows it has no place for are not
     dest = read_dest(plan.dest)
     hist = history_rows(plan, dest.history_columns)
     ops = import_ops(plan, hist)

@@ -21,10 +21,11 @@ from .labels import shown
 from .line1 import read_line1
 from .paths import has_prefix, home_prefix_counts, safe_str
 from .rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
-                            parse_session_meta, unusable_reason)
+                            parse_session_meta, row_path_of, unusable_reason)
 from .rollout_remap import RolloutRemapper
 from .rollout_edit import Remap, apply_spans, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
     without_folders  # noqa: F401  (parse_remaps: session_import.py's)
+from .thread_tables import GOALS_DB, QUEUE_DB, Planner, read_home, summary
 from .rollout_scan import row_from_rollout
 from .statedb import open_readonly
 
@@ -95,7 +96,7 @@ class ThreadImport:
 
     __slots__ = ("thread_id", "files", "builder", "primary", "primary_dst", "use_src_row", "row_from", "title",
                  "name", "created", "cwd_before", "cwd_after", "archived", "provider", "history_turns", "why",
-                 "notes")
+                 "notes", "extras")
 
     def __init__(self, thread_id: str, files: List[FileCopy], builder: "RowBuilder", primary: RolloutFile,
                  primary_dst: str, use_src_row: bool, row_from: str, title: str, name: Optional[str],
@@ -118,6 +119,7 @@ class ThreadImport:
         self.history_turns = history_turns
         self.why = why
         self.notes = notes if notes is not None else []
+        self.extras: Any = None  # thread_tables.ThreadExtras: its project, section, goal, ... (plan_import)
 
     @property
     def row(self) -> Dict[str, Any]:
@@ -151,6 +153,8 @@ class ImportPlan:
     dest_history_db: Optional[Path] = None
     notes: List[str] = field(default_factory=list)
     remapper: Optional[RolloutRemapper] = field(default=None, repr=False)
+    shared: List[Any] = field(default_factory=list)  # thread_tables.Insert: projects, sections created once
+    table_dbs: Dict[str, Path] = field(default_factory=dict)  # DEST's DB files by name (thread_tables)
 
 
 @dataclass
@@ -577,6 +581,7 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
     for tid in sorted(selected, key=lambda t: (_created(src, t, at), t)):
         _plan_thread(plan, tid, selected[tid], src, dest, rewriter, builder, taken, made)
     _suggest(plan, src, dest, remaps)
+    _plan_tables(plan, src, dest, remaps)
     idx = src.index
     if idx.skipped_links:
         plan.notes.append(f"{len(idx.skipped_links)} symlinked folder(s) in the source were not followed "
@@ -585,9 +590,31 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
         plan.notes.append(f"{len(idx.malformed)} file(s) in the source's sessions folders are not rollout names "
                           f"and {len(idx.unreadable)} could not be read: not imported")
     if dest.history_db is None and any(t.history_turns for t in plan.imports):
-        plan.notes.append(f"DEST has no {HISTORY_DB}: start Codex once on it, then import, or the imported "
-                          f"threads read 0 turns until resumed (archived ones cannot be resumed)")
+        plan.notes.append(f"DEST has no {HISTORY_DB} (a Codex before 0.160, such as 0.130, never makes one): "
+                          f"the rollouts and rows are imported, as that Codex reads them; their history rows "
+                          f"are not. A newer Codex opening this home later shows each paginated thread with "
+                          f"0 turns until it is resumed once (archived ones: unarchive first)")
     return plan
+
+
+def _plan_tables(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap]) -> None:
+    """Each imported thread's project, section, pin, goal, sub-agent link, attachments, queued input
+    and read state (thread_tables.py), read from SRC's DB copies and matched against DEST's."""
+    folder = dest.home.state_db.path.parent
+    dest_dbs = {n: folder / n for n in (STATE_DB, GOALS_DB, QUEUE_DB)}
+    d = read_home({n: p for n, p in dest_dbs.items() if p.is_file()})
+    state = _find_db(plan.source.root, STATE_DB)
+    src_dbs: Dict[str, Optional[Path]] = {}
+    for name in (STATE_DB, GOALS_DB, QUEUE_DB):
+        copy = plan.source.scratch / "db" / name
+        original = (state.parent / name) if state is not None else plan.source.root / name
+        src_dbs[name] = copy if copy.is_file() else private_db_copy(original, plan.source.scratch)
+    s = read_home(src_dbs, connect=lambda p: sqlite3.connect(str(p)))
+    planner = Planner(s, d, lambda v: remap(v, remaps))
+    for t in plan.imports:
+        t.extras = planner.thread(t.thread_id)
+    plan.shared = planner.shared
+    plan.table_dbs = dict(d.dbs)
 
 
 def _created(src: SourceInputs, tid: str, at: int) -> int:
@@ -608,7 +635,12 @@ def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) ->
         plain = [f for f in src.index.by_thread.get(tid, []) if "_" not in f.name]
         if len(plain) != 1:
             continue
-        parent = load_session_meta(plain[0].path).forked_from_id
+        if plain[0].compressed:  # read decompressed, as Codex reads it
+            from .zstd import line1_of
+            line, err = line1_of(plain[0].key)
+            parent = (parse_session_meta(line) if line is not None else SessionMeta(error=err)).forked_from_id
+        else:
+            parent = load_session_meta(plain[0].path).forked_from_id
         if parent and parent.lower() not in out and parent.lower() not in dest.rows \
                 and parent.lower() in src.index.by_thread:
             out[parent.lower()] = f"parent of fork {tid}"
@@ -631,10 +663,15 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
 
     if not files:
         return skip("its rollout file is not in the source (a row alone cannot be read or resumed)")
-    if any(f.compressed for f in files):
-        return skip("a zstd-compressed rollout (not readable here)")
     if any(f.is_symlink for f in files):
         return skip("a rollout file is a symlink (never followed)")
+    origin: Dict[str, str] = {}  # a compressed file's decompressed copy -> its key in the source
+    if any(f.compressed for f in files):
+        files, problem = _decompressed(plan, files, origin)
+        if problem:
+            return skip(problem)
+        notes.append("its rollout is zstd-compressed in the source: DEST gets it decompressed "
+                     "(as Codex's resume writes it)")
     primary, problem = _primary(files, row)
     if primary is None:
         return skip(problem)
@@ -649,7 +686,8 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     dest_prefix = str(dest.home.root) + os.sep
     primary_dst = ""
     for rf in sorted(files, key=lambda f: f.key):
-        rel = rf.key[len(prefix):].replace(os.sep, "/") if rf.key.startswith(prefix) else ""
+        at = row_path_of(origin.get(rf.key, rf.key))
+        rel = at[len(prefix):].replace(os.sep, "/") if at.startswith(prefix) else ""
         if not rel.startswith(("sessions/", "archived_sessions/")) or "/../" in rel:
             return skip(f"{safe_str(rf.key)} is not under the source's sessions folders")
         try:
@@ -696,6 +734,40 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         cwd_before=cwd_before, cwd_after=built["cwd"], archived=archived,
         provider=meta.model_provider or _text(built.get("model_provider")), history_turns=turns,
         why=why, notes=notes))
+
+
+def _decompressed(plan: ImportPlan, files: List[RolloutFile], origin: Dict[str, str]
+                  ) -> Tuple[List[RolloutFile], Optional[str]]:
+    """A thread's files with each compressed one replaced by its decompressed copy in the private
+    scratch folder (mtime kept): DEST gets the `.jsonl`, the source is never written."""
+    from .zstd import missing_reason, open_zst, digest_stream
+    why = missing_reason()
+    if why:
+        return files, why
+    out: List[RolloutFile] = []
+    for rf in files:
+        if not rf.compressed:
+            out.append(rf)
+            continue
+        folder = plan.source.scratch / "decompressed" / rf.thread_id
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+        dst = folder / row_path_of(rf.name)
+        try:
+            fd = os.open(str(dst), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            try:
+                with open_zst(rf.key) as fh:
+                    digest_stream(fh, fd)
+            finally:
+                os.close(fd)
+            st = os.stat(rf.key)
+            os.utime(str(dst), ns=(st.st_mtime_ns, st.st_mtime_ns))
+        except OSError as exc:
+            return files, f"the zstd-compressed rollout does not decompress ({exc.strerror or exc})"
+        copy = RolloutFile(key=str(dst), archived=rf.archived, thread_id=rf.thread_id, date=rf.date,
+                           compressed=False, is_symlink=False)
+        origin[copy.key] = rf.key
+        out.append(copy)
+    return out, None
 
 
 def _plan_dirs(plan: ImportPlan, folder: Path, root: Path, made: Set[str]) -> None:
@@ -781,7 +853,11 @@ def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
             "thread_id": t.thread_id, "name": t.name, "title": t.title[:100], "created": _local(t.created),
             "folder": safe_str(t.cwd_after), "folder_before": safe_str(t.cwd_before), "archived": t.archived,
             "provider": t.provider, "files": [fc.rel for fc in t.files], "history_turns": t.history_turns,
-            "row_from": t.row_from, "why": t.why, "notes": t.notes} for t in imp[:sample]],
+            "row_from": t.row_from, "why": t.why, "notes": t.notes,
+            "comes_with": summary(t.extras.brings) if t.extras else [],
+            "cannot_bring": t.extras.cannot if t.extras else []} for t in imp[:sample]],
+        "comes_with": summary([b.split(" '")[0] for t in imp if t.extras for b in t.extras.brings]),
+        "cannot_bring": sum(len(t.extras.cannot) for t in imp if t.extras),
         "skipped_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}
                            for s in plan.skipped[:sample]],
         "conflicts_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}

@@ -15,7 +15,6 @@ from .locks import explain_live
 from .snapshot import AuditInputs
 from .history_offsets import history_db_path, read_offsets, threads_with_offsets
 from .rollout_index import not_unicode, unusable_reason
-from .line1 import read_line1
 from .rollout_edit import LineEdit, plan_fields
 from .ops import Line1Rewrite, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowUpdate
 from .thread_graph import ThreadGraph, fork_rewrites, graph_of, members
@@ -24,6 +23,8 @@ from .reasoning import count_encrypted
 from .paths import is_inside, safe_str
 from .statedb import open_readonly, unbindable
 from .writerun import execute
+from .decompress import decompress_first
+from .zstd import compressed_count, line1_of
 
 
 @dataclass
@@ -67,7 +68,7 @@ def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[st
 
 def provider_edit(path: str, old: Optional[str], new: str) -> LineEdit:
     """Line 1's model_provider swapped, as the one editor plans it (the write checks it again)."""
-    line, err = read_line1(Path(path))
+    line, err = line1_of(path)  # a compressed rollout is read decompressed
     if line is None:
         return LineEdit(problem=f"line 1 unreadable ({err})")
     return plan_fields(line, {"model_provider": (old, new)})
@@ -150,7 +151,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             except OSError as exc:
                 plan.skipped.append((row.id, f"cannot stat the rollout ({exc.strerror or exc})"))
                 continue
-            change = ProviderChange(row.id, row.model_provider, rf.path, edit,
+            change = ProviderChange(row.id, row.model_provider, Path(rf.row_path), edit,  # .jsonl: decompressed first
                                     db_change=row.model_provider != plan.target, mtime_ns=mtime_ns)
             if edit is not None and edit.growth:
                 if hist_conn is not None and tid in hist_threads:
@@ -268,6 +269,7 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
     hist_path = history_db_path(home.state_db.path)
     ts = datetime.now().isoformat(timespec="seconds")
     ops = migration_ops(home.state_db.path, hist_path, plan)
+    pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
     r = execute(home, "provider_migration", ops, manifest_csv(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     hist_backup = r.backups.get(str(hist_path))
@@ -278,7 +280,7 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
             "rows_per_db": {safe_str(db): n for db, n in r.rows.items() if not db.endswith("thread_history_1.sqlite")},
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
             "provider_distribution_after": provider_counts(home.state_db.path),
-            "rollback": r.rollback_command(home)}
+            "rollback": r.rollback_command(home), "decompression": pre}
 
 
 def provider_counts(db: Path) -> Dict[str, int]:
@@ -309,6 +311,7 @@ def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
         "line1_rewrites": sum(1 for c in plan.changes if c.edit is not None),
         "line1_growing": sum(1 for c in plan.changes if c.edit is not None and c.edit.growth),
         "forks_moved": plan.forks_moved,
+        "decompress_first": compressed_count(c.path for c in plan.changes if c.edit is not None),
         "row_updates": sum(1 for c in plan.changes if c.db_change),
         "other_dbs": [{"db": safe_str(o.db), "row_updates": len(o.providers)} for o in plan.others],
         "skipped": len(plan.skipped),

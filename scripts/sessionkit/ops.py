@@ -31,10 +31,14 @@ UPDATE_COLUMNS: Dict[str, Tuple[str, ...]] = {
                 "model_provider", "name"),
     "thread_turns": ("rollout_byte_offset", "rollout_end_byte_offset"),
     "thread_history_projection_state": ("next_rollout_byte_offset",),
+    "project_roots": ("path",),  # a project's folder, remapped with --remap-prefix (sessionkit/projects.py)
 }
 # Tables whose whole rows may be inserted or deleted (every column of the real table allowed).
 ROW_TABLES = ("threads", "thread_turns", "thread_items", "thread_realtime_items",
-              "thread_history_projection_state")
+              "thread_history_projection_state",
+              # what else belongs to a thread (sessionkit/thread_tables.py: an import brings them)
+              "projects", "project_roots", "thread_sections", "thread_spawn_edges", "thread_attachments",
+              "thread_read_receipts", "thread_goals", "thread_goal_continuation_deferrals", "queued_items")
 
 
 class RecordError(UserError):
@@ -1559,6 +1563,7 @@ OP_CLASSES: Dict[str, Type[Op]] = {c.KIND: c for c in (Mkdir, Move, Line1Rewrite
 
 def op_from_record(rec: Dict[str, Any]) -> Op:
     """Strictly: an unknown kind or a malformed field is a RecordError (one line, exit 2)."""
+    from . import decompress, session_index  # noqa: F401  (register their ops: Decompress, IndexAppend)
     cls = OP_CLASSES.get(rec.get("op", ""))
     if cls is None:
         raise RecordError(f"unknown journal operation {rec.get('op')!r}")

@@ -18,12 +18,15 @@ from .history_check import names_from_session_index
 from .progress import Progress
 from .paths import home_prefix_counts, is_inside, resolves_inside, safe_str
 from .rollout_edit import Remap, parse_remaps, plan_file, remap  # noqa: F401  (parse_remaps: the scripts')
-from .rollout_index import RolloutFile, not_unicode, unusable_reason
+from .rollout_index import RolloutFile, file_path_for, not_unicode, row_path_of, unusable_reason
 from .rollout_scan import Unimportable, row_from_rollout
 from .ops import Mkdir, Move, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
 from .thread_graph import ThreadGraph, fork_rewrites, graph_of, members
 from .statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from .writerun import execute
+from .decompress import decompress_first
+from .zstd import compressed_count
+from .projects import remap_plan_ops as project_roots_plan
 
 
 @dataclass
@@ -59,9 +62,11 @@ class RepairPlan:
     forks_moved: int = 0  # forks whose history_base moves with a growing parent
     others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
     links: List[Tuple[str, str, str]] = field(default_factory=list)  # (link, target, new target) re-pointed
+    project_ops: List[Op] = field(default_factory=list)  # project_roots moved by --remap-prefix (projects.py)
+    projects: Dict[str, Any] = field(default_factory=dict)  # what the report says about them
 
     def has_work(self) -> bool:
-        return bool(self.moves or self.rows or self.inserts or self.others or self.links)
+        return bool(self.moves or self.rows or self.inserts or self.others or self.links or self.project_ops)
 
 
 @dataclass
@@ -113,9 +118,7 @@ def move_problem(move: "MovePlan", root: Path) -> Optional[str]:
 
 def _usable(rf: RolloutFile, inputs: AuditInputs, tid: str) -> Optional[str]:
     """Why a found file cannot stand for this thread, or None when it can."""
-    if rf.compressed:
-        return "the only file is zstd-compressed"
-    return unusable_reason(rf, inputs.meta_for(rf), tid)
+    return unusable_reason(rf, inputs.meta_for(rf), tid)  # a compressed file: usable when zstd reads here
 
 
 def unarchived_path(root: Path, rf: RolloutFile) -> Path:
@@ -228,6 +231,7 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
     if remaps and not sub:
         _plan_rewrites(plan, inputs)
         plan.links = daemon_links(root, remaps)
+        plan.project_ops, plan.projects = project_roots_plan(inputs.home, remaps, other_state_dbs(inputs.home))
     return plan
 
 
@@ -365,7 +369,7 @@ def _inserts_for(plan: RepairPlan, inputs: AuditInputs, view: View, have: set, i
             ins = row_from_rollout(rf.path, tid, archived, inputs.home.config.model_provider)
         except Unimportable:
             continue
-        ins["rollout_path"] = str(final)
+        ins["rollout_path"] = row_path_of(str(final))
         if str(final) != rf.key and not archived:
             ins["archived_at"] = None
         out.append(ins)
@@ -416,7 +420,7 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
             continue
         if not fp.spans:
             continue
-        plan.rewrites.append(RolloutPlan(tid, Path(path), {}, fp.folder_lines, fp.growth > 0))
+        plan.rewrites.append(RolloutPlan(tid, Path(row_path_of(str(path))), {}, fp.folder_lines, fp.growth > 0))
     growing = [rp.path for rp in plan.rewrites if rp.grows]
     if growing and any(inputs.meta_for(rf).forked_from_id for rf in inputs.index.files):
         plan.graph = graph_of(inputs)
@@ -468,14 +472,16 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
         target = Path(stored)
         archives = root / "archived_sessions"
         if can_move and choice.fix_paths and stored and is_inside(target, root) and _sane_target(target, root) \
-                and target.name == rf.name and not target.exists() \
+                and target.name == Path(rf.row_path).name and not target.exists() \
+                and not os.path.lexists(file_path_for(stored, rf)) \
                 and is_inside(target, archives) == is_inside(final, archives):
+            target = Path(file_path_for(stored, rf))  # a compressed file moves as it is (.zst)
             move = MovePlan(row.id, final, target, "fix path", keep_mtime=True)
             final = target
         else:
             if stored and is_inside(target, root) and not _sane_target(target, root):
                 why.append("stored path unsafe (outside sessions/, a symlink out, or odd characters)")
-            new["rollout_path"] = str(final)
+            new["rollout_path"] = row_path_of(str(final))  # a row names a compressed file's .jsonl
             why.append("point rollout_path at the real file")
     else:
         rf, final = found
@@ -490,12 +496,12 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
                 return skip(HARD_LINKED.format(links=links))
             move = MovePlan(row.id, rf.path, dst, "unarchive", keep_mtime=False)
             final = dst
-        new.update({"archived": 0, "archived_at": None, "rollout_path": str(final),
+        new.update({"archived": 0, "archived_at": None, "rollout_path": row_path_of(str(final)),
                     "updated_at": int(now), "updated_at_ms": int(now * 1000)})
         why.append("unarchive")
     elif bool(row.archived) != in_archive:
         new.update({"archived": int(in_archive), "archived_at": int(now) if in_archive else None,
-                    "rollout_path": str(final)})
+                    "rollout_path": row_path_of(str(final))})
         why.append(ROW_FOLLOWS_FILE)
     if move is not None:
         if tid in live:
@@ -640,7 +646,8 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     ops += repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
     for other in plan.others:
         ops += other_db_ops(other, thread_columns_of(other.db))
-    ops += list(extra_ops)
+    ops += list(extra_ops) + plan.project_ops
+    pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}
@@ -652,13 +659,14 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
             "line1_rewritten": r.applied["line1"] + r.applied["rollout_rewrite"],
             "symlinks_repointed": r.applied["symlink"],
+            "project_roots_remapped": len(plan.project_ops),
             "links_repointed": [safe_str(link) for link, _o, _n in plan.links] if r.applied["symlink"] else [],
             "history_rows_deleted": r.applied["row_delete"],
             "rows_per_db": {safe_str(db): n for db, n in r.rows.items()},
             "other_db_backups": {safe_str(db): str(b) for db, b in r.backups.items()
                                  if db != str(home.state_db.path) and not db.endswith("thread_history_1.sqlite")},
             "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
-            "rollback": r.rollback_command(home)}
+            "rollback": r.rollback_command(home), "decompression": pre}
 
 
 def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
@@ -749,6 +757,7 @@ def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
         "planned_rollout_rewrites": len(plan.rewrites),
         "planned_cwd_line_rewrites": sum(r.cwd_lines for r in plan.rewrites),
         "forks_moved": plan.forks_moved,
+        "decompress_first": compressed_count(r.path for r in plan.rewrites),
         "planned_link_repoints": [{"link": safe_str(a), "from": safe_str(b), "to": safe_str(c)}
                                   for a, b, c in plan.links],
         "other_dbs": [{"db": safe_str(o.db), "planned_row_updates": len(o.rows),
@@ -756,6 +765,7 @@ def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
         "skipped": len(plan.skipped),
         "skipped_sample": [{"thread_id": t, "reason": r} for t, r in plan.skipped[:sample]],
         "suggested_remap": plan.suggested_remap,
+        **plan.projects,
         "moves_sample": [f"{m.thread_id}: {safe_str(m.src)} -> {safe_str(m.dst)} ({m.why})" for m in plan.moves[:sample]],
         "rows_sample": [{"thread_id": r.thread_id, "why": r.why, "old": r.old, "new": r.new} for r in plan.rows[:sample]],
         "inserts_sample": [{"thread_id": i["id"], "rollout_path": safe_str(i["rollout_path"]),

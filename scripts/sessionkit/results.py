@@ -28,6 +28,7 @@ class Outcome:
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # (label, reason)
     notes: List[str] = field(default_factory=list)
     undo: Optional[str] = None  # a whole command
+    undo_then: List[Tuple[str, str]] = field(default_factory=list)  # (why, whole command) after `undo`
     verify: Optional[str] = None  # a whole command
     older: List[str] = field(default_factory=list)  # older runs still applied, as "kind, started"
     counters: Dict[str, Any] = field(default_factory=dict)  # for --verbose only
@@ -53,6 +54,8 @@ def render(o: Outcome, verbose: bool = False, limit: int = LIMIT) -> List[str]:
     out += [line for note in o.notes for line in (wrap(note) if not note.startswith("  ") else [note])]
     if o.undo:
         out += ["undo with:", f"  {o.undo}"]
+        for why, cmd in o.undo_then:
+            out += [f"  then ({why}):", f"  {cmd}"]
     if o.verify:
         out += ["Verify, then restart your editor's Codex:", f"  {o.verify}"]
     if o.older:

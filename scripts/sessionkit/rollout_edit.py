@@ -399,13 +399,24 @@ class FilePlan:
         return sum(len(n) - len(o) for _, o, n in self.spans)
 
 
+def _open_rollout(path: str) -> Any:
+    """A rollout's bytes: a compressed one (`X.jsonl.zst`, or `X.jsonl` that lies compressed) read
+    decompressed, as Codex reads it; the run that writes it decompresses it first (decompress.py)."""
+    from .zstd import ZST, open_zst
+    if path.endswith(ZST):
+        return open_zst(path)
+    if not os.path.lexists(path) and os.path.isfile(path + ZST):
+        return open_zst(path + ZST)
+    return open(path, "rb")
+
+
 def plan_file(path: str, remaps: Sequence[Remap], set_: Optional[Dict[str, Any]] = None) -> FilePlan:
     """Read the rollout once and plan every line's change (line 1's `set_` and every folder record)."""
     plan = FilePlan()
     old_h, new_h = hashlib.sha256(), hashlib.sha256()
     marks = needles(remaps)
     try:
-        with open(path, "rb") as fh:
+        with _open_rollout(path) as fh:
             for offset, line, tail in iter_lines(fh):
                 total = offset + len(line) + len(tail)
                 edit = plan_line(line, remaps, set_ if offset == 0 else None, first=offset == 0, marks=marks)

@@ -40,6 +40,11 @@ class RolloutFile:
     def name(self) -> str:
         return os.path.basename(self.key)
 
+    @property
+    def row_path(self) -> str:
+        """The path a row names for this file: a compressed `.jsonl.zst` keeps its `.jsonl` path."""
+        return self.key[:-4] if self.compressed else self.key
+
 
 @dataclass
 class RolloutIndex:
@@ -64,6 +69,8 @@ class RolloutIndex:
         self.files.append(rf)
         self.by_thread.setdefault(rf.thread_id.lower(), []).append(rf)
         self.by_path[rf.key] = rf
+        if rf.compressed:  # Codex reads `X.jsonl.zst` for a row naming `X.jsonl` (a plain X.jsonl wins)
+            self.by_path.setdefault(rf.row_path, rf)
 
 
 def _walk(folder: Path, archived: bool, index: RolloutIndex) -> None:
@@ -237,4 +244,17 @@ def unusable_reason(rf: RolloutFile, meta: SessionMeta, thread_id: str) -> Optio
         return f"line 1 is unusable ({meta.error})"
     if not meta.id or meta.id.lower() != thread_id.lower():
         return "line 1 belongs to another thread (session_meta.id differs)"
+    if rf.compressed:  # usable when this Python or system can read zstd (a run decompresses it first)
+        from .zstd import missing_reason
+        return missing_reason()
     return None
+
+
+def row_path_of(file_path: str) -> str:
+    """The path a row keeps for a rollout file: `X.jsonl` for `X.jsonl.zst` (as Codex keeps it)."""
+    return file_path[:-4] if file_path.endswith(".jsonl.zst") else file_path
+
+
+def file_path_for(row_path: str, rf: RolloutFile) -> str:
+    """Where `rf` lies when a row names `row_path`: a compressed file keeps its `.zst`."""
+    return row_path + ".zst" if rf.compressed and not row_path.endswith(".zst") else row_path

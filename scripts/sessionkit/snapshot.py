@@ -19,6 +19,7 @@ from .paths import inside_test, is_absolute_file, open_regular, read_regular, re
 from .progress import Progress
 from .rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, meta_from_line
 from .statedb import ThreadRow, load_threads
+from .zstd import read_head as zstd_head
 
 BOM = b"\xef\xbb\xbf"
 BOM_ERROR = "line 1 starts with a UTF-8 BOM (Codex 0.171 cannot read it: not listed, not readable)"
@@ -202,12 +203,13 @@ def _gather(home: CodexHome, progress: Progress) -> AuditInputs:
     heads: Dict[str, Head] = {}
     total = len(index.files)
     for n, rf in enumerate(index.files, 1):
-        if rf.compressed:
-            metas[rf.key] = SessionMeta(error="zstd-compressed rollout (not readable here)")
-        elif rf.is_symlink and not resolves_inside(rf.path, home.root):
+        if rf.is_symlink and not resolves_inside(rf.path, home.root):
             metas[rf.key] = SessionMeta(error="a symlink to outside the Codex home (not followed)")
         else:
-            line, err, only, rf.size = read_head(rf.key)
+            if rf.compressed:  # Codex lists and reads it as before: so does the audit
+                line, err, only = zstd_head(rf.key, LINE1_LIMIT)
+            else:
+                line, err, only, rf.size = read_head(rf.key)
             if line is None:
                 metas[rf.key] = SessionMeta(error=err)
             else:

@@ -41,7 +41,7 @@ def judge_all(inputs: AuditInputs) -> List[Judged]:
     by_thread, rows_by_id, metas, heads = inputs.index.by_thread, inputs.rows_by_id, inputs.metas, inputs.heads
     candidates: List[Tuple[str, Any]] = [(r.id, r) for r in inputs.rows]
     for tid, files in by_thread.items():
-        if tid not in rows_by_id and any(not f.archived and not f.compressed for f in files):
+        if tid not in rows_by_id and any(not f.archived for f in files):
             candidates.append((tid, None))
     candidates.sort(key=_first)  # rows come sorted: one pass
     listed_unreadable, cwd_from_line1, meta_only_listed = \
@@ -49,7 +49,7 @@ def judge_all(inputs: AuditInputs) -> List[Judged]:
     for tid, row in candidates:
         source = row.source_kind if row is not None else ""
         every = by_thread.get(tid.lower(), ())
-        files = [f for f in every if not f.archived and not f.compressed]
+        files = [f for f in every if not f.archived]
         if not files:  # a row flagged archived whose file is in sessions/ is listed (measured, 0.169)
             archived = (row is not None and row.archived) or any(f.archived for f in every)
             out.append(Judged(tid, "archived" if archived else "missing_rollout_file", None, source,
@@ -95,7 +95,7 @@ def judge_rows(inputs: AuditInputs) -> List[Judged]:
             base = "line1_unreadable"
         out.append(Judged(r.id, base, None, r.source_kind, r.cwd))
     for tid, files in inputs.index.by_thread.items():
-        if tid not in inputs.rows_by_id and any(not f.archived and not f.compressed for f in files):
+        if tid not in inputs.rows_by_id and any(not f.archived for f in files):
             out.append(Judged(tid, "rollout_not_indexed", None, "", ""))
     return out
 

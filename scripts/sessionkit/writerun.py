@@ -82,6 +82,8 @@ def home_dbs(home: CodexHome) -> Set[str]:
     for d in [home.state_db, *home.other_dbs]:
         out.add(os.path.realpath(str(d.path)))
         out.add(os.path.realpath(str(history_db_path(d.path))))
+        for name in ("goals_1.sqlite", "queue_1.sqlite"):  # 0.171's per-thread DBs beside the state DB
+            out.add(os.path.realpath(str(d.path.parent / name)))
     return out
 
 

@@ -1,0 +1,175 @@
+"""An import brings what Codex 0.171 keeps about a thread besides its row and history: its project
+(created with remapped folders, or DEST's own reused), its section (matched by name) and pin, its
+goal (goals_1.sqlite), attachments and read state; real Codex shows each on its surface afterwards,
+from a folder and from a .tar.gz, and the rollback leaves every table of every DB as before."""
+import tarfile
+
+import pytest
+
+from test_e2e_compressed import _files, _ok, _tables
+
+PINNED = "01984de2-8f74-7c91-a3b2-5c5e937cf318"
+
+
+def _source(world):
+    """Old home (user `user`): thread A in project Work and section Later, with a goal and an
+    attachment; thread B pinned."""
+    proj = world.user_project("proj")
+    with world.app(proj) as app:
+        pid = app.request("project/create", {"idempotencyKey": "k-work", "name": "Work",
+                                             "roots": [{"path": str(proj)}]})["project"]["id"]
+        a = app.request("thread/start", {"cwd": str(proj), "projectId": pid})["thread"]["id"]
+        app.turn(a, "task A")
+        b = app.start_thread(proj, "task B")
+        later = app.request("threadSection/create", {"name": "Later"})["section"]["id"]
+        app.request("thread/section/move", {"threadId": a, "sectionId": later})
+        app.request("thread/section/move", {"threadId": b, "sectionId": PINNED})
+        app.request("thread/goal/set", {"threadId": a, "objective": "ship it", "status": "active", "tokenBudget": 1000})
+        app.request("thread/attachment/add", {"threadId": a, "attachmentType": "note", "identityKey": "n1",
+                                              "payload": {"text": "remember"}})
+        app.request("thread/name/set", {"threadId": a, "name": "Task A"})
+    with world.app(proj) as app:  # b is not loaded in this app-server: its queued input waits in queue_1
+        app.request("thread/queue/add", {"threadId": b, "clientUserMessageId": "m1",
+                                         "input": [{"type": "text", "text": "do this later"}]})
+        queued = app.request("thread/queue/list", {"threadId": b})
+    assert len(queued["data"]) == 1, queued
+    return pid, a, b
+
+
+def _dest(world):
+    """New home (user `newuser`): one thread of its own and its own section named Later."""
+    new_home = world.base / "newuser" / ".codex"
+    new_home.mkdir(parents=True)
+    world.home = new_home
+    world.homes.append(new_home)
+    world.set_provider("mockA")
+    proj = world.base / "newuser" / "projects" / "proj"
+    proj.mkdir(parents=True)
+    own = world.make_threads(1, cwd=proj, prompt="new machine")
+    with world.app(proj) as app:
+        later = app.request("threadSection/create", {"name": "Later"})["section"]["id"]
+    return proj, own, later
+
+
+@pytest.mark.parametrize("kind", ["folder", "tar.gz"])
+def test_import_brings_project_section_pin_goal_attachment_and_rollback(world, kind):
+    old_home = world.home
+    pid, a, b = _source(world)
+    proj, own, later = _dest(world)
+    src = old_home
+    if kind == "tar.gz":
+        src = world.base / "old.tar.gz"
+        with tarfile.open(str(src), "w:gz") as tf:
+            tf.add(str(old_home), arcname="home/user/.codex")
+    files, tables = _files(world), _tables(world)
+    args = ("session_import.py", "--from", str(src), "--remap-prefix",
+            f"{world.base / 'user'}={world.base / 'newuser'}", "--json")
+    plan = _ok(world.script(*args))
+    by = {t["thread_id"]: t for t in plan["imports_sample"]}
+    assert by[a]["comes_with"] == ["project 'Work' (created in DEST)", "section 'Later' (DEST's section of that name)",
+                                   "attachment", "read state", "goal"], by[a]
+    assert by[b]["comes_with"] == ["pinned", "read state", "queued input"] and by[b]["cannot_bring"] == []
+    assert plan["comes_with"] == ["project", "section", "attachment", "2 read states", "goal", "pinned",
+                                  "queued input"]
+    res = _ok(world.script(*args, "--apply"))["result"]
+    assert res["imported_threads"] == 2
+
+    with world.app(proj) as app:
+        projects = app.request("project/list", {})["data"]
+        assert [(p["id"], [r["path"] for r in p["roots"]]) for p in projects] == [(pid, [str(proj)])]
+        assert app.request("project/read", {"projectId": pid})["project"]["name"] == "Work"
+        assert [t["id"] for t in app.request("thread/list", {"projectId": pid})["data"]] == [a]
+        assert [t["id"] for t in app.request("thread/list", {"sectionId": later})["data"]] == [a]
+        assert [t["id"] for t in app.request("thread/list", {"sectionId": PINNED})["data"]] == [b]
+        goal = app.request("thread/goal/get", {"threadId": a})["goal"]
+        assert (goal["objective"], goal["status"], goal["tokenBudget"]) == ("ship it", "active", 1000)
+        att = app.request("thread/attachment/list", {"threadId": a})["data"]
+        assert [(x["identityKey"], x["payload"]) for x in att] == [("n1", {"text": "remember"})]
+        assert app.request("thread/read", {"threadId": a})["thread"]["name"] == "Task A"
+        queued = app.request("thread/queue/list", {"threadId": b})["data"]
+        assert len(queued) == 1, queued
+        states = app.request("thread/list", {}).get("readStates") or {}
+        assert a in states and b in states, states  # the read receipts came along
+        sections = {s["name"] for s in app.request("threadSection/list", {})["data"]}
+        assert sections == {"Later", "Pinned"}  # matched by name: no second Later
+
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    # Codex's own `thread/queue/list` above numbered the imported queue in queued_thread_revisions
+    # (an AUTOINCREMENT table no run writes): every other table is exactly as before
+    codex_wrote = {("queue_1.sqlite", "queued_thread_revisions"), ("queue_1.sqlite", "sqlite_sequence")}
+    after = _tables(world)
+    assert {k: v for k, v in after.items() if k not in codex_wrote} == \
+        {k: v for k, v in tables.items() if k not in codex_wrote}
+    assert after[("queue_1.sqlite", "queued_items")] == []
+    assert _files(world) == files
+
+
+def _make_legacy(world, tid):
+    """The thread as a legacy (non-paginated) one, as 0.148's app-server leaves them: no history rows,
+    `history_mode` legacy in line 1 and in the row."""
+    import json
+    import sqlite3
+    path = world.db("SELECT rollout_path FROM threads WHERE id=?", (tid,))[0][0]
+    with open(path, "rb") as fh:
+        data = fh.read()
+    first, rest = data.split(b"\n", 1)
+    obj = json.loads(first)
+    obj["payload"]["history_mode"] = "legacy"
+    with open(path, "wb") as fh:
+        fh.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n" + rest)
+    world.db("UPDATE threads SET history_mode='legacy' WHERE id=?", (tid,))
+    conn = sqlite3.connect(str(world.home / "thread_history_1.sqlite"))
+    with conn:
+        for t in ("thread_turns", "thread_items", "thread_history_projection_state"):
+            conn.execute(f"DELETE FROM {t} WHERE thread_id=?", (tid,))
+    conn.close()
+
+
+def test_import_writes_a_legacy_threads_name_where_codex_reads_it(world):
+    old_home = world.home
+    proj = world.user_project("proj")
+    with world.app(proj) as app:
+        tid = app.start_thread(proj, "legacy work")
+        app.request("thread/name/set", {"threadId": tid, "name": "Legacy name"})
+    world.stop_home_processes()
+    _make_legacy(world, tid)
+    with world.app(proj) as app:
+        assert app.request("thread/read", {"threadId": tid})["thread"]["name"] == "Legacy name"
+    new_proj, own, _later = _dest(world)
+    files, tables = _files(world), _tables(world)
+    index = world.home / "session_index.jsonl"
+    index_before = index.read_bytes() if index.exists() else None
+    args = ("session_import.py", "--from", str(old_home), "--remap-prefix",
+            f"{world.base / 'user'}={world.base / 'newuser'}", "--json")
+    res = _ok(world.script(*args, "--apply"))["result"]
+    assert res["imported_threads"] == 1
+    with world.app(new_proj) as app:
+        assert app.request("thread/read", {"threadId": tid})["thread"]["name"] == "Legacy name"
+        assert {t["id"]: t.get("name") for t in app.request("thread/list", {})["data"]}[tid] == "Legacy name"
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    assert (index.read_bytes() if index.exists() else None) == index_before
+    assert _tables(world) == tables and _files(world) == files
+
+
+def test_import_brings_a_sub_agents_spawn_edge(world):
+    """`thread/list {parentThreadId}` lists children from thread_spawn_edges only. The edge is written
+    into the source by SQL (spawning a sub-agent takes a model tool call the mock does not make),
+    and the source's own Codex lists it before the import."""
+    old_home = world.home
+    proj = world.user_project("proj")
+    with world.app(proj) as app:
+        parent = app.start_thread(proj, "parent")
+        child = app.start_thread(proj, "child")
+    world.stop_home_processes()
+    world.db("INSERT INTO thread_spawn_edges VALUES (?, ?, 'open')", (parent, child))
+    assert [t["id"] for t in world.listing(parentThreadId=parent)] == [child]
+    new_proj, own, _later = _dest(world)
+    tables = _tables(world)
+    args = ("session_import.py", "--from", str(old_home), "--remap-prefix",
+            f"{world.base / 'user'}={world.base / 'newuser'}", "--json")
+    plan = _ok(world.script(*args))
+    assert "sub-agent link" in {t["thread_id"]: t for t in plan["imports_sample"]}[child]["comes_with"]
+    _ok(world.script(*args, "--apply"))
+    assert [t["id"] for t in world.listing(parentThreadId=parent)] == [child]
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    assert _tables(world) == tables

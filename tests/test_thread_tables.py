@@ -1,0 +1,216 @@
+"""thread_tables (what an import brings besides the row) and session_index's IndexAppend, at unit level:
+a sub-agent's spawn edge, projects matched by id or by name and remapped roots, sections by name, the
+Pinned section by id, DEST without goals_1/queue_1, and the append's undo."""
+import json
+import os
+import sqlite3
+
+import pytest
+
+from sessionkit import thread_tables as tt
+from sessionkit.ops import NEW, OLD, CHANGED, RecordError, op_from_record
+from sessionkit.session_index import IndexAppend, name_lines
+
+STATE_SQL = """
+CREATE TABLE threads (id TEXT PRIMARY KEY, project_id TEXT, thread_section_id TEXT, section_position INTEGER,
+                      section_entered_at_ms INTEGER);
+CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL, metadata TEXT NOT NULL DEFAULT '{}',
+                       position INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL);
+CREATE TABLE project_roots (project_id TEXT NOT NULL, position INTEGER NOT NULL, path TEXT NOT NULL,
+                            PRIMARY KEY (project_id, position));
+CREATE TABLE thread_sections (id TEXT PRIMARY KEY, name TEXT NOT NULL, appearance TEXT);
+CREATE TABLE thread_spawn_edges (parent_thread_id TEXT NOT NULL, child_thread_id TEXT NOT NULL PRIMARY KEY,
+                                 status TEXT NOT NULL);
+CREATE TABLE thread_attachments (id TEXT PRIMARY KEY, thread_id TEXT NOT NULL, attachment_type TEXT NOT NULL,
+                                 identity_key TEXT NOT NULL, payload TEXT NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE thread_read_receipts (thread_id TEXT PRIMARY KEY NOT NULL, first_unread_turn TEXT,
+                                   revision TEXT NOT NULL, last_published_turn TEXT);
+"""
+GOALS_SQL = """CREATE TABLE thread_goals (thread_id TEXT PRIMARY KEY NOT NULL, goal_id TEXT NOT NULL,
+    objective TEXT NOT NULL, status TEXT NOT NULL, token_budget INTEGER, tokens_used INTEGER NOT NULL DEFAULT 0,
+    time_used_seconds INTEGER NOT NULL DEFAULT 0, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL);"""
+
+
+def _db(path, sql, rows=()):
+    conn = sqlite3.connect(str(path))
+    conn.executescript(sql)
+    for stmt, args in rows:
+        conn.execute(stmt, args)
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def homes(tmp_path):
+    s, d = tmp_path / "src", tmp_path / "dst"
+    s.mkdir(), d.mkdir()
+    _db(s / tt.STATE_DB, STATE_SQL, [
+        ("INSERT INTO projects VALUES ('p1','Work','{}',0,1,1)", ()),
+        ("INSERT INTO projects VALUES ('p2','Same','{}',1,1,1)", ()),
+        ("INSERT INTO project_roots VALUES ('p1',0,'/home/old/proj')", ()),
+        ("INSERT INTO project_roots VALUES ('p2',0,'/home/old/same')", ()),
+        ("INSERT INTO thread_sections VALUES (?, 'Pinned', NULL)", (tt.PINNED,)),
+        ("INSERT INTO thread_sections VALUES ('s1', 'Later', NULL)", ()),
+        ("INSERT INTO threads VALUES ('parent','p1','s1',5,7)", ()),
+        ("INSERT INTO threads VALUES ('child','p2',?,1,2)", (tt.PINNED,)),
+        ("INSERT INTO thread_spawn_edges VALUES ('parent','child','open')", ()),
+        ("INSERT INTO thread_read_receipts VALUES ('child','t1','r1','t1')", ()),
+    ])
+    _db(s / tt.GOALS_DB, GOALS_SQL, [("INSERT INTO thread_goals VALUES ('parent','g','ship','active',9,0,0,1,1)", ())])
+    _db(d / tt.STATE_DB, STATE_SQL, [
+        ("INSERT INTO projects VALUES ('px','Same','{}',3,1,1)", ()),
+        ("INSERT INTO project_roots VALUES ('px',0,'/home/new/same')", ()),
+        ("INSERT INTO thread_sections VALUES ('s9', 'Later', NULL)", ()),
+    ])
+    src = tt.read_home({n: s / n for n in (tt.STATE_DB, tt.GOALS_DB, tt.QUEUE_DB)})
+    dst = tt.read_home({n: d / n for n in (tt.STATE_DB, tt.GOALS_DB, tt.QUEUE_DB)})
+    return src, dst
+
+
+def test_projects_sections_edges_and_a_dest_without_goals(homes):
+    src, dst = homes
+    p = tt.Planner(src, dst, lambda v: v.replace("/home/old", "/home/new"))
+    child = p.thread("child")
+    assert child.columns == {"project_id": "px", "thread_section_id": tt.PINNED, "section_position": 1,
+                             "section_entered_at_ms": 2}
+    assert [(i.table, i.row) for i in child.inserts] == [
+        ("thread_spawn_edges", {"parent_thread_id": "parent", "child_thread_id": "child", "status": "open"}),
+        ("thread_read_receipts", {"thread_id": "child", "first_unread_turn": "t1", "revision": "r1",
+                                  "last_published_turn": "t1"})]
+    assert child.brings[:2] == ["project 'Same' (DEST's project of the same name and folders)", "pinned"]
+    parent = p.thread("parent")
+    assert parent.columns["project_id"] == "p1" and parent.columns["thread_section_id"] == "s9"
+    assert parent.cannot == [tt.NO_DB.format(db=tt.GOALS_DB, what="goals")]  # DEST has no goals_1.sqlite
+    assert [(i.table, i.row.get("path"), i.row.get("position")) for i in p.shared] == [
+        ("thread_sections", None, None),  # Pinned: DEST had none
+        ("projects", None, 4), ("project_roots", "/home/new/proj", 0)]
+
+
+def test_a_row_dest_already_has_is_not_brought_twice(homes):
+    src, dst = homes
+    dst.taken["thread_spawn_edges"] = {("child",)}
+    out = tt.Planner(src, dst, lambda v: v).thread("child")
+    assert out.cannot == ["sub-agent link: DEST already has a thread_spawn_edges row ['child']"]
+
+
+def test_index_append_apply_undo_and_lines_codex_appended_since(tmp_path):
+    path = tmp_path / "session_index.jsonl"
+    path.write_bytes(b'{"id":"a","thread_name":"A","updated_at":"x"}')  # no newline at the end
+    os.utime(path, ns=(5_000_000_000, 5_000_000_000))
+    before = path.read_bytes()
+    op = IndexAppend(str(path), name_lines([("t1", "Name \u00e9")]))
+    assert op.prepare(tmp_path) is None and op.lead == b"\n"
+    assert op_from_record(json.loads(json.dumps(op.to_record()))) == op
+    op.apply()
+    lines = path.read_bytes().split(b"\n")
+    assert json.loads(lines[1])["thread_name"] == "Name \u00e9" and op.state() == NEW
+    op.undo()
+    assert path.read_bytes() == before and path.stat().st_mtime_ns == 5_000_000_000 and op.state() == OLD
+    op.apply()
+    with open(path, "ab") as fh:
+        fh.write(b'{"id":"b","thread_name":"B","updated_at":"y"}\n')  # Codex renamed a thread since
+    op.undo()
+    assert path.read_bytes() == before + b'{"id":"b","thread_name":"B","updated_at":"y"}\n'
+    with pytest.raises(RecordError):
+        op_from_record(dict(op.to_record(), path=str(tmp_path / "other.jsonl")))
+
+
+def test_index_append_creates_and_removes_a_missing_index(tmp_path):
+    path = tmp_path / "session_index.jsonl"
+    op = IndexAppend(str(path), name_lines([("t1", "N")]))
+    assert op.prepare(tmp_path) is None and op.old_size == -1
+    op.apply()
+    assert op.state() == NEW and (path.stat().st_mode & 0o777) == 0o600
+    op.undo()
+    assert not path.exists() and op.state() == OLD
+    path.write_bytes(b"x\n")
+    assert op.state() == CHANGED
+
+
+def test_audit_reports_no_lost_name_for_a_legacy_thread(tmp_path):
+    """0.171 shows a legacy thread's name from session_index.jsonl (tests/test_e2e_import_tables.py::
+    test_import_writes_a_legacy_threads_name_where_codex_reads_it): only a paginated row has lost it."""
+    import subprocess
+    import sys
+    from harness import SCRIPTS
+    from homebuilder import HomeBuilder
+    hb = HomeBuilder(tmp_path / ".codex")
+    legacy, paginated = hb.add(preview="legacy"), hb.add(preview="paginated")
+    hb.sql("UPDATE threads SET history_mode='legacy' WHERE id=?", (legacy.id,))
+    (hb.root / "session_index.jsonl").write_bytes(name_lines([(legacy.id, "L"), (paginated.id, "P")]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
+    out = subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(hb.root), "--json"],
+                         capture_output=True, text=True, env=env, check=False)
+    integ = json.loads(out.stdout)["integrity"]
+    assert (integ["names_lost_count"], integ["names_lost_detail"]) == (1, [{"thread_id": paginated.id, "name": "P"}])
+
+
+def _all_rows(db):
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall()
+                for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")}
+    finally:
+        conn.close()
+
+
+def _with_extras(tmp_path):
+    """A source with a project, a section, a pinned thread, a spawn edge, an attachment and read
+    receipts (the 0.171 tables in tests/data's schema), and an empty DEST."""
+    from homebuilder import HomeBuilder
+    src = HomeBuilder(tmp_path / "src" / ".codex")
+    parent, child = src.add(preview="parent"), src.add(preview="child")
+    for stmt, args in [
+            ("INSERT INTO projects VALUES ('p1','Work','{}',0,1,1)", ()),
+            ("INSERT INTO project_roots VALUES ('p1',0,'/work/proj')", ()),
+            ("INSERT INTO thread_sections VALUES ('s1','Later',NULL)", ()),
+            ("INSERT INTO thread_sections VALUES (?,'Pinned',NULL)", (tt.PINNED,)),
+            ("UPDATE threads SET project_id='p1', thread_section_id='s1', section_position=1 WHERE id=?", (parent.id,)),
+            ("UPDATE threads SET thread_section_id=?, section_position=1 WHERE id=?", (tt.PINNED, child.id)),
+            ("INSERT INTO thread_spawn_edges VALUES (?,?,'open')", (parent.id, child.id)),
+            ("INSERT INTO thread_attachments VALUES ('a1',?,'note','k','{}',1)", (parent.id,)),
+            ("INSERT INTO thread_read_receipts VALUES (?,'t','r','t')", (child.id,))]:
+        src.sql(stmt, args)
+    dst = HomeBuilder(tmp_path / "dst" / ".codex")
+    dst.n = 100
+    dst.add(preview="its own")
+    return src, dst, parent, child
+
+
+def test_import_with_extras_then_rollback_every_table(tmp_path):
+    from test_import import plan_json
+    src, dst, parent, child = _with_extras(tmp_path)
+    before = _all_rows(dst.db_path)
+    out = plan_json(dst.root, "--from", str(src.root), "--apply")
+    assert out["comes_with"] == ["project", "section", "attachment", "pinned", "sub-agent link", "read state"]
+    rows = _all_rows(dst.db_path)
+    assert rows["thread_spawn_edges"] == [(parent.id, child.id, "open")]
+    assert dst.sql("SELECT project_id, thread_section_id FROM threads WHERE id=?", (parent.id,)) == [("p1", "s1")]
+    assert dst.sql("SELECT thread_section_id FROM threads WHERE id=?", (child.id,)) == [(tt.PINNED,)]
+    rb = run_rollback(dst.root)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _all_rows(dst.db_path) == before
+
+
+def run_rollback(root):
+    from harness import run_script
+    return run_script("rollback.py", "--codex-dir", str(root), "--latest", "--apply")
+
+
+@pytest.mark.parametrize("action", ["kill", "eio"])
+def test_import_with_extras_fault_at_every_point(tmp_path, action):
+    from test_faults import Pristine, frun, points
+    src, dst, _p, _c = _with_extras(tmp_path)
+    before = _all_rows(dst.db_path)
+    pristine = Pristine(dst.root)
+    labels, _ = points(tmp_path, "session_import.py", dst.root, "--from", str(src.root), "--apply")
+    assert labels.count("commit") >= 1, labels
+    for n in range(1, len(labels) + 1):
+        pristine.restore()
+        frun("session_import.py", dst.root, "--from", str(src.root), "--apply", fault=f"{action}:{n}")
+        rb = frun("rollback.py", dst.root, "--latest", "--apply")
+        assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
+        assert _all_rows(dst.db_path) == before, (action, n, labels[n - 1])
+        assert not [p for p in (dst.root / "sessions").rglob("*") if p.is_file() and "0195" in p.name
+                    and p.name not in {t.path.name for t in dst.threads}]
