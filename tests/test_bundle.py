@@ -166,3 +166,23 @@ def test_every_test_the_docs_name_exists():
             if name not in defined and name not in files:
                 missing.setdefault(doc.name, set()).add(name)
     assert missing == {}
+
+
+def test_tests_that_run_as_another_user_give_it_a_readable_copy_of_the_scripts():
+    """A clone in a private folder (0700) is closed to `nobody`: the tests that run a script as
+    that user run readable_scripts(), a copy of scripts/ byte for byte that it can read."""
+    from harness import readable_scripts
+    copy = readable_scripts()
+    source = {str(p.relative_to(REPO / "scripts")): p.read_bytes() for p in (REPO / "scripts").rglob("*.py")
+              if "__pycache__" not in p.parts}
+    assert {str(p.relative_to(copy)): p.read_bytes() for p in copy.rglob("*.py")} == source
+    assert str(REPO) not in str(copy)
+    from test_odd_input import _nobody_python
+    py = _nobody_python()
+    if py is None:
+        return
+    names = sorted(str(copy / f) for f in source)
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py, "-c",
+                           "import sys; print(sum(len(open(p, 'rb').read()) > 0 for p in sys.argv[1:]))", *names],
+                          capture_output=True, text=True, check=False)
+    assert (proc.returncode, proc.stdout.strip()) == (0, str(len(names))), proc.stderr
