@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 .PHONY: help install test test-unit deps codex-cli demo audit bench vermin clean
 
 help:
-	@echo "make install   copy the skill (SKILL.md, agents/, scripts/, references/) to INSTALL_DIR"
+	@echo "make install   copy the skill (SKILL.md, agents/, scripts/, references/) to INSTALL_DIR, compiled"
 	@echo "               (default ~/.agents/skills/codex-session-migration)"
 	@echo "make audit     audit your Codex home (\$$CODEX_HOME or ~/.codex); read-only"
 	@echo "make demo      build a broken sample home (DEMO_DIR, default a new temp folder), audit it,"
@@ -70,6 +70,9 @@ install:
 	  echo "INSTALL_DIR is this source folder; nothing to copy"; exit 2; fi
 	@for item in $(BUNDLE); do rm -rf "$(INSTALL_DIR)/$$item"; done
 	@tar -cf - --exclude=__pycache__ --exclude='*.pyc' $(BUNDLE) | tar -xf - -C "$(INSTALL_DIR)"
+	@# compiled now, once: the scripts set dont_write_bytecode (they may live inside $$CODEX_HOME) and
+	@# would otherwise compile every module on every run; checked-hash stays valid after a copy
+	@$(PYTHON) -m compileall -q --invalidation-mode checked-hash "$(INSTALL_DIR)/scripts"
 	@echo "installed the skill into $(INSTALL_DIR); audit your Codex home with:"
 	@$(PYTHON) -c 'import shlex, sys; print("  " + " ".join(shlex.quote(a) for a in sys.argv[1:]))' \
 	  "$$(command -v $(PYTHON))" "$(INSTALL_DIR)/scripts/session_audit.py"
