@@ -16,7 +16,8 @@ help:
 	@echo "make demo      build a broken sample home (DEMO_DIR, default a new temp folder), audit it,"
 	@echo "               and print the commands to try the repair and the rollback on it"
 	@echo "make test      install test needs (pytest, hypothesis, Codex CLI $(CODEX_VERSION) and $(CODEX_COMPAT_VERSIONS)) and run every test"
-	@echo "make bench     time every script on generated homes (BENCH_MAX=10000 to cap)"
+	@echo "make bench     time every script on generated homes beside its own floor; exit 1 and one line"
+	@echo "               per target missed (BENCH_MAX=10000 to cap)"
 
 # pytest and hypothesis in .venv (system packages visible, so nothing is fetched when they are
 # already installed); where venv is unavailable, the interpreter itself, installing with --user.
