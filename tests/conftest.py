@@ -94,7 +94,13 @@ def world(request, mock_server, codex_version):
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`make test` runs in parallel)
 def pytest_collection_modifyitems(items):
+    """Tests that drive a real Codex are `e2e`; the TUI tests run one at a time on one worker
+    (`xdist_group("tui")` under --dist loadgroup), beside the other tests, so that a loaded
+    machine never has two terminals racing their screens' timeouts."""
     for item in items:
         if "world" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("tui"):
+            item.add_marker(pytest.mark.xdist_group("tui"))
