@@ -27,7 +27,6 @@ from sessionkit.history_check import check_history  # noqa: E402
 from sessionkit.history_offsets import history_db_path  # noqa: E402
 from sessionkit.history_reset import (history_lines, history_ops, history_plan_report, name_changes,  # noqa: E402
                                       plan_history, rebuild_after)
-from sessionkit.codex_rebuild import find_codex  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
 from sessionkit.safety import refuse_if_running  # noqa: E402
 
@@ -141,7 +140,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=not args.no_unarchive,
                        thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans)
     hplan = plan_history(inputs, check_history(inputs), not args.no_fix_history, args.thread_id)
-    codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and hplan.rebuild else None
+    codex = None
+    if args.rebuild_history and args.apply and hplan.rebuild:
+        from sessionkit.codex_rebuild import find_codex  # only here: it loads subprocess and threading
+        codex = find_codex(args.codex_bin)
     if codex is not None and not has_work_of(plan, hplan):  # a rebuild alone: the same refusal as any write
         refuse_if_running(scan_activity(home.root), args.force)
     report = {**plan_report(plan, args.sample), **history_plan_report(hplan, args.sample, args.rebuild_history)}

@@ -6,9 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tarfile
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -70,6 +67,7 @@ def max_bytes() -> int:
 
 def make_scratch(parent: Optional[Path] = None) -> Path:
     try:
+        import tempfile
         return Path(tempfile.mkdtemp(prefix="codex-session-import-", dir=str(parent) if parent else None))
     except (OSError, FileNotFoundError) as exc:  # inside Codex's read-only sandbox there is no temp dir
         raise UserError(f"cannot create a private scratch folder to read SRC through ({exc}); "
@@ -131,6 +129,7 @@ def _safe_parts(name: str) -> Tuple[str, ...]:
 
 
 def _tar_members(path: Path) -> Tuple[object, List[_Member]]:
+    import tarfile  # only for an archive: a folder's import loads none of it
     try:
         tf = tarfile.open(str(path), "r:*")
         infos = tf.getmembers()
@@ -146,6 +145,7 @@ def _tar_members(path: Path) -> Tuple[object, List[_Member]]:
 
 
 def _zip_members(path: Path) -> Tuple[object, List[_Member]]:
+    import zipfile
     try:
         zf = zipfile.ZipFile(str(path))
         infos = zf.infolist()
@@ -260,6 +260,8 @@ def _check_space(folder: Path, need: int) -> None:
 
 def _write_member(m: _Member, dest: Path, rel: Tuple[str, ...], limit: int, written: List[int]) -> None:
     """One regular file, created new (never through a link) inside `dest`; its size as declared."""
+    import tarfile  # noqa: F401 (their errors are caught below)
+    import zipfile
     target = dest.joinpath(*rel)
     if not is_inside(target, dest):
         raise UserError(f"refusing the archive: member {m.name!r} lands outside the scratch folder")

@@ -7,7 +7,6 @@ import hashlib
 import os
 import shlex
 import socket
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
@@ -207,6 +206,7 @@ def _proc_processes() -> Optional[List[CodexProcess]]:
 
 def _ps_processes() -> List[CodexProcess]:
     """Codex processes from `ps` where there is no /proc (macOS): names and pids, home unknown."""
+    import subprocess  # only without /proc
     try:
         proc = subprocess.run(["ps", "-axww", "-o", "pid=,command="], capture_output=True, text=True,
                               timeout=5, check=False)
