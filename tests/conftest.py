@@ -28,6 +28,14 @@ def _e2e_base() -> Path:
 E2E_TMP = _e2e_base()
 
 
+def pytest_configure(config):
+    """The scripts never write bytecode (dont_write_bytecode): compiled here once, each of the
+    thousands of script runs of the suite loads its modules instead of compiling them (as after
+    `make install`)."""
+    import compileall
+    compileall.compile_dir(str(TESTS.parent / "scripts"), quiet=2)
+
+
 @pytest.fixture(autouse=True)
 def _no_real_codex_home(monkeypatch, tmp_path):
     """No test may reach the user's ~/.codex: point HOME and CODEX_HOME elsewhere."""

@@ -130,7 +130,8 @@ def _journal(root):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("action,rc", [("kill", None), ("sigint", 2), ("eio", 2), ("enospc", 2)])
+# A full disk raises where EIO does (one undo for every error): walked in the repair's and rollback's walks
+@pytest.mark.parametrize("action,rc", [("kill", None), ("sigint", 2), ("eio", 2)])
 def test_migration_fault_at_every_point(tmp_path, mixed, action, rc):
     hb, _ = mixed
     labels = _walk(tmp_path, hb, "provider_migrate.py", ["--apply"], action, rc)
