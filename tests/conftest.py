@@ -21,7 +21,9 @@ def _e2e_base() -> Path:
     """Outside the temp dir: there Codex skips its arg0 lock, and users' homes are never there."""
     tmp = Path(tempfile.gettempdir()).resolve()
     if tmp in REPO.parents or REPO == tmp:
-        return Path("/var/tmp") / f"codex-session-migration-e2e-{os.getuid()}"
+        # one folder per checkout: two clones under /tmp never share (and wipe) a test's home
+        tag = hashlib.sha1(str(REPO).encode()).hexdigest()[:8]
+        return Path("/var/tmp") / f"codex-session-migration-e2e-{os.getuid()}-{tag}"
     return REPO / ".e2e-tmp"
 
 
