@@ -4,10 +4,11 @@
 Standard library only. Each home has the real 0.169 schema and layout (line 1 ~20 KB, files of
 tens of KB) and a mix of problems. Every time is the median of several runs, printed beside the
 shared floor (one scandir walk, line 1 of every rollout, one SELECT) and beside the step's own
-floor: a plain script that reads and writes only what that step must (FLOORS), measured on the
-same home in the same run, with peak memory per script. TARGETS are checked at the end: each miss
-is one line on stderr and the exit code is 1. BENCH_MAX caps the largest home; homes are removed
-after. A new step is one Step in STEPS (and its floor in FLOORS, its targets in TARGETS).
+floor: a plain function that reads and writes only what that step must, measured on the same home
+in the same run (interleaved), with peak memory per script. The scripts run as `make install`
+leaves them (copied and byte-compiled). TARGETS are checked at the end: each miss is one line on
+stderr and the exit code is 1. BENCH_MAX caps the largest home; homes are removed after. A new
+step is one Step in STEPS (with its floor function; an apply with its undo), its targets in TARGETS.
 """
 from __future__ import annotations
 
@@ -294,6 +295,9 @@ def migration_rollback_floor(b: "Bench") -> None:
             continue
         fd = os.open(r["path"], os.O_RDWR)
         try:
+            os.fstat(fd)  # the file is as the run left it: line 1 read back and checked before the write
+            if os.pread(fd, 65536, 0)[r["at"]:r["at"] + len(NEW)] != NEW:
+                raise SystemExit(f"bench: {r['path']} changed under the floor")
             os.pwrite(fd, OLD, r["at"])
             ids.append(os.path.basename(r["path"])[-42:-6])
         finally:
@@ -393,14 +397,14 @@ class Target:
 
 
 def _script(name: str, *args: str) -> Callable[["Bench"], List[str]]:
-    return lambda b: [str(SCRIPTS / name), "--codex-dir", str(b.root), *args]
+    return lambda b: [str(b.scripts / name), "--codex-dir", str(b.root), *args]
 
 
 STEPS: List[Step] = [
     Step("audit", _script("session_audit.py", "--json"), audit_floor),
     Step("repair dry-run", _script("session_repair.py", "--import-orphans", "--json"), audit_floor),
     Step("migration dry-run", _script("provider_migrate.py", "--json"), audit_floor),
-    Step("import dry-run", lambda b: [str(SCRIPTS / "session_import.py"), "--from", str(b.root),
+    Step("import dry-run", lambda b: [str(b.scripts / "session_import.py"), "--from", str(b.root),
                                       "--codex-dir", str(b.dest), "--json"], import_floor),
     Step("repair apply", _script("session_repair.py", "--import-orphans", "--apply", "--json"), repair_apply_floor,
          read_only=False, undo=Step("repair rollback", _script("rollback.py", "--latest", "--apply", "--json"),
@@ -433,21 +437,57 @@ class Result:
 class Bench:
     root: Path
     dest: Path
+    scripts: Path  # the scripts as `make install` leaves them (compiled), else this checkout's
     results: Dict[str, Result] = field(default_factory=dict)
 
 
-def timed(args: List[str]) -> Tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one script run."""
+def install(base: Path) -> Path:
+    """The skill installed as a user has it (`make install`: copied and byte-compiled)."""
+    dest = base / "skill"
+    proc = subprocess.run(["make", "-s", "-C", str(REPO), "install", f"INSTALL_DIR={dest}", f"PYTHON={sys.executable}"],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(f"bench: `make install` failed ({proc.stderr.strip()}); timing this checkout's scripts",
+              file=sys.stderr)
+        return SCRIPTS
+    return dest / "scripts"
+
+
+# Runs each script and reports (seconds, peak KB, exit code, stderr's end). A child's ru_maxrss counts
+# what its parent held when it forked: the scripts are started by this small process, started
+# before any home is generated or read, never by the bench itself (which holds homes and floors).
+LAUNCHER = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(json.loads(line), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - t0
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1):
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"bench: {args[0]} exited {code}: {err}")
-    peak = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 1024 / 1024
-    return elapsed, peak
+    kb = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    print(json.dumps([time.perf_counter() - t0, kb, os.waitstatus_to_exitcode(status),
+                      err[-2000:].decode(errors="replace")]), flush=True)
+"""
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def run(self, args: List[str]) -> Tuple[float, float]:
+        """Wall seconds and peak RSS (MB) of one script run."""
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps([sys.executable, *args]) + "\n")
+        self.proc.stdin.flush()
+        elapsed, kb, code, err = json.loads(self.proc.stdout.readline())
+        if code not in (0, 1):
+            raise SystemExit(f"bench: {args[0]} exited {code}: {err}")
+        return elapsed, kb / 1024
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait()
 
 
 def seconds(fn: Callable[[Bench], None], b: Bench) -> float:
@@ -456,11 +496,11 @@ def seconds(fn: Callable[[Bench], None], b: Bench) -> float:
     return time.perf_counter() - t0
 
 
-def bench_home(root: Path) -> Dict[str, Result]:
+def bench_home(root: Path, scripts: Path, launcher: Launcher) -> Dict[str, Result]:
     dest = root.parent / "new-machine" / ".codex"  # importing the whole home into an empty one
     dest.mkdir(parents=True, exist_ok=True)
     sqlite3.connect(str(dest / "state_5.sqlite")).executescript(SCHEMA.read_text()).close()
-    b = Bench(root, dest)
+    b = Bench(root, dest, scripts)
     med = statistics.median
     b.results["python3 -c pass"] = Result(med(seconds(python_start, b) for _ in range(RUNS)), 0.0, 0.0)
     shared = med(seconds(shared_floor, b) for _ in range(RUNS))
@@ -471,7 +511,7 @@ def bench_home(root: Path) -> Dict[str, Result]:
         chain = [step] + ([step.undo] if step.undo else [])
         for _ in range(RUNS):  # interleaved: the script, its floor (an apply and its undo, in turn)
             for s in chain:
-                runs.setdefault(s.name, []).append(timed(s.argv(b)))
+                runs.setdefault(s.name, []).append(launcher.run(s.argv(b)))
             for s in chain:
                 floors.setdefault(s.name, []).append(seconds(s.floor, b))
         for s in chain:
@@ -509,6 +549,8 @@ def main() -> int:
     results: Dict[int, Dict[str, Result]] = {}
     mixes: Dict[int, Dict[str, int]] = {}
     sizes_mb: Dict[int, float] = {}
+    launcher = Launcher()
+    scripts = install(base)
     for n in sizes:
         root = base / f"home-{n}" / ".codex"
         shutil.rmtree(root.parent, ignore_errors=True)
@@ -518,9 +560,12 @@ def main() -> int:
         sizes_mb[n] = sum(f.stat().st_size for f in root.rglob("*.jsonl")) / 1e6
         print(f"  {sizes_mb[n]:.0f} MB in {time.perf_counter() - t0:.0f} s; timing ...", file=sys.stderr, flush=True)
         try:
-            results[n] = bench_home(root)
+            results[n] = bench_home(root, scripts, launcher)
         finally:
             shutil.rmtree(root.parent, ignore_errors=True)
+    launcher.close()
+    if scripts != SCRIPTS:
+        shutil.rmtree(scripts.parent, ignore_errors=True)
     missed = misses(results)
     table = render(results, mixes, sizes_mb, missed)
     print(table)
