@@ -10,13 +10,16 @@ PYTEST_ARGS ?=
 .PHONY: help install test test-unit deps codex-cli demo audit bench vermin clean
 
 help:
-	@echo "make install   copy the skill (SKILL.md, agents/, scripts/, references/) to INSTALL_DIR"
+	@echo "make install   copy the skill (SKILL.md, agents/, scripts/, references/) to INSTALL_DIR, compiled"
 	@echo "               (default ~/.agents/skills/codex-session-migration)"
 	@echo "make audit     audit your Codex home (\$$CODEX_HOME or ~/.codex); read-only"
 	@echo "make demo      build a broken sample home (DEMO_DIR, default a new temp folder), audit it,"
 	@echo "               and print the commands to try the repair and the rollback on it"
-	@echo "make test      install test needs (pytest, hypothesis, Codex CLI $(CODEX_VERSION) and $(CODEX_COMPAT_VERSIONS)) and run every test"
-	@echo "make bench     time every script on generated homes (BENCH_MAX=10000 to cap)"
+	@echo "make test      install test needs (pytest, hypothesis, pytest-xdist, Codex CLI $(CODEX_VERSION) and $(CODEX_COMPAT_VERSIONS))"
+	@echo "               and run every test, in parallel (TEST_JOBS=N workers; default one per core)"
+	@echo "make test-unit the tests that need no Codex CLI (-m 'not e2e'), in parallel"
+	@echo "make bench     time every script on generated homes beside its own floor; exit 1 and one line"
+	@echo "               per target missed (BENCH_MAX=10000 to cap)"
 
 # pytest and hypothesis in .venv (system packages visible, so nothing is fetched when they are
 # already installed); where venv is unavailable, the interpreter itself, installing with --user.
@@ -27,9 +30,9 @@ deps:
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv --system-site-packages $(VENV) 2>/dev/null || \
 	  echo "python3 -m venv is unavailable; installing test tools for $(PYTHON) instead"
 	@PY=$$([ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo $(PYTHON)); \
-	  $$PY -c "import pytest, hypothesis" 2>/dev/null || \
-	  $$PY -m pip install --quiet --disable-pip-version-check pytest hypothesis || \
-	  $$PY -m pip install --quiet --disable-pip-version-check --user pytest hypothesis
+	  $$PY -c "import pytest, hypothesis, xdist" 2>/dev/null || \
+	  $$PY -m pip install --quiet --disable-pip-version-check pytest hypothesis pytest-xdist || \
+	  $$PY -m pip install --quiet --disable-pip-version-check --user pytest hypothesis pytest-xdist
 
 # The real clients for the end-to-end tests, pinned, each into .codex-cli/<version>/ (ignored);
 # a folder is reused when its package says that version. tmux drives the TUI tests.
@@ -47,11 +50,16 @@ codex-cli:
 	done; fi
 	@command -v tmux >/dev/null 2>&1 || echo "tmux not found: the TUI tests will be skipped (apt-get install tmux)"
 
+# In parallel (pytest-xdist): TEST_JOBS workers (default one per core; 0: all in this process). Tests
+# marked xdist_group share one worker (the TUI tests: tests/conftest.py), so they run one at a time.
+TEST_JOBS ?= auto
+PARALLEL = -n $(TEST_JOBS) --dist loadgroup
+
 test: deps codex-cli
-	$(TEST_PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_PY) -m pytest $(PARALLEL) $(PYTEST_ARGS)
 
 test-unit: deps
-	$(TEST_PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(TEST_PY) -m pytest -m "not e2e" $(PARALLEL) $(PYTEST_ARGS)
 
 audit:
 	$(PYTHON) scripts/session_audit.py
@@ -70,6 +78,9 @@ install:
 	  echo "INSTALL_DIR is this source folder; nothing to copy"; exit 2; fi
 	@for item in $(BUNDLE); do rm -rf "$(INSTALL_DIR)/$$item"; done
 	@tar -cf - --exclude=__pycache__ --exclude='*.pyc' $(BUNDLE) | tar -xf - -C "$(INSTALL_DIR)"
+	@# compiled now, once: the scripts set dont_write_bytecode (they may live inside $$CODEX_HOME) and
+	@# would otherwise compile every module on every run; checked-hash stays valid after a copy
+	@$(PYTHON) -m compileall -q --invalidation-mode checked-hash "$(INSTALL_DIR)/scripts"
 	@echo "installed the skill into $(INSTALL_DIR); audit your Codex home with:"
 	@$(PYTHON) -c 'import shlex, sys; print("  " + " ".join(shlex.quote(a) for a in sys.argv[1:]))' \
 	  "$$(command -v $(PYTHON))" "$(INSTALL_DIR)/scripts/session_audit.py"

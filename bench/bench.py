@@ -3,11 +3,16 @@
 
 Standard library only. Each home has the real 0.169 schema and layout (line 1 ~20 KB, files of
 tens of KB) and a mix of problems. Every time is the median of several runs, printed beside the
-floor measured on the same home in the same run (one scandir walk, line 1 of every rollout, one
-SELECT), with peak memory per script. BENCH_MAX caps the largest home; homes are removed after.
+shared floor (one scandir walk, line 1 of every rollout, one SELECT) and beside the step's own
+floor: a plain function that reads and writes only what that step must, measured on the same home
+in the same run (interleaved), with peak memory per script. The scripts run as `make install`
+leaves them (copied and byte-compiled). TARGETS are checked at the end: each miss is one line on
+stderr and the exit code is 1. BENCH_MAX caps the largest home; homes are removed after. A new
+step is one Step in STEPS (with its floor function; an apply with its undo), its targets in TARGETS.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -16,9 +21,10 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -132,11 +138,72 @@ def add_history(root: Path, threads: List[Tuple[str, int, int, int, int]]) -> Di
     return mix
 
 
-def floor(root: Path) -> float:
-    """The least any audit must do: walk both folders, read line 1 of each rollout, one SELECT."""
-    t0 = time.perf_counter()
-    stack = [root / "sessions", root / "archived_sessions"]
+# ---- floors: plain code that reads and writes only what a step must -----------------------------
+
+def walk(root: Path) -> List[str]:
+    """Every rollout under sessions/ and archived_sessions/, as path strings (one scandir walk)."""
+    stack = [str(root / "sessions"), str(root / "archived_sessions")]
+    files: List[str] = []
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except FileNotFoundError:
+            continue
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                stack.append(e.path)
+            elif e.name.endswith(".jsonl"):
+                files.append(e.path)
+    return files
+
+
+def heads(files: List[str]) -> Dict[str, Tuple[bytes, os.stat_result]]:
+    """Line 1 of each rollout and its stat: one open + fstat + read each, as the audit reads them."""
+    out = {}
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            data = os.read(fd, 65536)
+            while b"\n" not in data and len(data) < st.st_size:
+                more = os.read(fd, 65536)
+                if not more:
+                    break
+                data += more
+        finally:
+            os.close(fd)
+        out[f] = (data.split(b"\n", 1)[0], st)
+    return out
+
+
+THREAD_COLUMNS = ("id, rollout_path, archived, model_provider, cwd, source, created_at, updated_at, archived_at, "
+                  "title, preview, first_user_message, history_mode, updated_at_ms")
+
+
+def select_threads(root: Path) -> list:
+    conn = sqlite3.connect(f"file:{root / 'state_5.sqlite'}?mode=ro", uri=True)
+    try:
+        return conn.execute(f"SELECT {THREAD_COLUMNS} FROM threads").fetchall()
+    finally:
+        conn.close()
+
+
+def select_cursors(root: Path) -> list:
+    path = root / "thread_history_1.sqlite"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT thread_id, next_rollout_byte_offset, next_rollout_ordinal "
+                            "FROM thread_history_projection_state").fetchall()
+    finally:
+        conn.close()
+
+
+def shared_floor(b: "Bench") -> None:
+    """The least any audit must do: walk both folders, read line 1 of every rollout, one SELECT."""
     files = []
+    stack = [b.root / "sessions", b.root / "archived_sessions"]
     while stack:
         for e in os.scandir(stack.pop()):
             if e.is_dir(follow_symlinks=False):
@@ -146,79 +213,389 @@ def floor(root: Path) -> float:
     for f in files:
         with open(f, "rb") as fh:
             fh.readline()
-    conn = sqlite3.connect(f"file:{root / 'state_5.sqlite'}?mode=ro", uri=True)
-    conn.execute("SELECT id, rollout_path, archived, model_provider, cwd, source, created_at, updated_at, "
-                 "archived_at, title, preview, first_user_message, history_mode, updated_at_ms FROM threads").fetchall()
+    select_threads(b.root)
+
+
+def read_home(root: Path) -> Tuple[Dict[str, Tuple[bytes, os.stat_result]], list, list]:
+    """The audit's floor: walk + line-1 heads + SELECT of the threads + the history cursors."""
+    return heads(walk(root)), select_threads(root), select_cursors(root)
+
+
+def audit_floor(b: "Bench") -> None:
+    read_home(b.root)
+
+
+def import_floor(b: "Bench") -> None:
+    """The import dry-run: the source read as the audit reads it, and the destination's ids."""
+    read_home(b.root)
+    conn = sqlite3.connect(f"file:{b.dest / 'state_5.sqlite'}?mode=ro", uri=True)
+    try:
+        conn.execute("SELECT id, rollout_path FROM threads").fetchall()
+    finally:
+        conn.close()
+
+
+def _backup(db: Path, out: Path) -> None:
+    src, dst = sqlite3.connect(str(db)), sqlite3.connect(str(out))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+
+
+def _journal(path: Path, records: List[dict]) -> None:
+    """Records appended and made durable (one fsync) before the changes they describe."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in records))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _floor_dir(b: "Bench") -> Path:
+    d = b.root.parent / "floor-run"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+OLD, NEW = b'"model_provider":"oldco"', b'"model_provider":"newco"'
+
+
+def migration_apply_floor(b: "Bench") -> None:
+    """Read as the audit does; back up the DB; journal; pwrite the provider in line 1 and put the
+    mtime back, for every thread on the other provider; one UPDATE."""
+    got, _rows, _cursors = read_home(b.root)
+    run = _floor_dir(b)
+    _backup(b.root / "state_5.sqlite", run / "state_5.sqlite.bak")
+    todo = [(f, head.find(OLD), st) for f, (head, st) in got.items() if OLD in head]
+    ids = [os.path.basename(f)[-42:-6] for f, _at, _st in todo]
+    _journal(run / "journal.jsonl", [{"op": "line1", "path": f, "at": at, "mtime_ns": st.st_mtime_ns}
+                                     for f, at, st in todo])
+    for f, at, st in todo:
+        fd = os.open(f, os.O_WRONLY)
+        try:
+            os.pwrite(fd, NEW, at)
+        finally:
+            os.close(fd)
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    conn = sqlite3.connect(str(b.root / "state_5.sqlite"))
+    with conn:
+        conn.executemany("UPDATE threads SET model_provider='newco' WHERE id=?", [(i,) for i in ids])
     conn.close()
+    _journal(run / "journal.jsonl", [{"op": "end"}])
+
+
+def migration_rollback_floor(b: "Bench") -> None:
+    """One parse of the journal; pwrite the old provider back, the mtime back; one UPDATE."""
+    run = _floor_dir(b)
+    path = run / "journal.jsonl"
+    recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    ids = []
+    for r in recs:
+        if r["op"] != "line1":
+            continue
+        fd = os.open(r["path"], os.O_RDWR)
+        try:
+            os.fstat(fd)  # the file is as the run left it: line 1 read back and checked before the write
+            if os.pread(fd, 65536, 0)[r["at"]:r["at"] + len(NEW)] != NEW:
+                raise SystemExit(f"bench: {r['path']} changed under the floor")
+            os.pwrite(fd, OLD, r["at"])
+            ids.append(os.path.basename(r["path"])[-42:-6])
+        finally:
+            os.close(fd)
+        os.utime(r["path"], ns=(r["mtime_ns"], r["mtime_ns"]))
+    conn = sqlite3.connect(str(b.root / "state_5.sqlite"))
+    with conn:
+        conn.executemany("UPDATE threads SET model_provider='oldco' WHERE id=?", [(i,) for i in ids])
+    conn.close()
+    shutil.rmtree(run)
+
+
+def repair_apply_floor(b: "Bench") -> None:
+    """Read as the audit does; back up both DBs; journal; move the archived rollouts back into
+    sessions/, repoint the moved rows, insert the orphans' rows (their line 1 parsed), delete the
+    stored history of the threads whose cursor is past the end; one transaction each DB."""
+    got, rows, cursors = read_home(b.root)
+    run = _floor_dir(b)
+    _backup(b.root / "state_5.sqlite", run / "state_5.sqlite.bak")
+    _backup(b.root / "thread_history_1.sqlite", run / "thread_history_1.sqlite.bak")
+    known = {r[0]: r for r in rows}
+    by_name = {os.path.basename(f): f for f in got}
+    moves, repoint, inserts = [], [], []
+    for f, (head, _st) in got.items():
+        tid = os.path.basename(f)[-42:-6]
+        row = known.get(tid)
+        if row is None:
+            meta = json.loads(head)["payload"]
+            inserts.append((tid, f, meta["cwd"], meta["model_provider"], meta["source"]))
+        elif row[2] and "/archived_sessions/" in f:
+            day = os.path.join(str(b.root), "sessions", *os.path.basename(f)[8:18].split("-"))
+            moves.append((tid, f, os.path.join(day, os.path.basename(f))))
+        elif row[1] != f and by_name.get(os.path.basename(row[1])) == f:
+            repoint.append((tid, row[1], f))
+    sizes = {f: st.st_size for f, (_h, st) in got.items()}
+    past_eof = [t for t, offset, _o in cursors if offset > sizes.get(known.get(t, (0, ""))[1], 1 << 62)]
+    _journal(run / "journal.jsonl", [{"op": "move", "id": t, "from": a, "to": z} for t, a, z in moves] +
+             [{"op": "row_update", "id": t, "old": a} for t, a, _z in repoint] +
+             [{"op": "row_insert", "id": r[0]} for r in inserts] + [{"op": "history_reset", "id": t} for t in past_eof])
+    for _t, a, z in moves:
+        os.makedirs(os.path.dirname(z), exist_ok=True)
+        os.rename(a, z)
+    conn = sqlite3.connect(str(b.root / "state_5.sqlite"))
+    with conn:
+        conn.executemany("UPDATE threads SET archived=0, archived_at=NULL, rollout_path=? WHERE id=?",
+                         [(z, t) for t, _a, z in moves])
+        conn.executemany("UPDATE threads SET rollout_path=? WHERE id=?", [(z, t) for t, _a, z in repoint])
+        conn.executemany("INSERT INTO threads (id, rollout_path, created_at, updated_at, source, model_provider, cwd, "
+                         "title, sandbox_policy, approval_mode, cli_version, first_user_message) "
+                         "VALUES (?,?,0,0,?,?,?,'','','','','')", [(t, f, src, prov, cwd) for t, f, cwd, prov, src in inserts])
+    conn.close()
+    hist = sqlite3.connect(str(b.root / "thread_history_1.sqlite"))
+    with hist:
+        for table in ("thread_turns", "thread_items", "thread_history_projection_state", "thread_realtime_items"):
+            hist.executemany(f"DELETE FROM {table} WHERE thread_id=?", [(t,) for t in past_eof])
+    hist.close()
+    _journal(run / "journal.jsonl", [{"op": "end"}])
+
+
+def repair_rollback_floor(b: "Bench") -> None:
+    """One parse of the journal; the moves undone; both DBs put back from their backups."""
+    run = _floor_dir(b)
+    recs = [json.loads(line) for line in (run / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
+    for r in reversed(recs):
+        if r["op"] == "move":
+            os.rename(r["to"], r["from"])
+    for name in ("state_5.sqlite", "thread_history_1.sqlite"):
+        _backup(run / f"{name}.bak", b.root / name)
+    shutil.rmtree(run)
+
+
+def python_start(b: "Bench") -> None:
+    """`python3 -c pass`: what every run pays before its first line."""
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+
+
+# ---- steps, their floors and targets --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    """One timed run: its arguments (given the bench), its own floor, and for an apply the step that
+    undoes it (run after each of its runs, timed as a step of its own)."""
+    name: str
+    argv: Callable[["Bench"], List[str]]
+    floor: Callable[["Bench"], None]
+    read_only: bool = True
+    undo: Optional["Step"] = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """At `at` threads: the step's time within `ratio` x its own floor, its peak memory within `mb`."""
+    step: str
+    at: int
+    ratio: Optional[float] = None
+    mb: Optional[float] = None
+
+
+def _script(name: str, *args: str) -> Callable[["Bench"], List[str]]:
+    return lambda b: [str(b.scripts / name), "--codex-dir", str(b.root), *args]
+
+
+_EXPORTS = itertools.count()
+
+
+def _export_until(b: "Bench", pct: int) -> Optional[str]:
+    """The `--until` that selects the first `pct`% of the threads (generate(): one every 13 minutes
+    from 2024-01-01 08:00); None for all."""
+    if pct >= 100:
+        return None
+    n = len(select_threads(b.root))
+    return (datetime(2024, 1, 1, 8, 0, 0) + timedelta(minutes=13 * n * pct // 100)).strftime("%Y-%m-%dT%H:%M")
+
+
+def _export(pct: int) -> Callable[["Bench"], List[str]]:
+    """session_export.py of `pct`% of the threads (archived included) to a new archive beside the home."""
+    def argv(b: "Bench") -> List[str]:
+        until = _export_until(b, pct)
+        target = b.root.parent / f"export-{pct}-{next(_EXPORTS)}.tar.gz"
+        return [str(b.scripts / "session_export.py"), "--codex-dir", str(b.root), "--all",
+                *(["--until", until] if until else []), "--archived", "include", "--to", str(target),
+                "--apply", "--json"]
+    return argv
+
+
+def _export_floor(pct: int) -> Callable[["Bench"], None]:
+    """What an export must do: find the threads (one SELECT), read their rollouts, write them into a
+    gzip'd tar beside the home."""
+    def floor(b: "Bench") -> None:
+        import tarfile
+        rows = sorted(select_threads(b.root), key=lambda r: r[6])
+        chosen = rows[:max(1, len(rows) * pct // 100)]
+        target = _floor_dir(b) / f"floor-export-{next(_EXPORTS)}.tar.gz"
+        with tarfile.open(str(target), "w:gz") as tar:
+            for r in chosen:
+                if os.path.isfile(r[1]):
+                    tar.add(r[1], arcname=os.path.basename(r[1]))
+        target.unlink()
+    return floor
+
+
+def recovery_apply_floor(b: "Bench") -> None:
+    repair_apply_floor(b)
+    migration_apply_floor(b)
+
+
+def recovery_rollback_floor(b: "Bench") -> None:
+    migration_rollback_floor(b)
+    repair_rollback_floor(b)
+
+
+STEPS: List[Step] = [
+    Step("audit", _script("session_audit.py", "--json"), audit_floor),
+    Step("repair dry-run", _script("session_repair.py", "--import-orphans", "--json"), audit_floor),
+    Step("migration dry-run", _script("provider_migrate.py", "--json"), audit_floor),
+    Step("import dry-run", lambda b: [str(b.scripts / "session_import.py"), "--from", str(b.root),
+                                      "--codex-dir", str(b.dest), "--json"], import_floor),
+    Step("repair apply", _script("session_repair.py", "--import-orphans", "--apply", "--json"), repair_apply_floor,
+         read_only=False, undo=Step("repair rollback", _script("rollback.py", "--latest", "--apply", "--json"),
+                                    repair_rollback_floor, read_only=False)),
+    Step("migration apply", _script("provider_migrate.py", "--apply", "--json"), migration_apply_floor,
+         read_only=False, undo=Step("migration rollback", _script("rollback.py", "--latest", "--apply", "--json"),
+                                    migration_rollback_floor, read_only=False)),
+    Step("export 1%", _export(1), _export_floor(1)),
+    Step("export 10%", _export(10), _export_floor(10)),
+    Step("export 100%", _export(100), _export_floor(100)),
+    Step("recovery dry-run", _script("session_recover.py", "--json"), audit_floor),
+    Step("recovery apply", _script("session_recover.py", "--apply", "--json"), recovery_apply_floor,
+         read_only=False, undo=Step("recovery rollback", _script("rollback.py", "--latest", "--apply", "--json"),
+                                    recovery_rollback_floor, read_only=False)),
+]
+
+TARGETS: List[Target] = [
+    Target("audit", 100000, ratio=1.5),
+    Target("import dry-run", 10000, ratio=3.0),
+    Target("import dry-run", 100000, ratio=3.0, mb=250),
+    Target("repair apply", 10000, ratio=3.0),
+    Target("repair rollback", 10000, ratio=3.0),
+    Target("migration apply", 10000, ratio=3.0),
+    Target("migration rollback", 10000, ratio=3.0),
+]
+SMALL_HOME = 1000  # every read-only step here: within 2x (python3 -c pass + its own floor)
+
+
+@dataclass
+class Result:
+    seconds: float
+    peak_mb: float
+    floor: float  # its own floor, seconds
+
+
+@dataclass
+class Bench:
+    root: Path
+    dest: Path
+    scripts: Path  # the scripts as `make install` leaves them (compiled), else this checkout's
+    results: Dict[str, Result] = field(default_factory=dict)
+
+
+def install(base: Path) -> Path:
+    """The skill installed as a user has it (`make install`: copied and byte-compiled)."""
+    dest = base / "skill"
+    proc = subprocess.run(["make", "-s", "-C", str(REPO), "install", f"INSTALL_DIR={dest}", f"PYTHON={sys.executable}"],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(f"bench: `make install` failed ({proc.stderr.strip()}); timing this checkout's scripts",
+              file=sys.stderr)
+        return SCRIPTS
+    return dest / "scripts"
+
+
+# Runs each script and reports (seconds, peak KB, exit code, stderr's end). A child's ru_maxrss counts
+# what its parent held when it forked: the scripts are started by this small process, started
+# before any home is generated or read, never by the bench itself (which holds homes and floors).
+LAUNCHER = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(json.loads(line), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    kb = usage.ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+    print(json.dumps([time.perf_counter() - t0, kb, os.waitstatus_to_exitcode(status),
+                      err[-2000:].decode(errors="replace")]), flush=True)
+"""
+
+
+class Launcher:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def run(self, args: List[str]) -> Tuple[float, float]:
+        """Wall seconds and peak RSS (MB) of one script run."""
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(json.dumps([sys.executable, *args]) + "\n")
+        self.proc.stdin.flush()
+        elapsed, kb, code, err = json.loads(self.proc.stdout.readline())
+        if code not in (0, 1):
+            raise SystemExit(f"bench: {args[0]} exited {code}: {err}")
+        return elapsed, kb / 1024
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def seconds(fn: Callable[[Bench], None], b: Bench) -> float:
+    t0 = time.perf_counter()
+    fn(b)
     return time.perf_counter() - t0
 
 
-def timed(args: List[str]) -> Tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one script run."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - t0
-    code = os.waitstatus_to_exitcode(status)
-    if code not in (0, 1):
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"bench: {args[0]} exited {code}: {err}")
-    peak = usage.ru_maxrss / 1024 if sys.platform != "darwin" else usage.ru_maxrss / 1024 / 1024
-    return elapsed, peak
-
-
-def median_run(args: List[str], runs: int = RUNS) -> Tuple[float, float]:
-    results = [timed(args) for _ in range(runs)]
-    return statistics.median(r[0] for r in results), max(r[1] for r in results)
-
-
-def bench_home(root: Path, n: int) -> Dict[str, Tuple[float, float]]:
-    home = ["--codex-dir", str(root)]
-    s = lambda name: str(SCRIPTS / name)  # noqa: E731
-    out: Dict[str, Tuple[float, float]] = {}
-    out["floor"] = (statistics.median(floor(root) for _ in range(RUNS)), 0.0)
-    out["audit"] = median_run([s("session_audit.py"), *home, "--json"])
-    out["repair dry-run"] = median_run([s("session_repair.py"), *home, "--import-orphans", "--json"])
-    out["migration dry-run"] = median_run([s("provider_migrate.py"), *home, "--json"])
+def bench_home(root: Path, scripts: Path, launcher: Launcher) -> Dict[str, Result]:
     dest = root.parent / "new-machine" / ".codex"  # importing the whole home into an empty one
     dest.mkdir(parents=True, exist_ok=True)
     sqlite3.connect(str(dest / "state_5.sqlite")).executescript(SCHEMA.read_text()).close()
-    out["import dry-run"] = median_run([s("session_import.py"), "--from", str(root), "--codex-dir", str(dest), "--json"])
-    pairs: Dict[str, List[Tuple[float, float]]] = {"repair apply": [], "migration apply": [], "rollback": []}
-    for _ in range(RUNS):
-        pairs["repair apply"].append(timed([s("session_repair.py"), *home, "--import-orphans", "--apply", "--json"]))
-        pairs["rollback"].append(timed([s("rollback.py"), *home, "--latest", "--apply", "--json"]))
-        pairs["migration apply"].append(timed([s("provider_migrate.py"), *home, "--apply", "--json"]))
-        pairs["rollback"].append(timed([s("rollback.py"), *home, "--latest", "--apply", "--json"]))
-    for k, v in pairs.items():
-        out[k] = (statistics.median(x[0] for x in v), max(x[1] for x in v))
-    out.update(bench_export_and_recover(root, n))
-    return out
+    b = Bench(root, dest, scripts)
+    med = statistics.median
+    b.results["python3 -c pass"] = Result(med(seconds(python_start, b) for _ in range(RUNS)), 0.0, 0.0)
+    shared = med(seconds(shared_floor, b) for _ in range(RUNS))
+    b.results["floor"] = Result(shared, 0.0, shared)
+    for step in STEPS:
+        runs: Dict[str, List[Tuple[float, float]]] = {}
+        floors: Dict[str, List[float]] = {}
+        chain = [step] + ([step.undo] if step.undo else [])
+        for _ in range(RUNS):  # interleaved: the script, its floor (an apply and its undo, in turn)
+            for s in chain:
+                runs.setdefault(s.name, []).append(launcher.run(s.argv(b)))
+            for s in chain:
+                floors.setdefault(s.name, []).append(seconds(s.floor, b))
+        for s in chain:
+            b.results[s.name] = Result(med(r[0] for r in runs[s.name]), max(r[1] for r in runs[s.name]),
+                                       med(floors[s.name]))
+    return b.results
 
 
-def bench_export_and_recover(root: Path, n: int) -> Dict[str, Tuple[float, float]]:
-    """session_export.py of 1%, 10% and 100% of the threads (by start time, archived included) to
-    an archive beside the home; session_recover.py's dry-run, and its apply (each undone)."""
-    home = ["--codex-dir", str(root)]
-    s = lambda name: str(SCRIPTS / name)  # noqa: E731
-    out: Dict[str, Tuple[float, float]] = {}
-    start = datetime(2024, 1, 1, 8, 0, 0)  # generate()'s first thread; one every 13 minutes
-    for pct in (1, 10, 100):
-        until = (start + timedelta(minutes=13 * n * pct // 100)).strftime("%Y-%m-%dT%H:%M")
-        pick = ["--all"] if pct == 100 else ["--all", "--until", until]
-        runs = []
-        for k in range(RUNS):
-            target = root.parent / f"export-{pct}-{k}.tar.gz"
-            runs.append(timed([s("session_export.py"), *home, *pick, "--archived", "include", "--to", str(target),
-                               "--apply", "--json"]))
-            target.unlink()
-        out[f"export {pct}%"] = (statistics.median(x[0] for x in runs), max(x[1] for x in runs))
-    out["recovery dry-run"] = median_run([s("session_recover.py"), *home, "--json"])
-    applied: List[Tuple[float, float]] = []
-    for _ in range(RUNS):
-        applied.append(timed([s("session_recover.py"), *home, "--apply", "--json"]))
-        timed([s("rollback.py"), *home, "--latest", "--apply", "--json"])
-    out["recovery apply"] = (statistics.median(x[0] for x in applied), max(x[1] for x in applied))
+def misses(results: Dict[int, Dict[str, Result]]) -> List[str]:
+    """One line per target missed at a size that was measured."""
+    out = []
+    for t in TARGETS:
+        r = results.get(t.at, {}).get(t.step)
+        if r is None:
+            continue
+        if t.ratio is not None and r.seconds > t.ratio * r.floor:
+            out.append(f"bench: {t.step} at {t.at:,} threads: {r.seconds:.2f} s is {r.seconds / r.floor:.1f}x "
+                       f"its floor ({r.floor:.2f} s), over the {t.ratio:g}x target")
+        if t.mb is not None and r.peak_mb > t.mb:
+            out.append(f"bench: {t.step} at {t.at:,} threads: peak {r.peak_mb:.0f} MB, over the {t.mb:g} MB target")
+    small = results.get(SMALL_HOME, {})
+    start = small.get("python3 -c pass")
+    for s in STEPS:
+        r = small.get(s.name)
+        if start and r and s.read_only and r.seconds > 2 * (start.seconds + r.floor):
+            out.append(f"bench: {s.name} at {SMALL_HOME:,} threads: {r.seconds:.2f} s, over 2x (python3 -c pass "
+                       f"{start.seconds:.2f} s + its floor {r.floor:.2f} s)")
     return out
 
 
@@ -226,9 +603,11 @@ def main() -> int:
     cap = int(os.environ.get("BENCH_MAX", "100000"))
     sizes = [n for n in SIZES if n <= cap] or [cap]
     base = Path(os.environ.get("BENCH_DIR") or (REPO / "bench" / "homes"))
-    results: Dict[int, Dict[str, Tuple[float, float]]] = {}
+    results: Dict[int, Dict[str, Result]] = {}
     mixes: Dict[int, Dict[str, int]] = {}
     sizes_mb: Dict[int, float] = {}
+    launcher = Launcher()
+    scripts = install(base)
     for n in sizes:
         root = base / f"home-{n}" / ".codex"
         shutil.rmtree(root.parent, ignore_errors=True)
@@ -238,34 +617,48 @@ def main() -> int:
         sizes_mb[n] = sum(f.stat().st_size for f in root.rglob("*.jsonl")) / 1e6
         print(f"  {sizes_mb[n]:.0f} MB in {time.perf_counter() - t0:.0f} s; timing ...", file=sys.stderr, flush=True)
         try:
-            results[n] = bench_home(root, n)
+            results[n] = bench_home(root, scripts, launcher)
         finally:
             shutil.rmtree(root.parent, ignore_errors=True)
-    table = render(results, mixes, sizes_mb)
+    launcher.close()
+    if scripts != SCRIPTS:
+        shutil.rmtree(scripts.parent, ignore_errors=True)
+    missed = misses(results)
+    table = render(results, mixes, sizes_mb, missed)
     print(table)
     out = REPO / "bench" / "results.md"
     out.write_text(table + "\n")
     print(f"\n(written to {out})", file=sys.stderr)
-    return 0
+    for line in missed:
+        print(line, file=sys.stderr)
+    return 1 if missed else 0
 
 
-def render(results, mixes, sizes_mb) -> str:
+def render(results: Dict[int, Dict[str, Result]], mixes: Dict[int, Dict[str, int]], sizes_mb: Dict[int, float],
+           missed: List[str]) -> str:
     sizes = sorted(results)
     lines = [f"# make bench ({datetime.now().strftime('%Y-%m-%d')}, Python {sys.version.split()[0]}, "
-             f"{os.cpu_count()} cores, median of {RUNS} runs)", ""]
+             f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, median of {RUNS} runs)", ""]
     for n in sizes:
         lines.append(f"- {n:,} threads, {sizes_mb[n]:,.0f} MB of rollouts; problems: "
                      + ", ".join(f"{k} {v:,}" for k, v in mixes[n].items()))
-    lines += ["", "| step | " + " | ".join(f"{n:,} threads: s (x floor), peak MB" for n in sizes) + " | growth per 10x |",
+    lines += ["", "Each cell: the step's time, its own floor and the ratio to it, the ratio to the shared floor, "
+              "peak memory.", "",
+              "| step | " + " | ".join(f"{n:,} threads" for n in sizes) + " | growth per 10x |",
               "|---|" + "---|" * len(sizes) + "---|"]
     for step in results[sizes[0]]:
         cells = []
         for n in sizes:
-            t, mem = results[n][step]
-            fl = results[n]["floor"][0]
-            cells.append(f"{t:.2f} s" if step == "floor" else f"{t:.2f} s ({t / fl:.1f}x), {mem:.0f} MB")
-        growth = [results[b][step][0] / results[a][step][0] for a, b in zip(sizes, sizes[1:])]
+            r, shared = results[n][step], results[n]["floor"].seconds
+            if step in ("floor", "python3 -c pass"):
+                cells.append(f"{r.seconds:.2f} s")
+            else:
+                cells.append(f"{r.seconds:.2f} s; own floor {r.floor:.2f} s ({r.seconds / r.floor:.1f}x); "
+                             f"{r.seconds / shared:.1f}x shared; {r.peak_mb:.0f} MB")
+        growth = [results[b][step].seconds / results[a][step].seconds for a, b in zip(sizes, sizes[1:])]
         lines.append(f"| {step} | " + " | ".join(cells) + " | " + (", ".join(f"{g:.1f}x" for g in growth) or "-") + " |")
+    lines += ["", "Targets: " + ("every target measured here is met." if not missed else f"{len(missed)} missed:")]
+    lines += [f"- {m[len('bench: '):]}" for m in missed]
     return "\n".join(lines)
 
 

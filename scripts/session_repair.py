@@ -31,7 +31,6 @@ from sessionkit.history_offsets import history_db_path  # noqa: E402
 from sessionkit.history_reset import (history_lines, history_ops, history_plan_report,  # noqa: E402
                                       interrupted_rebuild, plan_history, rebuild_after,
                                       reset_and_remapped)
-from sessionkit.codex_rebuild import find_codex  # noqa: E402
 from sessionkit.locks import scan_activity  # noqa: E402
 from sessionkit.safety import refuse_if_running  # noqa: E402
 
@@ -190,7 +189,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=unarchive or False,
                        thread_ids=args.thread_id, remaps=remaps, import_orphans=args.import_orphans,
                        names=hplan.names)
-    codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and hplan.rebuild else None
+    codex = None
+    if args.rebuild_history and args.apply and hplan.rebuild:
+        from sessionkit.codex_rebuild import find_codex  # only here: it loads subprocess and threading
+        codex = find_codex(args.codex_bin)
     has_work = plan.has_work() or bool(hplan.resets)
     if codex is not None and not has_work:  # a rebuild alone: the same refusal as any write
         refuse_if_running(scan_activity(home.root), args.force)

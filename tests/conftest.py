@@ -21,11 +21,21 @@ def _e2e_base() -> Path:
     """Outside the temp dir: there Codex skips its arg0 lock, and users' homes are never there."""
     tmp = Path(tempfile.gettempdir()).resolve()
     if tmp in REPO.parents or REPO == tmp:
-        return Path("/var/tmp") / f"codex-session-migration-e2e-{os.getuid()}"
+        # one folder per checkout: two clones under /tmp never share (and wipe) a test's home
+        tag = hashlib.sha1(str(REPO).encode()).hexdigest()[:8]
+        return Path("/var/tmp") / f"codex-session-migration-e2e-{os.getuid()}-{tag}"
     return REPO / ".e2e-tmp"
 
 
 E2E_TMP = _e2e_base()
+
+
+def pytest_configure(config):
+    """The scripts never write bytecode (dont_write_bytecode): compiled here once, each of the
+    thousands of script runs of the suite loads its modules instead of compiling them (as after
+    `make install`)."""
+    import compileall
+    compileall.compile_dir(str(TESTS.parent / "scripts"), quiet=2)
 
 
 @pytest.fixture(autouse=True)
@@ -94,7 +104,13 @@ def world(request, mock_server, codex_version):
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`make test` runs in parallel)
 def pytest_collection_modifyitems(items):
+    """Tests that drive a real Codex are `e2e`; the TUI tests run one at a time on one worker
+    (`xdist_group("tui")` under --dist loadgroup), beside the other tests, so that a loaded
+    machine never has two terminals racing their screens' timeouts."""
     for item in items:
         if "world" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("tui"):
+            item.add_marker(pytest.mark.xdist_group("tui"))

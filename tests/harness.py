@@ -39,6 +39,28 @@ def provider_config(current: str, base_url: str, providers: List[str],
     return "\n".join(lines)
 
 
+_READABLE: Dict[str, Path] = {}
+
+
+def readable_scripts() -> Path:
+    """A copy of scripts/ that any user can read, for tests that run a script as another user
+    (`nobody`): a clone in a private folder (mode 0700, as many home folders are) is closed to
+    them. One copy per test process under /var/tmp, removed when the process ends."""
+    if "scripts" not in _READABLE:
+        import atexit
+        import tempfile
+        base = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="csm-scripts-"))
+        atexit.register(shutil.rmtree, str(base), True)
+        dest = base / "scripts"
+        shutil.copytree(SCRIPTS, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for dirpath, _dirs, files in os.walk(base):
+            os.chmod(dirpath, 0o755)
+            for f in files:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        _READABLE["scripts"] = dest
+    return _READABLE["scripts"]
+
+
 def run_script(name: str, *args: str, env: Optional[Dict[str, str]] = None,
                cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     """Run one of our scripts as a user would: `python3 scripts/X.py ...`."""

@@ -101,10 +101,12 @@ def test_make_install_copies_only_the_bundle(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in dest.iterdir()) == BUNDLE
     installed = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
-    assert not [p for p in installed if "__pycache__" in p or p.endswith(".pyc")]
     source = sorted(str(p.relative_to(REPO)) for name in BUNDLE for p in [REPO / name, *(REPO / name).rglob("*")]
                     if "__pycache__" not in str(p) and not str(p).endswith(".pyc"))
-    assert installed == source  # every file of the bundle, nothing else
+    tag = sys.implementation.cache_tag
+    compiled = sorted({str(Path(f).parent / "__pycache__") for f in source if f.endswith(".py")} |
+                      {str(Path(f).parent / "__pycache__" / f"{Path(f).stem}.{tag}.pyc") for f in source if f.endswith(".py")})
+    assert installed == sorted(source + compiled)  # every file of the bundle, compiled once, nothing else
     assert all((dest / f).read_bytes() == (REPO / f).read_bytes() for f in source if (REPO / f).is_file())
     assert not stale.exists()  # the bundle's folders are replaced, not merged
     assert proc.stdout.splitlines()[-1] == "  " + " ".join(
@@ -112,6 +114,34 @@ def test_make_install_copies_only_the_bundle(tmp_path):
     help_proc = subprocess.run(["bash", "-c", proc.stdout.splitlines()[-1].strip() + " --help"],
                                cwd=str(tmp_path), capture_output=True, text=True, check=False)
     assert help_proc.returncode == 0 and "--codex-dir" in help_proc.stdout
+
+
+def test_an_installed_run_loads_the_compiled_modules_and_writes_nothing_in_the_bundle(tmp_path):
+    """`make install` compiles the bundle once: a run then loads every module of sessionkit from its
+    .pyc (nothing compiled at run time), and writes no file in the bundle (dont_write_bytecode)."""
+    from harness import snapshot
+    from homebuilder import HomeBuilder
+    dest = tmp_path / "skill"
+    assert make_install({**os.environ, "PYTHON": sys.executable}, dest).returncode == 0
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco"])
+    hb.add(provider="oldco")
+    other = HomeBuilder(tmp_path / "other" / ".codex", provider="newco", providers=["newco"])
+    other.add(provider="newco")
+    before = snapshot(dest)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "PYTHON"))}
+    runs = {"session_audit.py": [], "session_repair.py": [], "provider_migrate.py": [], "rollback.py": ["--list"],
+            "session_import.py": ["--from", str(other.root)]}
+    names = sorted(p.name for p in (REPO / "scripts").glob("*.py"))
+    assert set(runs) <= set(names)
+    for name in names:  # a script this test does not know yet: its --help
+        args = ["--codex-dir", str(hb.root), *runs[name]] if name in runs else ["--help"]
+        proc = subprocess.run([sys.executable, "-v", str(dest / "scripts" / name), *args],
+                              capture_output=True, text=True, env=env, cwd=str(tmp_path), check=False)
+        assert proc.returncode in (0, 1), (name, proc.stderr[-2000:])
+        ours = str(dest / "scripts" / "sessionkit")
+        loaded = set(re.findall(r"^# code object from '?(" + re.escape(ours) + r"[^' ]*)", proc.stderr, re.M))
+        assert loaded and all(p.endswith(".pyc") for p in loaded), (name, sorted(loaded))
+    assert snapshot(dest) == before
 
 
 def test_codex_finds_the_skill_where_the_readme_installs_it(world):
@@ -166,3 +196,23 @@ def test_every_test_the_docs_name_exists():
             if name not in defined and name not in files:
                 missing.setdefault(doc.name, set()).add(name)
     assert missing == {}
+
+
+def test_tests_that_run_as_another_user_give_it_a_readable_copy_of_the_scripts():
+    """A clone in a private folder (0700) is closed to `nobody`: the tests that run a script as
+    that user run readable_scripts(), a copy of scripts/ byte for byte that it can read."""
+    from harness import readable_scripts
+    copy = readable_scripts()
+    source = {str(p.relative_to(REPO / "scripts")): p.read_bytes() for p in (REPO / "scripts").rglob("*.py")
+              if "__pycache__" not in p.parts}
+    assert {str(p.relative_to(copy)): p.read_bytes() for p in copy.rglob("*.py")} == source
+    assert str(REPO) not in str(copy)
+    from test_odd_input import _nobody_python
+    py = _nobody_python()
+    if py is None:
+        return
+    names = sorted(str(copy / f) for f in source)
+    proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py, "-c",
+                           "import sys; print(sum(len(open(p, 'rb').read()) > 0 for p in sys.argv[1:]))", *names],
+                          capture_output=True, text=True, check=False)
+    assert (proc.returncode, proc.stdout.strip()) == (0, str(len(names))), proc.stderr

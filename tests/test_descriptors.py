@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import SCRIPTS, snapshot
+from harness import readable_scripts, snapshot
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state
 from test_odd_input import _nobody_python
@@ -35,7 +35,7 @@ def _as_nobody(py: str, script: str, home: Path, soft: int, hard: int, *args: st
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", py,
-                           str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                           str(readable_scripts() / script), "--codex-dir", str(home), *args],
                           capture_output=True, text=True, check=False, preexec_fn=limit,
                           env={"PATH": os.environ.get("PATH", ""), "HOME": str(home.parent)})
 

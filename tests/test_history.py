@@ -549,7 +549,7 @@ def test_orphan_import_carries_the_name(ph):
     assert ph.hb.sql("SELECT name FROM threads WHERE id=?", (th.id,)) == [("kept across import",)]
 
 
-@pytest.mark.parametrize("action", ["kill", "sigint", "enospc"])
+@pytest.mark.parametrize("action", ["kill", "enospc"])  # Ctrl-C: the same in-run undo (tests/test_faults.py)
 def test_history_reset_fault_at_every_point_leaves_every_row_as_before(tmp_path, action):
     """A reset cut anywhere (SIGKILL, Ctrl-C, a full disk) is undone by itself or by the one
     rollback: every history row and name as before, byte for byte."""

@@ -6,9 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import tarfile
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -76,6 +73,7 @@ def make_scratch(parent: Optional[Path] = None) -> Path:
         raise UserError(f"refusing: {safe_str(parent)} leads elsewhere (to {safe_str(os.path.realpath(str(parent)))}), where the "
                         f"source would be extracted; make it a plain folder. Nothing was changed")
     try:
+        import tempfile
         return Path(tempfile.mkdtemp(prefix="codex-session-import-", dir=str(parent) if parent else None))
     except (OSError, FileNotFoundError) as exc:  # inside Codex's read-only sandbox there is no temp dir
         raise UserError(f"cannot create a private scratch folder to read SRC through ({exc}); "
@@ -137,6 +135,7 @@ def _safe_parts(name: str) -> Tuple[str, ...]:
 
 
 def _tar_members(path: Path) -> Tuple[object, List[_Member]]:
+    import tarfile  # only for an archive: a folder's import loads none of it
     try:
         tf = tarfile.open(str(path), "r:*")
         infos = tf.getmembers()
@@ -152,6 +151,7 @@ def _tar_members(path: Path) -> Tuple[object, List[_Member]]:
 
 
 def _zip_members(path: Path) -> Tuple[object, List[_Member]]:
+    import zipfile
     try:
         zf = zipfile.ZipFile(str(path))
         infos = zf.infolist()
@@ -267,6 +267,8 @@ def _check_space(folder: Path, need: int) -> None:
 
 def _write_member(m: _Member, dest: Path, rel: Tuple[str, ...], limit: int, written: List[int]) -> None:
     """One regular file, created new (never through a link) inside `dest`; its size as declared."""
+    import tarfile  # noqa: F401 (their errors are caught below)
+    import zipfile
     target = dest.joinpath(*rel)
     if not is_inside(target, dest):
         raise UserError(f"refusing the archive: member {m.name!r} lands outside the scratch folder")
