@@ -121,7 +121,6 @@ def test_export_a_project_folder_and_import_it_elsewhere(world):
     assert resumed.error == "" and resumed.turns_after == resumed.turns_before + 1
 
 
-@pytest.mark.skip(reason="needs the importer's project/goal/edge support")
 def test_export_brings_goals_sub_agent_edges_and_projects(world):
     t, ids, _own, _before = _export_and_import(world)
     with world.app(t["proj"]) as app:
