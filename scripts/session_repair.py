@@ -102,7 +102,7 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
     if not r["unarchive_enabled"] and r["archived_before"]:
         out.append(f"archived sessions stay archived: {r['archived_before']} (Codex shows them under Archived; "
                    f"--unarchive brings them back)")
-    out += history_lines(r)
+    out += history_lines(r, names)
     if r["suggested_remap"]:
         old = r["suggested_remap"].split(" ", 1)[1].rsplit("=", 1)[0]
         out += ["Rows point into another home; preview the repair that moves them here:",
@@ -217,7 +217,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         n = max(args.sample, 10)  # the plan's and the result's lists name this many of each
         ids = [m.thread_id for m in plan.moves[:n]] + [c.thread_id for c in plan.rows[:n]] \
-            + [s[0] for s in plan.skipped[:n]] + [rw.thread_id for rw in plan.rewrites[:n]]
+            + [s[0] for s in plan.skipped[:n]] + [rw.thread_id for rw in plan.rewrites[:n]] \
+            + [f.thread_id for f in hplan.resets[:n]] + [t for t, _name in hplan.names[:n]] \
+            + [s[0] for s in hplan.skipped[:n]]
         emit(render(home, plan, report, result, not args.apply, session_names(inputs, ids), args.sample,
                     args.verbose))
     rebuild = report.get("history_rebuild") or {}

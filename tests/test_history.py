@@ -468,7 +468,11 @@ def test_repair_dry_run_plans_resets_rebuilds_and_names_and_writes_nothing(ph):
     out = json.loads(run("session_repair.py", ph.root, "--json", "--no-fix-history").stdout)
     assert out["planned_history_resets"] == 0 and out["history_fix_enabled"] is False
     text = run("session_repair.py", ph.root).stdout
-    assert f"reset history of {a.id} (turns_missing_before_cursor)" in text and "restore name of" in text
+    from sessionkit.labels import session_names
+    labels = session_names(inputs_of(ph.root), [a.id, d.id])
+    assert a.id not in labels[a.id] and labels[a.id].startswith('"')  # the session as the picker shows it
+    assert f"reset history of {labels[a.id]} (turns_missing_before_cursor)" in text  # named, not by id
+    assert f"restore name of {labels[d.id]}: 'named'" in text
     assert snapshot(ph.root) == before
 
 

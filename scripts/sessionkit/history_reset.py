@@ -113,23 +113,28 @@ def interrupted_rebuild(plan: HistoryPlan, codex: str) -> Dict[str, Any]:
             "failed": [{"thread_id": t, "reason": INTERRUPTED} for t in plan.rebuild], "interrupted": True}
 
 
-def history_lines(r: Dict[str, Any]) -> List[str]:
-    """The history part of the repair's text report."""
+def history_lines(r: Dict[str, Any], names: Optional[Dict[str, str]] = None) -> List[str]:
+    """The history part of the repair's text report, each session by its label (name, else title,
+    date, folder: `names`) as everywhere else, its id when it has none."""
+    names = names or {}
+
+    def n(tid: str) -> str:
+        return names.get(tid, tid)
     out = [f"{k}: {r[k]}" for k in ("history_fix_enabled", "planned_history_resets",
                                      "planned_history_rebuilds", "planned_name_restores")]
-    out += [f"  reset history of {f['thread_id']} ({f['kind']})" for f in r["history_resets_sample"]]
+    out += [f"  reset history of {n(f['thread_id'])} ({f['kind']})" for f in r["history_resets_sample"]]
     for parent, forks in r["history_forks_come_back_with_parent"].items():
-        out.append(f"  forks of {parent} read its history and come back with it: {', '.join(forks)}")
-    out += [f"  restore name of {n['thread_id']}: {n['name']!r}" for n in r["name_restores_sample"]]
-    out += [f"  history skipped {s['thread_id']}: {s['reason']}" for s in r["history_skipped"]]
+        out.append(f"  forks of {n(parent)} read its history and come back with it: {', '.join(n(f) for f in forks)}")
+    out += [f"  restore name of {n(x['thread_id'])}: {x['name']!r}" for x in r["name_restores_sample"]]
+    out += [f"  history skipped {n(s['thread_id'])}: {s['reason']}" for s in r["history_skipped"]]
     if r.get("history_comes_back"):
         out.append(f"history comes back: {r['history_comes_back']}")
     for tid in r.get("history_reset_instead_of_shift") or []:
-        out.append(f"  {tid}: its history is reset, so the remap's offset shift is not needed")
+        out.append(f"  {n(tid)}: its history is reset, so the remap's offset shift is not needed")
     rb = r.get("history_rebuild")
     if rb:
         out.append(f"history_rebuilt: {rb['rebuilt']} (by {rb['codex_bin']})")
-        out += [f"  not rebuilt {f['thread_id']}: {f['reason']}" for f in rb["failed"]]
+        out += [f"  not rebuilt {n(f['thread_id'])}: {f['reason']}" for f in rb["failed"]]
     return out
 
 
