@@ -252,8 +252,9 @@ def _journal(path: Path, records: List[dict]) -> None:
         os.fsync(fh.fileno())
 
 
-def _floor_dir(b: "Bench") -> Path:
-    d = b.root.parent / "floor-run"
+def _floor_dir(b: "Bench", kind: str) -> Path:
+    """Each floor's own run folder (a recovery's floor runs the repair's and the migration's)."""
+    d = b.root.parent / f"floor-run-{kind}"
     d.mkdir(exist_ok=True)
     return d
 
@@ -265,7 +266,7 @@ def migration_apply_floor(b: "Bench") -> None:
     """Read as the audit does; back up the DB; journal; pwrite the provider in line 1 and put the
     mtime back, for every thread on the other provider; one UPDATE."""
     got, _rows, _cursors = read_home(b.root)
-    run = _floor_dir(b)
+    run = _floor_dir(b, "migration")
     _backup(b.root / "state_5.sqlite", run / "state_5.sqlite.bak")
     todo = [(f, head.find(OLD), st) for f, (head, st) in got.items() if OLD in head]
     ids = [os.path.basename(f)[-42:-6] for f, _at, _st in todo]
@@ -287,7 +288,7 @@ def migration_apply_floor(b: "Bench") -> None:
 
 def migration_rollback_floor(b: "Bench") -> None:
     """One parse of the journal; pwrite the old provider back, the mtime back; one UPDATE."""
-    run = _floor_dir(b)
+    run = _floor_dir(b, "migration")
     path = run / "journal.jsonl"
     recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     ids = []
@@ -312,11 +313,11 @@ def migration_rollback_floor(b: "Bench") -> None:
 
 
 def repair_apply_floor(b: "Bench") -> None:
-    """Read as the audit does; back up both DBs; journal; move the archived rollouts back into
-    sessions/, repoint the moved rows, insert the orphans' rows (their line 1 parsed), delete the
+    """Read as the audit does; back up both DBs; journal; repoint the moved rows (archived sessions
+    stay archived: the repair unarchives only when asked), insert the orphans' rows (their line 1 parsed), delete the
     stored history of the threads whose cursor is past the end; one transaction each DB."""
     got, rows, cursors = read_home(b.root)
-    run = _floor_dir(b)
+    run = _floor_dir(b, "repair")
     _backup(b.root / "state_5.sqlite", run / "state_5.sqlite.bak")
     _backup(b.root / "thread_history_1.sqlite", run / "thread_history_1.sqlite.bak")
     known = {r[0]: r for r in rows}
@@ -328,9 +329,6 @@ def repair_apply_floor(b: "Bench") -> None:
         if row is None:
             meta = json.loads(head)["payload"]
             inserts.append((tid, f, meta["cwd"], meta["model_provider"], meta["source"]))
-        elif row[2] and "/archived_sessions/" in f:
-            day = os.path.join(str(b.root), "sessions", *os.path.basename(f)[8:18].split("-"))
-            moves.append((tid, f, os.path.join(day, os.path.basename(f))))
         elif row[1] != f and by_name.get(os.path.basename(row[1])) == f:
             repoint.append((tid, row[1], f))
     sizes = {f: st.st_size for f, (_h, st) in got.items()}
@@ -360,7 +358,7 @@ def repair_apply_floor(b: "Bench") -> None:
 
 def repair_rollback_floor(b: "Bench") -> None:
     """One parse of the journal; the moves undone; both DBs put back from their backups."""
-    run = _floor_dir(b)
+    run = _floor_dir(b, "repair")
     recs = [json.loads(line) for line in (run / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
     for r in reversed(recs):
         if r["op"] == "move":
@@ -431,7 +429,7 @@ def _export_floor(pct: int) -> Callable[["Bench"], None]:
         import tarfile
         rows = sorted(select_threads(b.root), key=lambda r: r[6])
         chosen = rows[:max(1, len(rows) * pct // 100)]
-        target = _floor_dir(b) / f"floor-export-{next(_EXPORTS)}.tar.gz"
+        target = _floor_dir(b, "export") / f"floor-export-{next(_EXPORTS)}.tar.gz"
         with tarfile.open(str(target), "w:gz") as tar:
             for r in chosen:
                 if os.path.isfile(r[1]):
@@ -446,6 +444,7 @@ def recovery_apply_floor(b: "Bench") -> None:
 
 
 def recovery_rollback_floor(b: "Bench") -> None:
+    """The migration's floor undone (its files), then the repair's (its DB backups: the home as before)."""
     migration_rollback_floor(b)
     repair_rollback_floor(b)
 
