@@ -177,10 +177,11 @@ def restore(home: Any, args: Any) -> int:
     """--restore-db: what putting the backup back would undo besides the run's own rows; with --apply
     (and --force where anything would be lost or split) the restore, recorded in the run's journal."""
     backup = Path(args.restore_db).expanduser()
+    if args.apply:  # a running Codex is said first, as by every writer
+        refuse_if_running(scan_activity(home.root), args.force)
     check = check_restore(home, backup)
     result = None
     if args.apply:
-        refuse_if_running(scan_activity(home.root), args.force)
         check_writable(home, [Path(check.db)])
         check_folders_inside(home, *([check.run.path] if check.run is not None else []))
         with HomeLock(home):

@@ -49,7 +49,7 @@ def test_the_advice_on_a_real_codex_home_converges_and_archived_stays_archived(w
                                  check=False)
             assert dry.returncode in (0, 1), dry.stdout + dry.stderr
             lines = dry.stdout.splitlines()
-            i = next(n for n, x in enumerate(lines) if x.startswith("No changes applied (dry-run). To write them"))
+            i = next(n for n, x in enumerate(lines) if x.startswith("No changes applied (dry-run). To"))
             assert lines[i + 1].strip() == step + " --apply"
             done = subprocess.run(["bash", "-c", lines[i + 1].strip()], cwd=str(elsewhere), capture_output=True,
                                   text=True, check=False)

@@ -55,7 +55,9 @@ def test_exec_agent_audits_and_dry_runs_in_the_read_only_sandbox(world, mock_ser
     assert audit["visibility"]["hidden"]["other_provider"] == 3
     assert "=== Provider Migration Plan ===" in agent.outputs[1] and "dry_run: True" in agent.outputs[1]
     assert _exit_code(agent.outputs[1]) == 0
-    assert "=== Session Repair Plan ===" in agent.outputs[2]
+    # nothing to repair: one line, then the agent's own live thread named as not checked (exit 0)
+    assert "Nothing to repair: every session's index entry already matches its file." in agent.outputs[2]
+    assert "live thread (its writer lock is held)" in agent.outputs[2] and _exit_code(agent.outputs[2]) == 0
     assert _others(world, session) == (before[0], before[1])
     assert not (world.home / ".tmp" / "session-migration").exists()
     assert not list(skill.rglob("__pycache__"))

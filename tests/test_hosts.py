@@ -275,6 +275,25 @@ def test_windows_never_asks_a_unix_socket(as_host, tmp_path):
         sock.unlink()
 
 
+def test_the_daemon_socket_answers_through_a_home_path_longer_than_a_socket_path_may_be(tmp_path):
+    """A socket path is limited to about 108 bytes; a home's link to Codex's socket may be longer
+    (a deep home): the daemon is still found, not called stale."""
+    sock = Path("/tmp") / f"cx-long-{os.getpid()}.sock"
+    home = tmp_path / ("deep-" * 12) / "h"
+    (home / "app-server-control").mkdir(parents=True)
+    link = home / "app-server-control" / "app-server-control.sock"
+    os.symlink(sock, link)
+    assert len(str(link).encode()) > 108
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock))
+    server.listen(1)
+    try:
+        assert locks.control_socket_answers(home) is True
+    finally:
+        server.close()
+        sock.unlink()
+
+
 # ---- the whole write path, in-process, per host ------------------------------------------------
 
 def _script(name: str, *args: str) -> tuple:
@@ -442,7 +461,9 @@ def test_windows_cannot_replace_a_rollout_held_open_so_the_run_undoes_itself(as_
 # /dev/null hold no content.
 NO_CONTENT = {("writerlock.py", "_coordination"), ("writerlock.py", "take_many"),
               ("writerlock.py", "remove_unused_lock_dir"), ("writerlock.py", "remove_stale_locks"),
-              ("safety.py", "__enter__"), ("locks.py", "is_held"), ("ops.py", "_fsync_dir"), ("cli.py", "_stdout_gone")}
+              ("safety.py", "__enter__"), ("locks.py", "is_held"), ("ops.py", "_fsync_dir"), ("cli.py", "_stdout_gone"),
+              ("artifacts.py", "_fsync_path"), ("decompress.py", "_fsync_dir"),  # fsync only, no content
+              ("lockbatch.py", "locks_beside_home_lock")}  # /dev/null, held as a stand-in descriptor
 
 
 def test_every_os_open_of_content_is_binary_for_windows():

@@ -1,5 +1,6 @@
 """Property: any sequence of repair / migrate / rollback runs, undone newest first, restores the home."""
 import shutil
+import subprocess
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -84,6 +85,7 @@ from test_history import PaginatedHome  # noqa: E402
 from test_migrate_rollback import run  # noqa: E402
 from sessionkit.ops import OP_CLASSES  # noqa: E402
 
+ZSTD = shutil.which("zstd")  # compressed rollouts need the zstd program (or Python 3.14+)
 OLD_USER = "/home/olduser"
 RICH = ["aa", "bbbb", "a-longer-provider-id"]
 
@@ -123,6 +125,10 @@ def _rich_home(base: Path, threads, fork: bool):
                       (f"{OLD_USER}/.codex/" + str(t.path.relative_to(root)), t.id))
         if spec["damaged"] and not spec["orphan"]:
             ph.delete_turns_keep_cursor(t)
+        if spec.get("compressed") and ZSTD:  # as Codex's rollout/compress leaves it: the row keeps .jsonl
+            st_ = t.path.stat()
+            subprocess.run([ZSTD, "-q", "--rm", str(t.path)], check=True)
+            os.utime(str(t.path) + ".zst", ns=(st_.st_mtime_ns, st_.st_mtime_ns))
         made.append(t)
     if fork and len(made) > 1 and made[0].path.exists():  # the last thread forks the first one
         parent, child = made[0], made[-1]
@@ -146,7 +152,9 @@ def _rich_home(base: Path, threads, fork: bool):
     src = PaginatedHome(base / "src" / ".codex")
     src.hb.n = 500  # ids of its own
     for i in range(2):
-        src.add(turns=1, cwd=f"{OLD_USER}/proj", archived=bool(i))
+        t = src.add(turns=1, cwd=f"{OLD_USER}/proj", archived=bool(i))
+        if i == 0:  # a named thread: the import writes its name where Codex reads it (session_index.jsonl)
+            src.hb.sql("UPDATE threads SET name=? WHERE id=?", ("imported by name", t.id))
     return root, src.root
 
 
@@ -170,7 +178,7 @@ def rich_state(root: Path) -> dict:
 def _script(root: Path, src: Path, step) -> None:
     kind, a, b, c = step
     if kind == "repair":
-        args = ["--apply"] + ([] if a else ["--no-unarchive"]) + (["--import-orphans"] if b else [])
+        args = ["--apply"] + (["--unarchive"] if a else []) + (["--import-orphans"] if b else [])
         if c:
             args += ["--remap-prefix", f"{OLD_USER}/.codex={root}",
                      "--remap-prefix", f"{OLD_USER}/proj=/home/newuser/a-longer-folder/proj"]
@@ -210,14 +218,22 @@ def test_one_sequence_covers_every_operation_kind_and_rolls_back_to_the_start(tm
                dict(provider="bbbb", archived=True, moved=False, orphan=False, damaged=False, old_cwd=True),
                dict(provider="bbbb", archived=False, moved=False, orphan=False, damaged=True, old_cwd=False),
                dict(provider="aa", archived=False, moved=False, orphan=True, damaged=False, old_cwd=False),
+               dict(provider="bbbb", archived=False, moved=False, orphan=False, damaged=False, old_cwd=True),
+               # archived with nothing to remap: unarchived (moved) in the same run
+               dict(provider="aa", archived=True, moved=False, orphan=False, damaged=False, old_cwd=False),
+               # the last thread is the fork (of the first)
                dict(provider="bbbb", archived=False, moved=False, orphan=False, damaged=False, old_cwd=True)]
+    # compressed as Codex leaves it: the migration decompresses it first, in a run of its own
+    threads.insert(2, dict(provider="bbbb", archived=False, moved=False, orphan=False, damaged=False,
+                           old_cwd=False, compressed=True))
     root, src = _rich_home(tmp_path, threads, fork=True)
     start = rich_state(root)
     for step in [("repair", True, True, True), ("migrate", "a-longer-provider-id", True, None), ("import", True, None, None)]:
         _script(root, src, step)
-    assert _kinds(root) >= set(OP_CLASSES), set(OP_CLASSES) - _kinds(root)
+    kinds = set(OP_CLASSES) - (set() if ZSTD else {"decompress"})
+    assert _kinds(root) >= kinds, kinds - _kinds(root)
     runs = json.loads(run("rollback.py", root, "--list", "--json").stdout)["runs"]
-    assert len(runs) == 3 and all(r["applied"] for r in runs)
+    assert len(runs) == (4 if ZSTD else 3) and all(r["applied"] for r in runs)  # the decompression's own run
     proc = run("rollback.py", root, "--until", runs[0]["run_dir"], "--apply")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert rich_state(root) == start

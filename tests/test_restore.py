@@ -35,7 +35,7 @@ def unarchived(tmp_path):
     hb = HomeBuilder(tmp_path / ".codex")
     hb.add(preview="kept")
     arch = hb.add(archived=True, preview="archived")
-    out = json.loads(run("session_repair.py", hb.root, "--apply", "--json").stdout)
+    out = json.loads(run("session_repair.py", hb.root, "--unarchive", "--apply", "--json").stdout)
     assert out["result"]["unarchived_rows"] == 1
     new = hb.add(preview="made after the repair")
     hb.sql("UPDATE threads SET name='Release plan' WHERE id=?", (new.id,))

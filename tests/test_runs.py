@@ -135,12 +135,14 @@ def test_list_counts_what_each_operation_says_it_is(tmp_path):
     from homebuilder import HomeBuilder
     hb = HomeBuilder(tmp_path / ".codex")
     hb.add(cwd="/home/olduser/proj", preview="active")
-    hb.add(cwd="/home/olduser/proj", archived=True, preview="archived")
-    proc = run("session_repair.py", hb.root, "--remap-prefix", "/home/olduser/proj=/home/newer/proj", "--apply")
+    hb.add(cwd="/home/olduser/proj", preview="active 2")
+    hb.add(cwd="/srv/elsewhere", archived=True, preview="archived")  # nothing to remap: moved in this run
+    proc = run("session_repair.py", hb.root, "--remap-prefix", "/home/olduser/proj=/home/newer/proj",
+               "--unarchive", "--apply")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     [r] = json.loads(run("rollback.py", hb.root, "--list", "--json").stdout)["runs"]
     assert (r["threads"], r["files"], r["moves"], r["line1_rewrites"], r["row_updates"], r["row_inserts"]) == \
-        (2, 2, 1, 2, 2, 0)
+        (3, 3, 1, 2, 3, 0)
     assert r["other_changes"] == {}
     text = run("rollback.py", hb.root, "--list").stdout.splitlines()
-    assert text[2] == "      2 sessions, 1 file moved, 2 first lines rewritten, 2 index entries updated"
+    assert text[2] == "      3 sessions, 1 file moved, 2 first lines rewritten, 3 index entries updated"

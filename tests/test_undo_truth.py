@@ -171,16 +171,20 @@ def test_a_repair_that_remaps_and_unarchives_one_session_rolls_back_whole(tmp_pa
     arch = hb.add(cwd="/home/olduser/proj", archived=True, preview="archived")
     before = home_state(hb.root)
     new = "/home/newuser/a-much-longer-folder-name/proj" if grow else "/home/newer/proj"
-    proc = run("session_repair.py", hb.root, "--remap-prefix", f"/home/olduser/proj={new}",
-               "--apply", "--json")
+    args = ("--remap-prefix", f"/home/olduser/proj={new}", "--unarchive", "--apply", "--json")
+    proc = run("session_repair.py", hb.root, *args)  # the rewrite where it lies; the move waits
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert arch.path.exists()
+    proc = run("session_repair.py", hb.root, *args)  # the next run moves it
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not arch.path.exists()
     dry = json.loads(run("rollback.py", hb.root, "--latest", "--json").stdout)
-    assert (dry["conflicts"], dry["files_to_move_back"], dry["line1_to_restore"]) == (0, 1, 2), dry
-    rb = run("rollback.py", hb.root, "--latest", "--apply")
-    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert (dry["conflicts"], dry["files_to_move_back"]) == (0, 1), dry
+    for _run in range(2):  # each run rolls back whole, newest first
+        rb = run("rollback.py", hb.root, "--latest", "--apply")
+        assert rb.returncode == 0, rb.stdout + rb.stderr
     assert home_state(hb.root) == before
-    assert list_runs(hb.root)[0]["state"] == "rolled back"
+    assert [r["state"] for r in list_runs(hb.root)] == ["rolled back", "rolled back"]
 
 
 def faultrun(spec, script, home, *args):
@@ -227,7 +231,7 @@ def three_runs(tmp_path):
     arch = hb.add(provider="newco", archived=True, preview="archived")
     before = (snap_home(hb.root), rows(hb.root))
     assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
-    assert run("session_repair.py", hb.root, "--apply").returncode == 0
+    assert run("session_repair.py", hb.root, "--unarchive", "--apply").returncode == 0
     assert run("provider_migrate.py", hb.root, "--target-provider", "oldco", "--apply").returncode == 0
     runs = [r["run_dir"] for r in list_runs(hb.root)]
     assert len(runs) == 3

@@ -206,10 +206,11 @@ def unfixable(report: Dict[str, Any], inputs: "AuditInputs", named: int = 2) -> 
         if str(tid).lower() in stuck:
             add(str(reason), str(tid).lower(),
                 integ.get("db_not_on_disk_count", 0) if str(tid).lower() in gone else 0)
-    for item in integ.get("line1_unreadable_sample") or []:
-        tid, _sep, why = str(item).partition(": ")
+    unreadable = [str(item).partition(": ") for item in integ.get("line1_unreadable_sample") or []]
+    one_reason = len({why for _t, _s, why in unreadable}) == 1  # else each reason counts its own sessions
+    for tid, _sep, why in unreadable:
         add(f"first line unreadable: {why or 'corrupt'}", _thread_of(tid),
-            integ.get("line1_unreadable_count", 0))
+            integ.get("line1_unreadable_count", 0) if one_reason else 0)
     for e in orph.get("active_orphan_sample") or []:
         add(WAIT_REASON, str(e.get("thread_id")).lower(), orph.get("active_orphans", 0))
     out = list(groups.values())

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
+from . import host
 from . import UserError
 from .faults import point
 from .ops import CHANGED, NEW, OLD, TORN, Op, RecordError, strict
@@ -24,7 +25,7 @@ def _file_digest(path: str) -> Tuple[int, str]:
 
 def _copy_new(src: str, dst: str, mode: int, mtime_ns: Optional[int], decompress: bool) -> Tuple[int, str]:
     """A new file (O_EXCL, 0600 until done), fsynced: src's bytes, or its decompressed bytes."""
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
     try:
         if decompress:
             with open_zst(src) as fh:

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, IO, Iterable, List, Optional, Sequence, Set, Tuple
 
+from . import host
 from . import UserError
 from .archive_src import HISTORY_DB, STATE_DB
 from .home import CodexHome
@@ -221,7 +222,7 @@ def _stamps(db: Path) -> Tuple[Tuple[int, int], ...]:
 
 
 def _copy_file(src: str, dst: str) -> None:
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
     try:
         with open_regular(src, buffering=0) as fh:
             for chunk in iter(lambda: fh.read(_CHUNK), b""):
@@ -512,7 +513,7 @@ def subset_db(src: Path, dest: Path, keys: Dict[str, Set[str]], reader: Optional
     through DbReader (no -wal/-shm created or changed). Rows copied per table."""
     conn = (reader or DbReader()).open(src)
     conn.text_factory = _keep_text
-    fd = os.open(str(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = os.open(str(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
     os.close(fd)
     out = sqlite3.connect(str(dest), isolation_level=None)
     counts: Dict[str, int] = {}
@@ -666,7 +667,7 @@ def build_members(plan: ExportPlan, scratch: Path) -> List[Member]:
 
 def _scratch_file(scratch: Path, name: str, data: bytes, mtime: float) -> Member:
     path = scratch / name
-    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
     try:
         os.write(fd, data)
     finally:
@@ -685,7 +686,7 @@ def write_export(plan: ExportPlan, target: Path, progress: Any = None) -> Dict[s
         digests: Dict[str, Tuple[int, str]] = {}
         now = datetime.now().timestamp()
         zipped = target.name.lower().endswith(".zip")
-        fd = os.open(str(part), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        fd = os.open(str(part), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
         with os.fdopen(fd, "wb") as raw:
             writer = _ZipWriter(raw) if zipped else _TarWriter(raw)
             for n, m in enumerate(members, 1):

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from . import host
 from . import UserError
 from .archive_src import HISTORY_DB, STATE_DB, SourceHome, private_db_copy
 from .home import CodexHome, read_config
@@ -753,7 +754,7 @@ def _decompressed(plan: ImportPlan, files: List[RolloutFile], origin: Dict[str, 
         folder.mkdir(parents=True, mode=0o700, exist_ok=True)
         dst = folder / row_path_of(rf.name)
         try:
-            fd = os.open(str(dst), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+            fd = os.open(str(dst), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
             try:
                 with open_zst(rf.key) as fh:
                     digest_stream(fh, fd)

@@ -314,7 +314,9 @@ def _answers(path: Path) -> Optional[bool]:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(0.5)
     try:
-        sock.connect(str(path))
+        # through the link's target: a socket path is limited to about 108 bytes, and a home's own
+        # path may be longer than that while Codex's link points into a short temp dir
+        sock.connect(os.path.realpath(str(path)))
         return True
     except OSError:
         return False  # a stale socket left by a daemon that is gone

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
-from . import UserError
+from . import UserError, host
 from .faults import point
 from .journal import write_all
 from .ops import CHANGED, NEW, OLD, Op, RecordError, _b64, _unb64, strict
@@ -83,7 +83,7 @@ class IndexAppend(Op):
         return None
 
     def apply(self) -> None:
-        flags = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | (
+        flags = os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | host.BINARY | (
             os.O_CREAT | os.O_EXCL if self.old_size < 0 else os.O_APPEND)
         fd = os.open(self.path, flags, 0o600)
         try:
@@ -126,7 +126,7 @@ class IndexAppend(Op):
             return
         rest = _read_from(self.path, at + len(self.added))  # Codex appended since: keep its lines
         tmp = self.path + ".sessionkit-tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
         try:
             with open(self.path, "rb") as fh:
                 write_all(fd, fh.read(at))
