@@ -8,7 +8,7 @@ import sys
 
 from harness import SCRIPTS
 from homebuilder import HomeBuilder
-from sessionkit import projects
+from sessionkit.fixes import projects
 
 
 def run(script, root, *args):
