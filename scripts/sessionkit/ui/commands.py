@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from sessionkit.codexfiles.home import CodexHome
 
 PathLike = Union[str, "os.PathLike[str]"]
-SCRIPTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOME_FLAGS = ("--codex-dir", "--sqlite-home")  # rebuilt from the home, never copied from argv
 PATH_FLAGS = ("--manifest", "--restore-db", "--from")  # values made absolute when re-run elsewhere
 
