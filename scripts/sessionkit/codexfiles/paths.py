@@ -182,3 +182,12 @@ def is_absolute_file(path: str) -> bool:
     except (OSError, ValueError):
         return False
 
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written: a short write (full disk, ulimit -f) is an error."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(28, "No space left on device (short write)")
+        view = view[n:]

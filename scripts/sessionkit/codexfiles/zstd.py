@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
 from sessionkit.codexfiles.faults import point
-from sessionkit.runlog.journal import write_all
+from sessionkit.codexfiles.paths import write_all
 from sessionkit.codexfiles.paths import open_regular
 
 ZST = ".zst"

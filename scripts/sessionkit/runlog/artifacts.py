@@ -12,7 +12,7 @@ from typing import Callable, Iterable, List, Optional
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
-from sessionkit.runlog.journal import write_all
+from sessionkit.codexfiles.paths import write_all
 from sessionkit.codexfiles.statedb import open_readonly
 
 PRIVATE = 0o600

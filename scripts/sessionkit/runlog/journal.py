@@ -12,19 +12,10 @@ from typing import Any, Dict, Iterable, List
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.faults import point
+from sessionkit.codexfiles.paths import write_all
 
 FORMAT = 2  # the "v" of every record this code writes; see docs/journal-format.md
 PRIVATE = 0o600
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is written: a short write (full disk, ulimit -f) is an error."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:
-            raise OSError(28, "No space left on device (short write)")
-        view = view[n:]
 
 
 def read_exact(fd: int, offset: int, size: int) -> bytes:

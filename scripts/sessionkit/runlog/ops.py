@@ -16,7 +16,7 @@ from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.faults import point
 from sessionkit.codexfiles.history_offsets import read_offsets, set_offsets, shifted
-from sessionkit.runlog.journal import write_all
+from sessionkit.codexfiles.paths import write_all
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.paths import open_regular
 from sessionkit.codexfiles.rollout_edit import apply_spans, digest_range, line1_shifts, plan_file, plan_line, ranges, shift, unshift

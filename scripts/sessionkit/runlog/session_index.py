@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from sessionkit import UserError
 from sessionkit.codexfiles.faults import point
-from sessionkit.runlog.journal import write_all
+from sessionkit.codexfiles.paths import write_all
 from sessionkit.runlog.ops import CHANGED, NEW, OLD, Op, RecordError, _b64, _unb64, strict
 
 SESSION_INDEX = "session_index.jsonl"
