@@ -7,13 +7,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
-
-if TYPE_CHECKING:
-    from sessionkit.runlog.ops import RolloutEdit, RolloutRewrite
 
 
 @dataclass
@@ -102,21 +99,6 @@ def graph_of(inputs) -> ThreadGraph:  # type: ignore[no-untyped-def]
 def members(graph: ThreadGraph, paths: Iterable[Path]) -> Dict[str, ForkLink]:
     """Every fork (by file) that moves when any of these files grows."""
     return {str(link.fork_path): link for p in paths for link in graph.group(p)}
-
-
-def fork_rewrites(graph: ThreadGraph, root: "RolloutEdit", own: Dict[str, "RolloutRewrite"]) -> List["RolloutRewrite"]:
-    """The rewrite of every fork in `root`'s group, parents before their forks, each linked to its
-    parent's rewrite (its history_base moves with it at prepare, under both writer locks): a fork's
-    own planned rewrite (from `own`, by path, taken out) or one that moves only its history_base."""
-    from sessionkit.runlog.ops import RolloutRewrite
-    made: Dict[str, object] = {root.path: root}
-    out = []
-    for link in graph.group(Path(root.path)):
-        op = own.pop(str(link.fork_path), None) or RolloutRewrite(link.fork_id, str(link.fork_path), {}, [])
-        op.parent = made.get(str(link.parent_path))  # type: ignore[assignment]
-        made[str(link.fork_path)] = op
-        out.append(op)
-    return out
 
 
 def uuid7_ms(uuid: str) -> Optional[int]:

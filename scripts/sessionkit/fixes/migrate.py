@@ -17,7 +17,8 @@ from sessionkit.codexfiles.history_offsets import history_db_path, read_offsets,
 from sessionkit.codexfiles.rollout_index import not_unicode, unusable_reason
 from sessionkit.codexfiles.rollout_edit import LineEdit, plan_fields
 from sessionkit.runlog.ops import Line1Rewrite, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowUpdate
-from sessionkit.codexfiles.thread_graph import ThreadGraph, fork_rewrites, graph_of, members
+from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
+from sessionkit.fixes.forks import fork_rewrites
 from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.reasoning import count_encrypted
 from sessionkit.codexfiles.paths import is_inside, safe_str

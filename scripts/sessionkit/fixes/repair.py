@@ -21,7 +21,8 @@ from sessionkit.codexfiles.rollout_edit import Remap, parse_remaps, plan_file, r
 from sessionkit.codexfiles.rollout_index import RolloutFile, file_path_for, not_unicode, row_path_of, unusable_reason
 from sessionkit.codexfiles.rollout_scan import Unimportable, row_from_rollout
 from sessionkit.runlog.ops import Mkdir, Move, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
-from sessionkit.codexfiles.thread_graph import ThreadGraph, fork_rewrites, graph_of, members
+from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
+from sessionkit.fixes.forks import fork_rewrites
 from sessionkit.codexfiles.statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from sessionkit.runlog.writerun import execute
 from sessionkit.runlog.decompress import decompress_first
