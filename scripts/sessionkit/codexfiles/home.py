@@ -9,7 +9,6 @@ from typing import Dict, List, Optional
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles import tomlmini
-from sessionkit.ui.commands import demo_hint
 from sessionkit.codexfiles.versions import BUILTIN_PROVIDER_IDS as BUILTIN_PROVIDERS, DEFAULT_PROVIDER, DESKTOP_DB_FOLDER, \
     LATEST, LEGACY_PROFILE_KEY_REJECTED, OLDER_DB_NAMES, STATE_DB_NAME
 
@@ -72,6 +71,17 @@ class CodexHome:
         return self.root / ".tmp" / "session-migration"
 
 
+class MissingHome(UserError):
+    """No folder at the Codex home's path: the user interface adds where to try a sample home."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(self.message())
+
+    def message(self, hint: str = "") -> str:
+        return f"no Codex home at {self.path} (pass --codex-dir or set CODEX_HOME" + (f"; {hint}" if hint else ")")
+
+
 def resolve_home_dir(codex_dir: Optional[str], environ: Optional[Dict[str, str]] = None) -> Path:
     """`--codex-dir` > `$CODEX_HOME` > `~/.codex` (`%USERPROFILE%\\.codex` on Windows): an existing
     folder. An empty `--codex-dir` is an error (never the default home); an empty $CODEX_HOME is
@@ -84,8 +94,7 @@ def resolve_home_dir(codex_dir: Optional[str], environ: Optional[Dict[str, str]]
         raise UserError("the Codex home path contains a NUL byte")
     path = Path(raw).expanduser()
     if not path.exists():
-        raise UserError(f"no Codex home at {path.absolute()} (pass --codex-dir or set CODEX_HOME; "
-                        f"{demo_hint()}")
+        raise MissingHome(path.absolute())
     if not path.is_dir():
         raise UserError(f"the Codex home {path.absolute()} is not a folder")
     return path.resolve()

@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterable, List, NoReturn, Optional, Sequence
 from sessionkit import EXIT_ERROR, UserError
 from sessionkit.codexfiles.paths import is_windows_absolute, safe_str
 from sessionkit.codexfiles.rollout_index import not_unicode
+from sessionkit.codexfiles.home import MissingHome
+from sessionkit.ui.commands import demo_hint
 
 
 COMMAND: List[str] = []  # the command line being run, to hand back to a user when it cannot write
@@ -161,6 +163,9 @@ def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = 
     COMMAND[:] = [sys.executable, os.path.abspath(script), *(sys.argv[1:] if argv is None else argv)]
     try:
         return main(argv)
+    except MissingHome as exc:
+        emit(f"{prog}: error: {exc.message(demo_hint())}", file=sys.stderr)
+        return EXIT_ERROR
     except UserError as exc:
         emit(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
