@@ -22,7 +22,7 @@ from sessionkit.diagnose.surfaces import HIDE_REASONS, INTERACTIVE_SOURCES, Judg
     db_only_ids, judge_all, line1_fields, moved_home, surface_views, tui_default_cwd, view  # noqa: F401
 # HIDE_REASONS, INTERACTIVE_SOURCES and gather are re-exported: callers imported them from here
 from sessionkit.diagnose import history_check
-from sessionkit.fixes.projects import audit_section as projects_section
+from sessionkit.codexfiles.projects import load_projects, missing_roots
 
 ACTIVE_WINDOW_S = 300  # an unindexed rollout written this recently may still be in use
 DB_ONLY_REASONS = ("rollout_not_indexed", "stale_rollout_path", "empty_preview", "db_provider_differs",
@@ -34,6 +34,14 @@ INTEGRITY_KEYS = (
     "rollout_path_outside_home", "provider_mismatch", "line1_unreadable", "compressed_rollouts",
     "unreadable_paths",
 )
+
+
+def projects_section(db: Path, max_samples: int) -> Dict[str, Any]:
+    """The audit's integrity counts for projects (read-only)."""
+    projects = load_projects(db)
+    lost = missing_roots(projects)
+    return {"projects_total": len(projects), "projects_missing_roots_count": len(lost),
+            "projects_missing_roots_sample": lost[:max_samples]}
 
 
 def _sample(items: List[str], n: int) -> List[str]:

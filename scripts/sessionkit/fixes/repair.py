@@ -27,7 +27,7 @@ from sessionkit.codexfiles.statedb import ThreadRow, open_readonly, thread_colum
 from sessionkit.runlog.writerun import execute
 from sessionkit.runlog.decompress import decompress_first
 from sessionkit.codexfiles.zstd import compressed_count
-from sessionkit.fixes.projects import remap_plan_ops as project_roots_plan
+from sessionkit.fixes.project_remap import remap_plan_ops as project_roots_plan
 
 
 @dataclass
@@ -63,7 +63,7 @@ class RepairPlan:
     forks_moved: int = 0  # forks whose history_base moves with a growing parent
     others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
     links: List[Tuple[str, str, str]] = field(default_factory=list)  # (link, target, new target) re-pointed
-    project_ops: List[Op] = field(default_factory=list)  # project_roots moved by --remap-prefix (projects.py)
+    project_ops: List[Op] = field(default_factory=list)  # project_roots moved by --remap-prefix (project_remap.py)
     projects: Dict[str, Any] = field(default_factory=dict)  # what the report says about them
 
     def has_work(self) -> bool:

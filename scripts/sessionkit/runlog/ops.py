@@ -32,7 +32,7 @@ UPDATE_COLUMNS: Dict[str, Tuple[str, ...]] = {
                 "model_provider", "name"),
     "thread_turns": ("rollout_byte_offset", "rollout_end_byte_offset"),
     "thread_history_projection_state": ("next_rollout_byte_offset",),
-    "project_roots": ("path",),  # a project's folder, remapped with --remap-prefix (sessionkit/fixes/projects.py)
+    "project_roots": ("path",),  # a project's folder, remapped with --remap-prefix (sessionkit/fixes/project_remap.py)
 }
 # Tables whose whole rows may be inserted or deleted (every column of the real table allowed).
 ROW_TABLES = ("threads", "thread_turns", "thread_items", "thread_realtime_items",
