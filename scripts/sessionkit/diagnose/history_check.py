@@ -14,9 +14,10 @@ from sessionkit.codexfiles.history_offsets import history_db_path
 from sessionkit.codexfiles.paths import open_regular, safe_str
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
 from sessionkit.codexfiles.statedb import open_readonly
+# re-exported: the names Codex keeps, read where the history check reads them
+from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index  # noqa: F401
 
 HISTORY_TABLES = ("thread_turns", "thread_items", "thread_realtime_items", "thread_history_projection_state")
-SESSION_INDEX = "session_index.jsonl"
 TAIL_LIMIT = 4 * 1024 * 1024  # a gap is scanned only up to its first turn, and never past this much
 
 # kind -> what a user sees (the order is the order of the report)
@@ -291,47 +292,6 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
                 result.findings.append(Finding(row.id, fkey, kind, f.key, segment=n > 0))
     result.findings.sort(key=lambda f: (f.thread_id, f.segment, f.rollout))
     result.skipped_live.sort()
-
-
-def names_from_session_index(home: Any) -> Dict[str, str]:
-    """The latest name `thread/name/set` recorded per thread id (lower case) in session_index.jsonl;
-    a thread whose latest entry is empty has no name. Unreadable lines are skipped."""
-    root = Path(home) if isinstance(home, (str, os.PathLike)) else home.root
-    out: Dict[str, str] = {}
-    path = root / SESSION_INDEX
-    try:
-        if not S_ISREG(os.lstat(str(path)).st_mode):
-            return out  # a symlink, FIFO or folder: never followed or read
-        fh = open(path, "rb")
-    except OSError:
-        return out
-    with fh:
-        for raw in fh:
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
-                continue
-            name = rec.get("thread_name")
-            out[rec["id"].lower()] = name if isinstance(name, str) else ""
-    return {k: v for k, v in out.items() if v.strip()}
-
-
-def named_threads(state_db: Path) -> Optional[Dict[str, str]]:
-    """thread id (lower case) -> its `threads.name` where not NULL (what a re-created row has); None
-    when the schema has no name column."""
-    conn = open_readonly(state_db)
-    try:
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(threads)")}
-        if "name" not in cols:
-            return None
-        return {str(t).lower(): str(n) for t, n in conn.execute(
-            "SELECT id, name FROM threads WHERE name IS NOT NULL")}
-    except sqlite3.DatabaseError:
-        return None
-    finally:
-        conn.close()
 
 
 def names_lost(home: Any, rows: List[Any]) -> Dict[str, str]:

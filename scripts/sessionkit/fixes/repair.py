@@ -14,7 +14,7 @@ from sessionkit import UserError
 from sessionkit.diagnose.audit import classify_orphan
 from sessionkit.codexfiles.locks import explain_live
 from sessionkit.diagnose.snapshot import AuditInputs
-from sessionkit.diagnose.history_check import names_from_session_index
+from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index
 from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.paths import home_prefix_counts, is_inside, resolves_inside, safe_str
 from sessionkit.codexfiles.rollout_edit import Remap, parse_remaps, plan_file, remap  # noqa: F401  (parse_remaps: the scripts')
@@ -279,7 +279,6 @@ def resolve_threads(inputs: AuditInputs, values: Sequence[str]) -> List[str]:
 
 
 def _row_names(db: Path) -> Dict[str, str]:
-    from sessionkit.diagnose.history_check import named_threads
     return named_threads(db) or {}
 
 

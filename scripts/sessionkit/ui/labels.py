@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from sessionkit.codexfiles.paths import safe_str
-
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from sessionkit.diagnose.audit import AuditInputs
+from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index
 
 TITLE_CHARS = 40
 # C0 and C1 controls, DEL, and the format characters that reorder or hide text on a terminal
@@ -57,9 +55,9 @@ def label(name: Optional[str], title: Optional[str]) -> str:
     return short_title(name) if name and name.strip() else short_title(title)
 
 
-def thread_names(inputs: "AuditInputs") -> Dict[str, str]:
-    """`threads.name` by lower-case id, else the latest name session_index.jsonl records."""
-    from sessionkit.diagnose.history_check import named_threads, names_from_session_index
+def thread_names(inputs: Any) -> Dict[str, str]:
+    """`threads.name` by lower-case id, else the latest name session_index.jsonl records (`inputs`:
+    the audit's AuditInputs)."""
     out = dict(names_from_session_index(inputs.home))
     try:
         out.update(named_threads(inputs.home.state_db.path) or {})
@@ -68,7 +66,7 @@ def thread_names(inputs: "AuditInputs") -> Dict[str, str]:
     return out
 
 
-def session_names(inputs: "AuditInputs", ids: Iterable[str]) -> Dict[str, str]:
+def session_names(inputs: Any, ids: Iterable[str]) -> Dict[str, str]:
     """`"name or first prompt", 2025-03-01 09:30, /work/proj` for each id: from its row, else its file."""
     wanted = {t.lower(): t for t in ids}
     out: Dict[str, str] = {}
