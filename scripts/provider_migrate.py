@@ -22,7 +22,8 @@ from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import session_names, shown  # noqa: E402
 from sessionkit.fixes.migrate import apply_migration, plan_migration, plan_report  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
-from sessionkit.ui.results import Outcome, labels_for, nothing_to_do, older_runs  # noqa: E402
+from sessionkit.ui.results import Outcome, labels_for, nothing_to_do  # noqa: E402
+from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 
 

@@ -17,10 +17,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
 from sessionkit.ui.cli import Parser, add_home_args, emit, existing_path_arg, positive_int, print_json, run  # noqa: E402
 from sessionkit.ui.labels import names_from_db, shown  # noqa: E402
-from sessionkit.ui.results import Outcome, labels_for, older_runs, wrap  # noqa: E402
+from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.commands import home_command  # noqa: E402
-from sessionkit.runlog.runs import list_details, prune, prune_candidates, readable_size  # noqa: E402
+from sessionkit.runlog.runs import list_details, older_runs, prune, prune_candidates, readable_size  # noqa: E402
 from sessionkit import UserError  # noqa: E402
 from sessionkit.codexfiles.home import open_home  # noqa: E402
 from sessionkit.codexfiles.paths import safe_str  # noqa: E402

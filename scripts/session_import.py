@@ -20,7 +20,8 @@ from sessionkit.fixes.archive_src import open_source  # noqa: E402
 from sessionkit.ui.cli import Parser, emit, positive_int, print_json, run  # noqa: E402
 from sessionkit.ui.labels import label, short_title, shown  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
-from sessionkit.ui.results import Outcome, nothing_to_do, older_runs  # noqa: E402
+from sessionkit.ui.results import Outcome, nothing_to_do  # noqa: E402
+from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.commands import home_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402

@@ -21,7 +21,8 @@ from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_in
 from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import readable_time, relative, session_names, short_title, shown  # noqa: E402
-from sessionkit.ui.results import Outcome, labels_for, older_runs  # noqa: E402
+from sessionkit.ui.results import Outcome, labels_for  # noqa: E402
+from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.fixes.repair import (RepairPlan, apply_repair, parse_remaps, plan_repair, plan_report,  # noqa: E402

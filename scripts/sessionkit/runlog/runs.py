@@ -140,3 +140,18 @@ def prune(home: CodexHome, runs: List[Dict[str, Any]], include_newest: bool = Fa
             freed += folder_size(path)
             shutil.rmtree(str(path))
     return freed
+
+
+def older_runs(home: CodexHome, this_run: Optional[str] = None) -> List[str]:
+    """Runs recorded in this home that are still applied, other than `this_run`: "kind, started"."""
+    try:
+        details = list_details(home)
+    except Exception:  # noqa: BLE001 - an unreadable run is rollback.py --list's to explain
+        return []
+    out = []
+    for d in details:
+        if str(d.get("run_dir")) == str(this_run or ""):
+            continue
+        if d.get("applied") or str(d.get("state", "")).startswith("applied"):
+            out.append(f"{d.get('kind', '?')}, {d.get('started') or '?'}")
+    return out

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sessionkit.ui.labels import shown
 
-if TYPE_CHECKING:  # pragma: no cover - types only
-    from sessionkit.codexfiles.home import CodexHome
 
 LIMIT = 10  # sessions named per list; the rest are counted (--json lists them)
 WIDTH = 100
@@ -76,22 +74,6 @@ def wrap(text: str, indent: str = "    ") -> List[str]:
 def nothing_to_do(what: str) -> str:
     """The whole output of a dry-run with nothing to do: one line (exit 0)."""
     return f"Nothing to do: {what}."
-
-
-def older_runs(home: "CodexHome", this_run: Optional[str] = None) -> List[str]:
-    """Runs recorded in this home that are still applied, other than `this_run`: "kind, started"."""
-    try:
-        from sessionkit.runlog.runs import list_details
-        details = list_details(home)
-    except Exception:  # noqa: BLE001 - an unreadable run is rollback.py --list's to explain
-        return []
-    out = []
-    for d in details:
-        if str(d.get("run_dir")) == str(this_run or ""):
-            continue
-        if d.get("applied") or str(d.get("state", "")).startswith("applied"):
-            out.append(f"{d.get('kind', '?')}, {d.get('started') or '?'}")
-    return out
 
 
 def labels_for(names: Dict[str, str], ids: Sequence[str]) -> List[str]:
