@@ -28,7 +28,7 @@ from sessionkit.codexfiles.locks import scan_activity  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running  # noqa: E402
 from sessionkit.codexfiles.statedb import settle_hot_journal  # noqa: E402
-from sessionkit.runlog.writerun import home_dbs  # noqa: E402
+from sessionkit.runlog.scope import home_dbs  # noqa: E402
 from sessionkit.runlog.restore import check_restore, restore_db  # noqa: E402
 from sessionkit.runlog.undo import Run, apply_undo, find_run, later_dependents, plan_undo, runs_until, summary  # noqa: E402
 

@@ -13,7 +13,8 @@ from homebuilder import HomeBuilder
 from test_faults import frun
 from sessionkit import UserError
 from sessionkit.codexfiles.home import open_home
-from sessionkit.runlog.ops import FileCreate, Line1Rewrite, RowDelete, RowUpdate, op_from_record
+from sessionkit.runlog.ops import FileCreate, Line1Rewrite, RowDelete, RowUpdate
+from sessionkit.runlog.registry import op_from_record
 from sessionkit.runlog.undo import apply_undo, plan_undo, summary
 from sessionkit.runlog.writerun import execute
 

@@ -82,7 +82,7 @@ import pytest  # noqa: E402
 from harness import SCRIPTS, snapshot  # noqa: E402
 from test_history import PaginatedHome  # noqa: E402
 from test_migrate_rollback import run  # noqa: E402
-from sessionkit.runlog.ops import OP_CLASSES  # noqa: E402
+from sessionkit.runlog.registry import OP_CLASSES  # noqa: E402
 
 OLD_USER = "/home/olduser"
 RICH = ["aa", "bbbb", "a-longer-provider-id"]

@@ -8,7 +8,8 @@ import sqlite3
 import pytest
 
 from sessionkit.codexfiles import thread_tables as tt
-from sessionkit.runlog.ops import NEW, OLD, CHANGED, RecordError, op_from_record
+from sessionkit.runlog.ops import NEW, OLD, CHANGED, RecordError
+from sessionkit.runlog.registry import op_from_record
 from sessionkit.runlog.session_index import IndexAppend, name_lines
 
 STATE_SQL = """

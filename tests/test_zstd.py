@@ -18,7 +18,8 @@ from sessionkit.runlog import decompress
 from sessionkit.codexfiles import zstd
 from sessionkit.codexfiles.home import open_home
 from sessionkit.fixes.migrate import plan_migration
-from sessionkit.runlog.ops import CHANGED, NEW, OLD, TORN, RecordError, op_from_record
+from sessionkit.runlog.ops import CHANGED, NEW, OLD, TORN, RecordError
+from sessionkit.runlog.registry import op_from_record
 from sessionkit.diagnose.snapshot import gather
 
 ZSTD = shutil.which("zstd")

@@ -24,7 +24,7 @@ from sessionkit.codexfiles.reasoning import count_encrypted
 from sessionkit.codexfiles.paths import is_inside, safe_str
 from sessionkit.codexfiles.statedb import open_readonly, unbindable
 from sessionkit.runlog.writerun import execute
-from sessionkit.runlog.decompress import decompress_first
+from sessionkit.fixes.compressed import decompress_first
 from sessionkit.codexfiles.zstd import compressed_count, line1_of
 
 

@@ -25,7 +25,7 @@ from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
 from sessionkit.fixes.forks import fork_rewrites
 from sessionkit.codexfiles.statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from sessionkit.runlog.writerun import execute
-from sessionkit.runlog.decompress import decompress_first
+from sessionkit.fixes.compressed import decompress_first
 from sessionkit.codexfiles.zstd import compressed_count
 from sessionkit.fixes.project_remap import remap_plan_ops as project_roots_plan
 

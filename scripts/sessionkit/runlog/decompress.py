@@ -188,15 +188,6 @@ class Decompress(Op):
             _fsync_dir(os.path.dirname(self.dst))
 
 
-def register() -> None:
-    """Make the journal's reader know this operation (ops.op_from_record looks it up)."""
-    from sessionkit.runlog.ops import OP_CLASSES
-    OP_CLASSES.setdefault(Decompress.KIND, Decompress)
-
-
-register()
-
-
 def decompressions(ops: List[Op]) -> List[Decompress]:
     """A Decompress for every rollout the planned ops would write or move whose file is still
     compressed (the plan names the `.jsonl`, as the row does); ops that move such a file are
@@ -211,20 +202,3 @@ def decompressions(ops: List[Op]) -> List[Decompress]:
         if isinstance(src, str) and src.endswith(ZST) and src[:-len(ZST)] in out:
             op.src, op.dst = src[:-len(ZST)], jsonl_name(op.dst)  # type: ignore[attr-defined]
     return list(out.values())
-
-
-def decompress_first(home: Any, ops: List[Op], force: bool, progress: Any = None) -> Optional[Dict[str, Any]]:
-    """Before a run that writes compressed rollouts: one journaled run that decompresses them, as
-    Codex's resume does; its own rollback command undoes it (after the main run's). None: nothing
-    compressed is written."""
-    todo = decompressions(ops)
-    if not todo:
-        return None
-    from sessionkit.runlog.writerun import execute
-    lines = ["thread_id,compressed,decompressed"] + [
-        f"{d.thread_id or ''},{d.src},{d.dst}".replace("\n", " ") for d in todo]
-    r = execute(home, "decompress", todo, ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"), force,
-                progress)
-    return {"run_dir": str(r.run_dir), "decompressed": r.applied[Decompress.KIND],
-            "skipped": [{"thread_id": t, "reason": why} for t, why in r.skipped],
-            "rollback": r.rollback_command(home)}

@@ -10,7 +10,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
@@ -1557,19 +1557,12 @@ class OffsetShift(Op):
         return 1
 
 
-OP_CLASSES: Dict[str, Type[Op]] = {c.KIND: c for c in (Mkdir, Move, Line1Rewrite, FileCreate, SymlinkRepoint,
-                                                       RowUpdate, RowInsert, RowDelete, OffsetShift,
-                                                       RolloutRewrite)}
-
-
-def op_from_record(rec: Dict[str, Any]) -> Op:
-    """Strictly: an unknown kind or a malformed field is a RecordError (one line, exit 2)."""
-    from sessionkit.runlog import decompress
-    from sessionkit.runlog import session_index  # noqa: F401  (register their ops: Decompress, IndexAppend)
-    cls = OP_CLASSES.get(rec.get("op", ""))
-    if cls is None:
-        raise RecordError(f"unknown journal operation {rec.get('op')!r}")
-    try:
-        return cls.from_record(rec)
-    except (TypeError, ValueError) as exc:
-        raise RecordError(f"journal record {rec.get('op')!r} is malformed ({exc})") from None
+def group_of(ops: Sequence[Op]):  # type: ignore[no-untyped-def]
+    """Batch key of an op: the first thread of its group (Op.together: a fork and its parent), so
+    a group is never split across batches; locks are still taken per thread."""
+    root: Dict[str, str] = {}
+    for o in ops:
+        for n in o.together():
+            if o.thread_id:
+                root[o.thread_id] = root.get(n, n)
+    return lambda o: root.get(o.thread_id, o.thread_id) if o.thread_id else None

@@ -42,7 +42,7 @@ def owner(home: CodexHome, backup: Path) -> Tuple[str, Optional[Run]]:
     """The DB a backup belongs to, from the journal of the run folder it lies in; a backup no
     journal records (a rollback's or a restore's own) by its name `<db name>.<tag>.bak` when exactly
     one DB of this home has that name."""
-    from sessionkit.runlog.writerun import home_dbs
+    from sessionkit.runlog.scope import home_dbs
     real = os.path.realpath(str(backup))
     dbs = sorted(home_dbs(home))
     folder = backup.parent

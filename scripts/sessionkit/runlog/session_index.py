@@ -135,11 +135,3 @@ class IndexAppend(Op):
         finally:
             os.close(fd)
         os.rename(tmp, self.path)
-
-
-def register() -> None:
-    from sessionkit.runlog.ops import OP_CLASSES
-    OP_CLASSES.setdefault(IndexAppend.KIND, IndexAppend)
-
-
-register()

@@ -16,7 +16,9 @@ from sessionkit.runlog.artifacts import backup_into, list_runs
 from sessionkit.codexfiles.faults import point
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.runlog.journal import Journal, read_records
-from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, op_from_record
+from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, group_of
+from sessionkit.runlog.registry import op_from_record
+from sessionkit.runlog.scope import allowed_roots, home_dbs, op_problem, path_allowed
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly, transaction
 from sessionkit.runlog.lockbatch import run_batches, split_batches
@@ -247,13 +249,11 @@ def describe_runs(home: CodexHome) -> List[Dict[str, Any]]:
 
 
 def _roots(home: CodexHome) -> List[str]:
-    from sessionkit.runlog.writerun import allowed_roots
     return allowed_roots(home)
 
 
 def check_ops(home: CodexHome, ops: List[Op], where: Path) -> None:
     """Every path and DB of a (hostile) journal inside this home and its state-DB folder."""
-    from sessionkit.runlog.writerun import home_dbs, op_problem
     roots, dbs = _roots(home), home_dbs(home)
     for op in ops:
         why = op_problem(op, roots, dbs)
@@ -453,7 +453,6 @@ def _plan_from_csv(home: CodexHome, manifest: Path) -> UndoPlan:
     the DB rows only, each back to old_provider where it still holds new_provider."""
     check_ops(home, [RowUpdate(str(home.state_db.path), "threads", {"id": "x"}, {"model_provider": ""},
                                {"model_provider": ""})], manifest)
-    from sessionkit.runlog.writerun import path_allowed
     if not path_allowed(str(manifest), [os.path.realpath(str(home.root))]):
         raise UserError(f"refusing: the manifest {manifest} is outside the Codex home")
     plan = UndoPlan(manifest.parent, "provider_migration (manifest only)", True)
@@ -479,8 +478,7 @@ def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback",
     each thread under its writer lock; a thread Codex holds open is left alone whole. More threads
     than the open-file limit holds locks for go in batches, ops of no thread (folders) in the last."""
     per_batch = locks_per_batch(len({o.thread_id for o, _ in plan.steps if o.thread_id}))
-    from sessionkit.runlog.writerun import _group_of
-    group = _group_of([o for o, _ in plan.steps])  # a fork and its parent in one batch
+    group = group_of([o for o, _ in plan.steps])  # a fork and its parent in one batch
     batches = split_batches(plan.steps, lambda step: group(step[0]), per_batch, loose_last=True)
     undo = _UndoBatches(plan, by, batches)
     run_batches(home.root, batches, _step_thread, undo.batch, progress)

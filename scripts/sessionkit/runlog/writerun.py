@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from functools import lru_cache
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +16,14 @@ from sessionkit.codexfiles.faults import point
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.runlog.journal import Journal, begin_record
 from sessionkit.codexfiles.locks import scan_activity
-from sessionkit.runlog.ops import NOOP, Op, check_op_columns
-from sessionkit.codexfiles.paths import is_inside, safe_str
+from sessionkit.runlog.ops import NOOP, Op, check_op_columns, group_of
+from sessionkit.runlog.scope import allowed_roots, forget_resolved, home_dbs, op_problem
+from sessionkit.codexfiles.paths import safe_str
 from sessionkit.ui.progress import Progress
 from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running
 from sessionkit.codexfiles.statedb import transaction
 from sessionkit.runlog.lockbatch import locks_beside_home_lock, run_batches, split_batches
+from sessionkit.runlog.undo import apply_undo, plan_undo
 from sessionkit.codexfiles.writerlock import LOCK_DIR
 
 BATCH = 2000  # op records per journal write (one fsync each); every batch precedes its changes
@@ -42,51 +43,6 @@ class RunResult:
         return home_command(home, "rollback.py", "--manifest", self.run_dir, "--apply")
 
 
-def allowed_roots(home: CodexHome) -> List[str]:
-    """Where a run may write: the Codex home and the folder of the state DB it uses (resolved)."""
-    roots = [os.path.realpath(str(home.root)), os.path.realpath(str(home.state_db.path.parent))]
-    return sorted(set(roots))
-
-
-@lru_cache(maxsize=4096)
-def _real_dir(folder: str) -> str:
-    return os.path.realpath(folder)
-
-
-def path_allowed(path: str, roots: Sequence[str]) -> bool:
-    """Inside a root after resolving every symlink on the way to its folder (the last part is not
-    followed: a symlink we repoint or a file we rename is judged by where it sits)."""
-    if not path or "\x00" in path or not os.path.isabs(path):
-        return False
-    name = os.path.basename(path)
-    if name in ("", ".", ".."):
-        return False
-    real = os.path.join(_real_dir(os.path.dirname(path)), name)
-    return any(is_inside(real, r) for r in roots)
-
-
-def op_problem(op: Op, roots: Sequence[str], dbs: Set[str]) -> Optional[str]:
-    """Why this op may not run here: a path outside the roots or a DB that is not this home's."""
-    for p in op.paths():
-        if not path_allowed(p, roots):
-            return f"{safe_str(p)} is outside the Codex home and its state-DB folder"
-    db = op.db()
-    if db is not None and (os.path.realpath(db) not in dbs or not path_allowed(db, roots)):
-        return f"{safe_str(db)} is not a database of this home"
-    return None
-
-
-def home_dbs(home: CodexHome) -> Set[str]:
-    from sessionkit.codexfiles.history_offsets import history_db_path
-    out = set()
-    for d in [home.state_db, *home.other_dbs]:
-        out.add(os.path.realpath(str(d.path)))
-        out.add(os.path.realpath(str(history_db_path(d.path))))
-        for name in ("goals_1.sqlite", "queue_1.sqlite"):  # 0.171's per-thread DBs beside the state DB
-            out.add(os.path.realpath(str(d.path.parent / name)))
-    return out
-
-
 def check_artifacts_inside(home: CodexHome) -> None:
     """Backups, journal and lock live under <home>/.tmp/session-migration: refuse when that leads out."""
     check_folders_inside(home)
@@ -100,7 +56,7 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
     per DB). On any exit before the end (errors, Ctrl-C) the run undoes itself, every batch, or
     names the one undo command."""
     progress = progress or Progress(None)
-    _real_dir.cache_clear()  # folders may have changed since an earlier run in this process
+    forget_resolved()  # folders may have changed since an earlier run in this process
     roots = allowed_roots(home)
     dbs = home_dbs(home)
     refuse_if_running(scan_activity(home.root), force)
@@ -126,7 +82,7 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
         try:
             journal.write(begin_record(kind, home.root, roots, sorted(dbs), len(ops)))
             journal.write(lock_record(home.root, runnable))
-            batches = split_batches(todo, _group_of(todo), per_batch)  # a fork in its parent's batch
+            batches = split_batches(todo, group_of(todo), per_batch)  # a fork in its parent's batch
             applier = _Batches(kind, journal, result, batches, bad_threads, skipped, progress,
                                manifest_csv, [str(p) for p in extra_dbs])
             run_batches(home.root, batches, _thread_of, applier.batch, progress)
@@ -143,17 +99,6 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
 
 def _thread_of(op: Op) -> Optional[str]:
     return op.thread_id
-
-
-def _group_of(ops: Sequence[Op]):  # type: ignore[no-untyped-def]
-    """Batch key of an op: the first thread of its group (Op.together: a fork and its parent), so
-    a group is never split across batches; locks are still taken per thread."""
-    root: Dict[str, str] = {}
-    for o in ops:
-        for n in o.together():
-            if o.thread_id:
-                root[o.thread_id] = root.get(n, n)
-    return lambda o: root.get(o.thread_id, o.thread_id) if o.thread_id else None
 
 
 class _Batches:
@@ -268,7 +213,6 @@ def _prepare(ops: List[Op], run_dir: Path, bad: Dict[str, str]) -> List[Op]:
 
 def _undo_after_failure(home: CodexHome, run_dir: Path, exc: BaseException) -> UserError:
     """A run stopped halfway puts back what it did (Ctrl-C held off meanwhile), then says so."""
-    from sessionkit.runlog.undo import apply_undo, plan_undo
     what = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"stopped by an error ({exc})"
     cmd = home_command(home, "rollback.py", "--manifest", run_dir, "--apply")
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
