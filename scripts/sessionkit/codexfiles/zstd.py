@@ -35,7 +35,7 @@ def _module() -> Any:
     if _TEST_MODULE:
         return _TEST_MODULE[0]
     try:
-        import compression.zstd as mod  # type: ignore[import-not-found]  # Python 3.14+
+        import compression.zstd as mod  # type: ignore[import-not-found]  # novermin (Python 3.14+; ImportError below)
     except ImportError:
         return None
     return mod
