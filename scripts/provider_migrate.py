@@ -14,16 +14,17 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
-from sessionkit.snapshot import gather  # noqa: E402
-from sessionkit.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json, provider_arg,  # noqa: E402
+from sessionkit.diagnose.snapshot import gather  # noqa: E402
+from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json, provider_arg,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
-from sessionkit.commands import home_command, rerun_command  # noqa: E402
-from sessionkit.home import CodexHome, open_home  # noqa: E402
-from sessionkit.labels import session_names, shown  # noqa: E402
-from sessionkit.migrate import apply_migration, plan_migration, plan_report  # noqa: E402
-from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.results import Outcome, labels_for, nothing_to_do, older_runs  # noqa: E402
-from sessionkit.results import render as render_outcome  # noqa: E402
+from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
+from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
+from sessionkit.ui.labels import session_names, shown  # noqa: E402
+from sessionkit.fixes.migrate import apply_migration, plan_migration, plan_report  # noqa: E402
+from sessionkit.ui.progress import Progress  # noqa: E402
+from sessionkit.ui.results import Outcome, labels_for, nothing_to_do  # noqa: E402
+from sessionkit.runlog.runs import older_runs  # noqa: E402
+from sessionkit.ui.results import render as render_outcome  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:

@@ -15,22 +15,22 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
-from sessionkit.cli import Parser, add_home_args, emit, existing_path_arg, positive_int, print_json, run  # noqa: E402
-from sessionkit.labels import names_from_db, shown  # noqa: E402
-from sessionkit.results import Outcome, labels_for, older_runs, wrap  # noqa: E402
-from sessionkit.results import render as render_outcome  # noqa: E402
-from sessionkit.commands import home_command  # noqa: E402
-from sessionkit.runs import list_details, prune, prune_candidates, readable_size  # noqa: E402
+from sessionkit.ui.cli import Parser, add_home_args, emit, existing_path_arg, positive_int, print_json, run  # noqa: E402
+from sessionkit.ui.labels import names_from_db, shown  # noqa: E402
+from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
+from sessionkit.ui.results import render as render_outcome  # noqa: E402
+from sessionkit.ui.commands import home_command  # noqa: E402
+from sessionkit.runlog.runs import list_details, older_runs, prune, prune_candidates, readable_size  # noqa: E402
 from sessionkit import UserError  # noqa: E402
-from sessionkit.home import open_home  # noqa: E402
-from sessionkit.paths import safe_str  # noqa: E402
-from sessionkit.locks import scan_activity  # noqa: E402
-from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running  # noqa: E402
-from sessionkit.statedb import settle_hot_journal  # noqa: E402
-from sessionkit.writerun import home_dbs  # noqa: E402
-from sessionkit.restore import check_restore, restore_db  # noqa: E402
-from sessionkit.undo import Run, apply_undo, find_run, later_dependents, plan_undo, runs_until, summary  # noqa: E402
+from sessionkit.codexfiles.home import open_home  # noqa: E402
+from sessionkit.codexfiles.paths import safe_str  # noqa: E402
+from sessionkit.codexfiles.locks import scan_activity  # noqa: E402
+from sessionkit.ui.progress import Progress  # noqa: E402
+from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running  # noqa: E402
+from sessionkit.codexfiles.statedb import settle_hot_journal  # noqa: E402
+from sessionkit.runlog.scope import home_dbs  # noqa: E402
+from sessionkit.runlog.restore import check_restore, restore_db  # noqa: E402
+from sessionkit.runlog.undo import Run, apply_undo, find_run, later_dependents, plan_undo, runs_until, summary  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:

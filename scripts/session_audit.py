@@ -16,14 +16,14 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
-from sessionkit.audit import INTEGRITY_KEYS, build_report  # noqa: E402
-from sessionkit.advice import WAIT_REASON, next_steps, unarchive_option, unfixable  # noqa: E402
-from sessionkit.snapshot import gather  # noqa: E402
-from sessionkit.cli import (Parser, absolute_path_arg, add_home_args, emit, positive_int, print_json,  # noqa: E402
+from sessionkit.diagnose.audit import INTEGRITY_KEYS, build_report  # noqa: E402
+from sessionkit.fixes.advice import WAIT_REASON, next_steps, unarchive_option, unfixable  # noqa: E402
+from sessionkit.diagnose.snapshot import gather  # noqa: E402
+from sessionkit.ui.cli import (Parser, absolute_path_arg, add_home_args, emit, positive_int, print_json,  # noqa: E402
                             provider_arg, run)
-from sessionkit.home import open_home  # noqa: E402
-from sessionkit.labels import shown  # noqa: E402
-from sessionkit.progress import Progress  # noqa: E402
+from sessionkit.codexfiles.home import open_home  # noqa: E402
+from sessionkit.ui.labels import shown  # noqa: E402
+from sessionkit.ui.progress import Progress  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:

@@ -15,15 +15,15 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
-from sessionkit.cli import COMMAND, Parser, absolute_path_arg, add_home_args, path_arg, positive_int, print_json, run  # noqa: E402
-from sessionkit.commands import quote  # noqa: E402
-from sessionkit.export import (ARCHIVED_CHOICES, ExportPlan, Selection, check_target, has_filter,  # noqa: E402
+from sessionkit.ui.cli import COMMAND, Parser, absolute_path_arg, add_home_args, path_arg, positive_int, print_json, run  # noqa: E402
+from sessionkit.ui.commands import quote  # noqa: E402
+from sessionkit.fixes.export import (ARCHIVED_CHOICES, ExportPlan, Selection, check_target, has_filter,  # noqa: E402
                                label, parse_time, plan_export, write_export)
-from sessionkit.home import open_home  # noqa: E402
-from sessionkit.labels import readable_time  # noqa: E402
-from sessionkit.paths import safe_str  # noqa: E402
-from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.labels import shown  # noqa: E402
+from sessionkit.codexfiles.home import open_home  # noqa: E402
+from sessionkit.ui.labels import readable_time  # noqa: E402
+from sessionkit.codexfiles.paths import safe_str  # noqa: E402
+from sessionkit.ui.progress import Progress  # noqa: E402
+from sessionkit.ui.labels import shown  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -137,7 +137,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     apply_cmd = None
     if target is not None and not args.apply and plan.picked:
         words = [w for w in COMMAND[2:] if w != "--apply"]
-        from sessionkit.commands import rerun_command
+        from sessionkit.ui.commands import rerun_command
         apply_cmd = rerun_command(home, _absolute_to(words) + ["--apply"], "session_export.py")
     if args.json:
         print_json({"codex_dir": str(home.root), "to": str(target) if target else None, **r,

@@ -16,16 +16,17 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
-from sessionkit.archive_src import open_source  # noqa: E402
-from sessionkit.cli import Parser, emit, positive_int, print_json, run  # noqa: E402
-from sessionkit.labels import label, short_title, shown  # noqa: E402
-from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.results import Outcome, nothing_to_do, older_runs  # noqa: E402
-from sessionkit.results import render as render_outcome  # noqa: E402
-from sessionkit.commands import home_command  # noqa: E402
-from sessionkit.home import CodexHome, open_home  # noqa: E402
-from sessionkit.paths import resolves_inside  # noqa: E402
-from sessionkit.importer import parse_remaps, plan_import, plan_report, read_dest, read_source  # noqa: E402
+from sessionkit.fixes.archive_src import open_source  # noqa: E402
+from sessionkit.ui.cli import Parser, emit, positive_int, print_json, run  # noqa: E402
+from sessionkit.ui.labels import label, short_title, shown  # noqa: E402
+from sessionkit.ui.progress import Progress  # noqa: E402
+from sessionkit.ui.results import Outcome, nothing_to_do  # noqa: E402
+from sessionkit.runlog.runs import older_runs  # noqa: E402
+from sessionkit.ui.results import render as render_outcome  # noqa: E402
+from sessionkit.ui.commands import home_command  # noqa: E402
+from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
+from sessionkit.codexfiles.paths import resolves_inside  # noqa: E402
+from sessionkit.fixes.importer import parse_remaps, plan_import, plan_report, read_dest, read_source  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -158,7 +159,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         report["next_commands"] = next_commands(home, args, plan)
         result = None
         if args.apply and plan.imports:
-            from sessionkit.import_apply import apply_import
+            from sessionkit.fixes.import_apply import apply_import
             result = apply_import(plan, args.force, progress)
     if args.json:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})

@@ -15,18 +15,18 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
-from sessionkit.cli import (COMMAND, Parser, add_home_args, positive_int, print_json, provider_arg,  # noqa: E402
+from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, positive_int, print_json, provider_arg,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
-from sessionkit.commands import home_command, rerun_command  # noqa: E402
-from sessionkit.home import CodexHome, open_home  # noqa: E402
-from sessionkit.labels import session_names  # noqa: E402
-from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.labels import shown  # noqa: E402
-from sessionkit.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
-from sessionkit.repair import parse_remaps  # noqa: E402
-from sessionkit.snapshot import gather  # noqa: E402
-from sessionkit.codex_rebuild import find_codex  # noqa: E402
-from sessionkit.history_reset import rebuild_after  # noqa: E402
+from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
+from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
+from sessionkit.ui.labels import session_names  # noqa: E402
+from sessionkit.ui.progress import Progress  # noqa: E402
+from sessionkit.ui.labels import shown  # noqa: E402
+from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
+from sessionkit.fixes.repair import parse_remaps  # noqa: E402
+from sessionkit.diagnose.snapshot import gather  # noqa: E402
+from sessionkit.fixes.codex_rebuild import find_codex  # noqa: E402
+from sessionkit.fixes.history_reset import rebuild_after  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -59,7 +59,7 @@ def parse_args(argv: Optional[List[str]]) -> Any:
 
 def audit_remap(inputs: Any) -> List[str]:
     """The audit's `--remap-prefix OLD=NEW` for a moved home (or user folder), if it found one."""
-    from sessionkit.surfaces import judge_all, moved_home
+    from sessionkit.diagnose.surfaces import judge_all, moved_home
     moved = moved_home(inputs, judge_all(inputs), 1)
     arg = str((moved or {}).get("remap_arg") or "")
     return [arg.split(" ", 1)[1]] if arg.startswith("--remap-prefix ") else []

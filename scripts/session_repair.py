@@ -15,24 +15,25 @@ sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skil
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
-from sessionkit.snapshot import gather  # noqa: E402
-from sessionkit.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json,  # noqa: E402
+from sessionkit.diagnose.snapshot import gather  # noqa: E402
+from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
-from sessionkit.commands import home_command, rerun_command  # noqa: E402
-from sessionkit.home import CodexHome, open_home  # noqa: E402
-from sessionkit.labels import readable_time, relative, session_names, short_title, shown  # noqa: E402
-from sessionkit.results import Outcome, labels_for, older_runs  # noqa: E402
-from sessionkit.results import render as render_outcome  # noqa: E402
-from sessionkit.progress import Progress  # noqa: E402
-from sessionkit.repair import (RepairPlan, apply_repair, parse_remaps, plan_repair, plan_report,  # noqa: E402
+from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
+from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
+from sessionkit.ui.labels import readable_time, relative, session_names, short_title, shown  # noqa: E402
+from sessionkit.ui.results import Outcome, labels_for  # noqa: E402
+from sessionkit.runlog.runs import older_runs  # noqa: E402
+from sessionkit.ui.results import render as render_outcome  # noqa: E402
+from sessionkit.ui.progress import Progress  # noqa: E402
+from sessionkit.fixes.repair import (RepairPlan, apply_repair, parse_remaps, plan_repair, plan_report,  # noqa: E402
                                resolve_threads)
-from sessionkit.history_check import check_history  # noqa: E402
-from sessionkit.history_offsets import history_db_path  # noqa: E402
-from sessionkit.history_reset import (history_lines, history_ops, history_plan_report,  # noqa: E402
+from sessionkit.diagnose.history_check import check_history  # noqa: E402
+from sessionkit.codexfiles.history_offsets import history_db_path  # noqa: E402
+from sessionkit.fixes.history_reset import (history_lines, history_ops, history_plan_report,  # noqa: E402
                                       interrupted_rebuild, plan_history, rebuild_after,
                                       reset_and_remapped)
-from sessionkit.locks import scan_activity  # noqa: E402
-from sessionkit.safety import refuse_if_running  # noqa: E402
+from sessionkit.codexfiles.locks import scan_activity  # noqa: E402
+from sessionkit.runlog.safety import refuse_if_running  # noqa: E402
 
 
 ALL = "\0all"  # a bare --unarchive
@@ -191,7 +192,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                        names=hplan.names)
     codex = None
     if args.rebuild_history and args.apply and hplan.rebuild:
-        from sessionkit.codex_rebuild import find_codex  # only here: it loads subprocess and threading
+        from sessionkit.fixes.codex_rebuild import find_codex  # only here: it loads subprocess and threading
         codex = find_codex(args.codex_bin)
     has_work = plan.has_work() or bool(hplan.resets)
     if codex is not None and not has_work:  # a rebuild alone: the same refusal as any write

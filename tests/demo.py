@@ -16,7 +16,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "scripts"))
 
 from homebuilder import build_broken_home  # noqa: E402
-from sessionkit.commands import quote, script_command  # noqa: E402
+from sessionkit.ui.commands import quote, script_command  # noqa: E402
 
 
 def main(argv: list) -> int:

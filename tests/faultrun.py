@@ -70,7 +70,7 @@ def main() -> None:
     sys.argv = [str(script)] + sys.argv[2:]
     sys.path.insert(0, str(SCRIPTS))
     sys.dont_write_bytecode = True
-    from sessionkit import faults
+    from sessionkit.codexfiles import faults
     for spec in filter(None, os.environ.get("FAULTRUN", "").split("+")):
         if spec.startswith("fsize:"):
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

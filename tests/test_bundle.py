@@ -216,3 +216,97 @@ def test_tests_that_run_as_another_user_give_it_a_readable_copy_of_the_scripts()
                            "import sys; print(sum(len(open(p, 'rb').read()) > 0 for p in sys.argv[1:]))", *names],
                           capture_output=True, text=True, check=False)
     assert (proc.returncode, proc.stdout.strip()) == (0, str(len(names))), proc.stderr
+
+
+# The package's layers, lowest first: a module imports only from its own layer or lower ones.
+LAYERS = ["codexfiles", "ui", "diagnose", "runlog", "fixes"]
+
+
+def sessionkit_imports(root: Path) -> dict:
+    """Module -> the sessionkit modules it imports, anywhere in its text (also inside functions and
+    under `if TYPE_CHECKING:`): `sessionkit.sub.mod` names, as the tools in cycles.py read them."""
+    import ast
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = list(p.relative_to(root.parent).with_suffix("").parts)
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {}
+    for name, p in mods.items():
+        pkg = name if p.name == "__init__.py" else name.rsplit(".", 1)[0]
+        out = set()
+        for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(n, ast.ImportFrom):
+                base = n.module or ""
+                if n.level:
+                    up = pkg.split(".")[:len(pkg.split(".")) - (n.level - 1)]
+                    base = ".".join(up + ([base] if base else []))
+                out |= {f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in n.names}
+            elif isinstance(n, ast.Import):
+                out |= {a.name for a in n.names}
+        graph[name] = {d for d in out if d in mods and d != name}
+    return graph
+
+
+def import_cycles(graph: dict) -> list:
+    """Every strongly connected set of more than one module (Tarjan), sorted."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def layering_breaks(graph: dict) -> list:
+    """Imports that go up a layer (or out of the layers): `a -> b` with b's subpackage above a's."""
+    def layer(m):
+        parts = m.split(".")
+        return LAYERS.index(parts[1]) if len(parts) > 2 and parts[1] in LAYERS else None
+    return sorted(f"{m} -> {d}" for m, ds in graph.items() for d in ds
+                  if layer(m) is not None and layer(d) is not None and layer(d) > layer(m))
+
+
+def test_sessionkit_has_no_import_cycles_and_each_layer_imports_only_lower_ones():
+    """scripts/sessionkit/ is codexfiles < ui < diagnose < runlog < fixes: no module imports one
+    that imports it back (by any path), and no layer imports a higher one; every module is in a layer."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10000))
+    graph = sessionkit_imports(REPO / "scripts" / "sessionkit")
+    loose = sorted(m for m in graph if m != "sessionkit" and m.split(".")[1] not in LAYERS)
+    assert loose == []
+    assert len(graph) > 50 and sum(len(d) for d in graph.values()) > 200  # the walk found the imports
+    assert import_cycles(graph) == []
+    assert layering_breaks(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle_and_an_upward_import(tmp_path):
+    """The checks above can fail: a planted two-module cycle and an import of a higher layer."""
+    root = tmp_path / "sessionkit"
+    for sub in ("codexfiles", "fixes"):
+        (root / sub).mkdir(parents=True)
+        (root / sub / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "codexfiles" / "a.py").write_text("def f():\n    from sessionkit.fixes.b import g\n")
+    (root / "fixes" / "b.py").write_text("from sessionkit.codexfiles import a\n")
+    graph = sessionkit_imports(root)
+    assert import_cycles(graph) == [["sessionkit.codexfiles.a", "sessionkit.fixes.b"]]
+    assert layering_breaks(graph) == ["sessionkit.codexfiles.a -> sessionkit.fixes.b"]

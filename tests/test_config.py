@@ -7,8 +7,9 @@ import pytest
 
 from harness import SCRIPTS
 from homebuilder import HomeBuilder
-from sessionkit import UserError, tomlmini
-from sessionkit.home import read_config
+from sessionkit import UserError
+from sessionkit.codexfiles import tomlmini
+from sessionkit.codexfiles.home import read_config
 
 CONFIG = '''# a user's config
 model = "gpt-5"

@@ -152,6 +152,6 @@ def test_export_while_codex_has_the_home_open(world):
         assert watched() == before
         assert sorted(json.loads(proc.stdout)["thread_ids"]) == sorted(ids)
         read = app.read_thread(ids[0])
-    from sessionkit.export import verify_archive
+    from sessionkit.fixes.export import verify_archive
     manifest = verify_archive(archive)
     assert sorted(t["id"] for t in manifest["threads"]) == sorted(ids) and len(read["turns"]) == 1

@@ -40,7 +40,7 @@ def _cwd_fields(path, prefix):
     """Line numbers whose JSON holds a `"cwd"` field (any depth) under `prefix`."""
     import sys
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from sessionkit.rollout_cwd import line_cwds
+    from sessionkit.codexfiles.rollout_cwd import line_cwds
     return [n for n, line in enumerate(Path(path).read_bytes().splitlines(), 1)
             if any(c == prefix or c.startswith(prefix + "/") for c in line_cwds(line))]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from codex_client import CODEX_VERSION, AppServer
-from sessionkit import surfaces
-from sessionkit.home import open_home
-from sessionkit.snapshot import gather
+from sessionkit.diagnose import surfaces
+from sessionkit.codexfiles.home import open_home
+from sessionkit.diagnose.snapshot import gather
 from homebuilder import compact
 
 

@@ -5,8 +5,9 @@ import os
 import pytest
 
 from harness import snapshot
-from sessionkit import host, locks
-from sessionkit.writerlock import WriterLocks
+from sessionkit.codexfiles import host
+from sessionkit.codexfiles import locks
+from sessionkit.codexfiles.writerlock import WriterLocks
 from test_hosts import _script
 
 

@@ -15,7 +15,7 @@ from harness import run_script, snapshot
 from homebuilder import HomeBuilder, compact
 from test_import import make_history
 
-from sessionkit.export import MANIFEST, read_manifest, verify_archive
+from sessionkit.fixes.export import MANIFEST, read_manifest, verify_archive
 from sessionkit import UserError
 
 PROJ = "/work/proj"

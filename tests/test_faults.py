@@ -14,7 +14,7 @@ import pytest
 
 from harness import SCRIPTS, snapshot
 from homebuilder import HomeBuilder
-from sessionkit.writerlock import SPARE_DESCRIPTORS
+from sessionkit.codexfiles.writerlock import SPARE_DESCRIPTORS
 from test_migrate_rollback import home_state
 
 LAUNCHER = Path(__file__).resolve().parent / "faultrun.py"

@@ -1,4 +1,4 @@
-"""The thread graph (sessionkit/thread_graph.py): a fork and the parent it records byte offsets into
+"""The thread graph (sessionkit/codexfiles/thread_graph.py): a fork and the parent it records byte offsets into
 are changed together or not at all; a fork Codex makes after a growing run keeps the rollback from
 cutting its history (the parent is left alone and named); and history offsets are read again under
 the thread's writer lock, so a turn Codex adds between batches moves with its file."""
@@ -115,10 +115,11 @@ def test_a_fork_made_after_a_growing_run_keeps_the_rollback_from_cutting_it(spli
 def test_offsets_are_read_under_the_writer_lock_when_codex_adds_a_turn_between_batches(tmp_path, monkeypatch):
     """One thread per batch; between the batches Codex continues the second thread (a turn and its
     history rows). Its new turn's offsets move with the rewrite, and back with the rollback."""
-    from sessionkit import faults, writerun
-    from sessionkit.home import open_home
-    from sessionkit.repair import apply_repair, plan_repair
-    from sessionkit.snapshot import gather
+    from sessionkit.codexfiles import faults
+    from sessionkit.runlog import writerun
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.fixes.repair import apply_repair, plan_repair
+    from sessionkit.diagnose.snapshot import gather
     import sqlite3
     hb, threads = _home(tmp_path, n=2)
     second = threads[1]
@@ -163,10 +164,10 @@ def test_offsets_are_read_under_the_writer_lock_when_codex_adds_a_turn_between_b
 def test_a_fork_goes_in_its_parents_batch(split, monkeypatch):
     """One thread per batch where the open-file limit is low: a fork still goes with its parent
     (their locks held together), so neither is changed without the other."""
-    from sessionkit import writerun
-    from sessionkit.home import open_home
-    from sessionkit.migrate import apply_migration, plan_migration
-    from sessionkit.snapshot import gather
+    from sessionkit.runlog import writerun
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.fixes.migrate import apply_migration, plan_migration
+    from sessionkit.diagnose.snapshot import gather
     hb, old = split
     child, child_path = _fork_of(hb, old[0], old[0].path.stat().st_size)
     monkeypatch.setattr(writerun, "locks_beside_home_lock", lambda n: 1)
@@ -180,7 +181,7 @@ def test_a_fork_goes_in_its_parents_batch(split, monkeypatch):
 def test_a_rollback_that_cannot_lock_the_fork_leaves_its_parent_alone_too(split):
     """The fork's writer lock is held while the rollback runs: undoing the parent alone would leave
     the fork pointing into bytes that are gone, so both stay as the run left them, both named."""
-    from sessionkit.writerlock import WriterLocks
+    from sessionkit.codexfiles.writerlock import WriterLocks
     hb, old = split
     child, child_path = _fork_of(hb, old[0], old[0].path.stat().st_size)
     done = frun("provider_migrate.py", hb.root, "--target-provider", LONGER, "--apply", "--json")

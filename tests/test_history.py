@@ -11,11 +11,11 @@ import pytest
 
 from homebuilder import HomeBuilder, compact
 from test_migrate_rollback import run
-from sessionkit import history_check
-from sessionkit.audit import build_report, gather
-from sessionkit.history_check import KeyState, check_history, classify, names_from_session_index
-from sessionkit.history_reset import plan_history
-from sessionkit.home import open_home
+from sessionkit.diagnose import history_check
+from sessionkit.diagnose.audit import build_report, gather
+from sessionkit.diagnose.history_check import KeyState, check_history, classify, names_from_session_index
+from sessionkit.fixes.history_reset import plan_history
+from sessionkit.codexfiles.home import open_home
 
 HISTORY_SCHEMA = Path(__file__).resolve().parent / "data" / "thread_history_1_schema.sql"
 TABLES = ("thread_turns", "thread_items", "thread_realtime_items", "thread_history_projection_state")
@@ -389,7 +389,7 @@ def logged(log: Path) -> List[dict]:
 
 
 def test_rebuild_resumes_each_thread_once_with_exclude_turns_then_unsubscribes(tmp_path, fake_codex, monkeypatch):
-    from sessionkit.codex_rebuild import rebuild_histories
+    from sessionkit.fixes.codex_rebuild import rebuild_histories
     exe, log = fake_codex
     home = tmp_path / ".codex"
     home.mkdir()
@@ -408,7 +408,7 @@ def test_rebuild_resumes_each_thread_once_with_exclude_turns_then_unsubscribes(t
 
 
 def test_rebuild_reports_every_thread_left_when_codex_dies(tmp_path, fake_codex):
-    from sessionkit.codex_rebuild import rebuild_histories
+    from sessionkit.fixes.codex_rebuild import rebuild_histories
     exe, _ = fake_codex
     home = tmp_path / ".codex"
     home.mkdir()
@@ -418,7 +418,7 @@ def test_rebuild_reports_every_thread_left_when_codex_dies(tmp_path, fake_codex)
 
 
 def test_rebuild_never_resumes_a_thread_another_codex_holds(tmp_path, fake_codex):
-    from sessionkit.codex_rebuild import rebuild_histories
+    from sessionkit.fixes.codex_rebuild import rebuild_histories
     exe, log = fake_codex
     home = tmp_path / ".codex"
     (home / "thread-writer-locks").mkdir(parents=True)
@@ -468,7 +468,7 @@ def test_repair_dry_run_plans_resets_rebuilds_and_names_and_writes_nothing(ph):
     out = json.loads(run("session_repair.py", ph.root, "--json", "--no-fix-history").stdout)
     assert out["planned_history_resets"] == 0 and out["history_fix_enabled"] is False
     text = run("session_repair.py", ph.root).stdout
-    from sessionkit.labels import session_names
+    from sessionkit.ui.labels import session_names
     labels = session_names(inputs_of(ph.root), [a.id, d.id])
     assert a.id not in labels[a.id] and labels[a.id].startswith('"')  # the session as the picker shows it
     assert f"reset history of {labels[a.id]} (turns_missing_before_cursor)" in text  # named, not by id
@@ -524,7 +524,8 @@ def test_no_fix_history_leaves_every_history_row_alone(ph):
 
 
 def test_a_row_that_changed_after_the_plan_stops_the_run_and_nothing_stays_changed(ph, monkeypatch):
-    from sessionkit import UserError, history_reset
+    from sessionkit import UserError
+    from sessionkit.fixes import history_reset
     import session_repair
     a, b, c, d = damaged_home(ph)
     real = history_reset.history_ops

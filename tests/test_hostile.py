@@ -229,7 +229,7 @@ def test_a_fifo_named_like_a_rollout_never_blocks_any_script(tmp_path):
 
 
 def test_open_regular_refuses_a_fifo_without_blocking(tmp_path):
-    from sessionkit.paths import open_regular
+    from sessionkit.codexfiles.paths import open_regular
     fifo = tmp_path / "f.jsonl"
     os.mkfifo(str(fifo))
     with pytest.raises(OSError, match="not a regular file"):

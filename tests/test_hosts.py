@@ -17,9 +17,12 @@ import pytest
 from harness import SCRIPTS
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state
-from sessionkit import faults, host, locks, paths
-from sessionkit.home import resolve_home_dir
-from sessionkit.writerlock import WriterLocks, locks_per_batch
+from sessionkit.codexfiles import faults
+from sessionkit.codexfiles import host
+from sessionkit.codexfiles import locks
+from sessionkit.codexfiles import paths
+from sessionkit.codexfiles.home import resolve_home_dir
+from sessionkit.codexfiles.writerlock import WriterLocks, locks_per_batch
 
 try:
     import fcntl
@@ -469,7 +472,7 @@ NO_CONTENT = {("writerlock.py", "_coordination"), ("writerlock.py", "take_many")
 def test_every_os_open_of_content_is_binary_for_windows():
     import ast
     found, bare = [], []
-    for path in sorted((SCRIPTS / "sessionkit").glob("*.py")) + sorted(SCRIPTS.glob("*.py")):
+    for path in sorted((SCRIPTS / "sessionkit").rglob("*.py")) + sorted(SCRIPTS.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for fn in ast.walk(tree):
             if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):

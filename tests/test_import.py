@@ -110,9 +110,9 @@ def test_dry_run_shows_titles_names_dates_and_suggests_the_user_home_remap(homes
 
 
 def test_remap_rewrites_cwd_and_shifts_history_offsets_by_the_growth(homes):
-    from sessionkit.archive_src import open_source
-    from sessionkit.home import open_home
-    from sessionkit.importer import history_rows, plan_import, read_dest, read_source
+    from sessionkit.fixes.archive_src import open_source
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.fixes.importer import history_rows, plan_import, read_dest, read_source
     src, made, dst, own = homes
     remap = [("/home/olduser", "/home/newuser2")]  # 1 byte longer, in cwd
     with open_source(str(src.root)) as source:
@@ -183,9 +183,9 @@ def test_same_thread_in_dest_is_skipped_not_a_conflict(homes):
 
 
 def test_row_from_the_rollout_when_the_source_has_no_row_and_only_dest_columns(homes):
-    from sessionkit.archive_src import open_source
-    from sessionkit.home import open_home
-    from sessionkit.importer import plan_import, read_dest, read_source
+    from sessionkit.fixes.archive_src import open_source
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.fixes.importer import plan_import, read_dest, read_source
     src, made, dst, own = homes
     orphan = src.add(cwd="/home/olduser/other", preview="no row for me", write_row=False)
     src.sql("ALTER TABLE threads ADD COLUMN from_the_future TEXT DEFAULT 'x'")
@@ -200,9 +200,9 @@ def test_row_from_the_rollout_when_the_source_has_no_row_and_only_dest_columns(h
 
 
 def test_fork_parent_comes_along_and_its_growth_moves_the_childs_history_base(tmp_path):
-    from sessionkit.archive_src import open_source
-    from sessionkit.home import open_home
-    from sessionkit.importer import plan_import, read_dest, read_source
+    from sessionkit.fixes.archive_src import open_source
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.fixes.importer import plan_import, read_dest, read_source
     src = HomeBuilder(tmp_path / "old" / ".codex")
     parent = src.add(cwd="/home/olduser/proj", preview="parent")
     child = src.add(cwd="/home/olduser/proj", preview="child")
@@ -519,9 +519,9 @@ def test_old_schema_source_rows_get_preview_and_history_mode_from_the_rollout(tm
     src = HomeBuilder(tmp_path / "old" / ".codex", old_schema=True)
     t = src.add(cwd="/p", preview="from 2025")
     dst = HomeBuilder(tmp_path / "new" / ".codex")
-    from sessionkit.archive_src import open_source
-    from sessionkit.home import open_home
-    from sessionkit.importer import plan_import, read_dest, read_source
+    from sessionkit.fixes.archive_src import open_source
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.fixes.importer import plan_import, read_dest, read_source
     with open_source(str(src.root)) as source:
         plan = plan_import(read_source(source), read_dest(open_home(str(dst.root))))
     (imp_,) = plan.imports

@@ -41,7 +41,7 @@ def home(tmp_path):
 # item 1 -------------------------------------------------------------------------------------
 
 def test_short_writes_are_completed_and_a_zero_write_is_an_error(tmp_path, monkeypatch):
-    from sessionkit import journal as jmod
+    from sessionkit.runlog import journal as jmod
     real = os.write
     monkeypatch.setattr(jmod.os, "write", lambda fd, data: real(fd, bytes(data[:7])))  # 7 bytes a call
     j = jmod.Journal(tmp_path / "journal.jsonl")
@@ -58,7 +58,8 @@ def test_short_writes_are_completed_and_a_zero_write_is_an_error(tmp_path, monke
 
 
 def test_private_file_checks_every_byte(tmp_path, monkeypatch):
-    from sessionkit import artifacts, journal as jmod
+    from sessionkit.runlog import artifacts
+    from sessionkit.runlog import journal as jmod
     real = os.write
     monkeypatch.setattr(jmod.os, "write", lambda fd, data: real(fd, bytes(data[:3])))
     artifacts.private_file(tmp_path / "m.csv", b"id,old,new\n" * 50)
@@ -71,9 +72,9 @@ def test_private_file_checks_every_byte(tmp_path, monkeypatch):
 def test_a_thread_opened_after_the_plan_is_skipped_under_its_writer_lock(home):
     """--force, and a Codex that resumed one thread after the plan was made: that thread's lock
     is held, so it is skipped whole with its reason; the others are migrated."""
-    from sessionkit.snapshot import gather
-    from sessionkit.home import open_home
-    from sessionkit.migrate import apply_migration, plan_migration
+    from sessionkit.diagnose.snapshot import gather
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.fixes.migrate import apply_migration, plan_migration
     hb, (a, b, c) = home
     inputs = gather(open_home(str(hb.root)))
     plan = plan_migration(inputs)
@@ -101,10 +102,10 @@ def test_a_thread_opened_after_the_plan_is_skipped_under_its_writer_lock(home):
 
 def test_writer_lock_is_held_while_the_thread_changes(home):
     """While the run writes, a second writer (as Codex would) cannot take the thread's lock."""
-    from sessionkit import faults
-    from sessionkit.snapshot import gather
-    from sessionkit.home import open_home
-    from sessionkit.migrate import apply_migration, plan_migration
+    from sessionkit.codexfiles import faults
+    from sessionkit.diagnose.snapshot import gather
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.fixes.migrate import apply_migration, plan_migration
     hb, threads = home
     seen = []
 

@@ -207,8 +207,8 @@ def test_read_only_home_stops_before_any_backup(split, monkeypatch, capsys):
     """A home the process may not write (root ignores modes, so access() says so here): one line
     that tells an agent what to do, before any backup; the real sandbox case is in test_e2e_agent."""
     import provider_migrate
-    from sessionkit import safety
-    from sessionkit.cli import run as run_main
+    from sessionkit.runlog import safety
+    from sessionkit.ui.cli import run as run_main
     hb, _, _ = split
     before = snapshot(hb.root)
     real_access = os.access

@@ -12,10 +12,11 @@ from harness import snapshot
 from homebuilder import HomeBuilder
 from test_faults import frun
 from sessionkit import UserError
-from sessionkit.home import open_home
-from sessionkit.ops import FileCreate, Line1Rewrite, RowDelete, RowUpdate, op_from_record
-from sessionkit.undo import apply_undo, plan_undo, summary
-from sessionkit.writerun import execute
+from sessionkit.codexfiles.home import open_home
+from sessionkit.runlog.ops import FileCreate, Line1Rewrite, RowDelete, RowUpdate
+from sessionkit.runlog.registry import op_from_record
+from sessionkit.runlog.undo import apply_undo, plan_undo, summary
+from sessionkit.runlog.writerun import execute
 
 
 def _rows(db: Path, table: str = "threads"):
@@ -123,7 +124,7 @@ def test_a_torn_in_place_span_is_recognised_and_mended(tmp_path):
 
 
 def test_durable_syncs_the_written_files_filesystem_not_the_whole_system(tmp_path, monkeypatch):
-    from sessionkit import artifacts
+    from sessionkit.runlog import artifacts
     assert artifacts._syncfs() is not None  # Linux: the real syncfs is found
     calls = []
     monkeypatch.setattr(artifacts.os, "sync", lambda: calls.append("os.sync"), raising=False)
@@ -146,7 +147,7 @@ def test_an_inserted_row_is_judged_whole_with_the_tables_defaults_and_triggers(t
     """The run names some columns; the row is ours only while every other column holds what the
     insert made (defaults, the table's own triggers; WITHOUT ROWID tables and triggers that reach
     other tables too)."""
-    from sessionkit.ops import NEW, CHANGED, RowInsert
+    from sessionkit.runlog.ops import NEW, CHANGED, RowInsert
     db = tmp_path / "x.sqlite"
     conn = sqlite3.connect(str(db))
     conn.executescript("""

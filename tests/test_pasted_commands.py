@@ -262,8 +262,8 @@ def test_commands_name_the_sqlite_home_the_user_gave(place):
 
 def test_rerun_command_keeps_every_argument_and_makes_paths_absolute(tmp_path, monkeypatch):
     sys.path.insert(0, str(SCRIPTS))
-    from sessionkit.commands import quote, rerun_command
-    from sessionkit.home import open_home
+    from sessionkit.ui.commands import quote, rerun_command
+    from sessionkit.codexfiles.home import open_home
     hb = build_broken_home(tmp_path / "a b" / ".codex")
     home = open_home(str(hb.root))
     monkeypatch.chdir(tmp_path)

@@ -1,8 +1,8 @@
 """The progress line: on a terminal only, only for phases longer than about a second."""
 import io
 
-from sessionkit import progress as progress_mod
-from sessionkit.progress import Progress
+from sessionkit.ui import progress as progress_mod
+from sessionkit.ui.progress import Progress
 
 
 class Tty(io.StringIO):
@@ -85,7 +85,7 @@ def test_the_import_of_a_slow_archive_shows_progress_on_a_terminal(tmp_path):
     dst = HomeBuilder(tmp_path / "new" / ".codex")
     dst.add(preview="mine")
     slow = ("import sys, time, runpy; sys.path.insert(0, sys.argv[1]); "
-            "import sessionkit.importer as im; real = im.read_source; "
+            "import sessionkit.fixes.importer as im; real = im.read_source; "
             "im.read_source = lambda s: (time.sleep(1.6), real(s))[1]; "
             "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
     args = [sys.executable, "-c", slow, str(SCRIPTS), str(SCRIPTS / "session_import.py"),

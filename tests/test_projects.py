@@ -8,7 +8,8 @@ import sys
 
 from harness import SCRIPTS
 from homebuilder import HomeBuilder
-from sessionkit import projects
+from sessionkit.codexfiles import projects
+from sessionkit.fixes import project_remap
 
 
 def run(script, root, *args):
@@ -39,7 +40,7 @@ def test_missing_roots_and_remap_ops(tmp_path):
     assert [(x["project_id"], x["missing_roots"]) for x in lost] == [
         ("p1", ["/elsewhere/never"]), ("p2", [str(user / "gone")])]
     assert lost[1]["name"] == "Gone \x1b[31m"  # JSON keeps it; the printers escape at the edge
-    ops = projects.remap_ops(hb.db_path, lambda v: v.replace(str(user), "/home/new", 1))
+    ops = project_remap.remap_ops(hb.db_path, lambda v: v.replace(str(user), "/home/new", 1))
     assert [(o.key, o.old, o.new) for o in ops] == [
         ({"project_id": "p1", "position": 0}, {"path": str(user / "proj")}, {"path": "/home/new/proj"}),
         ({"project_id": "p2", "position": 0}, {"path": str(user / "gone")}, {"path": "/home/new/gone"})]

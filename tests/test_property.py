@@ -7,11 +7,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state
-from sessionkit.snapshot import gather
-from sessionkit.home import open_home
-from sessionkit.migrate import apply_migration, plan_migration
-from sessionkit.repair import apply_repair, plan_repair
-from sessionkit.undo import apply_undo, describe_runs, find_run, plan_undo
+from sessionkit.diagnose.snapshot import gather
+from sessionkit.codexfiles.home import open_home
+from sessionkit.fixes.migrate import apply_migration, plan_migration
+from sessionkit.fixes.repair import apply_repair, plan_repair
+from sessionkit.runlog.undo import apply_undo, describe_runs, find_run, plan_undo
 
 PROVIDERS = ["aa", "bbbb", "a-longer-provider-id"]
 
@@ -83,7 +83,7 @@ import pytest  # noqa: E402
 from harness import SCRIPTS, snapshot  # noqa: E402
 from test_history import PaginatedHome  # noqa: E402
 from test_migrate_rollback import run  # noqa: E402
-from sessionkit.ops import OP_CLASSES  # noqa: E402
+from sessionkit.runlog.registry import OP_CLASSES  # noqa: E402
 
 ZSTD = shutil.which("zstd")  # compressed rollouts need the zstd program (or Python 3.14+)
 OLD_USER = "/home/olduser"

@@ -13,8 +13,8 @@ from homebuilder import HomeBuilder
 from test_faults import _walk
 from test_migrate_rollback import home_state
 
-from sessionkit.recover import SKIP_MOVED_AND_EDITED, SKIP_UNARCHIVE_LATER  # noqa: F401
-from sessionkit.repair import UNARCHIVE_NEXT_RUN
+from sessionkit.fixes.recover import SKIP_MOVED_AND_EDITED, SKIP_UNARCHIVE_LATER  # noqa: F401
+from sessionkit.fixes.repair import UNARCHIVE_NEXT_RUN
 
 
 def recover(home, *args, expect=(0, 1)):

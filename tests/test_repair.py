@@ -8,7 +8,7 @@ import pytest
 from harness import snapshot
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state, run
-from sessionkit.paths import has_prefix, normalize_for_match, replace_prefix
+from sessionkit.codexfiles.paths import has_prefix, normalize_for_match, replace_prefix
 
 
 def repair(home, *args, env=None):

@@ -84,9 +84,9 @@ def test_a_backup_goes_back_only_into_its_own_db(tmp_path):
     desktop = hb.root / "sqlite" / "state_5.sqlite"
     desktop.parent.mkdir()
     shutil.copy(hb.db_path, desktop)
-    from sessionkit.home import open_home
-    from sessionkit.ops import RowUpdate
-    from sessionkit.writerun import execute
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.runlog.ops import RowUpdate
+    from sessionkit.runlog.writerun import execute
     home = open_home(str(hb.root))
     ops = [RowUpdate(str(db), "threads", {"id": a.id}, {"model_provider": "old"}, {"model_provider": "new"}, a.id)
            for db in (hb.db_path, desktop)]

@@ -1,4 +1,4 @@
-"""The one rollout editor (sessionkit/rollout_edit.py): the folder records Codex 0.171 reads back
+"""The one rollout editor (sessionkit/codexfiles/rollout_edit.py): the folder records Codex 0.171 reads back
 are remapped alike by the repair and the import (world_state's environment cwd, the workspace
 roots of thread_settings_applied), conversation content never (an MCP tool call's arguments and
 its structured output keep the old folder), one strict --remap-prefix for both, and journals
@@ -17,7 +17,7 @@ from test_import import homes, imp, plan_json  # noqa: F401  (homes: a fixture)
 from test_remap_turn_context import OLD, _home, repair, state
 
 from sessionkit import UserError
-from sessionkit.rollout_edit import apply_spans, folder_values, parse_remaps, plan_line, remap
+from sessionkit.codexfiles.rollout_edit import apply_spans, folder_values, parse_remaps, plan_line, remap
 
 REPO = Path(__file__).resolve().parent.parent
 NEW = "/home/newuser2"
@@ -201,7 +201,7 @@ def test_real_codex_rollout_folder_records(world):
     project's parent changes exactly the session_meta, turn_context, world_state and
     thread_settings_applied lines, and leaves no old folder in any `"cwd"` of those lines; message
     text (the environment context the model saw) keeps it."""
-    from sessionkit.rollout_cwd import line_cwds
+    from sessionkit.codexfiles.rollout_cwd import line_cwds
     proj = world.project()
     parent = world.make_threads(1, "mockA", cwd=proj)[0]
     with world.app() as app:

@@ -61,7 +61,7 @@ def test_prune_keeps_the_newest_applied_and_incomplete_runs(history):
     dry = run("rollback.py", root, "--prune")
     assert dry.returncode == 0 and all(os.path.isdir(p) for p in before)  # a dry-run removes nothing
     sys.path.insert(0, str(SCRIPTS))
-    from sessionkit.runs import readable_size
+    from sessionkit.runlog.runs import readable_size
     two = before[runs[0]["run_dir"]] + before[runs[1]["run_dir"]]
     assert dry.stdout.splitlines()[0] == f"would remove 2 run folder(s), {readable_size(two)}:"
     assert readable_size(2048) == "2.0 KB" and readable_size(5) == "5 B"

@@ -16,12 +16,14 @@ import pytest
 
 from harness import SCRIPTS
 from homebuilder import HomeBuilder, compact
-from sessionkit import locks, snapshot, surfaces
-from sessionkit.audit import build_report
-from sessionkit.home import open_home
-from sessionkit.reasoning import _CHUNK as REASONING_CHUNK, MARKER, carries_encrypted_reasoning
-from sessionkit.snapshot import gather, read_head
-from sessionkit.paths import inside_test, is_inside
+from sessionkit.codexfiles import locks
+from sessionkit.diagnose import snapshot
+from sessionkit.diagnose import surfaces
+from sessionkit.diagnose.audit import build_report
+from sessionkit.codexfiles.home import open_home
+from sessionkit.codexfiles.reasoning import _CHUNK as REASONING_CHUNK, MARKER, carries_encrypted_reasoning
+from sessionkit.diagnose.snapshot import gather, read_head
+from sessionkit.codexfiles.paths import inside_test, is_inside
 from hypothesis import given, settings, strategies as st
 
 
@@ -468,7 +470,7 @@ def test_migration_plan_counts_threads_with_encrypted_reasoning(tmp_path, monkey
 
 
 def test_encrypted_reasoning_stops_at_the_first_hit_and_sees_across_chunks(tmp_path, monkeypatch):
-    from sessionkit import reasoning
+    from sessionkit.codexfiles import reasoning
     real = reasoning.open_regular
     monkeypatch.setattr(reasoning, "open_regular", lambda *a, **k: _Counting(real(*a, **k)))
     early = tmp_path / "early.jsonl"

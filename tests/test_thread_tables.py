@@ -7,9 +7,10 @@ import sqlite3
 
 import pytest
 
-from sessionkit import thread_tables as tt
-from sessionkit.ops import NEW, OLD, CHANGED, RecordError, op_from_record
-from sessionkit.session_index import IndexAppend, name_lines
+from sessionkit.codexfiles import thread_tables as tt
+from sessionkit.runlog.ops import NEW, OLD, CHANGED, RecordError
+from sessionkit.runlog.registry import op_from_record
+from sessionkit.runlog.session_index import IndexAppend, name_lines
 
 STATE_SQL = """
 CREATE TABLE threads (id TEXT PRIMARY KEY, project_id TEXT, thread_section_id TEXT, section_position INTEGER,

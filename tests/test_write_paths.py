@@ -69,7 +69,7 @@ def test_the_import_never_extracts_into_a_symlinked_artifacts_folder(tmp_path):
 
 
 def test_a_move_that_sets_an_mtime_refuses_a_hard_linked_file(tmp_path):
-    from sessionkit.ops import Move
+    from sessionkit.runlog.ops import Move
     f = tmp_path / "a.jsonl"
     f.write_text("x\n")
     os.link(str(f), str(tmp_path / "backup.jsonl"))

@@ -14,11 +14,13 @@ import pytest
 
 from harness import SCRIPTS, snapshot
 from homebuilder import HomeBuilder
-from sessionkit import decompress, zstd
-from sessionkit.home import open_home
-from sessionkit.migrate import plan_migration
-from sessionkit.ops import CHANGED, NEW, OLD, TORN, RecordError, op_from_record
-from sessionkit.snapshot import gather
+from sessionkit.runlog import decompress
+from sessionkit.codexfiles import zstd
+from sessionkit.codexfiles.home import open_home
+from sessionkit.fixes.migrate import plan_migration
+from sessionkit.runlog.ops import CHANGED, NEW, OLD, TORN, RecordError
+from sessionkit.runlog.registry import op_from_record
+from sessionkit.diagnose.snapshot import gather
 
 ZSTD = shutil.which("zstd")
 needs_zstd = pytest.mark.skipif(ZSTD is None, reason="the zstd program is not installed")
@@ -340,7 +342,7 @@ def test_moved_home_remap_and_unarchive_of_compressed_threads_then_both_rollback
 def test_an_archived_compressed_thread_remapped_and_unarchived(tmp_path):
     """Rewritten where it lies (decompressed first); its unarchive waits for the next run (a remap and a
     move of one file are one change after the other, each undoable), which moves its `.jsonl`."""
-    from sessionkit.repair import UNARCHIVE_NEXT_RUN
+    from sessionkit.fixes.repair import UNARCHIVE_NEXT_RUN
     hb, (t,), args = _moved_compressed(tmp_path, [("/home/olduser/proj", True)])
     proc = run("session_repair.py", hb.root, *args, "--unarchive", "--apply")
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the unarchive waits for the next run

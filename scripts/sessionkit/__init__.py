@@ -1,4 +1,8 @@
-"""Shared code for the codex-session-migration scripts (standard library only, Python 3.9+)."""
+"""Shared code for the codex-session-migration scripts (standard library only, Python 3.9+).
+
+Subpackages, lowest layer first; a layer imports only lower ones (tests/test_bundle.py checks):
+codexfiles (Codex's own files) < ui (what the user reads) < diagnose (snapshot, audit) <
+runlog (operations, executor, journal, undo, runs) < fixes (the planners)."""
 
 EXIT_CLEAN = 0
 EXIT_FINDINGS = 1

@@ -1,0 +1,248 @@
+"""What Codex 0.171 keeps about a thread besides its row and history: its project, section and pin,
+goal, sub-agent spawn edge, attachments, queued input and read receipt (state_5, goals_1, queue_1).
+An import reads them from the source and plans them as RowInserts into DEST (rollback removes them)."""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from sessionkit.codexfiles.paths import safe_str
+from sessionkit.codexfiles.statedb import open_readonly
+
+STATE_DB, GOALS_DB, QUEUE_DB = "state_5.sqlite", "goals_1.sqlite", "queue_1.sqlite"
+PINNED = "01984de2-8f74-7c91-a3b2-5c5e937cf318"  # the built-in Pinned section: the same id in every home
+THREAD_COLUMNS = ("project_id", "thread_section_id", "section_position", "section_entered_at_ms")
+# (DB file, table, the column naming the thread, the key columns, what a user calls it)
+PER_THREAD: Tuple[Tuple[str, str, str, Tuple[str, ...], str], ...] = (
+    (STATE_DB, "thread_spawn_edges", "child_thread_id", ("child_thread_id",), "sub-agent link"),
+    (STATE_DB, "thread_attachments", "thread_id", ("id",), "attachment"),
+    (STATE_DB, "thread_read_receipts", "thread_id", ("thread_id",), "read state"),
+    (GOALS_DB, "thread_goals", "thread_id", ("thread_id",), "goal"),
+    (GOALS_DB, "thread_goal_continuation_deferrals", "thread_id", ("thread_id",), "goal deferral"),
+    (QUEUE_DB, "queued_items", "thread_id", ("id",), "queued input"),
+)
+EXTRA_TABLES = tuple(t for _d, t, _c, _k, _w in PER_THREAD) + ("projects", "project_roots", "thread_sections")
+NO_DB = "DEST has no {db} (a Codex older than 0.171 keeps no {what}): not brought"
+
+
+@dataclass
+class HomeTables:
+    """One home's extra tables, read once: rows as dicts, by thread where they belong to one."""
+    dbs: Dict[str, Path] = field(default_factory=dict)  # file name -> path (only those that exist)
+    columns: Dict[str, List[str]] = field(default_factory=dict)  # table -> columns
+    thread_cols: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # thread id -> THREAD_COLUMNS
+    projects: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    roots: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # project id -> rows by position
+    sections: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    per_thread: Dict[str, Dict[str, List[Dict[str, Any]]]] = field(default_factory=dict)  # table -> tid -> rows
+    taken: Dict[str, set] = field(default_factory=dict)  # table -> keys present (tuples)
+
+
+def _tables(conn: sqlite3.Connection) -> List[str]:
+    return [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+
+
+def _rows(conn: sqlite3.Connection, table: str) -> Tuple[List[str], List[Dict[str, Any]]]:
+    cur = conn.execute(f'SELECT * FROM "{table}"')
+    cols = [d[0] for d in cur.description]
+    return cols, [dict(zip(cols, r)) for r in cur]
+
+
+def read_home(dbs: Dict[str, Optional[Path]], connect: Callable[[Path], sqlite3.Connection] = open_readonly
+              ) -> HomeTables:
+    """The extra tables of the DBs given (missing ones and tables are simply absent)."""
+    out = HomeTables()
+    for name, path in dbs.items():
+        if path is None or not path.is_file():
+            continue
+        out.dbs[name] = path
+        try:
+            conn = connect(path)
+        except sqlite3.DatabaseError:
+            continue
+        try:
+            have = set(_tables(conn))
+            if name == STATE_DB:
+                _read_state(conn, have, out)
+            for db, table, tcol, key, _what in PER_THREAD:
+                if db != name or table not in have:
+                    continue
+                cols, rows = _rows(conn, table)
+                out.columns[table] = cols
+                by: Dict[str, List[Dict[str, Any]]] = {}
+                for r in rows:
+                    if isinstance(r.get(tcol), str):
+                        by.setdefault(r[tcol].lower(), []).append(r)
+                out.per_thread[table] = by
+                out.taken[table] = {tuple(r[k] for k in key) for r in rows}
+        except sqlite3.DatabaseError:
+            pass
+        finally:
+            conn.close()
+    return out
+
+
+def _read_state(conn: sqlite3.Connection, have: set, out: HomeTables) -> None:
+    tcols = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
+    out.columns["threads"] = tcols
+    wanted = [c for c in THREAD_COLUMNS if c in tcols]
+    if wanted:
+        sel = ", ".join(f'"{c}"' for c in wanted)
+        for row in conn.execute(f"SELECT id, {sel} FROM threads"):
+            if isinstance(row[0], str):
+                out.thread_cols[row[0].lower()] = dict(zip(wanted, row[1:]))
+    for table in ("projects", "project_roots", "thread_sections"):
+        if table not in have:
+            continue
+        cols, rows = _rows(conn, table)
+        out.columns[table] = cols
+        if table == "projects":
+            out.projects = {r["id"]: r for r in rows}
+        elif table == "project_roots":
+            for r in sorted(rows, key=lambda r: (str(r["project_id"]), r["position"])):
+                out.roots.setdefault(r["project_id"], []).append(r)
+        else:
+            out.sections = {r["id"]: r for r in rows}
+
+
+@dataclass
+class Insert:
+    """One row DEST gets: (DB file name, table, row, key)."""
+    db: str
+    table: str
+    row: Dict[str, Any]
+    key: Dict[str, Any]
+
+
+@dataclass
+class ThreadExtras:
+    """What comes with one imported thread, what it cannot bring (and why), its row's columns."""
+    columns: Dict[str, Any] = field(default_factory=dict)
+    inserts: List[Insert] = field(default_factory=list)
+    brings: List[str] = field(default_factory=list)
+    cannot: List[str] = field(default_factory=list)
+
+
+class Planner:
+    """Matches the source's projects and sections to DEST's once, for every imported thread."""
+
+    def __init__(self, src: HomeTables, dest: HomeTables, remap: Callable[[str], str]) -> None:
+        self.src, self.dest, self.remap = src, dest, remap
+        self.project_ids: Dict[str, Optional[str]] = {}  # source project id -> DEST id
+        self.section_ids: Dict[str, Optional[str]] = {}
+        self.shared: List[Insert] = []  # projects and sections created (once, before the threads)
+        self.notes: Dict[str, str] = {}
+        self._position = max([p.get("position") or 0 for p in dest.projects.values()] + [-1]) + 1
+
+    def _fit(self, table: str, row: Dict[str, Any]) -> Dict[str, Any]:
+        """The row with only the columns DEST's table has."""
+        cols = self.dest.columns.get(table, [])
+        return {k: v for k, v in row.items() if k in cols}
+
+    def project(self, pid: str) -> Tuple[Optional[str], str]:
+        if pid in self.project_ids:
+            return self.project_ids[pid], self.notes[pid]
+        got, note = self._project(pid)
+        self.project_ids[pid], self.notes[pid] = got, note
+        return got, note
+
+    def _project(self, pid: str) -> Tuple[Optional[str], str]:
+        src = self.src.projects.get(pid)
+        if src is None:
+            return None, "its project is not in the source's projects table"
+        if "projects" not in self.dest.columns or "project_roots" not in self.dest.columns:
+            return None, NO_DB.format(db="projects table", what="projects")
+        name = src.get("name")
+        roots = [self.remap(r["path"]) for r in self.src.roots.get(pid, [])]
+        if pid in self.dest.projects:
+            return pid, f"project {safe_str(str(name))!r} (already in DEST)"
+        for did, d in sorted(self.dest.projects.items()):
+            if d.get("name") == name and [r["path"] for r in self.dest.roots.get(did, [])] == roots:
+                return did, f"project {safe_str(str(name))!r} (DEST's project of the same name and folders)"
+        row = dict(src, position=self._position)
+        self._position += 1
+        self.shared.append(Insert(STATE_DB, "projects", self._fit("projects", row), {"id": pid}))
+        for r in self.src.roots.get(pid, []):
+            new = dict(r, path=self.remap(r["path"]))
+            self.shared.append(Insert(STATE_DB, "project_roots", self._fit("project_roots", new),
+                                      {"project_id": pid, "position": r["position"]}))
+        self.dest.projects[pid] = row
+        self.dest.roots[pid] = [{"path": p} for p in roots]
+        return pid, f"project {safe_str(str(name))!r} (created in DEST)"
+
+    def section(self, sid: str) -> Tuple[Optional[str], str]:
+        if sid in self.section_ids:
+            return self.section_ids[sid], self.notes[sid]
+        got, note = self._section(sid)
+        self.section_ids[sid], self.notes[sid] = got, note
+        return got, note
+
+    def _section(self, sid: str) -> Tuple[Optional[str], str]:
+        if "thread_sections" not in self.dest.columns:
+            return None, NO_DB.format(db="thread_sections table", what="sections or pins")
+        src = self.src.sections.get(sid)
+        if sid == PINNED:
+            if PINNED not in self.dest.sections:
+                row = src or {"id": PINNED, "name": "Pinned"}
+                self.shared.append(Insert(STATE_DB, "thread_sections", self._fit("thread_sections", row),
+                                          {"id": PINNED}))
+                self.dest.sections[PINNED] = row
+            return PINNED, "pinned"
+        if src is None:
+            return None, "its section is not in the source's thread_sections table"
+        name = src.get("name")
+        for did, d in sorted(self.dest.sections.items()):
+            if d.get("name") == name:
+                return did, f"section {safe_str(str(name))!r} (DEST's section of that name)"
+        if sid in self.dest.sections:
+            return None, f"DEST has another section with the id of section {safe_str(str(name))!r}: not brought"
+        self.shared.append(Insert(STATE_DB, "thread_sections", self._fit("thread_sections", src), {"id": sid}))
+        self.dest.sections[sid] = src
+        return sid, f"section {safe_str(str(name))!r} (created in DEST)"
+
+    def thread(self, tid: str) -> ThreadExtras:
+        out = ThreadExtras()
+        cols = self.src.thread_cols.get(tid.lower(), {})
+        dest_cols = self.dest.columns.get("threads", [])
+        pid = cols.get("project_id")
+        if isinstance(pid, str) and pid:
+            got, note = self.project(pid)
+            (out.brings if got else out.cannot).append(note)
+            if got and "project_id" in dest_cols:
+                out.columns["project_id"] = got
+        sid = cols.get("thread_section_id")
+        if isinstance(sid, str) and sid:
+            got, note = self.section(sid)
+            (out.brings if got else out.cannot).append(note)
+            if got and "thread_section_id" in dest_cols:
+                out.columns["thread_section_id"] = got
+                for c in ("section_position", "section_entered_at_ms"):
+                    if c in dest_cols and c in cols:
+                        out.columns[c] = cols[c]
+        for db, table, _tcol, key, what in PER_THREAD:
+            rows = self.src.per_thread.get(table, {}).get(tid.lower(), [])
+            if not rows:
+                continue
+            if db not in self.dest.dbs or table not in self.dest.columns:
+                out.cannot.append(NO_DB.format(db=db if db not in self.dest.dbs else f"{table} table",
+                                               what=what + "s"))
+                continue
+            for r in rows:
+                k = tuple(r[c] for c in key)
+                if k in self.dest.taken.setdefault(table, set()):
+                    out.cannot.append(f"{what}: DEST already has a {table} row {list(k)}")
+                    continue
+                self.dest.taken[table].add(k)
+                out.inserts.append(Insert(db, table, self._fit(table, r), dict(zip(key, k))))
+                out.brings.append(what)
+        return out
+
+
+def summary(items: Sequence[str]) -> List[str]:
+    """`goal`, `attachment`, `attachment` -> `goal`, `2 attachments` (in first-seen order)."""
+    counts: Dict[str, int] = {}
+    for i in items:
+        counts[i] = counts.get(i, 0) + 1
+    return [k if n == 1 else f"{n} {k}s" for k, n in counts.items()]

@@ -1,0 +1,206 @@
+"""Hold a thread's Codex writer lock (`<home>/thread-writer-locks/<id>.lock`, Codex 0.146+) while
+its rollout or row changes, so a Codex that opens the thread meanwhile is refused, not raced.
+
+The folder's `.coordination.lock` is held (exclusive) around creating, locking and removing a
+thread's lock file, so a lock file is never deleted between another writer's open and lock. The
+locks are the ones Codex takes (flock on POSIX, LockFileEx on Windows: host.py); where the host has
+neither, none is taken and an --apply refuses without --force (host.missing).
+Codex before 0.146 takes no writer locks: there nothing protects a thread open in a running Codex.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from sessionkit import UserError
+from sessionkit.codexfiles import host
+
+SPARE_DESCRIPTORS = 128  # DBs, journal, rollouts being rewritten, Python itself
+
+LOCK_DIR = "thread-writer-locks"
+COORDINATION = ".coordination.lock"
+_THREAD_ID = re.compile(r"\A[0-9A-Za-z][0-9A-Za-z_-]{0,127}\Z")
+
+
+def locks_per_batch(threads: int) -> int:
+    """How many writer locks (one open file each) a run may hold at once: all of them when the
+    open-file limit allows, after raising it where the host lets us (host.open_file_room); else as
+    many as fit beside the spare descriptors, so the run goes in batches. Refuses, before anything
+    is written, only when not even one lock fits."""
+    if host.current().locker is None or threads <= 0:
+        return max(threads, 1)
+    in_use = host.descriptors_in_use()
+    room = host.open_file_room(threads + in_use + SPARE_DESCRIPTORS)
+    if room is None:
+        return threads
+    fit = room["room"] - in_use - SPARE_DESCRIPTORS
+    if fit < 1:
+        raise UserError(f"the open-file limit is {room['soft']} (hard {room['hard']}): too low for even one writer lock "
+                        f"beside the {in_use + SPARE_DESCRIPTORS} files a run keeps open; raise it (e.g. `ulimit -n "
+                        f"{in_use + SPARE_DESCRIPTORS + 64}`); nothing was changed")
+    return fit
+
+
+class WriterLocks:
+    """Writer locks of many threads, taken one by one and released together (a batch of them:
+    sized by `locks_per_batch`)."""
+
+    def __init__(self, home_root: Path) -> None:
+        self.dir = home_root / LOCK_DIR
+        self.held: Dict[str, int] = {}
+        self.created_dir = False
+        self.created_coordination = False
+
+    def _coordination(self) -> int:
+        if not self.dir.is_dir():
+            self.dir.mkdir(mode=0o755)
+            self.created_dir = True
+        if not (self.dir / COORDINATION).exists():
+            self.created_coordination = True
+        fd = os.open(str(self.dir / COORDINATION), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        _locker().wait_lock(fd)
+        return fd
+
+    def take(self, thread_id: str) -> Optional[str]:
+        """None when held by us now, else why not (held by a running Codex, odd id, ...)."""
+        return self.take_many([thread_id]).get(thread_id)
+
+    def take_many(self, thread_ids: List[str]) -> Dict[str, str]:
+        """Take every lock under one hold of the coordination lock; {thread id: why not} for the rest."""
+        locker = host.current().locker
+        if locker is None or not thread_ids:
+            return {}  # no lock call here: the --apply refused unless --force (host.missing)
+        refused: Dict[str, str] = {}
+        coord = self._coordination()
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            for tid in thread_ids:
+                if tid in self.held:
+                    continue
+                if not _THREAD_ID.match(tid):
+                    refused[tid] = "the thread id cannot name a writer lock file"
+                    continue
+                path = os.path.join(str(self.dir), f"{tid}.lock")
+                existed = os.path.lexists(path)
+                try:
+                    fd = os.open(path, flags, 0o644)
+                except OSError as exc:
+                    refused[tid] = f"cannot open its writer lock ({exc.strerror})"
+                    continue
+                try:
+                    taken = locker.try_lock(fd, True)
+                except OSError as exc:
+                    os.close(fd)
+                    refused[tid] = f"cannot lock its writer lock ({exc.strerror})"
+                    continue
+                if not taken:
+                    os.close(fd)
+                    refused[tid] = "live thread: Codex holds its writer lock (close it in Codex and run again)"
+                    continue
+                self.held[tid] = -fd - 1 if existed else fd  # negative: a lock file that was there before
+        finally:
+            locker.unlock(coord)
+            os.close(coord)
+        return refused
+
+    def release_all(self) -> None:
+        if not self.held:
+            self._tidy()
+            return
+        coord = self._coordination()
+        try:
+            posix = host.current().rename_replaces_open
+            for tid, fd in self.held.items():
+                if fd >= 0:  # a file we created: removed as Codex removes its own
+                    if not posix:  # Windows deletes no file open here: closed first, under the coordination lock
+                        os.close(fd)
+                    try:
+                        os.unlink(str(self.dir / f"{tid}.lock"))
+                    except OSError:
+                        pass
+                    if posix:
+                        os.close(fd)
+                else:
+                    os.close(-fd - 1)
+            self.held.clear()
+        finally:
+            _locker().unlock(coord)
+            os.close(coord)
+        self._tidy()
+
+    def _tidy(self) -> None:
+        """Leave the home as found: a lock folder this run created goes again when nothing is held."""
+        if self.created_coordination or self.created_dir:
+            remove_unused_lock_dir(self.dir.parent, coordination_too=True, folder_too=self.created_dir)
+
+
+def remove_unused_lock_dir(home_root: Path, coordination_too: bool, folder_too: bool) -> None:
+    """Remove `.coordination.lock` (and the folder) when no one holds it and no thread lock is there."""
+    locker = host.current().locker
+    if locker is None:
+        return
+    d = home_root / LOCK_DIR
+    coord = d / COORDINATION
+    try:
+        names = os.listdir(str(d))
+    except OSError:
+        return
+    if (COORDINATION in names and not coordination_too) or os.path.islink(str(coord)):
+        return
+    if COORDINATION in names and not host.current().rename_replaces_open:
+        return  # Windows cannot delete it while locked, nor safely unlocked: left, as Codex leaves it
+    if COORDINATION in names:
+        fd = os.open(str(coord), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        try:
+            taken = locker.try_lock(fd, True)
+        except OSError:
+            taken = False
+        if not taken:
+            os.close(fd)
+            return
+        try:
+            os.unlink(str(coord))
+        finally:
+            os.close(fd)
+    if folder_too and names in ([COORDINATION], []):
+        try:
+            os.rmdir(str(d))
+        except OSError:
+            pass
+
+
+def remove_stale_locks(home_root: Path, thread_ids: list) -> None:
+    """Lock files a killed run created: each removed under the coordination lock if unheld and empty."""
+    locker = host.current().locker
+    if locker is None:
+        return
+    d = home_root / LOCK_DIR
+    todo = [t for t in thread_ids if isinstance(t, str) and _THREAD_ID.match(t) and (d / f"{t}.lock").exists()]
+    if not todo:
+        return
+    coord = os.open(str(d / COORDINATION), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    locker.wait_lock(coord)
+    try:
+        for t in todo:
+            path = d / f"{t}.lock"
+            try:
+                fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            except OSError:
+                continue
+            try:
+                if locker.try_lock(fd, True) and os.fstat(fd).st_size == 0:
+                    os.unlink(str(path))  # unheld (held: a Codex has the thread open now)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    finally:
+        os.close(coord)
+
+
+def _locker() -> host.Locker:
+    locker = host.current().locker
+    assert locker is not None, "writer locks are only taken where the host can lock"
+    return locker

@@ -1,0 +1,912 @@
+"""Plan an import of another home's sessions into this one: which threads, which files where,
+which rows (threads, thread_history_1), which line-1 rewrites; skipped and conflicting ones with
+the reason. Reads only: SRC through archive_src, DEST through the usual one walk and one SELECT."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from sessionkit import UserError
+from sessionkit.codexfiles import host
+from sessionkit.fixes.archive_src import HISTORY_DB, STATE_DB, SourceHome, private_db_copy
+from sessionkit.codexfiles.home import CodexHome, read_config
+from sessionkit.ui.commands import args_text
+from sessionkit.ui.labels import shown
+from sessionkit.codexfiles.line1 import read_line1
+from sessionkit.codexfiles.paths import has_prefix, home_prefix_counts, safe_str
+from sessionkit.codexfiles.rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
+                            parse_session_meta, row_path_of, unusable_reason)
+from sessionkit.fixes.rollout_remap import RolloutRemapper
+from sessionkit.codexfiles.rollout_edit import Remap, apply_spans, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
+    without_folders  # noqa: F401  (parse_remaps: session_import.py's)
+from sessionkit.codexfiles.thread_tables import GOALS_DB, QUEUE_DB, Planner, read_home, summary
+from sessionkit.codexfiles.rollout_scan import row_from_rollout
+from sessionkit.codexfiles.statedb import open_readonly
+
+HISTORY_TABLES = ("thread_turns", "thread_items", "thread_realtime_items", "thread_history_projection_state")
+# thread_history_1 columns holding byte offsets into the rollout file (shifted when line 1 changes length)
+OFFSET_COLUMNS = {"thread_turns": ("rollout_byte_offset", "rollout_end_byte_offset"),
+                  "thread_history_projection_state": ("next_rollout_byte_offset",)}
+# columns pointing into SRC tables an import does not carry: left empty in DEST
+DROPPED_REFERENCES = ("thread_section_id", "section_position", "section_entered_at_ms", "project_id")
+_CHUNK = 1024 * 1024
+# columns the rollout can supply when the source's schema is older than DEST's
+ROLLOUT_COLUMNS = ("created_at_ms", "updated_at_ms", "cli_version", "first_user_message", "preview", "model",
+                   "reasoning_effort", "history_mode", "originator", "thread_source")
+
+
+class FileCopy:
+    """One rollout file: read from SRC, created at the same relative place in DEST. Slotted, paths
+    kept as strings: an import of a whole home plans 100,000 of them."""
+
+    __slots__ = ("src_key", "dst_key", "rel", "key", "size", "mtime_ns", "line1_len", "edits", "delta")
+
+    def __init__(self, src_key: str, dst_key: str, rel: str, key: str, size: int, mtime_ns: int, line1_len: int,
+                 edits: Tuple[Tuple[str, Any, Any], ...] = (), delta: int = 0) -> None:
+        self.src_key = src_key
+        self.dst_key = dst_key
+        self.rel = rel
+        self.key = key  # its history key in thread_history_1: the `_<rollout-uuid>` if any, else the thread id
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.line1_len = line1_len
+        self.edits = edits  # (payload key, old, new) in line 1; () copies as is
+        self.delta = delta  # how much line 1 grows (or shrinks) with the edits
+
+    @property
+    def src(self) -> Path:
+        return Path(self.src_key)
+
+    @property
+    def dst(self) -> Path:
+        return Path(self.dst_key)
+
+    def new_line1(self) -> Optional[bytes]:
+        """Line 1 as DEST gets it, rebuilt from SRC when needed (a plan of 100,000 threads keeps
+        no 20 KB lines); None when the file is copied byte for byte."""
+        if not self.edits:
+            return None
+        line, err = read_line1(self.src)
+        if line is None or len(line) != self.line1_len:
+            raise UserError(f"{self.src} changed since the plan was made ({err or 'line 1 differs'})")
+        edit = plan_line(line, (), {k: v for k, _old, v in self.edits}, first=True)  # the one editor
+        new = apply_spans(line, edit.spans, True)
+        if edit.problem or len(new) - len(line) != self.delta:
+            raise UserError(f"{self.src}: {edit.problem or 'line 1 changed since the plan was made'}")
+        return new
+
+    @property
+    def boundary(self) -> int:
+        """Offset of line 2 in SRC's file: offsets at or past it move by `delta`."""
+        return self.line1_len + 1
+
+    @property
+    def new_size(self) -> int:
+        return self.size + self.delta
+
+
+class ThreadImport:
+    """One thread to import: its files and what its row will say. Slotted: one per thread."""
+
+    __slots__ = ("thread_id", "files", "builder", "primary", "primary_dst", "use_src_row", "row_from", "title",
+                 "name", "created", "cwd_before", "cwd_after", "archived", "provider", "history_turns", "why",
+                 "notes", "extras")
+
+    def __init__(self, thread_id: str, files: List[FileCopy], builder: "RowBuilder", primary: RolloutFile,
+                 primary_dst: str, use_src_row: bool, row_from: str, title: str, name: Optional[str],
+                 created: Optional[int], cwd_before: str, cwd_after: str, archived: bool, provider: str,
+                 history_turns: int, why: str = "in the source", notes: Optional[List[str]] = None) -> None:
+        self.thread_id = thread_id
+        self.files = files
+        self.builder = builder
+        self.primary = primary  # the file the row points at
+        self.primary_dst = primary_dst
+        self.use_src_row = use_src_row
+        self.row_from = row_from  # "source row", "rollout", ...
+        self.title = title
+        self.name = name
+        self.created = created
+        self.cwd_before = cwd_before
+        self.cwd_after = cwd_after
+        self.archived = archived
+        self.provider = provider
+        self.history_turns = history_turns
+        self.why = why
+        self.notes = notes if notes is not None else []
+        self.extras: Any = None  # thread_tables.ThreadExtras: its project, section, goal, ... (plan_import)
+
+    @property
+    def row(self) -> Dict[str, Any]:
+        """The threads row DEST gets, built when asked (a dry-run of 100,000 threads keeps none)."""
+        return self.builder.build(self.thread_id, self.primary, self.primary_dst, self.name, self.use_src_row)[0]
+
+
+@dataclass
+class Skip:
+    thread_id: str
+    title: str
+    reason: str
+
+
+@dataclass
+class ImportPlan:
+    source: SourceHome
+    dest: CodexHome
+    threads_in_source: int = 0
+    imports: List[ThreadImport] = field(default_factory=list)
+    skipped: List[Skip] = field(default_factory=list)  # already in DEST, or not importable
+    conflicts: List[Skip] = field(default_factory=list)  # DEST has a different thread with the id
+    mkdirs: List[Path] = field(default_factory=list)
+    remaps: List[Remap] = field(default_factory=list)
+    suggested_remap: Optional[str] = None
+    provider_hint: Optional[str] = None
+    provider_command: Optional[str] = None  # the provider_migrate.py arguments the hint names
+    suggested_remap_args: List[str] = field(default_factory=list)  # the same two, as arguments
+    provider_args: List[str] = field(default_factory=list)  # provider_migrate.py's arguments, unquoted
+    src_history_db: Optional[Path] = None
+    dest_history_db: Optional[Path] = None
+    notes: List[str] = field(default_factory=list)
+    remapper: Optional[RolloutRemapper] = field(default=None, repr=False)
+    shared: List[Any] = field(default_factory=list)  # thread_tables.Insert: projects, sections created once
+    table_dbs: Dict[str, Path] = field(default_factory=dict)  # DEST's DB files by name (thread_tables)
+
+
+@dataclass
+class SourceInputs:
+    """SRC read once: rows by id, the walk, names from session_index.jsonl, history turn counts."""
+
+    source: SourceHome
+    rows: Dict[str, tuple]  # id -> the row's values, in `columns` order (a dict per row costs 3x)
+    columns: List[str]
+    index: RolloutIndex
+    names: Dict[str, str]
+    history_db: Optional[Path]
+    history_turns: Dict[str, int]
+    provider: str
+    notes: List[str] = field(default_factory=list)
+
+    def row(self, tid: str) -> Optional[Dict[str, Any]]:
+        values = self.rows.get(tid)
+        return None if values is None else dict(zip(self.columns, values))
+
+
+class BadText(bytes):
+    """A TEXT value of SRC's DB that is not UTF-8: its row is not copied (rebuilt from the rollout)."""
+
+
+def _text_or_bad(raw: bytes) -> Any:
+    """TEXT as str; short values (providers, sources, models, folders) shared, not one per row."""
+    try:
+        text = raw.decode("utf-8")
+        return sys.intern(text) if len(raw) <= 64 else text
+    except UnicodeDecodeError:
+        return BadText(raw)
+
+
+def _find_db(root: Path, name: str) -> Optional[Path]:
+    for folder in (root, root / "sqlite"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_names(root: Path) -> Dict[str, str]:
+    """`thread/name/set` appends `{"id","thread_name","updated_at"}`; the last one per id counts."""
+    out: Dict[str, str] = {}
+    path = root / "session_index.jsonl"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return out
+    for raw in data.split(b"\n"):
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("thread_name"), str):
+            out[rec["id"].lower()] = rec["thread_name"]
+    return out
+
+
+def read_source(source: SourceHome) -> SourceInputs:
+    """SRC's DBs are read through private copies (DB + WAL) in the scratch folder, never in place.
+    An unreadable state DB is not the end: the rows are then rebuilt from the rollouts."""
+    rows: Dict[str, tuple] = {}
+    columns: List[str] = []
+    notes: List[str] = [f"archive member not extracted: {m}" for m in source.skipped_members[:20]]
+    state = _find_db(source.root, STATE_DB)
+    if state is not None:
+        try:
+            conn = sqlite3.connect(str(private_db_copy(state, source.scratch)))
+            conn.text_factory = _text_or_bad
+            try:
+                columns = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
+                if columns and "id" in columns:
+                    cur = conn.execute("SELECT * FROM threads")
+                    columns = [d[0] for d in cur.description]
+                    at = columns.index("id")
+                    for values in cur:
+                        if isinstance(values[at], str):
+                            rows[values[at].lower()] = values
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            rows, columns = {}, []
+            notes.append(f"the source's {STATE_DB} is unreadable ({exc}): every row is rebuilt from its "
+                         f"rollout, so names and archive dates from the source DB are lost")
+    else:
+        notes.append(f"the source has no {STATE_DB}: every row is rebuilt from its rollout")
+    history_db: Optional[Path] = None
+    turns: Dict[str, int] = {}
+    hist = (state.parent / HISTORY_DB) if state is not None else _find_db(source.root, HISTORY_DB)
+    if hist is not None and hist.is_file():
+        try:
+            history_db = private_db_copy(hist, source.scratch)
+            conn = sqlite3.connect(str(history_db))
+            try:
+                turns = {str(k).lower(): int(n) for k, n in conn.execute(
+                    "SELECT thread_id, count(*) FROM thread_turns GROUP BY thread_id")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            history_db, turns = None, {}
+            notes.append(f"the source's {HISTORY_DB} is unreadable ({exc}): the imported threads read 0 "
+                         f"turns until resumed, and archived ones cannot be resumed")
+    provider = "openai"
+    try:
+        provider = read_config(source.root).model_provider
+    except UserError as exc:
+        notes.append(f"the source's config.toml: {exc}; rows rebuilt from a rollout without a provider get 'openai'")
+    return SourceInputs(source, rows, columns, build_index(source.root), _read_names(source.root),
+                        history_db, turns, provider, notes)
+
+
+@dataclass
+class DestInputs:
+    home: CodexHome
+    index: RolloutIndex
+    rows: Dict[str, Tuple[str, str]]  # id -> (rollout_path, cwd)
+    columns: List[Tuple[str, bool, bool]]  # (name, not null, has default)
+    history_db: Optional[Path]
+    history_keys: Set[str]
+    history_columns: Dict[str, List[str]]
+
+
+def read_dest(home: CodexHome) -> DestInputs:
+    conn = open_readonly(home.state_db.path)
+    try:
+        info = list(conn.execute("PRAGMA table_info(threads)"))
+        rows = {str(i).lower(): (str(p), str(c)) for i, p, c in conn.execute("SELECT id, rollout_path, cwd FROM threads")}
+    finally:
+        conn.close()
+    if not info:
+        raise UserError(f"{home.state_db.path} has no threads table: start Codex once on this home")
+    columns = [(r[1], bool(r[3]), r[4] is not None or bool(r[5])) for r in info]
+    hist = home.state_db.path.parent / HISTORY_DB
+    keys: Set[str] = set()
+    hcols: Dict[str, List[str]] = {}
+    if hist.is_file():
+        conn = open_readonly(hist)
+        try:
+            for t in HISTORY_TABLES:
+                hcols[t] = [r[1] for r in conn.execute(f"PRAGMA table_info({t})")]
+            keys = {str(k).lower() for (k,) in conn.execute(
+                "SELECT thread_id FROM thread_turns UNION SELECT thread_id FROM thread_history_projection_state "
+                "UNION SELECT thread_id FROM thread_items")}
+        finally:
+            conn.close()
+    return DestInputs(home, build_index(home.root), rows, columns, hist if hist.is_file() else None, keys, hcols)
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else ("" if v is None else str(v))
+
+
+class Line1Rewriter:
+    """New line 1 bytes for each SRC file: cwd and runtime_workspace_roots remapped, a fork's
+    history_base.end_byte_offset moved with its parent's line 1. Only those tokens change."""
+
+    def __init__(self, src: SourceInputs, remaps: Sequence[Remap]) -> None:
+        self.src = src
+        self.remaps = list(remaps)
+        self.memo: Dict[str, Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]] = {}
+        # the file behind each history key: a thread id (its first file) or a segment's rollout uuid
+        self.by_key: Dict[str, RolloutFile] = {}
+        for f in src.index.files:
+            m = ROLLOUT_NAME.match(f.name)
+            if m:
+                self.by_key.setdefault((m.group("rollout") or m.group("thread")).lower(), f)
+        # a remapped prefix as it appears inside a JSON string (no match: line 1 is left as is)
+        self.needles = needles(self.remaps)
+        self.stack: Set[str] = set()
+
+    def for_file(self, path: Path, line: Optional[bytes] = None
+                 ) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
+        """(line 1 length, edits, growth, problem or None)."""
+        key = str(path)
+        if key in self.memo:
+            return self.memo[key]
+        self.stack.add(key)
+        try:
+            result = self._rewrite(path, line)
+        finally:
+            self.stack.discard(key)
+        self.memo[key] = result
+        return result
+
+    def _parent_shift(self, base: Dict[str, Any]) -> int:
+        parent = base.get("thread_id")  # a history key: the parent's thread id, or a segment's uuid
+        rf = self.by_key.get(parent.lower()) if isinstance(parent, str) else None
+        if rf is None or rf.key in self.stack:
+            return 0
+        old_len, _edits, growth, _ = self.for_file(rf.path)
+        end = base.get("end_byte_offset")
+        if not isinstance(end, int) or end < old_len + 1:
+            return 0
+        return growth
+
+    def _rewrite(self, path: Path, line: Optional[bytes]
+                 ) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
+        err = None
+        if line is None:
+            line, err = read_line1(path)
+        if line is None:
+            return 0, (), 0, err
+        forked = b'"history_base"' in line
+        if not forked and not any(n in line for n in self.needles):
+            return len(line), (), 0, None  # nothing to change: no JSON decoding of ~20 KB
+        payload = _payload(line, whole=forked)
+        if payload is None:
+            return len(line), (), 0, None  # not a session_meta: copied as is
+        changes: List[Tuple[str, Any, Any]] = [(key, old, new) for _h, key, old, new in folder_changes(
+            {"type": "session_meta", "payload": payload}, self.remaps)]
+        base = payload.get("history_base")
+        shift = self._parent_shift(base) if isinstance(base, dict) else 0
+        if shift:
+            changes.append(("history_base", base, dict(base, end_byte_offset=base["end_byte_offset"] + shift)))
+        if not changes:
+            return len(line), (), 0, None
+        edit = plan_fields(line, {k: (old, v) for k, old, v in changes})  # the one finder; the copy checks it
+        if edit.problem:
+            return len(line), (), 0, f"{edit.problem}: left as is"
+        return len(line), tuple(changes), edit.growth, None
+
+
+def _meta(line: bytes) -> SessionMeta:
+    """What load_session_meta tells, from a line already read (decoding only its head when it can)."""
+    at = line.find(b',"base_instructions":')
+    if at > 0 and line.endswith(b"}"):
+        meta = parse_session_meta(line[:at] + b"}}")
+        if meta.error is None and meta.has_provider:
+            return meta
+    return parse_session_meta(line)
+
+
+def _payload(line: bytes, whole: bool) -> Optional[Dict[str, Any]]:
+    """session_meta's payload; only the part before the ~20 KB base_instructions is decoded when
+    that is a whole object (Codex writes id, cwd and the workspace roots first)."""
+    at = -1 if whole else line.find(b',"base_instructions":')
+    for text in ((line[:at] + b"}}") if at > 0 else None, line):
+        if text is None:
+            continue
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("type") == "session_meta" and isinstance(obj.get("payload"), dict):
+            return obj["payload"]
+    return None
+
+
+def _title(row: Optional[Dict[str, Any]], names: Dict[str, str], tid: str) -> Tuple[str, Optional[str]]:
+    name = None
+    if row is not None and row.get("name"):
+        name = _text(row["name"])
+    name = name or names.get(tid)
+    title = ""
+    if row is not None:
+        title = _text(row.get("title") or row.get("preview") or row.get("first_user_message"))
+    return title, name
+
+
+def _primary(files: List[RolloutFile], row: Optional[Dict[str, Any]]) -> Tuple[Optional[RolloutFile], str]:
+    if row is not None:
+        base = os.path.basename(_text(row.get("rollout_path")).replace("\\", "/"))
+        named = [f for f in files if f.name == base]
+        if len(named) == 1:
+            return named[0], ""
+    plain = [f for f in files if "_" not in f.name]
+    if len(plain) == 1:
+        return plain[0], ""
+    if not plain:
+        return None, "only later segments of a reverted thread, no first rollout file"
+    return None, f"ambiguous: {len(plain)} rollout files carry this thread id in the source"
+
+
+def _digest_planned(fc: FileCopy, remapper: RolloutRemapper) -> Tuple[str, int]:
+    """sha256 and length of the bytes DEST would get."""
+    h = hashlib.sha256()
+    size = 0
+    for chunk in remapper.stream(fc.src):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _body_digest(path: Path, start: int) -> Tuple[str, int]:
+    """sha256 and length of a file from `start` on (everything after line 1)."""
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            h.update(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def _prefix_digest(path: Path, length: int, start: int = 0) -> Optional[str]:
+    h = hashlib.sha256()
+    left = length
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            while left > 0:
+                chunk = fh.read(min(_CHUNK, left))
+                if not chunk:
+                    return None
+                h.update(chunk)
+                left -= len(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str, remapper: RolloutRemapper
+                  ) -> Tuple[Optional[str], bool]:
+    """(None, same folders) when DEST already holds every file: the bytes an import writes, or
+    those followed by turns added since, or the same lines but for their folders (imported with
+    another remap); else (what differs, False)."""
+    theirs = {f.name: f for f in dest.index.by_thread.get(tid, [])}
+    same_folders = True
+    for fc in files:
+        other = theirs.get(fc.dst.name)
+        if other is None:
+            return f"DEST has this thread id without the file {fc.dst.name}", False
+        want, size = _digest_planned(fc, remapper)
+        if _prefix_digest(other.path, size) == want:
+            continue
+        if not _same_but_folders(fc.src, other.path):
+            return f"DEST's {safe_str(other.path)} holds other content", False
+        same_folders = False
+    return None, same_folders
+
+
+def _same_but_folders(src: Path, dst: Path) -> bool:
+    """Every line of SRC's file is in DEST's, in order, equal but for the folder records an import
+    may remap (rollout_edit.FOLDER_RECORDS; DEST may go on with turns added since)."""
+    try:
+        with open(src, "rb") as a, open(dst, "rb") as b:
+            for mine in a:
+                theirs = b.readline()
+                if mine == theirs:
+                    continue
+                if not (mine.endswith(b"\n") and theirs.endswith(b"\n")):
+                    return False
+                mine_obj, theirs_obj = _without_folders(mine), _without_folders(theirs)
+                if mine_obj is None or mine_obj != theirs_obj:
+                    return False
+    except OSError:
+        return False
+    return True
+
+
+def _without_folders(line: bytes) -> Optional[Dict[str, Any]]:
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return without_folders(obj) if isinstance(obj, dict) else None
+
+
+class RowBuilder:
+    """A thread's DEST row: from SRC's row (only the columns DEST has), or as Codex's backfill
+    would build it from the rollout, with this import's path, folder, archive state and name."""
+
+    def __init__(self, src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap]) -> None:
+        self.src = src
+        self.remaps = list(remaps)
+        self.dest_cols = [c for c, _nn, _d in dest.columns]
+        self.needed = [c for c, nn, has_default in dest.columns if nn and not has_default]
+
+    def build(self, tid: str, primary: RolloutFile, primary_dst: str, name: Optional[str],
+              use_src_row: bool) -> Tuple[Dict[str, Any], str, str]:
+        """(the row, where it came from, the folder before the remap)."""
+        src_row = self.src.row(tid) if use_src_row else None
+        base, row_from = self._base(src_row, primary, tid)
+        cwd = _text(base.get("cwd")) or (load_session_meta(primary.path).cwd or "")
+        row = {c: base[c] for c in self.dest_cols if c in base}
+        row.update({"id": _text(row.get("id")) or tid, "rollout_path": primary_dst,
+                    "cwd": remap(cwd, self.remaps), "archived": int(primary.archived)})
+        if "archived_at" in self.dest_cols:
+            row["archived_at"] = (row.get("archived_at") or int(os.stat(primary.key).st_mtime)) \
+                if primary.archived else None
+        for c in DROPPED_REFERENCES:
+            if c in row:
+                row[c] = None
+        if name and "name" in self.dest_cols:
+            row["name"] = name
+        return row, row_from, cwd
+
+    def _base(self, src_row: Optional[Dict[str, Any]], primary: RolloutFile, tid: str) -> Tuple[Dict[str, Any], str]:
+        """Every NOT NULL column DEST needs, and the columns an older source schema lacks (an
+        empty preview hides a thread), come from the rollout."""
+        if src_row is None:
+            return row_from_rollout(primary.path, tid, primary.archived, self.src.provider), "rollout"
+        lacking = [c for c in self.dest_cols if c not in src_row and c in ROLLOUT_COLUMNS]
+        missing = [c for c in self.needed if src_row.get(c) is None]
+        if not (lacking or missing):
+            return src_row, "source row"
+        scanned = row_from_rollout(primary.path, tid, primary.archived, self.src.provider)
+        for c in lacking + missing:
+            if scanned.get(c) is not None:
+                src_row[c] = scanned[c]
+        return src_row, "source row (older schema, filled from the rollout)"
+
+
+def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (),
+                thread_ids: Sequence[str] = ()) -> ImportPlan:
+    """One pass over SRC's threads with dictionary look-ups into both walks."""
+    plan = ImportPlan(source=src.source, dest=dest.home, remaps=list(remaps),
+                      src_history_db=src.history_db, dest_history_db=dest.history_db, notes=list(src.notes))
+    all_ids = set(src.rows) | set(src.index.by_thread)
+    plan.threads_in_source = len(all_ids)
+    wanted = {t.lower() for t in thread_ids}
+    unknown = sorted(wanted - all_ids)
+    if unknown:
+        raise UserError(f"--thread-id {unknown[0]}: no such thread in the source")
+    selected = _with_fork_parents(src, wanted, dest) if wanted else {t: "in the source" for t in all_ids}
+    rewriter = Line1Rewriter(src, remaps)
+    plan.remapper = RolloutRemapper(rewriter)
+    builder = RowBuilder(src, dest, remaps)
+    taken: Set[str] = set()
+    made: Set[str] = set()
+    at = src.columns.index("created_at") if "created_at" in src.columns else -1
+    for tid in sorted(selected, key=lambda t: (_created(src, t, at), t)):
+        _plan_thread(plan, tid, selected[tid], src, dest, rewriter, builder, taken, made)
+    _suggest(plan, src, dest, remaps)
+    _plan_tables(plan, src, dest, remaps)
+    idx = src.index
+    if idx.skipped_links:
+        plan.notes.append(f"{len(idx.skipped_links)} symlinked folder(s) in the source were not followed "
+                          f"(e.g. {safe_str(idx.skipped_links[0])}): import from the folder they point at")
+    if idx.malformed or idx.unreadable:
+        plan.notes.append(f"{len(idx.malformed)} file(s) in the source's sessions folders are not rollout names "
+                          f"and {len(idx.unreadable)} could not be read: not imported")
+    if dest.history_db is None and any(t.history_turns for t in plan.imports):
+        plan.notes.append(f"DEST has no {HISTORY_DB} (a Codex before 0.160, such as 0.130, never makes one): "
+                          f"the rollouts and rows are imported, as that Codex reads them; their history rows "
+                          f"are not. A newer Codex opening this home later shows each paginated thread with "
+                          f"0 turns until it is resumed once (archived ones: unarchive first)")
+    return plan
+
+
+def _plan_tables(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap]) -> None:
+    """Each imported thread's project, section, pin, goal, sub-agent link, attachments, queued input
+    and read state (thread_tables.py), read from SRC's DB copies and matched against DEST's."""
+    folder = dest.home.state_db.path.parent
+    dest_dbs = {n: folder / n for n in (STATE_DB, GOALS_DB, QUEUE_DB)}
+    d = read_home({n: p for n, p in dest_dbs.items() if p.is_file()})
+    state = _find_db(plan.source.root, STATE_DB)
+    src_dbs: Dict[str, Optional[Path]] = {}
+    for name in (STATE_DB, GOALS_DB, QUEUE_DB):
+        copy = plan.source.scratch / "db" / name
+        original = (state.parent / name) if state is not None else plan.source.root / name
+        src_dbs[name] = copy if copy.is_file() else private_db_copy(original, plan.source.scratch)
+    s = read_home(src_dbs, connect=lambda p: sqlite3.connect(str(p)))
+    planner = Planner(s, d, lambda v: remap(v, remaps))
+    for t in plan.imports:
+        t.extras = planner.thread(t.thread_id)
+    plan.shared = planner.shared
+    plan.table_dbs = dict(d.dbs)
+
+
+def _created(src: SourceInputs, tid: str, at: int) -> int:
+    row = src.rows.get(tid)
+    v = row[at] if row is not None and at >= 0 else None
+    if isinstance(v, int):
+        return v
+    files = src.index.by_thread.get(tid)
+    return int(datetime.strptime(files[0].date, "%Y-%m-%d").timestamp()) if files else 0
+
+
+def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) -> Dict[str, str]:
+    """The chosen threads plus each fork's parent the child reads its start from (unless DEST has it)."""
+    out = {t: "chosen" for t in wanted}
+    todo = list(wanted)
+    while todo:
+        tid = todo.pop()
+        plain = [f for f in src.index.by_thread.get(tid, []) if "_" not in f.name]
+        if len(plain) != 1:
+            continue
+        if plain[0].compressed:  # read decompressed, as Codex reads it
+            from sessionkit.codexfiles.zstd import line1_of
+            line, err = line1_of(plain[0].key)
+            parent = (parse_session_meta(line) if line is not None else SessionMeta(error=err)).forked_from_id
+        else:
+            parent = load_session_meta(plain[0].path).forked_from_id
+        if parent and parent.lower() not in out and parent.lower() not in dest.rows \
+                and parent.lower() in src.index.by_thread:
+            out[parent.lower()] = f"parent of fork {tid}"
+            todo.append(parent.lower())
+    return out
+
+
+def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: DestInputs,
+                 rewriter: Line1Rewriter, builder: RowBuilder, taken: Set[str], made: Set[str]) -> None:
+    row = src.row(tid)
+    notes: List[str] = []
+    if row is not None and any(isinstance(v, BadText) for v in row.values()):
+        row = None
+        notes.append("its source row holds text that is not UTF-8: the row is rebuilt from the rollout")
+    title, name = _title(row, src.names, tid)
+    files = src.index.by_thread.get(tid, [])
+
+    def skip(reason: str, conflict: bool = False) -> None:
+        (plan.conflicts if conflict else plan.skipped).append(Skip(tid, name or title, reason))
+
+    if not files:
+        return skip("its rollout file is not in the source (a row alone cannot be read or resumed)")
+    if any(f.is_symlink for f in files):
+        return skip("a rollout file is a symlink (never followed)")
+    origin: Dict[str, str] = {}  # a compressed file's decompressed copy -> its key in the source
+    if any(f.compressed for f in files):
+        files, problem = _decompressed(plan, files, origin)
+        if problem:
+            return skip(problem)
+        notes.append("its rollout is zstd-compressed in the source: DEST gets it decompressed "
+                     "(as Codex's resume writes it)")
+    primary, problem = _primary(files, row)
+    if primary is None:
+        return skip(problem)
+    primary_line, err = read_line1(primary.path)  # read once: for the checks and for the rewrite
+    meta = _meta(primary_line) if primary_line is not None else SessionMeta(error=err)
+    problem = unusable_reason(primary, meta, tid)
+    if problem:
+        return skip(problem)
+    root = plan.source.root
+    copies: List[FileCopy] = []
+    prefix = str(root).rstrip(os.sep) + os.sep
+    dest_prefix = str(dest.home.root) + os.sep
+    primary_dst = ""
+    for rf in sorted(files, key=lambda f: f.key):
+        at = row_path_of(origin.get(rf.key, rf.key))
+        rel = at[len(prefix):].replace(os.sep, "/") if at.startswith(prefix) else ""
+        if not rel.startswith(("sessions/", "archived_sessions/")) or "/../" in rel:
+            return skip(f"{safe_str(rf.key)} is not under the source's sessions folders")
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            return skip(f"{safe_str(rel)}: a folder name that is not UTF-8 (no DB row can name it)")
+        dst_str = dest_prefix + rel.replace("/", os.sep)
+        if rf is primary:
+            primary_dst = dst_str
+        st = os.stat(rf.key)
+        old_len, edits, growth, issue = rewriter.for_file(Path(rf.key), primary_line if rf is primary else None)
+        if issue:
+            notes.append(f"{rf.name}: {issue}")
+        m = ROLLOUT_NAME.match(rf.name)
+        key = (m.group("rollout") or m.group("thread")).lower() if m else tid
+        copies.append(FileCopy(rf.key, dst_str, rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
+    if tid in dest.rows or tid in dest.index.by_thread:
+        assert plan.remapper is not None
+        differs, same_line1 = _same_as_dest(copies, dest, tid, plan.remapper) if tid in dest.rows else \
+            ("DEST has a rollout with this id but no row", False)
+        if differs is None:
+            return skip("already in DEST (the same thread)" if same_line1 else
+                        "already in DEST (the same thread; its folders differ, imported with another remap?)")
+        return skip(f"DEST already has a different thread with this id ({differs})", conflict=True)
+    for fc in copies:
+        if fc.dst_key in taken or fc.dst_key in dest.index.by_path or os.path.lexists(fc.dst_key):
+            return skip(f"{safe_str(fc.dst)} already exists in DEST", conflict=True)
+        if fc.key in dest.history_keys:
+            return skip(f"DEST's {HISTORY_DB} already has rows for {fc.key}", conflict=True)
+    archived = primary.archived
+    built, row_from, cwd_before = builder.build(tid, primary, primary_dst, name, row is not None)
+    for fc in copies:
+        taken.add(fc.dst_key)
+        _plan_dirs(plan, Path(os.path.dirname(fc.dst_key)), dest.home.root, made)
+    turns = sum(src.history_turns.get(fc.key, 0) for fc in copies)
+    if src.history_db is not None and turns == 0 and _text(built.get("history_mode")) == "paginated":
+        notes.append("the source keeps no history rows for it: " + (
+            "it reads 0 turns until resumed once" if not archived else
+            "archived, so it reads 0 turns and cannot be resumed until unarchived"))
+    plan.imports.append(ThreadImport(
+        thread_id=_text(built["id"]), files=copies, builder=builder, primary=primary, primary_dst=primary_dst,
+        use_src_row=row is not None, row_from=row_from, title=title, name=name,
+        created=built.get("created_at") if isinstance(built.get("created_at"), int) else None,
+        cwd_before=cwd_before, cwd_after=built["cwd"], archived=archived,
+        provider=meta.model_provider or _text(built.get("model_provider")), history_turns=turns,
+        why=why, notes=notes))
+
+
+def _decompressed(plan: ImportPlan, files: List[RolloutFile], origin: Dict[str, str]
+                  ) -> Tuple[List[RolloutFile], Optional[str]]:
+    """A thread's files with each compressed one replaced by its decompressed copy in the private
+    scratch folder (mtime kept): DEST gets the `.jsonl`, the source is never written."""
+    from sessionkit.codexfiles.zstd import missing_reason, open_zst, digest_stream
+    why = missing_reason()
+    if why:
+        return files, why
+    out: List[RolloutFile] = []
+    for rf in files:
+        if not rf.compressed:
+            out.append(rf)
+            continue
+        folder = plan.source.scratch / "decompressed" / rf.thread_id
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+        dst = folder / row_path_of(rf.name)
+        try:
+            fd = os.open(str(dst), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | host.BINARY, 0o600)
+            try:
+                with open_zst(rf.key) as fh:
+                    digest_stream(fh, fd)
+            finally:
+                os.close(fd)
+            st = os.stat(rf.key)
+            os.utime(str(dst), ns=(st.st_mtime_ns, st.st_mtime_ns))
+        except OSError as exc:
+            return files, f"the zstd-compressed rollout does not decompress ({exc.strerror or exc})"
+        copy = RolloutFile(key=str(dst), archived=rf.archived, thread_id=rf.thread_id, date=rf.date,
+                           compressed=False, is_symlink=False)
+        origin[copy.key] = rf.key
+        out.append(copy)
+    return out, None
+
+
+def _plan_dirs(plan: ImportPlan, folder: Path, root: Path, made: Set[str]) -> None:
+    """Folders DEST lacks, parents first; `made` remembers every folder already seen."""
+    chain = []
+    while folder != root and str(folder) not in made and not folder.exists():
+        chain.append(folder)
+        folder = folder.parent
+    made.add(str(folder))
+    for d in reversed(chain):
+        made.add(str(d))
+        plan.mkdirs.append(d)
+
+
+def _user_home(codex_home: str) -> Optional[str]:
+    norm = codex_home.replace("\\", "/").rstrip("/")
+    return norm.rsplit("/", 1)[0] if norm.endswith("/.codex") else None
+
+
+def _suggest(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap]) -> None:
+    """The old user home from SRC's rows' rollout_path, when the cwds are under it; and the
+    provider migration when the imported threads are on another provider than DEST's."""
+    root = dest.home.root
+    if not remaps:
+        at = src.columns.index("rollout_path") if "rollout_path" in src.columns else -1
+        olds = home_prefix_counts((_text(r[at]) for r in src.rows.values()), root) if at >= 0 else None
+        if olds:
+            old_home = olds.most_common(1)[0][0]
+            old_user, new_user = _user_home(old_home), _user_home(str(root))
+            cwds = [t.cwd_before for t in plan.imports]
+            if old_user and new_user and old_user != new_user and any(has_prefix(c, old_user) for c in cwds):
+                n = sum(1 for c in cwds if has_prefix(c, old_user))
+                plan.suggested_remap_args = ["--remap-prefix", f"{old_user}={new_user}"]
+                plan.suggested_remap = args_text(plan.suggested_remap_args)
+                plan.notes.append(f"{n} thread(s) were made in folders under {safe_str(old_user)} (the old "
+                                  f"user home); with {plan.suggested_remap} they list under the same folders here")
+    current = dest.home.config.model_provider
+    others: Dict[str, int] = {}
+    for t in plan.imports:
+        if t.provider and t.provider != current:
+            others[t.provider] = others.get(t.provider, 0) + 1
+    if others:
+        listed = ", ".join(f"{p} ({n})" for p, n in sorted(others.items()))
+        plan.provider_args = ["--target-provider", current] + [
+            w for p in sorted(others) for w in ("--from-provider", p)] + ["--include-archived"]
+        plan.provider_command = args_text(["provider_migrate.py", *plan.provider_args])
+        plan.provider_hint = (f"{sum(others.values())} imported thread(s) are on another provider than this "
+                              f"home's {shown(current)!r}: {shown(listed)}. The editors list only "
+                              f"{shown(current)!r}; after the import run {plan.provider_command}")
+
+
+def _local(ts: Optional[int]) -> str:
+    if not ts:
+        return ""
+    try:
+        return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):
+        return ""
+
+
+def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
+    """The report a person reads before --apply: titles, dates and folders, not only ids."""
+    imp = plan.imports
+    return {
+        "source": safe_str(plan.source.origin), "source_kind": plan.source.kind,
+        "source_home": safe_str(plan.source.root) if plan.source.kind == "folder" else None,
+        "threads_in_source": plan.threads_in_source,
+        "to_import": len(imp), "to_import_active": sum(1 for t in imp if not t.archived),
+        "to_import_archived": sum(1 for t in imp if t.archived),
+        "already_present": sum(1 for s in plan.skipped if s.reason.startswith("already in DEST")),
+        "skipped": len(plan.skipped), "conflicts": len(plan.conflicts),
+        "files_to_copy": sum(len(t.files) for t in imp),
+        "bytes_to_copy": sum(fc.new_size for t in imp for fc in t.files),
+        "line1_rewrites": sum(1 for t in imp for fc in t.files if fc.edits),
+        "history_turns_to_copy": sum(t.history_turns for t in imp),
+        "folders_to_create": len(plan.mkdirs),
+        "remaps": [f"{o}={n}" for o, n in plan.remaps],
+        "remapped_threads": sum(1 for t in imp if t.cwd_before != t.cwd_after),
+        "suggested_remap": plan.suggested_remap, "provider_hint": plan.provider_hint,
+        "suggested_provider_migration": plan.provider_command,
+        "notes": plan.notes,
+        "imports_sample": [{
+            "thread_id": t.thread_id, "name": t.name, "title": t.title[:100], "created": _local(t.created),
+            "folder": safe_str(t.cwd_after), "folder_before": safe_str(t.cwd_before), "archived": t.archived,
+            "provider": t.provider, "files": [fc.rel for fc in t.files], "history_turns": t.history_turns,
+            "row_from": t.row_from, "why": t.why, "notes": t.notes,
+            "comes_with": summary(t.extras.brings) if t.extras else [],
+            "cannot_bring": t.extras.cannot if t.extras else []} for t in imp[:sample]],
+        "comes_with": summary([b.split(" '")[0] for t in imp if t.extras for b in t.extras.brings]),
+        "cannot_bring": sum(len(t.extras.cannot) for t in imp if t.extras),
+        "skipped_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}
+                           for s in plan.skipped[:sample]],
+        "conflicts_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}
+                             for s in plan.conflicts[:sample]],
+    }
+
+
+def shift_offsets(table: str, row: Dict[str, Any], fc: FileCopy, remapper: RolloutRemapper) -> Dict[str, Any]:
+    """A history row with its byte offsets valid for DEST's copy of the file."""
+    cols = OFFSET_COLUMNS.get(table, ())
+    if not cols:
+        return row
+    out = dict(row)
+    for col in cols:
+        v = out.get(col)
+        if isinstance(v, int):
+            out[col] = remapper.moved(fc.src, v)
+    return out
+
+
+def history_rows(plan: ImportPlan, dest_columns: Dict[str, List[str]]) -> Dict[str, Dict[str, List[Dict[str, Any]]]]:
+    """thread id -> table -> rows to insert into DEST's thread_history_1 (only the columns DEST has),
+    one SELECT per table over SRC's private copy."""
+    out: Dict[str, Dict[str, List[Dict[str, Any]]]] = {}
+    if plan.src_history_db is None or not plan.imports:
+        return out
+    remapper = plan.remapper
+    assert remapper is not None
+    by_key: Dict[str, Tuple[str, FileCopy]] = {}
+    for t in plan.imports:
+        for fc in t.files:
+            by_key[fc.key] = (t.thread_id, fc)
+    conn = sqlite3.connect(str(plan.src_history_db))
+    try:
+        for table in HISTORY_TABLES:
+            cols = dest_columns.get(table) or []
+            src_cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            use = [c for c in src_cols if c in cols]
+            if "thread_id" not in use:
+                continue
+            cur = conn.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in use)} FROM {table}")
+            for values in cur:
+                rec = dict(zip(use, values))
+                hit = by_key.get(str(rec["thread_id"]).lower())
+                if hit is None:
+                    continue
+                tid, fc = hit
+                out.setdefault(tid, {}).setdefault(table, []).append(shift_offsets(table, rec, fc, remapper))
+    finally:
+        conn.close()
+    return out

@@ -1,0 +1,326 @@
+"""Plan and apply a provider migration that real Codex 0.169 keeps: DB row and line 1 together."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from sessionkit.codexfiles.locks import explain_live
+from sessionkit.diagnose.snapshot import AuditInputs
+from sessionkit.codexfiles.history_offsets import history_db_path, read_offsets, threads_with_offsets
+from sessionkit.codexfiles.rollout_index import not_unicode, unusable_reason
+from sessionkit.codexfiles.rollout_edit import LineEdit, plan_fields
+from sessionkit.runlog.ops import Line1Rewrite, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowUpdate
+from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
+from sessionkit.fixes.forks import fork_rewrites
+from sessionkit.ui.progress import Progress
+from sessionkit.codexfiles.reasoning import count_encrypted
+from sessionkit.codexfiles.paths import is_inside, safe_str
+from sessionkit.codexfiles.statedb import open_readonly, unbindable
+from sessionkit.runlog.writerun import execute
+from sessionkit.fixes.compressed import decompress_first
+from sessionkit.codexfiles.zstd import compressed_count, line1_of
+
+
+@dataclass
+class ProviderChange:
+    thread_id: str
+    old_provider: str  # the DB row's value
+    path: Optional[Path]
+    edit: Optional[LineEdit]  # None: the DB row only
+    db_change: bool
+    mtime_ns: int = 0
+    offsets: Optional[Tuple[list, int]] = None  # set when line 1 grows on a paginated thread
+
+
+@dataclass
+class MigrationPlan:
+    target: str
+    target_source: str
+    target_known: bool
+    db_only: bool
+    changes: List[ProviderChange] = field(default_factory=list)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    distribution_before: Dict[str, int] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    others: List["OtherDbChanges"] = field(default_factory=list)  # every other state DB of the home
+    graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the changed rollouts
+    forks_moved: int = 0  # forks whose history_base moves with a growing parent
+
+
+@dataclass
+class OtherDbChanges:
+    """Another state DB indexing this home's rollouts (the desktop app's <home>/sqlite/state_5.sqlite):
+    its rows of the migrated threads, each with the provider it holds now."""
+    db: Path
+    providers: Dict[str, str] = field(default_factory=dict)  # thread id -> its provider there
+
+
+def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[str, int]:
+    c = Counter(r.model_provider for r in rows if include_archived or not r.archived)
+    return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def provider_edit(path: str, old: Optional[str], new: str) -> LineEdit:
+    """Line 1's model_provider swapped, as the one editor plans it (the write checks it again)."""
+    line, err = line1_of(path)  # a compressed rollout is read decompressed
+    if line is None:
+        return LineEdit(problem=f"line 1 unreadable ({err})")
+    return plan_fields(line, {"model_provider": (old, new)})
+
+
+def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
+                   from_providers: Sequence[str] = (), thread_ids: Sequence[str] = (),
+                   include_archived: bool = False, db_only: bool = False) -> MigrationPlan:
+    """Which threads change, how, and which are skipped and why; reads nothing more than gather did."""
+    cfg = inputs.home.config
+    plan = MigrationPlan(target=target or cfg.model_provider,
+                         target_source="--target-provider" if target else cfg.provider_source,
+                         target_known=cfg.knows_provider(target or cfg.model_provider), db_only=db_only)
+    if not plan.target_known:
+        plan.warnings.append(f"provider {plan.target!r} has no [model_providers.{plan.target}] entry in "
+                             f"config.toml and is not built in: resuming these threads will fail")
+    if db_only:
+        plan.warnings.append("--db-only changes only the DB rows; Codex 0.169 re-reads line 1 of each "
+                             "rollout on the next default listing, hides the threads again and writes "
+                             "the old provider back")
+    plan.distribution_before = _active_distribution(inputs.rows, include_archived)
+    wanted = {t.lower() for t in thread_ids}
+    froms = set(from_providers)
+    live = {t.lower() for t in inputs.activity.live_threads}
+    root = inputs.home.root
+    hist_threads: Set[str] = set()
+    hist_conn: Optional[sqlite3.Connection] = None
+    hist_path = history_db_path(inputs.home.state_db.path)
+    if hist_path.is_file() and not db_only:
+        hist_conn = open_readonly(hist_path)
+        try:
+            hist_threads = threads_with_offsets(hist_conn)
+        except sqlite3.DatabaseError:
+            hist_threads = set()
+    try:
+        for row in sorted(inputs.rows, key=lambda r: r.id):
+            tid = row.id.lower()
+            if wanted and tid not in wanted:
+                continue
+            if row.archived and not include_archived:
+                continue
+            if froms and row.model_provider not in froms:
+                continue
+            rf = inputs.index.by_path.get(row.rollout_path)
+            meta = inputs.meta_for(rf) if rf else None
+            line1_provider = meta.model_provider if (meta and meta.error is None and meta.has_provider) else None
+            if row.model_provider == plan.target and (db_only or line1_provider in (None, plan.target)):
+                continue
+            if tid in live:
+                plan.skipped.append((row.id, explain_live("live thread (its writer lock is held): never touched",
+                                                           inputs.activity, row.id)))
+                continue
+            bad = unbindable((row.id, row.model_provider))
+            if bad:
+                plan.skipped.append((row.id, f"row left alone: it holds {bad}"))
+                continue
+            if db_only:
+                plan.changes.append(ProviderChange(row.id, row.model_provider, None, None, True))
+                continue
+            if rf is None:
+                why = "rollout_path is outside this Codex home" if not is_inside(Path(row.rollout_path), root) \
+                    else "rollout file missing"
+                plan.skipped.append((row.id, f"{why}: run session_repair.py first"))
+                continue
+            assert meta is not None
+            problem = unusable_reason(rf, meta, tid)
+            if problem is None and not_unicode(rf.key):
+                problem = f"{safe_str(rf.key)} is not a valid UTF-8 path (cannot be journaled)"
+            if problem:
+                plan.skipped.append((row.id, problem))
+                continue
+            edit = None
+            if meta.has_provider and line1_provider != plan.target:
+                edit = provider_edit(rf.key, line1_provider, plan.target)  # read again: only the files to rewrite
+                if edit.problem:
+                    plan.skipped.append((row.id, edit.problem))
+                    continue
+            try:
+                mtime_ns = os.stat(rf.path).st_mtime_ns
+            except OSError as exc:
+                plan.skipped.append((row.id, f"cannot stat the rollout ({exc.strerror or exc})"))
+                continue
+            change = ProviderChange(row.id, row.model_provider, Path(rf.row_path), edit,  # .jsonl: decompressed first
+                                    db_change=row.model_provider != plan.target, mtime_ns=mtime_ns)
+            if edit is not None and edit.growth:
+                if hist_conn is not None and tid in hist_threads:
+                    change.offsets = read_offsets(hist_conn, row.id)
+            plan.changes.append(change)
+    finally:
+        if hist_conn is not None:
+            hist_conn.close()
+    _plan_other_dbs(plan, inputs, include_archived, froms)
+    growing = [c.path for c in plan.changes if c.edit is not None and c.edit.growth and c.path is not None]
+    if growing and any(inputs.meta_for(rf).forked_from_id for rf in inputs.index.files):
+        plan.graph = graph_of(inputs)  # forks' line 1 read only when a fork exists
+        plan.forks_moved = len(members(plan.graph, growing))
+    return plan
+
+
+def _plan_other_dbs(plan: MigrationPlan, inputs: AuditInputs, include_archived: bool, froms: Set[str]) -> None:
+    """The same threads in every other state DB get the target provider too; rows only such a DB
+    has are named in a warning (the rollout's line 1 is shared, its row there is not)."""
+    from sessionkit.fixes.repair import other_state_dbs
+    from sessionkit.codexfiles.statedb import load_threads
+    wanted = {c.thread_id.lower(): c for c in plan.changes}
+    used = {r.id.lower() for r in inputs.rows}
+    for db in other_state_dbs(inputs.home):
+        other = OtherDbChanges(db)
+        only_here = 0
+        for row in load_threads(db):
+            tid = row.id.lower()
+            if tid in wanted and row.model_provider != plan.target:
+                other.providers[wanted[tid].thread_id] = row.model_provider
+            elif tid not in used and row.model_provider != plan.target and (include_archived or not row.archived) \
+                    and (not froms or row.model_provider in froms):
+                only_here += 1
+        if other.providers:
+            plan.others.append(other)
+        if only_here:
+            plan.warnings.append(f"{only_here} thread(s) of {safe_str(db)} have no row in the used DB and are not "
+                                 f"migrated there: run again with --sqlite-home {safe_str(db.parent)}")
+
+
+def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "old_provider", "new_provider", "ts"])
+    for c in plan.changes:
+        w.writerow([c.thread_id, c.old_provider, plan.target, ts])
+    return buf.getvalue().encode("utf-8")
+
+
+def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan, reset: Sequence[str] = ()) -> List[Op]:
+    """The plan as typed operations: each thread's line 1, then offsets and rows (files before DBs),
+    in the used DB and in every other state DB of the home (and their history DBs). A growing
+    rollout's forks follow it (their history_base moves with it), parents before forks. `reset`:
+    threads whose rows in `hist_path` the same run deletes (a history reset): nothing to shift."""
+    reset_ids = {t.lower() for t in reset}
+    hists = []
+    for db in ([] if plan.db_only else [home_db] + [o.db for o in plan.others]):
+        hp = hist_path if db == home_db else history_db_path(db)
+        if hp.is_file():
+            conn = open_readonly(hp)
+            hists.append((hp, conn, threads_with_offsets(conn)))
+    graph = plan.graph
+    group = members(graph, [c.path for c in plan.changes if c.edit is not None and c.edit.growth
+                            and c.path is not None]) if graph is not None else {}
+    changes = {c.thread_id: c for c in plan.changes}
+    own: Dict[str, RolloutRewrite] = {}
+    rewrites: Dict[str, RolloutEdit] = {}
+    for c in plan.changes:
+        if c.edit is not None and c.path is not None:
+            if str(c.path) in group:
+                own[str(c.path)] = RolloutRewrite(c.thread_id, str(c.path), {"model_provider": plan.target}, [],
+                                                  expect_mtime_ns=c.mtime_ns)
+            else:
+                rewrites[c.thread_id] = Line1Rewrite(c.thread_id, str(c.path), {"model_provider": plan.target},
+                                                     expect_mtime_ns=c.mtime_ns)
+    ops: List[Op] = []
+
+    def emit(tid: str, rw: Optional[RolloutEdit]) -> None:
+        if rw is not None:
+            ops.append(rw)
+            for hp, conn, with_offsets in hists:  # re-read under the writer lock when prepared
+                if tid in with_offsets and not (hp == hist_path and tid.lower() in reset_ids):
+                    ops.append(OffsetShift.following(str(hp), rw, read_offsets(conn, tid)))
+        c = changes.get(tid)
+        if c is None:
+            return
+        if c.db_change:
+            ops.append(RowUpdate(str(home_db), "threads", {"id": c.thread_id},
+                                 {"model_provider": c.old_provider}, {"model_provider": plan.target}, c.thread_id))
+        for other in plan.others:
+            if c.thread_id in other.providers:
+                ops.append(RowUpdate(str(other.db), "threads", {"id": c.thread_id},
+                                     {"model_provider": other.providers[c.thread_id]},
+                                     {"model_provider": plan.target}, c.thread_id))
+    try:
+        for c in plan.changes:
+            if c.path is not None and str(c.path) in group:
+                continue  # emitted with the parent it follows
+            rw = rewrites.get(c.thread_id)
+            emit(c.thread_id, rw)
+            if rw is not None and graph is not None and graph.forks_into(Path(rw.path)):
+                for fork_rw in fork_rewrites(graph, rw, own):
+                    assert fork_rw.thread_id is not None
+                    emit(fork_rw.thread_id, fork_rw)
+    finally:
+        for _hp, conn, _w in hists:
+            conn.close()
+    return ops
+
+
+def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = False,
+                    progress: Optional[Progress] = None) -> Dict[str, Any]:
+    """Run the plan's ops through the one executor: journaled, writer-locked, one transaction per DB."""
+    home = inputs.home
+    hist_path = history_db_path(home.state_db.path)
+    ts = datetime.now().isoformat(timespec="seconds")
+    ops = migration_ops(home.state_db.path, hist_path, plan)
+    pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
+    r = execute(home, "provider_migration", ops, manifest_csv(plan, ts), force, progress)
+    plan.skipped.extend(r.skipped)
+    hist_backup = r.backups.get(str(hist_path))
+    return {"run_dir": str(r.run_dir), "db_backup": str(r.backups.get(str(home.state_db.path), "")) or None,
+            "history_backup": str(hist_backup) if hist_backup else None,
+            "manifest_csv": str(r.manifest), "journal": str(r.journal),
+            "line1_rewritten": r.applied["line1"] + r.applied["rollout_rewrite"], "updated_rows": r.applied["row_update"],
+            "rows_per_db": {safe_str(db): n for db, n in r.rows.items() if not db.endswith("thread_history_1.sqlite")},
+            "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
+            "provider_distribution_after": provider_counts(home.state_db.path),
+            "rollback": r.rollback_command(home), "decompression": pre}
+
+
+def provider_counts(db: Path) -> Dict[str, int]:
+    """Rows per provider, counted by SQLite: no second copy of every row in memory."""
+    conn = open_readonly(db)
+    try:
+        rows = conn.execute("SELECT model_provider, count(*) FROM threads GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
+    finally:
+        conn.close()
+    return {str(p): int(n) for p, n in rows}
+
+
+def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
+    encrypted, unread = count_encrypted((c.thread_id, c.path) for c in plan.changes)
+    warnings = list(plan.warnings)
+    if encrypted:
+        warnings.append(f"{len(encrypted)} of the {len(plan.changes)} thread(s) carry encrypted reasoning from "
+                        "their old provider or login: they will list and read, but continuing one may fail "
+                        "with invalid_encrypted_content (no storage change fixes that)")
+    return {
+        "encrypted_reasoning": {"threads": len(encrypted), "sample": encrypted[:sample],
+                                "unreadable": len(unread)},
+        "target_provider": plan.target,
+        "target_source": plan.target_source,
+        "target_configured": plan.target_known,
+        "db_only": plan.db_only,
+        "candidates": len(plan.changes),
+        "line1_rewrites": sum(1 for c in plan.changes if c.edit is not None),
+        "line1_growing": sum(1 for c in plan.changes if c.edit is not None and c.edit.growth),
+        "forks_moved": plan.forks_moved,
+        "decompress_first": compressed_count(c.path for c in plan.changes if c.edit is not None),
+        "row_updates": sum(1 for c in plan.changes if c.db_change),
+        "other_dbs": [{"db": safe_str(o.db), "row_updates": len(o.providers)} for o in plan.others],
+        "skipped": len(plan.skipped),
+        "skipped_sample": [{"thread_id": t, "reason": r} for t, r in plan.skipped[:sample]],
+        "provider_distribution_before": plan.distribution_before,
+        "sample": [{"thread_id": c.thread_id, "old_provider": c.old_provider, "new_provider": plan.target,
+                    "line1": "rewrite" + (f" (+{c.edit.growth} bytes)" if c.edit.growth else " (same length)")
+                    if c.edit else "unchanged", "path": safe_str(c.path) if c.path else None}
+                   for c in plan.changes[:sample]],
+        "warnings": warnings,
+    }

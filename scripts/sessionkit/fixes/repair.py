@@ -1,0 +1,774 @@
+"""Plan and apply a repair: stale paths, moved homes, archived threads, unindexed rollouts."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from sessionkit import UserError
+from sessionkit.diagnose.audit import classify_orphan
+from sessionkit.codexfiles.locks import explain_live
+from sessionkit.diagnose.snapshot import AuditInputs
+from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index
+from sessionkit.ui.progress import Progress
+from sessionkit.codexfiles.paths import home_prefix_counts, is_inside, resolves_inside, safe_str
+from sessionkit.codexfiles.rollout_edit import Remap, parse_remaps, plan_file, remap  # noqa: F401  (parse_remaps: the scripts')
+from sessionkit.codexfiles.rollout_index import RolloutFile, file_path_for, not_unicode, row_path_of, unusable_reason
+from sessionkit.codexfiles.rollout_scan import Unimportable, row_from_rollout
+from sessionkit.runlog.ops import Mkdir, Move, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
+from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
+from sessionkit.fixes.forks import fork_rewrites
+from sessionkit.codexfiles.statedb import ThreadRow, open_readonly, thread_columns, unbindable
+from sessionkit.runlog.writerun import execute
+from sessionkit.fixes.compressed import decompress_first
+from sessionkit.codexfiles.zstd import compressed_count
+from sessionkit.fixes.project_remap import remap_plan_ops as project_roots_plan
+
+
+@dataclass
+class MovePlan:
+    thread_id: str
+    src: Path
+    dst: Path
+    why: str  # "fix path" or "unarchive"
+    keep_mtime: bool  # False for unarchive: Codex sets the mtime to now
+
+
+@dataclass
+class RowChange:
+    thread_id: str
+    old: Dict[str, Any]
+    new: Dict[str, Any]
+    why: List[str]
+
+
+@dataclass
+class RepairPlan:
+    moves: List[MovePlan] = field(default_factory=list)
+    rows: List[RowChange] = field(default_factory=list)
+    inserts: List[Dict[str, Any]] = field(default_factory=list)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
+    suggested_remap: Optional[str] = None
+    fix_paths: bool = True
+    unarchive: bool = True
+    archived_before: int = 0
+    remaps: List[Remap] = field(default_factory=list)  # applied to line 1 and symlinks too
+    rewrites: List["RolloutPlan"] = field(default_factory=list)  # rollouts whose folders are remapped
+    graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the remapped rollouts
+    forks_moved: int = 0  # forks whose history_base moves with a growing parent
+    others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
+    links: List[Tuple[str, str, str]] = field(default_factory=list)  # (link, target, new target) re-pointed
+    project_ops: List[Op] = field(default_factory=list)  # project_roots moved by --remap-prefix (project_remap.py)
+    projects: Dict[str, Any] = field(default_factory=dict)  # what the report says about them
+
+    def has_work(self) -> bool:
+        return bool(self.moves or self.rows or self.inserts or self.others or self.links or self.project_ops)
+
+
+@dataclass
+class RolloutPlan:
+    """A remapped thread's rollout: line 1's fields and the cwd of its later lines (read in full)."""
+    thread_id: str
+    path: Path
+    set: Dict[str, Any]
+    cwd_lines: int
+    grows: bool
+
+
+@dataclass
+class OtherDbPlan:
+    """Row changes for another state DB indexing this home's rollouts (the desktop app's
+    <home>/sqlite/state_5.sqlite): the used DB's changes applied to its rows too."""
+    db: Path
+    rows: List[RowChange] = field(default_factory=list)
+    inserts: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def _sane_target(path: Path, root: Path) -> bool:
+    """A place we may create a rollout: under sessions/ or archived_sessions/, resolving inside the home."""
+    text = str(path)
+    if not path.is_absolute() or "\x00" in text or "\n" in text:
+        return False
+    if not (is_inside(path, root / "sessions") or is_inside(path, root / "archived_sessions")):
+        return False
+    parent = path.parent
+    while not parent.exists() and parent != root:
+        parent = parent.parent
+    return resolves_inside(parent, root)
+
+
+def move_problem(move: "MovePlan", root: Path) -> Optional[str]:
+    """Why this move may not happen (checked in the plan, so the dry-run shows it), or None."""
+    for end in (move.src, move.dst):
+        if not_unicode(str(end)):
+            return f"{safe_str(end)} is not a valid UTF-8 path (cannot be journaled)"
+    if not resolves_inside(move.src, root):
+        return f"{safe_str(move.src)} resolves outside the Codex home"
+    if not _sane_target(move.dst, root):
+        return (f"cannot move to {safe_str(move.dst)}: not a safe place inside sessions/ or archived_sessions/ "
+                f"(a folder on the way is a symlink out of the home, or the path holds odd characters)")
+    if os.path.lexists(str(move.dst)):
+        return f"{safe_str(move.dst)} already exists"
+    return None
+
+
+def _usable(rf: RolloutFile, inputs: AuditInputs, tid: str) -> Optional[str]:
+    """Why a found file cannot stand for this thread, or None when it can."""
+    return unusable_reason(rf, inputs.meta_for(rf), tid)  # a compressed file: usable when zstd reads here
+
+
+def unarchived_path(root: Path, rf: RolloutFile) -> Path:
+    y, m, d = rf.date.split("-")
+    return root / "sessions" / y / m / d / rf.name
+
+
+# Why a thread is left alone (each printed with the thread it names).
+NO_FILE = "no rollout file for this thread anywhere"
+LIVE_MOVE = "live thread (its writer lock is held): never moved"
+LIVE_ROW = "live thread (its writer lock is held): row left alone"
+HARD_LINKED = ("not unarchived: its rollout is hard-linked ({links} names for one file, e.g. a backup copy "
+               "outside the home); unarchiving sets its mtime, which would change the other copy too")
+ROW_FOLLOWS_FILE = "archive state follows the file"
+UNARCHIVE_NEXT_RUN = ("not unarchived in this run: the remap rewrites its rollout where it lies first; run the "
+                      "same command again to unarchive it (one change after the other, each undoable)")
+
+
+class View:
+    """Where each thread's rollout is: before the run (the used DB's plan, which may move files)
+    or after its moves (every other state DB's plan: paths as they will be, not as they were)."""
+
+    def __init__(self, index: Any, moves: Sequence[MovePlan] = ()) -> None:
+        self.index = index
+        self.dst = {str(m.src): m.dst for m in moves}
+        self.src = {str(m.dst): m.src for m in moves}
+
+    def at(self, path: str) -> Optional[Tuple[RolloutFile, Path]]:
+        """The file that will be at `path` (its index entry, read where it is now), or None."""
+        if path in self.dst:
+            return None
+        src = self.src.get(path)
+        rf = self.index.by_path.get(str(src) if src is not None else path)
+        return (rf, Path(path)) if rf is not None else None
+
+    def of(self, tid: str) -> List[Tuple[RolloutFile, Path]]:
+        return [(rf, self.dst.get(rf.key, rf.path)) for rf in self.index.by_thread.get(tid, [])]
+
+
+@dataclass
+class Choice:
+    """What the user asked: path fixes, and which archived threads to bring back (none by default)."""
+    fix_paths: bool = True
+    unarchive_all: bool = False
+    unarchive_ids: frozenset = frozenset()
+    stay: frozenset = frozenset()  # threads whose file is not moved in this run (rewritten in place first)
+
+    def unarchives(self, tid: str) -> bool:
+        return (self.unarchive_all or tid.lower() in self.unarchive_ids) and tid.lower() not in self.stay
+
+
+def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = False,
+                thread_ids: Sequence[str] = (), remaps: Sequence[Remap] = (),
+                import_orphans: bool = False, now: Optional[float] = None,
+                names: Sequence[Tuple[str, str]] = (), sub: bool = False) -> RepairPlan:
+    """One pass over the rows with dictionary look-ups into the one-walk index; then every other
+    state DB from the picture of the home after this plan's moves. `unarchive`: True for every
+    archived thread, or the ids to bring back; archived threads stay archived otherwise. `names`:
+    (thread id, name) restores, through the same skip-one-thread path as every row change.
+    A thread whose rollout a remap rewrites is not also moved in the same run (its row is pointed
+    at the file instead, or its unarchive waits for the next run, named with that reason): each
+    run stays undoable as a whole. `sub`: the used DB's rows only (no rollout read in full, no
+    other DB), for the audit's cheap look at a few sessions."""
+    now = time.time() if now is None else now
+    choice = Choice(fix_paths, unarchive is True,
+                    frozenset(t.lower() for t in unarchive) if not isinstance(unarchive, bool) else frozenset())
+    plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names, sub)
+    moved = {m.thread_id.lower(): m.why for m in plan.moves}
+    both = {r.thread_id.lower() for r in plan.rewrites if r.thread_id.lower() in moved}
+    if not both:
+        return plan
+    choice = Choice(fix_paths, choice.unarchive_all, choice.unarchive_ids, frozenset(both))
+    plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names, sub)
+    plan.skipped += [(t, UNARCHIVE_NEXT_RUN) for t in sorted(both) if moved[t] == "unarchive"]
+    return plan
+
+
+def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: Sequence[str],
+               remaps: Sequence[Remap], import_orphans: bool, now: float,
+               names: Sequence[Tuple[str, str]], sub: bool = False) -> RepairPlan:
+    """The plan for one choice: the used DB's rows and orphans, names, then every other state DB."""
+    root = inputs.home.root
+    fix_paths = choice.fix_paths
+    plan = RepairPlan(fix_paths=fix_paths, unarchive=bool(unarchive),
+                      archived_before=sum(1 for r in inputs.rows if r.archived))
+    wanted = {t.lower() for t in thread_ids}
+    live = {t.lower() for t in inputs.activity.live_threads}
+    remaps = list(remaps)
+    plan.remaps = remaps
+    taken: Dict[str, str] = {}  # destination path -> thread
+    view = View(inputs.index)
+    for row in sorted(inputs.rows, key=lambda r: r.id):
+        if wanted and row.id.lower() not in wanted:
+            continue
+        _plan_row(plan, plan.rows, row, inputs, view, choice, remaps, live, taken, now, True)
+    outside = home_prefix_counts((r.rollout_path for r in inputs.rows
+                                  if r.rollout_path and not is_inside(r.rollout_path, root)), root)
+    if outside and not remaps:
+        old = outside.most_common(1)[0][0]
+        plan.suggested_remap = f"--remap-prefix {safe_str(old)}={safe_str(root)}"
+    if import_orphans:
+        _plan_imports(plan, inputs, wanted, live, now)
+    for tid, name in names:
+        if not (wanted and tid.lower() not in wanted) and \
+                not _row_change(plan, plan.rows, tid, {"name": None}, {"name": name}, ["restore name"], live):
+            _drop_thread(plan, tid)
+    if not sub:
+        _plan_other_dbs(plan, inputs, wanted, import_orphans, live, now)
+    plan.skipped = [(t, explain_live(r, inputs.activity, t)) for t, r in plan.skipped]
+    if remaps and not sub:
+        _plan_rewrites(plan, inputs)
+        plan.links = daemon_links(root, remaps)
+        plan.project_ops, plan.projects = project_roots_plan(inputs.home, remaps, other_state_dbs(inputs.home))
+    return plan
+
+
+def daemon_links(root: Path, remaps: Sequence[Remap]) -> List[Tuple[str, str, str]]:
+    """The home's `packages/*/current` symlinks that point into the old home and whose remapped
+    target exists (0.171 does not start until the daemon's link points inside the moved home)."""
+    pkgs = root / "packages"
+    out = []
+    for name in sorted(os.listdir(str(pkgs))) if pkgs.is_dir() and not pkgs.is_symlink() else []:
+        link = pkgs / name / "current"
+        if not link.is_symlink():
+            continue
+        target = os.readlink(str(link))
+        new = remap(target, list(remaps))
+        if new != target and os.path.exists(new if os.path.isabs(new) else str(link.parent / new)):
+            out.append((str(link), target, new))
+    return out
+
+
+def resolve_threads(inputs: AuditInputs, values: Sequence[str]) -> List[str]:
+    """Thread ids for ids or names given on the command line (a name as `thread/name/set` gave it,
+    from the row or session_index.jsonl); an unknown or ambiguous one is a UserError."""
+    ids = {r.id.lower() for r in inputs.rows} | set(inputs.index.by_thread)
+    named: Dict[str, List[str]] = {}
+    in_rows = _row_names(inputs.home.state_db.path)
+    for tid, name in in_rows.items():
+        named.setdefault(name, []).append(tid)
+    for tid, name in names_from_session_index(inputs.home).items():
+        if tid not in in_rows:
+            named.setdefault(name, []).append(tid)
+    out = []
+    for v in values:
+        if v.lower() in ids:
+            out.append(v.lower())
+            continue
+        hits = sorted(set(named.get(v, [])))
+        if not hits:
+            raise UserError(f"no thread with the id or name {safe_str(v)!r} in this Codex home")
+        if len(hits) > 1:
+            raise UserError(f"{len(hits)} threads are named {safe_str(v)!r} ({', '.join(hits)}): "
+                            f"name one by its id")
+        out.append(hits[0])
+    return out
+
+
+def _row_names(db: Path) -> Dict[str, str]:
+    return named_threads(db) or {}
+
+
+def other_state_dbs(home: Any) -> List[Path]:
+    """The home's other state DBs of the current schema (the desktop app's, one left by another
+    sqlite_home): Codex started with other settings lists from them."""
+    from sessionkit.codexfiles.home import STATE_DB_NAME
+    return [d.path for d in home.other_dbs if d.path.name == STATE_DB_NAME and d.path.is_file()]
+
+
+def _row_values(row: ThreadRow) -> Dict[str, Any]:
+    return {"rollout_path": row.rollout_path, "cwd": row.cwd, "archived": int(row.archived),
+            "archived_at": row.archived_at, "updated_at": row.updated_at, "updated_at_ms": row.updated_at_ms}
+
+
+def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_orphans: bool,
+                    live: set, now: float) -> None:
+    """Each other state DB's rows planned on their own against the home after the used DB's plan
+    (its moves done): a row follows its thread's file where it will be, and takes the used DB's
+    changes of that thread (unarchive, remap); a thread it lacks is inserted from its file where it
+    will be. A thread the used DB's plan leaves alone is left alone here too, and a thread one DB
+    cannot take is left alone in every DB."""
+    from sessionkit.codexfiles.statedb import load_threads
+    asked = {r.thread_id.lower(): r.new for r in plan.rows if "unarchive" in r.why}  # the user's own request
+    inserted = {i["id"].lower(): i for i in plan.inserts}
+    left = {t.lower() for t, _ in plan.skipped}
+    view = View(inputs.index, plan.moves)
+    choice = Choice(plan.fix_paths)
+    for db in other_state_dbs(inputs.home):
+        other = OtherDbPlan(db)
+        try:
+            rows = load_threads(db)
+        except UserError as exc:
+            plan.skipped.append((str(db), f"other state DB not read: {exc}"))
+            continue
+        for row in sorted(rows, key=lambda r: r.id):
+            tid = row.id.lower()
+            if (wanted and tid not in wanted) or tid in left:
+                continue
+            mine: List[RowChange] = []
+            if not _plan_row(plan, mine, row, inputs, view, choice, plan.remaps, live, {}, now, False, db):
+                _drop_thread(plan, tid)
+                continue
+            target = {k: v for c in mine for k, v in c.new.items()}
+            why = [w for c in mine for w in c.why]
+            if tid in asked:
+                target.update({k: v for k, v in asked[tid].items() if k not in ("cwd", "name")})
+                why.append("unarchive, as in the used DB")
+            values = _row_values(row)
+            target = {k: v for k, v in target.items() if values.get(k) != v}
+            if target and not _row_change(plan, other.rows, row.id, {k: values[k] for k in target}, target,
+                                          why, live, db):
+                _drop_thread(plan, tid)
+        if import_orphans:
+            have = {r.id.lower() for r in rows}
+            for ins in _inserts_for(plan, inputs, view, have, inserted, wanted, live, now):
+                if _insert_ok(plan, ins, db):
+                    other.inserts.append(ins)
+                else:
+                    _drop_thread(plan, ins["id"].lower())
+        if other.rows or other.inserts:
+            plan.others.append(other)
+
+
+def _inserts_for(plan: RepairPlan, inputs: AuditInputs, view: View, have: set, inserted: Dict[str, Any],
+                 wanted: set, live: set, now: float) -> List[Dict[str, Any]]:
+    """Rows for the threads another DB lacks: the used DB's insert, or one built from the file and
+    pointed at where the file will be (an unarchived thread is not inserted as archived)."""
+    root = inputs.home.root
+    left = {t.lower() for t, _ in plan.skipped}
+    out = []
+    for tid in sorted(inputs.index.by_thread):
+        if tid in have or tid in left or (wanted and tid not in wanted):
+            continue
+        if tid in inserted:
+            out.append(dict(inserted[tid]))
+            continue
+        if tid not in inputs.rows_by_id:
+            continue  # an orphan the used DB's plan did not import: the same reason holds here
+        files = view.of(tid)
+        if len(files) != 1:
+            continue
+        rf, final = files[0]
+        if classify_orphan(rf, live, now) != "importable" or _usable(rf, inputs, tid):
+            continue
+        archived = is_inside(final, root / "archived_sessions")
+        try:
+            ins = row_from_rollout(rf.path, tid, archived, inputs.home.config.model_provider)
+        except Unimportable:
+            continue
+        ins["rollout_path"] = row_path_of(str(final))
+        if str(final) != rf.key and not archived:
+            ins["archived_at"] = None
+        out.append(ins)
+    return out
+
+
+def _insert_ok(plan: RepairPlan, ins: Dict[str, Any], db: Optional[Path] = None) -> bool:
+    bad = unbindable(ins.values())
+    if bad:
+        where = f"{safe_str(db)}: " if db is not None else ""
+        plan.skipped.append((ins["id"], f"{where}row not added: it holds {bad}"))
+        return False
+    return True
+
+
+def _drop_thread(plan: RepairPlan, tid: str) -> None:
+    """A thread one DB cannot take is left alone whole: its moves and row changes in every DB."""
+    t = tid.lower()
+    plan.moves = [m for m in plan.moves if m.thread_id.lower() != t]
+    plan.rows = [r for r in plan.rows if r.thread_id.lower() != t]
+    plan.inserts = [i for i in plan.inserts if i["id"].lower() != t]
+    plan.rewrites = [r for r in plan.rewrites if r.thread_id.lower() != t]
+    for o in plan.others:
+        o.rows = [r for r in o.rows if r.thread_id.lower() != t]
+        o.inserts = [i for i in o.inserts if i["id"].lower() != t]
+
+
+def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
+    """Which remapped threads' rollouts get their folder records rewritten (line 1 and every later
+    record Codex reads back: rollout_edit.FOLDER_RECORDS); reads only those rollouts, in full (a
+    resumed thread takes the cwd of its last thread_settings_applied event, not line 1's). A
+    growing rollout's forks move with it (their history_base), planned here, written together."""
+    moved = {m.thread_id: m.src for m in plan.moves}
+    for r in plan.rows:
+        if not any(w.startswith("remap") for w in r.why):
+            continue
+        tid = r.thread_id
+        path = moved.get(tid)
+        if path is None:
+            cands = inputs.index.by_thread.get(tid.lower(), [])
+            if len(cands) != 1:
+                continue
+            path = cands[0].path
+        fp = plan_file(str(path), plan.remaps)  # the one editor: the same plan the write makes
+        if fp.problem:
+            plan.skipped.append((tid, f"rollout folders left as they are ({fp.problem}): its cwd is remapped "
+                                      "in the row only"))
+            continue
+        if not fp.spans:
+            continue
+        plan.rewrites.append(RolloutPlan(tid, Path(row_path_of(str(path))), {}, fp.folder_lines, fp.growth > 0))
+    growing = [rp.path for rp in plan.rewrites if rp.grows]
+    if growing and any(inputs.meta_for(rf).forked_from_id for rf in inputs.index.files):
+        plan.graph = graph_of(inputs)
+        plan.forks_moved = len(members(plan.graph, growing))
+
+
+def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: AuditInputs, view: View,
+              choice: Choice, remaps: List[Remap], live: set, taken: Dict[str, str], now: float,
+              can_move: bool, db: Optional[Path] = None) -> bool:
+    """One row's change against `view`; False when the thread is skipped (its reason recorded,
+    naming `db` when it is not the used DB). A row whose file is elsewhere is pointed at it (or, in
+    the used DB, the file moved back when the row's path is on the same side of the archive); a row
+    whose archive flag disagrees with its file's folder follows the file, as Codex's own repair of
+    a row does; only a thread the user asked for is unarchived."""
+    where = f"{safe_str(db)}: " if db is not None else ""
+
+    def skip(reason: str) -> bool:
+        plan.skipped.append((row.id, where + reason))
+        return False
+
+    root = inputs.home.root
+    tid = row.id.lower()
+    new: Dict[str, Any] = {}
+    why: List[str] = []
+    stored = remap(row.rollout_path, remaps) if remaps else row.rollout_path
+    cwd = remap(row.cwd, remaps) if remaps else row.cwd
+    if cwd != row.cwd:
+        new["cwd"] = cwd
+        why.append("remap cwd")
+    if stored != row.rollout_path:
+        new["rollout_path"] = stored
+        why.append("remap rollout_path")
+    can_move = can_move and tid not in choice.stay
+    unarchive = can_move and choice.unarchives(tid)
+    found = view.at(stored)
+    if found is not None and _usable(found[0], inputs, tid) is not None:
+        found = None
+    move: Optional[MovePlan] = None
+    if found is None:
+        if not choice.fix_paths and not (unarchive and row.archived):
+            return not new or _row_change(plan, out, row.id, _row_values(row), new, why, live, db)
+        cands = view.of(tid)
+        if len(cands) != 1:
+            return skip(NO_FILE if not cands else f"ambiguous: {len(cands)} rollout files carry this thread id")
+        problem = _usable(cands[0][0], inputs, tid)
+        if problem:
+            return skip(problem)
+        rf, final = cands[0]
+        target = Path(stored)
+        archives = root / "archived_sessions"
+        if can_move and choice.fix_paths and stored and is_inside(target, root) and _sane_target(target, root) \
+                and target.name == Path(rf.row_path).name and not target.exists() \
+                and not os.path.lexists(file_path_for(stored, rf)) \
+                and is_inside(target, archives) == is_inside(final, archives):
+            target = Path(file_path_for(stored, rf))  # a compressed file moves as it is (.zst)
+            move = MovePlan(row.id, final, target, "fix path", keep_mtime=True)
+            final = target
+        else:
+            if stored and is_inside(target, root) and not _sane_target(target, root):
+                why.append("stored path unsafe (outside sessions/, a symlink out, or odd characters)")
+            new["rollout_path"] = row_path_of(str(final))  # a row names a compressed file's .jsonl
+            why.append("point rollout_path at the real file")
+    else:
+        rf, final = found
+    in_archive = is_inside(final, root / "archived_sessions")
+    if unarchive and (row.archived or in_archive):
+        if in_archive:
+            dst = unarchived_path(root, rf)
+            if dst.exists() and dst != rf.path:
+                return skip(f"cannot unarchive: {safe_str(dst)} already exists")
+            links = _links(rf.path)
+            if links > 1:
+                return skip(HARD_LINKED.format(links=links))
+            move = MovePlan(row.id, rf.path, dst, "unarchive", keep_mtime=False)
+            final = dst
+        new.update({"archived": 0, "archived_at": None, "rollout_path": row_path_of(str(final)),
+                    "updated_at": int(now), "updated_at_ms": int(now * 1000)})
+        why.append("unarchive")
+    elif bool(row.archived) != in_archive:
+        new.update({"archived": int(in_archive), "archived_at": int(now) if in_archive else None,
+                    "rollout_path": row_path_of(str(final))})
+        why.append(ROW_FOLLOWS_FILE)
+    if move is not None:
+        if tid in live:
+            return skip(LIVE_MOVE)
+        if str(move.dst) in taken:
+            return skip(f"another thread also wants {safe_str(move.dst)}")
+        problem = move_problem(move, root)
+        if problem:
+            return skip(f"{move.why}: {problem}")
+    if new.get("rollout_path") == row.rollout_path:
+        del new["rollout_path"]
+    if new and not _row_change(plan, out, row.id, _row_values(row), new, why, live, db):
+        return False
+    if move is not None:
+        taken[str(move.dst)] = row.id
+        plan.moves.append(move)
+    return True
+
+
+def _links(path: Path) -> int:
+    try:
+        return os.stat(str(path)).st_nlink
+    except OSError:
+        return 1
+
+
+def _row_change(plan: RepairPlan, out: List[RowChange], tid: str, values: Dict[str, Any], new: Dict[str, Any],
+                why: List[str], live: set, db: Optional[Path] = None) -> bool:
+    """The one path of every planned row change (paths, archive state, names, other DBs): a live
+    thread or a value SQLite cannot take skips that thread, with its reason, never the run."""
+    where = f"{safe_str(db)}: " if db is not None else ""
+    if tid.lower() in live:
+        plan.skipped.append((tid, where + LIVE_ROW))
+        return False
+    old = {k: values.get(k) for k in new}
+    bad = unbindable([tid, *old.values(), *new.values()])
+    if bad:
+        plan.skipped.append((tid, f"{where}row left alone: it holds {bad}"))
+        return False
+    out.append(RowChange(tid, old, new, why))
+    return True
+
+
+def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set, now: float) -> None:
+    row_ids = {r.id.lower() for r in inputs.rows}
+    provider = inputs.home.config.model_provider
+    names = names_from_session_index(inputs.home)  # a re-created row keeps the thread's name
+    for tid, files in sorted(inputs.index.by_thread.items()):
+        if tid in row_ids or (wanted and tid not in wanted):
+            continue
+        if len(files) != 1:
+            plan.skipped.append((tid, f"orphan with {len(files)} files: not imported"))
+            continue
+        rf = files[0]
+        reason = classify_orphan(rf, live, now)
+        if reason != "importable":
+            plan.skipped.append((tid, reason))
+            continue
+        problem = _usable(rf, inputs, tid)
+        if problem:
+            plan.skipped.append((tid, f"orphan not imported: {problem}"))
+            continue
+        try:
+            ins = row_from_rollout(rf.path, tid, rf.archived, provider)
+        except Unimportable as exc:
+            plan.skipped.append((tid, f"orphan not imported: {exc}"))
+            continue
+        if tid in names:
+            ins["name"] = names[tid]
+        if _insert_ok(plan, ins):
+            plan.inserts.append(ins)
+
+
+def _manifest(plan: RepairPlan, ts: str) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "action", "old", "new", "ts"])
+    for m in plan.moves:
+        w.writerow([m.thread_id, f"move ({m.why})", str(m.src), str(m.dst), ts])
+    for r in plan.rows:
+        w.writerow([r.thread_id, "row " + ", ".join(r.why), repr(r.old), repr(r.new), ts])
+    for ins in plan.inserts:
+        w.writerow([ins["id"], "insert row", "", ins["rollout_path"], ts])
+    return buf.getvalue().encode("utf-8")
+
+
+def repair_ops(db: Path, plan: RepairPlan, cols: Sequence[str], now: float) -> List[Op]:
+    """The plan as typed operations: folders and moves, then row updates and inserts (only the
+    columns this DB has)."""
+    ops: List[Op] = []
+    made: set = set()
+    for m in plan.moves:
+        missing = []
+        parent = m.dst.parent
+        while not parent.exists() and str(parent) not in made and parent != parent.parent:
+            missing.append(parent)
+            parent = parent.parent
+        for d in reversed(missing):
+            made.add(str(d))
+            ops.append(Mkdir(str(d)))
+        ops.append(Move(m.thread_id, str(m.src), str(m.dst), None if m.keep_mtime else int(now * 1e9)))
+    keep = set(cols)
+    for r in plan.rows:
+        new, old = _only(r.new, keep), _only(r.old, keep)
+        if new:
+            ops.append(RowUpdate(str(db), "threads", {"id": r.thread_id}, old, new, r.thread_id))
+    for ins in plan.inserts:
+        row = _only(ins, keep)
+        ops.append(RowInsert(str(db), "threads", row, {"id": ins["id"]}, ins["id"]))
+    return ops
+
+
+def other_db_ops(other: OtherDbPlan, cols: Sequence[str]) -> List[Op]:
+    """Another state DB's row updates and inserts (only the columns it has); each op carries its
+    thread id, so a thread skipped at apply time is skipped in every DB."""
+    keep = set(cols)
+    ops: List[Op] = []
+    for r in other.rows:
+        new, old = _only(r.new, keep), _only(r.old, keep)
+        if new:
+            ops.append(RowUpdate(str(other.db), "threads", {"id": r.thread_id}, old, new, r.thread_id))
+    for ins in other.inserts:
+        ops.append(RowInsert(str(other.db), "threads", _only(ins, keep), {"id": ins["id"]}, ins["id"]))
+    return ops
+
+
+def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
+                 now: Optional[float] = None, progress: Optional[Progress] = None,
+                 extra_ops: Sequence[Op] = (), reset: Sequence[str] = ()) -> Dict[str, Any]:
+    """Run the plan's ops through the one executor: moves first, then every row change in one
+    transaction; a thread whose move cannot happen keeps its row too. `reset`: threads whose
+    history rows (in the used DB's history DB) `extra_ops` delete: no other op changes those rows
+    first (a growing remap's offset shift would make the deletes miss them)."""
+    home = inputs.home
+    ts = datetime.now().isoformat(timespec="seconds")
+    stamp = time.time() if now is None else now
+    from sessionkit.codexfiles.history_offsets import history_db_path
+    hist = str(history_db_path(home.state_db.path))
+    gone = {t.lower() for t in reset}
+    ops = [o for o in remap_ops(inputs, plan)
+           if not (o.DB_OP and o.db() == hist and (o.thread_id or "").lower() in gone)]
+    ops += repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
+    for other in plan.others:
+        ops += other_db_ops(other, thread_columns_of(other.db))
+    ops += list(extra_ops) + plan.project_ops
+    pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
+    r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
+    plan.skipped.extend(r.skipped)
+    done = {t for t, _ in r.skipped}
+    return {"run_dir": str(r.run_dir), "db_backup": str(r.backups.get(str(home.state_db.path), "")) or None,
+            "manifest_csv": str(r.manifest), "journal": str(r.journal), "moved": r.applied["move"],
+            "path_moves_applied": sum(1 for m in plan.moves if m.why == "fix path" and m.thread_id not in done),
+            "unarchived_rows": sum(1 for x in plan.rows if "unarchive" in x.why and x.thread_id not in done),
+            "archived_after": archived_count(home.state_db.path),
+            "updated_rows": r.applied["row_update"], "inserted_rows": r.applied["row_insert"],
+            "line1_rewritten": r.applied["line1"] + r.applied["rollout_rewrite"],
+            "symlinks_repointed": r.applied["symlink"],
+            "project_roots_remapped": len(plan.project_ops),
+            "links_repointed": [safe_str(link) for link, _o, _n in plan.links] if r.applied["symlink"] else [],
+            "history_rows_deleted": r.applied["row_delete"],
+            "rows_per_db": {safe_str(db): n for db, n in r.rows.items()},
+            "other_db_backups": {safe_str(db): str(b) for db, b in r.backups.items()
+                                 if db != str(home.state_db.path) and not db.endswith("thread_history_1.sqlite")},
+            "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
+            "rollback": r.rollback_command(home), "decompression": pre}
+
+
+def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
+    """With --remap-prefix: each remapped thread's rollout as one RolloutRewrite (line 1's `cwd` and
+    0.171's `runtime_workspace_roots`, and every `cwd` of the later lines: Codex re-reads them
+    and writes a DB-only cwd back), its history offsets shifted in every state DB's history DB
+    when it grows; and the home's symlinks into the old home (packages/*/current, without which
+    0.171 does not start). Rollouts are rewritten where they lie before any move (ops run in order)."""
+    if not plan.remaps:
+        return []
+    from sessionkit.codexfiles.history_offsets import history_db_path, read_offsets, threads_with_offsets
+    root = inputs.home.root
+    ops: List[Op] = []
+    hists = []
+    for db in [inputs.home.state_db.path, *other_state_dbs(inputs.home)]:
+        hist = history_db_path(db)
+        if hist.is_file():
+            conn = open_readonly(hist)
+            hists.append((hist, conn, threads_with_offsets(conn)))
+    try:
+        pairs = [[a, b] for a, b in plan.remaps]
+        graph = plan.graph
+        group = members(graph, [rp.path for rp in plan.rewrites if rp.grows]) if graph is not None else {}
+        own = {str(rp.path): RolloutRewrite(rp.thread_id, str(rp.path), dict(rp.set), pairs)
+               for rp in plan.rewrites if str(rp.path) in group}
+
+        def emit(rw: RolloutEdit) -> None:
+            ops.append(rw)
+            for hist, conn, with_offsets in hists:  # re-read under the writer lock when prepared
+                if rw.thread_id in with_offsets:
+                    ops.append(OffsetShift.following(str(hist), rw, read_offsets(conn, rw.thread_id)))
+        for rp in plan.rewrites:
+            if str(rp.path) in group:
+                continue  # written with the parent it follows
+            rw = RolloutRewrite(rp.thread_id, str(rp.path), dict(rp.set), pairs)
+            emit(rw)
+            if graph is not None and rp.grows:
+                for fork_rw in fork_rewrites(graph, rw, own):
+                    emit(fork_rw)
+    finally:
+        for _h, conn, _w in hists:
+            conn.close()
+    pkgs = root / "packages"
+    for name in sorted(os.listdir(str(pkgs))) if pkgs.is_dir() and not pkgs.is_symlink() else []:
+        link = pkgs / name / "current"  # a broken link (into the old home) is the case to fix
+        if not link.is_symlink():
+            continue
+        target = os.readlink(str(link))
+        new_target = remap(target, plan.remaps)
+        if new_target != target and os.path.exists(new_target if os.path.isabs(new_target)
+                                                   else str(link.parent / new_target)):
+            ops.append(SymlinkRepoint(str(link), target, new_target))
+    return ops
+
+
+def thread_columns_of(db: Path) -> List[str]:
+    conn = open_readonly(db)
+    try:
+        return thread_columns(conn, db)
+    finally:
+        conn.close()
+
+
+def _only(values: Dict[str, Any], cols: set) -> Dict[str, Any]:
+    return {k: v for k, v in values.items() if k in cols}
+
+
+def archived_count(db: Path) -> int:
+    conn = open_readonly(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM threads WHERE archived<>0").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def plan_report(plan: RepairPlan, sample: int) -> Dict[str, Any]:
+    return {
+        "path_fix_enabled": plan.fix_paths,
+        "unarchive_enabled": plan.unarchive,
+        "archived_before": plan.archived_before,
+        "planned_path_moves": sum(1 for m in plan.moves if m.why == "fix path"),
+        "planned_unarchive_moves": sum(1 for m in plan.moves if m.why == "unarchive"),
+        "planned_row_updates": len(plan.rows),
+        "planned_row_inserts": len(plan.inserts),
+        "unarchive_rows": sum(1 for r in plan.rows if "unarchive" in r.why),
+        "repoint_rows": sum(1 for r in plan.rows if "point rollout_path at the real file" in r.why),
+        "remap_rows": sum(1 for r in plan.rows if any(w.startswith("remap") for w in r.why)),
+        "planned_rollout_rewrites": len(plan.rewrites),
+        "planned_cwd_line_rewrites": sum(r.cwd_lines for r in plan.rewrites),
+        "forks_moved": plan.forks_moved,
+        "decompress_first": compressed_count(r.path for r in plan.rewrites),
+        "planned_link_repoints": [{"link": safe_str(a), "from": safe_str(b), "to": safe_str(c)}
+                                  for a, b, c in plan.links],
+        "other_dbs": [{"db": safe_str(o.db), "planned_row_updates": len(o.rows),
+                       "planned_row_inserts": len(o.inserts)} for o in plan.others],
+        "skipped": len(plan.skipped),
+        "skipped_sample": [{"thread_id": t, "reason": r} for t, r in plan.skipped[:sample]],
+        "suggested_remap": plan.suggested_remap,
+        **plan.projects,
+        "moves_sample": [f"{m.thread_id}: {safe_str(m.src)} -> {safe_str(m.dst)} ({m.why})" for m in plan.moves[:sample]],
+        "rows_sample": [{"thread_id": r.thread_id, "why": r.why, "old": r.old, "new": r.new} for r in plan.rows[:sample]],
+        "inserts_sample": [{"thread_id": i["id"], "rollout_path": safe_str(i["rollout_path"]),
+                            "model_provider": i["model_provider"], "cwd": i["cwd"], "preview": i["preview"][:80]}
+                           for i in plan.inserts[:sample]],
+    }

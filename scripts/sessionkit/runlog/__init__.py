@@ -1,0 +1,1 @@
+"""Runs on disk: operations, the executor, the journal, undo, restore, runs, artifacts."""

@@ -1,0 +1,156 @@
+"""Run folders under `<home>/.tmp/session-migration/`: DB backups, manifests, journals (all 0600)."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Iterable, List, Optional
+
+from sessionkit import UserError
+from sessionkit.codexfiles import host
+from sessionkit.codexfiles.paths import write_all
+from sessionkit.codexfiles.statedb import open_readonly
+
+PRIVATE = 0o600
+
+
+def private_file(path: Path, data: bytes = b"") -> None:
+    """A new 0600 file holding exactly `data`, on disk (short writes looped, fsynced, size checked)."""
+    fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | host.BINARY,
+                 PRIVATE)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+        if os.fstat(fd).st_size != len(data):
+            raise OSError(errno.EIO, f"{path}: written size differs")
+    finally:
+        os.close(fd)
+
+
+def backup_db(db: Path, dest: Path) -> Path:
+    """Copy a live DB (WAL included) through the SQLite backup API; check the copy; make it 0600."""
+    private_file(dest)
+    src = open_readonly(db)
+    dst = sqlite3.connect(str(dest))
+    try:
+        src.backup(dst)
+        ok = dst.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        dst.close()
+        src.close()
+    os.chmod(str(dest), PRIVATE)
+    if ok != "ok":
+        raise UserError(f"the backup {dest} failed its integrity check ({ok}); nothing was changed")
+    return dest
+
+
+def backup_into(folder: Path, db: str, tag: str) -> Path:
+    """A DB backed up (backup_db) as `<db name>.<tag>.bak` in a run folder; a name already there (two
+    DBs of one name, a second rollback in the same second) gets `<db name>.<n>.<tag>.bak`."""
+    name = Path(db).name
+    dest = folder / f"{name}.{tag}.bak"
+    n = 1
+    while os.path.lexists(str(dest)):
+        n += 1
+        dest = folder / f"{name}.{n}.{tag}.bak"
+    return backup_db(Path(db), dest)
+
+
+def durable(paths: Iterable[str]) -> None:
+    """Flush the files a batch wrote, renamed or moved (and their folders) to disk once, before the
+    DB commit that records them: one syncfs() of each filesystem they are on where the system has
+    it (Linux), else an fsync of each file and folder; never the whole system's os.sync()."""
+    files = sorted(set(paths))
+    folders = sorted({os.path.dirname(p) for p in files})
+    sync_fs = _syncfs()
+    if sync_fs is not None:
+        devices = set()
+        for d in folders:
+            try:
+                dev = os.stat(d).st_dev
+            except OSError:
+                continue
+            if dev not in devices and _fsync_path(d, sync_fs):
+                devices.add(dev)
+        return
+    for p in files + folders:
+        _fsync_path(p, None)
+
+
+def _syncfs() -> Optional[Callable[[int], int]]:
+    try:
+        import ctypes
+        import ctypes.util
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.syncfs
+    except (ImportError, OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    return fn  # type: ignore[no-any-return]
+
+
+def _fsync_path(path: str, sync_fs: Optional[Callable[[int], int]]) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        if sync_fs is not None:
+            return sync_fs(fd) == 0
+        os.fsync(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class RunDir:
+    path: Path
+    kind: str
+    stamp: str
+
+    @property
+    def journal_path(self) -> Path:
+        return self.path / "journal.jsonl"
+
+
+def new_run_dir(artifacts_root: Path, kind: str) -> RunDir:
+    artifacts_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    for n in range(1000):
+        name = f"{kind}_{stamp}" + (f"_{n}" if n else "")
+        path = artifacts_root / name
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return RunDir(path=path, kind=kind, stamp=stamp)
+    raise UserError(f"cannot create a run folder under {artifacts_root}")
+
+
+def _started_ns(run: Path) -> int:
+    """When a run began, from its journal's first record (a rollback appends later: not its mtime);
+    a run killed before that record was whole has only its journal's mtime (written once, at its start)."""
+    journal = run / "journal.jsonl"
+    try:
+        with open(journal, "rb") as fh:
+            line = fh.readline()
+        if not line.endswith(b"\n"):
+            return os.stat(journal).st_mtime_ns
+        return int(json.loads(line).get("started_ns") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
+
+
+def list_runs(artifacts_root: Path) -> List[Path]:
+    """Recorded runs, oldest first."""
+    if not artifacts_root.is_dir():
+        return []
+    runs = [p for p in artifacts_root.iterdir() if p.is_dir() and (p / "journal.jsonl").is_file()]
+    return sorted(runs, key=lambda p: (_started_ns(p), p.name))

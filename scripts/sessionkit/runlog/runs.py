@@ -1,0 +1,157 @@
+"""What each recorded run changed, where it stands and what it weighs; removing old runs' artifacts."""
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set
+
+from sessionkit import UserError
+from sessionkit.runlog.artifacts import list_runs
+from sessionkit.codexfiles.home import CodexHome
+from sessionkit.codexfiles.paths import is_inside, safe_str
+from sessionkit.runlog.safety import HomeLock, check_folders_inside
+from sessionkit.runlog.undo import Run, read_run, run_kind
+
+
+def folder_size(path: Path) -> int:
+    """Bytes on disk of the files under a run folder (links not followed)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(str(path)):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def readable_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _state(run: Run, newest_applied: Optional[Path]) -> str:
+    if not run.began:
+        return "stopped before any change (nothing to undo)"
+    if run.undone == "partial":
+        return f"partly rolled back: {len(run.left)} left alone (rollback.py --latest finishes it once they are free)"
+    if run.undone == "failure":
+        return "failed (undone itself)"
+    if run.undone:
+        return "rolled back"
+    if not run.complete:
+        return "incomplete (killed? rollback.py finishes it)"
+    restored = f", its DB restored from a backup {len(run.restores)} time(s)" if run.restores else ""
+    return "applied" + (" (newest" + restored + ")" if run.path == newest_applied else f" ({restored[2:]})" if restored else "")
+
+
+def changed_files(ops: List[Any]) -> Set[str]:
+    """The files a run changed, each once where it lies now: a file rewritten and then moved by the
+    same run (remap, then unarchive) is one file."""
+    moved: Dict[str, str] = {}
+    out: Set[str] = set()
+    for o in reversed(ops):
+        out.update(moved.get(f, f) for f in o.files())
+        rel = o.relocation()
+        if rel is not None:
+            moved[rel[0]] = moved.get(rel[1], rel[1])
+    return out
+
+
+def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, Any]:
+    """Counts of what one run changed, each op asked what it counts as and which files it changed."""
+    threads = {o.thread_id for o in run.ops if o.thread_id}
+    files = changed_files(run.ops)
+    providers: Counter = Counter()
+    counts: Counter = Counter(o.COUNTS.listed for o in run.ops if o.COUNTS.listed)
+    for o in run.ops:
+        change = o.value_change("model_provider")
+        if change is not None:
+            providers[f"{change[0]} -> {change[1]}"] += 1
+    return {
+        "run_dir": safe_str(run.path), "kind": run.begin.get("kind", run_kind(run.path)), "started": run.begin.get("ts"),
+        "changes": run.begin.get("changes"), "status": run.status, "state": _state(run, newest_applied),
+        "applied": run.applied and run.complete,
+        "threads": len(threads), "files": len(files),
+        **{k: counts.get(k, 0) for k in LISTED}, "other_changes": {k: v for k, v in counts.items() if k not in LISTED},
+        "providers": dict(providers), "manifest": run.manifest,
+        "left_alone": list(run.left), "left_deleted": list(run.deleted),
+        "restores": [dict(r) for r in run.restores],
+        "size_bytes": folder_size(run.path),
+    }
+
+
+LISTED = ("moves", "line1_rewrites", "row_updates", "row_inserts")  # always shown, 0 included
+
+
+def list_details(home: CodexHome) -> List[Dict[str, Any]]:
+    """Every recorded run, oldest first, with what it changed; an unreadable one says why."""
+    runs: List[Any] = []
+    for path in list_runs(home.artifacts_dir):
+        try:
+            runs.append(read_run(path))
+        except UserError as exc:
+            runs.append((path, str(exc)))
+    applied = [r.path for r in runs if isinstance(r, Run) and r.applied and r.complete]
+    newest = applied[-1] if applied else None
+    out = []
+    for r in runs:
+        if isinstance(r, Run):
+            out.append(run_details(r, newest))
+        else:
+            out.append({"run_dir": safe_str(r[0]), "kind": "?", "started": None, "status": f"unreadable ({r[1]})",
+                        "state": "unreadable", "applied": False, "size_bytes": folder_size(r[0])})
+    return out
+
+
+def prune_candidates(details: List[Dict[str, Any]], include_newest: bool) -> List[Dict[str, Any]]:
+    """Runs whose artifacts may go: rolled back, failed, stopped before any change, and applied ones older than the newest
+    applied run (which stays unless asked for); never an incomplete run (rollback still needs it)."""
+    out = []
+    for d in details:
+        if d["state"] in ("rolled back", "failed (undone itself)", "stopped before any change (nothing to undo)"):
+            out.append(d)
+        elif d["state"] == "applied" or (d["state"].startswith("applied (newest") and include_newest):
+            out.append(d)
+        elif d["state"].startswith("partly rolled back") and include_newest:  # never without --force
+            out.append(d)
+    return out
+
+
+def prune(home: CodexHome, runs: List[Dict[str, Any]], include_newest: bool = False) -> int:
+    """Remove these run folders (under the home's artifacts folder only, under the home lock), each
+    only if it is still a candidate when the lock is held: a run that began meanwhile is kept."""
+    freed = 0
+    check_folders_inside(home, *(Path(d["run_dir"]) for d in runs))  # never rmtree through a symlink out
+    with HomeLock(home):
+        still = {d["run_dir"] for d in prune_candidates(list_details(home), include_newest)}
+        for d in runs:
+            if d["run_dir"] not in still:
+                continue
+            path = Path(d["run_dir"])
+            if path.is_symlink() or not is_inside(path, home.artifacts_dir) or path == home.artifacts_dir:
+                raise UserError(f"refusing to remove {path}: not a run folder inside {home.artifacts_dir}")
+            freed += folder_size(path)
+            shutil.rmtree(str(path))
+    return freed
+
+
+def older_runs(home: CodexHome, this_run: Optional[str] = None) -> List[str]:
+    """Runs recorded in this home that are still applied, other than `this_run`: "kind, started"."""
+    try:
+        details = list_details(home)
+    except Exception:  # noqa: BLE001 - an unreadable run is rollback.py --list's to explain
+        return []
+    out = []
+    for d in details:
+        if str(d.get("run_dir")) == str(this_run or ""):
+            continue
+        if d.get("applied") or str(d.get("state", "")).startswith("applied"):
+            out.append(f"{d.get('kind', '?')}, {d.get('started') or '?'}")
+    return out

@@ -1,0 +1,62 @@
+"""Where a run may write: the Codex home, the folder of the state DB it uses, and this home's
+databases. The executor checks every planned op against it; rollback and restore check a
+(possibly hostile) journal's ops the same way."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import List, Optional, Sequence, Set
+
+from sessionkit.codexfiles.history_offsets import history_db_path
+from sessionkit.codexfiles.home import CodexHome
+from sessionkit.codexfiles.paths import is_inside, safe_str
+from sessionkit.runlog.ops import Op
+
+
+def allowed_roots(home: CodexHome) -> List[str]:
+    """Where a run may write: the Codex home and the folder of the state DB it uses (resolved)."""
+    roots = [os.path.realpath(str(home.root)), os.path.realpath(str(home.state_db.path.parent))]
+    return sorted(set(roots))
+
+
+@lru_cache(maxsize=4096)
+def _real_dir(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+def forget_resolved() -> None:
+    """Folders may have changed since an earlier run in this process: resolve them again."""
+    _real_dir.cache_clear()
+
+
+def path_allowed(path: str, roots: Sequence[str]) -> bool:
+    """Inside a root after resolving every symlink on the way to its folder (the last part is not
+    followed: a symlink we repoint or a file we rename is judged by where it sits)."""
+    if not path or "\x00" in path or not os.path.isabs(path):
+        return False
+    name = os.path.basename(path)
+    if name in ("", ".", ".."):
+        return False
+    real = os.path.join(_real_dir(os.path.dirname(path)), name)
+    return any(is_inside(real, r) for r in roots)
+
+
+def op_problem(op: Op, roots: Sequence[str], dbs: Set[str]) -> Optional[str]:
+    """Why this op may not run here: a path outside the roots or a DB that is not this home's."""
+    for p in op.paths():
+        if not path_allowed(p, roots):
+            return f"{safe_str(p)} is outside the Codex home and its state-DB folder"
+    db = op.db()
+    if db is not None and (os.path.realpath(db) not in dbs or not path_allowed(db, roots)):
+        return f"{safe_str(db)} is not a database of this home"
+    return None
+
+
+def home_dbs(home: CodexHome) -> Set[str]:
+    out = set()
+    for d in [home.state_db, *home.other_dbs]:
+        out.add(os.path.realpath(str(d.path)))
+        out.add(os.path.realpath(str(history_db_path(d.path))))
+        for name in ("goals_1.sqlite", "queue_1.sqlite"):  # 0.171's per-thread DBs beside the state DB
+            out.add(os.path.realpath(str(d.path.parent / name)))
+    return out

@@ -1,0 +1,599 @@
+"""Undo a run from its journal: only what still holds the value the run wrote, a thread's file and
+row together or not at all; idempotent."""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
+
+from sessionkit import UserError
+from sessionkit.runlog.artifacts import backup_into, list_runs
+from sessionkit.codexfiles.faults import point
+from sessionkit.codexfiles.home import CodexHome
+from sessionkit.runlog.journal import Journal, read_records
+from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, group_of
+from sessionkit.runlog.registry import op_from_record
+from sessionkit.runlog.scope import allowed_roots, home_dbs, op_problem, path_allowed
+from sessionkit.codexfiles.paths import safe_str
+from sessionkit.codexfiles.statedb import open_readonly, transaction
+from sessionkit.runlog.lockbatch import run_batches, split_batches
+from sessionkit.ui.progress import Progress
+from sessionkit.codexfiles.writerlock import LOCK_DIR, locks_per_batch, remove_stale_locks, remove_unused_lock_dir
+
+RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore")
+
+
+@dataclass
+class Run:
+    """A run folder read back: its begin record, its ops in journal order, how it ended."""
+    path: Path
+    begin: Dict[str, Any]
+    ops: List[Op]
+    complete: bool
+    undone: Optional[str]  # None, "failure", "rollback" or "partial" (an undo that left something alone)
+    manifest: Optional[str]
+    locks: Dict[str, Any] = field(default_factory=dict)
+    backups: Dict[str, str] = field(default_factory=dict)  # DB path -> its pre-run backup
+    left: List[str] = field(default_factory=list)  # what the last undo left alone, each with its reason
+    deleted: List[str] = field(default_factory=list)  # what was deleted since the run and left deleted
+    restores: List[Dict[str, Any]] = field(default_factory=list)  # `restore` records (--restore-db)
+
+    @property
+    def began(self) -> bool:
+        """False for a run stopped before its begin record was on disk: it changed nothing."""
+        return bool(self.begin)
+
+    @property
+    def status(self) -> str:
+        if not self.began:
+            return "stopped before any change"
+        if self.undone == "partial":
+            return f"partly rolled back ({len(self.left)} left alone)"
+        if self.undone == "failure":
+            return "failed, undone"
+        if self.undone:
+            return "rolled back"
+        return "complete" if self.complete else "incomplete (killed?)"
+
+    @property
+    def applied(self) -> bool:
+        """Holds changes a rollback could still undo (an undo that left something alone included)."""
+        return self.undone in (None, "partial") and self.began
+
+    def touches(self) -> Set[str]:
+        return {o.subject() for o in self.ops}
+
+
+def read_run(run_dir: Path) -> Run:
+    journal = run_dir / "journal.jsonl"
+    if not journal.is_file():
+        raise UserError(f"{run_dir} holds no journal.jsonl: not a run folder of these scripts")
+    recs = read_records(journal)
+    if not recs:
+        if stopped_before_begin(run_dir):
+            return Run(run_dir, {}, [], False, None, None)
+        raise UserError(f"{journal} holds no whole record, yet the run folder holds more than an unfinished "
+                        f"begin record (damaged?): kept as it is; nothing was changed")
+    if recs[0]["op"] != "begin":
+        raise UserError(f"{journal} does not start with a begin record: not a session-migration journal")
+    ops: List[Op] = []
+    complete, undone, manifest = False, None, None
+    locks: Dict[str, Any] = {}
+    backups: Dict[str, str] = {}
+    left: List[str] = []
+    deleted: List[str] = []
+    restores: List[Dict[str, Any]] = []
+    batches: List[int] = []  # [n, of] of the last batch record
+    for rec in recs[1:]:
+        op = rec["op"]
+        if op == "begin":
+            raise UserError(f"{journal}: a second begin record")
+        if op == "end":
+            complete = True
+        elif op == "undone":  # the last one tells: an undo that left anything alone is partial
+            conflicts = rec.get("conflicts", 0)
+            left = [str(x) for x in rec.get("left", [])] if isinstance(rec.get("left"), list) else []
+            deleted = [str(x) for x in rec.get("deleted", [])] if isinstance(rec.get("deleted"), list) else []
+            if isinstance(conflicts, int) and conflicts > 0:
+                undone = "partial"
+                left = left or [f"{conflicts} item(s) (not named by this older journal)"]
+            else:
+                undone = "failure" if rec.get("by") == "failure" else "rollback"
+        elif op == "restore":
+            from sessionkit.runlog.ops import strict
+            restores.append(strict(rec, {"db": "str", "backup": "str", "saved": "str"}, {"forced": "list"}))
+        elif op == "manifest":
+            manifest = str(rec.get("path"))
+        elif op == "backup":
+            from sessionkit.runlog.ops import strict
+            b = strict(rec, {"db": "str", "backup": "str"}, {})
+            backups[b["db"]] = b["backup"]
+        elif op == "locks":
+            from sessionkit.runlog.ops import strict
+            locks = strict(rec, {"created": "list", "dir_existed": "bool", "coordination_existed": "bool"}, {})
+            if not all(isinstance(t, str) for t in locks["created"]):
+                raise UserError(f"{journal}: a locks record is malformed")
+        elif op == "batch":
+            from sessionkit.runlog.ops import strict
+            b = strict(rec, {"n": "int", "of": "int", "threads": "int"}, {})
+            if [b["n"] - 1, b["of"]] != (batches or [0, b["of"]]) or not 1 <= b["n"] <= b["of"] or b["threads"] < 1:
+                raise UserError(f"{journal}: a batch record is malformed or out of order")
+            batches = [b["n"], b["of"]]
+        elif op not in RUN_RECORDS:
+            ops.append(op_from_record(rec))
+    return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups, left, deleted, restores)
+
+
+@dataclass
+class UndoPlan:
+    run_dir: Path
+    kind: str
+    complete: bool
+    steps: List[Tuple[Op, str]] = field(default_factory=list)  # (op, state) to undo, newest first
+    cleanups: List[Op] = field(default_factory=list)  # temporary files left by a kill
+    already: int = 0
+    conflicts: List[str] = field(default_factory=list)
+    deleted: List[str] = field(default_factory=list)  # deleted since the run (thread/delete): left deleted
+    locks: Dict[str, Any] = field(default_factory=dict)  # the run's "locks" record
+    undone_before: bool = False  # the journal already says "rolled back" (or failed, undone)
+
+    stale_locks: int = 0  # lock files (and .coordination.lock) a killed run left behind
+    began: bool = True  # False: the run stopped before its begin record; nothing to undo or record
+
+    @property
+    def actions(self) -> int:
+        return len(self.steps) + len(self.cleanups) + self.stale_locks
+
+    def needs_record(self) -> bool:
+        """An apply has something to do or to write down: steps, leftovers, or a run whose every
+        change is already original (or deleted since) that its journal does not yet call undone."""
+        return bool(self.actions) or (self.began and not self.conflicts and not self.undone_before)
+
+
+Target = Union["Run", Path]  # a run read once, or a bare manifest CSV (or a journal that could not be read)
+
+
+def find_run(home: CodexHome, manifest: Optional[str]) -> Optional[Target]:
+    """The run a manifest (CSV, run folder or journal) names, read once; else the newest run that is
+    applied (partly undone included), so --latest walks back through several runs; None when every
+    recorded run is undone: nothing left to undo. A bare CSV of the original design
+    (`provider_migration_<ts>.csv`, no journal beside it) stands for itself."""
+    if manifest:
+        p = Path(manifest).expanduser()
+        if not p.exists():
+            raise UserError(f"no such manifest or run folder: {p}")
+        if not p.is_dir():
+            if not (p.parent / "journal.jsonl").is_file():
+                return p
+            p = p.parent
+        return read_run(p)
+    runs = list_runs(home.artifacts_dir)
+    for path in reversed(runs):
+        try:
+            run = read_run(path)
+        except UserError:
+            return path  # a damaged journal is shown (plan_undo says why), not passed over silently
+        if run.applied:
+            return run
+    return None
+
+
+def runs_until(home: CodexHome, where: str) -> List[Run]:
+    """The applied runs from the newest down to (and including) the run `where` names, newest first."""
+    p = Path(where).expanduser()
+    if not p.exists():
+        raise UserError(f"no such run folder: {p}")
+    folder = p if p.is_dir() else p.parent
+    if not (folder / "journal.jsonl").is_file():
+        raise UserError(f"--until wants a run folder (or its journal or manifest): {safe_str(p)}")
+    real = os.path.realpath(str(folder))
+    runs = list_runs(home.artifacts_dir)
+    idx = next((i for i, r in enumerate(runs) if os.path.realpath(str(r)) == real), None)
+    if idx is None:
+        raise UserError(f"--until {safe_str(p)} is not a run recorded under {safe_str(home.artifacts_dir)}")
+    out = []
+    for path in reversed(runs[idx:]):
+        run = read_run(path)  # a damaged journal stops here, before anything is undone
+        if run.applied:
+            out.append(run)
+    return out
+
+
+def as_run(target: Target) -> Optional[Run]:
+    """The run of a target (read now if it is a run folder); None for a bare manifest CSV."""
+    if isinstance(target, Run):
+        return target
+    return None if target.is_file() else read_run(target)
+
+
+def later_dependents(home: CodexHome, target: Target) -> List[Tuple[Path, int]]:
+    """Newer applied runs that changed threads this run changed: undo those first."""
+    run = as_run(target)
+    if run is None:
+        return []
+    runs = list_runs(home.artifacts_dir)
+    real = os.path.realpath(str(run.path))
+    idx = next((i for i, r in enumerate(runs) if os.path.realpath(str(r)) == real), None)
+    if idx is None:
+        return []
+    mine = run.touches()
+    out = []
+    for r in runs[idx + 1:]:
+        try:
+            other = read_run(r)
+        except UserError:
+            continue
+        shared = mine & other.touches()
+        if other.applied and shared:
+            out.append((r, len(shared)))
+    return out
+
+
+def describe_runs(home: CodexHome) -> List[Dict[str, Any]]:
+    out = []
+    for path in list_runs(home.artifacts_dir):
+        try:
+            run = read_run(path)
+        except UserError as exc:
+            out.append({"run_dir": safe_str(path), "kind": "?", "started": None, "changes": None,
+                        "status": f"unreadable ({exc})", "manifest": None})
+            continue
+        out.append({"run_dir": safe_str(path), "kind": run.begin.get("kind", run_kind(path)), "started": run.begin.get("ts"),
+                    "changes": run.begin.get("changes"), "status": run.status, "manifest": run.manifest})
+    return out
+
+
+def _roots(home: CodexHome) -> List[str]:
+    return allowed_roots(home)
+
+
+def check_ops(home: CodexHome, ops: List[Op], where: Path) -> None:
+    """Every path and DB of a (hostile) journal inside this home and its state-DB folder."""
+    roots, dbs = _roots(home), home_dbs(home)
+    for op in ops:
+        why = op_problem(op, roots, dbs)
+        if why:
+            raise UserError(f"refusing: {where} names a path outside the Codex home: {why}")
+
+
+def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
+    """The values a rollback would write back must be the ones the run's own backup holds: an
+    edited record (other columns, other values) is refused, not written."""
+    conns: Dict[str, sqlite3.Connection] = {}
+    seen: Set[Any] = set()
+    try:
+        for op in ops:
+            back = op.written_back()
+            if back is None:
+                continue
+            table, key, want = back
+            db = str(op.db())
+            backup = run.backups.get(db)
+            if backup is None or os.path.dirname(os.path.realpath(backup)) != os.path.realpath(str(run.path)):
+                raise UserError(f"refusing: {journal} changes rows of {db} without a backup of it in the run folder")
+            if backup not in conns:
+                conns[backup] = open_readonly(Path(backup))
+            conn = conns[backup]
+            try:
+                sig = (backup, table, tuple(key), tuple(want))
+                if sig not in seen:
+                    check_columns(conn, table, list(key) + list(want), None)
+                    seen.add(sig)
+                w = " AND ".join(f'"{c}" IS ?' for c in key)
+                cols = ", ".join(f'"{c}"' for c in want)
+                rows = conn.execute(f'SELECT {cols} FROM "{table}" WHERE {w}', list(key.values())).fetchall()
+            except (sqlite3.DatabaseError, UserError):
+                rows = []
+            if [dict(zip(want, r)) for r in rows][:1] != [want]:
+                raise UserError(f"refusing: {journal}: the {op.KIND} of {key} does not match the run's own "
+                                f"backup (edited journal?); nothing was changed")
+    finally:
+        for c in conns.values():
+            c.close()
+
+
+def plan_undo(home: CodexHome, target: Target) -> UndoPlan:
+    run = as_run(target)
+    if run is None:
+        assert isinstance(target, Path)
+        return _plan_from_csv(home, target)
+    run_dir = run.path
+    journal = run_dir / "journal.jsonl"
+    if not run.began:
+        return UndoPlan(run_dir, run_kind(run_dir), False, began=False)
+    if os.path.realpath(str(run.begin.get("codex_dir", ""))) != os.path.realpath(str(home.root)):
+        raise UserError(f"{journal} belongs to the Codex home {run.begin.get('codex_dir')!r}, not {home.root}")
+    check_ops(home, run.ops, journal)
+    plan = UndoPlan(run_dir, str(run.begin.get("kind")), run.complete, locks=run.locks,
+                    undone_before=run.undone in ("rollback", "failure"))
+    _plan_ops(plan, run.ops)
+    check_against_backups(run, journal, [o for o, _ in plan.steps])  # only what would be written back
+    if run.locks:
+        d = home.root / LOCK_DIR
+        plan.stale_locks = sum(1 for t in run.locks["created"] if os.path.lexists(str(d / f"{t}.lock"))) + \
+            int(not run.locks["coordination_existed"] and os.path.lexists(str(d / ".coordination.lock")))
+    return plan
+
+
+def stopped_before_begin(run_dir: Path) -> bool:
+    """Killed before its begin record was whole: the folder holds only journal.jsonl, and that holds
+    nothing or the start of one record (no line end of any kind). Every change waits for that
+    record, and backups, copies and the manifest come after it."""
+    try:
+        if os.listdir(str(run_dir)) != ["journal.jsonl"]:
+            return False
+        data = (run_dir / "journal.jsonl").read_bytes()
+    except OSError:
+        return False
+    return b"\n" not in data and b"\r" not in data and (data == b"" or data.startswith(b'{"v":'))
+
+
+def run_kind(run_dir: Path) -> str:
+    """`provider_migration` from `provider_migration_20261127_205531_1`: for a run with no begin record."""
+    m = re.match(r"(.+)_\d{8}_\d{6}(?:_\d+)?$", run_dir.name)
+    return m.group(1) if m else "?"
+
+
+def _states(ops: List[Op]) -> List[str]:
+    """Each op judged (itself) against the home now, newest first as the undo meets them: a file a
+    later op of the run moved is judged where it lies (a rewrite in archived_sessions/, then the
+    unarchive's move); a DB op through one read-only connection per DB."""
+    conns: Dict[str, sqlite3.Connection] = {}
+    checked: Set[Any] = set()
+    out: List[str] = []
+    moved: Dict[str, str] = {}  # a file's path when the op ran -> where later ops of the run put it
+    try:
+        for op in reversed(ops):
+            if op.DB_OP:
+                db = op.db()
+                assert db is not None
+                if db not in conns:
+                    if not os.path.isfile(db):
+                        out.append(CHANGED)
+                        continue
+                    conns[db] = open_readonly(Path(db))
+                try:
+                    if (db, type(op), op.columns()[0]) not in checked:
+                        check_op_columns(conns[db], [op])
+                        checked.add((db, type(op), op.columns()[0]))
+                    out.append(op.judge(conns[db]))
+                except (sqlite3.DatabaseError, UserError):
+                    out.append(CHANGED)
+            else:
+                judged = op
+                for p in op.files():
+                    if p in moved:
+                        judged = judged.at(p, moved[p])
+                st = judged.judge()
+                rel = op.relocation()
+                if rel is not None and st == NEW:
+                    moved[rel[0]] = moved.get(rel[1], rel[1])
+                out.append(st)
+    finally:
+        for c in conns.values():
+            c.close()
+    out.reverse()
+    return out
+
+
+def _describe(op: Op) -> str:
+    return safe_str(op.subject())
+
+
+DELETED = "deleted since the run (thread/delete?); left deleted"
+
+
+def _partners(ops: List[Op], alone: Any) -> Dict[str, str]:
+    """Threads that go with a thread left alone (Op.together), each with that thread."""
+    more: Dict[str, str] = {}
+    for op in ops:
+        for n in op.together():
+            if op.thread_id and n in alone and op.thread_id not in alone:
+                more[op.thread_id] = n
+            if op.thread_id in alone and n not in alone:
+                more[n] = op.thread_id  # type: ignore[assignment]
+    return more
+
+
+def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
+    """Steps (newest first), conflicts and deletions, a thread judged whole: a thread whose changes
+    are all gone or original was deleted since and stays deleted; one that is changed or gone in
+    part is left alone whole and named."""
+    states = _states(ops)
+    per: Dict[str, List[str]] = {}
+    for op, st in zip(ops, states):
+        if op.thread_id:
+            per.setdefault(op.thread_id, []).append(st)
+    refusal = {id(op): why for op, st in zip(ops, states) if st in (NEW, TORN) for why in [op.undo_refusal()] if why}
+    deleted = {t for t, sts in per.items() if GONE in sts and all(s in (GONE, OLD) for s in sts)}
+    split = {t for t, sts in per.items() if t not in deleted and any(s in (CHANGED, GONE) for s in sts)} | \
+        {op.thread_id for op in ops if id(op) in refusal and op.thread_id}
+    partner = {}  # a thread left alone with a thread it goes with (Op.together: a fork and its parent)
+    while True:
+        more = _partners(ops, split)
+        if not more:
+            break
+        split.update(more)
+        partner.update(more)
+    plan.conflicts += [f"{t}: left alone with {safe_str(n)} (a fork and its parent change together)"
+                       for t, n in sorted(partner.items())]
+    for op, st in zip(ops, states):
+        if op.leftover():
+            plan.cleanups.append(op)
+        if op.thread_id in deleted:
+            continue
+        if op.thread_id in split:
+            if id(op) in refusal:
+                plan.conflicts.append(f"{_describe(op)}: {refusal[id(op)]}; this thread is left alone whole")
+            elif st in (CHANGED, GONE):
+                plan.conflicts.append(f"{_describe(op)}: {op.changed_reason()}; this thread is "
+                                      f"left alone whole (its file and row stay together)")
+            continue
+        if st == OLD:
+            plan.already += 1
+        elif st in (NEW, TORN) and refusal.get(id(op)):
+            plan.conflicts.append(f"{_describe(op)}: {refusal[id(op)]}; left alone")
+        elif st in (NEW, TORN):
+            plan.steps.append((op, st))
+        elif st == GONE:
+            plan.deleted.append(f"{_describe(op)}: {DELETED}")
+        else:
+            plan.conflicts.append(f"{_describe(op)}: {op.changed_reason()}; left alone")
+    plan.deleted += [f"{safe_str(t)}: {DELETED}" for t in sorted(deleted)]
+    plan.steps.reverse()
+
+
+def _plan_from_csv(home: CodexHome, manifest: Path) -> UndoPlan:
+    """A bare manifest CSV (`id,old_provider,new_provider,ts`, as the original design wrote):
+    the DB rows only, each back to old_provider where it still holds new_provider."""
+    check_ops(home, [RowUpdate(str(home.state_db.path), "threads", {"id": "x"}, {"model_provider": ""},
+                               {"model_provider": ""})], manifest)
+    if not path_allowed(str(manifest), [os.path.realpath(str(home.root))]):
+        raise UserError(f"refusing: the manifest {manifest} is outside the Codex home")
+    plan = UndoPlan(manifest.parent, "provider_migration (manifest only)", True)
+    ops: List[Op] = []
+    bad = UserError(f"{manifest}: not a provider migration manifest (id,old_provider,new_provider,ts)")
+    try:
+        with open(manifest, newline="", encoding="utf-8") as fh:
+            for rec in csv.DictReader(fh):
+                if not rec.get("id") or rec.get("old_provider") is None or rec.get("new_provider") is None:
+                    raise bad
+                ops.append(RowUpdate(str(home.state_db.path), "threads", {"id": rec["id"]},
+                                     {"model_provider": rec["old_provider"]},
+                                     {"model_provider": rec["new_provider"]}, rec["id"]))
+    except (UnicodeDecodeError, csv.Error):
+        raise bad from None
+    _plan_ops(plan, ops)
+    return plan
+
+
+def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback",
+               progress: Optional[Progress] = None) -> Dict[str, Any]:
+    """DB ops first (a backup of each DB, then one transaction per DB), then file ops newest first,
+    each thread under its writer lock; a thread Codex holds open is left alone whole. More threads
+    than the open-file limit holds locks for go in batches, ops of no thread (folders) in the last."""
+    per_batch = locks_per_batch(len({o.thread_id for o, _ in plan.steps if o.thread_id}))
+    group = group_of([o for o, _ in plan.steps])  # a fork and its parent in one batch
+    batches = split_batches(plan.steps, lambda step: group(step[0]), per_batch, loose_last=True)
+    undo = _UndoBatches(plan, by, batches)
+    run_batches(home.root, batches, _step_thread, undo.batch, progress)
+    if plan.locks:  # lock files a killed run left: removed when no one holds them
+        remove_stale_locks(home.root, plan.locks["created"])
+        if not plan.locks["coordination_existed"]:
+            remove_unused_lock_dir(home.root, coordination_too=True, folder_too=not plan.locks["dir_existed"])
+    journal = plan.run_dir / "journal.jsonl"
+    if journal.is_file() and not plan.run_dir.is_file() and plan.began:
+        try:
+            j = Journal(journal)
+            try:  # conflicts > 0: partly undone; the run stays undoable and is never pruned without --force
+                j.write({"op": "undone", "by": by, **{k: v for k, v in undo.counts.items()},
+                         "conflicts": len(plan.conflicts), "left": plan.conflicts[:LEFT_KEPT],
+                         "deleted": plan.deleted[:LEFT_KEPT]})
+            finally:
+                j.close()
+        except OSError:
+            pass  # the undo is done; the next rollback finds every op already original
+    return {"db_backups": undo.backups, **undo.counts}
+
+
+LEFT_KEPT = 1000  # names of what was left alone kept in the journal (the count is always whole)
+
+
+def _step_thread(step: Tuple[Op, str]) -> Optional[str]:
+    return step[0].thread_id
+
+
+class _UndoBatches:
+    """The undo of one batch of threads, under their writer locks: (first batch: back up every DB
+    any batch changes) its DB ops in one transaction per DB, its temporary files, its file ops."""
+
+    def __init__(self, plan: UndoPlan, by: str, batches: List[List[Tuple[Op, str]]]) -> None:
+        self.plan, self.by, self.batches = plan, by, batches
+        self.stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.counts = {"rows_reverted": 0, "line1_restored": 0, "files_moved_back": 0, "undone": 0}
+        for o, _ in plan.steps:
+            if o.COUNTS.undone:
+                self.counts.setdefault(o.COUNTS.undone, 0)
+        self.backups: List[str] = []
+        self.dbs: List[str] = []
+        self.cleanups = list(plan.cleanups)
+
+    def batch(self, n: int, steps: List[Tuple[Op, str]], refused: Dict[str, str]) -> None:
+        own = {o.thread_id for o, _ in steps}
+        refused = dict(refused)
+        while True:  # a fork and its parent: both undone or both left alone
+            more = _partners([o for o, _ in steps], refused)
+            if not more:
+                break
+            refused.update({t: f"left alone with {safe_str(n)}, {refused[n]}" for t, n in more.items()})
+        self.plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
+        steps = [(o, s) for o, s in steps if o.thread_id not in refused]
+        if n == 1:
+            self._backups([o for o, _ in steps] + [o for b in self.batches[1:] for o, _ in b])
+        for db in self.dbs:
+            mine = [o for o, _ in steps if o.DB_OP and o.db() == db]
+            if mine:
+                self._rows(db, mine)
+        self._clean(n == len(self.batches), own)
+        for o, _st in steps:
+            if not o.DB_OP and o.state() in (NEW, TORN):
+                self._file(o)
+
+    def _clean(self, last: bool, own: Set[Optional[str]]) -> None:
+        """Temporary files a kill left, before the file undos (a folder the run made is then empty
+        again): those of this batch's threads; in the last batch, all that are left."""
+        now = [c for c in self.cleanups if last or c.thread_id in own]
+        self.cleanups = [c for c in self.cleanups if not (last or c.thread_id in own)]
+        for c in now:
+            c.clean()
+
+    def _backups(self, ops: List[Op]) -> None:
+        """Every DB a batch will change, before the first change (a failed run's own backup is the
+        state before it: none then)."""
+        self.dbs = list(dict.fromkeys(o.db() for o in ops if o.DB_OP))  # type: ignore[misc]
+        if self.by == "failure":
+            return
+        for db in self.dbs:
+            self.backups.append(str(backup_into(self.plan.run_dir, db, f"pre_rollback_{self.stamp}")))
+
+    def _rows(self, db: str, mine: List[Op]) -> None:
+        with transaction(Path(db)) as conn:
+            check_op_columns(conn, mine)
+            for o in mine:
+                if o.state_db(conn) != NEW:
+                    continue
+                n = o.revert(conn)
+                if o.COUNTS.undone:
+                    self.counts[o.COUNTS.undone] += n
+                self.counts["undone"] += 1
+            point("undo-commit")
+
+    def _file(self, o: Op) -> None:
+        o.revert()
+        self.counts["undone"] += 1
+        if o.COUNTS.undone:
+            self.counts[o.COUNTS.undone] += 1
+        point("undo-file")
+
+
+SUMMARY_COUNTS = ("rows_to_revert", "rows_to_delete", "rows_to_restore", "offsets_to_revert", "line1_to_restore",
+                  "files_to_move_back", "other_to_undo")
+
+
+def summary(plan: UndoPlan, sample: int) -> Dict[str, Any]:
+    """What an undo plan holds, each op counted where it says it counts (Op.COUNTS.to_undo)."""
+    counts = dict.fromkeys(SUMMARY_COUNTS, 0)
+    for o, _ in plan.steps:
+        counts[o.COUNTS.to_undo] = counts.get(o.COUNTS.to_undo, 0) + 1
+    rows = [safe_str(o.subject()) for o, _ in plan.steps if o.COUNTS.to_undo == "rows_to_revert"]
+    notes = [safe_str(n) for n in (o.undo_sample() for o, _ in plan.steps) if n]
+    return {"run_dir": safe_str(plan.run_dir), "kind": plan.kind, "run_complete": plan.complete, **counts,
+            "temporary_files_to_remove": len(plan.cleanups), "lock_files_to_remove": plan.stale_locks,
+            "already_original": plan.already, "conflicts": len(plan.conflicts), "left_deleted": len(plan.deleted),
+            "conflict_sample": plan.conflicts[:sample], "deleted_sample": plan.deleted[:sample],
+            "rows_sample": rows[:sample], "moves_sample": notes[:sample]}

@@ -1,0 +1,1 @@
+"""What the user reads and types: arguments, commands to paste, labels, progress, results."""

@@ -1,0 +1,127 @@
+"""Name a session as its user knows it (its name as the picker shows it, else its title; date,
+folder), times as dates, and every string from a home printed with its control characters escaped."""
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+from typing import Any, Dict, Iterable, Optional
+
+from sessionkit.codexfiles.paths import safe_str
+from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index
+
+TITLE_CHARS = 40
+# C0 and C1 controls, DEL, and the format characters that reorder or hide text on a terminal
+# (bidi overrides and isolates, zero-width joiners): none of them may reach a terminal raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
+
+
+def _escape(match: "re.Match[str]") -> str:
+    c = match.group(0)
+    named = _NAMED.get(c)
+    if named:
+        return named
+    return "\\x%02x" % ord(c) if ord(c) < 0x100 else "\\u%04x" % ord(c)
+
+
+def shown(text: object) -> str:
+    """A string from a home as it may be printed: not-UTF-8 bytes and lone surrogates as
+    backslash escapes, control characters (cursor moves, OSC 52 clipboard writes) as `\\e`, `\\x07`."""
+    return _CONTROL.sub(_escape, safe_str("" if text is None else text))
+
+
+def readable_time(value: object) -> str:
+    """Epoch seconds or milliseconds as a local `YYYY-MM-DD HH:MM`; anything else as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "none" if value is None else shown(value)
+    secs = value / 1000 if value > 10_000_000_000 else value
+    try:
+        return datetime.fromtimestamp(secs).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):
+        return str(value)
+
+
+def short_title(text: Optional[str], limit: int = TITLE_CHARS) -> str:
+    """A title or name quoted, shortened to `limit` characters (a label, not a value to copy)."""
+    line = shown(" ".join((text or "").split()))
+    if not line:
+        return "(no title)"
+    return '"' + (line if len(line) <= limit else line[:limit - 1] + "…") + '"'
+
+
+def label(name: Optional[str], title: Optional[str]) -> str:
+    """The one naming rule: the thread's name when it has one (as the picker shows), else its title."""
+    return short_title(name) if name and name.strip() else short_title(title)
+
+
+def thread_names(inputs: Any) -> Dict[str, str]:
+    """`threads.name` by lower-case id, else the latest name session_index.jsonl records (`inputs`:
+    the audit's AuditInputs)."""
+    out = dict(names_from_session_index(inputs.home))
+    try:
+        out.update(named_threads(inputs.home.state_db.path) or {})
+    except Exception:  # noqa: BLE001 - names only make labels nicer; never the end of a run
+        pass
+    return out
+
+
+def session_names(inputs: Any, ids: Iterable[str]) -> Dict[str, str]:
+    """`"name or first prompt", 2025-03-01 09:30, /work/proj` for each id: from its row, else its file."""
+    wanted = {t.lower(): t for t in ids}
+    out: Dict[str, str] = {}
+    if not wanted:
+        return out
+    names = thread_names(inputs)
+    for key in list(wanted):
+        row = inputs.rows_by_id.get(key)
+        if row is not None:
+            out[wanted.pop(key)] = (f"{label(names.get(key), row.preview)}, {readable_time(row.created_at)}, "
+                                    f"{shown(row.cwd) or '(no folder)'}")
+    for key, tid in wanted.items():  # no row: what the file says
+        files = inputs.index.by_thread.get(key, [])
+        if not files:
+            out[tid] = "(unknown session)"
+            continue
+        meta = inputs.metas.get(files[0].key)
+        cwd = meta.cwd if meta is not None and meta.cwd else ""
+        title = label(names.get(key), None) if names.get(key) else "(not indexed)"
+        out[tid] = f"{title}, {files[0].date}, {shown(cwd) or '(no folder)'}"
+    return out
+
+
+def relative(path: object, root: object) -> str:
+    """A path inside the home without the home's prefix; any other path whole (escaped)."""
+    text, base = safe_str(path), safe_str(root).rstrip(os.sep) + os.sep
+    return shown(text[len(base):] if text.startswith(base) else text)
+
+
+def names_from_db(db: object, ids: Iterable[str]) -> Dict[str, str]:
+    """The same labels read straight from a state DB (for a run that did not read the whole home,
+    such as a rollback): name else title, date, folder; ids the DB does not know are left out."""
+    import sqlite3
+    from sessionkit.codexfiles.statedb import open_readonly
+    wanted = sorted({t.lower() for t in ids})
+    out: Dict[str, str] = {}
+    if not wanted:
+        return out
+    try:
+        conn = open_readonly(db)
+    except (sqlite3.Error, OSError):
+        return out
+    try:
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(threads)")}
+        title = next((c for c in ("title", "preview", "first_user_message") if c in cols), None)
+        pick = ", ".join(["id", "name" if "name" in cols else "NULL", title or "NULL",
+                          "created_at" if "created_at" in cols else "NULL", "cwd" if "cwd" in cols else "NULL"])
+        for n in range(0, len(wanted), 500):
+            chunk = wanted[n:n + 500]
+            for tid, name, ttl, created, cwd in conn.execute(
+                    f"SELECT {pick} FROM threads WHERE lower(id) IN ({','.join('?' * len(chunk))})", chunk):
+                out[str(tid).lower()] = (f"{label(name if isinstance(name, str) else None, ttl if isinstance(ttl, str) else None)}"
+                                         f", {readable_time(created)}, {shown(cwd) or '(no folder)'}")
+    except sqlite3.Error:
+        pass
+    finally:
+        conn.close()
+    return out

@@ -1,0 +1,81 @@
+"""What a run did, in plain words, for the four writers (migration, import, repair, rollback).
+
+One rendering: what changed (each session by its label: name else title, date, folder), what
+was skipped and why, the whole undo and verify commands, and whether older runs are still
+applied. The raw counters of the result go to --verbose (and --json, printed elsewhere).
+"""
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from sessionkit.ui.labels import shown
+
+
+LIMIT = 10  # sessions named per list; the rest are counted (--json lists them)
+WIDTH = 100
+
+
+@dataclass
+class Outcome:
+    """A run's result as the user reads it. `changed` and `skipped` hold labels, not ids."""
+    heading: str  # "Provider Migration Result"
+    done: str  # "4 sessions now use openai" (one line, the answer)
+    changed: List[str] = field(default_factory=list)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (label, reason)
+    notes: List[str] = field(default_factory=list)
+    undo: Optional[str] = None  # a whole command
+    undo_then: List[Tuple[str, str]] = field(default_factory=list)  # (why, whole command) after `undo`
+    verify: Optional[str] = None  # a whole command
+    older: List[str] = field(default_factory=list)  # older runs still applied, as "kind, started"
+    counters: Dict[str, Any] = field(default_factory=dict)  # for --verbose only
+
+
+def _listed(labels: Sequence[str], limit: int, indent: str = "  ") -> List[str]:
+    """Up to `limit` entries, each wrapped at spaces (never cut), then how many more there are."""
+    out = [line for text in labels[:limit]
+           for line in textwrap.wrap(indent + text, WIDTH, subsequent_indent=indent + "    ",
+                                     break_long_words=False, break_on_hyphens=False) or [indent + text]]
+    if len(labels) > limit:
+        out.append(f"{indent}(and {len(labels) - limit} more; --json lists them)")
+    return out
+
+
+def render(o: Outcome, verbose: bool = False, limit: int = LIMIT) -> List[str]:
+    """The result block: the answer first, then the sessions, the skips, undo, verify, older runs."""
+    out = [f"=== {o.heading} ==="] + wrap(o.done)
+    out += _listed(o.changed, limit)
+    if o.skipped:
+        out.append(f"Skipped {len(o.skipped)} (left as they were):")
+        out += _listed([f"{name}: {why}" for name, why in o.skipped], limit)
+    out += [line for note in o.notes for line in (wrap(note) if not note.startswith("  ") else [note])]
+    if o.undo:
+        out += ["undo with:", f"  {o.undo}"]
+        for why, cmd in o.undo_then:
+            out += [f"  then ({why}):", f"  {cmd}"]
+    if o.verify:
+        out += ["Verify, then restart your editor's Codex:", f"  {o.verify}"]
+    if o.older:
+        out.append(f"Older runs still applied ({len(o.older)}; each is undone on its own, newest first):")
+        out += _listed(o.older, 3)
+    if verbose and o.counters:
+        out.append("Counters:")
+        out += [f"  {k}: {v}" for k, v in o.counters.items()]
+    return out
+
+
+def wrap(text: str, indent: str = "    ") -> List[str]:
+    """One line of words wrapped at spaces, never cut (a long path stays whole)."""
+    return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_long_words=False,
+                         break_on_hyphens=False) or [text]
+
+
+def nothing_to_do(what: str) -> str:
+    """The whole output of a dry-run with nothing to do: one line (exit 0)."""
+    return f"Nothing to do: {what}."
+
+
+def labels_for(names: Dict[str, str], ids: Sequence[str]) -> List[str]:
+    """Each id's label where known, else the id itself (escaped)."""
+    return [names.get(t) or names.get(str(t).lower()) or shown(t) for t in ids]
