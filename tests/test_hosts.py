@@ -465,7 +465,7 @@ def test_windows_cannot_replace_a_rollout_held_open_so_the_run_undoes_itself(as_
 NO_CONTENT = {("writerlock.py", "_coordination"), ("writerlock.py", "take_many"),
               ("writerlock.py", "remove_unused_lock_dir"), ("writerlock.py", "remove_stale_locks"),
               ("safety.py", "__enter__"), ("locks.py", "is_held"), ("ops.py", "_fsync_dir"), ("cli.py", "_stdout_gone"),
-              ("artifacts.py", "_fsync_path"), ("decompress.py", "_fsync_dir"),  # fsync only, no content
+              ("artifacts.py", "_fsync_path"),  # fsync only, no content
               ("lockbatch.py", "locks_beside_home_lock")}  # /dev/null, held as a stand-in descriptor
 
 

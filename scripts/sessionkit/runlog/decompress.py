@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.faults import point
-from sessionkit.runlog.ops import CHANGED, NEW, OLD, TORN, Op, RecordError, strict
+from sessionkit.runlog.ops import CHANGED, NEW, OLD, TORN, Op, RecordError, _fsync_dir, strict
 from sessionkit.codexfiles.paths import open_regular
 from sessionkit.codexfiles.zstd import ZST, ZSTD_MISSING, digest_stream, jsonl_name, missing_reason, open_zst
 
@@ -41,18 +41,6 @@ def _copy_new(src: str, dst: str, mode: int, mtime_ns: Optional[int], decompress
         os.utime(dst, ns=(mtime_ns, mtime_ns))
     return got
 
-
-def _fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _unlink_quiet(path: str) -> None:
@@ -142,10 +130,10 @@ class Decompress(Op):
         if got != (self.size, self.sha256):
             raise OSError(5, f"{self.tmp}: the decompressed copy differs from the plan")
         os.rename(self.tmp, self.dst)
-        _fsync_dir(os.path.dirname(self.dst))
+        _fsync_dir(Path(os.path.dirname(self.dst)))
         point("file")
         os.unlink(self.src)
-        _fsync_dir(os.path.dirname(self.src))
+        _fsync_dir(Path(os.path.dirname(self.src)))
 
     def _dst_as_written(self) -> bool:
         return os.path.isfile(self.dst) and not os.path.islink(self.dst) and \
@@ -183,10 +171,10 @@ class Decompress(Op):
                 _unlink_quiet(self.tmp_src)
                 raise OSError(5, f"the kept copy {self.backup} differs from the compressed rollout")
             os.rename(self.tmp_src, self.src)
-            _fsync_dir(os.path.dirname(self.src))
+            _fsync_dir(Path(os.path.dirname(self.src)))
         if self._dst_as_written():
             os.unlink(self.dst)
-            _fsync_dir(os.path.dirname(self.dst))
+            _fsync_dir(Path(os.path.dirname(self.dst)))
 
 
 def decompressions(ops: List[Op]) -> List[Decompress]:
