@@ -412,7 +412,7 @@ def test_apply_imports_exactly_then_nothing_twice_and_rollback_restores_dest(hom
     assert (again["to_import"], again["already_present"], again["conflicts"], again["result"]) == (0, 3, 0, None)
     without_remap = plan_json(dst.root, "--from", str(src.root))
     assert (without_remap["to_import"], without_remap["conflicts"], without_remap["already_present"]) == (0, 0, 3)
-    assert "its folders differ" in without_remap["skipped_sample"][0]["reason"]
+    assert "its folders or provider differ" in without_remap["skipped_sample"][0]["reason"]
     rb = run_script("rollback.py", "--codex-dir", str(dst.root), "--latest", "--apply", "--json")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert _dest_state(dst) == dest_before
@@ -713,3 +713,24 @@ def test_apply_writes_its_scratch_inside_the_home_only(homes, tmp_path):
                if r.get("op") == "file_create" and r.get("source")]
     assert len(sources) == 3  # each file came from the archive through the scratch folder
     assert all(s.startswith(str(artifacts) + "/codex-session-import-") for s in sources), sources
+
+
+def test_a_second_import_after_the_suggested_migration_is_the_same_thread_not_a_conflict(tmp_path):
+    """Import, then the provider migration the import suggests, then the same import again: the
+    migrated copies are the same threads (only line 1's provider differs, a field this tool writes),
+    so nothing is imported and nothing is called a conflict (issue 19)."""
+    src = HomeBuilder(tmp_path / "old" / ".codex", provider="oldco", providers=["oldco"])
+    for i in range(2):
+        src.add(provider="oldco", preview=f"work {i}")
+    dst = HomeBuilder(tmp_path / "new" / ".codex", provider="newco", providers=["newco", "oldco"])
+    dst.n = 100  # other ids
+    dst.add(provider="newco", preview="the new machine's own")
+    imp(dst.root, "--from", str(src.root), "--apply")
+    mig = run_script("provider_migrate.py", "--codex-dir", str(dst.root), "--apply")
+    assert mig.returncode == 0, mig.stdout + mig.stderr
+    assert dst.sql("SELECT count(*) FROM threads WHERE model_provider='oldco'") == [(0,)]
+    before = snapshot(dst.root)
+    plan = plan_json(dst.root, "--from", str(src.root))
+    assert (plan["to_import"], plan["conflicts"], plan["skipped"]) == (0, 0, 2), plan
+    assert all("already in DEST (the same thread" in s["reason"] for s in plan["skipped_sample"]), plan
+    assert snapshot(dst.root) == before

@@ -490,8 +490,9 @@ def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str, remapper: R
 
 
 def _same_but_folders(src: Path, dst: Path) -> bool:
-    """Every line of SRC's file is in DEST's, in order, equal but for the folder records an import
-    may remap (rollout_edit.FOLDER_RECORDS; DEST may go on with turns added since)."""
+    """Every line of SRC's file is in DEST's, in order, equal but for the fields this tool writes:
+    the folder records an import may remap (rollout_edit.FOLDER_RECORDS) and line 1's provider (a
+    migration after an import); DEST may go on with turns added since."""
     try:
         with open(src, "rb") as a, open(dst, "rb") as b:
             for mine in a:
@@ -509,11 +510,16 @@ def _same_but_folders(src: Path, dst: Path) -> bool:
 
 
 def _without_folders(line: bytes) -> Optional[Dict[str, Any]]:
+    """The decoded line without what a remap or a migration rewrites (never conversation content)."""
     try:
         obj = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    return without_folders(obj) if isinstance(obj, dict) else None
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("type") == "session_meta" and isinstance(obj.get("payload"), dict):
+        obj["payload"].pop("model_provider", None)
+    return without_folders(obj)
 
 
 class RowBuilder:
@@ -711,7 +717,8 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
             ("DEST has a rollout with this id but no row", False)
         if differs is None:
             return skip("already in DEST (the same thread)" if same_line1 else
-                        "already in DEST (the same thread; its folders differ, imported with another remap?)")
+                        "already in DEST (the same thread; its folders or provider differ: imported with "
+                        "another remap, or migrated since)")
         return skip(f"DEST already has a different thread with this id ({differs})", conflict=True)
     for fc in copies:
         if fc.dst_key in taken or fc.dst_key in dest.index.by_path or os.path.lexists(fc.dst_key):
