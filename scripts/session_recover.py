@@ -22,6 +22,9 @@ from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import session_names  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.labels import shown  # noqa: E402
+from sessionkit.ui.results import Outcome, labels_for  # noqa: E402
+from sessionkit.ui.results import render as render_outcome  # noqa: E402
+from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
 from sessionkit.fixes.repair import parse_remaps  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
@@ -54,6 +57,7 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--apply", action="store_true", help="make every change, as one run (default: show the plan).")
     p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
     p.add_argument("--sample", type=positive_int, default=10, metavar="N", help="sessions shown per cause (default: 10).")
+    p.add_argument("--verbose", action="store_true", help="also print the raw counters of the result.")
     return p.parse_args(argv)
 
 
@@ -86,7 +90,7 @@ def apply_command(home: CodexHome, opts: RecoverOptions) -> str:
 
 
 def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Optional[Dict[str, Any]],
-           dry_run: bool, cmd: str) -> str:
+           dry_run: bool, cmd: str, names: Optional[Dict[str, str]] = None, verbose: bool = False) -> str:
     out = ["=== Session Recovery Plan ===", f"codex_dir: {home.root}", f"dry_run: {dry_run}"]
     if r["remap"]:
         out.append(f"moved home: --remap-prefix {' '.join(r['remap'])} (from {r['remap_from']})")
@@ -116,14 +120,29 @@ def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Option
         elif dry_run:
             out += ["No changes applied (dry-run). To make them all as one run (one undo), run:", "  " + cmd]
         return "\n".join(out)
-    out += ["", "=== Session Recovery Result ===", f"journal: {result['journal']}",
-            "backups: " + ", ".join(result["backups"].values()),
-            "changes: " + ", ".join(f"{k} {v}" for k, v in result["applied"].items()),
-            f"providers now: {result['provider_distribution_after']}; archived: {result['archived_after']}",
-            *([f"history rebuilt: {r['history_rebuild']['rebuilt']}"] if r.get("history_rebuild") else []),
-            "undo all of it with:", f"  {result['rollback']}",
-            "Verify, then restart your editor's Codex:", "  " + home_command(home, "session_audit.py")]
-    return "\n".join(out)
+    return "\n".join(out + [""] + render_outcome(recovery_outcome(home, plan, r, result, names or {}), verbose))
+
+
+def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Dict[str, Any],
+                     names: Dict[str, str]) -> Outcome:
+    """The recovery's result in words, as the other scripts say theirs: the sessions it changed by
+    name, what it left and why, the one undo and the verify command; the counters with --verbose."""
+    ids: List[str] = []
+    for tids in plan.groups().values():
+        ids += [t for t in tids if t not in ids]
+    after = ", ".join(f"{shown(k)} {v}" for k, v in result["provider_distribution_after"].items())
+    n = len(ids)
+    rebuilt = r.get("history_rebuild") or {}
+    return Outcome(
+        heading="Session Recovery Result",
+        done=f"Done: {n} session{'s' if n != 1 else ''} recovered in one run (sessions per provider now: "
+             f"{after}; {result['archived_after']} archived)" + (":" if ids else "."),
+        changed=labels_for(names, ids),
+        skipped=[(names.get(t, shown(t)), shown(why)) for t, why in plan.skipped],
+        notes=[f"Your Codex rebuilt the stored history of {rebuilt['rebuilt']} session(s)."] if rebuilt else [],
+        undo=result["rollback"], undo_label="undo all of it with:",
+        verify=home_command(home, "session_audit.py"), older=older_runs(home, result.get("run_dir")),
+        counters={k: v for k, v in result.items() if k != "rollback"})
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -150,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply,
                     "apply_command": cmd if plan.has_work and not args.apply else None, "result": result})
     else:
-        text = render(home, plan, report, result, not args.apply, cmd)
+        text = render(home, plan, report, result, not args.apply, cmd, names, args.verbose)
         print("\n".join(shown(line) for line in text.split("\n")))
     failed = (report.get("history_rebuild") or {}).get("failed")
     return EXIT_FINDINGS if plan.skipped or (result or {}).get("skipped_at_apply") or failed else EXIT_CLEAN

@@ -106,3 +106,23 @@ def test_the_import_result_gives_the_verify_command_and_names_the_sessions(tmp_p
     # the same import again: nothing to do, one line, exit 0
     again = script("session_import.py", dst.root, "--from", str(src.root))
     assert (again.returncode, again.stdout) == (0, f"Nothing to do: all 1 session(s) of {src.root} are already here.\n")
+
+
+def test_the_recovery_says_what_it_recovered_by_name_not_its_counters(tmp_path):
+    """session_recover.py's result, as the other writers say theirs: the sessions by name or title,
+    the one undo for all of it and the verify command; its counters only with --verbose."""
+    hb = build_broken_home(tmp_path / ".codex")
+    done = script("session_recover.py", hb.root, "--apply")
+    assert done.returncode in (0, 1), done.stderr
+    out = done.stdout.splitlines()
+    i = out.index("=== Session Recovery Result ===")
+    assert " ".join(out[i + 1:i + 3]).startswith("Done: ") and "recovered in one run" in " ".join(out[i + 1:i + 3])
+    assert '  "before the key switch 0", 2025-03-01 10:05, /work/other' in out[i:]
+    undo = out[out.index("undo all of it with:") + 1].strip()
+    assert undo.startswith(f"{PY} {SCRIPTS}/rollback.py ") and undo.endswith(" --apply")
+    assert "Verify, then restart your editor's Codex:" in out
+    for raw in ("changes: ", "providers now: {", "applied:", "row_update"):
+        assert raw not in done.stdout, raw
+    script("rollback.py", hb.root, "--latest", "--apply")
+    verbose = script("session_recover.py", hb.root, "--apply", "--verbose")
+    assert "row_update" in verbose.stdout  # the counters, when asked for

@@ -27,6 +27,7 @@ class Outcome:
     notes: List[str] = field(default_factory=list)
     undo: Optional[str] = None  # a whole command
     undo_then: List[Tuple[str, str]] = field(default_factory=list)  # (why, whole command) after `undo`
+    undo_label: str = "undo with:"
     verify: Optional[str] = None  # a whole command
     older: List[str] = field(default_factory=list)  # older runs still applied, as "kind, started"
     counters: Dict[str, Any] = field(default_factory=dict)  # for --verbose only
@@ -51,7 +52,7 @@ def render(o: Outcome, verbose: bool = False, limit: int = LIMIT) -> List[str]:
         out += _listed([f"{name}: {why}" for name, why in o.skipped], limit)
     out += [line for note in o.notes for line in (wrap(note) if not note.startswith("  ") else [note])]
     if o.undo:
-        out += ["undo with:", f"  {o.undo}"]
+        out += [o.undo_label, f"  {o.undo}"]
         for why, cmd in o.undo_then:
             out += [f"  then ({why}):", f"  {cmd}"]
     if o.verify:
