@@ -1,7 +1,5 @@
-"""Compressed rollouts (`rollout-*.jsonl.zst`): both readers (Python 3.14's `compression.zstd`, here an
-injected stand-in since no Python 3.14 is installed; the system's `zstd` program), the skip without
-either, and the journaled decompression (apply, kill halfway, undo, a thread Codex wrote to since)."""
-import io
+"""Compressed rollouts (`rollout-*.jsonl.zst`): the reader (the system's `zstd` program: the scripts
+use the standard library alone), the skip without it, and the journaled decompression (apply, kill halfway, undo, a thread Codex wrote to since)."""
 import json
 import os
 import shutil
@@ -26,25 +24,10 @@ ZSTD = shutil.which("zstd")
 needs_zstd = pytest.mark.skipif(ZSTD is None, reason="the zstd program is not installed")
 
 
-class FakeZstdModule:
-    """Stands in for Python 3.14's `compression.zstd` (its `open(file, "rb")`); decodes with the
-    zstd program so the bytes are real, and counts its calls."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def open(self, fileobj, mode="rb"):
-        assert mode == "rb"
-        self.calls += 1
-        out = subprocess.run([ZSTD, "-q", "-d", "-c"], input=fileobj.read(), capture_output=True, check=True)
-        return io.BytesIO(out.stdout)
-
-
 @pytest.fixture
 def readers():
     """Restore the real reader choice after a test forces one."""
     yield zstd
-    zstd._TEST_MODULE[:] = []
     zstd._TEST_PROGRAM[:] = []
 
 
@@ -71,24 +54,15 @@ def run(script, root, *args):
 
 
 @needs_zstd
-@pytest.mark.parametrize("reader", ["program", "module"])
-def test_both_readers_read_line1_and_the_whole_file(home, readers, reader):
+def test_the_program_reads_line1_and_the_whole_file(home, readers):
     hb, ts = home
     plain = ts[0].path.read_bytes()
     zst = compress(ts[0].path)
-    fake = FakeZstdModule()
-    if reader == "module":
-        zstd._TEST_MODULE[:] = [fake]
-        zstd._TEST_PROGRAM[:] = [None]  # the program would fail the test: never asked
-        assert zstd.reader() == "compression.zstd"
-    else:
-        zstd._TEST_MODULE[:] = [None]
-        assert zstd.reader() == ZSTD
+    assert zstd.reader() == ZSTD
     line, err, only = zstd.read_head(str(zst), 8 * 1024 * 1024)
     assert (line, err, only) == (plain.split(b"\n", 1)[0], None, False)
     with zstd.open_zst(str(zst)) as fh:
         assert fh.read() == plain
-    assert fake.calls == (2 if reader == "module" else 0)
     meta = gather(open_home(str(hb.root))).metas[str(zst)]
     assert (meta.error, meta.id, meta.model_provider) == (None, ts[0].id, "oldco")
 
@@ -108,7 +82,6 @@ def test_a_damaged_file_raises_with_the_program(tmp_path, readers):
 def test_without_a_reader_the_thread_is_skipped_with_what_to_install(home, readers):
     hb, ts = home
     compress(ts[0].path)
-    zstd._TEST_MODULE[:] = [None]
     zstd._TEST_PROGRAM[:] = [None]
     inputs = gather(open_home(str(hb.root)))
     plan = plan_migration(inputs)

@@ -1,8 +1,9 @@
 """zstd-compressed rollouts (`rollout-*.jsonl.zst`, Codex 0.171 `rollout/compress`): read them as
 Codex does (rows keep the `.jsonl` path). Writing one is decompress.py's job.
 
-Readers, in order: Python's `compression.zstd` (3.14+), else the system's `zstd` program. Without
-either a compressed thread is reported with ZSTD_MISSING and never changed.
+The reader is the system's `zstd` program (the standard library has no zstd reader before Python
+3.14, and the scripts use the standard library alone). Without it a compressed thread is reported
+with ZSTD_MISSING and never changed.
 """
 from __future__ import annotations
 
@@ -20,25 +21,14 @@ from sessionkit.codexfiles.paths import open_regular
 
 ZST = ".zst"
 CHUNK = 1024 * 1024
-ZSTD_MISSING = ("zstd-compressed rollout and no zstd reader here: install the zstd program "
-                "(apt install zstd, brew install zstd) or run with Python 3.14+; left alone")
-_TEST_MODULE: List[Any] = []  # tests: a stand-in for compression.zstd ([module] or [None]: none)
+ZSTD_MISSING = ("zstd-compressed rollout and no zstd program here: install the zstd program "
+                "(apt install zstd, brew install zstd); left alone")
 _TEST_PROGRAM: List[Optional[str]] = []  # tests: the zstd program's path ([None]: none)
 
 
 def jsonl_name(zst_path: str) -> str:
     """The `.jsonl` path a compressed rollout's row keeps (and its resume writes)."""
     return zst_path[:-len(ZST)] if zst_path.endswith(ZST) else zst_path
-
-
-def _module() -> Any:
-    if _TEST_MODULE:
-        return _TEST_MODULE[0]
-    try:
-        import compression.zstd as mod  # type: ignore[import-not-found]  # novermin (Python 3.14+; ImportError below)
-    except ImportError:
-        return None
-    return mod
 
 
 def _program() -> Optional[str]:
@@ -48,9 +38,7 @@ def _program() -> Optional[str]:
 
 
 def reader() -> Optional[str]:
-    """Which reader this run uses ("compression.zstd" or the program's path), None when none."""
-    if _module() is not None:
-        return "compression.zstd"
+    """The zstd program this run uses, None when there is none."""
     return _program()
 
 
@@ -63,13 +51,8 @@ def missing_reason() -> Optional[str]:
 def open_zst(path: str, whole: bool = True) -> Iterator[BinaryIO]:
     """The decompressed bytes of a regular `.zst` file as a stream (never follows a FIFO or device).
     `whole`: the caller reads to the end, and a damaged file raises OSError; else it may stop early."""
-    mod = _module()
     raw = open_regular(path)
     try:
-        if mod is not None:
-            with mod.open(raw, "rb") as fh:
-                yield fh
-            return
         prog = _program()
         if prog is None:
             raise OSError(2, ZSTD_MISSING)
