@@ -85,7 +85,7 @@ from test_history import PaginatedHome  # noqa: E402
 from test_migrate_rollback import run  # noqa: E402
 from sessionkit.runlog.registry import OP_CLASSES  # noqa: E402
 
-ZSTD = shutil.which("zstd")  # compressed rollouts need the zstd program (or Python 3.14+)
+ZSTD = shutil.which("zstd")  # compressed rollouts need the zstd program
 OLD_USER = "/home/olduser"
 RICH = ["aa", "bbbb", "a-longer-provider-id"]
 

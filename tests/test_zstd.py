@@ -87,7 +87,7 @@ def test_without_a_reader_the_thread_is_skipped_with_what_to_install(home, reade
     plan = plan_migration(inputs)
     assert [c.thread_id for c in plan.changes] == [ts[1].id]
     assert plan.skipped == [(ts[0].id, f"line 1 is unusable ({zstd.ZSTD_MISSING})")]
-    assert "install the zstd program" in zstd.ZSTD_MISSING and "Python 3.14" in zstd.ZSTD_MISSING
+    assert "install the zstd program" in zstd.ZSTD_MISSING
     assert decompress.decompressions([]) == []
 
 
