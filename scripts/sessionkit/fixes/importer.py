@@ -24,7 +24,7 @@ from sessionkit.codexfiles.paths import has_prefix, home_prefix_counts, safe_str
 from sessionkit.codexfiles.rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
                             parse_session_meta, row_path_of, unusable_reason)
 from sessionkit.fixes.rollout_remap import RolloutRemapper
-from sessionkit.codexfiles.rollout_edit import Remap, apply_spans, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
+from sessionkit.codexfiles.rollout_edit import Remap, apply_spans, digest_range, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
     without_folders  # noqa: F401  (parse_remaps: session_import.py's)
 from sessionkit.codexfiles.thread_tables import GOALS_DB, QUEUE_DB, Planner, read_home, summary
 from sessionkit.codexfiles.rollout_scan import row_from_rollout
@@ -452,23 +452,6 @@ def _body_digest(path: Path, start: int) -> Tuple[str, int]:
     return h.hexdigest(), n
 
 
-def _prefix_digest(path: Path, length: int, start: int = 0) -> Optional[str]:
-    h = hashlib.sha256()
-    left = length
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            while left > 0:
-                chunk = fh.read(min(_CHUNK, left))
-                if not chunk:
-                    return None
-                h.update(chunk)
-                left -= len(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
-
-
 def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str, remapper: RolloutRemapper
                   ) -> Tuple[Optional[str], bool]:
     """(None, same folders) when DEST already holds every file: the bytes an import writes, or
@@ -481,7 +464,7 @@ def _same_as_dest(files: List[FileCopy], dest: DestInputs, tid: str, remapper: R
         if other is None:
             return f"DEST has this thread id without the file {fc.dst.name}", False
         want, size = _digest_planned(fc, remapper)
-        if _prefix_digest(other.path, size) == want:
+        if digest_range(str(other.path), size) == want:
             continue
         if not _same_but_folders(fc.src, other.path):
             return f"DEST's {safe_str(other.path)} holds other content", False
