@@ -1,10 +1,12 @@
 # codex-session-migration: the scripts need only python3 (3.9+); the tests need pytest and,
 # for the end-to-end tests, the pinned real Codex CLI, which `make test` installs itself.
 PYTHON ?= python3
-# The end-to-end suite runs on CODEX_VERSION; its `compat` subset on CODEX_COMPAT_VERSIONS too
-# (tests/codex_client.py holds the same two lists; a test checks they agree).
+# The end-to-end suite runs on CODEX_VERSION; its `compat` subset on CODEX_COMPAT_VERSIONS too;
+# CODEX_OLD_VERSIONS make the homes of tests/test_e2e_old_homes.py (older homes keep working)
+# (tests/codex_client.py holds the same three lists; a test checks they agree).
 CODEX_VERSION := 0.171.0
 CODEX_COMPAT_VERSIONS := 0.169.0
+CODEX_OLD_VERSIONS := 0.130.0 0.148.0 0.160.0
 PYTEST_ARGS ?=
 
 .PHONY: help install test test-unit deps codex-cli demo audit bench vermin clean
@@ -15,8 +17,9 @@ help:
 	@echo "make audit     audit your Codex home (\$$CODEX_HOME or ~/.codex); read-only"
 	@echo "make demo      build a broken sample home (DEMO_DIR, default a new temp folder), audit it,"
 	@echo "               and print the commands to try the repair and the rollback on it"
-	@echo "make test      install test needs (pytest, hypothesis, pytest-xdist, Codex CLI $(CODEX_VERSION) and $(CODEX_COMPAT_VERSIONS))"
-	@echo "               and run every test, in parallel (TEST_JOBS=N workers; default one per core)"
+	@echo "make test      install test needs (pytest, hypothesis, pytest-xdist, Codex CLI $(CODEX_VERSION), $(CODEX_COMPAT_VERSIONS)"
+	@echo "               and the older $(CODEX_OLD_VERSIONS): 1.8 GB) and run every test, in parallel"
+	@echo "               (TEST_JOBS=N workers; default one per core)"
 	@echo "make test-unit the tests that need no Codex CLI (-m 'not e2e'), in parallel"
 	@echo "make bench     time every script on generated homes beside its own floor; exit 1 and one line"
 	@echo "               per target missed (BENCH_MAX=10000 to cap)"
@@ -39,7 +42,7 @@ deps:
 codex-cli:
 	@if ! command -v npm >/dev/null 2>&1; then \
 	  echo "npm not found: the end-to-end tests against the real Codex CLI will be skipped"; \
-	else for v in $(CODEX_VERSION) $(CODEX_COMPAT_VERSIONS); do \
+	else for v in $(CODEX_VERSION) $(CODEX_COMPAT_VERSIONS) $(CODEX_OLD_VERSIONS); do \
 	  if [ -x .codex-cli/$$v/node_modules/.bin/codex ] && [ "$$(cat .codex-cli/$$v/node_modules/@openai/codex/package.json 2>/dev/null | \
 	      $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["version"])' 2>/dev/null)" = "$$v" ]; then \
 	    true; \

@@ -13,11 +13,13 @@ from typing import Any, Callable, Dict, List, Optional
 
 REPO = Path(__file__).resolve().parent.parent
 # The pinned release the whole end-to-end suite runs on, and the older ones the `compat` subset
-# runs on too. The Makefile installs each into .codex-cli/<version>/ (tests/test_e2e_tui.py
-# checks that the two lists agree).
+# runs on too; OLD_VERSIONS only make the homes that tests/test_e2e_old_homes.py then opens with
+# the pinned one. The Makefile installs each into .codex-cli/<version>/ (tests/test_e2e_tui.py and
+# tests/test_e2e_old_homes.py check that the lists agree).
 CODEX_VERSION = "0.171.0"
 COMPAT_VERSIONS = ("0.169.0",)
 ALL_VERSIONS = (CODEX_VERSION,) + COMPAT_VERSIONS
+OLD_VERSIONS = ("0.130.0", "0.148.0", "0.160.0")
 CLI_ROOT = REPO / ".codex-cli"
 # Every Codex process goes through this dead proxy except for loopback: the mock model server is
 # the only thing a test may reach (no update check, no analytics, no daemon updater download).

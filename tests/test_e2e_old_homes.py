@@ -1,0 +1,276 @@
+"""Homes made by the real Codex 0.130, 0.148 and 0.160 keep working (issue 21).
+
+Each old release makes one home against the mock model (a `codex exec` session, three editor
+threads through its app-server, one of them named, one archived, and a fork with a turn of its
+own); the module shares it, restored from a pristine copy before each test. Then the audit says
+nothing is lost (on the home as that Codex left it, and after 0.171 opened it), a moved user
+folder is repaired and a provider switch migrated with 0.171 and the old Codex seeing every
+thread, and each rollback restores every byte and row. Real 0.130 is the target of an import of a
+0.171 home: the threads it can read arrive and it lists and reads them; the others are skipped
+with the reason."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from codex_client import CODEX_VERSION, OLD_VERSIONS, AppServer, CodexError, installed_version, run_exec
+from harness import REPO, CodexWorld, codex_available, run_script, snapshot
+
+pytestmark = pytest.mark.xdist_group("old_homes")  # one worker: the homes live at fixed paths
+
+NAME = "Parser rewrite"
+NEW = CODEX_VERSION
+
+
+def test_makefile_installs_the_old_versions_the_tests_use():
+    """One list: the Makefile's CODEX_OLD_VERSIONS is what these tests make homes with."""
+    text = (REPO / "Makefile").read_text(encoding="utf-8")
+    old = re.search(r"^CODEX_OLD_VERSIONS\s*:?=\s*(.*)$", text, re.M).group(1).split()
+    assert tuple(old) == OLD_VERSIONS
+    assert re.search(r"for v in \$\(CODEX_VERSION\) \$\(CODEX_COMPAT_VERSIONS\) \$\(CODEX_OLD_VERSIONS\);", text)
+
+
+# ------------------------------------------------------------------------------- the homes
+
+
+@dataclass
+class OldHome:
+    """One home as an old Codex left it, and what that Codex showed of it."""
+    version: str
+    world: CodexWorld
+    pristine: Path
+    exec_id: str
+    named: str
+    plain: str
+    archived: str
+    fork: str
+    turns: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def listed(self) -> List[str]:
+        return sorted([self.named, self.plain, self.fork])
+
+    @property
+    def every(self) -> List[str]:
+        return sorted(self.turns)
+
+    def restore(self) -> CodexWorld:
+        """The home and its projects exactly as the old Codex left them, at their first path."""
+        w = self.world
+        w.stop_home_processes()
+        for p in w.base.iterdir():
+            if p.name not in ("pristine", ".git", "projects"):
+                shutil.rmtree(p)
+        shutil.copytree(self.pristine, w.base / "user", symlinks=True)
+        w.home = w.base / "user" / ".codex"
+        return w
+
+    def proj(self) -> Path:
+        return self.world.user_project("proj")
+
+
+_HOMES: Dict[str, OldHome] = {}
+
+
+def _require(version: str) -> None:
+    got = installed_version(version)
+    if not codex_available(version) or got != version:
+        msg = (f"the real Codex CLI {version} is not installed (found {got}): run `make codex-cli` "
+               f"(it installs @openai/codex@{version} into .codex-cli/{version}/)")
+        import os
+        if os.environ.get("REQUIRE_E2E"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
+def _build(version: str, server, root: Path) -> OldHome:
+    """One home made by `version` alone: exec, 3 editor threads (named, archived), a fork."""
+    _require(version)
+    _require(NEW)
+    base = root / f"old-home-{version}"
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    w = CodexWorld(base, server, version=version)
+    proj = w.user_project("proj")
+    proc = run_exec(w.home, "exec hi", cwd=proj, version=version)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    exec_id = next(x.split(":", 1)[1].strip() for x in proc.stderr.splitlines() if x.startswith("session id:"))
+    with w.app(proj) as app:
+        named, plain, archived = (app.start_thread(proj, f"first {i}") for i in range(3))
+        app.request("thread/name/set", {"threadId": named, "name": NAME})
+        fork = app.request("thread/fork", {"threadId": plain})["thread"]["id"]
+        app.turn(fork, "in the fork")
+        app.request("thread/archive", {"threadId": archived})
+    w.stop_home_processes()
+    shutil.copytree(w.base / "user", base / "pristine", symlinks=True)
+    return OldHome(version, w, base / "pristine", exec_id, named, plain, archived, fork,
+                   {exec_id: 1, named: 1, plain: 1, archived: 1, fork: 2})
+
+
+@pytest.fixture(scope="module")
+def homes(mock_server):
+    """Every old home built so far (lazily, once per module), closed at the end."""
+    from conftest import E2E_TMP
+    made: Dict[str, OldHome] = {}
+
+    def get(version: str) -> OldHome:
+        if version not in made:
+            made[version] = _build(version, mock_server, E2E_TMP)
+        return made[version]
+    yield get
+    for h in made.values():
+        h.world.close()
+        leaked = h.world.home_processes(include_open_apps=True)
+        assert not leaked, leaked
+        shutil.rmtree(h.world.base, ignore_errors=True)
+
+
+@pytest.fixture(params=OLD_VERSIONS)
+def old(request, homes):
+    """The home of one old release, restored as that release left it."""
+    h = homes(request.param)
+    h.restore()
+    yield h
+    h.world.stop_home_processes()
+
+
+# ------------------------------------------------------------------------------- what Codex shows
+
+
+@dataclass
+class Seen:
+    listed: List[str]
+    listed_cwd: List[str]
+    archived: List[str]
+    exec: List[str]
+    names: Dict[str, Optional[str]]
+    turns: Dict[str, object]
+
+
+def seen_by(home: Path, version: str, cwd: Path, read: List[str]) -> Seen:
+    """thread/list (default, by cwd, archived, exec sources) and thread/read with turns of `read`,
+    by the app-server of `version`."""
+    with AppServer(home, cwd=cwd, version=version) as app:
+        listed = app.list_threads()
+        names = {t["id"]: t.get("name") for t in listed}
+        archived = app.list_threads(archived=True)
+        execs = app.list_threads(sourceKinds=["exec"])
+        by_cwd = app.list_threads(cwd=str(cwd))
+        for t in archived + execs:
+            names[t["id"]] = t.get("name")
+        turns: Dict[str, object] = {}
+        for tid in read:
+            try:
+                turns[tid] = len(app.read_thread(tid)["turns"])
+            except CodexError as exc:
+                turns[tid] = str(exc)[:300]
+    return Seen(sorted(t["id"] for t in listed), sorted(t["id"] for t in by_cwd),
+                sorted(t["id"] for t in archived), sorted(t["id"] for t in execs), names, turns)
+
+
+def assert_sees_all(h: OldHome, version: str, cwd: Path) -> None:
+    s = seen_by(h.world.home, version, cwd, h.every)
+    assert (s.listed, s.listed_cwd, s.archived, s.exec) == (h.listed, h.listed, [h.archived], [h.exec_id]), \
+        (version, s)
+    assert s.turns == h.turns, (version, s.turns)
+    assert {t: n for t, n in s.names.items() if n} == {h.named: NAME}, (version, s.names)
+
+
+def audit(h: OldHome) -> dict:
+    return h.world.audit()
+
+
+def assert_no_loss(h: OldHome, a: dict) -> None:
+    """The audit counts what that Codex shows and reports nothing lost."""
+    assert (a["counts"]["threads_total"], a["counts"]["threads_archived"], a["counts"]["rollouts_total"]) == (5, 1, 5)
+    vis = a["surfaces"]["editors"]
+    assert (vis["visible"], vis["hidden"]) == (3, {"archived": 1, "non_interactive_source": 1}), vis
+    assert sorted(vis.get("visible_sample") or a["visibility"]["visible_sample"]) == h.listed
+    integ = a["integrity"]
+    assert (integ["names_lost_count"], integ["history_incomplete_count"]) == (0, 0), integ
+    assert not [f for f in a["findings"] if re.search(r"lost|missing|no session file|incomplete", f)], a["findings"]
+
+
+def state(home: Path) -> Dict[str, object]:
+    """Every file (bytes, mtime, mode) but the runs' own folder and Codex's logs, and every row of
+    every table of each SQLite file (the DB files' bytes may differ where their rows do not)."""
+    files = {k: v for k, v in snapshot(home).items()
+             if not k.startswith((".tmp/", "logs_")) and ".sqlite" not in k}
+    rows = {}
+    for db in sorted(home.glob("*.sqlite")):
+        if db.name.startswith("logs_"):
+            continue
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"):
+                rows[f"{db.name}:{table}"] = sorted(map(repr, conn.execute(f'SELECT * FROM "{table}"')))
+        finally:
+            conn.close()
+    return {"files": files, "rows": rows}
+
+
+def ok(proc, codes=(0,)):
+    assert proc.returncode in codes, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+# ------------------------------------------------------------------------------- the tests
+
+
+@pytest.mark.e2e
+def test_audit_of_an_old_home_reports_no_loss_before_and_after_0171_opens_it(old):
+    """Names kept only in session_index.jsonl (legacy threads of 0.130 and 0.148) are names the
+    owning Codex shows: never reported lost, neither before nor after 0.171 migrated the DB."""
+    assert_sees_all(old, old.version, old.proj())  # what the owner shows
+    assert_no_loss(old, audit(old))
+    assert_sees_all(old, NEW, old.proj())  # 0.171 opens it (migrates its DBs) and shows the same
+    assert_no_loss(old, audit(old))
+
+
+@pytest.mark.e2e
+def test_moved_old_home_repaired_seen_by_both_and_rolled_back(old):
+    """`mv ~olduser ~newuser`: the audit's one remap, the repair; rollback restores every byte and
+    row; repaired again, the old Codex and 0.171 see every thread and name in the new folder."""
+    w = old.world
+    moved = w.move_user_folder("newuser")
+    proj = old.proj()
+    before = state(w.home)
+    remap = w.audit()["integrity"]["moved_home"]["remap_arg"]
+    assert remap == f"--remap-prefix {moved['old_user']}={moved['new_user']}"
+    arg = remap.split(" ", 1)[1]
+    res = json.loads(ok(w.script("session_repair.py", "--remap-prefix", arg, "--apply", "--json")).stdout)["result"]
+    assert (res["updated_rows"], res["line1_rewritten"], res["skipped_at_apply"]) == (5, 5, [])
+    ok(w.script("rollback.py", "--latest", "--apply"), (0, 1))
+    assert state(w.home) == before
+
+    ok(w.script("session_repair.py", "--remap-prefix", arg, "--apply"))
+    assert_no_loss(old, w.audit())
+    assert_sees_all(old, old.version, proj)
+    assert_sees_all(old, NEW, proj)
+    assert_no_loss(old, w.audit())
+
+
+@pytest.mark.e2e
+def test_provider_switch_on_an_old_home_migrated_seen_by_both_and_rolled_back(old):
+    """The user switched to another provider: the migration brings every thread back to the
+    editors' list of the old Codex and of 0.171; the rollback restores every byte and row."""
+    w = old.world
+    w.set_provider("mockB")
+    before = state(w.home)
+    every = ("--include-archived",)
+    plan = json.loads(ok(w.script("provider_migrate.py", *every, "--json")).stdout)
+    assert (plan["target_provider"], plan["candidates"]) == ("mockB", 5)
+    ok(w.script("provider_migrate.py", *every, "--apply"))
+    ok(w.script("rollback.py", "--latest", "--apply"), (0, 1))
+    assert state(w.home) == before
+
+    ok(w.script("provider_migrate.py", *every, "--apply"))
+    assert_sees_all(old, old.version, old.proj())
+    assert_sees_all(old, NEW, old.proj())
