@@ -199,10 +199,11 @@ def assert_no_loss(h: OldHome, a: dict) -> None:
 
 
 def state(home: Path) -> Dict[str, object]:
-    """Every file (bytes, mtime, mode) but the runs' own folder and Codex's logs, and every row of
+    """Every file (bytes, mtime, mode) but the runs' own folder, Codex's logs and the helper
+    binaries each Codex process unpacks into tmp/arg0/ (0.130 leaves them behind), and every row of
     every table of each SQLite file (the DB files' bytes may differ where their rows do not)."""
     files = {k: v for k, v in snapshot(home).items()
-             if not k.startswith((".tmp/", "logs_")) and ".sqlite" not in k}
+             if not k.startswith((".tmp/", "logs_", "tmp/arg0")) and ".sqlite" not in k}
     rows = {}
     for db in sorted(home.glob("*.sqlite")):
         if db.name.startswith("logs_"):
@@ -274,3 +275,44 @@ def test_provider_switch_on_an_old_home_migrated_seen_by_both_and_rolled_back(ol
     ok(w.script("provider_migrate.py", *every, "--apply"))
     assert_sees_all(old, old.version, old.proj())
     assert_sees_all(old, NEW, old.proj())
+
+
+@pytest.mark.e2e
+def test_import_of_a_0171_home_into_a_real_0130_home_brings_what_0130_reads(homes):
+    """SRC: a 0.148 home then used by 0.171 (a legacy thread continued, a new paginated thread):
+    its legacy threads arrive in the 0.130 home, which lists and reads them (names from
+    session_index.jsonl, the turn 0.171 added included); its paginated ones (0.148's exec, 0.171's
+    thread) are skipped with the reason; the rollback restores every byte and row of the 0.130
+    home, after 0.130 has listed and read the imported threads."""
+    from sessionkit.fixes.importer import UNREADABLE_PAGINATED
+    src, dst = homes("0.148.0"), homes("0.130.0")
+    src.restore()
+    dst.restore()
+    sw, dw = src.world, dst.world
+    with AppServer(sw.home, cwd=src.proj(), version=NEW) as app:
+        app.request("thread/resume", {"threadId": src.plain})
+        app.turn(src.plain, "continued in 0.171")
+        newer = app.start_thread(src.proj(), "made by 0.171")
+    sw.stop_home_processes()
+    before = state(dw.home)
+    args = ("--from", str(sw.home), "--remap-prefix", f"{sw.user_dir}={dw.user_dir}")
+    plan = json.loads(ok(dw.script("session_import.py", *args, "--json"), (0, 1)).stdout)
+    legacy = [src.named, src.plain, src.archived, src.fork]
+    assert (plan["to_import"], plan["already_here"] if "already_here" in plan else 0) == (4, 0), plan
+    assert sorted((s["thread_id"], s["reason"]) for s in plan["skipped_sample"]) == \
+        sorted([(src.exec_id, UNREADABLE_PAGINATED), (newer, UNREADABLE_PAGINATED)])
+    res = json.loads(ok(dw.script("session_import.py", *args, "--apply", "--json"), (0, 1)).stdout)["result"]
+    assert (res["imported_threads"], res["files_created"], res["rows_inserted"], res["history_rows_inserted"]) == \
+        (4, 4, 4, 0)
+    assert not (dw.home / "thread_history_1.sqlite").exists()
+
+    turns = dict(dst.turns, **{src.named: 1, src.plain: 2, src.archived: 1, src.fork: 2})
+    s = seen_by(dw.home, "0.130.0", dst.proj(), sorted(turns))
+    assert (s.listed, s.listed_cwd) == (sorted(dst.listed + [src.named, src.plain, src.fork]),) * 2, s
+    assert (s.archived, s.exec) == (sorted([dst.archived, src.archived]), [dst.exec_id]), s
+    assert s.turns == turns
+    assert {t: n for t, n in s.names.items() if n} == {dst.named: NAME, src.named: NAME}
+    assert sorted(legacy) == sorted(set(s.listed + s.archived) - set(dst.every))
+
+    ok(dw.script("rollback.py", "--latest", "--apply"), (0, 1))
+    assert state(dw.home) == before

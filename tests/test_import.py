@@ -473,31 +473,58 @@ def test_reverted_thread_brings_every_segment_and_its_history_by_segment_key(tmp
     hist.close()
 
 
-def test_a_dest_without_its_history_db_gets_the_rollouts_rows_and_names_it_can_use(homes, tmp_path):
-    """A 0.130 home (older threads schema, no thread_history_1.sqlite, which that Codex never makes):
-    the old refusal said "start Codex once ... and run again", which could not work."""
+def _make_legacy(hb, t):
+    """A thread as Codex before paginated history wrote it: no history_mode in line 1 or its row."""
+    data = t.path.read_bytes()
+    head, rest = data.split(b"\n", 1)
+    t.path.write_bytes(head.replace(b',"history_mode":"paginated"', b"", 1) + b"\n" + rest)
+    hb.sql("UPDATE threads SET history_mode='legacy' WHERE id=?", (t.id,))
+
+
+def test_a_dest_before_paginated_history_gets_the_legacy_threads_and_skips_the_paginated_with_why(homes, tmp_path):
+    """A 0.130 home (threads without history_mode, no thread_history_1.sqlite): real 0.130 lists no
+    paginated thread and reads its turns empty (tests/test_e2e_old_homes.py), so those are skipped
+    with that reason; the legacy ones arrive with their names in session_index.jsonl, which that
+    Codex reads. (Before: every thread was imported, and 0.130 hid the paginated ones.)"""
+    from sessionkit.fixes.importer import UNREADABLE_PAGINATED
     src, made, dst, own = homes
+    for t in made[1:]:
+        _make_legacy(src, t)
     old = HomeBuilder(tmp_path / "old130" / ".codex", old_schema=True)
     old.n = 200  # other ids
     old.add(cwd="/home/x/proj", preview="its own")
     assert not (old.root / "thread_history_1.sqlite").exists()
     before = _dest_state_no_history(old)
     plan = plan_json(old.root, "--from", str(src.root))
-    assert any("a Codex before 0.160" in n for n in plan["notes"]), plan["notes"]
+    assert plan["to_import"] == 2
+    assert [(s["thread_id"], s["reason"]) for s in plan["skipped_sample"]] == [(made[0].id, UNREADABLE_PAGINATED)]
     out = plan_json(old.root, "--from", str(src.root), "--apply")
     r = out["result"]
-    assert (r["imported_threads"], r["files_created"], r["rows_inserted"], r["history_rows_inserted"]) == (3, 3, 3, 0)
+    assert (r["imported_threads"], r["files_created"], r["rows_inserted"], r["history_rows_inserted"]) == (2, 2, 2, 0)
     assert not (old.root / "thread_history_1.sqlite").exists()
-    for t in made:
+    assert not (old.root / made[0].path.relative_to(src.root)).exists()
+    for t in made[1:]:
         assert (old.root / t.path.relative_to(src.root)).read_bytes() == t.path.read_bytes()
     names = [json.loads(x) for x in (old.root / "session_index.jsonl").read_text().splitlines()]
-    assert sorted((n["id"], n["thread_name"]) for n in names) == sorted(
-        [(made[0].id, "Parser rewrite"), (made[1].id, "Docs (from the index)")])
+    assert [(n["id"], n["thread_name"]) for n in names] == [(made[1].id, "Docs (from the index)")]
     rb = run_script("rollback.py", "--codex-dir", str(old.root), "--latest", "--apply")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert _dest_state_no_history(old)[1] == before[1]
     assert {k: v for k, v in _dest_state_no_history(old)[0].items() if not k.startswith((".tmp/", "state_5"))} == \
         {k: v for k, v in before[0].items() if not k.startswith((".tmp/", "state_5"))}
+
+
+def test_a_dest_with_paginated_schema_but_no_history_db_yet_gets_every_thread(homes, tmp_path):
+    """A newer Codex makes thread_history_1.sqlite only with its first paginated thread: such a home
+    gets the paginated threads too, without history rows, and the plan says so."""
+    src, made, dst, own = homes
+    new = HomeBuilder(tmp_path / "new148" / ".codex")
+    new.n = 300
+    new.add(cwd="/home/x/proj", preview="its own")
+    out = plan_json(new.root, "--from", str(src.root), "--apply")
+    assert (out["result"]["imported_threads"], out["result"]["history_rows_inserted"]) == (3, 0)
+    assert any("has no thread_history_1.sqlite yet" in n for n in out["notes"]), out["notes"]
+    assert not (new.root / "thread_history_1.sqlite").exists()
 
 
 def _dest_state_no_history(hb):

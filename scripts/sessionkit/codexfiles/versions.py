@@ -14,14 +14,31 @@ class Fact(NamedTuple):
     note: str = ""
 
 
-V169, V171 = "0.169.0", "0.171.0"
+V130, V148, V160, V169, V171 = "0.130.0", "0.148.0", "0.160.0", "0.169.0", "0.171.0"
 LATEST = V171
 
 # --- files and databases -------------------------------------------------------------------
-STATE_DB = Fact("state_5.sqlite", (V169, V171), "since 0.100; 64 migrations on 0.171, 62 on 0.169")
+STATE_DB = Fact("state_5.sqlite", (V130, V148, V160, V169, V171),
+                "since 0.100; migrations: 0.130 31, 0.148 48, 0.160 58, 0.169 62, 0.171 64")
 OLDER_STATE_DBS = Fact(("state_4.sqlite", "state_2.sqlite", "state.sqlite"), (V169,),
                        "older schemas; no longer read (releases before 0.131 deleted them on start)")
 HISTORY_DB = Fact("thread_history_1.sqlite", (V169, V171), "paginated history; byte offsets into rollouts")
+HISTORY_DB_MADE_WHEN = Fact("first paginated thread", (V148, V171),
+                            "thread_history_1.sqlite appears when a Codex writes its first paginated thread, "
+                            "not when it opens a home: 0.148 and 0.171 opened (and migrated) a 0.130 home "
+                            "without making one; 0.130 never makes one")
+HISTORY_MODE_COLUMN = Fact("history_mode", (V130, V148, V160, V171),
+                           "threads.history_mode came with paginated history: 0.148 (48 migrations) has it, 0.130 "
+                           "(31) not. The Codex of a home without it lists no paginated thread (it finds no "
+                           "user_message event in one, empties the row's title and first_user_message and hides "
+                           "it) and reads its turns with no items; it lists and reads legacy ones")
+PAGINATED_SINCE = Fact({"exec": V148, "app-server": V160}, (V130, V148, V160),
+                       "the first release that writes each kind of thread paginated: 0.148's exec is paginated and "
+                       "its app-server legacy; 0.160 writes both paginated; 0.130 writes neither")
+LEGACY_NAME_IN_INDEX = Fact("session_index.jsonl", (V130, V148, V171),
+                            "a legacy thread's name lives in session_index.jsonl only: 0.130 has no threads.name, "
+                            "0.148 leaves it NULL for its legacy threads (sets it for paginated ones), 0.171 shows "
+                            "the index's name for a legacy thread; a paginated thread's name is threads.name")
 DESKTOP_DB_FOLDER = Fact("sqlite", (V171,), "the desktop app's server keeps <home>/sqlite/state_5.sqlite")
 
 # --- who lists what (see SURFACES) ---------------------------------------------------------
@@ -97,5 +114,6 @@ LINE1_NEW_FIELDS = Fact(("runtime_workspace_roots", "account_scoped"), (V171,),
 STATE_DB_NAME: str = STATE_DB.value  # type: ignore[assignment]
 OLDER_DB_NAMES: Tuple[str, ...] = OLDER_STATE_DBS.value  # type: ignore[assignment]
 HISTORY_DB_NAME: str = HISTORY_DB.value  # type: ignore[assignment]
+HISTORY_MODE_COLUMN_NAME: str = HISTORY_MODE_COLUMN.value  # type: ignore[assignment]
 INTERACTIVE_SOURCE_KINDS: Tuple[str, ...] = INTERACTIVE_SOURCES.value  # type: ignore[assignment]
 BUILTIN_PROVIDER_IDS: Tuple[str, ...] = BUILTIN_PROVIDERS.value  # type: ignore[assignment]

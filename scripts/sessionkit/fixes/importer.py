@@ -29,6 +29,7 @@ from sessionkit.codexfiles.rollout_edit import Remap, apply_spans, digest_range,
 from sessionkit.codexfiles.thread_tables import GOALS_DB, QUEUE_DB, Planner, read_home, summary
 from sessionkit.codexfiles.rollout_scan import row_from_rollout
 from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.codexfiles.versions import HISTORY_MODE_COLUMN_NAME
 
 HISTORY_TABLES = ("thread_turns", "thread_items", "thread_realtime_items", "thread_history_projection_state")
 # thread_history_1 columns holding byte offsets into the rollout file (shifted when line 1 changes length)
@@ -268,6 +269,22 @@ def read_source(source: SourceHome) -> SourceInputs:
                         history_db, turns, provider, notes)
 
 
+# A DEST whose threads table has no history_mode column is a Codex from before paginated history
+# (versions.HISTORY_MODE_COLUMN: real 0.130 lists no paginated thread and reads its turns empty).
+UNREADABLE_PAGINATED = ("its history is paginated (written by Codex 0.148 or newer), which the Codex of this "
+                        "home (older than 0.148, as 0.130) never lists and reads with empty turns: import it "
+                        "after a newer Codex has opened this home")
+
+
+def _paginated(line1: Optional[bytes]) -> bool:
+    """Whether line 1 says the file keeps paginated history (its turns in the newer event format)."""
+    try:
+        payload = json.loads(line1 or b"").get("payload")
+    except (ValueError, RecursionError, AttributeError):
+        return False
+    return isinstance(payload, dict) and payload.get("history_mode") == "paginated"
+
+
 @dataclass
 class DestInputs:
     home: CodexHome
@@ -277,6 +294,11 @@ class DestInputs:
     history_db: Optional[Path]
     history_keys: Set[str]
     history_columns: Dict[str, List[str]]
+
+    @property
+    def before_paginated(self) -> bool:
+        """DEST's Codex predates paginated threads (it reads legacy ones only)."""
+        return not any(c == HISTORY_MODE_COLUMN_NAME for c, _nn, _d in self.columns)
 
 
 def read_dest(home: CodexHome) -> DestInputs:
@@ -580,10 +602,9 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
         plan.notes.append(f"{len(idx.malformed)} file(s) in the source's sessions folders are not rollout names "
                           f"and {len(idx.unreadable)} could not be read: not imported")
     if dest.history_db is None and any(t.history_turns for t in plan.imports):
-        plan.notes.append(f"DEST has no {HISTORY_DB} (a Codex before 0.160, such as 0.130, never makes one): "
-                          f"the rollouts and rows are imported, as that Codex reads them; their history rows "
-                          f"are not. A newer Codex opening this home later shows each paginated thread with "
-                          f"0 turns until it is resumed once (archived ones: unarchive first)")
+        plan.notes.append(f"DEST has no {HISTORY_DB} yet (Codex makes it with its first paginated thread): "
+                          f"the rollouts and rows are imported; their history rows are not. Codex shows each "
+                          f"paginated thread with 0 turns until it is resumed once (archived ones: unarchive first)")
     return plan
 
 
@@ -670,6 +691,8 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     problem = unusable_reason(primary, meta, tid)
     if problem:
         return skip(problem)
+    if dest.before_paginated and _paginated(primary_line):
+        return skip(UNREADABLE_PAGINATED)
     root = plan.source.root
     copies: List[FileCopy] = []
     prefix = str(root).rstrip(os.sep) + os.sep
