@@ -11,6 +11,7 @@ with the reason."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -84,7 +85,6 @@ def _require(version: str) -> None:
     if not codex_available(version) or got != version:
         msg = (f"the real Codex CLI {version} is not installed (found {got}): run `make codex-cli` "
                f"(it installs @openai/codex@{version} into .codex-cli/{version}/)")
-        import os
         if os.environ.get("REQUIRE_E2E"):
             pytest.fail(msg)
         pytest.skip(msg)
@@ -94,7 +94,7 @@ def _build(version: str, server, root: Path) -> OldHome:
     """One home made by `version` alone: exec, 3 editor threads (named, archived), a fork."""
     _require(version)
     _require(NEW)
-    base = root / f"old-home-{version}"
+    base = root / f"old-home-{version}-{os.getpid()}"  # one per pytest-xdist worker
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     w = CodexWorld(base, server, version=version)
@@ -288,12 +288,8 @@ def test_import_of_a_0171_home_into_a_real_0130_home_brings_what_0130_reads(home
     src, dst = homes("0.148.0"), homes("0.130.0")
     src.restore()
     dst.restore()
+    newer = _src_used_by_0171(src)
     sw, dw = src.world, dst.world
-    with AppServer(sw.home, cwd=src.proj(), version=NEW) as app:
-        app.request("thread/resume", {"threadId": src.plain})
-        app.turn(src.plain, "continued in 0.171")
-        newer = app.start_thread(src.proj(), "made by 0.171")
-    sw.stop_home_processes()
     before = state(dw.home)
     args = ("--from", str(sw.home), "--remap-prefix", f"{sw.user_dir}={dw.user_dir}")
     plan = json.loads(ok(dw.script("session_import.py", *args, "--json"), (0, 1)).stdout)
@@ -316,3 +312,50 @@ def test_import_of_a_0171_home_into_a_real_0130_home_brings_what_0130_reads(home
 
     ok(dw.script("rollback.py", "--latest", "--apply"), (0, 1))
     assert state(dw.home) == before
+
+
+def _src_used_by_0171(src: OldHome) -> str:
+    """The 0.148 home, then used by 0.171: a legacy thread continued, a new paginated thread."""
+    with AppServer(src.world.home, cwd=src.proj(), version=NEW) as app:
+        app.request("thread/resume", {"threadId": src.plain})
+        app.turn(src.plain, "continued in 0.171")
+        newer = app.start_thread(src.proj(), "made by 0.171")
+    src.world.stop_home_processes()
+    return newer
+
+
+@pytest.mark.e2e
+def test_import_into_a_0130_home_that_0171_opened_brings_every_thread(homes):
+    """0.171 opened the 0.130 home (its DB migrated, history_mode added) but wrote no paginated
+    thread, so there is no thread_history_1.sqlite yet: every thread arrives; 0.171 lists them,
+    reads the legacy ones whole and a paginated one with 0 turns until one resume rebuilds it, as
+    the plan says. The rollback restores every byte and row."""
+    src, dst = homes("0.148.0"), homes("0.130.0")
+    src.restore()
+    dst.restore()
+    newer = _src_used_by_0171(src)
+    sw, dw = src.world, dst.world
+    assert_sees_all(dst, NEW, dst.proj())  # opened by 0.171
+    assert not (dw.home / "thread_history_1.sqlite").exists()
+    before = state(dw.home)
+    args = ("--from", str(sw.home), "--remap-prefix", f"{sw.user_dir}={dw.user_dir}", "--apply", "--json")
+    out = json.loads(ok(dw.script("session_import.py", *args), (0, 1)).stdout)
+    assert (out["result"]["imported_threads"], out["result"]["history_rows_inserted"]) == (6, 0)
+    assert any("0 turns until it is resumed once" in n for n in out["notes"]), out["notes"]
+    turns = dict(dst.turns, **{src.named: 1, src.plain: 2, src.archived: 1, src.fork: 2, src.exec_id: 0, newer: 0})
+    s = seen_by(dw.home, NEW, dst.proj(), sorted(turns))
+    assert s.listed == sorted(dst.listed + [src.named, src.plain, src.fork, newer]), s
+    assert (s.archived, s.exec) == (sorted([dst.archived, src.archived]), sorted([dst.exec_id, src.exec_id])), s
+    assert s.turns == turns
+    assert {t: n for t, n in s.names.items() if n} == {dst.named: NAME, src.named: NAME}
+    ok(dw.script("rollback.py", "--latest", "--apply"), (0, 1))
+    after = state(dw.home)
+    made = {k: v for k, v in after["rows"].items() if k.startswith("thread_history_1.sqlite:")}
+    assert {k for k, v in made.items() if v and not k.endswith(":_sqlx_migrations")} == set()
+    after["rows"] = {k: v for k, v in after["rows"].items() if k not in made}
+    assert after == before  # but the empty history DB 0.171 made when it read a paginated thread
+
+    ok(dw.script("session_import.py", *args), (0, 1))
+    with AppServer(dw.home, cwd=dst.proj(), version=NEW) as app:
+        app.request("thread/resume", {"threadId": newer, "excludeTurns": True})
+        assert len(app.read_thread(newer)["turns"]) == 1
