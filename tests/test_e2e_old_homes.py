@@ -23,6 +23,7 @@ import pytest
 
 from codex_client import CODEX_VERSION, OLD_VERSIONS, AppServer, CodexError, installed_version, run_exec
 from harness import REPO, CodexWorld, codex_available, run_script, snapshot
+from tui import tmux_available
 
 pytestmark = pytest.mark.xdist_group("old_homes")  # one worker: the homes live at fixed paths
 
@@ -152,6 +153,7 @@ class Seen:
     exec: List[str]
     names: Dict[str, Optional[str]]
     turns: Dict[str, object]
+    titles: List[str]  # what a picker row shows for each listed thread: its name, else its preview
 
 
 def seen_by(home: Path, version: str, cwd: Path, read: List[str]) -> Seen:
@@ -172,15 +174,17 @@ def seen_by(home: Path, version: str, cwd: Path, read: List[str]) -> Seen:
             except CodexError as exc:
                 turns[tid] = str(exc)[:300]
     return Seen(sorted(t["id"] for t in listed), sorted(t["id"] for t in by_cwd),
-                sorted(t["id"] for t in archived), sorted(t["id"] for t in execs), names, turns)
+                sorted(t["id"] for t in archived), sorted(t["id"] for t in execs), names, turns,
+                sorted(t.get("name") or t.get("preview") or "" for t in listed))
 
 
-def assert_sees_all(h: OldHome, version: str, cwd: Path) -> None:
+def assert_sees_all(h: OldHome, version: str, cwd: Path) -> Seen:
     s = seen_by(h.world.home, version, cwd, h.every)
     assert (s.listed, s.listed_cwd, s.archived, s.exec) == (h.listed, h.listed, [h.archived], [h.exec_id]), \
         (version, s)
     assert s.turns == h.turns, (version, s.turns)
     assert {t: n for t, n in s.names.items() if n} == {h.named: NAME}, (version, s.names)
+    return s
 
 
 def audit(h: OldHome) -> dict:
@@ -254,8 +258,15 @@ def test_moved_old_home_repaired_seen_by_both_and_rolled_back(old):
     ok(w.script("session_repair.py", "--remap-prefix", arg, "--apply"))
     assert_no_loss(old, w.audit())
     assert_sees_all(old, old.version, proj)
-    assert_sees_all(old, NEW, proj)
+    seen = assert_sees_all(old, NEW, proj)
     assert_no_loss(old, w.audit())
+    if tmux_available():  # 0.171's TUI picker in the new project folder: every row (names, previews)
+        w.version = NEW
+        try:
+            pick = w.picker(proj, with_ids=False)
+        finally:
+            w.version = old.version
+        assert (pick.total, sorted(pick.titles)) == (3, seen.titles), pick.screen
 
 
 @pytest.mark.e2e
