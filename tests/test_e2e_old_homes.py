@@ -312,6 +312,10 @@ def test_import_of_a_0171_home_into_a_real_0130_home_brings_what_0130_reads(home
     assert (res["imported_threads"], res["files_created"], res["rows_inserted"], res["history_rows_inserted"]) == \
         (4, 4, 4, 0)
     assert not (dw.home / "thread_history_1.sqlite").exists()
+    a = dw.audit()  # what 0.130 lists, nothing lost
+    assert (a["counts"]["threads_total"], a["surfaces"]["editors"]["visible"], a["integrity"]["names_lost_count"]) == \
+        (9, 6, 0)
+    assert a["surfaces"]["editors"]["hidden"] == {"archived": 2, "non_interactive_source": 1}
 
     turns = dict(dst.turns, **{src.named: 1, src.plain: 2, src.archived: 1, src.fork: 2})
     s = seen_by(dw.home, "0.130.0", dst.proj(), sorted(turns))
@@ -359,6 +363,11 @@ def test_import_into_a_0130_home_that_0171_opened_brings_every_thread(homes):
     assert (s.archived, s.exec) == (sorted([dst.archived, src.archived]), sorted([dst.exec_id, src.exec_id])), s
     assert s.turns == turns
     assert {t: n for t, n in s.names.items() if n} == {dst.named: NAME, src.named: NAME}
+    a = dw.audit()  # the two paginated ones 0.171 read with 0 turns (it made the history DB then)
+    assert (a["counts"]["threads_total"], a["surfaces"]["editors"]["visible"], a["integrity"]["names_lost_count"]) == \
+        (11, 7, 0)
+    assert {k: n for k, n in a["integrity"]["history_incomplete_by_kind"].items() if n} == {"not_built": 2}
+    assert sorted(d["thread_id"] for d in a["integrity"]["history_incomplete_detail"]) == sorted([src.exec_id, newer])
     ok(dw.script("rollback.py", "--latest", "--apply"), (0, 1))
     after = state(dw.home)
     made = {k: v for k, v in after["rows"].items() if k.startswith("thread_history_1.sqlite:")}
