@@ -24,9 +24,9 @@ OLDER_STATE_DBS = Fact(("state_4.sqlite", "state_2.sqlite", "state.sqlite"), (V1
                        "older schemas; no longer read (releases before 0.131 deleted them on start)")
 HISTORY_DB = Fact("thread_history_1.sqlite", (V169, V171), "paginated history; byte offsets into rollouts")
 HISTORY_DB_MADE_WHEN = Fact("first paginated thread", (V148, V171),
-                            "thread_history_1.sqlite appears when a Codex writes its first paginated thread, "
-                            "not when it opens a home: 0.148 and 0.171 opened (and migrated) a 0.130 home "
-                            "without making one; 0.130 never makes one")
+                            "thread_history_1.sqlite appears when a Codex first writes a paginated thread (0.148, "
+                            "0.171) or reads one (0.171 thread/read: an empty DB), not when it opens a home: both "
+                            "opened (and migrated) a 0.130 home without making one; 0.130 never makes one")
 HISTORY_MODE_COLUMN = Fact("history_mode", (V130, V148, V160, V171),
                            "threads.history_mode came with paginated history: 0.148 (48 migrations) has it, 0.130 "
                            "(31) not. The Codex of a home without it lists no paginated thread (it finds no "

@@ -271,9 +271,8 @@ def read_source(source: SourceHome) -> SourceInputs:
 
 # A DEST whose threads table has no history_mode column is a Codex from before paginated history
 # (versions.HISTORY_MODE_COLUMN: real 0.130 lists no paginated thread and reads its turns empty).
-UNREADABLE_PAGINATED = ("its history is paginated (written by Codex 0.148 or newer), which the Codex of this "
-                        "home (older than 0.148, as 0.130) never lists and reads with empty turns: import it "
-                        "after a newer Codex has opened this home")
+UNREADABLE_PAGINATED = ("paginated history (Codex 0.148+), which this home's older Codex (as 0.130) neither "
+                        "lists nor reads: import it once a newer Codex has opened this home")
 
 
 def _paginated(line1: Optional[bytes]) -> bool:
@@ -602,9 +601,10 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
         plan.notes.append(f"{len(idx.malformed)} file(s) in the source's sessions folders are not rollout names "
                           f"and {len(idx.unreadable)} could not be read: not imported")
     if dest.history_db is None and any(t.history_turns for t in plan.imports):
-        plan.notes.append(f"DEST has no {HISTORY_DB} yet (Codex makes it with its first paginated thread): "
-                          f"the rollouts and rows are imported; their history rows are not. Codex shows each "
-                          f"paginated thread with 0 turns until it is resumed once (archived ones: unarchive first)")
+        plan.notes.append(f"DEST has no {HISTORY_DB} yet (Codex makes it when it first writes or reads a paginated "
+                          f"thread): the rollouts and rows are imported; their history rows are not. Codex shows "
+                          f"each paginated thread with 0 turns until it is resumed once (archived ones: unarchive "
+                          f"first)")
     return plan
 
 
