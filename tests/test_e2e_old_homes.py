@@ -260,7 +260,9 @@ def test_moved_old_home_repaired_seen_by_both_and_rolled_back(old):
     assert_sees_all(old, old.version, proj)
     seen = assert_sees_all(old, NEW, proj)
     assert_no_loss(old, w.audit())
-    if tmux_available():  # 0.171's TUI picker in the new project folder: every row (names, previews)
+    if old.version == OLD_VERSIONS[0] and tmux_available():
+        # 0.171's TUI picker in the new project folder: every row (names, previews); on the oldest
+        # home only (it reads rows, and 0.130's are the furthest from 0.171's), ~8 s each
         w.version = NEW
         try:
             pick = w.picker(proj, with_ids=False)
@@ -279,6 +281,12 @@ def test_provider_switch_on_an_old_home_migrated_seen_by_both_and_rolled_back(ol
     every = ("--include-archived",)
     plan = json.loads(ok(w.script("provider_migrate.py", *every, "--json")).stdout)
     assert (plan["target_provider"], plan["candidates"]) == ("mockB", 5)
+    with AppServer(w.home, cwd=old.proj(), version=old.version) as app:  # the old Codex is open
+        app.list_threads()
+        proc = w.script("provider_migrate.py", *every, "--apply")
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stdout + proc.stderr
+        assert proc.stderr.startswith("provider_migrate.py: error: Codex is running on this home:"), proc.stderr
+    assert state(w.home) == before
     ok(w.script("provider_migrate.py", *every, "--apply"))
     ok(w.script("rollback.py", "--latest", "--apply"), (0, 1))
     assert state(w.home) == before

@@ -102,8 +102,8 @@ def apply_import(plan: ImportPlan, force: bool = False, progress: Optional[Progr
     journals first, one transaction per DB) after refusing a live source."""
     from sessionkit.runlog.writerun import execute
     refuse_live_source(plan, force)
-    # DEST without thread_history_1.sqlite (a Codex before 0.160, e.g. 0.130, never creates one): the
-    # rollouts and rows that Codex reads are imported, the history rows it has no place for are not
+    # DEST without thread_history_1.sqlite (0.130 never makes one; newer releases make it with their first
+    # paginated thread): the rollouts and rows that Codex reads are imported, the history rows it has no place for are not
     dest = read_dest(plan.dest)
     hist = history_rows(plan, dest.history_columns)
     ops = import_ops(plan, hist)
