@@ -4,10 +4,12 @@ Each old release makes one home against the mock model (a `codex exec` session, 
 threads through its app-server, one of them named, one archived, and a fork with a turn of its
 own); the module shares it, restored from a pristine copy before each test. Then the audit says
 nothing is lost (on the home as that Codex left it, and after 0.171 opened it), a moved user
-folder is repaired and a provider switch migrated with 0.171 and the old Codex seeing every
-thread, and each rollback restores every byte and row. Real 0.130 is the target of an import of a
-0.171 home: the threads it can read arrive and it lists and reads them; the others are skipped
-with the reason."""
+folder is repaired and a provider switch migrated with 0.171 (thread/list, thread/read with turns,
+names; the TUI picker on the 0.130 home) and the old Codex seeing every thread, and each rollback
+restores every byte and row (also after 0.171 migrated the DB). Real 0.130 is the target of an
+import of a home 0.171 used: the legacy threads arrive and it lists and reads them; the paginated
+ones, which it cannot read, are skipped with that reason (after 0.171 opened the 0.130 home,
+every thread arrives). The mock model needed no change for 0.130, 0.148 or 0.160."""
 from __future__ import annotations
 
 import json
@@ -221,6 +223,27 @@ def state(home: Path) -> Dict[str, object]:
     return {"files": files, "rows": rows}
 
 
+MIGRATIONS = {"0.130.0": 31, "0.148.0": 48, "0.160.0": 58, "0.171.0": 64}  # state_5's, per release
+
+
+def migrations(home: Path) -> int:
+    conn = sqlite3.connect(f"file:{home / 'state_5.sqlite'}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT count(*) FROM _sqlx_migrations").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def stored(home: Path) -> Dict[str, tuple]:
+    """id -> (rollout_path, cwd, model_provider, archived) of state_5."""
+    conn = sqlite3.connect(f"file:{home / 'state_5.sqlite'}?mode=ro", uri=True)
+    try:
+        return {r[0]: tuple(r[1:]) for r in conn.execute(
+            "SELECT id, rollout_path, cwd, model_provider, archived FROM threads")}
+    finally:
+        conn.close()
+
+
 def ok(proc, codes=(0,)):
     assert proc.returncode in codes, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -247,6 +270,7 @@ def test_moved_old_home_repaired_seen_by_both_and_rolled_back(old):
     moved = w.move_user_folder("newuser")
     proj = old.proj()
     before = state(w.home)
+    stored_before, migrations_before = stored(w.home), migrations(w.home)
     remap = w.audit()["integrity"]["moved_home"]["remap_arg"]
     assert remap == f"--remap-prefix {moved['old_user']}={moved['new_user']}"
     arg = remap.split(" ", 1)[1]
@@ -269,6 +293,14 @@ def test_moved_old_home_repaired_seen_by_both_and_rolled_back(old):
         finally:
             w.version = old.version
         assert (pick.total, sorted(pick.titles)) == (3, seen.titles), pick.screen
+
+    # rolled back after 0.171 migrated the DB: our values go back, 0.171's schema stays
+    ok(w.script("rollback.py", "--latest", "--apply"), (0, 1))
+    after = state(w.home)
+    rollouts = {k: v for k, v in before["files"].items() if "sessions/" in k}
+    assert {k: v for k, v in after["files"].items() if "sessions/" in k} == rollouts
+    assert stored(w.home) == stored_before
+    assert migrations(w.home) == MIGRATIONS[NEW] > migrations_before == MIGRATIONS[old.version]
 
 
 @pytest.mark.e2e
