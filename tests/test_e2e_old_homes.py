@@ -80,9 +80,6 @@ class OldHome:
         return self.world.user_project("proj")
 
 
-_HOMES: Dict[str, OldHome] = {}
-
-
 def _require(version: str) -> None:
     got = installed_version(version)
     if not codex_available(version) or got != version:
@@ -118,7 +115,7 @@ def _build(version: str, server, root: Path) -> OldHome:
 
 
 @pytest.fixture(scope="module")
-def homes(mock_server):
+def homes(request, mock_server):
     """Every old home built so far (lazily, once per module), closed at the end."""
     from conftest import E2E_TMP
     made: Dict[str, OldHome] = {}
@@ -132,7 +129,8 @@ def homes(mock_server):
         h.world.close()
         leaked = h.world.home_processes(include_open_apps=True)
         assert not leaked, leaked
-        shutil.rmtree(h.world.base, ignore_errors=True)
+        if not request.session.testsfailed:  # kept to look at after a failure, as conftest does
+            shutil.rmtree(h.world.base, ignore_errors=True)
 
 
 @pytest.fixture(params=OLD_VERSIONS)
