@@ -215,3 +215,98 @@ def test_import_with_extras_fault_at_every_point(tmp_path, action):
         assert _all_rows(dst.db_path) == before, (action, n, labels[n - 1])
         assert not [p for p in (dst.root / "sessions").rglob("*") if p.is_file() and "0195" in p.name
                     and p.name not in {t.path.name for t in dst.threads}]
+
+
+# The real 0.171 DDL (read from a home Codex 0.171.0 made): queue_1's queue and its revision counter,
+# state_5's model-facing ids (0.169 has no such table)
+QUEUE_SQL = """
+CREATE TABLE queued_items (id TEXT PRIMARY KEY NOT NULL, thread_id TEXT NOT NULL, payload_json TEXT NOT NULL,
+    queue_order INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL);
+CREATE TABLE queued_thread_revisions (revision INTEGER PRIMARY KEY AUTOINCREMENT, thread_id TEXT NOT NULL UNIQUE);
+"""
+MODEL_IDS_SQL = """
+CREATE TABLE session_model_ids (session_id TEXT NOT NULL, kind TEXT NOT NULL, external_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL CHECK (ordinal >= 0), initial_state TEXT, PRIMARY KEY (session_id, kind, external_key),
+    UNIQUE (session_id, kind, ordinal), CHECK ((ordinal = 0) = (initial_state IS NOT NULL)));
+"""
+
+
+def _queue_db(path, rows, revisions):
+    conn = sqlite3.connect(str(path))
+    conn.executescript(QUEUE_SQL)
+    for r in rows:
+        conn.execute("INSERT INTO queued_items VALUES (?,?,?,?,1,1)", r)
+    for tid in revisions:
+        conn.execute("INSERT INTO queued_thread_revisions (thread_id) VALUES (?)", (tid,))
+    conn.commit()
+    conn.close()
+
+
+def _with_all_tables(tmp_path, dest_revisions):
+    """_with_extras plus what issue 21 left: the project's idempotency key, the parent's dynamic tool
+    and model-facing ids, the child's queued input (revision 1..3 in the source); DEST's queue DB has
+    `dest_revisions` threads numbered already (0: sqlite_sequence has no row for the table)."""
+    src, dst, parent, child = _with_extras(tmp_path)
+    for hb in (src, dst):
+        hb.sql("INSERT INTO project_idempotency_keys VALUES ('k-work','p1',5)" if hb is src else "SELECT 1")
+        conn = sqlite3.connect(str(hb.db_path))
+        conn.executescript(MODEL_IDS_SQL)
+        conn.close()
+    src.sql("INSERT INTO thread_dynamic_tools (thread_id, position, name, description, input_schema) "
+            "VALUES (?,0,'lookup','Look it up','{}')", (parent.id,))
+    src.sql("INSERT INTO session_model_ids VALUES (?,'call','',0,'{\"seed\":1}')", (parent.id,))
+    src.sql("INSERT INTO session_model_ids VALUES (?,'call','call_a',1,NULL)", (parent.id,))
+    _queue_db(src.root / tt.QUEUE_DB, [("q1", child.id, '{"UserInput":{}}', 0)], ["x", "y", child.id])
+    _queue_db(dst.root / tt.QUEUE_DB, [], [f"own{i}" for i in range(dest_revisions)])
+    return src, dst, parent, child
+
+
+def _every_db(root):
+    return {db.name: _all_rows(db) for db in sorted(root.glob("*.sqlite"))}
+
+
+@pytest.mark.parametrize("dest_revisions", [0, 2])
+def test_import_carries_keys_tools_model_ids_and_a_fresh_queue_revision_then_rollback(tmp_path, dest_revisions):
+    from test_import import plan_json
+    src, dst, parent, child = _with_all_tables(tmp_path, dest_revisions)
+    before = _every_db(dst.root)
+    plan = plan_json(dst.root, "--from", str(src.root))
+    by = {t["thread_id"]: t for t in plan["imports_sample"]}
+    assert by[parent.id]["comes_with"][-2:] == ["dynamic tool", "2 model-facing ids"]
+    assert "queued input" in by[child.id]["comes_with"]
+    out = plan_json(dst.root, "--from", str(src.root), "--apply")
+    assert out["result"]["imported_threads"] == 2
+    after = _every_db(dst.root)
+    state, queue = after[tt.STATE_DB], after[tt.QUEUE_DB]
+    assert state["project_idempotency_keys"] == [("k-work", "p1", 5)]
+    assert state["thread_dynamic_tools"] == [(parent.id, 0, "lookup", "Look it up", "{}", 0, None)]
+    assert state["session_model_ids"] == [(parent.id, "call", "", 0, '{"seed":1}'),
+                                          (parent.id, "call", "call_a", 1, None)]
+    # the source's revision 3 means nothing in DEST: the next number of DEST's own counter
+    assert queue["queued_thread_revisions"] == [(i + 1, f"own{i}") for i in range(dest_revisions)] + [
+        (dest_revisions + 1, child.id)]
+    assert queue["sqlite_sequence"] == [("queued_thread_revisions", dest_revisions + 1)]
+    conn = sqlite3.connect(str(dst.root / tt.QUEUE_DB))  # Codex's next queue change numbers after it
+    conn.execute("INSERT INTO queued_thread_revisions (thread_id) VALUES ('later')")
+    assert conn.execute("SELECT revision FROM queued_thread_revisions WHERE thread_id='later'").fetchone() == (
+        dest_revisions + 2,)
+    conn.rollback()
+    conn.close()
+    rb = run_rollback(dst.root)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _every_db(dst.root) == before
+
+
+def test_a_key_dest_gives_another_project_stays_and_is_listed(homes):
+    src, dst = homes
+    src.columns[tt.KEYS] = dst.columns[tt.KEYS] = ["key", "project_id", "created_at_ms"]
+    src.keys = {"p1": [{"key": "k1", "project_id": "p1", "created_at_ms": 1}],
+                "p2": [{"key": "k2", "project_id": "p2", "created_at_ms": 1}]}
+    dst.key_owner = {"k1": "px"}  # DEST's own project answers k1
+    p = tt.Planner(src, dst, lambda v: v.replace("/home/old", "/home/new"))
+    parent, child = p.thread("parent"), p.thread("child")
+    assert parent.cannot[0] == tt.KEY_TAKEN.format(name="'Work'", key="'k1'")
+    # child's project p2 is DEST's px (same name and folders): its key points at px
+    assert [(i.table, i.row) for i in p.shared if i.table == tt.KEYS] == [
+        (tt.KEYS, {"key": "k2", "project_id": "px", "created_at_ms": 1})]
+    assert child.cannot == []

@@ -1,6 +1,8 @@
-"""What Codex 0.171 keeps about a thread besides its row and history: its project, section and pin,
-goal, sub-agent spawn edge, attachments, queued input and read receipt (state_5, goals_1, queue_1).
-An import reads them from the source and plans them as RowInserts into DEST (rollback removes them)."""
+"""What Codex 0.171 keeps about a thread besides its row and history: its project (and the project's
+idempotency keys), section and pin, goal, sub-agent spawn edge, attachments, queued input (and the
+queue's change revision), read receipt, dynamic tools and model-facing ids (state_5, goals_1,
+queue_1). An import reads them from the source and plans them as RowInserts into DEST (rollback
+removes them)."""
 from __future__ import annotations
 
 import sqlite3
@@ -22,9 +24,19 @@ PER_THREAD: Tuple[Tuple[str, str, str, Tuple[str, ...], str], ...] = (
     (GOALS_DB, "thread_goals", "thread_id", ("thread_id",), "goal"),
     (GOALS_DB, "thread_goal_continuation_deferrals", "thread_id", ("thread_id",), "goal deferral"),
     (QUEUE_DB, "queued_items", "thread_id", ("id",), "queued input"),
+    # Codex 0.130 reads a thread's dynamic tools here; 0.148-0.171 keep them in line 1 (copied with
+    # the rollout) and only delete these rows with the thread
+    (STATE_DB, "thread_dynamic_tools", "thread_id", ("thread_id", "position"), "dynamic tool"),
+    # the ids the model saw (per session: a generator state at ordinal 0, then external key -> ordinal)
+    (STATE_DB, "session_model_ids", "session_id", ("session_id", "kind", "external_key"), "model-facing id"),
 )
-EXTRA_TABLES = tuple(t for _d, t, _c, _k, _w in PER_THREAD) + ("projects", "project_roots", "thread_sections")
+REVISIONS, SEQUENCE = "queued_thread_revisions", "sqlite_sequence"  # queue_1: a DB-wide change counter
+KEYS = "project_idempotency_keys"
+EXTRA_TABLES = tuple(t for _d, t, _c, _k, _w in PER_THREAD) + (
+    "projects", "project_roots", "thread_sections", KEYS, REVISIONS)
 NO_DB = "DEST has no {db} (a Codex older than 0.171 keeps no {what}): not brought"
+KEY_TAKEN = ("project {name}'s idempotency key {key}: DEST's key names another project (a create with it "
+             "there returns that one): not brought")
 
 
 @dataclass
@@ -38,6 +50,11 @@ class HomeTables:
     sections: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     per_thread: Dict[str, Dict[str, List[Dict[str, Any]]]] = field(default_factory=dict)  # table -> tid -> rows
     taken: Dict[str, set] = field(default_factory=dict)  # table -> keys present (tuples)
+    keys: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # project id -> idempotency key rows
+    key_owner: Dict[str, Any] = field(default_factory=dict)  # idempotency key -> project id
+    revisions: Dict[str, int] = field(default_factory=dict)  # thread id (lower) -> its queue revision
+    revision_top: int = 0  # the highest revision the queue DB has used (its rows and sqlite_sequence)
+    sequence: Optional[int] = None  # sqlite_sequence's seq for queued_thread_revisions (None: no row)
 
 
 def _tables(conn: sqlite3.Connection) -> List[str]:
@@ -66,6 +83,8 @@ def read_home(dbs: Dict[str, Optional[Path]], connect: Callable[[Path], sqlite3.
             have = set(_tables(conn))
             if name == STATE_DB:
                 _read_state(conn, have, out)
+            if name == QUEUE_DB and REVISIONS in have:
+                _read_revisions(conn, have, out)
             for db, table, tcol, key, _what in PER_THREAD:
                 if db != name or table not in have:
                     continue
@@ -105,6 +124,22 @@ def _read_state(conn: sqlite3.Connection, have: set, out: HomeTables) -> None:
                 out.roots.setdefault(r["project_id"], []).append(r)
         else:
             out.sections = {r["id"]: r for r in rows}
+    if KEYS in have:
+        cols, rows = _rows(conn, KEYS)
+        out.columns[KEYS] = cols
+        for r in rows:
+            out.keys.setdefault(r["project_id"], []).append(r)
+            out.key_owner[r["key"]] = r["project_id"]
+
+
+def _read_revisions(conn: sqlite3.Connection, have: set, out: HomeTables) -> None:
+    cols, rows = _rows(conn, REVISIONS)
+    out.columns[REVISIONS] = cols
+    out.revisions = {str(r["thread_id"]).lower(): r["revision"] for r in rows if isinstance(r.get("revision"), int)}
+    if SEQUENCE in have:
+        got = conn.execute(f"SELECT seq FROM {SEQUENCE} WHERE name=?", (REVISIONS,)).fetchall()
+        out.sequence = got[0][0] if len(got) == 1 and isinstance(got[0][0], int) else None
+    out.revision_top = max(list(out.revisions.values()) + [out.sequence or 0, 0])
 
 
 @dataclass
@@ -114,6 +149,16 @@ class Insert:
     table: str
     row: Dict[str, Any]
     key: Dict[str, Any]
+
+
+@dataclass
+class Update:
+    """One row DEST changes: (DB file name, table, key, old values, new values)."""
+    db: str
+    table: str
+    key: Dict[str, Any]
+    old: Dict[str, Any]
+    new: Dict[str, Any]
 
 
 @dataclass
@@ -132,8 +177,10 @@ class Planner:
         self.src, self.dest, self.remap = src, dest, remap
         self.project_ids: Dict[str, Optional[str]] = {}  # source project id -> DEST id
         self.section_ids: Dict[str, Optional[str]] = {}
-        self.shared: List[Insert] = []  # projects and sections created (once, before the threads)
+        self.shared: List[Any] = []  # Insert/Update: projects, sections, keys (once, before the threads)
         self.notes: Dict[str, str] = {}
+        self.key_notes: Dict[str, List[str]] = {}  # source project id -> its keys not brought, and why
+        self._sequence: Optional[Any] = None  # the one Insert/Update of the queue's sqlite_sequence
         self._position = max([p.get("position") or 0 for p in dest.projects.values()] + [-1]) + 1
 
     def _fit(self, table: str, row: Dict[str, Any]) -> Dict[str, Any]:
@@ -149,6 +196,52 @@ class Planner:
         return got, note
 
     def _project(self, pid: str) -> Tuple[Optional[str], str]:
+        got, note = self._project_row(pid)
+        if got is not None:
+            self._keys(pid, got)
+        return got, note
+
+    def _keys(self, pid: str, got: str) -> None:
+        """The project's idempotency keys, pointing at its DEST id: a client's project/create or
+        project/import retried with one of them in DEST returns this project instead of a second
+        one, as it did in the source. A key DEST already gives another project stays DEST's."""
+        if KEYS not in self.dest.columns:
+            return
+        name = safe_str(str(self.src.projects.get(pid, {}).get("name")))
+        for r in self.src.keys.get(pid, []):
+            key = r.get("key")
+            owner = self.dest.key_owner.get(key)
+            if owner == got:
+                continue
+            if owner is not None:
+                self.key_notes.setdefault(pid, []).append(KEY_TAKEN.format(name=repr(name), key=repr(safe_str(str(key)))))
+                continue
+            self.shared.append(Insert(STATE_DB, KEYS, self._fit(KEYS, dict(r, project_id=got)), {"key": key}))
+            self.dest.key_owner[key] = got
+
+    def _revision(self, tid: str, thread_value: Any) -> Optional[Insert]:
+        """A thread whose queued input comes along gets a fresh queue revision in DEST (Codex numbers
+        every change of a thread's queue DB-wide: MAX+1; the source's number means nothing here),
+        and sqlite_sequence moves to the last number used, once for the import, journaled."""
+        d = self.dest
+        if REVISIONS not in d.columns or tid.lower() in d.revisions:
+            return None
+        d.revision_top += 1
+        n = d.revision_top
+        d.revisions[tid.lower()] = n
+        if self._sequence is None:
+            self._sequence = (Insert(QUEUE_DB, SEQUENCE, {"name": REVISIONS, "seq": n}, {"name": REVISIONS})
+                              if d.sequence is None else
+                              Update(QUEUE_DB, SEQUENCE, {"name": REVISIONS}, {"seq": d.sequence}, {"seq": n}))
+            self.shared.append(self._sequence)
+        elif isinstance(self._sequence, Insert):
+            self._sequence.row["seq"] = n
+        else:
+            self._sequence.new["seq"] = n
+        return Insert(QUEUE_DB, REVISIONS, self._fit(REVISIONS, {"revision": n, "thread_id": thread_value}),
+                      {"thread_id": thread_value})
+
+    def _project_row(self, pid: str) -> Tuple[Optional[str], str]:
         src = self.src.projects.get(pid)
         if src is None:
             return None, "its project is not in the source's projects table"
@@ -210,6 +303,7 @@ class Planner:
         if isinstance(pid, str) and pid:
             got, note = self.project(pid)
             (out.brings if got else out.cannot).append(note)
+            out.cannot.extend(self.key_notes.get(pid, []) if got else [])
             if got and "project_id" in dest_cols:
                 out.columns["project_id"] = got
         sid = cols.get("thread_section_id")
@@ -237,6 +331,10 @@ class Planner:
                 self.dest.taken[table].add(k)
                 out.inserts.append(Insert(db, table, self._fit(table, r), dict(zip(key, k))))
                 out.brings.append(what)
+        queued = [i for i in out.inserts if i.table == "queued_items"]
+        rev = self._revision(tid, queued[0].row.get("thread_id", tid)) if queued else None
+        if rev is not None:
+            out.inserts.append(rev)
         return out
 
 

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
+from sessionkit.codexfiles.thread_tables import Update
 from sessionkit.fixes.importer import FileCopy, ImportPlan, history_rows, read_dest
 from sessionkit.fixes.rollout_remap import RolloutRemapper
 from sessionkit.codexfiles.locks import scan_activity
@@ -52,13 +53,21 @@ def stage(fc: FileCopy, remapper: RolloutRemapper, scratch: Path, n: int) -> Pat
     return out
 
 
+def shared_op(db: str, change: Any) -> Any:
+    """A thread_tables Insert as a RowInsert, an Update (the queue's sqlite_sequence) as a RowUpdate."""
+    from sessionkit.runlog.ops import RowInsert, RowUpdate
+    if isinstance(change, Update):
+        return RowUpdate(db, change.table, change.key, change.old, change.new)
+    return RowInsert(db, change.table, change.row, change.key)
+
+
 def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> List[Any]:
     """Folders first, then each thread's files, its threads row and its history rows."""
     from sessionkit.runlog.ops import FileCreate, Mkdir, RowInsert
     ops: List[Any] = [Mkdir(str(d)) for d in plan.mkdirs]
     state_db = str(plan.dest.state_db.path)
     tables = plan.table_dbs
-    ops += [RowInsert(str(tables[i.db]), i.table, i.row, i.key) for i in plan.shared]  # projects, sections
+    ops += [shared_op(str(tables[i.db]), i) for i in plan.shared]  # projects, sections, keys, queue sequence
     hist_db = str(plan.dest_history_db) if plan.dest_history_db else None
     n = 0
     for t in plan.imports:

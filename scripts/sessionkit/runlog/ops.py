@@ -33,13 +33,16 @@ UPDATE_COLUMNS: Dict[str, Tuple[str, ...]] = {
     "thread_turns": ("rollout_byte_offset", "rollout_end_byte_offset"),
     "thread_history_projection_state": ("next_rollout_byte_offset",),
     "project_roots": ("path",),  # a project's folder, remapped with --remap-prefix (sessionkit/fixes/project_remap.py)
+    "sqlite_sequence": ("seq",),  # queue_1's revision counter, moved with the revisions an import adds
 }
 # Tables whose whole rows may be inserted or deleted (every column of the real table allowed).
 ROW_TABLES = ("threads", "thread_turns", "thread_items", "thread_realtime_items",
               "thread_history_projection_state",
               # what else belongs to a thread (sessionkit/codexfiles/thread_tables.py: an import brings them)
               "projects", "project_roots", "thread_sections", "thread_spawn_edges", "thread_attachments",
-              "thread_read_receipts", "thread_goals", "thread_goal_continuation_deferrals", "queued_items")
+              "thread_read_receipts", "thread_goals", "thread_goal_continuation_deferrals", "queued_items",
+              "queued_thread_revisions", "project_idempotency_keys", "thread_dynamic_tools", "session_model_ids",
+              "sqlite_sequence")
 
 
 class RecordError(UserError):
