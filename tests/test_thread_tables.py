@@ -217,12 +217,25 @@ def test_import_with_extras_fault_at_every_point(tmp_path, action):
                     and p.name not in {t.path.name for t in dst.threads}]
 
 
-# The real 0.171 DDL (read from a home Codex 0.171.0 made): queue_1's queue and its revision counter,
-# state_5's model-facing ids (0.169 has no such table)
+# The real 0.171 DDL (read from a home Codex 0.171.0 made): queue_1's queue, its revision counter and
+# the triggers that renumber a thread's revision on every change of its queue; state_5's model-facing
+# ids (0.169 has no such table)
 QUEUE_SQL = """
 CREATE TABLE queued_items (id TEXT PRIMARY KEY NOT NULL, thread_id TEXT NOT NULL, payload_json TEXT NOT NULL,
     queue_order INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL);
 CREATE TABLE queued_thread_revisions (revision INTEGER PRIMARY KEY AUTOINCREMENT, thread_id TEXT NOT NULL UNIQUE);
+CREATE TRIGGER queued_items_revision_after_insert AFTER INSERT ON queued_items BEGIN
+    INSERT INTO queued_thread_revisions (thread_id) VALUES (NEW.thread_id)
+    ON CONFLICT(thread_id) DO UPDATE SET revision = (SELECT COALESCE(MAX(revision), 0) + 1 FROM queued_thread_revisions);
+END;
+CREATE TRIGGER queued_items_revision_after_update AFTER UPDATE ON queued_items BEGIN
+    INSERT INTO queued_thread_revisions (thread_id) VALUES (NEW.thread_id)
+    ON CONFLICT(thread_id) DO UPDATE SET revision = (SELECT COALESCE(MAX(revision), 0) + 1 FROM queued_thread_revisions);
+END;
+CREATE TRIGGER queued_items_revision_after_delete AFTER DELETE ON queued_items BEGIN
+    INSERT INTO queued_thread_revisions (thread_id) VALUES (OLD.thread_id)
+    ON CONFLICT(thread_id) DO UPDATE SET revision = (SELECT COALESCE(MAX(revision), 0) + 1 FROM queued_thread_revisions);
+END;
 """
 MODEL_IDS_SQL = """
 CREATE TABLE session_model_ids (session_id TEXT NOT NULL, kind TEXT NOT NULL, external_key TEXT NOT NULL,
@@ -234,10 +247,10 @@ CREATE TABLE session_model_ids (session_id TEXT NOT NULL, kind TEXT NOT NULL, ex
 def _queue_db(path, rows, revisions):
     conn = sqlite3.connect(str(path))
     conn.executescript(QUEUE_SQL)
-    for r in rows:
-        conn.execute("INSERT INTO queued_items VALUES (?,?,?,?,1,1)", r)
     for tid in revisions:
         conn.execute("INSERT INTO queued_thread_revisions (thread_id) VALUES (?)", (tid,))
+    for r in rows:
+        conn.execute("INSERT INTO queued_items VALUES (?,?,?,?,1,1)", r)
     conn.commit()
     conn.close()
 
@@ -256,7 +269,8 @@ def _with_all_tables(tmp_path, dest_revisions):
             "VALUES (?,0,'lookup','Look it up','{}')", (parent.id,))
     src.sql("INSERT INTO session_model_ids VALUES (?,'call','',0,'{\"seed\":1}')", (parent.id,))
     src.sql("INSERT INTO session_model_ids VALUES (?,'call','call_a',1,NULL)", (parent.id,))
-    _queue_db(src.root / tt.QUEUE_DB, [("q1", child.id, '{"UserInput":{}}', 0)], ["x", "y", child.id])
+    _queue_db(src.root / tt.QUEUE_DB, [("q1", child.id, '{"UserInput":{}}', 0), ("q2", child.id, '{}', 1)],
+              ["x", "y", child.id])
     _queue_db(dst.root / tt.QUEUE_DB, [], [f"own{i}" for i in range(dest_revisions)])
     return src, dst, parent, child
 
@@ -273,7 +287,7 @@ def test_import_carries_keys_tools_model_ids_and_a_fresh_queue_revision_then_rol
     plan = plan_json(dst.root, "--from", str(src.root))
     by = {t["thread_id"]: t for t in plan["imports_sample"]}
     assert by[parent.id]["comes_with"][-2:] == ["dynamic tool", "2 model-facing ids"]
-    assert "queued input" in by[child.id]["comes_with"]
+    assert "2 queued inputs" in by[child.id]["comes_with"]
     out = plan_json(dst.root, "--from", str(src.root), "--apply")
     assert out["result"]["imported_threads"] == 2
     after = _every_db(dst.root)
@@ -282,14 +296,15 @@ def test_import_carries_keys_tools_model_ids_and_a_fresh_queue_revision_then_rol
     assert state["thread_dynamic_tools"] == [(parent.id, 0, "lookup", "Look it up", "{}", 0, None)]
     assert state["session_model_ids"] == [(parent.id, "call", "", 0, '{"seed":1}'),
                                           (parent.id, "call", "call_a", 1, None)]
-    # the source's revision 3 means nothing in DEST: the next number of DEST's own counter
+    # the source's revision 5 means nothing in DEST: DEST's next number, moved by the triggers once
+    # per item (2), as Codex's own queue/add moves it
     assert queue["queued_thread_revisions"] == [(i + 1, f"own{i}") for i in range(dest_revisions)] + [
-        (dest_revisions + 1, child.id)]
-    assert queue["sqlite_sequence"] == [("queued_thread_revisions", dest_revisions + 1)]
+        (dest_revisions + 3, child.id)]
+    assert queue["sqlite_sequence"] == [("queued_thread_revisions", dest_revisions + 3)]  # the upserts move it
     conn = sqlite3.connect(str(dst.root / tt.QUEUE_DB))  # Codex's next queue change numbers after it
     conn.execute("INSERT INTO queued_thread_revisions (thread_id) VALUES ('later')")
     assert conn.execute("SELECT revision FROM queued_thread_revisions WHERE thread_id='later'").fetchone() == (
-        dest_revisions + 2,)
+        dest_revisions + 4,)
     conn.rollback()
     conn.close()
     rb = run_rollback(dst.root)

@@ -219,15 +219,18 @@ class Planner:
             self.shared.append(Insert(STATE_DB, KEYS, self._fit(KEYS, dict(r, project_id=got)), {"key": key}))
             self.dest.key_owner[key] = got
 
-    def _revision(self, tid: str, thread_value: Any) -> Optional[Insert]:
-        """A thread whose queued input comes along gets a fresh queue revision in DEST (Codex numbers
-        every change of a thread's queue DB-wide: MAX+1; the source's number means nothing here),
-        and sqlite_sequence moves to the last number used, once for the import, journaled."""
+    def _revision(self, tid: str, thread_value: Any, items: int) -> Optional[Insert]:
+        """A thread whose queued input comes along gets a queue revision row of DEST's numbering (the
+        source's number means nothing here), inserted before its items: queue_1's triggers upsert
+        the row on every insert/update/delete of queued_items (revision = MAX+1), so with the row
+        there they only move its number, which the rollback ignores when it deletes the row after
+        the items (RowInsert's VOLATILE). sqlite_sequence is set once for the import, journaled,
+        to the last number inserted, and set back by the rollback."""
         d = self.dest
         if REVISIONS not in d.columns or tid.lower() in d.revisions:
             return None
-        d.revision_top += 1
-        n = d.revision_top
+        n = d.revision_top + 1
+        d.revision_top = n + items  # each item's insert trigger moves the row to MAX+1
         d.revisions[tid.lower()] = n
         if self._sequence is None:
             self._sequence = (Insert(QUEUE_DB, SEQUENCE, {"name": REVISIONS, "seq": n}, {"name": REVISIONS})
@@ -332,9 +335,9 @@ class Planner:
                 out.inserts.append(Insert(db, table, self._fit(table, r), dict(zip(key, k))))
                 out.brings.append(what)
         queued = [i for i in out.inserts if i.table == "queued_items"]
-        rev = self._revision(tid, queued[0].row.get("thread_id", tid)) if queued else None
+        rev = self._revision(tid, queued[0].row.get("thread_id", tid), len(queued)) if queued else None
         if rev is not None:
-            out.inserts.append(rev)
+            out.inserts.insert(out.inserts.index(queued[0]), rev)
         return out
 
 

@@ -176,7 +176,12 @@ def _where(values: Dict[str, Any]) -> Tuple[str, List[Any]]:
 # re-derives a row's updated_at(_ms) from the rollout's mtime and created_at(_ms) from its line 1):
 # not judged when deciding whether an INSERTED row is still ours (a continued thread is told by its
 # file, which the same run created and judges by digest).
-VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("created_at", "created_at_ms", "updated_at", "updated_at_ms")}
+# Counters SQLite and Codex's triggers move by themselves (queue_1's triggers upsert a thread's
+# revision on every change of its queue, and each upsert moves AUTOINCREMENT's sqlite_sequence): a
+# rollback puts back the value from before the run whatever they became, never judging them.
+COUNTERS: Dict[str, Tuple[str, ...]] = {"sqlite_sequence": ("seq",), "queued_thread_revisions": ("revision",)}
+VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("created_at", "created_at_ms", "updated_at", "updated_at_ms"),
+                                         **COUNTERS}
 
 _SCHEMAS: Dict[Tuple[str, ...], sqlite3.Connection] = {}
 
@@ -1315,8 +1320,8 @@ class RowUpdate(Op):
     def _judged(self) -> List[str]:
         """The columns that say whether the row still holds what the run wrote: every one it wrote
         (updated_at included: Codex bumps it when the thread is continued, which must stop the undo;
-        a search re-derives it from the mtime the run set, the same value)."""
-        return list(self.new)
+        a search re-derives it from the mtime the run set, the same value); COUNTERS aside."""
+        return [c for c in self.new if c not in COUNTERS.get(self.table, ())]
 
     def state_db(self, conn: sqlite3.Connection) -> str:
         cur = self._current(conn)
@@ -1394,8 +1399,10 @@ class RowInsert(Op):
         if len(rows) > 1:
             return "other"
         want = whole_row(conn, self.table, self.row)
-        if want is None:  # the table cannot be copied: the recorded columns alone
-            return "same" if self._count(conn, {**self.key, **self.row}) == 1 else "other"
+        if want is None:  # the table cannot be copied (sqlite_sequence): the recorded columns alone
+            skip = VOLATILE.get(self.table, ())
+            kept = {k: v for k, v in self.row.items() if k not in skip}
+            return "same" if self._count(conn, {**self.key, **kept}) == 1 else "other"
         return "same" if same_row(self.table, rows[0], want) else "other"
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
