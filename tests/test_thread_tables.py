@@ -325,3 +325,21 @@ def test_a_key_dest_gives_another_project_stays_and_is_listed(homes):
     assert [(i.table, i.row) for i in p.shared if i.table == tt.KEYS] == [
         (tt.KEYS, {"key": "k2", "project_id": "px", "created_at_ms": 1})]
     assert child.cannot == []
+
+
+@pytest.mark.parametrize("action", ["kill", "eio"])
+def test_import_with_every_table_fault_at_every_point(tmp_path, action):
+    """Keys, dynamic tools, model-facing ids and the queue (whose triggers renumber its revision and
+    move sqlite_sequence): a kill or an I/O error at every fault point, then the rollback, leaves
+    every table of every DB of DEST as before."""
+    from test_faults import Pristine, frun, points
+    src, dst, _p, _c = _with_all_tables(tmp_path, 2)
+    before = _every_db(dst.root)
+    pristine = Pristine(dst.root)
+    labels, _ = points(tmp_path, "session_import.py", dst.root, "--from", str(src.root), "--apply")
+    for n in range(1, len(labels) + 1):
+        pristine.restore()
+        frun("session_import.py", dst.root, "--from", str(src.root), "--apply", fault=f"{action}:{n}")
+        rb = frun("rollback.py", dst.root, "--latest", "--apply")
+        assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
+        assert _every_db(dst.root) == before, (action, n, labels[n - 1])
