@@ -343,3 +343,48 @@ def test_import_with_every_table_fault_at_every_point(tmp_path, action):
         rb = frun("rollback.py", dst.root, "--latest", "--apply")
         assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
         assert _every_db(dst.root) == before, (action, n, labels[n - 1])
+
+
+def _text(dst, src, *args):
+    from harness import run_script
+    proc = run_script("session_import.py", "--codex-dir", str(dst.root), "--from", str(src.root), *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_the_text_plan_says_per_session_what_comes_and_what_cannot_with_the_reason(tmp_path):
+    """A few sessions: under each, what comes with it and each thing it cannot bring with its reason,
+    strings from the home escaped (a project name with an escape sequence)."""
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    src.sql("UPDATE projects SET name=? WHERE id='p1'", ("Work\x1b[31m",))
+    _db(src.root / tt.GOALS_DB, GOALS_SQL, [("INSERT INTO thread_goals VALUES (?,'g','ship','active',9,0,0,1,1)",
+                                            (parent.id,))])
+    out = _text(dst, src)
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith('  import "parent"'))
+    assert lines[at + 1:at + 3] == [
+        "    comes with: project 'Work\\x1b[31m' (created in DEST), section 'Later' (created in DEST),",
+        "        attachment, dynamic tool, 2 model-facing ids"]
+    assert lines[at + 3] == "    cannot bring: " + tt.NO_DB.format(db=tt.GOALS_DB, what="goals")
+    at = next(i for i, line in enumerate(lines) if line.startswith('  import "child"'))
+    assert lines[at + 1] == "    comes with: pinned, sub-agent link, read state, 2 queued inputs"
+    extras = [line for line in lines if line.startswith(("    comes with:", "    cannot bring:", "        "))]
+    assert "\x1b" not in out and len(extras) == 4 and max(len(line) for line in extras) <= 100
+
+
+def test_the_text_plan_summarises_what_comes_with_many_sessions(tmp_path):
+    """More sessions than PER_THREAD: one line for what comes with them all, each reason something
+    cannot come counted, and the text still fits the first screen."""
+    import session_import
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    more = [src.add(preview=f"more {i}") for i in range(session_import.PER_THREAD)]
+    _db(src.root / tt.GOALS_DB, GOALS_SQL, [("INSERT INTO thread_goals VALUES (?,'g','ship','active',9,0,0,1,1)",
+                                            (t.id,)) for t in [parent] + more[:2]])
+    lines = _text(dst, src).splitlines()
+    assert not [line for line in lines if line.startswith("    comes with:")]
+    at = lines.index("  cannot bring (3; left in the source):")
+    assert lines[at - 2:at] == [
+        "  with them: project, section, attachment, dynamic tool, 2 model-facing ids, pinned, sub-agent link,",
+        "      read state, 2 queued inputs"]
+    assert lines[at + 1] == "    " + tt.NO_DB.format(db=tt.GOALS_DB, what="goals") + " (3 sessions)"
+    assert len(lines) < 40

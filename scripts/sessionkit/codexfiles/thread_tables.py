@@ -347,3 +347,12 @@ def summary(items: Sequence[str]) -> List[str]:
     for i in items:
         counts[i] = counts.get(i, 0) + 1
     return [k if n == 1 else f"{n} {k}s" for k, n in counts.items()]
+
+
+def reason_counts(reasons: Sequence[str]) -> List[List[Any]]:
+    """[reason, how many times] over every imported thread, most frequent first (then as first seen)."""
+    counts: Dict[str, int] = {}
+    for r in reasons:
+        counts[r] = counts.get(r, 0) + 1
+    order = {r: i for i, r in enumerate(counts)}
+    return [[r, n] for r, n in sorted(counts.items(), key=lambda kv: (-kv[1], order[kv[0]]))]
