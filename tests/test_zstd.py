@@ -1,5 +1,7 @@
-"""Compressed rollouts (`rollout-*.jsonl.zst`): the reader (the system's `zstd` program: the scripts
-use the standard library alone), the skip without it, and the journaled decompression (apply, kill halfway, undo, a thread Codex wrote to since)."""
+"""Compressed rollouts (`rollout-*.jsonl.zst`): both readers (Python 3.14's `compression.zstd`: here
+PyPI's `backports.zstd`, the same API, put in its place in sys.modules, and the real one where the
+interpreter has it; the system's `zstd` program), the skip without either, and the journaled
+decompression (apply, kill halfway, undo, a thread Codex wrote to since)."""
 import json
 import os
 import shutil
@@ -24,11 +26,47 @@ ZSTD = shutil.which("zstd")
 needs_zstd = pytest.mark.skipif(ZSTD is None, reason="the zstd program is not installed")
 
 
+try:
+    import backports.zstd as BACKPORT  # a test tool (make deps): compression.zstd for Python < 3.14
+except ImportError:
+    BACKPORT = None
+needs_backport = pytest.mark.skipif(BACKPORT is None, reason="backports.zstd is not installed (make deps)")
+HAS_STDLIB_ZSTD = sys.version_info >= (3, 14)
+
+
 @pytest.fixture
 def readers():
-    """Restore the real reader choice after a test forces one."""
+    """The program as the reader (compression.zstd absent, as before Python 3.14); the real reader
+    choice is restored after the test."""
+    zstd._TEST_MODULE[:] = [None]
     yield zstd
+    zstd._TEST_MODULE[:] = []
     zstd._TEST_PROGRAM[:] = []
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """backports.zstd imported as `compression.zstd`, through the scripts' own import, and no zstd
+    program: every read must go through the in-process reader."""
+    import types
+    package = types.ModuleType("compression")
+    package.zstd = BACKPORT
+    monkeypatch.setitem(sys.modules, "compression", package)
+    monkeypatch.setitem(sys.modules, "compression.zstd", BACKPORT)
+    zstd._TEST_MODULE[:] = []
+    zstd._TEST_PROGRAM[:] = [None]
+    yield BACKPORT
+    zstd._TEST_PROGRAM[:] = []
+
+
+def compress_with(mod, path: Path) -> Path:
+    """compress() through compression.zstd's API (no zstd program needed)."""
+    st = path.stat()
+    out = Path(str(path) + ".zst")
+    out.write_bytes(mod.compress(path.read_bytes(), level=19))
+    path.unlink()
+    os.utime(out, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    return out
 
 
 def compress(path: Path) -> Path:
@@ -67,6 +105,61 @@ def test_the_program_reads_line1_and_the_whole_file(home, readers):
     assert (meta.error, meta.id, meta.model_provider) == (None, ts[0].id, "oldco")
 
 
+def _reads_it(hb, t, zst, plain):
+    line, err, only = zstd.read_head(str(zst), 8 * 1024 * 1024)
+    assert (line, err, only) == (plain.split(b"\n", 1)[0], None, False)
+    with zstd.open_zst(str(zst)) as fh:
+        assert fh.read() == plain
+    meta = gather(open_home(str(hb.root))).metas[str(zst)]
+    assert (meta.error, meta.id, meta.model_provider) == (None, t.id, "oldco")
+
+
+@needs_backport
+def test_compression_zstd_reads_line1_and_the_whole_file(home, in_process, tmp_path):
+    """The in-process reader (backports.zstd as compression.zstd), with no zstd program at all; a
+    journaled decompression through it too."""
+    hb, ts = home
+    plain, mtime = ts[0].path.read_bytes(), ts[0].path.stat().st_mtime_ns
+    zst = compress_with(in_process, ts[0].path)
+    assert zstd.reader() == zstd.MODULE and zstd.missing_reason() is None
+    _reads_it(hb, ts[0], zst, plain)
+    (tmp_path / "run").mkdir()
+    op = decompress.Decompress(ts[0].id, str(zst), str(ts[0].path))
+    assert op.prepare(tmp_path / "run") is None
+    op.apply()
+    assert ts[0].path.read_bytes() == plain and ts[0].path.stat().st_mtime_ns == mtime and not zst.exists()
+    op.undo()
+    assert not ts[0].path.exists() and op.state() == OLD
+
+
+@needs_backport
+@pytest.mark.parametrize("damage", ["garbage", "cut"])
+def test_a_damaged_file_raises_oserror_with_compression_zstd(tmp_path, in_process, damage):
+    bad = tmp_path / "rollout-2025-01-01T00-00-00-0195aaaa-0000-7000-8000-000000000001.jsonl.zst"
+    whole = in_process.compress(b'{"type":"session_meta"}\n' + b"x" * 100_000)
+    bad.write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 8 if damage == "garbage" else whole[:len(whole) // 2])
+    with pytest.raises(OSError):
+        with zstd.open_zst(str(bad)) as fh:
+            fh.read()
+    line, err, _ = zstd.read_head(str(bad), 1024)
+    assert (line is None and err) or damage == "cut"  # a cut file may still give its line 1
+
+
+@pytest.mark.skipif(not HAS_STDLIB_ZSTD, reason="Python before 3.14 has no compression.zstd")
+def test_the_real_compression_zstd_of_python_3_14(home, tmp_path):
+    import compression.zstd as real  # novermin
+    zstd._TEST_MODULE[:] = []
+    zstd._TEST_PROGRAM[:] = [None]
+    try:
+        hb, ts = home
+        plain = ts[0].path.read_bytes()
+        zst = compress_with(real, ts[0].path)
+        assert zstd.reader() == zstd.MODULE
+        _reads_it(hb, ts[0], zst, plain)
+    finally:
+        zstd._TEST_PROGRAM[:] = []
+
+
 @needs_zstd
 def test_a_damaged_file_raises_with_the_program(tmp_path, readers):
     bad = tmp_path / "rollout-2025-01-01T00-00-00-0195aaaa-0000-7000-8000-000000000001.jsonl.zst"
@@ -82,12 +175,13 @@ def test_a_damaged_file_raises_with_the_program(tmp_path, readers):
 def test_without_a_reader_the_thread_is_skipped_with_what_to_install(home, readers):
     hb, ts = home
     compress(ts[0].path)
-    zstd._TEST_PROGRAM[:] = [None]
+    zstd._TEST_PROGRAM[:] = [None]  # and no compression.zstd (the fixture)
+    assert zstd.reader() is None and zstd.missing_reason() == zstd.ZSTD_MISSING
     inputs = gather(open_home(str(hb.root)))
     plan = plan_migration(inputs)
     assert [c.thread_id for c in plan.changes] == [ts[1].id]
     assert plan.skipped == [(ts[0].id, f"line 1 is unusable ({zstd.ZSTD_MISSING})")]
-    assert "install the zstd program" in zstd.ZSTD_MISSING
+    assert "install the zstd program" in zstd.ZSTD_MISSING and "Python 3.14" in zstd.ZSTD_MISSING
     assert decompress.decompressions([]) == []
 
 
