@@ -437,3 +437,36 @@ def test_the_text_result_prints_both_undo_commands_in_order(home):
     assert "--manifest" in lines[at + 1] and "provider_migration_" in lines[at + 1]
     assert lines[at + 2] == "  then (the 1 compressed session(s) decompressed first):"
     assert "--manifest" in lines[at + 3] and "decompress_" in lines[at + 3] and lines[at + 3].endswith("--apply")
+
+
+@pytest.mark.parametrize("reader", ["program", "compression.zstd", "none"])
+def test_encrypted_reasoning_is_counted_in_compressed_rollouts(home, readers, monkeypatch, reader):
+    """The migration's warning (continuing such a thread may fail with invalid_encrypted_content)
+    reads a compressed rollout decompressed, by the row's `.jsonl` path as Codex keeps it; early
+    and 2 MB in; without a reader it is counted unreadable, never as carrying none."""
+    from sessionkit.codexfiles.reasoning import count_encrypted
+    from test_surfaces import _add_reasoning
+    if reader == "program" and ZSTD is None or reader != "program" and BACKPORT is None:
+        pytest.skip("needs the zstd program" if reader == "program" else "needs backports.zstd (make deps)")
+    hb, ts = home
+    more = [hb.add(provider="oldco", preview=f"more {i}") for i in range(2)]
+    _add_reasoning(ts[0].path)
+    _add_reasoning(more[0].path, at_end_of_mb=2)
+    for t in ts + more:
+        compress_with(BACKPORT, t.path) if BACKPORT is not None else compress(t.path)
+    if reader == "compression.zstd":
+        import types
+        monkeypatch.setitem(sys.modules, "compression", types.SimpleNamespace(zstd=BACKPORT))
+        monkeypatch.setitem(sys.modules, "compression.zstd", BACKPORT)
+        zstd._TEST_MODULE[:] = []
+        zstd._TEST_PROGRAM[:] = [None]
+    elif reader == "none":
+        zstd._TEST_PROGRAM[:] = [None]
+    pairs = [(t.id, t.path) for t in ts + more]
+    assert not any(p.exists() for _, p in pairs)
+    hits, unread = count_encrypted(pairs)
+    if reader == "none":
+        assert (hits, unread) == ([], [t.id for t in ts + more])
+    else:
+        assert (hits, unread) == ([ts[0].id, more[0].id], [])
+        assert count_encrypted([(ts[0].id, Path(str(ts[0].path) + ".zst"))]) == ([ts[0].id], [])
