@@ -195,3 +195,54 @@ def test_import_brings_a_sub_agents_spawn_edge(world):
     assert [t["id"] for t in world.listing(parentThreadId=parent)] == [child]
     _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
     assert _tables(world) == tables
+
+
+def _compressed_orphan(world):
+    """Two threads compressed by Codex's own pass; the first one's row removed (Codex stopped): a
+    `.jsonl.zst` with no row."""
+    from test_e2e_compressed import compress
+    ids = world.make_threads(2, cwd=world.user_project("proj"), prompt="zipped")
+    compress(world)
+    world.stop_home_processes()
+    orphan = sorted(ids)[0]
+    row = world.db("SELECT rollout_path FROM threads WHERE id=?", (orphan,))[0][0]
+    world.db("DELETE FROM threads WHERE id=?", (orphan,))
+    return orphan, row + ".zst"
+
+
+def test_a_compressed_orphan_imported_by_the_repair_as_codex_indexes_it(world):
+    """The repair's orphan import inserts the row Codex 0.171's own re-index inserts for a compressed
+    orphan: rollout_path naming the `.jsonl.zst`; the file is left compressed. Codex reads the thread
+    through that row; the rollback removes it; Codex's own re-index afterwards names the same file."""
+    orphan, zst = _compressed_orphan(world)
+    tables, files = _tables(world), _files(world)
+    res = _ok(world.script("session_repair.py", "--import-orphans", "--apply", "--json"))
+    assert res["planned_row_inserts"] == 1 and res["skipped"] == 0, res
+    ours = world.db("SELECT rollout_path, preview, model_provider, cwd FROM threads WHERE id=?", (orphan,))
+    assert ours[0][0] == zst and _files(world) == files
+    with world.app() as app:
+        read = app.request("thread/read", {"threadId": orphan, "includeTurns": True})["thread"]
+        assert read["preview"].startswith("zipped") and len(read["turns"]) == 1
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    assert _tables(world) == tables and _files(world) == files
+    world.listing()  # Codex's own re-index of the orphan
+    assert world.db("SELECT rollout_path, preview, model_provider, cwd FROM threads WHERE id=?", (orphan,)) == ours
+
+
+def test_an_import_brings_a_compressed_orphan_decompressed(world):
+    old_home = world.home
+    orphan, zst = _compressed_orphan(world)
+    new_proj, own, _later = _dest(world)
+    tables, files = _tables(world), _files(world)
+    args = ("session_import.py", "--from", str(old_home), "--remap-prefix",
+            f"{world.base / 'user'}={world.base / 'newuser'}", "--thread-id", orphan, "--json")
+    res = _ok(world.script(*args, "--apply"))
+    assert res["imports_sample"][0]["row_from"] == "rollout" and res["result"]["imported_threads"] == 1
+    path = world.db("SELECT rollout_path FROM threads WHERE id=?", (orphan,))[0][0]
+    assert path.endswith(".jsonl") and not (world.home / (path + ".zst")).exists()
+    with world.app(new_proj) as app:
+        read = app.request("thread/read", {"threadId": orphan, "includeTurns": True})["thread"]
+        assert read["preview"].startswith("zipped") and len(read["turns"]) == 1
+        assert read["cwd"] == str(new_proj)
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    assert _tables(world) == tables and _files(world) == files

@@ -470,3 +470,63 @@ def test_encrypted_reasoning_is_counted_in_compressed_rollouts(home, readers, mo
     else:
         assert (hits, unread) == ([ts[0].id, more[0].id], [])
         assert count_encrypted([(ts[0].id, Path(str(ts[0].path) + ".zst"))]) == ([ts[0].id], [])
+
+
+def _compressed_orphan(hb, t):
+    """What Codex leaves when a compressed thread's row is gone: `.jsonl.zst`, cold, no row."""
+    plain = t.path.read_bytes()
+    zst = compress(t.path)
+    os.utime(zst, (1_700_000_000, 1_700_000_000))
+    hb.sql("DELETE FROM threads WHERE id=?", (t.id,))
+    return zst, plain
+
+
+def _every_table(db):
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall()
+                for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")}
+    finally:
+        conn.close()
+
+
+@needs_zstd
+def test_the_repair_imports_a_compressed_orphan_with_its_row_naming_the_zst(home):
+    """Old code: 'ACTIVE_ORPHAN: compressed (.zst), left alone'. Codex 0.171 re-indexes such a file
+    with rollout_path = the `.jsonl.zst` (test_e2e_import_tables.py::test_a_compressed_orphan_imported_
+    by_the_repair_as_codex_indexes_it): the repair inserts that row, read decompressed, and leaves
+    the file as it is (a row insert changes no file)."""
+    hb, ts = home
+    zst, plain = _compressed_orphan(hb, ts[0])
+    zbytes, before = zst.read_bytes(), _every_table(hb.db_path)
+    audit = json.loads(run("session_audit.py", hb.root, "--json").stdout)["orphans"]
+    assert (audit["importable"], audit["active_orphans"]) == (1, 0)
+    out = run("session_repair.py", hb.root, "--import-orphans", "--apply", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = dict(zip(["rollout_path", "preview", "model_provider", "updated_at", "archived"], hb.sql(
+        "SELECT rollout_path, preview, model_provider, updated_at, archived FROM threads WHERE id=?", (ts[0].id,))[0]))
+    assert row == {"rollout_path": str(zst), "preview": "old 0 (turn 0)", "model_provider": "oldco",
+                   "updated_at": 1_700_000_000, "archived": 0}
+    assert zst.read_bytes() == zbytes and not ts[0].path.exists()
+    after = json.loads(run("session_audit.py", hb.root, "--json").stdout)
+    assert after["orphans"]["count"] == 0 and after["integrity"]["missing_rollout_path_count"] == 0
+    rb = run("rollback.py", hb.root, "--latest", "--apply", "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _every_table(hb.db_path) == before and zst.read_bytes() == zbytes
+
+
+@needs_zstd
+def test_the_import_brings_a_compressed_orphan_of_the_source_decompressed(homes):
+    from test_import import _dest_state, plan_json
+    src, made, dst, own = homes
+    zst, plain = _compressed_orphan(src, made[0])
+    dest_before = _dest_state(dst)
+    out = plan_json(dst.root, "--from", str(src.root), "--thread-id", made[0].id, "--apply")
+    sample = out["imports_sample"][0]
+    assert (out["result"]["imported_threads"], sample["row_from"]) == (1, "rollout")
+    copy = dst.root / made[0].path.relative_to(src.root)
+    assert copy.read_bytes() == plain and not Path(str(copy) + ".zst").exists()
+    assert dst.sql("SELECT rollout_path FROM threads WHERE id=?", (made[0].id,)) == [(str(copy),)]
+    rb = run("rollback.py", dst.root, "--latest", "--apply", "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _dest_state(dst) == dest_before
