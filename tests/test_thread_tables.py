@@ -255,7 +255,7 @@ def _queue_db(path, rows, revisions):
     conn.close()
 
 
-def _with_all_tables(tmp_path, dest_revisions):
+def _with_all_tables(tmp_path, dest_revisions, kept=False):
     """_with_extras plus what issue 21 left: the project's idempotency key, the parent's dynamic tool
     and model-facing ids, the child's queued input (revision 1..3 in the source); DEST's queue DB has
     `dest_revisions` threads numbered already (0: sqlite_sequence has no row for the table)."""
@@ -271,7 +271,7 @@ def _with_all_tables(tmp_path, dest_revisions):
     src.sql("INSERT INTO session_model_ids VALUES (?,'call','call_a',1,NULL)", (parent.id,))
     _queue_db(src.root / tt.QUEUE_DB, [("q1", child.id, '{"UserInput":{}}', 0), ("q2", child.id, '{}', 1)],
               ["x", "y", child.id])
-    _queue_db(dst.root / tt.QUEUE_DB, [], [f"own{i}" for i in range(dest_revisions)])
+    _queue_db(dst.root / tt.QUEUE_DB, [], [f"own{i}" for i in range(dest_revisions)] + ([child.id] if kept else []))
     return src, dst, parent, child
 
 
@@ -388,3 +388,20 @@ def test_the_text_plan_summarises_what_comes_with_many_sessions(tmp_path):
         "      read state, 2 queued inputs"]
     assert lines[at + 1] == "    " + tt.NO_DB.format(db=tt.GOALS_DB, what="goals") + " (3 sessions)"
     assert len(lines) < 40
+
+
+def test_a_queue_revision_dest_kept_for_the_thread_is_renumbered_and_put_back(tmp_path):
+    """A thread deleted in DEST keeps its queued_thread_revisions row (queue_1's delete trigger
+    upserts it): importing the thread renumbers that row (journaled) instead of inserting one, and
+    the rollback puts its number back, with sqlite_sequence."""
+    from test_import import plan_json
+    src, dst, parent, child = _with_all_tables(tmp_path, 2, kept=True)
+    before = _every_db(dst.root)
+    assert before[tt.QUEUE_DB]["queued_thread_revisions"][-1] == (3, child.id)
+    out = plan_json(dst.root, "--from", str(src.root), "--apply")
+    assert out["result"]["imported_threads"] == 2
+    queue = _every_db(dst.root)[tt.QUEUE_DB]
+    assert queue["queued_thread_revisions"] == [(1, "own0"), (2, "own1"), (6, child.id)]  # 4, then 2 items
+    rb = run_rollback(dst.root)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _every_db(dst.root) == before

@@ -165,7 +165,7 @@ class Update:
 class ThreadExtras:
     """What comes with one imported thread, what it cannot bring (and why), its row's columns."""
     columns: Dict[str, Any] = field(default_factory=dict)
-    inserts: List[Insert] = field(default_factory=list)
+    inserts: List[Any] = field(default_factory=list)  # Insert, or an Update (its queue revision DEST kept)
     brings: List[str] = field(default_factory=list)
     cannot: List[str] = field(default_factory=list)
 
@@ -219,18 +219,20 @@ class Planner:
             self.shared.append(Insert(STATE_DB, KEYS, self._fit(KEYS, dict(r, project_id=got)), {"key": key}))
             self.dest.key_owner[key] = got
 
-    def _revision(self, tid: str, thread_value: Any, items: int) -> Optional[Insert]:
+    def _revision(self, tid: str, thread_value: Any, items: int) -> Optional[Any]:
         """A thread whose queued input comes along gets a queue revision row of DEST's numbering (the
         source's number means nothing here), inserted before its items: queue_1's triggers upsert
         the row on every insert/update/delete of queued_items (revision = MAX+1), so with the row
         there they only move its number, which the rollback ignores when it deletes the row after
-        the items (RowInsert's VOLATILE). sqlite_sequence is set once for the import, journaled,
-        to the last number inserted, and set back by the rollback."""
+        the items (RowInsert's VOLATILE). A row DEST kept for the thread (a thread deleted there
+        keeps its revision row) is renumbered instead and set back by the rollback. sqlite_sequence
+        is set once for the import, journaled, to the last number used, and set back likewise."""
         d = self.dest
-        if REVISIONS not in d.columns or tid.lower() in d.revisions:
+        if REVISIONS not in d.columns:
             return None
         n = d.revision_top + 1
         d.revision_top = n + items  # each item's insert trigger moves the row to MAX+1
+        kept = d.revisions.get(tid.lower())
         d.revisions[tid.lower()] = n
         if self._sequence is None:
             self._sequence = (Insert(QUEUE_DB, SEQUENCE, {"name": REVISIONS, "seq": n}, {"name": REVISIONS})
@@ -241,6 +243,8 @@ class Planner:
             self._sequence.row["seq"] = n
         else:
             self._sequence.new["seq"] = n
+        if kept is not None:
+            return Update(QUEUE_DB, REVISIONS, {"thread_id": thread_value}, {"revision": kept}, {"revision": n})
         return Insert(QUEUE_DB, REVISIONS, self._fit(REVISIONS, {"revision": n, "thread_id": thread_value}),
                       {"thread_id": thread_value})
 

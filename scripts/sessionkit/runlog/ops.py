@@ -34,6 +34,7 @@ UPDATE_COLUMNS: Dict[str, Tuple[str, ...]] = {
     "thread_history_projection_state": ("next_rollout_byte_offset",),
     "project_roots": ("path",),  # a project's folder, remapped with --remap-prefix (sessionkit/fixes/project_remap.py)
     "sqlite_sequence": ("seq",),  # queue_1's revision counter, moved with the revisions an import adds
+    "queued_thread_revisions": ("revision",),  # a revision row DEST kept for a thread the import brings
 }
 # Tables whose whole rows may be inserted or deleted (every column of the real table allowed).
 ROW_TABLES = ("threads", "thread_turns", "thread_items", "thread_realtime_items",
