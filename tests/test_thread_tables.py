@@ -327,13 +327,14 @@ def test_a_key_dest_gives_another_project_stays_and_is_listed(homes):
     assert child.cannot == []
 
 
+@pytest.mark.parametrize("kept", [False, True])
 @pytest.mark.parametrize("action", ["kill", "eio"])
-def test_import_with_every_table_fault_at_every_point(tmp_path, action):
+def test_import_with_every_table_fault_at_every_point(tmp_path, action, kept):
     """Keys, dynamic tools, model-facing ids and the queue (whose triggers renumber its revision and
     move sqlite_sequence): a kill or an I/O error at every fault point, then the rollback, leaves
     every table of every DB of DEST as before."""
     from test_faults import Pristine, frun, points
-    src, dst, _p, _c = _with_all_tables(tmp_path, 2)
+    src, dst, _p, _c = _with_all_tables(tmp_path, 2, kept)
     before = _every_db(dst.root)
     pristine = Pristine(dst.root)
     labels, _ = points(tmp_path, "session_import.py", dst.root, "--from", str(src.root), "--apply")
