@@ -406,3 +406,28 @@ def test_a_queue_revision_dest_kept_for_the_thread_is_renumbered_and_put_back(tm
     rb = run_rollback(dst.root)
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert _every_db(dst.root) == before
+
+
+def test_a_row_with_text_that_is_not_utf8_costs_only_itself(tmp_path):
+    """Old code: one attachment whose payload is not UTF-8 stopped the whole state_5 read, so no
+    thread brought its attachments, read state, sub-agent link, dynamic tools or model-facing ids,
+    and the plan said nothing. Now that row (and a project whose name is not UTF-8) is listed under
+    cannot_bring with its reason; everything else comes, and the rollback is exact."""
+    from test_import import plan_json
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    src.sql("INSERT INTO thread_attachments VALUES ('a2',?,'note','k2',CAST(X'ff41' AS TEXT),2)", (parent.id,))
+    src.sql("INSERT INTO projects VALUES ('p9',CAST(X'c328' AS TEXT),'{}',5,1,1)")
+    src.sql("UPDATE threads SET project_id='p9' WHERE id=?", (child.id,))
+    before = _every_db(dst.root)
+    plan = plan_json(dst.root, "--from", str(src.root))
+    by = {t["thread_id"]: t for t in plan["imports_sample"]}
+    assert by[parent.id]["comes_with"][2:] == ["attachment", "dynamic tool", "2 model-facing ids"]
+    assert by[parent.id]["cannot_bring"] == [tt.NOT_UTF8.format(what="attachment", column="payload")]
+    assert by[child.id]["cannot_bring"] == [tt.NOT_UTF8.format(what="its project", column="name")]
+    assert by[child.id]["comes_with"] == ["pinned", "sub-agent link", "read state", "2 queued inputs"]
+    plan_json(dst.root, "--from", str(src.root), "--apply")
+    rows = _every_db(dst.root)[tt.STATE_DB]
+    assert [r[0] for r in rows["thread_attachments"]] == ["a1"] and [r[0] for r in rows["projects"]] == ["p1"]
+    rb = run_rollback(dst.root)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _every_db(dst.root) == before

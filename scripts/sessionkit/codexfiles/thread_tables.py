@@ -35,6 +35,7 @@ KEYS = "project_idempotency_keys"
 EXTRA_TABLES = tuple(t for _d, t, _c, _k, _w in PER_THREAD) + (
     "projects", "project_roots", "thread_sections", KEYS, REVISIONS)
 NO_DB = "DEST has no {db} (a Codex older than 0.171 keeps no {what}): not brought"
+NOT_UTF8 = "{what}: its {column} is not UTF-8 text (a copy would change its type): not brought"
 KEY_TAKEN = ("project {name}'s idempotency key {key}: DEST's key names another project (a create with it "
              "there returns that one): not brought")
 
@@ -55,6 +56,22 @@ class HomeTables:
     revisions: Dict[str, int] = field(default_factory=dict)  # thread id (lower) -> its queue revision
     revision_top: int = 0  # the highest revision the queue DB has used (its rows and sqlite_sequence)
     sequence: Optional[int] = None  # sqlite_sequence's seq for queued_thread_revisions (None: no row)
+
+
+class Undecodable(bytes):
+    """A TEXT value that is not UTF-8: read, so one bad row costs only itself, never copied."""
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Undecodable(raw)
+
+
+def bad_column(row: Dict[str, Any]) -> Optional[str]:
+    """The first column of a row whose TEXT is not UTF-8, or None."""
+    return next((k for k, v in row.items() if isinstance(v, Undecodable)), None)
 
 
 def _tables(conn: sqlite3.Connection) -> List[str]:
@@ -79,6 +96,7 @@ def read_home(dbs: Dict[str, Optional[Path]], connect: Callable[[Path], sqlite3.
             conn = connect(path)
         except sqlite3.DatabaseError:
             continue
+        conn.text_factory = _decode
         try:
             have = set(_tables(conn))
             if name == STATE_DB:
@@ -210,6 +228,10 @@ class Planner:
         name = safe_str(str(self.src.projects.get(pid, {}).get("name")))
         for r in self.src.keys.get(pid, []):
             key = r.get("key")
+            if bad_column(r):
+                self.key_notes.setdefault(pid, []).append(NOT_UTF8.format(
+                    what=f"project {name!r}'s idempotency key", column=bad_column(r)))
+                continue
             owner = self.dest.key_owner.get(key)
             if owner == got:
                 continue
@@ -252,6 +274,9 @@ class Planner:
         src = self.src.projects.get(pid)
         if src is None:
             return None, "its project is not in the source's projects table"
+        bad = [c for c in [bad_column(src)] + [bad_column(r) for r in self.src.roots.get(pid, [])] if c]
+        if bad:
+            return None, NOT_UTF8.format(what="its project", column=bad[0])
         if "projects" not in self.dest.columns or "project_roots" not in self.dest.columns:
             return None, NO_DB.format(db="projects table", what="projects")
         name = src.get("name")
@@ -285,13 +310,15 @@ class Planner:
         src = self.src.sections.get(sid)
         if sid == PINNED:
             if PINNED not in self.dest.sections:
-                row = src or {"id": PINNED, "name": "Pinned"}
+                row = src if src and not bad_column(src) else {"id": PINNED, "name": "Pinned"}
                 self.shared.append(Insert(STATE_DB, "thread_sections", self._fit("thread_sections", row),
                                           {"id": PINNED}))
                 self.dest.sections[PINNED] = row
             return PINNED, "pinned"
         if src is None:
             return None, "its section is not in the source's thread_sections table"
+        if bad_column(src):
+            return None, NOT_UTF8.format(what="its section", column=bad_column(src))
         name = src.get("name")
         for did, d in sorted(self.dest.sections.items()):
             if d.get("name") == name:
@@ -331,6 +358,9 @@ class Planner:
                                                what=what + "s"))
                 continue
             for r in rows:
+                if bad_column(r):
+                    out.cannot.append(NOT_UTF8.format(what=what, column=bad_column(r)))
+                    continue
                 k = tuple(r[c] for c in key)
                 if k in self.dest.taken.setdefault(table, set()):
                     out.cannot.append(f"{what}: DEST already has a {table} row {list(k)}")
