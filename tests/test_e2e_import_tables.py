@@ -246,3 +246,33 @@ def test_an_import_brings_a_compressed_orphan_decompressed(world):
         assert read["cwd"] == str(new_proj)
     _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
     assert _tables(world) == tables and _files(world) == files
+
+
+def test_a_thread_deleted_after_an_import_comes_again_with_its_kept_queue_revision(world):
+    """Codex's thread/delete removes a thread's queued input but leaves its queued_thread_revisions
+    row (queue_1's delete trigger renumbers it). Importing the thread again renumbers that row
+    (journaled) instead of inserting a second one; the rollback puts its number back."""
+    old_home = world.home
+    proj = world.user_project("proj")
+    with world.app(proj) as app:
+        b = app.start_thread(proj, "task B")
+    with world.app(proj) as app:  # not loaded here: the input waits in queue_1
+        app.request("thread/queue/add", {"threadId": b, "clientUserMessageId": "m1",
+                                         "input": [{"type": "text", "text": "do this later"}]})
+    new_proj, own, _later = _dest(world)
+    args = ("session_import.py", "--from", str(old_home), "--remap-prefix",
+            f"{world.base / 'user'}={world.base / 'newuser'}", "--json", "--apply")
+    _ok(world.script(*args))
+    with world.app(new_proj) as app:
+        app.request("thread/delete", {"threadId": b})
+    world.stop_home_processes()
+    tables, files = _tables(world), _files(world)
+    kept = tables[("queue_1.sqlite", "queued_thread_revisions")]
+    assert [t for _r, t in kept] == [b] and tables[("queue_1.sqlite", "queued_items")] == []
+    assert _ok(world.script(*args))["result"]["imported_threads"] == 1
+    with world.app(new_proj) as app:
+        assert len(app.request("thread/queue/list", {"threadId": b})["data"]) == 1
+    again = _tables(world)[("queue_1.sqlite", "queued_thread_revisions")]
+    assert [t for _r, t in again] == [b] and again[0][0] > kept[0][0]
+    _ok(world.script("rollback.py", "--latest", "--apply", "--json"))
+    assert _tables(world) == tables and _files(world) == files
