@@ -26,6 +26,9 @@ help:
 
 # pytest and hypothesis in .venv (system packages visible, so nothing is fetched when they are
 # already installed); where venv is unavailable, the interpreter itself, installing with --user.
+# backports.zstd (a test tool: Python 3.14's compression.zstd for older Pythons) lets the tests run
+# the in-process zstd reader; the scripts themselves never import it.
+TEST_PACKAGES := pytest hypothesis pytest-xdist "backports.zstd; python_version < '3.14'"
 VENV := .venv
 TEST_PY = $(shell [ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo $(PYTHON))
 
@@ -33,9 +36,10 @@ deps:
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv --system-site-packages $(VENV) 2>/dev/null || \
 	  echo "python3 -m venv is unavailable; installing test tools for $(PYTHON) instead"
 	@PY=$$([ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo $(PYTHON)); \
-	  $$PY -c "import pytest, hypothesis, xdist" 2>/dev/null || \
-	  $$PY -m pip install --quiet --disable-pip-version-check pytest hypothesis pytest-xdist || \
-	  $$PY -m pip install --quiet --disable-pip-version-check --user pytest hypothesis pytest-xdist
+	  $$PY -c "import pytest, hypothesis, xdist, sys; sys.version_info >= (3, 14) or __import__('backports.zstd')" \
+	    2>/dev/null || \
+	  $$PY -m pip install --quiet --disable-pip-version-check $(TEST_PACKAGES) || \
+	  $$PY -m pip install --quiet --disable-pip-version-check --user $(TEST_PACKAGES)
 
 # The real clients for the end-to-end tests, pinned, each into .codex-cli/<version>/ (ignored);
 # a folder is reused when its package says that version. tmux drives the TUI tests.

@@ -20,7 +20,7 @@ from sessionkit.fixes.archive_src import open_source  # noqa: E402
 from sessionkit.ui.cli import Parser, emit, positive_int, print_json, run  # noqa: E402
 from sessionkit.ui.labels import label, short_title, shown  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
-from sessionkit.ui.results import Outcome, nothing_to_do  # noqa: E402
+from sessionkit.ui.results import Outcome, nothing_to_do, wrap  # noqa: E402
 from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.commands import home_command  # noqa: E402
@@ -60,6 +60,29 @@ def _label(t: Dict[str, Any]) -> str:
     return f"{label(t.get('name'), t.get('title'))}, {t['created'] or '?'}, {folder or '(no folder)'}"
 
 
+PER_THREAD = 5  # up to this many sessions, each says what comes with it; more: one summary for all
+REASONS = 8  # reasons listed in the summary; the rest are counted (--json lists them)
+
+
+def _extras(t: Dict[str, Any]) -> List[str]:
+    """What comes with one session (its project, section, goal, ...) and what it cannot bring, why."""
+    out = wrap("    comes with: " + ", ".join(shown(x) for x in t["comes_with"]), "        ") if t["comes_with"] else []
+    return out + [line for why in t["cannot_bring"] for line in wrap(f"    cannot bring: {shown(why)}", "        ")]
+
+
+def _extras_summary(r: Dict[str, Any]) -> List[str]:
+    """For many sessions: what comes with them all, and each reason something cannot come, counted."""
+    out = wrap("  with them: " + ", ".join(shown(x) for x in r["comes_with"]), "      ") if r["comes_with"] else []
+    reasons = r.get("cannot_bring_reasons") or []
+    if reasons:
+        out.append(f"  cannot bring ({r['cannot_bring']}; left in the source):")
+        for why, n in reasons[:REASONS]:
+            out += wrap(f"    {shown(why)}" + (f" ({n} sessions)" if n > 1 else ""), "        ")
+        if len(reasons) > REASONS:
+            out.append(f"    (and {len(reasons) - REASONS} more reasons; --json lists them)")
+    return out
+
+
 def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool,
            home: Optional[CodexHome] = None, verbose: bool = False) -> str:
     out = ["=== Session Import Plan ===", f"codex_dir: {codex_dir}",
@@ -76,12 +99,17 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
         out.append(f"note: {shown(note)}")
     if r["provider_hint"]:
         out.append(f"provider: {shown(r['provider_hint'])}")
+    per_thread = len(r["imports_sample"]) <= PER_THREAD and r["to_import"] <= PER_THREAD
     for t in r["imports_sample"]:
         extra = ", archived" if t["archived"] else ""
         extra += f", {len(t['files'])} files" if len(t["files"]) > 1 else ""
         extra += f", {t['why']}" if t["why"] not in ("in the source", "chosen") else ""
         out.append(f"  import {_label(t)}  ({shown(t['provider'])}{extra})")
         out += [f"    note: {shown(n)}" for n in t["notes"]]
+        if per_thread:
+            out += _extras(t)
+    if not per_thread:
+        out += _extras_summary(r)
     for s in r["skipped_sample"]:
         out.append(f"  skipped {short_title(s['title'])} [{s['thread_id']}]: {shown(s['reason'])}")
     for s in r["conflicts_sample"]:

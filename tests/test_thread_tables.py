@@ -215,3 +215,219 @@ def test_import_with_extras_fault_at_every_point(tmp_path, action):
         assert _all_rows(dst.db_path) == before, (action, n, labels[n - 1])
         assert not [p for p in (dst.root / "sessions").rglob("*") if p.is_file() and "0195" in p.name
                     and p.name not in {t.path.name for t in dst.threads}]
+
+
+# The real 0.171 DDL (read from a home Codex 0.171.0 made): queue_1's queue, its revision counter and
+# the triggers that renumber a thread's revision on every change of its queue; state_5's model-facing
+# ids (0.169 has no such table)
+QUEUE_SQL = """
+CREATE TABLE queued_items (id TEXT PRIMARY KEY NOT NULL, thread_id TEXT NOT NULL, payload_json TEXT NOT NULL,
+    queue_order INTEGER NOT NULL, created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL);
+CREATE TABLE queued_thread_revisions (revision INTEGER PRIMARY KEY AUTOINCREMENT, thread_id TEXT NOT NULL UNIQUE);
+CREATE TRIGGER queued_items_revision_after_insert AFTER INSERT ON queued_items BEGIN
+    INSERT INTO queued_thread_revisions (thread_id) VALUES (NEW.thread_id)
+    ON CONFLICT(thread_id) DO UPDATE SET revision = (SELECT COALESCE(MAX(revision), 0) + 1 FROM queued_thread_revisions);
+END;
+CREATE TRIGGER queued_items_revision_after_update AFTER UPDATE ON queued_items BEGIN
+    INSERT INTO queued_thread_revisions (thread_id) VALUES (NEW.thread_id)
+    ON CONFLICT(thread_id) DO UPDATE SET revision = (SELECT COALESCE(MAX(revision), 0) + 1 FROM queued_thread_revisions);
+END;
+CREATE TRIGGER queued_items_revision_after_delete AFTER DELETE ON queued_items BEGIN
+    INSERT INTO queued_thread_revisions (thread_id) VALUES (OLD.thread_id)
+    ON CONFLICT(thread_id) DO UPDATE SET revision = (SELECT COALESCE(MAX(revision), 0) + 1 FROM queued_thread_revisions);
+END;
+"""
+MODEL_IDS_SQL = """
+CREATE TABLE session_model_ids (session_id TEXT NOT NULL, kind TEXT NOT NULL, external_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL CHECK (ordinal >= 0), initial_state TEXT, PRIMARY KEY (session_id, kind, external_key),
+    UNIQUE (session_id, kind, ordinal), CHECK ((ordinal = 0) = (initial_state IS NOT NULL)));
+"""
+
+
+def _queue_db(path, rows, revisions):
+    conn = sqlite3.connect(str(path))
+    conn.executescript(QUEUE_SQL)
+    for tid in revisions:
+        conn.execute("INSERT INTO queued_thread_revisions (thread_id) VALUES (?)", (tid,))
+    for r in rows:
+        conn.execute("INSERT INTO queued_items VALUES (?,?,?,?,1,1)", r)
+    conn.commit()
+    conn.close()
+
+
+def _with_all_tables(tmp_path, dest_revisions, kept=False):
+    """_with_extras plus what issue 21 left: the project's idempotency key, the parent's dynamic tool
+    and model-facing ids, the child's queued input (revision 1..3 in the source); DEST's queue DB has
+    `dest_revisions` threads numbered already (0: sqlite_sequence has no row for the table)."""
+    src, dst, parent, child = _with_extras(tmp_path)
+    for hb in (src, dst):
+        hb.sql("INSERT INTO project_idempotency_keys VALUES ('k-work','p1',5)" if hb is src else "SELECT 1")
+        conn = sqlite3.connect(str(hb.db_path))
+        conn.executescript(MODEL_IDS_SQL)
+        conn.close()
+    src.sql("INSERT INTO thread_dynamic_tools (thread_id, position, name, description, input_schema) "
+            "VALUES (?,0,'lookup','Look it up','{}')", (parent.id,))
+    src.sql("INSERT INTO session_model_ids VALUES (?,'call','',0,'{\"seed\":1}')", (parent.id,))
+    src.sql("INSERT INTO session_model_ids VALUES (?,'call','call_a',1,NULL)", (parent.id,))
+    _queue_db(src.root / tt.QUEUE_DB, [("q1", child.id, '{"UserInput":{}}', 0), ("q2", child.id, '{}', 1)],
+              ["x", "y", child.id])
+    _queue_db(dst.root / tt.QUEUE_DB, [], [f"own{i}" for i in range(dest_revisions)] + ([child.id] if kept else []))
+    return src, dst, parent, child
+
+
+def _every_db(root):
+    return {db.name: _all_rows(db) for db in sorted(root.glob("*.sqlite"))}
+
+
+@pytest.mark.parametrize("dest_revisions", [0, 2])
+def test_import_carries_keys_tools_model_ids_and_a_fresh_queue_revision_then_rollback(tmp_path, dest_revisions):
+    from test_import import plan_json
+    src, dst, parent, child = _with_all_tables(tmp_path, dest_revisions)
+    before = _every_db(dst.root)
+    plan = plan_json(dst.root, "--from", str(src.root))
+    by = {t["thread_id"]: t for t in plan["imports_sample"]}
+    assert by[parent.id]["comes_with"][-2:] == ["dynamic tool", "2 model-facing ids"]
+    assert "2 queued inputs" in by[child.id]["comes_with"]
+    out = plan_json(dst.root, "--from", str(src.root), "--apply")
+    assert out["result"]["imported_threads"] == 2
+    after = _every_db(dst.root)
+    state, queue = after[tt.STATE_DB], after[tt.QUEUE_DB]
+    assert state["project_idempotency_keys"] == [("k-work", "p1", 5)]
+    assert state["thread_dynamic_tools"] == [(parent.id, 0, "lookup", "Look it up", "{}", 0, None)]
+    assert state["session_model_ids"] == [(parent.id, "call", "", 0, '{"seed":1}'),
+                                          (parent.id, "call", "call_a", 1, None)]
+    # the source's revision 5 means nothing in DEST: DEST's next number, moved by the triggers once
+    # per item (2), as Codex's own queue/add moves it
+    assert queue["queued_thread_revisions"] == [(i + 1, f"own{i}") for i in range(dest_revisions)] + [
+        (dest_revisions + 3, child.id)]
+    assert queue["sqlite_sequence"] == [("queued_thread_revisions", dest_revisions + 3)]  # the upserts move it
+    conn = sqlite3.connect(str(dst.root / tt.QUEUE_DB))  # Codex's next queue change numbers after it
+    conn.execute("INSERT INTO queued_thread_revisions (thread_id) VALUES ('later')")
+    assert conn.execute("SELECT revision FROM queued_thread_revisions WHERE thread_id='later'").fetchone() == (
+        dest_revisions + 4,)
+    conn.rollback()
+    conn.close()
+    rb = run_rollback(dst.root)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _every_db(dst.root) == before
+
+
+def test_a_key_dest_gives_another_project_stays_and_is_listed(homes):
+    src, dst = homes
+    src.columns[tt.KEYS] = dst.columns[tt.KEYS] = ["key", "project_id", "created_at_ms"]
+    src.keys = {"p1": [{"key": "k1", "project_id": "p1", "created_at_ms": 1}],
+                "p2": [{"key": "k2", "project_id": "p2", "created_at_ms": 1}]}
+    dst.key_owner = {"k1": "px"}  # DEST's own project answers k1
+    p = tt.Planner(src, dst, lambda v: v.replace("/home/old", "/home/new"))
+    parent, child = p.thread("parent"), p.thread("child")
+    assert parent.cannot[0] == tt.KEY_TAKEN.format(name="'Work'", key="'k1'")
+    # child's project p2 is DEST's px (same name and folders): its key points at px
+    assert [(i.table, i.row) for i in p.shared if i.table == tt.KEYS] == [
+        (tt.KEYS, {"key": "k2", "project_id": "px", "created_at_ms": 1})]
+    assert child.cannot == []
+
+
+@pytest.mark.parametrize("kept", [False, True])
+@pytest.mark.parametrize("action", ["kill", "eio"])
+def test_import_with_every_table_fault_at_every_point(tmp_path, action, kept):
+    """Keys, dynamic tools, model-facing ids and the queue (whose triggers renumber its revision and
+    move sqlite_sequence): a kill or an I/O error at every fault point, then the rollback, leaves
+    every table of every DB of DEST as before."""
+    from test_faults import Pristine, frun, points
+    src, dst, _p, _c = _with_all_tables(tmp_path, 2, kept)
+    before = _every_db(dst.root)
+    pristine = Pristine(dst.root)
+    labels, _ = points(tmp_path, "session_import.py", dst.root, "--from", str(src.root), "--apply")
+    for n in range(1, len(labels) + 1):
+        pristine.restore()
+        frun("session_import.py", dst.root, "--from", str(src.root), "--apply", fault=f"{action}:{n}")
+        rb = frun("rollback.py", dst.root, "--latest", "--apply")
+        assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
+        assert _every_db(dst.root) == before, (action, n, labels[n - 1])
+
+
+def _text(dst, src, *args):
+    from harness import run_script
+    proc = run_script("session_import.py", "--codex-dir", str(dst.root), "--from", str(src.root), *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_the_text_plan_says_per_session_what_comes_and_what_cannot_with_the_reason(tmp_path):
+    """A few sessions: under each, what comes with it and each thing it cannot bring with its reason,
+    strings from the home escaped (a project name with an escape sequence)."""
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    src.sql("UPDATE projects SET name=? WHERE id='p1'", ("Work\x1b[31m",))
+    _db(src.root / tt.GOALS_DB, GOALS_SQL, [("INSERT INTO thread_goals VALUES (?,'g','ship','active',9,0,0,1,1)",
+                                            (parent.id,))])
+    out = _text(dst, src)
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith('  import "parent"'))
+    assert lines[at + 1:at + 3] == [
+        "    comes with: project 'Work\\x1b[31m' (created in DEST), section 'Later' (created in DEST),",
+        "        attachment, dynamic tool, 2 model-facing ids"]
+    assert lines[at + 3] == "    cannot bring: " + tt.NO_DB.format(db=tt.GOALS_DB, what="goals")
+    at = next(i for i, line in enumerate(lines) if line.startswith('  import "child"'))
+    assert lines[at + 1] == "    comes with: pinned, sub-agent link, read state, 2 queued inputs"
+    extras = [line for line in lines if line.startswith(("    comes with:", "    cannot bring:", "        "))]
+    assert "\x1b" not in out and len(extras) == 4 and max(len(line) for line in extras) <= 100
+
+
+def test_the_text_plan_summarises_what_comes_with_many_sessions(tmp_path):
+    """More sessions than PER_THREAD: one line for what comes with them all, each reason something
+    cannot come counted, and the text still fits the first screen."""
+    import session_import
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    more = [src.add(preview=f"more {i}") for i in range(session_import.PER_THREAD)]
+    _db(src.root / tt.GOALS_DB, GOALS_SQL, [("INSERT INTO thread_goals VALUES (?,'g','ship','active',9,0,0,1,1)",
+                                            (t.id,)) for t in [parent] + more[:2]])
+    lines = _text(dst, src).splitlines()
+    assert not [line for line in lines if line.startswith("    comes with:")]
+    at = lines.index("  cannot bring (3; left in the source):")
+    assert lines[at - 2:at] == [
+        "  with them: project, section, attachment, dynamic tool, 2 model-facing ids, pinned, sub-agent link,",
+        "      read state, 2 queued inputs"]
+    assert lines[at + 1] == "    " + tt.NO_DB.format(db=tt.GOALS_DB, what="goals") + " (3 sessions)"
+    assert len(lines) < 40
+
+
+def test_a_queue_revision_dest_kept_for_the_thread_is_renumbered_and_put_back(tmp_path):
+    """A thread deleted in DEST keeps its queued_thread_revisions row (queue_1's delete trigger
+    upserts it): importing the thread renumbers that row (journaled) instead of inserting one, and
+    the rollback puts its number back, with sqlite_sequence."""
+    from test_import import plan_json
+    src, dst, parent, child = _with_all_tables(tmp_path, 2, kept=True)
+    before = _every_db(dst.root)
+    assert before[tt.QUEUE_DB]["queued_thread_revisions"][-1] == (3, child.id)
+    out = plan_json(dst.root, "--from", str(src.root), "--apply")
+    assert out["result"]["imported_threads"] == 2
+    queue = _every_db(dst.root)[tt.QUEUE_DB]
+    assert queue["queued_thread_revisions"] == [(1, "own0"), (2, "own1"), (6, child.id)]  # 4, then 2 items
+    rb = run_rollback(dst.root)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _every_db(dst.root) == before
+
+
+def test_a_row_with_text_that_is_not_utf8_costs_only_itself(tmp_path):
+    """Old code: one attachment whose payload is not UTF-8 stopped the whole state_5 read, so no
+    thread brought its attachments, read state, sub-agent link, dynamic tools or model-facing ids,
+    and the plan said nothing. Now that row (and a project whose name is not UTF-8) is listed under
+    cannot_bring with its reason; everything else comes, and the rollback is exact."""
+    from test_import import plan_json
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    src.sql("INSERT INTO thread_attachments VALUES ('a2',?,'note','k2',CAST(X'ff41' AS TEXT),2)", (parent.id,))
+    src.sql("INSERT INTO projects VALUES ('p9',CAST(X'c328' AS TEXT),'{}',5,1,1)")
+    src.sql("UPDATE threads SET project_id='p9' WHERE id=?", (child.id,))
+    before = _every_db(dst.root)
+    plan = plan_json(dst.root, "--from", str(src.root))
+    by = {t["thread_id"]: t for t in plan["imports_sample"]}
+    assert by[parent.id]["comes_with"][2:] == ["attachment", "dynamic tool", "2 model-facing ids"]
+    assert by[parent.id]["cannot_bring"] == [tt.NOT_UTF8.format(what="attachment", column="payload")]
+    assert by[child.id]["cannot_bring"] == [tt.NOT_UTF8.format(what="its project", column="name")]
+    assert by[child.id]["comes_with"] == ["pinned", "sub-agent link", "read state", "2 queued inputs"]
+    plan_json(dst.root, "--from", str(src.root), "--apply")
+    rows = _every_db(dst.root)[tt.STATE_DB]
+    assert [r[0] for r in rows["thread_attachments"]] == ["a1"] and [r[0] for r in rows["projects"]] == ["p1"]
+    rb = run_rollback(dst.root)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _every_db(dst.root) == before

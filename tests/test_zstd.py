@@ -1,5 +1,7 @@
-"""Compressed rollouts (`rollout-*.jsonl.zst`): the reader (the system's `zstd` program: the scripts
-use the standard library alone), the skip without it, and the journaled decompression (apply, kill halfway, undo, a thread Codex wrote to since)."""
+"""Compressed rollouts (`rollout-*.jsonl.zst`): both readers (Python 3.14's `compression.zstd`: here
+PyPI's `backports.zstd`, the same API, put in its place in sys.modules, and the real one where the
+interpreter has it; the system's `zstd` program), the skip without either, and the journaled
+decompression (apply, kill halfway, undo, a thread Codex wrote to since)."""
 import json
 import os
 import shutil
@@ -24,11 +26,47 @@ ZSTD = shutil.which("zstd")
 needs_zstd = pytest.mark.skipif(ZSTD is None, reason="the zstd program is not installed")
 
 
+try:
+    import backports.zstd as BACKPORT  # a test tool (make deps): compression.zstd for Python < 3.14
+except ImportError:
+    BACKPORT = None
+needs_backport = pytest.mark.skipif(BACKPORT is None, reason="backports.zstd is not installed (make deps)")
+HAS_STDLIB_ZSTD = sys.version_info >= (3, 14)
+
+
 @pytest.fixture
 def readers():
-    """Restore the real reader choice after a test forces one."""
+    """The program as the reader (compression.zstd absent, as before Python 3.14); the real reader
+    choice is restored after the test."""
+    zstd._TEST_MODULE[:] = [None]
     yield zstd
+    zstd._TEST_MODULE[:] = []
     zstd._TEST_PROGRAM[:] = []
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """backports.zstd imported as `compression.zstd`, through the scripts' own import, and no zstd
+    program: every read must go through the in-process reader."""
+    import types
+    package = types.ModuleType("compression")
+    package.zstd = BACKPORT
+    monkeypatch.setitem(sys.modules, "compression", package)
+    monkeypatch.setitem(sys.modules, "compression.zstd", BACKPORT)
+    zstd._TEST_MODULE[:] = []
+    zstd._TEST_PROGRAM[:] = [None]
+    yield BACKPORT
+    zstd._TEST_PROGRAM[:] = []
+
+
+def compress_with(mod, path: Path) -> Path:
+    """compress() through compression.zstd's API (no zstd program needed)."""
+    st = path.stat()
+    out = Path(str(path) + ".zst")
+    out.write_bytes(mod.compress(path.read_bytes(), level=19))
+    path.unlink()
+    os.utime(out, ns=(st.st_mtime_ns, st.st_mtime_ns))
+    return out
 
 
 def compress(path: Path) -> Path:
@@ -67,6 +105,61 @@ def test_the_program_reads_line1_and_the_whole_file(home, readers):
     assert (meta.error, meta.id, meta.model_provider) == (None, ts[0].id, "oldco")
 
 
+def _reads_it(hb, t, zst, plain):
+    line, err, only = zstd.read_head(str(zst), 8 * 1024 * 1024)
+    assert (line, err, only) == (plain.split(b"\n", 1)[0], None, False)
+    with zstd.open_zst(str(zst)) as fh:
+        assert fh.read() == plain
+    meta = gather(open_home(str(hb.root))).metas[str(zst)]
+    assert (meta.error, meta.id, meta.model_provider) == (None, t.id, "oldco")
+
+
+@needs_backport
+def test_compression_zstd_reads_line1_and_the_whole_file(home, in_process, tmp_path):
+    """The in-process reader (backports.zstd as compression.zstd), with no zstd program at all; a
+    journaled decompression through it too."""
+    hb, ts = home
+    plain, mtime = ts[0].path.read_bytes(), ts[0].path.stat().st_mtime_ns
+    zst = compress_with(in_process, ts[0].path)
+    assert zstd.reader() == zstd.MODULE and zstd.missing_reason() is None
+    _reads_it(hb, ts[0], zst, plain)
+    (tmp_path / "run").mkdir()
+    op = decompress.Decompress(ts[0].id, str(zst), str(ts[0].path))
+    assert op.prepare(tmp_path / "run") is None
+    op.apply()
+    assert ts[0].path.read_bytes() == plain and ts[0].path.stat().st_mtime_ns == mtime and not zst.exists()
+    op.undo()
+    assert not ts[0].path.exists() and op.state() == OLD
+
+
+@needs_backport
+@pytest.mark.parametrize("damage", ["garbage", "cut"])
+def test_a_damaged_file_raises_oserror_with_compression_zstd(tmp_path, in_process, damage):
+    bad = tmp_path / "rollout-2025-01-01T00-00-00-0195aaaa-0000-7000-8000-000000000001.jsonl.zst"
+    whole = in_process.compress(b'{"type":"session_meta"}\n' + b"x" * 100_000)
+    bad.write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 8 if damage == "garbage" else whole[:len(whole) // 2])
+    with pytest.raises(OSError):
+        with zstd.open_zst(str(bad)) as fh:
+            fh.read()
+    line, err, _ = zstd.read_head(str(bad), 1024)
+    assert (line is None and err) or damage == "cut"  # a cut file may still give its line 1
+
+
+@pytest.mark.skipif(not HAS_STDLIB_ZSTD, reason="Python before 3.14 has no compression.zstd")
+def test_the_real_compression_zstd_of_python_3_14(home, tmp_path):
+    import compression.zstd as real  # novermin
+    zstd._TEST_MODULE[:] = []
+    zstd._TEST_PROGRAM[:] = [None]
+    try:
+        hb, ts = home
+        plain = ts[0].path.read_bytes()
+        zst = compress_with(real, ts[0].path)
+        assert zstd.reader() == zstd.MODULE
+        _reads_it(hb, ts[0], zst, plain)
+    finally:
+        zstd._TEST_PROGRAM[:] = []
+
+
 @needs_zstd
 def test_a_damaged_file_raises_with_the_program(tmp_path, readers):
     bad = tmp_path / "rollout-2025-01-01T00-00-00-0195aaaa-0000-7000-8000-000000000001.jsonl.zst"
@@ -82,12 +175,13 @@ def test_a_damaged_file_raises_with_the_program(tmp_path, readers):
 def test_without_a_reader_the_thread_is_skipped_with_what_to_install(home, readers):
     hb, ts = home
     compress(ts[0].path)
-    zstd._TEST_PROGRAM[:] = [None]
+    zstd._TEST_PROGRAM[:] = [None]  # and no compression.zstd (the fixture)
+    assert zstd.reader() is None and zstd.missing_reason() == zstd.ZSTD_MISSING
     inputs = gather(open_home(str(hb.root)))
     plan = plan_migration(inputs)
     assert [c.thread_id for c in plan.changes] == [ts[1].id]
     assert plan.skipped == [(ts[0].id, f"line 1 is unusable ({zstd.ZSTD_MISSING})")]
-    assert "install the zstd program" in zstd.ZSTD_MISSING
+    assert "install the zstd program" in zstd.ZSTD_MISSING and "Python 3.14" in zstd.ZSTD_MISSING
     assert decompress.decompressions([]) == []
 
 
@@ -343,3 +437,96 @@ def test_the_text_result_prints_both_undo_commands_in_order(home):
     assert "--manifest" in lines[at + 1] and "provider_migration_" in lines[at + 1]
     assert lines[at + 2] == "  then (the 1 compressed session(s) decompressed first):"
     assert "--manifest" in lines[at + 3] and "decompress_" in lines[at + 3] and lines[at + 3].endswith("--apply")
+
+
+@pytest.mark.parametrize("reader", ["program", "compression.zstd", "none"])
+def test_encrypted_reasoning_is_counted_in_compressed_rollouts(home, readers, monkeypatch, reader):
+    """The migration's warning (continuing such a thread may fail with invalid_encrypted_content)
+    reads a compressed rollout decompressed, by the row's `.jsonl` path as Codex keeps it; early
+    and 2 MB in; without a reader it is counted unreadable, never as carrying none."""
+    from sessionkit.codexfiles.reasoning import count_encrypted
+    from test_surfaces import _add_reasoning
+    if reader == "program" and ZSTD is None or reader != "program" and BACKPORT is None:
+        pytest.skip("needs the zstd program" if reader == "program" else "needs backports.zstd (make deps)")
+    hb, ts = home
+    more = [hb.add(provider="oldco", preview=f"more {i}") for i in range(2)]
+    _add_reasoning(ts[0].path)
+    _add_reasoning(more[0].path, at_end_of_mb=2)
+    for t in ts + more:
+        compress_with(BACKPORT, t.path) if BACKPORT is not None else compress(t.path)
+    if reader == "compression.zstd":
+        import types
+        monkeypatch.setitem(sys.modules, "compression", types.SimpleNamespace(zstd=BACKPORT))
+        monkeypatch.setitem(sys.modules, "compression.zstd", BACKPORT)
+        zstd._TEST_MODULE[:] = []
+        zstd._TEST_PROGRAM[:] = [None]
+    elif reader == "none":
+        zstd._TEST_PROGRAM[:] = [None]
+    pairs = [(t.id, t.path) for t in ts + more]
+    assert not any(p.exists() for _, p in pairs)
+    hits, unread = count_encrypted(pairs)
+    if reader == "none":
+        assert (hits, unread) == ([], [t.id for t in ts + more])
+    else:
+        assert (hits, unread) == ([ts[0].id, more[0].id], [])
+        assert count_encrypted([(ts[0].id, Path(str(ts[0].path) + ".zst"))]) == ([ts[0].id], [])
+
+
+def _compressed_orphan(hb, t):
+    """What Codex leaves when a compressed thread's row is gone: `.jsonl.zst`, cold, no row."""
+    plain = t.path.read_bytes()
+    zst = compress(t.path)
+    os.utime(zst, (1_700_000_000, 1_700_000_000))
+    hb.sql("DELETE FROM threads WHERE id=?", (t.id,))
+    return zst, plain
+
+
+def _every_table(db):
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {t: conn.execute(f'SELECT * FROM "{t}" ORDER BY 1').fetchall()
+                for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")}
+    finally:
+        conn.close()
+
+
+@needs_zstd
+def test_the_repair_imports_a_compressed_orphan_with_its_row_naming_the_zst(home):
+    """Old code: 'ACTIVE_ORPHAN: compressed (.zst), left alone'. Codex 0.171 re-indexes such a file
+    with rollout_path = the `.jsonl.zst` (test_e2e_import_tables.py::test_a_compressed_orphan_imported_
+    by_the_repair_as_codex_indexes_it): the repair inserts that row, read decompressed, and leaves
+    the file as it is (a row insert changes no file)."""
+    hb, ts = home
+    zst, plain = _compressed_orphan(hb, ts[0])
+    zbytes, before = zst.read_bytes(), _every_table(hb.db_path)
+    audit = json.loads(run("session_audit.py", hb.root, "--json").stdout)["orphans"]
+    assert (audit["importable"], audit["active_orphans"]) == (1, 0)
+    out = run("session_repair.py", hb.root, "--import-orphans", "--apply", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = dict(zip(["rollout_path", "preview", "model_provider", "updated_at", "archived"], hb.sql(
+        "SELECT rollout_path, preview, model_provider, updated_at, archived FROM threads WHERE id=?", (ts[0].id,))[0]))
+    assert row == {"rollout_path": str(zst), "preview": "old 0 (turn 0)", "model_provider": "oldco",
+                   "updated_at": 1_700_000_000, "archived": 0}
+    assert zst.read_bytes() == zbytes and not ts[0].path.exists()
+    after = json.loads(run("session_audit.py", hb.root, "--json").stdout)
+    assert after["orphans"]["count"] == 0 and after["integrity"]["missing_rollout_path_count"] == 0
+    rb = run("rollback.py", hb.root, "--latest", "--apply", "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _every_table(hb.db_path) == before and zst.read_bytes() == zbytes
+
+
+@needs_zstd
+def test_the_import_brings_a_compressed_orphan_of_the_source_decompressed(homes):
+    from test_import import _dest_state, plan_json
+    src, made, dst, own = homes
+    zst, plain = _compressed_orphan(src, made[0])
+    dest_before = _dest_state(dst)
+    out = plan_json(dst.root, "--from", str(src.root), "--thread-id", made[0].id, "--apply")
+    sample = out["imports_sample"][0]
+    assert (out["result"]["imported_threads"], sample["row_from"]) == (1, "rollout")
+    copy = dst.root / made[0].path.relative_to(src.root)
+    assert copy.read_bytes() == plain and not Path(str(copy) + ".zst").exists()
+    assert dst.sql("SELECT rollout_path FROM threads WHERE id=?", (made[0].id,)) == [(str(copy),)]
+    rb = run("rollback.py", dst.root, "--latest", "--apply", "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _dest_state(dst) == dest_before

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 from sessionkit.codexfiles.rollout_index import not_unicode
 from sessionkit.codexfiles.statedb import unbindable
 from sessionkit.codexfiles.paths import open_regular
+from sessionkit.codexfiles.zstd import ZST, open_zst
 
 SCAN_LIMIT = 256 * 1024 * 1024
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -103,8 +104,9 @@ def row_from_rollout(path: Path, thread_id: str, archived: bool, default_provide
     first_user: Optional[str] = None
     fallback_user: Optional[str] = None
     tokens = 0
+    compressed = str(path).endswith(".jsonl" + ZST)  # read decompressed; the row names the .zst, as Codex's does
     try:
-        with open_regular(path) as fh:
+        with (open_zst(str(path)) if compressed else open_regular(path)) as fh:
             for obj in _records(fh):
                 t, p = obj.get("type"), obj.get("payload")
                 if t == "session_meta" and not meta and isinstance(p, dict):
@@ -121,7 +123,7 @@ def row_from_rollout(path: Path, thread_id: str, archived: bool, default_provide
                     text = _texts(p.get("content"))
                     if text and not text.lstrip().startswith("<"):
                         fallback_user = text
-            st = os.fstat(fh.fileno())
+            st = os.stat(path) if compressed else os.fstat(fh.fileno())
     except OSError as exc:
         raise Unimportable(f"cannot read the file ({exc.strerror or exc})") from None
     if not meta:

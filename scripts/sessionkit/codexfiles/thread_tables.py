@@ -1,6 +1,8 @@
-"""What Codex 0.171 keeps about a thread besides its row and history: its project, section and pin,
-goal, sub-agent spawn edge, attachments, queued input and read receipt (state_5, goals_1, queue_1).
-An import reads them from the source and plans them as RowInserts into DEST (rollback removes them)."""
+"""What Codex 0.171 keeps about a thread besides its row and history: its project (and the project's
+idempotency keys), section and pin, goal, sub-agent spawn edge, attachments, queued input (and the
+queue's change revision), read receipt, dynamic tools and model-facing ids (state_5, goals_1,
+queue_1). An import reads them from the source and plans them as RowInserts into DEST (rollback
+removes them)."""
 from __future__ import annotations
 
 import sqlite3
@@ -22,9 +24,20 @@ PER_THREAD: Tuple[Tuple[str, str, str, Tuple[str, ...], str], ...] = (
     (GOALS_DB, "thread_goals", "thread_id", ("thread_id",), "goal"),
     (GOALS_DB, "thread_goal_continuation_deferrals", "thread_id", ("thread_id",), "goal deferral"),
     (QUEUE_DB, "queued_items", "thread_id", ("id",), "queued input"),
+    # Codex 0.130 reads a thread's dynamic tools here; 0.148-0.171 keep them in line 1 (copied with
+    # the rollout) and only delete these rows with the thread
+    (STATE_DB, "thread_dynamic_tools", "thread_id", ("thread_id", "position"), "dynamic tool"),
+    # the ids the model saw (per session: a generator state at ordinal 0, then external key -> ordinal)
+    (STATE_DB, "session_model_ids", "session_id", ("session_id", "kind", "external_key"), "model-facing id"),
 )
-EXTRA_TABLES = tuple(t for _d, t, _c, _k, _w in PER_THREAD) + ("projects", "project_roots", "thread_sections")
+REVISIONS, SEQUENCE = "queued_thread_revisions", "sqlite_sequence"  # queue_1: a DB-wide change counter
+KEYS = "project_idempotency_keys"
+EXTRA_TABLES = tuple(t for _d, t, _c, _k, _w in PER_THREAD) + (
+    "projects", "project_roots", "thread_sections", KEYS, REVISIONS)
 NO_DB = "DEST has no {db} (a Codex older than 0.171 keeps no {what}): not brought"
+NOT_UTF8 = "{what}: its {column} is not UTF-8 text (a copy would change its type): not brought"
+KEY_TAKEN = ("project {name}'s idempotency key {key}: DEST's key names another project (a create with it "
+             "there returns that one): not brought")
 
 
 @dataclass
@@ -38,6 +51,27 @@ class HomeTables:
     sections: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     per_thread: Dict[str, Dict[str, List[Dict[str, Any]]]] = field(default_factory=dict)  # table -> tid -> rows
     taken: Dict[str, set] = field(default_factory=dict)  # table -> keys present (tuples)
+    keys: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # project id -> idempotency key rows
+    key_owner: Dict[str, Any] = field(default_factory=dict)  # idempotency key -> project id
+    revisions: Dict[str, int] = field(default_factory=dict)  # thread id (lower) -> its queue revision
+    revision_top: int = 0  # the highest revision the queue DB has used (its rows and sqlite_sequence)
+    sequence: Optional[int] = None  # sqlite_sequence's seq for queued_thread_revisions (None: no row)
+
+
+class Undecodable(bytes):
+    """A TEXT value that is not UTF-8: read, so one bad row costs only itself, never copied."""
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Undecodable(raw)
+
+
+def bad_column(row: Dict[str, Any]) -> Optional[str]:
+    """The first column of a row whose TEXT is not UTF-8, or None."""
+    return next((k for k, v in row.items() if isinstance(v, Undecodable)), None)
 
 
 def _tables(conn: sqlite3.Connection) -> List[str]:
@@ -62,10 +96,13 @@ def read_home(dbs: Dict[str, Optional[Path]], connect: Callable[[Path], sqlite3.
             conn = connect(path)
         except sqlite3.DatabaseError:
             continue
+        conn.text_factory = _decode
         try:
             have = set(_tables(conn))
             if name == STATE_DB:
                 _read_state(conn, have, out)
+            if name == QUEUE_DB and REVISIONS in have:
+                _read_revisions(conn, have, out)
             for db, table, tcol, key, _what in PER_THREAD:
                 if db != name or table not in have:
                     continue
@@ -105,6 +142,22 @@ def _read_state(conn: sqlite3.Connection, have: set, out: HomeTables) -> None:
                 out.roots.setdefault(r["project_id"], []).append(r)
         else:
             out.sections = {r["id"]: r for r in rows}
+    if KEYS in have:
+        cols, rows = _rows(conn, KEYS)
+        out.columns[KEYS] = cols
+        for r in rows:
+            out.keys.setdefault(r["project_id"], []).append(r)
+            out.key_owner[r["key"]] = r["project_id"]
+
+
+def _read_revisions(conn: sqlite3.Connection, have: set, out: HomeTables) -> None:
+    cols, rows = _rows(conn, REVISIONS)
+    out.columns[REVISIONS] = cols
+    out.revisions = {str(r["thread_id"]).lower(): r["revision"] for r in rows if isinstance(r.get("revision"), int)}
+    if SEQUENCE in have:
+        got = conn.execute(f"SELECT seq FROM {SEQUENCE} WHERE name=?", (REVISIONS,)).fetchall()
+        out.sequence = got[0][0] if len(got) == 1 and isinstance(got[0][0], int) else None
+    out.revision_top = max(list(out.revisions.values()) + [out.sequence or 0, 0])
 
 
 @dataclass
@@ -117,10 +170,20 @@ class Insert:
 
 
 @dataclass
+class Update:
+    """One row DEST changes: (DB file name, table, key, old values, new values)."""
+    db: str
+    table: str
+    key: Dict[str, Any]
+    old: Dict[str, Any]
+    new: Dict[str, Any]
+
+
+@dataclass
 class ThreadExtras:
     """What comes with one imported thread, what it cannot bring (and why), its row's columns."""
     columns: Dict[str, Any] = field(default_factory=dict)
-    inserts: List[Insert] = field(default_factory=list)
+    inserts: List[Any] = field(default_factory=list)  # Insert, or an Update (its queue revision DEST kept)
     brings: List[str] = field(default_factory=list)
     cannot: List[str] = field(default_factory=list)
 
@@ -132,8 +195,10 @@ class Planner:
         self.src, self.dest, self.remap = src, dest, remap
         self.project_ids: Dict[str, Optional[str]] = {}  # source project id -> DEST id
         self.section_ids: Dict[str, Optional[str]] = {}
-        self.shared: List[Insert] = []  # projects and sections created (once, before the threads)
+        self.shared: List[Any] = []  # Insert/Update: projects, sections, keys (once, before the threads)
         self.notes: Dict[str, str] = {}
+        self.key_notes: Dict[str, List[str]] = {}  # source project id -> its keys not brought, and why
+        self._sequence: Optional[Any] = None  # the one Insert/Update of the queue's sqlite_sequence
         self._position = max([p.get("position") or 0 for p in dest.projects.values()] + [-1]) + 1
 
     def _fit(self, table: str, row: Dict[str, Any]) -> Dict[str, Any]:
@@ -149,9 +214,69 @@ class Planner:
         return got, note
 
     def _project(self, pid: str) -> Tuple[Optional[str], str]:
+        got, note = self._project_row(pid)
+        if got is not None:
+            self._keys(pid, got)
+        return got, note
+
+    def _keys(self, pid: str, got: str) -> None:
+        """The project's idempotency keys, pointing at its DEST id: a client's project/create or
+        project/import retried with one of them in DEST returns this project instead of a second
+        one, as it did in the source. A key DEST already gives another project stays DEST's."""
+        if KEYS not in self.dest.columns:
+            return
+        name = safe_str(str(self.src.projects.get(pid, {}).get("name")))
+        for r in self.src.keys.get(pid, []):
+            key = r.get("key")
+            if bad_column(r):
+                self.key_notes.setdefault(pid, []).append(NOT_UTF8.format(
+                    what=f"project {name!r}'s idempotency key", column=bad_column(r)))
+                continue
+            owner = self.dest.key_owner.get(key)
+            if owner == got:
+                continue
+            if owner is not None:
+                self.key_notes.setdefault(pid, []).append(KEY_TAKEN.format(name=repr(name), key=repr(safe_str(str(key)))))
+                continue
+            self.shared.append(Insert(STATE_DB, KEYS, self._fit(KEYS, dict(r, project_id=got)), {"key": key}))
+            self.dest.key_owner[key] = got
+
+    def _revision(self, tid: str, thread_value: Any, items: int) -> Optional[Any]:
+        """A thread whose queued input comes along gets a queue revision row of DEST's numbering (the
+        source's number means nothing here), inserted before its items: queue_1's triggers upsert
+        the row on every insert/update/delete of queued_items (revision = MAX+1), so with the row
+        there they only move its number, which the rollback ignores when it deletes the row after
+        the items (RowInsert's VOLATILE). A row DEST kept for the thread (a thread deleted there
+        keeps its revision row) is renumbered instead and set back by the rollback. sqlite_sequence
+        is set once for the import, journaled, to the last number used, and set back likewise."""
+        d = self.dest
+        if REVISIONS not in d.columns:
+            return None
+        n = d.revision_top + 1
+        d.revision_top = n + items  # each item's insert trigger moves the row to MAX+1
+        kept = d.revisions.get(tid.lower())
+        d.revisions[tid.lower()] = n
+        if self._sequence is None:
+            self._sequence = (Insert(QUEUE_DB, SEQUENCE, {"name": REVISIONS, "seq": n}, {"name": REVISIONS})
+                              if d.sequence is None else
+                              Update(QUEUE_DB, SEQUENCE, {"name": REVISIONS}, {"seq": d.sequence}, {"seq": n}))
+            self.shared.append(self._sequence)
+        elif isinstance(self._sequence, Insert):
+            self._sequence.row["seq"] = n
+        else:
+            self._sequence.new["seq"] = n
+        if kept is not None:
+            return Update(QUEUE_DB, REVISIONS, {"thread_id": thread_value}, {"revision": kept}, {"revision": n})
+        return Insert(QUEUE_DB, REVISIONS, self._fit(REVISIONS, {"revision": n, "thread_id": thread_value}),
+                      {"thread_id": thread_value})
+
+    def _project_row(self, pid: str) -> Tuple[Optional[str], str]:
         src = self.src.projects.get(pid)
         if src is None:
             return None, "its project is not in the source's projects table"
+        bad = [c for c in [bad_column(src)] + [bad_column(r) for r in self.src.roots.get(pid, [])] if c]
+        if bad:
+            return None, NOT_UTF8.format(what="its project", column=bad[0])
         if "projects" not in self.dest.columns or "project_roots" not in self.dest.columns:
             return None, NO_DB.format(db="projects table", what="projects")
         name = src.get("name")
@@ -185,13 +310,15 @@ class Planner:
         src = self.src.sections.get(sid)
         if sid == PINNED:
             if PINNED not in self.dest.sections:
-                row = src or {"id": PINNED, "name": "Pinned"}
+                row = src if src and not bad_column(src) else {"id": PINNED, "name": "Pinned"}
                 self.shared.append(Insert(STATE_DB, "thread_sections", self._fit("thread_sections", row),
                                           {"id": PINNED}))
                 self.dest.sections[PINNED] = row
             return PINNED, "pinned"
         if src is None:
             return None, "its section is not in the source's thread_sections table"
+        if bad_column(src):
+            return None, NOT_UTF8.format(what="its section", column=bad_column(src))
         name = src.get("name")
         for did, d in sorted(self.dest.sections.items()):
             if d.get("name") == name:
@@ -210,6 +337,7 @@ class Planner:
         if isinstance(pid, str) and pid:
             got, note = self.project(pid)
             (out.brings if got else out.cannot).append(note)
+            out.cannot.extend(self.key_notes.get(pid, []) if got else [])
             if got and "project_id" in dest_cols:
                 out.columns["project_id"] = got
         sid = cols.get("thread_section_id")
@@ -230,6 +358,9 @@ class Planner:
                                                what=what + "s"))
                 continue
             for r in rows:
+                if bad_column(r):
+                    out.cannot.append(NOT_UTF8.format(what=what, column=bad_column(r)))
+                    continue
                 k = tuple(r[c] for c in key)
                 if k in self.dest.taken.setdefault(table, set()):
                     out.cannot.append(f"{what}: DEST already has a {table} row {list(k)}")
@@ -237,6 +368,10 @@ class Planner:
                 self.dest.taken[table].add(k)
                 out.inserts.append(Insert(db, table, self._fit(table, r), dict(zip(key, k))))
                 out.brings.append(what)
+        queued = [i for i in out.inserts if i.table == "queued_items"]
+        rev = self._revision(tid, queued[0].row.get("thread_id", tid), len(queued)) if queued else None
+        if rev is not None:
+            out.inserts.insert(out.inserts.index(queued[0]), rev)
         return out
 
 
@@ -246,3 +381,12 @@ def summary(items: Sequence[str]) -> List[str]:
     for i in items:
         counts[i] = counts.get(i, 0) + 1
     return [k if n == 1 else f"{n} {k}s" for k, n in counts.items()]
+
+
+def reason_counts(reasons: Sequence[str]) -> List[List[Any]]:
+    """[reason, how many times] over every imported thread, most frequent first (then as first seen)."""
+    counts: Dict[str, int] = {}
+    for r in reasons:
+        counts[r] = counts.get(r, 0) + 1
+    order = {r: i for i, r in enumerate(counts)}
+    return [[r, n] for r, n in sorted(counts.items(), key=lambda kv: (-kv[1], order[kv[0]]))]

@@ -208,9 +208,7 @@ def classify_orphan(rf: RolloutFile, live_threads: set, now: float) -> str:
         return "ACTIVE_ORPHAN: cannot stat the file"
     if age < ACTIVE_WINDOW_S:
         return f"ACTIVE_ORPHAN: modified {int(age)} s ago"
-    if rf.compressed:
-        return "ACTIVE_ORPHAN: compressed (.zst), left alone"
-    return "importable"
+    return "importable"  # a compressed one too: Codex 0.171 re-indexes it with its row naming the .zst
 
 
 def counts(rows: List[ThreadRow], index: RolloutIndex) -> Dict[str, int]:

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
+from sessionkit.codexfiles.thread_tables import Update
 from sessionkit.fixes.importer import FileCopy, ImportPlan, history_rows, read_dest
 from sessionkit.fixes.rollout_remap import RolloutRemapper
 from sessionkit.codexfiles.locks import scan_activity
@@ -52,13 +53,21 @@ def stage(fc: FileCopy, remapper: RolloutRemapper, scratch: Path, n: int) -> Pat
     return out
 
 
+def table_op(db: str, change: Any, thread_id: Optional[str] = None) -> Any:
+    """A thread_tables Insert as a RowInsert, an Update (a queue counter) as a RowUpdate."""
+    from sessionkit.runlog.ops import RowInsert, RowUpdate
+    if isinstance(change, Update):
+        return RowUpdate(db, change.table, change.key, change.old, change.new, thread_id)
+    return RowInsert(db, change.table, change.row, change.key, thread_id)
+
+
 def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> List[Any]:
     """Folders first, then each thread's files, its threads row and its history rows."""
     from sessionkit.runlog.ops import FileCreate, Mkdir, RowInsert
     ops: List[Any] = [Mkdir(str(d)) for d in plan.mkdirs]
     state_db = str(plan.dest.state_db.path)
     tables = plan.table_dbs
-    ops += [RowInsert(str(tables[i.db]), i.table, i.row, i.key) for i in plan.shared]  # projects, sections
+    ops += [table_op(str(tables[i.db]), i) for i in plan.shared]  # projects, sections, keys, queue sequence
     hist_db = str(plan.dest_history_db) if plan.dest_history_db else None
     n = 0
     for t in plan.imports:
@@ -71,7 +80,7 @@ def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]
         row = dict(t.row, **t.extras.columns) if t.extras else t.row  # its project, section, position
         ops.append(RowInsert(state_db, "threads", row, {"id": row["id"]}, t.thread_id))
         for i in t.extras.inserts if t.extras else ():  # its goal, sub-agent link, attachments, ...
-            ops.append(RowInsert(str(tables[i.db]), i.table, i.row, i.key, t.thread_id))
+            ops.append(table_op(str(tables[i.db]), i, t.thread_id))
         if hist_db is None:
             continue
         for table, rows in hist.get(t.thread_id, {}).items():

@@ -26,7 +26,7 @@ from sessionkit.codexfiles.rollout_index import (ROLLOUT_NAME, RolloutFile, Roll
 from sessionkit.fixes.rollout_remap import RolloutRemapper
 from sessionkit.codexfiles.rollout_edit import Remap, apply_spans, digest_range, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
     without_folders  # noqa: F401  (parse_remaps: session_import.py's)
-from sessionkit.codexfiles.thread_tables import GOALS_DB, QUEUE_DB, Planner, read_home, summary
+from sessionkit.codexfiles.thread_tables import GOALS_DB, QUEUE_DB, Planner, read_home, reason_counts, summary
 from sessionkit.codexfiles.rollout_scan import row_from_rollout
 from sessionkit.codexfiles.statedb import open_readonly
 from sessionkit.codexfiles.versions import HISTORY_MODE_COLUMN_NAME
@@ -872,6 +872,7 @@ def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
             "cannot_bring": t.extras.cannot if t.extras else []} for t in imp[:sample]],
         "comes_with": summary([b.split(" '")[0] for t in imp if t.extras for b in t.extras.brings]),
         "cannot_bring": sum(len(t.extras.cannot) for t in imp if t.extras),
+        "cannot_bring_reasons": reason_counts([c for t in imp if t.extras for c in t.extras.cannot]),
         "skipped_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}
                            for s in plan.skipped[:sample]],
         "conflicts_sample": [{"thread_id": s.thread_id, "title": s.title[:100], "reason": s.reason}

@@ -33,13 +33,17 @@ UPDATE_COLUMNS: Dict[str, Tuple[str, ...]] = {
     "thread_turns": ("rollout_byte_offset", "rollout_end_byte_offset"),
     "thread_history_projection_state": ("next_rollout_byte_offset",),
     "project_roots": ("path",),  # a project's folder, remapped with --remap-prefix (sessionkit/fixes/project_remap.py)
+    "sqlite_sequence": ("seq",),  # queue_1's revision counter, moved with the revisions an import adds
+    "queued_thread_revisions": ("revision",),  # a revision row DEST kept for a thread the import brings
 }
 # Tables whose whole rows may be inserted or deleted (every column of the real table allowed).
 ROW_TABLES = ("threads", "thread_turns", "thread_items", "thread_realtime_items",
               "thread_history_projection_state",
               # what else belongs to a thread (sessionkit/codexfiles/thread_tables.py: an import brings them)
               "projects", "project_roots", "thread_sections", "thread_spawn_edges", "thread_attachments",
-              "thread_read_receipts", "thread_goals", "thread_goal_continuation_deferrals", "queued_items")
+              "thread_read_receipts", "thread_goals", "thread_goal_continuation_deferrals", "queued_items",
+              "queued_thread_revisions", "project_idempotency_keys", "thread_dynamic_tools", "session_model_ids",
+              "sqlite_sequence")
 
 
 class RecordError(UserError):
@@ -173,7 +177,12 @@ def _where(values: Dict[str, Any]) -> Tuple[str, List[Any]]:
 # re-derives a row's updated_at(_ms) from the rollout's mtime and created_at(_ms) from its line 1):
 # not judged when deciding whether an INSERTED row is still ours (a continued thread is told by its
 # file, which the same run created and judges by digest).
-VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("created_at", "created_at_ms", "updated_at", "updated_at_ms")}
+# Counters SQLite and Codex's triggers move by themselves (queue_1's triggers upsert a thread's
+# revision on every change of its queue, and each upsert moves AUTOINCREMENT's sqlite_sequence): a
+# rollback puts back the value from before the run whatever they became, never judging them.
+COUNTERS: Dict[str, Tuple[str, ...]] = {"sqlite_sequence": ("seq",), "queued_thread_revisions": ("revision",)}
+VOLATILE: Dict[str, Tuple[str, ...]] = {"threads": ("created_at", "created_at_ms", "updated_at", "updated_at_ms"),
+                                         **COUNTERS}
 
 _SCHEMAS: Dict[Tuple[str, ...], sqlite3.Connection] = {}
 
@@ -1312,8 +1321,8 @@ class RowUpdate(Op):
     def _judged(self) -> List[str]:
         """The columns that say whether the row still holds what the run wrote: every one it wrote
         (updated_at included: Codex bumps it when the thread is continued, which must stop the undo;
-        a search re-derives it from the mtime the run set, the same value)."""
-        return list(self.new)
+        a search re-derives it from the mtime the run set, the same value); COUNTERS aside."""
+        return [c for c in self.new if c not in COUNTERS.get(self.table, ())]
 
     def state_db(self, conn: sqlite3.Connection) -> str:
         cur = self._current(conn)
@@ -1391,8 +1400,10 @@ class RowInsert(Op):
         if len(rows) > 1:
             return "other"
         want = whole_row(conn, self.table, self.row)
-        if want is None:  # the table cannot be copied: the recorded columns alone
-            return "same" if self._count(conn, {**self.key, **self.row}) == 1 else "other"
+        if want is None:  # the table cannot be copied (sqlite_sequence): the recorded columns alone
+            skip = VOLATILE.get(self.table, ())
+            kept = {k: v for k, v in self.row.items() if k not in skip}
+            return "same" if self._count(conn, {**self.key, **kept}) == 1 else "other"
         return "same" if same_row(self.table, rows[0], want) else "other"
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
