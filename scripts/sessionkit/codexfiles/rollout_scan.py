@@ -14,6 +14,7 @@ from sessionkit.codexfiles.paths import open_regular
 from sessionkit.codexfiles.zstd import ZST, open_zst
 
 SCAN_LIMIT = 256 * 1024 * 1024
+LINE_LIMIT = 16 * 1024 * 1024  # a line longer than this is read past in pieces, not parsed
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
@@ -77,14 +78,33 @@ def _holds_lone_surrogate(obj: Any) -> bool:
     return False
 
 
+def _bounded_lines(fh: Any) -> Any:
+    """The file's lines, each read at most LINE_LIMIT bytes at a time: a longer line is read past in
+    pieces and yielded as b"" (skipped), so a small compressed file cannot fill memory."""
+    read = 0
+    while read <= SCAN_LIMIT:
+        raw = fh.readline(LINE_LIMIT)
+        if not raw:
+            return
+        read += len(raw)
+        if len(raw) >= LINE_LIMIT and not raw.endswith(b"\n"):
+            while True:  # the rest of an over-long line, piece by piece, never held whole
+                piece = fh.readline(LINE_LIMIT)
+                read += len(piece)
+                if not piece or piece.endswith(b"\n") or read > SCAN_LIMIT:
+                    break
+            yield b""
+            continue
+        yield raw
+
+
 def _records(fh: Any) -> Any:
     """The JSON objects of a rollout as Codex's parser reads them: a line serde_json rejects (not
-    JSON, not an object, a lone surrogate escape) is skipped, as Codex skips it."""
-    read = 0
-    for raw in fh:
-        read += len(raw)
-        if read > SCAN_LIMIT:
-            return
+    JSON, not an object, a lone surrogate escape) is skipped, as Codex skips it; so is a line over
+    LINE_LIMIT, which no row column needs whole, and nothing past SCAN_LIMIT is read."""
+    for raw in _bounded_lines(fh):
+        if not raw:
+            continue
         try:
             obj = json.loads(raw)
         except (ValueError, RecursionError):

@@ -79,18 +79,18 @@ def open_zst(path: str, whole: bool = True) -> Iterator[BinaryIO]:
         proc = subprocess.Popen([prog, "-q", "-d", "-c"], stdin=raw, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None
-        ok = False
+        at_end = False
         try:
             yield proc.stdout
-            ok = whole and not proc.stdout.read(1)
+            at_end = not proc.stdout.read(1)  # the caller read it all: then a damaged file is an error
         finally:
-            if not ok:
+            if not at_end:
                 proc.kill()
             proc.stdout.close()
             err = proc.stderr.read()
             proc.stderr.close()
             code = proc.wait()
-        if whole and code != 0:
+        if (whole or at_end) and code != 0:
             raise OSError(5, f"zstd could not decompress it ({err.decode('utf-8', 'replace').strip()[:200]})")
     finally:
         raw.close()
