@@ -15,6 +15,7 @@ from sessionkit import UserError
 from sessionkit.runlog.artifacts import backup_into, list_runs
 from sessionkit.codexfiles.faults import point
 from sessionkit.codexfiles.home import CodexHome
+from sessionkit.runlog.commits import reached
 from sessionkit.runlog.journal import Journal, read_records
 from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, group_of
 from sessionkit.runlog.registry import op_from_record
@@ -25,7 +26,8 @@ from sessionkit.runlog.lockbatch import run_batches, split_batches
 from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.writerlock import LOCK_DIR, locks_per_batch, remove_stale_locks, remove_unused_lock_dir
 
-RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore")
+RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore",
+               "abort")
 
 
 @dataclass
@@ -126,6 +128,7 @@ def read_run(run_dir: Path) -> Run:
             batches = [b["n"], b["of"]]
         elif op not in RUN_RECORDS:
             ops.append(op_from_record(rec))
+    ops = reached(recs, ops, RUN_RECORDS)  # never the DB ops whose transaction did not commit
     return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups, left, deleted, restores)
 
 
