@@ -101,7 +101,7 @@ def _walk(tmp_path, hb, script, args, action, expect_rc, timed=True, limit="", a
             if n == len(labels):  # after the last step: the finished run, nothing to undo
                 assert same_run(home_state(hb.root), finished, timed)
                 runs = json.loads(frun("rollback.py", hb.root, "--list", "--json").stdout)["runs"]
-                assert runs[-1]["status"] == "complete"
+                assert runs[-1]["status"] == "applied"
             rb = frun("rollback.py", hb.root, "--latest", "--apply", fault=spec(limit))
             assert rb.returncode == 0, (n, rb.stdout, rb.stderr)
         else:

@@ -92,7 +92,7 @@ def test_a_self_undo_never_undoes_a_db_change_whose_transaction_did_not_commit(t
         [("commit", str(hb.db_path)), ("abort", str(desk))]
     assert recs[-1]["op"] == "undone" and recs[-1]["by"] == "failure" and recs[-1]["undone"] == 1
     [r] = list_runs(hb.root)
-    assert (r["status"], r["state"], r["applied"], r["row_updates"]) == ("failed, undone", "failed (undone itself)",
+    assert (r["status"], r["state"], r["applied"], r["row_updates"]) == ("failed, undone", "failed, undone (by itself)",
                                                                          False, 1)
     again = json.loads(frun("rollback.py", hb.root, "--latest", "--json").stdout)
     assert again["nothing_left"] is True
@@ -177,7 +177,7 @@ def test_a_fault_between_a_dbs_records_and_its_commit_leaves_every_db_and_file_a
             if action == "kill":
                 assert proc.returncode == -signal.SIGKILL, where
                 [r] = list_runs(root)
-                assert r["state"] == "incomplete (killed? rollback.py finishes it)", where
+                assert r["state"] == "incomplete (killed?), rollback.py finishes it", where
                 rb = frun("rollback.py", root, "--latest", "--apply", "--json")
                 assert rb.returncode == 0, (where, rb.stdout, rb.stderr)
                 by = "rollback"
@@ -195,7 +195,7 @@ def test_a_fault_between_a_dbs_records_and_its_commit_leaves_every_db_and_file_a
             assert (undone["op"], undone["by"], undone["conflicts"]) == ("undone", by, 0), where
             assert undone["rows_reverted"] == committed_before, where  # exactly what reached the DBs
             [r] = list_runs(root)
-            assert r["state"] == ("rolled back" if action == "kill" else "failed (undone itself)"), where
+            assert r["state"] == ("rolled back" if action == "kill" else "failed, undone (by itself)"), where
             assert r["applied"] is False, where
 
 

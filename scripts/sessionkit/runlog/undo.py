@@ -19,6 +19,7 @@ from sessionkit.runlog.commits import reached
 from sessionkit.runlog.journal import Journal, read_records
 from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, group_of
 from sessionkit.runlog.registry import op_from_record
+from sessionkit.runlog.runstate import run_state
 from sessionkit.runlog.scope import allowed_roots, home_dbs, op_problem, path_allowed
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly, transaction
@@ -52,15 +53,8 @@ class Run:
 
     @property
     def status(self) -> str:
-        if not self.began:
-            return "stopped before any change"
-        if self.undone == "partial":
-            return f"partly rolled back ({len(self.left)} left alone)"
-        if self.undone == "failure":
-            return "failed, undone"
-        if self.undone:
-            return "rolled back"
-        return "complete" if self.complete else "incomplete (killed?)"
+        """Its state in words (runstate: decided once, the same words in --list, results and summaries)."""
+        return run_state(self).status
 
     @property
     def applied(self) -> bool:
