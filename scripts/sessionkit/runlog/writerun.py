@@ -218,7 +218,12 @@ def _abort_record(journal: Journal, db: str) -> None:
 
 
 class CtrlCHeld:
-    """SIGINT noted, not raised, inside the block; raised as KeyboardInterrupt when it ends well."""
+    """SIGINT noted, not raised, inside the block; raised as KeyboardInterrupt when it ends well
+    (or, with reraise=False, left in `got` for the caller to raise where it can clean up)."""
+
+    def __init__(self, reraise: bool = True) -> None:
+        self.reraise = reraise
+        self.got = False
 
     def __enter__(self) -> "CtrlCHeld":
         self.got = False
@@ -234,7 +239,7 @@ class CtrlCHeld:
     def __exit__(self, typ: object, *_rest: object) -> None:
         if self.old is not None:
             signal.signal(signal.SIGINT, self.old)  # type: ignore[arg-type]
-        if self.got and typ is None:
+        if self.got and typ is None and self.reraise:
             raise KeyboardInterrupt
 
 
