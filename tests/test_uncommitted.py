@@ -240,3 +240,26 @@ def test_after_a_kill_before_the_desktop_dbs_commit_its_own_rows_made_since_are_
         {k: v for k, v in all_rows(pristine.copy).items() if k[0] != "sqlite/state_5.sqlite"}
     [r] = list_runs(root)
     assert r["state"] == "rolled back"
+
+
+def test_an_older_journal_killed_between_commit_and_its_record_is_still_undone_by_state(tmp_path):
+    """A journal written before issue 20 (no `commit_first`: `commit` came after COMMIT) whose run
+    was killed between COMMIT and that record: its row changes did reach the DB, and the rollback
+    judges them by state and undoes them, as it always did."""
+    from test_migrate_rollback import home_state
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    for i in range(2):
+        hb.add(provider="oldco", preview=f"old {i}")
+    before = home_state(hb.root)
+    assert frun("provider_migrate.py", hb.root, "--apply").returncode == 0
+    (path,) = (hb.root / ".tmp" / "session-migration").glob("*/journal.jsonl")
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert recs[0].pop("commit_first") is True
+    old = [r for r in recs if r["op"] not in ("commit", "end")]
+    path.write_text("".join(json.dumps(r) + "\n" for r in old))
+    [r] = list_runs(hb.root)
+    assert (r["status"], r["row_updates"]) == ("incomplete (killed?)", 2)
+    rb = frun("rollback.py", hb.root, "--latest", "--apply", "--json")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert json.loads(rb.stdout)["result"]["rows_reverted"] == 2
+    assert home_state(hb.root) == before
