@@ -263,3 +263,33 @@ def test_an_older_journal_killed_between_commit_and_its_record_is_still_undone_b
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert json.loads(rb.stdout)["result"]["rows_reverted"] == 2
     assert home_state(hb.root) == before
+
+
+def test_which_db_ops_reached_their_db_is_read_from_commit_and_abort_records():
+    """An abort after the commit record (COMMIT failed, or a fault after the record) drops that
+    transaction's ops as one before it does; a commit_first journal without end drops the ops no
+    commit follows; an older journal keeps them (judged by state); an end record keeps all."""
+    from types import SimpleNamespace as NS
+    from sessionkit.runlog.commits import reached
+    from sessionkit.runlog.undo import RUN_RECORDS
+
+    def op(db):
+        return NS(DB_OP=db is not None, db=lambda: db, name=f"{db}")
+
+    def run(first, *kinds):
+        recs, ops = [{"op": "begin", **({"commit_first": True} if first else {})}], []
+        for k in kinds:
+            if k.startswith(("commit:", "abort:")):
+                recs.append({"op": k.split(":")[0], "db": k.split(":")[1]})
+            elif k == "end":
+                recs.append({"op": "end", "status": "complete"})
+            else:
+                recs.append({"op": "row_update"})
+                ops.append(op(None if k == "file" else k))
+        return [o.name for o in reached(recs, ops, RUN_RECORDS)]
+    assert run(True, "file", "a", "commit:a", "b", "commit:b", "abort:b") == ["None", "a"]
+    assert run(True, "file", "a", "commit:a", "b", "abort:b") == ["None", "a"]
+    assert run(True, "file", "a", "commit:a", "b", "b") == ["None", "a"]
+    assert run(False, "file", "a", "commit:a", "b", "b") == ["None", "a", "b", "b"]
+    assert run(True, "a", "commit:a", "a", "commit:a", "abort:a") == ["a"]  # batch 2's transaction only
+    assert run(True, "a", "b", "commit:a", "end") == ["a", "b"]

@@ -18,15 +18,17 @@ def reached(recs: Sequence[Dict[str, Any]], ops: List[Any], run_records: Sequenc
     """`ops` (parsed from `recs` in order: every record after `begin` whose kind is not in
     `run_records`) without the DB ops that never reached their DB: those an `abort` record
     follows, and, in a COMMIT_FIRST journal without `end`, those no `commit` record follows."""
-    pending: Dict[str, List[int]] = {}
+    pending: Dict[str, List[int]] = {}  # DB -> its ops since its last commit record
+    last: Dict[str, List[int]] = {}  # DB -> the ops its last commit record covers (an abort may follow it)
     never: List[int] = []
     i = -1
     for rec in recs[1:]:
         kind = rec["op"]
         if kind == "commit":
-            pending.pop(str(rec.get("db")), None)
-        elif kind == "abort":
-            never += pending.pop(strict(rec, {"db": "str"}, {})["db"], [])
+            last[str(rec.get("db"))] = pending.pop(str(rec.get("db")), [])
+        elif kind == "abort":  # the DB's latest transaction: before its commit record or after it
+            db = strict(rec, {"db": "str"}, {})["db"]
+            never += pending.pop(db, None) or last.pop(db, [])
         elif kind == "end":
             pending.clear()  # written only after every transaction committed
         elif kind not in run_records:
