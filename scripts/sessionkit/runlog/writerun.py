@@ -90,10 +90,9 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             run_batches(home.root, batches, _thread_of, applier.batch, progress)
             result.skipped = skipped + sorted(bad_threads.items())
             journal.write({"op": "end", "status": "complete"})  # locks released: a kill now leaves the finished run
+            # (an error or Ctrl-C before this returns still undoes it: the caller has reported nothing yet)
         except BaseException as exc:  # noqa: B902 - Ctrl-C too: put back what was done
-            journal.close()
-            if journal.ended:  # finished before the fault: nothing to undo
-                raise
+            journal.close()  # after the end record too: a run not yet reported is undone, never left said as failed
             raise _undo_after_failure(home, run.path, exc) from None
         journal.close()
     return result
