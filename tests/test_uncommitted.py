@@ -293,3 +293,34 @@ def test_which_db_ops_reached_their_db_is_read_from_commit_and_abort_records():
     assert run(False, "file", "a", "commit:a", "b", "b") == ["None", "a", "b", "b"]
     assert run(True, "a", "commit:a", "a", "commit:a", "abort:a") == ["a"]  # batch 2's transaction only
     assert run(True, "a", "b", "commit:a", "end") == ["a", "b"]
+
+
+def test_a_full_disk_that_tears_the_commit_record_leaves_a_readable_journal_and_the_home_as_before(tmp_path,
+                                                                                                   monkeypatch):
+    """The commit record cut short by a full disk: it is cut back off the journal (the abort and
+    undone records that follow start on lines of their own), the transaction rolls back, and the
+    run reads back as failed and undone."""
+    import errno
+    import os
+    from sessionkit.runlog import journal as jmod
+    hb = HomeBuilder(tmp_path / ".codex")
+    a = hb.add(preview="a")
+    before, before_files = all_rows(hb.root), files(hb.root)
+    real = jmod.write_all
+
+    def torn(fd, data):
+        if b'"op":"commit"' in data:
+            os.write(fd, data[:len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(jmod, "write_all", torn)
+    ops = [RowUpdate(str(hb.db_path), "threads", {"id": a.id}, {"name": None}, {"name": "renamed"}, a.id)]
+    with pytest.raises(UserError) as err:
+        execute(open_home(str(hb.root)), "session_repair", ops, b"id\n", force=False)
+    assert "No space left" in str(err.value) and "the home is as before" in str(err.value), err.value
+    assert all_rows(hb.root) == before and files(hb.root) == before_files
+    recs = journal(hb.root)  # every line a whole record
+    assert [r["op"] for r in recs if r["op"] in ("row_update", "commit", "abort", "undone")] == \
+        ["row_update", "abort", "undone"]
+    [r] = list_runs(hb.root)
+    assert r["state"] == "failed, undone (by itself)" and r["row_updates"] == 0
