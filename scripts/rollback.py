@@ -30,7 +30,9 @@ from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writa
 from sessionkit.codexfiles.statedb import settle_hot_journal  # noqa: E402
 from sessionkit.runlog.scope import home_dbs  # noqa: E402
 from sessionkit.runlog.restore import check_restore, restore_db  # noqa: E402
-from sessionkit.runlog.undo import Run, apply_undo, find_run, later_dependents, plan_undo, runs_until, summary  # noqa: E402
+from sessionkit.runlog.undo import Run, apply_undo, find_run, later_dependents, plan_undo, read_run, runs_until, summary  # noqa: E402
+from sessionkit.runlog.runstate import APPLIED, INCOMPLETE, run_state  # noqa: E402
+from sessionkit.runlog.artifacts import list_runs  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -109,8 +111,8 @@ def prune_runs(home: Any, args: Any) -> int:
         emit(f"      {d['run_dir']}")
     kept = [d for d in runs if d not in gone]
     for d in kept:
-        why = "the newest applied run (--force removes it too)" if d["state"] == "applied (newest)" \
-            else "rollback.py still needs it" if d["state"].startswith("incomplete") else d["state"]
+        why = "the newest applied run (--force removes it too)" if d["state_key"] == APPLIED and d["newest"] \
+            else "rollback.py still needs it" if d["state_key"] == INCOMPLETE else d["state"]
         emit(f"  kept {d['started'] or '?'}  {d['kind']}: {why}")
     if gone and not args.apply:
         emit("remove them with:")
@@ -136,7 +138,8 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
     out = ["=== Rollback ==="] if result is None else []
     if result is None:
         if not plan.actions:
-            out.append(f"Nothing to undo: {run} is already undone or changed nothing.")
+            out.append(f"Nothing to undo: {run} is already undone or changed nothing"
+                       + (f" ({shown(report['state'])})." if report.get("state") else "."))
         else:
             out += wrap(f"Would undo {run}, putting back {len(ids)} session(s):")
             out += [f"  {x}" for x in labels_for(names, ids[:sample])]
@@ -166,7 +169,8 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
         changed=labels_for(names, ids),
         notes=[f"The DB as it was before this rollback is saved at {shown(b)}" for b in result.get("db_backups") or []]
         + ([f"The run is partly rolled back and stays undoable; once the items left alone are free, run again: "
-            f"{home_command(home, 'rollback.py', '--manifest', plan.run_dir, '--apply')}"] if left else []),
+            f"{home_command(home, 'rollback.py', '--manifest', plan.run_dir, '--apply')}"] if left else [])
+        + ([f"rollback.py --list now shows the run as: {shown(report['state'])}"] if report.get("state") else []),
         verify=home_command(home, "session_audit.py"),
         older=older_runs(home, report.get("run_dir")),
         counters={k: v for k, v in result.items()} if verbose else {})
@@ -217,6 +221,22 @@ def restore(home: Any, args: Any) -> int:
     return EXIT_CLEAN
 
 
+def state_now(home: Any, run_dir: Path) -> Optional[str]:
+    """The run's state as `rollback.py --list` words it, read again (after an undo: its `undone`
+    record); "newest" when no later run is applied (only the later runs are read)."""
+    try:
+        run = read_run(run_dir)
+        st = run_state(run)
+        newest = False
+        if st.key == APPLIED:
+            runs = [os.path.realpath(str(p)) for p in list_runs(home.artifacts_dir)]
+            later = runs[runs.index(os.path.realpath(str(run_dir))) + 1:] if os.path.realpath(str(run_dir)) in runs else []
+            newest = not any(r.applied and r.complete for r in (read_run(Path(p)) for p in later))
+        return st.state(newest=newest)
+    except UserError:
+        return None
+
+
 def until(home: Any, args: Any) -> int:
     """--until RUN: the applied runs from the newest down to RUN, each undone whole before the next
     (older) one is planned; the first that cannot be undone whole stops it, named with what it left."""
@@ -234,10 +254,11 @@ def until(home: Any, args: Any) -> int:
             for one in runs:
                 plan = plan_undo(home, one)
                 if plan.conflicts:  # planned with the newer runs undone: nothing of this one is touched
-                    stopped = {**summary(plan, args.sample), "undone": False}
+                    stopped = {**summary(plan, args.sample), "undone": False, "state": state_now(home, one.path)}
                     break
                 result = apply_undo(home, plan, progress=Progress.for_terminal()) if plan.needs_record() else None
-                report = {**summary(plan, args.sample), "undone": True, "result": result}
+                report = {**summary(plan, args.sample), "undone": True, "result": result,
+                          "state": state_now(home, one.path)}
                 if plan.conflicts:  # a thread Codex took meanwhile
                     stopped = {**report, "undone": False}
                     break
@@ -288,7 +309,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.json:
             print_json({"codex_dir": str(home.root), "nothing_left": True, "dry_run": not args.apply, "result": None})
         else:
-            emit(f"nothing left to undo: every run recorded under {safe_str(home.artifacts_dir)} is rolled back"
+            emit(f"nothing left to undo: every run recorded under {safe_str(home.artifacts_dir)} is undone or changed "
+                 "nothing (rollback.py --list shows each)"
                   if list_details(home) else f"nothing left to undo: no runs are recorded under {safe_str(home.artifacts_dir)}")
         return EXIT_CLEAN
     later = later_dependents(home, target)
@@ -312,6 +334,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         plan = plan_undo(home, target)
     report = summary(plan, args.sample)  # after the apply: threads Codex held meanwhile are named too
+    report["state"] = state_now(home, plan.run_dir) if isinstance(target, Run) else None
     report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})

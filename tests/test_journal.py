@@ -242,7 +242,7 @@ def test_latest_walks_back_through_runs_and_skips_undone_ones(home):
     failed = frun("provider_migrate.py", hb.root, "--apply", "--thread-id", c.id, fault="eio:commit:1")
     assert failed.returncode == 2 and "were undone" in failed.stderr
     runs = json.loads(frun("rollback.py", hb.root, "--list", "--json").stdout)["runs"]
-    assert [r["status"] for r in runs] == ["complete", "complete", "failed, undone"]
+    assert [r["status"] for r in runs] == ["applied", "applied", "failed, undone"]
     assert frun("rollback.py", hb.root, "--latest", "--apply").returncode == 0
     assert home_state(hb.root) == one
     assert frun("rollback.py", hb.root, "--latest", "--apply").returncode == 0

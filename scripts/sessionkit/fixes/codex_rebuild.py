@@ -125,8 +125,13 @@ def rebuild_histories(home: Path, thread_ids: Sequence[str], codex: str,
     done: List[str] = []
     if not todo:
         return done, failed
-    app = _AppServer(codex, codex_env(home, sqlite_home), home)
+    from sessionkit.runlog.writerun import CtrlCHeld
+    held = CtrlCHeld(reraise=False)
+    with held:  # started and known (then closed below), or not started: never a Codex left running
+        app = _AppServer(codex, codex_env(home, sqlite_home), home)
     try:
+        if held.got:
+            raise KeyboardInterrupt
         app.request("initialize", {"clientInfo": {"name": "codex-session-migration", "title": None, "version": "1"},
                                    "capabilities": {"experimentalApi": True}})
         app._send({"method": "initialized"})

@@ -94,11 +94,14 @@ def rebuild_after(home: Any, plan: HistoryPlan, result: Optional[Dict[str, Any]]
     """After the apply: Codex resumes each reset (or never built) thread once, except those the
     apply skipped; the report names every thread that was not rebuilt and why."""
     from sessionkit.fixes.codex_rebuild import INTERRUPTED, rebuild_histories
-    skipped = {str(s.get("thread_id")).lower() for s in (result or {}).get("skipped_at_apply") or []}
-    archived = archived_ids(home.state_db.path)
-    todo = [t for t in plan.rebuild if t.lower() not in skipped and t.lower() not in archived]
-    sqlite_home = home.state_db.path.parent
-    done, failed = rebuild_histories(home.root, todo, codex, None if sqlite_home == home.root else sqlite_home)
+    try:  # a Ctrl-C anywhere here: the apply stands, its result and undo are still said (exit 1)
+        skipped = {str(s.get("thread_id")).lower() for s in (result or {}).get("skipped_at_apply") or []}
+        archived = archived_ids(home.state_db.path)
+        todo = [t for t in plan.rebuild if t.lower() not in skipped and t.lower() not in archived]
+        sqlite_home = home.state_db.path.parent
+        done, failed = rebuild_histories(home.root, todo, codex, None if sqlite_home == home.root else sqlite_home)
+    except KeyboardInterrupt:
+        return interrupted_rebuild(plan, codex)
     interrupted = any(why == INTERRUPTED for _t, why in failed)
     failed += [(t, "archived: Codex resumes only active threads (measured on 0.171); its history comes back "
                    "when it is unarchived and opened") for t in plan.rebuild if t.lower() in archived]

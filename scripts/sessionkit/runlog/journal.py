@@ -54,8 +54,12 @@ class Journal:
         start = os.fstat(self.fd).st_size
         if start == 0:
             point("journal-empty")  # a stop here leaves an empty journal: a run that changed nothing
-        write_all(self.fd, data)
-        os.fsync(self.fd)
+        try:
+            write_all(self.fd, data)
+            os.fsync(self.fd)
+        except BaseException:
+            cut_back(self.fd, start)  # a torn record is never followed by the next one (an abort, an undone)
+            raise
         if read_exact(self.fd, start, len(data)) != data:
             raise OSError(5, f"journal {self.path}: the record read back differs from what was written")
         self.ended = self.ended or any(r.get("op") == "end" for r in records)
@@ -65,6 +69,15 @@ class Journal:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def cut_back(fd: int, size: int) -> None:
+    """The journal back to `size` bytes after a failed write (a full disk): the next record then
+    starts on a line of its own; if this fails too, the torn line stays last only until then."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
 
 
 def begin_record(kind: str, codex_dir: Path, roots: List[str], dbs: List[str], changes: int) -> Dict[str, Any]:

@@ -12,6 +12,7 @@ from sessionkit.runlog.artifacts import list_runs
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.codexfiles.paths import is_inside, safe_str
 from sessionkit.runlog.safety import HomeLock, check_folders_inside
+from sessionkit.runlog.runstate import APPLIED, PARTLY, PRUNABLE, run_state
 from sessionkit.runlog.undo import Run, read_run, run_kind
 
 
@@ -37,18 +38,8 @@ def readable_size(n: int) -> str:
 
 
 def _state(run: Run, newest_applied: Optional[Path]) -> str:
-    if not run.began:
-        return "stopped before any change (nothing to undo)"
-    if run.undone == "partial":
-        return f"partly rolled back: {len(run.left)} left alone (rollback.py --latest finishes it once they are free)"
-    if run.undone == "failure":
-        return "failed (undone itself)"
-    if run.undone:
-        return "rolled back"
-    if not run.complete:
-        return "incomplete (killed? rollback.py finishes it)"
-    restored = f", its DB restored from a backup {len(run.restores)} time(s)" if run.restores else ""
-    return "applied" + (" (newest" + restored + ")" if run.path == newest_applied else f" ({restored[2:]})" if restored else "")
+    """`status` and what to know or do next: the one wording of runstate."""
+    return run_state(run).state(newest=run.path == newest_applied)
 
 
 def changed_files(ops: List[Any]) -> Set[str]:
@@ -77,11 +68,12 @@ def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, An
     return {
         "run_dir": safe_str(run.path), "kind": run.begin.get("kind", run_kind(run.path)), "started": run.begin.get("ts"),
         "changes": run.begin.get("changes"), "status": run.status, "state": _state(run, newest_applied),
+        "newest": run.path == newest_applied,
         "applied": run.applied and run.complete,
         "threads": len(threads), "files": len(files),
         **{k: counts.get(k, 0) for k in LISTED}, "other_changes": {k: v for k, v in counts.items() if k not in LISTED},
         "providers": dict(providers), "manifest": run.manifest,
-        "left_alone": list(run.left), "left_deleted": list(run.deleted),
+        "state_key": run_state(run).key, "left_alone": list(run.left), "left_deleted": list(run.deleted),
         "restores": [dict(r) for r in run.restores],
         "size_bytes": folder_size(run.path),
     }
@@ -106,7 +98,8 @@ def list_details(home: CodexHome) -> List[Dict[str, Any]]:
             out.append(run_details(r, newest))
         else:
             out.append({"run_dir": safe_str(r[0]), "kind": "?", "started": None, "status": f"unreadable ({r[1]})",
-                        "state": "unreadable", "applied": False, "size_bytes": folder_size(r[0])})
+                        "state": "unreadable", "state_key": "unreadable", "applied": False, "newest": False,
+                        "size_bytes": folder_size(r[0])})
     return out
 
 
@@ -115,11 +108,10 @@ def prune_candidates(details: List[Dict[str, Any]], include_newest: bool) -> Lis
     applied run (which stays unless asked for); never an incomplete run (rollback still needs it)."""
     out = []
     for d in details:
-        if d["state"] in ("rolled back", "failed (undone itself)", "stopped before any change (nothing to undo)"):
+        key = d.get("state_key")
+        if key in PRUNABLE or (key == APPLIED and (include_newest or not d.get("newest"))):
             out.append(d)
-        elif d["state"] == "applied" or (d["state"].startswith("applied (newest") and include_newest):
-            out.append(d)
-        elif d["state"].startswith("partly rolled back") and include_newest:  # never without --force
+        elif key == PARTLY and include_newest:  # never without --force
             out.append(d)
     return out
 
@@ -152,6 +144,6 @@ def older_runs(home: CodexHome, this_run: Optional[str] = None) -> List[str]:
     for d in details:
         if str(d.get("run_dir")) == str(this_run or ""):
             continue
-        if d.get("applied") or str(d.get("state", "")).startswith("applied"):
+        if d.get("applied") or d.get("state_key") == APPLIED:
             out.append(f"{d.get('kind', '?')}, {d.get('started') or '?'}")
     return out

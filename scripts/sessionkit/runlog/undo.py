@@ -15,9 +15,11 @@ from sessionkit import UserError
 from sessionkit.runlog.artifacts import backup_into, list_runs
 from sessionkit.codexfiles.faults import point
 from sessionkit.codexfiles.home import CodexHome
+from sessionkit.runlog.commits import reached
 from sessionkit.runlog.journal import Journal, read_records
 from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, group_of
 from sessionkit.runlog.registry import op_from_record
+from sessionkit.runlog.runstate import run_state
 from sessionkit.runlog.scope import allowed_roots, home_dbs, op_problem, path_allowed
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly, transaction
@@ -25,7 +27,8 @@ from sessionkit.runlog.lockbatch import run_batches, split_batches
 from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.writerlock import LOCK_DIR, locks_per_batch, remove_stale_locks, remove_unused_lock_dir
 
-RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore")
+RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore",
+               "abort")
 
 
 @dataclass
@@ -50,15 +53,8 @@ class Run:
 
     @property
     def status(self) -> str:
-        if not self.began:
-            return "stopped before any change"
-        if self.undone == "partial":
-            return f"partly rolled back ({len(self.left)} left alone)"
-        if self.undone == "failure":
-            return "failed, undone"
-        if self.undone:
-            return "rolled back"
-        return "complete" if self.complete else "incomplete (killed?)"
+        """Its state in words (runstate: decided once, the same words in --list, results and summaries)."""
+        return run_state(self).status
 
     @property
     def applied(self) -> bool:
@@ -126,6 +122,7 @@ def read_run(run_dir: Path) -> Run:
             batches = [b["n"], b["of"]]
         elif op not in RUN_RECORDS:
             ops.append(op_from_record(rec))
+    ops = reached(recs, ops, RUN_RECORDS)  # never the DB ops whose transaction did not commit
     return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups, left, deleted, restores)
 
 

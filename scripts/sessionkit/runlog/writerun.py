@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from sessionkit.runlog.artifacts import backup_into, new_run_dir, private_file, 
 from sessionkit.ui.commands import home_command
 from sessionkit.codexfiles.faults import point
 from sessionkit.codexfiles.home import CodexHome
+from sessionkit.runlog.commits import COMMIT_FIRST
 from sessionkit.runlog.journal import Journal, begin_record
 from sessionkit.codexfiles.locks import scan_activity
 from sessionkit.runlog.ops import NOOP, Op, check_op_columns, group_of
@@ -21,7 +23,7 @@ from sessionkit.runlog.scope import allowed_roots, forget_resolved, home_dbs, op
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.ui.progress import Progress
 from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running
-from sessionkit.codexfiles.statedb import transaction
+from sessionkit.codexfiles.statedb import open_readwrite
 from sessionkit.runlog.lockbatch import locks_beside_home_lock, run_batches, split_batches
 from sessionkit.runlog.undo import apply_undo, plan_undo
 from sessionkit.codexfiles.writerlock import LOCK_DIR
@@ -80,7 +82,7 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
         journal = Journal(run.journal_path)
         result = RunResult(run.path, run.journal_path, run.path / f"{kind}_{run.stamp}.csv", {})
         try:
-            journal.write(begin_record(kind, home.root, roots, sorted(dbs), len(ops)))
+            journal.write({**begin_record(kind, home.root, roots, sorted(dbs), len(ops)), COMMIT_FIRST: True})
             journal.write(lock_record(home.root, runnable))
             batches = split_batches(todo, group_of(todo), per_batch)  # a fork in its parent's batch
             applier = _Batches(kind, journal, result, batches, bad_threads, skipped, progress,
@@ -88,10 +90,9 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             run_batches(home.root, batches, _thread_of, applier.batch, progress)
             result.skipped = skipped + sorted(bad_threads.items())
             journal.write({"op": "end", "status": "complete"})  # locks released: a kill now leaves the finished run
+            # (an error or Ctrl-C before this returns still undoes it: the caller has reported nothing yet)
         except BaseException as exc:  # noqa: B902 - Ctrl-C too: put back what was done
-            journal.close()
-            if journal.ended:  # finished before the fault: nothing to undo
-                raise
+            journal.close()  # after the end record too: a run not yet reported is undone, never left said as failed
             raise _undo_after_failure(home, run.path, exc) from None
         journal.close()
     return result
@@ -164,15 +165,81 @@ class _Batches:
                 continue
             for start in range(0, len(mine), BATCH):
                 self.journal.write_batch(o.to_record() for o in mine[start:start + BATCH])
-            n = 0
-            with transaction(Path(db)) as conn:
-                check_op_columns(conn, mine)
-                for o in mine:
-                    n += o.apply_db(conn)
-                    self.result.applied[o.KIND] += 1
-                point("commit")
+            n = commit_rows(self.journal, db, mine)
+            self.result.applied.update(o.KIND for o in mine)
             self.result.rows[db] = self.result.rows.get(db, 0) + n
-            self.journal.write({"op": "commit", "db": db, "rows": n})
+
+
+def commit_rows(journal: Journal, db: str, mine: List[Op]) -> int:
+    """One transaction applying `mine` (their records already on disk). The `commit` record is
+    written inside it, before COMMIT, and an `abort` record when it did not commit: op records
+    followed by neither never reached the DB (COMMIT_FIRST), so an undo never undoes them."""
+    conn = open_readwrite(Path(db))
+    committed = False
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        check_op_columns(conn, mine)
+        n = 0
+        for o in mine:
+            n += o.apply_db(conn)
+        point("commit")
+        journal.write({"op": "commit", "db": db, "rows": n})
+        with CtrlCHeld():  # COMMIT and knowing it are one step: a Ctrl-C waits until both are done
+            conn.execute("COMMIT")
+            committed = True
+        return n
+    except BaseException as exc:  # noqa: B902 - Ctrl-C too: the transaction is rolled back, and said so
+        if not committed:
+            _roll_back(conn)
+            _abort_record(journal, db)
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise UserError(f"{db}: {exc}") from None
+        raise
+    finally:
+        conn.close()
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # closing the connection rolls back what is left
+
+
+def _abort_record(journal: Journal, db: str) -> None:
+    """`abort`: this DB's transaction did not commit. Unwritten (a full disk), the run's `commit`
+    record (if on disk) has each op judged by its state instead, as a kill at COMMIT does."""
+    try:
+        journal.write({"op": "abort", "db": db})
+    except (OSError, ValueError):
+        pass
+
+
+class CtrlCHeld:
+    """SIGINT noted, not raised, inside the block; raised as KeyboardInterrupt when it ends well
+    (or, with reraise=False, left in `got` for the caller to raise where it can clean up)."""
+
+    def __init__(self, reraise: bool = True) -> None:
+        self.reraise = reraise
+        self.got = False
+
+    def __enter__(self) -> "CtrlCHeld":
+        self.got = False
+        try:
+            self.old: object = signal.signal(signal.SIGINT, self._note)
+        except ValueError:  # not the main thread: no handler of ours runs there anyway
+            self.old = None
+        return self
+
+    def _note(self, _sig: int, _frame: object) -> None:
+        self.got = True
+
+    def __exit__(self, typ: object, *_rest: object) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)  # type: ignore[arg-type]
+        if self.got and typ is None and self.reraise:
+            raise KeyboardInterrupt
 
 
 def lock_record(home_root: Path, ops: Sequence[Op]) -> Dict[str, object]:
