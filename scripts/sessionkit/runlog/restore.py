@@ -17,7 +17,7 @@ from sessionkit.codexfiles.home import CodexHome
 from sessionkit.runlog.journal import Journal
 from sessionkit.runlog.ops import NEW, VOLATILE, Op, RowRef
 from sessionkit.codexfiles.paths import safe_str
-from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.codexfiles.statedb import open_readonly, open_readwrite
 from sessionkit.runlog.undo import Run, read_run
 
 RESTORE_TAG = "pre_restore"
@@ -211,7 +211,7 @@ def restore_db(home: CodexHome, check: RestoreCheck, force: bool) -> Dict[str, A
         finally:
             j.close()
     src = open_readonly(check.backup)
-    dst = sqlite3.connect(check.db, timeout=5.0)
+    dst = open_readwrite(Path(check.db))  # never through a hard link (checked before, guarded here)
     try:
         src.backup(dst)
     finally:

@@ -12,6 +12,10 @@ from sessionkit.ui.commands import rerun_command
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.locks import CodexActivity, refusal
+from sessionkit.codexfiles.history_offsets import history_db_path
+from sessionkit.codexfiles.paths import is_inside, safe_str
+from sessionkit.codexfiles.statedb import DB_COMPANIONS, shared_inode
+from sessionkit.runlog.scope import allowed_roots, path_allowed
 
 
 def refuse_if_running(activity: CodexActivity, force: bool) -> None:
@@ -26,8 +30,44 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+def db_names(home: CodexHome) -> List[Path]:
+    """Every DB a writer of this home may write, as the home names them (symlinks not resolved):
+    each state DB (the desktop's `sqlite/` one too) and the thread_history, goals and queue DBs beside it."""
+    out: List[Path] = []
+    for d in [home.state_db, *home.other_dbs]:
+        out += [d.path, history_db_path(d.path), d.path.parent / "goals_1.sqlite", d.path.parent / "queue_1.sqlite"]
+    return list(dict.fromkeys(out))
+
+
+def db_write_problem(home: CodexHome, db: Path) -> Optional[str]:
+    """Why no script may write this DB, or None: it (or its -wal/-shm/-journal) has a second hard
+    link, or it is a symlink leading out of the Codex home and its state-DB folder."""
+    roots = allowed_roots(home)
+    if not path_allowed(str(db), roots):
+        return None  # a DB in a folder no run writes (another home's sqlite_home): op_problem refuses its ops
+    for name in (str(db) + s for s in DB_COMPANIONS):
+        real = os.path.realpath(name)
+        if os.path.islink(name) and not any(is_inside(real, r) for r in roots):
+            return (f"refusing: {safe_str(name)} leads outside the Codex home and its state-DB folder (to "
+                    f"{safe_str(real)}): writing it would change a file out there. Nothing was changed; "
+                    f"make it a plain file in its folder (or pass --sqlite-home with the folder it is in) "
+                    f"and run again")
+    return shared_inode(db)
+
+
+def check_dbs(home: CodexHome, extra: Optional[List[Path]] = None) -> None:
+    """Before any change: no DB of this home (nor `extra`) may be written through a hard link or a
+    symlink out of the home; the whole run is refused, since a thread's file and row go together."""
+    for db in dict.fromkeys([*db_names(home), *(extra or [])]):
+        why = db_write_problem(home, db) if os.path.lexists(str(db)) else None
+        if why:
+            raise UserError(why)
+
+
 def check_writable(home: CodexHome, extra: Optional[List[Path]] = None) -> None:
-    """Before any backup: can we write the DB folder, the rollout folders and the artifacts folder?"""
+    """Before any backup: can we write the DB folder, the rollout folders and the artifacts folder,
+    and write each DB without changing a file elsewhere (check_dbs)?"""
+    check_dbs(home, extra)
     targets = [home.state_db.path.parent, home.state_db.path, home.sessions_dir, home.archived_dir,
                home.artifacts_dir] + list(extra or [])
     blocked = []
@@ -49,7 +89,6 @@ def check_folders_inside(home: CodexHome, *folders: Path) -> None:
     """Every folder a write goes through (`.tmp`, `.tmp/session-migration/`, a run folder) lies in
     the Codex home: the nearest existing part of each resolves inside it; a run folder resolves
     inside the artifacts folder. Refused (nothing written) when a symlink leads out."""
-    from sessionkit.codexfiles.paths import is_inside, safe_str
     root = os.path.realpath(str(home.root))
     art = home.artifacts_dir
     for folder in (art.parent, art, *folders):
