@@ -20,7 +20,7 @@ from sessionkit.ui.labels import names_from_db, shown  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.commands import home_command  # noqa: E402
-from sessionkit.runlog.runs import list_details, older_runs, prune, prune_candidates, readable_size  # noqa: E402
+from sessionkit.runlog.runs import list_details, older_runs, prune, prune_candidates, prune_verdict, readable_size  # noqa: E402
 from sessionkit import UserError  # noqa: E402
 from sessionkit.codexfiles.home import open_home  # noqa: E402
 from sessionkit.codexfiles.paths import safe_str  # noqa: E402
@@ -38,13 +38,13 @@ def parse_args(argv: Optional[List[str]]) -> Any:
         "List past runs of provider_migrate.py and session_repair.py, and undo one. "
         "Dry-run unless --apply."))
     add_home_args(p)
-    p.add_argument("--list", action="store_true",
-                   help="list recorded runs: what each changed, applied or rolled back, size on disk.")
-    p.add_argument("--prune", action="store_true",
-                   help="remove the artifacts of runs no longer needed: rolled back or failed ones and applied "
-                        "ones older than the newest applied run (dry-run unless --apply; --force includes "
-                        "the newest applied run too). Incomplete runs are always kept.")
-    which = p.add_mutually_exclusive_group()
+    which = p.add_mutually_exclusive_group()  # one mode per command: --prune --latest never prunes instead
+    which.add_argument("--list", action="store_true",
+                       help="list recorded runs: what each changed, applied or rolled back, size on disk.")
+    which.add_argument("--prune", action="store_true",
+                       help="remove the artifacts of runs no longer needed: rolled back or failed ones and applied "
+                            "ones older than the newest applied run (dry-run unless --apply; --force includes "
+                            "the newest applied run too). Incomplete runs are always kept.")
     which.add_argument("--latest", action="store_true", help="undo the most recent run.")
     which.add_argument("--manifest", metavar="PATH", type=existing_path_arg,
                        help="undo the run of this manifest CSV (or its run folder / journal).")
@@ -96,7 +96,8 @@ def render_runs(home: Any, runs: List[Dict[str, Any]]) -> str:
 def prune_runs(home: Any, args: Any) -> int:
     """--prune: show (or with --apply remove) the run folders no longer needed."""
     runs = list_details(home)
-    gone = prune_candidates(runs, include_newest=args.force)
+    why = prune_verdict(runs, include_newest=args.force)
+    gone = [d for d in runs if why.get(d["run_dir"]) is None]
     freed = prune(home, gone, include_newest=args.force) if args.apply and gone else 0
     if args.json:
         print_json({"codex_dir": str(home.root), "dry_run": not args.apply, "prune": gone, "freed_bytes": freed})
@@ -107,11 +108,11 @@ def prune_runs(home: Any, args: Any) -> int:
         note = " (its changes stay; it can no longer be undone)" if d["applied"] else ""
         emit(f"  {d['started'] or '?'}  {d['kind']}  {d['state']}{note}")
         emit(f"      {d['run_dir']}")
-    kept = [d for d in runs if d not in gone]
-    for d in kept:
-        why = "the newest applied run (--force removes it too)" if d["state"] == "applied (newest)" \
-            else "rollback.py still needs it" if d["state"].startswith("incomplete") else d["state"]
-        emit(f"  kept {d['started'] or '?'}  {d['kind']}: {why}")
+        for f in d.get("only_copies") or []:  # never removed unnamed
+            emit(f"      with the only copy of the DB as it was before a --restore-db: {f}")
+    for d in runs:
+        if why.get(d["run_dir"]) is not None:
+            emit(f"  kept {d['started'] or '?'}  {d['kind']}: {why[d['run_dir']]}")
     if gone and not args.apply:
         emit("remove them with:")
         emit("  " + home_command(home, "rollback.py", "--prune", *(["--force"] if args.force else []), "--apply"))
