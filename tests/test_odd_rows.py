@@ -2,6 +2,7 @@
 the plan and the apply skips that thread with its reason before any change; it never ends the run
 nor leaves a run 'partly rolled back' over a home that is as it was."""
 import json
+import os
 import sqlite3
 
 import pytest
@@ -66,3 +67,42 @@ def test_the_check_before_any_change_compares_as_the_compare_and_set_does(tmp_pa
     assert got == [("b", "its threads row holds archived=5 where the plan read archived=1 (a value Codex does "
                          "not write, or changed since the plan): left alone"),
                    ("d", "its threads row is gone since the plan: left alone")]  # 1.0 IS 1 in SQLite
+
+
+def test_a_run_stopped_in_its_db_transaction_that_undid_everything_is_failed_not_partial(tmp_path, monkeypatch):
+    """Codex changes a planned row after the check and before the commit (simulated at the first
+    file point): the compare-and-set fails, the transaction rolls back and is journaled
+    `uncommitted`, the run undoes its files and is 'failed (undone itself)': --latest passes over it."""
+    import provider_migrate
+    from sessionkit import UserError
+    from sessionkit.codexfiles import faults
+    hb = build_broken_home(tmp_path / ".codex")
+    assert run("session_repair.py", hb.root, "--remap-prefix", f"/home/olduser/.codex={hb.root}",
+               "--apply").returncode == 1  # an older run for --latest to reach
+    before = home_state(hb.root)
+    tid = tid_of(hb, "before the key switch 1")
+    hits = []
+
+    def codex_writes(label):
+        if label == "file" and not hits:
+            hits.append(label)
+            conn = sqlite3.connect(str(hb.root / "state_5.sqlite"))
+            conn.execute("UPDATE threads SET model_provider='elsewhere' WHERE id=?", (tid,))
+            conn.commit()
+            conn.close()
+    for k in [k for k in os.environ if k.startswith(("CODEX_", "SESSION_MIGRATION"))]:
+        monkeypatch.delenv(k)
+    faults.install(codex_writes)
+    try:
+        with pytest.raises(UserError, match="the home is as before"):
+            provider_migrate.main(["--codex-dir", str(hb.root), "--apply"])
+    finally:
+        faults.install(None)
+    assert hits == ["file"]
+    hb.sql("UPDATE threads SET model_provider='oldprov' WHERE id=?", (tid,))  # Codex's own change, put back
+    assert home_state(hb.root) == before
+    runs = listed(hb.root)
+    assert [(r["kind"], r["state"]) for r in runs] == [("session_repair", "applied (newest)"),
+                                                       ("provider_migration", "failed (undone itself)")]
+    latest = json.loads(run("rollback.py", hb.root, "--latest", "--json").stdout)
+    assert latest["run_dir"] == runs[0]["run_dir"]

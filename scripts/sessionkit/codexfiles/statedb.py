@@ -8,7 +8,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Iterable, Iterator, List, Optional
+from typing import Callable, Iterable, Iterator, List, Optional
 from urllib.parse import quote
 
 from sessionkit import UserError
@@ -252,20 +252,24 @@ def load_threads(db_path: Path) -> List[ThreadRow]:
 
 
 @contextmanager
-def transaction(db: Path) -> Iterator[sqlite3.Connection]:
-    """One write transaction (BEGIN IMMEDIATE .. COMMIT) on a DB; rolled back on any error."""
+def transaction(db: Path, rolled_back: Optional[Callable[[], None]] = None) -> Iterator[sqlite3.Connection]:
+    """One write transaction (BEGIN IMMEDIATE .. COMMIT) on a DB; rolled back on any error.
+    `rolled_back` is called once an error before COMMIT was rolled back, when nothing of the
+    transaction can have reached the DB (a failed COMMIT itself is left undecided)."""
     conn = open_readwrite(db)
+    committing = False
     try:
         conn.execute("BEGIN IMMEDIATE")
         yield conn
+        committing = True
         conn.execute("COMMIT")
-    except sqlite3.DatabaseError as exc:
+    except BaseException as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise UserError(f"{db}: {exc}") from None
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        if rolled_back is not None and not committing and not conn.in_transaction:
+            rolled_back()
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise UserError(f"{db}: {exc}") from None
         raise
     finally:
         conn.close()

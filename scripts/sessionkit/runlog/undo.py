@@ -25,7 +25,8 @@ from sessionkit.runlog.lockbatch import run_batches, split_batches
 from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.writerlock import LOCK_DIR, locks_per_batch, remove_stale_locks, remove_unused_lock_dir
 
-RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore")
+RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore",
+               "uncommitted")
 
 
 @dataclass
@@ -89,12 +90,19 @@ def read_run(run_dir: Path) -> Run:
     deleted: List[str] = []
     restores: List[Dict[str, Any]] = []
     batches: List[int] = []  # [n, of] of the last batch record
+    pending: Dict[str, List[Op]] = {}  # DB -> its op records since its last commit
     for rec in recs[1:]:
         op = rec["op"]
         if op == "begin":
             raise UserError(f"{journal}: a second begin record")
         if op == "end":
             complete = True
+        elif op in ("commit", "uncommitted"):  # uncommitted: that DB's op records since its last commit changed nothing
+            mine = pending.pop(str(rec.get("db")), [])
+            if op == "uncommitted":
+                from sessionkit.runlog.ops import strict
+                gone = {id(o) for o in mine if strict(rec, {"db": "str"}, {})}
+                ops = [o for o in ops if id(o) not in gone]
         elif op == "undone":  # the last one tells: an undo that left anything alone is partial
             conflicts = rec.get("conflicts", 0)
             left = [str(x) for x in rec.get("left", [])] if isinstance(rec.get("left"), list) else []
@@ -126,6 +134,8 @@ def read_run(run_dir: Path) -> Run:
             batches = [b["n"], b["of"]]
         elif op not in RUN_RECORDS:
             ops.append(op_from_record(rec))
+            if ops[-1].DB_OP:
+                pending.setdefault(str(ops[-1].db()), []).append(ops[-1])
     return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups, left, deleted, restores)
 
 

@@ -172,7 +172,7 @@ class _Batches:
             for start in range(0, len(mine), BATCH):
                 self.journal.write_batch(o.to_record() for o in mine[start:start + BATCH])
             n = 0
-            with transaction(Path(db)) as conn:
+            with transaction(Path(db), rolled_back=lambda: self.journal.write({"op": "uncommitted", "db": db})) as conn:
                 check_op_columns(conn, mine)
                 for o in mine:
                     n += o.apply_db(conn)
