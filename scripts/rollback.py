@@ -155,8 +155,12 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
                 if not k.endswith("_sample") and k != "later_runs_on_same_threads"]
         out += [f"  move back: {shown(m)}" for m in report["moves_sample"]]
     if result is None:
-        if plan.actions:
-            out.append("No changes applied (dry-run). Re-run with --apply.")
+        if plan.actions and report["later_runs_on_same_threads"]:
+            out.append("No changes applied (dry-run). Roll the later runs back first: "
+                       + home_command(home, "rollback.py", "--latest", "--apply"))
+        elif plan.actions:
+            out.append("No changes applied (dry-run). To undo it, run: "
+                       + home_command(home, "rollback.py", "--manifest", plan.run_dir, "--apply"))
         return "\n".join(out)
     left = len(plan.conflicts)
     outcome = Outcome(
@@ -182,20 +186,23 @@ def restore(home: Any, args: Any) -> int:
         refuse_if_running(scan_activity(home.root), args.force)
     check = check_restore(home, backup)
     result = None
-    if args.apply:
+    if args.apply and not check.same:
         check_writable(home, [Path(check.db)])
         check_folders_inside(home, *([check.run.path] if check.run is not None else []))
         with HomeLock(home):
             check = check_restore(home, backup)  # again, under the lock
-            result = restore_db(home, check, args.force)
+            result = restore_db(home, check, args.force) if not check.same else None
     report = {"codex_dir": str(home.root), "db": check.db, "backup": str(backup), "dry_run": not args.apply,
               "run_dir": str(check.run.path) if check.run is not None else None, "rows_restored_as_the_run_had_them":
               check.own, "lost": len(check.lost), "split": len(check.split), "lost_sample": check.lost[:args.sample],
-              "split_sample": check.split[:args.sample], "result": result}
+              "split_sample": check.split[:args.sample], "nothing_to_restore": check.same, "result": result}
     if args.json:
         print_json(report)
         return EXIT_CLEAN if check.clean or result else EXIT_FINDINGS
     emit("=== Restore a DB backup ===")
+    if check.same:  # nothing it would change: no command to run, no backup of an identical DB
+        emit(f"nothing to restore: every row of {safe_str(check.db)} is as in {safe_str(backup)}")
+        return EXIT_CLEAN
     emit(f"{'restored' if result else 'would restore'} {safe_str(check.db)} from {safe_str(backup)}"
           + ("" if result else " (after backing up the DB as it is)"))
     emit(f"rows that differ only as the run changed them: {check.own}")
@@ -209,8 +216,11 @@ def restore(home: Any, args: Any) -> int:
         emit(f"the DB as it was is saved at {safe_str(result['previous_db_saved_to'])}")
         return EXIT_CLEAN
     if not check.clean:
-        emit("refused without --force; undo the run instead (files and rows together): "
-              + home_command(home, "rollback.py", "--manifest", check.run.path if check.run else backup.parent))
+        if check.run is None or check.run.applied:  # never advise undoing a run already rolled back
+            emit("refused without --force; undo the run instead (files and rows together): "
+                  + home_command(home, "rollback.py", "--manifest", check.run.path if check.run else backup.parent))
+        else:
+            emit(f"refused without --force (the run {safe_str(check.run.path.name)} is already rolled back)")
         emit("or restore anyway: " + home_command(home, "rollback.py", "--restore-db", backup, "--force", "--apply"))
         return EXIT_FINDINGS
     emit("No changes applied (dry-run). Re-run with --apply: "
@@ -243,7 +253,7 @@ def until(home: Any, args: Any) -> int:
                     stopped = {**report, "undone": False}
                     break
                 done.append(report)
-    left = [safe_str(r.path) for r in runs][len(done) + (1 if stopped else 0):]
+    left = [safe_str(r.path) for r in runs][len(done) + (1 if stopped else 0):] if args.apply else []
     if args.json:
         print_json({"codex_dir": str(home.root), "dry_run": not args.apply,
                     "runs": [safe_str(r.path) for r in runs], "undone": done, "stopped_at": stopped,
@@ -263,8 +273,12 @@ def until(home: Any, args: Any) -> int:
                 emit(f"  left alone: {c}")
         for p in left:
             emit(f"  not reached: {p}")
+        again = home_command(home, "rollback.py", "--until", args.until, "--apply")
+        if stopped:
+            emit("to undo the rest of it and leave those items as they are, run: "
+                 + home_command(home, "rollback.py", "--manifest", stopped["run_dir"], "--apply"))
         if runs and not args.apply:
-            emit("No changes applied (dry-run); each run is checked, newest first, as it comes. Re-run with --apply.")
+            emit(f"No changes applied (dry-run); each run is checked, newest first, as it comes. To undo them, run: {again}")
     return EXIT_FINDINGS if stopped else EXIT_CLEAN
 
 
