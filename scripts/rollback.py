@@ -156,11 +156,11 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
         out += [f"  move back: {shown(m)}" for m in report["moves_sample"]]
     if result is None:
         if plan.actions and report["later_runs_on_same_threads"]:
-            out.append("No changes applied (dry-run). Roll the later runs back first: "
-                       + home_command(home, "rollback.py", "--latest", "--apply"))
+            out += ["No changes applied (dry-run). Roll the later runs back first:",
+                    "  " + home_command(home, "rollback.py", "--latest", "--apply")]
         elif plan.actions:
-            out.append("No changes applied (dry-run). To undo it, run: "
-                       + home_command(home, "rollback.py", "--manifest", plan.run_dir, "--apply"))
+            out += ["No changes applied (dry-run). To undo it, run:",
+                    "  " + home_command(home, "rollback.py", "--manifest", plan.run_dir, "--apply")]
         return "\n".join(out)
     left = len(plan.conflicts)
     outcome = Outcome(
@@ -275,10 +275,11 @@ def until(home: Any, args: Any) -> int:
             emit(f"  not reached: {p}")
         again = home_command(home, "rollback.py", "--until", args.until, "--apply")
         if stopped:
-            emit("to undo the rest of it and leave those items as they are, run: "
-                 + home_command(home, "rollback.py", "--manifest", stopped["run_dir"], "--apply"))
+            emit("to undo the rest of it and leave those items as they are, run:")
+            emit("  " + home_command(home, "rollback.py", "--manifest", stopped["run_dir"], "--apply"))
         if runs and not args.apply:
-            emit(f"No changes applied (dry-run); each run is checked, newest first, as it comes. To undo them, run: {again}")
+            emit("No changes applied (dry-run); each run is checked, newest first, as it comes. To undo them, run:")
+            emit(f"  {again}")
     return EXIT_FINDINGS if stopped else EXIT_CLEAN
 
 

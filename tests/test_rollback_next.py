@@ -3,7 +3,9 @@ was rolled back finds nothing to restore (no made-up split, no advice to undo a 
 --until's preview lists each run once; a stop and a preview name the command that goes on."""
 import json
 import os
+import shlex
 import sqlite3
+import subprocess
 
 from homebuilder import HomeBuilder, build_broken_home
 from test_migrate_rollback import run
@@ -49,9 +51,8 @@ def test_until_preview_lists_each_run_once_and_names_the_command(three_runs):  #
     lines = dry.stdout.splitlines()
     assert [ln.split()[-1] for ln in lines if "would undo" in ln] == runs[::-1]
     assert not [ln for ln in lines if "not reached" in ln]
-    assert lines[-1].startswith("No changes applied (dry-run); each run is checked, newest first, as it comes. "
-                                "To undo them, run: ")
-    assert lines[-1].endswith(f"rollback.py --codex-dir {hb.root} --until {runs[0]} --apply")
+    assert lines[-2] == "No changes applied (dry-run); each run is checked, newest first, as it comes. To undo them, run:"
+    assert lines[-1].startswith("  ") and lines[-1].endswith(f"rollback.py --codex-dir {hb.root} --until {runs[0]} --apply")
 
 
 def test_until_that_stops_names_the_command_that_goes_on(three_runs):  # noqa: F811
@@ -63,8 +64,8 @@ def test_until_that_stops_names_the_command_that_goes_on(three_runs):  # noqa: F
     proc = run("rollback.py", hb.root, "--until", runs[0], "--apply")
     assert proc.returncode == 1
     lines = proc.stdout.splitlines()
-    nxt = [ln for ln in lines if ln.startswith("to undo the rest of it and leave those items as they are, run: ")]
-    assert len(nxt) == 1 and nxt[0].endswith(f"rollback.py --codex-dir {hb.root} --manifest {runs[1]} --apply")
+    i = lines.index("to undo the rest of it and leave those items as they are, run:")
+    assert lines[i + 1].startswith("  ") and lines[i + 1].endswith(f"rollback.py --codex-dir {hb.root} --manifest {runs[1]} --apply")
 
 
 def test_latest_preview_names_the_command_that_undoes_it(tmp_path):
@@ -72,6 +73,10 @@ def test_latest_preview_names_the_command_that_undoes_it(tmp_path):
     hb.add(provider="oldco", preview="old")
     assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
     [r] = list_runs(hb.root)
-    last = run("rollback.py", hb.root, "--latest").stdout.splitlines()[-1]
-    assert last.startswith("No changes applied (dry-run). To undo it, run: ")
-    assert last.endswith(f"rollback.py --codex-dir {hb.root} --manifest {r['run_dir']} --apply")
+    lines = run("rollback.py", hb.root, "--latest").stdout.splitlines()
+    assert lines[-2] == "No changes applied (dry-run). To undo it, run:"
+    assert lines[-1].startswith("  ") and lines[-1].endswith(f"rollback.py --codex-dir {hb.root} --manifest {r['run_dir']} --apply")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    pasted = subprocess.run(shlex.split(lines[-1]), capture_output=True, text=True, env=env, check=False)
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    assert [x["state"] for x in list_runs(hb.root)] == ["rolled back"]
