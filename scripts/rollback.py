@@ -20,7 +20,7 @@ from sessionkit.ui.labels import names_from_db, shown  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.commands import home_command  # noqa: E402
-from sessionkit.runlog.runs import list_details, older_runs, prune, prune_candidates, readable_size  # noqa: E402
+from sessionkit.runlog.runs import list_details, older_runs, prune, prune_candidates, prune_verdict, readable_size  # noqa: E402
 from sessionkit import UserError  # noqa: E402
 from sessionkit.codexfiles.home import open_home  # noqa: E402
 from sessionkit.codexfiles.paths import safe_str  # noqa: E402
@@ -31,7 +31,7 @@ from sessionkit.codexfiles.statedb import settle_hot_journal  # noqa: E402
 from sessionkit.runlog.scope import home_dbs  # noqa: E402
 from sessionkit.runlog.restore import check_restore, restore_db  # noqa: E402
 from sessionkit.runlog.undo import Run, apply_undo, find_run, later_dependents, plan_undo, read_run, runs_until, summary  # noqa: E402
-from sessionkit.runlog.runstate import APPLIED, INCOMPLETE, run_state  # noqa: E402
+from sessionkit.runlog.runstate import APPLIED, run_state  # noqa: E402
 from sessionkit.runlog.artifacts import list_runs  # noqa: E402
 
 
@@ -40,13 +40,13 @@ def parse_args(argv: Optional[List[str]]) -> Any:
         "List past runs of provider_migrate.py and session_repair.py, and undo one. "
         "Dry-run unless --apply."))
     add_home_args(p)
-    p.add_argument("--list", action="store_true",
-                   help="list recorded runs: what each changed, applied or rolled back, size on disk.")
-    p.add_argument("--prune", action="store_true",
-                   help="remove the artifacts of runs no longer needed: rolled back or failed ones and applied "
-                        "ones older than the newest applied run (dry-run unless --apply; --force includes "
-                        "the newest applied run too). Incomplete runs are always kept.")
-    which = p.add_mutually_exclusive_group()
+    which = p.add_mutually_exclusive_group()  # one mode per command: --prune --latest never prunes instead
+    which.add_argument("--list", action="store_true",
+                       help="list recorded runs: what each changed, applied or rolled back, size on disk.")
+    which.add_argument("--prune", action="store_true",
+                       help="remove the artifacts of runs no longer needed: rolled back or failed ones and applied "
+                            "ones older than the newest applied run (dry-run unless --apply; --force includes "
+                            "the newest applied run too). Incomplete runs are always kept.")
     which.add_argument("--latest", action="store_true", help="undo the most recent run.")
     which.add_argument("--manifest", metavar="PATH", type=existing_path_arg,
                        help="undo the run of this manifest CSV (or its run folder / journal).")
@@ -98,7 +98,8 @@ def render_runs(home: Any, runs: List[Dict[str, Any]]) -> str:
 def prune_runs(home: Any, args: Any) -> int:
     """--prune: show (or with --apply remove) the run folders no longer needed."""
     runs = list_details(home)
-    gone = prune_candidates(runs, include_newest=args.force)
+    why = prune_verdict(runs, include_newest=args.force)
+    gone = [d for d in runs if why.get(d["run_dir"]) is None]
     freed = prune(home, gone, include_newest=args.force) if args.apply and gone else 0
     if args.json:
         print_json({"codex_dir": str(home.root), "dry_run": not args.apply, "prune": gone, "freed_bytes": freed})
@@ -109,11 +110,11 @@ def prune_runs(home: Any, args: Any) -> int:
         note = " (its changes stay; it can no longer be undone)" if d["applied"] else ""
         emit(f"  {d['started'] or '?'}  {d['kind']}  {d['state']}{note}")
         emit(f"      {d['run_dir']}")
-    kept = [d for d in runs if d not in gone]
-    for d in kept:
-        why = "the newest applied run (--force removes it too)" if d["state_key"] == APPLIED and d["newest"] \
-            else "rollback.py still needs it" if d["state_key"] == INCOMPLETE else d["state"]
-        emit(f"  kept {d['started'] or '?'}  {d['kind']}: {why}")
+        for f in d.get("only_copies") or []:  # never removed unnamed
+            emit(f"      with the only copy of the DB as it was before a --restore-db: {f}")
+    for d in runs:
+        if why.get(d["run_dir"]) is not None:
+            emit(f"  kept {d['started'] or '?'}  {d['kind']}: {why[d['run_dir']]}")
     if gone and not args.apply:
         emit("remove them with:")
         emit("  " + home_command(home, "rollback.py", "--prune", *(["--force"] if args.force else []), "--apply"))
@@ -157,8 +158,12 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
                 if not k.endswith("_sample") and k != "later_runs_on_same_threads"]
         out += [f"  move back: {shown(m)}" for m in report["moves_sample"]]
     if result is None:
-        if plan.actions:
-            out.append("No changes applied (dry-run). Re-run with --apply.")
+        if plan.actions and report["later_runs_on_same_threads"]:
+            out += ["No changes applied (dry-run). Roll the later runs back first:",
+                    "  " + home_command(home, "rollback.py", "--latest", "--apply")]
+        elif plan.actions:
+            out += ["No changes applied (dry-run). To undo it, run:",
+                    "  " + home_command(home, "rollback.py", "--manifest", plan.run_dir, "--apply")]
         return "\n".join(out)
     left = len(plan.conflicts)
     outcome = Outcome(
@@ -185,20 +190,23 @@ def restore(home: Any, args: Any) -> int:
         refuse_if_running(scan_activity(home.root), args.force)
     check = check_restore(home, backup)
     result = None
-    if args.apply:
+    if args.apply and not check.same:
         check_writable(home, [Path(check.db)])
         check_folders_inside(home, *([check.run.path] if check.run is not None else []))
         with HomeLock(home):
             check = check_restore(home, backup)  # again, under the lock
-            result = restore_db(home, check, args.force)
+            result = restore_db(home, check, args.force) if not check.same else None
     report = {"codex_dir": str(home.root), "db": check.db, "backup": str(backup), "dry_run": not args.apply,
               "run_dir": str(check.run.path) if check.run is not None else None, "rows_restored_as_the_run_had_them":
               check.own, "lost": len(check.lost), "split": len(check.split), "lost_sample": check.lost[:args.sample],
-              "split_sample": check.split[:args.sample], "result": result}
+              "split_sample": check.split[:args.sample], "nothing_to_restore": check.same, "result": result}
     if args.json:
         print_json(report)
         return EXIT_CLEAN if check.clean or result else EXIT_FINDINGS
     emit("=== Restore a DB backup ===")
+    if check.same:  # nothing it would change: no command to run, no backup of an identical DB
+        emit(f"nothing to restore: every row of {safe_str(check.db)} is as in {safe_str(backup)}")
+        return EXIT_CLEAN
     emit(f"{'restored' if result else 'would restore'} {safe_str(check.db)} from {safe_str(backup)}"
           + ("" if result else " (after backing up the DB as it is)"))
     emit(f"rows that differ only as the run changed them: {check.own}")
@@ -212,8 +220,11 @@ def restore(home: Any, args: Any) -> int:
         emit(f"the DB as it was is saved at {safe_str(result['previous_db_saved_to'])}")
         return EXIT_CLEAN
     if not check.clean:
-        emit("refused without --force; undo the run instead (files and rows together): "
-              + home_command(home, "rollback.py", "--manifest", check.run.path if check.run else backup.parent))
+        if check.run is None or check.run.applied:  # never advise undoing a run already rolled back
+            emit("refused without --force; undo the run instead (files and rows together): "
+                  + home_command(home, "rollback.py", "--manifest", check.run.path if check.run else backup.parent))
+        else:
+            emit(f"refused without --force (the run {safe_str(check.run.path.name)} is already rolled back)")
         emit("or restore anyway: " + home_command(home, "rollback.py", "--restore-db", backup, "--force", "--apply"))
         return EXIT_FINDINGS
     emit("No changes applied (dry-run). Re-run with --apply: "
@@ -263,7 +274,7 @@ def until(home: Any, args: Any) -> int:
                     stopped = {**report, "undone": False}
                     break
                 done.append(report)
-    left = [safe_str(r.path) for r in runs][len(done) + (1 if stopped else 0):]
+    left = [safe_str(r.path) for r in runs][len(done) + (1 if stopped else 0):] if args.apply else []
     if args.json:
         print_json({"codex_dir": str(home.root), "dry_run": not args.apply,
                     "runs": [safe_str(r.path) for r in runs], "undone": done, "stopped_at": stopped,
@@ -283,8 +294,13 @@ def until(home: Any, args: Any) -> int:
                 emit(f"  left alone: {c}")
         for p in left:
             emit(f"  not reached: {p}")
+        again = home_command(home, "rollback.py", "--until", args.until, "--apply")
+        if stopped:
+            emit("to undo the rest of it and leave those items as they are, run:")
+            emit("  " + home_command(home, "rollback.py", "--manifest", stopped["run_dir"], "--apply"))
         if runs and not args.apply:
-            emit("No changes applied (dry-run); each run is checked, newest first, as it comes. Re-run with --apply.")
+            emit("No changes applied (dry-run); each run is checked, newest first, as it comes. To undo them, run:")
+            emit(f"  {again}")
     return EXIT_FINDINGS if stopped else EXIT_CLEAN
 
 

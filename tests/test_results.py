@@ -71,7 +71,9 @@ def test_the_rollback_says_what_it_put_back_by_name_not_its_counters(tmp_path):
     assert preview[0] == "=== Rollback ==="
     assert preview[1].startswith("Would undo the provider migration run provider_migration_")
     assert '  "before the key switch 0", 2025-03-01 10:05, /work/other' in preview
-    assert preview[-1] == "No changes applied (dry-run). Re-run with --apply."
+    run_dir = sorted(p for p in (hb.root / ".tmp" / "session-migration").iterdir() if p.is_dir())[0]
+    assert preview[-2] == "No changes applied (dry-run). To undo it, run:"  # and the next command
+    assert preview[-1].startswith("  ") and preview[-1].endswith(f"rollback.py --codex-dir {hb.root} --manifest {run_dir} --apply")
     done = script("rollback.py", hb.root, "--latest", "--apply")
     assert done.returncode == 0, done.stderr
     out = done.stdout.splitlines()

@@ -151,8 +151,32 @@ def unbindable(values: Iterable[object]) -> Optional[str]:
     return None
 
 
+DB_COMPANIONS = ("", "-wal", "-shm", "-journal")  # the files SQLite writes for one DB
+
+
+def shared_inode(path: Path) -> Optional[str]:
+    """Why writing this DB would change data somewhere else too, or None: the DB or its `-wal`,
+    `-shm` or `-journal` has a second hard link (a home copied with `cp -al` or rsnapshot)."""
+    real = os.path.realpath(str(path))  # SQLite writes the DB a symlink leads to, its companions beside it
+    for name in dict.fromkeys(base + suffix for suffix in DB_COMPANIONS for base in (str(path), real)):
+        try:
+            st = os.stat(name)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+            return (f"refusing: {safe_str(name)} has {st.st_nlink} hard links (a copy made with cp -al or "
+                    f"rsnapshot?): writing it would change the other copies too. Nothing was changed; with "
+                    f"Codex closed, give each file of that DB its own copy (copy it, then move the copy over it) "
+                    f"and run again")
+    return None
+
+
 def open_readwrite(path: Path) -> sqlite3.Connection:
-    """A writer connection with explicit transactions and Codex's busy timeout."""
+    """A writer connection with explicit transactions and Codex's busy timeout; never one through a
+    shared inode (the callers check before any change; this is the last guard)."""
+    shared = shared_inode(path)
+    if shared:
+        raise UserError(shared)
     try:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute("PRAGMA busy_timeout = %d" % int(BUSY_TIMEOUT_S * 1000))
@@ -235,13 +259,11 @@ def transaction(db: Path) -> Iterator[sqlite3.Connection]:
         conn.execute("BEGIN IMMEDIATE")
         yield conn
         conn.execute("COMMIT")
-    except sqlite3.DatabaseError as exc:
+    except BaseException as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise UserError(f"{db}: {exc}") from None
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise UserError(f"{db}: {exc}") from None
         raise
     finally:
         conn.close()

@@ -17,7 +17,7 @@ from sessionkit.codexfiles.home import CodexHome
 from sessionkit.runlog.journal import Journal
 from sessionkit.runlog.ops import NEW, VOLATILE, Op, RowRef
 from sessionkit.codexfiles.paths import safe_str
-from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.codexfiles.statedb import open_readonly, open_readwrite
 from sessionkit.runlog.undo import Run, read_run
 
 RESTORE_TAG = "pre_restore"
@@ -36,6 +36,11 @@ class RestoreCheck:
     @property
     def clean(self) -> bool:
         return not self.lost and not self.split
+
+    @property
+    def same(self) -> bool:
+        """Every row of the DB is already as in the backup: a restore would change nothing."""
+        return self.clean and not self.own
 
 
 def owner(home: CodexHome, backup: Path) -> Tuple[str, Optional[Run]]:
@@ -102,7 +107,7 @@ def check_restore(home: CodexHome, backup: Path) -> RestoreCheck:
         for table in sorted(_tables(cur) | _tables(bak)):
             _compare(check, table, cur, bak, ours)
         if run is not None:
-            _files(check, run, bak)
+            _files(check, run, bak, cur)
     except sqlite3.DatabaseError as exc:
         raise UserError(f"cannot compare {safe_str(backup)} with {safe_str(db)} ({exc}); nothing was changed") from None
     finally:
@@ -162,8 +167,9 @@ def _compare(check: RestoreCheck, table: str, cur: sqlite3.Connection, bak: sqli
             check.lost.append(f"{_describe(table, key, k)}: deleted since the backup (it would come back)")
 
 
-def _files(check: RestoreCheck, run: Run, bak: sqlite3.Connection) -> None:
-    """The run's file changes stay: a row put back beside a file the run moved or rewrote is split."""
+def _files(check: RestoreCheck, run: Run, bak: sqlite3.Connection, cur: sqlite3.Connection) -> None:
+    """The run's file changes stay: a row put back beside a file the run moved or rewrote is split.
+    A row the DB already holds as the backup does (a run rolled back) is no split the restore makes."""
     for o in run.ops:
         if o.DB_OP or not o.files():
             continue
@@ -178,9 +184,11 @@ def _files(check: RestoreCheck, run: Run, bak: sqlite3.Connection) -> None:
         cols = [r[1] for r in bak.execute('PRAGMA table_info("threads")')]
         if "rollout_path" in cols and "id" in cols:
             ids = {s.split(":")[0] for s in check.split}
+            mine = {o.thread_id for o in run.ops if o.thread_id}
+            now = dict(cur.execute("SELECT id, rollout_path FROM threads")) if "threads" in _tables(cur) else {}
             for tid, path in bak.execute("SELECT id, rollout_path FROM threads"):
                 if isinstance(path, str) and path and not os.path.lexists(path) and str(tid) not in ids \
-                        and any(o.thread_id == tid for o in run.ops):
+                        and tid in mine and now.get(tid) != path:
                     check.split.append(f"{safe_str(str(tid))}: its row would point at {safe_str(path)}, "
                                        "which is not there")
 
@@ -211,7 +219,7 @@ def restore_db(home: CodexHome, check: RestoreCheck, force: bool) -> Dict[str, A
         finally:
             j.close()
     src = open_readonly(check.backup)
-    dst = sqlite3.connect(check.db, timeout=5.0)
+    dst = open_readwrite(Path(check.db))  # never through a hard link (checked before, guarded here)
     try:
         src.backup(dst)
     finally:

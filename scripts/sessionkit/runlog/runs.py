@@ -12,7 +12,8 @@ from sessionkit.runlog.artifacts import list_runs
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.codexfiles.paths import is_inside, safe_str
 from sessionkit.runlog.safety import HomeLock, check_folders_inside
-from sessionkit.runlog.runstate import APPLIED, PARTLY, PRUNABLE, run_state
+from sessionkit.runlog.runstate import APPLIED, run_state
+from sessionkit.runlog.restore import RESTORE_TAG
 from sessionkit.runlog.undo import Run, read_run, run_kind
 
 
@@ -76,7 +77,25 @@ def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, An
         "state_key": run_state(run).key, "left_alone": list(run.left), "left_deleted": list(run.deleted),
         "restores": [dict(r) for r in run.restores],
         "size_bytes": folder_size(run.path),
+        "began": run.began, "complete": run.complete, "undone": run.undone, "newest": run.path == newest_applied,
+        "only_copies": only_copies(run), "needed_by": [],
     }
+
+
+def only_copies(run: Run) -> List[str]:
+    """Files in a run folder that are the only copy of something: the DB as it was before each
+    `--restore-db` (what that restore replaced, kept nowhere else)."""
+    saved = {os.path.realpath(str(r.get("saved", ""))) for r in run.restores}
+    try:
+        names = sorted(os.listdir(str(run.path)))
+    except OSError:
+        names = []
+    out = []
+    for name in names:
+        path = os.path.join(str(run.path), name)
+        if (f".{RESTORE_TAG}_" in name or os.path.realpath(path) in saved) and os.path.isfile(path):
+            out.append(safe_str(path))
+    return out
 
 
 LISTED = ("moves", "line1_rewrites", "row_updates", "row_inserts")  # always shown, 0 included
@@ -92,10 +111,11 @@ def list_details(home: CodexHome) -> List[Dict[str, Any]]:
             runs.append((path, str(exc)))
     applied = [r.path for r in runs if isinstance(r, Run) and r.applied and r.complete]
     newest = applied[-1] if applied else None
+    needed = needed_by([r for r in runs if isinstance(r, Run)])
     out = []
     for r in runs:
         if isinstance(r, Run):
-            out.append(run_details(r, newest))
+            out.append({**run_details(r, newest), "needed_by": needed.get(r.path, [])})
         else:
             out.append({"run_dir": safe_str(r[0]), "kind": "?", "started": None, "status": f"unreadable ({r[1]})",
                         "state": "unreadable", "state_key": "unreadable", "applied": False, "newest": False,
@@ -103,17 +123,62 @@ def list_details(home: CodexHome) -> List[Dict[str, Any]]:
     return out
 
 
+def needed_by(runs: List[Run]) -> Dict[Path, List[str]]:
+    """Per run, the later runs still applied that changed a thread (or file) it changed: undoing
+    those leads back to this one (a migration after the decompression it made first), so this run
+    goes only with them."""
+    out: Dict[Path, List[str]] = {}
+    touched = [r.touches() if r.applied else set() for r in runs]
+    for i, r in enumerate(runs):
+        if not r.applied:
+            continue  # a run already undone leaves nothing a later undo leads back to
+        mine = r.touches()
+        out[r.path] = [safe_str(later.path) for later, theirs in zip(runs[i + 1:], touched[i + 1:]) if mine & theirs]
+    return out
+
+
+def keep_reason(d: Dict[str, Any], include_newest: bool) -> Optional[str]:
+    """Why --prune keeps this run on its own account (None: it may go): an incomplete or unreadable
+    run always; the newest applied run, a partly rolled back one and one that holds the only copy
+    of something unless forced."""
+    if d.get("began") is None:
+        return "its journal cannot be read: kept as it is"
+    if not d["began"] or d["undone"] in ("rollback", "failure"):
+        pass
+    elif d["undone"] == "partial":
+        if not include_newest:
+            return "partly rolled back: rollback.py still needs it (--force removes it too)"
+    elif not d["complete"]:
+        return "incomplete: rollback.py still needs it"
+    elif d.get("newest") and not include_newest:
+        return "the newest applied run (--force removes it too)"
+    if d.get("only_copies") and not include_newest:
+        return (f"it holds the only copy of the DB as it was before a --restore-db "
+                f"({', '.join(d['only_copies'])}; --force removes it too)")
+    return None
+
+
 def prune_candidates(details: List[Dict[str, Any]], include_newest: bool) -> List[Dict[str, Any]]:
     """Runs whose artifacts may go: rolled back, failed, stopped before any change, and applied ones older than the newest
-    applied run (which stays unless asked for); never an incomplete run (rollback still needs it)."""
-    out = []
-    for d in details:
-        key = d.get("state_key")
-        if key in PRUNABLE or (key == APPLIED and (include_newest or not d.get("newest"))):
-            out.append(d)
-        elif key == PARTLY and include_newest:  # never without --force
-            out.append(d)
-    return out
+    applied run (which stays unless asked for); never an incomplete run (rollback still needs it), never
+    one a run that stays builds on, never the only copy of something without --force."""
+    why = prune_verdict(details, include_newest)
+    return [d for d in details if why.get(d["run_dir"]) is None]
+
+
+def prune_verdict(details: List[Dict[str, Any]], include_newest: bool) -> Dict[str, Optional[str]]:
+    """Per run folder, why --prune keeps it, or None when it goes."""
+    why = {d["run_dir"]: keep_reason(d, include_newest) for d in details}
+    changed = True
+    while changed:  # a run stays while a later run that builds on it stays
+        changed = False
+        for d in details:
+            if why[d["run_dir"]] is None:
+                stays = [n for n in d.get("needed_by") or [] if why.get(n) is not None]
+                if stays:
+                    why[d["run_dir"]] = f"the later run {stays[0]} builds on it (roll that back first)"
+                    changed = True
+    return why
 
 
 def prune(home: CodexHome, runs: List[Dict[str, Any]], include_newest: bool = False) -> int:

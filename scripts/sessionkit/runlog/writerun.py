@@ -22,7 +22,7 @@ from sessionkit.runlog.ops import NOOP, Op, check_op_columns, group_of
 from sessionkit.runlog.scope import allowed_roots, forget_resolved, home_dbs, op_problem
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.ui.progress import Progress
-from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running
+from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running, rows_not_as_planned
 from sessionkit.codexfiles.statedb import open_readwrite
 from sessionkit.runlog.lockbatch import locks_beside_home_lock, run_batches, split_batches
 from sessionkit.runlog.undo import apply_undo, plan_undo
@@ -75,7 +75,14 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             bad_threads.setdefault(op.thread_id, why)
         else:
             skipped.append((safe_str(op.paths()[0] if op.paths() else op.db()), why))
-    todo = [o for o in runnable if not (o.thread_id and o.thread_id in bad_threads)]
+    drifted = {id(o): why for o, why in rows_not_as_planned(runnable)}  # skipped with its reason, never the end
+    for o in runnable:
+        if id(o) in drifted:
+            if o.thread_id:
+                bad_threads.setdefault(o.thread_id, drifted[id(o)])
+            else:
+                skipped.append((safe_str(o.subject()), drifted[id(o)]))
+    todo = [o for o in runnable if id(o) not in drifted and not (o.thread_id and o.thread_id in bad_threads)]
     per_batch = locks_beside_home_lock(len({o.thread_id for o in todo if o.thread_id}))
     with HomeLock(home):
         run = new_run_dir(home.artifacts_dir, kind)
