@@ -25,6 +25,7 @@ from sessionkit.codexfiles.paths import is_inside, open_regular, safe_str
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, parse_session_meta
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.codexfiles.thread_tables import CARRIED
 
 FORMAT = "codex-session-export"
 FORMAT_VERSION = 1
@@ -493,14 +494,9 @@ def _rule(db: str, table: str, cols: Sequence[str], keys: Dict[str, Set[str]]) -
     have = set(cols)
     if table == "_sqlx_migrations":
         return ("", set(), "")
-    if table == "threads" and "id" in have:
-        return ("id", keys["threads"], "")
-    if table == "thread_spawn_edges" and {"parent_thread_id", "child_thread_id"} <= have:
-        return ("child_thread_id", keys["threads"], "parent_thread_id")
-    if table == "projects" and "id" in have:
-        return ("id", keys["projects"], "")
-    if table == "thread_sections" and "id" in have:
-        return ("id", keys["sections"], "")
+    for carried_db, carried, column, ids in CARRIED:  # what an import carries, by the column it reads
+        if (carried_db, carried) == (db, table) and column in have:
+            return (column, keys[ids], "")
     if "thread_id" in have:
         return ("thread_id", keys["history"] if db == HISTORY_DB else keys["threads"], "")
     if "project_id" in have and table.startswith("project"):
