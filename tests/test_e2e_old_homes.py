@@ -23,7 +23,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from codex_client import CODEX_VERSION, OLD_VERSIONS, AppServer, CodexError, installed_version, run_exec
+from codex_client import (BLACKHOLE_PROXY, CODEX_VERSION, OLD_VERSIONS, AppServer, CodexError, codex_bin,
+                          installed_version, run_exec)
 from harness import REPO, CodexWorld, codex_available, run_script, snapshot
 from tui import tmux_available
 
@@ -395,6 +396,7 @@ def test_import_into_a_0130_home_that_0171_opened_brings_every_thread(homes):
     out = json.loads(ok(dw.script("session_import.py", *args), (0, 1)).stdout)
     assert (out["result"]["imported_threads"], out["result"]["history_rows_inserted"]) == (6, 0)
     assert any("0 turns until it is resumed once" in n for n in out["notes"]), out["notes"]
+    _assert_no_history_db_said(dw, [src.exec_id, newer])
     turns = dict(dst.turns, **{src.named: 1, src.plain: 2, src.archived: 1, src.fork: 2, src.exec_id: 0, newer: 0})
     s = seen_by(dw.home, NEW, dst.proj(), sorted(turns))
     assert s.listed == sorted(dst.listed + [src.named, src.plain, src.fork, newer]), s
@@ -413,7 +415,34 @@ def test_import_into_a_0130_home_that_0171_opened_brings_every_thread(homes):
     after["rows"] = {k: v for k, v in after["rows"].items() if k not in made}
     assert after == before  # but the empty history DB 0.171 made when it read a paginated thread
 
+    # imported again into the home as it was before 0.171 read a paginated thread (no history DB):
+    # the command the audit names has 0.171 build both histories, and 0.171 reads every turn
+    for suffix in ("", "-wal", "-shm"):
+        made_db = Path(f"{dw.home / 'thread_history_1.sqlite'}{suffix}")
+        if made_db.exists():
+            made_db.unlink()
     ok(dw.script("session_import.py", *args), (0, 1))
-    with AppServer(dw.home, cwd=dst.proj(), version=NEW) as app:
-        app.request("thread/resume", {"threadId": newer, "excludeTurns": True})
-        assert len(app.read_thread(newer)["turns"]) == 1
+    _assert_no_history_db_said(dw, [src.exec_id, newer])
+    rebuilt = json.loads(ok(dw.script("session_repair.py", "--apply", "--rebuild-history", "--json", "--codex-bin",
+                                      str(codex_bin(NEW)), env=MOCK_ENV)).stdout)
+    assert (rebuilt["planned_history_resets"], rebuilt["history_rebuild"]["rebuilt"]) == (0, 2), rebuilt
+    assert seen_by(dw.home, NEW, dst.proj(), [src.exec_id, newer]).turns == {src.exec_id: 1, newer: 1}
+
+
+# what the scripts' Codex child inherits: the mock key, and no way out but loopback
+MOCK_ENV = {"MOCK_API_KEY": "mock-key", "HTTP_PROXY": BLACKHOLE_PROXY, "HTTPS_PROXY": BLACKHOLE_PROXY,
+            "ALL_PROXY": BLACKHOLE_PROXY, "NO_PROXY": "127.0.0.1,localhost"}
+
+
+def _assert_no_history_db_said(w: CodexWorld, paginated: List[str]) -> None:
+    """Paginated threads with no thread_history_1.sqlite beside them: the audit says 0.171 reads
+    them with 0 turns until each is opened once, and what does that; never that anything is lost."""
+    assert not (w.home / "thread_history_1.sqlite").exists()
+    a = w.audit()
+    integ = a["integrity"]
+    assert {k: n for k, n in integ["history_incomplete_by_kind"].items() if n} == {"no_history_db": len(paginated)}
+    assert sorted(d["thread_id"] for d in integ["history_incomplete_detail"]) == sorted(paginated)
+    said = [f for f in a["findings"] if "thread_history_1.sqlite" in f]
+    assert len(said) == 1 and "shows 0 turns until each is opened once" in said[0], a["findings"]
+    assert "--rebuild-history" in said[0]
+    assert not [f for f in a["findings"] if re.search(r"lost|missing|incomplete", f)], a["findings"]
