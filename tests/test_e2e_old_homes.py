@@ -72,7 +72,7 @@ class OldHome:
         w.stop_home_processes()
         for p in w.base.iterdir():
             if p.name not in ("pristine", ".git", "projects"):
-                shutil.rmtree(p)
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         shutil.copytree(self.pristine, w.base / "user", symlinks=True)
         w.home = w.base / "user" / ".codex"
         return w
@@ -222,6 +222,7 @@ def state(home: Path) -> Dict[str, object]:
     return {"files": files, "rows": rows}
 
 
+PAGINATED = {"0.130.0": 0, "0.148.0": 1, "0.160.0": 5}  # threads each release wrote paginated (PAGINATED_SINCE)
 MIGRATIONS = {"0.130.0": 31, "0.148.0": 48, "0.160.0": 58, "0.171.0": 64}  # state_5's, per release
 
 
@@ -446,3 +447,66 @@ def _assert_no_history_db_said(w: CodexWorld, paginated: List[str]) -> None:
     assert len(said) == 1 and "shows 0 turns until each is opened once" in said[0], a["findings"]
     assert "--rebuild-history" in said[0]
     assert not [f for f in a["findings"] if re.search(r"lost|missing|incomplete", f)], a["findings"]
+
+
+@pytest.mark.e2e
+def test_export_of_an_old_home_imported_into_a_0171_home_reads_whole(old):
+    """session_export.py --all of the home the old Codex left (read only: not a byte or row of it
+    changes), imported into another user's 0.171 home: 0.171 lists every thread in the new folder
+    (archived and exec ones under their filters), reads each with every turn and shows the name;
+    the rollback restores every byte and row of the 0.171 home."""
+    w = old.world
+    before_src = state(w.home)
+    target = w.base / "old-home.zip"
+    out = json.loads(ok(w.script("session_export.py", "--all", "--archived", "include", "--to", str(target),
+                                 "--apply", "--json")).stdout)
+    assert out["result"]["threads"] == 5, out
+    assert state(w.home) == before_src
+    old_user = w.user_dir
+    dest = w.base / "newuser" / ".codex"  # another user's home, made by 0.171 (one exec session)
+    dest.mkdir(parents=True)
+    w.home = dest
+    w.homes.append(dest)
+    w.set_provider("mockA")
+    proj = w.user_project("proj")
+    proc = run_exec(dest, "exec in the new home", cwd=proj, version=NEW)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    own = next(x.split(":", 1)[1].strip() for x in proc.stderr.splitlines() if x.startswith("session id:"))
+    before = state(dest)
+    args = ("session_import.py", "--from", str(target), "--remap-prefix", f"{old_user}={w.user_dir}", "--json")
+    res = json.loads(ok(w.script(*args, "--apply")).stdout)["result"]
+    assert res["imported_threads"] == 5, res
+    s = seen_by(dest, NEW, proj, old.every + [own])
+    assert (s.listed, s.listed_cwd, s.archived, s.exec) == (old.listed, old.listed, [old.archived],
+                                                            sorted([old.exec_id, own])), s
+    assert s.turns == dict(old.turns, **{own: 1})
+    assert {t: n for t, n in s.names.items() if n} == {old.named: NAME}, s.names
+    ok(w.script("rollback.py", "--latest", "--apply"), (0, 1))
+    assert state(dest) == before
+
+
+@pytest.mark.e2e
+def test_recover_on_a_moved_old_home_seen_by_both_and_rolled_back(old):
+    """`mv ~olduser ~newuser`, then session_recover.py with the audit's remap: one run, one undo that
+    restores every byte and row; recovered again, the old Codex and 0.171 see every thread and name
+    in the new folder, and the audit finds nothing lost."""
+    w = old.world
+    moved = w.move_user_folder("newuser")
+    proj = old.proj()
+    before = state(w.home)
+    plan = json.loads(ok(w.script("session_recover.py", "--json")).stdout)
+    assert (plan["remap"], plan["remap_from"]) == ([f"{moved['old_user']}={moved['new_user']}"],
+                                                   "the audit (a moved home)"), plan
+    assert (plan["sessions"], plan["by_cause"], plan["planned_row_updates"], plan["planned_rollout_rewrites"],
+            plan["skipped"]) == (5, {"moved home": 5}, 5, 5, 0), plan
+    res = json.loads(ok(w.script("session_recover.py", "--apply", "--json")).stdout)["result"]
+    paginated = PAGINATED[old.version]  # their history rows' byte offsets move with line 1's new folder
+    assert (res["applied"], res["skipped_at_apply"]) == (
+        dict({"rollout_rewrite": 5, "row_update": 5}, **({"offsets": paginated} if paginated else {})), []), res
+    ok(w.script("rollback.py", "--latest", "--apply"), (0, 1))
+    assert state(w.home) == before
+
+    ok(w.script("session_recover.py", "--apply"))
+    assert_sees_all(old, old.version, proj)
+    assert_sees_all(old, NEW, proj)
+    assert_no_loss(old, w.audit())
