@@ -86,3 +86,23 @@ def test_import_from_an_export_brings_every_table_the_home_would_then_rollback(t
     rb = run_rollback(dst.root)
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert _every_db(dst.root) == before
+
+
+def test_a_sub_agent_exported_alone_keeps_its_spawn_edge(tmp_path):
+    """Old code copied an edge only when both ends were exported, while an import from the home
+    brings a child's edge by the child alone (thread_tables.PER_THREAD): exported alone, the child
+    still says whose sub-agent it is in DEST (thread/list {parentThreadId} once the parent is there)."""
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    target = tmp_path / "child.tar.gz"
+    proc = run_script("session_export.py", "--codex-dir", str(src.root), "--thread", child.id, "--to", str(target),
+                      "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    before = _every_db(dst.root)
+    plan = plan_json(dst.root, "--from", str(target))
+    assert [t["thread_id"] for t in plan["imports_sample"]] == [child.id]
+    assert plan["imports_sample"][0]["comes_with"] == ["pinned", "sub-agent link", "read state", "2 queued inputs"]
+    plan_json(dst.root, "--from", str(target), "--apply")
+    assert _carried_rows(dst.root)[(tt.STATE_DB, "thread_spawn_edges")] == [(parent.id, child.id, "open")]
+    rb = run_rollback(dst.root)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _every_db(dst.root) == before
