@@ -106,3 +106,27 @@ def test_a_sub_agent_exported_alone_keeps_its_spawn_edge(tmp_path):
     rb = run_rollback(dst.root)
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert _every_db(dst.root) == before
+
+
+def test_text_that_is_not_utf8_stays_text_in_the_export(tmp_path):
+    """Old code wrote a TEXT value that is not UTF-8 into the archive as a BLOB: the import then
+    copied it into DEST as a BLOB, silently, where an import from the home lists it under
+    cannot_bring. Now it stays TEXT byte for byte, and both imports say the same."""
+    import tarfile
+    src, dst, parent, _child = _with_all_tables(tmp_path, 0)
+    src.sql("INSERT INTO thread_attachments VALUES ('a2',?,'note','k2',CAST(X'ff41' AS TEXT),2)", (parent.id,))
+    target = tmp_path / "all.tar.gz"
+    proc = run_script("session_export.py", "--codex-dir", str(src.root), "--all", "--to", str(target), "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    with tarfile.open(str(target)) as tf:
+        (tmp_path / "st.sqlite").write_bytes(tf.extractfile("state_5.sqlite").read())
+    conn = sqlite3.connect(str(tmp_path / "st.sqlite"))
+    assert conn.execute("SELECT id, typeof(payload), hex(payload) FROM thread_attachments ORDER BY id").fetchall() == [
+        ("a1", "text", "7B7D"), ("a2", "text", "FF41")]
+    conn.close()
+    said = {}
+    for where in (src.root, target):
+        plan = plan_json(dst.root, "--from", str(where))
+        said[where] = {t["thread_id"]: t["cannot_bring"] for t in plan["imports_sample"]}
+    assert said[target] == said[src.root]
+    assert said[target][parent.id] == [tt.NOT_UTF8.format(what="attachment", column="payload")]

@@ -127,12 +127,17 @@ def _text(v: Any) -> str:
     return str(v)
 
 
+class _RawText(bytes):
+    """A TEXT value that is not UTF-8: its bytes, written back as TEXT (CAST), never as a BLOB."""
+
+
 def _keep_text(raw: bytes) -> Any:
-    """TEXT read for copying: str when it is UTF-8, else its bytes (copied, never re-encoded wrong)."""
+    """TEXT read for copying: str when it is UTF-8, else its bytes as _RawText (copied byte for byte
+    and still TEXT, so an import sees it as the source's own DB shows it)."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return bytes(raw)
+        return _RawText(raw)
 
 
 def parse_time(text: str, end_of_day: bool = False) -> float:
@@ -547,14 +552,26 @@ def subset_db(src: Path, dest: Path, keys: Dict[str, Set[str]], reader: Optional
     return counts
 
 
+def _insert_rows(out: sqlite3.Connection, table: str, cols: Sequence[str], rows: List[Any]) -> None:
+    """Rows as they are, each value of the storage class it had: a row with TEXT that is not UTF-8
+    is written alone with that value CAST back to TEXT (bound as bytes it would become a BLOB)."""
+    names = ", ".join(f'"{c}"' for c in cols)
+    out.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(cols))})',
+                    [r for r in rows if not any(isinstance(v, _RawText) for v in r)])
+    for r in rows:
+        if any(isinstance(v, _RawText) for v in r):
+            marks = ", ".join("CAST(? AS TEXT)" if isinstance(v, _RawText) else "?" for v in r)
+            out.execute(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', [bytes(v) if isinstance(v, _RawText)
+                                                                               else v for v in r])
+
+
 def _copy_rows(conn: sqlite3.Connection, out: sqlite3.Connection, table: str, cols: Sequence[str],
                rule: Tuple[str, Set[str], str]) -> int:
     column, values, both = rule
     names = ", ".join(f'"{c}"' for c in cols)
-    insert = f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(cols))})'
     if not column:
         rows = conn.execute(f'SELECT {names} FROM "{table}"').fetchall()
-        out.executemany(insert, rows)
+        _insert_rows(out, table, cols, rows)
         return len(rows)
     n = 0
     ids = sorted(values)
@@ -566,7 +583,7 @@ def _copy_rows(conn: sqlite3.Connection, out: sqlite3.Connection, table: str, co
         if both:
             at_col = cols.index(both)
             rows = [r for r in rows if isinstance(r[at_col], str) and r[at_col].lower() in values]
-        out.executemany(insert, rows)
+        _insert_rows(out, table, cols, rows)
         n += len(rows)
     return n
 
