@@ -40,3 +40,16 @@ def test_audit_says_paginated_threads_without_a_history_db_read_0_turns_until_op
     plan = json.loads(run_script("session_repair.py", "--codex-dir", str(ph.root), "--json",
                                  "--rebuild-history").stdout)
     assert (plan["planned_history_resets"], plan["planned_history_rebuilds"]) == (0, 2), plan
+
+
+def test_the_first_screen_says_it_in_plain_words(tmp_path):
+    """The text audit's first screen (not only --json): how many read 0 turns, what makes them
+    readable, and that the files hold every turn."""
+    ph, *_ = _home(tmp_path)
+    proc = run_script("session_audit.py", "--codex-dir", str(ph.root))
+    lines = proc.stdout.splitlines()
+    at = lines.index("Hidden or at risk:")
+    assert lines[at + 2:at + 4] == [
+        "  2 sessions show 0 turns until opened once in Codex (no stored history here yet; the session file",
+        "      holds every turn)"], proc.stdout
+    assert not [line for line in lines if "lost" in line or "missing" in line], proc.stdout
