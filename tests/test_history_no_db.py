@@ -13,7 +13,7 @@ NO_HISTORY_DB = "no_history_db"  # the report's kind (history_check.NO_HISTORY_D
 def _home(tmp_path):
     ph = PaginatedHome(tmp_path / ".codex")
     a, b = ph.add(rows=False), ph.add(turns=2, rows=False)
-    empty = ph.add(turns=0, rows=False)  # only its session_meta: 0 turns is all it has
+    empty = ph.add(turns=0, rows=False)  # no turn in its file: 0 turns is all it has
     legacy = ph.add(rows=False)
     ph.hb.sql("UPDATE threads SET history_mode='legacy' WHERE id=?", (legacy.id,))
     ph.hist.unlink()
@@ -48,8 +48,26 @@ def test_the_first_screen_says_it_in_plain_words(tmp_path):
     ph, *_ = _home(tmp_path)
     proc = run_script("session_audit.py", "--codex-dir", str(ph.root))
     lines = proc.stdout.splitlines()
-    at = lines.index("Hidden or at risk:")
-    assert lines[at + 2:at + 4] == [
+    at = next(n for n, line in enumerate(lines) if line.startswith("  2 sessions show"))
+    assert lines[at:at + 2] == [
         "  2 sessions show 0 turns until opened once in Codex (no stored history here yet; the session file",
         "      holds every turn)"], proc.stdout
     assert not [line for line in lines if "lost" in line or "missing" in line], proc.stdout
+
+
+def test_a_live_thread_without_a_history_db_is_left_out(tmp_path):
+    """A Codex writing the thread now makes the DB itself: the thread is counted as live, not said."""
+    import fcntl
+    import os
+    from test_history import inputs_of
+    from sessionkit.diagnose.history_check import check_history
+    ph, a, b, _empty, _legacy = _home(tmp_path)
+    locks = ph.root / "thread-writer-locks"
+    locks.mkdir()
+    fd = os.open(str(locks / f"{a.id}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        check = check_history(inputs_of(ph.root))
+    finally:
+        os.close(fd)
+    assert ([f.thread_id for f in check.findings], check.skipped_live, check.checked) == ([b.id], [a.id], 2)

@@ -244,7 +244,7 @@ def check_history(inputs: Any) -> HistoryCheck:
     result.error = rows.error
     result.history_db_exists = rows.exists
     if not rows.exists and not rows.error:
-        _no_history_db(inputs, rows, result)
+        _no_history_db(inputs, result)
     if not rows.exists or rows.error:
         result.names_lost = names_lost(home, inputs.rows)
         return result  # nothing to compare with: Codex has not written paginated history in this home
@@ -256,13 +256,26 @@ def check_history(inputs: Any) -> HistoryCheck:
     return result
 
 
-def _no_history_db(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
+def _no_history_db(inputs: Any, result: HistoryCheck) -> None:
     """No history DB beside the state DB: each paginated thread with a turn is read with 0 turns
-    (real 0.171) until a resume builds its rows from the rollout, which holds every turn."""
-    if any(r.history_mode == "paginated" for r in inputs.rows):
-        _check_rows(inputs, rows, result)  # no rows for any key: "not_built" where the file has a turn
-    for f in result.findings:
-        f.kind = NO_HISTORY_DB
+    (real 0.171) until a resume builds its rows from the rollout, which holds every turn. Its file is
+    read up to its first turn start (a row's preview is no proof: a row re-created from a file has one)."""
+    live = {t.lower() for t in inputs.activity.live_threads} | {(inputs.activity.agent_thread_id or "").lower()}
+    for row in inputs.rows:
+        rf: Optional[RolloutFile] = inputs.index.by_path.get(row.rollout_path) \
+            if row.history_mode == "paginated" else None
+        tid = row.id.lower()
+        if rf is None or rf.is_symlink or rf.thread_id != tid:
+            continue
+        if tid in live:
+            result.skipped_live.append(row.id)
+            continue
+        result.checked += 1
+        size = rf.size if rf.size >= 0 else _size(rf.key)
+        if not rf.compressed and size is not None and turn_between(rf.key, 0, size):
+            result.findings.append(Finding(row.id, tid, NO_HISTORY_DB, rf.key))
+    result.findings.sort(key=lambda f: f.thread_id)
+    result.skipped_live.sort()
 
 
 def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
