@@ -245,6 +245,10 @@ def diagnosis(r: Dict[str, Any]) -> List[str]:
     if moved:
         why += _wrap(f"  {_n(moved.get('rows') or 0, 'index entry points', 'index entries point')} "
                      f"into an old home ({moved.get('old_prefix')})", "      ")
+    unbuilt = (integ.get("history_incomplete_by_kind") or {}).get("no_history_db", 0)
+    if unbuilt:  # history_check.NO_HISTORY_DB: readable once opened, nothing lost
+        why += _wrap(f"  {_n(unbuilt, 'session shows', 'sessions show')} 0 turns until opened once in Codex "
+                     "(no stored history here yet; the session file holds every turn)", "      ")
     no_cfg = vis.get("providers_without_config") or []
     if no_cfg:
         why += _wrap("  resuming fails for provider(s) config.toml does not define: "

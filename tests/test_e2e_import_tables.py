@@ -61,16 +61,21 @@ def _dest(world):
     return proj, own, later
 
 
-@pytest.mark.parametrize("kind", ["folder", "tar.gz"])
+@pytest.mark.parametrize("kind", ["folder", "tar.gz", "export"])
 def test_import_brings_project_section_pin_goal_attachment_and_rollback(world, kind):
     old_home = world.home
     pid, a, b = _source(world)
+    if kind == "export":  # session_export.py's archive carries what the home would (thread_tables.CARRIED)
+        _ok(world.script("session_export.py", "--all", "--to", str(world.base / "old-export.zip"), "--apply",
+                         "--json"))
     proj, own, later = _dest(world)
     src = old_home
     if kind == "tar.gz":
         src = world.base / "old.tar.gz"
         with tarfile.open(str(src), "w:gz") as tf:
             tf.add(str(old_home), arcname="home/user/.codex")
+    if kind == "export":
+        src = world.base / "old-export.zip"
     files, tables = _files(world), _tables(world)
     args = ("session_import.py", "--from", str(src), "--remap-prefix",
             f"{world.base / 'user'}={world.base / 'newuser'}", "--json")

@@ -23,7 +23,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-from codex_client import CODEX_VERSION, OLD_VERSIONS, AppServer, CodexError, installed_version, run_exec
+from codex_client import (BLACKHOLE_PROXY, CODEX_VERSION, OLD_VERSIONS, AppServer, CodexError, codex_bin,
+                          installed_version, run_exec)
 from harness import REPO, CodexWorld, codex_available, run_script, snapshot
 from tui import tmux_available
 
@@ -71,7 +72,7 @@ class OldHome:
         w.stop_home_processes()
         for p in w.base.iterdir():
             if p.name not in ("pristine", ".git", "projects"):
-                shutil.rmtree(p)
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
         shutil.copytree(self.pristine, w.base / "user", symlinks=True)
         w.home = w.base / "user" / ".codex"
         return w
@@ -221,6 +222,7 @@ def state(home: Path) -> Dict[str, object]:
     return {"files": files, "rows": rows}
 
 
+PAGINATED = {"0.130.0": 0, "0.148.0": 1, "0.160.0": 5}  # threads each release wrote paginated (PAGINATED_SINCE)
 MIGRATIONS = {"0.130.0": 31, "0.148.0": 48, "0.160.0": 58, "0.171.0": 64}  # state_5's, per release
 
 
@@ -395,6 +397,7 @@ def test_import_into_a_0130_home_that_0171_opened_brings_every_thread(homes):
     out = json.loads(ok(dw.script("session_import.py", *args), (0, 1)).stdout)
     assert (out["result"]["imported_threads"], out["result"]["history_rows_inserted"]) == (6, 0)
     assert any("0 turns until it is resumed once" in n for n in out["notes"]), out["notes"]
+    _assert_no_history_db_said(dw, [src.exec_id, newer])
     turns = dict(dst.turns, **{src.named: 1, src.plain: 2, src.archived: 1, src.fork: 2, src.exec_id: 0, newer: 0})
     s = seen_by(dw.home, NEW, dst.proj(), sorted(turns))
     assert s.listed == sorted(dst.listed + [src.named, src.plain, src.fork, newer]), s
@@ -413,7 +416,97 @@ def test_import_into_a_0130_home_that_0171_opened_brings_every_thread(homes):
     after["rows"] = {k: v for k, v in after["rows"].items() if k not in made}
     assert after == before  # but the empty history DB 0.171 made when it read a paginated thread
 
+    # imported again into the home as it was before 0.171 read a paginated thread (no history DB):
+    # the command the audit names has 0.171 build both histories, and 0.171 reads every turn
+    for suffix in ("", "-wal", "-shm"):
+        made_db = Path(f"{dw.home / 'thread_history_1.sqlite'}{suffix}")
+        if made_db.exists():
+            made_db.unlink()
     ok(dw.script("session_import.py", *args), (0, 1))
-    with AppServer(dw.home, cwd=dst.proj(), version=NEW) as app:
-        app.request("thread/resume", {"threadId": newer, "excludeTurns": True})
-        assert len(app.read_thread(newer)["turns"]) == 1
+    _assert_no_history_db_said(dw, [src.exec_id, newer])
+    rebuilt = json.loads(ok(dw.script("session_repair.py", "--apply", "--rebuild-history", "--json", "--codex-bin",
+                                      str(codex_bin(NEW)), env=MOCK_ENV)).stdout)
+    assert (rebuilt["planned_history_resets"], rebuilt["history_rebuild"]["rebuilt"]) == (0, 2), rebuilt
+    assert seen_by(dw.home, NEW, dst.proj(), [src.exec_id, newer]).turns == {src.exec_id: 1, newer: 1}
+
+
+# what the scripts' Codex child inherits: the mock key, and no way out but loopback
+MOCK_ENV = {"MOCK_API_KEY": "mock-key", "HTTP_PROXY": BLACKHOLE_PROXY, "HTTPS_PROXY": BLACKHOLE_PROXY,
+            "ALL_PROXY": BLACKHOLE_PROXY, "NO_PROXY": "127.0.0.1,localhost"}
+
+
+def _assert_no_history_db_said(w: CodexWorld, paginated: List[str]) -> None:
+    """Paginated threads with no thread_history_1.sqlite beside them: the audit says 0.171 reads
+    them with 0 turns until each is opened once, and what does that; never that anything is lost."""
+    assert not (w.home / "thread_history_1.sqlite").exists()
+    a = w.audit()
+    integ = a["integrity"]
+    assert {k: n for k, n in integ["history_incomplete_by_kind"].items() if n} == {"no_history_db": len(paginated)}
+    assert sorted(d["thread_id"] for d in integ["history_incomplete_detail"]) == sorted(paginated)
+    said = [f for f in a["findings"] if "thread_history_1.sqlite" in f]
+    assert len(said) == 1 and "shows 0 turns until each is opened once" in said[0], a["findings"]
+    assert "--rebuild-history" in said[0]
+    assert not [f for f in a["findings"] if re.search(r"lost|missing|incomplete", f)], a["findings"]
+
+
+@pytest.mark.e2e
+def test_export_of_an_old_home_imported_into_a_0171_home_reads_whole(old):
+    """session_export.py --all of the home the old Codex left (read only: not a byte or row of it
+    changes), imported into another user's 0.171 home: 0.171 lists every thread in the new folder
+    (archived and exec ones under their filters), reads each with every turn and shows the name;
+    the rollback restores every byte and row of the 0.171 home."""
+    w = old.world
+    before_src = state(w.home)
+    target = w.base / "old-home.zip"
+    out = json.loads(ok(w.script("session_export.py", "--all", "--archived", "include", "--to", str(target),
+                                 "--apply", "--json")).stdout)
+    assert out["result"]["threads"] == 5, out
+    assert state(w.home) == before_src
+    old_user = w.user_dir
+    dest = w.base / "newuser" / ".codex"  # another user's home, made by 0.171 (one exec session)
+    dest.mkdir(parents=True)
+    w.home = dest
+    w.homes.append(dest)
+    w.set_provider("mockA")
+    proj = w.user_project("proj")
+    proc = run_exec(dest, "exec in the new home", cwd=proj, version=NEW)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    own = next(x.split(":", 1)[1].strip() for x in proc.stderr.splitlines() if x.startswith("session id:"))
+    before = state(dest)
+    args = ("session_import.py", "--from", str(target), "--remap-prefix", f"{old_user}={w.user_dir}", "--json")
+    res = json.loads(ok(w.script(*args, "--apply")).stdout)["result"]
+    assert res["imported_threads"] == 5, res
+    s = seen_by(dest, NEW, proj, old.every + [own])
+    assert (s.listed, s.listed_cwd, s.archived, s.exec) == (old.listed, old.listed, [old.archived],
+                                                            sorted([old.exec_id, own])), s
+    assert s.turns == dict(old.turns, **{own: 1})
+    assert {t: n for t, n in s.names.items() if n} == {old.named: NAME}, s.names
+    ok(w.script("rollback.py", "--latest", "--apply"), (0, 1))
+    assert state(dest) == before
+
+
+@pytest.mark.e2e
+def test_recover_on_a_moved_old_home_seen_by_both_and_rolled_back(old):
+    """`mv ~olduser ~newuser`, then session_recover.py with the audit's remap: one run, one undo that
+    restores every byte and row; recovered again, the old Codex and 0.171 see every thread and name
+    in the new folder, and the audit finds nothing lost."""
+    w = old.world
+    moved = w.move_user_folder("newuser")
+    proj = old.proj()
+    before = state(w.home)
+    plan = json.loads(ok(w.script("session_recover.py", "--json")).stdout)
+    assert (plan["remap"], plan["remap_from"]) == ([f"{moved['old_user']}={moved['new_user']}"],
+                                                   "the audit (a moved home)"), plan
+    assert (plan["sessions"], plan["by_cause"], plan["planned_row_updates"], plan["planned_rollout_rewrites"],
+            plan["skipped"]) == (5, {"moved home": 5}, 5, 5, 0), plan
+    res = json.loads(ok(w.script("session_recover.py", "--apply", "--json")).stdout)["result"]
+    paginated = PAGINATED[old.version]  # their history rows' byte offsets move with line 1's new folder
+    assert (res["applied"], res["skipped_at_apply"]) == (
+        dict({"rollout_rewrite": 5, "row_update": 5}, **({"offsets": paginated} if paginated else {})), []), res
+    ok(w.script("rollback.py", "--latest", "--apply"), (0, 1))
+    assert state(w.home) == before
+
+    ok(w.script("session_recover.py", "--apply"))
+    assert_sees_all(old, old.version, proj)
+    assert_sees_all(old, NEW, proj)
+    assert_no_loss(old, w.audit())

@@ -199,8 +199,8 @@ def test_shows_only_its_start_reads_only_the_gap_not_the_rest_of_a_big_rollout(p
 def test_legacy_threads_and_homes_without_a_history_db_are_not_checked(tmp_path):
     hb = HomeBuilder(tmp_path / ".codex")
     hb.add()
-    check = check_history(inputs_of(hb.root))
-    assert (check.checked, check.findings, check.history_db_exists) == (0, [], False)
+    check = check_history(inputs_of(hb.root))  # paginated, no DB, no turn in its file: checked, nothing to say
+    assert (check.checked, check.findings, check.history_db_exists) == (1, [], False)  # (test_history_no_db.py)
     ph = PaginatedHome(tmp_path / "other")
     th = ph.add()
     ph.delete_turns_keep_cursor(th)

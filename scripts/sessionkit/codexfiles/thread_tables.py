@@ -34,6 +34,21 @@ REVISIONS, SEQUENCE = "queued_thread_revisions", "sqlite_sequence"  # queue_1: a
 KEYS = "project_idempotency_keys"
 EXTRA_TABLES = tuple(t for _d, t, _c, _k, _w in PER_THREAD) + (
     "projects", "project_roots", "thread_sections", KEYS, REVISIONS)
+HISTORY_DB = "thread_history_1.sqlite"
+HISTORY_TABLES = ("thread_turns", "thread_items", "thread_realtime_items", "thread_history_projection_state")
+# Which ids pick a table's rows: the threads', their history keys' (a reverted thread's newer files are
+# keyed by their rollout uuid), their projects' or their sections'.
+THREADS, HISTORY, PROJECTS, SECTIONS = "threads", "history", "projects", "sections"
+# Every table an import carries, as (DB file, table, the column naming its owner, which ids): an
+# export copies exactly these rows of the threads it picks (sessionkit/fixes/export.py), so an
+# import from an export brings what an import from the home would.
+CARRIED: Tuple[Tuple[str, str, str, str], ...] = (
+    ((STATE_DB, "threads", "id", THREADS),)
+    + tuple((HISTORY_DB, t, "thread_id", HISTORY) for t in HISTORY_TABLES)
+    + tuple((d, t, c, THREADS) for d, t, c, _k, _w in PER_THREAD)
+    + ((STATE_DB, "projects", "id", PROJECTS), (STATE_DB, "project_roots", "project_id", PROJECTS),
+       (STATE_DB, KEYS, "project_id", PROJECTS), (STATE_DB, "thread_sections", "id", SECTIONS),
+       (QUEUE_DB, REVISIONS, "thread_id", THREADS)))
 NO_DB = "DEST has no {db} (a Codex older than 0.171 keeps no {what}): not brought"
 NOT_UTF8 = "{what}: its {column} is not UTF-8 text (a copy would change its type): not brought"
 KEY_TAKEN = ("project {name}'s idempotency key {key}: DEST's key names another project (a create with it "

@@ -29,8 +29,10 @@ KINDS = {
     "cursor_off_line": "cursor inside a line of a file that changed under it: new turns are misread",
     "cursor_missing": "turn rows without a cursor",
     "not_built": "no history rows yet: reads show 0 turns until the thread is opened once",
+    "no_history_db": "no thread_history_1.sqlite in this home yet: reads show 0 turns until the thread is opened once",
 }
-RESET_KINDS = tuple(k for k in KINDS if k != "not_built")  # what deleting the rows fixes
+NO_HISTORY_DB = "no_history_db"  # an import, or an older Codex's exec, left paginated threads in a home without one
+RESET_KINDS = tuple(k for k in KINDS if k not in ("not_built", NO_HISTORY_DB))  # what deleting the rows fixes
 _TURN_STARTS = (b'"type":"task_started"', b'"type":"turn_started"')
 
 
@@ -241,6 +243,8 @@ def check_history(inputs: Any) -> HistoryCheck:
     rows = read_history_rows(db)
     result.error = rows.error
     result.history_db_exists = rows.exists
+    if not rows.exists and not rows.error:
+        _no_history_db(inputs, result)
     if not rows.exists or rows.error:
         result.names_lost = names_lost(home, inputs.rows)
         return result  # nothing to compare with: Codex has not written paginated history in this home
@@ -250,6 +254,28 @@ def check_history(inputs: Any) -> HistoryCheck:
         rows.close()
     result.names_lost = names_lost(home, inputs.rows)
     return result
+
+
+def _no_history_db(inputs: Any, result: HistoryCheck) -> None:
+    """No history DB beside the state DB: each paginated thread with a turn is read with 0 turns
+    (real 0.171) until a resume builds its rows from the rollout, which holds every turn. Its file is
+    read up to its first turn start (a row's preview is no proof: a row re-created from a file has one)."""
+    live = {t.lower() for t in inputs.activity.live_threads} | {(inputs.activity.agent_thread_id or "").lower()}
+    for row in inputs.rows:
+        rf: Optional[RolloutFile] = inputs.index.by_path.get(row.rollout_path) \
+            if row.history_mode == "paginated" else None
+        tid = row.id.lower()
+        if rf is None or rf.is_symlink or rf.thread_id != tid:
+            continue
+        if tid in live:
+            result.skipped_live.append(row.id)
+            continue
+        result.checked += 1
+        size = rf.size if rf.size >= 0 else _size(rf.key)
+        if not rf.compressed and size is not None and turn_between(rf.key, 0, size):
+            result.findings.append(Finding(row.id, tid, NO_HISTORY_DB, rf.key))
+    result.findings.sort(key=lambda f: f.thread_id)
+    result.skipped_live.sort()
 
 
 def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
@@ -329,7 +355,12 @@ def history_findings(integrity: Dict[str, Any]) -> List[str]:
     """Finding lines for the audit, one per kind present."""
     out: List[str] = []
     for kind, n in (integrity.get("history_incomplete_by_kind") or {}).items():
-        if n:
+        if n and kind == NO_HISTORY_DB:
+            out.append(f"{n} paginated thread(s) have no stored history yet (this home has no thread_history_1.sqlite, "
+                       f"e.g. after an import or an older Codex's exec): Codex lists them but shows 0 turns until "
+                       f"each is opened once, which builds it from its session file (that file holds every turn); "
+                       f"session_repair.py --apply --rebuild-history has Codex do that now")
+        elif n:
             out.append(f"{n} paginated thread(s) with incomplete history ({kind}): {KINDS[kind]}; "
                        f"session_repair.py --apply --rebuild-history")
     if integrity.get("history_db_error"):

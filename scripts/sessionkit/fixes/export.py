@@ -25,6 +25,7 @@ from sessionkit.codexfiles.paths import is_inside, open_regular, safe_str
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, parse_session_meta
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.codexfiles.thread_tables import CARRIED
 
 FORMAT = "codex-session-export"
 FORMAT_VERSION = 1
@@ -126,12 +127,17 @@ def _text(v: Any) -> str:
     return str(v)
 
 
+class _RawText(bytes):
+    """A TEXT value that is not UTF-8: its bytes, written back as TEXT (CAST), never as a BLOB."""
+
+
 def _keep_text(raw: bytes) -> Any:
-    """TEXT read for copying: str when it is UTF-8, else its bytes (copied, never re-encoded wrong)."""
+    """TEXT read for copying: str when it is UTF-8, else its bytes as _RawText (copied byte for byte
+    and still TEXT, so an import sees it as the source's own DB shows it)."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return bytes(raw)
+        return _RawText(raw)
 
 
 def parse_time(text: str, end_of_day: bool = False) -> float:
@@ -493,14 +499,9 @@ def _rule(db: str, table: str, cols: Sequence[str], keys: Dict[str, Set[str]]) -
     have = set(cols)
     if table == "_sqlx_migrations":
         return ("", set(), "")
-    if table == "threads" and "id" in have:
-        return ("id", keys["threads"], "")
-    if table == "thread_spawn_edges" and {"parent_thread_id", "child_thread_id"} <= have:
-        return ("child_thread_id", keys["threads"], "parent_thread_id")
-    if table == "projects" and "id" in have:
-        return ("id", keys["projects"], "")
-    if table == "thread_sections" and "id" in have:
-        return ("id", keys["sections"], "")
+    for carried_db, carried, column, ids in CARRIED:  # what an import carries, by the column it reads
+        if (carried_db, carried) == (db, table) and column in have:
+            return (column, keys[ids], "")
     if "thread_id" in have:
         return ("thread_id", keys["history"] if db == HISTORY_DB else keys["threads"], "")
     if "project_id" in have and table.startswith("project"):
@@ -551,14 +552,26 @@ def subset_db(src: Path, dest: Path, keys: Dict[str, Set[str]], reader: Optional
     return counts
 
 
+def _insert_rows(out: sqlite3.Connection, table: str, cols: Sequence[str], rows: List[Any]) -> None:
+    """Rows as they are, each value of the storage class it had: a row with TEXT that is not UTF-8
+    is written alone with that value CAST back to TEXT (bound as bytes it would become a BLOB)."""
+    names = ", ".join(f'"{c}"' for c in cols)
+    out.executemany(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(cols))})',
+                    [r for r in rows if not any(isinstance(v, _RawText) for v in r)])
+    for r in rows:
+        if any(isinstance(v, _RawText) for v in r):
+            marks = ", ".join("CAST(? AS TEXT)" if isinstance(v, _RawText) else "?" for v in r)
+            out.execute(f'INSERT INTO "{table}" ({names}) VALUES ({marks})', [bytes(v) if isinstance(v, _RawText)
+                                                                               else v for v in r])
+
+
 def _copy_rows(conn: sqlite3.Connection, out: sqlite3.Connection, table: str, cols: Sequence[str],
                rule: Tuple[str, Set[str], str]) -> int:
     column, values, both = rule
     names = ", ".join(f'"{c}"' for c in cols)
-    insert = f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(cols))})'
     if not column:
         rows = conn.execute(f'SELECT {names} FROM "{table}"').fetchall()
-        out.executemany(insert, rows)
+        _insert_rows(out, table, cols, rows)
         return len(rows)
     n = 0
     ids = sorted(values)
@@ -570,7 +583,7 @@ def _copy_rows(conn: sqlite3.Connection, out: sqlite3.Connection, table: str, co
         if both:
             at_col = cols.index(both)
             rows = [r for r in rows if isinstance(r[at_col], str) and r[at_col].lower() in values]
-        out.executemany(insert, rows)
+        _insert_rows(out, table, cols, rows)
         n += len(rows)
     return n
 
