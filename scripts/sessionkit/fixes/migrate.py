@@ -17,8 +17,8 @@ from sessionkit.codexfiles.history_offsets import history_db_path, read_offsets,
 from sessionkit.codexfiles.rollout_index import not_unicode, unusable_reason
 from sessionkit.codexfiles.rollout_edit import LineEdit, plan_fields
 from sessionkit.runlog.ops import Line1Rewrite, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowUpdate
-from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
-from sessionkit.fixes.forks import fork_rewrites
+from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph, graph_of, members, sub_agents_of
+from sessionkit.fixes.forks import fork_rewrites, join_groups, left_behind, live_groups, with_sub_agents
 from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.reasoning import count_encrypted
 from sessionkit.codexfiles.paths import is_inside, safe_str
@@ -52,6 +52,7 @@ class MigrationPlan:
     others: List["OtherDbChanges"] = field(default_factory=list)  # every other state DB of the home
     graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the changed rollouts
     forks_moved: int = 0  # forks whose history_base moves with a growing parent
+    subs: SubAgents = field(default_factory=SubAgents, repr=False)  # sub-agents go with their parents
 
 
 @dataclass
@@ -91,7 +92,9 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                              "rollout on the next default listing, hides the threads again and writes "
                              "the old provider back")
     plan.distribution_before = _active_distribution(inputs.rows, include_archived)
-    wanted = {t.lower() for t in thread_ids}
+    plan.subs = sub_agents_of(inputs)
+    wanted = with_sub_agents(thread_ids, plan.subs)  # a named thread brings its sub-agents
+    left: Dict[str, str] = {}  # a sub-agent a filter keeps out -> the flag that would bring it
     froms = set(from_providers)
     live = {t.lower() for t in inputs.activity.live_threads}
     root = inputs.home.root
@@ -110,8 +113,12 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             if wanted and tid not in wanted:
                 continue
             if row.archived and not include_archived:
+                if tid in plan.subs.parent_of:
+                    left[tid] = "it is archived (add --include-archived to move it too)"
                 continue
             if froms and row.model_provider not in froms:
+                if tid in plan.subs.parent_of:
+                    left[tid] = f"its provider {safe_str(row.model_provider)!r} is not a --from-provider"
                 continue
             rf = inputs.index.by_path.get(row.rollout_path)
             meta = inputs.meta_for(rf) if rf else None
@@ -161,12 +168,25 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
     finally:
         if hist_conn is not None:
             hist_conn.close()
+    _plan_group_members(plan, inputs, left)
     _plan_other_dbs(plan, inputs, include_archived, froms)
     growing = [c.path for c in plan.changes if c.edit is not None and c.edit.growth and c.path is not None]
     if growing and any(inputs.meta_for(rf).forked_from_id for rf in inputs.index.files):
         plan.graph = graph_of(inputs)  # forks' line 1 read only when a fork exists
         plan.forks_moved = len(members(plan.graph, growing))
     return plan
+
+
+def _plan_group_members(plan: MigrationPlan, inputs: AuditInputs, left: Dict[str, str]) -> None:
+    """A thread goes with its sub-agents: one Codex holds open keeps the whole group out (named);
+    a sub-agent a filter keeps out while its parent moves is named in a warning."""
+    waits = live_groups([c.thread_id for c in plan.changes], inputs.activity.live_threads, plan.subs)
+    if waits:
+        plan.changes = [c for c in plan.changes if c.thread_id not in waits]
+        plan.skipped += [(t, f"skipped with {safe_str(n)}: live thread (its writer lock is held); a thread "
+                             f"and its sub-agents change together") for t, n in sorted(waits.items())]
+    plan.warnings += left_behind([c.thread_id for c in plan.changes if c.old_provider != plan.target
+                                  or c.edit is not None], plan.subs, left)
 
 
 def _plan_other_dbs(plan: MigrationPlan, inputs: AuditInputs, include_archived: bool, froms: Set[str]) -> None:
@@ -260,6 +280,7 @@ def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan, reset: Se
     finally:
         for _hp, conn, _w in hists:
             conn.close()
+    join_groups(ops, plan.subs)  # a sub-agent's changes go with its parent's: locked, skipped, undone together
     return ops
 
 

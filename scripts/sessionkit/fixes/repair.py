@@ -21,8 +21,8 @@ from sessionkit.codexfiles.rollout_edit import Remap, parse_remaps, plan_file, r
 from sessionkit.codexfiles.rollout_index import RolloutFile, file_path_for, not_unicode, row_path_of, unusable_reason
 from sessionkit.codexfiles.rollout_scan import Unimportable, row_from_rollout
 from sessionkit.runlog.ops import Mkdir, Move, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
-from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
-from sessionkit.fixes.forks import fork_rewrites
+from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph, graph_of, members, sub_agents_of
+from sessionkit.fixes.forks import fork_rewrites, join_groups, live_groups, with_sub_agents
 from sessionkit.codexfiles.statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from sessionkit.runlog.writerun import execute
 from sessionkit.fixes.compressed import decompress_first
@@ -61,6 +61,7 @@ class RepairPlan:
     rewrites: List["RolloutPlan"] = field(default_factory=list)  # rollouts whose folders are remapped
     graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the remapped rollouts
     forks_moved: int = 0  # forks whose history_base moves with a growing parent
+    subs: SubAgents = field(default_factory=SubAgents, repr=False)  # sub-agents go with their parents
     others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
     links: List[Tuple[str, str, str]] = field(default_factory=list)  # (link, target, new target) re-pointed
     project_ops: List[Op] = field(default_factory=list)  # project_roots moved by --remap-prefix (project_remap.py)
@@ -205,7 +206,8 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
     fix_paths = choice.fix_paths
     plan = RepairPlan(fix_paths=fix_paths, unarchive=bool(unarchive),
                       archived_before=sum(1 for r in inputs.rows if r.archived))
-    wanted = {t.lower() for t in thread_ids}
+    plan.subs = sub_agents_of(inputs)
+    wanted = with_sub_agents(thread_ids, plan.subs) if thread_ids else set()  # a named thread brings its sub-agents
     live = {t.lower() for t in inputs.activity.live_threads}
     remaps = list(remaps)
     plan.remaps = remaps
@@ -231,9 +233,21 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
     plan.skipped = [(t, explain_live(r, inputs.activity, t)) for t, r in plan.skipped]
     if remaps and not sub:
         _plan_rewrites(plan, inputs)
+    _group_waits(plan, live)
+    if remaps and not sub:
         plan.links = daemon_links(root, remaps)
         plan.project_ops, plan.projects = project_roots_plan(inputs.home, remaps, other_state_dbs(inputs.home))
     return plan
+
+
+def _group_waits(plan: RepairPlan, live: set) -> None:
+    """A thread goes with its sub-agents: one Codex holds open keeps the whole group out, named."""
+    planned = {r.thread_id for r in plan.rows} | {m.thread_id for m in plan.moves} | \
+        {r.thread_id for r in plan.rewrites} | {i["id"] for i in plan.inserts}
+    for tid, n in sorted(live_groups(planned, live, plan.subs).items()):
+        _drop_thread(plan, tid)
+        plan.skipped.append((tid, f"skipped with {safe_str(n)}: live thread (its writer lock is held); a thread "
+                                  f"and its sub-agents change together"))
 
 
 def daemon_links(root: Path, remaps: Sequence[Remap]) -> List[Tuple[str, str, str]]:
@@ -647,6 +661,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     for other in plan.others:
         ops += other_db_ops(other, thread_columns_of(other.db))
     ops += list(extra_ops) + plan.project_ops
+    join_groups(ops, plan.subs)  # a sub-agent's changes go with its parent's: locked, skipped, undone together
     pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)

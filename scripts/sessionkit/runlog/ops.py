@@ -372,6 +372,11 @@ class Op:
         """Other threads this change goes with: skipped when any of them is (a fork and its parent)."""
         return []
 
+    def join(self, thread_id: str) -> bool:
+        """Record that this change goes with `thread_id`'s (a sub-agent with its parent: codexfiles.
+        thread_graph); False when its record cannot say so."""
+        return False
+
     def changed_reason(self) -> str:
         """Why a rollback leaves this change alone when its state is CHANGED."""
         return f"{self.KIND} changed since the run"
@@ -414,6 +419,24 @@ class Op:
 
     def undo_db(self, conn: sqlite3.Connection) -> int:
         raise NotImplementedError
+
+
+def _join(op: Any, thread_id: str) -> bool:
+    """Op.join for an op that records "with" (with_threads)."""
+    if thread_id != op.thread_id and thread_id not in op.with_threads:
+        op.with_threads.append(thread_id)
+    return True
+
+
+def _with(op: Any) -> Dict[str, Any]:
+    """The "with" field of a record: written only when the op goes with other threads."""
+    return {"with": list(op.with_threads)} if op.with_threads else {}
+
+
+def _with_read(value: List[Any], kind: str) -> List[str]:
+    if not all(isinstance(t, str) and t for t in value):
+        raise RecordError(f"journal record {kind!r}: 'with' names no thread")
+    return list(value)
 
 
 def _links(path: str) -> int:
@@ -743,7 +766,14 @@ class Line1Rewrite(RolloutEdit):
     backup: Optional[str] = None
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
+    with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
     KIND: ClassVar[str] = "line1"
+
+    def together(self) -> List[str]:
+        return list(self.with_threads)
+
+    def join(self, thread_id: str) -> bool:
+        return _join(self, thread_id)
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
@@ -751,14 +781,15 @@ class Line1Rewrite(RolloutEdit):
                 "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans], "old_len": self.old_len,
                 "old_sha": self.old_sha, "new_sha": self.new_sha, "size": self.size, "mtime_ns": self.mtime_ns,
                 "mode": self.mode, "backup": self.backup, "old_file_sha": self.old_file_sha,
-                "new_file_sha": self.new_file_sha}
+                "new_file_sha": self.new_file_sha, **_with(self)}
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "Line1Rewrite":
         f = strict(rec, {"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict",
                          "spans": "list", "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int",
                          "mtime_ns": "int", "mode": "int"},
-                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?"})
+                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list"})
+        f["with_threads"] = _with_read(f.pop("with", []), "line1")
         spans = []
         for s in f.pop("spans"):
             if not (isinstance(s, list) and len(s) == 3 and isinstance(s[0], int) and s[0] >= 0):
@@ -920,9 +951,11 @@ class RolloutRewrite(RolloutEdit):
 
     def together(self) -> List[str]:
         """A fork's rewrite goes with its parent's (neither without the other, nor its undo)."""
-        if self.parent is not None and self.parent.thread_id:
-            return [self.parent.thread_id]
-        return list(self.with_threads)
+        own = [self.parent.thread_id] if self.parent is not None and self.parent.thread_id else []
+        return own + [t for t in self.with_threads if t not in own]
+
+    def join(self, thread_id: str) -> bool:
+        return _join(self, thread_id)
 
     def boundaries(self) -> List[List[int]]:
         """(boundary, delta) pairs for OffsetShift: offsets at or past a boundary move by its delta."""
@@ -1247,9 +1280,16 @@ class RowUpdate(Op):
     old: Dict[str, Any]
     new: Dict[str, Any]
     thread_id: Optional[str] = None
+    with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
     KIND: ClassVar[str] = "row_update"
     DB_OP: ClassVar[bool] = True
     COUNTS: ClassVar[Counts] = Counts("row_updates", "rows_to_revert", "rows_reverted")
+
+    def together(self) -> List[str]:
+        return list(self.with_threads)
+
+    def join(self, thread_id: str) -> bool:
+        return _join(self, thread_id)
 
     def rows(self) -> List[RowRef]:
         return [RowRef(self.db_path, self.table, self.key, tuple(self.new))]
@@ -1273,14 +1313,14 @@ class RowUpdate(Op):
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "db": self.db_path, "table": self.table, "thread_id": self.thread_id,
                 "key": {k: enc(v) for k, v in self.key.items()}, "old": {k: enc(v) for k, v in self.old.items()},
-                "new": {k: enc(v) for k, v in self.new.items()}}
+                "new": {k: enc(v) for k, v in self.new.items()}, **_with(self)}
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "RowUpdate":
         f = strict(rec, {"db": "str", "table": "str", "key": "dict", "old": "dict", "new": "dict"},
-                   {"thread_id": "str?"})
+                   {"thread_id": "str?", "with": "list"})
         return cls(f["db"], f["table"], _vals(f["key"], "row_update key"), _vals(f["old"], "row_update old"),
-                   _vals(f["new"], "row_update new"), f.get("thread_id"))
+                   _vals(f["new"], "row_update new"), f.get("thread_id"), _with_read(f.get("with", []), "row_update"))
 
     def db(self) -> Optional[str]:
         return self.db_path
@@ -1561,8 +1601,13 @@ def group_of(ops: Sequence[Op]):  # type: ignore[no-untyped-def]
     """Batch key of an op: the first thread of its group (Op.together: a fork and its parent), so
     a group is never split across batches; locks are still taken per thread."""
     root: Dict[str, str] = {}
+
+    def find(t: str) -> str:
+        while root.get(t, t) != t:
+            t = root[t]
+        return t
     for o in ops:
         for n in o.together():
-            if o.thread_id:
-                root[o.thread_id] = root.get(n, n)
-    return lambda o: root.get(o.thread_id, o.thread_id) if o.thread_id else None
+            if o.thread_id and find(n) != find(o.thread_id):  # in any order, chains and all (no cycle)
+                root[find(o.thread_id)] = find(n)
+    return lambda o: find(o.thread_id) if o.thread_id else None

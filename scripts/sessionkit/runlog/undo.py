@@ -420,7 +420,7 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
             break
         split.update(more)
         partner.update(more)
-    plan.conflicts += [f"{t}: left alone with {safe_str(n)} (a fork and its parent change together)"
+    plan.conflicts += [f"{t}: left alone with {safe_str(n)} (a thread, its forks and its sub-agents change together)"
                        for t, n in sorted(partner.items())]
     for op, st in zip(ops, states):
         if op.leftover():
