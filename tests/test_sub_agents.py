@@ -172,3 +172,22 @@ def test_a_rollback_that_finds_a_sub_agent_changed_leaves_its_group_alone_named(
 def _home(root):
     from sessionkit.codexfiles.home import open_home
     return open_home(str(root))
+
+
+def test_a_moved_home_remap_of_a_named_parent_brings_its_sub_agents(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco"])
+    p = hb.add(provider="newco", cwd="/home/olduser/proj", preview="parent")
+    c = hb.add(provider="newco", cwd="/home/olduser/proj", preview="child", source=_source(p.id))
+    o = hb.add(provider="newco", cwd="/home/olduser/proj", preview="other")
+    before = home_state(hb.root)
+    done = frun("session_repair.py", hb.root, "--remap-prefix", "/home/olduser=/home/newuser", "--thread-id", p.id,
+                "--apply", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert dict(hb.sql("SELECT id, cwd FROM threads")) == \
+        {p.id: "/home/newuser/proj", c.id: "/home/newuser/proj", o.id: "/home/olduser/proj"}
+    recs = _journal(done.stdout)
+    assert {r["thread_id"]: r.get("with") for r in recs if r["op"] == "rollout_rewrite"} == {p.id: None, c.id: [p.id]}
+    assert [r.get("with") for r in recs if r["op"] == "row_update" and r["thread_id"] == c.id] == [[p.id]]
+    rb = frun("rollback.py", hb.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert home_state(hb.root) == before
