@@ -27,6 +27,7 @@ from sessionkit import UserError
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
 from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.codexfiles.thread_files import history_key as key_of, is_segment
 
 
 @dataclass
@@ -65,8 +66,7 @@ class ThreadGraph:
 def history_key(rf: RolloutFile) -> Optional[str]:
     """The key thread_history_1 and a fork's history_base use for a file: a segment's own rollout
     uuid, else the thread id."""
-    m = ROLLOUT_NAME.match(rf.name)
-    return (m.group("rollout") or m.group("thread")).lower() if m else None
+    return key_of(rf.name)
 
 
 def build_graph(files: Iterable[RolloutFile], forked: Iterable[RolloutFile]) -> ThreadGraph:
@@ -76,7 +76,7 @@ def build_graph(files: Iterable[RolloutFile], forked: Iterable[RolloutFile]) -> 
     for rf in files:
         key = history_key(rf)
         if key and not rf.compressed:
-            if "_" not in rf.name or key not in graph.by_key:
+            if not is_segment(rf.name) or key not in graph.by_key:
                 graph.by_key.setdefault(key, rf)
     for rf in forked:
         link = _fork_link(rf)
@@ -140,10 +140,9 @@ def forks_since(path: Path, since_ms: int, first: int) -> List[str]:
     history key at an offset >= `first`. The rollouts named since that day are read once per
     process (line 1 of each) and again only when today's folder changes: a rollback asks this for
     every grown file it undoes."""
-    home, m = _home_of(path), ROLLOUT_NAME.match(path.name)
-    if home is None or m is None:
+    home, key = _home_of(path), key_of(path.name)
+    if home is None or key is None:
         return []
-    key = (m.group("rollout") or m.group("thread")).lower()
     day = _day(since_ms / 1000 - 86400)
     links = _forks_by_parent(home, day)
     return sorted(fid for fid, end, born, fpath in links.get(key, [])

@@ -15,6 +15,7 @@ from sessionkit.codexfiles.versions import STATE_DB_NAME
 from sessionkit.codexfiles.locks import CodexActivity
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.rollout_index import RolloutFile, RolloutIndex
+from sessionkit.codexfiles.thread_files import is_duplicate, thread_file
 from sessionkit.diagnose.snapshot import AuditInputs, gather  # noqa: F401  (gather: the audit's entry point, re-exported)
 from sessionkit.codexfiles.history_offsets import history_db_path, threads_with_offsets
 from sessionkit.codexfiles.statedb import ThreadRow, load_threads, open_readonly
@@ -51,10 +52,7 @@ def _sample(items: List[str], n: int) -> List[str]:
 def _file_for_row(row: ThreadRow, inputs: AuditInputs) -> Optional[RolloutFile]:
     """The rollout Codex would read for a row: its recorded path if indexed, else the only one by id."""
     rf = inputs.index.by_path.get(row.rollout_path)
-    if rf is not None:
-        return rf
-    cands = inputs.index.by_thread.get(row.id.lower(), [])
-    return cands[0] if len(cands) == 1 else None
+    return rf if rf is not None else thread_file(inputs.index.by_thread.get(row.id.lower(), []))
 
 
 def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judged]] = None) -> Dict[str, Any]:
@@ -75,11 +73,8 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
     for tid, files in by_thread.items():
         if tid not in row_ids and tid != own:
             found["disk_not_in_db"].append(tid)
-        if len(files) > 1:
-            plain = [f for f in files if "_" not in f.name]
-            names = Counter(f.name for f in files)
-            if len(plain) > 1 or any(c > 1 for c in names.values()):
-                found["duplicate_rollout_id"].append(tid)
+        if is_duplicate(files):
+            found["duplicate_rollout_id"].append(tid)
     found["disk_not_in_db"].sort()  # the few found, not every thread, are sorted
     found["duplicate_rollout_id"].sort()
     path_count = Counter(r.rollout_path for r in rows)

@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional
 
 from sessionkit.codexfiles.history_offsets import history_db_path
 from sessionkit.codexfiles.paths import open_regular, safe_str
-from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
+from sessionkit.codexfiles.rollout_index import RolloutFile
+from sessionkit.codexfiles.thread_files import history_key as key_of, is_segment
 from sessionkit.codexfiles.statedb import open_readonly
 # re-exported: the names Codex keeps, read where the history check reads them
 from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index  # noqa: F401
@@ -137,8 +138,7 @@ class HistoryCheck:
 
 def history_key(rollout_name: str, thread_id: str) -> str:
     """Rows are keyed by thread id, or by the rollout uuid of a reverted thread's newer file."""
-    m = ROLLOUT_NAME.match(rollout_name)
-    return m.group("rollout").lower() if m and m.group("rollout") else thread_id
+    return key_of(rollout_name, thread_id) if is_segment(rollout_name) else thread_id
 
 
 def read_history_rows(db: Path) -> HistoryRows:
@@ -268,7 +268,7 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
             continue
         result.checked += 1
         key = rf.key
-        reverted = key.rfind("_") > key.rfind(os.sep)
+        reverted = is_segment(rf.name)
         if not reverted:
             size = rf.size if rf.size >= 0 else _size(key)  # the size gather saw: no second stat
             if size is None:

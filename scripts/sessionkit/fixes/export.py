@@ -23,6 +23,7 @@ from sessionkit.fixes.archive_src import HISTORY_DB, STATE_DB
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.codexfiles.paths import is_inside, open_regular, safe_str
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, parse_session_meta
+from sessionkit.codexfiles.thread_files import history_key, is_segment
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.statedb import open_readonly
 
@@ -580,9 +581,9 @@ def db_keys(plan: ExportPlan) -> Dict[str, Set[str]]:
     history = set(ids)
     for p in plan.picked:
         for m in p.files:
-            match = ROLLOUT_NAME.match(os.path.basename(m.arcname))
-            if match and match.group("rollout"):
-                history.add(match.group("rollout").lower())
+            name = os.path.basename(m.arcname)
+            if is_segment(name):
+                history.add(history_key(name))  # type: ignore[arg-type]
     return {"threads": ids, "history": history,
             "projects": {str(p.project_id) for p in plan.picked if p.project_id},
             "sections": {str(p.section_id) for p in plan.picked if p.section_id}}

@@ -21,7 +21,8 @@ from sessionkit.ui.commands import args_text
 from sessionkit.ui.labels import shown
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.paths import has_prefix, home_prefix_counts, safe_str
-from sessionkit.codexfiles.rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
+from sessionkit.codexfiles.thread_files import first_file, history_key
+from sessionkit.codexfiles.rollout_index import (RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
                             parse_session_meta, row_path_of, unusable_reason)
 from sessionkit.fixes.rollout_remap import RolloutRemapper
 from sessionkit.codexfiles.rollout_edit import Remap, apply_spans, digest_range, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
@@ -320,9 +321,9 @@ class Line1Rewriter:
         # the file behind each history key: a thread id (its first file) or a segment's rollout uuid
         self.by_key: Dict[str, RolloutFile] = {}
         for f in src.index.files:
-            m = ROLLOUT_NAME.match(f.name)
-            if m:
-                self.by_key.setdefault((m.group("rollout") or m.group("thread")).lower(), f)
+            key = history_key(f.name)
+            if key:
+                self.by_key.setdefault(key, f)
         # a remapped prefix as it appears inside a JSON string (no match: line 1 is left as is)
         self.needles = needles(self.remaps)
         self.stack: Set[str] = set()
@@ -622,15 +623,15 @@ def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) ->
     todo = list(wanted)
     while todo:
         tid = todo.pop()
-        plain = [f for f in src.index.by_thread.get(tid, []) if "_" not in f.name]
-        if len(plain) != 1:
+        first = first_file(src.index.by_thread.get(tid, []))
+        if first is None:
             continue
-        if plain[0].compressed:  # read decompressed, as Codex reads it
+        if first.compressed:  # read decompressed, as Codex reads it
             from sessionkit.codexfiles.zstd import line1_of
-            line, err = line1_of(plain[0].key)
+            line, err = line1_of(first.key)
             parent = (parse_session_meta(line) if line is not None else SessionMeta(error=err)).forked_from_id
         else:
-            parent = load_session_meta(plain[0].path).forked_from_id
+            parent = load_session_meta(first.path).forked_from_id
         if parent and parent.lower() not in out and parent.lower() not in dest.rows \
                 and parent.lower() in src.index.by_thread:
             out[parent.lower()] = f"parent of fork {tid}"
@@ -691,8 +692,7 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         old_len, edits, growth, issue = rewriter.for_file(Path(rf.key), primary_line if rf is primary else None)
         if issue:
             notes.append(f"{rf.name}: {issue}")
-        m = ROLLOUT_NAME.match(rf.name)
-        key = (m.group("rollout") or m.group("thread")).lower() if m else tid
+        key = history_key(rf.name, tid)
         copies.append(FileCopy(rf.key, dst_str, rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
     if tid in dest.rows or tid in dest.index.by_thread:
         assert plan.remapper is not None

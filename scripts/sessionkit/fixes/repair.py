@@ -21,6 +21,7 @@ from sessionkit.codexfiles.rollout_edit import Remap, parse_remaps, plan_file, r
 from sessionkit.codexfiles.rollout_index import RolloutFile, file_path_for, not_unicode, row_path_of, unusable_reason
 from sessionkit.codexfiles.rollout_scan import Unimportable, row_from_rollout
 from sessionkit.runlog.ops import Mkdir, Move, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
+from sessionkit.codexfiles.thread_files import candidates, thread_file
 from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph, graph_of, members, sub_agents_of
 from sessionkit.fixes.forks import fork_rewrites, join_groups, live_groups, with_sub_agents
 from sessionkit.codexfiles.statedb import ThreadRow, open_readonly, thread_columns, unbindable
@@ -423,10 +424,10 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
         tid = r.thread_id
         path = moved.get(tid)
         if path is None:
-            cands = inputs.index.by_thread.get(tid.lower(), [])
-            if len(cands) != 1:
+            one = thread_file(inputs.index.by_thread.get(tid.lower(), []))
+            if one is None:
                 continue
-            path = cands[0].path
+            path = one.path
         fp = plan_file(str(path), plan.remaps)  # the one editor: the same plan the write makes
         if fp.problem:
             plan.skipped.append((tid, f"rollout folders left as they are ({fp.problem}): its cwd is remapped "
@@ -477,12 +478,14 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
         if not choice.fix_paths and not (unarchive and row.archived):
             return not new or _row_change(plan, out, row.id, _row_values(row), new, why, live, db)
         cands = view.of(tid)
-        if len(cands) != 1:
-            return skip(NO_FILE if not cands else f"ambiguous: {len(cands)} rollout files carry this thread id")
-        problem = _usable(cands[0][0], inputs, tid)
+        one = thread_file([c for c, _ in cands])  # the one rule (codexfiles/thread_files.py)
+        if one is None:
+            n = len(candidates([c for c, _ in cands]))
+            return skip(NO_FILE if not n else f"ambiguous: {n} rollout files carry this thread id")
+        problem = _usable(one, inputs, tid)
         if problem:
             return skip(problem)
-        rf, final = cands[0]
+        rf, final = next(c for c in cands if c[0] is one)
         target = Path(stored)
         archives = root / "archived_sessions"
         if can_move and choice.fix_paths and stored and is_inside(target, root) and _sane_target(target, root) \
@@ -566,10 +569,11 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
     for tid, files in sorted(inputs.index.by_thread.items()):
         if tid in row_ids or (wanted and tid not in wanted):
             continue
-        if len(files) != 1:
-            plan.skipped.append((tid, f"orphan with {len(files)} files: not imported"))
+        one = thread_file(files)
+        if one is None:
+            plan.skipped.append((tid, f"orphan with {len(candidates(files))} files: not imported"))
             continue
-        rf = files[0]
+        rf = one
         reason = classify_orphan(rf, live, now)
         if reason != "importable":
             plan.skipped.append((tid, reason))
