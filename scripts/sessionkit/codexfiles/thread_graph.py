@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
@@ -96,8 +97,8 @@ def _fork_link(rf: RolloutFile) -> Optional[ForkLink]:
     try:
         payload = json.loads(line)["payload"]
         base = payload["history_base"]
-        key, end = str(base["thread_id"]).lower(), base["end_byte_offset"]
-        fid = str(payload["id"]).lower()
+        key, end = norm_id(str(base["thread_id"])), base["end_byte_offset"]
+        fid = norm_id(str(payload["id"]))
     except (ValueError, KeyError, TypeError):
         return None
     if not isinstance(end, int) or isinstance(end, bool):
@@ -216,7 +217,7 @@ class SubAgents:
     children: Dict[str, List[str]] = field(default_factory=dict)
 
     def add(self, parent: str, child: str) -> None:
-        parent, child = parent.lower(), child.lower()
+        parent, child = norm_id(parent), norm_id(child)
         if parent == child or child in self.parent_of:
             return  # a thread has one parent: the first record read wins (the edges table)
         self.parent_of[child] = parent
@@ -225,7 +226,7 @@ class SubAgents:
     def descendants(self, ids: Iterable[str]) -> List[str]:
         """Every sub-agent below these threads (their sub-agents too), not the threads themselves;
         a hostile cycle of edges ends."""
-        start = [t.lower() for t in ids]
+        start = [norm_id(t) for t in ids]
         seen, out, todo = set(start), [], list(start)
         while todo:
             for c in self.children.get(todo.pop(0), []):
@@ -237,7 +238,7 @@ class SubAgents:
 
     def top_in(self, tid: str, present: Set[str]) -> Optional[str]:
         """The highest ancestor of `tid` that is in `present` (the threads a run changes), else None."""
-        top, seen, t = None, {tid.lower()}, tid.lower()
+        top, seen, t = None, {norm_id(tid)}, norm_id(tid)
         while t in self.parent_of:
             t = self.parent_of[t]
             if t in seen:

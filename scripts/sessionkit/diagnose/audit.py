@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.ui.commands import report_command
 from sessionkit.codexfiles.home import StateDb
@@ -52,7 +53,7 @@ def _sample(items: List[str], n: int) -> List[str]:
 def _file_for_row(row: ThreadRow, inputs: AuditInputs) -> Optional[RolloutFile]:
     """The rollout Codex would read for a row: its recorded path if indexed, else the only one by id."""
     rf = inputs.index.by_path.get(row.rollout_path)
-    return rf if rf is not None else thread_file(inputs.index.by_thread.get(row.id.lower(), []))
+    return rf if rf is not None else thread_file(inputs.index.by_thread.get(row.key, []))
 
 
 def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judged]] = None) -> Dict[str, Any]:
@@ -81,7 +82,7 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
     found["duplicate_db_paths"] = sorted(p for p, n in path_count.items() if n > 1)
     found["rollout_path_outside_home"] = [r.id for r in inputs.outside_home]
     for r in rows:  # sorted by id (AuditInputs)
-        key = r.id.lower()
+        key = r.key
         if key not in by_thread:
             found["db_not_on_disk"].append(r.id)
         exists = inputs.path_exists(r.rollout_path)
@@ -96,7 +97,7 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
             continue
         meta = metas[rf.key]
         if meta.error is None:
-            if meta.id and meta.id.lower() != key:
+            if meta.id and norm_id(meta.id) != key:
                 found["session_meta_id_mismatch"].append(r.id)
             if meta.has_provider and meta.model_provider != r.model_provider:
                 found["provider_mismatch"].append(r.id)
@@ -123,9 +124,9 @@ def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str], max_sampl
     judged = judge_all(inputs) if judged is None else judged
     visible, hidden = view(judged, provider, cwd)
     db_only = db_only_ids(inputs, provider, cwd)
-    misses = _db_only_misses(inputs, visible, set(t.lower() for t in db_only), provider)
-    listed = {t.lower() for t in visible}
-    extra = [t for t in db_only if t.lower() not in listed]
+    misses = _db_only_misses(inputs, visible, set(norm_id(t) for t in db_only), provider)
+    listed = {norm_id(t) for t in visible}
+    extra = [t for t in db_only if norm_id(t) not in listed]
     providers_in_use = sorted({r.model_provider for r in inputs.rows if r.model_provider})
     cfg = inputs.home.config
     return {
@@ -151,7 +152,7 @@ def _db_only_misses(inputs: AuditInputs, visible: List[str], db_listed: set,
     """Threads the default listing shows but a listing from the DB alone does not, and why."""
     out: Dict[str, List[str]] = {k: [] for k in DB_ONLY_REASONS}
     for tid in visible:
-        if tid.lower() in db_listed:
+        if norm_id(tid) in db_listed:
             continue
         row = inputs.row_for(tid)
         if row is None:
@@ -267,12 +268,12 @@ def _history_beside(state_db: Path, rows: List[ThreadRow], max_samples: int) -> 
         try:
             conn = open_readonly(hist)
             try:
-                known = {t.lower() for t in threads_with_offsets(conn)}
+                known = {norm_id(t) for t in threads_with_offsets(conn)}
             finally:
                 conn.close()
         except (UserError, sqlite3.DatabaseError):
             known = set()
-    missing = sorted(r.id for r in rows if r.history_mode == "paginated" and r.id.lower() not in known)
+    missing = sorted(r.id for r in rows if r.history_mode == "paginated" and r.key not in known)
     return {"path": safe_str(hist), "exists": hist.is_file(), "paginated_without_history": len(missing),
             "paginated_without_history_sample": _sample(missing, max_samples)}
 
@@ -282,7 +283,7 @@ def live_session(inputs: AuditInputs) -> Optional[Dict[str, Any]]:
     tid = inputs.activity.agent_thread_id
     if not tid:
         return None
-    files = inputs.index.by_thread.get(tid.lower(), [])
+    files = inputs.index.by_thread.get(norm_id(tid), [])
     return {"thread_id": tid, "has_row": inputs.row_for(tid) is not None,
             "rollout": safe_str(files[0].path) if files else None,
             "writer_lock_held": tid in inputs.activity.live_threads}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.history_offsets import history_db_path
 from sessionkit.codexfiles.paths import open_regular, safe_str
 from sessionkit.codexfiles.rollout_index import RolloutFile
@@ -148,7 +149,7 @@ def read_history_rows(db: Path) -> HistoryRows:
         return out
     try:
         out.conn = open_readonly(db)
-        out.raw = {str(r[0]).lower(): r[1:] for r in out.conn.execute(_CURSORS_SQL)}
+        out.raw = {norm_id(str(r[0])): r[1:] for r in out.conn.execute(_CURSORS_SQL)}
     except Exception as exc:  # noqa: BLE001 - an unreadable history DB is reported, never the end of the audit
         out.error = str(exc) if str(db) in str(exc) else f"{db}: {exc}"
         out.close()
@@ -253,14 +254,14 @@ def check_history(inputs: Any) -> HistoryCheck:
 
 
 def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
-    live = {t.lower() for t in inputs.activity.live_threads}
-    own = (inputs.activity.agent_thread_id or "").lower()
+    live = set(inputs.activity.live_threads)
+    own = (inputs.activity.agent_thread_id or "")
     by_path, get = inputs.index.by_path, rows.raw.get
     for row in inputs.rows:
         if row.history_mode != "paginated":
             continue
         rf: Optional[RolloutFile] = by_path.get(row.rollout_path)
-        tid = row.id.lower()
+        tid = row.key
         if rf is None or rf.compressed or rf.is_symlink or rf.thread_id != tid:
             continue  # a stale path, another file, or a symlink (never followed): not compared
         if tid in live or tid == own:
@@ -302,8 +303,8 @@ def names_lost(home: Any, rows: List[Any]) -> Dict[str, str]:
     named = named_threads(home.state_db.path)
     if named is None:
         return {}
-    return {r.id: recorded[r.id.lower()] for r in sorted(rows, key=lambda r: r.id)
-            if r.id.lower() in recorded and r.id.lower() not in named
+    return {r.id: recorded[r.key] for r in sorted(rows, key=lambda r: r.id)
+            if r.key in recorded and r.key not in named
             and r.history_mode == "paginated"}  # a legacy thread's name is shown from the index (0.171)
 
 

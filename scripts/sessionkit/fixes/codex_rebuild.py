@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles.locks import scan_activity
 
@@ -117,11 +118,11 @@ def rebuild_histories(home: Path, thread_ids: Sequence[str], codex: str,
     """(rebuilt thread ids, [(thread id, why not)]). A thread another Codex holds is not resumed."""
     if not thread_ids:
         return [], []
-    held = {t.lower() for t in scan_activity(home).live_threads}
-    todo = [t for t in thread_ids if t.lower() not in held]
+    held = set(scan_activity(home).live_threads)
+    todo = [t for t in thread_ids if norm_id(t) not in held]
     failed: List[Tuple[str, str]] = [(t, "another Codex holds this thread (its writer lock is held): "
                                          "its history comes back when that Codex opens it")
-                                     for t in thread_ids if t.lower() in held]
+                                     for t in thread_ids if norm_id(t) in held]
     done: List[str] = []
     if not todo:
         return done, failed

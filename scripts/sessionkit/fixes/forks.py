@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Iterable, List, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph
 from sessionkit.runlog.ops import Op, RolloutEdit, RolloutRewrite
@@ -29,19 +30,19 @@ def fork_rewrites(graph: ThreadGraph, root: RolloutEdit, own: Dict[str, RolloutR
 
 def with_sub_agents(wanted: Iterable[str], subs: SubAgents) -> Set[str]:
     """The threads named on the command line and every sub-agent below them."""
-    named = {t.lower() for t in wanted}
+    named = {norm_id(t) for t in wanted}
     return named | set(subs.descendants(named))
 
 
 def live_groups(planned: Iterable[str], live: Iterable[str], subs: SubAgents) -> Dict[str, str]:
     """Planned threads that go with a live one (a sub-agent or parent Codex holds open), each with
     that live thread: the whole group waits for the next run."""
-    live_set = {t.lower() for t in live}
+    live_set = {norm_id(t) for t in live}
     if not live_set or not subs.parent_of:
         return {}
     out: Dict[str, str] = {}
     for t in planned:
-        tid = t.lower()
+        tid = norm_id(t)
         if tid in live_set:
             continue
         group = _group(tid, subs)
@@ -62,7 +63,7 @@ def _group(tid: str, subs: SubAgents) -> Set[str]:
 def left_behind(planned: Iterable[str], subs: SubAgents, why: Dict[str, str]) -> List[str]:
     """One line per sub-agent of a planned thread that this run leaves as it is although its parent
     changes (`why`: thread id -> the flag or reason that keeps it out), by name."""
-    ids = {t.lower() for t in planned}
+    ids = {norm_id(t) for t in planned}
     out = []
     for child in subs.descendants(ids):
         if child in ids or child not in why:
@@ -76,7 +77,7 @@ def join_groups(ops: Sequence[Op], subs: SubAgents) -> List[Tuple[str, str]]:
     """Each op of a sub-agent whose ancestor the same run changes records that it goes with the
     highest such ancestor (Op.join): locked in one batch, skipped together, rolled back together.
     Returns the (member, root) pairs joined."""
-    present = {o.thread_id.lower(): o.thread_id for o in ops if o.thread_id}
+    present = {norm_id(o.thread_id): o.thread_id for o in ops if o.thread_id}
     if not subs.parent_of or len(present) < 2:
         return []
     tops: Dict[str, str] = {}

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.fixes.archive_src import HISTORY_DB, STATE_DB, SourceHome, private_db_copy
@@ -212,7 +213,7 @@ def _read_names(root: Path) -> Dict[str, str]:
         except ValueError:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("thread_name"), str):
-            out[rec["id"].lower()] = rec["thread_name"]
+            out[norm_id(rec["id"])] = rec["thread_name"]
     return out
 
 
@@ -235,7 +236,7 @@ def read_source(source: SourceHome) -> SourceInputs:
                     at = columns.index("id")
                     for values in cur:
                         if isinstance(values[at], str):
-                            rows[values[at].lower()] = values
+                            rows[norm_id(values[at])] = values
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
@@ -252,7 +253,7 @@ def read_source(source: SourceHome) -> SourceInputs:
             history_db = private_db_copy(hist, source.scratch)
             conn = sqlite3.connect(str(history_db))
             try:
-                turns = {str(k).lower(): int(n) for k, n in conn.execute(
+                turns = {norm_id(str(k)): int(n) for k, n in conn.execute(
                     "SELECT thread_id, count(*) FROM thread_turns GROUP BY thread_id")}
             finally:
                 conn.close()
@@ -284,7 +285,7 @@ def read_dest(home: CodexHome) -> DestInputs:
     conn = open_readonly(home.state_db.path)
     try:
         info = list(conn.execute("PRAGMA table_info(threads)"))
-        rows = {str(i).lower(): (str(p), str(c)) for i, p, c in conn.execute("SELECT id, rollout_path, cwd FROM threads")}
+        rows = {norm_id(str(i)): (str(p), str(c)) for i, p, c in conn.execute("SELECT id, rollout_path, cwd FROM threads")}
     finally:
         conn.close()
     if not info:
@@ -298,7 +299,7 @@ def read_dest(home: CodexHome) -> DestInputs:
         try:
             for t in HISTORY_TABLES:
                 hcols[t] = [r[1] for r in conn.execute(f"PRAGMA table_info({t})")]
-            keys = {str(k).lower() for (k,) in conn.execute(
+            keys = {norm_id(str(k)) for (k,) in conn.execute(
                 "SELECT thread_id FROM thread_turns UNION SELECT thread_id FROM thread_history_projection_state "
                 "UNION SELECT thread_id FROM thread_items")}
         finally:
@@ -344,7 +345,7 @@ class Line1Rewriter:
 
     def _parent_shift(self, base: Dict[str, Any]) -> int:
         parent = base.get("thread_id")  # a history key: the parent's thread id, or a segment's uuid
-        rf = self.by_key.get(parent.lower()) if isinstance(parent, str) else None
+        rf = self.by_key.get(norm_id(parent)) if isinstance(parent, str) else None
         if rf is None or rf.key in self.stack:
             return 0
         old_len, _edits, growth, _ = self.for_file(rf.path)
@@ -558,7 +559,7 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
                       src_history_db=src.history_db, dest_history_db=dest.history_db, notes=list(src.notes))
     all_ids = set(src.rows) | set(src.index.by_thread)
     plan.threads_in_source = len(all_ids)
-    wanted = {t.lower() for t in thread_ids}
+    wanted = {norm_id(t) for t in thread_ids}
     unknown = sorted(wanted - all_ids)
     if unknown:
         raise UserError(f"--thread-id {unknown[0]}: no such thread in the source")
@@ -632,10 +633,10 @@ def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) ->
             parent = (parse_session_meta(line) if line is not None else SessionMeta(error=err)).forked_from_id
         else:
             parent = load_session_meta(first.path).forked_from_id
-        if parent and parent.lower() not in out and parent.lower() not in dest.rows \
-                and parent.lower() in src.index.by_thread:
-            out[parent.lower()] = f"parent of fork {tid}"
-            todo.append(parent.lower())
+        if parent and norm_id(parent) not in out and norm_id(parent) not in dest.rows \
+                and norm_id(parent) in src.index.by_thread:
+            out[norm_id(parent)] = f"parent of fork {tid}"
+            todo.append(norm_id(parent))
     return out
 
 
@@ -892,7 +893,7 @@ def history_rows(plan: ImportPlan, dest_columns: Dict[str, List[str]]) -> Dict[s
             cur = conn.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in use)} FROM {table}")
             for values in cur:
                 rec = dict(zip(use, values))
-                hit = by_key.get(str(rec["thread_id"]).lower())
+                hit = by_key.get(norm_id(str(rec["thread_id"])))
                 if hit is None:
                     continue
                 tid, fc = hit

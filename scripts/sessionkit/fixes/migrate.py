@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.locks import explain_live
 from sessionkit.diagnose.snapshot import AuditInputs
 from sessionkit.codexfiles.history_offsets import history_db_path, read_offsets, threads_with_offsets
@@ -96,7 +97,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
     wanted = with_sub_agents(thread_ids, plan.subs)  # a named thread brings its sub-agents
     left: Dict[str, str] = {}  # a sub-agent a filter keeps out -> the flag that would bring it
     froms = set(from_providers)
-    live = {t.lower() for t in inputs.activity.live_threads}
+    live = set(inputs.activity.live_threads)
     root = inputs.home.root
     hist_threads: Set[str] = set()
     hist_conn: Optional[sqlite3.Connection] = None
@@ -109,7 +110,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             hist_threads = set()
     try:
         for row in sorted(inputs.rows, key=lambda r: r.id):
-            tid = row.id.lower()
+            tid = row.key
             if wanted and tid not in wanted:
                 continue
             if row.archived and not include_archived:
@@ -194,13 +195,13 @@ def _plan_other_dbs(plan: MigrationPlan, inputs: AuditInputs, include_archived: 
     has are named in a warning (the rollout's line 1 is shared, its row there is not)."""
     from sessionkit.fixes.repair import other_state_dbs
     from sessionkit.codexfiles.statedb import load_threads
-    wanted = {c.thread_id.lower(): c for c in plan.changes}
-    used = {r.id.lower() for r in inputs.rows}
+    wanted = {norm_id(c.thread_id): c for c in plan.changes}
+    used = {r.key for r in inputs.rows}
     for db in other_state_dbs(inputs.home):
         other = OtherDbChanges(db)
         only_here = 0
         for row in load_threads(db):
-            tid = row.id.lower()
+            tid = row.key
             if tid in wanted and row.model_provider != plan.target:
                 other.providers[wanted[tid].thread_id] = row.model_provider
             elif tid not in used and row.model_provider != plan.target and (include_archived or not row.archived) \
@@ -227,7 +228,7 @@ def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan, reset: Se
     in the used DB and in every other state DB of the home (and their history DBs). A growing
     rollout's forks follow it (their history_base moves with it), parents before forks. `reset`:
     threads whose rows in `hist_path` the same run deletes (a history reset): nothing to shift."""
-    reset_ids = {t.lower() for t in reset}
+    reset_ids = {norm_id(t) for t in reset}
     hists = []
     for db in ([] if plan.db_only else [home_db] + [o.db for o in plan.others]):
         hp = hist_path if db == home_db else history_db_path(db)
@@ -254,7 +255,7 @@ def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan, reset: Se
         if rw is not None:
             ops.append(rw)
             for hp, conn, with_offsets in hists:  # re-read under the writer lock when prepared
-                if tid in with_offsets and not (hp == hist_path and tid.lower() in reset_ids):
+                if tid in with_offsets and not (hp == hist_path and norm_id(tid) in reset_ids):
                     ops.append(OffsetShift.following(str(hp), rw, read_offsets(conn, tid)))
         c = changes.get(tid)
         if c is None:

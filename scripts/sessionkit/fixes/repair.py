@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.diagnose.audit import classify_orphan
 from sessionkit.codexfiles.locks import explain_live
@@ -170,7 +171,7 @@ class Choice:
     stay: frozenset = frozenset()  # threads whose file is not moved in this run (rewritten in place first)
 
     def unarchives(self, tid: str) -> bool:
-        return (self.unarchive_all or tid.lower() in self.unarchive_ids) and tid.lower() not in self.stay
+        return (self.unarchive_all or norm_id(tid) in self.unarchive_ids) and norm_id(tid) not in self.stay
 
 
 def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = False,
@@ -187,10 +188,10 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = Fa
     other DB), for the audit's cheap look at a few sessions."""
     now = time.time() if now is None else now
     choice = Choice(fix_paths, unarchive is True,
-                    frozenset(t.lower() for t in unarchive) if not isinstance(unarchive, bool) else frozenset())
+                    frozenset(norm_id(t) for t in unarchive) if not isinstance(unarchive, bool) else frozenset())
     plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names, sub)
-    moved = {m.thread_id.lower(): m.why for m in plan.moves}
-    both = {r.thread_id.lower() for r in plan.rewrites if r.thread_id.lower() in moved}
+    moved = {norm_id(m.thread_id): m.why for m in plan.moves}
+    both = {norm_id(r.thread_id) for r in plan.rewrites if norm_id(r.thread_id) in moved}
     if not both:
         return plan
     choice = Choice(fix_paths, choice.unarchive_all, choice.unarchive_ids, frozenset(both))
@@ -209,13 +210,13 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
                       archived_before=sum(1 for r in inputs.rows if r.archived))
     plan.subs = sub_agents_of(inputs)
     wanted = with_sub_agents(thread_ids, plan.subs) if thread_ids else set()  # a named thread brings its sub-agents
-    live = {t.lower() for t in inputs.activity.live_threads}
+    live = set(inputs.activity.live_threads)
     remaps = list(remaps)
     plan.remaps = remaps
     taken: Dict[str, str] = {}  # destination path -> thread
     view = View(inputs.index)
     for row in sorted(inputs.rows, key=lambda r: r.id):
-        if wanted and row.id.lower() not in wanted:
+        if wanted and row.key not in wanted:
             continue
         _plan_row(plan, plan.rows, row, inputs, view, choice, remaps, live, taken, now, True)
     outside = home_prefix_counts((r.rollout_path for r in inputs.rows
@@ -226,7 +227,7 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
     if import_orphans:
         _plan_imports(plan, inputs, wanted, live, now)
     for tid, name in names:
-        if not (wanted and tid.lower() not in wanted) and \
+        if not (wanted and norm_id(tid) not in wanted) and \
                 not _row_change(plan, plan.rows, tid, {"name": None}, {"name": name}, ["restore name"], live):
             _drop_thread(plan, tid)
     if not sub:
@@ -270,7 +271,7 @@ def daemon_links(root: Path, remaps: Sequence[Remap]) -> List[Tuple[str, str, st
 def resolve_threads(inputs: AuditInputs, values: Sequence[str]) -> List[str]:
     """Thread ids for ids or names given on the command line (a name as `thread/name/set` gave it,
     from the row or session_index.jsonl); an unknown or ambiguous one is a UserError."""
-    ids = {r.id.lower() for r in inputs.rows} | set(inputs.index.by_thread)
+    ids = {r.key for r in inputs.rows} | set(inputs.index.by_thread)
     named: Dict[str, List[str]] = {}
     in_rows = _row_names(inputs.home.state_db.path)
     for tid, name in in_rows.items():
@@ -280,8 +281,8 @@ def resolve_threads(inputs: AuditInputs, values: Sequence[str]) -> List[str]:
             named.setdefault(name, []).append(tid)
     out = []
     for v in values:
-        if v.lower() in ids:
-            out.append(v.lower())
+        if norm_id(v) in ids:
+            out.append(norm_id(v))
             continue
         hits = sorted(set(named.get(v, [])))
         if not hits:
@@ -317,9 +318,9 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
     will be. A thread the used DB's plan leaves alone is left alone here too, and a thread one DB
     cannot take is left alone in every DB."""
     from sessionkit.codexfiles.statedb import load_threads
-    asked = {r.thread_id.lower(): r.new for r in plan.rows if "unarchive" in r.why}  # the user's own request
-    inserted = {i["id"].lower(): i for i in plan.inserts}
-    left = {t.lower() for t, _ in plan.skipped}
+    asked = {norm_id(r.thread_id): r.new for r in plan.rows if "unarchive" in r.why}  # the user's own request
+    inserted = {norm_id(i["id"]): i for i in plan.inserts}
+    left = {norm_id(t) for t, _ in plan.skipped}
     view = View(inputs.index, plan.moves)
     choice = Choice(plan.fix_paths)
     for db in other_state_dbs(inputs.home):
@@ -330,7 +331,7 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
             plan.skipped.append((str(db), f"other state DB not read: {exc}"))
             continue
         for row in sorted(rows, key=lambda r: r.id):
-            tid = row.id.lower()
+            tid = row.key
             if (wanted and tid not in wanted) or tid in left:
                 continue
             mine: List[RowChange] = []
@@ -348,12 +349,12 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
                                           why, live, db):
                 _drop_thread(plan, tid)
         if import_orphans:
-            have = {r.id.lower() for r in rows}
+            have = {r.key for r in rows}
             for ins in _inserts_for(plan, inputs, view, have, inserted, wanted, live, now):
                 if _insert_ok(plan, ins, db):
                     other.inserts.append(ins)
                 else:
-                    _drop_thread(plan, ins["id"].lower())
+                    _drop_thread(plan, norm_id(ins["id"]))
         if other.rows or other.inserts:
             plan.others.append(other)
 
@@ -363,7 +364,7 @@ def _inserts_for(plan: RepairPlan, inputs: AuditInputs, view: View, have: set, i
     """Rows for the threads another DB lacks: the used DB's insert, or one built from the file and
     pointed at where the file will be (an unarchived thread is not inserted as archived)."""
     root = inputs.home.root
-    left = {t.lower() for t, _ in plan.skipped}
+    left = {norm_id(t) for t, _ in plan.skipped}
     out = []
     for tid in sorted(inputs.index.by_thread):
         if tid in have or tid in left or (wanted and tid not in wanted):
@@ -402,14 +403,14 @@ def _insert_ok(plan: RepairPlan, ins: Dict[str, Any], db: Optional[Path] = None)
 
 def _drop_thread(plan: RepairPlan, tid: str) -> None:
     """A thread one DB cannot take is left alone whole: its moves and row changes in every DB."""
-    t = tid.lower()
-    plan.moves = [m for m in plan.moves if m.thread_id.lower() != t]
-    plan.rows = [r for r in plan.rows if r.thread_id.lower() != t]
-    plan.inserts = [i for i in plan.inserts if i["id"].lower() != t]
-    plan.rewrites = [r for r in plan.rewrites if r.thread_id.lower() != t]
+    t = norm_id(tid)
+    plan.moves = [m for m in plan.moves if norm_id(m.thread_id) != t]
+    plan.rows = [r for r in plan.rows if norm_id(r.thread_id) != t]
+    plan.inserts = [i for i in plan.inserts if norm_id(i["id"]) != t]
+    plan.rewrites = [r for r in plan.rewrites if norm_id(r.thread_id) != t]
     for o in plan.others:
-        o.rows = [r for r in o.rows if r.thread_id.lower() != t]
-        o.inserts = [i for i in o.inserts if i["id"].lower() != t]
+        o.rows = [r for r in o.rows if norm_id(r.thread_id) != t]
+        o.inserts = [i for i in o.inserts if norm_id(i["id"]) != t]
 
 
 def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
@@ -424,7 +425,7 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
         tid = r.thread_id
         path = moved.get(tid)
         if path is None:
-            one = thread_file(inputs.index.by_thread.get(tid.lower(), []))
+            one = thread_file(inputs.index.by_thread.get(norm_id(tid), []))
             if one is None:
                 continue
             path = one.path
@@ -457,7 +458,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
         return False
 
     root = inputs.home.root
-    tid = row.id.lower()
+    tid = row.key
     new: Dict[str, Any] = {}
     why: List[str] = []
     stored = remap(row.rollout_path, remaps) if remaps else row.rollout_path
@@ -550,7 +551,7 @@ def _row_change(plan: RepairPlan, out: List[RowChange], tid: str, values: Dict[s
     """The one path of every planned row change (paths, archive state, names, other DBs): a live
     thread or a value SQLite cannot take skips that thread, with its reason, never the run."""
     where = f"{safe_str(db)}: " if db is not None else ""
-    if tid.lower() in live:
+    if norm_id(tid) in live:
         plan.skipped.append((tid, where + LIVE_ROW))
         return False
     old = {k: values.get(k) for k in new}
@@ -563,7 +564,7 @@ def _row_change(plan: RepairPlan, out: List[RowChange], tid: str, values: Dict[s
 
 
 def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set, now: float) -> None:
-    row_ids = {r.id.lower() for r in inputs.rows}
+    row_ids = {r.key for r in inputs.rows}
     provider = inputs.home.config.model_provider
     names = names_from_session_index(inputs.home)  # a re-created row keeps the thread's name
     for tid, files in sorted(inputs.index.by_thread.items()):
@@ -658,9 +659,9 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     stamp = time.time() if now is None else now
     from sessionkit.codexfiles.history_offsets import history_db_path
     hist = str(history_db_path(home.state_db.path))
-    gone = {t.lower() for t in reset}
+    gone = {norm_id(t) for t in reset}
     ops = [o for o in remap_ops(inputs, plan)
-           if not (o.DB_OP and o.db() == hist and (o.thread_id or "").lower() in gone)]
+           if not (o.DB_OP and o.db() == hist and norm_id((o.thread_id or "")) in gone)]
     ops += repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
     for other in plan.others:
         ops += other_db_ops(other, thread_columns_of(other.db))
