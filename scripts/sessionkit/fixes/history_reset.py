@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import LIVE_HISTORY, LIVE_NAME
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.diagnose.history_check import RESET_KINDS, Finding, HistoryCheck
 from sessionkit.codexfiles.paths import safe_str
@@ -62,13 +63,13 @@ def plan_history(inputs: Any, check: HistoryCheck, enabled: bool = True,
     for tid in check.skipped_live:
         if wanted and norm_id(tid) not in wanted:
             continue
-        plan.skipped.append((tid, "live thread (its writer lock is held): history not checked or reset"))
+        plan.skipped.append((tid, LIVE_HISTORY))
     live = set(inputs.activity.live_threads)
     for tid, name in check.names_lost.items():
         if wanted and norm_id(tid) not in wanted:
             continue
         if norm_id(tid) in live:
-            plan.skipped.append((tid, "live thread (its writer lock is held): name not restored"))
+            plan.skipped.append((tid, LIVE_NAME))
         else:
             plan.names.append((tid, name))
     return plan

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.reasons import IMPORT_NO_FILE, IMPORT_SYMLINK
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles import host
@@ -654,9 +655,9 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         (plan.conflicts if conflict else plan.skipped).append(Skip(tid, name or title, reason))
 
     if not files:
-        return skip("its rollout file is not in the source (a row alone cannot be read or resumed)")
+        return skip(IMPORT_NO_FILE)
     if any(f.is_symlink for f in files):
-        return skip("a rollout file is a symlink (never followed)")
+        return skip(IMPORT_SYMLINK)
     origin: Dict[str, str] = {}  # a compressed file's decompressed copy -> its key in the source
     if any(f.compressed for f in files):
         files, problem = _decompressed(plan, files, origin)

@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.reasons import FILE_MISSING, LIVE_GROUP, LIVE_UNTOUCHED, OUTSIDE_HOME
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.locks import explain_live
 from sessionkit.diagnose.snapshot import AuditInputs
@@ -127,7 +128,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             if row.model_provider == plan.target and (db_only or line1_provider in (None, plan.target)):
                 continue
             if tid in live:
-                plan.skipped.append((row.id, explain_live("live thread (its writer lock is held): never touched",
+                plan.skipped.append((row.id, explain_live(LIVE_UNTOUCHED,
                                                            inputs.activity, row.id)))
                 continue
             bad = unbindable((row.id, row.model_provider))
@@ -138,8 +139,8 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 plan.changes.append(ProviderChange(row.id, row.model_provider, None, None, True))
                 continue
             if rf is None:
-                why = "rollout_path is outside this Codex home" if not is_inside(Path(row.rollout_path), root) \
-                    else "rollout file missing"
+                why = OUTSIDE_HOME if not is_inside(Path(row.rollout_path), root) \
+                    else FILE_MISSING
                 plan.skipped.append((row.id, f"{why}: run session_repair.py first"))
                 continue
             assert meta is not None
@@ -184,8 +185,7 @@ def _plan_group_members(plan: MigrationPlan, inputs: AuditInputs, left: Dict[str
     waits = live_groups([c.thread_id for c in plan.changes], inputs.activity.live_threads, plan.subs)
     if waits:
         plan.changes = [c for c in plan.changes if c.thread_id not in waits]
-        plan.skipped += [(t, f"skipped with {safe_str(n)}: live thread (its writer lock is held); a thread "
-                             f"and its sub-agents change together") for t, n in sorted(waits.items())]
+        plan.skipped += [(t, LIVE_GROUP.format(other=safe_str(n))) for t, n in sorted(waits.items())]
     plan.warnings += left_behind([c.thread_id for c in plan.changes if c.old_provider != plan.target
                                   or c.edit is not None], plan.subs, left)
 

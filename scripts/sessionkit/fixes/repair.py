@@ -10,6 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import (AMBIGUOUS_FILES, HARD_LINKED, LIVE_GROUP, LIVE_MOVE, LIVE_ROW, NO_FILE,  # noqa: F401
+                                           ROW_FOLLOWS_FILE, UNARCHIVE_NEXT_RUN)
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.diagnose.audit import classify_orphan
@@ -131,14 +133,7 @@ def unarchived_path(root: Path, rf: RolloutFile) -> Path:
 
 
 # Why a thread is left alone (each printed with the thread it names).
-NO_FILE = "no rollout file for this thread anywhere"
-LIVE_MOVE = "live thread (its writer lock is held): never moved"
-LIVE_ROW = "live thread (its writer lock is held): row left alone"
-HARD_LINKED = ("not unarchived: its rollout is hard-linked ({links} names for one file, e.g. a backup copy "
-               "outside the home); unarchiving sets its mtime, which would change the other copy too")
-ROW_FOLLOWS_FILE = "archive state follows the file"
-UNARCHIVE_NEXT_RUN = ("not unarchived in this run: the remap rewrites its rollout where it lies first; run the "
-                      "same command again to unarchive it (one change after the other, each undoable)")
+# (NO_FILE, LIVE_MOVE, LIVE_ROW, HARD_LINKED, ROW_FOLLOWS_FILE, UNARCHIVE_NEXT_RUN: codexfiles/reasons.py)
 
 
 class View:
@@ -248,8 +243,7 @@ def _group_waits(plan: RepairPlan, live: set) -> None:
         {r.thread_id for r in plan.rewrites} | {i["id"] for i in plan.inserts}
     for tid, n in sorted(live_groups(planned, live, plan.subs).items()):
         _drop_thread(plan, tid)
-        plan.skipped.append((tid, f"skipped with {safe_str(n)}: live thread (its writer lock is held); a thread "
-                                  f"and its sub-agents change together"))
+        plan.skipped.append((tid, LIVE_GROUP.format(other=safe_str(n))))
 
 
 def daemon_links(root: Path, remaps: Sequence[Remap]) -> List[Tuple[str, str, str]]:
@@ -482,7 +476,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
         one = thread_file([c for c, _ in cands])  # the one rule (codexfiles/thread_files.py)
         if one is None:
             n = len(candidates([c for c, _ in cands]))
-            return skip(NO_FILE if not n else f"ambiguous: {n} rollout files carry this thread id")
+            return skip(NO_FILE if not n else AMBIGUOUS_FILES.format(n=n))
         problem = _usable(one, inputs, tid)
         if problem:
             return skip(problem)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, CHANGED_WHILE_READ, NOT_REGULAR, NO_HISTORY_BASE
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.faults import point
@@ -810,13 +811,13 @@ class Line1Rewrite(RolloutEdit):
         except OSError as exc:
             return f"{self.path}: {exc.strerror}"
         if not _st.S_ISREG(st.st_mode):
-            return "the rollout is not a regular file (a symlink?): never written through"
+            return NOT_REGULAR
         if st.st_nlink > 1:  # item 4: never write through a shared inode
             return (f"the rollout has {st.st_nlink} hard links (a backup made with cp -al or rsnapshot?): "
                     "writing it would change the other copies too; skipped")
         if (self.expect_mtime_ns is not None and st.st_mtime_ns != self.expect_mtime_ns) or \
                 (self.expect_size is not None and st.st_size != self.expect_size):
-            return "the rollout changed since the plan was made (a turn was added?): run again"
+            return CHANGED_SINCE_PLAN
         if os.path.lexists(self.tmp):
             return f"{self.tmp} exists (left by another run?): skipped"
         line, err = read_line1(Path(self.path))
@@ -1024,7 +1025,7 @@ class RolloutRewrite(RolloutEdit):
             end = base["end_byte_offset"]
             assert isinstance(base, dict) and isinstance(end, int) and not isinstance(end, bool)
         except (ValueError, KeyError, TypeError, AssertionError):
-            return "the fork's line 1 has no history_base.end_byte_offset"
+            return NO_HISTORY_BASE
         if shift(end, shifts) != end:
             self.set = dict(self.set, history_base=dict(base, end_byte_offset=shift(end, shifts)))
         return None
@@ -1036,13 +1037,13 @@ class RolloutRewrite(RolloutEdit):
         except OSError as exc:
             return f"{self.path}: {exc.strerror}"
         if not _st.S_ISREG(st.st_mode):
-            return "the rollout is not a regular file (a symlink?): never written through"
+            return NOT_REGULAR
         if st.st_nlink > 1:
             return (f"the rollout has {st.st_nlink} hard links (a backup made with cp -al or rsnapshot?): "
                     "writing it would change the other copies too; skipped")
         if (self.expect_mtime_ns is not None and st.st_mtime_ns != self.expect_mtime_ns) or \
                 (self.expect_size is not None and st.st_size != self.expect_size):
-            return "the rollout changed since the plan was made (a turn was added?): run again"
+            return CHANGED_SINCE_PLAN
         if os.path.lexists(self.tmp):
             return f"{self.tmp} exists (left by another run?): skipped"
         why = self._fork_base()
@@ -1052,7 +1053,7 @@ class RolloutRewrite(RolloutEdit):
         if plan.problem:
             return plan.problem
         if plan.size != st.st_size:
-            return "the rollout changed while it was read: run again"
+            return CHANGED_WHILE_READ
         if not plan.spans:
             return NOOP
         self.old_values, self.cwd_lines = dict(plan.old_values), plan.folder_lines
