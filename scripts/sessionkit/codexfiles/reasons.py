@@ -41,3 +41,12 @@ DELETED = "deleted since the run (thread/delete?); left deleted"
 # ---- an import
 IMPORT_NO_FILE = "its rollout file is not in the source (a row alone cannot be read or resumed)"
 IMPORT_SYMLINK = "a rollout file is a symlink (never followed)"
+
+# ---- an export (fixes/export.py)
+SKIP_NO_FILE = "its rollout file is missing"
+SKIP_OUTSIDE = "its rollout file is not under sessions/ or archived_sessions/ of this home"
+SKIP_UNREADABLE = "its rollout file cannot be read"
+
+# ---- a history rebuild and the audit's advice
+INTERRUPTED = "interrupted (Ctrl-C) before Codex rebuilt it: its history comes back the first time it is opened"
+WAIT_REASON = "written in the last minutes, maybe still in use: audit again later"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import WAIT_REASON  # noqa: F401
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.ui.commands import home_command
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
     from sessionkit.codexfiles.home import CodexHome
     from sessionkit.diagnose.snapshot import AuditInputs
 
-WAIT_REASON = "written in the last minutes, maybe still in use: audit again later"
+# WAIT_REASON: codexfiles/reasons.py
 # integrity samples whose sessions the repair may change
 REPAIR_SAMPLES = ("missing_rollout_path", "stale_rows", "archive_mismatches", "session_meta_id_mismatch",
                   "rollout_path_outside_home", "duplicate_db_paths", "db_not_on_disk")

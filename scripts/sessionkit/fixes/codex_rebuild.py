@@ -11,12 +11,13 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import INTERRUPTED  # noqa: F401
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles.locks import scan_activity
 
 REQUEST_TIMEOUT_S = 120.0
-INTERRUPTED = "interrupted (Ctrl-C) before Codex rebuilt it: its history comes back the first time it is opened"
+# INTERRUPTED: codexfiles/reasons.py
 
 
 def find_codex(codex_bin: Optional[str]) -> str:

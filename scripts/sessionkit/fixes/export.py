@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, IO, Iterable, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.reasons import SKIP_NO_FILE, SKIP_OUTSIDE, SKIP_UNREADABLE  # noqa: F401
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles import host
@@ -45,9 +46,7 @@ WHY_CHOSEN = "chosen"
 WHY_FORK_PARENT = "fork parent of"
 WHY_SUBAGENT = "sub-agent of"
 WHY_ATTACHED = "attached parent of"
-SKIP_NO_FILE = "its rollout file is missing"
-SKIP_OUTSIDE = "its rollout file is not under sessions/ or archived_sessions/ of this home"
-SKIP_UNREADABLE = "its rollout file cannot be read"
+# SKIP_NO_FILE, SKIP_OUTSIDE, SKIP_UNREADABLE: codexfiles/reasons.py
 NOTE_PARTIAL = "being written: exported up to its last complete line"
 
 
