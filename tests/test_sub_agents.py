@@ -191,3 +191,36 @@ def test_a_moved_home_remap_of_a_named_parent_brings_its_sub_agents(tmp_path):
     rb = frun("rollback.py", hb.root, "--latest", "--apply")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert home_state(hb.root) == before
+
+
+def test_a_sub_agent_goes_in_its_parents_batch_and_rolls_back_with_it(family, monkeypatch):
+    """One thread per batch where the open-file limit is low: the group's writer locks are still
+    held together (one batch), and the rollback undoes it in one batch too."""
+    from sessionkit.runlog import writerun
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.fixes.migrate import apply_migration, plan_migration
+    from sessionkit.diagnose.snapshot import gather
+    hb, p, c, g, o = family
+    before = home_state(hb.root)
+    monkeypatch.setattr(writerun, "locks_beside_home_lock", lambda n: 1)
+    inputs = gather(open_home(str(hb.root)))
+    result = apply_migration(inputs, plan_migration(inputs, target="newco"))
+    recs = [json.loads(x) for x in open(result["journal"])]
+    batches = [(r["n"], r["threads"]) for r in recs if r["op"] == "batch"]
+    assert batches == [(1, 3), (2, 1)]
+    first = recs.index(next(r for r in recs if r["op"] == "batch" and r["n"] == 2))
+    assert {r["thread_id"] for r in recs[:first] if r["op"] == "line1"} == {p.id, c.id, g.id}
+    rb = frun("rollback.py", hb.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert home_state(hb.root) == before
+
+
+def test_a_kill_at_every_point_of_a_grouped_run_in_batches_is_undone(tmp_path, family):
+    """At the lowest open-file limit (one writer lock per batch) the group of three still goes in
+    one batch; a kill anywhere is undone by the one rollback."""
+    from sessionkit.codexfiles.writerlock import SPARE_DESCRIPTORS
+    from test_faults import _walk
+    hb, p, c, g, o = family
+    one_lock = f"nofile:{SPARE_DESCRIPTORS + 5 + 1}"
+    labels = _walk(tmp_path, hb, "provider_migrate.py", ["--apply"], "kill", None, limit=one_lock)
+    assert labels.count("file") == 4 and labels.count("batch") == 1, labels
