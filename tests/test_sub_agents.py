@@ -224,3 +224,24 @@ def test_a_kill_at_every_point_of_a_grouped_run_in_batches_is_undone(tmp_path, f
     one_lock = f"nofile:{SPARE_DESCRIPTORS + 5 + 1}"
     labels = _walk(tmp_path, hb, "provider_migrate.py", ["--apply"], "kill", None, limit=one_lock)
     assert labels.count("file") == 4 and labels.count("batch") == 1, labels
+
+
+def test_a_rollback_that_cannot_lock_the_parent_leaves_its_sub_agents_alone_too(family):
+    from sessionkit.codexfiles.writerlock import WriterLocks
+    hb, p, c, g, o = family
+    done = frun("provider_migrate.py", hb.root, "--apply", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    journal = json.loads(done.stdout)["result"]["journal"]
+    after = {t.path: t.path.read_bytes() for t in (p, c, g)}
+    locks = WriterLocks(hb.root)
+    assert locks.take(p.id) is None
+    try:
+        rb = frun("rollback.py", hb.root, "--latest", "--apply", "--force", "--json")
+    finally:
+        locks.release_all()
+    assert rb.returncode == 1, rb.stdout + rb.stderr
+    undone = [json.loads(x) for x in open(journal)][-1]
+    assert (undone["op"], undone["conflicts"]) == ("undone", 3)
+    assert sorted(x.split(":")[0] for x in undone["left"]) == sorted([p.id, c.id, g.id])
+    assert {t: t.read_bytes() for t in after} == after
+    assert _rows(hb) == {p.id: "newco", c.id: "newco", g.id: "newco", o.id: "oldco"}
