@@ -115,7 +115,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
-    require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
+    require_known_threads(args.thread_id, (r.key for r in inputs.rows), inputs.index.by_thread)
     plan = plan_migration(inputs, args.target_provider, args.from_provider, args.thread_id,
                           args.include_archived, args.db_only)
     report = {"codex_dir": str(home.root), **plan_report(plan, args.sample)}

@@ -152,7 +152,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
-    require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
+    require_known_threads(args.thread_id, (r.key for r in inputs.rows), inputs.index.by_thread)
     opts = options(args, inputs)
     plan = plan_recover(inputs, opts)
     ids = [t for tids in plan.groups().values() for t in tids[:args.sample]] + [t for t, _ in plan.skipped[:args.sample]]

@@ -184,7 +184,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
-    require_known_threads(args.thread_id, (r.id for r in inputs.rows), inputs.index.by_thread)
+    require_known_threads(args.thread_id, (r.key for r in inputs.rows), inputs.index.by_thread)
     unarchive: Any = True if ALL in args.unarchive else resolve_threads(inputs, args.unarchive)
     hplan = plan_history(inputs, check_history(inputs), not args.no_fix_history, args.thread_id)
     plan = plan_repair(inputs, fix_paths=not args.no_fix_paths, unarchive=unarchive or False,

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
 from sessionkit.codexfiles import host
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.versions import ARG0_LOCK_GLOB, CONTROL_SOCKET, DAEMON_LOCK_DIR, DAEMON_SERVER_ARGS, DAEMON_STATE_DIR, \
     DAEMON_STOP, UPDATE_LOOP_ARGS, WRITER_LOCK_DIR
 
@@ -133,7 +134,7 @@ class CodexActivity:
     def why_live(self, thread_id: str) -> Optional[str]:
         """Who holds a live thread's writer lock, named, when it is not the agent running us."""
         for h in self.holders:
-            if h.kind == "thread writer" and h.thread_id and h.thread_id.lower() == thread_id.lower():
+            if h.kind == "thread writer" and h.thread_id and h.thread_id == norm_id(thread_id):
                 if h.own:
                     return None
                 who = f"pid {h.pid}" if h.pid else "a process not visible from here"
@@ -145,7 +146,7 @@ class CodexActivity:
     @property
     def live_threads(self) -> Set[str]:
         """Threads whose writer lock is held, the agent's own included: never touch these."""
-        return {h.thread_id for h in self.holders if h.kind == "thread writer" and h.thread_id}
+        return {h.thread_id for h in self.holders if h.kind == "thread writer" and h.thread_id}  # normalised
 
 
 def is_held(path: Path) -> bool:
@@ -349,7 +350,7 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
     """Every held Codex lock under the home and every Codex process of it, each marked as the calling
     agent's own or not, and as able to write sessions or not; and what this host cannot see."""
     env = os.environ if environ is None else environ
-    agent = env.get("CODEX_THREAD_ID") or None
+    agent = norm_id(env["CODEX_THREAD_ID"]) if env.get("CODEX_THREAD_ID") else None
     facts = host.current()
     activity = CodexActivity(agent_thread_id=agent, missing=facts.missing())
     inode_pid = _lock_pids()
@@ -413,7 +414,7 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
             if lock.name.startswith("."):
                 continue
             if is_held(lock):
-                tid = lock.name[:-len(".lock")]
+                tid = norm_id(lock.name[:-len(".lock")])
                 activity.holders.append(named(LockHolder("thread writer", lock, thread_id=tid, pid=pid_of(lock),
                                                          own=bool(agent) and tid == agent)))
     daemon = home_root / str(DAEMON_STATE_DIR.value) / "daemon.lock"

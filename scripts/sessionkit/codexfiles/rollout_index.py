@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.line1 import LINE1_LIMIT, read_line1
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -67,7 +68,7 @@ class RolloutIndex:
 
     def add(self, rf: RolloutFile) -> None:
         self.files.append(rf)
-        self.by_thread.setdefault(rf.thread_id.lower(), []).append(rf)
+        self.by_thread.setdefault(rf.thread_id, []).append(rf)
         self.by_path[rf.key] = rf
         if rf.compressed:  # Codex reads `X.jsonl.zst` for a row naming `X.jsonl` (a plain X.jsonl wins)
             self.by_path.setdefault(rf.row_path, rf)
@@ -108,7 +109,7 @@ def _walk(folder: Path, archived: bool, index: RolloutIndex) -> None:
             if not regular:  # a FIFO, socket or device would block a read forever: never opened
                 index.unreadable.append((Path(entry.path), "not a regular file (never opened)"))
                 continue
-            index.add(RolloutFile(key=entry.path, archived=archived, thread_id=match.group("thread").lower(),
+            index.add(RolloutFile(key=entry.path, archived=archived, thread_id=norm_id(match.group("thread")),
                                   date=sys.intern(match.group("date")), compressed=bool(match.group("zst")), is_symlink=link))
 
 
@@ -242,7 +243,7 @@ def unusable_reason(rf: RolloutFile, meta: SessionMeta, thread_id: str) -> Optio
         return "the file is a symlink: never written through"
     if meta.error:
         return f"line 1 is unusable ({meta.error})"
-    if not meta.id or meta.id.lower() != thread_id.lower():
+    if not meta.id or norm_id(meta.id) != norm_id(thread_id):
         return "line 1 belongs to another thread (session_meta.id differs)"
     if rf.compressed:  # usable when this Python or system can read zstd (a run decompresses it first)
         from sessionkit.codexfiles.zstd import missing_reason

@@ -12,6 +12,7 @@ from typing import Iterable, Iterator, List, Optional
 from urllib.parse import quote
 
 from sessionkit import UserError
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import safe_str
 
 # The columns every schema Codex ever wrote; iter_threads reads the newer ones where they exist.
@@ -23,7 +24,7 @@ class ThreadRow:
     """One `threads` row as far as session visibility goes. Slotted: one per thread."""
 
     __slots__ = ("id", "rollout_path", "archived", "model_provider", "cwd", "source", "created_at",
-                 "updated_at", "archived_at", "preview", "history_mode", "updated_at_ms", "source_kind")
+                 "updated_at", "archived_at", "preview", "history_mode", "updated_at_ms", "source_kind", "key")
 
     def __init__(self, id: str, rollout_path: str, archived: bool, model_provider: str, cwd: str,
                  source: str, created_at: Optional[int] = None, updated_at: Optional[int] = None,
@@ -42,6 +43,7 @@ class ThreadRow:
         self.history_mode = history_mode
         self.updated_at_ms = updated_at_ms
         self.source_kind = _source_kind(self.source)
+        self.key = norm_id(id)  # compared in this form; `id` as stored finds the row
 
 
 @lru_cache(maxsize=256)

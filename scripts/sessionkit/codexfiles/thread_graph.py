@@ -1,16 +1,34 @@
 """Which threads belong together: a thread's files (its first rollout and the segments a revert
 starts), the forks that record byte offsets into one of them (`history_base`), and their forks in
-turn. What belongs together is planned, locked, changed and rolled back together: a rewrite that
-grows a parent's file moves its forks' `history_base.end_byte_offset` in the same run."""
+turn; and a thread's sub-agents (0.171: a `thread_spawn_edges` row, and the child's row `source`
+naming its parent), their sub-agents in turn. What belongs together is planned, locked, changed
+and rolled back together: a rewrite that grows a parent's file moves its forks'
+`history_base.end_byte_offset` in the same run.
+
+What a careful user expects (the rule every planner follows):
+- A sub-agent is part of its parent's conversation: naming a thread (`--thread-id`) selects its
+  sub-agents too; a filter the user chose (`--from-provider`, archived left out) may leave one
+  behind, and the plan names each such sub-agent with the flag that would bring it.
+- A fork is a thread of its own: it moves with its parent only when it records offsets into bytes
+  the run moves (then always, named in `forks_moved`).
+- The members of a group a run changes go together: a live member (Codex holds its writer lock)
+  keeps the whole group out of the run, named; their ops say so (`Op.join`, "with" in the journal),
+  so the executor takes their writer locks in one batch and skips them together, and a rollback
+  that finds one member changed since leaves the whole group alone and names each member."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
+from sessionkit import UserError
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
+from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.codexfiles.thread_files import history_key as key_of, is_segment
 
 
 @dataclass
@@ -49,8 +67,7 @@ class ThreadGraph:
 def history_key(rf: RolloutFile) -> Optional[str]:
     """The key thread_history_1 and a fork's history_base use for a file: a segment's own rollout
     uuid, else the thread id."""
-    m = ROLLOUT_NAME.match(rf.name)
-    return (m.group("rollout") or m.group("thread")).lower() if m else None
+    return key_of(rf.name)
 
 
 def build_graph(files: Iterable[RolloutFile], forked: Iterable[RolloutFile]) -> ThreadGraph:
@@ -60,7 +77,7 @@ def build_graph(files: Iterable[RolloutFile], forked: Iterable[RolloutFile]) -> 
     for rf in files:
         key = history_key(rf)
         if key and not rf.compressed:
-            if "_" not in rf.name or key not in graph.by_key:
+            if not is_segment(rf.name) or key not in graph.by_key:
                 graph.by_key.setdefault(key, rf)
     for rf in forked:
         link = _fork_link(rf)
@@ -80,8 +97,8 @@ def _fork_link(rf: RolloutFile) -> Optional[ForkLink]:
     try:
         payload = json.loads(line)["payload"]
         base = payload["history_base"]
-        key, end = str(base["thread_id"]).lower(), base["end_byte_offset"]
-        fid = str(payload["id"]).lower()
+        key, end = norm_id(str(base["thread_id"])), base["end_byte_offset"]
+        fid = norm_id(str(payload["id"]))
     except (ValueError, KeyError, TypeError):
         return None
     if not isinstance(end, int) or isinstance(end, bool):
@@ -124,10 +141,9 @@ def forks_since(path: Path, since_ms: int, first: int) -> List[str]:
     history key at an offset >= `first`. The rollouts named since that day are read once per
     process (line 1 of each) and again only when today's folder changes: a rollback asks this for
     every grown file it undoes."""
-    home, m = _home_of(path), ROLLOUT_NAME.match(path.name)
-    if home is None or m is None:
+    home, key = _home_of(path), key_of(path.name)
+    if home is None or key is None:
         return []
-    key = (m.group("rollout") or m.group("thread")).lower()
     day = _day(since_ms / 1000 - 86400)
     links = _forks_by_parent(home, day)
     return sorted(fid for fid, end, born, fpath in links.get(key, [])
@@ -190,3 +206,91 @@ class _Stub:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+
+# ---- sub-agents
+
+@dataclass
+class SubAgents:
+    """Spawn links of a home: child -> parent, and each parent's children (ids in lower case)."""
+    parent_of: Dict[str, str] = field(default_factory=dict)
+    children: Dict[str, List[str]] = field(default_factory=dict)
+
+    def add(self, parent: str, child: str) -> None:
+        parent, child = norm_id(parent), norm_id(child)
+        if parent == child or child in self.parent_of:
+            return  # a thread has one parent: the first record read wins (the edges table)
+        self.parent_of[child] = parent
+        self.children.setdefault(parent, []).append(child)
+
+    def descendants(self, ids: Iterable[str]) -> List[str]:
+        """Every sub-agent below these threads (their sub-agents too), not the threads themselves;
+        a hostile cycle of edges ends."""
+        start = [norm_id(t) for t in ids]
+        seen, out, todo = set(start), [], list(start)
+        while todo:
+            for c in self.children.get(todo.pop(0), []):
+                if c not in seen:
+                    seen.add(c)
+                    out.append(c)
+                    todo.append(c)
+        return out
+
+    def top_in(self, tid: str, present: Set[str]) -> Optional[str]:
+        """The highest ancestor of `tid` that is in `present` (the threads a run changes), else None."""
+        top, seen, t = None, {norm_id(tid)}, norm_id(tid)
+        while t in self.parent_of:
+            t = self.parent_of[t]
+            if t in seen:
+                break
+            seen.add(t)
+            if t in present:
+                top = t
+        return top
+
+
+def spawn_parent(source: Optional[str]) -> Optional[str]:
+    """The parent a sub-agent row's `source` names (`{"subagent":{"thread_spawn":{"parent_thread_id"
+    ...}}}`), else None; read only for rows that look like one."""
+    if not source or "thread_spawn" not in source:
+        return None
+    try:
+        parent = json.loads(source)["subagent"]["thread_spawn"]["parent_thread_id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return parent if isinstance(parent, str) and parent else None
+
+
+def spawn_edges(db: Path) -> List[Tuple[str, str]]:
+    """(parent, child) of 0.171's `thread_spawn_edges`; none for an older schema or a DB that cannot
+    be read (the rows' `source` still names parents)."""
+    try:
+        conn = open_readonly(db)
+    except (OSError, sqlite3.Error, UserError):
+        return []
+    try:
+        rows = conn.execute("SELECT parent_thread_id, child_thread_id FROM thread_spawn_edges").fetchall()
+    except sqlite3.Error:
+        return []
+    finally:
+        conn.close()
+    return [(p, c) for p, c in rows if isinstance(p, str) and isinstance(c, str) and p and c]
+
+
+def sub_agents(rows: Sequence[Any], edges: Iterable[Tuple[str, str]]) -> SubAgents:
+    """Spawn links from the edges table, then from each row's `source` (a child whose edge is
+    missing still names its parent there)."""
+    subs = SubAgents()
+    for parent, child in edges:
+        subs.add(parent, child)
+    for row in rows:
+        parent = spawn_parent(getattr(row, "source", None))
+        if parent:
+            subs.add(parent, row.id)
+    return subs
+
+
+def sub_agents_of(inputs: Any, db: Optional[Path] = None) -> SubAgents:
+    """The spawn links of an audit's inputs (snapshot.AuditInputs): its rows, and the edges of `db`
+    (default: the used state DB)."""
+    return sub_agents(inputs.rows, spawn_edges(db or inputs.home.state_db.path))

@@ -9,6 +9,7 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any, Dict, Optional
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.statedb import open_readonly
 
 SESSION_INDEX = "session_index.jsonl"
@@ -35,7 +36,7 @@ def names_from_session_index(home: Any) -> Dict[str, str]:
             if not isinstance(rec, dict) or not isinstance(rec.get("id"), str):
                 continue
             name = rec.get("thread_name")
-            out[rec["id"].lower()] = name if isinstance(name, str) else ""
+            out[norm_id(rec["id"])] = name if isinstance(name, str) else ""
     return {k: v for k, v in out.items() if v.strip()}
 
 
@@ -47,7 +48,7 @@ def named_threads(state_db: Path) -> Optional[Dict[str, str]]:
         cols = {r[1] for r in conn.execute("PRAGMA table_info(threads)")}
         if "name" not in cols:
             return None
-        return {str(t).lower(): str(n) for t, n in conn.execute(
+        return {norm_id(str(t)): str(n) for t, n in conn.execute(
             "SELECT id, name FROM threads WHERE name IS NOT NULL")}
     except sqlite3.DatabaseError:
         return None

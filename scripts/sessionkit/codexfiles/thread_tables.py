@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly
 
@@ -126,7 +127,7 @@ def read_home(dbs: Dict[str, Optional[Path]], connect: Callable[[Path], sqlite3.
                 by: Dict[str, List[Dict[str, Any]]] = {}
                 for r in rows:
                     if isinstance(r.get(tcol), str):
-                        by.setdefault(r[tcol].lower(), []).append(r)
+                        by.setdefault(norm_id(r[tcol]), []).append(r)
                 out.per_thread[table] = by
                 out.taken[table] = {tuple(r[k] for k in key) for r in rows}
         except sqlite3.DatabaseError:
@@ -144,7 +145,7 @@ def _read_state(conn: sqlite3.Connection, have: set, out: HomeTables) -> None:
         sel = ", ".join(f'"{c}"' for c in wanted)
         for row in conn.execute(f"SELECT id, {sel} FROM threads"):
             if isinstance(row[0], str):
-                out.thread_cols[row[0].lower()] = dict(zip(wanted, row[1:]))
+                out.thread_cols[norm_id(row[0])] = dict(zip(wanted, row[1:]))
     for table in ("projects", "project_roots", "thread_sections"):
         if table not in have:
             continue
@@ -346,7 +347,7 @@ class Planner:
 
     def thread(self, tid: str) -> ThreadExtras:
         out = ThreadExtras()
-        cols = self.src.thread_cols.get(tid.lower(), {})
+        cols = self.src.thread_cols.get(norm_id(tid), {})
         dest_cols = self.dest.columns.get("threads", [])
         pid = cols.get("project_id")
         if isinstance(pid, str) and pid:
@@ -365,7 +366,7 @@ class Planner:
                     if c in dest_cols and c in cols:
                         out.columns[c] = cols[c]
         for db, table, _tcol, key, what in PER_THREAD:
-            rows = self.src.per_thread.get(table, {}).get(tid.lower(), [])
+            rows = self.src.per_thread.get(table, {}).get(norm_id(tid), [])
             if not rows:
                 continue
             if db not in self.dest.dbs or table not in self.dest.columns:

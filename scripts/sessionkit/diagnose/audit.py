@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.ui.commands import report_command
 from sessionkit.codexfiles.home import StateDb
@@ -15,6 +16,7 @@ from sessionkit.codexfiles.versions import STATE_DB_NAME
 from sessionkit.codexfiles.locks import CodexActivity
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.rollout_index import RolloutFile, RolloutIndex
+from sessionkit.codexfiles.thread_files import is_duplicate, thread_file
 from sessionkit.diagnose.snapshot import AuditInputs, gather  # noqa: F401  (gather: the audit's entry point, re-exported)
 from sessionkit.codexfiles.history_offsets import history_db_path, threads_with_offsets
 from sessionkit.codexfiles.statedb import ThreadRow, load_threads, open_readonly
@@ -51,10 +53,7 @@ def _sample(items: List[str], n: int) -> List[str]:
 def _file_for_row(row: ThreadRow, inputs: AuditInputs) -> Optional[RolloutFile]:
     """The rollout Codex would read for a row: its recorded path if indexed, else the only one by id."""
     rf = inputs.index.by_path.get(row.rollout_path)
-    if rf is not None:
-        return rf
-    cands = inputs.index.by_thread.get(row.id.lower(), [])
-    return cands[0] if len(cands) == 1 else None
+    return rf if rf is not None else thread_file(inputs.index.by_thread.get(row.key, []))
 
 
 def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judged]] = None) -> Dict[str, Any]:
@@ -75,18 +74,15 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
     for tid, files in by_thread.items():
         if tid not in row_ids and tid != own:
             found["disk_not_in_db"].append(tid)
-        if len(files) > 1:
-            plain = [f for f in files if "_" not in f.name]
-            names = Counter(f.name for f in files)
-            if len(plain) > 1 or any(c > 1 for c in names.values()):
-                found["duplicate_rollout_id"].append(tid)
+        if is_duplicate(files):
+            found["duplicate_rollout_id"].append(tid)
     found["disk_not_in_db"].sort()  # the few found, not every thread, are sorted
     found["duplicate_rollout_id"].sort()
     path_count = Counter(r.rollout_path for r in rows)
     found["duplicate_db_paths"] = sorted(p for p, n in path_count.items() if n > 1)
     found["rollout_path_outside_home"] = [r.id for r in inputs.outside_home]
     for r in rows:  # sorted by id (AuditInputs)
-        key = r.id.lower()
+        key = r.key
         if key not in by_thread:
             found["db_not_on_disk"].append(r.id)
         exists = inputs.path_exists(r.rollout_path)
@@ -101,7 +97,7 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
             continue
         meta = metas[rf.key]
         if meta.error is None:
-            if meta.id and meta.id.lower() != key:
+            if meta.id and norm_id(meta.id) != key:
                 found["session_meta_id_mismatch"].append(r.id)
             if meta.has_provider and meta.model_provider != r.model_provider:
                 found["provider_mismatch"].append(r.id)
@@ -128,9 +124,9 @@ def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str], max_sampl
     judged = judge_all(inputs) if judged is None else judged
     visible, hidden = view(judged, provider, cwd)
     db_only = db_only_ids(inputs, provider, cwd)
-    misses = _db_only_misses(inputs, visible, set(t.lower() for t in db_only), provider)
-    listed = {t.lower() for t in visible}
-    extra = [t for t in db_only if t.lower() not in listed]
+    misses = _db_only_misses(inputs, visible, set(norm_id(t) for t in db_only), provider)
+    listed = {norm_id(t) for t in visible}
+    extra = [t for t in db_only if norm_id(t) not in listed]
     providers_in_use = sorted({r.model_provider for r in inputs.rows if r.model_provider})
     cfg = inputs.home.config
     return {
@@ -156,7 +152,7 @@ def _db_only_misses(inputs: AuditInputs, visible: List[str], db_listed: set,
     """Threads the default listing shows but a listing from the DB alone does not, and why."""
     out: Dict[str, List[str]] = {k: [] for k in DB_ONLY_REASONS}
     for tid in visible:
-        if tid.lower() in db_listed:
+        if norm_id(tid) in db_listed:
             continue
         row = inputs.row_for(tid)
         if row is None:
@@ -270,12 +266,12 @@ def _history_beside(state_db: Path, rows: List[ThreadRow], max_samples: int) -> 
         try:
             conn = open_readonly(hist)
             try:
-                known = {t.lower() for t in threads_with_offsets(conn)}
+                known = {norm_id(t) for t in threads_with_offsets(conn)}
             finally:
                 conn.close()
         except (UserError, sqlite3.DatabaseError):
             known = set()
-    missing = sorted(r.id for r in rows if r.history_mode == "paginated" and r.id.lower() not in known)
+    missing = sorted(r.id for r in rows if r.history_mode == "paginated" and r.key not in known)
     return {"path": safe_str(hist), "exists": hist.is_file(), "paginated_without_history": len(missing),
             "paginated_without_history_sample": _sample(missing, max_samples)}
 
@@ -285,7 +281,7 @@ def live_session(inputs: AuditInputs) -> Optional[Dict[str, Any]]:
     tid = inputs.activity.agent_thread_id
     if not tid:
         return None
-    files = inputs.index.by_thread.get(tid.lower(), [])
+    files = inputs.index.by_thread.get(norm_id(tid), [])
     return {"thread_id": tid, "has_row": inputs.row_for(tid) is not None,
             "rollout": safe_str(files[0].path) if files else None,
             "writer_lock_held": tid in inputs.activity.live_threads}

@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.history_offsets import history_db_path
 from sessionkit.codexfiles.paths import open_regular, safe_str
-from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
+from sessionkit.codexfiles.rollout_index import RolloutFile
+from sessionkit.codexfiles.thread_files import history_key as key_of, is_segment
 from sessionkit.codexfiles.statedb import open_readonly
 # re-exported: the names Codex keeps, read where the history check reads them
 from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index  # noqa: F401
@@ -139,8 +141,7 @@ class HistoryCheck:
 
 def history_key(rollout_name: str, thread_id: str) -> str:
     """Rows are keyed by thread id, or by the rollout uuid of a reverted thread's newer file."""
-    m = ROLLOUT_NAME.match(rollout_name)
-    return m.group("rollout").lower() if m and m.group("rollout") else thread_id
+    return key_of(rollout_name, thread_id) if is_segment(rollout_name) else thread_id
 
 
 def read_history_rows(db: Path) -> HistoryRows:
@@ -150,7 +151,7 @@ def read_history_rows(db: Path) -> HistoryRows:
         return out
     try:
         out.conn = open_readonly(db)
-        out.raw = {str(r[0]).lower(): r[1:] for r in out.conn.execute(_CURSORS_SQL)}
+        out.raw = {norm_id(str(r[0])): r[1:] for r in out.conn.execute(_CURSORS_SQL)}
     except Exception as exc:  # noqa: BLE001 - an unreadable history DB is reported, never the end of the audit
         out.error = str(exc) if str(db) in str(exc) else f"{db}: {exc}"
         out.close()
@@ -279,14 +280,14 @@ def _no_history_db(inputs: Any, result: HistoryCheck) -> None:
 
 
 def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
-    live = {t.lower() for t in inputs.activity.live_threads}
-    own = (inputs.activity.agent_thread_id or "").lower()
+    live = set(inputs.activity.live_threads)
+    own = (inputs.activity.agent_thread_id or "")
     by_path, get = inputs.index.by_path, rows.raw.get
     for row in inputs.rows:
         if row.history_mode != "paginated":
             continue
         rf: Optional[RolloutFile] = by_path.get(row.rollout_path)
-        tid = row.id.lower()
+        tid = row.key
         if rf is None or rf.compressed or rf.is_symlink or rf.thread_id != tid:
             continue  # a stale path, another file, or a symlink (never followed): not compared
         if tid in live or tid == own:
@@ -294,7 +295,7 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
             continue
         result.checked += 1
         key = rf.key
-        reverted = key.rfind("_") > key.rfind(os.sep)
+        reverted = is_segment(rf.name)
         if not reverted:
             size = rf.size if rf.size >= 0 else _size(key)  # the size gather saw: no second stat
             if size is None:
@@ -328,8 +329,8 @@ def names_lost(home: Any, rows: List[Any]) -> Dict[str, str]:
     named = named_threads(home.state_db.path)
     if named is None:
         return {}
-    return {r.id: recorded[r.id.lower()] for r in sorted(rows, key=lambda r: r.id)
-            if r.id.lower() in recorded and r.id.lower() not in named
+    return {r.id: recorded[r.key] for r in sorted(rows, key=lambda r: r.id)
+            if r.key in recorded and r.key not in named
             and r.history_mode == "paginated"}  # a legacy thread's name is shown from the index (0.171)
 
 

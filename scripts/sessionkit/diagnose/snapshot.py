@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import BinaryIO, Dict, List, Optional, Set, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.codexfiles.line1 import LINE1_LIMIT, _CHUNK, _rest_of_line1
 from sessionkit.codexfiles.locks import CodexActivity, scan_activity
@@ -60,7 +61,7 @@ class AuditInputs:
     def __post_init__(self) -> None:
         self.rows = sorted(self.rows, key=_row_id)  # every report lists by id (one pass when sorted)
         if not self.rows_by_id:
-            self.rows_by_id = {r.id.lower(): r for r in self.rows}
+            self.rows_by_id = {r.key: r for r in self.rows}
 
     def path_exists(self, path: str) -> bool:
         """A row's rollout_path names a file: indexed by the walk, else one stat per distinct path
@@ -87,19 +88,19 @@ class AuditInputs:
         return self.heads.get(rf.key) or _NO_HEAD
 
     def row_for(self, thread_id: str) -> Optional[ThreadRow]:
-        return self.rows_by_id.get(thread_id.lower())
+        return self.rows_by_id.get(norm_id(thread_id))
 
     def files_for(self, thread_id: str) -> List[RolloutFile]:
-        return self.index.by_thread.get(thread_id.lower(), [])
+        return self.index.by_thread.get(norm_id(thread_id), [])
 
     @property
     def live(self) -> Set[str]:
         """Lower-case ids of threads whose writer lock is held."""
-        return {t.lower() for t in self.activity.live_threads}
+        return set(self.activity.live_threads)
 
     @property
     def own_thread(self) -> str:
-        return (self.activity.agent_thread_id or "").lower()
+        return (self.activity.agent_thread_id or "")
 
     def with_rows(self, rows: List[ThreadRow]) -> "AuditInputs":
         """The same files seen through another state DB's rows (the desktop app's DB)."""

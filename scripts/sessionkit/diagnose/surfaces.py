@@ -7,6 +7,7 @@ from collections import Counter
 from operator import itemgetter
 from typing import Any, Dict, List, Optional, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import has_prefix, home_prefix_counts, is_inside, normalize_for_match, replace_prefix, safe_str, \
     split_home_prefix
 from sessionkit.diagnose.snapshot import AuditInputs
@@ -48,7 +49,7 @@ def judge_all(inputs: AuditInputs) -> List[Judged]:
         UNREADABLE_LINE1_LISTED.value, CWD_FROM_LINE1.value, META_ONLY_LISTED.value
     for tid, row in candidates:
         source = row.source_kind if row is not None else ""
-        every = by_thread.get(tid.lower(), ())
+        every = by_thread.get(norm_id(tid), ())
         files = [f for f in every if not f.archived]
         if not files:  # a row flagged archived whose file is in sessions/ is listed (measured, 0.169)
             archived = (row is not None and row.archived) or any(f.archived for f in every)

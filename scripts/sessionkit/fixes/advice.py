@@ -11,13 +11,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import WAIT_REASON  # noqa: F401
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.ui.commands import home_command
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from sessionkit.codexfiles.home import CodexHome
     from sessionkit.diagnose.snapshot import AuditInputs
 
-WAIT_REASON = "written in the last minutes, maybe still in use: audit again later"
+# WAIT_REASON: codexfiles/reasons.py
 # integrity samples whose sessions the repair may change
 REPAIR_SAMPLES = ("missing_rollout_path", "stale_rows", "archive_mismatches", "session_meta_id_mismatch",
                   "rollout_path_outside_home", "duplicate_db_paths", "db_not_on_disk")
@@ -26,7 +28,7 @@ _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 
 def _thread_of(item: str) -> str:
     m = _ID.search(item)
-    return m.group(0).lower() if m else item
+    return norm_id(m.group(0)) if m else item
 
 
 def _remap_args(report: Dict[str, Any]) -> List[str]:
@@ -72,7 +74,7 @@ def _changes(plan: Any) -> bool:
 
 def _sample_plan(inputs: "AuditInputs", report: Dict[str, Any], remap: List[str]) -> Any:
     """One rows-only plan for every session the samples name (repairable, unfixable, orphans)."""
-    orphans = [str(e.get("thread_id")).lower() for e in (report.get("orphans") or {}).get("importable_sample") or []]
+    orphans = [norm_id(str(e.get("thread_id"))) for e in (report.get("orphans") or {}).get("importable_sample") or []]
     ids = sorted(set(_sampled(report, REPAIR_SAMPLES)) | set(orphans))
     return _repair_plan(inputs, remap, bool(orphans), ids) if ids else None
 
@@ -203,16 +205,16 @@ def unfixable(report: Dict[str, Any], inputs: "AuditInputs", named: int = 2) -> 
     stuck = set(_sampled(report, ("missing_rollout_path", "db_not_on_disk")))
     plan = _sample_plan(inputs, report, _remap_args(report)) if stuck else None
     for tid, reason in plan.skipped if plan is not None else []:
-        if str(tid).lower() in stuck:
-            add(str(reason), str(tid).lower(),
-                integ.get("db_not_on_disk_count", 0) if str(tid).lower() in gone else 0)
+        if norm_id(str(tid)) in stuck:
+            add(str(reason), norm_id(str(tid)),
+                integ.get("db_not_on_disk_count", 0) if norm_id(str(tid)) in gone else 0)
     unreadable = [str(item).partition(": ") for item in integ.get("line1_unreadable_sample") or []]
     one_reason = len({why for _t, _s, why in unreadable}) == 1  # else each reason counts its own sessions
     for tid, _sep, why in unreadable:
         add(f"first line unreadable: {why or 'corrupt'}", _thread_of(tid),
             integ.get("line1_unreadable_count", 0) if one_reason else 0)
     for e in orph.get("active_orphan_sample") or []:
-        add(WAIT_REASON, str(e.get("thread_id")).lower(), orph.get("active_orphans", 0))
+        add(WAIT_REASON, norm_id(str(e.get("thread_id"))), orph.get("active_orphans", 0))
     out = list(groups.values())
     labels = session_names(inputs, [t for g in out for t in g["thread_ids"][:named]])
     for g in out:

@@ -11,11 +11,13 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import INTERRUPTED  # noqa: F401
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles.locks import scan_activity
 
 REQUEST_TIMEOUT_S = 120.0
-INTERRUPTED = "interrupted (Ctrl-C) before Codex rebuilt it: its history comes back the first time it is opened"
+# INTERRUPTED: codexfiles/reasons.py
 
 
 def find_codex(codex_bin: Optional[str]) -> str:
@@ -117,11 +119,11 @@ def rebuild_histories(home: Path, thread_ids: Sequence[str], codex: str,
     """(rebuilt thread ids, [(thread id, why not)]). A thread another Codex holds is not resumed."""
     if not thread_ids:
         return [], []
-    held = {t.lower() for t in scan_activity(home).live_threads}
-    todo = [t for t in thread_ids if t.lower() not in held]
+    held = set(scan_activity(home).live_threads)
+    todo = [t for t in thread_ids if norm_id(t) not in held]
     failed: List[Tuple[str, str]] = [(t, "another Codex holds this thread (its writer lock is held): "
                                          "its history comes back when that Codex opens it")
-                                     for t in thread_ids if t.lower() in held]
+                                     for t in thread_ids if norm_id(t) in held]
     done: List[str] = []
     if not todo:
         return done, failed

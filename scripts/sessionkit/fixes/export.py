@@ -17,12 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, IO, Iterable, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.reasons import SKIP_NO_FILE, SKIP_OUTSIDE, SKIP_UNREADABLE  # noqa: F401
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.fixes.archive_src import HISTORY_DB, STATE_DB
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.codexfiles.paths import is_inside, open_regular, safe_str
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, parse_session_meta
+from sessionkit.codexfiles.thread_files import history_key, is_segment
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.statedb import open_readonly
 from sessionkit.codexfiles.thread_tables import CARRIED
@@ -44,9 +47,7 @@ WHY_CHOSEN = "chosen"
 WHY_FORK_PARENT = "fork parent of"
 WHY_SUBAGENT = "sub-agent of"
 WHY_ATTACHED = "attached parent of"
-SKIP_NO_FILE = "its rollout file is missing"
-SKIP_OUTSIDE = "its rollout file is not under sessions/ or archived_sessions/ of this home"
-SKIP_UNREADABLE = "its rollout file cannot be read"
+# SKIP_NO_FILE, SKIP_OUTSIDE, SKIP_UNREADABLE: codexfiles/reasons.py
 NOTE_PARTIAL = "being written: exported up to its last complete line"
 
 
@@ -57,7 +58,7 @@ class Picked:
                  "project_id", "section_id", "attached_parent", "cli_version", "why", "files", "notes")
 
     def __init__(self, row: Dict[str, Any], why: str) -> None:
-        self.id = str(row["id"]).lower()
+        self.id = norm_id(str(row["id"]))
         self.rollout_path = _text(row.get("rollout_path"))
         self.archived = bool(row.get("archived"))
         self.cwd = _text(row.get("cwd"))
@@ -67,7 +68,7 @@ class Picked:
         self.name = _text(row.get("name")) or None
         self.project_id = row.get("project_id") or None
         self.section_id = row.get("thread_section_id") or None
-        self.attached_parent = (_text(row.get("attached_thread_parent_id")) or "").lower() or None
+        self.attached_parent = norm_id((_text(row.get("attached_thread_parent_id")) or "")) or None
         self.cli_version = _text(row.get("cli_version"))
         self.why = why
         self.files: List["Member"] = []
@@ -256,7 +257,7 @@ def _read_index(root: Path) -> Tuple[Dict[str, str], Dict[str, List[bytes]]]:
         except ValueError:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("id"), str):
-            key = rec["id"].lower()
+            key = norm_id(rec["id"])
             lines.setdefault(key, []).append(raw)
             if isinstance(rec.get("thread_name"), str):
                 names[key] = rec["thread_name"]
@@ -292,7 +293,7 @@ def _resolve_refs(conn: sqlite3.Connection, cols: Sequence[str], refs: Sequence[
     """Each --thread as a thread id: an id, else a name (threads.name, else session_index.jsonl)."""
     out: List[str] = []
     for ref in refs:
-        key = ref.strip().lower()
+        key = norm_id(ref.strip())
         if re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", key):
             if not _rows_by_id(conn, cols, [key]):
                 raise UserError(f"--thread {safe_str(ref)}: no thread with that id in this home's index")
@@ -300,10 +301,10 @@ def _resolve_refs(conn: sqlite3.Connection, cols: Sequence[str], refs: Sequence[
             continue
         hits: Set[str] = set()
         if "name" in cols:
-            hits |= {str(r[0]).lower() for r in conn.execute("SELECT id FROM threads WHERE name = ?", (ref,))}
+            hits |= {norm_id(str(r[0])) for r in conn.execute("SELECT id FROM threads WHERE name = ?", (ref,))}
         hits |= {tid for tid, name in names.items() if name == ref}
         if hits:
-            hits = {r["id"].lower() for r in _rows_by_id(conn, cols, hits)}
+            hits = {norm_id(r["id"]) for r in _rows_by_id(conn, cols, hits)}
         if not hits:
             raise UserError(f"--thread {safe_str(ref)!r}: no thread has that id or name")
         if len(hits) > 1:
@@ -353,11 +354,11 @@ def plan_export(home: CodexHome, sel: Selection) -> ExportPlan:
         chosen: Dict[str, Picked] = {}
         named = _resolve_refs(conn, cols, list(sel.threads), names) if sel.threads else []
         for row in _rows_by_id(conn, cols, named):
-            chosen.setdefault(str(row["id"]).lower(), Picked(row, WHY_CHOSEN))
+            chosen.setdefault(norm_id(str(row["id"])), Picked(row, WHY_CHOSEN))
         if has_filter(sel):
             where, params = _filter_sql(sel, cols)
             for row in _select(conn, cols, where, params):
-                key = str(row["id"]).lower()
+                key = norm_id(str(row["id"]))
                 if key not in chosen:
                     chosen[key] = Picked(row, WHY_CHOSEN)
         _add_relatives(conn, cols, home, chosen)
@@ -404,7 +405,7 @@ def _add_relatives(conn: sqlite3.Connection, cols: Sequence[str], home: CodexHom
                         wanted.setdefault(child, f"{WHY_SUBAGENT} {parent}")
         todo = []
         for row in _rows_by_id(conn, cols, wanted):
-            key = str(row["id"]).lower()
+            key = norm_id(str(row["id"]))
             if key not in chosen:
                 chosen[key] = Picked(row, wanted[key])
                 todo.append(chosen[key])
@@ -416,7 +417,7 @@ def _fork_parent(p: Picked) -> Optional[str]:
         return None
     meta = parse_session_meta(line)  # whole: forked_from_id may follow base_instructions
     parent = meta.forked_from_id
-    return parent.lower() if isinstance(parent, str) and parent else None
+    return norm_id(parent) if isinstance(parent, str) and parent else None
 
 
 def _list(folder: str, listing: Dict[str, Dict[str, List[str]]]) -> Dict[str, List[str]]:
@@ -427,7 +428,7 @@ def _list(folder: str, listing: Dict[str, Dict[str, List[str]]]) -> Dict[str, Li
             for e in os.scandir(folder):
                 m = ROLLOUT_NAME.match(e.name)
                 if m and not m.group("zst") and e.is_file(follow_symlinks=False):
-                    by_thread.setdefault(m.group("thread").lower(), []).append(e.name)
+                    by_thread.setdefault(norm_id(m.group("thread")), []).append(e.name)
         except OSError:
             pass
         listing[folder] = by_thread
@@ -582,7 +583,7 @@ def _copy_rows(conn: sqlite3.Connection, out: sqlite3.Connection, table: str, co
         rows = conn.execute(sql, part).fetchall()
         if both:
             at_col = cols.index(both)
-            rows = [r for r in rows if isinstance(r[at_col], str) and r[at_col].lower() in values]
+            rows = [r for r in rows if isinstance(r[at_col], str) and norm_id(r[at_col]) in values]
         _insert_rows(out, table, cols, rows)
         n += len(rows)
     return n
@@ -593,9 +594,9 @@ def db_keys(plan: ExportPlan) -> Dict[str, Set[str]]:
     history = set(ids)
     for p in plan.picked:
         for m in p.files:
-            match = ROLLOUT_NAME.match(os.path.basename(m.arcname))
-            if match and match.group("rollout"):
-                history.add(match.group("rollout").lower())
+            name = os.path.basename(m.arcname)
+            if is_segment(name):
+                history.add(history_key(name))  # type: ignore[arg-type]
     return {"threads": ids, "history": history,
             "projects": {str(p.project_id) for p in plan.picked if p.project_id},
             "sections": {str(p.section_id) for p in plan.picked if p.section_id}}

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import LIVE_HISTORY, LIVE_NAME
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.diagnose.history_check import RESET_KINDS, Finding, HistoryCheck
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly
@@ -28,7 +30,7 @@ def _forks_by_parent(inputs: Any) -> Dict[str, List[str]]:
         meta = inputs.metas.get(rf.key)
         parent = getattr(meta, "forked_from_id", None)
         if parent:
-            out.setdefault(parent.lower(), []).append(rf.thread_id)
+            out.setdefault(norm_id(parent), []).append(rf.thread_id)
     return out
 
 
@@ -37,11 +39,11 @@ def plan_history(inputs: Any, check: HistoryCheck, enabled: bool = True,
     """Resets for every damaged active key of a thread no Codex holds; older segments of reverted
     threads are reported, not reset (Codex rebuilds them only when that segment is resumed)."""
     plan = HistoryPlan(enabled=enabled)
-    wanted = {t.lower() for t in thread_ids}
+    wanted = {norm_id(t) for t in thread_ids}
     forks = _forks_by_parent(inputs)
     seen = set()
     for f in check.findings:
-        tid = f.thread_id.lower()
+        tid = norm_id(f.thread_id)
         if wanted and tid not in wanted:
             continue
         if not enabled:
@@ -59,15 +61,15 @@ def plan_history(inputs: Any, check: HistoryCheck, enabled: bool = True,
             if forks.get(tid):
                 plan.forks[f.thread_id] = sorted(forks[tid])
     for tid in check.skipped_live:
-        if wanted and tid.lower() not in wanted:
+        if wanted and norm_id(tid) not in wanted:
             continue
-        plan.skipped.append((tid, "live thread (its writer lock is held): history not checked or reset"))
-    live = {t.lower() for t in inputs.activity.live_threads}
+        plan.skipped.append((tid, LIVE_HISTORY))
+    live = set(inputs.activity.live_threads)
     for tid, name in check.names_lost.items():
-        if wanted and tid.lower() not in wanted:
+        if wanted and norm_id(tid) not in wanted:
             continue
-        if tid.lower() in live:
-            plan.skipped.append((tid, "live thread (its writer lock is held): name not restored"))
+        if norm_id(tid) in live:
+            plan.skipped.append((tid, LIVE_NAME))
         else:
             plan.names.append((tid, name))
     return plan
@@ -95,16 +97,16 @@ def rebuild_after(home: Any, plan: HistoryPlan, result: Optional[Dict[str, Any]]
     apply skipped; the report names every thread that was not rebuilt and why."""
     from sessionkit.fixes.codex_rebuild import INTERRUPTED, rebuild_histories
     try:  # a Ctrl-C anywhere here: the apply stands, its result and undo are still said (exit 1)
-        skipped = {str(s.get("thread_id")).lower() for s in (result or {}).get("skipped_at_apply") or []}
+        skipped = {norm_id(str(s.get("thread_id"))) for s in (result or {}).get("skipped_at_apply") or []}
         archived = archived_ids(home.state_db.path)
-        todo = [t for t in plan.rebuild if t.lower() not in skipped and t.lower() not in archived]
+        todo = [t for t in plan.rebuild if norm_id(t) not in skipped and norm_id(t) not in archived]
         sqlite_home = home.state_db.path.parent
         done, failed = rebuild_histories(home.root, todo, codex, None if sqlite_home == home.root else sqlite_home)
     except KeyboardInterrupt:
         return interrupted_rebuild(plan, codex)
     interrupted = any(why == INTERRUPTED for _t, why in failed)
     failed += [(t, "archived: Codex resumes only active threads (measured on 0.171); its history comes back "
-                   "when it is unarchived and opened") for t in plan.rebuild if t.lower() in archived]
+                   "when it is unarchived and opened") for t in plan.rebuild if norm_id(t) in archived]
     return {"codex_bin": safe_str(codex), "rebuilt": len(done), "rebuilt_sample": done[:10],
             "failed": [{"thread_id": t, "reason": r} for t, r in failed], "interrupted": interrupted}
 
@@ -144,8 +146,8 @@ def history_lines(r: Dict[str, Any], names: Optional[Dict[str, str]] = None) -> 
 def reset_and_remapped(repair: Any, plan: HistoryPlan) -> List[str]:
     """Threads whose history is reset and whose rollout a remap grows in the same run: their rows are
     deleted, not shifted (the reset goes first; Codex rebuilds them from the rewritten file)."""
-    keys = {f.key.lower() for f in plan.resets}
-    return [r.thread_id for r in repair.rewrites if r.grows and r.thread_id.lower() in keys]
+    keys = {norm_id(f.key) for f in plan.resets}
+    return [r.thread_id for r in repair.rewrites if r.grows and norm_id(r.thread_id) in keys]
 
 
 # The order of the deletes: the cursor last, since deleting it fires Codex's trigger that deletes
@@ -175,7 +177,7 @@ def history_ops(hist_db: Path, plan: HistoryPlan) -> List[Any]:
                 for values in conn.execute(sql, chunk):
                     row = dict(zip(cols, values))
                     ops.append(RowDelete(str(hist_db), table, row, {k: row[k] for k in pk},
-                                         owner.get(str(row["thread_id"]).lower(), str(row["thread_id"]))))
+                                         owner.get(norm_id(str(row["thread_id"])), str(row["thread_id"]))))
     finally:
         conn.close()
     return ops
@@ -185,6 +187,6 @@ def archived_ids(state_db: Path) -> set:
     """Threads archived now (after the apply, which may have unarchived some)."""
     conn = open_readonly(state_db)
     try:
-        return {str(t).lower() for (t,) in conn.execute("SELECT id FROM threads WHERE archived<>0")}
+        return {norm_id(str(t)) for (t,) in conn.execute("SELECT id FROM threads WHERE archived<>0")}
     finally:
         conn.close()

@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.reasons import IMPORT_NO_FILE, IMPORT_SYMLINK
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.fixes.archive_src import HISTORY_DB, STATE_DB, SourceHome, private_db_copy
@@ -21,7 +23,8 @@ from sessionkit.ui.commands import args_text
 from sessionkit.ui.labels import shown
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.paths import has_prefix, home_prefix_counts, safe_str
-from sessionkit.codexfiles.rollout_index import (ROLLOUT_NAME, RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
+from sessionkit.codexfiles.thread_files import first_file, history_key
+from sessionkit.codexfiles.rollout_index import (RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
                             parse_session_meta, row_path_of, unusable_reason)
 from sessionkit.fixes.rollout_remap import RolloutRemapper
 from sessionkit.codexfiles.rollout_edit import Remap, apply_spans, digest_range, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
@@ -212,7 +215,7 @@ def _read_names(root: Path) -> Dict[str, str]:
         except ValueError:
             continue
         if isinstance(rec, dict) and isinstance(rec.get("id"), str) and isinstance(rec.get("thread_name"), str):
-            out[rec["id"].lower()] = rec["thread_name"]
+            out[norm_id(rec["id"])] = rec["thread_name"]
     return out
 
 
@@ -235,7 +238,7 @@ def read_source(source: SourceHome) -> SourceInputs:
                     at = columns.index("id")
                     for values in cur:
                         if isinstance(values[at], str):
-                            rows[values[at].lower()] = values
+                            rows[norm_id(values[at])] = values
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
@@ -252,7 +255,7 @@ def read_source(source: SourceHome) -> SourceInputs:
             history_db = private_db_copy(hist, source.scratch)
             conn = sqlite3.connect(str(history_db))
             try:
-                turns = {str(k).lower(): int(n) for k, n in conn.execute(
+                turns = {norm_id(str(k)): int(n) for k, n in conn.execute(
                     "SELECT thread_id, count(*) FROM thread_turns GROUP BY thread_id")}
             finally:
                 conn.close()
@@ -304,7 +307,7 @@ def read_dest(home: CodexHome) -> DestInputs:
     conn = open_readonly(home.state_db.path)
     try:
         info = list(conn.execute("PRAGMA table_info(threads)"))
-        rows = {str(i).lower(): (str(p), str(c)) for i, p, c in conn.execute("SELECT id, rollout_path, cwd FROM threads")}
+        rows = {norm_id(str(i)): (str(p), str(c)) for i, p, c in conn.execute("SELECT id, rollout_path, cwd FROM threads")}
     finally:
         conn.close()
     if not info:
@@ -318,7 +321,7 @@ def read_dest(home: CodexHome) -> DestInputs:
         try:
             for t in HISTORY_TABLES:
                 hcols[t] = [r[1] for r in conn.execute(f"PRAGMA table_info({t})")]
-            keys = {str(k).lower() for (k,) in conn.execute(
+            keys = {norm_id(str(k)) for (k,) in conn.execute(
                 "SELECT thread_id FROM thread_turns UNION SELECT thread_id FROM thread_history_projection_state "
                 "UNION SELECT thread_id FROM thread_items")}
         finally:
@@ -341,9 +344,9 @@ class Line1Rewriter:
         # the file behind each history key: a thread id (its first file) or a segment's rollout uuid
         self.by_key: Dict[str, RolloutFile] = {}
         for f in src.index.files:
-            m = ROLLOUT_NAME.match(f.name)
-            if m:
-                self.by_key.setdefault((m.group("rollout") or m.group("thread")).lower(), f)
+            key = history_key(f.name)
+            if key:
+                self.by_key.setdefault(key, f)
         # a remapped prefix as it appears inside a JSON string (no match: line 1 is left as is)
         self.needles = needles(self.remaps)
         self.stack: Set[str] = set()
@@ -364,7 +367,7 @@ class Line1Rewriter:
 
     def _parent_shift(self, base: Dict[str, Any]) -> int:
         parent = base.get("thread_id")  # a history key: the parent's thread id, or a segment's uuid
-        rf = self.by_key.get(parent.lower()) if isinstance(parent, str) else None
+        rf = self.by_key.get(norm_id(parent)) if isinstance(parent, str) else None
         if rf is None or rf.key in self.stack:
             return 0
         old_len, _edits, growth, _ = self.for_file(rf.path)
@@ -578,7 +581,7 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
                       src_history_db=src.history_db, dest_history_db=dest.history_db, notes=list(src.notes))
     all_ids = set(src.rows) | set(src.index.by_thread)
     plan.threads_in_source = len(all_ids)
-    wanted = {t.lower() for t in thread_ids}
+    wanted = {norm_id(t) for t in thread_ids}
     unknown = sorted(wanted - all_ids)
     if unknown:
         raise UserError(f"--thread-id {unknown[0]}: no such thread in the source")
@@ -643,19 +646,19 @@ def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) ->
     todo = list(wanted)
     while todo:
         tid = todo.pop()
-        plain = [f for f in src.index.by_thread.get(tid, []) if "_" not in f.name]
-        if len(plain) != 1:
+        first = first_file(src.index.by_thread.get(tid, []))
+        if first is None:
             continue
-        if plain[0].compressed:  # read decompressed, as Codex reads it
+        if first.compressed:  # read decompressed, as Codex reads it
             from sessionkit.codexfiles.zstd import line1_of
-            line, err = line1_of(plain[0].key)
+            line, err = line1_of(first.key)
             parent = (parse_session_meta(line) if line is not None else SessionMeta(error=err)).forked_from_id
         else:
-            parent = load_session_meta(plain[0].path).forked_from_id
-        if parent and parent.lower() not in out and parent.lower() not in dest.rows \
-                and parent.lower() in src.index.by_thread:
-            out[parent.lower()] = f"parent of fork {tid}"
-            todo.append(parent.lower())
+            parent = load_session_meta(first.path).forked_from_id
+        if parent and norm_id(parent) not in out and norm_id(parent) not in dest.rows \
+                and norm_id(parent) in src.index.by_thread:
+            out[norm_id(parent)] = f"parent of fork {tid}"
+            todo.append(norm_id(parent))
     return out
 
 
@@ -673,9 +676,9 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         (plan.conflicts if conflict else plan.skipped).append(Skip(tid, name or title, reason))
 
     if not files:
-        return skip("its rollout file is not in the source (a row alone cannot be read or resumed)")
+        return skip(IMPORT_NO_FILE)
     if any(f.is_symlink for f in files):
-        return skip("a rollout file is a symlink (never followed)")
+        return skip(IMPORT_SYMLINK)
     origin: Dict[str, str] = {}  # a compressed file's decompressed copy -> its key in the source
     if any(f.compressed for f in files):
         files, problem = _decompressed(plan, files, origin)
@@ -714,8 +717,7 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         old_len, edits, growth, issue = rewriter.for_file(Path(rf.key), primary_line if rf is primary else None)
         if issue:
             notes.append(f"{rf.name}: {issue}")
-        m = ROLLOUT_NAME.match(rf.name)
-        key = (m.group("rollout") or m.group("thread")).lower() if m else tid
+        key = history_key(rf.name, tid)
         copies.append(FileCopy(rf.key, dst_str, rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
     if tid in dest.rows or tid in dest.index.by_thread:
         assert plan.remapper is not None
@@ -916,7 +918,7 @@ def history_rows(plan: ImportPlan, dest_columns: Dict[str, List[str]]) -> Dict[s
             cur = conn.execute(f"SELECT {', '.join(chr(34) + c + chr(34) for c in use)} FROM {table}")
             for values in cur:
                 rec = dict(zip(use, values))
-                hit = by_key.get(str(rec["thread_id"]).lower())
+                hit = by_key.get(norm_id(str(rec["thread_id"])))
                 if hit is None:
                     continue
                 tid, fc = hit

@@ -11,14 +11,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.reasons import FILE_MISSING, LIVE_GROUP, LIVE_UNTOUCHED, OUTSIDE_HOME
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.locks import explain_live
 from sessionkit.diagnose.snapshot import AuditInputs
 from sessionkit.codexfiles.history_offsets import history_db_path, read_offsets, threads_with_offsets
 from sessionkit.codexfiles.rollout_index import not_unicode, unusable_reason
 from sessionkit.codexfiles.rollout_edit import LineEdit, plan_fields
 from sessionkit.runlog.ops import Line1Rewrite, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowUpdate
-from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
-from sessionkit.fixes.forks import fork_rewrites
+from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph, graph_of, members, sub_agents_of
+from sessionkit.fixes.forks import fork_rewrites, join_groups, left_behind, live_groups, with_sub_agents
 from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.reasoning import count_encrypted
 from sessionkit.codexfiles.paths import is_inside, safe_str
@@ -52,6 +54,7 @@ class MigrationPlan:
     others: List["OtherDbChanges"] = field(default_factory=list)  # every other state DB of the home
     graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the changed rollouts
     forks_moved: int = 0  # forks whose history_base moves with a growing parent
+    subs: SubAgents = field(default_factory=SubAgents, repr=False)  # sub-agents go with their parents
 
 
 @dataclass
@@ -91,9 +94,11 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                              "rollout on the next default listing, hides the threads again and writes "
                              "the old provider back")
     plan.distribution_before = _active_distribution(inputs.rows, include_archived)
-    wanted = {t.lower() for t in thread_ids}
+    plan.subs = sub_agents_of(inputs)
+    wanted = with_sub_agents(thread_ids, plan.subs)  # a named thread brings its sub-agents
+    left: Dict[str, str] = {}  # a sub-agent a filter keeps out -> the flag that would bring it
     froms = set(from_providers)
-    live = {t.lower() for t in inputs.activity.live_threads}
+    live = set(inputs.activity.live_threads)
     root = inputs.home.root
     hist_threads: Set[str] = set()
     hist_conn: Optional[sqlite3.Connection] = None
@@ -106,12 +111,16 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             hist_threads = set()
     try:
         for row in sorted(inputs.rows, key=lambda r: r.id):
-            tid = row.id.lower()
+            tid = row.key
             if wanted and tid not in wanted:
                 continue
             if row.archived and not include_archived:
+                if tid in plan.subs.parent_of:
+                    left[tid] = "it is archived (add --include-archived to move it too)"
                 continue
             if froms and row.model_provider not in froms:
+                if tid in plan.subs.parent_of:
+                    left[tid] = f"its provider {safe_str(row.model_provider)!r} is not a --from-provider"
                 continue
             rf = inputs.index.by_path.get(row.rollout_path)
             meta = inputs.meta_for(rf) if rf else None
@@ -119,7 +128,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
             if row.model_provider == plan.target and (db_only or line1_provider in (None, plan.target)):
                 continue
             if tid in live:
-                plan.skipped.append((row.id, explain_live("live thread (its writer lock is held): never touched",
+                plan.skipped.append((row.id, explain_live(LIVE_UNTOUCHED,
                                                            inputs.activity, row.id)))
                 continue
             bad = unbindable((row.id, row.model_provider))
@@ -130,8 +139,8 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 plan.changes.append(ProviderChange(row.id, row.model_provider, None, None, True))
                 continue
             if rf is None:
-                why = "rollout_path is outside this Codex home" if not is_inside(Path(row.rollout_path), root) \
-                    else "rollout file missing"
+                why = OUTSIDE_HOME if not is_inside(Path(row.rollout_path), root) \
+                    else FILE_MISSING
                 plan.skipped.append((row.id, f"{why}: run session_repair.py first"))
                 continue
             assert meta is not None
@@ -161,6 +170,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
     finally:
         if hist_conn is not None:
             hist_conn.close()
+    _plan_group_members(plan, inputs, left)
     _plan_other_dbs(plan, inputs, include_archived, froms)
     growing = [c.path for c in plan.changes if c.edit is not None and c.edit.growth and c.path is not None]
     if growing and any(inputs.meta_for(rf).forked_from_id for rf in inputs.index.files):
@@ -169,18 +179,29 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
     return plan
 
 
+def _plan_group_members(plan: MigrationPlan, inputs: AuditInputs, left: Dict[str, str]) -> None:
+    """A thread goes with its sub-agents: one Codex holds open keeps the whole group out (named);
+    a sub-agent a filter keeps out while its parent moves is named in a warning."""
+    waits = live_groups([c.thread_id for c in plan.changes], inputs.activity.live_threads, plan.subs)
+    if waits:
+        plan.changes = [c for c in plan.changes if c.thread_id not in waits]
+        plan.skipped += [(t, LIVE_GROUP.format(other=safe_str(n))) for t, n in sorted(waits.items())]
+    plan.warnings += left_behind([c.thread_id for c in plan.changes if c.old_provider != plan.target
+                                  or c.edit is not None], plan.subs, left)
+
+
 def _plan_other_dbs(plan: MigrationPlan, inputs: AuditInputs, include_archived: bool, froms: Set[str]) -> None:
     """The same threads in every other state DB get the target provider too; rows only such a DB
     has are named in a warning (the rollout's line 1 is shared, its row there is not)."""
     from sessionkit.fixes.repair import other_state_dbs
     from sessionkit.codexfiles.statedb import load_threads
-    wanted = {c.thread_id.lower(): c for c in plan.changes}
-    used = {r.id.lower() for r in inputs.rows}
+    wanted = {norm_id(c.thread_id): c for c in plan.changes}
+    used = {r.key for r in inputs.rows}
     for db in other_state_dbs(inputs.home):
         other = OtherDbChanges(db)
         only_here = 0
         for row in load_threads(db):
-            tid = row.id.lower()
+            tid = row.key
             if tid in wanted and row.model_provider != plan.target:
                 other.providers[wanted[tid].thread_id] = row.model_provider
             elif tid not in used and row.model_provider != plan.target and (include_archived or not row.archived) \
@@ -207,7 +228,7 @@ def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan, reset: Se
     in the used DB and in every other state DB of the home (and their history DBs). A growing
     rollout's forks follow it (their history_base moves with it), parents before forks. `reset`:
     threads whose rows in `hist_path` the same run deletes (a history reset): nothing to shift."""
-    reset_ids = {t.lower() for t in reset}
+    reset_ids = {norm_id(t) for t in reset}
     hists = []
     for db in ([] if plan.db_only else [home_db] + [o.db for o in plan.others]):
         hp = hist_path if db == home_db else history_db_path(db)
@@ -234,7 +255,7 @@ def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan, reset: Se
         if rw is not None:
             ops.append(rw)
             for hp, conn, with_offsets in hists:  # re-read under the writer lock when prepared
-                if tid in with_offsets and not (hp == hist_path and tid.lower() in reset_ids):
+                if tid in with_offsets and not (hp == hist_path and norm_id(tid) in reset_ids):
                     ops.append(OffsetShift.following(str(hp), rw, read_offsets(conn, tid)))
         c = changes.get(tid)
         if c is None:
@@ -260,6 +281,7 @@ def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan, reset: Se
     finally:
         for _hp, conn, _w in hists:
             conn.close()
+    join_groups(ops, plan.subs)  # a sub-agent's changes go with its parent's: locked, skipped, undone together
     return ops
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.diagnose.history_check import check_history
 from sessionkit.codexfiles.history_offsets import history_db_path
 from sessionkit.fixes.history_reset import HistoryPlan, history_ops, plan_history
@@ -87,10 +88,10 @@ def picture_after_repair(inputs: AuditInputs, repair: RepairPlan) -> AuditInputs
     (the provider's line-1 edit runs before the move, on the file as it is): what the migration
     is planned on. The walk, heads and activity are shared (no second read of the home)."""
     back = {str(m.dst): str(m.src) for m in repair.moves}
-    changes = {r.thread_id.lower(): r.new for r in repair.rows}
+    changes = {norm_id(r.thread_id): r.new for r in repair.rows}
     rows: List[ThreadRow] = []
     for row in inputs.rows:  # a moved file's row may keep its path (the move brings the file there)
-        new = changes.get(row.id.lower())
+        new = changes.get(row.key)
         if not new and row.rollout_path not in back:
             rows.append(row)
             continue
@@ -137,7 +138,7 @@ def _remap_inserts(plan: RecoverPlan) -> None:
     remaps = plan.repair.remaps
     if not remaps:
         return
-    parents = {m.forked_from_id.lower() for rf in plan.inputs.index.files
+    parents = {norm_id(m.forked_from_id) for rf in plan.inputs.index.files
                for m in [plan.inputs.meta_for(rf)] if m.forked_from_id}
     for ins in plan.repair.inserts:
         tid, path = str(ins["id"]), Path(str(ins["rollout_path"]))
@@ -146,7 +147,7 @@ def _remap_inserts(plan: RecoverPlan) -> None:
         fp = plan_file(str(path), remaps)  # the one editor: the same plan the write makes
         if fp.problem or not fp.spans:
             continue
-        if fp.growth > 0 and tid.lower() in parents:
+        if fp.growth > 0 and norm_id(tid) in parents:
             continue  # a fork records byte offsets into it and no fork move is planned for it: row only
         plan.repair.rewrites.append(RolloutPlan(tid, path, {}, fp.folder_lines, fp.growth > 0))
 
@@ -154,10 +155,10 @@ def _remap_inserts(plan: RecoverPlan) -> None:
 def _fold_provider_into_rewrites(plan: RecoverPlan) -> None:
     """A thread whose rollout the remap rewrites gets its provider in that same rewrite: two edits
     of one file planned on its old bytes cannot both run. Its row update stays the migration's."""
-    rewrites = {rp.thread_id.lower(): rp for rp in plan.repair.rewrites}
+    rewrites = {norm_id(rp.thread_id): rp for rp in plan.repair.rewrites}
     changes: List[ProviderChange] = []
     for c in plan.migration.changes:
-        rp = rewrites.get(c.thread_id.lower())
+        rp = rewrites.get(norm_id(c.thread_id))
         if rp is not None and c.edit is not None:
             rp.set["model_provider"] = plan.migration.target
             plan.folded.append(c.thread_id)
@@ -180,16 +181,16 @@ def _one_change_per_file(plan: RecoverPlan) -> None:
     rewritten stays where it lies and its row points at it instead (Codex reads the row's path). A
     file to unarchive whose folders are remapped stays archived until the next run; one that only
     gets a provider is unarchived and keeps its provider until the next run. Each says so."""
-    remapped = {rp.thread_id.lower() for rp in plan.repair.rewrites}
-    edited = {c.thread_id.lower() for c in plan.migration.changes if c.edit is not None} | remapped
+    remapped = {norm_id(rp.thread_id) for rp in plan.repair.rewrites}
+    edited = {norm_id(c.thread_id) for c in plan.migration.changes if c.edit is not None} | remapped
     if not edited:
         return
-    rows = {r.thread_id.lower(): r for r in plan.repair.rows}
+    rows = {norm_id(r.thread_id): r for r in plan.repair.rows}
     by_id = plan.inputs.rows_by_id
     keep = []
     later: List[Tuple[str, str]] = []
     for m in plan.repair.moves:
-        tid = m.thread_id.lower()
+        tid = norm_id(m.thread_id)
         if tid not in edited:
             keep.append(m)
             continue
@@ -214,7 +215,7 @@ def _one_change_per_file(plan: RecoverPlan) -> None:
     plan.repair.moves = keep
     plan.repair.rows = [r for r in plan.repair.rows if r.new]
     gone = {t for t, why in later if why == SKIP_MOVED_AND_EDITED}
-    plan.migration.changes = [c for c in plan.migration.changes if c.thread_id.lower() not in gone]
+    plan.migration.changes = [c for c in plan.migration.changes if norm_id(c.thread_id) not in gone]
     for tid, why in later:
         (plan.migration.skipped if why == SKIP_MOVED_AND_EDITED else plan.repair.skipped).append((by_id[tid].id, why))
 
@@ -222,9 +223,9 @@ def _one_change_per_file(plan: RecoverPlan) -> None:
 def _inserts_take_the_provider(plan: RecoverPlan) -> None:
     """A row this run adds is added with the target provider (a row added and then updated in one
     run is not one change a rollback can judge); its file's line 1 still gets the provider."""
-    inserts = {str(i["id"]).lower(): i for i in plan.repair.inserts}
+    inserts = {norm_id(str(i["id"])): i for i in plan.repair.inserts}
     for c in plan.migration.changes:
-        ins = inserts.get(c.thread_id.lower())
+        ins = inserts.get(norm_id(c.thread_id))
         if ins is not None and c.db_change:
             ins["model_provider"] = plan.migration.target
             c.db_change = False
@@ -233,9 +234,9 @@ def _inserts_take_the_provider(plan: RecoverPlan) -> None:
 def _drop_shifts_of_reset_threads(plan: RecoverPlan) -> None:
     """A thread whose stored history is reset keeps no offsets to shift: its rows are deleted and
     Codex rebuilds them from the rewritten file."""
-    reset = {f.thread_id.lower() for f in plan.history.resets}
+    reset = {norm_id(f.thread_id) for f in plan.history.resets}
     for c in plan.migration.changes:
-        if c.thread_id.lower() in reset:
+        if norm_id(c.thread_id) in reset:
             c.offsets = None
 
 
@@ -261,9 +262,9 @@ def _causes(plan: RecoverPlan) -> None:
     for tid, m in moved.items():
         if m.why == "fix path":
             _add(plan, tid, CAUSE_MOVED_FILES, "file moved back to its recorded place")
-    added = {str(i["id"]).lower() for i in plan.repair.inserts}
+    added = {norm_id(str(i["id"])) for i in plan.repair.inserts}
     for rp in plan.repair.rewrites:
-        _add(plan, rp.thread_id, CAUSE_UNINDEXED if rp.thread_id.lower() in added else CAUSE_MOVED_HOME,
+        _add(plan, rp.thread_id, CAUSE_UNINDEXED if norm_id(rp.thread_id) in added else CAUSE_MOVED_HOME,
              "folders in its file remapped")
     for c in plan.migration.changes:
         old = c.old_provider if c.db_change else "(first line only) " + str(c.old_provider)

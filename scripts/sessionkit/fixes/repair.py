@@ -10,6 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import (AMBIGUOUS_FILES, HARD_LINKED, LIVE_GROUP, LIVE_MOVE, LIVE_ROW, NO_FILE,  # noqa: F401
+                                           ROW_FOLLOWS_FILE, UNARCHIVE_NEXT_RUN)
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.diagnose.audit import classify_orphan
 from sessionkit.codexfiles.locks import explain_live
@@ -21,8 +24,9 @@ from sessionkit.codexfiles.rollout_edit import Remap, parse_remaps, plan_file, r
 from sessionkit.codexfiles.rollout_index import RolloutFile, file_path_for, not_unicode, row_path_of, unusable_reason
 from sessionkit.codexfiles.rollout_scan import Unimportable, row_from_rollout
 from sessionkit.runlog.ops import Mkdir, Move, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowInsert, RowUpdate, SymlinkRepoint
-from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
-from sessionkit.fixes.forks import fork_rewrites
+from sessionkit.codexfiles.thread_files import candidates, thread_file
+from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph, graph_of, members, sub_agents_of
+from sessionkit.fixes.forks import fork_rewrites, join_groups, live_groups, with_sub_agents
 from sessionkit.codexfiles.statedb import ThreadRow, open_readonly, thread_columns, unbindable
 from sessionkit.runlog.writerun import execute
 from sessionkit.fixes.compressed import decompress_first
@@ -61,6 +65,7 @@ class RepairPlan:
     rewrites: List["RolloutPlan"] = field(default_factory=list)  # rollouts whose folders are remapped
     graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the remapped rollouts
     forks_moved: int = 0  # forks whose history_base moves with a growing parent
+    subs: SubAgents = field(default_factory=SubAgents, repr=False)  # sub-agents go with their parents
     others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
     links: List[Tuple[str, str, str]] = field(default_factory=list)  # (link, target, new target) re-pointed
     project_ops: List[Op] = field(default_factory=list)  # project_roots moved by --remap-prefix (project_remap.py)
@@ -128,14 +133,7 @@ def unarchived_path(root: Path, rf: RolloutFile) -> Path:
 
 
 # Why a thread is left alone (each printed with the thread it names).
-NO_FILE = "no rollout file for this thread anywhere"
-LIVE_MOVE = "live thread (its writer lock is held): never moved"
-LIVE_ROW = "live thread (its writer lock is held): row left alone"
-HARD_LINKED = ("not unarchived: its rollout is hard-linked ({links} names for one file, e.g. a backup copy "
-               "outside the home); unarchiving sets its mtime, which would change the other copy too")
-ROW_FOLLOWS_FILE = "archive state follows the file"
-UNARCHIVE_NEXT_RUN = ("not unarchived in this run: the remap rewrites its rollout where it lies first; run the "
-                      "same command again to unarchive it (one change after the other, each undoable)")
+# (NO_FILE, LIVE_MOVE, LIVE_ROW, HARD_LINKED, ROW_FOLLOWS_FILE, UNARCHIVE_NEXT_RUN: codexfiles/reasons.py)
 
 
 class View:
@@ -168,7 +166,7 @@ class Choice:
     stay: frozenset = frozenset()  # threads whose file is not moved in this run (rewritten in place first)
 
     def unarchives(self, tid: str) -> bool:
-        return (self.unarchive_all or tid.lower() in self.unarchive_ids) and tid.lower() not in self.stay
+        return (self.unarchive_all or norm_id(tid) in self.unarchive_ids) and norm_id(tid) not in self.stay
 
 
 def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = False,
@@ -185,10 +183,10 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = Fa
     other DB), for the audit's cheap look at a few sessions."""
     now = time.time() if now is None else now
     choice = Choice(fix_paths, unarchive is True,
-                    frozenset(t.lower() for t in unarchive) if not isinstance(unarchive, bool) else frozenset())
+                    frozenset(norm_id(t) for t in unarchive) if not isinstance(unarchive, bool) else frozenset())
     plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names, sub)
-    moved = {m.thread_id.lower(): m.why for m in plan.moves}
-    both = {r.thread_id.lower() for r in plan.rewrites if r.thread_id.lower() in moved}
+    moved = {norm_id(m.thread_id): m.why for m in plan.moves}
+    both = {norm_id(r.thread_id) for r in plan.rewrites if norm_id(r.thread_id) in moved}
     if not both:
         return plan
     choice = Choice(fix_paths, choice.unarchive_all, choice.unarchive_ids, frozenset(both))
@@ -205,14 +203,15 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
     fix_paths = choice.fix_paths
     plan = RepairPlan(fix_paths=fix_paths, unarchive=bool(unarchive),
                       archived_before=sum(1 for r in inputs.rows if r.archived))
-    wanted = {t.lower() for t in thread_ids}
-    live = {t.lower() for t in inputs.activity.live_threads}
+    plan.subs = sub_agents_of(inputs)
+    wanted = with_sub_agents(thread_ids, plan.subs) if thread_ids else set()  # a named thread brings its sub-agents
+    live = set(inputs.activity.live_threads)
     remaps = list(remaps)
     plan.remaps = remaps
     taken: Dict[str, str] = {}  # destination path -> thread
     view = View(inputs.index)
     for row in sorted(inputs.rows, key=lambda r: r.id):
-        if wanted and row.id.lower() not in wanted:
+        if wanted and row.key not in wanted:
             continue
         _plan_row(plan, plan.rows, row, inputs, view, choice, remaps, live, taken, now, True)
     outside = home_prefix_counts((r.rollout_path for r in inputs.rows
@@ -223,7 +222,7 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
     if import_orphans:
         _plan_imports(plan, inputs, wanted, live, now)
     for tid, name in names:
-        if not (wanted and tid.lower() not in wanted) and \
+        if not (wanted and norm_id(tid) not in wanted) and \
                 not _row_change(plan, plan.rows, tid, {"name": None}, {"name": name}, ["restore name"], live):
             _drop_thread(plan, tid)
     if not sub:
@@ -231,9 +230,20 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
     plan.skipped = [(t, explain_live(r, inputs.activity, t)) for t, r in plan.skipped]
     if remaps and not sub:
         _plan_rewrites(plan, inputs)
+    _group_waits(plan, live)
+    if remaps and not sub:
         plan.links = daemon_links(root, remaps)
         plan.project_ops, plan.projects = project_roots_plan(inputs.home, remaps, other_state_dbs(inputs.home))
     return plan
+
+
+def _group_waits(plan: RepairPlan, live: set) -> None:
+    """A thread goes with its sub-agents: one Codex holds open keeps the whole group out, named."""
+    planned = {r.thread_id for r in plan.rows} | {m.thread_id for m in plan.moves} | \
+        {r.thread_id for r in plan.rewrites} | {i["id"] for i in plan.inserts}
+    for tid, n in sorted(live_groups(planned, live, plan.subs).items()):
+        _drop_thread(plan, tid)
+        plan.skipped.append((tid, LIVE_GROUP.format(other=safe_str(n))))
 
 
 def daemon_links(root: Path, remaps: Sequence[Remap]) -> List[Tuple[str, str, str]]:
@@ -255,7 +265,7 @@ def daemon_links(root: Path, remaps: Sequence[Remap]) -> List[Tuple[str, str, st
 def resolve_threads(inputs: AuditInputs, values: Sequence[str]) -> List[str]:
     """Thread ids for ids or names given on the command line (a name as `thread/name/set` gave it,
     from the row or session_index.jsonl); an unknown or ambiguous one is a UserError."""
-    ids = {r.id.lower() for r in inputs.rows} | set(inputs.index.by_thread)
+    ids = {r.key for r in inputs.rows} | set(inputs.index.by_thread)
     named: Dict[str, List[str]] = {}
     in_rows = _row_names(inputs.home.state_db.path)
     for tid, name in in_rows.items():
@@ -265,8 +275,8 @@ def resolve_threads(inputs: AuditInputs, values: Sequence[str]) -> List[str]:
             named.setdefault(name, []).append(tid)
     out = []
     for v in values:
-        if v.lower() in ids:
-            out.append(v.lower())
+        if norm_id(v) in ids:
+            out.append(norm_id(v))
             continue
         hits = sorted(set(named.get(v, [])))
         if not hits:
@@ -302,9 +312,9 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
     will be. A thread the used DB's plan leaves alone is left alone here too, and a thread one DB
     cannot take is left alone in every DB."""
     from sessionkit.codexfiles.statedb import load_threads
-    asked = {r.thread_id.lower(): r.new for r in plan.rows if "unarchive" in r.why}  # the user's own request
-    inserted = {i["id"].lower(): i for i in plan.inserts}
-    left = {t.lower() for t, _ in plan.skipped}
+    asked = {norm_id(r.thread_id): r.new for r in plan.rows if "unarchive" in r.why}  # the user's own request
+    inserted = {norm_id(i["id"]): i for i in plan.inserts}
+    left = {norm_id(t) for t, _ in plan.skipped}
     view = View(inputs.index, plan.moves)
     choice = Choice(plan.fix_paths)
     for db in other_state_dbs(inputs.home):
@@ -315,7 +325,7 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
             plan.skipped.append((str(db), f"other state DB not read: {exc}"))
             continue
         for row in sorted(rows, key=lambda r: r.id):
-            tid = row.id.lower()
+            tid = row.key
             if (wanted and tid not in wanted) or tid in left:
                 continue
             mine: List[RowChange] = []
@@ -333,12 +343,12 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
                                           why, live, db):
                 _drop_thread(plan, tid)
         if import_orphans:
-            have = {r.id.lower() for r in rows}
+            have = {r.key for r in rows}
             for ins in _inserts_for(plan, inputs, view, have, inserted, wanted, live, now):
                 if _insert_ok(plan, ins, db):
                     other.inserts.append(ins)
                 else:
-                    _drop_thread(plan, ins["id"].lower())
+                    _drop_thread(plan, norm_id(ins["id"]))
         if other.rows or other.inserts:
             plan.others.append(other)
 
@@ -348,7 +358,7 @@ def _inserts_for(plan: RepairPlan, inputs: AuditInputs, view: View, have: set, i
     """Rows for the threads another DB lacks: the used DB's insert, or one built from the file and
     pointed at where the file will be (an unarchived thread is not inserted as archived)."""
     root = inputs.home.root
-    left = {t.lower() for t, _ in plan.skipped}
+    left = {norm_id(t) for t, _ in plan.skipped}
     out = []
     for tid in sorted(inputs.index.by_thread):
         if tid in have or tid in left or (wanted and tid not in wanted):
@@ -387,14 +397,14 @@ def _insert_ok(plan: RepairPlan, ins: Dict[str, Any], db: Optional[Path] = None)
 
 def _drop_thread(plan: RepairPlan, tid: str) -> None:
     """A thread one DB cannot take is left alone whole: its moves and row changes in every DB."""
-    t = tid.lower()
-    plan.moves = [m for m in plan.moves if m.thread_id.lower() != t]
-    plan.rows = [r for r in plan.rows if r.thread_id.lower() != t]
-    plan.inserts = [i for i in plan.inserts if i["id"].lower() != t]
-    plan.rewrites = [r for r in plan.rewrites if r.thread_id.lower() != t]
+    t = norm_id(tid)
+    plan.moves = [m for m in plan.moves if norm_id(m.thread_id) != t]
+    plan.rows = [r for r in plan.rows if norm_id(r.thread_id) != t]
+    plan.inserts = [i for i in plan.inserts if norm_id(i["id"]) != t]
+    plan.rewrites = [r for r in plan.rewrites if norm_id(r.thread_id) != t]
     for o in plan.others:
-        o.rows = [r for r in o.rows if r.thread_id.lower() != t]
-        o.inserts = [i for i in o.inserts if i["id"].lower() != t]
+        o.rows = [r for r in o.rows if norm_id(r.thread_id) != t]
+        o.inserts = [i for i in o.inserts if norm_id(i["id"]) != t]
 
 
 def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
@@ -409,10 +419,10 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
         tid = r.thread_id
         path = moved.get(tid)
         if path is None:
-            cands = inputs.index.by_thread.get(tid.lower(), [])
-            if len(cands) != 1:
+            one = thread_file(inputs.index.by_thread.get(norm_id(tid), []))
+            if one is None:
                 continue
-            path = cands[0].path
+            path = one.path
         fp = plan_file(str(path), plan.remaps)  # the one editor: the same plan the write makes
         if fp.problem:
             plan.skipped.append((tid, f"rollout folders left as they are ({fp.problem}): its cwd is remapped "
@@ -442,7 +452,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
         return False
 
     root = inputs.home.root
-    tid = row.id.lower()
+    tid = row.key
     new: Dict[str, Any] = {}
     why: List[str] = []
     stored = remap(row.rollout_path, remaps) if remaps else row.rollout_path
@@ -463,12 +473,14 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
         if not choice.fix_paths and not (unarchive and row.archived):
             return not new or _row_change(plan, out, row.id, _row_values(row), new, why, live, db)
         cands = view.of(tid)
-        if len(cands) != 1:
-            return skip(NO_FILE if not cands else f"ambiguous: {len(cands)} rollout files carry this thread id")
-        problem = _usable(cands[0][0], inputs, tid)
+        one = thread_file([c for c, _ in cands])  # the one rule (codexfiles/thread_files.py)
+        if one is None:
+            n = len(candidates([c for c, _ in cands]))
+            return skip(NO_FILE if not n else AMBIGUOUS_FILES.format(n=n))
+        problem = _usable(one, inputs, tid)
         if problem:
             return skip(problem)
-        rf, final = cands[0]
+        rf, final = next(c for c in cands if c[0] is one)
         target = Path(stored)
         archives = root / "archived_sessions"
         if can_move and choice.fix_paths and stored and is_inside(target, root) and _sane_target(target, root) \
@@ -533,7 +545,7 @@ def _row_change(plan: RepairPlan, out: List[RowChange], tid: str, values: Dict[s
     """The one path of every planned row change (paths, archive state, names, other DBs): a live
     thread or a value SQLite cannot take skips that thread, with its reason, never the run."""
     where = f"{safe_str(db)}: " if db is not None else ""
-    if tid.lower() in live:
+    if norm_id(tid) in live:
         plan.skipped.append((tid, where + LIVE_ROW))
         return False
     old = {k: values.get(k) for k in new}
@@ -546,16 +558,17 @@ def _row_change(plan: RepairPlan, out: List[RowChange], tid: str, values: Dict[s
 
 
 def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set, now: float) -> None:
-    row_ids = {r.id.lower() for r in inputs.rows}
+    row_ids = {r.key for r in inputs.rows}
     provider = inputs.home.config.model_provider
     names = names_from_session_index(inputs.home)  # a re-created row keeps the thread's name
     for tid, files in sorted(inputs.index.by_thread.items()):
         if tid in row_ids or (wanted and tid not in wanted):
             continue
-        if len(files) != 1:
-            plan.skipped.append((tid, f"orphan with {len(files)} files: not imported"))
+        one = thread_file(files)
+        if one is None:
+            plan.skipped.append((tid, f"orphan with {len(candidates(files))} files: not imported"))
             continue
-        rf = files[0]
+        rf = one
         reason = classify_orphan(rf, live, now)
         if reason != "importable":
             plan.skipped.append((tid, reason))
@@ -640,13 +653,14 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     stamp = time.time() if now is None else now
     from sessionkit.codexfiles.history_offsets import history_db_path
     hist = str(history_db_path(home.state_db.path))
-    gone = {t.lower() for t in reset}
+    gone = {norm_id(t) for t in reset}
     ops = [o for o in remap_ops(inputs, plan)
-           if not (o.DB_OP and o.db() == hist and (o.thread_id or "").lower() in gone)]
+           if not (o.DB_OP and o.db() == hist and norm_id((o.thread_id or "")) in gone)]
     ops += repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
     for other in plan.others:
         ops += other_db_ops(other, thread_columns_of(other.db))
     ops += list(extra_ops) + plan.project_ops
+    join_groups(ops, plan.subs)  # a sub-agent's changes go with its parent's: locked, skipped, undone together
     pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)

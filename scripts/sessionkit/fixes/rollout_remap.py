@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.rollout_edit import EditedCopy, Shift, shift
 
 
@@ -57,7 +58,7 @@ class RolloutRemapper:
 
     def _parent_offset(self, base: Dict[str, Any]) -> int:
         old = base["end_byte_offset"]
-        parent = self.line1.by_key.get(str(base.get("thread_id")).lower())
+        parent = self.line1.by_key.get(norm_id(str(base.get("thread_id"))))
         if parent is None or parent.key in self.stack:
             return old
         return self.moved(parent.path, old)

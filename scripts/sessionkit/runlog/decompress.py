@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
+from sessionkit.codexfiles.reasons import ZST_CHANGED, ZST_NOT_REGULAR
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.faults import point
@@ -101,7 +102,7 @@ class Decompress(Op):
         except OSError as exc:
             return f"{self.src}: {exc.strerror}"
         if not stat.S_ISREG(st.st_mode):
-            return "the compressed rollout is not a regular file (a symlink?): never written through"
+            return ZST_NOT_REGULAR
         if st.st_nlink > 1:
             return f"the compressed rollout has {st.st_nlink} hard links: left alone"
         for p in (self.dst, self.tmp, self.tmp_src):
@@ -113,7 +114,7 @@ class Decompress(Op):
         dest = run_dir / f"{name}.rollout.jsonl.zst.bak"
         got = _copy_new(self.src, str(dest), 0o600, None, False)
         if _file_digest(self.src) != got:
-            return "the compressed rollout changed while it was copied: run again"
+            return ZST_CHANGED
         try:
             with open_zst(str(dest)) as fh:
                 self.size, self.sha256 = digest_stream(fh)

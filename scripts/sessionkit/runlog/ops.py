@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, CHANGED_WHILE_READ, NOT_REGULAR, NO_HISTORY_BASE
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.faults import point
@@ -381,6 +382,11 @@ class Op:
         """Other threads this change goes with: skipped when any of them is (a fork and its parent)."""
         return []
 
+    def join(self, thread_id: str) -> bool:
+        """Record that this change goes with `thread_id`'s (a sub-agent with its parent: codexfiles.
+        thread_graph); False when its record cannot say so."""
+        return False
+
     def changed_reason(self) -> str:
         """Why a rollback leaves this change alone when its state is CHANGED."""
         return f"{self.KIND} changed since the run"
@@ -423,6 +429,24 @@ class Op:
 
     def undo_db(self, conn: sqlite3.Connection) -> int:
         raise NotImplementedError
+
+
+def _join(op: Any, thread_id: str) -> bool:
+    """Op.join for an op that records "with" (with_threads)."""
+    if thread_id != op.thread_id and thread_id not in op.with_threads:
+        op.with_threads.append(thread_id)
+    return True
+
+
+def _with(op: Any) -> Dict[str, Any]:
+    """The "with" field of a record: written only when the op goes with other threads."""
+    return {"with": list(op.with_threads)} if op.with_threads else {}
+
+
+def _with_read(value: List[Any], kind: str) -> List[str]:
+    if not all(isinstance(t, str) and t for t in value):
+        raise RecordError(f"journal record {kind!r}: 'with' names no thread")
+    return list(value)
 
 
 def _links(path: str) -> int:
@@ -752,7 +776,14 @@ class Line1Rewrite(RolloutEdit):
     backup: Optional[str] = None
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
+    with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
     KIND: ClassVar[str] = "line1"
+
+    def together(self) -> List[str]:
+        return list(self.with_threads)
+
+    def join(self, thread_id: str) -> bool:
+        return _join(self, thread_id)
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
@@ -760,14 +791,15 @@ class Line1Rewrite(RolloutEdit):
                 "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans], "old_len": self.old_len,
                 "old_sha": self.old_sha, "new_sha": self.new_sha, "size": self.size, "mtime_ns": self.mtime_ns,
                 "mode": self.mode, "backup": self.backup, "old_file_sha": self.old_file_sha,
-                "new_file_sha": self.new_file_sha}
+                "new_file_sha": self.new_file_sha, **_with(self)}
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "Line1Rewrite":
         f = strict(rec, {"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict",
                          "spans": "list", "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int",
                          "mtime_ns": "int", "mode": "int"},
-                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?"})
+                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list"})
+        f["with_threads"] = _with_read(f.pop("with", []), "line1")
         spans = []
         for s in f.pop("spans"):
             if not (isinstance(s, list) and len(s) == 3 and isinstance(s[0], int) and s[0] >= 0):
@@ -788,13 +820,13 @@ class Line1Rewrite(RolloutEdit):
         except OSError as exc:
             return f"{self.path}: {exc.strerror}"
         if not _st.S_ISREG(st.st_mode):
-            return "the rollout is not a regular file (a symlink?): never written through"
+            return NOT_REGULAR
         if st.st_nlink > 1:  # item 4: never write through a shared inode
             return (f"the rollout has {st.st_nlink} hard links (a backup made with cp -al or rsnapshot?): "
                     "writing it would change the other copies too; skipped")
         if (self.expect_mtime_ns is not None and st.st_mtime_ns != self.expect_mtime_ns) or \
                 (self.expect_size is not None and st.st_size != self.expect_size):
-            return "the rollout changed since the plan was made (a turn was added?): run again"
+            return CHANGED_SINCE_PLAN
         if os.path.lexists(self.tmp):
             return f"{self.tmp} exists (left by another run?): skipped"
         line, err = read_line1(Path(self.path))
@@ -929,9 +961,11 @@ class RolloutRewrite(RolloutEdit):
 
     def together(self) -> List[str]:
         """A fork's rewrite goes with its parent's (neither without the other, nor its undo)."""
-        if self.parent is not None and self.parent.thread_id:
-            return [self.parent.thread_id]
-        return list(self.with_threads)
+        own = [self.parent.thread_id] if self.parent is not None and self.parent.thread_id else []
+        return own + [t for t in self.with_threads if t not in own]
+
+    def join(self, thread_id: str) -> bool:
+        return _join(self, thread_id)
 
     def boundaries(self) -> List[List[int]]:
         """(boundary, delta) pairs for OffsetShift: offsets at or past a boundary move by its delta."""
@@ -1000,7 +1034,7 @@ class RolloutRewrite(RolloutEdit):
             end = base["end_byte_offset"]
             assert isinstance(base, dict) and isinstance(end, int) and not isinstance(end, bool)
         except (ValueError, KeyError, TypeError, AssertionError):
-            return "the fork's line 1 has no history_base.end_byte_offset"
+            return NO_HISTORY_BASE
         if shift(end, shifts) != end:
             self.set = dict(self.set, history_base=dict(base, end_byte_offset=shift(end, shifts)))
         return None
@@ -1012,13 +1046,13 @@ class RolloutRewrite(RolloutEdit):
         except OSError as exc:
             return f"{self.path}: {exc.strerror}"
         if not _st.S_ISREG(st.st_mode):
-            return "the rollout is not a regular file (a symlink?): never written through"
+            return NOT_REGULAR
         if st.st_nlink > 1:
             return (f"the rollout has {st.st_nlink} hard links (a backup made with cp -al or rsnapshot?): "
                     "writing it would change the other copies too; skipped")
         if (self.expect_mtime_ns is not None and st.st_mtime_ns != self.expect_mtime_ns) or \
                 (self.expect_size is not None and st.st_size != self.expect_size):
-            return "the rollout changed since the plan was made (a turn was added?): run again"
+            return CHANGED_SINCE_PLAN
         if os.path.lexists(self.tmp):
             return f"{self.tmp} exists (left by another run?): skipped"
         why = self._fork_base()
@@ -1028,7 +1062,7 @@ class RolloutRewrite(RolloutEdit):
         if plan.problem:
             return plan.problem
         if plan.size != st.st_size:
-            return "the rollout changed while it was read: run again"
+            return CHANGED_WHILE_READ
         if not plan.spans:
             return NOOP
         self.old_values, self.cwd_lines = dict(plan.old_values), plan.folder_lines
@@ -1256,9 +1290,16 @@ class RowUpdate(Op):
     old: Dict[str, Any]
     new: Dict[str, Any]
     thread_id: Optional[str] = None
+    with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
     KIND: ClassVar[str] = "row_update"
     DB_OP: ClassVar[bool] = True
     COUNTS: ClassVar[Counts] = Counts("row_updates", "rows_to_revert", "rows_reverted")
+
+    def together(self) -> List[str]:
+        return list(self.with_threads)
+
+    def join(self, thread_id: str) -> bool:
+        return _join(self, thread_id)
 
     def rows(self) -> List[RowRef]:
         return [RowRef(self.db_path, self.table, self.key, tuple(self.new))]
@@ -1282,14 +1323,14 @@ class RowUpdate(Op):
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "db": self.db_path, "table": self.table, "thread_id": self.thread_id,
                 "key": {k: enc(v) for k, v in self.key.items()}, "old": {k: enc(v) for k, v in self.old.items()},
-                "new": {k: enc(v) for k, v in self.new.items()}}
+                "new": {k: enc(v) for k, v in self.new.items()}, **_with(self)}
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "RowUpdate":
         f = strict(rec, {"db": "str", "table": "str", "key": "dict", "old": "dict", "new": "dict"},
-                   {"thread_id": "str?"})
+                   {"thread_id": "str?", "with": "list"})
         return cls(f["db"], f["table"], _vals(f["key"], "row_update key"), _vals(f["old"], "row_update old"),
-                   _vals(f["new"], "row_update new"), f.get("thread_id"))
+                   _vals(f["new"], "row_update new"), f.get("thread_id"), _with_read(f.get("with", []), "row_update"))
 
     def db(self) -> Optional[str]:
         return self.db_path
@@ -1572,8 +1613,13 @@ def group_of(ops: Sequence[Op]):  # type: ignore[no-untyped-def]
     """Batch key of an op: the first thread of its group (Op.together: a fork and its parent), so
     a group is never split across batches; locks are still taken per thread."""
     root: Dict[str, str] = {}
+
+    def find(t: str) -> str:
+        while root.get(t, t) != t:
+            t = root[t]
+        return t
     for o in ops:
         for n in o.together():
-            if o.thread_id:
-                root[o.thread_id] = root.get(n, n)
-    return lambda o: root.get(o.thread_id, o.thread_id) if o.thread_id else None
+            if o.thread_id and find(n) != find(o.thread_id):  # in any order, chains and all (no cycle)
+                root[find(o.thread_id)] = find(n)
+    return lambda o: find(o.thread_id) if o.thread_id else None

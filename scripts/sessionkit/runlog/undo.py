@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
+from sessionkit.codexfiles.reasons import DELETED, GROUP_TOGETHER, LEFT_ALONE_WITH
 from sessionkit import UserError
 from sessionkit.runlog.artifacts import backup_into, list_runs
 from sessionkit.codexfiles.faults import point
@@ -382,7 +383,7 @@ def _describe(op: Op) -> str:
     return safe_str(op.subject())
 
 
-DELETED = "deleted since the run (thread/delete?); left deleted"
+# DELETED: codexfiles/reasons.py
 
 
 def _partners(ops: List[Op], alone: Any) -> Dict[str, str]:
@@ -417,7 +418,7 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
             break
         split.update(more)
         partner.update(more)
-    plan.conflicts += [f"{t}: left alone with {safe_str(n)} (a fork and its parent change together)"
+    plan.conflicts += [f"{t}: {LEFT_ALONE_WITH.format(other=safe_str(n))} {GROUP_TOGETHER}"
                        for t, n in sorted(partner.items())]
     for op, st in zip(ops, states):
         if op.leftover():
@@ -527,7 +528,7 @@ class _UndoBatches:
             more = _partners([o for o, _ in steps], refused)
             if not more:
                 break
-            refused.update({t: f"left alone with {safe_str(n)}, {refused[n]}" for t, n in more.items()})
+            refused.update({t: f"{LEFT_ALONE_WITH.format(other=safe_str(n))}, {refused[n]}" for t, n in more.items()})
         self.plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
         steps = [(o, s) for o, s in steps if o.thread_id not in refused]
         if n == 1:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
+from sessionkit.codexfiles.reasons import SKIPPED_WITH
 from sessionkit import UserError
 from sessionkit.runlog.artifacts import backup_into, new_run_dir, private_file, durable
 from sessionkit.ui.commands import home_command
@@ -275,9 +276,9 @@ def _prepare(ops: List[Op], run_dir: Path, bad: Dict[str, str]) -> List[Op]:
             continue
         out.append(o)
     while True:  # a thread goes with the threads its changes need (a fork and its parent): none without the others
-        more = {t: f"skipped with {safe_str(n)}: {bad[n]}" for o in ops for n in o.together()
+        more = {t: SKIPPED_WITH.format(other=safe_str(n), why=bad[n]) for o in ops for n in o.together()
                 for t in (o.thread_id,) if t and n in bad and t not in bad}
-        more.update({n: f"skipped with {safe_str(o.thread_id)}: {bad[o.thread_id]}" for o in ops
+        more.update({n: SKIPPED_WITH.format(other=safe_str(o.thread_id), why=bad[o.thread_id]) for o in ops
                      for n in o.together() if o.thread_id in bad and n not in bad})
         if not more:
             break

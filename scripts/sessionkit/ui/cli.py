@@ -10,6 +10,7 @@ import sys
 from typing import Any, Callable, Iterable, List, NoReturn, Optional, Sequence
 
 from sessionkit import EXIT_ERROR, UserError
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import is_windows_absolute, safe_str
 from sessionkit.codexfiles.rollout_index import not_unicode
 from sessionkit.codexfiles.home import MissingHome
@@ -94,15 +95,15 @@ def thread_id_arg(text: str) -> str:
     if not _THREAD_ID.match(text):
         raise argparse.ArgumentTypeError(
             f"{safe_str(text)!r} is not a thread id (a UUID such as 0199a213-81c0-7800-8aa1-bbab2a035a53)")
-    return text.lower()
+    return norm_id(text)
 
 
 def require_known_threads(thread_ids: Sequence[str], row_ids: Iterable[str], file_ids: Iterable[str]) -> None:
     """A --thread-id this home has neither a row nor a rollout for is a typo, not "nothing to do"."""
     if not thread_ids:
         return
-    known = {t.lower() for t in row_ids} | {t.lower() for t in file_ids}
-    unknown = [t for t in thread_ids if t.lower() not in known]
+    known = set(row_ids) | set(file_ids)  # ids as they entered: ThreadRow.key, the walk's, thread_id_arg's
+    unknown = [t for t in thread_ids if t not in known]
     if unknown:
         raise UserError(f"no thread {', '.join(unknown)} in this Codex home (no DB row, no rollout file)")
 

@@ -7,6 +7,7 @@ import re
 from datetime import datetime
 from typing import Any, Dict, Iterable, Optional
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index
 
@@ -68,7 +69,7 @@ def thread_names(inputs: Any) -> Dict[str, str]:
 
 def session_names(inputs: Any, ids: Iterable[str]) -> Dict[str, str]:
     """`"name or first prompt", 2025-03-01 09:30, /work/proj` for each id: from its row, else its file."""
-    wanted = {t.lower(): t for t in ids}
+    wanted = {norm_id(t): t for t in ids}
     out: Dict[str, str] = {}
     if not wanted:
         return out
@@ -101,7 +102,7 @@ def names_from_db(db: object, ids: Iterable[str]) -> Dict[str, str]:
     such as a rollback): name else title, date, folder; ids the DB does not know are left out."""
     import sqlite3
     from sessionkit.codexfiles.statedb import open_readonly
-    wanted = sorted({t.lower() for t in ids})
+    wanted = sorted({norm_id(t) for t in ids})
     out: Dict[str, str] = {}
     if not wanted:
         return out
@@ -118,7 +119,7 @@ def names_from_db(db: object, ids: Iterable[str]) -> Dict[str, str]:
             chunk = wanted[n:n + 500]
             for tid, name, ttl, created, cwd in conn.execute(
                     f"SELECT {pick} FROM threads WHERE lower(id) IN ({','.join('?' * len(chunk))})", chunk):
-                out[str(tid).lower()] = (f"{label(name if isinstance(name, str) else None, ttl if isinstance(ttl, str) else None)}"
+                out[norm_id(str(tid))] = (f"{label(name if isinstance(name, str) else None, ttl if isinstance(ttl, str) else None)}"
                                          f", {readable_time(created)}, {shown(cwd) or '(no folder)'}")
     except sqlite3.Error:
         pass

@@ -10,6 +10,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.ui.labels import shown
 
 
@@ -79,4 +80,4 @@ def nothing_to_do(what: str) -> str:
 
 def labels_for(names: Dict[str, str], ids: Sequence[str]) -> List[str]:
     """Each id's label where known, else the id itself (escaped)."""
-    return [names.get(t) or names.get(str(t).lower()) or shown(t) for t in ids]
+    return [names.get(t) or names.get(norm_id(str(t))) or shown(t) for t in ids]
