@@ -190,12 +190,14 @@ def restore(home: Any, args: Any) -> int:
         refuse_if_running(scan_activity(home.root), args.force)
     check = check_restore(home, backup)
     result = None
-    if args.apply and not check.same:
-        check_writable(home, [Path(check.db)])
+    if args.apply:  # under the home lock even when nothing differs: a run applying now would change that
         check_folders_inside(home, *([check.run.path] if check.run is not None else []))
         with HomeLock(home):
             check = check_restore(home, backup)  # again, under the lock
-            result = restore_db(home, check, args.force) if not check.same else None
+            if not check.same:
+                check_writable(home, [Path(check.db)])
+                check_folders_inside(home, *([check.run.path] if check.run is not None else []))
+                result = restore_db(home, check, args.force)
     report = {"codex_dir": str(home.root), "db": check.db, "backup": str(backup), "dry_run": not args.apply,
               "run_dir": str(check.run.path) if check.run is not None else None, "rows_restored_as_the_run_had_them":
               check.own, "lost": len(check.lost), "split": len(check.split), "lost_sample": check.lost[:args.sample],

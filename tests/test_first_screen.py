@@ -60,7 +60,7 @@ def test_first_screen_of_a_messy_home(broken):
     assert last_part(proc.stdout) == [
         "No command here can fix these (nothing is suggested for them):",
         '  "file deleted", 2025-03-01 10:47, /work/proj: no rollout file for this thread anywhere',
-        "  (not indexed), 2025-03-01, (no folder): first line unreadable: empty file",  # the damaged .zst
+        "  (not indexed), 2025-03-01, (no folder): first line unreadable: the .zst is cut short",  # the damaged .zst
         '  "corrupt line 1", 2025-03-01 11:29, /work/proj: first line unreadable: line 1 is not JSON',
         "      (truncated or corrupt)",
         "  2 session files were written in the last minutes (maybe still in use): audit again later",

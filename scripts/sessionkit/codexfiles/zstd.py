@@ -91,9 +91,18 @@ def open_zst(path: str, whole: bool = True) -> Iterator[BinaryIO]:
             proc.stderr.close()
             code = proc.wait()
         if (whole or at_end) and code != 0:
-            raise OSError(5, f"zstd could not decompress it ({err.decode('utf-8', 'replace').strip()[:200]})")
+            raise OSError(5, damaged(err.decode("utf-8", "replace")))
     finally:
         raw.close()
+
+
+def damaged(detail: str) -> str:
+    """Why a `.zst` cannot be read, in words that fit an audit line: cut short (a copy or a kill
+    stopped early) or otherwise damaged; the reader's own words are not shown."""
+    low = detail.lower()
+    cut = any(w in low for w in ("premature end", "end of stream", "truncated", "unexpected end",
+                                 "compressed file ended"))
+    return "the .zst is cut short" if cut else "the .zst is damaged"
 
 
 @contextlib.contextmanager
@@ -104,7 +113,7 @@ def _in_process(mod: Any, raw: BinaryIO) -> Iterator[BinaryIO]:
         with mod.open(raw, "rb") as fh:
             yield fh
     except bad as exc:
-        raise OSError(5, f"zstd could not decompress it ({str(exc)[:200]})") from None
+        raise OSError(5, damaged(str(exc))) from None
 
 
 def _read_until_line(fh: BinaryIO, limit: int) -> Tuple[bytes, bool]:
