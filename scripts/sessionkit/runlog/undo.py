@@ -266,6 +266,8 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
     edited record (other columns, other values) is refused, not written."""
     conns: Dict[str, sqlite3.Connection] = {}
     seen: Set[Any] = set()
+    run_real = os.path.realpath(str(run.path))
+    inside: Dict[str, bool] = {}  # backup -> it lies in the run folder (resolved once per backup)
     try:
         for op in ops:
             back = op.written_back()
@@ -274,7 +276,9 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
             table, key, want = back
             db = str(op.db())
             backup = run.backups.get(db)
-            if backup is None or os.path.dirname(os.path.realpath(backup)) != os.path.realpath(str(run.path)):
+            if backup is not None and backup not in inside:
+                inside[backup] = os.path.dirname(os.path.realpath(backup)) == run_real
+            if backup is None or not inside[backup]:
                 raise UserError(f"refusing: {journal} changes rows of {db} without a backup of it in the run folder")
             if backup not in conns:
                 conns[backup] = open_readonly(Path(backup))
@@ -565,9 +569,9 @@ class _UndoBatches:
         with transaction(Path(db)) as conn:
             check_op_columns(conn, mine)
             for o in mine:
-                if o.state_db(conn) != NEW:
+                n = o.revert_if_new(conn)  # judged again under the lock: a Codex may have written since the plan
+                if n is None:
                     continue
-                n = o.revert(conn)
                 if o.COUNTS.undone:
                     self.counts[o.COUNTS.undone] += n
                 self.counts["undone"] += 1
