@@ -813,7 +813,7 @@ class Line1Rewrite(RolloutEdit):
             return "the rollout changed since the plan was made (a turn was added?): run again"
         if os.path.lexists(self.tmp):
             return f"{self.tmp} exists (left by another run?): skipped"
-        line, err = read_line1(Path(self.path))
+        line, err = read_line1(self.path)  # type: ignore[arg-type]  # a str opens as well
         if line is None:
             return f"line 1 unreadable ({err})"
         edit = plan_line(line, (), self.set, first=True)  # the one editor's field finder
@@ -855,10 +855,10 @@ class Line1Rewrite(RolloutEdit):
     def apply(self) -> None:
         if not self.spans:
             return
-        p = Path(self.path)
         if self.growth == 0 and self._prepared is not None and _sig_now(self.path) == self._prepared:
             self._apply_in_place()  # the file as prepare() read and checked it: not read again
             return
+        p = Path(self.path)
         line, _ = read_line1(p)
         assert line is not None and sha(line) == self.old_sha, f"{p}: line 1 changed under the lock"
         if self.growth == 0:
@@ -870,7 +870,7 @@ class Line1Rewrite(RolloutEdit):
         _fsync_dir(p.parent)
 
     def _line(self) -> Optional[bytes]:
-        line, _ = read_line1(Path(self.path))
+        line, _ = read_line1(self.path)  # type: ignore[arg-type]  # a str opens as well
         return line
 
     def _file_state(self) -> str:

@@ -33,6 +33,7 @@ def forget_resolved() -> None:
     """Folders may have changed since an earlier run in this process: resolve them again."""
     _real_dir.cache_clear()
     _real_path.cache_clear()
+    _folder_inside.cache_clear()
 
 
 def path_allowed(path: str, roots: Sequence[str]) -> bool:
@@ -43,8 +44,17 @@ def path_allowed(path: str, roots: Sequence[str]) -> bool:
     name = os.path.basename(path)
     if name in ("", ".", ".."):
         return False
-    real = os.path.join(_real_dir(os.path.dirname(path)), name)
-    return any(test(real) for test in _inside_tests(tuple(roots)))
+    folder, key = os.path.dirname(path), tuple(roots)
+    if _folder_inside(folder, key):  # a name in a folder inside (or at) a root lies inside it
+        return True
+    real = os.path.join(_real_dir(folder), name)
+    return any(test(real) for test in _inside_tests(key))
+
+
+@lru_cache(maxsize=4096)
+def _folder_inside(folder: str, roots: Tuple[str, ...]) -> bool:
+    real = _real_dir(folder)
+    return any(test(real) or real == root for test, root in zip(_inside_tests(roots), roots))
 
 
 @lru_cache(maxsize=16)

@@ -18,7 +18,7 @@ from sessionkit.codexfiles.home import CodexHome
 from sessionkit.runlog.journal import Journal, read_records
 from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, group_of
 from sessionkit.runlog.registry import op_from_record
-from sessionkit.runlog.scope import allowed_roots, home_dbs, op_problem, path_allowed
+from sessionkit.runlog.scope import allowed_roots, forget_resolved, home_dbs, op_problem, path_allowed
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly, transaction
 from sessionkit.runlog.lockbatch import run_batches, split_batches
@@ -254,6 +254,7 @@ def _roots(home: CodexHome) -> List[str]:
 
 def check_ops(home: CodexHome, ops: List[Op], where: Path) -> None:
     """Every path and DB of a (hostile) journal inside this home and its state-DB folder."""
+    forget_resolved()  # folders may have changed since an earlier check in this process
     roots, dbs = _roots(home), home_dbs(home)
     for op in ops:
         why = op_problem(op, roots, dbs)
