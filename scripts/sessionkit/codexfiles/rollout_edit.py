@@ -215,12 +215,58 @@ def plan_fields(line: bytes, changes: Dict[str, Tuple[Any, Any]]) -> LineEdit:
     return edit
 
 
+LONG_TEXT = b'"base_instructions":{"text":"'  # line 1's ~20 KB string, written after the fields we set
+LONG_ENOUGH = 4096
+
+
+def long_text(line: bytes) -> Optional[Tuple[int, int]]:
+    """(start, end) of the content of line 1's base_instructions text (between its quotes), when the
+    line holds that key once and the content is long: its end is the first quote after it that no
+    odd run of backslashes escapes. Five unescaped quotes cannot lie inside a JSON string, so in a
+    line that decodes this is the content of a string."""
+    at = line.find(LONG_TEXT)
+    if at < 0 or line.find(LONG_TEXT, at + 1) >= 0:
+        return None
+    start = pos = at + len(LONG_TEXT)
+    while True:
+        q = line.find(b'"', pos)
+        if q < 0:
+            return None
+        k = q
+        while k > start and line[k - 1] == 0x5C:
+            k -= 1
+        if (q - k) % 2 == 0:
+            return (start, q) if q - start >= LONG_ENOUGH else None
+        pos = q + 1
+
+
+def _plan_first_short(line: bytes, set_: Dict[str, Any]) -> Optional[LineEdit]:
+    """Line 1's payload fields planned and checked on the line with its long text cut out (two
+    decodes of ~1 KB instead of ~20 KB): the cut bytes are the same before and after, so the check
+    is the same check. None (the whole line is planned then) when there is no long text, a span
+    would lie past it, or anything is not as Codex writes it (the whole line's plan says why)."""
+    cut = long_text(line) if "base_instructions" not in set_ else None
+    if cut is None:
+        return None
+    edit = plan_line(line[:cut[0]] + line[cut[1]:], (), set_, first=True)
+    if edit.problem is not None or any(off + len(old) > cut[0] for off, old, _new in edit.spans):
+        return None
+    if any(line.count(field_token(k, v)) != 1 for k, v in edit.old_values.items()):
+        return None
+    return edit
+
+
 def plan_line(line: bytes, remaps: Sequence[Remap] = (), set_: Optional[Dict[str, Any]] = None,
               first: bool = False, marks: Optional[Sequence[bytes]] = None) -> LineEdit:
     """The spans that set line 1's payload fields `set_` and remap every folder record of the line,
     each value padded to its old length when it is not longer; checked by decoding the result
     (it must equal the line with exactly those fields changed). `marks`: the remap's needles (a
-    line holding none of them is not decoded)."""
+    line holding none of them is not decoded). Line 1's fields alone: checked on the line without
+    its long base_instructions text (_plan_first_short)."""
+    if first and set_ and not remaps:
+        short = _plan_first_short(line, set_)
+        if short is not None:
+            return short
     edit = LineEdit()
     if not set_ and (not remaps or (marks is not None and not any(m in line for m in marks))):
         return edit
@@ -232,7 +278,12 @@ def plan_line(line: bytes, remaps: Sequence[Remap] = (), set_: Optional[Dict[str
         if first and set_:
             edit.problem = "line 1 is not a session_meta JSON object"
         return edit  # not JSON: Codex skips such a line too; nothing of ours in it
-    want = json.loads(line)
+    if remaps or not isinstance(obj, dict):
+        want = json.loads(line)  # the remap may change records at any depth: a copy of every level
+    else:  # line 1's payload fields only: a copy of the two levels they are set at, not a second decode
+        want = dict(obj)
+        if isinstance(obj.get("payload"), dict):
+            want["payload"] = dict(obj["payload"])
     pairs = list(zip(folder_slots(obj), folder_slots(want))) if remaps else []
     changes: List[Tuple[str, Any, Any]] = []
     if first and set_:

@@ -12,11 +12,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 
+# New lock files are names of one file each NAMES_PER_FILE threads (take_many): a run killed while
+# holding them leaves unheld names behind (removed by its rollback); a Codex that opens one of those
+# meanwhile holds the lock of at most this many threads, not of all of them.
+NAMES_PER_FILE = 128
 SPARE_DESCRIPTORS = 128  # DBs, journal, rollouts being rewritten, Python itself
 
 LOCK_DIR = "thread-writer-locks"
@@ -49,7 +53,9 @@ class WriterLocks:
 
     def __init__(self, home_root: Path) -> None:
         self.dir = home_root / LOCK_DIR
-        self.held: Dict[str, int] = {}
+        self.held: Dict[str, int] = {}  # thread id -> its descriptor (shared by the names linked to one file)
+        self.created: Dict[str, bool] = {}  # thread id -> its lock file was made by us (removed on release)
+        self.files: Dict[Tuple[int, int], int] = {}  # (device, inode) of each file we hold -> its descriptor
         self.created_dir = False
         self.created_coordination = False
 
@@ -68,13 +74,21 @@ class WriterLocks:
         return self.take_many([thread_id]).get(thread_id)
 
     def take_many(self, thread_ids: List[str]) -> Dict[str, str]:
-        """Take every lock under one hold of the coordination lock; {thread id: why not} for the rest."""
+        """Take every lock under one hold of the coordination lock; {thread id: why not} for the rest.
+        A lock file that is not there yet is made as a hard link to one made (and locked) earlier in
+        this hold, NAMES_PER_FILE names a file: a Codex opening any of those names finds it locked,
+        as with a file each, where creating a file costs thirty times a link on some filesystems
+        (0.9 ms against 0.03 ms on the bench machine). Where links fail (Windows, no hard links, the
+        link limit), each lock gets its own file."""
         locker = host.current().locker
         if locker is None or not thread_ids:
             return {}  # no lock call here: the --apply refused unless --force (host.missing)
         refused: Dict[str, str] = {}
         coord = self._coordination()
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        linkable = host.current().rename_replaces_open  # POSIX: a name may go while its file is open
+        first: Optional[str] = None  # a lock file made in this hold, locked by us: new names link to it
+        names = 0  # names `first`'s file has
         try:
             for tid in thread_ids:
                 if tid in self.held:
@@ -83,11 +97,19 @@ class WriterLocks:
                     refused[tid] = "the thread id cannot name a writer lock file"
                     continue
                 path = os.path.join(str(self.dir), f"{tid}.lock")
+                if first is not None and names < NAMES_PER_FILE and self._link(first, path, tid):
+                    names += 1
+                    continue
                 existed = os.path.lexists(path)
                 try:
                     fd = os.open(path, flags, 0o644)
                 except OSError as exc:
                     refused[tid] = f"cannot open its writer lock ({exc.strerror})"
+                    continue
+                mine = self._same_file(fd)
+                if mine is not None:  # a name of a file we hold already (the links a killed run left)
+                    os.close(fd)
+                    self.held[tid], self.created[tid] = mine, False
                     continue
                 try:
                     taken = locker.try_lock(fd, True)
@@ -99,11 +121,31 @@ class WriterLocks:
                     os.close(fd)
                     refused[tid] = "live thread: Codex holds its writer lock (close it in Codex and run again)"
                     continue
-                self.held[tid] = -fd - 1 if existed else fd  # negative: a lock file that was there before
+                self.held[tid], self.created[tid] = fd, not existed
+                st = os.fstat(fd)
+                self.files[(st.st_dev, st.st_ino)] = fd
+                if not existed and linkable:
+                    first, names = tid, 1
         finally:
             locker.unlock(coord)
             os.close(coord)
         return refused
+
+    def _same_file(self, fd: int) -> Optional[int]:
+        """Our descriptor of the file `fd` is open on, if we hold that file's lock already: linked
+        names share one file, and a second lock on it from this process would be refused."""
+        st = os.fstat(fd)
+        return self.files.get((st.st_dev, st.st_ino))
+
+    def _link(self, first: str, path: str, tid: str) -> bool:
+        """`path` made as a new name of `first`'s locked file; False (nothing made) when it exists
+        already or the filesystem refuses the link: the caller opens it as its own file then."""
+        try:
+            os.link(os.path.join(str(self.dir), f"{first}.lock"), path)
+        except OSError:
+            return False
+        self.held[tid], self.created[tid] = self.held[first], True
+        return True
 
     def release_all(self) -> None:
         if not self.held:
@@ -112,19 +154,25 @@ class WriterLocks:
         coord = self._coordination()
         try:
             posix = host.current().rename_replaces_open
+            closed: set = set()
+
+            def close(fd: int) -> None:
+                if fd not in closed:
+                    closed.add(fd)
+                    os.close(fd)
             for tid, fd in self.held.items():
-                if fd >= 0:  # a file we created: removed as Codex removes its own
+                if self.created.get(tid):  # a file (or a name) we made: removed as Codex removes its own
                     if not posix:  # Windows deletes no file open here: closed first, under the coordination lock
-                        os.close(fd)
+                        close(fd)
                     try:
                         os.unlink(str(self.dir / f"{tid}.lock"))
                     except OSError:
                         pass
-                    if posix:
-                        os.close(fd)
-                else:
-                    os.close(-fd - 1)
+            for fd in self.held.values():  # every name gone first: a file is unlocked only once nameless
+                close(fd)
             self.held.clear()
+            self.created.clear()
+            self.files.clear()
         finally:
             _locker().unlock(coord)
             os.close(coord)

@@ -32,13 +32,16 @@ def private_file(path: Path, data: bytes = b"") -> None:
 
 
 def backup_db(db: Path, dest: Path) -> Path:
-    """Copy a live DB (WAL included) through the SQLite backup API; check the copy; make it 0600."""
+    """Copy a live DB (WAL included) through the SQLite backup API; check the copy; make it 0600.
+    The check is `quick_check` (every page, record and b-tree of the copy well formed): the backup
+    API copies pages as they are, so what `integrity_check` adds (indexes against their tables)
+    could only find what the DB itself holds, at several times the cost."""
     private_file(dest)
     src = open_readonly(db)
     dst = sqlite3.connect(str(dest))
     try:
         src.backup(dst)
-        ok = dst.execute("PRAGMA integrity_check").fetchone()[0]
+        ok = dst.execute("PRAGMA quick_check").fetchone()[0]
     finally:
         dst.close()
         src.close()

@@ -111,32 +111,33 @@ def _unb64(text: Any, where: str) -> bytes:
 
 
 _TYPES = {"str": str, "int": int, "dict": dict, "list": list, "bool": bool}
+_SPECS = {t + q: (base, q == "?") for t, base in _TYPES.items() for q in ("", "?")}  # "str?" -> (str, nullable)
+_ALWAYS = frozenset(("v", "ts", "op"))
 
 
 def strict(rec: Dict[str, Any], required: Dict[str, str], optional: Dict[str, str]) -> Dict[str, Any]:
     """The record's fields, each of its declared type; an unknown or missing field is an error."""
-    where = f"journal record {rec.get('op')!r}"
-    allowed = set(required) | set(optional) | {"v", "ts", "op"}
-    extra = set(rec) - allowed
-    if extra:
-        raise RecordError(f"{where}: unknown field(s) {', '.join(sorted(extra))}")
+    for name in rec:
+        if name not in required and name not in optional and name not in _ALWAYS:
+            extra = set(rec) - set(required) - set(optional) - _ALWAYS
+            raise RecordError(f"journal record {rec.get('op')!r}: unknown field(s) {', '.join(sorted(extra))}")
     out = {}
-    for name, typ in list(required.items()) + list(optional.items()):
-        if name not in rec:
-            if name in required:
-                raise RecordError(f"{where}: missing field {name!r}")
-            continue
-        value = rec[name]
-        nullable = typ.endswith("?")
-        base = _TYPES[typ.rstrip("?")]
-        if value is None and nullable:
-            out[name] = None
-            continue
-        if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-            raise RecordError(f"{where}: field {name!r} is not {typ.rstrip('?')}")
-        if base is str and "\x00" in value:
-            raise RecordError(f"{where}: field {name!r} holds a NUL")
-        out[name] = value
+    for fields, needed in ((required, True), (optional, False)):
+        for name, typ in fields.items():
+            if name not in rec:
+                if needed:
+                    raise RecordError(f"journal record {rec.get('op')!r}: missing field {name!r}")
+                continue
+            value = rec[name]
+            base, nullable = _SPECS[typ]
+            if value is None and nullable:
+                out[name] = None
+                continue
+            if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+                raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} is not {typ.rstrip('?')}")
+            if base is str and "\x00" in value:
+                raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} holds a NUL")
+            out[name] = value
     return out
 
 
@@ -357,6 +358,13 @@ class Op:
     def gone_db(self, conn: sqlite3.Connection) -> bool:
         return False
 
+    def revert_if_new(self, conn: sqlite3.Connection) -> Optional[int]:
+        """A DB op, under the caller's transaction: undone when it still holds what the run wrote
+        (the rows it changed), else None (left as it is)."""
+        if self.state_db(conn) != NEW:
+            return None
+        return self.revert(conn)
+
     def revert(self, conn: Optional[sqlite3.Connection] = None) -> int:
         """Undo it (a DB op inside the caller's transaction); returns the rows it changed."""
         if self.DB_OP:
@@ -447,6 +455,19 @@ def _with_read(value: List[Any], kind: str) -> List[str]:
     if not all(isinstance(t, str) and t for t in value):
         raise RecordError(f"journal record {kind!r}: 'with' names no thread")
     return list(value)
+
+
+def file_sig(st: os.stat_result) -> Tuple[int, int, int, int, int]:
+    """What changes whenever a file's bytes do (ctime moves on every write and utime, and no one can
+    set it back): a file read at one signature holds the same bytes while its signature is the same."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _sig_now(path: str) -> Optional[Tuple[int, int, int, int, int]]:
+    try:
+        return file_sig(os.lstat(path))
+    except OSError:
+        return None
 
 
 def _links(path: str) -> int:
@@ -777,6 +798,10 @@ class Line1Rewrite(RolloutEdit):
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
     with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
+    # Not journaled: the file's signature when this process last read line 1, and what it found (the
+    # state judged, or the line as prepare() checked it): read again only when the signature moved.
+    _seen: Optional[Tuple[Any, str]] = field(default=None, init=False, repr=False, compare=False)
+    _prepared: Optional[Any] = field(default=None, init=False, repr=False, compare=False)
     KIND: ClassVar[str] = "line1"
 
     def together(self) -> List[str]:
@@ -829,7 +854,7 @@ class Line1Rewrite(RolloutEdit):
             return CHANGED_SINCE_PLAN
         if os.path.lexists(self.tmp):
             return f"{self.tmp} exists (left by another run?): skipped"
-        line, err = read_line1(Path(self.path))
+        line, err = read_line1(self.path)  # type: ignore[arg-type]  # a str opens as well
         if line is None:
             return f"line 1 unreadable ({err})"
         edit = plan_line(line, (), self.set, first=True)  # the one editor's field finder
@@ -843,6 +868,7 @@ class Line1Rewrite(RolloutEdit):
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
         if self.growth:
             self._keep_copy(run_dir, line, new)
+        self._prepared = file_sig(st)  # taken before the read: a change after it moves the signature
         return None
 
     def _keep_copy(self, run_dir: Path, line: bytes, new: bytes) -> None:
@@ -870,6 +896,9 @@ class Line1Rewrite(RolloutEdit):
     def apply(self) -> None:
         if not self.spans:
             return
+        if self.growth == 0 and self._prepared is not None and _sig_now(self.path) == self._prepared:
+            self._apply_in_place()  # the file as prepare() read and checked it: not read again
+            return
         p = Path(self.path)
         line, _ = read_line1(p)
         assert line is not None and sha(line) == self.old_sha, f"{p}: line 1 changed under the lock"
@@ -882,14 +911,29 @@ class Line1Rewrite(RolloutEdit):
         _fsync_dir(p.parent)
 
     def _line(self) -> Optional[bytes]:
-        line, _ = read_line1(Path(self.path))
+        line, _ = read_line1(self.path)  # type: ignore[arg-type]  # a str opens as well
         return line
 
     def _file_state(self) -> str:
+        """Judged from line 1's digest; judged again (the plan's judgement re-checked under the
+        writer lock) only when the file's signature moved since."""
         if not self.spans:
             return OLD
-        if os.path.islink(self.path) or not os.path.isfile(self.path):
+        import stat as _st
+        try:
+            st = os.lstat(self.path)
+        except OSError:
             return CHANGED
+        if not _st.S_ISREG(st.st_mode):
+            return CHANGED
+        sig = file_sig(st)  # before the read: a change after it moves the signature
+        if self._seen is not None and self._seen[0] == sig:
+            return self._seen[1]
+        state = self._judge_line()
+        self._seen = (sig, state)
+        return state
+
+    def _judge_line(self) -> str:
         line = self._line()
         if line is None:
             return CHANGED
@@ -1377,6 +1421,16 @@ class RowUpdate(Op):
         sets = ", ".join(f'"{c}"=?' for c in self.old)
         w, args = _where({**self.key, **{c: self.new[c] for c in self._judged()}})
         return conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w}', list(self.old.values()) + args).rowcount
+
+    def revert_if_new(self, conn: sqlite3.Connection) -> Optional[int]:
+        """One statement, no read before it: the old values back where the key finds exactly one row
+        and that row holds every value the run wrote (state_db's NEW, judged by SQLite)."""
+        sets = ", ".join(f'"{c}"=?' for c in self.old)
+        w, args = _where({**self.key, **{c: self.new[c] for c in self._judged()}})
+        kw, kargs = _where(self.key)
+        n = conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w} AND (SELECT count(*) FROM "{self.table}" '
+                         f'WHERE {kw}) = 1', list(self.old.values()) + args + kargs).rowcount
+        return n or None
 
 
 @dataclass

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import List, Optional, Sequence, Set
+from typing import Callable, List, Optional, Sequence, Set, Tuple
 
 from sessionkit.codexfiles.history_offsets import history_db_path
 from sessionkit.codexfiles.home import CodexHome
-from sessionkit.codexfiles.paths import is_inside, safe_str
+from sessionkit.codexfiles.paths import inside_test, safe_str
 from sessionkit.runlog.ops import Op
 
 
@@ -24,9 +24,16 @@ def _real_dir(folder: str) -> str:
     return os.path.realpath(folder)
 
 
+@lru_cache(maxsize=64)
+def _real_path(db: str) -> str:
+    return os.path.realpath(db)  # a journal names a handful of DBs, each on thousands of ops
+
+
 def forget_resolved() -> None:
     """Folders may have changed since an earlier run in this process: resolve them again."""
     _real_dir.cache_clear()
+    _real_path.cache_clear()
+    _folder_inside.cache_clear()
 
 
 def path_allowed(path: str, roots: Sequence[str]) -> bool:
@@ -37,8 +44,22 @@ def path_allowed(path: str, roots: Sequence[str]) -> bool:
     name = os.path.basename(path)
     if name in ("", ".", ".."):
         return False
-    real = os.path.join(_real_dir(os.path.dirname(path)), name)
-    return any(is_inside(real, r) for r in roots)
+    folder, key = os.path.dirname(path), tuple(roots)
+    if _folder_inside(folder, key):  # a name in a folder inside (or at) a root lies inside it
+        return True
+    real = os.path.join(_real_dir(folder), name)
+    return any(test(real) for test in _inside_tests(key))
+
+
+@lru_cache(maxsize=4096)
+def _folder_inside(folder: str, roots: Tuple[str, ...]) -> bool:
+    real = _real_dir(folder)
+    return any(test(real) or real == root for test, root in zip(_inside_tests(roots), roots))
+
+
+@lru_cache(maxsize=16)
+def _inside_tests(roots: Tuple[str, ...]) -> List[Callable[[str], bool]]:
+    return [inside_test(r) for r in roots]  # a journal's thousands of paths, under the same two roots
 
 
 def op_problem(op: Op, roots: Sequence[str], dbs: Set[str]) -> Optional[str]:
@@ -47,7 +68,7 @@ def op_problem(op: Op, roots: Sequence[str], dbs: Set[str]) -> Optional[str]:
         if not path_allowed(p, roots):
             return f"{safe_str(p)} is outside the Codex home and its state-DB folder"
     db = op.db()
-    if db is not None and (os.path.realpath(db) not in dbs or not path_allowed(db, roots)):
+    if db is not None and (_real_path(db) not in dbs or not path_allowed(db, roots)):
         return f"{safe_str(db)} is not a database of this home"
     return None
 

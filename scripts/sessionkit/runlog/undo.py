@@ -21,7 +21,7 @@ from sessionkit.runlog.journal import Journal, read_records
 from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, group_of
 from sessionkit.runlog.registry import op_from_record
 from sessionkit.runlog.runstate import run_state
-from sessionkit.runlog.scope import allowed_roots, home_dbs, op_problem, path_allowed
+from sessionkit.runlog.scope import allowed_roots, forget_resolved, home_dbs, op_problem, path_allowed
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly, transaction
 from sessionkit.runlog.lockbatch import run_batches, split_batches
@@ -252,6 +252,7 @@ def _roots(home: CodexHome) -> List[str]:
 
 def check_ops(home: CodexHome, ops: List[Op], where: Path) -> None:
     """Every path and DB of a (hostile) journal inside this home and its state-DB folder."""
+    forget_resolved()  # folders may have changed since an earlier check in this process
     roots, dbs = _roots(home), home_dbs(home)
     for op in ops:
         why = op_problem(op, roots, dbs)
@@ -264,6 +265,8 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
     edited record (other columns, other values) is refused, not written."""
     conns: Dict[str, sqlite3.Connection] = {}
     seen: Set[Any] = set()
+    run_real = os.path.realpath(str(run.path))
+    inside: Dict[str, bool] = {}  # backup -> it lies in the run folder (resolved once per backup)
     try:
         for op in ops:
             back = op.written_back()
@@ -272,7 +275,9 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
             table, key, want = back
             db = str(op.db())
             backup = run.backups.get(db)
-            if backup is None or os.path.dirname(os.path.realpath(backup)) != os.path.realpath(str(run.path)):
+            if backup is not None and backup not in inside:
+                inside[backup] = os.path.dirname(os.path.realpath(backup)) == run_real
+            if backup is None or not inside[backup]:
                 raise UserError(f"refusing: {journal} changes rows of {db} without a backup of it in the run folder")
             if backup not in conns:
                 conns[backup] = open_readonly(Path(backup))
@@ -563,9 +568,9 @@ class _UndoBatches:
         with transaction(Path(db)) as conn:
             check_op_columns(conn, mine)
             for o in mine:
-                if o.state_db(conn) != NEW:
+                n = o.revert_if_new(conn)  # judged again under the lock: a Codex may have written since the plan
+                if n is None:
                     continue
-                n = o.revert(conn)
                 if o.COUNTS.undone:
                     self.counts[o.COUNTS.undone] += n
                 self.counts["undone"] += 1
