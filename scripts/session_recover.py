@@ -112,6 +112,9 @@ def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Option
         out.append("history comes back: " + ("rebuilt now by your Codex (--rebuild-history)" if "--rebuild-history"
                                              in cmd else "the first time each session is opened in Codex "
                                              "(--rebuild-history rebuilds them all at once)"))
+    if r.get("decompress_first"):
+        out.append(f"compressed sessions decompressed first (as Codex does when it opens one): "
+                   f"{r['decompress_first']}")
     for s in r["skipped_sample"]:
         out += [f"  skipped {s['session']}", f"      {s['reason']}"]
     if result is None:
@@ -127,22 +130,42 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
                      names: Dict[str, str]) -> Outcome:
     """The recovery's result in words, as the other scripts say theirs: the sessions it changed by
     name, what it left and why, the one undo and the verify command; the counters with --verbose."""
+    left = {str(s["thread_id"]).lower(): str(s["reason"]) for s in result.get("skipped_at_apply") or []}
     ids: List[str] = []
     for tids in plan.groups().values():
-        ids += [t for t in tids if t not in ids]
+        ids += [t for t in tids if t not in ids and t.lower() not in left]  # what was applied, not planned
     after = ", ".join(f"{shown(k)} {v}" for k, v in result["provider_distribution_after"].items())
     n = len(ids)
     rebuilt = r.get("history_rebuild") or {}
+    skipped = [(names.get(t, shown(t)), shown(why)) for t, why in plan.skipped]
+    planned = {t.lower() for t, _ in plan.skipped}
+    skipped += [(names.get(str(s["thread_id"]), shown(s["thread_id"])), shown(s["reason"]))
+                for s in result.get("skipped_at_apply") or [] if str(s["thread_id"]).lower() not in planned]
+    pre = result.get("decompression") or {}
+    notes = [f"Your Codex rebuilt the stored history of {rebuilt['rebuilt']} session(s)."] if rebuilt else []
+    if pre.get("decompressed"):
+        notes.append(f"{pre['decompressed']} compressed session(s) were decompressed first, as Codex does when it "
+                     "opens one (the undo below compresses them back).")
+    undo = home_command(home, "rollback.py", "--until", pre["run_dir"], "--apply") if pre else result["rollback"]
     return Outcome(
         heading="Session Recovery Result",
         done=f"Done: {n} session{'s' if n != 1 else ''} recovered in one run (sessions per provider now: "
              f"{after}; {result['archived_after']} archived)" + (":" if ids else "."),
         changed=labels_for(names, ids),
-        skipped=[(names.get(t, shown(t)), shown(why)) for t, why in plan.skipped],
-        notes=[f"Your Codex rebuilt the stored history of {rebuilt['rebuilt']} session(s)."] if rebuilt else [],
-        undo=result["rollback"], undo_label="undo all of it with:",
-        verify=home_command(home, "session_audit.py"), older=older_runs(home, result.get("run_dir")),
+        skipped=skipped,
+        notes=notes,
+        undo=undo, undo_label="undo all of it with:",
+        verify=home_command(home, "session_audit.py"), older=_older(home, result),
         counters={k: v for k, v in result.items() if k != "rollback"})
+
+
+def _older(home: CodexHome, result: Dict[str, Any]) -> List[str]:
+    """Runs still applied before this one, its own decompression left out (the undo above takes both)."""
+    import re
+    pre = os.path.basename(str((result.get("decompression") or {}).get("run_dir") or ""))
+    m = re.match(r"decompress_(\d{4})(\d\d)(\d\d)_(\d\d)(\d\d)(\d\d)", pre)
+    own = "decompress, {}-{}-{}T{}:{}:{}".format(*m.groups()) if m else None
+    return [o for o in older_runs(home, result.get("run_dir")) if o != own]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,34 @@
+"""Real Codex 0.171 at the edges of the recovery and the export: a home whose rollouts Codex
+compressed (`rollout/compress`) is recovered (decompressed first, as Codex's resume does) until the
+editors list every session and the advice is done, one printed command undoes it, and the export
+takes the compressed sessions as they are."""
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from test_e2e_compressed import _files, _read_all, _tables, compress
+
+pytestmark = pytest.mark.e2e
+
+
+def test_recover_of_a_compressed_home_converges_and_one_command_undoes_it(world):
+    ids = world.make_threads(2, "mockA", prompt="cold")
+    world.set_provider("mockB")
+    compress(world)
+    assert world.listed_ids() == []
+    turns = _read_all(world, ids)
+    files, tables = _files(world), _tables(world)
+    out = world.script("session_recover.py", "--apply")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Done: 2 sessions recovered" in out.stdout and "2 compressed session(s)" in out.stdout
+    assert world.listed_ids() == sorted(ids)  # the editors list them under mockB now
+    assert _read_all(world, ids) == turns
+    again = json.loads(world.script("session_recover.py", "--json").stdout)
+    assert again["sessions"] == 0 and again["apply_command"] is None
+    assert world.audit()["next_steps"] == []
+    undo = out.stdout.split("undo all of it with:\n", 1)[1].split("\n", 1)[0].strip()
+    rb = subprocess.run(undo, shell=True, capture_output=True, text=True)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert _files(world) == files and _tables(world) == tables  # the .zst files back byte for byte

@@ -1,0 +1,86 @@
+"""session_recover.py at the edges: a compressed rollout is decompressed first (as Codex's resume
+does) and undone by the one command the result prints; what the apply refused (a hard-linked
+rollout) is never reported as recovered, and the dry-run says so before."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from harness import run_script
+from homebuilder import HomeBuilder
+from test_migrate_rollback import home_state
+
+needs_zstd = pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd program is not installed")
+
+
+def recover(home, *args, expect=(0, 1)):
+    proc = run_script("session_recover.py", "--codex-dir", str(home), *args)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode in expect, proc.stdout + proc.stderr
+    return proc
+
+
+def two_old_provider_home(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    hb.t = [hb.add(provider="oldco", preview=f"old provider {i}") for i in range(2)]
+    return hb
+
+
+@needs_zstd
+def test_a_compressed_rollout_is_decompressed_recovered_and_undone_by_the_printed_command(tmp_path):
+    hb = two_old_provider_home(tmp_path)
+    cold = hb.t[0].path
+    subprocess.run(["zstd", "-q", "--rm", str(cold)], check=True)
+    before = home_state(hb.root)
+    dry = json.loads(recover(hb.root, "--json").stdout)
+    assert dry["decompress_first"] == 1 and dry["sessions"] == 2
+    out = recover(hb.root, "--apply", expect=(0,))
+    assert "Done: 2 sessions recovered" in out.stdout, out.stdout
+    assert "1 compressed session(s) were decompressed first" in out.stdout
+    assert cold.is_file() and not os.path.exists(str(cold) + ".zst")
+    assert '"model_provider":"newco"' in cold.read_text(encoding="utf-8").split("\n", 1)[0]
+    again = json.loads(recover(hb.root, "--json", expect=(0,)).stdout)
+    assert again["sessions"] == 0 and again["apply_command"] is None  # the advice converges
+    audit = json.loads(run_script("session_audit.py", "--codex-dir", str(hb.root), "--json").stdout)
+    assert audit["visibility"]["hidden_total"] == 0 and audit["visibility"]["visible"] == 2
+    undo = out.stdout.split("undo all of it with:\n", 1)[1].split("\n", 1)[0].strip()
+    assert " --until " in undo and "Older runs" not in out.stdout
+    rb = subprocess.run(undo, shell=True, capture_output=True, text=True)
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    assert home_state(hb.root) == before  # the .zst back byte for byte, the rows as they were
+
+
+def test_a_hard_linked_rollout_is_predicted_skipped_and_never_reported_recovered(tmp_path):
+    hb = two_old_provider_home(tmp_path)
+    linked = hb.t[0]
+    os.link(str(linked.path), str(tmp_path / "backup-copy.jsonl"))
+    dry = json.loads(recover(hb.root, "--json").stdout)
+    assert dry["sessions"] == 1
+    assert [s["thread_id"] for s in dry["skipped_sample"]] == [linked.id]
+    assert "hard-linked (2 names" in dry["skipped_sample"][0]["reason"]
+    out = recover(hb.root, "--apply", expect=(1,))
+    assert "Done: 1 session recovered" in out.stdout, out.stdout
+    done = out.stdout.split("Done:", 1)[1].split("Skipped", 1)[0]
+    assert "old provider 1" in done and "old provider 0" not in done
+    assert "old provider 0" in out.stdout.split("Skipped", 1)[1]
+    assert '"model_provider":"oldco"' in linked.path.read_text(encoding="utf-8").split("\n", 1)[0]
+
+
+def test_the_result_counts_what_was_applied_not_what_was_planned(tmp_path):
+    """A thread the apply skips (the journal's skip) is named as skipped, not as recovered."""
+    import sys
+    sys.path.insert(0, str(os.path.join(os.path.dirname(__file__), "..", "scripts")))
+    import session_recover
+    from sessionkit.codexfiles.home import open_home
+    from sessionkit.diagnose.snapshot import gather
+    from sessionkit.fixes.recover import RecoverOptions, plan_recover
+    hb = two_old_provider_home(tmp_path)
+    home = open_home(str(hb.root), None)
+    plan = plan_recover(gather(home), RecoverOptions())
+    result = {"provider_distribution_after": {"newco": 1, "oldco": 1}, "archived_after": 0,
+              "rollback": "rb", "skipped_at_apply": [{"thread_id": hb.t[1].id, "reason": "why not"}]}
+    o = session_recover.recovery_outcome(home, plan, {}, result, {})
+    assert o.done.startswith("Done: 1 session recovered") and o.changed == [hb.t[0].id]
+    assert (hb.t[1].id, "why not") in o.skipped
