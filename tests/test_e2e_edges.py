@@ -32,3 +32,25 @@ def test_recover_of_a_compressed_home_converges_and_one_command_undoes_it(world)
     rb = subprocess.run(undo, shell=True, capture_output=True, text=True)
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert _files(world) == files and _tables(world) == tables  # the .zst files back byte for byte
+
+
+def test_export_of_a_compressed_home_takes_every_session_and_imports(world, tmp_path):
+    import tarfile
+    ids = world.make_threads(2, prompt="cold")
+    paths = compress(world)
+    target = tmp_path / "e.tgz"
+    exp = world.script("session_export.py", "--all", "--to", str(target), "--apply")
+    assert exp.returncode == 0 and "missing" not in exp.stdout, exp.stdout + exp.stderr
+    with tarfile.open(str(target)) as tf:
+        names = set(tf.getnames())
+    assert {str(Path(p + ".zst").relative_to(world.home)) for p in paths} <= names
+    new_home = world.base / "newmachine" / ".codex"
+    new_home.mkdir(parents=True)
+    world.home = new_home
+    world.homes.append(new_home)
+    world.set_provider("mockA")
+    own = world.make_threads(1, prompt="new machine task")  # its Codex made its DBs (history too)
+    imp = world.script("session_import.py", "--from", str(target), "--apply")
+    assert imp.returncode == 0, imp.stdout + imp.stderr
+    assert world.listed_ids() == sorted(ids + own)  # the new machine's Codex lists and reads them
+    assert world.read_turns(*ids) == {t: 1 for t in ids}

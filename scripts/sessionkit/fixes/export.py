@@ -25,6 +25,7 @@ from sessionkit.codexfiles.paths import is_inside, open_regular, safe_str
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, parse_session_meta
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.codexfiles.zstd import ZST
 
 FORMAT = "codex-session-export"
 FORMAT_VERSION = 1
@@ -420,7 +421,7 @@ def _list(folder: str, listing: Dict[str, Dict[str, List[str]]]) -> Dict[str, Li
         try:
             for e in os.scandir(folder):
                 m = ROLLOUT_NAME.match(e.name)
-                if m and not m.group("zst") and e.is_file(follow_symlinks=False):
+                if m and e.is_file(follow_symlinks=False):  # a compressed `.zst` too (exported as it is)
                     by_thread.setdefault(m.group("thread").lower(), []).append(e.name)
         except OSError:
             pass
@@ -435,6 +436,8 @@ def _find_files(home: CodexHome, p: Picked, listing: Dict[str, Dict[str, List[st
     sessions, archived = str(home.sessions_dir), str(home.archived_dir)
     if not primary or not (is_inside(primary, sessions) or is_inside(primary, archived)):
         return SKIP_OUTSIDE
+    if not os.path.lexists(primary) and os.path.isfile(primary + ZST):
+        primary += ZST  # compressed by Codex (the row keeps the `.jsonl` name): exported as it is
     if not os.path.isfile(primary) or os.path.islink(primary):
         return SKIP_NO_FILE
     folders = [os.path.dirname(primary)] + ([archived] if p.archived else [])
@@ -450,14 +453,23 @@ def _find_files(home: CodexHome, p: Picked, listing: Dict[str, Dict[str, List[st
             paths.add(os.path.join(folder, name))
     root = str(home.root)
     for path in sorted(paths):
+        if path.endswith(ZST) and path[:-len(ZST)] in paths:
+            continue  # Codex is decompressing it (both exist for a moment): the `.jsonl` is the thread
         try:
-            size, mtime, whole = complete_length(path)
+            size, mtime, whole = whole_length(path) if path.endswith(ZST) else complete_length(path)
         except OSError:
             return SKIP_UNREADABLE
         if not whole:
             p.notes.append(f"{NOTE_PARTIAL} ({os.path.basename(path)}: {size} bytes exported)")
         p.files.append(Member(os.path.relpath(path, root).replace(os.sep, "/"), path, size, mtime))
     return None
+
+
+def whole_length(path: str) -> Tuple[int, float, bool]:
+    """A compressed rollout is written whole by Codex (never appended to): all of its bytes."""
+    with open_regular(path, buffering=0) as fh:
+        st = os.fstat(fh.fileno())
+        return st.st_size, st.st_mtime, True
 
 
 def complete_length(path: str) -> Tuple[int, float, bool]:
