@@ -54,3 +54,23 @@ def test_export_of_a_compressed_home_takes_every_session_and_imports(world, tmp_
     assert imp.returncode == 0, imp.stdout + imp.stderr
     assert world.listed_ids() == sorted(ids + own)  # the new machine's Codex lists and reads them
     assert world.read_turns(*ids) == {t: 1 for t in ids}
+
+
+def test_a_symlinked_sessions_folder_is_counted_as_codex_lists_it(world, tmp_path):
+    import os
+    import shutil
+    ids = world.make_threads(2, "mockA", prompt="hello")
+    world.set_provider("mockA")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    shutil.move(str(world.home / "sessions"), str(disk / "sessions"))
+    os.symlink(str(disk / "sessions"), str(world.home / "sessions"))
+    assert world.listed_ids() == sorted(ids)  # Codex follows it
+    assert world.read_turns(*ids) == {t: 1 for t in ids}
+    audit = world.audit()
+    assert audit["visibility"]["visible"] == 2 and audit["visibility"]["hidden_total"] == 0, audit["visibility"]
+    assert audit["surfaces"]["editors"]["visible"] == 2
+    text = world.script("session_audit.py").stdout
+    assert "shows 2" in text and "no session file" not in text, text
+    rec = json.loads(world.script("session_recover.py", "--json").stdout)
+    assert rec["sessions"] == 0 and rec["skipped"] == 0, rec

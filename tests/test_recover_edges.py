@@ -84,3 +84,27 @@ def test_the_result_counts_what_was_applied_not_what_was_planned(tmp_path):
     o = session_recover.recovery_outcome(home, plan, {}, result, {})
     assert o.done.startswith("Done: 1 session recovered") and o.changed == [hb.t[0].id]
     assert (hb.t[1].id, "why not") in o.skipped
+
+
+def test_a_symlinked_sessions_folder_is_read_as_codex_reads_it_and_never_written(tmp_path):
+    """sessions/ moved to another disk and linked back: Codex lists and reads it; the audit counts
+    its sessions, the recovery names why it does not write there (never outside the home)."""
+    from harness import snapshot
+    hb = two_old_provider_home(tmp_path)
+    fine = hb.add(provider="newco", preview="fine one")
+    disk = tmp_path / "disk"
+    shutil.move(str(hb.root / "sessions"), str(disk))
+    os.symlink(str(disk), str(hb.root / "sessions"))
+    audit = json.loads(run_script("session_audit.py", "--codex-dir", str(hb.root), "--json").stdout)
+    vis, integ = audit["visibility"], audit["integrity"]
+    assert (vis["visible"], vis["hidden"]["other_provider"]) == (1, 2), vis
+    assert integ["missing_rollout_path_count"] == 0 and integ["db_not_on_disk_count"] == 0, integ
+    text = run_script("session_audit.py", "--codex-dir", str(hb.root)).stdout
+    assert "no session file" not in text and "symlink out of the Codex home" in text, text
+    before = snapshot(disk)
+    r = json.loads(recover(hb.root, "--json").stdout)
+    assert r["sessions"] == 0 and r["skipped"] == 2
+    assert {s["thread_id"] for s in r["skipped_sample"]} == {t.id for t in hb.t}
+    assert all("symlink out of the Codex home" in s["reason"] for s in r["skipped_sample"])
+    recover(hb.root, "--apply")
+    assert snapshot(disk) == before and fine.id

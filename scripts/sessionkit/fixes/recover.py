@@ -76,7 +76,10 @@ class RecoverPlan:
 
     @property
     def skipped(self) -> List[Tuple[str, str]]:
-        return self.repair.skipped + self.history.skipped + self.migration.skipped + self.predicted
+        seen: Dict[str, str] = {}  # each thread once, with its first reason (two planners may skip it)
+        for tid, why in self.repair.skipped + self.history.skipped + self.migration.skipped + self.predicted:
+            seen.setdefault(tid, why)
+        return list(seen.items())
 
     def groups(self) -> Dict[str, List[str]]:
         """Each session once, under its first cause."""
