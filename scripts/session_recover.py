@@ -72,10 +72,15 @@ def audit_remap(inputs: Any) -> List[str]:
 def options(args: Any, inputs: Any) -> RecoverOptions:
     raw = list(args.remap_prefix)
     remap_from = "--remap-prefix" if raw else None
+    remaps = parse_remaps(raw)  # the user's own --remap-prefix: a bad one is their one-line error
     if not raw and not args.no_remap:
-        raw = audit_remap(inputs)
-        remap_from = "the audit (a moved home)" if raw else None
-    return RecoverOptions(remaps=parse_remaps(raw), remap_from=remap_from, target=args.target_provider,
+        raw = audit_remap(inputs)  # checked by the audit (never an odd old home): used only when accepted
+        try:
+            remaps = parse_remaps(raw)
+        except UserError:
+            remaps = []
+        remap_from = "the audit (a moved home)" if remaps else None
+    return RecoverOptions(remaps=remaps, remap_from=remap_from, target=args.target_provider,
                           unarchive=args.unarchive, fix_paths=not args.no_fix_paths,
                           fix_history=not args.no_fix_history, import_orphans=not args.no_import_orphans,
                           include_archived=args.include_archived, thread_ids=args.thread_id)

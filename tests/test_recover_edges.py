@@ -108,3 +108,34 @@ def test_a_symlinked_sessions_folder_is_read_as_codex_reads_it_and_never_written
     assert all("symlink out of the Codex home" in s["reason"] for s in r["skipped_sample"])
     recover(hb.root, "--apply")
     assert snapshot(disk) == before and fine.id
+
+
+@pytest.mark.parametrize("old_home", ["/home/a=b/.codex", "/home/ctl\x01x/.codex", "rel/home/.codex", "//", "//x/../y"])
+def test_an_odd_old_home_in_one_row_is_never_turned_into_a_remap(tmp_path, old_home):
+    """A row naming its file under an old home no remap can name (`=`, a control character,
+    relative, `/` itself, not normal): the audit and the recovery work on, no --remap-prefix is
+    suggested or used, and no other session's folder is rewritten."""
+    hb = HomeBuilder(tmp_path / ".codex")
+    keep = [hb.add(preview=f"fine {i}") for i in range(2)]
+    odd = hb.add(preview="odd row")
+    rel = str(odd.path.relative_to(hb.root))
+    hb.sql("UPDATE threads SET rollout_path=? WHERE id=?", (old_home + ("" if old_home.endswith("/") else "/") + rel, odd.id))
+    audit = run_script("session_audit.py", "--codex-dir", str(hb.root))
+    assert audit.returncode in (0, 1) and audit.stderr == "", audit.stderr
+    assert "--remap-prefix" not in audit.stdout, audit.stdout
+    report = json.loads(run_script("session_audit.py", "--codex-dir", str(hb.root), "--json").stdout)
+    assert report["integrity"]["moved_home"] is None
+    dry = json.loads(recover(hb.root, "--json").stdout)
+    assert dry["remap"] == [] and "--remap-prefix" not in (dry["apply_command"] or "")
+    recover(hb.root, "--apply")
+    cwds = dict(hb.sql("SELECT id, cwd FROM threads"))
+    assert [cwds[t.id] for t in keep + [odd]] == ["/work/proj"] * 3
+    for t in keep:
+        assert '"cwd":"/work/proj"' in t.path.read_text(encoding="utf-8").split("\n", 1)[0]
+
+
+@pytest.mark.parametrize("arg", ["/=/x", "//=/x", "/a//b=/x", "/a/./b=/x", "/a/../b=/x", "/x=/"])
+def test_a_remap_of_the_root_or_a_path_that_is_not_normal_is_refused(tmp_path, arg):
+    hb = two_old_provider_home(tmp_path)
+    proc = recover(hb.root, "--remap-prefix", arg, expect=(2,))
+    assert proc.stderr.count("\n") == 1 and "--remap-prefix" in proc.stderr and proc.stdout == ""
