@@ -145,6 +145,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     with progress.working(f"reading {shown(os.path.basename(os.path.abspath(args.src)))}"):
+        from sessionkit.fixes.export import verify_if_export
+        verify_if_export(args.src)  # an export of session_export.py: every member as its manifest says
         source = open_source(args.src, scratch_parent(home) if args.apply else None)
     with source:
         if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):
