@@ -22,7 +22,7 @@ from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import session_names  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.labels import shown  # noqa: E402
-from sessionkit.ui.results import Outcome, labels_for  # noqa: E402
+from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
@@ -98,21 +98,21 @@ def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Option
            dry_run: bool, cmd: str, names: Optional[Dict[str, str]] = None, verbose: bool = False) -> str:
     out = ["=== Session Recovery Plan ===", f"codex_dir: {home.root}", f"dry_run: {dry_run}"]
     if r["remap"]:
-        out.append(f"moved home: --remap-prefix {' '.join(r['remap'])} (from {r['remap_from']})")
+        out += wrap(f"moved home: --remap-prefix {' '.join(r['remap'])} (from {r['remap_from']})")
     elif r["suggested_remap"]:
-        out.append(f"rows point into another home: add {r['suggested_remap']}")
-    out.append(f"sessions to recover: {r['sessions']}"
-               + (" (" + ", ".join(f"{c}: {n}" for c, n in r["by_cause"].items()) + ")" if r["by_cause"] else "")
-               + f"; target provider: {r['target_provider']}"
-               + ("" if r["unarchive_enabled"] else "; archived sessions stay archived (--unarchive brings them back)"))
+        out += wrap(f"rows point into another home: add {r['suggested_remap']}")
+    out += wrap(f"sessions to recover: {r['sessions']}"
+                + (" (" + ", ".join(f"{c}: {n}" for c, n in r["by_cause"].items()) + ")" if r["by_cause"] else "")
+                + f"; target provider: {r['target_provider']}"
+                + ("" if r["unarchive_enabled"] else "; archived sessions stay archived (--unarchive brings them back)"))
     for cause, items in r["causes_sample"].items():
         out.append(f"{cause} ({r['by_cause'][cause]}):")
-        for s in items:
-            out.append(f"  {s['session']}")
-            out.append(f"      {'; '.join(s['changes'])}")
+        for s in items:  # wrapped to the terminal at spaces (a path stays whole)
+            out += wrap(f"  {s['session']}", "      ")
+            out += wrap(f"      {'; '.join(s['changes'])}", "        ")
         if r["by_cause"][cause] > len(items):
             out.append(f"  ... and {r['by_cause'][cause] - len(items)} more (--sample N shows more, --json lists them)")
-    out += [f"warning: {w}" for w in r["warnings"]]
+    out += [ln for w in r["warnings"] for ln in wrap(f"warning: {w}")]
     if r["planned_history_resets"]:
         out.append("history comes back: " + ("rebuilt now by your Codex (--rebuild-history)" if "--rebuild-history"
                                              in cmd else "the first time each session is opened in Codex "
@@ -121,7 +121,7 @@ def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Option
         out.append(f"compressed sessions decompressed first (as Codex does when it opens one): "
                    f"{r['decompress_first']}")
     for s in r["skipped_sample"]:
-        out += [f"  skipped {s['session']}", f"      {s['reason']}"]
+        out += wrap(f"  skipped {s['session']}", "      ") + wrap(f"      {s['reason']}", "        ")
     if result is None:
         if not plan.has_work:
             out.append("Nothing to change.")

@@ -59,3 +59,23 @@ def test_the_export_prints_the_real_import_command(tmp_path):
     assert words[1] == str(SCRIPTS / "session_import.py") and os.path.isabs(words[0])
     assert words[2:] == ["--from", str(tmp_path / "my export.tgz")]
     assert "<skill>" not in out.stdout
+
+
+def test_export_and_recover_lines_fit_a_terminal(tmp_path):
+    """A long title and folder, a moved home: every line but a command fits 100 columns, wrapped at
+    spaces; the moved home's export points to session_recover.py."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    folder = "/work/" + "/".join(["a-rather-long-folder-name"] * 3)
+    hb.add(provider="oldco", cwd=folder, preview="a title " * 20)
+    gone = hb.add(provider="newco", preview="row from the old machine")
+    hb.sql("UPDATE threads SET rollout_path=? WHERE id=?",
+           ("/home/olduser/.codex/" + str(gone.path.relative_to(hb.root)), gone.id))
+    outs = []
+    for script, args in (("session_export.py", ("--all", "--to", str(tmp_path / "x.zip"))),
+                         ("session_export.py", ("--thread", gone.id)), ("session_recover.py", ())):
+        proc = run_script(script, "--codex-dir", str(hb.root), *args)
+        assert proc.returncode in (0, 1), proc.stderr
+        outs.append(proc.stdout)
+        long = [ln for ln in proc.stdout.splitlines() if len(ln) > 100 and sys.executable not in ln]
+        assert long == [], (script, long)
+    assert "session_recover.py" in outs[1] and "No session matches" in outs[1], outs[1]
