@@ -214,12 +214,15 @@ def unfixable(report: Dict[str, Any], inputs: "AuditInputs", named: int = 2) -> 
     for e in orph.get("active_orphan_sample") or []:
         add(WAIT_REASON, str(e.get("thread_id")).lower(), orph.get("active_orphans", 0))
     hidden = ((report.get("visibility") or {}).get("hidden") or {}).get("other_provider", 0)
-    if hidden:  # sessions of another provider the migration leaves (a symlinked sessions/, a live thread...)
+    linked = any(rf.linked_root for rf in inputs.index.files)
+    if hidden and linked:  # sessions of another provider in a symlinked sessions/: read, never written
+        from sessionkit.codexfiles.rollout_index import LINKED_ROOT
         from sessionkit.fixes.migrate import plan_migration
         target = inputs.home.config.model_provider
         likely = [r.id for r in inputs.rows if not r.archived and r.model_provider != target][:FEW]
         for tid, reason in plan_migration(inputs, thread_ids=likely).skipped if likely else []:
-            add(str(reason), str(tid).lower())
+            if reason == LINKED_ROOT:
+                add(str(reason), str(tid).lower(), hidden)
     out = list(groups.values())
     labels = session_names(inputs, [t for g in out for t in g["thread_ids"][:named]])
     for g in out:
