@@ -79,3 +79,13 @@ def test_export_and_recover_lines_fit_a_terminal(tmp_path):
         long = [ln for ln in proc.stdout.splitlines() if len(ln) > 100 and sys.executable not in ln]
         assert long == [], (script, long)
     assert "session_recover.py" in outs[1] and "No session matches" in outs[1], outs[1]
+
+
+def test_a_date_flag_is_copied_as_a_date_and_the_archive_path_absolute(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex")
+    hb.add()
+    out = subprocess.run([sys.executable, str(SCRIPTS / "session_export.py"), "--codex-dir", str(hb.root),
+                          "--until", "2030-01-01", "--to", "x.tgz"], cwd=str(tmp_path), capture_output=True, text=True)
+    words = _words_after(out.stdout, "session_export.py")
+    assert words[words.index("--until") + 1] == "2030-01-01"
+    assert words[words.index("--to") + 1] == str(tmp_path / "x.tgz") and words[-1] == "--apply"

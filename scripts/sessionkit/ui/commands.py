@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 PathLike = Union[str, "os.PathLike[str]"]
 SCRIPTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOME_FLAGS = ("--codex-dir", "--sqlite-home")  # rebuilt from the home, never copied from argv
-PATH_FLAGS = ("--manifest", "--restore-db", "--from", "--until", "--to")  # values made absolute when re-run elsewhere
+PATH_FLAGS = ("--manifest", "--restore-db", "--from", "--to")  # values made absolute when re-run elsewhere
 
 
 def quote(arg: object) -> str:
