@@ -120,3 +120,10 @@ def test_a_home_path_that_is_not_utf8_works_in_every_script(tmp_path):
         proc = run_script(script, "--codex-dir", str(root), *args)
         assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr and "internal error" not in proc.stderr, \
             (script, proc.stderr)
+    src = HomeBuilder(tmp_path / "src" / ".codex")
+    src.n = 50
+    src.add()
+    before = sorted(p for p in Path(os.fsdecode(bytes(tmp_path))).rglob("*") if "h\udcff" in str(p))
+    proc = run_script("session_import.py", "--codex-dir", str(root), "--from", str(src.root), "--apply")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is not valid UTF-8" in proc.stderr, proc.stderr
+    assert sorted(p for p in Path(os.fsdecode(bytes(tmp_path))).rglob("*") if "h\udcff" in str(p)) == before
