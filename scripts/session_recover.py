@@ -151,7 +151,7 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
     if pre.get("decompressed"):
         notes.append(f"{pre['decompressed']} compressed session(s) were decompressed first, as Codex does when it "
                      "opens one (the undo below compresses them back).")
-    undo = home_command(home, "rollback.py", "--until", pre["run_dir"], "--apply") if pre else result["rollback"]
+    undo = result.get("rollback_all") or result["rollback"]
     return Outcome(
         heading="Session Recovery Result",
         done=f"Done: {n} session{'s' if n != 1 else ''} recovered in one run (sessions per provider now: "
@@ -190,6 +190,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and plan.history.rebuild else None
     if args.apply and plan.has_work:
         result = apply_recover(plan, args.force, progress=progress)
+    if result is not None:  # the one undo of all of it: this run and the decompression before it
+        pre = result.get("decompression")
+        result["rollback_all"] = home_command(home, "rollback.py", "--until", pre["run_dir"], "--apply") \
+            if pre else result["rollback"]
     if codex is not None and result is not None:
         report["history_rebuild"] = rebuild_after(home, plan.history, result, codex)
     cmd = apply_command(home, opts)
