@@ -16,13 +16,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
 from sessionkit.ui.cli import COMMAND, Parser, absolute_path_arg, add_home_args, path_arg, positive_int, print_json, run  # noqa: E402
-from sessionkit.ui.commands import quote  # noqa: E402
-from sessionkit.fixes.export import (ARCHIVED_CHOICES, ExportPlan, Selection, check_target, has_filter,  # noqa: E402
-                               label, parse_time, plan_export, write_export)
+from sessionkit.ui.commands import home_command, script_command  # noqa: E402
+from sessionkit.fixes.export import (ARCHIVED_CHOICES, SKIP_NO_FILE, SKIP_OUTSIDE, ExportPlan, Selection,  # noqa: E402
+                                     check_target, has_filter, label, parse_time, plan_export, write_export)
 from sessionkit.codexfiles.home import open_home  # noqa: E402
 from sessionkit.ui.labels import readable_time  # noqa: E402
 from sessionkit.codexfiles.paths import safe_str  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
+from sessionkit.ui.results import wrap  # noqa: E402
 from sessionkit.ui.labels import shown  # noqa: E402
 
 
@@ -86,21 +87,24 @@ def _size(n: int) -> str:
 
 
 def render(root: str, plan: ExportPlan, r: Dict[str, Any], to: Optional[str], result: Optional[Dict[str, Any]],
-           apply_cmd: Optional[str], sample: int) -> str:
+           apply_cmd: Optional[str], sample: int, recover_cmd: Optional[str] = None) -> str:
     out = ["=== Session Export ===", f"codex_dir: {root}", f"to: {to or '(none: add --to FILE)'}",
-           f"dry_run: {result is None}",
-           f"sessions: {r['threads']} ({r['threads_chosen']} chosen, {r['threads_along']} along as fork parents "
-           f"or sub-agents; {r['archived']} archived), files: {r['files']}, {_size(r['file_bytes'])}"]
-    for p in plan.picked[:sample]:
+           f"dry_run: {result is None}"]
+    out += wrap(f"sessions: {r['threads']} ({r['threads_chosen']} chosen, {r['threads_along']} along as fork "
+                f"parents or sub-agents; {r['archived']} archived), files: {r['files']}, {_size(r['file_bytes'])}")
+    for p in plan.picked[:sample]:  # each line wrapped to the terminal at spaces (a path stays whole)
         extra = ", archived" if p.archived else ""
         extra += f", {p.why}" if p.why != "chosen" else ""
-        out.append(f"  {label(p)}  ({len(p.files)} file{'s' if len(p.files) != 1 else ''}, {_size(p.size)}{extra})"
-                   f"  [{p.id}]")
-        out += [f"    note: {safe_str(n)}" for n in p.notes]
+        out += wrap(f"  {label(p)}  ({len(p.files)} file{'s' if len(p.files) != 1 else ''}, {_size(p.size)}{extra})"
+                    f"  [{p.id}]", "      ")
+        out += [ln for n in p.notes for ln in wrap(f"    note: {safe_str(n)}", "      ")]
     if len(plan.picked) > sample:
         out.append(f"  (first {sample} of {len(plan.picked)} shown; --sample N shows more, --json lists the ids)")
     for tid, lab, reason in plan.skipped[:sample]:
-        out.append(f"  skipped {lab} [{tid}]: {reason}")
+        out += wrap(f"  skipped {lab} [{tid}]: {reason}", "      ")
+    if any(reason in (SKIP_OUTSIDE, SKIP_NO_FILE) for _t, _l, reason in plan.skipped) and recover_cmd:
+        out += wrap("Their index entries point where no file is (a moved home or folder?). Bring them back "
+                    "first (a dry-run), then export again:") + ["  " + recover_cmd]
     if not plan.picked:
         out.append("No session matches: nothing to export.")
         return "\n".join(out)
@@ -110,12 +114,15 @@ def render(root: str, plan: ExportPlan, r: Dict[str, Any], to: Optional[str], re
         if apply_cmd:
             out.append("  " + apply_cmd)
         return "\n".join(out)
-    out += ["", "=== Export Result ===", f"archive: {safe_str(result['archive'])} ({_size(result['bytes'])}, "
-            f"{result['members']} members, 0600)",
+    out += ["", "=== Export Result ==="] + wrap(f"archive: {safe_str(result['archive'])} ({_size(result['bytes'])}, "
+                                                 f"{result['members']} members, 0600)") + [
             f"sessions: {result['threads']}" + (f" ({r['partial']} being written: up to their last complete line)"
                                                   if r["partial"] else ""),
-            "On the other machine, preview the import with:",
-            "  python3 <skill>/scripts/session_import.py --from " + quote(os.path.basename(result["archive"]))]
+            "On the other machine (the archive and this skill copied there), preview the import with:",
+            "  " + script_command("session_import.py", "--from", result["archive"])]
+    if result.get("dates_clamped"):
+        out[-2:-2] = wrap(f"note: {result['dates_clamped']} file date(s) lie outside what a .zip can hold (1980 to "
+                          "2107): stored as the nearest date it can; a .tar.gz keeps every date")
     return "\n".join(out)
 
 
@@ -143,7 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_json({"codex_dir": str(home.root), "to": str(target) if target else None, **r,
                     "dry_run": result is None, "result": result, "next_command": apply_cmd})
     else:
-        text = render(str(home.root), plan, r, str(target) if target else None, result, apply_cmd, args.sample)
+        text = render(str(home.root), plan, r, str(target) if target else None, result, apply_cmd, args.sample,
+                      home_command(home, "session_recover.py"))
         print("\n".join(shown(line) for line in text.split("\n")))
     return EXIT_FINDINGS if plan.skipped or not plan.picked else EXIT_CLEAN
 

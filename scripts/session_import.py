@@ -171,8 +171,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     remaps = parse_remaps(args.remap_prefix)
     home = open_home(args.codex_dir, args.sqlite_home)
+    from sessionkit.codexfiles.paths import safe_str
+    from sessionkit.codexfiles.rollout_index import not_unicode
+    if not_unicode(str(home.root)):  # every imported row would name a path Codex cannot store as text
+        raise UserError(f"this Codex home's path {safe_str(home.root)} is not valid UTF-8: Codex keeps each "
+                        "session's path as UTF-8 text, so nothing can be imported into it (rename the folder)")
     progress = Progress.for_terminal()
     with progress.working(f"reading {shown(os.path.basename(os.path.abspath(args.src)))}"):
+        from sessionkit.fixes.export import verify_if_export
+        verify_if_export(args.src)  # an export of session_export.py: every member as its manifest says
         source = open_source(args.src, scratch_parent(home) if args.apply else None)
     with source:
         if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):

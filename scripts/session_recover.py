@@ -22,7 +22,7 @@ from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import session_names  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.labels import shown  # noqa: E402
-from sessionkit.ui.results import Outcome, labels_for  # noqa: E402
+from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
@@ -72,10 +72,15 @@ def audit_remap(inputs: Any) -> List[str]:
 def options(args: Any, inputs: Any) -> RecoverOptions:
     raw = list(args.remap_prefix)
     remap_from = "--remap-prefix" if raw else None
+    remaps = parse_remaps(raw)  # the user's own --remap-prefix: a bad one is their one-line error
     if not raw and not args.no_remap:
-        raw = audit_remap(inputs)
-        remap_from = "the audit (a moved home)" if raw else None
-    return RecoverOptions(remaps=parse_remaps(raw), remap_from=remap_from, target=args.target_provider,
+        raw = audit_remap(inputs)  # checked by the audit (never an odd old home): used only when accepted
+        try:
+            remaps = parse_remaps(raw)
+        except UserError:
+            remaps = []
+        remap_from = "the audit (a moved home)" if remaps else None
+    return RecoverOptions(remaps=remaps, remap_from=remap_from, target=args.target_provider,
                           unarchive=args.unarchive, fix_paths=not args.no_fix_paths,
                           fix_history=not args.no_fix_history, import_orphans=not args.no_import_orphans,
                           include_archived=args.include_archived, thread_ids=args.thread_id)
@@ -93,27 +98,30 @@ def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Option
            dry_run: bool, cmd: str, names: Optional[Dict[str, str]] = None, verbose: bool = False) -> str:
     out = ["=== Session Recovery Plan ===", f"codex_dir: {home.root}", f"dry_run: {dry_run}"]
     if r["remap"]:
-        out.append(f"moved home: --remap-prefix {' '.join(r['remap'])} (from {r['remap_from']})")
+        out += wrap(f"moved home: --remap-prefix {' '.join(r['remap'])} (from {r['remap_from']})")
     elif r["suggested_remap"]:
-        out.append(f"rows point into another home: add {r['suggested_remap']}")
-    out.append(f"sessions to recover: {r['sessions']}"
-               + (" (" + ", ".join(f"{c}: {n}" for c, n in r["by_cause"].items()) + ")" if r["by_cause"] else "")
-               + f"; target provider: {r['target_provider']}"
-               + ("" if r["unarchive_enabled"] else "; archived sessions stay archived (--unarchive brings them back)"))
+        out += wrap(f"rows point into another home: add {r['suggested_remap']}")
+    out += wrap(f"sessions to recover: {r['sessions']}"
+                + (" (" + ", ".join(f"{c}: {n}" for c, n in r["by_cause"].items()) + ")" if r["by_cause"] else "")
+                + f"; target provider: {r['target_provider']}"
+                + ("" if r["unarchive_enabled"] else "; archived sessions stay archived (--unarchive brings them back)"))
     for cause, items in r["causes_sample"].items():
         out.append(f"{cause} ({r['by_cause'][cause]}):")
-        for s in items:
-            out.append(f"  {s['session']}")
-            out.append(f"      {'; '.join(s['changes'])}")
+        for s in items:  # wrapped to the terminal at spaces (a path stays whole)
+            out += wrap(f"  {s['session']}", "      ")
+            out += wrap(f"      {'; '.join(s['changes'])}", "        ")
         if r["by_cause"][cause] > len(items):
             out.append(f"  ... and {r['by_cause'][cause] - len(items)} more (--sample N shows more, --json lists them)")
-    out += [f"warning: {w}" for w in r["warnings"]]
+    out += [ln for w in r["warnings"] for ln in wrap(f"warning: {w}")]
     if r["planned_history_resets"]:
         out.append("history comes back: " + ("rebuilt now by your Codex (--rebuild-history)" if "--rebuild-history"
                                              in cmd else "the first time each session is opened in Codex "
                                              "(--rebuild-history rebuilds them all at once)"))
+    if r.get("decompress_first"):
+        out.append(f"compressed sessions decompressed first (as Codex does when it opens one): "
+                   f"{r['decompress_first']}")
     for s in r["skipped_sample"]:
-        out += [f"  skipped {s['session']}", f"      {s['reason']}"]
+        out += wrap(f"  skipped {s['session']}", "      ") + wrap(f"      {s['reason']}", "        ")
     if result is None:
         if not plan.has_work:
             out.append("Nothing to change.")
@@ -127,22 +135,42 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
                      names: Dict[str, str]) -> Outcome:
     """The recovery's result in words, as the other scripts say theirs: the sessions it changed by
     name, what it left and why, the one undo and the verify command; the counters with --verbose."""
+    left = {str(s["thread_id"]).lower(): str(s["reason"]) for s in result.get("skipped_at_apply") or []}
     ids: List[str] = []
     for tids in plan.groups().values():
-        ids += [t for t in tids if t not in ids]
+        ids += [t for t in tids if t not in ids and t.lower() not in left]  # what was applied, not planned
     after = ", ".join(f"{shown(k)} {v}" for k, v in result["provider_distribution_after"].items())
     n = len(ids)
     rebuilt = r.get("history_rebuild") or {}
+    skipped = [(names.get(t, shown(t)), shown(why)) for t, why in plan.skipped]
+    planned = {t.lower() for t, _ in plan.skipped}
+    skipped += [(names.get(str(s["thread_id"]), shown(s["thread_id"])), shown(s["reason"]))
+                for s in result.get("skipped_at_apply") or [] if str(s["thread_id"]).lower() not in planned]
+    pre = result.get("decompression") or {}
+    notes = [f"Your Codex rebuilt the stored history of {rebuilt['rebuilt']} session(s)."] if rebuilt else []
+    if pre.get("decompressed"):
+        notes.append(f"{pre['decompressed']} compressed session(s) were decompressed first, as Codex does when it "
+                     "opens one (the undo below compresses them back).")
+    undo = result.get("rollback_all") or result["rollback"]
     return Outcome(
         heading="Session Recovery Result",
         done=f"Done: {n} session{'s' if n != 1 else ''} recovered in one run (sessions per provider now: "
              f"{after}; {result['archived_after']} archived)" + (":" if ids else "."),
         changed=labels_for(names, ids),
-        skipped=[(names.get(t, shown(t)), shown(why)) for t, why in plan.skipped],
-        notes=[f"Your Codex rebuilt the stored history of {rebuilt['rebuilt']} session(s)."] if rebuilt else [],
-        undo=result["rollback"], undo_label="undo all of it with:",
-        verify=home_command(home, "session_audit.py"), older=older_runs(home, result.get("run_dir")),
+        skipped=skipped,
+        notes=notes,
+        undo=undo, undo_label="undo all of it with:",
+        verify=home_command(home, "session_audit.py"), older=_older(home, result),
         counters={k: v for k, v in result.items() if k != "rollback"})
+
+
+def _older(home: CodexHome, result: Dict[str, Any]) -> List[str]:
+    """Runs still applied before this one, its own decompression left out (the undo above takes both)."""
+    import re
+    pre = os.path.basename(str((result.get("decompression") or {}).get("run_dir") or ""))
+    m = re.match(r"decompress_(\d{4})(\d\d)(\d\d)_(\d\d)(\d\d)(\d\d)", pre)
+    own = "decompress, {}-{}-{}T{}:{}:{}".format(*m.groups()) if m else None
+    return [o for o in older_runs(home, result.get("run_dir")) if o != own]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -162,6 +190,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and plan.history.rebuild else None
     if args.apply and plan.has_work:
         result = apply_recover(plan, args.force, progress=progress)
+    if result is not None:  # the one undo of all of it: this run and the decompression before it
+        pre = result.get("decompression")
+        result["rollback_all"] = home_command(home, "rollback.py", "--until", pre["run_dir"], "--apply") \
+            if pre else result["rollback"]
     if codex is not None and result is not None:
         report["history_rebuild"] = rebuild_after(home, plan.history, result, codex)
     cmd = apply_command(home, opts)

@@ -324,7 +324,7 @@ def test_a_journal_name_that_is_no_hot_journal_changes_nothing(tmp_path, journal
 
 OSC52 = "\x1b]52;c;aGFja2Vk\x07"  # a clipboard write
 CURSOR = "\x1b[2J\x1b[H"  # clear the screen, cursor home
-RAW = ("\x1b", "\x07", "\x9b", "\x9d", "\u202e")
+RAW = ("\x1b", "\x07", "\x9b", "\x9d", "\u202e", "\u200f", "\u200b", "\ufeff", "\u2028")
 
 
 def _hostile_strings_home(root):
@@ -333,6 +333,7 @@ def _hostile_strings_home(root):
     a = hb.add(provider="oldco", preview=f"title {CURSOR}{OSC52} end", cwd=f"/work/red{CURSOR}dir")
     b = hb.add(provider=f"old{OSC52}co", preview="second\u202eevil", cwd="/work/line\nINJECTED")
     hb.add(provider="newco", preview=f"archived {OSC52}", archived=True)
+    hb.add(provider="old\u200f\u200b\ufeff\u2028co", preview="hidden\u200fmarks\u200bzero\ufeffwidth\u2028sep", cwd="/work/rtl\u200fdir")
     named = hb.add(provider="oldco", preview="named one")
     with open(root / "session_index.jsonl", "w") as fh:
         fh.write(json.dumps({"id": named.id, "thread_name": f"name {OSC52}\nnext line",
@@ -370,6 +371,16 @@ def test_strings_from_a_home_reach_no_terminal_raw(tmp_path):
         outputs.append((name, args, proc.stdout + proc.stderr))
     imp = script("session_import.py", "--from", str(root), home=other.root)
     outputs.append(("session_import.py", (), imp.stdout + imp.stderr))
+    runs = sorted(p for p in (root / ".tmp" / "session-migration").iterdir() if p.is_dir())
+    backup = next(runs[-1].glob("state_5.sqlite.*bak"))
+    for name, args in (("session_recover.py", ()), ("session_recover.py", ("--apply", "--verbose")),
+                       ("session_export.py", ("--all", "--archived", "include")),
+                       ("session_export.py", ("--all", "--to", str(tmp_path / "out.zip"), "--apply")),
+                       ("rollback.py", ("--until", str(runs[0]))), ("rollback.py", ("--restore-db", str(backup)))):
+        proc = script(name, *args)
+        assert proc.returncode in (0, 1), (name, args, proc.stderr)
+        outputs.append((name, args, proc.stdout + proc.stderr))
+    assert any("hidden\\u200fmarks\\u200bzero\\ufeffwidth" in text for _n, _a, text in outputs)
     for name, args, text in outputs:
         for raw in RAW:
             assert raw not in text, (name, args, repr(raw), text)

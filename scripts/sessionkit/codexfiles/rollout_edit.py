@@ -68,6 +68,13 @@ def parse_remaps(values: Sequence[str], flag: str = "--remap-prefix") -> List[Re
             raise UserError(f"{flag} wants OLD=NEW with both sides set, got {safe_str(v)!r}")
         for side in (old, new):
             problem = remap_side_problem(side)
+            bare = side.replace("\\", "/").strip("/")
+            if problem is None and (bare == "" or (len(bare) == 2 and bare[1] == ":" and bare[0].isalpha())):
+                problem = "is the root folder: every path would be rewritten (name the old home's folder)"
+            if problem is None and any(part in (".", "..") or (part == "" and 0 < n < len(parts) - 1)
+                                       for parts in [side[side.startswith("\\\\") * 2:].replace("\\", "/").split("/")]
+                                       for n, part in enumerate(parts)):
+                problem = "is not a normal path (//, /./ or /../ in it): write it as the folder's plain path"
             if problem:
                 raise UserError(f"{flag} {safe_str(v)!r}: {safe_str(side)!r} {problem}")
         out.append((old, new))

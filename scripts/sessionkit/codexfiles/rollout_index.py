@@ -21,10 +21,10 @@ ROLLOUT_NAME = re.compile(
 class RolloutFile:
     """One rollout file found by the walk. Slotted: a heavy user has 100,000 of them."""
 
-    __slots__ = ("key", "archived", "thread_id", "date", "compressed", "is_symlink", "size")
+    __slots__ = ("key", "archived", "thread_id", "date", "compressed", "is_symlink", "size", "linked_root")
 
     def __init__(self, key: str, archived: bool, thread_id: str, date: str, compressed: bool,
-                 is_symlink: bool) -> None:
+                 is_symlink: bool, linked_root: bool = False) -> None:
         self.key = key  # the full path as a string: what the index is looked up by
         self.archived = archived  # found under archived_sessions/
         self.thread_id = thread_id
@@ -32,6 +32,7 @@ class RolloutFile:
         self.compressed = compressed
         self.is_symlink = is_symlink
         self.size = -1  # bytes when its head was read (snapshot.gather); -1: not read
+        self.linked_root = linked_root  # under a symlinked sessions/ or archived_sessions/: read, never written
 
     @property
     def path(self) -> Path:
@@ -74,7 +75,7 @@ class RolloutIndex:
             self.by_path.setdefault(rf.row_path, rf)
 
 
-def _walk(folder: Path, archived: bool, index: RolloutIndex) -> None:
+def _walk(folder: Path, archived: bool, index: RolloutIndex, linked_root: bool = False) -> None:
     stack = [folder]
     while stack:
         current = stack.pop()
@@ -110,7 +111,8 @@ def _walk(folder: Path, archived: bool, index: RolloutIndex) -> None:
                 index.unreadable.append((Path(entry.path), "not a regular file (never opened)"))
                 continue
             index.add(RolloutFile(key=entry.path, archived=archived, thread_id=norm_id(match.group("thread")),
-                                  date=sys.intern(match.group("date")), compressed=bool(match.group("zst")), is_symlink=link))
+                                  date=sys.intern(match.group("date")), compressed=bool(match.group("zst")), is_symlink=link,
+                                  linked_root=linked_root))
 
 
 def build_index(home_root: Path) -> RolloutIndex:
@@ -118,10 +120,10 @@ def build_index(home_root: Path) -> RolloutIndex:
     index = RolloutIndex()
     for sub, archived in (("sessions", False), ("archived_sessions", True)):
         folder = home_root / sub
-        if folder.is_dir() and not folder.is_symlink():
-            _walk(folder, archived, index)
+        if folder.is_dir():  # a symlinked root (on another disk) is followed, as Codex lists and reads it
+            _walk(folder, archived, index, linked_root=folder.is_symlink())
         elif folder.is_symlink():
-            index.skipped_links.append(folder)
+            index.skipped_links.append(folder)  # a dangling link
     index.files.sort(key=lambda f: f.key)
     return index
 
@@ -236,10 +238,14 @@ def meta_from_line(line: bytes) -> SessionMeta:
     return parse_session_meta(line)
 
 
+LINKED_ROOT = ("its folder (sessions/ or archived_sessions/) is a symlink out of the Codex home: read, never "
+               "written (a run writes only inside the home; move the folder back to let it change this session)")
+
+
 def unusable_reason(rf: RolloutFile, meta: SessionMeta, thread_id: str) -> Optional[str]:
     """Why this file cannot be written for this thread (Codex trusts a rollout only when its
     session_meta.id is the thread), or None when it can."""
-    if rf.is_symlink:  # the walk follows no symlinked folder: any other indexed file is inside
+    if rf.is_symlink:  # the walk follows no symlinked folder below the roots
         return "the file is a symlink: never written through"
     if meta.error:
         return f"line 1 is unusable ({meta.error})"

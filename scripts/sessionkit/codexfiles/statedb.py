@@ -58,7 +58,7 @@ def _source_kind(source: str) -> str:
 
 def sqlite_uri(path: Path, **params: str) -> str:
     query = "&".join(f"{k}={v}" for k, v in params.items())
-    return f"file:{quote(str(path))}?{query}"
+    return f"file:{quote(os.fsencode(str(path)))}?{query}"  # bytes: a path that is not UTF-8 too (edges)
 
 
 def _lenient_text(raw: bytes) -> str:

@@ -249,16 +249,34 @@ def user_prefixes(old_home: str, new_home: str) -> Tuple[str, str]:
     return strip_a or old_home, strip_b or new_home
 
 
+def remappable(old: str, new: str) -> bool:
+    """`--remap-prefix OLD=NEW` from an old home the rows name is one the scripts accept as given:
+    no `=` in OLD (it splits the argument), absolute, normal (no `//`, `/./`), not `/`. An odd old
+    home is never turned into a remap: its rows are counted as outside the home, as they are."""
+    from sessionkit import UserError
+    from sessionkit.codexfiles.rollout_edit import parse_remaps
+    if "=" in old:
+        return False
+    try:
+        parse_remaps([f"{old}={new}"])
+    except UserError:
+        return False
+    return True
+
+
 def moved_home(inputs: AuditInputs, judged: List[Judged], max_samples: int) -> Optional[Dict[str, Any]]:
     """The old home named from the rows' rollout_path, widened to the old user folder when the
     sessions' cwd lies under it too; the one `--remap-prefix OLD=NEW` that fixes both."""
     root = str(inputs.home.root)
     outside = [r.rollout_path for r in inputs.outside_home]
     prefixes = home_prefix_counts(outside, root)
-    if not prefixes:
+    usable = [(p, k) for p, k in prefixes.most_common() if remappable(p, root)]
+    if not usable:  # only odd old homes (`=`, control characters, relative, `/`): never a remap
         return None
-    old, n = prefixes.most_common(1)[0]
+    old, n = usable[0]
     old_user, new_user = user_prefixes(old, root)
+    if not remappable(old_user, new_user):
+        old_user, new_user = old, root
     cwds = Counter(j.cwd for j in judged if j.cwd)
     roots: Counter = Counter()
     for rf in inputs.index.files:

@@ -215,6 +215,16 @@ def unfixable(report: Dict[str, Any], inputs: "AuditInputs", named: int = 2) -> 
             integ.get("line1_unreadable_count", 0) if one_reason else 0)
     for e in orph.get("active_orphan_sample") or []:
         add(WAIT_REASON, norm_id(str(e.get("thread_id"))), orph.get("active_orphans", 0))
+    hidden = ((report.get("visibility") or {}).get("hidden") or {}).get("other_provider", 0)
+    linked = any(rf.linked_root for rf in inputs.index.files)
+    if hidden and linked:  # sessions of another provider in a symlinked sessions/: read, never written
+        from sessionkit.codexfiles.rollout_index import LINKED_ROOT
+        from sessionkit.fixes.migrate import plan_migration
+        target = inputs.home.config.model_provider
+        likely = [r.id for r in inputs.rows if not r.archived and r.model_provider != target][:FEW]
+        for tid, reason in plan_migration(inputs, thread_ids=likely).skipped if likely else []:
+            if reason == LINKED_ROOT:
+                add(str(reason), norm_id(str(tid)), hidden)
     out = list(groups.values())
     labels = session_names(inputs, [t for g in out for t in g["thread_ids"][:named]])
     for g in out:

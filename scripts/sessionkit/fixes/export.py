@@ -29,6 +29,7 @@ from sessionkit.codexfiles.thread_files import history_key, is_segment
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.statedb import open_readonly
 from sessionkit.codexfiles.thread_tables import CARRIED
+from sessionkit.codexfiles.zstd import ZST
 
 FORMAT = "codex-session-export"
 FORMAT_VERSION = 1
@@ -150,9 +151,10 @@ def parse_time(text: str, end_of_day: bool = False) -> float:
             stamp = day.timestamp()
             return stamp + 86400 if end_of_day else stamp
         value = datetime.fromisoformat(raw[:-1] + "+00:00" if raw.endswith(("Z", "z")) else raw)
-    except (ValueError, OverflowError, OSError):
-        raise UserError(f"{safe_str(text)!r} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM)") from None
-    return value.timestamp() if value.tzinfo else value.astimezone().timestamp()
+        return value.timestamp() if value.tzinfo else value.astimezone().timestamp()
+    except (ValueError, OverflowError, OSError):  # year 1 or 9999 in local time overflows too
+        raise UserError(f"{safe_str(text)!r} is not a date (YYYY-MM-DD) or date-time (YYYY-MM-DDTHH:MM) "
+                        f"this machine can count from 1970") from None
 
 
 def check_target(to: str, home: CodexHome) -> Path:
@@ -345,6 +347,14 @@ def plan_export(home: CodexHome, sel: Selection) -> ExportPlan:
     """The threads to export, with what comes along (fork parents, sub-agents) and their files.
     Selected in SQL; per-thread work only for the picked ones."""
     plan = ExportPlan(home)
+    try:
+        return _plan_export(plan, home, sel)
+    except BaseException:  # a bad --thread, a DB that keeps changing, Ctrl-C: no private copy left behind
+        plan.reader.close()
+        raise
+
+
+def _plan_export(plan: ExportPlan, home: CodexHome, sel: Selection) -> ExportPlan:
     names, index_lines = _read_index(home.root)
     conn = plan.reader.open(home.state_db.path)
     try:
@@ -427,7 +437,7 @@ def _list(folder: str, listing: Dict[str, Dict[str, List[str]]]) -> Dict[str, Li
         try:
             for e in os.scandir(folder):
                 m = ROLLOUT_NAME.match(e.name)
-                if m and not m.group("zst") and e.is_file(follow_symlinks=False):
+                if m and e.is_file(follow_symlinks=False):  # a compressed `.zst` too (exported as it is)
                     by_thread.setdefault(norm_id(m.group("thread")), []).append(e.name)
         except OSError:
             pass
@@ -442,6 +452,8 @@ def _find_files(home: CodexHome, p: Picked, listing: Dict[str, Dict[str, List[st
     sessions, archived = str(home.sessions_dir), str(home.archived_dir)
     if not primary or not (is_inside(primary, sessions) or is_inside(primary, archived)):
         return SKIP_OUTSIDE
+    if not os.path.lexists(primary) and os.path.isfile(primary + ZST):
+        primary += ZST  # compressed by Codex (the row keeps the `.jsonl` name): exported as it is
     if not os.path.isfile(primary) or os.path.islink(primary):
         return SKIP_NO_FILE
     folders = [os.path.dirname(primary)] + ([archived] if p.archived else [])
@@ -457,14 +469,23 @@ def _find_files(home: CodexHome, p: Picked, listing: Dict[str, Dict[str, List[st
             paths.add(os.path.join(folder, name))
     root = str(home.root)
     for path in sorted(paths):
+        if path.endswith(ZST) and path[:-len(ZST)] in paths:
+            continue  # Codex is decompressing it (both exist for a moment): the `.jsonl` is the thread
         try:
-            size, mtime, whole = complete_length(path)
+            size, mtime, whole = whole_length(path) if path.endswith(ZST) else complete_length(path)
         except OSError:
             return SKIP_UNREADABLE
         if not whole:
             p.notes.append(f"{NOTE_PARTIAL} ({os.path.basename(path)}: {size} bytes exported)")
         p.files.append(Member(os.path.relpath(path, root).replace(os.sep, "/"), path, size, mtime))
     return None
+
+
+def whole_length(path: str) -> Tuple[int, float, bool]:
+    """A compressed rollout is written whole by Codex (never appended to): all of its bytes."""
+    with open_regular(path, buffering=0) as fh:
+        st = os.fstat(fh.fileno())
+        return st.st_size, st.st_mtime, True
 
 
 def complete_length(path: str) -> Tuple[int, float, bool]:
@@ -649,6 +670,13 @@ def manifest(plan: ExportPlan, digests: Dict[str, Tuple[int, str]], now: float) 
     }
 
 
+def manifest_bytes(obj: Dict[str, Any]) -> bytes:
+    """The manifest as valid UTF-8 JSON: text as it is, a lone surrogate (a name that was not UTF-8
+    in the home) as its `\\udcXX` escape, which reads back as the same string."""
+    text = json.dumps(obj, indent=1, ensure_ascii=False)
+    return re.sub("[\ud800-\udfff]", lambda m: "\\u%04x" % ord(m.group()), text).encode("utf-8")
+
+
 def _config_toml(provider: Optional[str]) -> bytes:
     """Only the provider the threads were made with (what an import reads): no other setting."""
     return (f"model_provider = {json.dumps(provider)}\n" if provider else "").encode("utf-8")
@@ -710,9 +738,9 @@ def write_export(plan: ExportPlan, target: Path, progress: Any = None) -> Dict[s
                 digests[m.arcname] = (m.size, stream.sha.hexdigest())
                 if progress is not None:
                     progress.tick("exporting", n, len(members))
-            body = json.dumps(manifest(plan, digests, now), indent=1, ensure_ascii=False).encode("utf-8",
-                                                                                                 "surrogateescape")
+            body = manifest_bytes(manifest(plan, digests, now))
             writer.add(MANIFEST, io.BytesIO(body), len(body), now)
+            clamped = writer.clamped
             writer.close()
             raw.flush()
             os.fsync(raw.fileno())
@@ -725,7 +753,7 @@ def write_export(plan: ExportPlan, target: Path, progress: Any = None) -> Dict[s
         if scratch.is_dir():
             scratch.rmdir()
     return {"archive": str(target), "members": len(members) + 1, "threads": len(plan.picked),
-            "bytes": target.stat().st_size, "manifest": MANIFEST}
+            "bytes": target.stat().st_size, "manifest": MANIFEST, "dates_clamped": clamped}
 
 
 def _place(part: Path, target: Path) -> None:
@@ -744,6 +772,8 @@ def _place(part: Path, target: Path) -> None:
 
 
 class _TarWriter:
+    clamped = 0  # a tar keeps every date
+
     def __init__(self, raw: IO[bytes]) -> None:
         self.tf = tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=COMPRESS_LEVEL)
 
@@ -758,13 +788,33 @@ class _TarWriter:
         self.tf.close()
 
 
+ZIP_FIRST = (1980, 1, 1, 0, 0, 0)
+ZIP_LAST = (2107, 12, 31, 23, 59, 58)
+
+
+def _local(mtime: float) -> Tuple[int, ...]:
+    try:
+        return tuple(datetime.fromtimestamp(mtime).timetuple()[:6])
+    except (OverflowError, OSError, ValueError):
+        return ZIP_LAST if mtime > 0 else ZIP_FIRST
+
+
+def zip_date(mtime: float) -> Tuple[int, int, int, int, int, int]:
+    """A member's date as a zip can hold it (1980 to 2107): the nearest end when outside."""
+    t = _local(mtime)
+    return min(max(t, ZIP_FIRST), ZIP_LAST)  # type: ignore[return-value]
+
+
 class _ZipWriter:
     def __init__(self, raw: IO[bytes]) -> None:
         self.zf = zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True,
                                   compresslevel=COMPRESS_LEVEL)
+        self.clamped = 0  # members whose date the zip format cannot hold
 
     def add(self, name: str, stream: Any, size: int, mtime: float) -> None:
-        stamp = datetime.fromtimestamp(max(mtime, 315532800)).timetuple()[:6]
+        stamp = zip_date(mtime)
+        if stamp != _local(mtime):
+            self.clamped += 1
         info = zipfile.ZipInfo(name, date_time=stamp)
         info.external_attr = (0o100600 << 16)
         info.compress_type = zipfile.ZIP_DEFLATED
@@ -844,3 +894,22 @@ def verify_archive(path: Path) -> Dict[str, Any]:
         raise UserError(f"{safe_str(path)}: members differ from the manifest ({', '.join(bad[:5])})")
     return obj
 
+
+
+def verify_if_export(src: str) -> Optional[Dict[str, Any]]:
+    """Before an import reads an archive: one this tool wrote (its manifest at the top) is checked
+    whole (every member's size and sha256, nothing more); any other archive is left to the import's
+    own checks. The manifest, or None; a damaged export is a UserError."""
+    path = Path(os.path.expanduser(src))
+    if not path.is_file() or not path.name.lower().endswith(SUFFIXES + (".tar",)):
+        return None
+    try:
+        if path.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(str(path)) as zf:
+                present = MANIFEST in zf.namelist()
+        else:
+            with tarfile.open(str(path), "r:*") as tf:
+                present = any(info.name == MANIFEST for info in tf)
+    except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile):
+        return None  # not readable as an archive: the import says why
+    return verify_archive(path) if present else None

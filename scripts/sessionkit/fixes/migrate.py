@@ -16,7 +16,7 @@ from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.locks import explain_live
 from sessionkit.diagnose.snapshot import AuditInputs
 from sessionkit.codexfiles.history_offsets import history_db_path, read_offsets, threads_with_offsets
-from sessionkit.codexfiles.rollout_index import not_unicode, unusable_reason
+from sessionkit.codexfiles.rollout_index import LINKED_ROOT, not_unicode, unusable_reason
 from sessionkit.codexfiles.rollout_edit import LineEdit, plan_fields
 from sessionkit.runlog.ops import Line1Rewrite, OffsetShift, Op, RolloutEdit, RolloutRewrite, RowUpdate
 from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph, graph_of, members, sub_agents_of
@@ -144,7 +144,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 plan.skipped.append((row.id, f"{why}: run session_repair.py first"))
                 continue
             assert meta is not None
-            problem = unusable_reason(rf, meta, tid)
+            problem = unusable_reason(rf, meta, tid) or (LINKED_ROOT if rf.linked_root else None)
             if problem is None and not_unicode(rf.key):
                 problem = f"{safe_str(rf.key)} is not a valid UTF-8 path (cannot be journaled)"
             if problem:

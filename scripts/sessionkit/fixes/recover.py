@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,12 +20,14 @@ from sessionkit.fixes.history_reset import HistoryPlan, history_ops, plan_histor
 from sessionkit.fixes.migrate import MigrationPlan, ProviderChange, migration_ops, plan_migration, provider_counts
 from sessionkit.runlog.ops import Op
 from sessionkit.codexfiles.paths import safe_str
+from sessionkit.codexfiles.zstd import compressed_count
 from sessionkit.ui.progress import Progress
 from sessionkit.fixes.repair import (RepairPlan, RowChange, archived_count, other_db_ops, plan_repair, remap_ops, repair_ops,
                      thread_columns_of)
 from sessionkit.diagnose.snapshot import AuditInputs
 from sessionkit.codexfiles.statedb import ThreadRow
 from sessionkit.runlog.writerun import execute
+from sessionkit.fixes.compressed import decompress_first
 
 Remap = Tuple[str, str]
 RUN_KIND = "session_recover"
@@ -64,6 +67,7 @@ class RecoverPlan:
     causes: Dict[str, List[str]] = field(default_factory=dict)  # thread id -> its causes, in CAUSES order
     detail: Dict[str, List[str]] = field(default_factory=dict)  # thread id -> what changes, in words
     folded: List[str] = field(default_factory=list)  # threads whose provider goes into the remap rewrite
+    predicted: List[Tuple[str, str]] = field(default_factory=list)  # threads the apply will refuse (hard links)
 
     @property
     def has_work(self) -> bool:
@@ -73,7 +77,10 @@ class RecoverPlan:
 
     @property
     def skipped(self) -> List[Tuple[str, str]]:
-        return self.repair.skipped + self.history.skipped + self.migration.skipped
+        seen: Dict[str, str] = {}  # each thread once, with its first reason (two planners may skip it)
+        for tid, why in self.repair.skipped + self.history.skipped + self.migration.skipped + self.predicted:
+            seen.setdefault(tid, why)
+        return list(seen.items())
 
     def groups(self) -> Dict[str, List[str]]:
         """Each session once, under its first cause."""
@@ -126,6 +133,7 @@ def plan_recover(inputs: AuditInputs, opts: RecoverOptions, now: Optional[float]
     _inserts_take_the_provider(plan)
     _drop_shifts_of_reset_threads(plan)
     _causes(plan)
+    predict_link_skips(plan)  # edges
     return plan
 
 
@@ -313,13 +321,15 @@ def apply_recover(plan: RecoverPlan, force: bool = False, now: Optional[float] =
     home = plan.inputs.home
     stamp = time.time() if now is None else now
     ts = datetime.now().isoformat(timespec="seconds")
-    r = execute(home, RUN_KIND, recover_ops(plan, stamp), manifest_csv(plan, ts), force, progress)
+    ops = recover_ops(plan, stamp)
+    pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first (edges)
+    r = execute(home, RUN_KIND, ops, manifest_csv(plan, ts), force, progress)
     return {"run_dir": str(r.run_dir), "journal": str(r.journal), "manifest_csv": str(r.manifest),
             "backups": {safe_str(db): str(b) for db, b in r.backups.items()},
             "applied": dict(sorted(r.applied.items())),
             "rows_per_db": {safe_str(db): n for db, n in r.rows.items()},
-            "skipped_at_apply": [{"thread_id": t, "reason": why} for t, why in r.skipped],
-            "archived_after": archived_count(home.state_db.path),
+            "skipped_at_apply": skipped_at_apply(pre, r.skipped),
+            "archived_after": archived_count(home.state_db.path), "decompression": pre,
             "provider_distribution_after": provider_counts(home.state_db.path),
             "rollback": r.rollback_command(home)}
 
@@ -344,6 +354,7 @@ def plan_report(plan: RecoverPlan, names: Dict[str, str], sample: int) -> Dict[s
         "planned_line1_rewrites": sum(1 for c in plan.migration.changes if c.edit is not None) + len(plan.folded),
         "planned_provider_row_updates": sum(1 for c in plan.migration.changes if c.db_change),
         "planned_history_resets": len(plan.history.resets),
+        "decompress_first": compressed_count(rewritten_files(plan)),
         "planned_name_restores": len(plan.history.names),
         "warnings": list(plan.migration.warnings),
         "suggested_remap": plan.repair.suggested_remap,
@@ -351,3 +362,49 @@ def plan_report(plan: RecoverPlan, names: Dict[str, str], sample: int) -> Dict[s
         "skipped_sample": [{"thread_id": t, "session": names.get(t, t), "reason": r}
                            for t, r in plan.skipped[:sample]],
     }
+
+
+# --- edges: what the apply will refuse, said by the dry-run; the decompression's skips named ---
+
+def rewritten_files(plan: RecoverPlan) -> List[str]:
+    """The rollouts the run rewrites (line 1 or folders), as the rows name them (`.jsonl`)."""
+    return [str(c.path) for c in plan.migration.changes if c.edit is not None and c.path is not None] + \
+        [str(rp.path) for rp in plan.repair.rewrites]
+
+
+HARD_LINKED_REWRITE = ("its rollout is hard-linked ({links} names for one file, e.g. a backup made with cp -al): "
+                       "writing it would change the other copies too; left alone")
+
+
+def predict_link_skips(plan: RecoverPlan) -> None:
+    """A rollout the run would rewrite (or decompress) that has other hard links is refused by the
+    apply: the dry-run says so now, and the session is not counted as one to recover."""
+    from sessionkit.codexfiles.zstd import ZST
+    by_path: Dict[str, str] = {str(c.path): c.thread_id for c in plan.migration.changes
+                               if c.edit is not None and c.path is not None}
+    by_path.update({str(rp.path): rp.thread_id for rp in plan.repair.rewrites})
+    for path, tid in by_path.items():
+        links = 1
+        for p in (path, path + ZST):
+            try:
+                links = os.lstat(p).st_nlink
+                break
+            except OSError:
+                continue
+        if links > 1 and tid in plan.causes:
+            del plan.causes[tid]
+            plan.detail.pop(tid, None)
+            plan.predicted.append((tid, HARD_LINKED_REWRITE.format(links=links)))
+
+
+def skipped_at_apply(pre: Optional[Dict[str, Any]], skipped: Sequence[Tuple[str, str]]) -> List[Dict[str, str]]:
+    """The threads the run left, each once: a rollout the decompression left compressed is named
+    with that reason (the run then found no `.jsonl` to write)."""
+    out: Dict[str, str] = {}
+    for s in (pre or {}).get("skipped") or []:
+        out.setdefault(str(s["thread_id"]).lower(), str(s["reason"]))
+    firsts = {str(s["thread_id"]).lower(): str(s["thread_id"]) for s in (pre or {}).get("skipped") or []}
+    for t, why in skipped:
+        firsts.setdefault(t.lower(), t)
+        out.setdefault(t.lower(), why)
+    return [{"thread_id": firsts[k], "reason": why} for k, why in out.items()]

@@ -15,6 +15,7 @@ from sessionkit.codexfiles.paths import is_windows_absolute, safe_str
 from sessionkit.codexfiles.rollout_index import not_unicode
 from sessionkit.codexfiles.home import MissingHome
 from sessionkit.ui.commands import demo_hint
+from sessionkit.ui.labels import shown
 
 
 COMMAND: List[str] = []  # the command line being run, to hand back to a user when it cannot write
@@ -109,21 +110,21 @@ def require_known_threads(thread_ids: Sequence[str], row_ids: Iterable[str], fil
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports bad flags in one line with exit code 2 (as argparse does)."""
+    """argparse that reports bad flags in one line with exit code 2 (as argparse does), and takes
+    every flag only as spelled in full: a printed command copies the words as typed (`--codex h`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-_CONTROL_BUT_NEWLINE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
 def plain(text: str) -> str:
-    """Text for a terminal: every control character but the line ends escaped (`\\x1b`), so no
-    string from a home (a title, a folder, a provider) moves the cursor or writes the clipboard."""
-    return _CONTROL_BUT_NEWLINE.sub(lambda m: "\\e" if m.group(0) == "\x1b" else
-                                    "\\x%02x" % ord(m.group(0)) if ord(m.group(0)) < 0x100 else
-                                    "\\u%04x" % ord(m.group(0)), safe_str(text))
+    """Text for a terminal: each line as labels.shown() escapes a string from a home (the one
+    escaping), so no title, folder or provider moves the cursor, hides text or writes the clipboard."""
+    return "\n".join(shown(line) for line in safe_str(text).split("\n"))
 
 
 def emit(text: str = "", file: Any = None) -> None:

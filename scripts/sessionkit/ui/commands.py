@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover - types only
 PathLike = Union[str, "os.PathLike[str]"]
 SCRIPTS_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOME_FLAGS = ("--codex-dir", "--sqlite-home")  # rebuilt from the home, never copied from argv
-PATH_FLAGS = ("--manifest", "--restore-db", "--from")  # values made absolute when re-run elsewhere
+PATH_FLAGS = ("--manifest", "--restore-db", "--from", "--to")  # values made absolute when re-run elsewhere
 
 
 def quote(arg: object) -> str:
@@ -54,8 +54,23 @@ def script_command(script: str, *args: object, home: Optional[PathLike] = None,
         words += ["--codex-dir", os.path.abspath(os.fspath(home))]
     if sqlite_home is not None:
         words += ["--sqlite-home", os.path.abspath(os.fspath(sqlite_home))]
-    words += list(args)
+    words += _absolute_paths(args)
     return args_text(words)
+
+
+def _absolute_paths(args: Sequence[object]) -> List[object]:
+    """The value of every path flag (--manifest, --restore-db, ...) made absolute: a printed command
+    runs the same from any folder, whatever folder the user typed it relative to."""
+    out: List[object] = []
+    for n, word in enumerate(args):
+        prev = args[n - 1] if n else None
+        if isinstance(prev, str) and prev in PATH_FLAGS and isinstance(word, (str, os.PathLike)):
+            word = os.path.abspath(os.path.expanduser(os.fspath(word)))
+        elif isinstance(word, str) and word.partition("=")[0] in PATH_FLAGS and "=" in word:
+            flag, _eq, value = word.partition("=")
+            word = f"{flag}={os.path.abspath(os.path.expanduser(value))}"
+        out.append(word)
+    return out
 
 
 def db_folder(home: "CodexHome") -> Optional[str]:

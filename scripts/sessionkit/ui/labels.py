@@ -14,7 +14,11 @@ from sessionkit.codexfiles.thread_names import named_threads, names_from_session
 TITLE_CHARS = 40
 # C0 and C1 controls, DEL, and the format characters that reorder or hide text on a terminal
 # (bidi overrides and isolates, zero-width joiners): none of them may reach a terminal raw.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+# Every character that moves the cursor, hides, reorders or breaks what a terminal shows: C0/C1
+# controls, zero-width and direction marks, line/paragraph separators, bidi embeddings and isolates,
+# invisible operators, the BOM. The one set: cli.plain() escapes the same (edges).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+                      "\ufff9-\ufffb]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\x1b": "\\e"}
 
 
