@@ -562,6 +562,7 @@ def bench_home(root: Path, scripts: Path, launcher: Launcher) -> Dict[str, Resul
     shared = med(seconds(shared_floor, b) for _ in range(RUNS))
     b.results["floor"] = Result(shared, 0.0, shared)
     for step in STEPS:
+        print(f"  {step.name} ...", file=sys.stderr, flush=True)
         runs: Dict[str, List[Tuple[float, float]]] = {}
         floors: Dict[str, List[float]] = {}
         chain = [step] + ([step.undo] if step.undo else [])

@@ -24,7 +24,6 @@ from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.labels import shown  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
-from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
 from sessionkit.fixes.repair import parse_remaps  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
@@ -133,6 +132,7 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
     after = ", ".join(f"{shown(k)} {v}" for k, v in result["provider_distribution_after"].items())
     n = len(ids)
     rebuilt = r.get("history_rebuild") or {}
+    from sessionkit.runlog.runs import older_runs  # only with a result to show: a dry-run never loads it
     return Outcome(
         heading="Session Recovery Result",
         done=f"Done: {n} session{'s' if n != 1 else ''} recovered in one run (sessions per provider now: "

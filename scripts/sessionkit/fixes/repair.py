@@ -1,7 +1,6 @@
 """Plan and apply a repair: stale paths, moved homes, archived threads, unindexed rollouts."""
 from __future__ import annotations
 
-import csv
 import io
 import os
 import time
@@ -24,7 +23,6 @@ from sessionkit.runlog.ops import Mkdir, Move, OffsetShift, Op, RolloutEdit, Rol
 from sessionkit.codexfiles.thread_graph import ThreadGraph, graph_of, members
 from sessionkit.fixes.forks import fork_rewrites
 from sessionkit.codexfiles.statedb import ThreadRow, open_readonly, thread_columns, unbindable
-from sessionkit.runlog.writerun import execute
 from sessionkit.fixes.compressed import decompress_first
 from sessionkit.codexfiles.zstd import compressed_count
 from sessionkit.fixes.project_remap import remap_plan_ops as project_roots_plan
@@ -215,8 +213,7 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
         if wanted and row.id.lower() not in wanted:
             continue
         _plan_row(plan, plan.rows, row, inputs, view, choice, remaps, live, taken, now, True)
-    outside = home_prefix_counts((r.rollout_path for r in inputs.rows
-                                  if r.rollout_path and not is_inside(r.rollout_path, root)), root)
+    outside = home_prefix_counts((r.rollout_path for r in inputs.outside_home), root)  # found once, by the snapshot
     if outside and not remaps:
         old = outside.most_common(1)[0][0]
         plan.suggested_remap = f"--remap-prefix {safe_str(old)}={safe_str(root)}"
@@ -576,6 +573,7 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
 
 
 def _manifest(plan: RepairPlan, ts: str) -> bytes:
+    import csv  # the manifest is written only when applying
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "action", "old", "new", "ts"])
@@ -648,6 +646,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
         ops += other_db_ops(other, thread_columns_of(other.db))
     ops += list(extra_ops) + plan.project_ops
     pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
+    from sessionkit.runlog.writerun import execute  # the executor: loaded only to apply
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}
