@@ -27,7 +27,6 @@ from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
 from sessionkit.fixes.repair import parse_remaps  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
-from sessionkit.fixes.codex_rebuild import find_codex  # noqa: E402
 from sessionkit.fixes.history_reset import rebuild_after  # noqa: E402
 
 
@@ -159,7 +158,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = {t: shown(n) for t, n in session_names(inputs, ids).items()}  # titles and folders escaped
     report = plan_report(plan, names, args.sample)
     result = None
-    codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and plan.history.rebuild else None
+    codex = None
+    if args.rebuild_history and args.apply and plan.history.rebuild:
+        from sessionkit.fixes.codex_rebuild import find_codex  # only here: it loads subprocess and threading
+        codex = find_codex(args.codex_bin)
     if args.apply and plan.has_work:
         result = apply_recover(plan, args.force, progress=progress)
     if codex is not None and result is not None:

@@ -50,7 +50,7 @@ def broken(tmp_path_factory):
 def test_a_dry_run_loads_no_apply_module(tmp_path, broken, script, args):
     mods = loaded(tmp_path, script, "--codex-dir", str(broken.root), *args)
     assert "sessionkit.diagnose.snapshot" in mods  # it did read the home
-    assert sorted(m for m in APPLY_ONLY if m in mods) == []
+    assert sorted(m for m in APPLY_ONLY + ("sessionkit.fixes.codex_rebuild",) if m in mods) == []
 
 
 def test_an_import_dry_run_loads_no_apply_module(tmp_path, broken):
