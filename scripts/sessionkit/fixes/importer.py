@@ -1071,7 +1071,7 @@ def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
             "thread_id": t.thread_id, "name": t.name, "title": t.title[:100], "created": _local(t.created),
             "folder": safe_str(t.cwd_after), "folder_before": safe_str(t.cwd_before), "archived": t.archived,
             "provider": t.provider, "files": [fc.rel for fc in t.files], "history_turns": t.history_turns,
-            "row_from": t.row_from, "why": t.why, "notes": t.notes,
+            "row_from": t.row_from, "why": t.why, "notes": list(t.notes),
             "comes_with": summary(t.extras.brings) if t.extras else [],
             "cannot_bring": t.extras.cannot if t.extras else []} for t in imp[:sample]],
         "comes_with": summary([b.split(" '")[0] for t in imp if t.extras for b in t.extras.brings]),
