@@ -9,7 +9,8 @@ in the same run (interleaved), with peak memory per script. The scripts run as `
 leaves them (copied and byte-compiled). TARGETS are checked at the end: each miss is one line on
 stderr and the exit code is 1. BENCH_MAX caps the largest home (default 100000: 3.3 GB of
 rollouts, generated in about a minute, in BENCH_DIR, default bench/homes); homes are removed after.
-BENCH_RUNS (default 3) runs per step, BENCH_RUNS_LARGE (default 1) at 100,000 threads. A new step is
+BENCH_RUNS (default 3) runs per step, BENCH_RUNS_LARGE (default 1) at 100,000 threads; BENCH_STEPS
+(comma-separated step names, e.g. "audit,import dry-run") times only those. A new step is
 one Step in STEPS (with its floor function; an apply with its undo), its targets in TARGETS.
 """
 from __future__ import annotations
@@ -489,6 +490,15 @@ TARGETS: List[Target] = [
     Target("migration apply", 10000, ratio=3.0),
     Target("migration rollback", 10000, ratio=3.0),
 ]
+def chosen_steps() -> List[Step]:
+    """STEPS, or those BENCH_STEPS names (an unknown name is an error, not a silent skip)."""
+    names = [n.strip() for n in os.environ.get("BENCH_STEPS", "").split(",") if n.strip()]
+    unknown = sorted(set(names) - {s.name for s in STEPS})
+    if unknown:
+        raise SystemExit(f"bench: BENCH_STEPS names no step {unknown[0]!r} (steps: {', '.join(s.name for s in STEPS)})")
+    return [s for s in STEPS if not names or s.name in names]
+
+
 SMALL_HOME = 1000  # every read-only step here: within 2x (python3 -c pass + its own floor)
 
 
@@ -572,7 +582,7 @@ def bench_home(root: Path, scripts: Path, launcher: Launcher, n: int) -> Dict[st
     b.results["python3 -c pass"] = Result(med(seconds(python_start, b) for _ in range(max(RUNS, runs_n))), 0.0, 0.0)
     shared = med(seconds(shared_floor, b) for _ in range(runs_n))
     b.results["floor"] = Result(shared, 0.0, shared)
-    for step in STEPS:
+    for step in chosen_steps():
         print(f"  {step.name} ...", file=sys.stderr, flush=True)
         runs: Dict[str, List[Tuple[float, float]]] = {}
         floors: Dict[str, List[float]] = {}
@@ -611,6 +621,7 @@ def misses(results: Dict[int, Dict[str, Result]]) -> List[str]:
 
 
 def main() -> int:
+    chosen_steps()  # a wrong BENCH_STEPS fails before any home is made
     cap = int(os.environ.get("BENCH_MAX", "100000"))
     sizes = [n for n in SIZES if n <= cap] or [cap]
     base = Path(os.environ.get("BENCH_DIR") or (REPO / "bench" / "homes"))
