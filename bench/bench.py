@@ -7,8 +7,11 @@ shared floor (one scandir walk, line 1 of every rollout, one SELECT) and beside 
 floor: a plain function that reads and writes only what that step must, measured on the same home
 in the same run (interleaved), with peak memory per script. The scripts run as `make install`
 leaves them (copied and byte-compiled). TARGETS are checked at the end: each miss is one line on
-stderr and the exit code is 1. BENCH_MAX caps the largest home; homes are removed after. A new
-step is one Step in STEPS (with its floor function; an apply with its undo), its targets in TARGETS.
+stderr and the exit code is 1. BENCH_MAX caps the largest home (default 100000: 3.3 GB of
+rollouts, generated in about a minute, in BENCH_DIR, default bench/homes); homes are removed after.
+BENCH_RUNS (default 3) runs per step, BENCH_RUNS_LARGE (default 1) at 100,000 threads; BENCH_STEPS
+(comma-separated step names, e.g. "audit,import dry-run") times only those. A new step is
+one Step in STEPS (with its floor function; an apply with its undo), its targets in TARGETS.
 """
 from __future__ import annotations
 
@@ -31,6 +34,14 @@ SCRIPTS = REPO / "scripts"
 SCHEMA = REPO / "tests" / "data" / "state_5_schema.sql"
 SIZES = [1000, 10000, 100000]
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+# the 100,000-thread home: its runs take minutes each, so fewer of them (each still interleaved with
+# its floor, so a ratio compares two runs made under the same load)
+RUNS_LARGE = int(os.environ.get("BENCH_RUNS_LARGE", "1"))
+LARGE = 100000
+
+
+def runs_for(n: int) -> int:
+    return RUNS_LARGE if n >= LARGE else RUNS
 BASE_INSTRUCTIONS = ("You are a coding agent running in the Codex CLI. " * 410)[:20500]
 ASSISTANT = "Here is what I changed and why. " * 400  # ~13 KB of turn content
 
@@ -479,6 +490,15 @@ TARGETS: List[Target] = [
     Target("migration apply", 10000, ratio=3.0),
     Target("migration rollback", 10000, ratio=3.0),
 ]
+def chosen_steps() -> List[Step]:
+    """STEPS, or those BENCH_STEPS names (an unknown name is an error, not a silent skip)."""
+    names = [n.strip() for n in os.environ.get("BENCH_STEPS", "").split(",") if n.strip()]
+    unknown = sorted(set(names) - {s.name for s in STEPS})
+    if unknown:
+        raise SystemExit(f"bench: BENCH_STEPS names no step {unknown[0]!r} (steps: {', '.join(s.name for s in STEPS)})")
+    return [s for s in STEPS if not names or s.name in names]
+
+
 SMALL_HOME = 1000  # every read-only step here: within 2x (python3 -c pass + its own floor)
 
 
@@ -552,20 +572,22 @@ def seconds(fn: Callable[[Bench], None], b: Bench) -> float:
     return time.perf_counter() - t0
 
 
-def bench_home(root: Path, scripts: Path, launcher: Launcher) -> Dict[str, Result]:
+def bench_home(root: Path, scripts: Path, launcher: Launcher, n: int) -> Dict[str, Result]:
     dest = root.parent / "new-machine" / ".codex"  # importing the whole home into an empty one
     dest.mkdir(parents=True, exist_ok=True)
     sqlite3.connect(str(dest / "state_5.sqlite")).executescript(SCHEMA.read_text()).close()
     b = Bench(root, dest, scripts)
     med = statistics.median
-    b.results["python3 -c pass"] = Result(med(seconds(python_start, b) for _ in range(RUNS)), 0.0, 0.0)
-    shared = med(seconds(shared_floor, b) for _ in range(RUNS))
+    runs_n = runs_for(n)
+    b.results["python3 -c pass"] = Result(med(seconds(python_start, b) for _ in range(max(RUNS, runs_n))), 0.0, 0.0)
+    shared = med(seconds(shared_floor, b) for _ in range(runs_n))
     b.results["floor"] = Result(shared, 0.0, shared)
-    for step in STEPS:
+    for step in chosen_steps():
+        print(f"  {step.name} ...", file=sys.stderr, flush=True)
         runs: Dict[str, List[Tuple[float, float]]] = {}
         floors: Dict[str, List[float]] = {}
         chain = [step] + ([step.undo] if step.undo else [])
-        for _ in range(RUNS):  # interleaved: the script, its floor (an apply and its undo, in turn)
+        for _ in range(runs_n):  # interleaved: the script, its floor (an apply and its undo, in turn)
             for s in chain:
                 runs.setdefault(s.name, []).append(launcher.run(s.argv(b)))
             for s in chain:
@@ -599,6 +621,7 @@ def misses(results: Dict[int, Dict[str, Result]]) -> List[str]:
 
 
 def main() -> int:
+    chosen_steps()  # a wrong BENCH_STEPS fails before any home is made
     cap = int(os.environ.get("BENCH_MAX", "100000"))
     sizes = [n for n in SIZES if n <= cap] or [cap]
     base = Path(os.environ.get("BENCH_DIR") or (REPO / "bench" / "homes"))
@@ -616,7 +639,7 @@ def main() -> int:
         sizes_mb[n] = sum(f.stat().st_size for f in root.rglob("*.jsonl")) / 1e6
         print(f"  {sizes_mb[n]:.0f} MB in {time.perf_counter() - t0:.0f} s; timing ...", file=sys.stderr, flush=True)
         try:
-            results[n] = bench_home(root, scripts, launcher)
+            results[n] = bench_home(root, scripts, launcher, n)
         finally:
             shutil.rmtree(root.parent, ignore_errors=True)
     launcher.close()
@@ -637,7 +660,8 @@ def render(results: Dict[int, Dict[str, Result]], mixes: Dict[int, Dict[str, int
            missed: List[str]) -> str:
     sizes = sorted(results)
     lines = [f"# make bench ({datetime.now().strftime('%Y-%m-%d')}, Python {sys.version.split()[0]}, "
-             f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, median of {RUNS} runs)", ""]
+             f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, median of {RUNS} runs"
+             + (f", {RUNS_LARGE} at {LARGE:,} threads" if LARGE in sizes and RUNS_LARGE != RUNS else "") + ")", ""]
     for n in sizes:
         lines.append(f"- {n:,} threads, {sizes_mb[n]:,.0f} MB of rollouts; problems: "
                      + ", ".join(f"{k} {v:,}" for k, v in mixes[n].items()))

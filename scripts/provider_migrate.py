@@ -23,7 +23,6 @@ from sessionkit.ui.labels import session_names, shown  # noqa: E402
 from sessionkit.fixes.migrate import apply_migration, plan_migration, plan_report  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for, nothing_to_do  # noqa: E402
-from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 
 
@@ -93,6 +92,7 @@ def render_result(home: CodexHome, plan: Dict[str, Any], result: Dict[str, Any],
     moved = [s["thread_id"] for s in plan["sample"] if s["thread_id"] not in failed]
     n = max(0, plan["candidates"] - len(failed))
     after = ", ".join(f"{shown(k)} {v}" for k, v in result["provider_distribution_after"].items())
+    from sessionkit.runlog.runs import older_runs  # only with a result to show: a dry-run never loads it
     outcome = Outcome(
         heading="Provider Migration Result",
         done=f"Done: {n} session{'s' if n != 1 else ''} moved to {plan['target_provider']}"

@@ -21,7 +21,6 @@ from sessionkit.ui.cli import Parser, emit, positive_int, print_json, run  # noq
 from sessionkit.ui.labels import label, short_title, shown  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.results import Outcome, nothing_to_do, wrap  # noqa: E402
-from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.commands import home_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
@@ -125,6 +124,7 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
     failed = {s["thread_id"] for s in result.get("skipped_at_apply") or []}
     done = [t for t in r["imports_sample"] if t["thread_id"] not in failed]
     n = result.get("imported_threads", len(done))
+    from sessionkit.runlog.runs import older_runs  # only with a result to show: a dry-run never loads it
     outcome = Outcome(
         heading="Session Import Result",
         done=f"Done: {n} session{'s' if n != 1 else ''} imported" + (":" if done else "."),

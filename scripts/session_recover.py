@@ -24,11 +24,9 @@ from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.labels import shown  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
-from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
 from sessionkit.fixes.repair import parse_remaps  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
-from sessionkit.fixes.codex_rebuild import find_codex  # noqa: E402
 from sessionkit.fixes.history_reset import rebuild_after  # noqa: E402
 
 
@@ -142,6 +140,7 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
     after = ", ".join(f"{shown(k)} {v}" for k, v in result["provider_distribution_after"].items())
     n = len(ids)
     rebuilt = r.get("history_rebuild") or {}
+    from sessionkit.runlog.runs import older_runs  # only with a result to show: a dry-run never loads it
     skipped = [(names.get(t, shown(t)), shown(why)) for t, why in plan.skipped]
     planned = {t.lower() for t, _ in plan.skipped}
     skipped += [(names.get(str(s["thread_id"]), shown(s["thread_id"])), shown(s["reason"]))
@@ -187,7 +186,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     names = {t: shown(n) for t, n in session_names(inputs, ids).items()}  # titles and folders escaped
     report = plan_report(plan, names, args.sample)
     result = None
-    codex = find_codex(args.codex_bin) if args.rebuild_history and args.apply and plan.history.rebuild else None
+    codex = None
+    if args.rebuild_history and args.apply and plan.history.rebuild:
+        from sessionkit.fixes.codex_rebuild import find_codex  # only here: it loads subprocess and threading
+        codex = find_codex(args.codex_bin)
     if args.apply and plan.has_work:
         result = apply_recover(plan, args.force, progress=progress)
     if result is not None:  # the one undo of all of it: this run and the decompression before it

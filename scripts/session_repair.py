@@ -22,7 +22,6 @@ from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import readable_time, relative, session_names, short_title, shown  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for  # noqa: E402
-from sessionkit.runlog.runs import older_runs  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.fixes.repair import (RepairPlan, apply_repair, parse_remaps, plan_repair, plan_report,  # noqa: E402
@@ -33,7 +32,6 @@ from sessionkit.fixes.history_reset import (history_lines, history_ops, history_
                                       interrupted_rebuild, plan_history, rebuild_after,
                                       reset_and_remapped)
 from sessionkit.codexfiles.locks import scan_activity  # noqa: E402
-from sessionkit.runlog.safety import refuse_if_running  # noqa: E402
 
 
 ALL = "\0all"  # a bare --unarchive
@@ -152,6 +150,7 @@ def repair_outcome(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result:
     said = ", ".join(p for p in parts if p) or "nothing needed changing"
     links = result.get("links_repointed") or []
     rebuilt = r.get("history_rebuild") or {}
+    from sessionkit.runlog.runs import older_runs  # only with a result to show: a dry-run never loads it
     return Outcome(
         heading="Session Repair Result", done=f"Done: {said}" + (":" if ids else "."),
         notes=[f"re-pointed {shown(relative(link, str(home.root)))}: Codex's daemon link points into this home "
@@ -196,6 +195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         codex = find_codex(args.codex_bin)
     has_work = plan.has_work() or bool(hplan.resets)
     if codex is not None and not has_work:  # a rebuild alone: the same refusal as any write
+        from sessionkit.runlog.safety import refuse_if_running  # only to apply
         refuse_if_running(scan_activity(home.root), args.force)
     report = {**plan_report(plan, args.sample), **history_plan_report(hplan, args.sample, args.rebuild_history),
               "history_reset_instead_of_shift": reset_and_remapped(plan, hplan)}

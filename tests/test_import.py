@@ -119,14 +119,15 @@ def test_remap_rewrites_cwd_and_shifts_history_offsets_by_the_growth(homes):
         s, d = read_source(source), read_dest(open_home(str(dst.root)))
         plan = plan_import(s, d, remap)
         rows = history_rows(plan, d.history_columns)
+        built = {t.thread_id: t.row for t in plan.imports}  # whole rows: read from SRC (open) at --apply
     assert [t.cwd_after for t in plan.imports] == ["/home/newuser2/proj"] * 3
     for t in plan.imports:
         fc = t.files[0]
         old = fc.src.read_bytes()
         line1 = old[:old.index(b"\n")]
         assert fc.new_line1() == line1.replace(b'"cwd":"/home/olduser/proj"', b'"cwd":"/home/newuser2/proj"')
-        assert fc.delta == 1 and t.row["cwd"] == "/home/newuser2/proj"
-        assert t.row["rollout_path"] == str(dst.root / fc.rel)
+        assert fc.delta == 1 and built[t.thread_id]["cwd"] == "/home/newuser2/proj"
+        assert built[t.thread_id]["rollout_path"] == str(dst.root / fc.rel)
         # every turn_context's cwd too (real Codex resumes in the last one's): one more byte each
         new = b"".join(plan.remapper.stream(fc.src))
         assert new == old.replace(b'"cwd":"/home/olduser/proj"', b'"cwd":"/home/newuser2/proj"')
@@ -191,12 +192,13 @@ def test_row_from_the_rollout_when_the_source_has_no_row_and_only_dest_columns(h
     src.sql("ALTER TABLE threads ADD COLUMN from_the_future TEXT DEFAULT 'x'")
     with open_source(str(src.root)) as source:
         plan = plan_import(read_source(source), read_dest(open_home(str(dst.root))))
+        rows = {t.thread_id: t.row for t in plan.imports}  # whole rows: read from SRC (open) at --apply
     by_id = {t.thread_id: t for t in plan.imports}
     assert by_id[orphan.id].row_from == "rollout" and by_id[made[0].id].row_from == "source row"
-    assert by_id[orphan.id].row["cwd"] == "/home/olduser/other"
-    assert by_id[orphan.id].row["rollout_path"] == str(dst.root / orphan.path.relative_to(src.root))
-    assert "from_the_future" not in by_id[made[0].id].row
-    assert by_id[made[0].id].row["name"] == "Parser rewrite"
+    assert rows[orphan.id]["cwd"] == "/home/olduser/other"
+    assert rows[orphan.id]["rollout_path"] == str(dst.root / orphan.path.relative_to(src.root))
+    assert "from_the_future" not in rows[made[0].id]
+    assert rows[made[0].id]["name"] == "Parser rewrite"
 
 
 def test_fork_parent_comes_along_and_its_growth_moves_the_childs_history_base(tmp_path):
@@ -551,10 +553,11 @@ def test_old_schema_source_rows_get_preview_and_history_mode_from_the_rollout(tm
     from sessionkit.fixes.importer import plan_import, read_dest, read_source
     with open_source(str(src.root)) as source:
         plan = plan_import(read_source(source), read_dest(open_home(str(dst.root))))
-    (imp_,) = plan.imports
+        (imp_,) = plan.imports
+        row = imp_.row  # the whole row: read from SRC (open) at --apply
     assert imp_.row_from == "source row (older schema, filled from the rollout)"
-    assert (imp_.row["title"], imp_.row["preview"], imp_.row["history_mode"]) == ("from 2025", "from 2025 (turn 0)", "paginated")
-    assert imp_.row["tokens_used"] == 15 and imp_.row["sandbox_policy"] == '{"type":"read-only"}'  # the source row's
+    assert (row["title"], row["preview"], row["history_mode"]) == ("from 2025", "from 2025 (turn 0)", "paginated")
+    assert row["tokens_used"] == 15 and row["sandbox_policy"] == '{"type":"read-only"}'  # the source row's
 
 
 def test_unreadable_source_db_falls_back_to_the_rollouts(homes):
@@ -654,9 +657,10 @@ def test_each_unimportable_thread_is_skipped_with_its_reason_and_the_rest_import
     assert [t["thread_id"] for t in one["imports_sample"]] == [made[1].id] and one["skipped"] == 0
 
 
-def test_a_source_row_with_invalid_utf8_is_rebuilt_from_its_rollout_and_the_others_kept(homes):
+@pytest.mark.parametrize("column", ["title", "sandbox_policy"])  # a column the plan reads, and one it does not
+def test_a_source_row_with_invalid_utf8_is_rebuilt_from_its_rollout_and_the_others_kept(homes, column):
     src, made, dst, own = homes
-    src.sql("UPDATE threads SET title=CAST(X'66ff6f' AS TEXT) WHERE id=?", (made[1].id,))
+    src.sql(f"UPDATE threads SET {column}=CAST(X'66ff6f' AS TEXT) WHERE id=?", (made[1].id,))
     plan = plan_json(dst.root, "--from", str(src.root), "--apply")
     by_id = {t["thread_id"]: t for t in plan["imports_sample"]}
     assert by_id[made[1].id]["row_from"] == "rollout" and by_id[made[0].id]["row_from"] == "source row"

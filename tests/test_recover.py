@@ -152,7 +152,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, words):
     assert snapshot(hb.root) == before
 
 
-@pytest.mark.parametrize("action,rc", [("kill", None), ("sigint", 2), ("eio", 2), ("enospc", 2)])
+# a kill (then rollback) and an error (the run's own undo) at every point; Ctrl-C and a full disk take
+# the error's undo (walked point by point in test_faults' migration and repair walks)
+@pytest.mark.parametrize("action,rc", [("kill", None), ("eio", 2)])
 def test_recover_fault_at_every_point(tmp_path, action, rc):
     hb = tangled_home(tmp_path)
     labels = _walk(tmp_path, hb, "session_recover.py", ["--apply"], action, rc)

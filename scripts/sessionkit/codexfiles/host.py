@@ -3,11 +3,9 @@ processes, replacing a file, case in paths, the default home and the open-file l
 for another host with `install` (in-process, as faults.py does); nothing else changes the facts."""
 from __future__ import annotations
 
-import csv
 import errno
 import io
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -71,6 +69,7 @@ class Host:
 
 
 def _run(argv: Sequence[str]) -> Optional[str]:
+    import subprocess  # only where processes are listed by a program (not /proc): a run's start stays light
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
@@ -261,6 +260,7 @@ def parse_ps(text: str) -> List[ProcessRow]:
 
 def parse_tasklist(text: str) -> List[ProcessRow]:
     """`tasklist /FO CSV /NH` (Windows): image name and pid; no command line, no home."""
+    import csv  # Windows only
     out = []
     for row in csv.reader(io.StringIO(text)):
         if len(row) >= 2 and row[1].strip().isdigit():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import socket
 import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -310,6 +309,7 @@ def _answers(path: Path) -> Optional[bool]:
             return None
     except OSError:
         return None
+    import socket  # only when a socket file is there to ask
     if not hasattr(socket, "AF_UNIX"):
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
 
@@ -47,6 +45,7 @@ def _module() -> Any:
 def _program() -> Optional[str]:
     if _TEST_PROGRAM:
         return _TEST_PROGRAM[0]
+    import shutil  # loaded only when a compressed rollout is met: a run's start stays light
     return shutil.which("zstd")
 
 
@@ -76,6 +75,7 @@ def open_zst(path: str, whole: bool = True) -> Iterator[BinaryIO]:
         prog = _program()
         if prog is None:
             raise OSError(2, ZSTD_MISSING)
+        import subprocess
         proc = subprocess.Popen([prog, "-q", "-d", "-c"], stdin=raw, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None

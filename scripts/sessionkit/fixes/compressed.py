@@ -6,7 +6,6 @@ from typing import Any, Dict, List, Optional
 
 from sessionkit.runlog.decompress import Decompress, decompressions
 from sessionkit.runlog.ops import Op
-from sessionkit.runlog.writerun import execute
 
 
 def decompress_first(home: Any, ops: List[Op], force: bool, progress: Any = None) -> Optional[Dict[str, Any]]:
@@ -18,6 +17,7 @@ def decompress_first(home: Any, ops: List[Op], force: bool, progress: Any = None
         return None
     lines = ["thread_id,compressed,decompressed"] + [
         f"{d.thread_id or ''},{d.src},{d.dst}".replace("\n", " ") for d in todo]
+    from sessionkit.runlog.writerun import execute  # the executor: loaded only to apply
     r = execute(home, "decompress", todo, ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"), force,
                 progress)
     return {"run_dir": str(r.run_dir), "decompressed": r.applied[Decompress.KIND],

@@ -7,11 +7,13 @@ import hashlib
 import json
 import os
 import sqlite3
+import stat
 import sys
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 from sessionkit.codexfiles.reasons import IMPORT_NO_FILE, IMPORT_SYMLINK
 from sessionkit.codexfiles.ids import norm_id
@@ -21,7 +23,7 @@ from sessionkit.fixes.archive_src import HISTORY_DB, STATE_DB, SourceHome, priva
 from sessionkit.codexfiles.home import CodexHome, read_config
 from sessionkit.ui.commands import args_text
 from sessionkit.ui.labels import shown
-from sessionkit.codexfiles.line1 import read_line1
+from sessionkit.codexfiles.line1 import LINE1_LIMIT, read_line1
 from sessionkit.codexfiles.paths import has_prefix, home_prefix_counts, safe_str
 from sessionkit.codexfiles.thread_files import first_file, history_key
 from sessionkit.codexfiles.rollout_index import (RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
@@ -41,6 +43,7 @@ OFFSET_COLUMNS = {"thread_turns": ("rollout_byte_offset", "rollout_end_byte_offs
 # columns pointing into SRC tables an import does not carry: left empty in DEST
 DROPPED_REFERENCES = ("thread_section_id", "section_position", "section_entered_at_ms", "project_id")
 _CHUNK = 1024 * 1024
+HEAD_CHUNK = 32 * 1024  # one read holds a usual line 1 (~21 KB)
 # columns the rollout can supply when the source's schema is older than DEST's
 ROLLOUT_COLUMNS = ("created_at_ms", "updated_at_ms", "cli_version", "first_user_message", "preview", "model",
                    "reasoning_effort", "history_mode", "originator", "thread_source")
@@ -50,19 +53,35 @@ class FileCopy:
     """One rollout file: read from SRC, created at the same relative place in DEST. Slotted, paths
     kept as strings: an import of a whole home plans 100,000 of them."""
 
-    __slots__ = ("src_key", "dst_key", "rel", "key", "size", "mtime_ns", "line1_len", "edits", "delta")
+    __slots__ = ("src_key", "_rel", "_dst_root", "key", "size", "mtime_ns", "line1_len", "edits", "delta")
 
     def __init__(self, src_key: str, dst_key: str, rel: str, key: str, size: int, mtime_ns: int, line1_len: int,
                  edits: Tuple[Tuple[str, Any, Any], ...] = (), delta: int = 0) -> None:
         self.src_key = src_key
-        self.dst_key = dst_key
-        self.rel = rel
+        local = rel.replace("/", os.sep)
+        if not (rel and dst_key.endswith(local)):
+            raise ValueError(f"{dst_key!r} does not end in {rel!r}")
+        # dst_key is DEST's root (one string shared by every file) + rel; rel is the tail of src_key
+        # unless the file was staged elsewhere (decompressed): no three paths per file kept
+        self._dst_root = sys.intern(dst_key[:len(dst_key) - len(local)])
+        self._rel: Union[int, str] = len(local) if src_key.endswith(os.sep + local) else rel
         self.key = key  # its history key in thread_history_1: the `_<rollout-uuid>` if any, else the thread id
         self.size = size
         self.mtime_ns = mtime_ns
         self.line1_len = line1_len
         self.edits = edits  # (payload key, old, new) in line 1; () copies as is
         self.delta = delta  # how much line 1 grows (or shrinks) with the edits
+
+    @property
+    def rel(self) -> str:
+        """Its path under the home, with `/`: `sessions/2025/01/02/rollout-....jsonl`."""
+        n = self._rel
+        return self.src_key[-n:].replace(os.sep, "/") if isinstance(n, int) else n
+
+    @property
+    def dst_key(self) -> str:
+        n = self._rel
+        return self._dst_root + (self.src_key[-n:] if isinstance(n, int) else n.replace("/", os.sep))
 
     @property
     def src(self) -> Path:
@@ -96,10 +115,13 @@ class FileCopy:
         return self.size + self.delta
 
 
+_NO_NOTES: Tuple[str, ...] = ()  # shared by every thread without a note
+
+
 class ThreadImport:
     """One thread to import: its files and what its row will say. Slotted: one per thread."""
 
-    __slots__ = ("thread_id", "files", "builder", "primary", "primary_dst", "use_src_row", "row_from", "title",
+    __slots__ = ("thread_id", "files", "builder", "primary", "use_src_row", "row_from", "title",
                  "name", "created", "cwd_before", "cwd_after", "archived", "provider", "history_turns", "why",
                  "notes", "extras")
 
@@ -110,8 +132,7 @@ class ThreadImport:
         self.thread_id = thread_id
         self.files = files
         self.builder = builder
-        self.primary = primary  # the file the row points at
-        self.primary_dst = primary_dst
+        self.primary = primary  # the file the row points at (primary_dst: its copy's path in DEST)
         self.use_src_row = use_src_row
         self.row_from = row_from  # "source row", "rollout", ...
         self.title = title
@@ -123,8 +144,12 @@ class ThreadImport:
         self.provider = provider
         self.history_turns = history_turns
         self.why = why
-        self.notes = notes if notes is not None else []
+        self.notes = notes if notes else _NO_NOTES  # one shared empty list: 100,000 threads, few notes
         self.extras: Any = None  # thread_tables.ThreadExtras: its project, section, goal, ... (plan_import)
+
+    @property
+    def primary_dst(self) -> str:
+        return next(fc.dst_key for fc in self.files if fc.src_key == self.primary.key)
 
     @property
     def row(self) -> Dict[str, Any]:
@@ -162,12 +187,22 @@ class ImportPlan:
     table_dbs: Dict[str, Path] = field(default_factory=dict)  # DEST's DB files by name (thread_tables)
 
 
+# The columns the plan reads from SRC's rows (a dry-run of 100,000 threads keeps no whole row):
+# rollout_path as which of the thread's files it names (its place in the walk's list), "title" as the first non-empty of title, preview and
+# first_user_message (cut to what a report shows).
+PLAN_COLUMNS = ("rollout_path", "created_at", "name", "cwd", "model_provider", "history_mode")
+TITLE_COLUMNS = ("title", "preview", "first_user_message")
+TITLE_CHARS = 100
+PLANNED = ("id", "cwd", "created_at", "model_provider", "history_mode")  # a planned row's fields the plan reports
+
+
 @dataclass
 class SourceInputs:
-    """SRC read once: rows by id, the walk, names from session_index.jsonl, history turn counts."""
+    """SRC read once: the plan's columns by id, the walk, names from session_index.jsonl, history
+    turn counts. Whole rows are read only for an apply (`row`)."""
 
     source: SourceHome
-    rows: Dict[str, tuple]  # id -> the row's values, in `columns` order (a dict per row costs 3x)
+    rows: Dict[str, tuple]  # lower-case id -> the plan's values, in `columns` order (a dict per row costs 3x)
     columns: List[str]
     index: RolloutIndex
     names: Dict[str, str]
@@ -175,10 +210,43 @@ class SourceInputs:
     history_turns: Dict[str, int]
     provider: str
     notes: List[str] = field(default_factory=list)
+    all_columns: List[str] = field(default_factory=list)  # SRC's threads columns, in table order
+    bad_text: Set[str] = field(default_factory=set)  # ids whose row holds TEXT that is not UTF-8
+    state_copy: Optional[Path] = None  # the private copy of SRC's state DB the rows came from
+    cased: Dict[str, str] = field(default_factory=dict)  # a row's id where it is not lower-case
+    home_prefixes: Dict[str, int] = field(default_factory=dict)  # the homes the rows' rollout_path name
+    _whole: Optional[Dict[str, tuple]] = field(default=None, repr=False)
+
+    def plan_row(self, tid: str) -> Optional[Dict[str, Any]]:
+        """The plan's columns of the thread's row (NULLS: its NULL columns as bits)."""
+        values = self.rows.get(tid)
+        if values is None:
+            return None
+        row = dict(zip(self.columns, values))
+        row["id"] = self.cased.get(tid, tid)
+        return row
+
+    def ids_with_null(self, columns: Sequence[str]) -> Set[str]:
+        """Lower-case ids of the rows with NULL in any of these columns (one query; usually none)."""
+        cols = [c for c in columns if c in self.all_columns]
+        if not cols or self.state_copy is None:
+            return set()
+        conn = sqlite3.connect(str(self.state_copy))
+        conn.text_factory = lambda b: b.decode("utf-8", "replace")
+        try:
+            where = " OR ".join('"' + c.replace('"', '""') + '" IS NULL' for c in cols)
+            return {norm_id(str(i)) for (i,) in conn.execute(f"SELECT id FROM threads WHERE {where}")}
+        finally:
+            conn.close()
 
     def row(self, tid: str) -> Optional[Dict[str, Any]]:
-        values = self.rows.get(tid)
-        return None if values is None else dict(zip(self.columns, values))
+        """The whole row, every column (read from the private copy on first use: at --apply)."""
+        if tid not in self.rows:
+            return None
+        if self._whole is None:
+            self._whole = _whole_rows(self.state_copy) if self.state_copy is not None else {}
+        values = self._whole.get(tid)
+        return None if values is None else dict(zip(self.all_columns, values))
 
 
 class BadText(bytes):
@@ -186,10 +254,9 @@ class BadText(bytes):
 
 
 def _text_or_bad(raw: bytes) -> Any:
-    """TEXT as str; short values (providers, sources, models, folders) shared, not one per row."""
+    """TEXT as str, or BadText when it is not UTF-8 (used only once SQLite's decoder has refused)."""
     try:
-        text = raw.decode("utf-8")
-        return sys.intern(text) if len(raw) <= 64 else text
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         return BadText(raw)
 
@@ -219,30 +286,110 @@ def _read_names(root: Path) -> Dict[str, str]:
     return out
 
 
+def _plan_query(columns: List[str]) -> Tuple[str, List[str]]:
+    """SELECT of the plan's columns, the title, each row's NULL columns as one integer, then the
+    whole row (decoded, so that a value that is not UTF-8 is found, but not kept)."""
+    quote = lambda c: '"' + c.replace('"', '""') + '"'  # noqa: E731
+    names = [c for c in PLAN_COLUMNS if c in columns]
+    exprs = [quote(c) for c in names]
+    titles = [f"NULLIF({quote(c)}, '')" for c in TITLE_COLUMNS if c in columns]
+    if titles:
+        exprs.append(f"substr(COALESCE({', '.join(titles)}, ''), 1, {TITLE_CHARS})")
+        names.append("title")
+    return f"SELECT {', '.join(exprs)}, * FROM threads", names
+
+
+def _read_rows(conn: sqlite3.Connection, columns: List[str], index: RolloutIndex) -> Tuple[Dict[str, tuple], List[str], Set[str],
+                                                                        Dict[str, str], Dict[str, int]]:
+    """(lower-case id -> the plan's values, their names, ids with TEXT that is not UTF-8, ids not in
+    lower case, the homes rollout_path names). SQLite's own decoder reads every column (a value
+    that is not UTF-8 raises: only then is the table read again through one that marks it)."""
+    query, names = _plan_query(columns)
+    try:
+        return _rows_of(conn.execute(query), names, columns, index, False)
+    except sqlite3.OperationalError:  # a value that is not UTF-8 (else the retry raises again)
+        pass
+    conn.text_factory = _text_or_bad
+    return _rows_of(conn.execute(query), names, columns, index, True)
+
+
+def _rows_of(cur: Any, names: List[str], columns: List[str], index: RolloutIndex, marked: bool
+             ) -> Tuple[Dict[str, tuple], List[str], Set[str], Dict[str, str], Dict[str, int]]:
+    keep = len(names)
+    at = keep + columns.index("id")
+    path_at = names.index("rollout_path") if "rollout_path" in names else -1
+    by_thread = index.by_thread
+    rows: Dict[str, tuple] = {}
+    bad: Set[str] = set()
+    cased: Dict[str, str] = {}
+    paths: List[str] = []
+    shared: Dict[Any, Any] = {}  # folders, providers, history modes: one string each, not one per row
+    share = shared.setdefault
+    intern = sys.intern
+    for values in cur:
+        tid = values[at]
+        if not isinstance(tid, str):
+            continue
+        key = intern(norm_id(tid))
+        if tid != key:
+            cased[key] = tid
+        kept = [share(v, v) if v.__class__ is str and len(v) <= 200 else v for v in values[:keep]]
+        if path_at >= 0:  # all the plan needs of it: which of the thread's files it names, if one
+            p = kept[path_at]
+            if isinstance(p, str):
+                paths.append(p)
+            base = _text(p).replace("\\", "/").rpartition("/")[2]
+            named = [i for i, f in enumerate(by_thread.get(key, ())) if row_path_of(f.name) == base]
+            kept[path_at] = named[0] if len(named) == 1 else -1
+        rows[key] = tuple(kept)
+        if marked and any(isinstance(v, BadText) for v in values):
+            bad.add(key)
+    prefixes = dict(home_prefix_counts(paths, "\x00"))  # "\x00": names no home, so every old home counts
+    names = ["rollout_file" if n == "rollout_path" else n for n in names]
+    return rows, names, bad, cased, prefixes
+
+
+def _whole_rows(db: Path) -> Dict[str, tuple]:
+    """Every row of SRC's threads table, whole (for --apply), TEXT that is not UTF-8 as BadText."""
+    conn = sqlite3.connect(str(db))
+    conn.text_factory = _text_or_bad
+    try:
+        out: Dict[str, tuple] = {}
+        cur = conn.execute("SELECT * FROM threads")
+        at = [d[0] for d in cur.description].index("id")
+        for values in cur:
+            if isinstance(values[at], str):
+                out[norm_id(values[at])] = values
+        return out
+    finally:
+        conn.close()
+
+
 def read_source(source: SourceHome) -> SourceInputs:
     """SRC's DBs are read through private copies (DB + WAL) in the scratch folder, never in place.
     An unreadable state DB is not the end: the rows are then rebuilt from the rollouts."""
     rows: Dict[str, tuple] = {}
     columns: List[str] = []
+    all_columns: List[str] = []
+    index = _shared_ids(build_index(source.root))
+    bad: Set[str] = set()
+    cased: Dict[str, str] = {}
+    prefixes: Dict[str, int] = {}
+    copy: Optional[Path] = None
     notes: List[str] = [f"archive member not extracted: {m}" for m in source.skipped_members[:20]]
     state = _find_db(source.root, STATE_DB)
     if state is not None:
         try:
-            conn = sqlite3.connect(str(private_db_copy(state, source.scratch)))
-            conn.text_factory = _text_or_bad
+            copy = private_db_copy(state, source.scratch)
+            conn = sqlite3.connect(str(copy))
             try:
-                columns = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
-                if columns and "id" in columns:
-                    cur = conn.execute("SELECT * FROM threads")
-                    columns = [d[0] for d in cur.description]
-                    at = columns.index("id")
-                    for values in cur:
-                        if isinstance(values[at], str):
-                            rows[norm_id(values[at])] = values
+                all_columns = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
+                if all_columns and "id" in all_columns:
+                    rows, columns, bad, cased, prefixes = _read_rows(conn, all_columns, index)
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
-            rows, columns = {}, []
+            rows, columns, all_columns, bad, copy, cased, prefixes = {}, [], [], set(), None, {}, {}
             notes.append(f"the source's {STATE_DB} is unreadable ({exc}): every row is rebuilt from its "
                          f"rollout, so names and archive dates from the source DB are lost")
     else:
@@ -255,7 +402,7 @@ def read_source(source: SourceHome) -> SourceInputs:
             history_db = private_db_copy(hist, source.scratch)
             conn = sqlite3.connect(str(history_db))
             try:
-                turns = {norm_id(str(k)): int(n) for k, n in conn.execute(
+                turns = {sys.intern(norm_id(str(k))): int(n) for k, n in conn.execute(
                     "SELECT thread_id, count(*) FROM thread_turns GROUP BY thread_id")}
             finally:
                 conn.close()
@@ -268,8 +415,18 @@ def read_source(source: SourceHome) -> SourceInputs:
         provider = read_config(source.root).model_provider
     except UserError as exc:
         notes.append(f"the source's config.toml: {exc}; rows rebuilt from a rollout without a provider get 'openai'")
-    return SourceInputs(source, rows, columns, build_index(source.root), _read_names(source.root),
-                        history_db, turns, provider, notes)
+    return SourceInputs(source, rows, columns, index, _read_names(source.root),
+                        history_db, turns, provider, notes, all_columns, bad, copy, cased, prefixes)
+
+
+def _shared_ids(index: RolloutIndex) -> RolloutIndex:
+    """Each thread id one string, shared by the walk, the rows and the history counts (sys.intern):
+    the plan of a 100,000-thread home otherwise holds six copies of each."""
+    intern = sys.intern
+    for rf in index.files:
+        rf.thread_id = intern(rf.thread_id)
+    index.by_thread = {intern(k): v for k, v in index.by_thread.items()}
+    return index
 
 
 # A DEST whose threads table has no history_mode column is a Codex from before paginated history
@@ -333,6 +490,9 @@ def _text(v: Any) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else ("" if v is None else str(v))
 
 
+_UNCHANGED = ((), 0, None)
+
+
 class Line1Rewriter:
     """New line 1 bytes for each SRC file: cwd and runtime_workspace_roots remapped, a fork's
     history_base.end_byte_offset moved with its parent's line 1. Only those tokens change."""
@@ -340,29 +500,30 @@ class Line1Rewriter:
     def __init__(self, src: SourceInputs, remaps: Sequence[Remap]) -> None:
         self.src = src
         self.remaps = list(remaps)
-        self.memo: Dict[str, Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]] = {}
+        self.memo: Dict[str, Any] = {}  # path -> for_file's answer, or line 1's length when nothing changes
         # the file behind each history key: a thread id (its first file) or a segment's rollout uuid
         self.by_key: Dict[str, RolloutFile] = {}
         for f in src.index.files:
             key = history_key(f.name)
             if key:
-                self.by_key.setdefault(key, f)
+                self.by_key.setdefault(sys.intern(key), f)
         # a remapped prefix as it appears inside a JSON string (no match: line 1 is left as is)
         self.needles = needles(self.remaps)
         self.stack: Set[str] = set()
 
-    def for_file(self, path: Path, line: Optional[bytes] = None
+    def for_file(self, path: Union[str, Path], line: Optional[bytes] = None
                  ) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
         """(line 1 length, edits, growth, problem or None)."""
         key = str(path)
-        if key in self.memo:
-            return self.memo[key]
+        got = self.memo.get(key)
+        if got is not None:
+            return (got, (), 0, None) if got.__class__ is int else got
         self.stack.add(key)
         try:
             result = self._rewrite(path, line)
         finally:
             self.stack.discard(key)
-        self.memo[key] = result
+        self.memo[key] = result[0] if result[1:] == _UNCHANGED else result  # most files: their length only
         return result
 
     def _parent_shift(self, base: Dict[str, Any]) -> int:
@@ -370,13 +531,13 @@ class Line1Rewriter:
         rf = self.by_key.get(norm_id(parent)) if isinstance(parent, str) else None
         if rf is None or rf.key in self.stack:
             return 0
-        old_len, _edits, growth, _ = self.for_file(rf.path)
+        old_len, _edits, growth, _ = self.for_file(rf.key)
         end = base.get("end_byte_offset")
         if not isinstance(end, int) or end < old_len + 1:
             return 0
         return growth
 
-    def _rewrite(self, path: Path, line: Optional[bytes]
+    def _rewrite(self, path: Union[str, Path], line: Optional[bytes]
                  ) -> Tuple[int, Tuple[Tuple[str, Any, Any], ...], int, Optional[str]]:
         err = None
         if line is None:
@@ -401,6 +562,35 @@ class Line1Rewriter:
         if edit.problem:
             return len(line), (), 0, f"{edit.problem}: left as is"
         return len(line), tuple(changes), edit.growth, None
+
+
+def _read_head(path: str, limit: int = LINE1_LIMIT) -> Tuple[Optional[bytes], Optional[str], Optional[os.stat_result]]:
+    """(line 1, why not, the file's stat) in one open, fstat and read, as the audit reads a head
+    (a longer line 1 read on, bounded); a FIFO, socket or device is never read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | host.BINARY)
+    except OSError as exc:
+        return None, exc.strerror or str(exc), None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None, "not a regular file", None
+        parts: List[bytes] = []
+        got = 0
+        while got <= limit:
+            chunk = os.read(fd, HEAD_CHUNK if not parts else _CHUNK)
+            if not chunk:
+                return (b"".join(parts), None, st) if parts else (None, "empty file", st)
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                return b"".join(parts) + chunk[:cut] if parts else chunk[:cut], None, st
+            parts.append(chunk)
+            got += len(chunk)
+        return None, f"line 1 longer than {limit} bytes", st
+    except OSError as exc:
+        return None, exc.strerror or str(exc), None
+    finally:
+        os.close(fd)
 
 
 def _meta(line: bytes) -> SessionMeta:
@@ -441,11 +631,9 @@ def _title(row: Optional[Dict[str, Any]], names: Dict[str, str], tid: str) -> Tu
 
 
 def _primary(files: List[RolloutFile], row: Optional[Dict[str, Any]]) -> Tuple[Optional[RolloutFile], str]:
-    if row is not None:
-        base = os.path.basename(_text(row.get("rollout_path")).replace("\\", "/"))
-        named = [f for f in files if f.name == base]
-        if len(named) == 1:
-            return named[0], ""
+    at = row.get("rollout_file", -1) if row is not None else -1
+    if at >= 0:  # the one file the row's rollout_path names (read_source: its place in the walk's list)
+        return files[at], ""
     plain = [f for f in files if "_" not in f.name]
     if len(plain) == 1:
         return plain[0], ""
@@ -538,17 +726,29 @@ class RowBuilder:
         self.remaps = list(remaps)
         self.dest_cols = [c for c, _nn, _d in dest.columns]
         self.needed = [c for c, nn, has_default in dest.columns if nn and not has_default]
+        have = set(src.all_columns)
+        self.lacking = [c for c in self.dest_cols if c not in have and c in ROLLOUT_COLUMNS]
+        self.absent = [c for c in self.needed if c not in have]  # NOT NULL in DEST, not in SRC's table
+        self.null_ids: Optional[Set[str]] = None  # rows with NULL in a column DEST needs (asked when planning)
 
-    def build(self, tid: str, primary: RolloutFile, primary_dst: str, name: Optional[str],
-              use_src_row: bool) -> Tuple[Dict[str, Any], str, str]:
-        """(the row, where it came from, the folder before the remap)."""
-        src_row = self.src.row(tid) if use_src_row else None
-        base, row_from = self._base(src_row, primary, tid)
-        cwd = _text(base.get("cwd")) or (load_session_meta(primary.path).cwd or "")
+    def build(self, tid: str, primary: RolloutFile, primary_dst: str, name: Optional[str], use_src_row: bool,
+              planned: Optional[Dict[str, Any]] = None, meta_cwd: Optional[str] = None
+              ) -> Tuple[Dict[str, Any], str, str]:
+        """(the row, where it came from, the folder before the remap). Given `planned` (the plan's
+        columns of SRC's row: PLAN_COLUMNS) only what the plan reports; else the whole row (--apply)."""
+        whole = planned is None
+        src_row = (self.src.row(tid) if whole else planned) if use_src_row else None
+        base, row_from = self._base(src_row, primary, tid, whole)
+        cwd = _text(base.get("cwd")) or (meta_cwd if meta_cwd is not None else load_session_meta(primary.path).cwd) \
+            or ""
+        if not whole:  # what the plan reports of it
+            planned_row = {c: base.get(c) for c in PLANNED}
+            planned_row.update(id=_text(planned_row["id"]) or tid, cwd=remap(cwd, self.remaps))
+            return planned_row, row_from, cwd
         row = {c: base[c] for c in self.dest_cols if c in base}
         row.update({"id": _text(row.get("id")) or tid, "rollout_path": primary_dst,
                     "cwd": remap(cwd, self.remaps), "archived": int(primary.archived)})
-        if "archived_at" in self.dest_cols:
+        if whole and "archived_at" in self.dest_cols:
             row["archived_at"] = (row.get("archived_at") or int(os.stat(primary.key).st_mtime)) \
                 if primary.archived else None
         for c in DROPPED_REFERENCES:
@@ -558,17 +758,23 @@ class RowBuilder:
             row["name"] = name
         return row, row_from, cwd
 
-    def _base(self, src_row: Optional[Dict[str, Any]], primary: RolloutFile, tid: str) -> Tuple[Dict[str, Any], str]:
+    def _base(self, src_row: Optional[Dict[str, Any]], primary: RolloutFile, tid: str, whole: bool
+              ) -> Tuple[Dict[str, Any], str]:
         """Every NOT NULL column DEST needs, and the columns an older source schema lacks (an
         empty preview hides a thread), come from the rollout."""
         if src_row is None:
             return row_from_rollout(primary.path, tid, primary.archived, self.src.provider), "rollout"
-        lacking = [c for c in self.dest_cols if c not in src_row and c in ROLLOUT_COLUMNS]
-        missing = [c for c in self.needed if src_row.get(c) is None]
+        lacking = self.lacking
+        if whole:
+            missing = [c for c in self.needed if src_row.get(c) is None]
+        else:  # the plan's columns: which rows hold NULL where DEST needs a value, asked once
+            if self.null_ids is None:
+                self.null_ids = self.src.ids_with_null(self.needed)
+            missing = self.absent + (["(NULL)"] if tid in self.null_ids else [])
         if not (lacking or missing):
             return src_row, "source row"
         scanned = row_from_rollout(primary.path, tid, primary.archived, self.src.provider)
-        for c in lacking + missing:
+        for c in lacking + [c for c in self.needed if src_row.get(c) is None]:
             if scanned.get(c) is not None:
                 src_row[c] = scanned[c]
         return src_row, "source row (older schema, filled from the rollout)"
@@ -590,10 +796,11 @@ def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (
     plan.remapper = RolloutRemapper(rewriter)
     builder = RowBuilder(src, dest, remaps)
     taken: Set[str] = set()
+    present: Dict[str, bool] = {}
     made: Set[str] = set()
     at = src.columns.index("created_at") if "created_at" in src.columns else -1
     for tid in sorted(selected, key=lambda t: (_created(src, t, at), t)):
-        _plan_thread(plan, tid, selected[tid], src, dest, rewriter, builder, taken, made)
+        _plan_thread(plan, tid, selected[tid], src, dest, rewriter, builder, taken, made, present)
     _suggest(plan, src, dest, remaps)
     _plan_tables(plan, src, dest, remaps)
     idx = src.index
@@ -626,7 +833,8 @@ def _plan_tables(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: 
     s = read_home(src_dbs, connect=lambda p: sqlite3.connect(str(p)))
     planner = Planner(s, d, lambda v: remap(v, remaps))
     for t in plan.imports:
-        t.extras = planner.thread(t.thread_id)
+        extras = planner.thread(t.thread_id)
+        t.extras = extras if any(getattr(extras, f.name) for f in fields(extras)) else None  # most bring nothing
     plan.shared = planner.shared
     plan.table_dbs = dict(d.dbs)
 
@@ -663,10 +871,11 @@ def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) ->
 
 
 def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: DestInputs,
-                 rewriter: Line1Rewriter, builder: RowBuilder, taken: Set[str], made: Set[str]) -> None:
-    row = src.row(tid)
+                 rewriter: Line1Rewriter, builder: RowBuilder, taken: Set[str], made: Set[str],
+                 present: Dict[str, bool]) -> None:
+    row = src.plan_row(tid)
     notes: List[str] = []
-    if row is not None and any(isinstance(v, BadText) for v in row.values()):
+    if row is not None and tid in src.bad_text:
         row = None
         notes.append("its source row holds text that is not UTF-8: the row is rebuilt from the rollout")
     title, name = _title(row, src.names, tid)
@@ -689,7 +898,7 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     primary, problem = _primary(files, row)
     if primary is None:
         return skip(problem)
-    primary_line, err = read_line1(primary.path)  # read once: for the checks and for the rewrite
+    primary_line, err, primary_st = _read_head(primary.key)  # read once: for the checks and for the rewrite
     meta = _meta(primary_line) if primary_line is not None else SessionMeta(error=err)
     problem = unusable_reason(primary, meta, tid)
     if problem:
@@ -701,8 +910,10 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
     prefix = str(root).rstrip(os.sep) + os.sep
     dest_prefix = str(dest.home.root) + os.sep
     primary_dst = ""
-    for rf in sorted(files, key=lambda f: f.key):
-        at = row_path_of(origin.get(rf.key, rf.key))
+    slots: List[str] = []
+    for rf in (files if len(files) == 1 else sorted(files, key=lambda f: f.key)):
+        at = row_path_of(origin.get(rf.key, rf.key))  # the file's place in SRC (its .jsonl name): DEST's is the same
+        slots.append(at)
         rel = at[len(prefix):].replace(os.sep, "/") if at.startswith(prefix) else ""
         if not rel.startswith(("sessions/", "archived_sessions/")) or "/../" in rel:
             return skip(f"{safe_str(rf.key)} is not under the source's sessions folders")
@@ -713,11 +924,12 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
         dst_str = dest_prefix + rel.replace("/", os.sep)
         if rf is primary:
             primary_dst = dst_str
-        st = os.stat(rf.key)
-        old_len, edits, growth, issue = rewriter.for_file(Path(rf.key), primary_line if rf is primary else None)
+        st = primary_st if rf is primary and primary_st is not None else os.stat(rf.key)
+        old_len, edits, growth, issue = rewriter.for_file(rf.key, primary_line if rf is primary else None)
         if issue:
             notes.append(f"{rf.name}: {issue}")
         key = history_key(rf.name, tid)
+        key = rf.thread_id if key == rf.thread_id else sys.intern(key)  # one shared string per id
         copies.append(FileCopy(rf.key, dst_str, rel, key, st.st_size, st.st_mtime_ns, old_len, edits, growth))
     if tid in dest.rows or tid in dest.index.by_thread:
         assert plan.remapper is not None
@@ -728,16 +940,22 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
                         "already in DEST (the same thread; its folders or provider differ: imported with "
                         "another remap, or migrated since)")
         return skip(f"DEST already has a different thread with this id ({differs})", conflict=True)
-    for fc in copies:
-        if fc.dst_key in taken or fc.dst_key in dest.index.by_path or os.path.lexists(fc.dst_key):
+    folders = []
+    for fc, at in zip(copies, slots):
+        dst = fc.dst_key
+        folders.append(os.path.dirname(dst))
+        if at in taken or dst in dest.index.by_path or (_folder_exists(folders[-1], present)
+                                                        and os.path.lexists(dst)):
             return skip(f"{safe_str(fc.dst)} already exists in DEST", conflict=True)
         if fc.key in dest.history_keys:
             return skip(f"DEST's {HISTORY_DB} already has rows for {fc.key}", conflict=True)
     archived = primary.archived
-    built, row_from, cwd_before = builder.build(tid, primary, primary_dst, name, row is not None)
-    for fc in copies:
-        taken.add(fc.dst_key)
-        _plan_dirs(plan, Path(os.path.dirname(fc.dst_key)), dest.home.root, made)
+    built, row_from, cwd_before = builder.build(tid, primary, primary_dst, name, row is not None,
+                                                planned=row if row is not None else {}, meta_cwd=meta.cwd)
+    for folder, at in zip(folders, slots):
+        taken.add(at)  # SRC's own path string: a taken place costs no new string
+        if folder not in made:
+            _plan_dirs(plan, folder, str(dest.home.root), made)
     turns = sum(src.history_turns.get(fc.key, 0) for fc in copies)
     if src.history_db is not None and turns == 0 and _text(built.get("history_mode")) == "paginated":
         notes.append("the source keeps no history rows for it: " + (
@@ -786,16 +1004,26 @@ def _decompressed(plan: ImportPlan, files: List[RolloutFile], origin: Dict[str, 
     return out, None
 
 
-def _plan_dirs(plan: ImportPlan, folder: Path, root: Path, made: Set[str]) -> None:
-    """Folders DEST lacks, parents first; `made` remembers every folder already seen."""
+def _folder_exists(folder: str, present: Dict[str, bool]) -> bool:
+    """Whether DEST has the folder now (remembered: a home's threads share a few hundred day folders,
+    and no file of a folder DEST lacks needs its own look-up)."""
+    known = present.get(folder)
+    if known is None:
+        known = present[folder] = os.path.isdir(folder)
+    return known
+
+
+def _plan_dirs(plan: ImportPlan, folder: str, root: str, made: Set[str]) -> None:
+    """Folders DEST lacks, parents first; `made` remembers every folder already seen (one string
+    look-up per file: a home's threads share a few hundred day folders)."""
     chain = []
-    while folder != root and str(folder) not in made and not folder.exists():
+    while folder != root and folder not in made and not os.path.exists(folder):
         chain.append(folder)
-        folder = folder.parent
-    made.add(str(folder))
+        folder = os.path.dirname(folder)
+    made.add(folder)
     for d in reversed(chain):
-        made.add(str(d))
-        plan.mkdirs.append(d)
+        made.add(d)
+        plan.mkdirs.append(Path(d))
 
 
 def _user_home(codex_home: str) -> Optional[str]:
@@ -808,8 +1036,8 @@ def _suggest(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequ
     provider migration when the imported threads are on another provider than DEST's."""
     root = dest.home.root
     if not remaps:
-        at = src.columns.index("rollout_path") if "rollout_path" in src.columns else -1
-        olds = home_prefix_counts((_text(r[at]) for r in src.rows.values()), root) if at >= 0 else None
+        here = os.path.normpath(str(root))
+        olds = Counter({h: n for h, n in src.home_prefixes.items() if os.path.normpath(h) != here})
         if olds:
             old_home = olds.most_common(1)[0][0]
             old_user, new_user = _user_home(old_home), _user_home(str(root))
@@ -869,7 +1097,7 @@ def plan_report(plan: ImportPlan, sample: int) -> Dict[str, Any]:
             "thread_id": t.thread_id, "name": t.name, "title": t.title[:100], "created": _local(t.created),
             "folder": safe_str(t.cwd_after), "folder_before": safe_str(t.cwd_before), "archived": t.archived,
             "provider": t.provider, "files": [fc.rel for fc in t.files], "history_turns": t.history_turns,
-            "row_from": t.row_from, "why": t.why, "notes": t.notes,
+            "row_from": t.row_from, "why": t.why, "notes": list(t.notes),
             "comes_with": summary(t.extras.brings) if t.extras else [],
             "cannot_bring": t.extras.cannot if t.extras else []} for t in imp[:sample]],
         "comes_with": summary([b.split(" '")[0] for t in imp if t.extras for b in t.extras.brings]),

@@ -1,7 +1,6 @@
 """Plan and apply a provider migration that real Codex 0.169 keeps: DB row and line 1 together."""
 from __future__ import annotations
 
-import csv
 import io
 import os
 import sqlite3
@@ -25,7 +24,6 @@ from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.reasoning import count_encrypted
 from sessionkit.codexfiles.paths import is_inside, safe_str
 from sessionkit.codexfiles.statedb import open_readonly, unbindable
-from sessionkit.runlog.writerun import execute
 from sessionkit.fixes.compressed import decompress_first
 from sessionkit.codexfiles.zstd import compressed_count, line1_of
 
@@ -215,6 +213,7 @@ def _plan_other_dbs(plan: MigrationPlan, inputs: AuditInputs, include_archived: 
 
 
 def manifest_csv(plan: MigrationPlan, ts: str) -> bytes:
+    import csv  # the manifest is written only when applying
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "old_provider", "new_provider", "ts"])
@@ -293,6 +292,7 @@ def apply_migration(inputs: AuditInputs, plan: MigrationPlan, force: bool = Fals
     ts = datetime.now().isoformat(timespec="seconds")
     ops = migration_ops(home.state_db.path, hist_path, plan)
     pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
+    from sessionkit.runlog.writerun import execute  # the executor: loaded only to apply
     r = execute(home, "provider_migration", ops, manifest_csv(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     hist_backup = r.backups.get(str(hist_path))

@@ -4,7 +4,6 @@ planned on the picture of the home after the repair, and applied as ONE run of t
 one journal, one set of backups, one rollback."""
 from __future__ import annotations
 
-import csv
 import io
 import os
 import time
@@ -26,8 +25,6 @@ from sessionkit.fixes.repair import (RepairPlan, RowChange, archived_count, othe
                      thread_columns_of)
 from sessionkit.diagnose.snapshot import AuditInputs
 from sessionkit.codexfiles.statedb import ThreadRow
-from sessionkit.runlog.writerun import execute
-from sessionkit.fixes.compressed import decompress_first
 
 Remap = Tuple[str, str]
 RUN_KIND = "session_recover"
@@ -307,6 +304,7 @@ def recover_ops(plan: RecoverPlan, now: float) -> List[Op]:
 
 
 def manifest_csv(plan: RecoverPlan, ts: str) -> bytes:
+    import csv  # the manifest is written only when applying
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "cause", "change", "ts"])
@@ -321,8 +319,10 @@ def apply_recover(plan: RecoverPlan, force: bool = False, now: Optional[float] =
     home = plan.inputs.home
     stamp = time.time() if now is None else now
     ts = datetime.now().isoformat(timespec="seconds")
+    from sessionkit.runlog.writerun import execute  # the executor: loaded only to apply
+    from sessionkit.fixes.compressed import decompress_first
     ops = recover_ops(plan, stamp)
-    pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first (edges)
+    pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first
     r = execute(home, RUN_KIND, ops, manifest_csv(plan, ts), force, progress)
     return {"run_dir": str(r.run_dir), "journal": str(r.journal), "manifest_csv": str(r.manifest),
             "backups": {safe_str(db): str(b) for db, b in r.backups.items()},

@@ -1,7 +1,6 @@
 """Plan and apply a repair: stale paths, moved homes, archived threads, unindexed rollouts."""
 from __future__ import annotations
 
-import csv
 import io
 import os
 import time
@@ -28,7 +27,6 @@ from sessionkit.codexfiles.thread_files import candidates, thread_file
 from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph, graph_of, members, sub_agents_of
 from sessionkit.fixes.forks import fork_rewrites, join_groups, live_groups, with_sub_agents
 from sessionkit.codexfiles.statedb import ThreadRow, open_readonly, thread_columns, unbindable
-from sessionkit.runlog.writerun import execute
 from sessionkit.fixes.compressed import decompress_first
 from sessionkit.codexfiles.zstd import compressed_count
 from sessionkit.fixes.project_remap import remap_plan_ops as project_roots_plan
@@ -214,8 +212,7 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
         if wanted and row.key not in wanted:
             continue
         _plan_row(plan, plan.rows, row, inputs, view, choice, remaps, live, taken, now, True)
-    outside = home_prefix_counts((r.rollout_path for r in inputs.rows
-                                  if r.rollout_path and not is_inside(r.rollout_path, root)), root)
+    outside = home_prefix_counts((r.rollout_path for r in inputs.outside_home), root)  # found once, by the snapshot
     if outside and not remaps:
         old = outside.most_common(1)[0][0]
         plan.suggested_remap = f"--remap-prefix {safe_str(old)}={safe_str(root)}"
@@ -589,6 +586,7 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
 
 
 def _manifest(plan: RepairPlan, ts: str) -> bytes:
+    import csv  # the manifest is written only when applying
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["id", "action", "old", "new", "ts"])
@@ -662,6 +660,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     ops += list(extra_ops) + plan.project_ops
     join_groups(ops, plan.subs)  # a sub-agent's changes go with its parent's: locked, skipped, undone together
     pre = decompress_first(home, ops, force, progress)  # compressed rollouts: decompressed first, own run
+    from sessionkit.runlog.writerun import execute  # the executor: loaded only to apply
     r = execute(home, "session_repair", ops, _manifest(plan, ts), force, progress)
     plan.skipped.extend(r.skipped)
     done = {t for t, _ in r.skipped}

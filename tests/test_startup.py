@@ -1,0 +1,82 @@
+"""Small homes start fast: a dry-run loads only what it uses (no executor, undo, run list or
+safety checks: those are for --apply), and a run writes no __pycache__ (the skill may live inside
+the Codex home)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from harness import SCRIPTS
+from homebuilder import HomeBuilder, build_broken_home
+
+# modules a dry-run has no use for: the executor and what it brings, the run list, the archive formats
+APPLY_ONLY = ("sessionkit.runlog.writerun", "sessionkit.runlog.undo", "sessionkit.runlog.safety",
+              "sessionkit.runlog.runs", "sessionkit.runlog.lockbatch", "sessionkit.runlog.restore")
+
+PROBE = """
+import json, runpy, sys
+script, out, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.argv = [script, *args]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit:
+    pass
+with open(out, "w") as fh:
+    json.dump(sorted(sys.modules), fh)
+"""
+
+
+def loaded(tmp_path, script, *args):
+    out = tmp_path / f"{script}.modules.json"
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(SCRIPTS / script), str(out), *args],
+                          capture_output=True, text=True, check=False)
+    assert out.exists(), proc.stderr
+    return set(json.loads(out.read_text()))
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory):
+    """A home with findings: the audit's advice plans a repair and a migration (dry-runs)."""
+    return build_broken_home(tmp_path_factory.mktemp("startup") / "home" / ".codex")
+
+
+@pytest.mark.parametrize("script,args", [
+    ("session_audit.py", ()),
+    ("session_repair.py", ("--import-orphans",)),
+    ("provider_migrate.py", ()),
+    ("session_recover.py", ()),
+])
+def test_a_dry_run_loads_no_apply_module(tmp_path, broken, script, args):
+    mods = loaded(tmp_path, script, "--codex-dir", str(broken.root), *args)
+    assert "sessionkit.diagnose.snapshot" in mods  # it did read the home
+    assert sorted(m for m in APPLY_ONLY + ("sessionkit.fixes.codex_rebuild",) if m in mods) == []
+
+
+def test_an_import_dry_run_loads_no_apply_module(tmp_path, broken):
+    dest = tmp_path / "new" / ".codex"
+    dest.mkdir(parents=True)
+    mods = loaded(tmp_path, "session_import.py", "--from", str(broken.root), "--codex-dir", str(dest))
+    assert "sessionkit.fixes.importer" in mods
+    assert sorted(m for m in APPLY_ONLY + ("sessionkit.fixes.import_apply", "sessionkit.runlog.ops") if m in mods) == []
+
+
+def test_the_audit_without_site_loads_no_process_socket_or_archive_module(tmp_path):
+    """With -S (no site-packages hooks) every module loaded is the script's own choice; a home
+    without compressed rollouts needs no program run (zstd) and no socket (no daemon there)."""
+    home = HomeBuilder(tmp_path / "home" / ".codex")
+    home.add(provider="oldco")  # a finding: the advice plans a migration
+    home.add(cwd="/gone")
+    out = tmp_path / "mods.json"
+    subprocess.run([sys.executable, "-S", "-c", PROBE, str(SCRIPTS / "session_audit.py"), str(out),
+                    "--codex-dir", str(home.root)], capture_output=True, text=True, check=False)
+    mods = set(json.loads(out.read_text()))
+    assert "sessionkit.diagnose.audit" in mods
+    assert sorted(mods & {"subprocess", "socket", "tarfile", "zipfile", "tempfile", "csv"}) == []
+
+
+def test_a_run_writes_no_bytecode(tmp_path, broken):
+    before = sorted(p for p in SCRIPTS.rglob("__pycache__"))
+    subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(broken.root)],
+                   capture_output=True, text=True, check=False)
+    assert sorted(p for p in SCRIPTS.rglob("__pycache__")) == before
