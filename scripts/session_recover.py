@@ -140,7 +140,6 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
     after = ", ".join(f"{shown(k)} {v}" for k, v in result["provider_distribution_after"].items())
     n = len(ids)
     rebuilt = r.get("history_rebuild") or {}
-    from sessionkit.runlog.runs import older_runs  # only with a result to show: a dry-run never loads it
     skipped = [(names.get(t, shown(t)), shown(why)) for t, why in plan.skipped]
     planned = {t.lower() for t, _ in plan.skipped}
     skipped += [(names.get(str(s["thread_id"]), shown(s["thread_id"])), shown(s["reason"]))
@@ -166,6 +165,7 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
 def _older(home: CodexHome, result: Dict[str, Any]) -> List[str]:
     """Runs still applied before this one, its own decompression left out (the undo above takes both)."""
     import re
+    from sessionkit.runlog.runs import older_runs  # only with a result to show
     pre = os.path.basename(str((result.get("decompression") or {}).get("run_dir") or ""))
     m = re.match(r"decompress_(\d{4})(\d\d)(\d\d)_(\d\d)(\d\d)(\d\d)", pre)
     own = "decompress, {}-{}-{}T{}:{}:{}".format(*m.groups()) if m else None

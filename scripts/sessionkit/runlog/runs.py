@@ -77,7 +77,7 @@ def run_details(run: Run, newest_applied: Optional[Path] = None) -> Dict[str, An
         "state_key": run_state(run).key, "left_alone": list(run.left), "left_deleted": list(run.deleted),
         "restores": [dict(r) for r in run.restores],
         "size_bytes": folder_size(run.path),
-        "began": run.began, "complete": run.complete, "undone": run.undone, "newest": run.path == newest_applied,
+        "began": run.began, "complete": run.complete, "undone": run.undone,
         "only_copies": only_copies(run), "needed_by": [],
     }
 

@@ -2,7 +2,6 @@
 change, files then DBs (one transaction per DB), and undoing itself on any exit."""
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 from collections import Counter
