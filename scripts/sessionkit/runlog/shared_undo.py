@@ -1,0 +1,137 @@
+"""What a rollback leaves of changes several threads share (an imported project with its folders
+and key, a section, the names appended to session_index.jsonl): undone only when every thread of
+the run it serves is undone and no row outside the run points at it; the rows of one unit (a
+project, its folders, its key) stand or fall together. A thread's own row that rows outside the run
+now point at (queued input, an attachment added in DEST) tells that Codex acted on the thread."""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+
+from sessionkit import UserError
+from sessionkit.codexfiles.paths import safe_str
+from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.runlog.ops import NEW, OLD, TORN, Op, table_columns
+
+Extra = Dict[int, List[Tuple[str, int]]]  # id(op) -> [(table, rows outside the run pointing at it)]
+UNREADABLE = -1  # the referencing table could not be read: counted as pointing (left alone)
+ACTED = "Codex added {what} for it since the run (it was used in DEST)"
+SERVES = "it also serves thread {tid}, which is left alone"
+POINTED = "{what} outside this run point at it"
+UNIT = "it goes with {what}, which is left alone"
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path)
+
+
+def _grouped(db: str, table: str, column: str) -> Optional[Dict[Any, int]]:
+    """How many rows of `table` hold each value of `column` (a missing DB or table: none); None
+    when it cannot be read."""
+    if not os.path.isfile(db):
+        return {}
+    try:
+        conn = open_readonly(Path(db))
+    except (sqlite3.DatabaseError, UserError, OSError):
+        return None
+    try:
+        if column not in table_columns(conn, table):
+            return {}
+        return dict(conn.execute(f'SELECT "{column}", count(*) FROM "{table}" GROUP BY "{column}"').fetchall())
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        conn.close()
+
+
+def outside_refs(ops: Sequence[Op], states: Sequence[str]) -> Extra:
+    """For each op still as the run left it that names referencing rows (Op.referenced_by): the
+    rows there now that the run did not insert (one GROUP BY per referencing table, not per op)."""
+    live = [(op, st) for op, st in zip(ops, states) if st in (NEW, TORN)]
+    wanted: Dict[Tuple[str, str], Set[str]] = {}  # (db, table) -> columns
+    for op, _st in live:
+        for db, table, column, _v in op.referenced_by():
+            wanted.setdefault((_real(db), table), set()).add(column)
+    if not wanted:
+        return {}
+    counts = {(db, t, c): _grouped(db, t, c) for (db, t), cols in wanted.items() for c in cols}
+    mine: Dict[Tuple[str, str, str, Any], int] = {}  # rows the run inserted that still hold its values
+    for op, st in live:
+        if st != NEW or not op.DB_OP:
+            continue
+        db = _real(str(op.db()))
+        for (wdb, table), cols in wanted.items():
+            if wdb != db:
+                continue
+            for c in cols:
+                ok, v = op.inserted_value(table, c)
+                if ok:
+                    mine[(db, table, c, v)] = mine.get((db, table, c, v), 0) + 1
+    out: Extra = {}
+    for op, _st in live:
+        for db, table, column, value in op.referenced_by():
+            got = counts[(_real(db), table, column)]
+            n = UNREADABLE if got is None else got.get(value, 0) - mine.get((_real(db), table, column, value), 0)
+            if n:
+                out.setdefault(id(op), []).append((table, n))
+    return out
+
+
+def _rows_text(found: List[Tuple[str, int]]) -> str:
+    return ", ".join(f"{table} (unreadable)" if n == UNREADABLE else f"{n} row(s) of {table}" for table, n in found)
+
+
+def thread_holds(ops: Sequence[Op], extra: Extra) -> Dict[str, str]:
+    """Threads whose own rows rows outside the run now point at, each with why it is left alone."""
+    out: Dict[str, str] = {}
+    for op in ops:
+        if op.thread_id and id(op) in extra and op.thread_id not in out:
+            out[op.thread_id] = ACTED.format(what=_rows_text(extra[id(op)]))
+    return out
+
+
+def what(op: Op) -> str:
+    """`projects ['p1']`: the row a shared op made, else its subject (the index file)."""
+    rows = op.rows()
+    if rows:
+        return f"{rows[0].table} {[safe_str(str(v)) for v in rows[0].key.values()]}"
+    return safe_str(op.subject())
+
+
+def shared_holds(ops: Sequence[Op], states: Sequence[str], left: Set[str], extra: Extra) -> Dict[int, str]:
+    """id(op) -> why a change of no thread stays: a thread it serves is left alone (`left`), rows
+    outside the run point at it, or a row of its unit stays (changed since, or held itself)."""
+    held: Dict[int, str] = {}
+    shared = [(op, st) for op, st in zip(ops, states) if not op.thread_id]
+    for op, st in shared:
+        if st not in (NEW, TORN):
+            continue
+        stays = next((t for t in op.served() if t in left), None)
+        if stays is not None:
+            held[id(op)] = SERVES.format(tid=safe_str(stays))
+        elif id(op) in extra:
+            held[id(op)] = POINTED.format(what=_rows_text(extra[id(op)]))
+    units: Dict[str, List[Tuple[Op, str]]] = {}
+    for op, st in shared:
+        if op.unit():
+            units.setdefault(str(op.unit()), []).append((op, st))
+    for members in units.values():
+        cause = next((o for o, st in members if id(o) in held or st not in (NEW, TORN, OLD)), None)
+        if cause is None:
+            continue
+        for o, st in members:
+            if st in (NEW, TORN) and id(o) not in held:
+                held[id(o)] = UNIT.format(what=what(cause))
+    return held
+
+
+def drop_served(steps: List[Tuple[Op, str]], left: Set[str]) -> Tuple[List[Tuple[Op, str]], List[str]]:
+    """At undo time (threads Codex held open are left): the shared steps that serve one of them,
+    and their units, are left too; returns the steps kept and what was left, with why."""
+    held = shared_holds([o for o, _ in steps], [s for _, s in steps], left, {})
+    if not held:
+        return steps, []
+    return ([(o, s) for o, s in steps if id(o) not in held],
+            [f"{what(o)}: {held[id(o)]}; left alone" for o, _ in steps if id(o) in held])
