@@ -96,7 +96,7 @@ def what(op: Op) -> str:
     """`projects ['p1']`: the row a shared op made, else its subject (the index file)."""
     rows = op.rows()
     if rows:
-        return f"{rows[0].table} {[safe_str(str(v)) for v in rows[0].key.values()]}"
+        return f"{rows[0].table} {[safe_str(v) if isinstance(v, str) else v for v in rows[0].key.values()]}"
     return safe_str(op.subject())
 
 

@@ -383,7 +383,7 @@ def _states(ops: List[Op]) -> List[str]:
 
 
 def _describe(op: Op) -> str:
-    return safe_str(op.subject())
+    return safe_str(op.subject()) if op.thread_id else what(op)  # a shared row by its table and key
 
 
 DELETED = "deleted since the run (thread/delete?); left deleted"
