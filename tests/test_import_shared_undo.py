@@ -190,3 +190,27 @@ def test_a_root_or_position_of_the_wrong_type_costs_only_its_row(tmp_path):
         "its project's folder row 'x' is not a (whole-number position, text path) pair: not brought"]
     assert dst.sql("SELECT * FROM project_roots") == [("p1", 0, "/work/proj")]
     assert dst.sql("SELECT id, position FROM projects ORDER BY id") == [("d1", "top"), ("p1", 0)]
+
+
+def test_a_thread_codex_holds_open_at_undo_time_keeps_its_project(tmp_path):
+    """The undo finds a thread's writer lock held (Codex has it open): the thread is left alone, and
+    so are the project (folder, key) and section it serves; the rest is undone."""
+    import fcntl
+    import os
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    _import(src, dst)
+    locks = dst.root / "thread-writer-locks"
+    locks.mkdir(exist_ok=True)
+    fd = os.open(str(locks / f"{parent.id}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = run_script("rollback.py", "--codex-dir", str(dst.root), "--latest", "--apply", "--json", "--force")
+    finally:
+        os.close(fd)
+    assert r.returncode == 1, r.stdout + r.stderr
+    rows = _all_rows(dst.db_path)
+    assert sorted(x[0] for x in rows["threads"]) == sorted([parent.id, _own(dst)])
+    assert rows["projects"] == [("p1", "Work", "{}", 0, 1, 1)] and rows["project_roots"] == [("p1", 0, "/work/proj")]
+    assert rows["project_idempotency_keys"] == [("k-work", "p1", 5)]
+    assert [x[0] for x in rows["thread_sections"]] == ["s1"]
+    assert _status(dst.root)[-1].startswith("partly rolled back")
