@@ -1381,9 +1381,9 @@ class RowInsert(Op):
         _ident(self.table, ROW_TABLES, f"{self.KIND} table")
         for r in self.refs or []:
             if not (isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r)) or \
-                    os.path.basename(r[0]) != r[0] or r[0] in ("", ".", "..") or not r[2].isidentifier():
+                    "/" in r[0] or os.sep in r[0] or r[0] in ("", ".", "..") or not r[2].isidentifier() \
+                    or r[1] not in ROW_TABLES:
                 raise RecordError(f"{self.KIND} refs: not [DB file name, table, column]")
-            _ident(r[1], ROW_TABLES, f"{self.KIND} refs table")
         if self.serves is not None and not all(isinstance(t, str) for t in self.serves):
             raise RecordError(f"{self.KIND} serves: not a list of thread ids")
 
@@ -1404,11 +1404,11 @@ class RowInsert(Op):
         return list(self.serves or [])
 
     def referenced_by(self) -> List[Tuple[str, str, str, Any]]:
-        if len(self.key) != 1:
+        if not self.refs or len(self.key) != 1:
             return []
         value = next(iter(self.key.values()))
-        folder = os.path.dirname(self.db_path)
-        return [(os.path.join(folder, db), table, column, value) for db, table, column in self.refs or []]
+        folder = os.path.dirname(self.db_path) + os.sep
+        return [(folder + db, table, column, value) for db, table, column in self.refs]
 
     def unit(self) -> Optional[str]:
         return self.together_as

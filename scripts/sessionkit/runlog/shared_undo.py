@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
@@ -23,6 +24,7 @@ POINTED = "{what} outside this run point at it"
 UNIT = "it goes with {what}, which is left alone"
 
 
+@lru_cache(maxsize=64)
 def _real(path: str) -> str:
     return os.path.realpath(path)
 
@@ -50,9 +52,10 @@ def outside_refs(ops: Sequence[Op], states: Sequence[str]) -> Extra:
     """For each op still as the run left it that names referencing rows (Op.referenced_by): the
     rows there now that the run did not insert (one GROUP BY per referencing table, not per op)."""
     live = [(op, st) for op, st in zip(ops, states) if st in (NEW, TORN)]
+    pointing = [(op, refs) for op, _st in live for refs in [op.referenced_by()] if refs]
     wanted: Dict[Tuple[str, str], Set[str]] = {}  # (db, table) -> columns
-    for op, _st in live:
-        for db, table, column, _v in op.referenced_by():
+    for _op, refs in pointing:
+        for db, table, column, _v in refs:
             wanted.setdefault((_real(db), table), set()).add(column)
     if not wanted:
         return {}
@@ -62,16 +65,14 @@ def outside_refs(ops: Sequence[Op], states: Sequence[str]) -> Extra:
         if st != NEW or not op.DB_OP:
             continue
         db = _real(str(op.db()))
-        for (wdb, table), cols in wanted.items():
-            if wdb != db:
-                continue
-            for c in cols:
-                ok, v = op.inserted_value(table, c)
+        for ref in op.rows():  # only the tables something points from (not every history row's)
+            for c in wanted.get((db, ref.table), ()):
+                ok, v = op.inserted_value(ref.table, c)
                 if ok:
-                    mine[(db, table, c, v)] = mine.get((db, table, c, v), 0) + 1
+                    mine[(db, ref.table, c, v)] = mine.get((db, ref.table, c, v), 0) + 1
     out: Extra = {}
-    for op, _st in live:
-        for db, table, column, value in op.referenced_by():
+    for op, refs in pointing:
+        for db, table, column, value in refs:
             got = counts[(_real(db), table, column)]
             n = UNREADABLE if got is None else got.get(value, 0) - mine.get((_real(db), table, column, value), 0)
             if n:
