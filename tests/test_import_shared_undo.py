@@ -214,3 +214,30 @@ def test_a_thread_codex_holds_open_at_undo_time_keeps_its_project(tmp_path):
     assert rows["project_idempotency_keys"] == [("k-work", "p1", 5)]
     assert [x[0] for x in rows["thread_sections"]] == ["s1"]
     assert _status(dst.root)[-1].startswith("partly rolled back")
+
+
+def test_row_insert_records_old_and_new_and_a_bad_refs_field():
+    """An older row_insert (no serves/refs/with_rows) reads and writes back unchanged; the new fields
+    round-trip; refs naming a path, an unknown table or a non-column are refused; an index_append's
+    threads come from its own lines (older records name none)."""
+    import pytest
+    from sessionkit.runlog.ops import RecordError, RowInsert
+    from sessionkit.runlog.registry import op_from_record
+    from sessionkit.runlog.session_index import IndexAppend, name_lines
+    old = {"op": "row_insert", "db": "/h/state_5.sqlite", "table": "projects", "thread_id": None,
+           "key": {"id": "p1"}, "row": {"id": "p1", "name": "Work"}}
+    op = op_from_record(dict(old, v=2, ts="x"))
+    assert op.to_record() == old and op.served() == [] and op.referenced_by() == [] and op.unit() is None
+    new = dict(old, serves=["t1"], refs=[["state_5.sqlite", "threads", "project_id"]], with_rows="project p1")
+    op = op_from_record(dict(new, v=2, ts="x"))
+    assert op.to_record() == new and op.served() == ["t1"] and op.unit() == "project p1"
+    assert op.referenced_by() == [("/h/state_5.sqlite", "threads", "project_id", "p1")]
+    for bad in (["../x.sqlite", "threads", "project_id"], ["state_5.sqlite", "sqlite_master", "name"],
+                ["state_5.sqlite", "threads", "id) OR (1"], ["state_5.sqlite", "threads"]):
+        with pytest.raises(RecordError):
+            op_from_record(dict(new, refs=[bad], v=2, ts="x"))
+    with pytest.raises(RecordError):
+        op_from_record(dict(new, serves=[1], v=2, ts="x"))
+    assert RowInsert("/h/s", "projects", {"id": "p"}, {"id": "p"}).inserted_value("projects", "id") == (True, "p")
+    app = IndexAppend("/h/session_index.jsonl", name_lines([("t1", "A"), ("t2", "B")]))
+    assert app.served() == ["t1", "t2"]
