@@ -241,3 +241,23 @@ def test_row_insert_records_old_and_new_and_a_bad_refs_field():
     assert RowInsert("/h/s", "projects", {"id": "p"}, {"id": "p"}).inserted_value("projects", "id") == (True, "p")
     app = IndexAppend("/h/session_index.jsonl", name_lines([("t1", "A"), ("t2", "B")]))
     assert app.served() == ["t1", "t2"]
+
+
+def test_rolling_back_an_older_import_keeps_the_project_a_later_import_uses(tmp_path):
+    """A second import brought another thread into the project the first one created ("already in
+    DEST"): rolling back the first keeps the project, folder and key the second's thread uses."""
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    src.sql("UPDATE threads SET project_id='p1' WHERE id=?", (child.id,))
+    src.sql("DELETE FROM thread_spawn_edges")  # (with it, the child's edge would keep the parent too)
+    o1 = plan_json(dst.root, "--from", str(src.root), "--thread-id", parent.id, "--apply")
+    o2 = plan_json(dst.root, "--from", str(src.root), "--thread-id", child.id, "--apply")
+    assert "project 'Work' (already in DEST)" in o2["imports_sample"][0]["comes_with"]
+    args = ("rollback.py", "--codex-dir", str(dst.root), "--manifest", o1["result"]["run_dir"], "--apply")
+    assert run_script(*args).returncode == 2  # a later run touched the same DB rows: refused unless --force
+    r = run_script(*args, "--force")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert dst.sql("SELECT project_id FROM threads WHERE id=?", (child.id,)) == [("p1",)]
+    assert dst.sql("SELECT id FROM threads WHERE id=?", (parent.id,)) == []
+    rows = _all_rows(dst.db_path)
+    assert rows["projects"] == [("p1", "Work", "{}", 0, 1, 1)] and rows["project_roots"] == [("p1", 0, "/work/proj")]
+    assert rows["project_idempotency_keys"] == [("k-work", "p1", 5)]
