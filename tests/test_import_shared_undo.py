@@ -261,3 +261,16 @@ def test_rolling_back_an_older_import_keeps_the_project_a_later_import_uses(tmp_
     rows = _all_rows(dst.db_path)
     assert rows["projects"] == [("p1", "Work", "{}", 0, 1, 1)] and rows["project_roots"] == [("p1", 0, "/work/proj")]
     assert rows["project_idempotency_keys"] == [("k-work", "p1", 5)]
+
+
+def test_a_fork_attached_to_an_imported_thread_keeps_it(tmp_path):
+    """thread/fork {attachToSource} in DEST sets the fork's attached_thread_parent_id (real 0.171):
+    a row the run did not make points at the imported parent, which is left alone whole."""
+    src, dst, parent, child = _with_all_tables(tmp_path, 0)
+    _import(src, dst)
+    own = _own(dst)
+    dst.sql("UPDATE threads SET attached_thread_parent_id=? WHERE id=?", (child.id, own))
+    rc, out = _rollback_json(dst.root)
+    assert rc == 1
+    assert sorted(r[0] for r in dst.sql("SELECT id FROM threads")) == sorted([child.id, own])
+    assert f"{child.id}: Codex added 1 row(s) of threads for it since the run" in _left(out), _left(out)

@@ -183,9 +183,10 @@ BAD_ROOT = "its project's folder row {position!r} is not a (whole-number positio
 
 def thread_refs() -> List[List[str]]:
     """Rows that point at an imported thread: one DEST made since the run (queued input, an
-    attachment, a sub-agent it spawned) means Codex acted on the thread, which the rollback then keeps."""
+    attachment, a sub-agent it spawned, a fork attached to it) means Codex acted on the thread, which
+    the rollback then keeps."""
     return [[db, table, col] for db, table, col, _k, _w in PER_THREAD] + \
-        [[STATE_DB, "thread_spawn_edges", "parent_thread_id"]]
+        [[STATE_DB, "thread_spawn_edges", "parent_thread_id"], [STATE_DB, "threads", "attached_thread_parent_id"]]
 
 
 def _number(v: Any) -> bool:
