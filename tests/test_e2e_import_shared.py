@@ -163,3 +163,23 @@ def test_a_section_a_user_named_pinned_is_not_merged_into_the_built_in(world):
     with world.app(new_proj) as app:
         assert [t["id"] for t in app.request("thread/list", {"sectionId": sec})["data"]] == [tid]
         assert [t["id"] for t in app.request("thread/list", {"sectionId": PINNED})["data"]] == [own[0]]
+
+
+def test_a_fork_made_in_dest_keeps_its_imported_parent(world):
+    """A plain thread/fork of imported thread A in DEST reads its first turns from A's rollout (real
+    0.171: without it `thread/read` fails, "invalid paginated history lineage ... missing source
+    rollout"): the rollback leaves A alone whole and the fork stays readable."""
+    old_home = world.home
+    pid, a, b = _source(world)
+    proj, own, _later = _dest(world)
+    _ok(world.script(*_args(world, old_home), "--apply"))
+    with world.app(proj) as app:
+        fork = app.request("thread/fork", {"threadId": a})["thread"]["id"]
+        app.turn(fork, "in the fork")
+        turns = len(app.read_thread(fork)["turns"])
+    world.stop_home_processes()
+    left = _rollback(world)
+    assert f"{a}: forked in DEST since the run as {fork}" in left, left
+    assert {r[0] for r in world.db("SELECT id FROM threads")} == {own[0], a, fork}
+    with world.app(proj) as app:
+        assert len(app.read_thread(fork)["turns"]) == turns

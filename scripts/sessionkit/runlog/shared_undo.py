@@ -136,3 +136,44 @@ def drop_served(steps: List[Tuple[Op, str]], left: Set[str]) -> Tuple[List[Tuple
         return steps, []
     return ([(o, s) for o, s in steps if id(o) not in held],
             [f"{what(o)}: {held[id(o)]}; left alone" for o, _ in steps if id(o) in held])
+
+
+FORKED = "forked in DEST since the run as {fork}, whose history starts in this thread's rollout"
+
+
+def forks_since(ops: Sequence[Op], states: Sequence[str], since_ns: Optional[int]) -> Dict[str, str]:
+    """Threads of the run a thread made since the run was forked from (real 0.171: a fork's line 1
+    names its parent, `forked_from_id`, and reads its first turns from the parent's rollout, so a
+    fork loses them when the parent's file goes). Only rows created since the run are read."""
+    from sessionkit.codexfiles.line1 import read_line1
+    from sessionkit.codexfiles.rollout_index import parse_session_meta
+    if not since_ns:
+        return {}
+    mine: Dict[str, Set[str]] = {}  # state DB -> ids of threads rows the run inserted, still there
+    for op, st in zip(ops, states):
+        if op.thread_id and st in (NEW, TORN) and any(r.table == "threads" for r in op.rows()):
+            mine.setdefault(str(op.db()), set()).add(op.thread_id.lower())
+    out: Dict[str, str] = {}
+    for db, ids in mine.items():
+        try:
+            conn = open_readonly(Path(db))
+        except (sqlite3.DatabaseError, UserError, OSError):
+            continue
+        try:
+            if "created_at" not in table_columns(conn, "threads"):
+                continue
+            rows = conn.execute("SELECT id, rollout_path FROM threads WHERE created_at >= ?",
+                                (since_ns // 1_000_000_000 - 1,)).fetchall()
+        except sqlite3.DatabaseError:
+            continue
+        finally:
+            conn.close()
+        for fork, path in rows:
+            if not isinstance(fork, str) or fork.lower() in ids or not isinstance(path, str):
+                continue
+            line, _err = read_line1(Path(path))  # decoded whole: forked_from_id may follow the instructions
+            parent = (parse_session_meta(line).forked_from_id or "").lower() if line else ""
+            if parent in ids:
+                tid = next(t for o in ops for t in [o.thread_id] if t and t.lower() == parent)
+                out.setdefault(tid, FORKED.format(fork=safe_str(fork)))
+    return out

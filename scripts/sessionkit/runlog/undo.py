@@ -19,7 +19,7 @@ from sessionkit.runlog.journal import Journal, read_records
 from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, check_columns, check_op_columns, group_of
 from sessionkit.runlog.registry import op_from_record
 from sessionkit.runlog.scope import allowed_roots, home_dbs, op_problem, path_allowed
-from sessionkit.runlog.shared_undo import drop_served, outside_refs, shared_holds, thread_holds, what
+from sessionkit.runlog.shared_undo import drop_served, forks_since, outside_refs, shared_holds, thread_holds, what
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly, transaction
 from sessionkit.runlog.lockbatch import run_batches, split_batches
@@ -145,6 +145,7 @@ class UndoPlan:
 
     stale_locks: int = 0  # lock files (and .coordination.lock) a killed run left behind
     began: bool = True  # False: the run stopped before its begin record; nothing to undo or record
+    started_ns: Optional[int] = None  # the run's start (a thread forked from one of its threads since)
 
     @property
     def actions(self) -> int:
@@ -312,6 +313,7 @@ def plan_undo(home: CodexHome, target: Target) -> UndoPlan:
     check_ops(home, run.ops, journal)
     plan = UndoPlan(run_dir, str(run.begin.get("kind")), run.complete, locks=run.locks,
                     undone_before=run.undone in ("rollback", "failure"))
+    plan.started_ns = run.begin.get("started_ns") if isinstance(run.begin.get("started_ns"), int) else None
     _plan_ops(plan, run.ops)
     check_against_backups(run, journal, [o for o, _ in plan.steps])  # only what would be written back
     if run.locks:
@@ -415,7 +417,8 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
     split = {t for t, sts in per.items() if t not in deleted and any(s in (CHANGED, GONE) for s in sts)} | \
         {op.thread_id for op in ops if id(op) in refusal and op.thread_id}
     extra = outside_refs(ops, states)  # rows outside the run pointing at what it made (shared_undo.py)
-    acted = {t: why for t, why in thread_holds(ops, extra).items() if t not in split and t not in deleted}
+    acted = {t: why for t, why in {**forks_since(ops, states, plan.started_ns), **thread_holds(ops, extra)}.items()
+             if t not in split and t not in deleted}
     split |= set(acted)
     plan.conflicts += [f"{safe_str(t)}: {why}; this thread is left alone whole" for t, why in sorted(acted.items())]
     partner = {}  # a thread left alone with a thread it goes with (Op.together: a fork and its parent)
