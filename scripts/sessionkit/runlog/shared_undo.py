@@ -151,7 +151,7 @@ def forks_since(ops: Sequence[Op], states: Sequence[str], since_ns: Optional[int
         return {}
     mine: Dict[str, Set[str]] = {}  # state DB -> ids of threads rows the run inserted, still there
     for op, st in zip(ops, states):
-        if op.thread_id and st in (NEW, TORN) and any(r.table == "threads" for r in op.rows()):
+        if op.thread_id and st in (NEW, TORN) and op.inserted_value("threads", "id")[0]:  # rows it made
             mine.setdefault(str(op.db()), set()).add(op.thread_id.lower())
     out: Dict[str, str] = {}
     for db, ids in mine.items():
