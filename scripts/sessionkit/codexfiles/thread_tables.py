@@ -154,7 +154,8 @@ def _read_state(conn: sqlite3.Connection, have: set, out: HomeTables) -> None:
         if table == "projects":
             out.projects = {r["id"]: r for r in rows}
         elif table == "project_roots":
-            for r in sorted(rows, key=lambda r: (str(r["project_id"]), r["position"])):
+            for r in sorted(rows, key=lambda r: (str(r["project_id"]), not _number(r["position"]),
+                                                 r["position"] if _number(r["position"]) else 0)):
                 out.roots.setdefault(r["project_id"], []).append(r)
         else:
             out.sections = {r["id"]: r for r in rows}
@@ -178,11 +179,34 @@ def _read_revisions(conn: sqlite3.Connection, have: set, out: HomeTables) -> Non
 
 @dataclass
 class Insert:
-    """One row DEST gets: (DB file name, table, row, key)."""
+    """One row DEST gets: (DB file name, table, row, key); a shared one (a project, its folders and
+    key, a section) also the threads it serves, what points at it, and its unit (runlog/shared_undo.py)."""
     db: str
     table: str
     row: Dict[str, Any]
     key: Dict[str, Any]
+    serves: Optional[List[str]] = None
+    refs: Optional[List[List[str]]] = None
+    unit: Optional[str] = None
+
+
+# rows that point at a project or section the import made: it stays while any one outside the run does
+PROJECT_REFS = [[STATE_DB, "threads", "project_id"], [STATE_DB, "project_roots", "project_id"],
+                [STATE_DB, KEYS, "project_id"]]
+SECTION_REFS = [[STATE_DB, "threads", "thread_section_id"]]
+BAD_ROOT = "its project's folder row {position!r} is not a (whole-number position, text path) pair: not brought"
+
+
+def thread_refs() -> List[List[str]]:
+    """Rows that point at an imported thread: one DEST made since the run (queued input, an
+    attachment, a sub-agent it spawned, a fork attached to it) means Codex acted on the thread, which
+    the rollback then keeps."""
+    return [[db, table, col] for db, table, col, _k, _w in PER_THREAD] + \
+        [[STATE_DB, "thread_spawn_edges", "parent_thread_id"], [STATE_DB, "threads", "attached_thread_parent_id"]]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -215,7 +239,13 @@ class Planner:
         self.notes: Dict[str, str] = {}
         self.key_notes: Dict[str, List[str]] = {}  # source project id -> its keys not brought, and why
         self._sequence: Optional[Any] = None  # the one Insert/Update of the queue's sqlite_sequence
-        self._position = max([p.get("position") or 0 for p in dest.projects.values()] + [-1]) + 1
+        self._position = max([p.get("position") for p in dest.projects.values() if _number(p.get("position"))]
+                             + [-1]) + 1  # a position of another type ('top') is DEST's own: not counted
+        self.users: Dict[str, List[str]] = {}  # unit -> the threads it serves (one list, shared by its Inserts)
+        self.root_notes: Dict[str, List[str]] = {}  # source project id -> its folder rows not brought, and why
+
+    def _unit(self, unit: str) -> List[str]:
+        return self.users.setdefault(unit, [])
 
     def _fit(self, table: str, row: Dict[str, Any]) -> Dict[str, Any]:
         """The row with only the columns DEST's table has."""
@@ -254,7 +284,8 @@ class Planner:
             if owner is not None:
                 self.key_notes.setdefault(pid, []).append(KEY_TAKEN.format(name=repr(name), key=repr(safe_str(str(key)))))
                 continue
-            self.shared.append(Insert(STATE_DB, KEYS, self._fit(KEYS, dict(r, project_id=got)), {"key": key}))
+            self.shared.append(Insert(STATE_DB, KEYS, self._fit(KEYS, dict(r, project_id=got)), {"key": key},
+                                      self._unit(f"project {got}"), None, f"project {got}"))
             self.dest.key_owner[key] = got
 
     def _revision(self, tid: str, thread_value: Any, items: int) -> Optional[Any]:
@@ -296,7 +327,10 @@ class Planner:
         if "projects" not in self.dest.columns or "project_roots" not in self.dest.columns:
             return None, NO_DB.format(db="projects table", what="projects")
         name = src.get("name")
-        roots = [self.remap(r["path"]) for r in self.src.roots.get(pid, [])]
+        good = [r for r in self.src.roots.get(pid, []) if _number(r.get("position")) and isinstance(r.get("path"), str)]
+        self.root_notes[pid] = [BAD_ROOT.format(position=safe_str(str(r.get("position"))))
+                                for r in self.src.roots.get(pid, []) if r not in good]
+        roots = [self.remap(r["path"]) for r in good]
         if pid in self.dest.projects:
             return pid, f"project {safe_str(str(name))!r} (already in DEST)"
         for did, d in sorted(self.dest.projects.items()):
@@ -304,11 +338,13 @@ class Planner:
                 return did, f"project {safe_str(str(name))!r} (DEST's project of the same name and folders)"
         row = dict(src, position=self._position)
         self._position += 1
-        self.shared.append(Insert(STATE_DB, "projects", self._fit("projects", row), {"id": pid}))
-        for r in self.src.roots.get(pid, []):
+        unit, users = f"project {pid}", self._unit(f"project {pid}")
+        self.shared.append(Insert(STATE_DB, "projects", self._fit("projects", row), {"id": pid}, users,
+                                  PROJECT_REFS, unit))
+        for r in good:
             new = dict(r, path=self.remap(r["path"]))
             self.shared.append(Insert(STATE_DB, "project_roots", self._fit("project_roots", new),
-                                      {"project_id": pid, "position": r["position"]}))
+                                      {"project_id": pid, "position": r["position"]}, users, None, unit))
         self.dest.projects[pid] = row
         self.dest.roots[pid] = [{"path": p} for p in roots]
         return pid, f"project {safe_str(str(name))!r} (created in DEST)"
@@ -328,7 +364,8 @@ class Planner:
             if PINNED not in self.dest.sections:
                 row = src if src and not bad_column(src) else {"id": PINNED, "name": "Pinned"}
                 self.shared.append(Insert(STATE_DB, "thread_sections", self._fit("thread_sections", row),
-                                          {"id": PINNED}))
+                                          {"id": PINNED}, self._unit(f"section {PINNED}"), SECTION_REFS,
+                                          f"section {PINNED}"))
                 self.dest.sections[PINNED] = row
             return PINNED, "pinned"
         if src is None:
@@ -336,14 +373,23 @@ class Planner:
         if bad_column(src):
             return None, NOT_UTF8.format(what="its section", column=bad_column(src))
         name = src.get("name")
-        for did, d in sorted(self.dest.sections.items()):
-            if d.get("name") == name:
-                return did, f"section {safe_str(str(name))!r} (DEST's section of that name)"
+        shown = safe_str(str(name))
+        if self.dest.sections.get(sid, {}).get("name") == name:
+            return sid, f"section {shown!r} (already in DEST)"
+        # Codex 0.171 lets a user name a section "Pinned" and give several sections one name: the
+        # built-in Pinned is never matched by name, and of several DEST sections of one name none is
+        # guessed (the source's own comes as a new one)
+        same = [did for did, d in sorted(self.dest.sections.items()) if did != PINNED and d.get("name") == name]
+        if len(same) == 1:
+            return same[0], f"section {shown!r} (DEST's section of that name)"
         if sid in self.dest.sections:
-            return None, f"DEST has another section with the id of section {safe_str(str(name))!r}: not brought"
-        self.shared.append(Insert(STATE_DB, "thread_sections", self._fit("thread_sections", src), {"id": sid}))
+            return None, f"DEST has another section with the id of section {shown!r}: not brought"
+        self.shared.append(Insert(STATE_DB, "thread_sections", self._fit("thread_sections", src), {"id": sid},
+                                  self._unit(f"section {sid}"), SECTION_REFS, f"section {sid}"))
         self.dest.sections[sid] = src
-        return sid, f"section {safe_str(str(name))!r} (created in DEST)"
+        if same:
+            return sid, f"section {shown!r} (created in DEST: DEST has {len(same)} sections of that name)"
+        return sid, f"section {shown!r} (created in DEST)"
 
     def thread(self, tid: str) -> ThreadExtras:
         out = ThreadExtras()
@@ -353,15 +399,17 @@ class Planner:
         if isinstance(pid, str) and pid:
             got, note = self.project(pid)
             (out.brings if got else out.cannot).append(note)
-            out.cannot.extend(self.key_notes.get(pid, []) if got else [])
+            out.cannot.extend(self.key_notes.get(pid, []) + self.root_notes.get(pid, []) if got else [])
             if got and "project_id" in dest_cols:
                 out.columns["project_id"] = got
+                self.users.get(f"project {got}", []).append(tid)
         sid = cols.get("thread_section_id")
         if isinstance(sid, str) and sid:
             got, note = self.section(sid)
             (out.brings if got else out.cannot).append(note)
             if got and "thread_section_id" in dest_cols:
                 out.columns["thread_section_id"] = got
+                self.users.get(f"section {got}", []).append(tid)
                 for c in ("section_position", "section_entered_at_ms"):
                     if c in dest_cols and c in cols:
                         out.columns[c] = cols[c]

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
-from sessionkit.codexfiles.thread_tables import Update
+from sessionkit.codexfiles.thread_tables import Update, thread_refs
 from sessionkit.fixes.importer import FileCopy, ImportPlan, history_rows, read_dest
 from sessionkit.fixes.rollout_remap import RolloutRemapper
 from sessionkit.codexfiles.locks import scan_activity
@@ -58,7 +58,8 @@ def table_op(db: str, change: Any, thread_id: Optional[str] = None) -> Any:
     from sessionkit.runlog.ops import RowInsert, RowUpdate
     if isinstance(change, Update):
         return RowUpdate(db, change.table, change.key, change.old, change.new, thread_id)
-    return RowInsert(db, change.table, change.row, change.key, thread_id)
+    return RowInsert(db, change.table, change.row, change.key, thread_id, list(change.serves) if change.serves
+                     else None, change.refs, change.unit)
 
 
 def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]]) -> List[Any]:
@@ -78,7 +79,8 @@ def import_ops(plan: ImportPlan, hist: Dict[str, Dict[str, List[Dict[str, Any]]]
             ops.append(FileCreate(str(fc.dst), source=str(source), mode=FILE_MODE, mtime_ns=fc.mtime_ns,
                                   thread_id=t.thread_id))
         row = dict(t.row, **t.extras.columns) if t.extras else t.row  # its project, section, position
-        ops.append(RowInsert(state_db, "threads", row, {"id": row["id"]}, t.thread_id))
+        # rows DEST makes for it since (queued input, an attachment) tell the rollback Codex used it
+        ops.append(RowInsert(state_db, "threads", row, {"id": row["id"]}, t.thread_id, refs=thread_refs()))
         for i in t.extras.inserts if t.extras else ():  # its goal, sub-agent link, attachments, ...
             ops.append(table_op(str(tables[i.db]), i, t.thread_id))
         if hist_db is None:

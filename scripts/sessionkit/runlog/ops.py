@@ -395,6 +395,25 @@ class Op:
         thread_graph); False when its record cannot say so."""
         return False
 
+    # ---- a change shared by several threads of the run (runlog/shared_undo.py judges these)
+    def served(self) -> List[str]:
+        """Threads of the run this change (of no thread: a project, a section, a name list) serves:
+        it is undone only when each of them is."""
+        return []
+
+    def referenced_by(self) -> List[Tuple[str, str, str, Any]]:
+        """(DB path, table, column, value): rows there holding `value` that this run did not make
+        point at what this op made (a thread moved into an imported project): then it stays."""
+        return []
+
+    def unit(self) -> Optional[str]:
+        """Name of the rows judged and undone together with this one (a project, its folders, its key)."""
+        return None
+
+    def inserted_value(self, table: str, column: str) -> Tuple[bool, Any]:
+        """(True, value) when this op inserted a row of `table` holding `value` in `column`."""
+        return False, None
+
     def changed_reason(self) -> str:
         """Why a rollback leaves this change alone when its state is CHANGED."""
         return f"{self.KIND} changed since the run"
@@ -1441,6 +1460,11 @@ class RowInsert(Op):
     row: Dict[str, Any]
     key: Dict[str, Any]
     thread_id: Optional[str] = None
+    # optional (absent in older records): threads of the run it serves, [DB file beside this one,
+    # table, column] whose rows pointing at its key hold it, the rows undone with it (Op.served ...)
+    serves: Optional[List[str]] = None
+    refs: Optional[List[List[str]]] = None
+    together_as: Optional[str] = None
     KIND: ClassVar[str] = "row_insert"
     DB_OP: ClassVar[bool] = True
     COUNTS: ClassVar[Counts] = Counts("row_inserts", "rows_to_delete", "rows_reverted")
@@ -1450,16 +1474,42 @@ class RowInsert(Op):
 
     def __post_init__(self) -> None:
         _ident(self.table, ROW_TABLES, f"{self.KIND} table")
+        for r in self.refs or []:
+            if not (isinstance(r, list) and len(r) == 3 and all(isinstance(x, str) for x in r)) or \
+                    "/" in r[0] or os.sep in r[0] or r[0] in ("", ".", "..") or not r[2].isidentifier() \
+                    or r[1] not in ROW_TABLES:
+                raise RecordError(f"{self.KIND} refs: not [DB file name, table, column]")
+        if self.serves is not None and not all(isinstance(t, str) for t in self.serves):
+            raise RecordError(f"{self.KIND} serves: not a list of thread ids")
 
     def to_record(self) -> Dict[str, Any]:
-        return {"op": self.KIND, "db": self.db_path, "table": self.table, "thread_id": self.thread_id,
-                "key": {k: enc(v) for k, v in self.key.items()}, "row": {k: enc(v) for k, v in self.row.items()}}
+        rec = {"op": self.KIND, "db": self.db_path, "table": self.table, "thread_id": self.thread_id,
+               "key": {k: enc(v) for k, v in self.key.items()}, "row": {k: enc(v) for k, v in self.row.items()}}
+        extra = {"serves": self.serves, "refs": self.refs, "with_rows": self.together_as}
+        return dict(rec, **{k: v for k, v in extra.items() if v is not None})
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "RowInsert":
-        f = strict(rec, {"db": "str", "table": "str", "key": "dict", "row": "dict"}, {"thread_id": "str?"})
+        f = strict(rec, {"db": "str", "table": "str", "key": "dict", "row": "dict"},
+                   {"thread_id": "str?", "serves": "list", "refs": "list", "with_rows": "str"})
         return cls(f["db"], f["table"], _vals(f["row"], f"{cls.KIND} row"), _vals(f["key"], f"{cls.KIND} key"),
-                   f.get("thread_id"))
+                   f.get("thread_id"), f.get("serves"), f.get("refs"), f.get("with_rows"))
+
+    def served(self) -> List[str]:
+        return list(self.serves or [])
+
+    def referenced_by(self) -> List[Tuple[str, str, str, Any]]:
+        if not self.refs or len(self.key) != 1:
+            return []
+        value = next(iter(self.key.values()))
+        folder = os.path.dirname(self.db_path) + os.sep
+        return [(folder + db, table, column, value) for db, table, column in self.refs]
+
+    def unit(self) -> Optional[str]:
+        return self.together_as
+
+    def inserted_value(self, table: str, column: str) -> Tuple[bool, Any]:
+        return (True, self.row[column]) if table == self.table and column in self.row else (False, None)
 
     def db(self) -> Optional[str]:
         return self.db_path
@@ -1521,6 +1571,9 @@ class RowDelete(RowInsert):
 
     def written_back(self) -> Optional[Tuple[str, Dict[str, Any], Dict[str, Any]]]:
         return self.table, self.key, self.row
+
+    def inserted_value(self, table: str, column: str) -> Tuple[bool, Any]:
+        return False, None
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
         n = self._delete(conn)

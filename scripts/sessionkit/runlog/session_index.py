@@ -51,6 +51,19 @@ class IndexAppend(Op):
     def added(self) -> bytes:
         return self.lead + self.data
 
+    def served(self) -> List[str]:
+        """The threads whose names these lines are (older records too, which name no thread): the
+        lines are taken back only when each of those threads is undone."""
+        out = []
+        for line in self.data.splitlines():
+            try:
+                tid = json.loads(line.decode("utf-8", "surrogatepass")).get("id")
+            except (ValueError, UnicodeDecodeError, AttributeError):
+                continue
+            if isinstance(tid, str):
+                out.append(tid)
+        return out
+
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "path": self.path, "data": _b64(self.data), "old_size": self.old_size,
                 "old_mtime_ns": self.old_mtime_ns, "lead": _b64(self.lead), "thread_id": self.thread_id}

@@ -22,6 +22,7 @@ from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, TORN, Op, RowUpdate, 
 from sessionkit.runlog.registry import op_from_record
 from sessionkit.runlog.runstate import run_state
 from sessionkit.runlog.scope import allowed_roots, forget_resolved, home_dbs, op_problem, path_allowed
+from sessionkit.runlog.shared_undo import drop_served, forks_since, outside_refs, shared_holds, thread_holds, what
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly, transaction
 from sessionkit.runlog.lockbatch import run_batches, split_batches
@@ -142,6 +143,7 @@ class UndoPlan:
 
     stale_locks: int = 0  # lock files (and .coordination.lock) a killed run left behind
     began: bool = True  # False: the run stopped before its begin record; nothing to undo or record
+    started_ns: Optional[int] = None  # the run's start (a thread forked from one of its threads since)
 
     @property
     def actions(self) -> int:
@@ -314,6 +316,7 @@ def plan_undo(home: CodexHome, target: Target) -> UndoPlan:
     check_ops(home, run.ops, journal)
     plan = UndoPlan(run_dir, str(run.begin.get("kind")), run.complete, locks=run.locks,
                     undone_before=run.undone in ("rollback", "failure"))
+    plan.started_ns = run.begin.get("started_ns") if isinstance(run.begin.get("started_ns"), int) else None
     _plan_ops(plan, run.ops)
     check_against_backups(run, journal, [o for o, _ in plan.steps])  # only what would be written back
     if run.locks:
@@ -385,7 +388,7 @@ def _states(ops: List[Op]) -> List[str]:
 
 
 def _describe(op: Op) -> str:
-    return safe_str(op.subject())
+    return safe_str(op.subject()) if op.thread_id else what(op)  # a shared row by its table and key
 
 
 # DELETED: codexfiles/reasons.py
@@ -416,6 +419,11 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
     deleted = {t for t, sts in per.items() if GONE in sts and all(s in (GONE, OLD) for s in sts)}
     split = {t for t, sts in per.items() if t not in deleted and any(s in (CHANGED, GONE) for s in sts)} | \
         {op.thread_id for op in ops if id(op) in refusal and op.thread_id}
+    extra = outside_refs(ops, states)  # rows outside the run pointing at what it made (shared_undo.py)
+    acted = {t: why for t, why in {**forks_since(ops, states, plan.started_ns), **thread_holds(ops, extra)}.items()
+             if t not in split and t not in deleted}
+    split |= set(acted)
+    plan.conflicts += [f"{safe_str(t)}: {why}; this thread is left alone whole" for t, why in sorted(acted.items())]
     partner = {}  # a thread left alone with a thread it goes with (Op.together: a fork and its parent)
     while True:
         more = _partners(ops, split)
@@ -425,10 +433,14 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
         partner.update(more)
     plan.conflicts += [f"{t}: {LEFT_ALONE_WITH.format(other=safe_str(n))} {GROUP_TOGETHER}"
                        for t, n in sorted(partner.items())]
+    held = shared_holds(ops, states, split, extra)  # a project, section, name list of threads left alone
     for op, st in zip(ops, states):
         if op.leftover():
             plan.cleanups.append(op)
         if op.thread_id in deleted:
+            continue
+        if id(op) in held:
+            plan.conflicts.append(f"{what(op)}: {held[id(op)]}; left alone")
             continue
         if op.thread_id in split:
             if id(op) in refusal:
@@ -525,6 +537,7 @@ class _UndoBatches:
         self.backups: List[str] = []
         self.dbs: List[str] = []
         self.cleanups = list(plan.cleanups)
+        self.refused: Set[str] = set()  # threads left alone at undo time (Codex held them), every batch
 
     def batch(self, n: int, steps: List[Tuple[Op, str]], refused: Dict[str, str]) -> None:
         own = {o.thread_id for o, _ in steps}
@@ -536,6 +549,9 @@ class _UndoBatches:
             refused.update({t: f"{LEFT_ALONE_WITH.format(other=safe_str(n))}, {refused[n]}" for t, n in more.items()})
         self.plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
         steps = [(o, s) for o, s in steps if o.thread_id not in refused]
+        self.refused.update(refused)
+        steps, shared_left = drop_served(steps, self.refused)  # what serves a thread left here stays too
+        self.plan.conflicts += shared_left
         if n == 1:
             self._backups([o for o, _ in steps] + [o for b in self.batches[1:] for o, _ in b])
         for db in self.dbs:
