@@ -530,3 +530,21 @@ def test_the_import_brings_a_compressed_orphan_of_the_source_decompressed(homes)
     rb = run("rollback.py", dst.root, "--latest", "--apply", "--json")
     assert rb.returncode == 0, rb.stdout + rb.stderr
     assert _dest_state(dst) == dest_before
+
+
+@needs_zstd
+def test_a_row_naming_the_zst_of_a_file_since_decompressed_is_not_missing(home):
+    """Review: the repair's row names `X.jsonl.zst`; the migration then decompresses to `X.jsonl`
+    and the row keeps naming the `.zst`. Real 0.171 lists, reads and resumes it (and renames the row
+    on resume), so the audit calls nothing missing and recommends nothing for it."""
+    hb, ts = home
+    zst, _plain = _compressed_orphan(hb, ts[0])
+    assert run("session_repair.py", hb.root, "--import-orphans", "--apply").returncode == 0
+    out = run("provider_migrate.py", hb.root, "--apply", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert ts[0].path.exists() and not zst.exists()
+    assert hb.sql("SELECT rollout_path FROM threads WHERE id=?", (ts[0].id,)) == [(str(zst),)]
+    after = json.loads(run("session_audit.py", hb.root, "--json").stdout)
+    integ = after["integrity"]
+    assert (integ["missing_rollout_path_count"], integ.get("stale_rows_count", 0)) == (0, 0), integ
+    assert after["visibility"]["hidden"]["missing_rollout_file"] == 0

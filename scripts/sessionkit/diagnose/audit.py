@@ -89,7 +89,8 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
         if not exists:
             found["missing_rollout_path"].append(r.id)
             found["stale_rows"].append(r.id)
-        rf = by_path.get(r.rollout_path) if exists else None
+        rf = (by_path.get(r.rollout_path) or by_path.get(r.rollout_path[:-4] if r.rollout_path.endswith(".zst") else "")) \
+            if exists else None
         if rf is not None and rf.archived != r.archived:
             found["archive_mismatches"].append(r.id)
         rf = rf or _file_for_row(r, inputs)

@@ -68,6 +68,8 @@ class AuditInputs:
         (every report section asks about the same moved or missing paths)."""
         if path in self.index.by_path:
             return True
+        if path.endswith(".jsonl.zst") and path[:-4] in self.index.by_path:
+            return True  # real 0.171 reads a row naming X.jsonl.zst from X.jsonl (its resume then renames the row)
         known = self._exists.get(path)
         if known is None:
             known = self._exists[path] = is_absolute_file(path)

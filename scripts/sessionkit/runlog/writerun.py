@@ -22,6 +22,7 @@ from sessionkit.runlog.ops import NOOP, Op, check_op_columns, group_of
 from sessionkit.runlog.scope import allowed_roots, forget_resolved, home_dbs, op_problem
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.ui.progress import Progress
+from sessionkit.ui.cli import applied_run
 from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running, rows_not_as_planned
 from sessionkit.codexfiles.statedb import open_readwrite
 from sessionkit.runlog.lockbatch import locks_beside_home_lock, run_batches, split_batches
@@ -102,6 +103,7 @@ def execute(home: CodexHome, kind: str, ops: Sequence[Op], manifest_csv: bytes, 
             journal.close()  # after the end record too: a run not yet reported is undone, never left said as failed
             raise _undo_after_failure(home, run.path, exc) from None
         journal.close()
+    applied_run(home_command(home, "rollback.py", "--manifest", run.path, "--apply"))  # it stands from here on
     return result
 
 

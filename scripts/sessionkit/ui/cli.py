@@ -9,7 +9,7 @@ import sqlite3
 import sys
 from typing import Any, Callable, Iterable, List, NoReturn, Optional, Sequence
 
-from sessionkit import EXIT_ERROR, UserError
+from sessionkit import EXIT_ERROR, EXIT_FINDINGS, UserError
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import is_windows_absolute, safe_str
 from sessionkit.codexfiles.rollout_index import not_unicode
@@ -153,6 +153,27 @@ def _stdout_gone() -> bool:
     return gone
 
 
+# The undo command of each run this process applied and handed back (runlog.writerun adds it): an
+# error or Ctrl-C after that point must not say "nothing changed" (exit 2) with the run applied.
+APPLIED_RUNS: List[str] = []
+
+
+def applied_run(undo_command: str) -> None:
+    """Record a run this process applied: from here on its changes stay whatever happens next."""
+    APPLIED_RUNS.append(undo_command)
+
+
+def _after_applied(prog: str, what: str) -> int:
+    """What is said when the script stops after a run was applied: the run stands, with its undo."""
+    print(f"{prog}: {what}", file=sys.stderr)
+    n = len(APPLIED_RUNS)
+    emit(f"{prog}: {'a run was' if n == 1 else f'{n} runs were'} applied before that and stay applied; "
+         f"undo {'it' if n == 1 else 'them, newest first'} with:", file=sys.stderr)
+    for cmd in reversed(APPLIED_RUNS):
+        print(f"  {cmd}", file=sys.stderr)
+    return EXIT_FINDINGS
+
+
 def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = None) -> int:
     """Run a script's main with the error policy: one line on stderr and exit 2, never a traceback."""
     for stream in (sys.stdout, sys.stderr):
@@ -163,8 +184,24 @@ def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = 
     script = getattr(sys.modules.get(main.__module__), "__file__", None) or (sys.argv[0] if sys.argv else "script")
     prog = os.path.basename(script)
     COMMAND[:] = [sys.executable, os.path.abspath(script), *(sys.argv[1:] if argv is None else argv)]
+    APPLIED_RUNS.clear()
     try:
         return main(argv)
+    except BaseException as exc:  # noqa: B902 - after an applied run: say so whatever stopped us
+        if not APPLIED_RUNS or isinstance(exc, SystemExit):
+            return _error_exit(prog, exc)
+        if isinstance(exc, KeyboardInterrupt):
+            return _after_applied(prog, "interrupted")
+        if isinstance(exc, BrokenPipeError) and _stdout_gone():
+            return _after_applied(prog, "output closed")
+        code = _error_exit(prog, exc)
+        return code if code != EXIT_ERROR else _after_applied(prog, "stopped by the error above")
+
+
+def _error_exit(prog: str, exc: BaseException) -> int:
+    """The error policy: one line on stderr and exit 2, never a traceback."""
+    try:
+        raise exc
     except MissingHome as exc:
         emit(f"{prog}: error: {exc.message(demo_hint())}", file=sys.stderr)
         return EXIT_ERROR
