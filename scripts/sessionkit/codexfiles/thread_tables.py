@@ -75,10 +75,12 @@ class HomeTables:
 
 
 class Undecodable(bytes):
-    """A TEXT value that is not UTF-8: read, so one bad row costs only itself, never copied."""
+    """A TEXT value that is not UTF-8: read, so one bad row costs only itself, never copied (the
+    import's source rows too: such a row is rebuilt from its rollout)."""
 
 
-def _decode(raw: bytes) -> Any:
+def decode_text(raw: bytes) -> Any:
+    """A sqlite3 text_factory: TEXT as str, or Undecodable when it is not UTF-8."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -112,7 +114,7 @@ def read_home(dbs: Dict[str, Optional[Path]], connect: Callable[[Path], sqlite3.
             conn = connect(path)
         except sqlite3.DatabaseError:
             continue
-        conn.text_factory = _decode
+        conn.text_factory = decode_text
         try:
             have = set(_tables(conn))
             if name == STATE_DB:

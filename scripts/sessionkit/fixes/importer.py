@@ -31,7 +31,8 @@ from sessionkit.codexfiles.rollout_index import (RolloutFile, RolloutIndex, Sess
 from sessionkit.fixes.rollout_remap import RolloutRemapper
 from sessionkit.codexfiles.rollout_edit import Remap, apply_spans, digest_range, folder_changes, needles, parse_remaps, plan_fields, plan_line, remap, \
     without_folders  # noqa: F401  (parse_remaps: session_import.py's)
-from sessionkit.codexfiles.thread_tables import GOALS_DB, QUEUE_DB, Planner, read_home, reason_counts, summary
+from sessionkit.codexfiles.thread_tables import (GOALS_DB, QUEUE_DB, Planner, Undecodable, decode_text, read_home,
+                                                reason_counts, summary)
 from sessionkit.codexfiles.rollout_scan import row_from_rollout
 from sessionkit.codexfiles.statedb import open_readonly
 from sessionkit.codexfiles.versions import HISTORY_MODE_COLUMN_NAME
@@ -249,18 +250,6 @@ class SourceInputs:
         return None if values is None else dict(zip(self.all_columns, values))
 
 
-class BadText(bytes):
-    """A TEXT value of SRC's DB that is not UTF-8: its row is not copied (rebuilt from the rollout)."""
-
-
-def _text_or_bad(raw: bytes) -> Any:
-    """TEXT as str, or BadText when it is not UTF-8 (used only once SQLite's decoder has refused)."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return BadText(raw)
-
-
 def _find_db(root: Path, name: str) -> Optional[Path]:
     for folder in (root, root / "sqlite"):
         if (folder / name).is_file():
@@ -309,7 +298,7 @@ def _read_rows(conn: sqlite3.Connection, columns: List[str], index: RolloutIndex
         return _rows_of(conn.execute(query), names, columns, index, False)
     except sqlite3.OperationalError:  # a value that is not UTF-8 (else the retry raises again)
         pass
-    conn.text_factory = _text_or_bad
+    conn.text_factory = decode_text
     return _rows_of(conn.execute(query), names, columns, index, True)
 
 
@@ -342,7 +331,7 @@ def _rows_of(cur: Any, names: List[str], columns: List[str], index: RolloutIndex
             named = [i for i, f in enumerate(by_thread.get(key, ())) if row_path_of(f.name) == base]
             kept[path_at] = named[0] if len(named) == 1 else -1
         rows[key] = tuple(kept)
-        if marked and any(isinstance(v, BadText) for v in values):
+        if marked and any(isinstance(v, Undecodable) for v in values):
             bad.add(key)
     prefixes = dict(home_prefix_counts(paths, "\x00"))  # "\x00": names no home, so every old home counts
     names = ["rollout_file" if n == "rollout_path" else n for n in names]
@@ -350,9 +339,9 @@ def _rows_of(cur: Any, names: List[str], columns: List[str], index: RolloutIndex
 
 
 def _whole_rows(db: Path) -> Dict[str, tuple]:
-    """Every row of SRC's threads table, whole (for --apply), TEXT that is not UTF-8 as BadText."""
+    """Every row of SRC's threads table, whole (for --apply), TEXT that is not UTF-8 as Undecodable."""
     conn = sqlite3.connect(str(db))
-    conn.text_factory = _text_or_bad
+    conn.text_factory = decode_text
     try:
         out: Dict[str, tuple] = {}
         cur = conn.execute("SELECT * FROM threads")
