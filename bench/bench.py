@@ -489,6 +489,8 @@ TARGETS: List[Target] = [
     Target("repair rollback", 10000, ratio=3.0),
     Target("migration apply", 10000, ratio=3.0),
     Target("migration rollback", 10000, ratio=3.0),
+    Target("recovery apply", 10000, ratio=3.0),
+    Target("recovery rollback", 10000, ratio=3.0),
 ]
 def chosen_steps() -> List[Step]:
     """STEPS, or those BENCH_STEPS names (an unknown name is an error, not a silent skip)."""
