@@ -238,13 +238,13 @@ def state_now(home: Any, run_dir: Path) -> Optional[str]:
     """The run's state as `rollback.py --list` words it, read again (after an undo: its `undone`
     record); "newest" when no later run is applied (only the later runs are read)."""
     try:
-        run = read_run(run_dir)
+        run = read_run(run_dir, with_ops=False)  # the state only: its changes were read by the undo
         st = run_state(run)
         newest = False
         if st.key == APPLIED:
             runs = [os.path.realpath(str(p)) for p in list_runs(home.artifacts_dir)]
             later = runs[runs.index(os.path.realpath(str(run_dir))) + 1:] if os.path.realpath(str(run_dir)) in runs else []
-            newest = not any(r.applied and r.complete for r in (read_run(Path(p)) for p in later))
+            newest = not any(r.applied and r.complete for r in (read_run(Path(p), with_ops=False) for p in later))
         return st.state(newest=newest)
     except UserError:
         return None

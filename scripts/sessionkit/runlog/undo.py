@@ -67,7 +67,9 @@ class Run:
         return {o.subject() for o in self.ops}
 
 
-def read_run(run_dir: Path) -> Run:
+def read_run(run_dir: Path, with_ops: bool = True) -> Run:
+    """A run folder's journal, checked record by record; `with_ops=False`: its state only (begin,
+    end, undone, restore records), its changes not built (a state read after an undo)."""
     journal = run_dir / "journal.jsonl"
     if not journal.is_file():
         raise UserError(f"{run_dir} holds no journal.jsonl: not a run folder of these scripts")
@@ -122,9 +124,9 @@ def read_run(run_dir: Path) -> Run:
             if [b["n"] - 1, b["of"]] != (batches or [0, b["of"]]) or not 1 <= b["n"] <= b["of"] or b["threads"] < 1:
                 raise UserError(f"{journal}: a batch record is malformed or out of order")
             batches = [b["n"], b["of"]]
-        elif op not in RUN_RECORDS:
+        elif op not in RUN_RECORDS and with_ops:
             ops.append(op_from_record(rec))
-    ops = reached(recs, ops, RUN_RECORDS)  # never the DB ops whose transaction did not commit
+    ops = reached(recs, ops, RUN_RECORDS) if with_ops else ops  # never the DB ops whose transaction did not commit
     return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups, left, deleted, restores)
 
 
