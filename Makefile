@@ -27,9 +27,7 @@ help:
 
 # pytest and hypothesis in .venv (system packages visible, so nothing is fetched when they are
 # already installed); where venv is unavailable, the interpreter itself, installing with --user.
-# backports.zstd (a test tool: Python 3.14's compression.zstd for older Pythons) lets the tests run
-# the in-process zstd reader; the scripts themselves never import it.
-TEST_PACKAGES := pytest hypothesis pytest-xdist "backports.zstd; python_version < '3.14'"
+TEST_PACKAGES := pytest hypothesis pytest-xdist
 VENV := .venv
 TEST_PY = $(shell [ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo $(PYTHON))
 
@@ -37,7 +35,7 @@ deps:
 	@[ -x $(VENV)/bin/python ] || $(PYTHON) -m venv --system-site-packages $(VENV) 2>/dev/null || \
 	  echo "python3 -m venv is unavailable; installing test tools for $(PYTHON) instead"
 	@PY=$$([ -x $(VENV)/bin/python ] && echo $(VENV)/bin/python || echo $(PYTHON)); \
-	  $$PY -c "import pytest, hypothesis, xdist, sys; sys.version_info >= (3, 14) or __import__('backports.zstd')" \
+	  $$PY -c "import pytest, hypothesis, xdist" \
 	    2>/dev/null || \
 	  $$PY -m pip install --quiet --disable-pip-version-check $(TEST_PACKAGES) || \
 	  $$PY -m pip install --quiet --disable-pip-version-check --user $(TEST_PACKAGES)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness import REPO
 
 SKILL = (REPO / "SKILL.md").read_text(encoding="utf-8")
@@ -310,3 +312,24 @@ def test_the_cycle_check_finds_a_cycle_and_an_upward_import(tmp_path):
     graph = sessionkit_imports(root)
     assert import_cycles(graph) == [["sessionkit.codexfiles.a", "sessionkit.fixes.b"]]
     assert layering_breaks(graph) == ["sessionkit.codexfiles.a -> sessionkit.fixes.b"]
+
+
+def _imported_modules(path: Path):
+    """Every module a file imports, at any depth (inside functions and try blocks too)."""
+    import ast
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="sys.stdlib_module_names is 3.10+")
+def test_the_scripts_import_only_the_standard_library_and_their_own_package():
+    """Standard library only at run time, on every supported Python: a module only a newer Python has
+    (3.14's compression.zstd) counts as outside it, even behind a guarded import."""
+    outside = sorted({(str(p.relative_to(REPO)), m) for p in (REPO / "scripts").rglob("*.py")
+                      for m in _imported_modules(p)
+                      if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "sessionkit"
+                      and m != "__future__"})
+    assert outside == []

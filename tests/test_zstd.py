@@ -1,7 +1,6 @@
-"""Compressed rollouts (`rollout-*.jsonl.zst`): both readers (Python 3.14's `compression.zstd`: here
-PyPI's `backports.zstd`, the same API, put in its place in sys.modules, and the real one where the
-interpreter has it; the system's `zstd` program), the skip without either, and the journaled
-decompression (apply, kill halfway, undo, a thread Codex wrote to since)."""
+"""Compressed rollouts (`rollout-*.jsonl.zst`): read with the system's `zstd` program (the scripts
+use the standard library alone), the skip without it, and the journaled decompression (apply, kill
+halfway, undo, a thread Codex wrote to since)."""
 import json
 import os
 import shutil
@@ -26,47 +25,11 @@ ZSTD = shutil.which("zstd")
 needs_zstd = pytest.mark.skipif(ZSTD is None, reason="the zstd program is not installed")
 
 
-try:
-    import backports.zstd as BACKPORT  # a test tool (make deps): compression.zstd for Python < 3.14
-except ImportError:
-    BACKPORT = None
-needs_backport = pytest.mark.skipif(BACKPORT is None, reason="backports.zstd is not installed (make deps)")
-HAS_STDLIB_ZSTD = sys.version_info >= (3, 14)
-
-
 @pytest.fixture
 def readers():
-    """The program as the reader (compression.zstd absent, as before Python 3.14); the real reader
-    choice is restored after the test."""
-    zstd._TEST_MODULE[:] = [None]
+    """The zstd program as the reader; a test that takes it away gets it back afterwards."""
     yield zstd
-    zstd._TEST_MODULE[:] = []
     zstd._TEST_PROGRAM[:] = []
-
-
-@pytest.fixture
-def in_process(monkeypatch):
-    """backports.zstd imported as `compression.zstd`, through the scripts' own import, and no zstd
-    program: every read must go through the in-process reader."""
-    import types
-    package = types.ModuleType("compression")
-    package.zstd = BACKPORT
-    monkeypatch.setitem(sys.modules, "compression", package)
-    monkeypatch.setitem(sys.modules, "compression.zstd", BACKPORT)
-    zstd._TEST_MODULE[:] = []
-    zstd._TEST_PROGRAM[:] = [None]
-    yield BACKPORT
-    zstd._TEST_PROGRAM[:] = []
-
-
-def compress_with(mod, path: Path) -> Path:
-    """compress() through compression.zstd's API (no zstd program needed)."""
-    st = path.stat()
-    out = Path(str(path) + ".zst")
-    out.write_bytes(mod.compress(path.read_bytes(), level=19))
-    path.unlink()
-    os.utime(out, ns=(st.st_mtime_ns, st.st_mtime_ns))
-    return out
 
 
 def compress(path: Path) -> Path:
@@ -114,52 +77,6 @@ def _reads_it(hb, t, zst, plain):
     assert (meta.error, meta.id, meta.model_provider) == (None, t.id, "oldco")
 
 
-@needs_backport
-def test_compression_zstd_reads_line1_and_the_whole_file(home, in_process, tmp_path):
-    """The in-process reader (backports.zstd as compression.zstd), with no zstd program at all; a
-    journaled decompression through it too."""
-    hb, ts = home
-    plain, mtime = ts[0].path.read_bytes(), ts[0].path.stat().st_mtime_ns
-    zst = compress_with(in_process, ts[0].path)
-    assert zstd.reader() == zstd.MODULE and zstd.missing_reason() is None
-    _reads_it(hb, ts[0], zst, plain)
-    (tmp_path / "run").mkdir()
-    op = decompress.Decompress(ts[0].id, str(zst), str(ts[0].path))
-    assert op.prepare(tmp_path / "run") is None
-    op.apply()
-    assert ts[0].path.read_bytes() == plain and ts[0].path.stat().st_mtime_ns == mtime and not zst.exists()
-    op.undo()
-    assert not ts[0].path.exists() and op.state() == OLD
-
-
-@needs_backport
-@pytest.mark.parametrize("damage", ["garbage", "cut"])
-def test_a_damaged_file_raises_oserror_with_compression_zstd(tmp_path, in_process, damage):
-    bad = tmp_path / "rollout-2025-01-01T00-00-00-0195aaaa-0000-7000-8000-000000000001.jsonl.zst"
-    whole = in_process.compress(b'{"type":"session_meta"}\n' + b"x" * 100_000)
-    bad.write_bytes(b"\x28\xb5\x2f\xfd" + b"\x00" * 8 if damage == "garbage" else whole[:len(whole) // 2])
-    with pytest.raises(OSError):
-        with zstd.open_zst(str(bad)) as fh:
-            fh.read()
-    line, err, _ = zstd.read_head(str(bad), 1024)
-    assert (line is None and err) or damage == "cut"  # a cut file may still give its line 1
-
-
-@pytest.mark.skipif(not HAS_STDLIB_ZSTD, reason="Python before 3.14 has no compression.zstd")
-def test_the_real_compression_zstd_of_python_3_14(home, tmp_path):
-    import compression.zstd as real  # novermin
-    zstd._TEST_MODULE[:] = []
-    zstd._TEST_PROGRAM[:] = [None]
-    try:
-        hb, ts = home
-        plain = ts[0].path.read_bytes()
-        zst = compress_with(real, ts[0].path)
-        assert zstd.reader() == zstd.MODULE
-        _reads_it(hb, ts[0], zst, plain)
-    finally:
-        zstd._TEST_PROGRAM[:] = []
-
-
 @needs_zstd
 def test_a_damaged_file_raises_with_the_program(tmp_path, readers):
     bad = tmp_path / "rollout-2025-01-01T00-00-00-0195aaaa-0000-7000-8000-000000000001.jsonl.zst"
@@ -175,13 +92,13 @@ def test_a_damaged_file_raises_with_the_program(tmp_path, readers):
 def test_without_a_reader_the_thread_is_skipped_with_what_to_install(home, readers):
     hb, ts = home
     compress(ts[0].path)
-    zstd._TEST_PROGRAM[:] = [None]  # and no compression.zstd (the fixture)
+    zstd._TEST_PROGRAM[:] = [None]
     assert zstd.reader() is None and zstd.missing_reason() == zstd.ZSTD_MISSING
     inputs = gather(open_home(str(hb.root)))
     plan = plan_migration(inputs)
     assert [c.thread_id for c in plan.changes] == [ts[1].id]
     assert plan.skipped == [(ts[0].id, f"line 1 is unusable ({zstd.ZSTD_MISSING})")]
-    assert "install the zstd program" in zstd.ZSTD_MISSING and "Python 3.14" in zstd.ZSTD_MISSING
+    assert "install the zstd program" in zstd.ZSTD_MISSING
     assert decompress.decompressions([]) == []
 
 
@@ -439,28 +356,21 @@ def test_the_text_result_prints_both_undo_commands_in_order(home):
     assert "--manifest" in lines[at + 3] and "decompress_" in lines[at + 3] and lines[at + 3].endswith("--apply")
 
 
-@pytest.mark.parametrize("reader", ["program", "compression.zstd", "none"])
-def test_encrypted_reasoning_is_counted_in_compressed_rollouts(home, readers, monkeypatch, reader):
+@needs_zstd
+@pytest.mark.parametrize("reader", ["program", "none"])
+def test_encrypted_reasoning_is_counted_in_compressed_rollouts(home, readers, reader):
     """The migration's warning (continuing such a thread may fail with invalid_encrypted_content)
     reads a compressed rollout decompressed, by the row's `.jsonl` path as Codex keeps it; early
     and 2 MB in; without a reader it is counted unreadable, never as carrying none."""
     from sessionkit.codexfiles.reasoning import count_encrypted
     from test_surfaces import _add_reasoning
-    if reader == "program" and ZSTD is None or reader != "program" and BACKPORT is None:
-        pytest.skip("needs the zstd program" if reader == "program" else "needs backports.zstd (make deps)")
     hb, ts = home
     more = [hb.add(provider="oldco", preview=f"more {i}") for i in range(2)]
     _add_reasoning(ts[0].path)
     _add_reasoning(more[0].path, at_end_of_mb=2)
     for t in ts + more:
-        compress_with(BACKPORT, t.path) if BACKPORT is not None else compress(t.path)
-    if reader == "compression.zstd":
-        import types
-        monkeypatch.setitem(sys.modules, "compression", types.SimpleNamespace(zstd=BACKPORT))
-        monkeypatch.setitem(sys.modules, "compression.zstd", BACKPORT)
-        zstd._TEST_MODULE[:] = []
-        zstd._TEST_PROGRAM[:] = [None]
-    elif reader == "none":
+        compress(t.path)
+    if reader == "none":
         zstd._TEST_PROGRAM[:] = [None]
     pairs = [(t.id, t.path) for t in ts + more]
     assert not any(p.exists() for _, p in pairs)

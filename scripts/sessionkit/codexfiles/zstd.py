@@ -1,9 +1,9 @@
 """zstd-compressed rollouts (`rollout-*.jsonl.zst`, Codex 0.171 `rollout/compress`): read them as
 Codex does (rows keep the `.jsonl` path). Writing one is decompress.py's job.
 
-Readers, in order: Python's own `compression.zstd` (the standard library from 3.14 on), else the
-system's `zstd` program. Without either a compressed thread is reported with ZSTD_MISSING and never
-changed.
+The reader is the system's `zstd` program: the scripts use only what the standard library of every
+supported Python has (a zstd module arrived only in Python 3.14). Without the program a
+compressed thread is reported with ZSTD_MISSING and never changed.
 """
 from __future__ import annotations
 
@@ -19,27 +19,14 @@ from sessionkit.codexfiles.paths import open_regular
 
 ZST = ".zst"
 CHUNK = 1024 * 1024
-MODULE = "compression.zstd"
-ZSTD_MISSING = ("zstd-compressed rollout and no zstd reader here: install the zstd program "
-                "(apt install zstd, brew install zstd) or run with Python 3.14+; left alone")
-_TEST_MODULE: List[Any] = []  # tests: compression.zstd's stand-in ([module], or [None]: none)
+ZSTD_MISSING = ("zstd-compressed rollout and no zstd program here to read it: install the zstd program "
+                "(apt install zstd, brew install zstd); left alone")
 _TEST_PROGRAM: List[Optional[str]] = []  # tests: the zstd program's path ([None]: none)
 
 
 def jsonl_name(zst_path: str) -> str:
     """The `.jsonl` path a compressed rollout's row keeps (and its resume writes)."""
     return zst_path[:-len(ZST)] if zst_path.endswith(ZST) else zst_path
-
-
-def _module() -> Any:
-    """Python's compression.zstd (3.14+), None before 3.14."""
-    if _TEST_MODULE:
-        return _TEST_MODULE[0]
-    try:
-        import compression.zstd as mod  # type: ignore[import-not-found]  # novermin (3.14+; ImportError below)
-    except ImportError:
-        return None
-    return mod
 
 
 def _program() -> Optional[str]:
@@ -50,9 +37,7 @@ def _program() -> Optional[str]:
 
 
 def reader() -> Optional[str]:
-    """The reader this run uses (MODULE or the program's path), None when there is none."""
-    if _module() is not None:
-        return MODULE
+    """The zstd program this run reads with, None when there is none."""
     return _program()
 
 
@@ -65,13 +50,8 @@ def missing_reason() -> Optional[str]:
 def open_zst(path: str, whole: bool = True) -> Iterator[BinaryIO]:
     """The decompressed bytes of a regular `.zst` file as a stream (never follows a FIFO or device).
     `whole`: the caller reads to the end, and a damaged file raises OSError; else it may stop early."""
-    mod = _module()
     raw = open_regular(path)
     try:
-        if mod is not None:
-            with _in_process(mod, raw) as fh:
-                yield fh
-            return
         prog = _program()
         if prog is None:
             raise OSError(2, ZSTD_MISSING)
@@ -103,17 +83,6 @@ def damaged(detail: str) -> str:
     cut = any(w in low for w in ("premature end", "end of stream", "truncated", "unexpected end",
                                  "compressed file ended"))
     return "the .zst is cut short" if cut else "the .zst is damaged"
-
-
-@contextlib.contextmanager
-def _in_process(mod: Any, raw: BinaryIO) -> Iterator[BinaryIO]:
-    """compression.zstd's stream, its errors (a damaged or cut file) as OSError like the program's."""
-    bad = (getattr(mod, "ZstdError", ValueError), EOFError)
-    try:
-        with mod.open(raw, "rb") as fh:
-            yield fh
-    except bad as exc:
-        raise OSError(5, damaged(str(exc))) from None
 
 
 def _read_until_line(fh: BinaryIO, limit: int) -> Tuple[bytes, bool]:
