@@ -10,7 +10,7 @@ no row, or a row naming none of them, the one candidate (twins left out); severa
 ambiguous and nobody guesses between them (a revert segment, the same name in both folders)."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence
 
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
 
@@ -67,6 +67,16 @@ def thread_file(files: Sequence[RolloutFile], row_path: Optional[str] = None,
             return None
     cands = candidates(files)
     return cands[0] if len(cands) == 1 else None
+
+
+def file_for_row(by_path: Mapping[str, RolloutFile], row_path: str) -> Optional[RolloutFile]:
+    """The file Codex reads for a row's rollout_path: the path itself (a row naming `X.jsonl` finds
+    `X.jsonl.zst` too: RolloutIndex.add), or `X.jsonl` for a row naming `X.jsonl.zst` whose file was
+    since decompressed (real 0.171 reads it, and its resume renames the row)."""
+    rf = by_path.get(row_path)
+    if rf is None and row_path.endswith(".jsonl.zst"):
+        rf = by_path.get(row_path[:-4])
+    return rf
 
 
 def first_file(files: Sequence[RolloutFile]) -> Optional[RolloutFile]:

@@ -16,7 +16,7 @@ from sessionkit.codexfiles.versions import STATE_DB_NAME
 from sessionkit.codexfiles.locks import CodexActivity
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.rollout_index import RolloutFile, RolloutIndex
-from sessionkit.codexfiles.thread_files import is_duplicate, thread_file
+from sessionkit.codexfiles.thread_files import file_for_row, is_duplicate, thread_file
 from sessionkit.diagnose.snapshot import AuditInputs, gather  # noqa: F401  (gather: the audit's entry point, re-exported)
 from sessionkit.codexfiles.history_offsets import history_db_path, threads_with_offsets
 from sessionkit.codexfiles.statedb import ThreadRow, load_threads, open_readonly
@@ -89,8 +89,7 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
         if not exists:
             found["missing_rollout_path"].append(r.id)
             found["stale_rows"].append(r.id)
-        rf = (by_path.get(r.rollout_path) or by_path.get(r.rollout_path[:-4] if r.rollout_path.endswith(".zst") else "")) \
-            if exists else None
+        rf = file_for_row(by_path, r.rollout_path) if exists else None
         if rf is not None and rf.archived != r.archived:
             found["archive_mismatches"].append(r.id)
         rf = rf or _file_for_row(r, inputs)

@@ -21,6 +21,7 @@ from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, meta_from_line
 from sessionkit.codexfiles.statedb import ThreadRow, load_threads
 from sessionkit.codexfiles.zstd import read_head as zstd_head
+from sessionkit.codexfiles.thread_files import file_for_row
 
 BOM = b"\xef\xbb\xbf"
 BOM_ERROR = "line 1 starts with a UTF-8 BOM (Codex 0.171 cannot read it: not listed, not readable)"
@@ -66,10 +67,8 @@ class AuditInputs:
     def path_exists(self, path: str) -> bool:
         """A row's rollout_path names a file: indexed by the walk, else one stat per distinct path
         (every report section asks about the same moved or missing paths)."""
-        if path in self.index.by_path:
+        if file_for_row(self.index.by_path, path) is not None:
             return True
-        if path.endswith(".jsonl.zst") and path[:-4] in self.index.by_path:
-            return True  # real 0.171 reads a row naming X.jsonl.zst from X.jsonl (its resume then renames the row)
         known = self._exists.get(path)
         if known is None:
             known = self._exists[path] = is_absolute_file(path)
