@@ -19,6 +19,7 @@ from sessionkit.codexfiles.thread_graph import SubAgents, spawn_edges, spawn_par
 from sessionkit.fixes.forks import join_groups, left_behind, live_groups, with_sub_agents  # noqa: E402
 from sessionkit.runlog.ops import Line1Rewrite, RowUpdate, group_of  # noqa: E402
 from sessionkit.runlog.registry import op_from_record  # noqa: E402
+from sessionkit.ui.cli import thread_id_arg  # noqa: E402
 
 
 def _source(parent):
@@ -55,16 +56,16 @@ def test_spawn_links_come_from_the_edges_and_from_a_rows_source(family):
 
     class Row:
         def __init__(self, id, source):
-            self.id, self.source = id, source
+            self.id, self.source, self.key = id, source, id.lower()  # as ThreadRow: normalised where read
     only_source = sub_agents([Row("B", _source("A"))], [])
-    assert only_source.parent_of == {"b": "a"} and only_source.descendants(["A"]) == ["b"]
+    assert only_source.parent_of == {"b": "a"} and only_source.descendants(["a"]) == ["b"]
     subs = sub_agents([Row(c.id, _source(p.id))], spawn_edges(hb.db_path))
     assert subs.descendants([p.id]) == [c.id, g.id] and subs.descendants([g.id]) == []
     assert subs.top_in(g.id, {p.id, c.id, g.id}) == p.id and subs.top_in(g.id, {c.id, g.id}) == c.id
     assert subs.top_in(p.id, {p.id, c.id}) is None
     cycle = sub_agents([], [("x", "y"), ("y", "x")])  # a hostile DB: every walk ends
     assert cycle.descendants(["x"]) == ["y"] and cycle.top_in("x", {"x", "y"}) == "y"
-    assert with_sub_agents([p.id.upper()], subs) == {p.id, c.id, g.id}
+    assert with_sub_agents([thread_id_arg(p.id.upper())], subs) == {p.id, c.id, g.id}  # normalised as it enters
     assert live_groups([p.id, o.id], [g.id], subs) == {p.id: g.id}
     assert left_behind([p.id], subs, {g.id: "it is archived"}) == \
         [f"sub-agent {g.id} of {c.id} is left as it is: it is archived"]

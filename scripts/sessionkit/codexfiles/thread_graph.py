@@ -217,7 +217,7 @@ class SubAgents:
     children: Dict[str, List[str]] = field(default_factory=dict)
 
     def add(self, parent: str, child: str) -> None:
-        parent, child = norm_id(parent), norm_id(child)
+        """A link between two normalised ids (the readers below normalise what they read)."""
         if parent == child or child in self.parent_of:
             return  # a thread has one parent: the first record read wins (the edges table)
         self.parent_of[child] = parent
@@ -225,8 +225,8 @@ class SubAgents:
 
     def descendants(self, ids: Iterable[str]) -> List[str]:
         """Every sub-agent below these threads (their sub-agents too), not the threads themselves;
-        a hostile cycle of edges ends."""
-        start = [norm_id(t) for t in ids]
+        a hostile cycle of edges ends. `ids`: normalised."""
+        start = list(ids)
         seen, out, todo = set(start), [], list(start)
         while todo:
             for c in self.children.get(todo.pop(0), []):
@@ -237,8 +237,9 @@ class SubAgents:
         return out
 
     def top_in(self, tid: str, present: Set[str]) -> Optional[str]:
-        """The highest ancestor of `tid` that is in `present` (the threads a run changes), else None."""
-        top, seen, t = None, {norm_id(tid)}, norm_id(tid)
+        """The highest ancestor of `tid` that is in `present` (the threads a run changes), else None.
+        Both in normalised form."""
+        top, seen, t = None, {tid}, tid
         while t in self.parent_of:
             t = self.parent_of[t]
             if t in seen:
@@ -258,7 +259,7 @@ def spawn_parent(source: Optional[str]) -> Optional[str]:
         parent = json.loads(source)["subagent"]["thread_spawn"]["parent_thread_id"]
     except (ValueError, KeyError, TypeError):
         return None
-    return parent if isinstance(parent, str) and parent else None
+    return norm_id(parent) if isinstance(parent, str) and parent else None
 
 
 def spawn_edges(db: Path) -> List[Tuple[str, str]]:
@@ -274,7 +275,7 @@ def spawn_edges(db: Path) -> List[Tuple[str, str]]:
         return []
     finally:
         conn.close()
-    return [(p, c) for p, c in rows if isinstance(p, str) and isinstance(c, str) and p and c]
+    return [(norm_id(p), norm_id(c)) for p, c in rows if isinstance(p, str) and isinstance(c, str) and p and c]
 
 
 def sub_agents(rows: Sequence[Any], edges: Iterable[Tuple[str, str]]) -> SubAgents:
@@ -286,7 +287,7 @@ def sub_agents(rows: Sequence[Any], edges: Iterable[Tuple[str, str]]) -> SubAgen
     for row in rows:
         parent = spawn_parent(getattr(row, "source", None))
         if parent:
-            subs.add(parent, row.id)
+            subs.add(parent, row.key)
     return subs
 
 

@@ -97,7 +97,7 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
             continue
         meta = metas[rf.key]
         if meta.error is None:
-            if meta.id and norm_id(meta.id) != key:
+            if meta.id and norm_id(meta.id) != key:  # TODO lead: line 1's reader (rollout_index.py) keeps id as read
                 found["session_meta_id_mismatch"].append(r.id)
             if meta.has_provider and meta.model_provider != r.model_provider:
                 found["provider_mismatch"].append(r.id)
@@ -124,9 +124,10 @@ def visibility(inputs: AuditInputs, provider: str, cwd: Optional[str], max_sampl
     judged = judge_all(inputs) if judged is None else judged
     visible, hidden = view(judged, provider, cwd)
     db_only = db_only_ids(inputs, provider, cwd)
-    misses = _db_only_misses(inputs, visible, set(norm_id(t) for t in db_only), provider)
-    listed = {norm_id(t) for t in visible}
-    extra = [t for t in db_only if norm_id(t) not in listed]
+    # both name a row by its stored id and a rowless rollout by its key: one spelling per thread
+    misses = _db_only_misses(inputs, visible, set(db_only), provider)
+    listed = set(visible)
+    extra = [t for t in db_only if t not in listed]
     providers_in_use = sorted({r.model_provider for r in inputs.rows if r.model_provider})
     cfg = inputs.home.config
     return {
@@ -152,7 +153,7 @@ def _db_only_misses(inputs: AuditInputs, visible: List[str], db_listed: set,
     """Threads the default listing shows but a listing from the DB alone does not, and why."""
     out: Dict[str, List[str]] = {k: [] for k in DB_ONLY_REASONS}
     for tid in visible:
-        if norm_id(tid) in db_listed:
+        if tid in db_listed:
             continue
         row = inputs.row_for(tid)
         if row is None:
@@ -281,7 +282,7 @@ def live_session(inputs: AuditInputs) -> Optional[Dict[str, Any]]:
     tid = inputs.activity.agent_thread_id
     if not tid:
         return None
-    files = inputs.index.by_thread.get(norm_id(tid), [])
+    files = inputs.index.by_thread.get(tid, [])  # normalised by the lock scan
     return {"thread_id": tid, "has_row": inputs.row_for(tid) is not None,
             "rollout": safe_str(files[0].path) if files else None,
             "writer_lock_held": tid in inputs.activity.live_threads}

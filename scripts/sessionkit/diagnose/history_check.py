@@ -114,6 +114,7 @@ class Finding:
     kind: str
     rollout: str
     segment: bool = False  # an older segment of a reverted thread (not the file the row points at)
+    thread_key: str = ""  # the thread's normalised id (ThreadRow.key); thread_id is the row's stored id
 
     def as_dict(self) -> Dict[str, Any]:
         out = {"thread_id": self.thread_id, "kind": self.kind, "key": self.key, "rollout": safe_str(self.rollout)}
@@ -261,11 +262,11 @@ def _no_history_db(inputs: Any, result: HistoryCheck) -> None:
     """No history DB beside the state DB: each paginated thread with a turn is read with 0 turns
     (real 0.171) until a resume builds its rows from the rollout, which holds every turn. Its file is
     read up to its first turn start (a row's preview is no proof: a row re-created from a file has one)."""
-    live = {t.lower() for t in inputs.activity.live_threads} | {(inputs.activity.agent_thread_id or "").lower()}
+    live = set(inputs.activity.live_threads) | {inputs.activity.agent_thread_id or ""}  # normalised by the lock scan
     for row in inputs.rows:
         rf: Optional[RolloutFile] = inputs.index.by_path.get(row.rollout_path) \
             if row.history_mode == "paginated" else None
-        tid = row.id.lower()
+        tid = row.key
         if rf is None or rf.is_symlink or rf.thread_id != tid:
             continue
         if tid in live:
@@ -274,7 +275,7 @@ def _no_history_db(inputs: Any, result: HistoryCheck) -> None:
         result.checked += 1
         size = rf.size if rf.size >= 0 else _size(rf.key)
         if not rf.compressed and size is not None and turn_between(rf.key, 0, size):
-            result.findings.append(Finding(row.id, tid, NO_HISTORY_DB, rf.key))
+            result.findings.append(Finding(row.id, tid, NO_HISTORY_DB, rf.key, thread_key=tid))
     result.findings.sort(key=lambda f: f.thread_id)
     result.skipped_live.sort()
 
@@ -305,7 +306,7 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
                 continue  # the common case: cursor, last turn's end and file size agree; its items are there
             kind = classify(key, size, rows.state(tid))
             if kind:
-                result.findings.append(Finding(row.id, tid, kind, key))
+                result.findings.append(Finding(row.id, tid, kind, key, thread_key=tid))
             continue
         files = [rf] + [f for f in inputs.index.by_thread.get(tid, [])
                         if f.key != key and not f.compressed and not f.is_symlink]
@@ -316,7 +317,7 @@ def _check_rows(inputs: Any, rows: HistoryRows, result: HistoryCheck) -> None:
             fkey = history_key(f.name, tid)
             kind = classify(f.key, size, rows.state(fkey))
             if kind:
-                result.findings.append(Finding(row.id, fkey, kind, f.key, segment=n > 0))
+                result.findings.append(Finding(row.id, fkey, kind, f.key, segment=n > 0, thread_key=tid))
     result.findings.sort(key=lambda f: (f.thread_id, f.segment, f.rollout))
     result.skipped_live.sort()
 

@@ -7,7 +7,6 @@ from collections import Counter
 from operator import itemgetter
 from typing import Any, Dict, List, Optional, Tuple
 
-from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import has_prefix, home_prefix_counts, is_inside, normalize_for_match, replace_prefix, safe_str, \
     split_home_prefix
 from sessionkit.diagnose.snapshot import AuditInputs
@@ -40,16 +39,16 @@ def judge_all(inputs: AuditInputs) -> List[Judged]:
     """Every row, and every active rollout with no row (a default listing indexes it), judged once."""
     out: List[Judged] = []
     by_thread, rows_by_id, metas, heads = inputs.index.by_thread, inputs.rows_by_id, inputs.metas, inputs.heads
-    candidates: List[Tuple[str, Any]] = [(r.id, r) for r in inputs.rows]
+    candidates: List[Tuple[str, Any, str]] = [(r.id, r, r.key) for r in inputs.rows]  # (shown id, row, key)
     for tid, files in by_thread.items():
         if tid not in rows_by_id and any(not f.archived for f in files):
-            candidates.append((tid, None))
+            candidates.append((tid, None, tid))
     candidates.sort(key=_first)  # rows come sorted: one pass
     listed_unreadable, cwd_from_line1, meta_only_listed = \
         UNREADABLE_LINE1_LISTED.value, CWD_FROM_LINE1.value, META_ONLY_LISTED.value
-    for tid, row in candidates:
+    for tid, row, key in candidates:
         source = row.source_kind if row is not None else ""
-        every = by_thread.get(norm_id(tid), ())
+        every = by_thread.get(key, ())
         files = [f for f in every if not f.archived]
         if not files:  # a row flagged archived whose file is in sessions/ is listed (measured, 0.169)
             archived = (row is not None and row.archived) or any(f.archived for f in every)

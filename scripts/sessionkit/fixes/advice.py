@@ -27,6 +27,7 @@ _ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[
 
 
 def _thread_of(item: str) -> str:
+    """The thread id a report's text names (a sample line, a shown id), normalised where it is read."""
     m = _ID.search(item)
     return norm_id(m.group(0)) if m else item
 
@@ -74,7 +75,7 @@ def _changes(plan: Any) -> bool:
 
 def _sample_plan(inputs: "AuditInputs", report: Dict[str, Any], remap: List[str]) -> Any:
     """One rows-only plan for every session the samples name (repairable, unfixable, orphans)."""
-    orphans = [norm_id(str(e.get("thread_id"))) for e in (report.get("orphans") or {}).get("importable_sample") or []]
+    orphans = [str(e.get("thread_id")) for e in (report.get("orphans") or {}).get("importable_sample") or []]
     ids = sorted(set(_sampled(report, REPAIR_SAMPLES)) | set(orphans))
     return _repair_plan(inputs, remap, bool(orphans), ids) if ids else None
 
@@ -205,16 +206,16 @@ def unfixable(report: Dict[str, Any], inputs: "AuditInputs", named: int = 2) -> 
     stuck = set(_sampled(report, ("missing_rollout_path", "db_not_on_disk")))
     plan = _sample_plan(inputs, report, _remap_args(report)) if stuck else None
     for tid, reason in plan.skipped if plan is not None else []:
-        if norm_id(str(tid)) in stuck:
-            add(str(reason), norm_id(str(tid)),
-                integ.get("db_not_on_disk_count", 0) if norm_id(str(tid)) in gone else 0)
+        key = _thread_of(str(tid))  # shown as the row holds it
+        if key in stuck:
+            add(str(reason), key, integ.get("db_not_on_disk_count", 0) if key in gone else 0)
     unreadable = [str(item).partition(": ") for item in integ.get("line1_unreadable_sample") or []]
     one_reason = len({why for _t, _s, why in unreadable}) == 1  # else each reason counts its own sessions
     for tid, _sep, why in unreadable:
         add(f"first line unreadable: {why or 'corrupt'}", _thread_of(tid),
             integ.get("line1_unreadable_count", 0) if one_reason else 0)
     for e in orph.get("active_orphan_sample") or []:
-        add(WAIT_REASON, norm_id(str(e.get("thread_id"))), orph.get("active_orphans", 0))
+        add(WAIT_REASON, str(e.get("thread_id")), orph.get("active_orphans", 0))  # an orphan: the walk's id
     hidden = ((report.get("visibility") or {}).get("hidden") or {}).get("other_provider", 0)
     linked = any(rf.linked_root for rf in inputs.index.files)
     if hidden and linked:  # sessions of another provider in a symlinked sessions/: read, never written
@@ -224,7 +225,7 @@ def unfixable(report: Dict[str, Any], inputs: "AuditInputs", named: int = 2) -> 
         likely = [r.id for r in inputs.rows if not r.archived and r.model_provider != target][:FEW]
         for tid, reason in plan_migration(inputs, thread_ids=likely).skipped if likely else []:
             if reason == LINKED_ROOT:
-                add(str(reason), norm_id(str(tid)), hidden)
+                add(str(reason), _thread_of(str(tid)), hidden)
     out = list(groups.values())
     labels = session_names(inputs, [t for g in out for t in g["thread_ids"][:named]])
     for g in out:

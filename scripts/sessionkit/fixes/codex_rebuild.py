@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sessionkit.codexfiles.reasons import INTERRUPTED  # noqa: F401
-from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
 from sessionkit.codexfiles.locks import scan_activity
 
@@ -115,15 +114,18 @@ class _AppServer:
 
 
 def rebuild_histories(home: Path, thread_ids: Sequence[str], codex: str,
-                      sqlite_home: Optional[Path] = None) -> Tuple[List[str], List[Tuple[str, str]]]:
-    """(rebuilt thread ids, [(thread id, why not)]). A thread another Codex holds is not resumed."""
+                      sqlite_home: Optional[Path] = None,
+                      keys: Optional[Dict[str, str]] = None) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """(rebuilt thread ids, [(thread id, why not)]). A thread another Codex holds is not resumed.
+    `keys`: a row's stored id -> its normalised id (an id not in it is normalised already)."""
     if not thread_ids:
         return [], []
+    keys = keys or {}
     held = set(scan_activity(home).live_threads)
-    todo = [t for t in thread_ids if norm_id(t) not in held]
+    todo = [t for t in thread_ids if keys.get(t, t) not in held]
     failed: List[Tuple[str, str]] = [(t, "another Codex holds this thread (its writer lock is held): "
                                          "its history comes back when that Codex opens it")
-                                     for t in thread_ids if norm_id(t) in held]
+                                     for t in thread_ids if keys.get(t, t) in held]
     done: List[str] = []
     if not todo:
         return done, failed

@@ -29,26 +29,25 @@ def fork_rewrites(graph: ThreadGraph, root: RolloutEdit, own: Dict[str, RolloutR
 
 
 def with_sub_agents(wanted: Iterable[str], subs: SubAgents) -> Set[str]:
-    """The threads named on the command line and every sub-agent below them."""
-    named = {norm_id(t) for t in wanted}
+    """The threads named on the command line (normalised there) and every sub-agent below them."""
+    named = set(wanted)
     return named | set(subs.descendants(named))
 
 
 def live_groups(planned: Iterable[str], live: Iterable[str], subs: SubAgents) -> Dict[str, str]:
     """Planned threads that go with a live one (a sub-agent or parent Codex holds open), each with
-    that live thread: the whole group waits for the next run."""
-    live_set = {norm_id(t) for t in live}
+    that live thread: the whole group waits for the next run. Every id normalised."""
+    live_set = set(live)
     if not live_set or not subs.parent_of:
         return {}
     out: Dict[str, str] = {}
-    for t in planned:
-        tid = norm_id(t)
+    for tid in planned:
         if tid in live_set:
             continue
         group = _group(tid, subs)
         hit = sorted(group & live_set)
         if hit:
-            out[t] = hit[0]
+            out[tid] = hit[0]
     return out
 
 
@@ -62,8 +61,8 @@ def _group(tid: str, subs: SubAgents) -> Set[str]:
 
 def left_behind(planned: Iterable[str], subs: SubAgents, why: Dict[str, str]) -> List[str]:
     """One line per sub-agent of a planned thread that this run leaves as it is although its parent
-    changes (`why`: thread id -> the flag or reason that keeps it out), by name."""
-    ids = {norm_id(t) for t in planned}
+    changes (`why`: thread id -> the flag or reason that keeps it out), by name. Ids normalised."""
+    ids = set(planned)
     out = []
     for child in subs.descendants(ids):
         if child in ids or child not in why:
@@ -77,6 +76,7 @@ def join_groups(ops: Sequence[Op], subs: SubAgents) -> List[Tuple[str, str]]:
     """Each op of a sub-agent whose ancestor the same run changes records that it goes with the
     highest such ancestor (Op.join): locked in one batch, skipped together, rolled back together.
     Returns the (member, root) pairs joined."""
+    # TODO lead: an Op (runlog/ops.py) carries the stored id only; give it its key and drop this
     present = {norm_id(o.thread_id): o.thread_id for o in ops if o.thread_id}
     if not subs.parent_of or len(present) < 2:
         return []

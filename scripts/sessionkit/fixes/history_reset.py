@@ -21,6 +21,11 @@ class HistoryPlan:
     forks: Dict[str, List[str]] = field(default_factory=dict)  # thread id -> forks that read its rows
     skipped: List[Tuple[str, str]] = field(default_factory=list)
     enabled: bool = True
+    keys: Dict[str, str] = field(default_factory=dict)  # a rebuilt thread's stored id -> its normalised id
+
+    def key(self, tid: str) -> str:
+        """The normalised id of a thread this plan names by its stored id (an id it does not know is one)."""
+        return self.keys.get(tid, tid)
 
 
 def _forks_by_parent(inputs: Any) -> Dict[str, List[str]]:
@@ -29,7 +34,7 @@ def _forks_by_parent(inputs: Any) -> Dict[str, List[str]]:
     for rf in inputs.index.files:
         meta = inputs.metas.get(rf.key)
         parent = getattr(meta, "forked_from_id", None)
-        if parent:
+        if parent:  # TODO lead: line 1's reader (rollout_index.py) gives forked_from_id as read
             out.setdefault(norm_id(parent), []).append(rf.thread_id)
     return out
 
@@ -37,13 +42,15 @@ def _forks_by_parent(inputs: Any) -> Dict[str, List[str]]:
 def plan_history(inputs: Any, check: HistoryCheck, enabled: bool = True,
                  thread_ids: Sequence[str] = ()) -> HistoryPlan:
     """Resets for every damaged active key of a thread no Codex holds; older segments of reverted
-    threads are reported, not reset (Codex rebuilds them only when that segment is resumed)."""
+    threads are reported, not reset (Codex rebuilds them only when that segment is resumed).
+    `thread_ids`: normalised (command-line arguments)."""
     plan = HistoryPlan(enabled=enabled)
-    wanted = {norm_id(t) for t in thread_ids}
+    wanted = set(thread_ids)
     forks = _forks_by_parent(inputs)
+    key_of = {r.id: r.key for r in inputs.rows}  # the check names rows by their stored ids
     seen = set()
     for f in check.findings:
-        tid = norm_id(f.thread_id)
+        tid = f.thread_key
         if wanted and tid not in wanted:
             continue
         if not enabled:
@@ -58,17 +65,19 @@ def plan_history(inputs: Any, check: HistoryCheck, enabled: bool = True,
         if tid not in seen:
             seen.add(tid)
             plan.rebuild.append(f.thread_id)
+            plan.keys[f.thread_id] = tid
             if forks.get(tid):
                 plan.forks[f.thread_id] = sorted(forks[tid])
     for tid in check.skipped_live:
-        if wanted and norm_id(tid) not in wanted:
+        if wanted and key_of.get(tid, tid) not in wanted:
             continue
         plan.skipped.append((tid, LIVE_HISTORY))
     live = set(inputs.activity.live_threads)
     for tid, name in check.names_lost.items():
-        if wanted and norm_id(tid) not in wanted:
+        key = key_of.get(tid, tid)
+        if wanted and key not in wanted:
             continue
-        if norm_id(tid) in live:
+        if key in live:
             plan.skipped.append((tid, LIVE_NAME))
         else:
             plan.names.append((tid, name))
@@ -94,19 +103,21 @@ def history_plan_report(plan: HistoryPlan, sample: int, rebuild: bool) -> Dict[s
 
 def rebuild_after(home: Any, plan: HistoryPlan, result: Optional[Dict[str, Any]], codex: str) -> Dict[str, Any]:
     """After the apply: Codex resumes each reset (or never built) thread once, except those the
-    apply skipped; the report names every thread that was not rebuilt and why."""
+    apply skipped (an op carries a row's stored id or a walk's normalised one: plan.key maps both);
+    the report names every thread that was not rebuilt and why."""
     from sessionkit.fixes.codex_rebuild import INTERRUPTED, rebuild_histories
     try:  # a Ctrl-C anywhere here: the apply stands, its result and undo are still said (exit 1)
-        skipped = {norm_id(str(s.get("thread_id"))) for s in (result or {}).get("skipped_at_apply") or []}
+        skipped = {plan.key(str(s.get("thread_id"))) for s in (result or {}).get("skipped_at_apply") or []}
         archived = archived_ids(home.state_db.path)
-        todo = [t for t in plan.rebuild if norm_id(t) not in skipped and norm_id(t) not in archived]
+        todo = [t for t in plan.rebuild if plan.key(t) not in skipped and plan.key(t) not in archived]
         sqlite_home = home.state_db.path.parent
-        done, failed = rebuild_histories(home.root, todo, codex, None if sqlite_home == home.root else sqlite_home)
+        done, failed = rebuild_histories(home.root, todo, codex, None if sqlite_home == home.root else sqlite_home,
+                                         plan.keys)
     except KeyboardInterrupt:
         return interrupted_rebuild(plan, codex)
     interrupted = any(why == INTERRUPTED for _t, why in failed)
     failed += [(t, "archived: Codex resumes only active threads (measured on 0.171); its history comes back "
-                   "when it is unarchived and opened") for t in plan.rebuild if norm_id(t) in archived]
+                   "when it is unarchived and opened") for t in plan.rebuild if plan.key(t) in archived]
     return {"codex_bin": safe_str(codex), "rebuilt": len(done), "rebuilt_sample": done[:10],
             "failed": [{"thread_id": t, "reason": r} for t, r in failed], "interrupted": interrupted}
 
@@ -146,8 +157,8 @@ def history_lines(r: Dict[str, Any], names: Optional[Dict[str, str]] = None) -> 
 def reset_and_remapped(repair: Any, plan: HistoryPlan) -> List[str]:
     """Threads whose history is reset and whose rollout a remap grows in the same run: their rows are
     deleted, not shifted (the reset goes first; Codex rebuilds them from the rewritten file)."""
-    keys = {norm_id(f.key) for f in plan.resets}
-    return [r.thread_id for r in repair.rewrites if r.grows and norm_id(r.thread_id) in keys]
+    keys = {f.key for f in plan.resets}  # normalised where the check read them
+    return [r.thread_id for r in repair.rewrites if r.grows and r.key in keys]
 
 
 # The order of the deletes: the cursor last, since deleting it fires Codex's trigger that deletes
@@ -177,14 +188,14 @@ def history_ops(hist_db: Path, plan: HistoryPlan) -> List[Any]:
                 for values in conn.execute(sql, chunk):
                     row = dict(zip(cols, values))
                     ops.append(RowDelete(str(hist_db), table, row, {k: row[k] for k in pk},
-                                         owner.get(norm_id(str(row["thread_id"])), str(row["thread_id"]))))
+                                         owner.get(norm_id(str(row["thread_id"])), str(row["thread_id"]))))  # read
     finally:
         conn.close()
     return ops
 
 
 def archived_ids(state_db: Path) -> set:
-    """Threads archived now (after the apply, which may have unarchived some)."""
+    """Threads archived now (after the apply, which may have unarchived some): read here, normalised."""
     conn = open_readonly(state_db)
     try:
         return {norm_id(str(t)) for (t,) in conn.execute("SELECT id FROM threads WHERE archived<>0")}

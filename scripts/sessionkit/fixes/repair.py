@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from sessionkit.codexfiles.reasons import (AMBIGUOUS_FILES, HARD_LINKED, LIVE_GROUP, LIVE_MOVE, LIVE_ROW, NO_FILE,  # noqa: F401
                                            ROW_FOLLOWS_FILE, UNARCHIVE_NEXT_RUN)
@@ -39,22 +39,29 @@ class MovePlan:
     dst: Path
     why: str  # "fix path" or "unarchive"
     keep_mtime: bool  # False for unarchive: Codex sets the mtime to now
+    key: str  # the thread's normalised id (ThreadRow.key); thread_id is the row's stored id
 
 
 @dataclass
 class RowChange:
-    thread_id: str
+    thread_id: str  # the row's stored id: the SQL finds the row by it
     old: Dict[str, Any]
     new: Dict[str, Any]
     why: List[str]
+    key: str = ""  # the normalised id, compared everywhere (set where the change is made)
+
+    def __post_init__(self) -> None:
+        if not self.key:  # TODO lead: recover.py builds RowChange without its key; pass m.key there
+            self.key = norm_id(self.thread_id)
 
 
 @dataclass
 class RepairPlan:
     moves: List[MovePlan] = field(default_factory=list)
     rows: List[RowChange] = field(default_factory=list)
-    inserts: List[Dict[str, Any]] = field(default_factory=list)
+    inserts: List[Dict[str, Any]] = field(default_factory=list)  # "id": the normalised id (from the walk)
     skipped: List[Tuple[str, str]] = field(default_factory=list)
+    left: Set[str] = field(default_factory=set)  # normalised ids of the threads skipped while planning
     suggested_remap: Optional[str] = None
     fix_paths: bool = True
     unarchive: bool = True
@@ -72,6 +79,11 @@ class RepairPlan:
     def has_work(self) -> bool:
         return bool(self.moves or self.rows or self.inserts or self.others or self.links or self.project_ops)
 
+    def skip(self, tid: str, key: str, reason: str) -> None:
+        """A thread left alone while planning: shown by `tid`, kept out of every DB by `key`."""
+        self.skipped.append((tid, reason))
+        self.left.add(key)
+
 
 @dataclass
 class RolloutPlan:
@@ -81,6 +93,11 @@ class RolloutPlan:
     set: Dict[str, Any]
     cwd_lines: int
     grows: bool
+    key: str = ""  # the normalised id (the row change's key)
+
+    def __post_init__(self) -> None:
+        if not self.key:  # TODO lead: recover.py builds RolloutPlan without its key (an insert's id is one)
+            self.key = norm_id(self.thread_id)
 
 
 @dataclass
@@ -89,7 +106,7 @@ class OtherDbPlan:
     <home>/sqlite/state_5.sqlite): the used DB's changes applied to its rows too."""
     db: Path
     rows: List[RowChange] = field(default_factory=list)
-    inserts: List[Dict[str, Any]] = field(default_factory=list)
+    inserts: List[Dict[str, Any]] = field(default_factory=list)  # "id": the normalised id
 
 
 def _sane_target(path: Path, root: Path) -> bool:
@@ -160,11 +177,11 @@ class Choice:
     """What the user asked: path fixes, and which archived threads to bring back (none by default)."""
     fix_paths: bool = True
     unarchive_all: bool = False
-    unarchive_ids: frozenset = frozenset()
+    unarchive_ids: frozenset = frozenset()  # normalised ids (command-line arguments, resolve_threads)
     stay: frozenset = frozenset()  # threads whose file is not moved in this run (rewritten in place first)
 
-    def unarchives(self, tid: str) -> bool:
-        return (self.unarchive_all or norm_id(tid) in self.unarchive_ids) and norm_id(tid) not in self.stay
+    def unarchives(self, key: str) -> bool:
+        return (self.unarchive_all or key in self.unarchive_ids) and key not in self.stay
 
 
 def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = False,
@@ -173,24 +190,48 @@ def plan_repair(inputs: AuditInputs, fix_paths: bool = True, unarchive: Any = Fa
                 names: Sequence[Tuple[str, str]] = (), sub: bool = False) -> RepairPlan:
     """One pass over the rows with dictionary look-ups into the one-walk index; then every other
     state DB from the picture of the home after this plan's moves. `unarchive`: True for every
-    archived thread, or the ids to bring back; archived threads stay archived otherwise. `names`:
-    (thread id, name) restores, through the same skip-one-thread path as every row change.
+    archived thread, or the (normalised) ids to bring back; archived threads stay archived otherwise. `names`:
+    (stored thread id, name) restores, through the same skip-one-thread path as every row change.
     A thread whose rollout a remap rewrites is not also moved in the same run (its row is pointed
     at the file instead, or its unarchive waits for the next run, named with that reason): each
     run stays undoable as a whole. `sub`: the used DB's rows only (no rollout read in full, no
     other DB), for the audit's cheap look at a few sessions."""
     now = time.time() if now is None else now
     choice = Choice(fix_paths, unarchive is True,
-                    frozenset(norm_id(t) for t in unarchive) if not isinstance(unarchive, bool) else frozenset())
+                    frozenset(unarchive) if not isinstance(unarchive, bool) else frozenset())
     plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names, sub)
-    moved = {norm_id(m.thread_id): m.why for m in plan.moves}
-    both = {norm_id(r.thread_id) for r in plan.rewrites if norm_id(r.thread_id) in moved}
-    if not both:
-        return plan
-    choice = Choice(fix_paths, choice.unarchive_all, choice.unarchive_ids, frozenset(both))
-    plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names, sub)
-    plan.skipped += [(t, UNARCHIVE_NEXT_RUN) for t in sorted(both) if moved[t] == "unarchive"]
+    moved = {m.key: m.why for m in plan.moves}
+    both = {r.key for r in plan.rewrites if r.key in moved}
+    if both:
+        choice = Choice(fix_paths, choice.unarchive_all, choice.unarchive_ids, frozenset(both))
+        plan = _plan_once(inputs, choice, unarchive, thread_ids, remaps, import_orphans, now, names, sub)
+        for t in sorted(both):
+            if moved[t] == "unarchive":
+                plan.skip(t, t, UNARCHIVE_NEXT_RUN)
+    _skip_rows_not_as_read(plan, inputs)
     return plan
+
+
+def _skip_rows_not_as_read(plan: RepairPlan, inputs: AuditInputs) -> None:
+    """A row holding a value Codex never writes (archived=5, read as 1) would fail the apply's
+    compare-and-set: its thread is skipped here with the apply's own check and reason, so the
+    dry-run shows what the apply does (a skipped session, never a change)."""
+    from sessionkit.runlog.safety import rows_not_as_planned
+    owner: Dict[int, Tuple[str, str]] = {}
+    ops: List[Op] = []
+    for db, rows in [(inputs.home.state_db.path, plan.rows), *((o.db, o.rows) for o in plan.others)]:
+        keep = set(thread_columns_of(db)) if rows else set()
+        for r in rows:
+            old, new = _only(r.old, keep), _only(r.new, keep)
+            if new:
+                op = RowUpdate(str(db), "threads", {"id": r.thread_id}, old, new, r.thread_id)
+                owner[id(op)] = (r.thread_id, r.key)
+                ops.append(op)
+    for op, why in rows_not_as_planned(ops):
+        tid, key = owner[id(op)]
+        if key not in plan.left:
+            _drop_thread(plan, key)
+            plan.skip(tid, key, why)
 
 
 def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: Sequence[str],
@@ -218,10 +259,12 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
         plan.suggested_remap = f"--remap-prefix {safe_str(old)}={safe_str(root)}"
     if import_orphans:
         _plan_imports(plan, inputs, wanted, live, now)
+    key_of = {r.id: r.key for r in inputs.rows} if names else {}  # a name restore names the row's stored id
     for tid, name in names:
-        if not (wanted and norm_id(tid) not in wanted) and \
-                not _row_change(plan, plan.rows, tid, {"name": None}, {"name": name}, ["restore name"], live):
-            _drop_thread(plan, tid)
+        key = key_of.get(tid, tid)
+        if not (wanted and key not in wanted) and \
+                not _row_change(plan, plan.rows, tid, key, {"name": None}, {"name": name}, ["restore name"], live):
+            _drop_thread(plan, key)
     if not sub:
         _plan_other_dbs(plan, inputs, wanted, import_orphans, live, now)
     plan.skipped = [(t, explain_live(r, inputs.activity, t)) for t, r in plan.skipped]
@@ -236,11 +279,12 @@ def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: 
 
 def _group_waits(plan: RepairPlan, live: set) -> None:
     """A thread goes with its sub-agents: one Codex holds open keeps the whole group out, named."""
-    planned = {r.thread_id for r in plan.rows} | {m.thread_id for m in plan.moves} | \
-        {r.thread_id for r in plan.rewrites} | {i["id"] for i in plan.inserts}
-    for tid, n in sorted(live_groups(planned, live, plan.subs).items()):
-        _drop_thread(plan, tid)
-        plan.skipped.append((tid, LIVE_GROUP.format(other=safe_str(n))))
+    shown = {i["id"]: i["id"] for i in plan.inserts}  # normalised id -> the id the report shows
+    for each in (plan.rewrites, plan.moves, plan.rows):
+        shown.update((x.key, x.thread_id) for x in each)
+    for key, n in sorted(live_groups(shown, live, plan.subs).items()):
+        _drop_thread(plan, key)
+        plan.skip(shown[key], key, LIVE_GROUP.format(other=safe_str(n)))
 
 
 def daemon_links(root: Path, remaps: Sequence[Remap]) -> List[Tuple[str, str, str]]:
@@ -272,8 +316,9 @@ def resolve_threads(inputs: AuditInputs, values: Sequence[str]) -> List[str]:
             named.setdefault(name, []).append(tid)
     out = []
     for v in values:
-        if norm_id(v) in ids:
-            out.append(norm_id(v))
+        key = norm_id(v)  # an argument as typed: normalised here, where it enters
+        if key in ids:
+            out.append(key)
             continue
         hits = sorted(set(named.get(v, [])))
         if not hits:
@@ -309,9 +354,9 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
     will be. A thread the used DB's plan leaves alone is left alone here too, and a thread one DB
     cannot take is left alone in every DB."""
     from sessionkit.codexfiles.statedb import load_threads
-    asked = {norm_id(r.thread_id): r.new for r in plan.rows if "unarchive" in r.why}  # the user's own request
-    inserted = {norm_id(i["id"]): i for i in plan.inserts}
-    left = {norm_id(t) for t, _ in plan.skipped}
+    asked = {r.key: r.new for r in plan.rows if "unarchive" in r.why}  # the user's own request
+    inserted = {i["id"]: i for i in plan.inserts}
+    left = set(plan.left)
     view = View(inputs.index, plan.moves)
     choice = Choice(plan.fix_paths)
     for db in other_state_dbs(inputs.home):
@@ -319,7 +364,7 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
         try:
             rows = load_threads(db)
         except UserError as exc:
-            plan.skipped.append((str(db), f"other state DB not read: {exc}"))
+            plan.skipped.append((str(db), f"other state DB not read: {exc}"))  # not a thread: none left out
             continue
         for row in sorted(rows, key=lambda r: r.id):
             tid = row.key
@@ -336,7 +381,7 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
                 why.append("unarchive, as in the used DB")
             values = _row_values(row)
             target = {k: v for k, v in target.items() if values.get(k) != v}
-            if target and not _row_change(plan, other.rows, row.id, {k: values[k] for k in target}, target,
+            if target and not _row_change(plan, other.rows, row.id, tid, {k: values[k] for k in target}, target,
                                           why, live, db):
                 _drop_thread(plan, tid)
         if import_orphans:
@@ -345,7 +390,7 @@ def _plan_other_dbs(plan: RepairPlan, inputs: AuditInputs, wanted: set, import_o
                 if _insert_ok(plan, ins, db):
                     other.inserts.append(ins)
                 else:
-                    _drop_thread(plan, norm_id(ins["id"]))
+                    _drop_thread(plan, ins["id"])
         if other.rows or other.inserts:
             plan.others.append(other)
 
@@ -355,7 +400,7 @@ def _inserts_for(plan: RepairPlan, inputs: AuditInputs, view: View, have: set, i
     """Rows for the threads another DB lacks: the used DB's insert, or one built from the file and
     pointed at where the file will be (an unarchived thread is not inserted as archived)."""
     root = inputs.home.root
-    left = {norm_id(t) for t, _ in plan.skipped}
+    left = plan.left
     out = []
     for tid in sorted(inputs.index.by_thread):
         if tid in have or tid in left or (wanted and tid not in wanted):
@@ -387,21 +432,21 @@ def _insert_ok(plan: RepairPlan, ins: Dict[str, Any], db: Optional[Path] = None)
     bad = unbindable(ins.values())
     if bad:
         where = f"{safe_str(db)}: " if db is not None else ""
-        plan.skipped.append((ins["id"], f"{where}row not added: it holds {bad}"))
+        plan.skip(ins["id"], ins["id"], f"{where}row not added: it holds {bad}")
         return False
     return True
 
 
-def _drop_thread(plan: RepairPlan, tid: str) -> None:
-    """A thread one DB cannot take is left alone whole: its moves and row changes in every DB."""
-    t = norm_id(tid)
-    plan.moves = [m for m in plan.moves if norm_id(m.thread_id) != t]
-    plan.rows = [r for r in plan.rows if norm_id(r.thread_id) != t]
-    plan.inserts = [i for i in plan.inserts if norm_id(i["id"]) != t]
-    plan.rewrites = [r for r in plan.rewrites if norm_id(r.thread_id) != t]
+def _drop_thread(plan: RepairPlan, t: str) -> None:
+    """A thread one DB cannot take is left alone whole (`t`: its normalised id): its moves and row
+    changes in every DB."""
+    plan.moves = [m for m in plan.moves if m.key != t]
+    plan.rows = [r for r in plan.rows if r.key != t]
+    plan.inserts = [i for i in plan.inserts if i["id"] != t]
+    plan.rewrites = [r for r in plan.rewrites if r.key != t]
     for o in plan.others:
-        o.rows = [r for r in o.rows if norm_id(r.thread_id) != t]
-        o.inserts = [i for i in o.inserts if norm_id(i["id"]) != t]
+        o.rows = [r for r in o.rows if r.key != t]
+        o.inserts = [i for i in o.inserts if i["id"] != t]
 
 
 def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
@@ -416,18 +461,19 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
         tid = r.thread_id
         path = moved.get(tid)
         if path is None:
-            one = thread_file(inputs.index.by_thread.get(norm_id(tid), []))
+            one = thread_file(inputs.index.by_thread.get(r.key, []))
             if one is None:
                 continue
             path = one.path
         fp = plan_file(str(path), plan.remaps)  # the one editor: the same plan the write makes
         if fp.problem:
-            plan.skipped.append((tid, f"rollout folders left as they are ({fp.problem}): its cwd is remapped "
-                                      "in the row only"))
+            plan.skip(tid, r.key, f"rollout folders left as they are ({fp.problem}): its cwd is remapped "
+                                  "in the row only")
             continue
         if not fp.spans:
             continue
-        plan.rewrites.append(RolloutPlan(tid, Path(row_path_of(str(path))), {}, fp.folder_lines, fp.growth > 0))
+        plan.rewrites.append(RolloutPlan(tid, Path(row_path_of(str(path))), {}, fp.folder_lines, fp.growth > 0,
+                                         r.key))
     growing = [rp.path for rp in plan.rewrites if rp.grows]
     if growing and any(inputs.meta_for(rf).forked_from_id for rf in inputs.index.files):
         plan.graph = graph_of(inputs)
@@ -445,7 +491,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
     where = f"{safe_str(db)}: " if db is not None else ""
 
     def skip(reason: str) -> bool:
-        plan.skipped.append((row.id, where + reason))
+        plan.skip(row.id, row.key, where + reason)
         return False
 
     root = inputs.home.root
@@ -468,7 +514,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
     move: Optional[MovePlan] = None
     if found is None:
         if not choice.fix_paths and not (unarchive and row.archived):
-            return not new or _row_change(plan, out, row.id, _row_values(row), new, why, live, db)
+            return not new or _row_change(plan, out, row.id, tid, _row_values(row), new, why, live, db)
         cands = view.of(tid)
         one = thread_file([c for c, _ in cands])  # the one rule (codexfiles/thread_files.py)
         if one is None:
@@ -485,7 +531,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
                 and not os.path.lexists(file_path_for(stored, rf)) \
                 and is_inside(target, archives) == is_inside(final, archives):
             target = Path(file_path_for(stored, rf))  # a compressed file moves as it is (.zst)
-            move = MovePlan(row.id, final, target, "fix path", keep_mtime=True)
+            move = MovePlan(row.id, final, target, "fix path", keep_mtime=True, key=tid)
             final = target
         else:
             if stored and is_inside(target, root) and not _sane_target(target, root):
@@ -503,7 +549,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
             links = _links(rf.path)
             if links > 1:
                 return skip(HARD_LINKED.format(links=links))
-            move = MovePlan(row.id, rf.path, dst, "unarchive", keep_mtime=False)
+            move = MovePlan(row.id, rf.path, dst, "unarchive", keep_mtime=False, key=tid)
             final = dst
         new.update({"archived": 0, "archived_at": None, "rollout_path": row_path_of(str(final)),
                     "updated_at": int(now), "updated_at_ms": int(now * 1000)})
@@ -522,7 +568,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
             return skip(f"{move.why}: {problem}")
     if new.get("rollout_path") == row.rollout_path:
         del new["rollout_path"]
-    if new and not _row_change(plan, out, row.id, _row_values(row), new, why, live, db):
+    if new and not _row_change(plan, out, row.id, tid, _row_values(row), new, why, live, db):
         return False
     if move is not None:
         taken[str(move.dst)] = row.id
@@ -537,20 +583,21 @@ def _links(path: Path) -> int:
         return 1
 
 
-def _row_change(plan: RepairPlan, out: List[RowChange], tid: str, values: Dict[str, Any], new: Dict[str, Any],
-                why: List[str], live: set, db: Optional[Path] = None) -> bool:
+def _row_change(plan: RepairPlan, out: List[RowChange], tid: str, key: str, values: Dict[str, Any],
+                new: Dict[str, Any], why: List[str], live: set, db: Optional[Path] = None) -> bool:
     """The one path of every planned row change (paths, archive state, names, other DBs): a live
-    thread or a value SQLite cannot take skips that thread, with its reason, never the run."""
+    thread or a value SQLite cannot take skips that thread, with its reason, never the run.
+    `tid`: the row's stored id (the SQL's), `key`: its normalised id (every comparison's)."""
     where = f"{safe_str(db)}: " if db is not None else ""
-    if norm_id(tid) in live:
-        plan.skipped.append((tid, where + LIVE_ROW))
+    if key in live:
+        plan.skip(tid, key, where + LIVE_ROW)
         return False
     old = {k: values.get(k) for k in new}
     bad = unbindable([tid, *old.values(), *new.values()])
     if bad:
-        plan.skipped.append((tid, f"{where}row left alone: it holds {bad}"))
+        plan.skip(tid, key, f"{where}row left alone: it holds {bad}")
         return False
-    out.append(RowChange(tid, old, new, why))
+    out.append(RowChange(tid, old, new, why, key))
     return True
 
 
@@ -563,21 +610,21 @@ def _plan_imports(plan: RepairPlan, inputs: AuditInputs, wanted: set, live: set,
             continue
         one = thread_file(files)
         if one is None:
-            plan.skipped.append((tid, f"orphan with {len(candidates(files))} files: not imported"))
+            plan.skip(tid, tid, f"orphan with {len(candidates(files))} files: not imported")
             continue
         rf = one
         reason = classify_orphan(rf, live, now)
         if reason != "importable":
-            plan.skipped.append((tid, reason))
+            plan.skip(tid, tid, reason)
             continue
         problem = _usable(rf, inputs, tid)
         if problem:
-            plan.skipped.append((tid, f"orphan not imported: {problem}"))
+            plan.skip(tid, tid, f"orphan not imported: {problem}")
             continue
         try:
             ins = row_from_rollout(rf.path, tid, rf.archived, provider)
         except Unimportable as exc:
-            plan.skipped.append((tid, f"orphan not imported: {exc}"))
+            plan.skip(tid, tid, f"orphan not imported: {exc}")
             continue
         if tid in names:
             ins["name"] = names[tid]
@@ -643,17 +690,13 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
                  now: Optional[float] = None, progress: Optional[Progress] = None,
                  extra_ops: Sequence[Op] = (), reset: Sequence[str] = ()) -> Dict[str, Any]:
     """Run the plan's ops through the one executor: moves first, then every row change in one
-    transaction; a thread whose move cannot happen keeps its row too. `reset`: threads whose
-    history rows (in the used DB's history DB) `extra_ops` delete: no other op changes those rows
-    first (a growing remap's offset shift would make the deletes miss them)."""
+    transaction; a thread whose move cannot happen keeps its row too. `reset`: threads (normalised
+    history keys) whose history rows (in the used DB's history DB) `extra_ops` delete: no other op
+    changes those rows first (a growing remap's offset shift would make the deletes miss them)."""
     home = inputs.home
     ts = datetime.now().isoformat(timespec="seconds")
     stamp = time.time() if now is None else now
-    from sessionkit.codexfiles.history_offsets import history_db_path
-    hist = str(history_db_path(home.state_db.path))
-    gone = {norm_id(t) for t in reset}
-    ops = [o for o in remap_ops(inputs, plan)
-           if not (o.DB_OP and o.db() == hist and norm_id((o.thread_id or "")) in gone)]
+    ops = remap_ops(inputs, plan, frozenset(reset))
     ops += repair_ops(home.state_db.path, plan, thread_columns_of(home.state_db.path), stamp)
     for other in plan.others:
         ops += other_db_ops(other, thread_columns_of(other.db))
@@ -682,45 +725,47 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
             "rollback": r.rollback_command(home), "decompression": pre}
 
 
-def remap_ops(inputs: AuditInputs, plan: RepairPlan) -> List[Op]:
+def remap_ops(inputs: AuditInputs, plan: RepairPlan, reset: frozenset = frozenset()) -> List[Op]:
     """With --remap-prefix: each remapped thread's rollout as one RolloutRewrite (line 1's `cwd` and
     0.171's `runtime_workspace_roots`, and every `cwd` of the later lines: Codex re-reads them
     and writes a DB-only cwd back), its history offsets shifted in every state DB's history DB
     when it grows; and the home's symlinks into the old home (packages/*/current, without which
-    0.171 does not start). Rollouts are rewritten where they lie before any move (ops run in order)."""
+    0.171 does not start). Rollouts are rewritten where they lie before any move (ops run in order).
+    `reset`: normalised ids whose rows in the used DB's history DB are deleted instead (no shift)."""
     if not plan.remaps:
         return []
     from sessionkit.codexfiles.history_offsets import history_db_path, read_offsets, threads_with_offsets
     root = inputs.home.root
     ops: List[Op] = []
     hists = []
-    for db in [inputs.home.state_db.path, *other_state_dbs(inputs.home)]:
+    for n, db in enumerate([inputs.home.state_db.path, *other_state_dbs(inputs.home)]):
         hist = history_db_path(db)
         if hist.is_file():
             conn = open_readonly(hist)
-            hists.append((hist, conn, threads_with_offsets(conn)))
+            hists.append((hist, conn, threads_with_offsets(conn), reset if n == 0 else frozenset()))
     try:
         pairs = [[a, b] for a, b in plan.remaps]
         graph = plan.graph
         group = members(graph, [rp.path for rp in plan.rewrites if rp.grows]) if graph is not None else {}
         own = {str(rp.path): RolloutRewrite(rp.thread_id, str(rp.path), dict(rp.set), pairs)
                for rp in plan.rewrites if str(rp.path) in group}
+        keys = {str(rp.path): rp.key for rp in plan.rewrites}
 
-        def emit(rw: RolloutEdit) -> None:
+        def emit(rw: RolloutEdit, key: str) -> None:
             ops.append(rw)
-            for hist, conn, with_offsets in hists:  # re-read under the writer lock when prepared
-                if rw.thread_id in with_offsets:
+            for hist, conn, with_offsets, gone in hists:  # re-read under the writer lock when prepared
+                if rw.thread_id in with_offsets and key not in gone:
                     ops.append(OffsetShift.following(str(hist), rw, read_offsets(conn, rw.thread_id)))
         for rp in plan.rewrites:
             if str(rp.path) in group:
                 continue  # written with the parent it follows
             rw = RolloutRewrite(rp.thread_id, str(rp.path), dict(rp.set), pairs)
-            emit(rw)
+            emit(rw, rp.key)
             if graph is not None and rp.grows:
-                for fork_rw in fork_rewrites(graph, rw, own):
-                    emit(fork_rw)
+                for link, fork_rw in zip(graph.group(Path(rw.path)), fork_rewrites(graph, rw, own)):
+                    emit(fork_rw, keys.get(fork_rw.path, link.fork_id))  # a fork's id: read from its line 1
     finally:
-        for _h, conn, _w in hists:
+        for _h, conn, _w, _g in hists:
             conn.close()
     pkgs = root / "packages"
     for name in sorted(os.listdir(str(pkgs))) if pkgs.is_dir() and not pkgs.is_symlink() else []:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import safe_str
@@ -103,10 +103,14 @@ def relative(path: object, root: object) -> str:
 
 def names_from_db(db: object, ids: Iterable[str]) -> Dict[str, str]:
     """The same labels read straight from a state DB (for a run that did not read the whole home,
-    such as a rollback): name else title, date, folder; ids the DB does not know are left out."""
+    such as a rollback): name else title, date, folder, by each id as given (a journal's); ids the DB
+    does not know are left out."""
     import sqlite3
     from sessionkit.codexfiles.statedb import open_readonly
-    wanted = sorted({norm_id(t) for t in ids})
+    asked: Dict[str, List[str]] = {}
+    for t in ids:  # ids as a journal records them: normalised here, where they enter
+        asked.setdefault(norm_id(t), []).append(t)
+    wanted = sorted(asked)
     out: Dict[str, str] = {}
     if not wanted:
         return out
@@ -123,8 +127,10 @@ def names_from_db(db: object, ids: Iterable[str]) -> Dict[str, str]:
             chunk = wanted[n:n + 500]
             for tid, name, ttl, created, cwd in conn.execute(
                     f"SELECT {pick} FROM threads WHERE lower(id) IN ({','.join('?' * len(chunk))})", chunk):
-                out[norm_id(str(tid))] = (f"{label(name if isinstance(name, str) else None, ttl if isinstance(ttl, str) else None)}"
-                                         f", {readable_time(created)}, {shown(cwd) or '(no folder)'}")
+                text = (f"{label(name if isinstance(name, str) else None, ttl if isinstance(ttl, str) else None)}"
+                        f", {readable_time(created)}, {shown(cwd) or '(no folder)'}")
+                for t in asked.get(norm_id(str(tid)), ()):  # a row's id as the DB holds it: read here
+                    out[t] = text
     except sqlite3.Error:
         pass
     finally:

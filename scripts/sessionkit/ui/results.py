@@ -10,7 +10,6 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from sessionkit.codexfiles.ids import norm_id
 from sessionkit.ui.labels import shown
 
 
@@ -79,5 +78,5 @@ def nothing_to_do(what: str) -> str:
 
 
 def labels_for(names: Dict[str, str], ids: Sequence[str]) -> List[str]:
-    """Each id's label where known, else the id itself (escaped)."""
-    return [names.get(t) or names.get(norm_id(str(t))) or shown(t) for t in ids]
+    """Each id's label where known (`names` is keyed by the ids as asked), else the id itself (escaped)."""
+    return [names.get(t) or shown(t) for t in ids]
