@@ -1,0 +1,91 @@
+"""Ids are normalised once, where they enter (codexfiles/ids.py): `norm_id`/`norm_ids` are called
+only by the readers of rollouts, DB rows, locks and the name index, by argument parsing and by the
+readers of journals and reports. Every other function compares the keys its inputs carry
+(ThreadRow.key, a plan object's .key). Each allowed caller is named with why it is an entry."""
+import ast
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+# (module under scripts/, function qualname; "*": the whole module) -> why ids enter there
+ALLOWED = {
+    ("sessionkit/codexfiles/ids.py", "norm_ids"): "the helper itself",
+    ("sessionkit/ui/cli.py", "thread_id_arg"): "a --thread-id argument",
+    ("sessionkit/fixes/repair.py", "resolve_threads"): "--unarchive arguments (an id or a name)",
+    ("sessionkit/codexfiles/thread_names.py", "names_from_session_index"): "reads session_index.jsonl",
+    ("sessionkit/codexfiles/thread_names.py", "named_threads"): "reads the rows' names",
+    ("sessionkit/codexfiles/thread_graph.py", "_fork_link"): "reads a fork's line 1 (history_base)",
+    ("sessionkit/codexfiles/thread_graph.py", "spawn_parent"): "reads a row's source (its spawn parent)",
+    ("sessionkit/codexfiles/thread_graph.py", "spawn_edges"): "reads thread_spawn_edges",
+    ("sessionkit/codexfiles/thread_tables.py", "read_home"): "reads the per-thread tables",
+    ("sessionkit/codexfiles/thread_tables.py", "_read_state"): "reads the threads table's columns",
+    ("sessionkit/fixes/rollout_remap.py", "RolloutRemapper._parent_offset"): "reads a fork's line 1 (history_base)",
+    ("sessionkit/diagnose/history_check.py", "read_history_rows"): "reads the history cursors",
+    ("sessionkit/diagnose/audit.py", "_history_beside"): "reads the history DB's threads",
+    ("sessionkit/fixes/history_reset.py", "history_ops"): "reads the history rows to delete",
+    ("sessionkit/fixes/history_reset.py", "archived_ids"): "reads the archived rows after the apply",
+    ("sessionkit/fixes/advice.py", "_thread_of"): "parses an id out of the audit report's text",
+    ("sessionkit/ui/labels.py", "session_names"): "labels ids as reports show them (a row's stored spelling)",
+    ("sessionkit/ui/labels.py", "names_from_db"): "ids a journal names, and the rows it reads",
+    # TODO lead: the readers these depend on are other helpers' files (rollout_index.py, runlog/ops.py,
+    # fixes/recover.py, fixes/importer.py); once they carry keys, these go.
+    ("sessionkit/diagnose/audit.py", "integrity"): "TODO lead: SessionMeta.id (rollout_index.py) as read",
+    ("sessionkit/fixes/history_reset.py", "_forks_by_parent"): "TODO lead: SessionMeta.forked_from_id as read",
+    ("sessionkit/fixes/forks.py", "join_groups"): "TODO lead: an Op (runlog/ops.py) carries no key",
+    ("sessionkit/fixes/repair.py", "RowChange.__post_init__"): "TODO lead: recover.py builds it without key",
+    ("sessionkit/fixes/repair.py", "RolloutPlan.__post_init__"): "TODO lead: recover.py builds it without key",
+    ("sessionkit/codexfiles/thread_tables.py", "Planner.thread"): "TODO lead: importer.py's id (which form?)",
+    # TODO lead: other helpers edit these files now; their calls are theirs to move to the entry
+    ("sessionkit/fixes/importer.py", "*"): "TODO lead",
+    ("sessionkit/fixes/recover.py", "*"): "TODO lead",
+    ("sessionkit/fixes/export.py", "*"): "TODO lead",
+    ("sessionkit/fixes/migrate.py", "*"): "TODO lead",
+    ("sessionkit/diagnose/snapshot.py", "*"): "TODO lead",
+    ("sessionkit/codexfiles/rollout_index.py", "*"): "the rollout walk; TODO lead: name its functions",
+    ("sessionkit/codexfiles/statedb.py", "*"): "the DB row reader; TODO lead: name its functions",
+    ("sessionkit/codexfiles/locks.py", "*"): "the lock scan; TODO lead: name its functions",
+}
+
+
+def norm_calls(tree: ast.AST):
+    """(qualname of the enclosing function or class, line) of every norm_id/norm_ids call."""
+    out = []
+
+    def walk(node, stack):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                walk(child, stack + [child.name])
+                continue
+            if isinstance(child, ast.Call):
+                f = child.func
+                name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+                if name in ("norm_id", "norm_ids"):
+                    out.append((".".join(stack) or "<module>", child.lineno))
+            walk(child, stack)
+    walk(tree, [])
+    return out
+
+
+def all_calls():
+    for path in sorted(SCRIPTS.rglob("*.py")):
+        rel = path.relative_to(SCRIPTS).as_posix()
+        for qual, line in norm_calls(ast.parse(path.read_text(encoding="utf-8"))):
+            yield rel, qual, line
+
+
+def test_ids_are_normalised_only_where_they_enter():
+    outside = [f"{rel}:{line} in {qual}" for rel, qual, line in all_calls()
+               if (rel, qual) not in ALLOWED and (rel, "*") not in ALLOWED]
+    assert outside == [], "norm_id called outside an entry point (compare the key the object carries):\n" + \
+        "\n".join(outside)
+
+
+def test_every_allowed_entry_still_calls_it():
+    """A stale entry would let a later re-normalisation in unnoticed: the list stays exact."""
+    used = {(rel, qual) for rel, qual, _ in all_calls()} | {(rel, "*") for rel, _q, _l in all_calls()}
+    assert sorted(set(ALLOWED) - used) == []
+
+
+def test_the_walk_finds_a_call_the_list_does_not_allow():
+    tree = ast.parse("class P:\n    def f(self, r):\n        return ids.norm_id(r.thread_id)\n")
+    assert norm_calls(tree) == [("P.f", 3)]
