@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -216,22 +217,39 @@ def _skip_rows_not_as_read(plan: RepairPlan, inputs: AuditInputs) -> None:
     """A row holding a value Codex never writes (archived=5, read as 1) would fail the apply's
     compare-and-set: its thread is skipped here with the apply's own check and reason, so the
     dry-run shows what the apply does (a skipped session, never a change)."""
-    from sessionkit.runlog.safety import rows_not_as_planned
     owner: Dict[int, Tuple[str, str]] = {}
-    ops: List[Op] = []
+    odd: List[Op] = []
     for db, rows in [(inputs.home.state_db.path, plan.rows), *((o.db, o.rows) for o in plan.others)]:
-        keep = set(thread_columns_of(db)) if rows else set()
-        for r in rows:
-            old, new = _only(r.old, keep), _only(r.new, keep)
-            if new:
-                op = RowUpdate(str(db), "threads", {"id": r.thread_id}, old, new, r.thread_id)
-                owner[id(op)] = (r.thread_id, r.key)
-                ops.append(op)
-    for op, why in rows_not_as_planned(ops):
+        if not rows:
+            continue
+        conn = open_readonly(db)
+        try:
+            keep = set(thread_columns(conn, db))
+            for r in rows:
+                old, new = _only(r.old, keep), _only(r.new, keep)
+                if new and not _holds(conn, r.thread_id, old):
+                    op = RowUpdate(str(db), "threads", {"id": r.thread_id}, old, new, r.thread_id)
+                    owner[id(op)] = (r.thread_id, r.key)
+                    odd.append(op)
+        finally:
+            conn.close()
+    if not odd:
+        return  # the common case: the apply's check module is not loaded by a dry-run
+    from sessionkit.runlog.safety import rows_not_as_planned  # the apply's own check and words
+    for op, why in rows_not_as_planned(odd):
         tid, key = owner[id(op)]
         if key not in plan.left:
             _drop_thread(plan, key)
             plan.skip(tid, key, why)
+
+
+def _holds(conn: Any, tid: str, old: Dict[str, Any]) -> bool:
+    """Does the row hold what the plan read, compared with SQLite's `IS` as the apply's check does?"""
+    where = " AND ".join(f'"{c}" IS ?' for c in ["id", *old])
+    try:
+        return conn.execute(f"SELECT count(*) FROM threads WHERE {where}", [tid, *old.values()]).fetchone()[0] == 1
+    except sqlite3.DatabaseError:
+        return True  # the apply's columns check names it
 
 
 def _plan_once(inputs: AuditInputs, choice: Choice, unarchive: Any, thread_ids: Sequence[str],
