@@ -32,6 +32,8 @@ ALLOWED = {
     ("sessionkit/diagnose/audit.py", "integrity"): "TODO lead: SessionMeta.id (rollout_index.py) as read",
     ("sessionkit/fixes/history_reset.py", "_forks_by_parent"): "TODO lead: SessionMeta.forked_from_id as read",
     ("sessionkit/fixes/forks.py", "join_groups"): "TODO lead: an Op (runlog/ops.py) carries no key",
+    ("sessionkit/fixes/forks.py", "live_groups"): "TODO lead: migrate.py passes a row's stored id",
+    ("sessionkit/fixes/forks.py", "left_behind"): "TODO lead: migrate.py passes a row's stored id",
     ("sessionkit/fixes/repair.py", "RowChange.__post_init__"): "TODO lead: recover.py builds it without key",
     ("sessionkit/fixes/repair.py", "RolloutPlan.__post_init__"): "TODO lead: recover.py builds it without key",
     ("sessionkit/codexfiles/thread_tables.py", "Planner.thread"): "TODO lead: importer.py's id (which form?)",

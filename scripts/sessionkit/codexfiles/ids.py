@@ -1,7 +1,9 @@
 """Thread ids as compared everywhere: normalised once where they enter (the rollout walk, the DB
 row readers, the lock scan, command-line arguments), so no comparison lowers them again. Codex
 writes UUIDs in lower case; a hand-edited row, name index or argument may not. A row's stored id
-is kept as it is for the SQL that finds it (ThreadRow.id), its normalised form beside it (.key)."""
+is kept as it is for the SQL that finds it (ThreadRow.id), its normalised form beside it (.key), and
+every plan object made from it carries that key (MovePlan/RowChange/RolloutPlan.key, a planned
+insert's "id", Finding.thread_key): tests/test_ids_once.py names the only callers of norm_id."""
 from __future__ import annotations
 
 from typing import Iterable, Set
