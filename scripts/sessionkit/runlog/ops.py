@@ -65,6 +65,18 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha_with_spans(data: bytes, spans: Sequence[Tuple[int, bytes, bytes]]) -> str:
+    """sha(apply_spans(data, spans, True)) without building the new bytes (spans sorted, in old
+    coordinates, as the one editor makes them): line 1 is ~20 KB and its edits a few bytes."""
+    h, view, pos = hashlib.sha256(), memoryview(data), 0
+    for off, old, new in spans:
+        h.update(view[pos:off])
+        h.update(new)
+        pos = off + len(old)
+    h.update(view[pos:])
+    return h.hexdigest()
+
+
 def tmp_beside(path: Path) -> Path:
     return Path(tmp_name(str(path)))
 
@@ -817,6 +829,9 @@ class Line1Rewrite(RolloutEdit):
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
     with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
+    # Not journaled: the growth the plan found (the history offsets it planned to move or not); a
+    # line 1 whose edit grows otherwise under the writer lock is skipped as changed since the plan.
+    expect_growth: Optional[int] = field(default=None, repr=False, compare=False)
     # Not journaled: the file's signature when this process last read line 1, and what it found (the
     # state judged, or the line as prepare() checked it): read again only when the signature moved.
     _seen: Optional[Tuple[Any, str]] = field(default=None, init=False, repr=False, compare=False)
@@ -880,13 +895,14 @@ class Line1Rewrite(RolloutEdit):
         if edit.problem:
             return edit.problem
         spans = edit.spans
+        if self.expect_growth is not None and sum(len(n) - len(o) for _, o, n in spans) != self.expect_growth:
+            return CHANGED_SINCE_PLAN  # planned same-length (no history offsets to move) or the other way
         self.old_values.update(edit.old_values)
-        new = apply_spans(line, spans, True)
         self.spans, self.old_len = spans, len(line)
-        self.old_sha, self.new_sha = sha(line), sha(new)
+        self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
         if self.growth:
-            self._keep_copy(run_dir, line, new)
+            self._keep_copy(run_dir, line, apply_spans(line, spans, True))
         self._prepared = file_sig(st)  # taken before the read: a change after it moves the signature
         return None
 
