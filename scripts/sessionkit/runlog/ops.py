@@ -10,7 +10,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, CHANGED_WHILE_READ, NOT_REGULAR, NO_HISTORY_BASE
 from sessionkit import UserError
@@ -508,7 +508,7 @@ def _links(path: str) -> int:
         return 0
 
 
-def _remove_tmp(tmp: Path) -> None:
+def _remove_tmp(tmp: Union[str, Path]) -> None:
     try:
         st = os.lstat(str(tmp))
     except OSError:
@@ -748,7 +748,7 @@ class RolloutEdit(Op):
         return os.path.lexists(self.tmp)
 
     def clean(self) -> None:
-        _remove_tmp(Path(self.tmp))
+        _remove_tmp(self.tmp)
 
     def _write_spans(self, forward: bool) -> None:
         """Every span's new (or old) bytes in place: same length, same inode."""
@@ -770,8 +770,16 @@ class RolloutEdit(Op):
     def _undo_in_place(self) -> None:
         """New or torn: the old bytes back over every span. Nothing appended since (same size): its
         old mtime back too, even after a kill between the write and the mtime; else today's kept."""
-        st = os.stat(self.path)
-        self._write_spans(False)
+        fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | host.BINARY)
+        try:
+            st = os.fstat(fd)  # the file written, as it was before the write
+            for n, (off, old, _new) in enumerate(self.spans):
+                if n:
+                    point("chunk")
+                os.lseek(fd, off, os.SEEK_SET)
+                write_all(fd, old)
+        finally:
+            os.close(fd)
         point("undo-written")  # the old bytes, today's mtime: still `torn` (below) until the mtime is back
         keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns  # type: ignore[attr-defined]
         os.utime(self.path, ns=(keep, keep))
@@ -1354,6 +1362,9 @@ class SymlinkRepoint(Op):
 # ---------------------------------------------------------------- databases
 
 
+_SQL: Dict[Tuple[Any, ...], str] = {}  # statements by their shape (kind, table, columns): built once per run, not per row
+
+
 def _vals(d: Any, where: str) -> Dict[str, Any]:
     if not isinstance(d, dict) or not d:
         raise RecordError(f"{where}: expected a non-empty column map")
@@ -1425,9 +1436,12 @@ class RowUpdate(Op):
 
     def _current(self, conn: sqlite3.Connection) -> Optional[Dict[str, Any]]:
         cols = list(self.new)
-        w, args = _where(self.key)
-        rows = conn.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{self.table}" '
-                            f"WHERE {w}", args).fetchall()
+        shape = ("current", self.table, tuple(cols), tuple(self.key))
+        sql = _SQL.get(shape)
+        if sql is None:
+            sql = _SQL[shape] = (f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{self.table}" '
+                                 f"WHERE {_where(self.key)[0]}")
+        rows = conn.execute(sql, list(self.key.values())).fetchall()
         return dict(zip(cols, rows[0])) if len(rows) == 1 else None
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
@@ -1460,11 +1474,16 @@ class RowUpdate(Op):
     def revert_if_new(self, conn: sqlite3.Connection) -> Optional[int]:
         """One statement, no read before it: the old values back where the key finds exactly one row
         and that row holds every value the run wrote (state_db's NEW, judged by SQLite)."""
-        sets = ", ".join(f'"{c}"=?' for c in self.old)
-        w, args = _where({**self.key, **{c: self.new[c] for c in self._judged()}})
-        kw, kargs = _where(self.key)
-        n = conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w} AND (SELECT count(*) FROM "{self.table}" '
-                         f'WHERE {kw}) = 1', list(self.old.values()) + args + kargs).rowcount
+        judged = self._judged()
+        shape = ("revert", self.table, tuple(self.old), tuple(self.key), tuple(judged))
+        sql = _SQL.get(shape)
+        if sql is None:
+            sets = ", ".join(f'"{c}"=?' for c in self.old)
+            w, _args = _where({**self.key, **{c: self.new[c] for c in judged}})
+            sql = _SQL[shape] = (f'UPDATE "{self.table}" SET {sets} WHERE {w} AND (SELECT count(*) FROM '
+                                 f'"{self.table}" WHERE {_where(self.key)[0]}) = 1')
+        args = list({**self.key, **{c: self.new[c] for c in judged}}.values())
+        n = conn.execute(sql, list(self.old.values()) + args + list(self.key.values())).rowcount
         return n or None
 
 
