@@ -737,7 +737,10 @@ class RolloutEdit(Op):
 
     @property
     def tmp(self) -> str:
-        return tmp_name(self.path)
+        seen = self.__dict__.get("_tmp_of")  # asked several times an op (paths, leftover, clean): named once
+        if seen is None or seen[0] != self.path:
+            seen = self.__dict__["_tmp_of"] = (self.path, tmp_name(self.path))
+        return seen[1]
 
     def boundaries(self) -> List[List[int]]:
         """(boundary, delta) pairs: offsets into the file at or past a boundary move by its delta
