@@ -1448,9 +1448,13 @@ class RowUpdate(Op):
         return dict(zip(cols, rows[0])) if len(rows) == 1 else None
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
-        sets = ", ".join(f'"{c}"=?' for c in self.new)
         w, args = _where({**self.key, **self.old})
-        n = conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w}', list(self.new.values()) + args).rowcount
+        shape = ("apply", self.table, tuple(self.new), w)
+        sql = _SQL.get(shape)
+        if sql is None:
+            sets = ", ".join(f'"{c}"=?' for c in self.new)
+            sql = _SQL[shape] = f'UPDATE "{self.table}" SET {sets} WHERE {w}'
+        n = conn.execute(sql, list(self.new.values()) + args).rowcount
         if n != 1:
             raise UserError(f"{self.table} row {self.key} changed since the plan was made; nothing was kept")
         return n
