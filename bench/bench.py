@@ -298,7 +298,8 @@ def migration_apply_floor(b: "Bench") -> None:
 
 
 def migration_rollback_floor(b: "Bench") -> None:
-    """One parse of the journal; pwrite the old provider back, the mtime back; one UPDATE."""
+    """One parse of the journal; pwrite the old provider back, the mtime back; the DB backed up
+    (every write is, a rollback's too: the project's rule); one UPDATE."""
     run = _floor_dir(b, "migration")
     path = run / "journal.jsonl"
     recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
@@ -316,6 +317,7 @@ def migration_rollback_floor(b: "Bench") -> None:
         finally:
             os.close(fd)
         os.utime(r["path"], ns=(r["mtime_ns"], r["mtime_ns"]))
+    _backup(b.root / "state_5.sqlite", run / "state_5.sqlite.pre_rollback.bak")
     conn = sqlite3.connect(str(b.root / "state_5.sqlite"))
     with conn:
         conn.executemany("UPDATE threads SET model_provider='oldco' WHERE id=?", [(i,) for i in ids])
@@ -368,13 +370,15 @@ def repair_apply_floor(b: "Bench") -> None:
 
 
 def repair_rollback_floor(b: "Bench") -> None:
-    """One parse of the journal; the moves undone; both DBs put back from their backups."""
+    """One parse of the journal; the moves undone; both DBs backed up as they are (every write is,
+    a rollback's too: the project's rule), then put back from their backups."""
     run = _floor_dir(b, "repair")
     recs = [json.loads(line) for line in (run / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
     for r in reversed(recs):
         if r["op"] == "move":
             os.rename(r["to"], r["from"])
     for name in ("state_5.sqlite", "thread_history_1.sqlite"):
+        _backup(b.root / name, run / f"{name}.pre_rollback.bak")
         _backup(run / f"{name}.bak", b.root / name)
     shutil.rmtree(run)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
@@ -225,7 +225,9 @@ def remove_stale_locks(home_root: Path, thread_ids: list) -> None:
     if locker is None:
         return
     d = home_root / LOCK_DIR
-    todo = [t for t in thread_ids if isinstance(t, str) and _THREAD_ID.match(t) and (d / f"{t}.lock").exists()]
+    present = lock_names(home_root)  # one listing, not a stat per thread
+    todo = [t for t in thread_ids if isinstance(t, str) and _THREAD_ID.match(t) and f"{t}.lock" in present
+            and (d / f"{t}.lock").exists()]
     if not todo:
         return
     coord = os.open(str(d / COORDINATION), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
@@ -246,6 +248,15 @@ def remove_stale_locks(home_root: Path, thread_ids: list) -> None:
                 os.close(fd)
     finally:
         os.close(coord)
+
+
+def lock_names(home_root: Path) -> Set[str]:
+    """The names in the lock folder now (empty when there is none): one listing answers "is there a
+    lock file for this thread" for every thread of a run."""
+    try:
+        return set(os.listdir(str(home_root / LOCK_DIR)))
+    except OSError:
+        return set()
 
 
 def _locker() -> host.Locker:

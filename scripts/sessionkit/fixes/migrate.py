@@ -247,13 +247,14 @@ def migration_ops(home_db: Path, hist_path: Path, plan: MigrationPlan, reset: Se
                                                   expect_mtime_ns=c.mtime_ns)
             else:
                 rewrites[c.thread_id] = Line1Rewrite(c.thread_id, str(c.path), {"model_provider": plan.target},
-                                                     expect_mtime_ns=c.mtime_ns)
+                                                     expect_mtime_ns=c.mtime_ns, expect_growth=c.edit.growth)
     ops: List[Op] = []
 
     def emit(tid: str, rw: Optional[RolloutEdit]) -> None:
         if rw is not None:
             ops.append(rw)
-            for hp, conn, with_offsets in hists:  # re-read under the writer lock when prepared
+        if rw is not None and getattr(rw, "expect_growth", None) != 0:  # same length (prepare() holds
+            for hp, conn, with_offsets in hists:  # it to that): no offset moves, none read; else re-read under the lock
                 if tid in with_offsets and not (hp == hist_path and norm_id(tid) in reset_ids):
                     ops.append(OffsetShift.following(str(hp), rw, read_offsets(conn, tid)))
         c = changes.get(tid)

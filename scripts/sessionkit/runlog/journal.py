@@ -7,7 +7,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Tuple
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
@@ -85,6 +85,12 @@ def begin_record(kind: str, codex_dir: Path, roots: List[str], dbs: List[str], c
             "changes": changes, "started_ns": time.time_ns()}
 
 
+# path -> (the bytes of its whole lines read last, their records): a journal read again in the same
+# process (the state after an undo) parses only what was appended since, when what was read before
+# is still its exact prefix (compared byte for byte); anything else is read whole again.
+_READ: Dict[str, Tuple[bytes, List[Dict[str, Any]]]] = {}
+
+
 def read_records(path: Path) -> List[Dict[str, Any]]:
     """Every record; only a last line without its newline (a write cut by a kill) is dropped, because
     no change follows a record before it is complete. Anything else malformed is an error."""
@@ -92,10 +98,21 @@ def read_records(path: Path) -> List[Dict[str, Any]]:
         data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read journal {path}: {exc.strerror}") from None
-    lines = data.split(b"\n")
-    torn_tail = lines.pop()  # b"" when the file ends with a newline
+    whole = data[:data.rfind(b"\n") + 1]  # the torn tail (b"" when the file ends with a newline) left out
+    seen, out = _READ.get(str(path), (b"", []))
+    if not (seen and whole.startswith(seen)):
+        seen, out = b"", []
+    out = out + _parse(path, whole[len(seen):], len(out))
+    _READ[str(path)] = (whole, out)
+    return list(out)
+
+
+def _parse(path: Path, data: bytes, before: int) -> List[Dict[str, Any]]:
+    """The records of whole lines `data` (line numbers counted after `before` lines)."""
     out: List[Dict[str, Any]] = []
-    for n, raw in enumerate(lines, 1):
+    lines = data.split(b"\n")
+    lines.pop()  # b"": data ends with a newline (or is empty)
+    for n, raw in enumerate(lines, before + 1):
         try:
             rec = json.loads(raw.decode("utf-8", "surrogateescape"))
         except ValueError:
@@ -107,5 +124,4 @@ def read_records(path: Path) -> List[Dict[str, Any]]:
             raise UserError(f"{path}: line {n} has journal format {rec.get('v', 1)!r}; this rollback reads "
                             f"format {FORMAT} only (use --restore-db with the run's DB backup instead)")
         out.append(rec)
-    del torn_tail
     return out

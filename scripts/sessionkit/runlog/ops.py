@@ -10,7 +10,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, CHANGED_WHILE_READ, NOT_REGULAR, NO_HISTORY_BASE
 from sessionkit import UserError
@@ -63,6 +63,18 @@ def sha256_file(path: Path) -> Tuple[int, str]:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def sha_with_spans(data: bytes, spans: Sequence[Tuple[int, bytes, bytes]]) -> str:
+    """sha(apply_spans(data, spans, True)) without building the new bytes (spans sorted, in old
+    coordinates, as the one editor makes them): line 1 is ~20 KB and its edits a few bytes."""
+    h, view, pos = hashlib.sha256(), memoryview(data), 0
+    for off, old, new in spans:
+        h.update(view[pos:off])
+        h.update(new)
+        pos = off + len(old)
+    h.update(view[pos:])
+    return h.hexdigest()
 
 
 def tmp_beside(path: Path) -> Path:
@@ -496,7 +508,7 @@ def _links(path: str) -> int:
         return 0
 
 
-def _remove_tmp(tmp: Path) -> None:
+def _remove_tmp(tmp: Union[str, Path]) -> None:
     try:
         st = os.lstat(str(tmp))
     except OSError:
@@ -725,7 +737,10 @@ class RolloutEdit(Op):
 
     @property
     def tmp(self) -> str:
-        return tmp_name(self.path)
+        seen = self.__dict__.get("_tmp_of")  # asked several times an op (paths, leftover, clean): named once
+        if seen is None or seen[0] != self.path:
+            seen = self.__dict__["_tmp_of"] = (self.path, tmp_name(self.path))
+        return seen[1]
 
     def boundaries(self) -> List[List[int]]:
         """(boundary, delta) pairs: offsets into the file at or past a boundary move by its delta
@@ -736,7 +751,7 @@ class RolloutEdit(Op):
         return os.path.lexists(self.tmp)
 
     def clean(self) -> None:
-        _remove_tmp(Path(self.tmp))
+        _remove_tmp(self.tmp)
 
     def _write_spans(self, forward: bool) -> None:
         """Every span's new (or old) bytes in place: same length, same inode."""
@@ -758,8 +773,16 @@ class RolloutEdit(Op):
     def _undo_in_place(self) -> None:
         """New or torn: the old bytes back over every span. Nothing appended since (same size): its
         old mtime back too, even after a kill between the write and the mtime; else today's kept."""
-        st = os.stat(self.path)
-        self._write_spans(False)
+        fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | host.BINARY)
+        try:
+            st = os.fstat(fd)  # the file written, as it was before the write
+            for n, (off, old, _new) in enumerate(self.spans):
+                if n:
+                    point("chunk")
+                os.lseek(fd, off, os.SEEK_SET)
+                write_all(fd, old)
+        finally:
+            os.close(fd)
         point("undo-written")  # the old bytes, today's mtime: still `torn` (below) until the mtime is back
         keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns  # type: ignore[attr-defined]
         os.utime(self.path, ns=(keep, keep))
@@ -817,6 +840,9 @@ class Line1Rewrite(RolloutEdit):
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
     with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
+    # Not journaled: the growth the plan found (the history offsets it planned to move or not); a
+    # line 1 whose edit grows otherwise under the writer lock is skipped as changed since the plan.
+    expect_growth: Optional[int] = field(default=None, repr=False, compare=False)
     # Not journaled: the file's signature when this process last read line 1, and what it found (the
     # state judged, or the line as prepare() checked it): read again only when the signature moved.
     _seen: Optional[Tuple[Any, str]] = field(default=None, init=False, repr=False, compare=False)
@@ -880,13 +906,14 @@ class Line1Rewrite(RolloutEdit):
         if edit.problem:
             return edit.problem
         spans = edit.spans
+        if self.expect_growth is not None and sum(len(n) - len(o) for _, o, n in spans) != self.expect_growth:
+            return CHANGED_SINCE_PLAN  # planned same-length (no history offsets to move) or the other way
         self.old_values.update(edit.old_values)
-        new = apply_spans(line, spans, True)
         self.spans, self.old_len = spans, len(line)
-        self.old_sha, self.new_sha = sha(line), sha(new)
+        self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
         if self.growth:
-            self._keep_copy(run_dir, line, new)
+            self._keep_copy(run_dir, line, apply_spans(line, spans, True))
         self._prepared = file_sig(st)  # taken before the read: a change after it moves the signature
         return None
 
@@ -1338,6 +1365,9 @@ class SymlinkRepoint(Op):
 # ---------------------------------------------------------------- databases
 
 
+_SQL: Dict[Tuple[Any, ...], str] = {}  # statements by their shape (kind, table, columns): built once per run, not per row
+
+
 def _vals(d: Any, where: str) -> Dict[str, Any]:
     if not isinstance(d, dict) or not d:
         raise RecordError(f"{where}: expected a non-empty column map")
@@ -1409,15 +1439,22 @@ class RowUpdate(Op):
 
     def _current(self, conn: sqlite3.Connection) -> Optional[Dict[str, Any]]:
         cols = list(self.new)
-        w, args = _where(self.key)
-        rows = conn.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{self.table}" '
-                            f"WHERE {w}", args).fetchall()
+        shape = ("current", self.table, tuple(cols), tuple(self.key))
+        sql = _SQL.get(shape)
+        if sql is None:
+            sql = _SQL[shape] = (f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{self.table}" '
+                                 f"WHERE {_where(self.key)[0]}")
+        rows = conn.execute(sql, list(self.key.values())).fetchall()
         return dict(zip(cols, rows[0])) if len(rows) == 1 else None
 
     def apply_db(self, conn: sqlite3.Connection) -> int:
-        sets = ", ".join(f'"{c}"=?' for c in self.new)
         w, args = _where({**self.key, **self.old})
-        n = conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w}', list(self.new.values()) + args).rowcount
+        shape = ("apply", self.table, tuple(self.new), w)
+        sql = _SQL.get(shape)
+        if sql is None:
+            sets = ", ".join(f'"{c}"=?' for c in self.new)
+            sql = _SQL[shape] = f'UPDATE "{self.table}" SET {sets} WHERE {w}'
+        n = conn.execute(sql, list(self.new.values()) + args).rowcount
         if n != 1:
             raise UserError(f"{self.table} row {self.key} changed since the plan was made; nothing was kept")
         return n
@@ -1444,11 +1481,16 @@ class RowUpdate(Op):
     def revert_if_new(self, conn: sqlite3.Connection) -> Optional[int]:
         """One statement, no read before it: the old values back where the key finds exactly one row
         and that row holds every value the run wrote (state_db's NEW, judged by SQLite)."""
-        sets = ", ".join(f'"{c}"=?' for c in self.old)
-        w, args = _where({**self.key, **{c: self.new[c] for c in self._judged()}})
-        kw, kargs = _where(self.key)
-        n = conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w} AND (SELECT count(*) FROM "{self.table}" '
-                         f'WHERE {kw}) = 1', list(self.old.values()) + args + kargs).rowcount
+        judged = self._judged()
+        shape = ("revert", self.table, tuple(self.old), tuple(self.key), tuple(judged))
+        sql = _SQL.get(shape)
+        if sql is None:
+            sets = ", ".join(f'"{c}"=?' for c in self.old)
+            w, _args = _where({**self.key, **{c: self.new[c] for c in judged}})
+            sql = _SQL[shape] = (f'UPDATE "{self.table}" SET {sets} WHERE {w} AND (SELECT count(*) FROM '
+                                 f'"{self.table}" WHERE {_where(self.key)[0]}) = 1')
+        args = list({**self.key, **{c: self.new[c] for c in judged}}.values())
+        n = conn.execute(sql, list(self.old.values()) + args + list(self.key.values())).rowcount
         return n or None
 
 

@@ -27,7 +27,7 @@ from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writa
 from sessionkit.codexfiles.statedb import open_readwrite
 from sessionkit.runlog.lockbatch import locks_beside_home_lock, run_batches, split_batches
 from sessionkit.runlog.undo import apply_undo, plan_undo
-from sessionkit.codexfiles.writerlock import LOCK_DIR
+from sessionkit.codexfiles.writerlock import LOCK_DIR, lock_names
 
 BATCH = 2000  # op records per journal write (one fsync each); every batch precedes its changes
 
@@ -255,8 +255,9 @@ def lock_record(home_root: Path, ops: Sequence[Op]) -> Dict[str, object]:
     """Written before any writer lock is taken: the lock files this run may create, so a rollback
     after a kill removes exactly those (when no one holds them)."""
     d = home_root / LOCK_DIR
+    present = lock_names(home_root)  # one listing; a name listed is checked as before (a dangling link)
     tids = [t for t in dict.fromkeys(o.thread_id for o in ops if o.thread_id)
-            if not (d / f"{t}.lock").exists()]
+            if f"{t}.lock" not in present or not (d / f"{t}.lock").exists()]
     return {"op": "locks", "created": tids, "dir_existed": d.is_dir(),
             "coordination_existed": (d / ".coordination.lock").exists()}
 

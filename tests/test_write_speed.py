@@ -1,0 +1,135 @@
+"""The write side's work counted, not timed (issue 24): a rollback parses its journal once, a
+same-length migration reads no history offsets, and the faster line-1 paths give the same bytes."""
+import hashlib
+import importlib.util
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import REPO, SCRIPTS
+
+from sessionkit.codexfiles.line1 import read_line1
+from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN
+from sessionkit.codexfiles.rollout_edit import apply_spans
+from sessionkit.runlog import journal as journal_mod
+from sessionkit.runlog.ops import Line1Rewrite, sha_with_spans
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_for_tests", REPO / "bench" / "bench.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name.replace(".py", "_under_test"), SCRIPTS / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def home(tmp_path):
+    """bench.generate's home of 40 threads: 12 on the other provider, every thread paginated (cursors)."""
+    root = tmp_path / ".codex"
+    _bench().generate(root, 40)
+    return root
+
+
+def _run(mod, argv, capsys):
+    code = mod.run(mod.main, argv)
+    out = capsys.readouterr().out
+    assert code in (0, 1), out
+    return json.loads(out)
+
+
+def test_a_same_length_migration_reads_no_history_offsets(home, capsys, monkeypatch):
+    migrate = _script("provider_migrate.py")
+    from sessionkit.fixes import migrate as migrate_mod
+    calls = []
+    real = migrate_mod.read_offsets
+    monkeypatch.setattr(migrate_mod, "read_offsets", lambda conn, tid: calls.append(tid) or real(conn, tid))
+    out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    assert out["result"]["line1_rewritten"] == 12 and out["line1_growing"] == 0
+    assert calls == []  # before: one SELECT of the history DB per rewritten thread, every one dropped unused
+    journal = Path(out["result"]["journal"]).read_text().splitlines()
+    assert [json.loads(x)["op"] for x in journal].count("offsets") == 0
+
+
+def test_rollback_parses_its_journal_once(home, capsys, monkeypatch):
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    journal = Path(out["result"]["journal"])
+    parsed = []
+
+    class CountingJson:
+        def __getattr__(self, name):
+            return getattr(json, name)
+
+        @staticmethod
+        def loads(text, *a, **k):
+            parsed.append(text)
+            return json.loads(text, *a, **k)
+    monkeypatch.setattr(journal_mod, "json", CountingJson())
+    back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+    assert back["result"]["line1_restored"] == 12 and back["state"] == "rolled back"
+    lines = journal.read_text().splitlines()
+    assert len(parsed) == len(lines)  # before: every line twice (the undo, then the state after it)
+    assert sorted(parsed) == sorted(lines)
+
+
+def test_the_journal_read_again_is_read_whole_when_its_start_changed(tmp_path):
+    path = tmp_path / "journal.jsonl"
+    one = {"v": journal_mod.FORMAT, "op": "begin"}
+    path.write_text(json.dumps(one) + "\n" + json.dumps({**one, "op": "end"}) + "\n")
+    assert [r["op"] for r in journal_mod.read_records(path)] == ["begin", "end"]
+    path.write_text(json.dumps(one) + "\n" + json.dumps({**one, "op": "abort"}) + "\n{\"torn")
+    assert [r["op"] for r in journal_mod.read_records(path)] == ["begin", "abort"]
+    path.write_text(json.dumps(one) + "\n" + json.dumps({**one, "op": "abort"}) + "\nnot json\n")
+    with pytest.raises(Exception, match="line 3 is not a journal record"):
+        journal_mod.read_records(path)
+
+
+def test_a_line1_edit_planned_same_length_that_grows_under_the_lock_is_skipped(tmp_path):
+    path = tmp_path / "rollout-2024-01-01T00-00-00-0190.jsonl"
+    meta = {"type": "session_meta", "payload": {"id": "t", "model_provider": "a", "cwd": "/x"}}
+    path.write_bytes((json.dumps(meta, separators=(",", ":")) + "\n").encode())
+    before = path.read_bytes()
+    op = Line1Rewrite("t", str(path), {"model_provider": "a-much-longer-provider"}, expect_growth=0)
+    assert op.prepare(tmp_path) == CHANGED_SINCE_PLAN
+    same = Line1Rewrite("t", str(path), {"model_provider": "b"}, expect_growth=0)
+    assert same.prepare(tmp_path) is None and same.growth == 0
+    assert same.new_sha == hashlib.sha256(before.split(b"\n")[0].replace(b'"a"', b'"b"')).hexdigest()
+    assert path.read_bytes() == before
+
+
+def test_sha_with_spans_is_the_digest_of_the_edited_bytes():
+    data = b'{"a":"xx","b":"yyyy","c":"z"}'
+    for spans in ([], [(5, b'"xx"', b'"q" ')], [(5, b'"xx"', b'"qqqq"'), (14, b'"yyyy"', b'"y"   ')]):
+        assert sha_with_spans(data, spans) == hashlib.sha256(apply_spans(data, spans, True)).hexdigest()
+
+
+@pytest.mark.parametrize("size", [10, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 1, 200 * 1024])
+def test_read_line1_reads_line_one_of_any_length(tmp_path, size):
+    path = tmp_path / "r.jsonl"
+    line = b"x" * size
+    path.write_bytes(line + b"\nsecond\n")
+    assert read_line1(path) == (line, None)
+    path.write_bytes(line)  # no newline at all: the whole file is line 1
+    assert read_line1(path) == (line, None)
+    assert read_line1(path, limit=size - 1 if size > 64 * 1024 + 1 else 1)[0] in (None, line)
+
+
+def test_read_line1_refuses_what_is_not_a_regular_file(tmp_path):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    assert read_line1(tmp_path / "empty.jsonl") == (None, "empty file")
+    assert read_line1(tmp_path / "missing.jsonl")[0] is None
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(str(tmp_path / "fifo.jsonl"))
+        assert read_line1(tmp_path / "fifo.jsonl") == (None, "not a regular file")  # never blocks
