@@ -178,14 +178,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "session's path as UTF-8 text, so nothing can be imported into it (rename the folder)")
     progress = Progress.for_terminal()
     with progress.working(f"reading {shown(os.path.basename(os.path.abspath(args.src)))}"):
-        from sessionkit.fixes.export import verify_if_export
-        verify_if_export(args.src)  # an export of session_export.py: every member as its manifest says
+        if os.path.isfile(os.path.expanduser(args.src)):  # a folder's import loads no archive module
+            from sessionkit.fixes.export import verify_if_export
+            verify_if_export(args.src)  # an export of session_export.py: every member as its manifest says
         source = open_source(args.src, scratch_parent(home) if args.apply else None)
     with source:
         if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):
             raise UserError("--from names this same home; nothing to import")
         with progress.working("reading the source's sessions"):
-            src = read_source(source)
+            src = read_source(source, in_place=not args.apply)  # a dry-run copies no DB
         with progress.working("reading this home's sessions"):
             dest = read_dest(home)
         with progress.working("planning the import"):
