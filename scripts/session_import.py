@@ -7,6 +7,7 @@ Dry-run by default: what would be imported, skipped and remapped, with titles, d
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -185,12 +186,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     with source:
         if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):
             raise UserError("--from names this same home; nothing to import")
-        with progress.working("reading the source's sessions"):
-            src = read_source(source, in_place=not args.apply)  # a dry-run copies no DB
-        with progress.working("reading this home's sessions"):
-            dest = read_dest(home)
-        with progress.working("planning the import"):
-            plan = plan_import(src, dest, remaps, args.thread_id)
+        collecting = gc.isenabled()
+        gc.disable()  # as the audit's gather: many small acyclic objects, no cycle to collect meanwhile
+        try:
+            with progress.working("reading the source's sessions"):
+                src = read_source(source, in_place=not args.apply)  # a dry-run copies no DB
+            with progress.working("reading this home's sessions"):
+                dest = read_dest(home)
+            with progress.working("planning the import"):
+                plan = plan_import(src, dest, remaps, args.thread_id)
+        finally:
+            gc.freeze()  # the plan lives to the end: later collections need not walk it again
+            if collecting:
+                gc.enable()
         report = plan_report(plan, args.sample)
         report["next_commands"] = next_commands(home, args, plan)
         result = None
