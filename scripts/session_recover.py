@@ -22,8 +22,6 @@ from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import session_names  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.labels import shown  # noqa: E402
-from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
-from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
 from sessionkit.fixes.repair import parse_remaps  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
@@ -94,6 +92,7 @@ def apply_command(home: CodexHome, opts: RecoverOptions) -> str:
 
 def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Optional[Dict[str, Any]],
            dry_run: bool, cmd: str, names: Optional[Dict[str, str]] = None, verbose: bool = False) -> str:
+    from sessionkit.ui.results import render as render_outcome, wrap  # the text's only: --json loads none
     out = ["=== Session Recovery Plan ===", f"codex_dir: {home.root}", f"dry_run: {dry_run}"]
     if r["remap"]:
         out += wrap(f"moved home: --remap-prefix {' '.join(r['remap'])} (from {r['remap_from']})")
@@ -133,6 +132,7 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
                      names: Dict[str, str]) -> Outcome:
     """The recovery's result in words, as the other scripts say theirs: the sessions it changed by
     name, what it left and why, the one undo and the verify command; the counters with --verbose."""
+    from sessionkit.ui.results import Outcome, labels_for
     left = {str(s["thread_id"]).lower(): str(s["reason"]) for s in result.get("skipped_at_apply") or []}
     ids: List[str] = []
     for tids in plan.groups().values():
