@@ -54,10 +54,12 @@ def test_a_dry_run_loads_no_apply_module(tmp_path, broken, script, args):
 
 
 def test_an_import_dry_run_loads_no_apply_module(tmp_path, broken):
-    dest = tmp_path / "new" / ".codex"
-    dest.mkdir(parents=True)
-    mods = loaded(tmp_path, "session_import.py", "--from", str(broken.root), "--codex-dir", str(dest))
+    dest = HomeBuilder(tmp_path / "new" / ".codex")  # a home with its DB: the dry-run plans (no exit 2)
+    mods = loaded(tmp_path, "session_import.py", "--from", str(broken.root), "--codex-dir", str(dest.root))
     assert "sessionkit.fixes.importer" in mods
+    plan = subprocess.run([sys.executable, str(SCRIPTS / "session_import.py"), "--from", str(broken.root),
+                           "--codex-dir", str(dest.root), "--json"], capture_output=True, text=True, check=False)
+    assert json.loads(plan.stdout)["to_import"] > 0, plan.stderr  # the same run planned an import
     assert sorted(m for m in APPLY_ONLY + ("sessionkit.fixes.import_apply", "sessionkit.runlog.ops") if m in mods) == []
 
 
