@@ -7,6 +7,7 @@ Dry-run by default: what would be imported, skipped and remapped, with titles, d
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -20,8 +21,6 @@ from sessionkit.fixes.archive_src import open_source  # noqa: E402
 from sessionkit.ui.cli import Parser, emit, positive_int, print_json, run  # noqa: E402
 from sessionkit.ui.labels import label, short_title, shown  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
-from sessionkit.ui.results import Outcome, nothing_to_do, wrap  # noqa: E402
-from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.commands import home_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.codexfiles.paths import resolves_inside  # noqa: E402
@@ -65,12 +64,14 @@ REASONS = 8  # reasons listed in the summary; the rest are counted (--json lists
 
 def _extras(t: Dict[str, Any]) -> List[str]:
     """What comes with one session (its project, section, goal, ...) and what it cannot bring, why."""
+    from sessionkit.ui.results import wrap  # the text report's only: --json loads none of it
     out = wrap("    comes with: " + ", ".join(shown(x) for x in t["comes_with"]), "        ") if t["comes_with"] else []
     return out + [line for why in t["cannot_bring"] for line in wrap(f"    cannot bring: {shown(why)}", "        ")]
 
 
 def _extras_summary(r: Dict[str, Any]) -> List[str]:
     """For many sessions: what comes with them all, and each reason something cannot come, counted."""
+    from sessionkit.ui.results import wrap
     out = wrap("  with them: " + ", ".join(shown(x) for x in r["comes_with"]), "      ") if r["comes_with"] else []
     reasons = r.get("cannot_bring_reasons") or []
     if reasons:
@@ -121,6 +122,7 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
             out.append("Nothing to import.")
         out += [f"  {c}" for c in r["next_commands"]]
         return "\n".join(out)
+    from sessionkit.ui.results import Outcome, render as render_outcome
     failed = {s["thread_id"] for s in result.get("skipped_at_apply") or []}
     done = [t for t in r["imports_sample"] if t["thread_id"] not in failed]
     n = result.get("imported_threads", len(done))
@@ -178,18 +180,26 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "session's path as UTF-8 text, so nothing can be imported into it (rename the folder)")
     progress = Progress.for_terminal()
     with progress.working(f"reading {shown(os.path.basename(os.path.abspath(args.src)))}"):
-        from sessionkit.fixes.export import verify_if_export
-        verify_if_export(args.src)  # an export of session_export.py: every member as its manifest says
+        if os.path.isfile(os.path.expanduser(args.src)):  # a folder's import loads no archive module
+            from sessionkit.fixes.export import verify_if_export
+            verify_if_export(args.src)  # an export of session_export.py: every member as its manifest says
         source = open_source(args.src, scratch_parent(home) if args.apply else None)
     with source:
         if os.path.realpath(str(source.root)) == os.path.realpath(str(home.root)):
             raise UserError("--from names this same home; nothing to import")
-        with progress.working("reading the source's sessions"):
-            src = read_source(source)
-        with progress.working("reading this home's sessions"):
-            dest = read_dest(home)
-        with progress.working("planning the import"):
-            plan = plan_import(src, dest, remaps, args.thread_id)
+        collecting = gc.isenabled()
+        gc.disable()  # as the audit's gather: many small acyclic objects, no cycle to collect meanwhile
+        try:
+            with progress.working("reading the source's sessions"):
+                src = read_source(source, in_place=not args.apply)  # a dry-run copies no DB
+            with progress.working("reading this home's sessions"):
+                dest = read_dest(home)
+            with progress.working("planning the import"):
+                plan = plan_import(src, dest, remaps, args.thread_id)
+        finally:
+            gc.freeze()  # the plan lives to the end: later collections need not walk it again
+            if collecting:
+                gc.enable()
         report = plan_report(plan, args.sample)
         report["next_commands"] = next_commands(home, args, plan)
         result = None
@@ -200,6 +210,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply, "result": result})
     elif not plan.imports and not plan.conflicts and not any(
             not s.reason.startswith("already in DEST") for s in plan.skipped):
+        from sessionkit.ui.results import nothing_to_do
         emit(nothing_to_do(f"all {plan.threads_in_source} session(s) of {shown(args.src)} are already here"
                            if plan.threads_in_source else f"{shown(args.src)} holds no session"))
     else:

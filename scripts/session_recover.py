@@ -22,8 +22,6 @@ from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import session_names  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.labels import shown  # noqa: E402
-from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
-from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
 from sessionkit.fixes.repair import parse_remaps  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
@@ -94,6 +92,7 @@ def apply_command(home: CodexHome, opts: RecoverOptions) -> str:
 
 def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Optional[Dict[str, Any]],
            dry_run: bool, cmd: str, names: Optional[Dict[str, str]] = None, verbose: bool = False) -> str:
+    from sessionkit.ui.results import render as render_outcome, wrap  # the text's only: --json loads none
     out = ["=== Session Recovery Plan ===", f"codex_dir: {home.root}", f"dry_run: {dry_run}"]
     if r["remap"]:
         out += wrap(f"moved home: --remap-prefix {' '.join(r['remap'])} (from {r['remap_from']})")
@@ -133,6 +132,7 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
                      names: Dict[str, str]) -> Outcome:
     """The recovery's result in words, as the other scripts say theirs: the sessions it changed by
     name, what it left and why, the one undo and the verify command; the counters with --verbose."""
+    from sessionkit.ui.results import Outcome, labels_for
     left = {str(s["thread_id"]).lower(): str(s["reason"]) for s in result.get("skipped_at_apply") or []}
     ids: List[str] = []
     for tids in plan.groups().values():
@@ -145,11 +145,14 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
     skipped += [(names.get(str(s["thread_id"]), shown(s["thread_id"])), shown(s["reason"]))
                 for s in result.get("skipped_at_apply") or [] if str(s["thread_id"]).lower() not in planned]
     pre = result.get("decompression") or {}
-    notes = [f"Your Codex rebuilt the stored history of {rebuilt['rebuilt']} session(s)."] if rebuilt else []
+    undo = result.get("rollback_all") or result["rollback"]
+    notes = [f"Your Codex rebuilt the stored history of {rebuilt['rebuilt']} session(s)."] \
+        if rebuilt and not rebuilt.get("interrupted") else []
     if pre.get("decompressed"):
         notes.append(f"{pre['decompressed']} compressed session(s) were decompressed first, as Codex does when it "
                      "opens one (the undo below compresses them back).")
-    undo = result.get("rollback_all") or result["rollback"]
+    if rebuilt.get("interrupted"):  # last: the undo it names follows it
+        notes.append(interrupted_note(rebuilt))
     return Outcome(
         heading="Session Recovery Result",
         done=f"Done: {n} session{'s' if n != 1 else ''} recovered in one run (sessions per provider now: "
@@ -160,6 +163,16 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
         undo=undo, undo_label="undo all of it with:",
         verify=home_command(home, "session_audit.py"), older=_older(home, result),
         counters={k: v for k, v in result.items() if k != "rollback"})
+
+
+def interrupted_note(rebuilt: Dict[str, Any]) -> str:
+    """A Ctrl-C while Codex rebuilt the histories, in plain words: the apply had committed, so it
+    stands; the histories not rebuilt come back when each session is opened; the one undo follows."""
+    left = len(rebuilt.get("failed") or [])
+    return (f"The run was interrupted (Ctrl-C) while your Codex rebuilt the stored histories: everything "
+            f"applied above stands. Your Codex rebuilt {rebuilt.get('rebuilt', 0)} of them; {left} session(s) "
+            f"were not rebuilt and each reads 0 turns until it is opened once in Codex (or run this again with "
+            f"--rebuild-history). The command below undoes all of it.")
 
 
 def _older(home: CodexHome, result: Dict[str, Any]) -> List[str]:

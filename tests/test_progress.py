@@ -86,7 +86,7 @@ def test_the_import_of_a_slow_archive_shows_progress_on_a_terminal(tmp_path):
     dst.add(preview="mine")
     slow = ("import sys, time, runpy; sys.path.insert(0, sys.argv[1]); "
             "import sessionkit.fixes.importer as im; real = im.read_source; "
-            "im.read_source = lambda s: (time.sleep(1.6), real(s))[1]; "
+            "im.read_source = lambda s, **kw: (time.sleep(1.6), real(s, **kw))[1]; "
             "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
     args = [sys.executable, "-c", slow, str(SCRIPTS), str(SCRIPTS / "session_import.py"),
             "--codex-dir", str(dst.root), "--from", str(src.root)]

@@ -54,10 +54,12 @@ def test_a_dry_run_loads_no_apply_module(tmp_path, broken, script, args):
 
 
 def test_an_import_dry_run_loads_no_apply_module(tmp_path, broken):
-    dest = tmp_path / "new" / ".codex"
-    dest.mkdir(parents=True)
-    mods = loaded(tmp_path, "session_import.py", "--from", str(broken.root), "--codex-dir", str(dest))
+    dest = HomeBuilder(tmp_path / "new" / ".codex")  # a home with its DB: the dry-run plans (no exit 2)
+    mods = loaded(tmp_path, "session_import.py", "--from", str(broken.root), "--codex-dir", str(dest.root))
     assert "sessionkit.fixes.importer" in mods
+    plan = subprocess.run([sys.executable, str(SCRIPTS / "session_import.py"), "--from", str(broken.root),
+                           "--codex-dir", str(dest.root), "--json"], capture_output=True, text=True, check=False)
+    assert json.loads(plan.stdout)["to_import"] > 0, plan.stderr  # the same run planned an import
     assert sorted(m for m in APPLY_ONLY + ("sessionkit.fixes.import_apply", "sessionkit.runlog.ops") if m in mods) == []
 
 
@@ -80,3 +82,22 @@ def test_a_run_writes_no_bytecode(tmp_path, broken):
     subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(broken.root)],
                    capture_output=True, text=True, check=False)
     assert sorted(p for p in SCRIPTS.rglob("__pycache__")) == before
+
+
+
+def test_an_import_dry_run_from_a_folder_loads_no_archive_digest_or_strptime_module(tmp_path):
+    """Issue 24: a folder's dry-run reads no archive (tarfile, zipfile, the export check), makes no
+    digest (hashlib: only for a thread DEST already has), parses no date with strptime and, with
+    --json, loads no text renderer (-S: every module loaded is the script's own choice)."""
+    src = HomeBuilder(tmp_path / "old" / ".codex")
+    src.add(provider="oldco", archived=True)
+    src.add(write_row=False)  # no row: its date comes from the file name
+    dest = HomeBuilder(tmp_path / "new" / ".codex")  # its DB, no thread (the ids would be the same)
+    out = tmp_path / "mods.json"
+    proc = subprocess.run([sys.executable, "-S", "-c", PROBE, str(SCRIPTS / "session_import.py"), str(out),
+                           "--from", str(src.root), "--codex-dir", str(dest.root), "--json"],
+                          capture_output=True, text=True, check=False)
+    assert json.loads(proc.stdout)["to_import"] == 2, proc.stderr  # it did plan the import
+    mods = set(json.loads(out.read_text()))
+    assert sorted(mods & {"tarfile", "zipfile", "sessionkit.fixes.export", "hashlib", "_strptime", "heapq",
+                          "sessionkit.ui.results"}) == []  # results: the text report's only

@@ -6,7 +6,6 @@ operations in ops.py (Line1Rewrite, RolloutRewrite) write them. Conversation con
 text, tool calls, tool output) is never edited: only the records listed in FOLDER_RECORDS."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -378,6 +377,7 @@ def ranges(path: str, spans: Sequence[Span], forward: bool) -> list:
 def digest_range(path: str, length: int, patches: Sequence[Tuple[int, bytes]] = ()) -> Optional[str]:
     """sha256 of the file's first `length` bytes with `patches` (offset, bytes; sorted, in range)
     put over them, streamed; None when the file is shorter or unreadable."""
+    import hashlib  # only where a digest is made: a dry-run of an import loads none
     h = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
@@ -470,6 +470,7 @@ def _open_rollout(path: str) -> Any:
 
 def plan_file(path: str, remaps: Sequence[Remap], set_: Optional[Dict[str, Any]] = None) -> FilePlan:
     """Read the rollout once and plan every line's change (line 1's `set_` and every folder record)."""
+    import hashlib
     plan = FilePlan()
     old_h, new_h = hashlib.sha256(), hashlib.sha256()
     marks = needles(remaps)

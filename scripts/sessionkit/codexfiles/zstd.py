@@ -8,7 +8,6 @@ compressed thread is reported with ZSTD_MISSING and never changed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Tuple
@@ -119,6 +118,7 @@ def read_head(path: str, limit: int) -> Tuple[Optional[bytes], Optional[str], bo
 
 def digest_stream(fh: BinaryIO, out_fd: Optional[int] = None) -> Tuple[int, str]:
     """(size, sha256) of a stream, copied to out_fd when given."""
+    import hashlib  # only where a digest is made (the dry-runs load none)
     h, size = hashlib.sha256(), 0
     for chunk in iter(lambda: fh.read(CHUNK), b""):
         h.update(chunk)

@@ -3,7 +3,6 @@ which rows (threads, thread_history_1), which line-1 rewrites; skipped and confl
 the reason. Reads only: SRC through archive_src, DEST through the usual one walk and one SELECT."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -12,6 +11,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
@@ -24,7 +24,7 @@ from sessionkit.codexfiles.home import CodexHome, read_config
 from sessionkit.ui.commands import args_text
 from sessionkit.ui.labels import shown
 from sessionkit.codexfiles.line1 import LINE1_LIMIT, read_line1
-from sessionkit.codexfiles.paths import has_prefix, home_prefix_counts, safe_str
+from sessionkit.codexfiles.paths import has_prefix, home_prefix_counts, is_inside, safe_str
 from sessionkit.codexfiles.thread_files import first_file, history_key
 from sessionkit.codexfiles.rollout_index import (RolloutFile, RolloutIndex, SessionMeta, build_index, load_session_meta,
                             parse_session_meta, row_path_of, unusable_reason)
@@ -216,6 +216,7 @@ class SourceInputs:
     state_copy: Optional[Path] = None  # the private copy of SRC's state DB the rows came from
     cased: Dict[str, str] = field(default_factory=dict)  # a row's id where it is not lower-case
     home_prefixes: Dict[str, int] = field(default_factory=dict)  # the homes the rows' rollout_path name
+    in_place: bool = False  # a dry-run: SRC's DBs read where they are, read-only (connect_src)
     _whole: Optional[Dict[str, tuple]] = field(default=None, repr=False)
 
     def plan_row(self, tid: str) -> Optional[Dict[str, Any]]:
@@ -232,7 +233,7 @@ class SourceInputs:
         cols = [c for c in columns if c in self.all_columns]
         if not cols or self.state_copy is None:
             return set()
-        conn = sqlite3.connect(str(self.state_copy))
+        conn = connect_src(self.state_copy, self.source.scratch)
         conn.text_factory = lambda b: b.decode("utf-8", "replace")
         try:
             where = " OR ".join('"' + c.replace('"', '""') + '" IS NULL' for c in cols)
@@ -245,7 +246,7 @@ class SourceInputs:
         if tid not in self.rows:
             return None
         if self._whole is None:
-            self._whole = _whole_rows(self.state_copy) if self.state_copy is not None else {}
+            self._whole = _whole_rows(self.state_copy, self.source.scratch) if self.state_copy is not None else {}
         values = self._whole.get(tid)
         return None if values is None else dict(zip(self.all_columns, values))
 
@@ -338,9 +339,9 @@ def _rows_of(cur: Any, names: List[str], columns: List[str], index: RolloutIndex
     return rows, names, bad, cased, prefixes
 
 
-def _whole_rows(db: Path) -> Dict[str, tuple]:
+def _whole_rows(db: Path, scratch: Path) -> Dict[str, tuple]:
     """Every row of SRC's threads table, whole (for --apply), TEXT that is not UTF-8 as Undecodable."""
-    conn = sqlite3.connect(str(db))
+    conn = connect_src(db, scratch)
     conn.text_factory = decode_text
     try:
         out: Dict[str, tuple] = {}
@@ -354,9 +355,37 @@ def _whole_rows(db: Path) -> Dict[str, tuple]:
         conn.close()
 
 
-def read_source(source: SourceHome) -> SourceInputs:
-    """SRC's DBs are read through private copies (DB + WAL) in the scratch folder, never in place.
-    An unreadable state DB is not the end: the rows are then rebuilt from the rollouts."""
+def connect_src(db: Path, scratch: Path) -> sqlite3.Connection:
+    """One of SRC's DBs to read: a file in the scratch folder (a private copy, an archive's member)
+    as usual; SRC's own file only through statedb.open_readonly (no -shm created or rewritten)."""
+    if is_inside(db, scratch):
+        return sqlite3.connect(str(db))
+    try:
+        conn = open_readonly(db)
+    except UserError as exc:
+        raise sqlite3.DatabaseError(str(exc)) from None
+    conn.text_factory = str  # TEXT that is not UTF-8 raises, as in a copy (_read_rows marks it then)
+    return conn
+
+
+def _src_db(db: Path, scratch: Path, in_place: bool) -> Tuple[Optional[Path], sqlite3.Connection]:
+    """(the file read, open): a dry-run reads SRC's DB in place, read-only (connect_src); an apply,
+    or a DB open_readonly refuses (a writer's unfinished journal), reads a private copy (DB + WAL)."""
+    if in_place:
+        try:
+            return db, connect_src(db, scratch)
+        except sqlite3.DatabaseError:
+            pass
+    copy = private_db_copy(db, scratch)
+    if copy is None:
+        raise sqlite3.DatabaseError(f"{safe_str(db)} is gone")
+    return copy, sqlite3.connect(str(copy))
+
+
+def read_source(source: SourceHome, in_place: bool = False) -> SourceInputs:
+    """SRC's DBs are read through private copies (DB + WAL) in the scratch folder, or, for a
+    dry-run (in_place), in place through open_readonly; SRC is never written. An unreadable state
+    DB is not the end: the rows are then rebuilt from the rollouts."""
     rows: Dict[str, tuple] = {}
     columns: List[str] = []
     all_columns: List[str] = []
@@ -369,8 +398,7 @@ def read_source(source: SourceHome) -> SourceInputs:
     state = _find_db(source.root, STATE_DB)
     if state is not None:
         try:
-            copy = private_db_copy(state, source.scratch)
-            conn = sqlite3.connect(str(copy))
+            copy, conn = _src_db(state, source.scratch, in_place)
             try:
                 all_columns = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
                 if all_columns and "id" in all_columns:
@@ -388,8 +416,7 @@ def read_source(source: SourceHome) -> SourceInputs:
     hist = (state.parent / HISTORY_DB) if state is not None else _find_db(source.root, HISTORY_DB)
     if hist is not None and hist.is_file():
         try:
-            history_db = private_db_copy(hist, source.scratch)
-            conn = sqlite3.connect(str(history_db))
+            history_db, conn = _src_db(hist, source.scratch, in_place)
             try:
                 turns = {sys.intern(norm_id(str(k))): int(n) for k, n in conn.execute(
                     "SELECT thread_id, count(*) FROM thread_turns GROUP BY thread_id")}
@@ -405,7 +432,7 @@ def read_source(source: SourceHome) -> SourceInputs:
     except UserError as exc:
         notes.append(f"the source's config.toml: {exc}; rows rebuilt from a rollout without a provider get 'openai'")
     return SourceInputs(source, rows, columns, index, _read_names(source.root),
-                        history_db, turns, provider, notes, all_columns, bad, copy, cased, prefixes)
+                        history_db, turns, provider, notes, all_columns, bad, copy, cased, prefixes, in_place)
 
 
 def _shared_ids(index: RolloutIndex) -> RolloutIndex:
@@ -443,7 +470,7 @@ class DestInputs:
     history_keys: Set[str]
     history_columns: Dict[str, List[str]]
 
-    @property
+    @cached_property
     def before_paginated(self) -> bool:
         """DEST's Codex predates paginated threads (it reads legacy ones only)."""
         return not any(c == HISTORY_MODE_COLUMN_NAME for c, _nn, _d in self.columns)
@@ -633,6 +660,7 @@ def _primary(files: List[RolloutFile], row: Optional[Dict[str, Any]]) -> Tuple[O
 
 def _digest_planned(fc: FileCopy, remapper: RolloutRemapper) -> Tuple[str, int]:
     """sha256 and length of the bytes DEST would get."""
+    import hashlib  # only for a thread DEST has: a plain dry-run loads none
     h = hashlib.sha256()
     size = 0
     for chunk in remapper.stream(fc.src):
@@ -643,6 +671,7 @@ def _digest_planned(fc: FileCopy, remapper: RolloutRemapper) -> Tuple[str, int]:
 
 def _body_digest(path: Path, start: int) -> Tuple[str, int]:
     """sha256 and length of a file from `start` on (everything after line 1)."""
+    import hashlib
     h = hashlib.sha256()
     n = 0
     with open(path, "rb") as fh:
@@ -818,12 +847,15 @@ def _plan_tables(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: 
     for name in (STATE_DB, GOALS_DB, QUEUE_DB):
         copy = plan.source.scratch / "db" / name
         original = (state.parent / name) if state is not None else plan.source.root / name
-        src_dbs[name] = copy if copy.is_file() else private_db_copy(original, plan.source.scratch)
-    s = read_home(src_dbs, connect=lambda p: sqlite3.connect(str(p)))
+        src_dbs[name] = copy if copy.is_file() else original if src.in_place and original.is_file() else \
+            private_db_copy(original, plan.source.scratch)
+    s = read_home(src_dbs, connect=lambda p: _src_db(p, plan.source.scratch, True)[1])  # a copy as is
     planner = Planner(s, d, lambda v: remap(v, remaps))
+    names = None
     for t in plan.imports:
         extras = planner.thread(t.thread_id)
-        t.extras = extras if any(getattr(extras, f.name) for f in fields(extras)) else None  # most bring nothing
+        names = names or [f.name for f in fields(extras)]
+        t.extras = extras if any(getattr(extras, n) for n in names) else None  # most bring nothing
     plan.shared = planner.shared
     plan.table_dbs = dict(d.dbs)
 
@@ -834,7 +866,10 @@ def _created(src: SourceInputs, tid: str, at: int) -> int:
     if isinstance(v, int):
         return v
     files = src.index.by_thread.get(tid)
-    return int(datetime.strptime(files[0].date, "%Y-%m-%d").timestamp()) if files else 0
+    if not files:
+        return 0
+    y, m, d = files[0].date.split("-")  # no strptime: it loads _strptime, locale and calendar
+    return int(datetime(int(y), int(m), int(d)).timestamp())
 
 
 def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) -> Dict[str, str]:
@@ -1028,7 +1063,7 @@ def _suggest(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: Sequ
         here = os.path.normpath(str(root))
         olds = Counter({h: n for h, n in src.home_prefixes.items() if os.path.normpath(h) != here})
         if olds:
-            old_home = olds.most_common(1)[0][0]
+            old_home = max(olds.items(), key=lambda kv: kv[1])[0]  # most_common(1), without heapq
             old_user, new_user = _user_home(old_home), _user_home(str(root))
             cwds = [t.cwd_before for t in plan.imports]
             if old_user and new_user and old_user != new_user and any(has_prefix(c, old_user) for c in cwds):
@@ -1124,7 +1159,7 @@ def history_rows(plan: ImportPlan, dest_columns: Dict[str, List[str]]) -> Dict[s
     for t in plan.imports:
         for fc in t.files:
             by_key[fc.key] = (t.thread_id, fc)
-    conn = sqlite3.connect(str(plan.src_history_db))
+    conn = connect_src(plan.src_history_db, plan.source.scratch)
     try:
         for table in HISTORY_TABLES:
             cols = dest_columns.get(table) or []
