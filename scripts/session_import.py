@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
 from sessionkit.fixes.archive_src import open_source  # noqa: E402
-from sessionkit.ui.cli import Parser, emit, positive_int, print_json, run  # noqa: E402
+from sessionkit.ui.cli import Parser, emit, positive_int, print_json, run, thread_id_arg  # noqa: E402
 from sessionkit.ui.labels import label, short_title, shown  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.commands import home_command  # noqa: E402
@@ -40,7 +40,7 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--remap-prefix", metavar="OLD=NEW", action="append", default=[],
                    help="rewrite the threads' folders (cwd, in the row and in line 1) starting with OLD "
                         "to start with NEW, e.g. the old user home to this one (repeatable).")
-    p.add_argument("--thread-id", metavar="ID", action="append", default=[],
+    p.add_argument("--thread-id", metavar="ID", action="append", default=[], type=thread_id_arg,
                    help="only this thread (repeatable); a fork's parent comes along when needed.")
     p.add_argument("--apply", action="store_true", help="write (default: show the plan only).")
     p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")

@@ -240,7 +240,9 @@ def test_provider_hint_when_the_threads_are_on_another_provider(tmp_path):
 
 def test_unknown_thread_id_and_missing_source_are_one_line_errors(homes, tmp_path):
     src, made, dst, own = homes
-    for args, words in (((("--from", str(src.root), "--thread-id", "nope")), "no such thread"),
+    for args, words in ((("--from", str(src.root), "--thread-id", "0199a213-81c0-7800-8aa1-bbab2a035a53"),
+                         "no such thread"),
+                        (("--from", str(src.root), "--thread-id", "nope"), "is not a thread id"),
                         (("--from", str(tmp_path / "absent")), "no such file or folder"),
                         (("--from", str(dst.root)), "same home"),
                         (("--from", str(tmp_path / "x.rar")), "no such file")):

@@ -131,16 +131,18 @@ def build_index(home_root: Path) -> RolloutIndex:
 class SessionMeta:
     """What line 1 (`session_meta`) says; `error` set when it cannot be used. Slotted: one per rollout."""
 
-    __slots__ = ("id", "model_provider", "has_provider", "cwd", "source_kind",
-                 "forked_from_id", "error")
+    __slots__ = ("id", "key", "model_provider", "has_provider", "cwd", "source_kind",
+                 "forked_from_id", "parent_key", "error")
 
     def __init__(self, error: Optional[str] = None) -> None:
-        self.id: Optional[str] = None
+        self.id: Optional[str] = None  # as written (what an edit of line 1 keeps)
+        self.key: Optional[str] = None  # `id` normalised (codexfiles/ids.py): what is compared
         self.model_provider: Optional[str] = None
         self.has_provider = False
         self.cwd: Optional[str] = None
         self.source_kind = ""  # cli, vscode, exec, subagent, ...
         self.forked_from_id: Optional[str] = None
+        self.parent_key: Optional[str] = None  # `forked_from_id` normalised
         self.error = error
 
 
@@ -208,6 +210,8 @@ def parse_session_meta(line: bytes) -> SessionMeta:
     meta.id = p.get("id")
     if meta.id is None:
         meta.error = "session_meta has no id"
+    else:
+        meta.key = norm_id(meta.id)
     meta.has_provider = "model_provider" in p
     provider = p.get("model_provider")
     if isinstance(provider, str):
@@ -215,6 +219,8 @@ def parse_session_meta(line: bytes) -> SessionMeta:
     meta.cwd = sys.intern(p["cwd"]) if isinstance(p.get("cwd"), str) else None
     meta.source_kind = source_kind(p.get("source"))
     meta.forked_from_id = p.get("forked_from_id")
+    if meta.forked_from_id:
+        meta.parent_key = norm_id(meta.forked_from_id)
     return meta
 
 
@@ -249,7 +255,7 @@ def unusable_reason(rf: RolloutFile, meta: SessionMeta, thread_id: str) -> Optio
         return "the file is a symlink: never written through"
     if meta.error:
         return f"line 1 is unusable ({meta.error})"
-    if not meta.id or norm_id(meta.id) != norm_id(thread_id):
+    if not meta.key or meta.key != norm_id(thread_id):
         return "line 1 belongs to another thread (session_meta.id differs)"
     if rf.compressed:  # usable when this Python or system can read zstd (a run decompresses it first)
         from sessionkit.codexfiles.zstd import missing_reason

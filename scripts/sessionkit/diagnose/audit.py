@@ -97,7 +97,7 @@ def integrity(inputs: AuditInputs, max_samples: int, judged: Optional[List[Judge
             continue
         meta = metas[rf.key]
         if meta.error is None:
-            if meta.id and norm_id(meta.id) != key:  # TODO lead: line 1's reader (rollout_index.py) keeps id as read
+            if meta.key and meta.key != key:
                 found["session_meta_id_mismatch"].append(r.id)
             if meta.has_provider and meta.model_provider != r.model_provider:
                 found["provider_mismatch"].append(r.id)

@@ -89,10 +89,11 @@ class AuditInputs:
         return self.heads.get(rf.key) or _NO_HEAD
 
     def row_for(self, thread_id: str) -> Optional[ThreadRow]:
+        """The row of a thread named as the audit's verdicts name it (a row's stored spelling)."""
         return self.rows_by_id.get(norm_id(thread_id))
 
-    def files_for(self, thread_id: str) -> List[RolloutFile]:
-        return self.index.by_thread.get(norm_id(thread_id), [])
+    def files_for(self, key: str) -> List[RolloutFile]:
+        return self.index.by_thread.get(key, [])
 
     @property
     def live(self) -> Set[str]:

@@ -90,7 +90,7 @@ def judge_rows(inputs: AuditInputs) -> List[Judged]:
         elif rf is None:
             rf = _same_place_in_this_home(inputs, r.rollout_path, root)
             if rf is None and not inputs.path_exists(r.rollout_path):
-                base = "stale_rollout_path" if inputs.files_for(r.id) else "missing_rollout_file"
+                base = "stale_rollout_path" if inputs.files_for(r.key) else "missing_rollout_file"
         if base is None and rf is not None and metas[rf.key].error is not None:
             base = "line1_unreadable"
         out.append(Judged(r.id, base, None, r.source_kind, r.cwd))

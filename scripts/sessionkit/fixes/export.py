@@ -425,9 +425,7 @@ def _fork_parent(p: Picked) -> Optional[str]:
     line, _err = read_line1(Path(p.rollout_path)) if p.rollout_path else (None, None)
     if line is None:
         return None
-    meta = parse_session_meta(line)  # whole: forked_from_id may follow base_instructions
-    parent = meta.forked_from_id
-    return norm_id(parent) if isinstance(parent, str) and parent else None
+    return parse_session_meta(line).parent_key  # decoded whole: forked_from_id may follow base_instructions
 
 
 def _list(folder: str, listing: Dict[str, Dict[str, List[str]]]) -> Dict[str, List[str]]:

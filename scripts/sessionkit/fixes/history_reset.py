@@ -33,9 +33,9 @@ def _forks_by_parent(inputs: Any) -> Dict[str, List[str]]:
     out: Dict[str, List[str]] = {}
     for rf in inputs.index.files:
         meta = inputs.metas.get(rf.key)
-        parent = getattr(meta, "forked_from_id", None)
-        if parent:  # TODO lead: line 1's reader (rollout_index.py) gives forked_from_id as read
-            out.setdefault(norm_id(parent), []).append(rf.thread_id)
+        parent = getattr(meta, "parent_key", None)
+        if parent:
+            out.setdefault(parent, []).append(rf.thread_id)
     return out
 
 

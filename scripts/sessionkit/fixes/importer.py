@@ -800,12 +800,13 @@ class RowBuilder:
 
 def plan_import(src: SourceInputs, dest: DestInputs, remaps: Sequence[Remap] = (),
                 thread_ids: Sequence[str] = ()) -> ImportPlan:
-    """One pass over SRC's threads with dictionary look-ups into both walks."""
+    """One pass over SRC's threads with dictionary look-ups into both walks. `thread_ids` are keys
+    (codexfiles/ids.py: normalised where they entered, as `--thread-id` is)."""
     plan = ImportPlan(source=src.source, dest=dest.home, remaps=list(remaps),
                       src_history_db=src.history_db, dest_history_db=dest.history_db, notes=list(src.notes))
     all_ids = set(src.rows) | set(src.index.by_thread)
     plan.threads_in_source = len(all_ids)
-    wanted = {norm_id(t) for t in thread_ids}
+    wanted = set(thread_ids)
     unknown = sorted(wanted - all_ids)
     if unknown:
         raise UserError(f"--thread-id {unknown[0]}: no such thread in the source")
@@ -884,13 +885,12 @@ def _with_fork_parents(src: SourceInputs, wanted: Set[str], dest: DestInputs) ->
         if first.compressed:  # read decompressed, as Codex reads it
             from sessionkit.codexfiles.zstd import line1_of
             line, err = line1_of(first.key)
-            parent = (parse_session_meta(line) if line is not None else SessionMeta(error=err)).forked_from_id
+            parent = (parse_session_meta(line) if line is not None else SessionMeta(error=err)).parent_key
         else:
-            parent = load_session_meta(first.path).forked_from_id
-        if parent and norm_id(parent) not in out and norm_id(parent) not in dest.rows \
-                and norm_id(parent) in src.index.by_thread:
-            out[norm_id(parent)] = f"parent of fork {tid}"
-            todo.append(norm_id(parent))
+            parent = load_session_meta(first.path).parent_key
+        if parent and parent not in out and parent not in dest.rows and parent in src.index.by_thread:
+            out[parent] = f"parent of fork {tid}"
+            todo.append(parent)
     return out
 
 
