@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
 from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json, provider_arg,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
@@ -81,8 +81,8 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
                    if dry_run else "Nothing to change.")
         if dry_run and plan["candidates"]:
             out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "provider_migrate.py"))
-        return "\n".join(out)
-    return "\n".join(out + [""] + render_result(home, plan, result, names, verbose))
+        return Lines(out)
+    return Lines(out + [""] + render_result(home, plan, result, names, verbose))
 
 
 def render_result(home: CodexHome, plan: Dict[str, Any], result: Dict[str, Any], names: Dict[str, str],

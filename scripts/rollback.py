@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines  # noqa: E402
 from sessionkit.ui.cli import Parser, add_home_args, emit, existing_path_arg, positive_int, print_json, run  # noqa: E402
 from sessionkit.ui.labels import names_from_db, shown  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
@@ -92,7 +92,7 @@ def render_runs(home: Any, runs: List[Dict[str, Any]]) -> str:
     if prune_candidates(runs, include_newest=False):
         out += ["preview removing the artifacts of runs no longer needed:",
                 "  " + home_command(home, "rollback.py", "--prune")]
-    return "\n".join(out)
+    return Lines(out)
 
 
 def prune_runs(home: Any, args: Any) -> int:
@@ -164,7 +164,7 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
         elif plan.actions:
             out += ["No changes applied (dry-run). To undo it, run:",
                     "  " + home_command(home, "rollback.py", "--manifest", plan.run_dir, "--apply")]
-        return "\n".join(out)
+        return Lines(out)
     left = len(plan.conflicts)
     outcome = Outcome(
         heading="Rollback Result",
@@ -179,7 +179,7 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
         verify=home_command(home, "session_audit.py"),
         older=older_runs(home, report.get("run_dir")),
         counters={k: v for k, v in result.items()} if verbose else {})
-    return "\n".join(out + render_outcome(outcome, verbose, sample))
+    return Lines(out + render_outcome(outcome, verbose, sample))
 
 
 def restore(home: Any, args: Any) -> int:

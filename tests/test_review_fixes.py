@@ -1,0 +1,81 @@
+"""Defects an adversarial review of main found, each with the test that would have caught it."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import SCRIPTS
+from homebuilder import HomeBuilder
+
+EVIL = "ev\x1b]52;c;ZXZpbA==\x07il\ntouch PWNED #\x1b[31m\r\x7f\x85"
+RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+def run(script, home, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                          capture_output=True, text=True, env=env, check=False, errors="surrogateescape")
+
+
+def argv_of(command_line):
+    """What bash makes of a printed line pasted as it is (the `# why` after it is a comment)."""
+    out = subprocess.run(["bash", "-c", "printf '%s\\0' " + command_line], capture_output=True, check=True)
+    return [w.decode("utf-8", "surrogateescape") for w in out.stdout.split(b"\0")[:-1]]
+
+
+@pytest.fixture
+def evil_home(tmp_path):
+    """A home whose path, provider and titles hold newlines, ESC, an OSC 52 clipboard write, DEL, C1."""
+    root = tmp_path / "a\x1b[31mb\nc --apply" / ".codex"
+    hb = HomeBuilder(root, provider="x", providers=[])
+    (root / "config.toml").write_text("model_provider = " + json.dumps(EVIL) + "\n", encoding="utf-8")
+    for i in range(2):
+        hb.add(provider="old", preview=f"t{i}" + EVIL)
+    return root
+
+
+def _commands(text, root):
+    return [ln.strip() for ln in text.split("\n") if str(SCRIPTS) in ln]
+
+
+def test_no_raw_control_character_and_every_printed_command_means_its_words(evil_home):
+    outputs = [run("session_audit.py", evil_home), run("provider_migrate.py", evil_home),
+               run("session_recover.py", evil_home), run("session_repair.py", evil_home),
+               run("provider_migrate.py", evil_home, "--apply"), run("rollback.py", evil_home, "--list"),
+               run("rollback.py", evil_home, "--latest")]
+    commands = []
+    for p in outputs:
+        assert p.returncode in (0, 1), p.stderr
+        for stream in (p.stdout, p.stderr):
+            for line in stream.split("\n"):
+                assert not RAW_CONTROL.search(line), repr(line)
+        commands += _commands(p.stdout, evil_home)
+    assert len(commands) >= 6
+    for cmd in commands:
+        argv = argv_of(cmd)
+        assert argv[1].startswith(str(SCRIPTS)), cmd
+        assert argv[argv.index("--codex-dir") + 1] == str(evil_home), cmd
+        assert "PWNED" not in " ".join(argv[2:]) or "--target-provider" in argv, argv
+    assert not (Path.cwd() / "PWNED").exists()
+
+
+def test_a_word_with_a_control_character_is_quoted_as_bash_reads_it_back():
+    sys.path.insert(0, str(SCRIPTS))
+    from sessionkit.ui.commands import args_text
+    from sessionkit.ui.cli import plain
+    words = ["a\nb", "x\x1b[31my", "q'\\\x07", "\x7f\x85\u202e", "plain word", "é"]
+    text = plain(args_text(words))
+    assert "\n" not in text and not RAW_CONTROL.search(text)
+    assert argv_of(text) == words
+
+
+def test_plain_escapes_a_newline_in_one_string_and_keeps_the_lines_of_lines():
+    sys.path.insert(0, str(SCRIPTS))
+    from sessionkit import Lines
+    from sessionkit.ui.cli import plain
+    assert plain("a\nb\x1b") == "a\\nb\\e"
+    assert plain(Lines(["one", "t\nwo\x07"])) == "one\nt\\nwo\\x07"
