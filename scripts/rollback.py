@@ -131,8 +131,8 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
     ids: List[str] = []
     for o, _state in plan.steps:
         tid = getattr(o, "thread_id", None)
-        if tid and tid not in ids:
-            ids.append(tid)
+        if tid and tid not in ids and tid not in plan.left_ids and tid not in plan.deleted_ids:
+            ids.append(tid)  # only the threads actually put back: not one left alone or deleted since
     names = names_from_db(home.state_db.path, ids[:max(sample, 10)])  # the ones shown
     kind = KIND_WORDS.get(str(report.get("kind")), str(report.get("kind") or "?"))
     run = f"the {shown(kind)} run {shown(os.path.basename(str(report.get('run_dir') or '')))}"

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,54 @@ def test_plain_escapes_a_newline_in_one_string_and_keeps_the_lines_of_lines():
     from sessionkit.ui.cli import plain
     assert plain("a\nb\x1b") == "a\\nb\\e"
     assert plain(Lines(["one", "t\nwo\x07"])) == "one\nt\\nwo\\x07"
+
+
+@pytest.fixture
+def migrated(tmp_path):
+    """Two sessions of another provider migrated to the current one (one run)."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    old = [hb.add(provider="oldco", preview=f"old session {i}") for i in range(2)]
+    proc = run("provider_migrate.py", hb.root, "--apply")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return hb, old
+
+
+def _put_back(stdout):
+    """The count in "N session(s) put back:" (the line may wrap) and the session labels after it."""
+    [m] = list(re.finditer(r"(\d+) session\(s\) put\s+back:", stdout))
+    named = []
+    for ln in stdout[m.end():].split("\n")[1:]:
+        if not ln.startswith('  "'):
+            break
+        named.append(ln)
+    return int(m.group(1)), named
+
+
+def test_a_forced_rollback_counts_only_the_sessions_it_put_back_not_one_codex_holds(migrated):
+    import fcntl
+    hb, old = migrated
+    locks = hb.root / "thread-writer-locks"
+    locks.mkdir(exist_ok=True)
+    fd = os.open(str(locks / f"{old[1].id}.lock"), os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        rb = run("rollback.py", hb.root, "--latest", "--apply", "--force")
+    finally:
+        os.close(fd)
+    assert rb.returncode == 1, rb.stdout + rb.stderr
+    count, named = _put_back(rb.stdout)
+    assert count == 1 and len(named) == 1 and "old session 0" in named[0], rb.stdout
+    assert "old session 1" not in "\n".join(named)
+
+
+def test_a_session_deleted_since_the_run_is_not_counted_as_put_back(migrated):
+    hb, old = migrated
+    os.unlink(old[1].path)
+    conn = sqlite3.connect(str(hb.root / "state_5.sqlite"))
+    with conn:
+        conn.execute("DELETE FROM threads WHERE id=?", (old[1].id,))
+    conn.close()
+    rb = run("rollback.py", hb.root, "--latest", "--apply")
+    assert rb.returncode == 0, rb.stdout + rb.stderr
+    count, named = _put_back(rb.stdout)
+    assert count == 1 and len(named) == 1 and "old session 0" in named[0], rb.stdout

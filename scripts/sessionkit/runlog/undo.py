@@ -140,6 +140,8 @@ class UndoPlan:
     already: int = 0
     conflicts: List[str] = field(default_factory=list)
     deleted: List[str] = field(default_factory=list)  # deleted since the run (thread/delete): left deleted
+    left_ids: Set[str] = field(default_factory=set)  # threads with a change left alone (planned or at undo time)
+    deleted_ids: Set[str] = field(default_factory=set)  # threads deleted since the run: not put back
     locks: Dict[str, Any] = field(default_factory=dict)  # the run's "locks" record
     undone_before: bool = False  # the journal already says "rolled back" (or failed, undone)
 
@@ -462,6 +464,10 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
         else:
             plan.conflicts.append(f"{_describe(op)}: {op.changed_reason()}; left alone")
     plan.deleted += [f"{safe_str(t)}: {DELETED}" for t in sorted(deleted)]
+    plan.deleted_ids |= deleted | {op.thread_id for op, st in zip(ops, states) if st == GONE and op.thread_id
+                                   and op.thread_id not in split}
+    plan.left_ids |= split | {op.thread_id for op, st in zip(ops, states) if op.thread_id and (
+        id(op) in held or (st in (NEW, TORN) and refusal.get(id(op))) or st not in (OLD, NEW, TORN, GONE))}
     plan.steps.reverse()
 
 
@@ -552,6 +558,7 @@ class _UndoBatches:
         self.plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
         steps = [(o, s) for o, s in steps if o.thread_id not in refused]
         self.refused.update(refused)
+        self.plan.left_ids.update(refused)
         steps, shared_left = drop_served(steps, self.refused)  # what serves a thread left here stays too
         self.plan.conflicts += shared_left
         if n == 1:
