@@ -131,3 +131,67 @@ def test_a_session_deleted_since_the_run_is_not_counted_as_put_back(migrated):
     assert rb.returncode == 0, rb.stdout + rb.stderr
     count, named = _put_back(rb.stdout)
     assert count == 1 and len(named) == 1 and "old session 0" in named[0], rb.stdout
+
+
+WRITERS = ["migrate", "repair", "import", "recover", "rollback", "prune", "restore-db"]
+
+
+def _writer_home(tmp_path, writer):
+    """A home where `writer` has something to do; returns (home, the writer's script and args)."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    hb.add(provider="oldco", preview="old")
+    hb.add(write_row=False, preview="orphan")
+    if writer in ("rollback", "prune", "restore-db"):
+        assert run("provider_migrate.py", hb.root, "--apply").returncode == 0
+    if writer == "prune":
+        assert run("rollback.py", hb.root, "--latest", "--apply").returncode == 0
+    if writer == "restore-db":
+        [bak] = (hb.root / ".tmp" / "session-migration").glob("*/state_5.sqlite.pre_*.bak")
+        return hb.root, ("rollback.py", "--restore-db", str(bak), "--force", "--apply")
+    if writer == "import":
+        src = HomeBuilder(tmp_path / "src" / ".codex", provider="newco", providers=["newco"])
+        src.n = 50
+        src.add(preview="from elsewhere")
+        return hb.root, ("session_import.py", "--from", str(src.root), "--apply")
+    return hb.root, {"migrate": ("provider_migrate.py", "--apply"),
+                     "repair": ("session_repair.py", "--import-orphans", "--apply"),
+                     "recover": ("session_recover.py", "--apply"),
+                     "rollback": ("rollback.py", "--latest", "--apply"),
+                     "prune": ("rollback.py", "--prune", "--force", "--apply")}[writer]
+
+
+def _everything(root):
+    from harness import snapshot
+    return snapshot(root)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("link", ["lock symlink", "lock hard link", "tmp symlink", "writer-locks symlink"])
+def test_no_writer_creates_a_file_through_a_link_out_of_the_home(tmp_path, writer, link):
+    home, (script, *args) = _writer_home(tmp_path, writer)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    arts = home / ".tmp" / "session-migration"
+    if link == "lock symlink":
+        arts.mkdir(parents=True, exist_ok=True)
+        (arts / ".lock").unlink(missing_ok=True)
+        (arts / ".lock").symlink_to(outside / "created")
+    elif link == "lock hard link":
+        arts.mkdir(parents=True, exist_ok=True)
+        (arts / ".lock").unlink(missing_ok=True)
+        (outside / "mine").write_text("")
+        os.link(outside / "mine", arts / ".lock")
+    elif link == "tmp symlink":
+        if (home / ".tmp").exists():
+            (home / ".tmp").rename(outside / "tmp")
+            (home / ".tmp").symlink_to(outside / "tmp")
+        else:
+            (home / ".tmp").symlink_to(outside / "tmp")
+    else:
+        (home / "thread-writer-locks").symlink_to(outside / "locks")
+    before, outside_before = _everything(home), _everything(outside)
+    proc = run(script, home, *args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().split("\n")) == 1 and "refusing" in proc.stderr.lower(), proc.stderr
+    assert _everything(outside) == outside_before
+    assert _everything(home) == before
