@@ -163,8 +163,7 @@ def scratch_parent(home: CodexHome) -> Path:
     folder = home.artifacts_dir
     if not resolves_inside(folder.parent, home.root):
         raise UserError(f"{folder.parent} leads outside the Codex home; refusing to write there")
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder
+    return folder  # made by make_scratch, once SRC is known to be readable
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -195,3 +195,44 @@ def test_no_writer_creates_a_file_through_a_link_out_of_the_home(tmp_path, write
     assert len(proc.stderr.strip().split("\n")) == 1 and "refusing" in proc.stderr.lower(), proc.stderr
     assert _everything(outside) == outside_before
     assert _everything(home) == before
+
+
+@pytest.mark.parametrize("bad", [
+    ("rollback.py", "--manifest", "{out}/provider_migration_1.csv", "--apply"),
+    ("rollback.py", "--restore-db", "{out}/state_5.sqlite", "--apply"),
+    ("rollback.py", "--until", "{out}", "--apply"),
+    ("session_import.py", "--from", "{out}/junk.tgz", "--apply"),
+    ("session_import.py", "--from", "{out}/nothing-here", "--apply"),
+    ("session_repair.py", "--remap-prefix", "relative=/x", "--apply"),
+    ("provider_migrate.py", "--thread-id", "0195ffff-0000-7000-8000-00000000ffff", "--apply"),
+    ("session_recover.py", "--thread-id", "0195ffff-0000-7000-8000-00000000ffff", "--apply"),
+])
+def test_a_bad_argument_is_refused_before_anything_is_created(tmp_path, bad):
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    hb.add(provider="oldco", preview="old")
+    out = tmp_path / "outside"
+    out.mkdir()
+    (out / "provider_migration_1.csv").write_text("id,old_provider,new_provider,ts\n")
+    (out / "junk.tgz").write_text("this is text, not a gzip file\n")
+    sqlite3.connect(str(out / "state_5.sqlite")).close()
+    script, *args = bad
+    before = _everything(hb.root)
+    proc = run(script, hb.root, *[a.format(out=out) for a in args])
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().split("\n")) == 1, proc.stderr
+    assert _everything(hb.root) == before
+    assert not (hb.root / ".tmp").exists()
+
+
+@pytest.mark.parametrize("name", ["junk.tgz", "junk.tar.gz", "junk.tar", "junk.zip"])
+def test_a_text_file_named_as_an_archive_is_one_line_exit_2(tmp_path, name):
+    hb = HomeBuilder(tmp_path / ".codex")
+    hb.add(preview="here")
+    junk = tmp_path / name
+    junk.write_text("this is text\n" * 40)
+    for apply in ([], ["--apply"]):
+        proc = run("session_import.py", hb.root, "--from", str(junk), *apply)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        [line] = proc.stderr.strip().split("\n")
+        assert line.startswith(f"session_import.py: error: --from {junk}: not a readable ") and "\\n" not in line, line
+    assert not (hb.root / ".tmp").exists()

@@ -173,6 +173,8 @@ def find_run(home: CodexHome, manifest: Optional[str]) -> Optional[Target]:
             raise UserError(f"no such manifest or run folder: {p}")
         if not p.is_dir():
             if not (p.parent / "journal.jsonl").is_file():
+                if not path_allowed(str(p), [os.path.realpath(str(home.root))]):  # before the lock makes .tmp/
+                    raise UserError(f"refusing: the manifest {safe_str(p)} is outside the Codex home")
                 return p
             p = p.parent
         return read_run(p)
