@@ -236,3 +236,34 @@ def test_a_text_file_named_as_an_archive_is_one_line_exit_2(tmp_path, name):
         [line] = proc.stderr.strip().split("\n")
         assert line.startswith(f"session_import.py: error: --from {junk}: not a readable ") and "\\n" not in line, line
     assert not (hb.root / ".tmp").exists()
+
+
+def test_every_run_kind_is_said_in_words_and_a_recovery_run_is_called_one(tmp_path):
+    sys.path.insert(0, str(SCRIPTS))
+    from sessionkit.ui.labels import RUN_KIND_WORDS
+    kinds = set()
+    for f in SCRIPTS.rglob("*.py"):
+        kinds |= set(re.findall(r'= execute\([\w.]+, "(\w+)"', f.read_text(encoding="utf-8")))
+        kinds |= set(re.findall(r'^RUN_KIND = "(\w+)"', f.read_text(encoding="utf-8"), re.M))
+    assert kinds and kinds <= set(RUN_KIND_WORDS), kinds - set(RUN_KIND_WORDS)
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    hb.add(provider="oldco", preview="old")
+    hb.add(write_row=False, preview="orphan")
+    assert run("session_recover.py", hb.root, "--apply").returncode == 0
+    rb = run("rollback.py", hb.root, "--latest")
+    assert "Would undo the recovery run session_recover_" in rb.stdout, rb.stdout
+    assert "the session_recover run" not in rb.stdout
+
+
+def test_the_readme_says_what_the_audit_prints_for_files_with_no_index_entry(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex")
+    hb.add(preview="indexed")
+    hb.add(write_row=False, preview="orphan")
+    audit = run("session_audit.py", hb.root).stdout
+    [cmd] = [ln for ln in audit.split("\n") if str(SCRIPTS) in ln]
+    assert "session_recover.py" in cmd and "--import-orphans" not in cmd
+    readme = " ".join((SCRIPTS.parent / "README.md").read_text(encoding="utf-8").split())
+    assert "third command adds `--import-orphans`" not in readme
+    assert "the audit's one `session_recover.py` command indexes them too" in readme
+    proc = run("session_recover.py", hb.root, "--no-import-orphans")
+    assert proc.returncode in (0, 1), proc.stderr
