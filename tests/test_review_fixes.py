@@ -267,3 +267,16 @@ def test_the_readme_says_what_the_audit_prints_for_files_with_no_index_entry(tmp
     assert "the audit's one `session_recover.py` command indexes them too" in readme
     proc = run("session_recover.py", hb.root, "--no-import-orphans")
     assert proc.returncode in (0, 1), proc.stderr
+
+
+def test_the_recovery_plan_shows_a_first_line_only_fix_from_line_1s_value(tmp_path):
+    hb = HomeBuilder(tmp_path / ".codex", provider="openai", providers=[])
+    t = hb.add(provider="openai", preview="row says openai")
+    lines = t.path.read_bytes().split(b"\n")
+    first = json.loads(lines[0])
+    first["payload"]["model_provider"] = "oldco"
+    t.path.write_bytes(b"\n".join([json.dumps(first, separators=(",", ":")).encode()] + lines[1:]))
+    proc = run("session_recover.py", hb.root)
+    flat = " ".join(proc.stdout.split())
+    assert "provider (first line only) oldco -> openai" in flat, proc.stdout
+    assert "openai -> openai" not in flat
