@@ -20,7 +20,7 @@ from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_in
 from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import session_names, shown  # noqa: E402
-from sessionkit.fixes.migrate import apply_migration, plan_migration, plan_report  # noqa: E402
+from sessionkit.fixes.migrate import apply_migration, plan_migration, plan_report, refuse_unknown_target  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for, nothing_to_do  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
@@ -43,7 +43,8 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--db-only", action="store_true",
                    help="change only the DB rows, as the original design did (Codex 0.169 reverts it).")
     p.add_argument("--apply", action="store_true", help="write the changes (default: show the plan only).")
-    p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
+    p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running, or to a "
+                   "--target-provider config.toml does not define.")
     p.add_argument("--sample", "--max-samples", dest="sample", type=positive_int, default=10, metavar="N",
                    help="threads shown in the plan (default: 10).")
     p.add_argument("--verbose", action="store_true", help="also print the result's raw counters.")
@@ -113,6 +114,8 @@ def render_result(home: CodexHome, plan: Dict[str, Any], result: Dict[str, Any],
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     home = open_home(args.codex_dir, args.sqlite_home)
+    if args.apply:
+        refuse_unknown_target(home.config, args.target_provider, args.force)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
     require_known_threads(args.thread_id, (r.key for r in inputs.rows), inputs.index.by_thread)

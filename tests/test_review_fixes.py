@@ -280,3 +280,23 @@ def test_the_recovery_plan_shows_a_first_line_only_fix_from_line_1s_value(tmp_pa
     flat = " ".join(proc.stdout.split())
     assert "provider (first line only) oldco -> openai" in flat, proc.stdout
     assert "openai -> openai" not in flat
+
+
+@pytest.mark.parametrize("script", ["provider_migrate.py", "session_recover.py"])
+def test_an_apply_to_a_provider_neither_defined_nor_built_in_is_refused_unless_forced(tmp_path, script):
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    t = hb.add(provider="oldco", preview="old")
+    before = _everything(hb.root)
+    dry = run(script, hb.root, "--target-provider", "opneai")
+    assert dry.returncode in (0, 1) and "not built in" in " ".join(dry.stdout.split()), dry.stdout + dry.stderr
+    proc = run(script, hb.root, "--target-provider", "opneai", "--apply")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = proc.stderr.strip().split("\n")
+    assert "'opneai'" in line and "(newco, oldco)" in line and "--force" in line, line
+    assert _everything(hb.root) == before and not (hb.root / ".tmp").exists()
+    assert run(script, hb.root, "--target-provider", "ollama", "--apply").returncode == 0  # a built-in
+    forced = run(script, hb.root, "--target-provider", "opneai", "--apply", "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    conn = sqlite3.connect(str(hb.root / "state_5.sqlite"))
+    assert conn.execute("SELECT model_provider FROM threads WHERE id=?", (t.id,)).fetchall() == [("opneai",)]
+    conn.close()
