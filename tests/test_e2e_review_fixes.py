@@ -50,3 +50,15 @@ def test_a_forced_rollback_while_codex_holds_a_session_counts_only_the_other(wor
     assert _put_back(rb.stdout) == 1, rb.stdout
     row = world.db("SELECT model_provider FROM threads WHERE id=?", (free,))[0][0]
     assert row == "mockA"
+
+
+def test_a_session_codex_deleted_since_the_run_is_not_counted_as_put_back(world):
+    gone, kept = world.make_threads(2, "mockA", prompt="t")
+    world.set_provider("mockLongerProviderName")
+    assert world.script("provider_migrate.py", "--apply").returncode == 0
+    with world.app() as app:
+        app.request("thread/delete", {"threadId": gone})
+    rb = world.script("rollback.py", "--latest", "--apply")
+    assert rb.returncode in (0, 1), rb.stdout + rb.stderr
+    assert _put_back(rb.stdout) == 1, rb.stdout
+    assert world.db("SELECT model_provider FROM threads WHERE id=?", (kept,)) == [("mockA",)]

@@ -199,11 +199,6 @@ class HomeLock:
                 raise UserError(f"refusing: the lock file {safe_str(self.path)} is a link; nothing was changed; "
                                 f"remove it and run again") from None
             raise
-        if os.fstat(self.fd).st_nlink > 1:
-            os.close(self.fd)
-            self.fd = None
-            raise UserError(f"refusing: the lock file {safe_str(self.path)} has a second hard link; nothing was "
-                            f"changed; remove it and run again")
         locker = host.current().locker
         if locker is not None:
             if not locker.try_lock(self.fd, True):
