@@ -114,10 +114,10 @@ def render_result(home: CodexHome, plan: Dict[str, Any], result: Dict[str, Any],
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     home = open_home(args.codex_dir, args.sqlite_home)
-    if args.apply:
-        refuse_unknown_target(home.config, args.target_provider, args.force)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
+    if args.apply:  # read only so far
+        refuse_unknown_target(inputs, args.target_provider, args.force)
     require_known_threads(args.thread_id, (r.key for r in inputs.rows), inputs.index.by_thread)
     plan = plan_migration(inputs, args.target_provider, args.from_provider, args.thread_id,
                           args.include_archived, args.db_only)

@@ -177,11 +177,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.remap_prefix and args.no_remap:
         raise UserError("--remap-prefix and --no-remap contradict each other")
     home = open_home(args.codex_dir, args.sqlite_home)
-    if args.apply:
-        from sessionkit.fixes.migrate import refuse_unknown_target
-        refuse_unknown_target(home.config, args.target_provider, args.force)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
+    if args.apply:  # read only so far
+        from sessionkit.fixes.migrate import refuse_unknown_target
+        refuse_unknown_target(inputs, args.target_provider, args.force)
     require_known_threads(args.thread_id, (r.key for r in inputs.rows), inputs.index.by_thread)
     opts = options(args, inputs)
     plan = plan_recover(inputs, opts)
