@@ -15,7 +15,6 @@ from sessionkit.runlog.safety import HomeLock, check_folders_inside
 from sessionkit.runlog.runstate import APPLIED, run_state
 from sessionkit.runlog.restore import RESTORE_TAG
 from sessionkit.runlog.undo import Run, read_run, run_kind
-from sessionkit.ui.labels import run_kind_words
 
 
 def folder_size(path: Path) -> int:
@@ -211,5 +210,5 @@ def older_runs(home: CodexHome, this_run: Optional[str] = None) -> List[str]:
         if str(d.get("run_dir")) == str(this_run or ""):
             continue
         if d.get("applied") or d.get("state_key") == APPLIED:
-            out.append(f"{run_kind_words(d.get('kind'))}, {d.get('started') or '?'}")
+            out.append(f"{d.get('kind', '?')}, {d.get('started') or '?'}")
     return out
