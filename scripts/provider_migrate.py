@@ -13,14 +13,14 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
 from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json, provider_arg,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
 from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import session_names, shown  # noqa: E402
-from sessionkit.fixes.migrate import apply_migration, plan_migration, plan_report  # noqa: E402
+from sessionkit.fixes.migrate import apply_migration, plan_migration, plan_report, refuse_unknown_target  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for, nothing_to_do  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
@@ -43,7 +43,8 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     p.add_argument("--db-only", action="store_true",
                    help="change only the DB rows, as the original design did (Codex 0.169 reverts it).")
     p.add_argument("--apply", action="store_true", help="write the changes (default: show the plan only).")
-    p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running.")
+    p.add_argument("--force", action="store_true", help="apply even though Codex seems to be running, or to a "
+                   "--target-provider config.toml does not define.")
     p.add_argument("--sample", "--max-samples", dest="sample", type=positive_int, default=10, metavar="N",
                    help="threads shown in the plan (default: 10).")
     p.add_argument("--verbose", action="store_true", help="also print the result's raw counters.")
@@ -81,8 +82,8 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
                    if dry_run else "Nothing to change.")
         if dry_run and plan["candidates"]:
             out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "provider_migrate.py"))
-        return "\n".join(out)
-    return "\n".join(out + [""] + render_result(home, plan, result, names, verbose))
+        return Lines(out)
+    return Lines(out + [""] + render_result(home, plan, result, names, verbose))
 
 
 def render_result(home: CodexHome, plan: Dict[str, Any], result: Dict[str, Any], names: Dict[str, str],
@@ -115,6 +116,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
+    if args.apply:  # read only so far
+        refuse_unknown_target(inputs, args.target_provider, args.force)
     require_known_threads(args.thread_id, (r.key for r in inputs.rows), inputs.index.by_thread)
     plan = plan_migration(inputs, args.target_provider, args.from_provider, args.thread_id,
                           args.include_archived, args.db_only)

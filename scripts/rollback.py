@@ -14,9 +14,9 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines  # noqa: E402
 from sessionkit.ui.cli import Parser, add_home_args, emit, existing_path_arg, positive_int, print_json, run  # noqa: E402
-from sessionkit.ui.labels import names_from_db, shown  # noqa: E402
+from sessionkit.ui.labels import names_from_db, run_kind_words, shown  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
 from sessionkit.ui.commands import home_command  # noqa: E402
@@ -31,7 +31,7 @@ from sessionkit.codexfiles.statedb import settle_hot_journal  # noqa: E402
 from sessionkit.runlog.scope import home_dbs  # noqa: E402
 from sessionkit.runlog.restore import check_restore, restore_db  # noqa: E402
 from sessionkit.runlog.undo import Run, apply_undo, find_run, later_dependents, plan_undo, read_run, runs_until, summary  # noqa: E402
-from sessionkit.runlog.runstate import APPLIED, run_state  # noqa: E402
+from sessionkit.runlog.runstate import APPLIED, left_by_fork, run_state  # noqa: E402
 from sessionkit.runlog.artifacts import list_runs  # noqa: E402
 
 
@@ -92,7 +92,7 @@ def render_runs(home: Any, runs: List[Dict[str, Any]]) -> str:
     if prune_candidates(runs, include_newest=False):
         out += ["preview removing the artifacts of runs no longer needed:",
                 "  " + home_command(home, "rollback.py", "--prune")]
-    return "\n".join(out)
+    return Lines(out)
 
 
 def prune_runs(home: Any, args: Any) -> int:
@@ -121,7 +121,22 @@ def prune_runs(home: Any, args: Any) -> int:
     return EXIT_CLEAN
 
 
-KIND_WORDS = {"session_repair": "repair", "provider_migration": "provider migration", "session_import": "import"}
+def left_notes(home: Any, plan: Any) -> List[str]:
+    """Why the run stays partly rolled back, per reason of what is left, and what would finish it."""
+    forked = sum(1 for c in plan.conflicts if left_by_fork(c))
+    rest = len(plan.conflicts) - forked
+    cmd = home_command(home, "rollback.py", "--manifest", plan.run_dir, "--apply")
+    out = []
+    if forked:
+        out.append(f"The run stays partly rolled back while the fork made since exists: {forked} item(s) stay as the "
+                   f"run left them, since that fork reads its first turns from the grown file and undoing them "
+                   f"would cut its history (once the fork is deleted, this finishes the run: {cmd})")
+    if rest:
+        out.append(f"The run is partly rolled back and stays undoable; once the {rest} other item(s) left alone are "
+                   f"free (Codex lets go of them), run again: {cmd}" if forked else
+                   f"The run is partly rolled back and stays undoable; once the items left alone are free, run again: "
+                   f"{cmd}")
+    return out
 
 
 def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[Dict[str, Any]],
@@ -131,14 +146,16 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
     ids: List[str] = []
     for o, _state in plan.steps:
         tid = getattr(o, "thread_id", None)
-        if tid and tid not in ids:
-            ids.append(tid)
+        if tid and tid not in ids and tid not in plan.left_ids and tid not in plan.deleted_ids:
+            ids.append(tid)  # only the threads actually put back: not one left alone or deleted since
     names = names_from_db(home.state_db.path, ids[:max(sample, 10)])  # the ones shown
-    kind = KIND_WORDS.get(str(report.get("kind")), str(report.get("kind") or "?"))
-    run = f"the {shown(kind)} run {shown(os.path.basename(str(report.get('run_dir') or '')))}"
+    run = f"the {run_kind_words(report.get('kind'))} run {shown(os.path.basename(str(report.get('run_dir') or '')))}"
     out = ["=== Rollback ==="] if result is None else []
     if result is None:
-        if not plan.actions:
+        if not plan.actions and plan.conflicts:
+            out += wrap(f"Nothing more can be undone now: {run} stays partly rolled back, "
+                        f"{len(plan.conflicts)} item(s) left alone:")
+        elif not plan.actions:
             out.append(f"Nothing to undo: {run} is already undone or changed nothing"
                        + (f" ({shown(report['state'])})." if report.get("state") else "."))
         else:
@@ -152,6 +169,8 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
         out.append(f"  left deleted: {shown(c)}")
     for r in report["later_runs_on_same_threads"]:
         out.append(f"  a later run changed the same threads: {shown(r)}")
+    if result is None and not plan.actions:
+        out += [ln for note in left_notes(home, plan) for ln in wrap(note, "    ")]
     if verbose:
         out.append("Counters:")
         out += [f"  {k}: {shown(v)}" for k, v in report.items()
@@ -164,7 +183,7 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
         elif plan.actions:
             out += ["No changes applied (dry-run). To undo it, run:",
                     "  " + home_command(home, "rollback.py", "--manifest", plan.run_dir, "--apply")]
-        return "\n".join(out)
+        return Lines(out)
     left = len(plan.conflicts)
     outcome = Outcome(
         heading="Rollback Result",
@@ -173,13 +192,12 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
         + (f"; {len(ids)} session(s) put back:" if ids else "."),
         changed=labels_for(names, ids),
         notes=[f"The DB as it was before this rollback is saved at {shown(b)}" for b in result.get("db_backups") or []]
-        + ([f"The run is partly rolled back and stays undoable; once the items left alone are free, run again: "
-            f"{home_command(home, 'rollback.py', '--manifest', plan.run_dir, '--apply')}"] if left else [])
+        + left_notes(home, plan)
         + ([f"rollback.py --list now shows the run as: {shown(report['state'])}"] if report.get("state") else []),
         verify=home_command(home, "session_audit.py"),
         older=older_runs(home, report.get("run_dir")),
         counters={k: v for k, v in result.items()} if verbose else {})
-    return "\n".join(out + render_outcome(outcome, verbose, sample))
+    return Lines(out + render_outcome(outcome, verbose, sample))
 
 
 def restore(home: Any, args: Any) -> int:

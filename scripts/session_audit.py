@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines  # noqa: E402
 from sessionkit.diagnose.audit import INTEGRITY_KEYS, build_report  # noqa: E402
 from sessionkit.fixes.advice import WAIT_REASON, next_steps, unarchive_option, unfixable  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
@@ -277,12 +277,12 @@ def advice(r: Dict[str, Any]) -> List[str]:
     steps = r.get("next_steps") or []
     if steps:
         out.append("Run next (it shows its plan; add --apply to write, then audit again):")
-        out += [f"  {s['command']}  # {s['why']}" for s in steps]
+        out += [f"  {s['command']}  # {shown(s['why'])}" for s in steps]
     if not steps:
         out.append("Nothing to run: no command here would change anything." if r.get("findings") else
                    "Nothing is hidden and the index matches the files: nothing to run.")
     for o in r.get("options") or []:
-        out.append(f"Optional, {o['why']}:")
+        out.append(f"Optional, {shown(o['why'])}:")
         out.append(f"  {o['command']}")
     return out
 
@@ -333,7 +333,7 @@ def render_text(r: Dict[str, Any], verbose: bool = False) -> str:
     --verbose puts every counter, with samples, before the advice."""
     middle = render_verbose(r) if verbose else details(r) if r.get("findings") else []
     out = diagnosis(r) + ([""] + middle if middle else []) + [""] + advice(r)
-    return "\n".join(out)
+    return Lines(out)
 
 
 def render_verbose(r: Dict[str, Any]) -> List[str]:

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
-from sessionkit.ui.cli import COMMAND, Parser, absolute_path_arg, add_home_args, path_arg, positive_int, print_json, run  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines, UserError  # noqa: E402
+from sessionkit.ui.cli import COMMAND, Parser, absolute_path_arg, add_home_args, emit, path_arg, positive_int, print_json, run  # noqa: E402
 from sessionkit.ui.commands import home_command, script_command  # noqa: E402
 from sessionkit.fixes.export import (ARCHIVED_CHOICES, SKIP_NO_FILE, SKIP_OUTSIDE, ExportPlan, Selection,  # noqa: E402
                                      check_target, has_filter, label, parse_time, plan_export, write_export)
@@ -24,7 +24,6 @@ from sessionkit.ui.labels import readable_time  # noqa: E402
 from sessionkit.codexfiles.paths import safe_str  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.results import wrap  # noqa: E402
-from sessionkit.ui.labels import shown  # noqa: E402
 
 
 def parse_args(argv: Optional[List[str]]) -> Any:
@@ -107,13 +106,13 @@ def render(root: str, plan: ExportPlan, r: Dict[str, Any], to: Optional[str], re
                     "first (a dry-run), then export again:") + ["  " + recover_cmd]
     if not plan.picked:
         out.append("No session matches: nothing to export.")
-        return "\n".join(out)
+        return Lines(out)
     if result is None:
         out.append("Nothing written (dry-run)." + (" To write the archive:" if apply_cmd else
                                                     " Add --to FILE.tar.gz (or .zip) and --apply to write it."))
         if apply_cmd:
             out.append("  " + apply_cmd)
-        return "\n".join(out)
+        return Lines(out)
     out += ["", "=== Export Result ==="] + wrap(f"archive: {safe_str(result['archive'])} ({_size(result['bytes'])}, "
                                                  f"{result['members']} members, 0600)") + [
             f"sessions: {result['threads']}" + (f" ({r['partial']} being written: up to their last complete line)"
@@ -123,7 +122,7 @@ def render(root: str, plan: ExportPlan, r: Dict[str, Any], to: Optional[str], re
     if result.get("dates_clamped"):
         out[-2:-2] = wrap(f"note: {result['dates_clamped']} file date(s) lie outside what a .zip can hold (1980 to "
                           "2107): stored as the nearest date it can; a .tar.gz keeps every date")
-    return "\n".join(out)
+    return Lines(out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -152,7 +151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         text = render(str(home.root), plan, r, str(target) if target else None, result, apply_cmd, args.sample,
                       home_command(home, "session_recover.py"))
-        print("\n".join(shown(line) for line in text.split("\n")))
+        emit(text)
     return EXIT_FINDINGS if plan.skipped or not plan.picked else EXIT_CLEAN
 
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines, UserError  # noqa: E402
 from sessionkit.fixes.archive_src import open_source  # noqa: E402
 from sessionkit.ui.cli import Parser, emit, positive_int, print_json, run, thread_id_arg  # noqa: E402
 from sessionkit.ui.labels import label, short_title, shown  # noqa: E402
@@ -121,7 +121,7 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
         else:
             out.append("Nothing to import.")
         out += [f"  {c}" for c in r["next_commands"]]
-        return "\n".join(out)
+        return Lines(out)
     from sessionkit.ui.results import Outcome, render as render_outcome
     failed = {s["thread_id"] for s in result.get("skipped_at_apply") or []}
     done = [t for t in r["imports_sample"] if t["thread_id"] not in failed]
@@ -141,7 +141,7 @@ def render(codex_dir: str, r: Dict[str, Any], result: Optional[Dict[str, Any]], 
         counters={k: v for k, v in result.items() if k != "rollback"})
     if r["to_import"] > len(r["imports_sample"]):
         outcome.changed.append(f"(and {r['to_import'] - len(r['imports_sample'])} more; --json lists them)")
-    return "\n".join(out + [""] + render_outcome(outcome, verbose))
+    return Lines(out + [""] + render_outcome(outcome, verbose))
 
 
 def next_commands(home: Any, args: Any, plan: Any) -> List[str]:
@@ -165,8 +165,7 @@ def scratch_parent(home: CodexHome) -> Path:
     folder = home.artifacts_dir
     if not resolves_inside(folder.parent, home.root):
         raise UserError(f"{folder.parent} leads outside the Codex home; refusing to write there")
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return folder
+    return folder  # made by make_scratch, once SRC is known to be readable
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
-from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, positive_int, print_json, provider_arg,  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines, UserError  # noqa: E402
+from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json, provider_arg,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
 from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
@@ -124,8 +124,8 @@ def render(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Option
             out.append("Nothing to change.")
         elif dry_run:
             out += ["No changes applied (dry-run). To make them all as one run (one undo), run:", "  " + cmd]
-        return "\n".join(out)
-    return "\n".join(out + [""] + render_outcome(recovery_outcome(home, plan, r, result, names or {}), verbose))
+        return Lines(out)
+    return Lines(out + [""] + render_outcome(recovery_outcome(home, plan, r, result, names or {}), verbose))
 
 
 def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], result: Dict[str, Any],
@@ -192,6 +192,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     home = open_home(args.codex_dir, args.sqlite_home)
     progress = Progress.for_terminal()
     inputs = gather(home, progress)
+    if args.apply:  # read only so far
+        from sessionkit.fixes.migrate import refuse_unknown_target
+        refuse_unknown_target(inputs, args.target_provider, args.force)
     require_known_threads(args.thread_id, (r.key for r in inputs.rows), inputs.index.by_thread)
     opts = options(args, inputs)
     plan = plan_recover(inputs, opts)
@@ -217,7 +220,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "apply_command": cmd if plan.has_work and not args.apply else None, "result": result})
     else:
         text = render(home, plan, report, result, not args.apply, cmd, names, args.verbose)
-        print("\n".join(shown(line) for line in text.split("\n")))
+        emit(text)
     failed = (report.get("history_rebuild") or {}).get("failed")
     return EXIT_FINDINGS if plan.skipped or (result or {}).get("skipped_at_apply") or failed else EXIT_CLEAN
 

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, UserError  # noqa: E402
+from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines, UserError  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
 from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
@@ -130,8 +130,8 @@ def render(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Optiona
                    if dry_run else "Nothing to change.")
         if dry_run:
             out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "session_repair.py"))
-        return "\n".join(out)
-    return "\n".join(out + [""] + render_outcome(repair_outcome(home, plan, r, result, names), verbose))
+        return Lines(out)
+    return Lines(out + [""] + render_outcome(repair_outcome(home, plan, r, result, names), verbose))
 
 
 def repair_outcome(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result: Dict[str, Any],
@@ -172,7 +172,7 @@ def nothing_to_do(names: Dict[str, str], skipped: List[Any]) -> str:
     if skipped:
         out.append(f"{len(skipped)} session(s) this repair cannot fix:")
         out += [f"  {names.get(t, t)}: {why}" for t, why in skipped]
-    return "\n".join(out)
+    return Lines(out)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

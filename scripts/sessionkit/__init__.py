@@ -11,3 +11,18 @@ EXIT_ERROR = 2
 
 class UserError(Exception):
     """Bad input or an unsafe situation: reported as one line on stderr with exit code 2."""
+
+
+class Lines(str):
+    """Text of several lines kept as its lines: an edge escapes each line before joining them, so a
+    newline inside a string from a home is printed as `\\n`, never as a line break of its own."""
+
+    parts: list
+
+    def __new__(cls, parts: "list") -> "Lines":
+        items: list = []
+        for p in parts:
+            items += p.parts if isinstance(p, Lines) else [str(p)]
+        obj = super().__new__(cls, "\n".join(items))
+        obj.parts = items
+        return obj

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
+from sessionkit import Lines
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.versions import ARG0_LOCK_GLOB, CONTROL_SOCKET, DAEMON_LOCK_DIR, DAEMON_SERVER_ARGS, DAEMON_STATE_DIR, \
@@ -497,7 +498,7 @@ def refusal(activity: CodexActivity) -> Optional[str]:
         them = "them" if len(activity.running_codex()) > 1 else "it"
         lines.append(f"Nothing was changed. Stop {them}, then run again; or pass --force (sessions Codex")
         lines.append("holds open stay untouched; a Codex older than 0.146 takes no writer locks).")
-    return "\n".join(lines) if lines else None
+    return Lines(lines) if lines else None  # its lines stay lines; each is escaped at the edge
 
 
 def explain_live(reason: str, activity: CodexActivity, thread_id: str) -> str:

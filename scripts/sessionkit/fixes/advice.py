@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 from sessionkit.codexfiles.reasons import WAIT_REASON  # noqa: F401
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.ui.commands import home_command
+from sessionkit.ui.labels import shown
 
 if TYPE_CHECKING:  # pragma: no cover - types only
     from sessionkit.codexfiles.home import CodexHome
@@ -152,7 +153,7 @@ def next_steps(report: Dict[str, Any], home: "CodexHome",
                       "command": home_command(home, "session_repair.py", *remap, *rebuild)})
     if hidden.get("other_provider", 0) or integ.get("provider_mismatch_count", 0):
         if inputs is None or _migration_changes(inputs, integ):
-            steps.append({"step": "migrate", "why": f"move sessions of other providers to {vis.get('provider')}",
+            steps.append({"step": "migrate", "why": f"move sessions of other providers to {shown(vis.get('provider'))}",
                           "command": home_command(home, "provider_migrate.py")})
     if orph.get("importable", 0):
         if inputs is None or _orphans_change(inputs, report, remap):

@@ -4,6 +4,7 @@ folder; members that would land outside it, links included, refuse the archive).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ def make_scratch(parent: Optional[Path] = None) -> Path:
                         f"source would be extracted; make it a plain folder. Nothing was changed")
     try:
         import tempfile
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return Path(tempfile.mkdtemp(prefix="codex-session-import-", dir=str(parent) if parent else None))
     except (OSError, FileNotFoundError) as exc:  # inside Codex's read-only sandbox there is no temp dir
         raise UserError(f"cannot create a private scratch folder to read SRC through ({exc}); "
@@ -101,6 +104,7 @@ def open_source(src: str, scratch_parent: Optional[Path] = None) -> SourceHome:
     kind = _archive_kind(path)
     if kind is None:
         raise UserError(f"--from {src}: not a folder, .tar, .tar.gz, .tgz or .zip")
+    _probe(path, kind)  # an unreadable archive is said before anything is created
     scratch = make_scratch(scratch_parent)
     try:
         root, skipped = _extract(path, kind, scratch / "home")
@@ -141,7 +145,7 @@ def _tar_members(path: Path) -> Tuple[object, List[_Member]]:
         tf = tarfile.open(str(path), "r:*")
         infos = tf.getmembers()
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise UserError(f"--from {path}: not a readable tar archive ({exc})") from None
+        raise UserError(f"--from {path}: not a readable tar archive ({_tar_error(path, exc)})") from None
     out = []
     for info in infos:
         kind = "file" if info.isreg() else "dir" if info.isdir() else \
@@ -149,6 +153,29 @@ def _tar_members(path: Path) -> Tuple[object, List[_Member]]:
         out.append(_Member(info.name, kind, int(info.size), float(info.mtime),
                            (lambda i=info: tf.extractfile(i))))  # type: ignore[misc]
     return tf, out
+
+
+def _probe(path: Path, kind: str) -> None:
+    """Open the archive (its first header only): not one, in one line."""
+    if kind == "zip":
+        _zip_members(path)[0].close()  # type: ignore[attr-defined]
+        return
+    import tarfile
+    try:
+        tarfile.open(str(path), "r:*").close()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise UserError(f"--from {path}: not a readable tar archive ({_tar_error(path, exc)})") from None
+
+
+def _tar_error(path: Path, exc: BaseException) -> str:
+    """tarfile's reason in one line: of its one line per compression tried, the one the name says."""
+    text = str(exc)
+    method = "gz" if path.name.lower().endswith("gz") else "tar"
+    for line in text.split("\n"):
+        m = re.match(r"- method (\w+): \w+\((['\"])(.*)\2\)$", line.strip())
+        if m and m.group(1) == method:
+            return m.group(3)
+    return " ".join(text.split())
 
 
 def _zip_members(path: Path) -> Tuple[object, List[_Member]]:

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from sessionkit import UserError
+from sessionkit import Lines, UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.thread_tables import Update, thread_refs
 from sessionkit.fixes.importer import FileCopy, ImportPlan, history_rows, read_dest
@@ -29,7 +29,7 @@ def refuse_live_source(plan: ImportPlan, force: bool) -> None:
         return
     activity = scan_activity(plan.source.root)
     if activity.running:
-        raise UserError("\n".join([f"Codex is running against the source home {safe_str(plan.source.root)}:",
+        raise UserError(Lines([f"Codex is running against the source home {safe_str(plan.source.root)}:",
                                    *activity.running_lines()[1:], "Nothing was changed. Stop it and run again "
                                    "(or pass --force if you are sure)."]))
 

@@ -68,6 +68,20 @@ def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[st
     return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def refuse_unknown_target(inputs: AuditInputs, target: Optional[str], force: bool) -> None:
+    """An --apply to a --target-provider config.toml does not define, Codex does not build in and no
+    session here uses (a typo: `opneai`) would hide every moved session: refused unless --force."""
+    config = inputs.home.config
+    if not target or force or config.knows_provider(target) or any(r.model_provider == target for r in inputs.rows):
+        return
+    from sessionkit import UserError
+    from sessionkit.codexfiles.home import BUILTIN_PROVIDERS
+    defined = ", ".join(config.providers) or "none"
+    raise UserError(f"refusing: --target-provider {safe_str(target)!r} is neither a provider config.toml defines "
+                    f"({defined}) nor a Codex built-in ({', '.join(BUILTIN_PROVIDERS)}) nor one a session here has; "
+                    f"Codex could not resume the sessions moved to it. Nothing was changed; fix the name, or pass --force")
+
+
 def provider_edit(path: str, old: Optional[str], new: str) -> LineEdit:
     """Line 1's model_provider swapped, as the one editor plans it (the write checks it again)."""
     line, err = line1_of(path)  # a compressed rollout is read decompressed

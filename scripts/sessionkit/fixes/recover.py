@@ -272,7 +272,8 @@ def _causes(plan: RecoverPlan) -> None:
         _add(plan, rp.thread_id, CAUSE_UNINDEXED if norm_id(rp.thread_id) in added else CAUSE_MOVED_HOME,
              "folders in its file remapped")
     for c in plan.migration.changes:
-        old = c.old_provider if c.db_change else "(first line only) " + str(c.old_provider)
+        line1 = (c.edit.old_values if c.edit is not None else {}).get("model_provider", c.old_provider)
+        old = c.old_provider if c.db_change else "(first line only) " + str(line1)  # line 1's value, not the row's
         _add(plan, c.thread_id, CAUSE_PROVIDER, f"provider {safe_str(old)} -> {safe_str(plan.migration.target)}")
     for ins in plan.repair.inserts:
         _add(plan, str(ins["id"]), CAUSE_UNINDEXED, "added to the index in " + safe_str(ins.get("cwd") or "(no folder)"))

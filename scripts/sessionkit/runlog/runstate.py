@@ -16,6 +16,7 @@ class RunState:
     key: str
     left: int = 0  # items the last undo left alone (PARTLY)
     restores: int = 0  # times --restore-db put one of its backups back (APPLIED)
+    forked: bool = False  # what is left stays while a fork made since the run exists (PARTLY)
 
     @property
     def status(self) -> str:
@@ -30,17 +31,25 @@ class RunState:
             notes = (["newest"] if newest else []) + \
                 ([f"its DB restored from a backup {self.restores} time(s)"] if self.restores else [])
             return self.status + (f" ({', '.join(notes)})" if notes else "")
-        hint = {STOPPED: " (nothing to undo)", PARTLY: " (rollback.py --latest finishes it once they are free)",
+        hint = {STOPPED: " (nothing to undo)", PARTLY: " (kept while the fork made since exists)" if self.forked else
+                " (rollback.py --latest finishes it once they are free)",
                 FAILED: " (by itself)", INCOMPLETE: ", rollback.py finishes it"}.get(self.key, "")
         return self.status + hint
 
 
-def state_of(began: bool, undone: Optional[str], complete: bool, left: int = 0, restores: int = 0) -> RunState:
+def left_by_fork(item: object) -> bool:
+    """An item a rollback left alone because a fork made since the run reads its first turns from
+    the run's grown file (ops.FORKED_SINCE, shared_undo.FORKED): it stays while that fork exists."""
+    return "forked since the run" in str(item) or "forked in DEST since the run" in str(item)
+
+
+def state_of(began: bool, undone: Optional[str], complete: bool, left: int = 0, restores: int = 0,
+             forked: bool = False) -> RunState:
     """The one decision: `undone` is the journal's last undo (None, "failure", "rollback", "partial")."""
     if not began:
         return RunState(STOPPED)
     if undone == "partial":
-        return RunState(PARTLY, left=left)
+        return RunState(PARTLY, left=left, forked=forked)
     if undone == "failure":
         return RunState(FAILED)
     if undone:
@@ -50,4 +59,5 @@ def state_of(began: bool, undone: Optional[str], complete: bool, left: int = 0, 
 
 def run_state(run: Any) -> RunState:
     """The state of a run read back (undo.Run)."""
-    return state_of(run.began, run.undone, run.complete, len(run.left), len(run.restores))
+    return state_of(run.began, run.undone, run.complete, len(run.left), len(run.restores),
+                    any(left_by_fork(x) for x in run.left))

@@ -16,6 +16,7 @@ from sessionkit.codexfiles.locks import CodexActivity, refusal
 from sessionkit.codexfiles.history_offsets import history_db_path
 from sessionkit.codexfiles.paths import is_inside, safe_str
 from sessionkit.codexfiles.statedb import DB_COMPANIONS, open_readonly, shared_inode
+from sessionkit.codexfiles.writerlock import LOCK_DIR
 from sessionkit.runlog.ops import Op
 from sessionkit.runlog.scope import allowed_roots, path_allowed
 
@@ -169,16 +170,35 @@ def check_folders_inside(home: CodexHome, *folders: Path) -> None:
                             f"where backups and the journal would land; make it a plain folder. Nothing was changed")
 
 
+def check_links_out(home: CodexHome) -> None:
+    """Before any change: the folders a run creates files in (`.tmp/`, its `session-migration/`,
+    `thread-writer-locks/`) must not be links leading outside the Codex home and its state-DB folder."""
+    roots = allowed_roots(home)
+    for folder in (home.artifacts_dir.parent, home.artifacts_dir, home.root / LOCK_DIR):
+        real = os.path.realpath(str(folder))
+        if os.path.islink(str(folder)) and not any(is_inside(real, r) for r in roots):
+            raise UserError(f"refusing: {safe_str(folder)} is a link leading outside the Codex home (to "
+                            f"{safe_str(real)}); nothing was changed; make it a plain folder and run again")
+
+
 class HomeLock:
     """One writer per home: a flock on `<home>/.tmp/session-migration/.lock`."""
 
     def __init__(self, home: CodexHome) -> None:
+        self.home = home
         self.path = home.artifacts_dir / ".lock"
         self.fd: Optional[int] = None
 
     def __enter__(self) -> "HomeLock":
+        check_links_out(self.home)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except OSError:
+            if os.path.islink(str(self.path)):
+                raise UserError(f"refusing: the lock file {safe_str(self.path)} is a link; nothing was changed; "
+                                f"remove it and run again") from None
+            raise
         locker = host.current().locker
         if locker is not None:
             if not locker.try_lock(self.fd, True):

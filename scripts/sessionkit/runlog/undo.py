@@ -140,6 +140,8 @@ class UndoPlan:
     already: int = 0
     conflicts: List[str] = field(default_factory=list)
     deleted: List[str] = field(default_factory=list)  # deleted since the run (thread/delete): left deleted
+    left_ids: Set[str] = field(default_factory=set)  # threads with a change left alone (planned or at undo time)
+    deleted_ids: Set[str] = field(default_factory=set)  # threads deleted since the run: not put back
     locks: Dict[str, Any] = field(default_factory=dict)  # the run's "locks" record
     undone_before: bool = False  # the journal already says "rolled back" (or failed, undone)
 
@@ -171,6 +173,8 @@ def find_run(home: CodexHome, manifest: Optional[str]) -> Optional[Target]:
             raise UserError(f"no such manifest or run folder: {p}")
         if not p.is_dir():
             if not (p.parent / "journal.jsonl").is_file():
+                if not path_allowed(str(p), [os.path.realpath(str(home.root))]):  # before the lock makes .tmp/
+                    raise UserError(f"refusing: the manifest {safe_str(p)} is outside the Codex home")
                 return p
             p = p.parent
         return read_run(p)
@@ -462,6 +466,10 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
         else:
             plan.conflicts.append(f"{_describe(op)}: {op.changed_reason()}; left alone")
     plan.deleted += [f"{safe_str(t)}: {DELETED}" for t in sorted(deleted)]
+    plan.deleted_ids |= deleted | {op.thread_id for op, st in zip(ops, states) if st == GONE and op.thread_id
+                                   and op.thread_id not in split}
+    plan.left_ids |= split | {op.thread_id for op, st in zip(ops, states) if op.thread_id and (
+        id(op) in held or (st in (NEW, TORN) and refusal.get(id(op))) or st not in (OLD, NEW, TORN, GONE))}
     plan.steps.reverse()
 
 
@@ -552,6 +560,7 @@ class _UndoBatches:
         self.plan.conflicts += [f"{tid}: {why}; left alone" for tid, why in refused.items()]
         steps = [(o, s) for o, s in steps if o.thread_id not in refused]
         self.refused.update(refused)
+        self.plan.left_ids.update(refused)
         steps, shared_left = drop_served(steps, self.refused)  # what serves a thread left here stays too
         self.plan.conflicts += shared_left
         if n == 1:

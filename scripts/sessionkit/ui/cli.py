@@ -9,7 +9,7 @@ import sqlite3
 import sys
 from typing import Any, Callable, Iterable, List, NoReturn, Optional, Sequence
 
-from sessionkit import EXIT_ERROR, EXIT_FINDINGS, UserError
+from sessionkit import EXIT_ERROR, EXIT_FINDINGS, Lines, UserError
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import is_windows_absolute, safe_str
 from sessionkit.codexfiles.rollout_index import not_unicode
@@ -122,9 +122,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def plain(text: str) -> str:
-    """Text for a terminal: each line as labels.shown() escapes a string from a home (the one
-    escaping), so no title, folder or provider moves the cursor, hides text or writes the clipboard."""
-    return "\n".join(shown(line) for line in safe_str(text).split("\n"))
+    """Text for a terminal, escaped before any split (labels.shown, the one escaping): a newline in a
+    title, folder or provider stays `\\n`; only the lines of a Lines are line breaks."""
+    if isinstance(text, Lines):
+        return "\n".join(shown(line) for line in text.parts)
+    return shown(text)
 
 
 def emit(text: str = "", file: Any = None) -> None:
@@ -206,7 +208,8 @@ def _error_exit(prog: str, exc: BaseException) -> int:
         emit(f"{prog}: error: {exc.message(demo_hint())}", file=sys.stderr)
         return EXIT_ERROR
     except UserError as exc:
-        emit(f"{prog}: error: {exc}", file=sys.stderr)
+        msg = exc.args[0] if exc.args and isinstance(exc.args[0], Lines) else Lines([str(exc)])
+        emit(Lines([f"{prog}: error: {msg.parts[0]}", *msg.parts[1:]]), file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -10,6 +10,8 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
+from sessionkit.ui.labels import _CONTROL
+
 if TYPE_CHECKING:  # pragma: no cover - types only
     from sessionkit.codexfiles.home import CodexHome
 
@@ -20,15 +22,22 @@ PATH_FLAGS = ("--manifest", "--restore-db", "--from", "--to")  # values made abs
 
 
 def quote(arg: object) -> str:
-    """One shell word; a name with bytes that are not UTF-8 becomes bash's $'\\xNN' form."""
+    """One shell word; a word with bytes that are not UTF-8 or with a control character (newline,
+    ESC, BEL, DEL, C1, bidi marks) becomes bash's $'\\xNN' form: pasted, it means exactly that word."""
     text = os.fspath(arg) if isinstance(arg, os.PathLike) else str(arg)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # surrogate-escaped bytes of a file name: print them as escapes
-        raw = os.fsencode(text)
-        return "$'" + "".join(chr(b) if 0x20 <= b < 0x7f and b not in (0x27, 0x5c) else "\\x%02x" % b
-                              for b in raw) + "'"
+        return _dollar_quote(os.fsencode(text))
+    if _CONTROL.search(text):
+        return _dollar_quote(text.encode("utf-8"))
     return shlex.quote(text)
+
+
+def _dollar_quote(raw: bytes) -> str:
+    """bash's $'...' form: printable ASCII as it is, every other byte as \\xNN (one byte each)."""
+    return "$'" + "".join(chr(b) if 0x20 <= b < 0x7f and b not in (0x27, 0x5c) else "\\x%02x" % b
+                          for b in raw) + "'"
 
 
 def args_text(words: Sequence[object]) -> str:

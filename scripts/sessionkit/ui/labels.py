@@ -36,6 +36,16 @@ def shown(text: object) -> str:
     return _CONTROL.sub(_escape, safe_str("" if text is None else text))
 
 
+# A run's kind (its journal's begin record, its folder's name) as a sentence says it: the one table.
+RUN_KIND_WORDS = {"session_repair": "repair", "provider_migration": "provider migration", "session_import": "import",
+                  "session_recover": "recovery", "decompress": "decompression"}
+
+
+def run_kind_words(kind: object) -> str:
+    """`provider_migration` as `provider migration`; a kind the table lacks as it is (escaped)."""
+    return shown(RUN_KIND_WORDS.get(str(kind), str(kind or "?")))
+
+
 def readable_time(value: object) -> str:
     """Epoch seconds or milliseconds as a local `YYYY-MM-DD HH:MM`; anything else as it is."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
