@@ -19,7 +19,7 @@ from sessionkit.ui.cli import Parser, add_home_args, emit, existing_path_arg, po
 from sessionkit.ui.labels import names_from_db, run_kind_words, shown  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for, wrap  # noqa: E402
 from sessionkit.ui.results import render as render_outcome  # noqa: E402
-from sessionkit.ui.commands import home_command  # noqa: E402
+from sessionkit.ui.commands import home_command, quote  # noqa: E402
 from sessionkit.runlog.runs import list_details, older_runs, prune, prune_candidates, prune_verdict, readable_size  # noqa: E402
 from sessionkit import UserError  # noqa: E402
 from sessionkit.codexfiles.home import open_home  # noqa: E402
@@ -191,7 +191,7 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
               f"Partly done: {run} is undone except {left} item(s) left alone (above)")
         + (f"; {len(ids)} session(s) put back:" if ids else "."),
         changed=labels_for(names, ids),
-        notes=[f"The DB as it was before this rollback is saved at {shown(b)}" for b in result.get("db_backups") or []]
+        notes=[f"The DB as it was before this rollback is saved at {quote(b)}" for b in result.get("db_backups") or []]
         + left_notes(home, plan)
         + ([f"rollback.py --list now shows the run as: {shown(report['state'])}"] if report.get("state") else []),
         verify=home_command(home, "session_audit.py"),

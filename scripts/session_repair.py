@@ -18,7 +18,7 @@ from sessionkit import EXIT_CLEAN, EXIT_FINDINGS, Lines, UserError  # noqa: E402
 from sessionkit.diagnose.snapshot import gather  # noqa: E402
 from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_int, print_json,  # noqa: E402
                             require_known_threads, run, thread_id_arg)
-from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
+from sessionkit.ui.commands import home_command, quote, rerun_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
 from sessionkit.ui.labels import readable_time, relative, session_names, short_title, shown  # noqa: E402
 from sessionkit.ui.results import Outcome, labels_for  # noqa: E402
@@ -153,7 +153,7 @@ def repair_outcome(home: CodexHome, plan: RepairPlan, r: Dict[str, Any], result:
     from sessionkit.runlog.runs import older_runs  # only with a result to show: a dry-run never loads it
     return Outcome(
         heading="Session Repair Result", done=f"Done: {said}" + (":" if ids else "."),
-        notes=[f"re-pointed {shown(relative(link, str(home.root)))}: Codex's daemon link points into this home "
+        notes=[f"re-pointed {quote(relative(link, str(home.root)))}: Codex's daemon link points into this home "
                "again, so Codex starts here." for link in links]
         + (["Interrupted while your Codex rebuilt the histories: the repair above WAS applied; a history "
             "not rebuilt comes back the first time its session is opened."] if rebuilt.get("interrupted") else []),

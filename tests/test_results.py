@@ -128,3 +128,21 @@ def test_the_recovery_says_what_it_recovered_by_name_not_its_counters(tmp_path):
     script("rollback.py", hb.root, "--latest", "--apply")
     verbose = script("session_recover.py", hb.root, "--apply", "--verbose")
     assert "row_update" in verbose.stdout  # the counters, when asked for
+
+
+def test_a_quoted_path_with_spaces_in_a_note_is_never_broken_across_lines():
+    """A note names a path quoted as a command would (ui/commands.quote); wrapping breaks the
+    words around it, never the spaces inside it, so the path reads (and pastes) whole."""
+    sys.path.insert(0, str(SCRIPTS))
+    from sessionkit.ui.commands import quote
+    from sessionkit.ui.results import WIDTH, Outcome, render, wrap
+    path = "/home/me/My Documents/codex backups/state_5.sqlite.pre_rollback_20261207T120000"
+    words = "The DB as it was before this rollback is saved at "
+    for text in [words * k + quote(p) for k in (1, 2) for p in (path, path + "\x1b]52;c;x\x07")]:
+        lines = wrap(text)
+        assert len(lines) > 1 and " ".join(x.strip() for x in lines) == text
+        held = [x for x in lines if "'/home/me/My Documents/codex backups/state_5" in x]
+        assert len(held) == 1, lines
+    out = render(Outcome(heading="H", done="Done.", changed=["x " * 30 + quote(path)], notes=[words + quote(path)]))
+    assert sum(1 for x in out if "'/home/me/My Documents/codex backups/" in x) == 2
+    assert all(len(x) <= WIDTH or "'" in x for x in out)

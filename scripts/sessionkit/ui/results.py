@@ -6,6 +6,7 @@ applied. The raw counters of the result go to --verbose (and --json, printed els
 """
 from __future__ import annotations
 
+import re
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -33,11 +34,24 @@ class Outcome:
     counters: Dict[str, Any] = field(default_factory=dict)  # for --verbose only
 
 
+# A quoted word (ui/commands.quote: '...' or $'...'), a path with spaces among them: wrapped whole.
+# NUL never occurs in printed text (control characters from a home are escaped), so it holds the
+# quoted word's spaces while textwrap breaks the line.
+_QUOTED = re.compile(r"\$?'[^']*'")
+_KEEP = "\x00"
+
+
+def _wrapped(text: str, indent: str, subsequent: str) -> List[str]:
+    """`text` wrapped at spaces, never inside a word nor inside a quoted word."""
+    held = _QUOTED.sub(lambda m: m.group(0).replace(" ", _KEEP), text) if "'" in text else text
+    lines = textwrap.wrap(indent + held, WIDTH, subsequent_indent=subsequent, break_long_words=False,
+                          break_on_hyphens=False) or [indent + held]
+    return [line.replace(_KEEP, " ") for line in lines] if held is not text else lines
+
+
 def _listed(labels: Sequence[str], limit: int, indent: str = "  ") -> List[str]:
     """Up to `limit` entries, each wrapped at spaces (never cut), then how many more there are."""
-    out = [line for text in labels[:limit]
-           for line in textwrap.wrap(indent + text, WIDTH, subsequent_indent=indent + "    ",
-                                     break_long_words=False, break_on_hyphens=False) or [indent + text]]
+    out = [line for text in labels[:limit] for line in _wrapped(text, indent, indent + "    ")]
     if len(labels) > limit:
         out.append(f"{indent}(and {len(labels) - limit} more; --json lists them)")
     return out
@@ -67,9 +81,9 @@ def render(o: Outcome, verbose: bool = False, limit: int = LIMIT) -> List[str]:
 
 
 def wrap(text: str, indent: str = "    ") -> List[str]:
-    """One line of words wrapped at spaces, never cut (a long path stays whole)."""
-    return textwrap.wrap(text, WIDTH, subsequent_indent=indent, break_long_words=False,
-                         break_on_hyphens=False) or [text]
+    """One line of words wrapped at spaces, never cut (a long path stays whole, and a quoted one
+    with spaces in it: print paths in prose with ui/commands.quote)."""
+    return _wrapped(text, "", indent)
 
 
 def nothing_to_do(what: str) -> str:
