@@ -216,11 +216,7 @@ for line in sys.stdin:
     msg = json.loads(line)
     if msg.get("method") == "thread/resume":
         open(os.environ["FAKE_WAITING"], "w").close()
-        # Codex rebuilding a long history, answering nothing; like the app-server it exits when its
-        # input ends (the repair closes it after a Ctrl-C)
-        while os.read(0, 65536):
-            pass
-        sys.exit(0)
+        time.sleep(600)  # Codex rebuilding a long history
     if "id" in msg:
         print(json.dumps({"id": msg["id"], "result": {}}), flush=True)
 '''
