@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import pytest
 
-from homebuilder import HomeBuilder, compact
+from homebuilder import HomeBuilder, compact, connect
 from test_migrate_rollback import run
 from sessionkit.diagnose import history_check
 from sessionkit.diagnose.audit import build_report, gather
@@ -29,7 +29,7 @@ class PaginatedHome:
         self.hb = HomeBuilder(root)
         self.root = root
         self.hist = root / "thread_history_1.sqlite"
-        conn = sqlite3.connect(str(self.hist))
+        conn = connect(self.hist)
         conn.executescript(HISTORY_SCHEMA.read_text(encoding="utf-8"))
         conn.close()
 
@@ -72,7 +72,7 @@ class PaginatedHome:
         return th
 
     def conn(self) -> sqlite3.Connection:
-        return sqlite3.connect(str(self.hist))
+        return connect(self.hist)
 
     def sql(self, statement: str, params: tuple = ()) -> list:
         conn = self.conn()

@@ -57,7 +57,7 @@ def _do(root: Path, step) -> None:
             apply_migration(inputs, plan)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(threads=st.lists(thread, min_size=1, max_size=6), ops=st.lists(op, min_size=1, max_size=5))
 def test_any_sequence_rolls_back_to_the_start(tmp_path_factory, threads, ops):
     root = tmp_path_factory.mktemp("prop") / ".codex"

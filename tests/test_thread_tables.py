@@ -199,24 +199,6 @@ def run_rollback(root):
     return run_script("rollback.py", "--codex-dir", str(root), "--latest", "--apply")
 
 
-@pytest.mark.parametrize("action", ["kill", "eio"])
-def test_import_with_extras_fault_at_every_point(tmp_path, action):
-    from test_faults import Pristine, frun, points
-    src, dst, _p, _c = _with_extras(tmp_path)
-    before = _all_rows(dst.db_path)
-    pristine = Pristine(dst.root)
-    labels, _ = points(tmp_path, "session_import.py", dst.root, "--from", str(src.root), "--apply")
-    assert labels.count("commit") >= 1, labels
-    for n in range(1, len(labels) + 1):
-        pristine.restore()
-        frun("session_import.py", dst.root, "--from", str(src.root), "--apply", fault=f"{action}:{n}")
-        rb = frun("rollback.py", dst.root, "--latest", "--apply")
-        assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
-        assert _all_rows(dst.db_path) == before, (action, n, labels[n - 1])
-        assert not [p for p in (dst.root / "sessions").rglob("*") if p.is_file() and "0195" in p.name
-                    and p.name not in {t.path.name for t in dst.threads}]
-
-
 # The real 0.171 DDL (read from a home Codex 0.171.0 made): queue_1's queue, its revision counter and
 # the triggers that renumber a thread's revision on every change of its queue; state_5's model-facing
 # ids (0.169 has no such table)
@@ -331,8 +313,9 @@ def test_a_key_dest_gives_another_project_stays_and_is_listed(homes):
 @pytest.mark.parametrize("action", ["kill", "eio"])
 def test_import_with_every_table_fault_at_every_point(tmp_path, action, kept):
     """Keys, dynamic tools, model-facing ids and the queue (whose triggers renumber its revision and
-    move sqlite_sequence): a kill or an I/O error at every fault point, then the rollback, leaves
-    every table of every DB of DEST as before."""
+    move sqlite_sequence), with _with_extras' projects, sections, pins, spawn edges, attachments and
+    read receipts: a kill or an I/O error at every fault point, then the rollback, leaves every table
+    of every DB of DEST as before, and no rollout of the import behind."""
     from test_faults import Pristine, frun, points
     src, dst, _p, _c = _with_all_tables(tmp_path, 2, kept)
     before = _every_db(dst.root)
@@ -344,6 +327,8 @@ def test_import_with_every_table_fault_at_every_point(tmp_path, action, kept):
         rb = frun("rollback.py", dst.root, "--latest", "--apply")
         assert rb.returncode in (0, 1), (n, rb.stdout, rb.stderr)
         assert _every_db(dst.root) == before, (action, n, labels[n - 1])
+        assert not [p for p in (dst.root / "sessions").rglob("*") if p.is_file() and "0195" in p.name
+                    and p.name not in {t.path.name for t in dst.threads}], (action, n, labels[n - 1])
 
 
 def _text(dst, src, *args):

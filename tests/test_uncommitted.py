@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from homebuilder import HomeBuilder
-from test_faults import Pristine, frun, points
+from test_faults import Pristine, frun, look, points
 from test_repair_planning import _desktop_copy
 
 from sessionkit import UserError
@@ -55,7 +55,7 @@ def journal(root: Path):
 
 
 def list_runs(root):
-    return json.loads(frun("rollback.py", root, "--list", "--json").stdout)["runs"]
+    return look(root, "--list")["runs"]
 
 
 @pytest.mark.parametrize("case", ["insert-found-there", "delete-found-gone", "update-found-done"])
@@ -160,7 +160,9 @@ def _transactions(labels, recs):
 
 
 @pytest.mark.parametrize("make", [repair_run, import_run], ids=["state+desktop+history", "state+goals+queue"])
-@pytest.mark.parametrize("action", ["kill", "eio", "sigint"])
+# a Ctrl-C at these points is raised where the I/O error is (before the COMMIT's CtrlCHeld), caught by
+# the same `except BaseException` of _commit (an abort record) and undone alike: the error walks it
+@pytest.mark.parametrize("action", ["kill", "eio"])
 def test_a_fault_between_a_dbs_records_and_its_commit_leaves_every_db_and_file_as_before(tmp_path, make, action):
     root, script, args = make(tmp_path)
     before, before_files = all_rows(root), files(root)
