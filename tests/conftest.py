@@ -1,6 +1,5 @@
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 import sys
@@ -105,25 +104,13 @@ def world(request, mock_server, codex_version):
         shutil.rmtree(base, ignore_errors=True)
 
 
-# Tests of many seconds each (a fault walk runs the script at every point it counts, a property test
-# many sequences): handed out first, so that no worker starts one while the other has nothing left.
-LONG = re.compile(r"every_(point|step)|fault|kill|any_sequence|in_batches|open_file_limit|ctrl_c")
-
-
-def _long_first(item) -> int:
-    """0 for a test that drives the real Codex or whose name says it is long, 1 for the rest."""
-    return 0 if item.get_closest_marker("e2e") or LONG.search(item.name) else 1
-
-
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (`make test` runs in parallel)
 def pytest_collection_modifyitems(items):
     """Tests that drive a real Codex are `e2e`; the TUI tests run one at a time on one worker
     (`xdist_group("tui")` under --dist loadgroup), beside the other tests, so that a loaded
-    machine never has two terminals racing their screens' timeouts. Long tests first (stable: the
-    same order in every worker, as xdist requires)."""
+    machine never has two terminals racing their screens' timeouts."""
     for item in items:
         if "world" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
         if item.get_closest_marker("tui"):
             item.add_marker(pytest.mark.xdist_group("tui"))
-    items.sort(key=_long_first)
