@@ -10,6 +10,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+import stat as _st
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, CHANGED_WHILE_READ, NOT_REGULAR, NO_HISTORY_BASE
@@ -20,7 +21,8 @@ from sessionkit.codexfiles.history_offsets import read_offsets, set_offsets, shi
 from sessionkit.codexfiles.paths import write_all
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.paths import open_regular
-from sessionkit.codexfiles.rollout_edit import apply_spans, digest_range, line1_shifts, plan_file, plan_line, ranges, shift, unshift
+from sessionkit.codexfiles.rollout_edit import (apply_spans, digest_range, line1_shifts, long_text, plan_file, plan_line,
+                                                ranges, shift, unshift)
 
 OLD, NEW, TORN, CHANGED = "old", "new", "torn", "changed"
 NOOP = "\x00nothing to do"  # prepare(): drop this op silently (e.g. a folder that exists by now)
@@ -840,6 +842,12 @@ class Line1Rewrite(RolloutEdit):
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
     with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
+    # The long base_instructions text of line 1 ([start, end) in the old line; no span reaches it) and
+    # the digests of the line without it plus its newline, old and new: a rollback judges line 1 on
+    # those (~1 KB read) instead of the whole ~20 KB line. None: judged on the whole line (older journals).
+    cut: Optional[List[int]] = None
+    old_cut_sha: Optional[str] = None
+    new_cut_sha: Optional[str] = None
     # Not journaled: the growth the plan found (the history offsets it planned to move or not); a
     # line 1 whose edit grows otherwise under the writer lock is skipped as changed since the plan.
     expect_growth: Optional[int] = field(default=None, repr=False, compare=False)
@@ -861,14 +869,17 @@ class Line1Rewrite(RolloutEdit):
                 "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans], "old_len": self.old_len,
                 "old_sha": self.old_sha, "new_sha": self.new_sha, "size": self.size, "mtime_ns": self.mtime_ns,
                 "mode": self.mode, "backup": self.backup, "old_file_sha": self.old_file_sha,
-                "new_file_sha": self.new_file_sha, **_with(self)}
+                "new_file_sha": self.new_file_sha, **_with(self),
+                **({"cut": list(self.cut), "old_cut_sha": self.old_cut_sha, "new_cut_sha": self.new_cut_sha}
+                   if self.cut is not None else {})}
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "Line1Rewrite":
         f = strict(rec, {"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict",
                          "spans": "list", "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int",
                          "mtime_ns": "int", "mode": "int"},
-                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list"})
+                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list",
+                    "cut": "list", "old_cut_sha": "str", "new_cut_sha": "str"})
         f["with_threads"] = _with_read(f.pop("with", []), "line1")
         spans = []
         for s in f.pop("spans"):
@@ -878,6 +889,12 @@ class Line1Rewrite(RolloutEdit):
         op = cls(spans=spans, **f)
         if op.growth and not (op.backup and op.old_file_sha and op.new_file_sha):
             raise RecordError("journal record 'line1': a growing rewrite without its kept copy")
+        if (op.cut, op.old_cut_sha, op.new_cut_sha).count(None) not in (0, 3):
+            raise RecordError("journal record 'line1': cut, old_cut_sha and new_cut_sha go together")
+        if op.cut is not None and not (len(op.cut) == 2 and all(type(x) is int for x in op.cut)
+                                       and all(o + len(a) <= op.cut[0] for o, a, _ in spans)
+                                       and 0 <= op.cut[0] < op.cut[1] <= op.old_len):
+            raise RecordError("journal record 'line1': cut is malformed")
         return op
 
     def paths(self) -> List[str]:
@@ -912,10 +929,22 @@ class Line1Rewrite(RolloutEdit):
         self.spans, self.old_len = spans, len(line)
         self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
+        self._record_cut(line, st.st_size)
         if self.growth:
             self._keep_copy(run_dir, line, apply_spans(line, spans, True))
         self._prepared = file_sig(st)  # taken before the read: a change after it moves the signature
         return None
+
+    def _record_cut(self, line: bytes, size: int) -> None:
+        """The long text of line 1 to leave out of the rollback's check (see `cut`): only when the
+        line ends with its newline in the file and every span lies before the text."""
+        cut = long_text(line) if size > len(line) else None
+        if cut is None or any(off + len(old) > cut[0] for off, old, _ in self.spans):
+            self.cut = self.old_cut_sha = self.new_cut_sha = None
+            return
+        head, tail = line[:cut[0]], line[cut[1]:] + b"\n"
+        self.cut = [cut[0], cut[1]]
+        self.old_cut_sha, self.new_cut_sha = sha(head + tail), sha(apply_spans(head, self.spans, True) + tail)
 
     def _keep_copy(self, run_dir: Path, line: bytes, new: bytes) -> None:
         """The whole file, copied into the run folder (0600) and checked, with both whole-file digests."""
@@ -975,7 +1004,7 @@ class Line1Rewrite(RolloutEdit):
         sig = file_sig(st)  # before the read: a change after it moves the signature
         if self._seen is not None and self._seen[0] == sig:
             return self._seen[1]
-        state = self._judge_line()
+        state = self._judge_line() if self.cut is None else self._judge_cut()
         self._seen = (sig, state)
         return state
 
@@ -993,6 +1022,41 @@ class Line1Rewrite(RolloutEdit):
             for off, old, _new in self.spans:
                 mended = mended[:off] + old + mended[off + len(old):]
             if sha(mended) == self.old_sha:
+                return TORN
+        return CHANGED
+
+    def _judge_cut(self) -> str:
+        """Line 1 judged without reading its long base_instructions text (Codex writes line 1 once
+        and never rewrites it; no span reaches the text): the bytes before it and the bytes after it
+        through line 1's newline, old or new, against the recorded digests. Two reads of ~1 KB."""
+        start, end = self.cut  # type: ignore[misc]
+        g, rest = self.growth, self.old_len + 1 - end  # rest: the tail's length with the newline
+        at = end + min(g, 0)  # the tail, old and new, in one read
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+                         | host.BINARY)
+        except OSError:
+            return CHANGED
+        try:
+            if not _st.S_ISREG(os.fstat(fd).st_mode):
+                return CHANGED
+            head = os.read(fd, start + max(g, 0))
+            os.lseek(fd, at, os.SEEK_SET)
+            tail = os.read(fd, rest + abs(g))
+        except OSError:
+            return CHANGED
+        finally:
+            os.close(fd)
+        if sha(head[:start + g] + tail[end + g - at:end + g - at + rest]) == self.new_cut_sha:
+            return NEW
+        old_head, old_tail = head[:start], tail[end - at:end - at + rest]
+        if sha(old_head + old_tail) == self.old_cut_sha:
+            return self._old_or_mtime_torn()
+        if g == 0 and len(old_head) == start:
+            mended = old_head
+            for off, was, _new in self.spans:
+                mended = mended[:off] + was + mended[off + len(was):]
+            if sha(mended + old_tail) == self.old_cut_sha:
                 return TORN
         return CHANGED
 
