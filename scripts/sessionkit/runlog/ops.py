@@ -379,6 +379,22 @@ class Op:
             return None
         return self.revert(conn)
 
+    @classmethod
+    def preload(cls, conn: sqlite3.Connection, ops: Sequence["Op"]) -> None:
+        """Read ahead, in bulk, what judge(conn) of each of these ops (all of this class, one DB)
+        will read; by default nothing (each op reads its own)."""
+
+    @classmethod
+    def revert_all(cls, conn: sqlite3.Connection, ops: Sequence["Op"]) -> Tuple[int, int]:
+        """revert_if_new of each op (all of this class, in order, one transaction): (ops undone,
+        rows changed)."""
+        done = rows = 0
+        for o in ops:
+            n = o.revert_if_new(conn)
+            if n is not None:
+                done, rows = done + 1, rows + n
+        return done, rows
+
     def revert(self, conn: Optional[sqlite3.Connection] = None) -> int:
         """Undo it (a DB op inside the caller's transaction); returns the rows it changed."""
         if self.DB_OP:
@@ -735,7 +751,11 @@ class RolloutEdit(Op):
 
     @property
     def growth(self) -> int:
-        return sum(len(n) - len(o) for _, o, n in self.spans)
+        seen = self.__dict__.get("_growth_of")  # asked many times an op (state, writes_through, undo)
+        if seen is None or seen[0] is not self.spans or seen[1] != len(self.spans):
+            seen = self.__dict__["_growth_of"] = (self.spans, len(self.spans),
+                                                  sum(len(n) - len(o) for _, o, n in self.spans))
+        return seen[2]
 
     @property
     def tmp(self) -> str:
@@ -1435,7 +1455,7 @@ _SQL: Dict[Tuple[Any, ...], str] = {}  # statements by their shape (kind, table,
 def _vals(d: Any, where: str) -> Dict[str, Any]:
     if not isinstance(d, dict) or not d:
         raise RecordError(f"{where}: expected a non-empty column map")
-    return {str(k): dec(v, where) for k, v in d.items()}
+    return {str(k): v if type(v) is str or type(v) is int else dec(v, where) for k, v in d.items()}  # noqa: E721
 
 
 @dataclass
@@ -1502,6 +1522,9 @@ class RowUpdate(Op):
         return list(self.key)
 
     def _current(self, conn: sqlite3.Connection) -> Optional[Dict[str, Any]]:
+        pre = self.__dict__.pop("_pre", None)  # read ahead by preload() on this connection: used once
+        if pre is not None and pre[0] is conn:
+            return pre[1]
         cols = list(self.new)
         shape = ("current", self.table, tuple(cols), tuple(self.key))
         sql = _SQL.get(shape)
@@ -1542,9 +1565,9 @@ class RowUpdate(Op):
         w, args = _where({**self.key, **{c: self.new[c] for c in self._judged()}})
         return conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w}', list(self.old.values()) + args).rowcount
 
-    def revert_if_new(self, conn: sqlite3.Connection) -> Optional[int]:
-        """One statement, no read before it: the old values back where the key finds exactly one row
-        and that row holds every value the run wrote (state_db's NEW, judged by SQLite)."""
+    def _revert_sql(self) -> Tuple[str, List[Any]]:
+        """The old values back where the key finds exactly one row and that row holds every value
+        the run wrote (state_db's NEW, judged by SQLite): its SQL (built once per shape) and arguments."""
         judged = self._judged()
         shape = ("revert", self.table, tuple(self.old), tuple(self.key), tuple(judged))
         sql = _SQL.get(shape)
@@ -1554,8 +1577,63 @@ class RowUpdate(Op):
             sql = _SQL[shape] = (f'UPDATE "{self.table}" SET {sets} WHERE {w} AND (SELECT count(*) FROM '
                                  f'"{self.table}" WHERE {_where(self.key)[0]}) = 1')
         args = list({**self.key, **{c: self.new[c] for c in judged}}.values())
-        n = conn.execute(sql, list(self.old.values()) + args + list(self.key.values())).rowcount
-        return n or None
+        return sql, list(self.old.values()) + args + list(self.key.values())
+
+    def revert_if_new(self, conn: sqlite3.Connection) -> Optional[int]:
+        """One statement, no read before it (see _revert_sql)."""
+        sql, args = self._revert_sql()
+        return conn.execute(sql, args).rowcount or None
+
+    @classmethod
+    def revert_all(cls, conn: sqlite3.Connection, ops: Sequence[Op]) -> Tuple[int, int]:
+        """The ops' statements, each as revert_if_new runs it, in order: a run of ops of one shape
+        in one executemany. Each changes at most one row, so the rows changed count the ops undone."""
+        done, i = 0, 0
+        while i < len(ops):
+            sql, args = ops[i]._revert_sql()  # type: ignore[attr-defined]
+            batch = [args]
+            i += 1
+            while i < len(ops):
+                nxt, more = ops[i]._revert_sql()  # type: ignore[attr-defined]
+                if nxt != sql:
+                    break
+                batch.append(more)
+                i += 1
+            done += conn.executemany(sql, batch).rowcount
+        return done, done
+
+    @classmethod
+    def preload(cls, conn: sqlite3.Connection, ops: Sequence[Op]) -> None:
+        """The current values of the rows these ops changed, one query per 500 rows of a shape, where
+        the key is the table's one-column primary key: a row found by exactly its key value is what
+        _current would read (a unique key finds one row at most); any other is left to _current."""
+        groups: Dict[Tuple[Any, ...], List[Any]] = {}
+        pks: Dict[str, Optional[str]] = {}
+        for o in ops:
+            if len(o.key) != 1:  # type: ignore[attr-defined]
+                continue
+            (kc, kv), = o.key.items()  # type: ignore[attr-defined]
+            if not isinstance(kv, str):
+                continue
+            if o.table not in pks:  # type: ignore[attr-defined]
+                info = [r for r in conn.execute(f'PRAGMA table_info("{o.table}")') if r[5]]  # type: ignore[attr-defined]
+                pks[o.table] = info[0][1] if len(info) == 1 else None  # type: ignore[attr-defined]
+            if pks[o.table] != kc:  # type: ignore[attr-defined]
+                continue
+            groups.setdefault((o.table, kc, tuple(o.new)), []).append(o)  # type: ignore[attr-defined]
+        for (table, kc, cols), members in groups.items():
+            names = ", ".join(f'"{c}"' for c in cols)
+            for at in range(0, len(members), 500):
+                chunk = members[at:at + 500]
+                rows = conn.execute(f'SELECT "{kc}", {names} FROM "{table}" WHERE "{kc}" IN '
+                                    f'({", ".join("?" * len(chunk))})', [o.key[kc] for o in chunk]).fetchall()
+                found: Dict[Any, List[Any]] = {}
+                for r in rows:
+                    found.setdefault(r[0], []).append(r[1:])
+                for o in chunk:
+                    got = found.get(o.key[kc])
+                    if got is not None and len(got) == 1:  # a str key equals only the same str
+                        o.__dict__["_pre"] = (conn, dict(zip(cols, got[0])))
 
 
 @dataclass
