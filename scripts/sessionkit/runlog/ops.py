@@ -129,29 +129,41 @@ _SPECS = {t + q: (base, q == "?") for t, base in _TYPES.items() for q in ("", "?
 _ALWAYS = frozenset(("v", "ts", "op"))
 
 
-def strict(rec: Dict[str, Any], required: Dict[str, str], optional: Dict[str, str]) -> Dict[str, Any]:
+class Spec:
+    """A record's fields (name: type, "?" for nullable), required and optional, compiled once: the
+    reader checks thousands of records of a kind against it."""
+
+    def __init__(self, required: Dict[str, str], optional: Dict[str, str]) -> None:
+        self.allowed = frozenset(required) | frozenset(optional) | _ALWAYS
+        self.fields = [(name, *_SPECS[typ], needed, typ.rstrip("?"))
+                       for fields, needed in ((required, True), (optional, False)) for name, typ in fields.items()]
+
+
+_MISSING = object()
+
+
+def strict(rec: Dict[str, Any], required: Union[Dict[str, str], Spec],
+           optional: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The record's fields, each of its declared type; an unknown or missing field is an error."""
-    for name in rec:
-        if name not in required and name not in optional and name not in _ALWAYS:
-            extra = set(rec) - set(required) - set(optional) - _ALWAYS
-            raise RecordError(f"journal record {rec.get('op')!r}: unknown field(s) {', '.join(sorted(extra))}")
+    spec = required if isinstance(required, Spec) else Spec(required, optional or {})
+    if not spec.allowed.issuperset(rec):
+        extra = set(rec) - spec.allowed
+        raise RecordError(f"journal record {rec.get('op')!r}: unknown field(s) {', '.join(sorted(extra))}")
     out = {}
-    for fields, needed in ((required, True), (optional, False)):
-        for name, typ in fields.items():
-            if name not in rec:
-                if needed:
-                    raise RecordError(f"journal record {rec.get('op')!r}: missing field {name!r}")
-                continue
-            value = rec[name]
-            base, nullable = _SPECS[typ]
-            if value is None and nullable:
-                out[name] = None
-                continue
-            if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-                raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} is not {typ.rstrip('?')}")
-            if base is str and "\x00" in value:
-                raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} holds a NUL")
-            out[name] = value
+    for name, base, nullable, needed, typ in spec.fields:
+        value = rec.get(name, _MISSING)
+        if value is _MISSING:
+            if needed:
+                raise RecordError(f"journal record {rec.get('op')!r}: missing field {name!r}")
+            continue
+        if value is None and nullable:
+            out[name] = None
+            continue
+        if type(value) is not base and (not isinstance(value, base) or (base is int and isinstance(value, bool))):
+            raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} is not {typ}")
+        if base is str and "\x00" in value:
+            raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} holds a NUL")
+        out[name] = value
     return out
 
 
@@ -840,6 +852,12 @@ class RolloutEdit(Op):
         return OLD
 
 
+_LINE1_SPEC = Spec({"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict", "spans": "list",
+                    "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int", "mtime_ns": "int", "mode": "int"},
+                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list",
+                    "cut": "list", "old_cut_sha": "str", "new_cut_sha": "str"})
+
+
 @dataclass
 class Line1Rewrite(RolloutEdit):
     """Set payload field(s) of a rollout's line 1 (`session_meta`): same length when JSON padding
@@ -895,11 +913,7 @@ class Line1Rewrite(RolloutEdit):
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "Line1Rewrite":
-        f = strict(rec, {"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict",
-                         "spans": "list", "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int",
-                         "mtime_ns": "int", "mode": "int"},
-                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list",
-                    "cut": "list", "old_cut_sha": "str", "new_cut_sha": "str"})
+        f = strict(rec, _LINE1_SPEC)
         f["with_threads"] = _with_read(f.pop("with", []), "line1")
         spans = []
         for s in f.pop("spans"):
@@ -1458,6 +1472,10 @@ def _vals(d: Any, where: str) -> Dict[str, Any]:
     return {str(k): v if type(v) is str or type(v) is int else dec(v, where) for k, v in d.items()}  # noqa: E721
 
 
+_ROW_UPDATE_SPEC = Spec({"db": "str", "table": "str", "key": "dict", "old": "dict", "new": "dict"},
+                        {"thread_id": "str?", "with": "list"})
+
+
 @dataclass
 class RowUpdate(Op):
     """Change allowed columns of one row (found by `key`) from `old` to `new`."""
@@ -1504,8 +1522,7 @@ class RowUpdate(Op):
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "RowUpdate":
-        f = strict(rec, {"db": "str", "table": "str", "key": "dict", "old": "dict", "new": "dict"},
-                   {"thread_id": "str?", "with": "list"})
+        f = strict(rec, _ROW_UPDATE_SPEC)
         return cls(f["db"], f["table"], _vals(f["key"], "row_update key"), _vals(f["old"], "row_update old"),
                    _vals(f["new"], "row_update new"), f.get("thread_id"), _with_read(f.get("with", []), "row_update"))
 
