@@ -352,10 +352,9 @@ class Op:
     def undo_refusal(self) -> Optional[str]:
         """Why its undo may not run now (a file it would write in place has other hard links)."""
         for p in self.writes_through():
-            n = _links(p)
-            if n > 1:
-                return (f"{p} has {n} hard links (a backup made with cp -al or rsnapshot?): undoing in place "
-                        "would change the other copies too")
+            why = _linked(p, _links(p))
+            if why:
+                return why
         return None
 
     def at(self, old: str, new: str) -> "Op":
@@ -529,6 +528,13 @@ def _sig_now(path: str) -> Optional[Tuple[int, int, int, int, int]]:
         return file_sig(os.lstat(path))
     except OSError:
         return None
+
+
+def _linked(path: str, links: int) -> Optional[str]:
+    if links > 1:
+        return (f"{path} has {links} hard links (a backup made with cp -al or rsnapshot?): undoing in place "
+                "would change the other copies too")
+    return None
 
 
 def _links(path: str) -> int:
@@ -1035,12 +1041,20 @@ class Line1Rewrite(RolloutEdit):
             return CHANGED
         if not _st.S_ISREG(st.st_mode):
             return CHANGED
+        self.__dict__["_nlink"] = (self.path, st.st_nlink)  # undo_refusal asks next: no second lstat
         sig = file_sig(st)  # before the read: a change after it moves the signature
         if self._seen is not None and self._seen[0] == sig:
             return self._seen[1]
         state = self._judge_line() if self.cut is None else self._judge_cut()
         self._seen = (sig, state)
         return state
+
+    def undo_refusal(self) -> Optional[str]:
+        """As Op's, from the links the judgement just saw (its lstat), not a second lstat."""
+        seen = self.__dict__.pop("_nlink", None)
+        if seen is None or seen[0] != self.path:
+            return super().undo_refusal()
+        return _linked(self.path, seen[1]) if self.writes_through() else None
 
     def _judge_line(self) -> str:
         line = self._line()
@@ -1095,10 +1109,10 @@ class Line1Rewrite(RolloutEdit):
         return CHANGED
 
     def undo(self) -> None:
-        self.clean()
-        if self.growth == 0:
+        if self.growth == 0:  # in place: no temporary file is ever made (a kill's leftovers: plan cleanups)
             self._undo_in_place()
             return
+        self.clean()
         st = os.stat(self.path)
         line = self._line()
         assert line is not None
@@ -1509,10 +1523,13 @@ class RowUpdate(Op):
         return self.table, self.key, self.old
 
     def __post_init__(self) -> None:
-        _ident(self.table, list(UPDATE_COLUMNS), "row_update table")
-        for c in list(self.old) + list(self.new):
-            _ident(c, UPDATE_COLUMNS[self.table], f"row_update of {self.table}")
-        if set(self.old) != set(self.new):
+        if self.table not in UPDATE_COLUMNS:
+            _ident(self.table, list(UPDATE_COLUMNS), "row_update table")
+        allowed = UPDATE_COLUMNS[self.table]
+        for c in (*self.old, *self.new):
+            if c not in allowed:
+                _ident(c, allowed, f"row_update of {self.table}")
+        if self.old.keys() != self.new.keys():
             raise RecordError("row_update: old and new name different columns")
 
     def to_record(self) -> Dict[str, Any]:
