@@ -969,16 +969,17 @@ class Line1Rewrite(RolloutEdit):
         self.spans, self.old_len = spans, len(line)
         self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
-        self._record_cut(line, st.st_size)
+        self._record_cut(line, st.st_size, edit.cut)
         if self.growth:
             self._keep_copy(run_dir, line, apply_spans(line, spans, True))
         self._prepared = file_sig(st)  # taken before the read: a change after it moves the signature
         return None
 
-    def _record_cut(self, line: bytes, size: int) -> None:
-        """The long text of line 1 to leave out of the rollback's check (see `cut`): only when the
-        line ends with its newline in the file and every span lies before the text."""
-        cut = long_text(line) if size > len(line) else None
+    def _record_cut(self, line: bytes, size: int, found: Optional[Tuple[int, int]] = None) -> None:
+        """The long text of line 1 to leave out of the rollback's check (see `cut`; `found`: the
+        plan's long_text of this line): only when the line ends with its newline in the file and
+        every span lies before the text."""
+        cut = (found or long_text(line)) if size > len(line) else None
         if cut is None or any(off + len(old) > cut[0] for off, old, _ in self.spans):
             self.cut = self.old_cut_sha = self.new_cut_sha = None
             return
