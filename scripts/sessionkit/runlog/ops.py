@@ -983,9 +983,17 @@ class Line1Rewrite(RolloutEdit):
         if cut is None or any(off + len(old) > cut[0] for off, old, _ in self.spans):
             self.cut = self.old_cut_sha = self.new_cut_sha = None
             return
-        head, tail = line[:cut[0]], line[cut[1]:] + b"\n"
+        view, tail = memoryview(line), line[cut[1]:] + b"\n"
+        old_h, new_h, pos = hashlib.sha256(view[:cut[0]]), hashlib.sha256(), 0
+        for off, was, now in self.spans:  # the new head streamed (spans sorted, all before the text)
+            new_h.update(view[pos:off])
+            new_h.update(now)
+            pos = off + len(was)
+        new_h.update(view[pos:cut[0]])
+        old_h.update(tail)
+        new_h.update(tail)
         self.cut = [cut[0], cut[1]]
-        self.old_cut_sha, self.new_cut_sha = sha(head + tail), sha(apply_spans(head, self.spans, True) + tail)
+        self.old_cut_sha, self.new_cut_sha = old_h.hexdigest(), new_h.hexdigest()
 
     def _keep_copy(self, run_dir: Path, line: bytes, new: bytes) -> None:
         """The whole file, copied into the run folder (0600) and checked, with both whole-file digests."""
