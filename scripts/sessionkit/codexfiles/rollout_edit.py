@@ -182,6 +182,7 @@ class LineEdit:
     spans: List[Span] = field(default_factory=list)
     problem: Optional[str] = None
     old_values: Dict[str, Any] = field(default_factory=dict)  # line 1's `set` fields as they were
+    cut: Optional[Tuple[int, int]] = None  # line 1's long text (long_text), when the plan left it out
 
     @property
     def growth(self) -> int:
@@ -259,6 +260,7 @@ def _plan_first_short(line: bytes, set_: Dict[str, Any]) -> Optional[LineEdit]:
         return None
     if any(line.count(field_token(k, v)) != 1 for k, v in edit.old_values.items()):
         return None
+    edit.cut = cut
     return edit
 
 

@@ -165,7 +165,7 @@ class WriterLocks:
                     if not posix:  # Windows deletes no file open here: closed first, under the coordination lock
                         close(fd)
                     try:
-                        os.unlink(str(self.dir / f"{tid}.lock"))
+                        os.unlink(os.path.join(str(self.dir), f"{tid}.lock"))
                     except OSError:
                         pass
             for fd in self.held.values():  # every name gone first: a file is unlocked only once nameless

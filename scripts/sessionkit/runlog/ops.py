@@ -10,6 +10,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+import stat as _st
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
 from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, CHANGED_WHILE_READ, NOT_REGULAR, NO_HISTORY_BASE
@@ -20,7 +21,8 @@ from sessionkit.codexfiles.history_offsets import read_offsets, set_offsets, shi
 from sessionkit.codexfiles.paths import write_all
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.paths import open_regular
-from sessionkit.codexfiles.rollout_edit import apply_spans, digest_range, line1_shifts, plan_file, plan_line, ranges, shift, unshift
+from sessionkit.codexfiles.rollout_edit import (apply_spans, digest_range, line1_shifts, long_text, plan_file, plan_line,
+                                                ranges, shift, unshift)
 
 OLD, NEW, TORN, CHANGED = "old", "new", "torn", "changed"
 NOOP = "\x00nothing to do"  # prepare(): drop this op silently (e.g. a folder that exists by now)
@@ -127,29 +129,41 @@ _SPECS = {t + q: (base, q == "?") for t, base in _TYPES.items() for q in ("", "?
 _ALWAYS = frozenset(("v", "ts", "op"))
 
 
-def strict(rec: Dict[str, Any], required: Dict[str, str], optional: Dict[str, str]) -> Dict[str, Any]:
+class Spec:
+    """A record's fields (name: type, "?" for nullable), required and optional, compiled once: the
+    reader checks thousands of records of a kind against it."""
+
+    def __init__(self, required: Dict[str, str], optional: Dict[str, str]) -> None:
+        self.allowed = frozenset(required) | frozenset(optional) | _ALWAYS
+        self.fields = [(name, *_SPECS[typ], needed, typ.rstrip("?"))
+                       for fields, needed in ((required, True), (optional, False)) for name, typ in fields.items()]
+
+
+_MISSING = object()
+
+
+def strict(rec: Dict[str, Any], required: Union[Dict[str, str], Spec],
+           optional: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The record's fields, each of its declared type; an unknown or missing field is an error."""
-    for name in rec:
-        if name not in required and name not in optional and name not in _ALWAYS:
-            extra = set(rec) - set(required) - set(optional) - _ALWAYS
-            raise RecordError(f"journal record {rec.get('op')!r}: unknown field(s) {', '.join(sorted(extra))}")
+    spec = required if isinstance(required, Spec) else Spec(required, optional or {})
+    if not spec.allowed.issuperset(rec):
+        extra = set(rec) - spec.allowed
+        raise RecordError(f"journal record {rec.get('op')!r}: unknown field(s) {', '.join(sorted(extra))}")
     out = {}
-    for fields, needed in ((required, True), (optional, False)):
-        for name, typ in fields.items():
-            if name not in rec:
-                if needed:
-                    raise RecordError(f"journal record {rec.get('op')!r}: missing field {name!r}")
-                continue
-            value = rec[name]
-            base, nullable = _SPECS[typ]
-            if value is None and nullable:
-                out[name] = None
-                continue
-            if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-                raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} is not {typ.rstrip('?')}")
-            if base is str and "\x00" in value:
-                raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} holds a NUL")
-            out[name] = value
+    for name, base, nullable, needed, typ in spec.fields:
+        value = rec.get(name, _MISSING)
+        if value is _MISSING:
+            if needed:
+                raise RecordError(f"journal record {rec.get('op')!r}: missing field {name!r}")
+            continue
+        if value is None and nullable:
+            out[name] = None
+            continue
+        if type(value) is not base and (not isinstance(value, base) or (base is int and isinstance(value, bool))):
+            raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} is not {typ}")
+        if base is str and "\x00" in value:
+            raise RecordError(f"journal record {rec.get('op')!r}: field {name!r} holds a NUL")
+        out[name] = value
     return out
 
 
@@ -338,10 +352,9 @@ class Op:
     def undo_refusal(self) -> Optional[str]:
         """Why its undo may not run now (a file it would write in place has other hard links)."""
         for p in self.writes_through():
-            n = _links(p)
-            if n > 1:
-                return (f"{p} has {n} hard links (a backup made with cp -al or rsnapshot?): undoing in place "
-                        "would change the other copies too")
+            why = _linked(p, _links(p))
+            if why:
+                return why
         return None
 
     def at(self, old: str, new: str) -> "Op":
@@ -376,6 +389,22 @@ class Op:
         if self.state_db(conn) != NEW:
             return None
         return self.revert(conn)
+
+    @classmethod
+    def preload(cls, conn: sqlite3.Connection, ops: Sequence["Op"]) -> None:
+        """Read ahead, in bulk, what judge(conn) of each of these ops (all of this class, one DB)
+        will read; by default nothing (each op reads its own)."""
+
+    @classmethod
+    def revert_all(cls, conn: sqlite3.Connection, ops: Sequence["Op"]) -> Tuple[int, int]:
+        """revert_if_new of each op (all of this class, in order, one transaction): (ops undone,
+        rows changed)."""
+        done = rows = 0
+        for o in ops:
+            n = o.revert_if_new(conn)
+            if n is not None:
+                done, rows = done + 1, rows + n
+        return done, rows
 
     def revert(self, conn: Optional[sqlite3.Connection] = None) -> int:
         """Undo it (a DB op inside the caller's transaction); returns the rows it changed."""
@@ -499,6 +528,13 @@ def _sig_now(path: str) -> Optional[Tuple[int, int, int, int, int]]:
         return file_sig(os.lstat(path))
     except OSError:
         return None
+
+
+def _linked(path: str, links: int) -> Optional[str]:
+    if links > 1:
+        return (f"{path} has {links} hard links (a backup made with cp -al or rsnapshot?): undoing in place "
+                "would change the other copies too")
+    return None
 
 
 def _links(path: str) -> int:
@@ -733,7 +769,11 @@ class RolloutEdit(Op):
 
     @property
     def growth(self) -> int:
-        return sum(len(n) - len(o) for _, o, n in self.spans)
+        seen = self.__dict__.get("_growth_of")  # asked many times an op (state, writes_through, undo)
+        if seen is None or seen[0] is not self.spans or seen[1] != len(self.spans):
+            seen = self.__dict__["_growth_of"] = (self.spans, len(self.spans),
+                                                  sum(len(n) - len(o) for _, o, n in self.spans))
+        return seen[2]
 
     @property
     def tmp(self) -> str:
@@ -818,6 +858,12 @@ class RolloutEdit(Op):
         return OLD
 
 
+_LINE1_SPEC = Spec({"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict", "spans": "list",
+                    "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int", "mtime_ns": "int", "mode": "int"},
+                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list",
+                    "cut": "list", "old_cut_sha": "str", "new_cut_sha": "str"})
+
+
 @dataclass
 class Line1Rewrite(RolloutEdit):
     """Set payload field(s) of a rollout's line 1 (`session_meta`): same length when JSON padding
@@ -840,6 +886,12 @@ class Line1Rewrite(RolloutEdit):
     old_file_sha: Optional[str] = None
     new_file_sha: Optional[str] = None
     with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
+    # The long base_instructions text of line 1 ([start, end) in the old line; no span reaches it) and
+    # the digests of the line without it plus its newline, old and new: a rollback judges line 1 on
+    # those (~1 KB read) instead of the whole ~20 KB line. None: judged on the whole line (older journals).
+    cut: Optional[List[int]] = None
+    old_cut_sha: Optional[str] = None
+    new_cut_sha: Optional[str] = None
     # Not journaled: the growth the plan found (the history offsets it planned to move or not); a
     # line 1 whose edit grows otherwise under the writer lock is skipped as changed since the plan.
     expect_growth: Optional[int] = field(default=None, repr=False, compare=False)
@@ -861,14 +913,13 @@ class Line1Rewrite(RolloutEdit):
                 "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans], "old_len": self.old_len,
                 "old_sha": self.old_sha, "new_sha": self.new_sha, "size": self.size, "mtime_ns": self.mtime_ns,
                 "mode": self.mode, "backup": self.backup, "old_file_sha": self.old_file_sha,
-                "new_file_sha": self.new_file_sha, **_with(self)}
+                "new_file_sha": self.new_file_sha, **_with(self),
+                **({"cut": list(self.cut), "old_cut_sha": self.old_cut_sha, "new_cut_sha": self.new_cut_sha}
+                   if self.cut is not None else {})}
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "Line1Rewrite":
-        f = strict(rec, {"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict",
-                         "spans": "list", "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int",
-                         "mtime_ns": "int", "mode": "int"},
-                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list"})
+        f = strict(rec, _LINE1_SPEC)
         f["with_threads"] = _with_read(f.pop("with", []), "line1")
         spans = []
         for s in f.pop("spans"):
@@ -878,6 +929,12 @@ class Line1Rewrite(RolloutEdit):
         op = cls(spans=spans, **f)
         if op.growth and not (op.backup and op.old_file_sha and op.new_file_sha):
             raise RecordError("journal record 'line1': a growing rewrite without its kept copy")
+        if (op.cut, op.old_cut_sha, op.new_cut_sha).count(None) not in (0, 3):
+            raise RecordError("journal record 'line1': cut, old_cut_sha and new_cut_sha go together")
+        if op.cut is not None and not (len(op.cut) == 2 and all(type(x) is int for x in op.cut)
+                                       and all(o + len(a) <= op.cut[0] for o, a, _ in spans)
+                                       and 0 <= op.cut[0] < op.cut[1] <= op.old_len):
+            raise RecordError("journal record 'line1': cut is malformed")
         return op
 
     def paths(self) -> List[str]:
@@ -912,10 +969,31 @@ class Line1Rewrite(RolloutEdit):
         self.spans, self.old_len = spans, len(line)
         self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
+        self._record_cut(line, st.st_size, edit.cut)
         if self.growth:
             self._keep_copy(run_dir, line, apply_spans(line, spans, True))
         self._prepared = file_sig(st)  # taken before the read: a change after it moves the signature
         return None
+
+    def _record_cut(self, line: bytes, size: int, found: Optional[Tuple[int, int]] = None) -> None:
+        """The long text of line 1 to leave out of the rollback's check (see `cut`; `found`: the
+        plan's long_text of this line): only when the line ends with its newline in the file and
+        every span lies before the text."""
+        cut = (found or long_text(line)) if size > len(line) else None
+        if cut is None or any(off + len(old) > cut[0] for off, old, _ in self.spans):
+            self.cut = self.old_cut_sha = self.new_cut_sha = None
+            return
+        view, tail = memoryview(line), line[cut[1]:] + b"\n"
+        old_h, new_h, pos = hashlib.sha256(view[:cut[0]]), hashlib.sha256(), 0
+        for off, was, now in self.spans:  # the new head streamed (spans sorted, all before the text)
+            new_h.update(view[pos:off])
+            new_h.update(now)
+            pos = off + len(was)
+        new_h.update(view[pos:cut[0]])
+        old_h.update(tail)
+        new_h.update(tail)
+        self.cut = [cut[0], cut[1]]
+        self.old_cut_sha, self.new_cut_sha = old_h.hexdigest(), new_h.hexdigest()
 
     def _keep_copy(self, run_dir: Path, line: bytes, new: bytes) -> None:
         """The whole file, copied into the run folder (0600) and checked, with both whole-file digests."""
@@ -972,12 +1050,20 @@ class Line1Rewrite(RolloutEdit):
             return CHANGED
         if not _st.S_ISREG(st.st_mode):
             return CHANGED
+        self.__dict__["_nlink"] = (self.path, st.st_nlink)  # undo_refusal asks next: no second lstat
         sig = file_sig(st)  # before the read: a change after it moves the signature
         if self._seen is not None and self._seen[0] == sig:
             return self._seen[1]
-        state = self._judge_line()
+        state = self._judge_line() if self.cut is None else self._judge_cut()
         self._seen = (sig, state)
         return state
+
+    def undo_refusal(self) -> Optional[str]:
+        """As Op's, from the links the judgement just saw (its lstat), not a second lstat."""
+        seen = self.__dict__.pop("_nlink", None)
+        if seen is None or seen[0] != self.path:
+            return super().undo_refusal()
+        return _linked(self.path, seen[1]) if self.writes_through() else None
 
     def _judge_line(self) -> str:
         line = self._line()
@@ -996,11 +1082,46 @@ class Line1Rewrite(RolloutEdit):
                 return TORN
         return CHANGED
 
+    def _judge_cut(self) -> str:
+        """Line 1 judged without reading its long base_instructions text (Codex writes line 1 once
+        and never rewrites it; no span reaches the text): the bytes before it and the bytes after it
+        through line 1's newline, old or new, against the recorded digests. Two reads of ~1 KB."""
+        start, end = self.cut  # type: ignore[misc]
+        g, rest = self.growth, self.old_len + 1 - end  # rest: the tail's length with the newline
+        at = end + min(g, 0)  # the tail, old and new, in one read
+        try:
+            fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+                         | host.BINARY)
+        except OSError:
+            return CHANGED
+        try:
+            if not _st.S_ISREG(os.fstat(fd).st_mode):
+                return CHANGED
+            head = os.read(fd, start + max(g, 0))
+            os.lseek(fd, at, os.SEEK_SET)
+            tail = os.read(fd, rest + abs(g))
+        except OSError:
+            return CHANGED
+        finally:
+            os.close(fd)
+        if sha(head[:start + g] + tail[end + g - at:end + g - at + rest]) == self.new_cut_sha:
+            return NEW
+        old_head, old_tail = head[:start], tail[end - at:end - at + rest]
+        if sha(old_head + old_tail) == self.old_cut_sha:
+            return self._old_or_mtime_torn()
+        if g == 0 and len(old_head) == start:
+            mended = old_head
+            for off, was, _new in self.spans:
+                mended = mended[:off] + was + mended[off + len(was):]
+            if sha(mended + old_tail) == self.old_cut_sha:
+                return TORN
+        return CHANGED
+
     def undo(self) -> None:
-        self.clean()
-        if self.growth == 0:
+        if self.growth == 0:  # in place: no temporary file is ever made (a kill's leftovers: plan cleanups)
             self._undo_in_place()
             return
+        self.clean()
         st = os.stat(self.path)
         line = self._line()
         assert line is not None
@@ -1371,7 +1492,11 @@ _SQL: Dict[Tuple[Any, ...], str] = {}  # statements by their shape (kind, table,
 def _vals(d: Any, where: str) -> Dict[str, Any]:
     if not isinstance(d, dict) or not d:
         raise RecordError(f"{where}: expected a non-empty column map")
-    return {str(k): dec(v, where) for k, v in d.items()}
+    return {str(k): v if type(v) is str or type(v) is int else dec(v, where) for k, v in d.items()}  # noqa: E721
+
+
+_ROW_UPDATE_SPEC = Spec({"db": "str", "table": "str", "key": "dict", "old": "dict", "new": "dict"},
+                        {"thread_id": "str?", "with": "list"})
 
 
 @dataclass
@@ -1407,10 +1532,13 @@ class RowUpdate(Op):
         return self.table, self.key, self.old
 
     def __post_init__(self) -> None:
-        _ident(self.table, list(UPDATE_COLUMNS), "row_update table")
-        for c in list(self.old) + list(self.new):
-            _ident(c, UPDATE_COLUMNS[self.table], f"row_update of {self.table}")
-        if set(self.old) != set(self.new):
+        if self.table not in UPDATE_COLUMNS:
+            _ident(self.table, list(UPDATE_COLUMNS), "row_update table")
+        allowed = UPDATE_COLUMNS[self.table]
+        for c in (*self.old, *self.new):
+            if c not in allowed:
+                _ident(c, allowed, f"row_update of {self.table}")
+        if self.old.keys() != self.new.keys():
             raise RecordError("row_update: old and new name different columns")
 
     def to_record(self) -> Dict[str, Any]:
@@ -1420,8 +1548,7 @@ class RowUpdate(Op):
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "RowUpdate":
-        f = strict(rec, {"db": "str", "table": "str", "key": "dict", "old": "dict", "new": "dict"},
-                   {"thread_id": "str?", "with": "list"})
+        f = strict(rec, _ROW_UPDATE_SPEC)
         return cls(f["db"], f["table"], _vals(f["key"], "row_update key"), _vals(f["old"], "row_update old"),
                    _vals(f["new"], "row_update new"), f.get("thread_id"), _with_read(f.get("with", []), "row_update"))
 
@@ -1438,6 +1565,9 @@ class RowUpdate(Op):
         return list(self.key)
 
     def _current(self, conn: sqlite3.Connection) -> Optional[Dict[str, Any]]:
+        pre = self.__dict__.pop("_pre", None)  # read ahead by preload() on this connection: used once
+        if pre is not None and pre[0] is conn:
+            return pre[1]
         cols = list(self.new)
         shape = ("current", self.table, tuple(cols), tuple(self.key))
         sql = _SQL.get(shape)
@@ -1478,9 +1608,9 @@ class RowUpdate(Op):
         w, args = _where({**self.key, **{c: self.new[c] for c in self._judged()}})
         return conn.execute(f'UPDATE "{self.table}" SET {sets} WHERE {w}', list(self.old.values()) + args).rowcount
 
-    def revert_if_new(self, conn: sqlite3.Connection) -> Optional[int]:
-        """One statement, no read before it: the old values back where the key finds exactly one row
-        and that row holds every value the run wrote (state_db's NEW, judged by SQLite)."""
+    def _revert_sql(self) -> Tuple[str, List[Any]]:
+        """The old values back where the key finds exactly one row and that row holds every value
+        the run wrote (state_db's NEW, judged by SQLite): its SQL (built once per shape) and arguments."""
         judged = self._judged()
         shape = ("revert", self.table, tuple(self.old), tuple(self.key), tuple(judged))
         sql = _SQL.get(shape)
@@ -1490,8 +1620,63 @@ class RowUpdate(Op):
             sql = _SQL[shape] = (f'UPDATE "{self.table}" SET {sets} WHERE {w} AND (SELECT count(*) FROM '
                                  f'"{self.table}" WHERE {_where(self.key)[0]}) = 1')
         args = list({**self.key, **{c: self.new[c] for c in judged}}.values())
-        n = conn.execute(sql, list(self.old.values()) + args + list(self.key.values())).rowcount
-        return n or None
+        return sql, list(self.old.values()) + args + list(self.key.values())
+
+    def revert_if_new(self, conn: sqlite3.Connection) -> Optional[int]:
+        """One statement, no read before it (see _revert_sql)."""
+        sql, args = self._revert_sql()
+        return conn.execute(sql, args).rowcount or None
+
+    @classmethod
+    def revert_all(cls, conn: sqlite3.Connection, ops: Sequence[Op]) -> Tuple[int, int]:
+        """The ops' statements, each as revert_if_new runs it, in order: a run of ops of one shape
+        in one executemany. Each changes at most one row, so the rows changed count the ops undone."""
+        done, i = 0, 0
+        while i < len(ops):
+            sql, args = ops[i]._revert_sql()  # type: ignore[attr-defined]
+            batch = [args]
+            i += 1
+            while i < len(ops):
+                nxt, more = ops[i]._revert_sql()  # type: ignore[attr-defined]
+                if nxt != sql:
+                    break
+                batch.append(more)
+                i += 1
+            done += conn.executemany(sql, batch).rowcount
+        return done, done
+
+    @classmethod
+    def preload(cls, conn: sqlite3.Connection, ops: Sequence[Op]) -> None:
+        """The current values of the rows these ops changed, one query per 500 rows of a shape, where
+        the key is the table's one-column primary key: a row found by exactly its key value is what
+        _current would read (a unique key finds one row at most); any other is left to _current."""
+        groups: Dict[Tuple[Any, ...], List[Any]] = {}
+        pks: Dict[str, Optional[str]] = {}
+        for o in ops:
+            if len(o.key) != 1:  # type: ignore[attr-defined]
+                continue
+            (kc, kv), = o.key.items()  # type: ignore[attr-defined]
+            if not isinstance(kv, str):
+                continue
+            if o.table not in pks:  # type: ignore[attr-defined]
+                info = [r for r in conn.execute(f'PRAGMA table_info("{o.table}")') if r[5]]  # type: ignore[attr-defined]
+                pks[o.table] = info[0][1] if len(info) == 1 else None  # type: ignore[attr-defined]
+            if pks[o.table] != kc:  # type: ignore[attr-defined]
+                continue
+            groups.setdefault((o.table, kc, tuple(o.new)), []).append(o)  # type: ignore[attr-defined]
+        for (table, kc, cols), members in groups.items():
+            names = ", ".join(f'"{c}"' for c in cols)
+            for at in range(0, len(members), 500):
+                chunk = members[at:at + 500]
+                rows = conn.execute(f'SELECT "{kc}", {names} FROM "{table}" WHERE "{kc}" IN '
+                                    f'({", ".join("?" * len(chunk))})', [o.key[kc] for o in chunk]).fetchall()
+                found: Dict[Any, List[Any]] = {}
+                for r in rows:
+                    found.setdefault(r[0], []).append(r[1:])
+                for o in chunk:
+                    got = found.get(o.key[kc])
+                    if got is not None and len(got) == 1:  # a str key equals only the same str
+                        o.__dict__["_pre"] = (conn, dict(zip(cols, got[0])))
 
 
 @dataclass

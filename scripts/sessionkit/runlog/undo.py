@@ -27,7 +27,7 @@ from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly, transaction
 from sessionkit.runlog.lockbatch import run_batches, split_batches
 from sessionkit.ui.progress import Progress
-from sessionkit.codexfiles.writerlock import LOCK_DIR, locks_per_batch, remove_stale_locks, remove_unused_lock_dir
+from sessionkit.codexfiles.writerlock import LOCK_DIR, lock_names, locks_per_batch, remove_stale_locks, remove_unused_lock_dir
 
 RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit", "end", "undone", "restore",
                "abort")
@@ -275,6 +275,7 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
     seen: Set[Any] = set()
     run_real = os.path.realpath(str(run.path))
     inside: Dict[str, bool] = {}  # backup -> it lies in the run folder (resolved once per backup)
+    ahead: Dict[Any, Dict[Any, List[Any]]] = {}  # rows of a shape read in bulk: {key value: [row]}
     try:
         for op in ops:
             back = op.written_back()
@@ -295,9 +296,13 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
                 if sig not in seen:
                     check_columns(conn, table, list(key) + list(want), None)
                     seen.add(sig)
-                w = " AND ".join(f'"{c}" IS ?' for c in key)
-                cols = ", ".join(f'"{c}"' for c in want)
-                rows = conn.execute(f'SELECT {cols} FROM "{table}" WHERE {w}', list(key.values())).fetchall()
+                    ahead[sig] = _rows_ahead(conn, table, list(want), [o.written_back() for o in ops],  # type: ignore[misc]
+                                             sig)
+                rows = ahead[sig].get(_one_key(key), [])
+                if not rows:  # not read ahead (another key, not found by its exact value): read alone
+                    w = " AND ".join(f'"{c}" IS ?' for c in key)
+                    cols = ", ".join(f'"{c}"' for c in want)
+                    rows = conn.execute(f'SELECT {cols} FROM "{table}" WHERE {w}', list(key.values())).fetchall()
             except (sqlite3.DatabaseError, UserError):
                 rows = []
             if [dict(zip(want, r)) for r in rows][:1] != [want]:
@@ -306,6 +311,36 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
     finally:
         for c in conns.values():
             c.close()
+
+
+def _one_key(key: Dict[str, Any]) -> Any:
+    """The value of a one-column str key (what a bulk read can find by its exact value), else None."""
+    if len(key) != 1:
+        return None
+    (value,) = key.values()
+    return value if isinstance(value, str) else None
+
+
+def _rows_ahead(conn: sqlite3.Connection, table: str, want: List[str], backs: List[Any],
+                sig: Any) -> Dict[Any, List[Any]]:
+    """The `want` columns of every row the written-back values of this shape name, read 500 keys a
+    query, where the key is the table's one-column primary key (at most one row a key):
+    {key value: [row]}, a key found only by its exact value. {} otherwise."""
+    _backup, _table, keycols, _want = sig
+    pk = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")') if r[5]]
+    if len(keycols) != 1 or pk != list(keycols):
+        return {}
+    keys = [_one_key(b[1]) for b in backs if b is not None and b[0] == table and tuple(b[1]) == keycols
+            and tuple(b[2]) == tuple(want)]
+    keys = list(dict.fromkeys(k for k in keys if k is not None))
+    out: Dict[Any, List[Any]] = {}
+    cols = ", ".join(f'"{c}"' for c in [keycols[0], *want])
+    for at in range(0, len(keys), 500):
+        chunk = keys[at:at + 500]
+        for r in conn.execute(f'SELECT {cols} FROM "{table}" WHERE "{keycols[0]}" IN ({", ".join("?" * len(chunk))})',
+                              chunk):
+            out.setdefault(r[0], []).append(r[1:])
+    return out
 
 
 def plan_undo(home: CodexHome, target: Target) -> UndoPlan:
@@ -327,7 +362,8 @@ def plan_undo(home: CodexHome, target: Target) -> UndoPlan:
     check_against_backups(run, journal, [o for o, _ in plan.steps])  # only what would be written back
     if run.locks:
         d = home.root / LOCK_DIR
-        plan.stale_locks = sum(1 for t in run.locks["created"] if os.path.lexists(str(d / f"{t}.lock"))) + \
+        names = lock_names(home.root)  # one listing, not a stat per thread
+        plan.stale_locks = sum(1 for t in run.locks["created"] if f"{t}.lock" in names) + \
             int(not run.locks["coordination_existed"] and os.path.lexists(str(d / ".coordination.lock")))
     return plan
 
@@ -369,6 +405,7 @@ def _states(ops: List[Op]) -> List[str]:
                         out.append(CHANGED)
                         continue
                     conns[db] = open_readonly(Path(db))
+                    _preload(conns[db], [o for o in ops if o.DB_OP and o.db() == db])
                 try:
                     if (db, type(op), op.columns()[0]) not in checked:
                         check_op_columns(conns[db], [op])
@@ -391,6 +428,20 @@ def _states(ops: List[Op]) -> List[str]:
             c.close()
     out.reverse()
     return out
+
+
+def _preload(conn: sqlite3.Connection, ops: List[Op]) -> None:
+    """Each class of op reads ahead in bulk what its ops' judgements will read (Op.preload); a
+    table or column that is not as the journal says is left to each op's own check."""
+    by_class: Dict[type, List[Op]] = {}
+    for o in ops:
+        by_class.setdefault(type(o), []).append(o)
+    for cls, members in by_class.items():
+        try:
+            check_op_columns(conn, members)
+            cls.preload(conn, members)  # type: ignore[attr-defined]
+        except (sqlite3.DatabaseError, UserError):
+            pass
 
 
 def _describe(op: Op) -> str:
@@ -594,13 +645,16 @@ class _UndoBatches:
     def _rows(self, db: str, mine: List[Op]) -> None:
         with transaction(Path(db)) as conn:
             check_op_columns(conn, mine)
-            for o in mine:
-                n = o.revert_if_new(conn)  # judged again under the lock: a Codex may have written since the plan
-                if n is None:
-                    continue
-                if o.COUNTS.undone:
-                    self.counts[o.COUNTS.undone] += n
-                self.counts["undone"] += 1
+            i = 0
+            while i < len(mine):  # each run of ops of one class, in order: judged again under the lock
+                j = i + 1
+                while j < len(mine) and type(mine[j]) is type(mine[i]):
+                    j += 1
+                done, rows = type(mine[i]).revert_all(conn, mine[i:j])  # type: ignore[attr-defined]
+                if mine[i].COUNTS.undone:
+                    self.counts[mine[i].COUNTS.undone] += rows
+                self.counts["undone"] += done
+                i = j
             point("undo-commit")
 
     def _file(self, o: Op) -> None:
