@@ -133,17 +133,18 @@ def recovery_outcome(home: CodexHome, plan: RecoverPlan, r: Dict[str, Any], resu
     """The recovery's result in words, as the other scripts say theirs: the sessions it changed by
     name, what it left and why, the one undo and the verify command; the counters with --verbose."""
     from sessionkit.ui.results import Outcome, labels_for
-    left = {str(s["thread_id"]).lower(): str(s["reason"]) for s in result.get("skipped_at_apply") or []}
+    from sessionkit.codexfiles.ids import norm_id
+    left = {norm_id(s["thread_id"]): str(s["reason"]) for s in result.get("skipped_at_apply") or []}
     ids: List[str] = []
     for tids in plan.groups().values():
-        ids += [t for t in tids if t not in ids and t.lower() not in left]  # what was applied, not planned
+        ids += [t for t in tids if t not in ids and norm_id(t) not in left]  # what was applied, not planned
     after = ", ".join(f"{shown(k)} {v}" for k, v in result["provider_distribution_after"].items())
     n = len(ids)
     rebuilt = r.get("history_rebuild") or {}
     skipped = [(names.get(t, shown(t)), shown(why)) for t, why in plan.skipped]
-    planned = {t.lower() for t, _ in plan.skipped}
+    planned = {norm_id(t) for t, _ in plan.skipped}
     skipped += [(names.get(str(s["thread_id"]), shown(s["thread_id"])), shown(s["reason"]))
-                for s in result.get("skipped_at_apply") or [] if str(s["thread_id"]).lower() not in planned]
+                for s in result.get("skipped_at_apply") or [] if norm_id(s["thread_id"]) not in planned]
     pre = result.get("decompression") or {}
     undo = result.get("rollback_all") or result["rollback"]
     notes = [f"Your Codex rebuilt the stored history of {rebuilt['rebuilt']} session(s)."] \

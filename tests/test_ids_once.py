@@ -27,14 +27,10 @@ ALLOWED = {
     ("sessionkit/fixes/advice.py", "_thread_of"): "parses an id out of the audit report's text",
     ("sessionkit/ui/labels.py", "session_names"): "labels ids as reports show them (a row's stored spelling)",
     ("sessionkit/ui/labels.py", "names_from_db"): "ids a journal names, and the rows it reads",
-    # TODO lead: the readers these depend on are other helpers' files (rollout_index.py, runlog/ops.py,
-    # fixes/recover.py, fixes/importer.py); once they carry keys, these go.
-    ("sessionkit/fixes/forks.py", "join_groups"): "TODO lead: an Op (runlog/ops.py) carries no key",
-    ("sessionkit/fixes/forks.py", "live_groups"): "TODO lead: migrate.py passes a row's stored id",
-    ("sessionkit/fixes/forks.py", "left_behind"): "TODO lead: migrate.py passes a row's stored id",
-    ("sessionkit/fixes/repair.py", "RowChange.__post_init__"): "TODO lead: recover.py builds it without key",
-    ("sessionkit/fixes/repair.py", "RolloutPlan.__post_init__"): "TODO lead: recover.py builds it without key",
-    ("sessionkit/codexfiles/thread_tables.py", "Planner.thread"): "TODO lead: importer.py's id (which form?)",
+    # Left: an op (runlog/ops.py) and the import's table planner hold the stored id only; once they
+    # carry the key too, these go.
+    ("sessionkit/fixes/forks.py", "join_groups"): "TODO: an Op (runlog/ops.py) carries no key",
+    ("sessionkit/codexfiles/thread_tables.py", "Planner.thread"): "TODO: importer.py's id (which form?)",
     ("sessionkit/fixes/importer.py", "SourceInputs.ids_with_null"): "reads SRC's rows",
     ("sessionkit/fixes/importer.py", "_read_names"): "reads SRC's session_index.jsonl",
     ("sessionkit/fixes/importer.py", "_rows_of"): "reads SRC's rows",
@@ -55,11 +51,16 @@ ALLOWED = {
     ("sessionkit/codexfiles/rollout_index.py", "parse_session_meta"): "reads line 1 (id, forked_from_id)",
     ("sessionkit/codexfiles/rollout_index.py", "unusable_reason"): "a caller's thread id against line 1's (any spelling)",
     ("sessionkit/codexfiles/statedb.py", "ThreadRow.__init__"): "the DB row reader",
-    ("sessionkit/codexfiles/locks.py", "CodexActivity.why_live"): "TODO lead: a caller's id (rb2 owns locks.py now)",
+    ("sessionkit/codexfiles/locks.py", "CodexActivity.why_live"): "a caller's id (a live thread asked about by any spelling)",
     ("sessionkit/codexfiles/locks.py", "scan_activity"): "the lock scan: ids in lock names and processes' arguments",
-    # TODO lead: other helpers edit these files now
-    ("sessionkit/fixes/recover.py", "*"): "TODO lead",
-    ("sessionkit/fixes/migrate.py", "*"): "TODO lead",
+    ("sessionkit/codexfiles/thread_files.py", "history_key"): "reads the id in a rollout's file name",
+    ("sessionkit/codexfiles/thread_tables.py", "_read_revisions"): "reads queue_1's revision rows",
+    ("sessionkit/codexfiles/thread_tables.py", "Planner._revision"): "TODO: importer.py's id (which form?), as Planner.thread",
+    ("sessionkit/runlog/shared_undo.py", "forks_since"): "reads a journal's ops and forks' line 1 (forked_from_id as written)",
+    ("session_recover.py", "recovery_outcome"): "ids a run's result names (any spelling)",
+    ("sessionkit/fixes/recover.py", "skipped_at_apply"): "ids a run's result records name (any spelling)",
+    ("sessionkit/fixes/migrate.py", "migration_ops"): "the history resets' ids, against an op's stored id",
+    ("sessionkit/fixes/migrate.py", "migration_ops.emit"): "an op's stored id, against the history resets'",
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
 
 
@@ -21,7 +22,7 @@ def history_key(name: str, thread_id: Optional[str] = None) -> Optional[str]:
     m = ROLLOUT_NAME.match(name)
     if m is None:
         return thread_id
-    return (m.group("rollout") or m.group("thread")).lower()
+    return norm_id(m.group("rollout") or m.group("thread"))
 
 
 def is_segment(name: str) -> bool:

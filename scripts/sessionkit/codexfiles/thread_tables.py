@@ -172,7 +172,7 @@ def _read_state(conn: sqlite3.Connection, have: set, out: HomeTables) -> None:
 def _read_revisions(conn: sqlite3.Connection, have: set, out: HomeTables) -> None:
     cols, rows = _rows(conn, REVISIONS)
     out.columns[REVISIONS] = cols
-    out.revisions = {str(r["thread_id"]).lower(): r["revision"] for r in rows if isinstance(r.get("revision"), int)}
+    out.revisions = {norm_id(r["thread_id"]): r["revision"] for r in rows if isinstance(r.get("revision"), int)}
     if SEQUENCE in have:
         got = conn.execute(f"SELECT seq FROM {SEQUENCE} WHERE name=?", (REVISIONS,)).fetchall()
         out.sequence = got[0][0] if len(got) == 1 and isinstance(got[0][0], int) else None
@@ -303,8 +303,8 @@ class Planner:
             return None
         n = d.revision_top + 1
         d.revision_top = n + items  # each item's insert trigger moves the row to MAX+1
-        kept = d.revisions.get(tid.lower())
-        d.revisions[tid.lower()] = n
+        kept = d.revisions.get(norm_id(tid))
+        d.revisions[norm_id(tid)] = n
         if self._sequence is None:
             self._sequence = (Insert(QUEUE_DB, SEQUENCE, {"name": REVISIONS, "seq": n}, {"name": REVISIONS})
                               if d.sequence is None else

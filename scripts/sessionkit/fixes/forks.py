@@ -36,19 +36,18 @@ def with_sub_agents(wanted: Iterable[str], subs: SubAgents) -> Set[str]:
 
 def live_groups(planned: Iterable[str], live: Iterable[str], subs: SubAgents) -> Dict[str, str]:
     """Planned threads that go with a live one (a sub-agent or parent Codex holds open), each with
-    that live thread: the whole group waits for the next run (keyed by each planned id as given)."""
+    that live thread: the whole group waits for the next run. `planned` and `live` are keys."""
     live_set = set(live)  # the lock scan's normalised ids
     if not live_set or not subs.parent_of:
         return {}
     out: Dict[str, str] = {}
-    for t in planned:
-        tid = norm_id(t)  # TODO lead: migrate.py plans by a row's stored id (ProviderChange): give it the key
+    for tid in planned:
         if tid in live_set:
             continue
         group = _group(tid, subs)
         hit = sorted(group & live_set)
         if hit:
-            out[t] = hit[0]
+            out[tid] = hit[0]
     return out
 
 
@@ -63,7 +62,7 @@ def _group(tid: str, subs: SubAgents) -> Set[str]:
 def left_behind(planned: Iterable[str], subs: SubAgents, why: Dict[str, str]) -> List[str]:
     """One line per sub-agent of a planned thread that this run leaves as it is although its parent
     changes (`why`: thread id -> the flag or reason that keeps it out), by name."""
-    ids = {norm_id(t) for t in planned}  # TODO lead: migrate.py plans by a row's stored id: give it the key
+    ids = set(planned)
     out = []
     for child in subs.descendants(ids):
         if child in ids or child not in why:

@@ -37,6 +37,7 @@ class ProviderChange:
     db_change: bool
     mtime_ns: int = 0
     offsets: Optional[Tuple[list, int]] = None  # set when line 1 grows on a paginated thread
+    key: str = ""  # the thread's normalised id (ThreadRow.key); thread_id is the row's stored id
 
 
 @dataclass
@@ -148,7 +149,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 plan.skipped.append((row.id, f"row left alone: it holds {bad}"))
                 continue
             if db_only:
-                plan.changes.append(ProviderChange(row.id, row.model_provider, None, None, True))
+                plan.changes.append(ProviderChange(row.id, row.model_provider, None, None, True, key=row.key))
                 continue
             if rf is None:
                 why = OUTSIDE_HOME if not is_inside(Path(row.rollout_path), root) \
@@ -174,7 +175,7 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 plan.skipped.append((row.id, f"cannot stat the rollout ({exc.strerror or exc})"))
                 continue
             change = ProviderChange(row.id, row.model_provider, Path(rf.row_path), edit,  # .jsonl: decompressed first
-                                    db_change=row.model_provider != plan.target, mtime_ns=mtime_ns)
+                                    db_change=row.model_provider != plan.target, mtime_ns=mtime_ns, key=row.key)
             if edit is not None and edit.growth:
                 if hist_conn is not None and tid in hist_threads:
                     change.offsets = read_offsets(hist_conn, row.id)
@@ -194,11 +195,12 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
 def _plan_group_members(plan: MigrationPlan, inputs: AuditInputs, left: Dict[str, str]) -> None:
     """A thread goes with its sub-agents: one Codex holds open keeps the whole group out (named);
     a sub-agent a filter keeps out while its parent moves is named in a warning."""
-    waits = live_groups([c.thread_id for c in plan.changes], inputs.activity.live_threads, plan.subs)
+    waits = live_groups([c.key for c in plan.changes], inputs.activity.live_threads, plan.subs)
     if waits:
-        plan.changes = [c for c in plan.changes if c.thread_id not in waits]
-        plan.skipped += [(t, LIVE_GROUP.format(other=safe_str(n))) for t, n in sorted(waits.items())]
-    plan.warnings += left_behind([c.thread_id for c in plan.changes if c.old_provider != plan.target
+        shown = {c.key: c.thread_id for c in plan.changes}
+        plan.changes = [c for c in plan.changes if c.key not in waits]
+        plan.skipped += [(shown[t], LIVE_GROUP.format(other=safe_str(n))) for t, n in sorted(waits.items())]
+    plan.warnings += left_behind([c.key for c in plan.changes if c.old_provider != plan.target
                                   or c.edit is not None], plan.subs, left)
 
 
@@ -207,7 +209,7 @@ def _plan_other_dbs(plan: MigrationPlan, inputs: AuditInputs, include_archived: 
     has are named in a warning (the rollout's line 1 is shared, its row there is not)."""
     from sessionkit.fixes.repair import other_state_dbs
     from sessionkit.codexfiles.statedb import load_threads
-    wanted = {norm_id(c.thread_id): c for c in plan.changes}
+    wanted = {c.key: c for c in plan.changes}
     used = {r.key for r in inputs.rows}
     for db in other_state_dbs(inputs.home):
         other = OtherDbChanges(db)

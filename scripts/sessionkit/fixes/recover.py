@@ -92,7 +92,7 @@ def picture_after_repair(inputs: AuditInputs, repair: RepairPlan) -> AuditInputs
     (the provider's line-1 edit runs before the move, on the file as it is): what the migration
     is planned on. The walk, heads and activity are shared (no second read of the home)."""
     back = {str(m.dst): str(m.src) for m in repair.moves}
-    changes = {norm_id(r.thread_id): r.new for r in repair.rows}
+    changes = {r.key: r.new for r in repair.rows}
     rows: List[ThreadRow] = []
     for row in inputs.rows:  # a moved file's row may keep its path (the move brings the file there)
         new = changes.get(row.key)
@@ -143,8 +143,7 @@ def _remap_inserts(plan: RecoverPlan) -> None:
     remaps = plan.repair.remaps
     if not remaps:
         return
-    parents = {norm_id(m.forked_from_id) for rf in plan.inputs.index.files
-               for m in [plan.inputs.meta_for(rf)] if m.forked_from_id}
+    parents = {m.parent_key for rf in plan.inputs.index.files for m in [plan.inputs.meta_for(rf)] if m.parent_key}
     for ins in plan.repair.inserts:
         tid, path = str(ins["id"]), Path(str(ins["rollout_path"]))
         if isinstance(ins.get("cwd"), str):
@@ -152,22 +151,22 @@ def _remap_inserts(plan: RecoverPlan) -> None:
         fp = plan_file(str(path), remaps)  # the one editor: the same plan the write makes
         if fp.problem or not fp.spans:
             continue
-        if fp.growth > 0 and norm_id(tid) in parents:
+        if fp.growth > 0 and tid in parents:  # an insert's id is the walk's key
             continue  # a fork records byte offsets into it and no fork move is planned for it: row only
-        plan.repair.rewrites.append(RolloutPlan(tid, path, {}, fp.folder_lines, fp.growth > 0))
+        plan.repair.rewrites.append(RolloutPlan(tid, path, {}, fp.folder_lines, fp.growth > 0, key=tid))
 
 
 def _fold_provider_into_rewrites(plan: RecoverPlan) -> None:
     """A thread whose rollout the remap rewrites gets its provider in that same rewrite: two edits
     of one file planned on its old bytes cannot both run. Its row update stays the migration's."""
-    rewrites = {norm_id(rp.thread_id): rp for rp in plan.repair.rewrites}
+    rewrites = {rp.key: rp for rp in plan.repair.rewrites}
     changes: List[ProviderChange] = []
     for c in plan.migration.changes:
-        rp = rewrites.get(norm_id(c.thread_id))
+        rp = rewrites.get(c.key)
         if rp is not None and c.edit is not None:
             rp.set["model_provider"] = plan.migration.target
             plan.folded.append(c.thread_id)
-            c = ProviderChange(c.thread_id, c.old_provider, c.path, None, c.db_change, c.mtime_ns, None)
+            c = ProviderChange(c.thread_id, c.old_provider, c.path, None, c.db_change, c.mtime_ns, None, key=c.key)
         changes.append(c)
     plan.migration.changes = changes
 
@@ -186,23 +185,23 @@ def _one_change_per_file(plan: RecoverPlan) -> None:
     rewritten stays where it lies and its row points at it instead (Codex reads the row's path). A
     file to unarchive whose folders are remapped stays archived until the next run; one that only
     gets a provider is unarchived and keeps its provider until the next run. Each says so."""
-    remapped = {norm_id(rp.thread_id) for rp in plan.repair.rewrites}
-    edited = {norm_id(c.thread_id) for c in plan.migration.changes if c.edit is not None} | remapped
+    remapped = {rp.key for rp in plan.repair.rewrites}
+    edited = {c.key for c in plan.migration.changes if c.edit is not None} | remapped
     if not edited:
         return
-    rows = {norm_id(r.thread_id): r for r in plan.repair.rows}
+    rows = {r.key: r for r in plan.repair.rows}
     by_id = plan.inputs.rows_by_id
     keep = []
     later: List[Tuple[str, str]] = []
     for m in plan.repair.moves:
-        tid = norm_id(m.thread_id)
+        tid = m.key
         if tid not in edited:
             keep.append(m)
             continue
         r = rows.get(tid)
         if m.why == "fix path" or tid in remapped:
             if r is None:
-                r = RowChange(m.thread_id, {"rollout_path": by_id[tid].rollout_path}, {}, [])
+                r = RowChange(m.thread_id, {"rollout_path": by_id[tid].rollout_path}, {}, [], key=tid)
                 plan.repair.rows.append(r)
             r.new["rollout_path"] = str(m.src)
             r.old.setdefault("rollout_path", by_id[tid].rollout_path)
@@ -220,7 +219,7 @@ def _one_change_per_file(plan: RecoverPlan) -> None:
     plan.repair.moves = keep
     plan.repair.rows = [r for r in plan.repair.rows if r.new]
     gone = {t for t, why in later if why == SKIP_MOVED_AND_EDITED}
-    plan.migration.changes = [c for c in plan.migration.changes if norm_id(c.thread_id) not in gone]
+    plan.migration.changes = [c for c in plan.migration.changes if c.key not in gone]
     for tid, why in later:
         (plan.migration.skipped if why == SKIP_MOVED_AND_EDITED else plan.repair.skipped).append((by_id[tid].id, why))
 
@@ -228,9 +227,9 @@ def _one_change_per_file(plan: RecoverPlan) -> None:
 def _inserts_take_the_provider(plan: RecoverPlan) -> None:
     """A row this run adds is added with the target provider (a row added and then updated in one
     run is not one change a rollback can judge); its file's line 1 still gets the provider."""
-    inserts = {norm_id(str(i["id"])): i for i in plan.repair.inserts}
+    inserts = {str(i["id"]): i for i in plan.repair.inserts}  # an insert's id is the walk's key
     for c in plan.migration.changes:
-        ins = inserts.get(norm_id(c.thread_id))
+        ins = inserts.get(c.key)
         if ins is not None and c.db_change:
             ins["model_provider"] = plan.migration.target
             c.db_change = False
@@ -239,9 +238,9 @@ def _inserts_take_the_provider(plan: RecoverPlan) -> None:
 def _drop_shifts_of_reset_threads(plan: RecoverPlan) -> None:
     """A thread whose stored history is reset keeps no offsets to shift: its rows are deleted and
     Codex rebuilds them from the rewritten file."""
-    reset = {norm_id(f.thread_id) for f in plan.history.resets}
+    reset = {f.thread_key for f in plan.history.resets}
     for c in plan.migration.changes:
-        if norm_id(c.thread_id) in reset:
+        if c.key in reset:
             c.offsets = None
 
 
@@ -267,9 +266,9 @@ def _causes(plan: RecoverPlan) -> None:
     for tid, m in moved.items():
         if m.why == "fix path":
             _add(plan, tid, CAUSE_MOVED_FILES, "file moved back to its recorded place")
-    added = {norm_id(str(i["id"])) for i in plan.repair.inserts}
+    added = {str(i["id"]) for i in plan.repair.inserts}  # an insert's id is the walk's key
     for rp in plan.repair.rewrites:
-        _add(plan, rp.thread_id, CAUSE_UNINDEXED if norm_id(rp.thread_id) in added else CAUSE_MOVED_HOME,
+        _add(plan, rp.thread_id, CAUSE_UNINDEXED if rp.key in added else CAUSE_MOVED_HOME,
              "folders in its file remapped")
     for c in plan.migration.changes:
         line1 = (c.edit.old_values if c.edit is not None else {}).get("model_provider", c.old_provider)
@@ -403,9 +402,9 @@ def skipped_at_apply(pre: Optional[Dict[str, Any]], skipped: Sequence[Tuple[str,
     with that reason (the run then found no `.jsonl` to write)."""
     out: Dict[str, str] = {}
     for s in (pre or {}).get("skipped") or []:
-        out.setdefault(str(s["thread_id"]).lower(), str(s["reason"]))
-    firsts = {str(s["thread_id"]).lower(): str(s["thread_id"]) for s in (pre or {}).get("skipped") or []}
+        out.setdefault(norm_id(s["thread_id"]), str(s["reason"]))
+    firsts = {norm_id(s["thread_id"]): str(s["thread_id"]) for s in (pre or {}).get("skipped") or []}
     for t, why in skipped:
-        firsts.setdefault(t.lower(), t)
-        out.setdefault(t.lower(), why)
+        firsts.setdefault(norm_id(t), t)
+        out.setdefault(norm_id(t), why)
     return [{"thread_id": firsts[k], "reason": why} for k, why in out.items()]

@@ -49,11 +49,7 @@ class RowChange:
     old: Dict[str, Any]
     new: Dict[str, Any]
     why: List[str]
-    key: str = ""  # the normalised id, compared everywhere (set where the change is made)
-
-    def __post_init__(self) -> None:
-        if not self.key:  # TODO lead: recover.py builds RowChange without its key; pass m.key there
-            self.key = norm_id(self.thread_id)
+    key: str  # the normalised id (ThreadRow.key), compared everywhere
 
 
 @dataclass
@@ -94,11 +90,7 @@ class RolloutPlan:
     set: Dict[str, Any]
     cwd_lines: int
     grows: bool
-    key: str = ""  # the normalised id (the row change's key)
-
-    def __post_init__(self) -> None:
-        if not self.key:  # TODO lead: recover.py builds RolloutPlan without its key (an insert's id is one)
-            self.key = norm_id(self.thread_id)
+    key: str  # the normalised id (the row change's key)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from sessionkit import UserError
+from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly
 from sessionkit.runlog.ops import NEW, OLD, TORN, Op, table_columns
@@ -152,7 +153,7 @@ def forks_since(ops: Sequence[Op], states: Sequence[str], since_ns: Optional[int
     mine: Dict[str, Set[str]] = {}  # state DB -> ids of threads rows the run inserted, still there
     for op, st in zip(ops, states):
         if op.thread_id and st in (NEW, TORN) and op.inserted_value("threads", "id")[0]:  # rows it made
-            mine.setdefault(str(op.db()), set()).add(op.thread_id.lower())
+            mine.setdefault(str(op.db()), set()).add(norm_id(op.thread_id))
     out: Dict[str, str] = {}
     for db, ids in mine.items():
         try:
@@ -169,10 +170,10 @@ def forks_since(ops: Sequence[Op], states: Sequence[str], since_ns: Optional[int
         finally:
             conn.close()
         for fork, path in rows:
-            if not isinstance(fork, str) or fork.lower() in ids or not isinstance(path, str):
+            if not isinstance(fork, str) or norm_id(fork) in ids or not isinstance(path, str):
                 continue
             line, _err = read_line1(Path(path))  # decoded whole: forked_from_id may follow the instructions
-            parent = (parse_session_meta(line).forked_from_id or "").lower() if line else ""
+            parent = (parse_session_meta(line).parent_key or "") if line else ""
             if parent in ids:
                 tid = next(t for o in ops for t in [o.thread_id] if t and t.lower() == parent)
                 out.setdefault(tid, FORKED.format(fork=safe_str(fork)))
