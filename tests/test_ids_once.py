@@ -27,10 +27,8 @@ ALLOWED = {
     ("sessionkit/fixes/advice.py", "_thread_of"): "parses an id out of the audit report's text",
     ("sessionkit/ui/labels.py", "session_names"): "labels ids as reports show them (a row's stored spelling)",
     ("sessionkit/ui/labels.py", "names_from_db"): "ids a journal names, and the rows it reads",
-    # Left: an op (runlog/ops.py) and the import's table planner hold the stored id only; once they
-    # carry the key too, these go.
+    # Left: an op (runlog/ops.py) holds the stored id only (what its SQL and journal record need).
     ("sessionkit/fixes/forks.py", "join_groups"): "TODO: an Op (runlog/ops.py) carries no key",
-    ("sessionkit/codexfiles/thread_tables.py", "Planner.thread"): "TODO: importer.py's id (which form?)",
     ("sessionkit/fixes/importer.py", "SourceInputs.ids_with_null"): "reads SRC's rows",
     ("sessionkit/fixes/importer.py", "_read_names"): "reads SRC's session_index.jsonl",
     ("sessionkit/fixes/importer.py", "_rows_of"): "reads SRC's rows",
@@ -55,7 +53,6 @@ ALLOWED = {
     ("sessionkit/codexfiles/locks.py", "scan_activity"): "the lock scan: ids in lock names and processes' arguments",
     ("sessionkit/codexfiles/thread_files.py", "history_key"): "reads the id in a rollout's file name",
     ("sessionkit/codexfiles/thread_tables.py", "_read_revisions"): "reads queue_1's revision rows",
-    ("sessionkit/codexfiles/thread_tables.py", "Planner._revision"): "TODO: importer.py's id (which form?), as Planner.thread",
     ("sessionkit/runlog/shared_undo.py", "forks_since"): "reads a journal's ops and forks' line 1 (forked_from_id as written)",
     ("session_recover.py", "recovery_outcome"): "ids a run's result names (any spelling)",
     ("sessionkit/fixes/recover.py", "skipped_at_apply"): "ids a run's result records name (any spelling)",

@@ -290,7 +290,7 @@ class Planner:
                                       self._unit(f"project {got}"), None, f"project {got}"))
             self.dest.key_owner[key] = got
 
-    def _revision(self, tid: str, thread_value: Any, items: int) -> Optional[Any]:
+    def _revision(self, key: str, thread_value: Any, items: int) -> Optional[Any]:
         """A thread whose queued input comes along gets a queue revision row of DEST's numbering (the
         source's number means nothing here), inserted before its items: queue_1's triggers upsert
         the row on every insert/update/delete of queued_items (revision = MAX+1), so with the row
@@ -303,8 +303,8 @@ class Planner:
             return None
         n = d.revision_top + 1
         d.revision_top = n + items  # each item's insert trigger moves the row to MAX+1
-        kept = d.revisions.get(norm_id(tid))
-        d.revisions[norm_id(tid)] = n
+        kept = d.revisions.get(key)
+        d.revisions[key] = n
         if self._sequence is None:
             self._sequence = (Insert(QUEUE_DB, SEQUENCE, {"name": REVISIONS, "seq": n}, {"name": REVISIONS})
                               if d.sequence is None else
@@ -393,9 +393,12 @@ class Planner:
             return sid, f"section {shown!r} (created in DEST: DEST has {len(same)} sections of that name)"
         return sid, f"section {shown!r} (created in DEST)"
 
-    def thread(self, tid: str) -> ThreadExtras:
+    def thread(self, tid: str, thread_key: Optional[str] = None) -> ThreadExtras:
+        """What comes with thread `tid` (its row's stored id) from the source's tables; `thread_key` is
+        its normalised id (codexfiles/ids.py), `tid` itself when not given."""
+        tkey = tid if thread_key is None else thread_key
         out = ThreadExtras()
-        cols = self.src.thread_cols.get(norm_id(tid), {})
+        cols = self.src.thread_cols.get(tkey, {})
         dest_cols = self.dest.columns.get("threads", [])
         pid = cols.get("project_id")
         if isinstance(pid, str) and pid:
@@ -416,7 +419,7 @@ class Planner:
                     if c in dest_cols and c in cols:
                         out.columns[c] = cols[c]
         for db, table, _tcol, key, what in PER_THREAD:
-            rows = self.src.per_thread.get(table, {}).get(norm_id(tid), [])
+            rows = self.src.per_thread.get(table, {}).get(tkey, [])
             if not rows:
                 continue
             if db not in self.dest.dbs or table not in self.dest.columns:
@@ -435,7 +438,7 @@ class Planner:
                 out.inserts.append(Insert(db, table, self._fit(table, r), dict(zip(key, k))))
                 out.brings.append(what)
         queued = [i for i in out.inserts if i.table == "queued_items"]
-        rev = self._revision(tid, queued[0].row.get("thread_id", tid), len(queued)) if queued else None
+        rev = self._revision(tkey, queued[0].row.get("thread_id", tid), len(queued)) if queued else None
         if rev is not None:
             out.inserts.insert(out.inserts.index(queued[0]), rev)
         return out

@@ -122,15 +122,17 @@ _NO_NOTES: Tuple[str, ...] = ()  # shared by every thread without a note
 class ThreadImport:
     """One thread to import: its files and what its row will say. Slotted: one per thread."""
 
-    __slots__ = ("thread_id", "files", "builder", "primary", "use_src_row", "row_from", "title",
+    __slots__ = ("thread_id", "key", "files", "builder", "primary", "use_src_row", "row_from", "title",
                  "name", "created", "cwd_before", "cwd_after", "archived", "provider", "history_turns", "why",
                  "notes", "extras")
 
     def __init__(self, thread_id: str, files: List[FileCopy], builder: "RowBuilder", primary: RolloutFile,
                  primary_dst: str, use_src_row: bool, row_from: str, title: str, name: Optional[str],
                  created: Optional[int], cwd_before: str, cwd_after: str, archived: bool, provider: str,
-                 history_turns: int, why: str = "in the source", notes: Optional[List[str]] = None) -> None:
-        self.thread_id = thread_id
+                 history_turns: int, why: str = "in the source", notes: Optional[List[str]] = None,
+                 key: Optional[str] = None) -> None:
+        self.thread_id = thread_id  # as the source's row stores it
+        self.key = thread_id if key is None else key  # normalised (codexfiles/ids.py)
         self.files = files
         self.builder = builder
         self.primary = primary  # the file the row points at (primary_dst: its copy's path in DEST)
@@ -854,7 +856,7 @@ def _plan_tables(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: 
     planner = Planner(s, d, lambda v: remap(v, remaps))
     names = None
     for t in plan.imports:
-        extras = planner.thread(t.thread_id)
+        extras = planner.thread(t.thread_id, t.key)
         names = names or [f.name for f in fields(extras)]
         t.extras = extras if any(getattr(extras, n) for n in names) else None  # most bring nothing
     plan.shared = planner.shared
@@ -986,7 +988,7 @@ def _plan_thread(plan: ImportPlan, tid: str, why: str, src: SourceInputs, dest: 
             "it reads 0 turns until resumed once" if not archived else
             "archived, so it reads 0 turns and cannot be resumed until unarchived"))
     plan.imports.append(ThreadImport(
-        thread_id=_text(built["id"]), files=copies, builder=builder, primary=primary, primary_dst=primary_dst,
+        thread_id=_text(built["id"]), key=tid, files=copies, builder=builder, primary=primary, primary_dst=primary_dst,
         use_src_row=row is not None, row_from=row_from, title=title, name=name,
         created=built.get("created_at") if isinstance(built.get("created_at"), int) else None,
         cwd_before=cwd_before, cwd_after=built["cwd"], archived=archived,
