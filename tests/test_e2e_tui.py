@@ -183,7 +183,9 @@ def test_real_codex_tui_leaves_a_daemon_that_holds_the_resumed_threads_lock(worl
 
     out = world.stop_daemon()
     assert out.returncode == 0 and json.loads(out.stdout)["status"] == "stopped"
-    time.sleep(0.5)
+    deadline = time.monotonic() + 20  # "stopped" is printed before the daemon has exited
+    while [p.kind for p in world.home_processes()] != ["pid-update-loop"] and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert [p.kind for p in world.home_processes()] == ["pid-update-loop"]
     assert not lock.exists() and not os.path.lexists(sock)
     assert _held_arg0_locks_reach(world.home, 1, timeout=20) == 1
