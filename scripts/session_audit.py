@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import textwrap
 from typing import Any, Dict, List, Optional
 
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
@@ -91,6 +90,7 @@ INTEGRITY_WORDS = (
 
 def _wrap(text: str, indent: str = "  ", width: int = WIDTH) -> List[str]:
     """A long line wrapped at spaces, never cut: every word stays whole (a path may be longer)."""
+    import textwrap  # only for the text report (not --json)
     return textwrap.wrap(text, width=width, subsequent_indent=indent, break_long_words=False,
                          break_on_hyphens=False) or [text]
 

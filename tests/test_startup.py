@@ -2,6 +2,7 @@
 safety checks: those are for --apply), and a run writes no __pycache__ (the skill may live inside
 the Codex home)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -101,3 +102,83 @@ def test_an_import_dry_run_from_a_folder_loads_no_archive_digest_or_strptime_mod
     mods = set(json.loads(out.read_text()))
     assert sorted(mods & {"tarfile", "zipfile", "sessionkit.fixes.export", "hashlib", "_strptime", "heapq",
                           "sessionkit.ui.results"}) == []  # results: the text report's only
+
+
+# Issue 24: modules on the read-only path that still define @dataclass classes (each execs generated
+# code at import); owned by the migration's speed work (runlog, rollout_edit, migrate) and the repair.
+# A module that adds one to this path fails here: make it a codexfiles.record.Record.
+DATACLASS_MODULES_LEFT = {"sessionkit.runlog.ops", "sessionkit.runlog.decompress", "sessionkit.codexfiles.rollout_edit",
+                          "sessionkit.fixes.migrate", "sessionkit.fixes.repair", "sessionkit.fixes.history_reset",
+                          "sessionkit.codexfiles.thread_graph"}
+
+DATACLASS_PROBE = """
+import json, runpy, sys
+script, out, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+sys.argv = [script, *args]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit:
+    pass
+found = sorted(name for name, mod in list(sys.modules.items()) if name.startswith("sessionkit")
+               and any(hasattr(v, "__dataclass_fields__") and getattr(v, "__module__", None) == name
+                       for v in vars(mod).values() if isinstance(v, type)))
+with open(out, "w") as fh:
+    json.dump([sorted(sys.modules), found], fh)
+"""
+
+
+def dataclass_modules(tmp_path, script, *args):
+    """(modules loaded, sessionkit modules that define a dataclass) after one run of `script`."""
+    out = tmp_path / f"{script}.dc.json"
+    proc = subprocess.run([sys.executable, "-S", "-c", DATACLASS_PROBE, str(SCRIPTS / script), str(out), *args],
+                          capture_output=True, text=True, check=False)
+    assert out.exists(), proc.stderr
+    mods, found = json.loads(out.read_text())
+    return set(mods), set(found)
+
+
+@pytest.mark.parametrize("script,args", [
+    ("session_audit.py", ("--json",)),
+    ("provider_migrate.py", ("--json",)),
+    ("session_recover.py", ("--json",)),
+])
+def test_a_read_only_run_defines_no_new_dataclass(tmp_path, broken, script, args):
+    """Issue 24: the home, its locks, the host, the index, the audit's inputs and checks, the
+    results are plain slotted classes; only the modules named in DATACLASS_MODULES_LEFT still exec
+    dataclass code on these paths."""
+    mods, found = dataclass_modules(tmp_path, script, "--codex-dir", str(broken.root), *args)
+    assert "sessionkit.diagnose.snapshot" in mods  # it did read the home
+    assert sorted(found - DATACLASS_MODULES_LEFT) == []
+
+
+@pytest.mark.parametrize("apply", [False, True])
+def test_an_export_loads_no_dataclass_and_only_the_archive_format_it_writes(tmp_path, broken, apply):
+    """Issue 24: an export's run (-S: every module loaded is the script's own choice) defines no
+    dataclass, and loads no archive module nor digest when it only shows the selection; an
+    --apply to a .tar.gz loads tarfile, never zipfile."""
+    target = tmp_path / "out.tar.gz"
+    mods, found = dataclass_modules(tmp_path, "session_export.py", "--codex-dir", str(broken.root), "--all",
+                                    "--to", str(target), "--json", *(["--apply"] if apply else []))
+    assert target.exists() is apply  # the run did what it was asked
+    assert sorted(found) == [] and "dataclasses" not in mods
+    assert sorted(mods & {"tarfile", "zipfile", "hashlib", "tempfile", "textwrap"}) == \
+        (["hashlib", "tarfile", "tempfile"] if apply else [])
+
+
+def test_the_lock_scan_reads_no_lock_table_when_no_lock_is_held(tmp_path, monkeypatch):
+    """Issue 24: /proc/locks (slow to read on a busy host: every lock of the machine) names the
+    holder of a held lock; with none held it is never read. A held lock's holder is still named."""
+    from sessionkit.codexfiles import locks
+    reads = []
+    real = locks._lock_pids
+    monkeypatch.setattr(locks, "_lock_pids", lambda: reads.append(1) or real())
+    home = HomeBuilder(tmp_path / "home" / ".codex")
+    (home.root / "tmp" / "arg0" / "codex-arg0a").mkdir(parents=True)
+    lock = home.root / "tmp" / "arg0" / "codex-arg0a" / ".lock"
+    lock.write_text("")
+    assert not locks.scan_activity(home.root, environ={}).holders and reads == []
+    import fcntl
+    with open(lock) as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        (held,) = [h for h in locks.scan_activity(home.root, environ={}).holders if h.path == lock]
+    assert reads == [1] and held.pid == os.getpid()

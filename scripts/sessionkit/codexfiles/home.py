@@ -2,30 +2,38 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles import tomlmini
+from sessionkit.codexfiles.record import Record
 from sessionkit.codexfiles.versions import BUILTIN_PROVIDER_IDS as BUILTIN_PROVIDERS, DEFAULT_PROVIDER, DESKTOP_DB_FOLDER, \
     LATEST, LEGACY_PROFILE_KEY_REJECTED, OLDER_DB_NAMES, STATE_DB_NAME
 
 
-@dataclass
-class CodexConfig:
+class CodexConfig(Record):
     """What config.toml says about providers and where the state DB lives."""
-
+    __slots__ = ("path", "exists", "model_provider", "provider_source", "profile", "providers", "sqlite_home",
+                 "legacy_profile", "profile_provider")
     path: Path
     exists: bool
-    model_provider: str = str(DEFAULT_PROVIDER.value)
-    provider_source: str = "default"  # "default", "config.toml", "profile <name>"
-    profile: Optional[str] = None
-    providers: List[str] = field(default_factory=list)
-    sqlite_home: Optional[str] = None
-    legacy_profile: bool = False  # a top-level `profile = "x"`: Codex 0.169+ refuses to start
-    profile_provider: Optional[str] = None  # what [profiles.<profile>] names, for `--profile` users
+    model_provider: str  # DEFAULT_PROVIDER unless config.toml names one
+    provider_source: str  # "default", "config.toml", "profile <name>"
+    profile: Optional[str]
+    providers: List[str]
+    sqlite_home: Optional[str]
+    legacy_profile: bool  # a top-level `profile = "x"`: Codex 0.169+ refuses to start
+    profile_provider: Optional[str]  # what [profiles.<profile>] names, for `--profile` users
+
+    def __init__(self, path: Path, exists: bool, model_provider: str = str(DEFAULT_PROVIDER.value),
+                 provider_source: str = "default", profile: Optional[str] = None,
+                 providers: Optional[List[str]] = None, sqlite_home: Optional[str] = None,
+                 legacy_profile: bool = False, profile_provider: Optional[str] = None) -> None:
+        self.path, self.exists, self.model_provider, self.provider_source = path, exists, model_provider, provider_source
+        self.profile, self.providers = profile, [] if providers is None else providers
+        self.sqlite_home, self.legacy_profile, self.profile_provider = sqlite_home, legacy_profile, profile_provider
 
     @property
     def legacy_profile_finding(self) -> Optional[str]:
@@ -43,19 +51,25 @@ class CodexConfig:
         return provider in self.providers or provider in BUILTIN_PROVIDERS
 
 
-@dataclass
-class StateDb:
+class StateDb(Record):
+    __slots__ = ("path", "role", "reason")
     path: Path
     role: str  # "used" or "other"
     reason: str
 
+    def __init__(self, path: Path, role: str, reason: str) -> None:
+        self.path, self.role, self.reason = path, role, reason
 
-@dataclass
-class CodexHome:
+
+class CodexHome(Record):
+    __slots__ = ("root", "config", "state_db", "other_dbs")
     root: Path
     config: CodexConfig
     state_db: StateDb
     other_dbs: List[StateDb]
+
+    def __init__(self, root: Path, config: CodexConfig, state_db: StateDb, other_dbs: List[StateDb]) -> None:
+        self.root, self.config, self.state_db, self.other_dbs = root, config, state_db, other_dbs
 
     @property
     def sessions_dir(self) -> Path:

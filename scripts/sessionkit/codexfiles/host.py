@@ -7,9 +7,10 @@ import errno
 import io
 import os
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+from sessionkit.codexfiles.record import FrozenRecord, Record
 
 try:
     import fcntl
@@ -36,18 +37,23 @@ NO_PROCESSES = ("running Codex processes cannot be seen here ({why}): a Codex da
 UNSEEN_HOMES = "Windows does not show which home a codex.exe process uses: every one counts"
 
 
-@dataclass(frozen=True)
-class Locker:
+class Locker(FrozenRecord):
     """Whole-file locks as Codex takes them: try(fd, exclusive) -> taken (False: held elsewhere)."""
+    __slots__ = ("api", "try_lock", "wait_lock", "unlock")
     api: str
     try_lock: Callable[[int, bool], bool]
     wait_lock: Callable[[int], None]  # exclusive, blocking (the coordination lock)
     unlock: Callable[[int], None]
 
+    def __init__(self, api: str, try_lock: Callable[[int, bool], bool], wait_lock: Callable[[int], None],
+                 unlock: Callable[[int], None]) -> None:
+        self.api, self.try_lock, self.wait_lock, self.unlock = api, try_lock, wait_lock, unlock
 
-@dataclass(frozen=True)
-class Host:
+
+class Host(FrozenRecord):
     """The facts about this host the scripts decide by; `current()` gives the one in force."""
+    __slots__ = ("name", "locker", "lock_missing", "processes", "folds_case", "rename_replaces_open", "unix_sockets",
+                 "run", "rename")
     name: str
     locker: Optional[Locker]  # None: Codex's locks can be neither taken nor probed
     lock_missing: str  # why not, when locker is None
@@ -56,7 +62,14 @@ class Host:
     rename_replaces_open: bool  # a file held open may be renamed over or deleted (POSIX; not Windows)
     unix_sockets: bool  # the managed daemon's control socket can be asked
     run: Callable[[Sequence[str]], Optional[str]]  # stdout of a listing command (ps, tasklist), None: failed
-    rename: Callable[[str, str], None] = os.replace  # where rename_replaces_open is False (tests stand in)
+    rename: Callable[[str, str], None]  # where rename_replaces_open is False (tests stand in); os.replace
+
+    def __init__(self, name: str, locker: Optional[Locker], lock_missing: str, processes: Optional[str],
+                 folds_case: bool, rename_replaces_open: bool, unix_sockets: bool,
+                 run: Callable[[Sequence[str]], Optional[str]], rename: Callable[[str, str], None] = os.replace) -> None:
+        self.name, self.locker, self.lock_missing, self.processes = name, locker, lock_missing, processes
+        self.folds_case, self.rename_replaces_open, self.unix_sockets = folds_case, rename_replaces_open, unix_sockets
+        self.run, self.rename = run, rename
 
     def missing(self) -> List[str]:
         """Guarantees an --apply cannot keep here (empty on Linux and macOS with Python's fcntl)."""
@@ -181,12 +194,12 @@ def simulated(name: str, **changes: object) -> Host:
                     unix_sockets=True),
         MACOS: dict(locker=FLOCK_LOCKER, processes=PS, folds_case=True, rename_replaces_open=True,
                     unix_sockets=True),
-        WINDOWS: dict(locker=replace(FLOCK_LOCKER, api=LOCKFILEEX) if FLOCK_LOCKER else None, processes=TASKLIST,
+        WINDOWS: dict(locker=FLOCK_LOCKER.replaced(api=LOCKFILEEX) if FLOCK_LOCKER else None, processes=TASKLIST,
                       folds_case=True, rename_replaces_open=False, unix_sockets=False),
     }[name]
     facts = Host(name=name, lock_missing="no fcntl, and no ctypes to call LockFileEx", run=lambda argv: None,
                  **base)  # type: ignore[arg-type]
-    return replace(facts, **changes)  # type: ignore[arg-type]
+    return facts.replaced(**changes)
 
 
 # ---- the default home ------------------------------------------------------------------------
@@ -236,14 +249,18 @@ def replace_file(src: str, dst: str) -> None:
 
 # ---- processes -------------------------------------------------------------------------------
 
-@dataclass
-class ProcessRow:
+class ProcessRow(Record):
     """One process as the host lists it; what cannot be seen here is None."""
+    __slots__ = ("pid", "argv", "exe", "home", "ppid")
     pid: int
     argv: List[str]
-    exe: Optional[str] = None
-    home: Optional[str] = None  # its CODEX_HOME (or ~/.codex), when the host shows environments
-    ppid: Optional[int] = None
+    exe: Optional[str]
+    home: Optional[str]  # its CODEX_HOME (or ~/.codex), when the host shows environments
+    ppid: Optional[int]
+
+    def __init__(self, pid: int, argv: List[str], exe: Optional[str] = None, home: Optional[str] = None,
+                 ppid: Optional[int] = None) -> None:
+        self.pid, self.argv, self.exe, self.home, self.ppid = pid, argv, exe, home, ppid
 
 
 def parse_ps(text: str) -> List[ProcessRow]:

@@ -4,32 +4,36 @@ socket (Codex 0.171). `CodexActivity.running_codex()` says it whole: which proce
 the one thing that stops it."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shlex
-import textwrap
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
 from sessionkit import Lines
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.ids import norm_id
+from sessionkit.codexfiles.record import Record
 from sessionkit.codexfiles.versions import ARG0_LOCK_GLOB, CONTROL_SOCKET, DAEMON_LOCK_DIR, DAEMON_SERVER_ARGS, DAEMON_STATE_DIR, \
     DAEMON_STOP, UPDATE_LOOP_ARGS, WRITER_LOCK_DIR
 
 
-@dataclass
-class LockHolder:
+class LockHolder(Record):
+    __slots__ = ("kind", "path", "thread_id", "pid", "own", "writes_sessions", "held_by", "stop", "command")
     kind: str  # "codex process" (arg0 lock), "thread writer", "app-server daemon", ...
     path: Path
-    thread_id: Optional[str] = None
-    pid: Optional[int] = None
-    own: bool = False  # the agent that runs this script (CODEX_THREAD_ID) holds it
-    writes_sessions: bool = True  # False: named, never a reason to refuse (the daemon's updater loop)
-    held_by: Optional[str] = None  # the holding process, named (e.g. "codex app-server --managed-daemon")
-    stop: Optional[str] = None  # the command that stops it
-    command: Optional[str] = None  # how the holding process was started, when known ("codex resume")
+    thread_id: Optional[str]
+    pid: Optional[int]
+    own: bool  # the agent that runs this script (CODEX_THREAD_ID) holds it
+    writes_sessions: bool  # False: named, never a reason to refuse (the daemon's updater loop)
+    held_by: Optional[str]  # the holding process, named (e.g. "codex app-server --managed-daemon")
+    stop: Optional[str]  # the command that stops it
+    command: Optional[str]  # how the holding process was started, when known ("codex resume")
+
+    def __init__(self, kind: str, path: Path, thread_id: Optional[str] = None, pid: Optional[int] = None,
+                 own: bool = False, writes_sessions: bool = True, held_by: Optional[str] = None,
+                 stop: Optional[str] = None, command: Optional[str] = None) -> None:
+        self.kind, self.path, self.thread_id, self.pid, self.own = kind, path, thread_id, pid, own
+        self.writes_sessions, self.held_by, self.stop, self.command = writes_sessions, held_by, stop, command
 
     @property
     def role(self) -> str:
@@ -63,17 +67,22 @@ STOP_UNSEEN = "close the Codex app and end every codex.exe (Task Manager)"
 STOP_UNKNOWN = "close every Codex CLI, editor and app using this home"
 
 
-@dataclass
-class RunningCodex:
+class RunningCodex(Record):
     """One Codex process that can write this home, said whole: what it is, what it holds open and
     the one thing that stops it (a command to run when `stop_is_command`, else what to do)."""
+    __slots__ = ("what", "pid", "command", "threads", "stop", "stop_is_command", "pids")
     what: str
     pid: Optional[int]
     command: Optional[str]  # how it was started ("codex app-server --managed-daemon"), when known
     threads: List[str]  # the sessions it holds open (their writer locks)
     stop: str
     stop_is_command: bool
-    pids: List[int] = field(default_factory=list)  # every process of this entry (Windows: all codex.exe)
+    pids: List[int]  # every process of this entry (Windows: all codex.exe)
+
+    def __init__(self, what: str, pid: Optional[int], command: Optional[str], threads: List[str], stop: str,
+                 stop_is_command: bool, pids: Optional[List[int]] = None) -> None:
+        self.what, self.pid, self.command, self.threads = what, pid, command, threads
+        self.stop, self.stop_is_command, self.pids = stop, stop_is_command, [] if pids is None else pids
 
     def lines(self) -> List[str]:
         """Three short lines: the process, what it holds, how to stop it."""
@@ -84,11 +93,17 @@ class RunningCodex:
         return [f"- {self.what}" + (f" ({who})" if who else ""), f"  {holds}", f"  stop it: {self.stop}"]
 
 
-@dataclass
-class CodexActivity:
-    holders: List[LockHolder] = field(default_factory=list)
-    agent_thread_id: Optional[str] = None
-    missing: List[str] = field(default_factory=list)  # guarantees this host cannot keep (host.py)
+class CodexActivity(Record):
+    __slots__ = ("holders", "agent_thread_id", "missing")
+    holders: List[LockHolder]
+    agent_thread_id: Optional[str]
+    missing: List[str]  # guarantees this host cannot keep (host.py)
+
+    def __init__(self, holders: Optional[List[LockHolder]] = None, agent_thread_id: Optional[str] = None,
+                 missing: Optional[List[str]] = None) -> None:
+        self.holders = [] if holders is None else holders
+        self.agent_thread_id = agent_thread_id
+        self.missing = [] if missing is None else missing
 
     def running_codex(self) -> List[RunningCodex]:
         """Every Codex that can write this home, once each: lock holders grouped by process."""
@@ -102,7 +117,7 @@ class CodexActivity:
 
     def running_report(self) -> List[Dict[str, object]]:
         """running_codex() for --json: what, pid, pids, command, threads, stop, stop_is_command."""
-        return [asdict(r) for r in self.running_codex()]
+        return [r.as_dict() for r in self.running_codex()]
 
     def running_lines(self) -> List[str]:
         """What runs, in full, on a few short lines (empty when nothing does)."""
@@ -213,12 +228,15 @@ UPDATE_LOOP_KIND = ("codex process (codex app-server daemon pid-update-loop: fet
                     "packages/, never writes sessions)")
 
 
-@dataclass
-class CodexProcess:
+class CodexProcess(Record):
+    __slots__ = ("pid", "argv", "exe", "home")
     pid: int
     argv: List[str]
     exe: Optional[str]  # absolute path of its binary, when known
     home: Optional[str]  # its CODEX_HOME (or ~/.codex), when known
+
+    def __init__(self, pid: int, argv: List[str], exe: Optional[str], home: Optional[str]) -> None:
+        self.pid, self.argv, self.exe, self.home = pid, argv, exe, home
 
     @property
     def label(self) -> str:
@@ -336,7 +354,11 @@ def control_socket_answers(home_root: Path) -> Optional[bool]:
     found = _answers(link)
     if found:
         return True
-    target = daemon_lock_dir() / hashlib.sha256(str(link).encode("utf-8", "surrogateescape")).hexdigest()
+    folder = daemon_lock_dir()
+    if not folder.is_dir():
+        return found  # no daemon ever ran here: no socket by that name either
+    import hashlib  # only where 0.171's daemon keeps its sockets
+    target = folder / hashlib.sha256(str(link).encode("utf-8", "surrogateescape")).hexdigest()
     other = _answers(target)
     return other if other is not None else found
 
@@ -354,13 +376,18 @@ def scan_activity(home_root: Path, environ: Optional[Dict[str, str]] = None) -> 
     agent = norm_id(env["CODEX_THREAD_ID"]) if env.get("CODEX_THREAD_ID") else None
     facts = host.current()
     activity = CodexActivity(agent_thread_id=agent, missing=facts.missing())
-    inode_pid = _lock_pids()
+    inode_pid: Dict[int, int] = {}
+    lock_pids_read = False
     listed, homes_known = codex_processes(home_root)
     procs = listed or []
     mine = _ancestors()
     by_pid = {p.pid: p for p in procs}
 
     def pid_of(path: Path) -> Optional[int]:
+        """The holder of a held lock; /proc/locks is read once, at the first (most homes hold none)."""
+        nonlocal inode_pid, lock_pids_read
+        if not lock_pids_read:
+            inode_pid, lock_pids_read = _lock_pids(), True
         try:
             return inode_pid.get(os.stat(path).st_ino)
         except OSError:
@@ -487,6 +514,7 @@ def refusal(activity: CodexActivity) -> Optional[str]:
     None when nothing stands in the way."""
     lines: List[str] = []
     if activity.missing:
+        import textwrap  # only for a host that cannot keep a guarantee
         lines.append("This host cannot keep a guarantee an --apply relies on; nothing was changed:")
         for m in activity.missing:
             lines += textwrap.wrap(m, 96, initial_indent="- ", subsequent_indent="  ", break_long_words=False,

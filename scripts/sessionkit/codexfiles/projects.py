@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from sessionkit.codexfiles.paths import safe_str
+from sessionkit.codexfiles.record import Record
 from sessionkit.codexfiles.statedb import open_readonly
 
 PROJECT_ROOTS = "project_roots"
 
 
-@dataclass
-class Project:
+class Project(Record):
+    __slots__ = ("id", "name", "roots")
     id: str
     name: str
-    roots: List[Tuple[int, str]] = field(default_factory=list)  # (position, path) in order
+    roots: List[Tuple[int, str]]  # (position, path) in order
+
+    def __init__(self, id: str, name: str, roots: Optional[List[Tuple[int, str]]] = None) -> None:  # noqa: A002
+        self.id, self.name, self.roots = id, name, [] if roots is None else roots
 
 
 def load_projects(db: Path) -> List[Project]:

@@ -5,12 +5,12 @@ import json
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.line1 import LINE1_LIMIT, read_line1
+from sessionkit.codexfiles.record import Record
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ROLLOUT_NAME = re.compile(
@@ -48,16 +48,26 @@ class RolloutFile:
         return self.key[:-4] if self.compressed else self.key
 
 
-@dataclass
-class RolloutIndex:
+class RolloutIndex(Record):
     """Every rollout under a home, by thread id, from a single walk."""
+    __slots__ = ("files", "by_thread", "by_path", "malformed", "skipped_links", "unreadable")
+    files: List[RolloutFile]
+    by_thread: Dict[str, List[RolloutFile]]
+    by_path: Dict[str, RolloutFile]
+    malformed: List[Path]  # *.jsonl whose name Codex cannot parse
+    skipped_links: List[Path]  # symlinked folders, not followed
+    unreadable: List[Tuple[Path, str]]
 
-    files: List[RolloutFile] = field(default_factory=list)
-    by_thread: Dict[str, List[RolloutFile]] = field(default_factory=dict)
-    by_path: Dict[str, RolloutFile] = field(default_factory=dict)
-    malformed: List[Path] = field(default_factory=list)  # *.jsonl whose name Codex cannot parse
-    skipped_links: List[Path] = field(default_factory=list)  # symlinked folders, not followed
-    unreadable: List[Tuple[Path, str]] = field(default_factory=list)
+    def __init__(self, files: Optional[List[RolloutFile]] = None,
+                 by_thread: Optional[Dict[str, List[RolloutFile]]] = None,
+                 by_path: Optional[Dict[str, RolloutFile]] = None, malformed: Optional[List[Path]] = None,
+                 skipped_links: Optional[List[Path]] = None, unreadable: Optional[List[Tuple[Path, str]]] = None) -> None:
+        self.files = [] if files is None else files
+        self.by_thread = {} if by_thread is None else by_thread
+        self.by_path = {} if by_path is None else by_path
+        self.malformed = [] if malformed is None else malformed
+        self.skipped_links = [] if skipped_links is None else skipped_links
+        self.unreadable = [] if unreadable is None else unreadable
 
     @property
     def active(self) -> List[RolloutFile]:

@@ -6,12 +6,12 @@ removes them)."""
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.paths import safe_str
+from sessionkit.codexfiles.record import Record
 from sessionkit.codexfiles.statedb import open_readonly
 
 STATE_DB, GOALS_DB, QUEUE_DB = "state_5.sqlite", "goals_1.sqlite", "queue_1.sqlite"
@@ -56,22 +56,30 @@ KEY_TAKEN = ("project {name}'s idempotency key {key}: DEST's key names another p
              "there returns that one): not brought")
 
 
-@dataclass
-class HomeTables:
+class HomeTables(Record):
     """One home's extra tables, read once: rows as dicts, by thread where they belong to one."""
-    dbs: Dict[str, Path] = field(default_factory=dict)  # file name -> path (only those that exist)
-    columns: Dict[str, List[str]] = field(default_factory=dict)  # table -> columns
-    thread_cols: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # thread id -> THREAD_COLUMNS
-    projects: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    roots: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # project id -> rows by position
-    sections: Dict[str, Dict[str, Any]] = field(default_factory=dict)
-    per_thread: Dict[str, Dict[str, List[Dict[str, Any]]]] = field(default_factory=dict)  # table -> tid -> rows
-    taken: Dict[str, set] = field(default_factory=dict)  # table -> keys present (tuples)
-    keys: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)  # project id -> idempotency key rows
-    key_owner: Dict[str, Any] = field(default_factory=dict)  # idempotency key -> project id
-    revisions: Dict[str, int] = field(default_factory=dict)  # thread id (lower) -> its queue revision
-    revision_top: int = 0  # the highest revision the queue DB has used (its rows and sqlite_sequence)
-    sequence: Optional[int] = None  # sqlite_sequence's seq for queued_thread_revisions (None: no row)
+    __slots__ = ("dbs", "columns", "thread_cols", "projects", "roots", "sections", "per_thread", "taken", "keys",
+                 "key_owner", "revisions", "revision_top", "sequence")
+    dbs: Dict[str, Path]  # file name -> path (only those that exist)
+    columns: Dict[str, List[str]]  # table -> columns
+    thread_cols: Dict[str, Dict[str, Any]]  # thread id -> THREAD_COLUMNS
+    projects: Dict[str, Dict[str, Any]]
+    roots: Dict[str, List[Dict[str, Any]]]  # project id -> rows by position
+    sections: Dict[str, Dict[str, Any]]
+    per_thread: Dict[str, Dict[str, List[Dict[str, Any]]]]  # table -> tid -> rows
+    taken: Dict[str, set]  # table -> keys present (tuples)
+    keys: Dict[str, List[Dict[str, Any]]]  # project id -> idempotency key rows
+    key_owner: Dict[str, Any]  # idempotency key -> project id
+    revisions: Dict[str, int]  # thread id (lower) -> its queue revision
+    revision_top: int  # the highest revision the queue DB has used (its rows and sqlite_sequence)
+    sequence: Optional[int]  # sqlite_sequence's seq for queued_thread_revisions (None: no row)
+
+    def __init__(self) -> None:
+        self.dbs, self.columns, self.thread_cols, self.projects, self.roots = {}, {}, {}, {}, {}
+        self.sections, self.per_thread, self.taken, self.keys, self.key_owner = {}, {}, {}, {}, {}
+        self.revisions: Dict[str, int] = {}
+        self.revision_top = 0
+        self.sequence: Optional[int] = None
 
 
 class Undecodable(bytes):
@@ -179,17 +187,23 @@ def _read_revisions(conn: sqlite3.Connection, have: set, out: HomeTables) -> Non
     out.revision_top = max(list(out.revisions.values()) + [out.sequence or 0, 0])
 
 
-@dataclass
-class Insert:
+class Insert(Record):
     """One row DEST gets: (DB file name, table, row, key); a shared one (a project, its folders and
     key, a section) also the threads it serves, what points at it, and its unit (runlog/shared_undo.py)."""
+    __slots__ = ("db", "table", "row", "key", "serves", "refs", "unit")
     db: str
     table: str
     row: Dict[str, Any]
     key: Dict[str, Any]
-    serves: Optional[List[str]] = None
-    refs: Optional[List[List[str]]] = None
-    unit: Optional[str] = None
+    serves: Optional[List[str]]
+    refs: Optional[List[List[str]]]
+    unit: Optional[str]
+
+    def __init__(self, db: str, table: str, row: Dict[str, Any], key: Dict[str, Any],
+                 serves: Optional[List[str]] = None, refs: Optional[List[List[str]]] = None,
+                 unit: Optional[str] = None) -> None:
+        self.db, self.table, self.row, self.key = db, table, row, key
+        self.serves, self.refs, self.unit = serves, refs, unit
 
 
 # rows that point at a project or section the import made: it stays while any one outside the run does
@@ -211,23 +225,33 @@ def _number(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-@dataclass
-class Update:
+class Update(Record):
     """One row DEST changes: (DB file name, table, key, old values, new values)."""
+    __slots__ = ("db", "table", "key", "old", "new")
     db: str
     table: str
     key: Dict[str, Any]
     old: Dict[str, Any]
     new: Dict[str, Any]
 
+    def __init__(self, db: str, table: str, key: Dict[str, Any], old: Dict[str, Any], new: Dict[str, Any]) -> None:
+        self.db, self.table, self.key, self.old, self.new = db, table, key, old, new
 
-@dataclass
-class ThreadExtras:
+
+class ThreadExtras(Record):
     """What comes with one imported thread, what it cannot bring (and why), its row's columns."""
-    columns: Dict[str, Any] = field(default_factory=dict)
-    inserts: List[Any] = field(default_factory=list)  # Insert, or an Update (its queue revision DEST kept)
-    brings: List[str] = field(default_factory=list)
-    cannot: List[str] = field(default_factory=list)
+    __slots__ = ("columns", "inserts", "brings", "cannot")
+    columns: Dict[str, Any]
+    inserts: List[Any]  # Insert, or an Update (its queue revision DEST kept)
+    brings: List[str]
+    cannot: List[str]
+
+    def __init__(self, columns: Optional[Dict[str, Any]] = None, inserts: Optional[List[Any]] = None,
+                 brings: Optional[List[str]] = None, cannot: Optional[List[str]] = None) -> None:
+        self.columns = {} if columns is None else columns
+        self.inserts = [] if inserts is None else inserts
+        self.brings = [] if brings is None else brings
+        self.cannot = [] if cannot is None else cannot
 
 
 class Planner:

@@ -6,7 +6,6 @@ import json
 import os
 import sqlite3
 from stat import S_ISREG
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -16,6 +15,7 @@ from sessionkit.codexfiles.paths import open_regular, safe_str
 from sessionkit.codexfiles.rollout_index import RolloutFile
 from sessionkit.codexfiles.thread_files import history_key as key_of, is_segment
 from sessionkit.codexfiles.statedb import open_readonly
+from sessionkit.codexfiles.record import Record
 # re-exported: the names Codex keeps, read where the history check reads them
 from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index  # noqa: F401
 
@@ -76,15 +76,19 @@ SELECT rollout_ordinal, rollout_byte_offset, rollout_end_byte_offset, first_user
 FROM thread_turns WHERE thread_id = ?1 ORDER BY rollout_ordinal DESC LIMIT 1"""
 
 
-@dataclass
-class HistoryRows:
+class HistoryRows(Record):
     """The history DB read once: every cursor with its key's last turn, in a dict by key."""
-
+    __slots__ = ("path", "exists", "raw", "conn", "error")
     path: Path
     exists: bool
-    raw: Dict[str, tuple] = field(default_factory=dict)  # key -> (cursor, last ordinal, start, end, user item?, last item)
-    conn: Optional[sqlite3.Connection] = None  # open while checking: keys with no cursor are looked up
-    error: Optional[str] = None
+    raw: Dict[str, tuple]  # key -> (cursor, last ordinal, start, end, user item?, last item)
+    conn: Optional[sqlite3.Connection]  # open while checking: keys with no cursor are looked up
+    error: Optional[str]
+
+    def __init__(self, path: Path, exists: bool, raw: Optional[Dict[str, tuple]] = None,
+                 conn: Optional[sqlite3.Connection] = None, error: Optional[str] = None) -> None:
+        self.path, self.exists, self.raw = path, exists, {} if raw is None else raw
+        self.conn, self.error = conn, error
 
     def state(self, key: str) -> KeyState:
         """A key with no cursor row (rare: never built, or damaged) is looked up by itself."""
@@ -107,14 +111,19 @@ class HistoryRows:
             self.conn = None
 
 
-@dataclass
-class Finding:
+class Finding(Record):
+    __slots__ = ("thread_id", "key", "kind", "rollout", "segment", "thread_key")
     thread_id: str
     key: str  # the history key: the thread id, or the `_<rollout-uuid>` of a reverted thread's newer file
     kind: str
     rollout: str
-    segment: bool = False  # an older segment of a reverted thread (not the file the row points at)
-    thread_key: str = ""  # the thread's normalised id (ThreadRow.key); thread_id is the row's stored id
+    segment: bool  # an older segment of a reverted thread (not the file the row points at)
+    thread_key: str  # the thread's normalised id (ThreadRow.key); thread_id is the row's stored id
+
+    def __init__(self, thread_id: str, key: str, kind: str, rollout: str, segment: bool = False,
+                 thread_key: str = "") -> None:
+        self.thread_id, self.key, self.kind, self.rollout = thread_id, key, kind, rollout
+        self.segment, self.thread_key = segment, thread_key
 
     def as_dict(self) -> Dict[str, Any]:
         out = {"thread_id": self.thread_id, "kind": self.kind, "key": self.key, "rollout": safe_str(self.rollout)}
@@ -123,15 +132,25 @@ class Finding:
         return out
 
 
-@dataclass
-class HistoryCheck:
-    findings: List[Finding] = field(default_factory=list)
-    checked: int = 0
-    skipped_live: List[str] = field(default_factory=list)
-    names_lost: Dict[str, str] = field(default_factory=dict)  # thread id -> name in session_index.jsonl
-    history_db: Optional[str] = None
-    history_db_exists: bool = False
-    error: Optional[str] = None
+class HistoryCheck(Record):
+    __slots__ = ("findings", "checked", "skipped_live", "names_lost", "history_db", "history_db_exists", "error")
+    findings: List[Finding]
+    checked: int
+    skipped_live: List[str]
+    names_lost: Dict[str, str]  # thread id -> name in session_index.jsonl
+    history_db: Optional[str]
+    history_db_exists: bool
+    error: Optional[str]
+
+    def __init__(self, findings: Optional[List[Finding]] = None, checked: int = 0,
+                 skipped_live: Optional[List[str]] = None, names_lost: Optional[Dict[str, str]] = None,
+                 history_db: Optional[str] = None, history_db_exists: bool = False,
+                 error: Optional[str] = None) -> None:
+        self.findings = [] if findings is None else findings
+        self.checked = checked
+        self.skipped_live = [] if skipped_live is None else skipped_live
+        self.names_lost = {} if names_lost is None else names_lost
+        self.history_db, self.history_db_exists, self.error = history_db, history_db_exists, error
 
     def by_kind(self) -> Dict[str, int]:
         out = {k: 0 for k in KINDS}

@@ -8,7 +8,6 @@ from __future__ import annotations
 import gc
 import json
 import re
-from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import BinaryIO, Dict, List, Optional, Set, Tuple
 
@@ -17,6 +16,7 @@ from sessionkit.codexfiles.home import CodexHome
 from sessionkit.codexfiles.line1 import LINE1_LIMIT, _CHUNK, _rest_of_line1
 from sessionkit.codexfiles.locks import CodexActivity, scan_activity
 from sessionkit.codexfiles.paths import inside_test, is_absolute_file, open_regular, read_regular, resolves_inside
+from sessionkit.codexfiles.record import Record
 from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.rollout_index import RolloutFile, RolloutIndex, SessionMeta, build_index, meta_from_line
 from sessionkit.codexfiles.statedb import ThreadRow, load_threads
@@ -45,24 +45,28 @@ class Head:
         self.account_scoped = account_scoped  # 0.171 writes it true on every session
 
 
-@dataclass
-class AuditInputs:
+class AuditInputs(Record):
     """Everything read from the home, once; the audit, repair and migration plans reuse it."""
-
+    __slots__ = ("home", "rows", "index", "metas", "activity", "heads", "rows_by_id", "_exists", "_outside")
     home: CodexHome
     rows: List[ThreadRow]  # sorted by id
     index: RolloutIndex
     metas: Dict[str, SessionMeta]  # by file path
     activity: CodexActivity
-    heads: Dict[str, Head] = field(default_factory=dict)  # by file path, only files with something to say
-    rows_by_id: Dict[str, ThreadRow] = field(default_factory=dict)  # lower-case thread id -> row
-    _exists: Dict[str, bool] = field(default_factory=dict, repr=False)  # path_exists, remembered
-    _outside: Optional[List[ThreadRow]] = field(default=None, repr=False)
+    heads: Dict[str, Head]  # by file path, only files with something to say
+    rows_by_id: Dict[str, ThreadRow]  # lower-case thread id -> row
+    _exists: Dict[str, bool]  # path_exists, remembered
+    _outside: Optional[List[ThreadRow]]
 
-    def __post_init__(self) -> None:
-        self.rows = sorted(self.rows, key=_row_id)  # every report lists by id (one pass when sorted)
-        if not self.rows_by_id:
-            self.rows_by_id = {r.key: r for r in self.rows}
+    def __init__(self, home: CodexHome, rows: List[ThreadRow], index: RolloutIndex, metas: Dict[str, SessionMeta],
+                 activity: CodexActivity, heads: Optional[Dict[str, Head]] = None,
+                 rows_by_id: Optional[Dict[str, ThreadRow]] = None) -> None:
+        self.home, self.index, self.metas, self.activity = home, index, metas, activity
+        self.heads = {} if heads is None else heads
+        self.rows = sorted(rows, key=_row_id)  # every report lists by id (one pass when sorted)
+        self.rows_by_id = rows_by_id if rows_by_id else {r.key: r for r in self.rows}
+        self._exists: Dict[str, bool] = {}
+        self._outside: Optional[List[ThreadRow]] = None
 
     def path_exists(self, path: str) -> bool:
         """A row's rollout_path names a file: indexed by the walk, else one stat per distinct path

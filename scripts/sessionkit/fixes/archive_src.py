@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import stat
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Callable, Dict, IO, List, Optional, Tuple
@@ -15,6 +13,7 @@ from typing import Callable, Dict, IO, List, Optional, Tuple
 from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.paths import is_inside
+from sessionkit.codexfiles.record import Record
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME
 
 STATE_DB = "state_5.sqlite"
@@ -29,17 +28,22 @@ DEFAULT_MAX_BYTES = 64 * 1024 ** 3
 _CHUNK = 1024 * 1024
 
 
-@dataclass
-class SourceHome:
+class SourceHome(Record):
     """The home to import from: `root` is SRC itself (a folder) or its copy in `scratch`."""
-
+    __slots__ = ("origin", "kind", "root", "scratch", "skipped_members")
     origin: str
     kind: str  # "folder", "tar", "zip"
     root: Path
     scratch: Path
-    skipped_members: List[str] = field(default_factory=list)
+    skipped_members: List[str]
+
+    def __init__(self, origin: str, kind: str, root: Path, scratch: Path,
+                 skipped_members: Optional[List[str]] = None) -> None:
+        self.origin, self.kind, self.root, self.scratch = origin, kind, root, scratch
+        self.skipped_members = [] if skipped_members is None else skipped_members
 
     def close(self) -> None:
+        import shutil  # only when a scratch copy is removed
         shutil.rmtree(str(self.scratch), ignore_errors=True)
 
     def __enter__(self) -> "SourceHome":
@@ -109,6 +113,7 @@ def open_source(src: str, scratch_parent: Optional[Path] = None) -> SourceHome:
     try:
         root, skipped = _extract(path, kind, scratch / "home")
     except BaseException:
+        import shutil
         shutil.rmtree(str(scratch), ignore_errors=True)
         raise
     return SourceHome(origin=str(path), kind=kind, root=root, scratch=scratch, skipped_members=skipped)

@@ -3,16 +3,11 @@
 and nothing else. The home is only read, as the audit reads it (no byte, mtime, -wal or -shm)."""
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import re
 import sqlite3
-import tarfile
-import tempfile
-import zipfile
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, IO, Iterable, List, Optional, Sequence, Set, Tuple
@@ -24,6 +19,7 @@ from sessionkit.codexfiles import host
 from sessionkit.fixes.archive_src import HISTORY_DB, STATE_DB
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.codexfiles.paths import is_inside, open_regular, safe_str
+from sessionkit.codexfiles.record import Record
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, parse_session_meta
 from sessionkit.codexfiles.thread_files import history_key, is_segment
 from sessionkit.codexfiles.line1 import read_line1
@@ -92,25 +88,42 @@ class Member:
         self.mtime = mtime
 
 
-@dataclass
-class Selection:
-    threads: Sequence[str] = ()
-    folder: Optional[str] = None
-    since: Optional[float] = None  # epoch seconds: last activity at or after
-    until: Optional[float] = None  # epoch seconds: started before
-    archived: str = "exclude"
-    all: bool = False
+class Selection(Record):
+    __slots__ = ("threads", "folder", "since", "until", "archived", "all")
+    threads: Sequence[str]
+    folder: Optional[str]
+    since: Optional[float]  # epoch seconds: last activity at or after
+    until: Optional[float]  # epoch seconds: started before
+    archived: str
+    all: bool
+
+    def __init__(self, threads: Sequence[str] = (), folder: Optional[str] = None, since: Optional[float] = None,
+                 until: Optional[float] = None, archived: str = "exclude", all: bool = False) -> None:  # noqa: A002
+        self.threads, self.folder, self.since, self.until = threads, folder, since, until
+        self.archived, self.all = archived, all
 
 
-@dataclass
-class ExportPlan:
+class ExportPlan(Record):
+    __slots__ = ("home", "picked", "skipped", "names", "index_lines", "provider", "reader")
     home: CodexHome
-    picked: List[Picked] = field(default_factory=list)
-    skipped: List[Tuple[str, str, str]] = field(default_factory=list)  # (id, label, reason)
-    names: Dict[str, str] = field(default_factory=dict)  # id -> session_index name (last one)
-    index_lines: List[bytes] = field(default_factory=list)  # session_index.jsonl lines of picked ids
-    provider: Optional[str] = None
-    reader: DbReader = field(default_factory=lambda: DbReader())
+    picked: List[Picked]
+    skipped: List[Tuple[str, str, str]]  # (id, label, reason)
+    names: Dict[str, str]  # id -> session_index name (last one)
+    index_lines: List[bytes]  # session_index.jsonl lines of picked ids
+    provider: Optional[str]
+    reader: DbReader
+
+    def __init__(self, home: CodexHome, picked: Optional[List[Picked]] = None,
+                 skipped: Optional[List[Tuple[str, str, str]]] = None, names: Optional[Dict[str, str]] = None,
+                 index_lines: Optional[List[bytes]] = None, provider: Optional[str] = None,
+                 reader: Optional[DbReader] = None) -> None:
+        self.home = home
+        self.picked = [] if picked is None else picked
+        self.skipped = [] if skipped is None else skipped
+        self.names = {} if names is None else names
+        self.index_lines = [] if index_lines is None else index_lines
+        self.provider = provider
+        self.reader = DbReader() if reader is None else reader
 
     @property
     def ids(self) -> List[str]:
@@ -199,6 +212,7 @@ class DbReader:
 
     def _copy(self, db: Path) -> Path:
         if self.scratch is None:
+            import tempfile  # only when a DB is copied to be read
             self.scratch = Path(tempfile.mkdtemp(prefix="codex-export-read-"))
         for attempt in range(self.TRIES):
             dest = self.scratch / f"{len(self.copies)}.{attempt}.{db.name}"
@@ -630,6 +644,7 @@ class _Hashing(io.RawIOBase):
     def __init__(self, fh: IO[bytes], size: int) -> None:
         self.fh = fh
         self.left = size
+        import hashlib  # only when an archive is written (a dry-run makes no digest)
         self.sha = hashlib.sha256()
 
     def readable(self) -> bool:
@@ -719,6 +734,7 @@ def write_export(plan: ExportPlan, target: Path, progress: Any = None) -> Dict[s
     """Write the archive beside `target` (0600), then link it into place: an existing file is never
     replaced, and a run that stops leaves no half archive under the name."""
     check_target(str(target), plan.home)
+    import tempfile  # only when an archive is written
     scratch = Path(tempfile.mkdtemp(prefix=".codex-export-", dir=str(target.parent)))
     part = scratch / ("export" + (".zip" if target.name.lower().endswith(".zip") else ".tar.gz"))
     try:
@@ -773,10 +789,12 @@ class _TarWriter:
     clamped = 0  # a tar keeps every date
 
     def __init__(self, raw: IO[bytes]) -> None:
+        import tarfile  # the archive formats: only the one written
+        self.tarfile = tarfile
         self.tf = tarfile.open(fileobj=raw, mode="w:gz", format=tarfile.PAX_FORMAT, compresslevel=COMPRESS_LEVEL)
 
     def add(self, name: str, stream: Any, size: int, mtime: float) -> None:
-        info = tarfile.TarInfo(name)
+        info = self.tarfile.TarInfo(name)
         info.size, info.mtime, info.mode = size, int(mtime), 0o600
         info.uid = info.gid = 0
         info.uname = info.gname = ""
@@ -805,6 +823,8 @@ def zip_date(mtime: float) -> Tuple[int, int, int, int, int, int]:
 
 class _ZipWriter:
     def __init__(self, raw: IO[bytes]) -> None:
+        import zipfile
+        self.zipfile = zipfile
         self.zf = zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True,
                                   compresslevel=COMPRESS_LEVEL)
         self.clamped = 0  # members whose date the zip format cannot hold
@@ -813,9 +833,9 @@ class _ZipWriter:
         stamp = zip_date(mtime)
         if stamp != _local(mtime):
             self.clamped += 1
-        info = zipfile.ZipInfo(name, date_time=stamp)
+        info = self.zipfile.ZipInfo(name, date_time=stamp)
         info.external_attr = (0o100600 << 16)
-        info.compress_type = zipfile.ZIP_DEFLATED
+        info.compress_type = self.zipfile.ZIP_DEFLATED
         info.file_size = size
         with self.zf.open(info, "w", force_zip64=size > 0x7FFFFFFF) as dst:
             while True:
@@ -855,6 +875,9 @@ def read_manifest(data: bytes) -> Dict[str, Any]:
 def verify_archive(path: Path) -> Dict[str, Any]:
     """Check an export: its manifest names every other member with its size and sha256, and nothing
     else is in it. The manifest, or UserError."""
+    import hashlib
+    import tarfile
+    import zipfile
     found: Dict[str, Tuple[int, str]] = {}
     body: Optional[bytes] = None
 
@@ -901,6 +924,8 @@ def verify_if_export(src: str) -> Optional[Dict[str, Any]]:
     path = Path(os.path.expanduser(src))
     if not path.is_file() or not path.name.lower().endswith(SUFFIXES + (".tar",)):
         return None
+    import tarfile  # only for an archive
+    import zipfile
     try:
         if path.name.lower().endswith(".zip"):
             with zipfile.ZipFile(str(path)) as zf:

@@ -9,7 +9,7 @@ import sqlite3
 import stat
 import sys
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
@@ -857,7 +857,7 @@ def _plan_tables(plan: ImportPlan, src: SourceInputs, dest: DestInputs, remaps: 
     names = None
     for t in plan.imports:
         extras = planner.thread(t.thread_id, t.key)
-        names = names or [f.name for f in fields(extras)]
+        names = names or list(extras.__slots__)
         t.extras = extras if any(getattr(extras, n) for n in names) else None  # most bring nothing
     plan.shared = planner.shared
     plan.table_dbs = dict(d.dbs)

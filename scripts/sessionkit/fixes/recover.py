@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -19,6 +18,7 @@ from sessionkit.fixes.history_reset import HistoryPlan, history_ops, plan_histor
 from sessionkit.fixes.migrate import MigrationPlan, ProviderChange, migration_ops, plan_migration, provider_counts
 from sessionkit.runlog.ops import Op
 from sessionkit.codexfiles.paths import safe_str
+from sessionkit.codexfiles.record import Record
 from sessionkit.codexfiles.zstd import compressed_count
 from sessionkit.ui.progress import Progress
 from sessionkit.fixes.repair import (RepairPlan, RowChange, archived_count, other_db_ops, plan_repair, remap_ops, repair_ops,
@@ -41,30 +41,48 @@ CAUSES = (CAUSE_MOVED_HOME, CAUSE_MOVED_FILES, CAUSE_UNINDEXED, CAUSE_ARCHIVED, 
           CAUSE_HISTORY, CAUSE_NAMES)
 
 
-@dataclass
-class RecoverOptions:
-    remaps: List[Remap] = field(default_factory=list)
-    remap_from: Optional[str] = None  # "--remap-prefix" or "the audit" (the moved home it found)
-    target: Optional[str] = None
-    unarchive: bool = False
-    fix_paths: bool = True
-    fix_history: bool = True
-    import_orphans: bool = True
-    include_archived: bool = False
-    thread_ids: Sequence[str] = ()
+class RecoverOptions(Record):
+    __slots__ = ("remaps", "remap_from", "target", "unarchive", "fix_paths", "fix_history", "import_orphans",
+                 "include_archived", "thread_ids")
+    remaps: List[Remap]
+    remap_from: Optional[str]  # "--remap-prefix" or "the audit" (the moved home it found)
+    target: Optional[str]
+    unarchive: bool
+    fix_paths: bool
+    fix_history: bool
+    import_orphans: bool
+    include_archived: bool
+    thread_ids: Sequence[str]
+
+    def __init__(self, remaps: Optional[List[Remap]] = None, remap_from: Optional[str] = None,
+                 target: Optional[str] = None, unarchive: bool = False, fix_paths: bool = True,
+                 fix_history: bool = True, import_orphans: bool = True, include_archived: bool = False,
+                 thread_ids: Sequence[str] = ()) -> None:
+        self.remaps = [] if remaps is None else remaps
+        self.remap_from, self.target, self.unarchive = remap_from, target, unarchive
+        self.fix_paths, self.fix_history, self.import_orphans = fix_paths, fix_history, import_orphans
+        self.include_archived, self.thread_ids = include_archived, thread_ids
 
 
-@dataclass
-class RecoverPlan:
+class RecoverPlan(Record):
+    __slots__ = ("inputs", "options", "repair", "history", "migration", "causes", "detail", "folded", "predicted")
     inputs: AuditInputs
     options: RecoverOptions
     repair: RepairPlan
     history: HistoryPlan
     migration: MigrationPlan
-    causes: Dict[str, List[str]] = field(default_factory=dict)  # thread id -> its causes, in CAUSES order
-    detail: Dict[str, List[str]] = field(default_factory=dict)  # thread id -> what changes, in words
-    folded: List[str] = field(default_factory=list)  # threads whose provider goes into the remap rewrite
-    predicted: List[Tuple[str, str]] = field(default_factory=list)  # threads the apply will refuse (hard links)
+    causes: Dict[str, List[str]]  # thread id -> its causes, in CAUSES order
+    detail: Dict[str, List[str]]  # thread id -> what changes, in words
+    folded: List[str]  # threads whose provider goes into the remap rewrite
+    predicted: List[Tuple[str, str]]  # threads the apply will refuse (hard links)
+
+    def __init__(self, inputs: AuditInputs, options: RecoverOptions, repair: RepairPlan, history: HistoryPlan,
+                 migration: MigrationPlan) -> None:
+        self.inputs, self.options, self.repair, self.history, self.migration = inputs, options, repair, history, migration
+        self.causes: Dict[str, List[str]] = {}
+        self.detail: Dict[str, List[str]] = {}
+        self.folded: List[str] = []
+        self.predicted: List[Tuple[str, str]] = []
 
     @property
     def has_work(self) -> bool:

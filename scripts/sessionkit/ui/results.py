@@ -7,10 +7,9 @@ applied. The raw counters of the result go to --verbose (and --json, printed els
 from __future__ import annotations
 
 import re
-import textwrap
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from sessionkit.codexfiles.record import Record
 from sessionkit.ui.labels import shown
 
 
@@ -18,20 +17,35 @@ LIMIT = 10  # sessions named per list; the rest are counted (--json lists them)
 WIDTH = 100
 
 
-@dataclass
-class Outcome:
+class Outcome(Record):
     """A run's result as the user reads it. `changed` and `skipped` hold labels, not ids."""
+    __slots__ = ("heading", "done", "changed", "skipped", "notes", "undo", "undo_then", "undo_label", "verify",
+                 "older", "counters")
     heading: str  # "Provider Migration Result"
     done: str  # "4 sessions now use openai" (one line, the answer)
-    changed: List[str] = field(default_factory=list)
-    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (label, reason)
-    notes: List[str] = field(default_factory=list)
-    undo: Optional[str] = None  # a whole command
-    undo_then: List[Tuple[str, str]] = field(default_factory=list)  # (why, whole command) after `undo`
-    undo_label: str = "undo with:"
-    verify: Optional[str] = None  # a whole command
-    older: List[str] = field(default_factory=list)  # older runs still applied, as "kind, started"
-    counters: Dict[str, Any] = field(default_factory=dict)  # for --verbose only
+    changed: List[str]
+    skipped: List[Tuple[str, str]]  # (label, reason)
+    notes: List[str]
+    undo: Optional[str]  # a whole command
+    undo_then: List[Tuple[str, str]]  # (why, whole command) after `undo`
+    undo_label: str
+    verify: Optional[str]  # a whole command
+    older: List[str]  # older runs still applied, as "kind, started"
+    counters: Dict[str, Any]  # for --verbose only
+
+    def __init__(self, heading: str, done: str, changed: Optional[List[str]] = None,
+                 skipped: Optional[List[Tuple[str, str]]] = None, notes: Optional[List[str]] = None,
+                 undo: Optional[str] = None, undo_then: Optional[List[Tuple[str, str]]] = None,
+                 undo_label: str = "undo with:", verify: Optional[str] = None, older: Optional[List[str]] = None,
+                 counters: Optional[Dict[str, Any]] = None) -> None:
+        self.heading, self.done = heading, done
+        self.changed = [] if changed is None else changed
+        self.skipped = [] if skipped is None else skipped
+        self.notes = [] if notes is None else notes
+        self.undo, self.undo_label, self.verify = undo, undo_label, verify
+        self.undo_then = [] if undo_then is None else undo_then
+        self.older = [] if older is None else older
+        self.counters = {} if counters is None else counters
 
 
 # A quoted word (ui/commands.quote: '...' or $'...'), a path with spaces among them: wrapped whole.
@@ -43,6 +57,7 @@ _KEEP = "\x00"
 
 def _wrapped(text: str, indent: str, subsequent: str) -> List[str]:
     """`text` wrapped at spaces, never inside a word nor inside a quoted word."""
+    import textwrap  # only when a report is printed (not for --json)
     held = _QUOTED.sub(lambda m: m.group(0).replace(" ", _KEEP), text) if "'" in text else text
     lines = textwrap.wrap(indent + held, WIDTH, subsequent_indent=subsequent, break_long_words=False,
                           break_on_hyphens=False) or [indent + held]
