@@ -108,8 +108,7 @@ def test_an_import_dry_run_from_a_folder_loads_no_archive_digest_or_strptime_mod
 # code at import); owned by the migration's speed work (runlog, rollout_edit, migrate) and the repair.
 # A module that adds one to this path fails here: make it a codexfiles.record.Record.
 DATACLASS_MODULES_LEFT = {"sessionkit.runlog.ops", "sessionkit.runlog.decompress", "sessionkit.codexfiles.rollout_edit",
-                          "sessionkit.fixes.migrate", "sessionkit.fixes.repair", "sessionkit.fixes.history_reset",
-                          "sessionkit.codexfiles.thread_graph"}
+                          "sessionkit.fixes.migrate"}
 
 DATACLASS_PROBE = """
 import json, runpy, sys

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from sessionkit.codexfiles.ids import norm_id
+from sessionkit.codexfiles.record import Record
 from sessionkit import UserError
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME, RolloutFile
@@ -31,21 +31,24 @@ from sessionkit.codexfiles.statedb import open_readonly
 from sessionkit.codexfiles.thread_files import history_key as key_of, is_segment
 
 
-@dataclass
-class ForkLink:
-    """A fork whose line 1 records an offset into `parent_path` (its history_base)."""
-    fork_id: str
-    fork_path: Path
-    parent_key: str  # the history key it names: the parent's thread id, or a segment's rollout uuid
-    end_byte_offset: int
-    parent_path: Optional[Path] = None
+class ForkLink(Record):
+    """A fork whose line 1 records an offset into `parent_path` (its history_base); parent_key is
+    the history key it names: the parent's thread id, or a segment's rollout uuid."""
+    __slots__ = ("fork_id", "fork_path", "parent_key", "end_byte_offset", "parent_path")
+
+    def __init__(self, fork_id: str, fork_path: Path, parent_key: str, end_byte_offset: int,
+                 parent_path: Optional[Path] = None) -> None:
+        self.fork_id, self.fork_path, self.parent_key = fork_id, fork_path, parent_key
+        self.end_byte_offset, self.parent_path = end_byte_offset, parent_path
 
 
-@dataclass
-class ThreadGraph:
+class ThreadGraph(Record):
     """The home's files by history key and its fork links, read once (only forks' line 1)."""
-    by_key: Dict[str, RolloutFile] = field(default_factory=dict)
-    forks: Dict[str, List[ForkLink]] = field(default_factory=dict)  # parent file path -> its forks
+    __slots__ = ("by_key", "forks")
+
+    def __init__(self) -> None:
+        self.by_key: Dict[str, RolloutFile] = {}
+        self.forks: Dict[str, List[ForkLink]] = {}  # parent file path -> its forks
 
     def forks_into(self, path: Path) -> List[ForkLink]:
         """Forks recording offsets into this file."""
@@ -210,11 +213,13 @@ class _Stub:
 
 # ---- sub-agents
 
-@dataclass
-class SubAgents:
+class SubAgents(Record):
     """Spawn links of a home: child -> parent, and each parent's children (ids in lower case)."""
-    parent_of: Dict[str, str] = field(default_factory=dict)
-    children: Dict[str, List[str]] = field(default_factory=dict)
+    __slots__ = ("parent_of", "children")
+
+    def __init__(self) -> None:
+        self.parent_of: Dict[str, str] = {}
+        self.children: Dict[str, List[str]] = {}
 
     def add(self, parent: str, child: str) -> None:
         """A link between two normalised ids (the readers below normalise what they read)."""

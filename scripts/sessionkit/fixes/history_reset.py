@@ -2,26 +2,29 @@
 tables, for its active rollout's key), which to have Codex rebuild, and which names to restore."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sessionkit.codexfiles.reasons import LIVE_HISTORY, LIVE_NAME
 from sessionkit.codexfiles.ids import norm_id
+from sessionkit.codexfiles.record import Record
 from sessionkit.diagnose.history_check import RESET_KINDS, Finding, HistoryCheck
 from sessionkit.codexfiles.paths import safe_str
 from sessionkit.codexfiles.statedb import open_readonly
 
 
-@dataclass
-class HistoryPlan:
-    resets: List[Finding] = field(default_factory=list)  # rows to delete, by history key
-    rebuild: List[str] = field(default_factory=list)  # thread ids Codex resumes once (resets and not-built)
-    names: List[Tuple[str, str]] = field(default_factory=list)  # (thread id, name) for rows that have none
-    forks: Dict[str, List[str]] = field(default_factory=dict)  # thread id -> forks that read its rows
-    skipped: List[Tuple[str, str]] = field(default_factory=list)
-    enabled: bool = True
-    keys: Dict[str, str] = field(default_factory=dict)  # a rebuilt thread's stored id -> its normalised id
+class HistoryPlan(Record):
+    """The history repair planned: resets, rebuilds and names, before anything is written."""
+    __slots__ = ("resets", "rebuild", "names", "forks", "skipped", "enabled", "keys")
+
+    def __init__(self, enabled: bool = True, rebuild: Optional[List[str]] = None) -> None:
+        self.resets: List[Finding] = []  # rows to delete, by history key
+        self.rebuild: List[str] = list(rebuild or [])  # thread ids Codex resumes once (resets and not-built)
+        self.names: List[Tuple[str, str]] = []  # (thread id, name) for rows that have none
+        self.forks: Dict[str, List[str]] = {}  # thread id -> forks that read its rows
+        self.skipped: List[Tuple[str, str]] = []
+        self.enabled = enabled
+        self.keys: Dict[str, str] = {}  # a rebuilt thread's stored id -> its normalised id
 
     def key(self, tid: str) -> str:
         """The normalised id of a thread this plan names by its stored id (an id it does not know is one)."""

@@ -5,14 +5,13 @@ import io
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from sessionkit.codexfiles.reasons import (AMBIGUOUS_FILES, HARD_LINKED, LIVE_GROUP, LIVE_MOVE, LIVE_ROW, NO_FILE,  # noqa: F401
                                            ROW_FOLLOWS_FILE, UNARCHIVE_NEXT_RUN)
 from sessionkit.codexfiles.ids import norm_id
+from sessionkit.codexfiles.record import Record
 from sessionkit import UserError
 from sessionkit.diagnose.audit import classify_orphan
 from sessionkit.codexfiles.locks import explain_live
@@ -33,45 +32,56 @@ from sessionkit.codexfiles.zstd import compressed_count
 from sessionkit.fixes.project_remap import remap_plan_ops as project_roots_plan
 
 
-@dataclass
-class MovePlan:
-    thread_id: str
-    src: Path
-    dst: Path
-    why: str  # "fix path" or "unarchive"
-    keep_mtime: bool  # False for unarchive: Codex sets the mtime to now
-    key: str  # the thread's normalised id (ThreadRow.key); thread_id is the row's stored id
+class MovePlan(Record):
+    """A rollout moved: `why` is "fix path" or "unarchive"; keep_mtime False for unarchive (Codex
+    sets the mtime to now); key is the thread's normalised id, thread_id the row's stored id."""
+    __slots__ = ("thread_id", "src", "dst", "why", "keep_mtime", "key")
+
+    def __init__(self, thread_id: str, src: Path, dst: Path, why: str, keep_mtime: bool, key: str) -> None:
+        self.thread_id, self.src, self.dst, self.why, self.keep_mtime, self.key = (
+            thread_id, src, dst, why, keep_mtime, key)
 
 
-@dataclass
-class RowChange:
-    thread_id: str  # the row's stored id: the SQL finds the row by it
-    old: Dict[str, Any]
-    new: Dict[str, Any]
-    why: List[str]
-    key: str  # the normalised id (ThreadRow.key), compared everywhere
+class RowChange(Record):
+    """A thread row's columns changed: thread_id is the row's stored id (the SQL finds the row by
+    it), key the normalised id (ThreadRow.key), compared everywhere."""
+    __slots__ = ("thread_id", "old", "new", "why", "key")
+
+    def __init__(self, thread_id: str, old: Dict[str, Any], new: Dict[str, Any], why: List[str],
+                 key: str) -> None:
+        self.thread_id, self.old, self.new, self.why, self.key = thread_id, old, new, why, key
 
 
-@dataclass
-class RepairPlan:
-    moves: List[MovePlan] = field(default_factory=list)
-    rows: List[RowChange] = field(default_factory=list)
-    inserts: List[Dict[str, Any]] = field(default_factory=list)  # "id": the normalised id (from the walk)
-    skipped: List[Tuple[str, str]] = field(default_factory=list)
-    left: Set[str] = field(default_factory=set)  # normalised ids of the threads skipped while planning
-    suggested_remap: Optional[str] = None
-    fix_paths: bool = True
-    unarchive: bool = True
-    archived_before: int = 0
-    remaps: List[Remap] = field(default_factory=list)  # applied to line 1 and symlinks too
-    rewrites: List["RolloutPlan"] = field(default_factory=list)  # rollouts whose folders are remapped
-    graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the remapped rollouts
-    forks_moved: int = 0  # forks whose history_base moves with a growing parent
-    subs: SubAgents = field(default_factory=SubAgents, repr=False)  # sub-agents go with their parents
-    others: List["OtherDbPlan"] = field(default_factory=list)  # every other state DB of the home
-    links: List[Tuple[str, str, str]] = field(default_factory=list)  # (link, target, new target) re-pointed
-    project_ops: List[Op] = field(default_factory=list)  # project_roots moved by --remap-prefix (project_remap.py)
-    projects: Dict[str, Any] = field(default_factory=dict)  # what the report says about them
+class RepairPlan(Record):
+    """Everything a repair changes, planned before anything is written."""
+    __slots__ = ("moves", "rows", "inserts", "skipped", "left", "suggested_remap", "fix_paths", "unarchive",
+                 "archived_before", "remaps", "rewrites", "graph", "forks_moved", "subs", "others", "links",
+                 "project_ops", "projects")
+
+    def __init__(self, fix_paths: bool = True, unarchive: bool = True, archived_before: int = 0,
+                 suggested_remap: Optional[str] = None, remaps: Optional[List[Remap]] = None) -> None:
+        self.moves: List[MovePlan] = []
+        self.rows: List[RowChange] = []
+        self.inserts: List[Dict[str, Any]] = []  # "id": the normalised id (from the walk)
+        self.skipped: List[Tuple[str, str]] = []
+        self.left: Set[str] = set()  # normalised ids of the threads skipped while planning
+        self.suggested_remap = suggested_remap
+        self.fix_paths = fix_paths
+        self.unarchive = unarchive
+        self.archived_before = archived_before
+        self.remaps: List[Remap] = list(remaps or [])  # applied to line 1 and symlinks too
+        self.rewrites: List[RolloutPlan] = []  # rollouts whose folders are remapped
+        self.graph: Optional[ThreadGraph] = None  # forks into the remapped rollouts
+        self.forks_moved = 0  # forks whose history_base moves with a growing parent
+        self.subs = SubAgents()  # sub-agents go with their parents
+        self.others: List[OtherDbPlan] = []  # every other state DB of the home
+        self.links: List[Tuple[str, str, str]] = []  # (link, target, new target) re-pointed
+        self.project_ops: List[Op] = []  # project_roots moved by --remap-prefix (project_remap.py)
+        self.projects: Dict[str, Any] = {}  # what the report says about them
+
+    def __repr__(self) -> str:  # the graph and sub-agents are the home's, not the plan's
+        return (f"RepairPlan(moves={self.moves!r}, rows={self.rows!r}, inserts={self.inserts!r}, "
+                f"skipped={self.skipped!r}, rewrites={self.rewrites!r})")
 
     def has_work(self) -> bool:
         return bool(self.moves or self.rows or self.inserts or self.others or self.links or self.project_ops)
@@ -82,24 +92,26 @@ class RepairPlan:
         self.left.add(key)
 
 
-@dataclass
-class RolloutPlan:
-    """A remapped thread's rollout: line 1's fields and the cwd of its later lines (read in full)."""
-    thread_id: str
-    path: Path
-    set: Dict[str, Any]
-    cwd_lines: int
-    grows: bool
-    key: str  # the normalised id (the row change's key)
+class RolloutPlan(Record):
+    """A remapped thread's rollout: line 1's fields and the cwd of its later lines (read in full);
+    key is the normalised id (the row change's key)."""
+    __slots__ = ("thread_id", "path", "set", "cwd_lines", "grows", "key")
+
+    def __init__(self, thread_id: str, path: Path, set: Dict[str, Any], cwd_lines: int, grows: bool,
+                 key: str) -> None:
+        self.thread_id, self.path, self.set, self.cwd_lines, self.grows, self.key = (
+            thread_id, path, set, cwd_lines, grows, key)
 
 
-@dataclass
-class OtherDbPlan:
+class OtherDbPlan(Record):
     """Row changes for another state DB indexing this home's rollouts (the desktop app's
     <home>/sqlite/state_5.sqlite): the used DB's changes applied to its rows too."""
-    db: Path
-    rows: List[RowChange] = field(default_factory=list)
-    inserts: List[Dict[str, Any]] = field(default_factory=list)  # "id": the normalised id
+    __slots__ = ("db", "rows", "inserts")
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.rows: List[RowChange] = []
+        self.inserts: List[Dict[str, Any]] = []  # "id": the normalised id
 
 
 def _sane_target(path: Path, root: Path) -> bool:
@@ -165,13 +177,15 @@ class View:
         return [(rf, self.dst.get(rf.key, rf.path)) for rf in self.index.by_thread.get(tid, [])]
 
 
-@dataclass
-class Choice:
-    """What the user asked: path fixes, and which archived threads to bring back (none by default)."""
-    fix_paths: bool = True
-    unarchive_all: bool = False
-    unarchive_ids: frozenset = frozenset()  # normalised ids (command-line arguments, resolve_threads)
-    stay: frozenset = frozenset()  # threads whose file is not moved in this run (rewritten in place first)
+class Choice(Record):
+    """What the user asked: path fixes, and which archived threads to bring back (none by default);
+    unarchive_ids are normalised ids, stay the threads whose file is not moved in this run
+    (rewritten in place first)."""
+    __slots__ = ("fix_paths", "unarchive_all", "unarchive_ids", "stay")
+
+    def __init__(self, fix_paths: bool = True, unarchive_all: bool = False,
+                 unarchive_ids: frozenset = frozenset(), stay: frozenset = frozenset()) -> None:
+        self.fix_paths, self.unarchive_all, self.unarchive_ids, self.stay = fix_paths, unarchive_all, unarchive_ids, stay
 
     def unarchives(self, key: str) -> bool:
         return (self.unarchive_all or key in self.unarchive_ids) and key not in self.stay
@@ -704,6 +718,7 @@ def apply_repair(inputs: AuditInputs, plan: RepairPlan, force: bool = False,
     history keys) whose history rows (in the used DB's history DB) `extra_ops` delete: no other op
     changes those rows first (a growing remap's offset shift would make the deletes miss them)."""
     home = inputs.home
+    from datetime import datetime  # only when a report is written
     ts = datetime.now().isoformat(timespec="seconds")
     stamp = time.time() if now is None else now
     ops = remap_ops(inputs, plan, frozenset(reset))
