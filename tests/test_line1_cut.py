@@ -96,6 +96,9 @@ def test_an_old_record_without_the_cut_is_judged_on_the_whole_line(tmp_path):
     rec = op.to_record()
     for k in ("cut", "old_cut_sha", "new_cut_sha"):
         rec.pop(k)
+    new_line = path.read_bytes().split(b"\n")[0]  # a record before issue 24: the whole line's digests
+    rec.update(old_sha=ops.sha(ops.apply_spans(new_line, op.spans, False)), new_sha=ops.sha(new_line),
+               backup=None, old_file_sha=None, new_file_sha=None)
     old = Line1Rewrite.from_record({"v": 2, "ts": "t", **rec})
     assert old.cut is None and old.state() == NEW
     path.write_bytes(path.read_bytes().replace(b"You are Codex.", b"You are Xodex.", 1))  # inside the text

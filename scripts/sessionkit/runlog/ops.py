@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import stat as _st
@@ -859,8 +860,9 @@ class RolloutEdit(Op):
 
 
 _LINE1_SPEC = Spec({"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict", "spans": "list",
-                    "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int", "mtime_ns": "int", "mode": "int"},
-                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list",
+                    "old_len": "int", "size": "int", "mtime_ns": "int", "mode": "int"},
+                   {"old_sha": "str", "new_sha": "str",  # absent only beside a `cut` of a same-length rewrite
+                    "backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list",
                     "cut": "list", "old_cut_sha": "str", "new_cut_sha": "str"})
 
 
@@ -908,14 +910,23 @@ class Line1Rewrite(RolloutEdit):
         return _join(self, thread_id)
 
     def to_record(self) -> Dict[str, Any]:
-        return {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
-                "old_values": self.old_values,
-                "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans], "old_len": self.old_len,
-                "old_sha": self.old_sha, "new_sha": self.new_sha, "size": self.size, "mtime_ns": self.mtime_ns,
-                "mode": self.mode, "backup": self.backup, "old_file_sha": self.old_file_sha,
-                "new_file_sha": self.new_file_sha, **_with(self),
-                **({"cut": list(self.cut), "old_cut_sha": self.old_cut_sha, "new_cut_sha": self.new_cut_sha}
-                   if self.cut is not None else {})}
+        rec = {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
+               "old_values": self.old_values,
+               "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans], "old_len": self.old_len}
+        if not self._lean():  # the whole line's digests: judged (and applied) on them
+            rec["old_sha"], rec["new_sha"] = self.old_sha, self.new_sha
+        rec.update(size=self.size, mtime_ns=self.mtime_ns, mode=self.mode)
+        if self.growth:  # the kept copy and the whole file's digests (a same-length rewrite has none)
+            rec.update(backup=self.backup, old_file_sha=self.old_file_sha, new_file_sha=self.new_file_sha)
+        rec.update(_with(self))
+        if self.cut is not None:
+            rec.update(cut=list(self.cut), old_cut_sha=self.old_cut_sha, new_cut_sha=self.new_cut_sha)
+        return rec
+
+    def _lean(self) -> bool:
+        """A same-length rewrite judged on its `cut`: the whole line's digests are neither computed
+        nor journaled (nothing reads them: the rollback and a re-read apply check the cut)."""
+        return self.cut is not None and self.growth == 0
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "Line1Rewrite":
@@ -931,6 +942,10 @@ class Line1Rewrite(RolloutEdit):
             raise RecordError("journal record 'line1': a growing rewrite without its kept copy")
         if (op.cut, op.old_cut_sha, op.new_cut_sha).count(None) not in (0, 3):
             raise RecordError("journal record 'line1': cut, old_cut_sha and new_cut_sha go together")
+        digests = ("old_sha" in f) + ("new_sha" in f)
+        if digests == 1 or (digests == 0 and not op._lean()):
+            raise RecordError("journal record 'line1': old_sha and new_sha are left out only together, and "
+                              "only beside the cut of a same-length rewrite")
         if op.cut is not None and not (len(op.cut) == 2 and all(type(x) is int for x in op.cut)
                                        and all(o + len(a) <= op.cut[0] for o, a, _ in spans)
                                        and 0 <= op.cut[0] < op.cut[1] <= op.old_len):
@@ -967,9 +982,12 @@ class Line1Rewrite(RolloutEdit):
             return CHANGED_SINCE_PLAN  # planned same-length (no history offsets to move) or the other way
         self.old_values.update(edit.old_values)
         self.spans, self.old_len = spans, len(line)
-        self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
         self._record_cut(line, st.st_size, edit.cut)
+        if not self._lean():  # two ~20 KB digests a thread, only where something reads them
+            self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
+        else:  # apply's re-check of the whole line, in this process only (a CRC: a sixth of a digest's time)
+            self.__dict__["_old_crc"] = zlib.crc32(line)
         if self.growth:
             self._keep_copy(run_dir, line, apply_spans(line, spans, True))
         self._prepared = file_sig(st)  # taken before the read: a change after it moves the signature
@@ -1025,7 +1043,7 @@ class Line1Rewrite(RolloutEdit):
             return
         p = Path(self.path)
         line, _ = read_line1(p)
-        assert line is not None and sha(line) == self.old_sha, f"{p}: line 1 changed under the lock"
+        assert line is not None and self._is_old(line), f"{p}: line 1 changed under the lock"
         if self.growth == 0:
             self._apply_in_place()
             return
@@ -1033,6 +1051,23 @@ class Line1Rewrite(RolloutEdit):
         _write_new_file(Path(self.tmp), [new, (self.path, len(line))], self.mode, self.mtime_ns)
         host.replace_file(self.tmp, self.path)
         _fsync_dir(p.parent)
+
+    def _is_old(self, line: bytes) -> bool:
+        """Line 1 as prepare() read it: by the whole line's digest, or (a lean record) by the whole
+        line's CRC prepare() kept and the digest of the line without its cut text, followed by the
+        newline the file held then."""
+        if not self._lean():
+            return sha(line) == self.old_sha
+        start, end = self.cut  # type: ignore[misc]
+        if len(line) != self.old_len or zlib.crc32(line) != self.__dict__.get("_old_crc"):
+            return False
+        try:
+            with open_regular(self.path, buffering=0) as fh:
+                fh.seek(self.old_len)
+                newline = fh.read(1)
+        except OSError:
+            return False
+        return sha(line[:start] + line[end:] + newline) == self.old_cut_sha
 
     def _line(self) -> Optional[bytes]:
         line, _ = read_line1(self.path)  # type: ignore[arg-type]  # a str opens as well
