@@ -62,6 +62,26 @@ def test_a_same_length_migration_reads_no_history_offsets(home, capsys, monkeypa
     assert [json.loads(x)["op"] for x in journal].count("offsets") == 0
 
 
+def test_the_migration_plan_reads_each_small_rollout_once(home, capsys, monkeypatch):
+    """Line 1, the mtime and the encrypted-reasoning scan from one read of each rollout to rewrite
+    (before: line 1 read, the file stat'ed, then the whole file read again for the scan)."""
+    migrate = _script("provider_migrate.py")
+    from sessionkit.codexfiles import reasoning
+    from sessionkit.fixes import migrate as migrate_mod
+    scans, edits = [], []
+    real_scan, real_edit = reasoning.carries_encrypted_reasoning, migrate_mod.provider_edit
+    monkeypatch.setattr(reasoning, "carries_encrypted_reasoning", lambda p: scans.append(p) or real_scan(p))
+    monkeypatch.setattr(migrate_mod, "provider_edit", lambda *a: edits.append(a) or real_edit(*a))
+    victim = sorted(home.glob("sessions/**/*.jsonl"))[0]  # one of the 12 on the other provider: it carries some
+    assert b'"model_provider":"oldco"' in victim.read_bytes().split(b"\n")[0]
+    with open(victim, "a") as fh:
+        fh.write('{"type":"response_item","payload":{"type":"reasoning","encrypted_content":"gAAAA"}}\n')
+    out = _run(migrate, ["--codex-dir", str(home), "--json"], capsys)
+    assert out["candidates"] == 12 and out["line1_rewrites"] == 12
+    assert scans == [] and edits == []
+    assert out["encrypted_reasoning"]["threads"] == 1 and out["encrypted_reasoning"]["unreadable"] == 0
+
+
 def test_rollback_parses_its_journal_once(home, capsys, monkeypatch):
     migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
     out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
