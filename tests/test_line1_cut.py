@@ -39,8 +39,9 @@ def test_the_record_carries_the_cut_and_the_rollback_reads_only_around_it(tmp_pa
     start = line.index(b'"base_instructions":{"text":"') + len(b'"base_instructions":{"text":"')
     assert op.cut == [start, start + len(TEXT)]
     read = []
-    real = os.read
+    real, real_pread = os.read, os.pread
     monkeypatch.setattr(ops.os, "read", lambda fd, n: read.append(n) or real(fd, n))
+    monkeypatch.setattr(ops.os, "pread", lambda fd, n, at: read.append(n) or real_pread(fd, n, at))
     monkeypatch.setattr(ops, "read_line1", lambda *a, **k: pytest.fail("the whole line read"))
     assert op.state() == NEW
     assert sum(read) < 200 and len(read) == 2  # not the ~22 KB line

@@ -153,3 +153,24 @@ def test_read_line1_refuses_what_is_not_a_regular_file(tmp_path):
     if hasattr(os, "mkfifo"):
         os.mkfifo(str(tmp_path / "fifo.jsonl"))
         assert read_line1(tmp_path / "fifo.jsonl") == (None, "not a regular file")  # never blocks
+
+
+def test_a_rollbacks_first_judgement_of_line1_takes_no_lstat_and_no_seek(tmp_path, monkeypatch):
+    """The open (not followed) and its fstat stand for the lstat, two preads for read-seek-read: the
+    rollback's per-thread syscalls (before: lstat, open, fstat, read, lseek, read, close)."""
+    from sessionkit.runlog import ops
+    path = tmp_path / "rollout.jsonl"
+    meta = {"type": "session_meta", "payload": {"id": "t1", "model_provider": "oldco",
+                                                "base_instructions": {"text": "You are Codex. " * 1500}}}
+    path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n{}\n")
+    op = Line1Rewrite("t1", str(path), {"model_provider": "newco"})
+    assert op.prepare(tmp_path) is None
+    op.apply()
+    back = Line1Rewrite.from_record({"v": 2, "ts": "t", **op.to_record()})
+    calls = []
+    for name in ("lstat", "lseek", "stat"):
+        real = getattr(os, name)
+        monkeypatch.setattr(ops.os, name, lambda *a, _n=name, _r=real, **k: calls.append(_n) or _r(*a, **k))
+    assert back.state() == "new" and back.undo_refusal() is None
+    assert calls == []
+    assert back.state() == "new" and calls == ["lstat"]  # judged again under the lock: the signature only

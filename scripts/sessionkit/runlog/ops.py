@@ -531,6 +531,28 @@ def _sig_now(path: str) -> Optional[Tuple[int, int, int, int, int]]:
         return None
 
 
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """`size` bytes at `offset` (fewer at the end of the file), the descriptor's position unused."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
+def _pwrite(fd: int, data: bytes, offset: int) -> None:
+    """All of `data` at `offset` (short writes looped)."""
+    if not hasattr(os, "pwrite"):
+        os.lseek(fd, offset, os.SEEK_SET)
+        write_all(fd, data)
+        return
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(28, "No space left on device (short write)")
+        view, offset = view[n:], offset + n
+
+
 def _linked(path: str, links: int) -> Optional[str]:
     if links > 1:
         return (f"{path} has {links} hard links (a backup made with cp -al or rsnapshot?): undoing in place "
@@ -801,8 +823,7 @@ class RolloutEdit(Op):
             for n, (off, old, new) in enumerate(self.spans):
                 if n:
                     point("chunk")
-                os.lseek(fd, off, os.SEEK_SET)
-                write_all(fd, new if forward else old)
+                _pwrite(fd, new if forward else old, off)
         finally:
             os.close(fd)
 
@@ -820,8 +841,7 @@ class RolloutEdit(Op):
             for n, (off, old, _new) in enumerate(self.spans):
                 if n:
                     point("chunk")
-                os.lseek(fd, off, os.SEEK_SET)
-                write_all(fd, old)
+                _pwrite(fd, old, off)
         finally:
             os.close(fd)
         point("undo-written")  # the old bytes, today's mtime: still `torn` (below) until the mtime is back
@@ -1078,7 +1098,13 @@ class Line1Rewrite(RolloutEdit):
         writer lock) only when the file's signature moved since."""
         if not self.spans:
             return OLD
-        import stat as _st
+        if self._seen is None and self.cut is not None:  # judged for the first time: the fstat of the
+            state = self._judge_cut()  # file it opens (not followed) is the lstat, taken before its reads
+            st = self.__dict__.pop("_cut_st", None)
+            if st is not None:
+                self.__dict__["_nlink"] = (self.path, st.st_nlink)  # undo_refusal asks next
+                self._seen = (file_sig(st), state)
+            return state
         try:
             st = os.lstat(self.path)
         except OSError:
@@ -1130,15 +1156,16 @@ class Line1Rewrite(RolloutEdit):
         except OSError:
             return CHANGED
         try:
-            if not _st.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not _st.S_ISREG(st.st_mode):
                 return CHANGED
-            head = os.read(fd, start + max(g, 0))
-            os.lseek(fd, at, os.SEEK_SET)
-            tail = os.read(fd, rest + abs(g))
+            head = _pread(fd, start + max(g, 0), 0)
+            tail = _pread(fd, rest + abs(g), at)
         except OSError:
             return CHANGED
         finally:
             os.close(fd)
+        self.__dict__["_cut_st"] = st  # the file judged, as it was before the reads (_file_state)
         if sha(head[:start + g] + tail[end + g - at:end + g - at + rest]) == self.new_cut_sha:
             return NEW
         old_head, old_tail = head[:start], tail[end - at:end - at + rest]
