@@ -174,3 +174,23 @@ def test_a_rollbacks_first_judgement_of_line1_takes_no_lstat_and_no_seek(tmp_pat
     assert back.state() == "new" and back.undo_refusal() is None
     assert calls == []
     assert back.state() == "new" and calls == ["lstat"]  # judged again under the lock: the signature only
+
+
+def test_a_same_length_rewrite_looks_for_no_temporary_file(tmp_path, monkeypatch):
+    """Only a grown rewrite (or its undo) writes `.NAME.session-migration.tmp`: the rollback's plan asks
+    the file system about it only for those (before: an lstat for every thread)."""
+    from sessionkit.runlog import ops
+    path = tmp_path / "rollout.jsonl"
+    meta = {"type": "session_meta", "payload": {"id": "t1", "model_provider": "oldco"}}
+    path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n{}\n")
+    same = Line1Rewrite("t1", str(path), {"model_provider": "newco"})
+    assert same.prepare(tmp_path) is None and same.growth == 0
+    grown = Line1Rewrite("t1", str(path), {"model_provider": "a-much-longer-provider"})
+    assert grown.prepare(tmp_path) is None
+    assert grown.growth > 0
+    Path(grown.tmp).write_bytes(b"a fragment")  # what a kill inside the grown write leaves
+    asked = []
+    real = os.path.lexists
+    monkeypatch.setattr(ops.os.path, "lexists", lambda p: asked.append(p) or real(p))
+    assert same.leftover() is False and asked == []
+    assert grown.leftover() is True and asked == [grown.tmp]

@@ -811,7 +811,9 @@ class RolloutEdit(Op):
         return line1_shifts(self.old_len, self.growth)  # type: ignore[attr-defined]
 
     def leftover(self) -> bool:
-        return os.path.lexists(self.tmp)
+        """Only a grown rewrite (and its undo) writes a temporary file beside the rollout: a same-length
+        one writes in place, both ways, so a kill leaves none of it (no lstat a thread then)."""
+        return self.growth != 0 and os.path.lexists(self.tmp)
 
     def clean(self) -> None:
         _remove_tmp(self.tmp)
