@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from sessionkit.codexfiles.reasons import FILE_MISSING, LIVE_GROUP, LIVE_UNTOUCHED, OUTSIDE_HOME
+from sessionkit.codexfiles import host
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.locks import explain_live
 from sessionkit.diagnose.snapshot import AuditInputs
@@ -103,7 +104,7 @@ def _read_head(path: str) -> Optional[Tuple[bytes, os.stat_result]]:
     """The start of a plain rollout (all of it up to WHOLE) and its fstat, in one open; None when
     it is not a regular file or cannot be read (the plan's usual reads say why then)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | host.BINARY)
     except OSError:
         return None
     try:
