@@ -194,3 +194,18 @@ def test_a_same_length_rewrite_looks_for_no_temporary_file(tmp_path, monkeypatch
     monkeypatch.setattr(ops.os.path, "lexists", lambda p: asked.append(p) or real(p))
     assert same.leftover() is False and asked == []
     assert grown.leftover() is True and asked == [grown.tmp]
+
+
+def test_the_rollback_holds_the_cyclic_gc_off_while_it_works_and_gives_it_back(home, capsys, monkeypatch):
+    """A journal's tens of thousands of records and ops hold no cycle: each full collection only
+    walked them again (issue 24). The collector is back on when the rollback returns."""
+    import gc
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    seen = []
+    real = rollback.plan_undo
+    monkeypatch.setattr(rollback, "plan_undo", lambda *a: seen.append(gc.isenabled()) or real(*a))
+    assert gc.isenabled()
+    back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+    assert back["result"]["line1_restored"] == 12
+    assert seen == [False] and gc.isenabled()
