@@ -39,8 +39,9 @@ def test_the_record_carries_the_cut_and_the_rollback_reads_only_around_it(tmp_pa
     start = line.index(b'"base_instructions":{"text":"') + len(b'"base_instructions":{"text":"')
     assert op.cut == [start, start + len(TEXT)]
     read = []
-    real = os.read
+    real, real_pread = os.read, os.pread
     monkeypatch.setattr(ops.os, "read", lambda fd, n: read.append(n) or real(fd, n))
+    monkeypatch.setattr(ops.os, "pread", lambda fd, n, at: read.append(n) or real_pread(fd, n, at))
     monkeypatch.setattr(ops, "read_line1", lambda *a, **k: pytest.fail("the whole line read"))
     assert op.state() == NEW
     assert sum(read) < 200 and len(read) == 2  # not the ~22 KB line
@@ -96,6 +97,9 @@ def test_an_old_record_without_the_cut_is_judged_on_the_whole_line(tmp_path):
     rec = op.to_record()
     for k in ("cut", "old_cut_sha", "new_cut_sha"):
         rec.pop(k)
+    new_line = path.read_bytes().split(b"\n")[0]  # a record before issue 24: the whole line's digests
+    rec.update(old_sha=ops.sha(ops.apply_spans(new_line, op.spans, False)), new_sha=ops.sha(new_line),
+               backup=None, old_file_sha=None, new_file_sha=None)
     old = Line1Rewrite.from_record({"v": 2, "ts": "t", **rec})
     assert old.cut is None and old.state() == NEW
     path.write_bytes(path.read_bytes().replace(b"You are Codex.", b"You are Xodex.", 1))  # inside the text

@@ -62,6 +62,26 @@ def test_a_same_length_migration_reads_no_history_offsets(home, capsys, monkeypa
     assert [json.loads(x)["op"] for x in journal].count("offsets") == 0
 
 
+def test_the_migration_plan_reads_each_small_rollout_once(home, capsys, monkeypatch):
+    """Line 1, the mtime and the encrypted-reasoning scan from one read of each rollout to rewrite
+    (before: line 1 read, the file stat'ed, then the whole file read again for the scan)."""
+    migrate = _script("provider_migrate.py")
+    from sessionkit.codexfiles import reasoning
+    from sessionkit.fixes import migrate as migrate_mod
+    scans, edits = [], []
+    real_scan, real_edit = reasoning.carries_encrypted_reasoning, migrate_mod.provider_edit
+    monkeypatch.setattr(reasoning, "carries_encrypted_reasoning", lambda p: scans.append(p) or real_scan(p))
+    monkeypatch.setattr(migrate_mod, "provider_edit", lambda *a: edits.append(a) or real_edit(*a))
+    victim = sorted(home.glob("sessions/**/*.jsonl"))[0]  # one of the 12 on the other provider: it carries some
+    assert b'"model_provider":"oldco"' in victim.read_bytes().split(b"\n")[0]
+    with open(victim, "a") as fh:
+        fh.write('{"type":"response_item","payload":{"type":"reasoning","encrypted_content":"gAAAA"}}\n')
+    out = _run(migrate, ["--codex-dir", str(home), "--json"], capsys)
+    assert out["candidates"] == 12 and out["line1_rewrites"] == 12
+    assert scans == [] and edits == []
+    assert out["encrypted_reasoning"]["threads"] == 1 and out["encrypted_reasoning"]["unreadable"] == 0
+
+
 def test_rollback_parses_its_journal_once(home, capsys, monkeypatch):
     migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
     out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
@@ -133,3 +153,59 @@ def test_read_line1_refuses_what_is_not_a_regular_file(tmp_path):
     if hasattr(os, "mkfifo"):
         os.mkfifo(str(tmp_path / "fifo.jsonl"))
         assert read_line1(tmp_path / "fifo.jsonl") == (None, "not a regular file")  # never blocks
+
+
+def test_a_rollbacks_first_judgement_of_line1_takes_no_lstat_and_no_seek(tmp_path, monkeypatch):
+    """The open (not followed) and its fstat stand for the lstat, two preads for read-seek-read: the
+    rollback's per-thread syscalls (before: lstat, open, fstat, read, lseek, read, close)."""
+    from sessionkit.runlog import ops
+    path = tmp_path / "rollout.jsonl"
+    meta = {"type": "session_meta", "payload": {"id": "t1", "model_provider": "oldco",
+                                                "base_instructions": {"text": "You are Codex. " * 1500}}}
+    path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n{}\n")
+    op = Line1Rewrite("t1", str(path), {"model_provider": "newco"})
+    assert op.prepare(tmp_path) is None
+    op.apply()
+    back = Line1Rewrite.from_record({"v": 2, "ts": "t", **op.to_record()})
+    calls = []
+    for name in ("lstat", "lseek", "stat"):
+        real = getattr(os, name)
+        monkeypatch.setattr(ops.os, name, lambda *a, _n=name, _r=real, **k: calls.append(_n) or _r(*a, **k))
+    assert back.state() == "new" and back.undo_refusal() is None
+    assert calls == []
+    assert back.state() == "new" and calls == ["lstat"]  # judged again under the lock: the signature only
+
+
+def test_a_same_length_rewrite_looks_for_no_temporary_file(tmp_path, monkeypatch):
+    """Only a grown rewrite (or its undo) writes `.NAME.session-migration.tmp`: the rollback's plan asks
+    the file system about it only for those (before: an lstat for every thread)."""
+    from sessionkit.runlog import ops
+    path = tmp_path / "rollout.jsonl"
+    meta = {"type": "session_meta", "payload": {"id": "t1", "model_provider": "oldco"}}
+    path.write_bytes(json.dumps(meta, separators=(",", ":")).encode() + b"\n{}\n")
+    same = Line1Rewrite("t1", str(path), {"model_provider": "newco"})
+    assert same.prepare(tmp_path) is None and same.growth == 0
+    grown = Line1Rewrite("t1", str(path), {"model_provider": "a-much-longer-provider"})
+    assert grown.prepare(tmp_path) is None
+    assert grown.growth > 0
+    Path(grown.tmp).write_bytes(b"a fragment")  # what a kill inside the grown write leaves
+    asked = []
+    real = os.path.lexists
+    monkeypatch.setattr(ops.os.path, "lexists", lambda p: asked.append(p) or real(p))
+    assert same.leftover() is False and asked == []
+    assert grown.leftover() is True and asked == [grown.tmp]
+
+
+def test_the_rollback_holds_the_cyclic_gc_off_while_it_works_and_gives_it_back(home, capsys, monkeypatch):
+    """A journal's tens of thousands of records and ops hold no cycle: each full collection only
+    walked them again (issue 24). The collector is back on when the rollback returns."""
+    import gc
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    seen = []
+    real = rollback.plan_undo
+    monkeypatch.setattr(rollback, "plan_undo", lambda *a: seen.append(gc.isenabled()) or real(*a))
+    assert gc.isenabled()
+    back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+    assert back["result"]["line1_restored"] == 12
+    assert seen == [False] and gc.isenabled()

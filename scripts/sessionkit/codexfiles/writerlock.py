@@ -88,18 +88,28 @@ class WriterLocks:
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
         linkable = host.current().rename_replaces_open  # POSIX: a name may go while its file is open
         first: Optional[str] = None  # a lock file made in this hold, locked by us: new names link to it
+        first_path = ""
         names = 0  # names `first`'s file has
+        where = str(self.dir) + os.sep  # a lock's path: this and its name (thousands a run)
+        held, match, link = self.held, _THREAD_ID.match, os.link
         try:
             for tid in thread_ids:
-                if tid in self.held:
+                if tid in held:
                     continue
-                if not _THREAD_ID.match(tid):
+                if not match(tid):
                     refused[tid] = "the thread id cannot name a writer lock file"
                     continue
-                path = os.path.join(str(self.dir), f"{tid}.lock")
-                if first is not None and names < NAMES_PER_FILE and self._link(first, path, tid):
-                    names += 1
-                    continue
+                path = where + tid + ".lock"
+                if first is not None and names < NAMES_PER_FILE:
+                    try:  # a new name of `first`'s locked file (exists already, or no link here: opened as its own)
+                        link(first_path, path)
+                    except OSError:
+                        pass
+                    else:
+                        held[tid] = held[first]
+                        self.created[tid] = True
+                        names += 1
+                        continue
                 existed = os.path.lexists(path)
                 try:
                     fd = os.open(path, flags, 0o644)
@@ -125,7 +135,7 @@ class WriterLocks:
                 st = os.fstat(fd)
                 self.files[(st.st_dev, st.st_ino)] = fd
                 if not existed and linkable:
-                    first, names = tid, 1
+                    first, first_path, names = tid, path, 1
         finally:
             locker.unlock(coord)
             os.close(coord)
@@ -136,16 +146,6 @@ class WriterLocks:
         names share one file, and a second lock on it from this process would be refused."""
         st = os.fstat(fd)
         return self.files.get((st.st_dev, st.st_ino))
-
-    def _link(self, first: str, path: str, tid: str) -> bool:
-        """`path` made as a new name of `first`'s locked file; False (nothing made) when it exists
-        already or the filesystem refuses the link: the caller opens it as its own file then."""
-        try:
-            os.link(os.path.join(str(self.dir), f"{first}.lock"), path)
-        except OSError:
-            return False
-        self.held[tid], self.created[tid] = self.held[first], True
-        return True
 
     def release_all(self) -> None:
         if not self.held:
@@ -160,12 +160,13 @@ class WriterLocks:
                 if fd not in closed:
                     closed.add(fd)
                     os.close(fd)
+            where, created, unlink = str(self.dir) + os.sep, self.created, os.unlink
             for tid, fd in self.held.items():
-                if self.created.get(tid):  # a file (or a name) we made: removed as Codex removes its own
+                if created.get(tid):  # a file (or a name) we made: removed as Codex removes its own
                     if not posix:  # Windows deletes no file open here: closed first, under the coordination lock
                         close(fd)
                     try:
-                        os.unlink(os.path.join(str(self.dir), f"{tid}.lock"))
+                        unlink(where + tid + ".lock")
                     except OSError:
                         pass
             for fd in self.held.values():  # every name gone first: a file is unlocked only once nameless

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from sessionkit.codexfiles.reasons import FILE_MISSING, LIVE_GROUP, LIVE_UNTOUCHED, OUTSIDE_HOME
+from sessionkit.codexfiles import host
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.locks import explain_live
 from sessionkit.diagnose.snapshot import AuditInputs
@@ -21,7 +23,7 @@ from sessionkit.runlog.ops import Line1Rewrite, OffsetShift, Op, RolloutEdit, Ro
 from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph, graph_of, members, sub_agents_of
 from sessionkit.fixes.forks import fork_rewrites, join_groups, left_behind, live_groups, with_sub_agents
 from sessionkit.ui.progress import Progress
-from sessionkit.codexfiles.reasoning import count_encrypted
+from sessionkit.codexfiles.reasoning import MARKER as ENCRYPTED, count_encrypted
 from sessionkit.codexfiles.paths import is_inside, safe_str
 from sessionkit.codexfiles.statedb import open_readonly, unbindable
 from sessionkit.fixes.compressed import decompress_first
@@ -54,6 +56,9 @@ class MigrationPlan:
     graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the changed rollouts
     forks_moved: int = 0  # forks whose history_base moves with a growing parent
     subs: SubAgents = field(default_factory=SubAgents, repr=False)  # sub-agents go with their parents
+    # thread id -> whether its rollout carries encrypted reasoning, known from the plan's own read of
+    # it (the whole file, or a hit in what was read): plan_report reads only the others
+    encrypted: Dict[str, bool] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -89,6 +94,55 @@ def provider_edit(path: str, old: Optional[str], new: str) -> LineEdit:
     if line is None:
         return LineEdit(problem=f"line 1 unreadable ({err})")
     return plan_fields(line, {"model_provider": (old, new)})
+
+
+WHOLE = 1024 * 1024  # a rollout up to this size is read whole by the plan (line 1 and the encrypted-reasoning scan)
+HEAD = 64 * 1024  # else its first bytes
+
+
+def _read_head(path: str) -> Optional[Tuple[bytes, os.stat_result]]:
+    """The start of a plain rollout (all of it up to WHOLE) and its fstat, in one open; None when
+    it is not a regular file or cannot be read (the plan's usual reads say why then)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | host.BINARY)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        want = st.st_size + 1 if st.st_size < WHOLE else HEAD
+        parts, got = [], 0
+        while got < want:
+            chunk = os.read(fd, want - got)
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts), st
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _edit_from_head(plan: MigrationPlan, tid: str, path: str, old: Optional[str], new: str
+                    ) -> Optional[Tuple[LineEdit, int]]:
+    """The line-1 edit and the mtime from one read of a plain rollout, noting in the plan whether it
+    carries encrypted reasoning where that read tells; None: planned the usual way."""
+    got = _read_head(path)
+    if got is None:
+        return None
+    data, st = got
+    end = data.find(b"\n")
+    if end < 0:
+        return None  # line 1 longer than what was read (or no newline): read as usual
+    whole = len(data) == st.st_size
+    if ENCRYPTED in data:
+        plan.encrypted[tid] = True
+    elif whole:
+        plan.encrypted[tid] = False
+    return plan_fields(data[:end], {"model_provider": (old, new)}), st.st_mtime_ns
 
 
 def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
@@ -164,13 +218,18 @@ def plan_migration(inputs: AuditInputs, target: Optional[str] = None,
                 plan.skipped.append((row.id, problem))
                 continue
             edit = None
+            mtime: Optional[int] = None
             if meta.has_provider and line1_provider != plan.target:
-                edit = provider_edit(rf.key, line1_provider, plan.target)  # read again: only the files to rewrite
+                quick = None if rf.compressed else _edit_from_head(plan, row.id, rf.key, line1_provider, plan.target)
+                if quick is not None:  # one open: line 1, the mtime, and (a small file) the reasoning scan
+                    edit, mtime = quick
+                else:
+                    edit = provider_edit(rf.key, line1_provider, plan.target)  # read again: only the files to rewrite
                 if edit.problem:
                     plan.skipped.append((row.id, edit.problem))
                     continue
             try:
-                mtime_ns = os.stat(rf.path).st_mtime_ns
+                mtime_ns = os.stat(rf.path).st_mtime_ns if mtime is None else mtime
             except OSError as exc:
                 plan.skipped.append((row.id, f"cannot stat the rollout ({exc.strerror or exc})"))
                 continue
@@ -334,7 +393,10 @@ def provider_counts(db: Path) -> Dict[str, int]:
 
 
 def plan_report(plan: MigrationPlan, sample: int) -> Dict[str, Any]:
-    encrypted, unread = count_encrypted((c.thread_id, c.path) for c in plan.changes)
+    known = plan.encrypted  # read by the plan already; the others are read now, each up to its first hit
+    more, unread = count_encrypted((c.thread_id, c.path) for c in plan.changes if c.thread_id not in known)
+    hit = set(more)
+    encrypted = [c.thread_id for c in plan.changes if known.get(c.thread_id) or c.thread_id in hit]
     warnings = list(plan.warnings)
     if encrypted:
         warnings.append(f"{len(encrypted)} of the {len(plan.changes)} thread(s) carry encrypted reasoning from "

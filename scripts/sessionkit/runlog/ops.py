@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import stat as _st
@@ -530,6 +531,28 @@ def _sig_now(path: str) -> Optional[Tuple[int, int, int, int, int]]:
         return None
 
 
+def _pread(fd: int, size: int, offset: int) -> bytes:
+    """`size` bytes at `offset` (fewer at the end of the file), the descriptor's position unused."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, size)
+
+
+def _pwrite(fd: int, data: bytes, offset: int) -> None:
+    """All of `data` at `offset` (short writes looped)."""
+    if not hasattr(os, "pwrite"):
+        os.lseek(fd, offset, os.SEEK_SET)
+        write_all(fd, data)
+        return
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(28, "No space left on device (short write)")
+        view, offset = view[n:], offset + n
+
+
 def _linked(path: str, links: int) -> Optional[str]:
     if links > 1:
         return (f"{path} has {links} hard links (a backup made with cp -al or rsnapshot?): undoing in place "
@@ -788,7 +811,9 @@ class RolloutEdit(Op):
         return line1_shifts(self.old_len, self.growth)  # type: ignore[attr-defined]
 
     def leftover(self) -> bool:
-        return os.path.lexists(self.tmp)
+        """Only a grown rewrite (and its undo) writes a temporary file beside the rollout: a same-length
+        one writes in place, both ways, so a kill leaves none of it (no lstat a thread then)."""
+        return self.growth != 0 and os.path.lexists(self.tmp)
 
     def clean(self) -> None:
         _remove_tmp(self.tmp)
@@ -800,8 +825,7 @@ class RolloutEdit(Op):
             for n, (off, old, new) in enumerate(self.spans):
                 if n:
                     point("chunk")
-                os.lseek(fd, off, os.SEEK_SET)
-                write_all(fd, new if forward else old)
+                _pwrite(fd, new if forward else old, off)
         finally:
             os.close(fd)
 
@@ -819,8 +843,7 @@ class RolloutEdit(Op):
             for n, (off, old, _new) in enumerate(self.spans):
                 if n:
                     point("chunk")
-                os.lseek(fd, off, os.SEEK_SET)
-                write_all(fd, old)
+                _pwrite(fd, old, off)
         finally:
             os.close(fd)
         point("undo-written")  # the old bytes, today's mtime: still `torn` (below) until the mtime is back
@@ -859,8 +882,9 @@ class RolloutEdit(Op):
 
 
 _LINE1_SPEC = Spec({"thread_id": "str?", "path": "str", "set": "dict", "old_values": "dict", "spans": "list",
-                    "old_len": "int", "old_sha": "str", "new_sha": "str", "size": "int", "mtime_ns": "int", "mode": "int"},
-                   {"backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list",
+                    "old_len": "int", "size": "int", "mtime_ns": "int", "mode": "int"},
+                   {"old_sha": "str", "new_sha": "str",  # absent only beside a `cut` of a same-length rewrite
+                    "backup": "str?", "old_file_sha": "str?", "new_file_sha": "str?", "with": "list",
                     "cut": "list", "old_cut_sha": "str", "new_cut_sha": "str"})
 
 
@@ -908,14 +932,23 @@ class Line1Rewrite(RolloutEdit):
         return _join(self, thread_id)
 
     def to_record(self) -> Dict[str, Any]:
-        return {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
-                "old_values": self.old_values,
-                "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans], "old_len": self.old_len,
-                "old_sha": self.old_sha, "new_sha": self.new_sha, "size": self.size, "mtime_ns": self.mtime_ns,
-                "mode": self.mode, "backup": self.backup, "old_file_sha": self.old_file_sha,
-                "new_file_sha": self.new_file_sha, **_with(self),
-                **({"cut": list(self.cut), "old_cut_sha": self.old_cut_sha, "new_cut_sha": self.new_cut_sha}
-                   if self.cut is not None else {})}
+        rec = {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
+               "old_values": self.old_values,
+               "spans": [[o, _b64(a), _b64(b)] for o, a, b in self.spans], "old_len": self.old_len}
+        if not self._lean():  # the whole line's digests: judged (and applied) on them
+            rec["old_sha"], rec["new_sha"] = self.old_sha, self.new_sha
+        rec.update(size=self.size, mtime_ns=self.mtime_ns, mode=self.mode)
+        if self.growth:  # the kept copy and the whole file's digests (a same-length rewrite has none)
+            rec.update(backup=self.backup, old_file_sha=self.old_file_sha, new_file_sha=self.new_file_sha)
+        rec.update(_with(self))
+        if self.cut is not None:
+            rec.update(cut=list(self.cut), old_cut_sha=self.old_cut_sha, new_cut_sha=self.new_cut_sha)
+        return rec
+
+    def _lean(self) -> bool:
+        """A same-length rewrite judged on its `cut`: the whole line's digests are neither computed
+        nor journaled (nothing reads them: the rollback and a re-read apply check the cut)."""
+        return self.cut is not None and self.growth == 0
 
     @classmethod
     def from_record(cls, rec: Dict[str, Any]) -> "Line1Rewrite":
@@ -931,6 +964,10 @@ class Line1Rewrite(RolloutEdit):
             raise RecordError("journal record 'line1': a growing rewrite without its kept copy")
         if (op.cut, op.old_cut_sha, op.new_cut_sha).count(None) not in (0, 3):
             raise RecordError("journal record 'line1': cut, old_cut_sha and new_cut_sha go together")
+        digests = ("old_sha" in f) + ("new_sha" in f)
+        if digests == 1 or (digests == 0 and not op._lean()):
+            raise RecordError("journal record 'line1': old_sha and new_sha are left out only together, and "
+                              "only beside the cut of a same-length rewrite")
         if op.cut is not None and not (len(op.cut) == 2 and all(type(x) is int for x in op.cut)
                                        and all(o + len(a) <= op.cut[0] for o, a, _ in spans)
                                        and 0 <= op.cut[0] < op.cut[1] <= op.old_len):
@@ -967,9 +1004,12 @@ class Line1Rewrite(RolloutEdit):
             return CHANGED_SINCE_PLAN  # planned same-length (no history offsets to move) or the other way
         self.old_values.update(edit.old_values)
         self.spans, self.old_len = spans, len(line)
-        self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
         self.size, self.mtime_ns, self.mode = st.st_size, st.st_mtime_ns, st.st_mode & 0o7777
         self._record_cut(line, st.st_size, edit.cut)
+        if not self._lean():  # two ~20 KB digests a thread, only where something reads them
+            self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
+        else:  # apply's re-check of the whole line, in this process only (a CRC: a sixth of a digest's time)
+            self.__dict__["_old_crc"] = zlib.crc32(line)
         if self.growth:
             self._keep_copy(run_dir, line, apply_spans(line, spans, True))
         self._prepared = file_sig(st)  # taken before the read: a change after it moves the signature
@@ -1025,7 +1065,7 @@ class Line1Rewrite(RolloutEdit):
             return
         p = Path(self.path)
         line, _ = read_line1(p)
-        assert line is not None and sha(line) == self.old_sha, f"{p}: line 1 changed under the lock"
+        assert line is not None and self._is_old(line), f"{p}: line 1 changed under the lock"
         if self.growth == 0:
             self._apply_in_place()
             return
@@ -1033,6 +1073,23 @@ class Line1Rewrite(RolloutEdit):
         _write_new_file(Path(self.tmp), [new, (self.path, len(line))], self.mode, self.mtime_ns)
         host.replace_file(self.tmp, self.path)
         _fsync_dir(p.parent)
+
+    def _is_old(self, line: bytes) -> bool:
+        """Line 1 as prepare() read it: by the whole line's digest, or (a lean record) by the whole
+        line's CRC prepare() kept and the digest of the line without its cut text, followed by the
+        newline the file held then."""
+        if not self._lean():
+            return sha(line) == self.old_sha
+        start, end = self.cut  # type: ignore[misc]
+        if len(line) != self.old_len or zlib.crc32(line) != self.__dict__.get("_old_crc"):
+            return False
+        try:
+            with open_regular(self.path, buffering=0) as fh:
+                fh.seek(self.old_len)
+                newline = fh.read(1)
+        except OSError:
+            return False
+        return sha(line[:start] + line[end:] + newline) == self.old_cut_sha
 
     def _line(self) -> Optional[bytes]:
         line, _ = read_line1(self.path)  # type: ignore[arg-type]  # a str opens as well
@@ -1043,7 +1100,13 @@ class Line1Rewrite(RolloutEdit):
         writer lock) only when the file's signature moved since."""
         if not self.spans:
             return OLD
-        import stat as _st
+        if self._seen is None and self.cut is not None:  # judged for the first time: the fstat of the
+            state = self._judge_cut()  # file it opens (not followed) is the lstat, taken before its reads
+            st = self.__dict__.pop("_cut_st", None)
+            if st is not None:
+                self.__dict__["_nlink"] = (self.path, st.st_nlink)  # undo_refusal asks next
+                self._seen = (file_sig(st), state)
+            return state
         try:
             st = os.lstat(self.path)
         except OSError:
@@ -1095,15 +1158,16 @@ class Line1Rewrite(RolloutEdit):
         except OSError:
             return CHANGED
         try:
-            if not _st.S_ISREG(os.fstat(fd).st_mode):
+            st = os.fstat(fd)
+            if not _st.S_ISREG(st.st_mode):
                 return CHANGED
-            head = os.read(fd, start + max(g, 0))
-            os.lseek(fd, at, os.SEEK_SET)
-            tail = os.read(fd, rest + abs(g))
+            head = _pread(fd, start + max(g, 0), 0)
+            tail = _pread(fd, rest + abs(g), at)
         except OSError:
             return CHANGED
         finally:
             os.close(fd)
+        self.__dict__["_cut_st"] = st  # the file judged, as it was before the reads (_file_state)
         if sha(head[:start + g] + tail[end + g - at:end + g - at + rest]) == self.new_cut_sha:
             return NEW
         old_head, old_tail = head[:start], tail[end - at:end - at + rest]
