@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import SCRIPTS, snapshot
 from homebuilder import HomeBuilder, build_broken_home
 
@@ -15,7 +17,7 @@ from homebuilder import HomeBuilder, build_broken_home
 def audit(home: Path, *args: str, env=None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
     e.update(env or {})
-    return subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir",
+    return faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir",
                            str(home), *args], capture_output=True, text=True, env=e, check=False)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import snapshot
 from homebuilder import HomeBuilder
 from test_migrate_rollback import run
@@ -34,7 +36,7 @@ def _killed_after_commit(db: Path, *statements: str) -> None:
             "for s in sys.argv[2:]:\n"
             "    c.execute(s)\n"
             "os._exit(0)\n")
-    subprocess.run([sys.executable, "-c", code, str(db), *statements], check=True)
+    faultrun.script_run([sys.executable, "-c", code, str(db), *statements], check=True)
     assert Path(str(db) + "-wal").stat().st_size > 0 and Path(str(db) + "-shm").is_file()
 
 

@@ -4,10 +4,11 @@ without --force), and says "nothing left to undo" when that is so."""
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 
 import pytest
+
+from faultrun import script_run  # script runs forked (tests/faultrun.py)
 
 from harness import SCRIPTS
 from homebuilder import HomeBuilder, build_broken_home
@@ -15,7 +16,7 @@ from homebuilder import HomeBuilder, build_broken_home
 
 def run(script, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+    return script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
                           capture_output=True, text=True, env=env, check=False)
 
 
@@ -191,7 +192,7 @@ def faultrun(spec, script, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION", "FAULTRUN"))}
     env["FAULTRUN"] = spec
     launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faultrun.py")
-    return subprocess.run([sys.executable, launcher, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+    return script_run([sys.executable, launcher, str(SCRIPTS / script), "--codex-dir", str(home), *args],
                           capture_output=True, text=True, env=env, check=False)
 
 
