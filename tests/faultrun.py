@@ -14,8 +14,8 @@ The suite runs scripts thousands of times (each fault walk: a run and a rollback
 a new interpreter spends most of such a run starting and importing. `run` has one server per test
 process, started once with every module of scripts/ imported, fork a child per run: the child takes
 the caller's stdin, pipes, cwd, umask and environment, and runs the script as `__main__` exactly as
-a launch of this file does, exit status and all. Runs that differ at interpreter start (PYTHON*,
-locale variables, `nofile:`) are started as a process of their own instead.
+a launch of this file does, exit status and all (`nofile:` drops CAP_SYS_RESOURCE as setpriv would).
+Runs that differ at interpreter start (PYTHON*, locale variables) start a process of their own.
 """
 import errno
 import json
@@ -62,6 +62,30 @@ def _hook(spec: str):
     return act
 
 
+_FORKED = False  # in a child of the fork server: no re-run under setpriv (the capability is dropped)
+
+
+def _drop_sys_resource() -> None:
+    """A forked child's setpriv: CAP_SYS_RESOURCE out of its bounding, permitted and effective sets,
+    so that it (and what it runs) cannot raise its open-file limit again."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    cap = 24  # CAP_SYS_RESOURCE
+    libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (refused without CAP_SETPCAP: then not held anyway)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    head, data = Header(0x20080522, 0), (Data * 2)()
+    if libc.capget(ctypes.byref(head), data) != 0:
+        return
+    for field in ("effective", "permitted", "inheritable"):
+        setattr(data[0], field, getattr(data[0], field) & ~(1 << cap))
+    libc.capset(ctypes.byref(head), data)
+
+
 def _limit_open_files(n: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
     try:
@@ -69,7 +93,7 @@ def _limit_open_files(n: int) -> None:
     except (ValueError, OSError):
         return  # the hard limit holds
     resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
-    if os.environ.get("FAULTRUN_NO_RAISE"):
+    if _FORKED or os.environ.get("FAULTRUN_NO_RAISE"):
         raise SystemExit("faultrun: cannot keep this process from raising its open-file limit")
     os.environ["FAULTRUN_NO_RAISE"] = "1"
     os.execvp("setpriv", ["setpriv", "--bounding-set=-sys_resource", sys.executable, *sys.argv])
@@ -148,6 +172,10 @@ def _child(req: dict, fds: List[int]) -> None:
     os.environ.update(req["env"])
     import time
     time.tzset()
+    global _FORKED
+    _FORKED = True
+    if "nofile:" in os.environ.get("FAULTRUN", ""):
+        _drop_sys_resource()
     code: object = 0
     interrupted = False
     try:
@@ -256,7 +284,7 @@ def script_run(cmd: Sequence[str], *, env: Optional[Dict[str, str]] = None, cwd:
     launcher = bool(argv) and Path(argv[0]).resolve() == Path(__file__).resolve()
     ours = bool(argv) and (launcher or Path(argv[0]).resolve().parent == SCRIPTS)
     srv = _server() if ours and capture_output and not other and cmd[0] == sys.executable else None
-    if srv is None or "nofile:" in env.get("FAULTRUN", "") or _startup_env(env) != _startup_env(srv.env):
+    if srv is None or _startup_env(env) != _startup_env(srv.env):
         return subprocess.run(list(cmd), env=env, cwd=cwd, input=input, capture_output=capture_output, text=text,
                               timeout=timeout, check=check, **other)  # type: ignore[arg-type]
     if not launcher:
