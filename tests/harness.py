@@ -68,8 +68,8 @@ def run_script(name: str, *args: str, env: Optional[Dict[str, str]] = None,
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
     full_env.update(env or {})
     return faultrun.script_run([sys.executable, str(SCRIPTS / name), *args], env=full_env,
-                          cwd=str(cwd or REPO), capture_output=True, text=True, timeout=300,
-                          check=False)
+                               cwd=str(cwd or REPO), capture_output=True, text=True, timeout=300,
+                               check=False)
 
 
 class CodexWorld:

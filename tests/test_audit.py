@@ -18,7 +18,7 @@ def audit(home: Path, *args: str, env=None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
     e.update(env or {})
     return faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir",
-                           str(home), *args], capture_output=True, text=True, env=e, check=False)
+                                str(home), *args], capture_output=True, text=True, env=e, check=False)
 
 
 def audit_json(home: Path, *args: str) -> dict:

@@ -17,7 +17,7 @@ PY = shlex.quote(sys.executable)
 
 def audit(root, *args):
     return faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, check=False)
+                               capture_output=True, text=True, check=False)
 
 
 @pytest.fixture
@@ -283,7 +283,7 @@ def test_a_moved_home_codex_cannot_start_in_is_said_first():
 
 def plan(script, root, *args):
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, check=False)
+                               capture_output=True, text=True, check=False)
 
 
 def test_plans_name_each_session_by_title_date_and_folder_with_readable_dates(broken):

@@ -202,7 +202,7 @@ def test_random_time_kills_always_roll_back(tmp_path):
 def _run60(script, home, *args):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=e, check=False, timeout=60)
+                               capture_output=True, text=True, env=e, check=False, timeout=60)
 
 
 def test_a_fifo_named_like_a_rollout_never_blocks_any_script(tmp_path):
@@ -356,7 +356,7 @@ def test_strings_from_a_home_reach_no_terminal_raw(tmp_path):
 
     def script(name, *args, home=root):
         proc = faultrun.script_run([sys.executable, str(SCRIPTS / name), "--codex-dir", str(home), *args],
-                              capture_output=True, text=True, check=False)
+                                   capture_output=True, text=True, check=False)
         _no_traceback(proc)
         return proc
 
@@ -407,7 +407,7 @@ def test_an_imported_provider_cannot_add_flags_to_the_printed_migration(tmp_path
     dst = HomeBuilder(tmp_path / "new" / ".codex", provider="openai")
     mine = [dst.add(provider="openai", preview=f"mine {i}") for i in range(3)]
     proc = faultrun.script_run([sys.executable, str(SCRIPTS / "session_import.py"), "--codex-dir", str(dst.root),
-                           "--from", str(src.root)], capture_output=True, text=True, check=False)
+                                "--from", str(src.root)], capture_output=True, text=True, check=False)
     _no_traceback(proc)
     cmds = [line.strip() for line in proc.stdout.splitlines() if "provider_migrate.py" in line
             and line.startswith("  ")]

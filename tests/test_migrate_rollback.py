@@ -22,7 +22,7 @@ def run(script, home, *args, env=None):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
     e.update(env or {})
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=e, check=False)
+                               capture_output=True, text=True, env=e, check=False)
 
 
 def home_state(root: Path) -> dict:

@@ -24,7 +24,7 @@ def call(script, *args, env=None):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
     e.update(env or {})
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), *args], capture_output=True,
-                          text=True, env=e, check=False)
+                               text=True, env=e, check=False)
 
 
 def one_line_exit_2(proc):
@@ -402,8 +402,8 @@ def test_good_flags_still_work(two_homes):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["remap_rows"] == 1
     proc = faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", ".codex",
-                           "--sqlite-home", ".codex", "--cwd", "/home/u/proj", "--json"], cwd=hb.root.parent,
-                          capture_output=True, text=True, check=False)
+                                "--sqlite-home", ".codex", "--cwd", "/home/u/proj", "--json"], cwd=hb.root.parent,
+                               capture_output=True, text=True, check=False)
     assert proc.returncode == 1, proc.stderr
     r = json.loads(proc.stdout)
     assert r["state_db"]["path"] == str(hb.db_path) and r["visibility"]["cwd"] == "/home/u/proj"

@@ -39,7 +39,7 @@ def test_restore_db_prints_absolute_paths_when_typed_relative(tmp_path):
     run = next(p for p in (hb.root / ".tmp" / "session-migration").iterdir() if p.is_dir())
     backup = next(run.glob("state_5.sqlite.*bak"))
     proc = faultrun.script_run([sys.executable, str(SCRIPTS / "rollback.py"), "--codex-dir", str(hb.root),
-                           "--restore-db", backup.name], cwd=str(run), capture_output=True, text=True)
+                                "--restore-db", backup.name], cwd=str(run), capture_output=True, text=True)
     assert "Traceback" not in proc.stderr
     cmds = [shlex.split(ln[ln.index(sys.executable):]) for ln in (proc.stdout + proc.stderr).splitlines()
             if sys.executable + " " in ln]
@@ -54,7 +54,7 @@ def test_the_export_prints_the_real_import_command(tmp_path):
     hb = HomeBuilder(tmp_path / ".codex")
     hb.add()
     out = faultrun.script_run([sys.executable, str(SCRIPTS / "session_export.py"), "--codex-dir", str(hb.root), "--all",
-                          "--to", "my export.tgz", "--apply"], cwd=str(tmp_path), capture_output=True, text=True)
+                               "--to", "my export.tgz", "--apply"], cwd=str(tmp_path), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     words = _words_after(out.stdout, "session_import.py")
     assert words[1] == str(SCRIPTS / "session_import.py") and os.path.isabs(words[0])
@@ -87,7 +87,8 @@ def test_a_date_flag_is_copied_as_a_date_and_the_archive_path_absolute(tmp_path)
     hb = HomeBuilder(tmp_path / ".codex")
     hb.add()
     out = faultrun.script_run([sys.executable, str(SCRIPTS / "session_export.py"), "--codex-dir", str(hb.root),
-                          "--until", "2030-01-01", "--to", "x.tgz"], cwd=str(tmp_path), capture_output=True, text=True)
+                               "--until", "2030-01-01", "--to", "x.tgz"], cwd=str(tmp_path), capture_output=True,
+                              text=True)
     words = _words_after(out.stdout, "session_export.py")
     assert words[words.index("--until") + 1] == "2030-01-01"
     assert words[words.index("--to") + 1] == str(tmp_path / "x.tgz") and words[-1] == "--apply"

@@ -15,7 +15,7 @@ from sessionkit.fixes import project_remap
 def run(script, root, *args):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, env=e, check=False)
+                               capture_output=True, text=True, env=e, check=False)
 
 
 def _home(tmp_path):

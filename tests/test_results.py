@@ -17,7 +17,7 @@ COUNTERS = ("rows_to_revert", "offsets_to_revert", "other_to_undo", "db_backup:"
 
 def script(name, root, *args):
     proc = faultrun.script_run([sys.executable, str(SCRIPTS / name), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, check=False)
+                               capture_output=True, text=True, check=False)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

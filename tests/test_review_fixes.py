@@ -21,7 +21,7 @@ RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 def run(script, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False, errors="surrogateescape")
+                               capture_output=True, text=True, env=env, check=False, errors="surrogateescape")
 
 
 def argv_of(command_line):

@@ -173,7 +173,7 @@ def _main_scripts(tmp_path):
 def _run_main(scripts, name, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION", "FAULTRUN"))}
     return faultrun.script_run([sys.executable, str(scripts / name), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False)
+                               capture_output=True, text=True, env=env, check=False)
 
 
 @pytest.mark.parametrize("kind", ["repair", "migration"])

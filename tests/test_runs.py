@@ -17,7 +17,7 @@ from homebuilder import build_broken_home
 def run(script, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False)
+                               capture_output=True, text=True, env=env, check=False)
 
 
 def size(path):

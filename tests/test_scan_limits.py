@@ -36,8 +36,8 @@ def _peak_mb_of_a_scan(path: Path) -> int:
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
             "print(row['first_user_message'], int(hwm) // 1024)")
     out = faultrun.script_run([sys.executable, "-c", code, str(path),
-                          str(Path(rollout_scan.__file__).parents[2])],
-                         capture_output=True, text=True, check=True).stdout.split()
+                               str(Path(rollout_scan.__file__).parents[2])],
+                              capture_output=True, text=True, check=True).stdout.split()
     assert out[:-1] == ["after", "the", "long", "line"]  # the lines after it are still read
     return int(out[-1])
 

@@ -33,7 +33,7 @@ def run(script: str, home: Path, *args: str, cwd=None, env=None) -> subprocess.C
     e = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
     e.update(env or {})
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=e, cwd=str(cwd) if cwd else None, check=False)
+                               capture_output=True, text=True, env=e, cwd=str(cwd) if cwd else None, check=False)
 
 
 def audit_json(home: Path, *args: str, cwd=None) -> dict:

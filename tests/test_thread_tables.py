@@ -143,7 +143,7 @@ def test_audit_reports_no_lost_name_for_a_legacy_thread(tmp_path):
     (hb.root / "session_index.jsonl").write_bytes(name_lines([(legacy.id, "L"), (paginated.id, "P")]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
     out = faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(hb.root), "--json"],
-                         capture_output=True, text=True, env=env, check=False)
+                              capture_output=True, text=True, env=env, check=False)
     integ = json.loads(out.stdout)["integrity"]
     assert (integ["names_lost_count"], integ["names_lost_detail"]) == (1, [{"thread_id": paginated.id, "name": "P"}])
 

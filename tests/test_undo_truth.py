@@ -17,7 +17,7 @@ from homebuilder import HomeBuilder, build_broken_home
 def run(script, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
     return script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False)
+                      capture_output=True, text=True, env=env, check=False)
 
 
 def sql(db, q, args=()):
@@ -193,7 +193,7 @@ def faultrun(spec, script, home, *args):
     env["FAULTRUN"] = spec
     launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faultrun.py")
     return script_run([sys.executable, launcher, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False)
+                      capture_output=True, text=True, env=env, check=False)
 
 
 def test_a_run_applied_at_the_lowest_open_file_limit_it_accepts_is_undone_at_that_limit(tmp_path):

@@ -53,7 +53,7 @@ def home(tmp_path):
 def run(script, root, *args):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, env=e, check=False)
+                               capture_output=True, text=True, env=e, check=False)
 
 
 @needs_zstd
