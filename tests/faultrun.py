@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -258,6 +259,7 @@ class _Server:
 
 
 _SERVER: Optional[_Server] = None
+_BUSY = threading.Lock()
 
 
 def _server() -> _Server:
@@ -284,9 +286,18 @@ def script_run(cmd: Sequence[str], *, env: Optional[Dict[str, str]] = None, cwd:
     launcher = bool(argv) and Path(argv[0]).resolve() == Path(__file__).resolve()
     ours = bool(argv) and (launcher or Path(argv[0]).resolve().parent == SCRIPTS)
     srv = _server() if ours and capture_output and not other and cmd[0] == sys.executable else None
-    if srv is None or _startup_env(env) != _startup_env(srv.env):
+    if srv is None or _startup_env(env) != _startup_env(srv.env) or not _BUSY.acquire(blocking=False):
         return subprocess.run(list(cmd), env=env, cwd=cwd, input=input, capture_output=capture_output, text=text,
                               timeout=timeout, check=check, **other)  # type: ignore[arg-type]
+    try:  # one run at a time on the server's socket (another thread's run meanwhile: a process of its own)
+        return _forked(srv, cmd, argv, launcher, env, cwd, input, text, timeout, check)
+    finally:
+        _BUSY.release()
+
+
+def _forked(srv: _Server, cmd: Sequence[str], argv: List[str], launcher: bool, env: Dict[str, str], cwd: object,
+            input: object, text: bool, timeout: Optional[float], check: bool) -> subprocess.CompletedProcess:
+    """One run forked by the server: its pid first, its exit status once it ended."""
     if not launcher:
         env.pop("FAULTRUN", None)  # a plain script run: no fault hook
     umask = os.umask(0o22)
@@ -299,6 +310,10 @@ def script_run(cmd: Sequence[str], *, env: Optional[Dict[str, str]] = None, cwd:
     req = {"argv": argv[1:] if launcher else argv, "env": env, "umask": umask,
            "cwd": str(cwd) if cwd is not None else os.getcwd()}
     stdin_fd = in_r if in_r is not None else 0
+    try:
+        os.fstat(stdin_fd)
+    except OSError:  # no stdin here: the child gets /dev/null
+        in_r = stdin_fd = os.open(os.devnull, os.O_RDONLY)
     try:
         socket.send_fds(srv.sock, [json.dumps(req).encode()], [stdin_fd, out_w, err_w])
     finally:
