@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Union
 
+import faultrun  # script runs forked (tests/faultrun.py)
 from codex_client import (CODEX_VERSION, AppServer, CodexError, active_version, codex_bin,
                           doctor_parity, run_codex, run_exec)
 from mock_model import MockModelServer
@@ -66,9 +67,9 @@ def run_script(name: str, *args: str, env: Optional[Dict[str, str]] = None,
     """Run one of our scripts as a user would: `python3 scripts/X.py ...`."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, str(SCRIPTS / name), *args], env=full_env,
-                          cwd=str(cwd or REPO), capture_output=True, text=True, timeout=300,
-                          check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / name), *args], env=full_env,
+                               cwd=str(cwd or REPO), capture_output=True, text=True, timeout=300,
+                               check=False)
 
 
 class CodexWorld:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import SCRIPTS, snapshot
 from homebuilder import HomeBuilder, build_broken_home
 
@@ -15,8 +17,8 @@ from homebuilder import HomeBuilder, build_broken_home
 def audit(home: Path, *args: str, env=None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
     e.update(env or {})
-    return subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir",
-                           str(home), *args], capture_output=True, text=True, env=e, check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir",
+                                str(home), *args], capture_output=True, text=True, env=e, check=False)
 
 
 def audit_json(home: Path, *args: str) -> dict:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import REPO
 
 SKILL = (REPO / "SKILL.md").read_text(encoding="utf-8")
@@ -67,17 +69,17 @@ def test_every_script_runs_standalone_from_any_directory_and_writes_no_bytecode(
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "PYTHONDONTWRITEBYTECODE"))}
     for name in ("session_audit.py", "session_repair.py", "provider_migrate.py", "rollback.py"):
-        proc = subprocess.run([sys.executable, str(scripts / name), "--help"], cwd=str(elsewhere),
-                              capture_output=True, text=True, env=env, check=False)
+        proc = faultrun.script_run([sys.executable, str(scripts / name), "--help"], cwd=str(elsewhere),
+                                   capture_output=True, text=True, env=env, check=False)
         assert proc.returncode == 0 and "--codex-dir" in proc.stdout and "--json" in proc.stdout, name
     assert list(scripts.rglob("__pycache__")) == []  # nothing written inside the installed skill
 
 
 def test_missing_home_points_at_the_demo(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "session_audit.py")], cwd=str(tmp_path),
-                          capture_output=True, text=True, check=False,
-                          env={**{k: v for k, v in os.environ.items() if not k.startswith("CODEX_")},
-                               "HOME": str(tmp_path)})
+    proc = faultrun.script_run([sys.executable, str(REPO / "scripts" / "session_audit.py")], cwd=str(tmp_path),
+                               capture_output=True, text=True, check=False,
+                               env={**{k: v for k, v in os.environ.items() if not k.startswith("CODEX_")},
+                                    "HOME": str(tmp_path)})
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == (f"session_audit.py: error: no Codex home at {tmp_path}/.codex (pass --codex-dir or set "
                            f"CODEX_HOME; make -C {shlex.quote(str(REPO))} demo builds a sample home with every "
@@ -137,8 +139,8 @@ def test_an_installed_run_loads_the_compiled_modules_and_writes_nothing_in_the_b
     assert set(runs) <= set(names)
     for name in names:  # a script this test does not know yet: its --help
         args = ["--codex-dir", str(hb.root), *runs[name]] if name in runs else ["--help"]
-        proc = subprocess.run([sys.executable, "-v", str(dest / "scripts" / name), *args],
-                              capture_output=True, text=True, env=env, cwd=str(tmp_path), check=False)
+        proc = faultrun.script_run([sys.executable, "-v", str(dest / "scripts" / name), *args],
+                                   capture_output=True, text=True, env=env, cwd=str(tmp_path), check=False)
         assert proc.returncode in (0, 1), (name, proc.stderr[-2000:])
         ours = str(dest / "scripts" / "sessionkit")
         loaded = set(re.findall(r"^# code object from '?(" + re.escape(ours) + r"[^' ]*)", proc.stderr, re.M))

@@ -6,12 +6,12 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import faultrun
 from harness import SCRIPTS, snapshot
 from homebuilder import HomeBuilder
 from sessionkit.codexfiles.writerlock import SPARE_DESCRIPTORS
@@ -27,8 +27,7 @@ def frun(script, home, *args, fault=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION", "FAULTRUN"))}
     if fault:
         env["FAULTRUN"] = fault
-    return subprocess.run([sys.executable, str(LAUNCHER), str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False)
+    return faultrun.run([str(SCRIPTS / script), "--codex-dir", str(home), *args], env)
 
 
 def look(home, *args):

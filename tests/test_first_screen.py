@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import SCRIPTS
 from homebuilder import HomeBuilder, build_broken_home
 
@@ -14,8 +16,8 @@ PY = shlex.quote(sys.executable)
 
 
 def audit(root, *args):
-    return subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(root), *args],
+                               capture_output=True, text=True, check=False)
 
 
 @pytest.fixture
@@ -280,8 +282,8 @@ def test_a_moved_home_codex_cannot_start_in_is_said_first():
 
 
 def plan(script, root, *args):
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
+                               capture_output=True, text=True, check=False)
 
 
 def test_plans_name_each_session_by_title_date_and_folder_with_readable_dates(broken):

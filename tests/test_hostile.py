@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import SCRIPTS, snapshot
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state, run
@@ -199,8 +201,8 @@ def test_random_time_kills_always_roll_back(tmp_path):
 
 def _run60(script, home, *args):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=e, check=False, timeout=60)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                               capture_output=True, text=True, env=e, check=False, timeout=60)
 
 
 def test_a_fifo_named_like_a_rollout_never_blocks_any_script(tmp_path):
@@ -253,7 +255,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _kill_a_writer_mid_transaction(db):
-    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(db)], check=False)
+    proc = faultrun.script_run([sys.executable, "-c", _KILLED_WRITER, str(db)], check=False)
     assert proc.returncode == -signal.SIGKILL
     assert os.path.getsize(str(db) + "-journal") > 0  # a hot journal: the DB file holds torn pages
 
@@ -353,8 +355,8 @@ def test_strings_from_a_home_reach_no_terminal_raw(tmp_path):
     other.add(provider="newco", preview="mine")
 
     def script(name, *args, home=root):
-        proc = subprocess.run([sys.executable, str(SCRIPTS / name), "--codex-dir", str(home), *args],
-                              capture_output=True, text=True, check=False)
+        proc = faultrun.script_run([sys.executable, str(SCRIPTS / name), "--codex-dir", str(home), *args],
+                                   capture_output=True, text=True, check=False)
         _no_traceback(proc)
         return proc
 
@@ -404,8 +406,8 @@ def test_an_imported_provider_cannot_add_flags_to_the_printed_migration(tmp_path
     src.add(provider=evil, cwd="/p", preview="from the old machine")
     dst = HomeBuilder(tmp_path / "new" / ".codex", provider="openai")
     mine = [dst.add(provider="openai", preview=f"mine {i}") for i in range(3)]
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "session_import.py"), "--codex-dir", str(dst.root),
-                           "--from", str(src.root)], capture_output=True, text=True, check=False)
+    proc = faultrun.script_run([sys.executable, str(SCRIPTS / "session_import.py"), "--codex-dir", str(dst.root),
+                                "--from", str(src.root)], capture_output=True, text=True, check=False)
     _no_traceback(proc)
     cmds = [line.strip() for line in proc.stdout.splitlines() if "provider_migrate.py" in line
             and line.startswith("  ")]

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import SCRIPTS, readable_scripts, snapshot
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state, run
@@ -21,8 +23,8 @@ def call(script, *args, env=None):
     """A script with exactly these arguments (no --codex-dir added) and a clean environment."""
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
     e.update(env or {})
-    return subprocess.run([sys.executable, str(SCRIPTS / script), *args], capture_output=True,
-                          text=True, env=e, check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), *args], capture_output=True,
+                               text=True, env=e, check=False)
 
 
 def one_line_exit_2(proc):
@@ -236,7 +238,7 @@ def _killed_writer(db: Path, *statements: str) -> None:
             "for s in sys.argv[2:]:\n"
             "    c.execute(s)\n"
             "os._exit(0)\n")
-    subprocess.run([sys.executable, "-c", code, str(db), *statements], check=True)
+    faultrun.script_run([sys.executable, "-c", code, str(db), *statements], check=True)
     Path(str(db) + "-shm").unlink()
     assert Path(str(db) + "-wal").stat().st_size > 0
 
@@ -399,9 +401,9 @@ def test_good_flags_still_work(two_homes):
                 "--remap-prefix", f"/home/u/.codex={hb.root}", "--remap-prefix", r"C:\Users\u=/home/u")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["remap_rows"] == 1
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", ".codex",
-                           "--sqlite-home", ".codex", "--cwd", "/home/u/proj", "--json"], cwd=hb.root.parent,
-                          capture_output=True, text=True, check=False)
+    proc = faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", ".codex",
+                                "--sqlite-home", ".codex", "--cwd", "/home/u/proj", "--json"], cwd=hb.root.parent,
+                               capture_output=True, text=True, check=False)
     assert proc.returncode == 1, proc.stderr
     r = json.loads(proc.stdout)
     assert r["state_db"]["path"] == str(hb.db_path) and r["visibility"]["cwd"] == "/home/u/proj"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import REPO, SCRIPTS, snapshot
 from homebuilder import build_broken_home
 
@@ -57,8 +59,8 @@ def place(tmp_path, request):
 
 def ours(script, *args, cwd, env):
     """Run one of our scripts as the user did: from the home's parent, with a relative --codex-dir."""
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", ".codex", *args],
-                          cwd=str(cwd), env=env, capture_output=True, text=True, check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", ".codex", *args],
+                               cwd=str(cwd), env=env, capture_output=True, text=True, check=False)
 
 
 def paste(cmd, cwd, env):
@@ -171,8 +173,8 @@ def test_audit_next_steps_and_the_whole_recovery_pasted(place):
 
 def repair_has_unarchive_flag() -> bool:
     """The repair that unarchives only when asked (`--unarchive [ID_OR_NAME]`, issue 22)."""
-    out = subprocess.run([sys.executable, str(SCRIPTS / "session_repair.py"), "--help"],
-                         capture_output=True, text=True, check=False).stdout
+    out = faultrun.script_run([sys.executable, str(SCRIPTS / "session_repair.py"), "--help"],
+                              capture_output=True, text=True, check=False).stdout
     return re.search(r"--unarchive\b", out) is not None
 
 
@@ -235,9 +237,9 @@ def test_the_escalation_command_runs_when_pasted(place):
                "os.access = lambda p, m, **k: False if os.path.realpath(str(p)).startswith(home) "
                "else real(p, m, **k); script = sys.argv[1]; sys.argv = sys.argv[1:]; "
                "runpy.run_path(script, run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", wrapper, str(SCRIPTS / "provider_migrate.py"),
-                           "--codex-dir", ".codex", "--apply"], cwd=str(base), env=env,
-                          capture_output=True, text=True, check=False)
+    proc = faultrun.script_run([sys.executable, "-c", wrapper, str(SCRIPTS / "provider_migrate.py"),
+                                "--codex-dir", ".codex", "--apply"], cwd=str(base), env=env,
+                               capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and "escalated permission" in proc.stderr, proc.stderr
     cmd = proc.stderr.strip().split(" run in a terminal: ", 1)[1]
     assert cmd == f"{PY} {SCRIPTS}/provider_migrate.py --codex-dir {shlex.quote(str(root))} --apply"
@@ -282,8 +284,8 @@ def test_make_demo_prints_commands_that_run_on_its_sample_home(place):
     """The missing-home message names `make -C <repo> demo`; the demo keeps its home and prints the
     repair, audit, list and rollback for it: each pasted elsewhere does what it says."""
     _, base, elsewhere, env = place
-    missing = subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py")], cwd=str(elsewhere),
-                             env=env, capture_output=True, text=True, check=False)
+    missing = faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py")], cwd=str(elsewhere),
+                                  env=env, capture_output=True, text=True, check=False)
     demo_cmd = missing.stderr.split("CODEX_HOME; ", 1)[1].split(" builds a sample home")[0]
     assert demo_cmd == f"make -C {shlex.quote(str(REPO))} demo"
     demo_dir = base.parent / f"{base.name} demo"

@@ -3,11 +3,12 @@ into a printed command), path values absolute whatever the user typed, the expor
 command built from the real script path; long result lines wrapped to the terminal."""
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import faultrun  # script runs forked (tests/faultrun.py)
 
 from harness import run_script
 from homebuilder import HomeBuilder
@@ -37,8 +38,8 @@ def test_restore_db_prints_absolute_paths_when_typed_relative(tmp_path):
     assert run_script("provider_migrate.py", "--codex-dir", str(hb.root), "--apply").returncode == 0
     run = next(p for p in (hb.root / ".tmp" / "session-migration").iterdir() if p.is_dir())
     backup = next(run.glob("state_5.sqlite.*bak"))
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "rollback.py"), "--codex-dir", str(hb.root),
-                           "--restore-db", backup.name], cwd=str(run), capture_output=True, text=True)
+    proc = faultrun.script_run([sys.executable, str(SCRIPTS / "rollback.py"), "--codex-dir", str(hb.root),
+                                "--restore-db", backup.name], cwd=str(run), capture_output=True, text=True)
     assert "Traceback" not in proc.stderr
     cmds = [shlex.split(ln[ln.index(sys.executable):]) for ln in (proc.stdout + proc.stderr).splitlines()
             if sys.executable + " " in ln]
@@ -52,8 +53,8 @@ def test_restore_db_prints_absolute_paths_when_typed_relative(tmp_path):
 def test_the_export_prints_the_real_import_command(tmp_path):
     hb = HomeBuilder(tmp_path / ".codex")
     hb.add()
-    out = subprocess.run([sys.executable, str(SCRIPTS / "session_export.py"), "--codex-dir", str(hb.root), "--all",
-                          "--to", "my export.tgz", "--apply"], cwd=str(tmp_path), capture_output=True, text=True)
+    out = faultrun.script_run([sys.executable, str(SCRIPTS / "session_export.py"), "--codex-dir", str(hb.root), "--all",
+                               "--to", "my export.tgz", "--apply"], cwd=str(tmp_path), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     words = _words_after(out.stdout, "session_import.py")
     assert words[1] == str(SCRIPTS / "session_import.py") and os.path.isabs(words[0])
@@ -85,8 +86,9 @@ def test_export_and_recover_lines_fit_a_terminal(tmp_path):
 def test_a_date_flag_is_copied_as_a_date_and_the_archive_path_absolute(tmp_path):
     hb = HomeBuilder(tmp_path / ".codex")
     hb.add()
-    out = subprocess.run([sys.executable, str(SCRIPTS / "session_export.py"), "--codex-dir", str(hb.root),
-                          "--until", "2030-01-01", "--to", "x.tgz"], cwd=str(tmp_path), capture_output=True, text=True)
+    out = faultrun.script_run([sys.executable, str(SCRIPTS / "session_export.py"), "--codex-dir", str(hb.root),
+                               "--until", "2030-01-01", "--to", "x.tgz"], cwd=str(tmp_path), capture_output=True,
+                              text=True)
     words = _words_after(out.stdout, "session_export.py")
     assert words[words.index("--until") + 1] == "2030-01-01"
     assert words[words.index("--to") + 1] == str(tmp_path / "x.tgz") and words[-1] == "--apply"

@@ -1,9 +1,9 @@
 """Projects (0.171 `projects`/`project_roots` in state_5): the audit's missing roots and the repair's
 --remap-prefix of every root, journaled and rolled back exactly (unit level; tests/test_e2e_projects.py
 checks the same with real Codex)."""
+import faultrun  # script runs forked (tests/faultrun.py)
 import json
 import os
-import subprocess
 import sys
 
 from harness import SCRIPTS
@@ -14,8 +14,8 @@ from sessionkit.fixes import project_remap
 
 def run(script, root, *args):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, env=e, check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
+                               capture_output=True, text=True, env=e, check=False)
 
 
 def _home(tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import snapshot
 from homebuilder import HomeBuilder
 from test_migrate_rollback import run
@@ -34,7 +36,7 @@ def _killed_after_commit(db: Path, *statements: str) -> None:
             "for s in sys.argv[2:]:\n"
             "    c.execute(s)\n"
             "os._exit(0)\n")
-    subprocess.run([sys.executable, "-c", code, str(db), *statements], check=True)
+    faultrun.script_run([sys.executable, "-c", code, str(db), *statements], check=True)
     assert Path(str(db) + "-wal").stat().st_size > 0 and Path(str(db) + "-shm").is_file()
 
 
@@ -224,8 +226,8 @@ for line in sys.stdin:
 
 @pytest.mark.parametrize("group", [False, True], ids=["our-process", "terminal-group"])
 def test_ctrl_c_while_codex_rebuilds_reports_the_applied_repair_and_its_undo(tmp_path, group):
-    """Ctrl-C after the reset committed, while Codex rebuilds: exit 1 with the result, what was not
-    rebuilt and the undo command, which puts the history rows back."""
+    """Ctrl-C after the reset committed, while Codex rebuilds (reading no input): exit 1 in seconds with
+    the result, what was not rebuilt and the undo command, which puts the history rows back."""
     import signal
     from test_history import PaginatedHome
     ph = PaginatedHome(tmp_path / ".codex")
@@ -248,11 +250,14 @@ def test_ctrl_c_while_codex_rebuilds_reports_the_applied_repair_and_its_undo(tmp
     while not waiting.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert waiting.exists(), proc.communicate()
+    sent = time.monotonic()
     if group:  # a terminal's Ctrl-C: every process of the foreground group, Codex too
         os.killpg(proc.pid, signal.SIGINT)
-    else:
+    else:  # ours alone (kill -INT, a supervisor): Codex, busy rebuilding, gets one from us
         os.kill(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=90)
+    # the user asked to stop: the run ends in seconds, not after the app-server's 30 s closing grace
+    assert time.monotonic() - sent < 15, stderr
     assert proc.returncode == 1, stderr
     out = json.loads(stdout)
     assert out["result"]["history_rows_deleted"] > 0 and "rollback.py" in out["result"]["rollback"]

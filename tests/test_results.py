@@ -1,10 +1,10 @@
 """Results in plain words: what changed (sessions by name, else title; date; folder), what was
 skipped and why, the whole undo and verify commands, older runs still applied; the raw counters
 only with --verbose. And a dry-run with nothing to do: one line, exit 0."""
+import faultrun  # script runs forked (tests/faultrun.py)
 import json
 import re
 import shlex
-import subprocess
 import sys
 
 from harness import SCRIPTS
@@ -16,8 +16,8 @@ COUNTERS = ("rows_to_revert", "offsets_to_revert", "other_to_undo", "db_backup:"
 
 
 def script(name, root, *args):
-    proc = subprocess.run([sys.executable, str(SCRIPTS / name), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, check=False)
+    proc = faultrun.script_run([sys.executable, str(SCRIPTS / name), "--codex-dir", str(root), *args],
+                               capture_output=True, text=True, check=False)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
 

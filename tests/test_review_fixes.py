@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import SCRIPTS
 from homebuilder import HomeBuilder
 
@@ -18,8 +20,8 @@ RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 def run(script, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False, errors="surrogateescape")
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                               capture_output=True, text=True, env=env, check=False, errors="surrogateescape")
 
 
 def argv_of(command_line):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from test_faults import frun
 from test_import import homes, imp, plan_json  # noqa: F401  (homes: a fixture)
 from test_remap_turn_context import OLD, _home, repair, state
@@ -170,8 +172,8 @@ def _main_scripts(tmp_path):
 
 def _run_main(scripts, name, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION", "FAULTRUN"))}
-    return subprocess.run([sys.executable, str(scripts / name), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False)
+    return faultrun.script_run([sys.executable, str(scripts / name), "--codex-dir", str(home), *args],
+                               capture_output=True, text=True, env=env, check=False)
 
 
 @pytest.mark.parametrize("kind", ["repair", "migration"])

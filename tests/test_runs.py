@@ -3,11 +3,12 @@ the artifacts of runs no longer needed, never the newest applied one unless aske
 incomplete one."""
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import faultrun  # script runs forked (tests/faultrun.py)
 
 from harness import SCRIPTS
 from homebuilder import build_broken_home
@@ -15,8 +16,8 @@ from homebuilder import build_broken_home
 
 def run(script, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                               capture_output=True, text=True, env=env, check=False)
 
 
 def size(path):

@@ -1,10 +1,11 @@
 """A small file cannot make a read-only scan fill memory, and a cut `.zst` says it is cut."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import faultrun  # script runs forked (tests/faultrun.py)
 
 from test_zstd import ZSTD, compress, needs_zstd, readers  # noqa: F401 (fixture)
 from sessionkit.codexfiles import rollout_scan, zstd
@@ -34,9 +35,9 @@ def _peak_mb_of_a_scan(path: Path) -> int:
             "row = row_from_rollout(Path(sys.argv[1]), 'x', False, 'openai');"
             "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1];"
             "print(row['first_user_message'], int(hwm) // 1024)")
-    out = subprocess.run([sys.executable, "-c", code, str(path),
-                          str(Path(rollout_scan.__file__).parents[2])],
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = faultrun.script_run([sys.executable, "-c", code, str(path),
+                               str(Path(rollout_scan.__file__).parents[2])],
+                              capture_output=True, text=True, check=True).stdout.split()
     assert out[:-1] == ["after", "the", "long", "line"]  # the lines after it are still read
     return int(out[-1])
 

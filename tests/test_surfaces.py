@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import SCRIPTS
 from homebuilder import HomeBuilder, compact
 from sessionkit.codexfiles import locks
@@ -30,8 +32,8 @@ from hypothesis import given, settings, strategies as st
 def run(script: str, home: Path, *args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
     e.update(env or {})
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=e, cwd=str(cwd) if cwd else None, check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                               capture_output=True, text=True, env=e, cwd=str(cwd) if cwd else None, check=False)
 
 
 def audit_json(home: Path, *args: str, cwd=None) -> dict:

@@ -7,6 +7,8 @@ import sqlite3
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from sessionkit.codexfiles import thread_tables as tt
 from sessionkit.runlog.ops import NEW, OLD, CHANGED, RecordError
 from sessionkit.runlog.registry import op_from_record
@@ -132,7 +134,6 @@ def test_index_append_creates_and_removes_a_missing_index(tmp_path):
 def test_audit_reports_no_lost_name_for_a_legacy_thread(tmp_path):
     """0.171 shows a legacy thread's name from session_index.jsonl (tests/test_e2e_import_tables.py::
     test_import_writes_a_legacy_threads_name_where_codex_reads_it): only a paginated row has lost it."""
-    import subprocess
     import sys
     from harness import SCRIPTS
     from homebuilder import HomeBuilder
@@ -141,8 +142,8 @@ def test_audit_reports_no_lost_name_for_a_legacy_thread(tmp_path):
     hb.sql("UPDATE threads SET history_mode='legacy' WHERE id=?", (legacy.id,))
     (hb.root / "session_index.jsonl").write_bytes(name_lines([(legacy.id, "L"), (paginated.id, "P")]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CODEX_")}
-    out = subprocess.run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(hb.root), "--json"],
-                         capture_output=True, text=True, env=env, check=False)
+    out = faultrun.script_run([sys.executable, str(SCRIPTS / "session_audit.py"), "--codex-dir", str(hb.root), "--json"],
+                              capture_output=True, text=True, env=env, check=False)
     integ = json.loads(out.stdout)["integrity"]
     assert (integ["names_lost_count"], integ["names_lost_detail"]) == (1, [{"thread_id": paginated.id, "name": "P"}])
 

@@ -4,10 +4,11 @@ without --force), and says "nothing left to undo" when that is so."""
 import json
 import os
 import sqlite3
-import subprocess
 import sys
 
 import pytest
+
+from faultrun import script_run  # script runs forked (tests/faultrun.py)
 
 from harness import SCRIPTS
 from homebuilder import HomeBuilder, build_broken_home
@@ -15,8 +16,8 @@ from homebuilder import HomeBuilder, build_broken_home
 
 def run(script, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False)
+    return script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                      capture_output=True, text=True, env=env, check=False)
 
 
 def sql(db, q, args=()):
@@ -191,8 +192,8 @@ def faultrun(spec, script, home, *args):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION", "FAULTRUN"))}
     env["FAULTRUN"] = spec
     launcher = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faultrun.py")
-    return subprocess.run([sys.executable, launcher, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                          capture_output=True, text=True, env=env, check=False)
+    return script_run([sys.executable, launcher, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                      capture_output=True, text=True, env=env, check=False)
 
 
 def test_a_run_applied_at_the_lowest_open_file_limit_it_accepts_is_undone_at_that_limit(tmp_path):

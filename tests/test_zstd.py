@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import faultrun  # script runs forked (tests/faultrun.py)
+
 from harness import SCRIPTS, snapshot
 from homebuilder import HomeBuilder
 from sessionkit.runlog import decompress
@@ -50,8 +52,8 @@ def home(tmp_path):
 
 def run(script, root, *args):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
-                          capture_output=True, text=True, env=e, check=False)
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
+                               capture_output=True, text=True, env=e, check=False)
 
 
 @needs_zstd

@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 from pathlib import Path
@@ -16,6 +17,8 @@ from sessionkit import UserError
 from sessionkit.codexfiles.locks import scan_activity
 
 REQUEST_TIMEOUT_S = 120.0
+CLOSE_GRACE_S = 30.0  # a finished rebuild: Codex exits at end of input, after what it was writing
+INTERRUPT_GRACE_S = 5.0  # after a Ctrl-C forwarded to it: the user asked to stop, so not 30 s more
 # INTERRUPTED: codexfiles/reasons.py
 
 
@@ -99,11 +102,15 @@ class _AppServer:
                 raise RuntimeError(str(err.get("message", err) if isinstance(err, dict) else err))
             return msg.get("result")
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
+        """End of input, then SIGTERM, then SIGKILL. After a Ctrl-C that reached only us, Codex gets
+        one too (as a terminal's would): busy rebuilding, it may not read its input for a long time."""
         try:
+            if interrupted and self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
             if self.proc.stdin:
                 self.proc.stdin.close()  # app-server exits at end of input
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=INTERRUPT_GRACE_S if interrupted else CLOSE_GRACE_S)
         except (OSError, subprocess.TimeoutExpired):
             self.proc.terminate()
             try:
@@ -131,6 +138,7 @@ def rebuild_histories(home: Path, thread_ids: Sequence[str], codex: str,
         return done, failed
     from sessionkit.runlog.writerun import CtrlCHeld
     held = CtrlCHeld(reraise=False)
+    interrupted = False
     with held:  # started and known (then closed below), or not started: never a Codex left running
         app = _AppServer(codex, codex_env(home, sqlite_home), home)
     try:
@@ -157,21 +165,21 @@ def rebuild_histories(home: Path, thread_ids: Sequence[str], codex: str,
         failed += [(t, f"codex app-server failed ({exc}); its history comes back the first time it is opened")
                    for t in left]
     except KeyboardInterrupt:  # the repair is applied already: say what was done, never "interrupted" alone
+        interrupted = True
         failed += [(t, INTERRUPTED) for t in todo if t not in done and all(t != f for f, _ in failed)]
     finally:
-        _close_held(app)
+        _close_held(app, interrupted)
     return done, failed
 
 
-def _close_held(app: "_AppServer") -> None:
+def _close_held(app: "_AppServer", interrupted: bool = False) -> None:
     """Stop the app-server with Ctrl-C held off (a second Ctrl-C would leave it running)."""
-    import signal
     try:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # not the main thread
-        app.close()
+        app.close(interrupted)
         return
     try:
-        app.close()
+        app.close(interrupted)
     finally:
         signal.signal(signal.SIGINT, old)
