@@ -88,8 +88,9 @@ def test_a_run_writes_no_bytecode(tmp_path, broken):
 
 def test_an_import_dry_run_from_a_folder_loads_no_archive_digest_or_strptime_module(tmp_path):
     """Issue 24: a folder's dry-run reads no archive (tarfile, zipfile, the export check), makes no
-    digest (hashlib: only for a thread DEST already has), parses no date with strptime and, with
-    --json, loads no text renderer (-S: every module loaded is the script's own choice)."""
+    digest (hashlib: only for a thread DEST already has), parses no date with strptime, defines no
+    dataclass (the plan, its inputs and skips are plain classes) and, with --json, loads no text
+    renderer (-S: every module loaded is the script's own choice)."""
     src = HomeBuilder(tmp_path / "old" / ".codex")
     src.add(provider="oldco", archived=True)
     src.add(write_row=False)  # no row: its date comes from the file name
@@ -101,7 +102,7 @@ def test_an_import_dry_run_from_a_folder_loads_no_archive_digest_or_strptime_mod
     assert json.loads(proc.stdout)["to_import"] == 2, proc.stderr  # it did plan the import
     mods = set(json.loads(out.read_text()))
     assert sorted(mods & {"tarfile", "zipfile", "sessionkit.fixes.export", "hashlib", "_strptime", "heapq",
-                          "sessionkit.ui.results"}) == []  # results: the text report's only
+                          "sessionkit.ui.results", "dataclasses"}) == []  # results: the text report's only
 
 
 DATACLASS_PROBE = """
