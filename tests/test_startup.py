@@ -88,8 +88,9 @@ def test_a_run_writes_no_bytecode(tmp_path, broken):
 
 def test_an_import_dry_run_from_a_folder_loads_no_archive_digest_or_strptime_module(tmp_path):
     """Issue 24: a folder's dry-run reads no archive (tarfile, zipfile, the export check), makes no
-    digest (hashlib: only for a thread DEST already has), parses no date with strptime and, with
-    --json, loads no text renderer (-S: every module loaded is the script's own choice)."""
+    digest (hashlib: only for a thread DEST already has), parses no date with strptime, defines no
+    dataclass (the plan, its inputs and skips are plain classes) and, with --json, loads no text
+    renderer (-S: every module loaded is the script's own choice)."""
     src = HomeBuilder(tmp_path / "old" / ".codex")
     src.add(provider="oldco", archived=True)
     src.add(write_row=False)  # no row: its date comes from the file name
@@ -101,14 +102,8 @@ def test_an_import_dry_run_from_a_folder_loads_no_archive_digest_or_strptime_mod
     assert json.loads(proc.stdout)["to_import"] == 2, proc.stderr  # it did plan the import
     mods = set(json.loads(out.read_text()))
     assert sorted(mods & {"tarfile", "zipfile", "sessionkit.fixes.export", "hashlib", "_strptime", "heapq",
-                          "sessionkit.ui.results"}) == []  # results: the text report's only
+                          "sessionkit.ui.results", "dataclasses"}) == []  # results: the text report's only
 
-
-# Issue 24: modules on the read-only path that still define @dataclass classes (each execs generated
-# code at import); owned by the migration's speed work (runlog, rollout_edit, migrate) and the repair.
-# A module that adds one to this path fails here: make it a codexfiles.record.Record.
-DATACLASS_MODULES_LEFT = {"sessionkit.runlog.ops", "sessionkit.runlog.decompress", "sessionkit.codexfiles.rollout_edit",
-                          "sessionkit.fixes.migrate"}
 
 DATACLASS_PROBE = """
 import json, runpy, sys
@@ -141,13 +136,15 @@ def dataclass_modules(tmp_path, script, *args):
     ("provider_migrate.py", ("--json",)),
     ("session_recover.py", ("--json",)),
 ])
-def test_a_read_only_run_defines_no_new_dataclass(tmp_path, broken, script, args):
+def test_a_read_only_run_defines_no_dataclass(tmp_path, broken, script, args):
     """Issue 24: the home, its locks, the host, the index, the audit's inputs and checks, the
-    results are plain slotted classes; only the modules named in DATACLASS_MODULES_LEFT still exec
-    dataclass code on these paths."""
+    results, the planned operations and rollout edits are plain classes with an explicit __init__:
+    no dataclass code is exec'd at import, and `dataclasses` (inspect, ast, dis, tokenize) is never
+    loaded on these paths."""
     mods, found = dataclass_modules(tmp_path, script, "--codex-dir", str(broken.root), *args)
     assert "sessionkit.diagnose.snapshot" in mods  # it did read the home
-    assert sorted(found - DATACLASS_MODULES_LEFT) == []
+    assert "sessionkit.runlog.ops" in mods  # the plan's operations were loaded (the migration's, the recovery's)
+    assert sorted(found) == [] and "dataclasses" not in mods
 
 
 @pytest.mark.parametrize("apply", [False, True])
@@ -181,3 +178,26 @@ def test_the_lock_scan_reads_no_lock_table_when_no_lock_is_held(tmp_path, monkey
         fcntl.flock(fh, fcntl.LOCK_EX)
         (held,) = [h for h in locks.scan_activity(home.root, environ={}).holders if h.path == lock]
     assert reads == [1] and held.pid == os.getpid()
+
+
+def test_operations_keep_a_dataclass_equality_repr_and_copy():
+    """Issue 24: the ops lost @dataclass, not its behaviour: equal by class and compared fields (the
+    plan's growth, a fork's parent and the read caches left out), shown without them, unhashable;
+    at() copies every field __init__ takes and none of the caches."""
+    from sessionkit.runlog.ops import Counts, Line1Rewrite, RowDelete, RowInsert, RowRef
+    a = Line1Rewrite("t1", "/h/a.jsonl", {"model_provider": "new"}, spans=[(5, b"o", b"n")], expect_growth=0)
+    b = Line1Rewrite("t1", "/h/a.jsonl", {"model_provider": "new"}, spans=[(5, b"o", b"n")], expect_growth=3)
+    b._seen = ("sig", "old")
+    assert a == b and a != Line1Rewrite("t1", "/h/a.jsonl", {"model_provider": "other"})
+    assert repr(a).startswith("Line1Rewrite(thread_id='t1', path='/h/a.jsonl', set={'model_provider': 'new'}, ")
+    assert "expect_growth" not in repr(a) and "_seen" not in repr(a) and repr(a).endswith("new_cut_sha=None)")
+    with pytest.raises(TypeError):
+        hash(a)
+    moved = b.at("/h/a.jsonl", "/h/b.jsonl")
+    assert (moved.path, moved.spans, moved.expect_growth, moved._seen, b.path) == \
+        ("/h/b.jsonl", [(5, b"o", b"n")], 3, None, "/h/a.jsonl")
+    assert b.at("/h/other.jsonl", "/h/b.jsonl") is b
+    row = dict(id="t1", rollout_path="/h/a.jsonl")
+    ins, dele = RowInsert("s.sqlite", "threads", row, {"id": "t1"}), RowDelete("s.sqlite", "threads", row, {"id": "t1"})
+    assert ins != dele and dele == RowDelete("s.sqlite", "threads", dict(row), {"id": "t1"})
+    assert {Counts("moves"), Counts("moves")} == {Counts("moves")} and RowRef("d", "threads", {"id": 1}).columns is None

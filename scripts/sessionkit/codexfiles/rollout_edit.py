@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from sessionkit.codexfiles.record import Record
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -176,13 +176,16 @@ def without_folders(obj: Any) -> Any:
 
 # --- the field finder and one line's spans --------------------------------------------------
 
-@dataclass
-class LineEdit:
+class LineEdit(Record):
     """One line's planned change: spans in line coordinates, or why the line cannot be changed."""
-    spans: List[Span] = field(default_factory=list)
-    problem: Optional[str] = None
-    old_values: Dict[str, Any] = field(default_factory=dict)  # line 1's `set` fields as they were
-    cut: Optional[Tuple[int, int]] = None  # line 1's long text (long_text), when the plan left it out
+    __slots__ = ("spans", "problem", "old_values", "cut")
+
+    def __init__(self, spans: Optional[List[Span]] = None, problem: Optional[str] = None,
+                 old_values: Optional[Dict[str, Any]] = None, cut: Optional[Tuple[int, int]] = None) -> None:
+        self.spans = [] if spans is None else spans
+        self.problem = problem
+        self.old_values = {} if old_values is None else old_values  # line 1's `set` fields as they were
+        self.cut = cut  # line 1's long text (long_text), when the plan left it out
 
     @property
     def growth(self) -> int:
@@ -438,21 +441,27 @@ def iter_lines(fh: BinaryIO) -> Iterator[Tuple[int, bytes, bytes]]:
         offset += len(raw)
 
 
-@dataclass
-class FilePlan:
+class FilePlan(Record):
     """A whole rollout's planned change: spans (old-file offsets), the shifts its grown lines make,
     and the digests that tell old, new and torn apart (prefix: through the last changed line)."""
-    spans: List[Span] = field(default_factory=list)
-    shifts: List[Shift] = field(default_factory=list)
-    prefix_len: int = 0
-    old_sha: str = ""
-    new_sha: str = ""
-    folder_lines: int = 0  # lines past line 1 whose folders change
-    size: int = 0
-    old_file_sha: str = ""
-    new_file_sha: str = ""
-    old_values: Dict[str, Any] = field(default_factory=dict)
-    problem: Optional[str] = None
+    __slots__ = ("spans", "shifts", "prefix_len", "old_sha", "new_sha", "folder_lines", "size", "old_file_sha",
+                 "new_file_sha", "old_values", "problem")
+
+    def __init__(self, spans: Optional[List[Span]] = None, shifts: Optional[List[Shift]] = None, prefix_len: int = 0,
+                 old_sha: str = "", new_sha: str = "", folder_lines: int = 0, size: int = 0, old_file_sha: str = "",
+                 new_file_sha: str = "", old_values: Optional[Dict[str, Any]] = None,
+                 problem: Optional[str] = None) -> None:
+        self.spans = [] if spans is None else spans
+        self.shifts = [] if shifts is None else shifts
+        self.prefix_len = prefix_len
+        self.old_sha = old_sha
+        self.new_sha = new_sha
+        self.folder_lines = folder_lines  # lines past line 1 whose folders change
+        self.size = size
+        self.old_file_sha = old_file_sha
+        self.new_file_sha = new_file_sha
+        self.old_values = {} if old_values is None else old_values
+        self.problem = problem
 
     @property
     def growth(self) -> int:

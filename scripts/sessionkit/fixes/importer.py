@@ -9,12 +9,11 @@ import sqlite3
 import stat
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
+from sessionkit.codexfiles.record import Record
 from sessionkit.codexfiles.reasons import IMPORT_NO_FILE, IMPORT_SYMLINK
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
@@ -160,35 +159,55 @@ class ThreadImport:
         return self.builder.build(self.thread_id, self.primary, self.primary_dst, self.name, self.use_src_row)[0]
 
 
-@dataclass
-class Skip:
-    thread_id: str
-    title: str
-    reason: str
+class Skip(Record):
+    __slots__ = ("thread_id", "title", "reason")
+
+    def __init__(self, thread_id: str, title: str, reason: str) -> None:
+        self.thread_id = thread_id
+        self.title = title
+        self.reason = reason
 
 
-@dataclass
-class ImportPlan:
-    source: SourceHome
-    dest: CodexHome
-    threads_in_source: int = 0
-    imports: List[ThreadImport] = field(default_factory=list)
-    skipped: List[Skip] = field(default_factory=list)  # already in DEST, or not importable
-    conflicts: List[Skip] = field(default_factory=list)  # DEST has a different thread with the id
-    mkdirs: List[Path] = field(default_factory=list)
-    remaps: List[Remap] = field(default_factory=list)
-    suggested_remap: Optional[str] = None
-    provider_hint: Optional[str] = None
-    provider_command: Optional[str] = None  # the provider_migrate.py arguments the hint names
-    suggested_remap_args: List[str] = field(default_factory=list)  # the same two, as arguments
-    provider_args: List[str] = field(default_factory=list)  # provider_migrate.py's arguments, unquoted
-    src_history_db: Optional[Path] = None
-    dest_history_db: Optional[Path] = None
-    notes: List[str] = field(default_factory=list)
-    remapper: Optional[RolloutRemapper] = field(default=None, repr=False)
-    shared: List[Any] = field(default_factory=list)  # thread_tables.Insert: projects, sections created once
-    table_dbs: Dict[str, Path] = field(default_factory=dict)  # DEST's DB files by name (thread_tables)
+class ImportPlan(Record):
+    __slots__ = ("source", "dest", "threads_in_source", "imports", "skipped", "conflicts", "mkdirs", "remaps",
+                 "suggested_remap", "provider_hint", "provider_command", "suggested_remap_args", "provider_args",
+                 "src_history_db", "dest_history_db", "notes", "remapper", "shared", "table_dbs")
 
+    def __init__(self, source: SourceHome, dest: CodexHome, threads_in_source: int = 0,
+                 imports: Optional[List[ThreadImport]] = None, skipped: Optional[List[Skip]] = None,
+                 conflicts: Optional[List[Skip]] = None, mkdirs: Optional[List[Path]] = None,
+                 remaps: Optional[List[Remap]] = None, suggested_remap: Optional[str] = None,
+                 provider_hint: Optional[str] = None, provider_command: Optional[str] = None,
+                 suggested_remap_args: Optional[List[str]] = None, provider_args: Optional[List[str]] = None,
+                 src_history_db: Optional[Path] = None, dest_history_db: Optional[Path] = None,
+                 notes: Optional[List[str]] = None, remapper: Optional[RolloutRemapper] = None,
+                 shared: Optional[List[Any]] = None, table_dbs: Optional[Dict[str, Path]] = None) -> None:
+        self.source = source
+        self.dest = dest
+        self.threads_in_source = threads_in_source
+        self.imports = [] if imports is None else imports
+        self.skipped = [] if skipped is None else skipped  # already in DEST, or not importable
+        self.conflicts = [] if conflicts is None else conflicts  # DEST has a different thread with the id
+        self.mkdirs = [] if mkdirs is None else mkdirs
+        self.remaps = [] if remaps is None else remaps
+        self.suggested_remap = suggested_remap
+        self.provider_hint = provider_hint
+        self.provider_command = provider_command  # the provider_migrate.py arguments the hint names
+        # the same two, as arguments
+        self.suggested_remap_args = [] if suggested_remap_args is None else suggested_remap_args
+        self.provider_args = [] if provider_args is None else provider_args  # provider_migrate.py's arguments, unquoted
+        self.src_history_db = src_history_db
+        self.dest_history_db = dest_history_db
+        self.notes = [] if notes is None else notes
+        self.remapper = remapper
+        self.shared = [] if shared is None else shared  # thread_tables.Insert: projects, sections created once
+        self.table_dbs = {} if table_dbs is None else table_dbs  # DEST's DB files by name (thread_tables)
+
+    def __repr__(self) -> str:  # as the dataclass did: remapper left out
+        shown = ("source", "dest", "threads_in_source", "imports", "skipped", "conflicts", "mkdirs", "remaps",
+                 "suggested_remap", "provider_hint", "provider_command", "suggested_remap_args", "provider_args",
+                 "src_history_db", "dest_history_db", "notes", "shared", "table_dbs")
+        return "ImportPlan(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in shown) + ")"
 
 # The columns the plan reads from SRC's rows (a dry-run of 100,000 threads keeps no whole row):
 # rollout_path as which of the thread's files it names (its place in the walk's list), "title" as the first non-empty of title, preview and
@@ -199,27 +218,40 @@ TITLE_CHARS = 100
 PLANNED = ("id", "cwd", "created_at", "model_provider", "history_mode")  # a planned row's fields the plan reports
 
 
-@dataclass
-class SourceInputs:
+class SourceInputs(Record):
     """SRC read once: the plan's columns by id, the walk, names from session_index.jsonl, history
     turn counts. Whole rows are read only for an apply (`row`)."""
+    __slots__ = ("source", "rows", "columns", "index", "names", "history_db", "history_turns", "provider", "notes",
+                 "all_columns", "bad_text", "state_copy", "cased", "home_prefixes", "in_place", "_whole")
 
-    source: SourceHome
-    rows: Dict[str, tuple]  # lower-case id -> the plan's values, in `columns` order (a dict per row costs 3x)
-    columns: List[str]
-    index: RolloutIndex
-    names: Dict[str, str]
-    history_db: Optional[Path]
-    history_turns: Dict[str, int]
-    provider: str
-    notes: List[str] = field(default_factory=list)
-    all_columns: List[str] = field(default_factory=list)  # SRC's threads columns, in table order
-    bad_text: Set[str] = field(default_factory=set)  # ids whose row holds TEXT that is not UTF-8
-    state_copy: Optional[Path] = None  # the private copy of SRC's state DB the rows came from
-    cased: Dict[str, str] = field(default_factory=dict)  # a row's id where it is not lower-case
-    home_prefixes: Dict[str, int] = field(default_factory=dict)  # the homes the rows' rollout_path name
-    in_place: bool = False  # a dry-run: SRC's DBs read where they are, read-only (connect_src)
-    _whole: Optional[Dict[str, tuple]] = field(default=None, repr=False)
+    def __init__(self, source: SourceHome, rows: Dict[str, tuple], columns: List[str], index: RolloutIndex,
+                 names: Dict[str, str], history_db: Optional[Path], history_turns: Dict[str, int], provider: str,
+                 notes: Optional[List[str]] = None, all_columns: Optional[List[str]] = None,
+                 bad_text: Optional[Set[str]] = None, state_copy: Optional[Path] = None,
+                 cased: Optional[Dict[str, str]] = None, home_prefixes: Optional[Dict[str, int]] = None,
+                 in_place: bool = False, _whole: Optional[Dict[str, tuple]] = None) -> None:
+        self.source = source
+        self.rows = rows  # lower-case id -> the plan's values, in `columns` order (a dict per row costs 3x)
+        self.columns = columns
+        self.index = index
+        self.names = names
+        self.history_db = history_db
+        self.history_turns = history_turns
+        self.provider = provider
+        self.notes = [] if notes is None else notes
+        self.all_columns = [] if all_columns is None else all_columns  # SRC's threads columns, in table order
+        self.bad_text = set() if bad_text is None else bad_text  # ids whose row holds TEXT that is not UTF-8
+        self.state_copy = state_copy  # the private copy of SRC's state DB the rows came from
+        self.cased = {} if cased is None else cased  # a row's id where it is not lower-case
+        self.home_prefixes = {} if home_prefixes is None else home_prefixes  # the homes the rows' rollout_path name
+        self.in_place = in_place  # a dry-run: SRC's DBs read where they are, read-only (connect_src)
+        self._whole = _whole
+
+    def __repr__(self) -> str:  # as the dataclass did: _whole left out
+        shown = ("source", "rows", "columns", "index", "names", "history_db", "history_turns", "provider", "notes",
+                 "all_columns", "bad_text", "state_copy", "cased", "home_prefixes", "in_place")
+        return "SourceInputs(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in shown) + ")"
+
 
     def plan_row(self, tid: str) -> Optional[Dict[str, Any]]:
         """The plan's columns of the thread's row (NULLS: its NULL columns as bits)."""
@@ -462,20 +494,22 @@ def _paginated(line1: Optional[bytes]) -> bool:
     return isinstance(payload, dict) and payload.get("history_mode") == "paginated"
 
 
-@dataclass
-class DestInputs:
-    home: CodexHome
-    index: RolloutIndex
-    rows: Dict[str, Tuple[str, str]]  # id -> (rollout_path, cwd)
-    columns: List[Tuple[str, bool, bool]]  # (name, not null, has default)
-    history_db: Optional[Path]
-    history_keys: Set[str]
-    history_columns: Dict[str, List[str]]
+class DestInputs(Record):
+    __slots__ = ("home", "index", "rows", "columns", "history_db", "history_keys", "history_columns",
+                 "before_paginated")
 
-    @cached_property
-    def before_paginated(self) -> bool:
-        """DEST's Codex predates paginated threads (it reads legacy ones only)."""
-        return not any(c == HISTORY_MODE_COLUMN_NAME for c, _nn, _d in self.columns)
+    def __init__(self, home: CodexHome, index: RolloutIndex, rows: Dict[str, Tuple[str, str]],
+                 columns: List[Tuple[str, bool, bool]], history_db: Optional[Path], history_keys: Set[str],
+                 history_columns: Dict[str, List[str]]) -> None:
+        self.home = home
+        self.index = index
+        self.rows = rows  # id -> (rollout_path, cwd)
+        self.columns = columns  # (name, not null, has default)
+        self.history_db = history_db
+        self.history_keys = history_keys
+        self.history_columns = history_columns
+        # DEST's Codex predates paginated threads (it reads legacy ones only): asked once a thread
+        self.before_paginated = not any(c == HISTORY_MODE_COLUMN_NAME for c, _nn, _d in columns)
 
 
 def read_dest(home: CodexHome) -> DestInputs:

@@ -6,7 +6,7 @@ import os
 import sqlite3
 import stat
 from collections import Counter
-from dataclasses import dataclass, field
+from sessionkit.codexfiles.record import Record
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
@@ -30,43 +30,63 @@ from sessionkit.fixes.compressed import decompress_first
 from sessionkit.codexfiles.zstd import compressed_count, line1_of
 
 
-@dataclass
-class ProviderChange:
-    thread_id: str
-    old_provider: str  # the DB row's value
-    path: Optional[Path]
-    edit: Optional[LineEdit]  # None: the DB row only
-    db_change: bool
-    mtime_ns: int = 0
-    offsets: Optional[Tuple[list, int]] = None  # set when line 1 grows on a paginated thread
-    key: str = ""  # the thread's normalised id (ThreadRow.key); thread_id is the row's stored id
+class ProviderChange(Record):
+
+    __slots__ = ("thread_id", "old_provider", "path", "edit", "db_change", "mtime_ns", "offsets", "key")
+
+    def __init__(self, thread_id: str, old_provider: str, path: Optional[Path], edit: Optional[LineEdit],
+                 db_change: bool, mtime_ns: int = 0, offsets: Optional[Tuple[list, int]] = None, key: str = "") -> None:
+        self.thread_id = thread_id
+        self.old_provider = old_provider  # the DB row's value
+        self.path = path
+        self.edit = edit  # None: the DB row only
+        self.db_change = db_change
+        self.mtime_ns = mtime_ns
+        self.offsets = offsets  # set when line 1 grows on a paginated thread
+        self.key = key  # the thread's normalised id (ThreadRow.key); thread_id is the row's stored id
 
 
-@dataclass
-class MigrationPlan:
-    target: str
-    target_source: str
-    target_known: bool
-    db_only: bool
-    changes: List[ProviderChange] = field(default_factory=list)
-    skipped: List[Tuple[str, str]] = field(default_factory=list)
-    distribution_before: Dict[str, int] = field(default_factory=dict)
-    warnings: List[str] = field(default_factory=list)
-    others: List["OtherDbChanges"] = field(default_factory=list)  # every other state DB of the home
-    graph: Optional[ThreadGraph] = field(default=None, repr=False)  # forks into the changed rollouts
-    forks_moved: int = 0  # forks whose history_base moves with a growing parent
-    subs: SubAgents = field(default_factory=SubAgents, repr=False)  # sub-agents go with their parents
+class MigrationPlan(Record):
     # thread id -> whether its rollout carries encrypted reasoning, known from the plan's own read of
     # it (the whole file, or a hit in what was read): plan_report reads only the others
-    encrypted: Dict[str, bool] = field(default_factory=dict, repr=False)
+
+    __slots__ = ("target", "target_source", "target_known", "db_only", "changes", "skipped", "distribution_before",
+                 "warnings", "others", "graph", "forks_moved", "subs", "encrypted")
+
+    def __init__(self, target: str, target_source: str, target_known: bool, db_only: bool,
+                 changes: Optional[List[ProviderChange]] = None, skipped: Optional[List[Tuple[str, str]]] = None,
+                 distribution_before: Optional[Dict[str, int]] = None, warnings: Optional[List[str]] = None,
+                 others: Optional[List['OtherDbChanges']] = None, graph: Optional[ThreadGraph] = None,
+                 forks_moved: int = 0, subs: Optional[SubAgents] = None,
+                 encrypted: Optional[Dict[str, bool]] = None) -> None:
+        self.target = target
+        self.target_source = target_source
+        self.target_known = target_known
+        self.db_only = db_only
+        self.changes = [] if changes is None else changes
+        self.skipped = [] if skipped is None else skipped
+        self.distribution_before = {} if distribution_before is None else distribution_before
+        self.warnings = [] if warnings is None else warnings
+        self.others = [] if others is None else others  # every other state DB of the home
+        self.graph = graph  # forks into the changed rollouts
+        self.forks_moved = forks_moved  # forks whose history_base moves with a growing parent
+        self.subs = SubAgents() if subs is None else subs  # sub-agents go with their parents
+        self.encrypted = {} if encrypted is None else encrypted
+
+    def __repr__(self) -> str:  # as the dataclass did: graph, subs, encrypted left out
+        shown = ("target", "target_source", "target_known", "db_only", "changes", "skipped", "distribution_before",
+                 "warnings", "others", "forks_moved")
+        return "MigrationPlan(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in shown) + ")"
 
 
-@dataclass
-class OtherDbChanges:
+class OtherDbChanges(Record):
     """Another state DB indexing this home's rollouts (the desktop app's <home>/sqlite/state_5.sqlite):
     its rows of the migrated threads, each with the provider it holds now."""
-    db: Path
-    providers: Dict[str, str] = field(default_factory=dict)  # thread id -> its provider there
+    __slots__ = ("db", "providers")
+
+    def __init__(self, db: Path, providers: Optional[Dict[str, str]] = None) -> None:
+        self.db = db
+        self.providers = {} if providers is None else providers  # thread id -> its provider there
 
 
 def _active_distribution(rows: Sequence[Any], include_archived: bool) -> Dict[str, int]:

@@ -3,10 +3,8 @@
 first (its ops read the `.jsonl` when they are prepared)."""
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
@@ -52,23 +50,28 @@ def _unlink_quiet(path: str) -> None:
         pass
 
 
-@dataclass
 class Decompress(Op):
     """Replace `src` (`rollout-*.jsonl.zst`) with its decompressed `dst` (`.jsonl`), as a Codex resume
     does; the `.zst` is kept byte for byte in the run folder, and undo puts it back while the
     `.jsonl` is still as written (a thread Codex appended to since keeps its `.jsonl`)."""
-    thread_id: Optional[str]
-    src: str
-    dst: str
-    backup: str = ""
-    zst_size: int = -1
-    zst_sha: str = ""
-    size: int = -1
-    sha256: str = ""
-    mode: int = 0o600
-    mtime_ns: int = 0
     KIND: ClassVar[str] = "decompress"
     DB_OP: ClassVar[bool] = False
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("thread_id", "src", "dst", "backup", "zst_size", "zst_sha", "size", "sha256",
+                                        "mode", "mtime_ns")
+
+    def __init__(self, thread_id: Optional[str], src: str, dst: str, backup: str = "", zst_size: int = -1,
+                 zst_sha: str = "", size: int = -1, sha256: str = "", mode: int = 0o600, mtime_ns: int = 0) -> None:
+        self.thread_id = thread_id
+        self.src = src
+        self.dst = dst
+        self.backup = backup
+        self.zst_size = zst_size
+        self.zst_sha = zst_sha
+        self.size = size
+        self.sha256 = sha256
+        self.mode = mode
+        self.mtime_ns = mtime_ns
 
     @property
     def tmp(self) -> str:
@@ -110,6 +113,7 @@ class Decompress(Op):
                 return f"{p} already exists: left alone"
         if missing_reason():
             return ZSTD_MISSING
+        import hashlib  # the --apply's only (issue 24)
         name = f"{self.thread_id or hashlib.sha256(self.src.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
         dest = run_dir / f"{name}.rollout.jsonl.zst.bak"
         got = _copy_new(self.src, str(dest), 0o600, None, False)

@@ -4,16 +4,14 @@ old, new and torn states, and undoes itself. Planners build lists of these; `wri
 runs them; `undo` reverses them. The on-disk format is documented in docs/journal-format.md."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
-import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 import stat as _st
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
+from sessionkit.codexfiles.record import FrozenRecord
 from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, CHANGED_WHILE_READ, NOT_REGULAR, NO_HISTORY_BASE
 from sessionkit import UserError
 from sessionkit.codexfiles import host
@@ -55,6 +53,7 @@ class RecordError(UserError):
 
 
 def sha256_file(path: Path) -> Tuple[int, str]:
+    import hashlib  # digests are made by --apply and the rollback: a dry-run loads none (issue 24)
     h = hashlib.sha256()
     size = 0
     with open_regular(path) as fh:
@@ -65,12 +64,14 @@ def sha256_file(path: Path) -> Tuple[int, str]:
 
 
 def sha(data: bytes) -> str:
+    import hashlib
     return hashlib.sha256(data).hexdigest()
 
 
 def sha_with_spans(data: bytes, spans: Sequence[Tuple[int, bytes, bytes]]) -> str:
     """sha(apply_spans(data, spans, True)) without building the new bytes (spans sorted, in old
     coordinates, as the one editor makes them): line 1 is ~20 KB and its edits a few bytes."""
+    import hashlib
     h, view, pos = hashlib.sha256(), memoryview(data), 0
     for off, old, new in spans:
         h.update(view[pos:off])
@@ -289,22 +290,26 @@ def same_row(table: str, a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
 
 
-@dataclass(frozen=True)
-class RowRef:
+class RowRef(FrozenRecord):
     """A row an operation changes (see Op.rows)."""
-    db: str
-    table: str
-    key: Dict[str, Any]
-    columns: Optional[Tuple[str, ...]] = None
+    __slots__ = ("db", "table", "key", "columns")
+
+    def __init__(self, db: str, table: str, key: Dict[str, Any], columns: Optional[Tuple[str, ...]] = None) -> None:
+        self.db = db
+        self.table = table
+        self.key = key
+        self.columns = columns
 
 
-@dataclass(frozen=True)
-class Counts:
+class Counts(FrozenRecord):
     """How one operation is counted: in `rollback.py --list` (`listed`), in an undo plan's summary
     (`to_undo`) and in an undo's result (`undone`); "" where it is not counted by itself."""
-    listed: str = ""
-    to_undo: str = "other_to_undo"
-    undone: str = ""
+    __slots__ = ("listed", "to_undo", "undone")
+
+    def __init__(self, listed: str = "", to_undo: str = "other_to_undo", undone: str = "") -> None:
+        self.listed = listed
+        self.to_undo = to_undo
+        self.undone = undone
 
 
 GONE = "gone"  # what the op changed no longer exists at all (a thread removed with thread/delete)
@@ -319,6 +324,25 @@ class Op:
     DB_OP: ClassVar[bool] = False
     COUNTS: ClassVar[Counts] = Counts()
     thread_id: Optional[str]
+    # Each op's fields, as its explicit __init__ takes them; those compared and shown when not all
+    # (a dataclass's eq and repr without the generated code it execs at import: issue 24).
+    _INIT: ClassVar[Tuple[str, ...]] = ()
+    _CMP: ClassVar[Optional[Tuple[str, ...]]] = None
+    _REPR: ClassVar[Optional[Tuple[str, ...]]] = None
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        names = self._INIT if self._CMP is None else self._CMP
+        return tuple(getattr(self, n) for n in names) == tuple(getattr(other, n) for n in names)
+
+    def __repr__(self) -> str:
+        names = self._INIT if self._REPR is None else self._REPR
+        return f"{type(self).__qualname__}(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in names) + ")"
+
+    def replaced(self, **changes: Any) -> "Op":
+        """A copy with some fields changed (dataclasses.replace: what __init__ sets by itself is not copied)."""
+        return type(self)(**{**{n: getattr(self, n) for n in self._INIT}, **changes})
 
     # ---- what it is and touches
     def files(self) -> List[str]:
@@ -629,13 +653,16 @@ def _write_new_file(tmp: Path, parts, mode: int, mtime_ns: Optional[int]) -> int
 # ---------------------------------------------------------------- files
 
 
-@dataclass
 class Mkdir(Op):
     """A folder the run creates (a date folder); undo removes it only when it is still empty."""
-    path: str
-    thread_id: Optional[str] = None
     KIND: ClassVar[str] = "mkdir"
     COUNTS: ClassVar[Counts] = Counts("folders_created")
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("path", "thread_id")
+
+    def __init__(self, path: str, thread_id: Optional[str] = None) -> None:
+        self.path = path
+        self.thread_id = thread_id
 
     def to_record(self) -> Dict[str, Any]:
         return {"op": self.KIND, "path": self.path, "thread_id": self.thread_id}
@@ -667,18 +694,22 @@ class Mkdir(Op):
             pass  # not empty: something else lives there now
 
 
-@dataclass
 class Move(Op):
     """Rename a rollout inside the home, never over a file; mtime set to new_mtime_ns if given."""
-    thread_id: Optional[str]
-    src: str
-    dst: str
-    new_mtime_ns: Optional[int] = None
-    mtime_ns: int = 0
-    size: int = -1
-    ino: int = 0
     KIND: ClassVar[str] = "move"
     COUNTS: ClassVar[Counts] = Counts("moves", "files_to_move_back", "files_moved_back")
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("thread_id", "src", "dst", "new_mtime_ns", "mtime_ns", "size", "ino")
+
+    def __init__(self, thread_id: Optional[str], src: str, dst: str, new_mtime_ns: Optional[int] = None,
+                 mtime_ns: int = 0, size: int = -1, ino: int = 0) -> None:
+        self.thread_id = thread_id
+        self.src = src
+        self.dst = dst
+        self.new_mtime_ns = new_mtime_ns
+        self.mtime_ns = mtime_ns
+        self.size = size
+        self.ino = ino
 
     def files(self) -> List[str]:
         return [self.dst]
@@ -787,8 +818,7 @@ class RolloutEdit(Op):
         return [self.path] if self.growth == 0 else []  # a grown file is written beside and renamed
 
     def at(self, old: str, new: str) -> "Op":
-        import dataclasses
-        return dataclasses.replace(self, path=new) if self.path == old else self  # type: ignore[type-var]
+        return self.replaced(path=new) if self.path == old else self
 
     @property
     def growth(self) -> int:
@@ -888,42 +918,63 @@ _LINE1_SPEC = Spec({"thread_id": "str?", "path": "str", "set": "dict", "old_valu
                     "cut": "list", "old_cut_sha": "str", "new_cut_sha": "str"})
 
 
-@dataclass
 class Line1Rewrite(RolloutEdit):
     """Set payload field(s) of a rollout's line 1 (`session_meta`): same length when JSON padding
     allows (written in place, same inode), else the grown file is written beside and renamed over
     (the writer lock is held; a full copy is kept in the run folder). See docs/journal-format.md."""
-    thread_id: Optional[str]
-    path: str
-    set: Dict[str, Any]
-    expect_mtime_ns: Optional[int] = None
-    expect_size: Optional[int] = None
-    old_values: Dict[str, Any] = field(default_factory=dict)
-    spans: List[Tuple[int, bytes, bytes]] = field(default_factory=list)
-    old_len: int = 0
-    old_sha: str = ""
-    new_sha: str = ""
-    size: int = 0
-    mtime_ns: int = 0
-    mode: int = 0o600
-    backup: Optional[str] = None
-    old_file_sha: Optional[str] = None
-    new_file_sha: Optional[str] = None
-    with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
-    # The long base_instructions text of line 1 ([start, end) in the old line; no span reaches it) and
-    # the digests of the line without it plus its newline, old and new: a rollback judges line 1 on
-    # those (~1 KB read) instead of the whole ~20 KB line. None: judged on the whole line (older journals).
-    cut: Optional[List[int]] = None
-    old_cut_sha: Optional[str] = None
-    new_cut_sha: Optional[str] = None
-    # Not journaled: the growth the plan found (the history offsets it planned to move or not); a
-    # line 1 whose edit grows otherwise under the writer lock is skipped as changed since the plan.
-    expect_growth: Optional[int] = field(default=None, repr=False, compare=False)
-    # Not journaled: the file's signature when this process last read line 1, and what it found (the
-    # state judged, or the line as prepare() checked it): read again only when the signature moved.
-    _seen: Optional[Tuple[Any, str]] = field(default=None, init=False, repr=False, compare=False)
-    _prepared: Optional[Any] = field(default=None, init=False, repr=False, compare=False)
     KIND: ClassVar[str] = "line1"
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "expect_mtime_ns", "expect_size", "old_values",
+                                        "spans", "old_len", "old_sha", "new_sha", "size", "mtime_ns", "mode", "backup",
+                                        "old_file_sha", "new_file_sha", "with_threads", "cut", "old_cut_sha",
+                                        "new_cut_sha", "expect_growth")
+    _CMP: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "expect_mtime_ns", "expect_size", "old_values",
+                                       "spans", "old_len", "old_sha", "new_sha", "size", "mtime_ns", "mode", "backup",
+                                       "old_file_sha", "new_file_sha", "with_threads", "cut", "old_cut_sha",
+                                       "new_cut_sha")
+    _REPR: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "expect_mtime_ns", "expect_size", "old_values",
+                                        "spans", "old_len", "old_sha", "new_sha", "size", "mtime_ns", "mode", "backup",
+                                        "old_file_sha", "new_file_sha", "with_threads", "cut", "old_cut_sha",
+                                        "new_cut_sha")
+
+    def __init__(self, thread_id: Optional[str], path: str, set: Dict[str, Any],
+                 expect_mtime_ns: Optional[int] = None, expect_size: Optional[int] = None,
+                 old_values: Optional[Dict[str, Any]] = None, spans: Optional[List[Tuple[int, bytes, bytes]]] = None,
+                 old_len: int = 0, old_sha: str = "", new_sha: str = "", size: int = 0, mtime_ns: int = 0,
+                 mode: int = 0o600, backup: Optional[str] = None, old_file_sha: Optional[str] = None,
+                 new_file_sha: Optional[str] = None, with_threads: Optional[List[str]] = None,
+                 cut: Optional[List[int]] = None, old_cut_sha: Optional[str] = None,
+                 new_cut_sha: Optional[str] = None, expect_growth: Optional[int] = None) -> None:
+        self.thread_id = thread_id
+        self.path = path
+        self.set = set
+        self.expect_mtime_ns = expect_mtime_ns
+        self.expect_size = expect_size
+        self.old_values = {} if old_values is None else old_values
+        self.spans = [] if spans is None else spans
+        self.old_len = old_len
+        self.old_sha = old_sha
+        self.new_sha = new_sha
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.mode = mode
+        self.backup = backup
+        self.old_file_sha = old_file_sha
+        self.new_file_sha = new_file_sha
+        self.with_threads = [] if with_threads is None else with_threads  # recorded as "with" (Op.join)
+        # The long base_instructions text of line 1 ([start, end) in the old line; no span reaches it) and
+        # the digests of the line without it plus its newline, old and new: a rollback judges line 1 on
+        # those (~1 KB read) instead of the whole ~20 KB line. None: judged on the whole line (older journals).
+        self.cut = cut
+        self.old_cut_sha = old_cut_sha
+        self.new_cut_sha = new_cut_sha
+        # Not journaled: the growth the plan found (the history offsets it planned to move or not); a
+        # line 1 whose edit grows otherwise under the writer lock is skipped as changed since the plan.
+        self.expect_growth = expect_growth
+        # Not journaled: the file's signature when this process last read line 1, and what it found (the
+        # state judged, or the line as prepare() checked it): read again only when the signature moved.
+        self._seen = None
+        self._prepared = None
 
     def together(self) -> List[str]:
         return list(self.with_threads)
@@ -1009,6 +1060,7 @@ class Line1Rewrite(RolloutEdit):
         if not self._lean():  # two ~20 KB digests a thread, only where something reads them
             self.old_sha, self.new_sha = sha(line), sha_with_spans(line, spans)
         else:  # apply's re-check of the whole line, in this process only (a CRC: a sixth of a digest's time)
+            import zlib
             self.__dict__["_old_crc"] = zlib.crc32(line)
         if self.growth:
             self._keep_copy(run_dir, line, apply_spans(line, spans, True))
@@ -1023,6 +1075,7 @@ class Line1Rewrite(RolloutEdit):
         if cut is None or any(off + len(old) > cut[0] for off, old, _ in self.spans):
             self.cut = self.old_cut_sha = self.new_cut_sha = None
             return
+        import hashlib
         view, tail = memoryview(line), line[cut[1]:] + b"\n"
         old_h, new_h, pos = hashlib.sha256(view[:cut[0]]), hashlib.sha256(), 0
         for off, was, now in self.spans:  # the new head streamed (spans sorted, all before the text)
@@ -1039,6 +1092,7 @@ class Line1Rewrite(RolloutEdit):
         """The whole file, copied into the run folder (0600) and checked, with both whole-file digests."""
         name = f"{self.thread_id or sha(self.path.encode())[:16]}.rollout.bak"
         dest = run_dir / name
+        import hashlib
         old_h, new_h = hashlib.sha256(), hashlib.sha256()
         new_h.update(new)
         fd = os.open(str(dest), os.O_WRONLY | os.O_CREAT | os.O_EXCL | host.BINARY, 0o600)
@@ -1081,6 +1135,7 @@ class Line1Rewrite(RolloutEdit):
         if not self._lean():
             return sha(line) == self.old_sha
         start, end = self.cut  # type: ignore[misc]
+        import zlib
         if len(line) != self.old_len or zlib.crc32(line) != self.__dict__.get("_old_crc"):
             return False
         try:
@@ -1201,7 +1256,6 @@ class Line1Rewrite(RolloutEdit):
         _fsync_dir(Path(self.path).parent)
 
 
-@dataclass
 class RolloutRewrite(RolloutEdit):
     """Rewrite field spans on several lines of one rollout as one change, planned by the one editor
     (rollout_edit.plan_file): `set` on line 1's session_meta payload (a fork's history_base moved
@@ -1211,28 +1265,50 @@ class RolloutRewrite(RolloutEdit):
     `shifts` lists (start of the line after a grown line, its growth) for the history offsets.
     Old/new/torn are judged by the digest of the file up to the end of the last changed line, so
     turns appended since are kept by the undo. See docs/journal-format.md ("rollout_rewrite")."""
-    thread_id: Optional[str]
-    path: str
-    set: Dict[str, Any]
-    remaps: List[List[str]] = field(default_factory=list)
-    expect_mtime_ns: Optional[int] = None
-    expect_size: Optional[int] = None
-    old_values: Dict[str, Any] = field(default_factory=dict)
-    spans: List[Tuple[int, bytes, bytes]] = field(default_factory=list)  # absolute, old file
-    shifts: List[List[int]] = field(default_factory=list)  # [start of next line, growth], old file
-    prefix_len: int = 0  # old bytes through the last changed line (its newline included)
-    old_sha: str = ""  # of those bytes
-    new_sha: str = ""  # of the same lines as rewritten
-    cwd_lines: int = 0  # lines past line 1 whose cwd was rewritten
-    size: int = 0
-    mtime_ns: int = 0
-    mode: int = 0o600
-    backup: Optional[str] = None
-    old_file_sha: Optional[str] = None
-    new_file_sha: Optional[str] = None
-    parent: Optional[RolloutEdit] = field(default=None, repr=False, compare=False)  # a fork's, while planned
-    with_threads: List[str] = field(default_factory=list)  # recorded as "with": the parent, read back
     KIND: ClassVar[str] = "rollout_rewrite"
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "remaps", "expect_mtime_ns", "expect_size",
+                                        "old_values", "spans", "shifts", "prefix_len", "old_sha", "new_sha",
+                                        "cwd_lines", "size", "mtime_ns", "mode", "backup", "old_file_sha",
+                                        "new_file_sha", "parent", "with_threads")
+    _CMP: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "remaps", "expect_mtime_ns", "expect_size",
+                                       "old_values", "spans", "shifts", "prefix_len", "old_sha", "new_sha",
+                                       "cwd_lines", "size", "mtime_ns", "mode", "backup", "old_file_sha",
+                                       "new_file_sha", "with_threads")
+    _REPR: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "remaps", "expect_mtime_ns", "expect_size",
+                                        "old_values", "spans", "shifts", "prefix_len", "old_sha", "new_sha",
+                                        "cwd_lines", "size", "mtime_ns", "mode", "backup", "old_file_sha",
+                                        "new_file_sha", "with_threads")
+
+    def __init__(self, thread_id: Optional[str], path: str, set: Dict[str, Any],
+                 remaps: Optional[List[List[str]]] = None, expect_mtime_ns: Optional[int] = None,
+                 expect_size: Optional[int] = None, old_values: Optional[Dict[str, Any]] = None,
+                 spans: Optional[List[Tuple[int, bytes, bytes]]] = None, shifts: Optional[List[List[int]]] = None,
+                 prefix_len: int = 0, old_sha: str = "", new_sha: str = "", cwd_lines: int = 0, size: int = 0,
+                 mtime_ns: int = 0, mode: int = 0o600, backup: Optional[str] = None,
+                 old_file_sha: Optional[str] = None, new_file_sha: Optional[str] = None,
+                 parent: Optional[RolloutEdit] = None, with_threads: Optional[List[str]] = None) -> None:
+        self.thread_id = thread_id
+        self.path = path
+        self.set = set
+        self.remaps = [] if remaps is None else remaps
+        self.expect_mtime_ns = expect_mtime_ns
+        self.expect_size = expect_size
+        self.old_values = {} if old_values is None else old_values
+        self.spans = [] if spans is None else spans  # absolute, old file
+        self.shifts = [] if shifts is None else shifts  # [start of next line, growth], old file
+        self.prefix_len = prefix_len  # old bytes through the last changed line (its newline included)
+        self.old_sha = old_sha  # of those bytes
+        self.new_sha = new_sha  # of the same lines as rewritten
+        self.cwd_lines = cwd_lines  # lines past line 1 whose cwd was rewritten
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.mode = mode
+        self.backup = backup
+        self.old_file_sha = old_file_sha
+        self.new_file_sha = new_file_sha
+        self.parent = parent  # a fork's, while planned
+        self.with_threads = [] if with_threads is None else with_threads  # recorded as "with": the parent, read back
 
     def together(self) -> List[str]:
         """A fork's rewrite goes with its parent's (neither without the other, nor its undo)."""
@@ -1403,20 +1479,25 @@ class RolloutRewrite(RolloutEdit):
         _fsync_dir(Path(self.path).parent)
 
 
-@dataclass
 class FileCreate(Op):
     """A new file written into the home (from `source` or `data`); undo deletes it only while its
     size and digest still match."""
-    path: str
-    size: int = -1
-    sha256: str = ""
-    source: Optional[str] = None
-    data: Optional[bytes] = None
-    mode: int = 0o600
-    mtime_ns: Optional[int] = None
-    thread_id: Optional[str] = None
     KIND: ClassVar[str] = "file_create"
     COUNTS: ClassVar[Counts] = Counts("files_created")
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("path", "size", "sha256", "source", "data", "mode", "mtime_ns", "thread_id")
+
+    def __init__(self, path: str, size: int = -1, sha256: str = "", source: Optional[str] = None,
+                 data: Optional[bytes] = None, mode: int = 0o600, mtime_ns: Optional[int] = None,
+                 thread_id: Optional[str] = None) -> None:
+        self.path = path
+        self.size = size
+        self.sha256 = sha256
+        self.source = source
+        self.data = data
+        self.mode = mode
+        self.mtime_ns = mtime_ns
+        self.thread_id = thread_id
 
     def files(self) -> List[str]:
         return [self.path]
@@ -1488,15 +1569,18 @@ class FileCreate(Op):
         os.unlink(self.path)
 
 
-@dataclass
 class SymlinkRepoint(Op):
     """Point a symlink inside the home elsewhere (e.g. packages/app-server-daemon/current)."""
-    path: str
-    old_target: str
-    new_target: str
-    thread_id: Optional[str] = None
     KIND: ClassVar[str] = "symlink"
     COUNTS: ClassVar[Counts] = Counts("symlinks_repointed")
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("path", "old_target", "new_target", "thread_id")
+
+    def __init__(self, path: str, old_target: str, new_target: str, thread_id: Optional[str] = None) -> None:
+        self.path = path
+        self.old_target = old_target
+        self.new_target = new_target
+        self.thread_id = thread_id
 
     def files(self) -> List[str]:
         return [self.path]
@@ -1563,19 +1647,24 @@ _ROW_UPDATE_SPEC = Spec({"db": "str", "table": "str", "key": "dict", "old": "dic
                         {"thread_id": "str?", "with": "list"})
 
 
-@dataclass
 class RowUpdate(Op):
     """Change allowed columns of one row (found by `key`) from `old` to `new`."""
-    db_path: str
-    table: str
-    key: Dict[str, Any]
-    old: Dict[str, Any]
-    new: Dict[str, Any]
-    thread_id: Optional[str] = None
-    with_threads: List[str] = field(default_factory=list)  # recorded as "with" (Op.join)
     KIND: ClassVar[str] = "row_update"
     DB_OP: ClassVar[bool] = True
     COUNTS: ClassVar[Counts] = Counts("row_updates", "rows_to_revert", "rows_reverted")
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("db_path", "table", "key", "old", "new", "thread_id", "with_threads")
+
+    def __init__(self, db_path: str, table: str, key: Dict[str, Any], old: Dict[str, Any], new: Dict[str, Any],
+                 thread_id: Optional[str] = None, with_threads: Optional[List[str]] = None) -> None:
+        self.db_path = db_path
+        self.table = table
+        self.key = key
+        self.old = old
+        self.new = new
+        self.thread_id = thread_id
+        self.with_threads = [] if with_threads is None else with_threads  # recorded as "with" (Op.join)
+        self.__post_init__()
 
     def together(self) -> List[str]:
         return list(self.with_threads)
@@ -1743,22 +1832,28 @@ class RowUpdate(Op):
                         o.__dict__["_pre"] = (conn, dict(zip(cols, got[0])))
 
 
-@dataclass
 class RowInsert(Op):
     """Insert one whole row; undo deletes it only while every recorded value still matches."""
-    db_path: str
-    table: str
-    row: Dict[str, Any]
-    key: Dict[str, Any]
-    thread_id: Optional[str] = None
     # optional (absent in older records): threads of the run it serves, [DB file beside this one,
     # table, column] whose rows pointing at its key hold it, the rows undone with it (Op.served ...)
-    serves: Optional[List[str]] = None
-    refs: Optional[List[List[str]]] = None
-    together_as: Optional[str] = None
     KIND: ClassVar[str] = "row_insert"
     DB_OP: ClassVar[bool] = True
     COUNTS: ClassVar[Counts] = Counts("row_inserts", "rows_to_delete", "rows_reverted")
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("db_path", "table", "row", "key", "thread_id", "serves", "refs", "together_as")
+
+    def __init__(self, db_path: str, table: str, row: Dict[str, Any], key: Dict[str, Any],
+                 thread_id: Optional[str] = None, serves: Optional[List[str]] = None,
+                 refs: Optional[List[List[str]]] = None, together_as: Optional[str] = None) -> None:
+        self.db_path = db_path
+        self.table = table
+        self.row = row
+        self.key = key
+        self.thread_id = thread_id
+        self.serves = serves
+        self.refs = refs
+        self.together_as = together_as
+        self.__post_init__()
 
     def rows(self) -> List[RowRef]:
         return [RowRef(self.db_path, self.table, self.key)]
@@ -1854,7 +1949,6 @@ class RowInsert(Op):
         return self._delete(conn)
 
 
-@dataclass
 class RowDelete(RowInsert):
     """Delete one whole row, keeping every value so the undo puts it back exactly."""
     KIND: ClassVar[str] = "row_delete"
@@ -1879,21 +1973,27 @@ class RowDelete(RowInsert):
         return self._insert(conn)
 
 
-@dataclass
 class OffsetShift(Op):
     """thread_history_1.sqlite byte offsets of one thread past line 1, moved by `delta` when line 1
     grows; undo moves back everything past the grown line (turns added since included)."""
-    db_path: str
-    thread_id: Optional[str]
-    boundary: int
-    delta: int
-    old: List[Any]
-    new: List[Any]
-    after: Optional[Op] = field(default=None, repr=False, compare=False)  # not recorded
-    shifts: Optional[List[List[int]]] = None  # several grown lines: [boundary, delta] each, in order
     KIND: ClassVar[str] = "offsets"
     DB_OP: ClassVar[bool] = True
     COUNTS: ClassVar[Counts] = Counts("offset_shifts", "offsets_to_revert")
+
+    _INIT: ClassVar[Tuple[str, ...]] = ("db_path", "thread_id", "boundary", "delta", "old", "new", "after", "shifts")
+    _CMP: ClassVar[Tuple[str, ...]] = ("db_path", "thread_id", "boundary", "delta", "old", "new", "shifts")
+    _REPR: ClassVar[Tuple[str, ...]] = ("db_path", "thread_id", "boundary", "delta", "old", "new", "shifts")
+
+    def __init__(self, db_path: str, thread_id: Optional[str], boundary: int, delta: int, old: List[Any],
+                 new: List[Any], after: Optional[Op] = None, shifts: Optional[List[List[int]]] = None) -> None:
+        self.db_path = db_path
+        self.thread_id = thread_id
+        self.boundary = boundary
+        self.delta = delta
+        self.old = old
+        self.new = new
+        self.after = after  # not recorded
+        self.shifts = shifts  # several grown lines: [boundary, delta] each, in order
 
     def rows(self) -> List[RowRef]:
         return [RowRef(self.db_path, "thread_turns", {"thread_id": self.thread_id}, UPDATE_COLUMNS["thread_turns"]),
