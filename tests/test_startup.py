@@ -15,7 +15,7 @@ from homebuilder import HomeBuilder, build_broken_home
 APPLY_ONLY = ("sessionkit.runlog.writerun", "sessionkit.runlog.undo", "sessionkit.runlog.safety",
               "sessionkit.runlog.runs", "sessionkit.runlog.lockbatch", "sessionkit.runlog.restore")
 
-PROBE = """
+RUN_SCRIPT = """
 import json, runpy, sys
 script, out, args = sys.argv[1], sys.argv[2], sys.argv[3:]
 sys.argv = [script, *args]
@@ -23,6 +23,9 @@ try:
     runpy.run_path(script, run_name="__main__")
 except SystemExit:
     pass
+"""  # then what the probe writes to `out`
+
+PROBE = RUN_SCRIPT + """
 with open(out, "w") as fh:
     json.dump(sorted(sys.modules), fh)
 """
@@ -105,14 +108,7 @@ def test_an_import_dry_run_from_a_folder_loads_no_archive_digest_or_strptime_mod
                           "sessionkit.ui.results", "dataclasses"}) == []  # results: the text report's only
 
 
-DATACLASS_PROBE = """
-import json, runpy, sys
-script, out, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-sys.argv = [script, *args]
-try:
-    runpy.run_path(script, run_name="__main__")
-except SystemExit:
-    pass
+DATACLASS_PROBE = RUN_SCRIPT + """
 found = sorted(name for name, mod in list(sys.modules.items()) if name.startswith("sessionkit")
                and any(hasattr(v, "__dataclass_fields__") and getattr(v, "__module__", None) == name
                        for v in vars(mod).values() if isinstance(v, type)))

@@ -151,11 +151,20 @@ def open_regular(path: Union[str, Path], buffering: int = -1) -> BinaryIO:
 def read_regular(path: str, n: int) -> Tuple[bytes, int]:
     """The first n bytes of a regular file and its size, in one open, fstat and read (the audit's
     hot path: no file object); a FIFO, socket or device raises OSError, never blocks."""
+    data, st = read_regular_stat(path, n)
+    return data, st.st_size
+
+
+def read_regular_stat(path: str, n: int, whole_below: int = 0) -> Tuple[bytes, os.stat_result]:
+    """read_regular with the whole fstat (its mtime too); a file smaller than `whole_below` is read
+    whole (to its end, whatever n says): still one open and fstat."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | host.BINARY)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file", path)
+        if st.st_size < whole_below:
+            n = st.st_size + 1  # to the end and a byte more: a file that grew since the fstat shows it
         data = os.read(fd, n)
         if 0 < len(data) < min(n, st.st_size):  # a short read: the rest in plain reads
             parts = [data]
@@ -167,7 +176,7 @@ def read_regular(path: str, n: int) -> Tuple[bytes, int]:
                 parts.append(more)
                 got += len(more)
             data = b"".join(parts)
-        return data, st.st_size
+        return data, st
     finally:
         os.close(fd)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
-import stat
 from collections import Counter
 from sessionkit.codexfiles.record import Record
 from datetime import datetime
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from sessionkit.codexfiles.reasons import FILE_MISSING, LIVE_GROUP, LIVE_UNTOUCHED, OUTSIDE_HOME
-from sessionkit.codexfiles import host
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit.codexfiles.locks import explain_live
 from sessionkit.diagnose.snapshot import AuditInputs
@@ -24,7 +22,7 @@ from sessionkit.codexfiles.thread_graph import SubAgents, ThreadGraph, graph_of,
 from sessionkit.fixes.forks import fork_rewrites, join_groups, left_behind, live_groups, with_sub_agents
 from sessionkit.ui.progress import Progress
 from sessionkit.codexfiles.reasoning import MARKER as ENCRYPTED, count_encrypted
-from sessionkit.codexfiles.paths import is_inside, safe_str
+from sessionkit.codexfiles.paths import is_inside, read_regular_stat, safe_str
 from sessionkit.codexfiles.statedb import open_readonly, unbindable
 from sessionkit.fixes.compressed import decompress_first
 from sessionkit.codexfiles.zstd import compressed_count, line1_of
@@ -124,26 +122,9 @@ def _read_head(path: str) -> Optional[Tuple[bytes, os.stat_result]]:
     """The start of a plain rollout (all of it up to WHOLE) and its fstat, in one open; None when
     it is not a regular file or cannot be read (the plan's usual reads say why then)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | host.BINARY)
+        return read_regular_stat(path, HEAD, whole_below=WHOLE)
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        want = st.st_size + 1 if st.st_size < WHOLE else HEAD
-        parts, got = [], 0
-        while got < want:
-            chunk = os.read(fd, want - got)
-            if not chunk:
-                break
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts), st
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _edit_from_head(plan: MigrationPlan, tid: str, path: str, old: Optional[str], new: str
