@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Union
+from typing import Any, Dict, Iterator, List, Optional, Union
 
 import faultrun  # script runs forked (tests/faultrun.py)
 from codex_client import (CODEX_VERSION, AppServer, CodexError, active_version, codex_bin,
@@ -60,6 +60,32 @@ def readable_scripts() -> Path:
                 os.chmod(os.path.join(dirpath, f), 0o644)
         _READABLE["scripts"] = dest
     return _READABLE["scripts"]
+
+
+def clean_env(**extra: str) -> Dict[str, str]:
+    """This process's environment without a Codex home or our own settings (CODEX_*,
+    SESSION_MIGRATION*): a script run from a test finds only the home it is given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    env.update(extra)
+    return env
+
+
+def fake_codex_exe(folder: Path, source: str) -> Path:
+    """An executable `codex` in `folder` (made) running the Python `source`: a stand-in for the CLI."""
+    exe = folder / "codex"
+    folder.mkdir(parents=True, exist_ok=True)
+    exe.write_text(source)
+    exe.chmod(0o755)
+    return exe
+
+
+def run_on_home(script: str, home: Path, *args: str, env: Optional[Dict[str, str]] = None,
+                **kwargs: Any) -> subprocess.CompletedProcess:
+    """`python3 scripts/SCRIPT --codex-dir HOME ARGS` in a clean environment (clean_env plus `env`),
+    its output as text; kwargs go to subprocess.run (a timeout, an errors= for odd bytes)."""
+    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
+                               capture_output=True, text=True, env=clean_env(**(env or {})), check=False,
+                               **kwargs)
 
 
 def run_script(name: str, *args: str, env: Optional[Dict[str, str]] = None,

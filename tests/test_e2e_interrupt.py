@@ -12,12 +12,12 @@ import time
 import pytest
 
 import codex_client
-from harness import SCRIPTS, home_processes
+from harness import SCRIPTS, clean_env, fake_codex_exe, home_processes
 from test_e2e_history import TABLES, hist, history_rows, make_threads, script_env
 
 
 def _env():
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    env = clean_env()
     env.update(script_env())
     return env
 
@@ -92,9 +92,7 @@ def test_a_ctrl_c_while_the_app_server_starts_closes_it_and_says_interrupted(tmp
     """Ctrl-C lands while `codex app-server` is being started: it is closed again, and the rebuild
     reports every thread as interrupted (the caller then says the applied run and its undo)."""
     from sessionkit.fixes import codex_rebuild
-    exe = tmp_path / "codex"
-    exe.write_text(FAKE_CODEX)
-    exe.chmod(0o755)
+    exe = fake_codex_exe(tmp_path, FAKE_CODEX)
     started = []
     real = codex_rebuild._AppServer.__init__
 

@@ -9,6 +9,7 @@ from typing import Dict, List
 
 import pytest
 
+from harness import fake_codex_exe
 from homebuilder import HomeBuilder, compact, connect
 from test_migrate_rollback import run
 from sessionkit.diagnose import history_check
@@ -375,10 +376,7 @@ for line in sys.stdin:
 
 @pytest.fixture
 def fake_codex(tmp_path, monkeypatch):
-    exe = tmp_path / "bin" / "codex"
-    exe.parent.mkdir()
-    exe.write_text(FAKE_CODEX)
-    exe.chmod(0o755)
+    exe = fake_codex_exe(tmp_path / "bin", FAKE_CODEX)
     log = tmp_path / "fake.log"
     monkeypatch.setenv("FAKE_LOG", str(log))
     return exe, log

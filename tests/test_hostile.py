@@ -14,7 +14,7 @@ import pytest
 
 import faultrun  # script runs forked (tests/faultrun.py)
 
-from harness import SCRIPTS, snapshot
+from harness import SCRIPTS, run_on_home, snapshot
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state, run
 
@@ -200,9 +200,7 @@ def test_random_time_kills_always_roll_back(tmp_path):
 
 
 def _run60(script, home, *args):
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                               capture_output=True, text=True, env=e, check=False, timeout=60)
+    return run_on_home(script, home, *args, timeout=60)
 
 
 def test_a_fifo_named_like_a_rollout_never_blocks_any_script(tmp_path):

@@ -3,26 +3,15 @@ import csv
 import json
 import os
 import shutil
-import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
 
-import faultrun  # script runs forked (tests/faultrun.py)
-
-from harness import SCRIPTS, snapshot
+from harness import run_on_home as run, snapshot
 from homebuilder import HomeBuilder
 
 ARTIFACTS = ".tmp/session-migration"
-
-
-def run(script, home, *args, env=None):
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    e.update(env or {})
-    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                               capture_output=True, text=True, env=e, check=False)
 
 
 def home_state(root: Path) -> dict:

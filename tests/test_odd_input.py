@@ -14,14 +14,14 @@ import pytest
 
 import faultrun  # script runs forked (tests/faultrun.py)
 
-from harness import SCRIPTS, readable_scripts, snapshot
+from harness import SCRIPTS, clean_env, readable_scripts, snapshot
 from homebuilder import HomeBuilder
 from test_migrate_rollback import home_state, run
 
 
 def call(script, *args, env=None):
     """A script with exactly these arguments (no --codex-dir added) and a clean environment."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    e = clean_env()
     e.update(env or {})
     return faultrun.script_run([sys.executable, str(SCRIPTS / script), *args], capture_output=True,
                                text=True, env=e, check=False)

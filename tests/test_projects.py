@@ -1,21 +1,12 @@
 """Projects (0.171 `projects`/`project_roots` in state_5): the audit's missing roots and the repair's
 --remap-prefix of every root, journaled and rolled back exactly (unit level; tests/test_e2e_projects.py
 checks the same with real Codex)."""
-import faultrun  # script runs forked (tests/faultrun.py)
 import json
-import os
-import sys
 
-from harness import SCRIPTS
+from harness import run_on_home as run
 from homebuilder import HomeBuilder
 from sessionkit.codexfiles import projects
 from sessionkit.fixes import project_remap
-
-
-def run(script, root, *args):
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
-                               capture_output=True, text=True, env=e, check=False)
 
 
 def _home(tmp_path):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from harness import SCRIPTS
+from harness import SCRIPTS, clean_env, fake_codex_exe
 from test_history import PaginatedHome
 
 HANGING_CODEX = r'''#!/usr/bin/env python3
@@ -34,13 +34,9 @@ def _interrupted(tmp_path, *args):
     threads = [ph.add() for _ in range(2)]
     for th in threads:
         ph.delete_turns_keep_cursor(th)  # each is reset, then rebuilt by Codex
-    exe = tmp_path / "bin" / "codex"
-    exe.parent.mkdir()
-    exe.write_text(HANGING_CODEX)
-    exe.chmod(0o755)
+    exe = fake_codex_exe(tmp_path / "bin", HANGING_CODEX)
     waiting = tmp_path / "waiting"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    env.update(FAKE_READY=str(tmp_path / "ready"), FAKE_WAITING=str(waiting))
+    env = clean_env(FAKE_READY=str(tmp_path / "ready"), FAKE_WAITING=str(waiting))
     proc = subprocess.Popen([sys.executable, str(SCRIPTS / "session_recover.py"), "--codex-dir", str(ph.root),
                              "--apply", "--rebuild-history", "--codex-bin", str(exe), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

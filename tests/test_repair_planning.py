@@ -14,7 +14,7 @@ import pytest
 
 import faultrun  # script runs forked (tests/faultrun.py)
 
-from harness import snapshot
+from harness import clean_env, fake_codex_exe, snapshot
 from homebuilder import HomeBuilder
 from test_migrate_rollback import run
 
@@ -234,14 +234,10 @@ def test_ctrl_c_while_codex_rebuilds_reports_the_applied_repair_and_its_undo(tmp
     th = ph.add()
     ph.delete_turns_keep_cursor(th)
     rows_before = ph.rows_of(th.key)
-    exe = tmp_path / "bin" / "codex"
-    exe.parent.mkdir()
-    exe.write_text(HANGING_CODEX)
-    exe.chmod(0o755)
+    exe = fake_codex_exe(tmp_path / "bin", HANGING_CODEX)
     waiting = tmp_path / "waiting"
-    from test_migrate_rollback import SCRIPTS
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    env["FAKE_WAITING"] = str(waiting)
+    from harness import SCRIPTS
+    env = clean_env(FAKE_WAITING=str(waiting))
     proc = subprocess.Popen([sys.executable, str(SCRIPTS / "session_repair.py"), "--codex-dir", str(ph.root),
                              "--apply", "--rebuild-history", "--codex-bin", str(exe), "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

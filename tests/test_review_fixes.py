@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import faultrun  # script runs forked (tests/faultrun.py)
-
-from harness import SCRIPTS
+from harness import SCRIPTS, run_on_home
 from homebuilder import HomeBuilder
 
 EVIL = "ev\x1b]52;c;ZXZpbA==\x07il\ntouch PWNED #\x1b[31m\r\x7f\x85"
@@ -19,9 +17,7 @@ RAW_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 
 
 def run(script, home, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                               capture_output=True, text=True, env=env, check=False, errors="surrogateescape")
+    return run_on_home(script, home, *args, errors="surrogateescape")
 
 
 def argv_of(command_line):

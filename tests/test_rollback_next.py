@@ -7,6 +7,7 @@ import shlex
 import sqlite3
 import subprocess
 
+from harness import clean_env
 from homebuilder import HomeBuilder, build_broken_home
 from test_migrate_rollback import run
 from test_undo_truth import list_runs, three_runs  # noqa: F401 - the fixture
@@ -76,7 +77,7 @@ def test_latest_preview_names_the_command_that_undoes_it(tmp_path):
     lines = run("rollback.py", hb.root, "--latest").stdout.splitlines()
     assert lines[-2] == "No changes applied (dry-run). To undo it, run:"
     assert lines[-1].startswith("  ") and lines[-1].endswith(f"rollback.py --codex-dir {hb.root} --manifest {r['run_dir']} --apply")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
+    env = clean_env()
     pasted = subprocess.run(shlex.split(lines[-1]), capture_output=True, text=True, env=env, check=False)
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
     assert [x["state"] for x in list_runs(hb.root)] == ["rolled back"]

@@ -8,16 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import faultrun  # script runs forked (tests/faultrun.py)
-
 from harness import SCRIPTS
+from harness import run_on_home as run
 from homebuilder import build_broken_home
-
-
-def run(script, home, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                               capture_output=True, text=True, env=env, check=False)
 
 
 def size(path):

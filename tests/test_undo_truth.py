@@ -11,13 +11,8 @@ import pytest
 from faultrun import script_run  # script runs forked (tests/faultrun.py)
 
 from harness import SCRIPTS
+from harness import run_on_home as run
 from homebuilder import HomeBuilder, build_broken_home
-
-
-def run(script, home, *args):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(home), *args],
-                      capture_output=True, text=True, env=env, check=False)
 
 
 def sql(db, q, args=()):

@@ -6,14 +6,11 @@ import os
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-import faultrun  # script runs forked (tests/faultrun.py)
-
-from harness import SCRIPTS, snapshot
+from harness import run_on_home as run, snapshot
 from homebuilder import HomeBuilder
 from sessionkit.runlog import decompress
 from sessionkit.codexfiles import zstd
@@ -48,12 +45,6 @@ def home(tmp_path):
     hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
     ts = [hb.add(provider="oldco", preview=f"old {i}") for i in range(2)]
     return hb, ts
-
-
-def run(script, root, *args):
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "SESSION_MIGRATION"))}
-    return faultrun.script_run([sys.executable, str(SCRIPTS / script), "--codex-dir", str(root), *args],
-                               capture_output=True, text=True, env=e, check=False)
 
 
 @needs_zstd
