@@ -38,10 +38,16 @@ def test_a_rollback_kept_partly_by_a_fork_says_so_and_finishes_once_the_fork_is_
     assert json.loads(world.script("rollback.py", "--list", "--json").stdout)["runs"][0]["state"] == "rolled back"
 
 
-def test_a_forced_rollback_while_codex_holds_a_session_counts_only_the_other(world):
-    held, free = world.make_threads(2, "mockA", prompt="t")
+def _two_migrated(world):
+    """Two sessions of mockA, migrated (with real Codex) to a provider of a longer name."""
+    ids = world.make_threads(2, "mockA", prompt="t")
     world.set_provider("mockLongerProviderName")
     assert world.script("provider_migrate.py", "--apply").returncode == 0
+    return ids
+
+
+def test_a_forced_rollback_while_codex_holds_a_session_counts_only_the_other(world):
+    held, free = _two_migrated(world)
     with world.app() as app:
         app.request("thread/resume", {"threadId": held})
         app.turn(held, "holding")
@@ -53,9 +59,7 @@ def test_a_forced_rollback_while_codex_holds_a_session_counts_only_the_other(wor
 
 
 def test_a_session_codex_deleted_since_the_run_is_not_counted_as_put_back(world):
-    gone, kept = world.make_threads(2, "mockA", prompt="t")
-    world.set_provider("mockLongerProviderName")
-    assert world.script("provider_migrate.py", "--apply").returncode == 0
+    gone, kept = _two_migrated(world)
     with world.app() as app:
         app.request("thread/delete", {"threadId": gone})
     rb = world.script("rollback.py", "--latest", "--apply")
