@@ -324,21 +324,23 @@ class Op:
     DB_OP: ClassVar[bool] = False
     COUNTS: ClassVar[Counts] = Counts()
     thread_id: Optional[str]
-    # Each op's fields, as its explicit __init__ takes them; those compared and shown when not all
-    # (a dataclass's eq and repr without the generated code it execs at import: issue 24).
+    # Each op's fields, as its explicit __init__ takes them, and those of them that only planning
+    # uses (neither compared nor shown): a dataclass's eq and repr without the generated code it
+    # execs at import (issue 24).
     _INIT: ClassVar[Tuple[str, ...]] = ()
-    _CMP: ClassVar[Optional[Tuple[str, ...]]] = None
-    _REPR: ClassVar[Optional[Tuple[str, ...]]] = None
+    _PLAN_ONLY: ClassVar[Tuple[str, ...]] = ()
+
+    def _fields(self) -> List[str]:
+        return [n for n in self._INIT if n not in self._PLAN_ONLY]
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        names = self._INIT if self._CMP is None else self._CMP
-        return tuple(getattr(self, n) for n in names) == tuple(getattr(other, n) for n in names)
+        names = self._fields()
+        return [getattr(self, n) for n in names] == [getattr(other, n) for n in names]
 
     def __repr__(self) -> str:
-        names = self._INIT if self._REPR is None else self._REPR
-        return f"{type(self).__qualname__}(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in names) + ")"
+        return f"{type(self).__qualname__}(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self._fields()) + ")"
 
     def replaced(self, **changes: Any) -> "Op":
         """A copy with some fields changed (dataclasses.replace: what __init__ sets by itself is not copied)."""
@@ -928,14 +930,7 @@ class Line1Rewrite(RolloutEdit):
                                         "spans", "old_len", "old_sha", "new_sha", "size", "mtime_ns", "mode", "backup",
                                         "old_file_sha", "new_file_sha", "with_threads", "cut", "old_cut_sha",
                                         "new_cut_sha", "expect_growth")
-    _CMP: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "expect_mtime_ns", "expect_size", "old_values",
-                                       "spans", "old_len", "old_sha", "new_sha", "size", "mtime_ns", "mode", "backup",
-                                       "old_file_sha", "new_file_sha", "with_threads", "cut", "old_cut_sha",
-                                       "new_cut_sha")
-    _REPR: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "expect_mtime_ns", "expect_size", "old_values",
-                                        "spans", "old_len", "old_sha", "new_sha", "size", "mtime_ns", "mode", "backup",
-                                        "old_file_sha", "new_file_sha", "with_threads", "cut", "old_cut_sha",
-                                        "new_cut_sha")
+    _PLAN_ONLY: ClassVar[Tuple[str, ...]] = ("expect_growth",)
 
     def __init__(self, thread_id: Optional[str], path: str, set: Dict[str, Any],
                  expect_mtime_ns: Optional[int] = None, expect_size: Optional[int] = None,
@@ -1271,14 +1266,7 @@ class RolloutRewrite(RolloutEdit):
                                         "old_values", "spans", "shifts", "prefix_len", "old_sha", "new_sha",
                                         "cwd_lines", "size", "mtime_ns", "mode", "backup", "old_file_sha",
                                         "new_file_sha", "parent", "with_threads")
-    _CMP: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "remaps", "expect_mtime_ns", "expect_size",
-                                       "old_values", "spans", "shifts", "prefix_len", "old_sha", "new_sha",
-                                       "cwd_lines", "size", "mtime_ns", "mode", "backup", "old_file_sha",
-                                       "new_file_sha", "with_threads")
-    _REPR: ClassVar[Tuple[str, ...]] = ("thread_id", "path", "set", "remaps", "expect_mtime_ns", "expect_size",
-                                        "old_values", "spans", "shifts", "prefix_len", "old_sha", "new_sha",
-                                        "cwd_lines", "size", "mtime_ns", "mode", "backup", "old_file_sha",
-                                        "new_file_sha", "with_threads")
+    _PLAN_ONLY: ClassVar[Tuple[str, ...]] = ("parent",)
 
     def __init__(self, thread_id: Optional[str], path: str, set: Dict[str, Any],
                  remaps: Optional[List[List[str]]] = None, expect_mtime_ns: Optional[int] = None,
@@ -1981,8 +1969,7 @@ class OffsetShift(Op):
     COUNTS: ClassVar[Counts] = Counts("offset_shifts", "offsets_to_revert")
 
     _INIT: ClassVar[Tuple[str, ...]] = ("db_path", "thread_id", "boundary", "delta", "old", "new", "after", "shifts")
-    _CMP: ClassVar[Tuple[str, ...]] = ("db_path", "thread_id", "boundary", "delta", "old", "new", "shifts")
-    _REPR: ClassVar[Tuple[str, ...]] = ("db_path", "thread_id", "boundary", "delta", "old", "new", "shifts")
+    _PLAN_ONLY: ClassVar[Tuple[str, ...]] = ("after",)
 
     def __init__(self, db_path: str, thread_id: Optional[str], boundary: int, delta: int, old: List[Any],
                  new: List[Any], after: Optional[Op] = None, shifts: Optional[List[List[int]]] = None) -> None:
