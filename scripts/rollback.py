@@ -24,7 +24,7 @@ from sessionkit.ui.commands import home_command, quote  # noqa: E402
 from sessionkit.runlog.runs import list_details, older_runs, prune, prune_candidates, prune_verdict, readable_size  # noqa: E402
 from sessionkit import UserError  # noqa: E402
 from sessionkit.codexfiles.home import open_home  # noqa: E402
-from sessionkit.codexfiles.paths import safe_str  # noqa: E402
+from sessionkit.codexfiles.paths import safe_str, user_path  # noqa: E402
 from sessionkit.codexfiles.locks import scan_activity  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writable, refuse_if_running  # noqa: E402
@@ -204,7 +204,7 @@ def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[D
 def restore(home: Any, args: Any) -> int:
     """--restore-db: what putting the backup back would undo besides the run's own rows; with --apply
     (and --force where anything would be lost or split) the restore, recorded in the run's journal."""
-    backup = Path(args.restore_db).expanduser()
+    backup = user_path(args.restore_db)
     if args.apply:  # a running Codex is said first, as by every writer
         refuse_if_running(scan_activity(home.root), args.force)
     check = check_restore(home, backup)

@@ -345,6 +345,10 @@ BAD_FLAGS = [
     ("provider_migrate.py", ["--sqlite-home", "", "--apply"], "empty path"),
     ("rollback.py", ["--sqlite-home", "", "--latest", "--apply"], "empty path"),
     ("session_audit.py", ["--sqlite-home", "/nonexistent/db/dir"], "no state DB"),
+    # a ~user that names nobody stays as typed (pathlib's expanduser raised: an internal error)
+    ("session_audit.py", ["--codex-dir", "~nobody-here-7f3a"], "no Codex home at"),
+    ("session_audit.py", ["--sqlite-home", "~nobody-here-7f3a/db"], "no state DB at"),
+    ("session_import.py", ["--from", "~nobody-here-7f3a/home.tgz"], "~nobody-here-7f3a/home.tgz"),
     ("session_audit.py", ["--provider", ""], "provider id is empty"),
     ("session_audit.py", ["--provider", "new\nco"], "control character"),
     ("session_audit.py", ["--cwd", ""], "empty path"),

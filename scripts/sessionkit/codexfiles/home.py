@@ -9,6 +9,7 @@ from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles import tomlmini
 from sessionkit.codexfiles.record import Record
+from sessionkit.codexfiles.paths import user_path
 from sessionkit.codexfiles.versions import BUILTIN_PROVIDER_IDS as BUILTIN_PROVIDERS, DEFAULT_PROVIDER, DESKTOP_DB_FOLDER, \
     LATEST, LEGACY_PROFILE_KEY_REJECTED, OLDER_DB_NAMES, STATE_DB_NAME
 
@@ -106,7 +107,7 @@ def resolve_home_dir(codex_dir: Optional[str], environ: Optional[Dict[str, str]]
     raw = codex_dir or str(host.default_home(env))
     if "\x00" in raw:
         raise UserError("the Codex home path contains a NUL byte")
-    path = Path(raw).expanduser()
+    path = user_path(raw)
     if not path.exists():
         raise MissingHome(path.absolute())
     if not path.is_dir():
@@ -155,11 +156,11 @@ def locate_state_dbs(root: Path, cfg: CodexConfig, sqlite_home: Optional[str],
     if sqlite_home is not None:
         if not sqlite_home or "\x00" in sqlite_home:
             raise UserError("--sqlite-home is empty or holds a NUL byte (pass the folder of state_5.sqlite)")
-        chosen_dir, why = Path(sqlite_home).expanduser().absolute(), "--sqlite-home"
+        chosen_dir, why = user_path(sqlite_home).absolute(), "--sqlite-home"
     elif cfg.sqlite_home:
-        chosen_dir, why = Path(cfg.sqlite_home).expanduser(), "sqlite_home in config.toml"
+        chosen_dir, why = user_path(cfg.sqlite_home), "sqlite_home in config.toml"
     elif env.get("CODEX_SQLITE_HOME"):
-        chosen_dir, why = Path(env["CODEX_SQLITE_HOME"]).expanduser(), "$CODEX_SQLITE_HOME"
+        chosen_dir, why = user_path(env["CODEX_SQLITE_HOME"]), "$CODEX_SQLITE_HOME"
     else:
         chosen_dir, why = root, "the Codex home (no sqlite_home set)"
     if not chosen_dir.is_absolute():

@@ -148,6 +148,12 @@ def open_regular(path: Union[str, Path], buffering: int = -1) -> BinaryIO:
         raise
 
 
+def user_path(text: str) -> Path:
+    """A path as typed, `~` and `~user` expanded where they name someone (an unknown `~user` stays as
+    typed, as a shell leaves it: pathlib's expanduser raises there, which became an internal error)."""
+    return Path(os.path.expanduser(text))
+
+
 def read_regular(path: str, n: int) -> Tuple[bytes, int]:
     """The first n bytes of a regular file and its size, in one open, fstat and read (the audit's
     hot path: no file object); a FIFO, socket or device raises OSError, never blocks."""

@@ -12,7 +12,7 @@ from typing import Callable, Dict, IO, List, Optional, Tuple
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
-from sessionkit.codexfiles.paths import is_inside
+from sessionkit.codexfiles.paths import is_inside, user_path
 from sessionkit.codexfiles.record import Record
 from sessionkit.codexfiles.rollout_index import ROLLOUT_NAME
 
@@ -92,7 +92,7 @@ def open_source(src: str, scratch_parent: Optional[Path] = None) -> SourceHome:
     """SRC as a readable home. The caller closes it (the scratch folder is removed)."""
     if not src or "\x00" in src:
         raise UserError("--from wants a Codex home folder or a .tar/.tar.gz/.tgz/.zip holding one")
-    path = Path(src).expanduser()
+    path = user_path(src)
     if not path.exists():
         raise UserError(f"--from {src}: no such file or folder")
     if path.is_dir():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from sessionkit.codexfiles.reasons import INTERRUPTED  # noqa: F401
+from sessionkit.codexfiles.paths import user_path
 from sessionkit import UserError
 from sessionkit.codexfiles.locks import scan_activity
 
@@ -25,7 +26,7 @@ INTERRUPT_GRACE_S = 5.0  # after a Ctrl-C forwarded to it: the user asked to sto
 def find_codex(codex_bin: Optional[str]) -> str:
     """`--codex-bin`, else `codex` on PATH; a clear refusal when neither is there."""
     if codex_bin:
-        path = Path(codex_bin).expanduser()
+        path = user_path(codex_bin)
         if not (path.is_file() and os.access(str(path), os.X_OK)):
             raise UserError(f"--codex-bin {codex_bin}: not an executable file")
         return str(path)

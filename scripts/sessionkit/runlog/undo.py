@@ -23,7 +23,7 @@ from sessionkit.runlog.registry import op_from_record
 from sessionkit.runlog.runstate import run_state
 from sessionkit.runlog.scope import allowed_roots, forget_resolved, home_dbs, op_problem, path_allowed
 from sessionkit.runlog.shared_undo import drop_served, forks_since, outside_refs, shared_holds, thread_holds, what
-from sessionkit.codexfiles.paths import safe_str
+from sessionkit.codexfiles.paths import safe_str, user_path
 from sessionkit.codexfiles.statedb import open_readonly, transaction
 from sessionkit.runlog.lockbatch import run_batches, split_batches
 from sessionkit.ui.progress import Progress
@@ -168,7 +168,7 @@ def find_run(home: CodexHome, manifest: Optional[str]) -> Optional[Target]:
     recorded run is undone: nothing left to undo. A bare CSV of the original design
     (`provider_migration_<ts>.csv`, no journal beside it) stands for itself."""
     if manifest:
-        p = Path(manifest).expanduser()
+        p = user_path(manifest)
         if not p.exists():
             raise UserError(f"no such manifest or run folder: {p}")
         if not p.is_dir():
@@ -191,7 +191,7 @@ def find_run(home: CodexHome, manifest: Optional[str]) -> Optional[Target]:
 
 def runs_until(home: CodexHome, where: str) -> List[Run]:
     """The applied runs from the newest down to (and including) the run `where` names, newest first."""
-    p = Path(where).expanduser()
+    p = user_path(where)
     if not p.exists():
         raise UserError(f"no such run folder: {p}")
     folder = p if p.is_dir() else p.parent
