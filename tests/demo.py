@@ -35,16 +35,15 @@ def main(argv: list) -> int:
     rc = subprocess.run([sys.executable, os.path.join(HERE.parent, "scripts", "session_audit.py"),
                          "--codex-dir", str(home)], check=False).returncode
     print(f"\n(the audit exited {rc}: 0 clean, 1 findings, 2 error)")
-    remap = f"/home/olduser/.codex={home}"
-    print("\nTry a repair and its undo on this sample home (paste each line, from any folder):")
-    for line in (script_command("session_repair.py", "--remap-prefix", remap, "--apply", home=home),
+    print("\nTry the recovery and its undo on this sample home (paste each line, from any folder):")
+    for line in (script_command("session_recover.py", home=home),
+                 script_command("session_recover.py", "--apply", home=home),
                  audit,
                  script_command("rollback.py", "--list", home=home),
-                 script_command("rollback.py", "--latest", "--apply", home=home),
-                 script_command("provider_migrate.py", home=home)):
+                 script_command("rollback.py", "--latest", "--apply", home=home)):
         print(f"  {line}")
-    print("The repair writes (after a backup, with a journal), the audit shows what changed, the "
-          "rollback puts\nit all back; the last line is the migration's dry-run. Remove the sample home when done:")
+    print("The first shows the plan and changes nothing; the second writes it (after a backup, with a "
+          "journal),\nthe audit shows what changed, the rollback puts it all back. Remove the sample home when done:")
     print(f"  rm -rf -- {quote(base)}")
     return 0
 

@@ -295,17 +295,19 @@ def test_make_demo_prints_commands_that_run_on_its_sample_home(place):
     q = shlex.quote(str(home))
     lines = [line for line in proc.stdout.splitlines() if not re.match(r"make(\[\d+\])?: ", line)]  # -C's notes
     assert lines[0] == f"Sample home with one of every problem (kept until you remove it): {home}"
-    start = lines.index("Try a repair and its undo on this sample home (paste each line, from any folder):")
+    start = lines.index("Try the recovery and its undo on this sample home (paste each line, from any folder):")
     cmds = [line.strip() for line in lines[start + 1:start + 6]]
-    assert cmds[0] == (f"{PY} {SCRIPTS}/session_repair.py --codex-dir {q} --remap-prefix "
-                       f"{shlex.quote('/home/olduser/.codex=' + str(home))} --apply")
+    assert cmds[:2] == [f"{PY} {SCRIPTS}/session_recover.py --codex-dir {q}",
+                        f"{PY} {SCRIPTS}/session_recover.py --codex-dir {q} --apply"]  # the plan first
     before = home_state(home)
-    results = [paste(c, elsewhere, env) for c in cmds]
-    assert [r.returncode for r in results] == [1, 1, 0, 0, 0], [r.stderr for r in results]
-    assert "=== Session Repair Result ===" in results[0].stdout
-    assert results[1].stdout.startswith(f"=== Codex Session Audit: {home} ===\n")
-    assert "session_repair" in results[2].stdout and results[3].stdout.startswith("=== Rollback Result ===\nDone: ")
-    assert results[4].stdout.startswith("=== Provider Migration Plan ===\n")
-    assert home_state(home) == before  # repaired, then rolled back exactly
+    results = [paste(cmds[0], elsewhere, env)]
+    assert home_state(home) == before  # the plan changed nothing
+    results += [paste(c, elsewhere, env) for c in cmds[1:]]
+    assert [r.returncode for r in results] == [1, 1, 1, 0, 0], [r.stderr for r in results]
+    assert "=== Session Recovery Result ===" in results[1].stdout, results[1].stdout
+    assert results[2].stdout.startswith(f"=== Codex Session Audit: {home} ===\n")
+    assert "session_recover  applied (newest)" in results[3].stdout
+    assert results[4].stdout.startswith("=== Rollback Result ===\nDone: ")
+    assert home_state(home) == before  # recovered, then rolled back exactly
     assert lines[-1] == f"  rm -rf -- {shlex.quote(str(demo_dir))}"
     assert paste(lines[-1].strip(), elsewhere, env).returncode == 0 and not demo_dir.exists()
