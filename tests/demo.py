@@ -21,7 +21,7 @@ from sessionkit.ui.commands import quote, script_command  # noqa: E402
 
 def main(argv: list) -> int:
     if argv and argv[0]:
-        base = Path(argv[0]).expanduser().absolute()
+        base = Path(os.path.expanduser(argv[0])).absolute()
         if base.exists() and any(base.iterdir()):
             print(f"demo.py: error: {base} exists and is not empty; name a new folder", file=sys.stderr)
             return 2

@@ -269,7 +269,7 @@ def test_moved_user_folder_names_one_remap_for_paths_and_folders(tmp_path):
     assert pkg["inside_home"] is False and pkg["repoint_to"] == str(release)
     assert "0.171.0's TUI (`codex`, `codex resume`) stops with 'daemon executable not found'" in pkg["problem"]
     f = r["findings"]
-    assert any(x.startswith("home moved: 3 row(s)") and f"--remap-prefix {old_user}={new_user}" in x for x in f)
+    assert f"home moved: 3 row(s) under {old_user / '.codex'} and 3 session(s) recorded in folders under {old_user}" in f
     assert any("packages/app-server-daemon/current" in x and str(release) in x for x in f)
     assert any(x.startswith("the TUI picker in ") and "3 were recorded in folders that no longer exist" in x
                for x in f)

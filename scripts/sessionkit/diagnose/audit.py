@@ -10,7 +10,6 @@ from typing import Any, Dict, List, Optional
 
 from sessionkit.codexfiles.ids import norm_id
 from sessionkit import UserError
-from sessionkit.ui.commands import report_command
 from sessionkit.codexfiles.home import StateDb
 from sessionkit.codexfiles.versions import STATE_DB_NAME
 from sessionkit.codexfiles.locks import CodexActivity
@@ -391,8 +390,8 @@ def findings(report: Dict[str, Any]) -> List[str]:
         m = integ["moved_home"]
         cwd = f" and {m['cwd_rows']} session(s) recorded in folders under {m['old_user_prefix']}" \
             if m.get("cwd_rows") else ""
-        out.append(f"home moved: {m['rows']} row(s) under {m['old_prefix']}{cwd}; "
-                   f"preview the fix: {report_command(report, 'session_repair.py', *m['remap_arg'].split(' ', 1))}")
+        # no command here: next_steps (fixes/advice.py) names one only when its dry-run would change something
+        out.append(f"home moved: {m['rows']} row(s) under {m['old_prefix']}{cwd}")
     pkg = report.get("daemon_package")
     if pkg and pkg.get("problem"):
         to = f"; re-point it to {pkg['repoint_to']}" if pkg.get("repoint_to") else ""
