@@ -340,6 +340,7 @@ BAD_FLAGS = [
     ("provider_migrate.py", ["--codex-dir", "", "--apply"], "empty path"),
     ("rollback.py", ["--codex-dir", "", "--latest", "--apply"], "empty path"),
     ("session_audit.py", ["--codex-dir", "/nonexistent/codex/home"], "no Codex home"),
+    ("session_audit.py", ["--codex-dir", "/"], "/ has no sessions/, config.toml nor auth.json: is it a Codex home?"),
     ("session_audit.py", ["--sqlite-home", ""], "empty path"),
     ("session_repair.py", ["--sqlite-home", "", "--apply"], "empty path"),
     ("provider_migrate.py", ["--sqlite-home", "", "--apply"], "empty path"),

@@ -190,7 +190,9 @@ def open_home(codex_dir: Optional[str], sqlite_home: Optional[str] = None,
     used = dbs[0]
     if require_db and not used.path.is_file():
         others = ", ".join(str(d.path) for d in dbs[1:])
+        looks_like_home = any(os.path.exists(os.path.join(root, n)) for n in ("sessions", "config.toml", "auth.json"))
         hint = f"; other state DBs found: {others} (pass --sqlite-home)" if others else \
-            " (start Codex once to create it, or pass --sqlite-home)"
+            " (start Codex once to create it, or pass --sqlite-home)" if looks_like_home else \
+            f"; {root} has no sessions/, config.toml nor auth.json: is it a Codex home? (pass --codex-dir)"
         raise UserError(f"no state DB at {used.path}{hint}")
     return CodexHome(root=root, config=cfg, state_db=used, other_dbs=dbs[1:])
