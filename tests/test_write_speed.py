@@ -97,6 +97,13 @@ def test_rollback_parses_its_journal_once(home, capsys, monkeypatch):
             parsed.append(text)
             return json.loads(text, *a, **k)
     monkeypatch.setattr(journal_mod, "json", CountingJson())
+
+    class CountingDecoder:  # the reader's own decoder (raw_decode), json.loads only for odd lines
+        @staticmethod
+        def raw_decode(text, *a, **k):
+            parsed.append(text)
+            return json.JSONDecoder().raw_decode(text, *a, **k)
+    monkeypatch.setattr(journal_mod, "_DECODER", CountingDecoder())
     back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
     assert back["result"]["line1_restored"] == 12 and back["state"] == "rolled back"
     lines = journal.read_text().splitlines()
@@ -209,3 +216,65 @@ def test_the_rollback_holds_the_cyclic_gc_off_while_it_works_and_gives_it_back(h
     back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
     assert back["result"]["line1_restored"] == 12
     assert seen == [False] and gc.isenabled()
+
+
+def _run_dir_files(out):
+    return sorted(p.name for p in Path(out["result"]["journal"]).parent.iterdir())
+
+
+def test_the_rollback_backs_up_while_it_plans_and_keeps_one_backup(home, capsys, monkeypatch):
+    """The DB backup is made in a thread while the undo is planned (BackupsAhead), and it is the one
+    backup the undo lists: made from the DB before the undo's change, taken before that change."""
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    from sessionkit.runlog import artifacts, undo
+    out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    before = _run_dir_files(out)
+    migrated = sqlite3.connect(str(home / "state_5.sqlite")).execute("SELECT id, model_provider FROM threads").fetchall()
+    threads = []
+    real = artifacts.backup_db
+    monkeypatch.setattr(artifacts, "backup_db", lambda db, dest: threads.append(__import__("threading").current_thread().name)
+                        or real(db, dest))
+    planned = []
+    real_plan = undo.plan_undo
+    monkeypatch.setattr(rollback, "plan_undo", lambda h, t: planned.append(threads[:]) or real_plan(h, t))
+    back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+    assert back["result"]["rows_reverted"] == 12 and back["state"] == "rolled back"
+    assert len(threads) == 1 and threads[0] != "MainThread"  # one backup, not made by the undo itself
+    made = back["result"]["db_backups"]
+    assert len(made) == 1 and Path(made[0]).name.startswith("state_5.sqlite.pre_rollback_")
+    assert _run_dir_files(out) == sorted(before + [Path(made[0]).name])
+    kept = sqlite3.connect(made[0]).execute("SELECT id, model_provider FROM threads").fetchall()
+    assert kept == migrated != sqlite3.connect(str(home / "state_5.sqlite")).execute(
+        "SELECT id, model_provider FROM threads").fetchall()  # the DB as the migration left it, before the undo
+
+
+@pytest.mark.parametrize("how", ["nothing to undo", "edited journal", "backup fails"])
+def test_a_backup_made_ahead_and_not_used_is_removed(home, capsys, monkeypatch, how):
+    """What the undo does not take is removed: a second rollback (nothing left to undo), a journal
+    the plan refuses, and a backup that failed (the undo stops before any change, as it did when it
+    made the backup itself)."""
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    from sessionkit.runlog import artifacts
+    out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    journal = Path(out["result"]["journal"])
+    if how == "nothing to undo":
+        first = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+        assert first["state"] == "rolled back"  # then the same run again: every change is original
+    files = _run_dir_files(out)
+    rows = sqlite3.connect(str(home / "state_5.sqlite")).execute("SELECT id, model_provider FROM threads").fetchall()
+    if how == "edited journal":
+        lines = journal.read_text().splitlines()
+        i = next(n for n, x in enumerate(lines) if '"op":"row_update"' in x)
+        lines[i] = lines[i].replace('"old":{"model_provider":"oldco"}', '"old":{"model_provider":"evil"}')
+        journal.write_text("\n".join(lines) + "\n")
+    if how == "backup fails":
+        def full(db, dest):
+            Path(dest).write_bytes(b"partial")  # a backup cut short by a full disk
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(artifacts, "backup_db", full)
+    code = rollback.run(rollback.main, ["--codex-dir", str(home), "--manifest", str(journal), "--apply", "--json"])
+    capsys.readouterr()
+    assert code == (0 if how == "nothing to undo" else 2)
+    assert sorted(p.name for p in journal.parent.iterdir()) == files  # no backup left, whole or partial
+    assert sqlite3.connect(str(home / "state_5.sqlite")).execute(
+        "SELECT id, model_provider FROM threads").fetchall() == rows

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
 from sessionkit.codexfiles.reasons import DELETED, GROUP_TOGETHER, LEFT_ALONE_WITH
 from sessionkit import UserError
-from sessionkit.runlog.artifacts import backup_into, list_runs
+from sessionkit.runlog.artifacts import BackupsAhead, backup_into, list_runs
 from sessionkit.codexfiles.faults import point
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.runlog.commits import reached
@@ -548,15 +548,32 @@ def _plan_from_csv(home: CodexHome, manifest: Path) -> UndoPlan:
     return plan
 
 
+def backups_ahead(home: CodexHome, target: Target) -> BackupsAhead:
+    """The backups of this home's DBs the run's ops change, begun now, while the undo is planned
+    (BackupsAhead: what the undo does not take is removed)."""
+    run = target if isinstance(target, Run) else None
+    mine = home_dbs(home)
+    dbs = [db for db in dict.fromkeys(o.db() for o in (run.ops if run else []) if o.DB_OP)
+           if db is not None and os.path.realpath(db) in mine and os.path.isfile(db)]
+    return BackupsAhead(run.path if run else Path(), dbs, _backup_tag())
+
+
+def _backup_tag() -> str:
+    return f"pre_rollback_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
+
+
 def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback",
-               progress: Optional[Progress] = None) -> Dict[str, Any]:
+               progress: Optional[Progress] = None, ahead: Optional[BackupsAhead] = None) -> Dict[str, Any]:
     """DB ops first (a backup of each DB, then one transaction per DB), then file ops newest first,
     each thread under its writer lock; a thread Codex holds open is left alone whole. More threads
-    than the open-file limit holds locks for go in batches, ops of no thread (folders) in the last."""
+    than the open-file limit holds locks for go in batches, ops of no thread (folders) in the last.
+    `ahead`: the backups begun while planning (backups_ahead), taken instead of made."""
+    if ahead is not None:
+        ahead.wait()  # its descriptors closed before the open-file room for the locks is counted
     per_batch = locks_per_batch(len({o.thread_id for o, _ in plan.steps if o.thread_id}))
     group = group_of([o for o, _ in plan.steps])  # a fork and its parent in one batch
     batches = split_batches(plan.steps, lambda step: group(step[0]), per_batch, loose_last=True)
-    undo = _UndoBatches(plan, by, batches)
+    undo = _UndoBatches(plan, by, batches, ahead)
     run_batches(home.root, batches, _step_thread, undo.batch, progress)
     if plan.locks:  # lock files a killed run left: removed when no one holds them
         remove_stale_locks(home.root, plan.locks["created"])
@@ -588,9 +605,11 @@ class _UndoBatches:
     """The undo of one batch of threads, under their writer locks: (first batch: back up every DB
     any batch changes) its DB ops in one transaction per DB, its temporary files, its file ops."""
 
-    def __init__(self, plan: UndoPlan, by: str, batches: List[List[Tuple[Op, str]]]) -> None:
+    def __init__(self, plan: UndoPlan, by: str, batches: List[List[Tuple[Op, str]]],
+                 ahead: Optional[BackupsAhead] = None) -> None:
         self.plan, self.by, self.batches = plan, by, batches
-        self.stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.ahead = ahead if ahead is not None and ahead.folder == plan.run_dir else None
+        self.tag = self.ahead.tag if self.ahead else _backup_tag()
         self.counts = {"rows_reverted": 0, "line1_restored": 0, "files_moved_back": 0, "undone": 0}
         for o, _ in plan.steps:
             if o.COUNTS.undone:
@@ -640,7 +659,8 @@ class _UndoBatches:
         if self.by == "failure":
             return
         for db in self.dbs:
-            self.backups.append(str(backup_into(self.plan.run_dir, db, f"pre_rollback_{self.stamp}")))
+            made = self.ahead.take(db) if self.ahead else backup_into(self.plan.run_dir, db, self.tag)
+            self.backups.append(str(made))
 
     def _rows(self, db: str, mine: List[Op]) -> None:
         with transaction(Path(db)) as conn:
