@@ -226,7 +226,7 @@ def test_the_rollback_backs_up_while_it_plans_and_keeps_one_backup(home, capsys,
     """The DB backup is made in a thread while the undo is planned (BackupsAhead), and it is the one
     backup the undo lists: made from the DB before the undo's change, taken before that change."""
     migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
-    from sessionkit.runlog import artifacts, undo
+    from sessionkit.runlog import artifacts
     out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
     before = _run_dir_files(out)
     migrated = sqlite3.connect(str(home / "state_5.sqlite")).execute("SELECT id, model_provider FROM threads").fetchall()
@@ -234,9 +234,6 @@ def test_the_rollback_backs_up_while_it_plans_and_keeps_one_backup(home, capsys,
     real = artifacts.backup_db
     monkeypatch.setattr(artifacts, "backup_db", lambda db, dest: threads.append(__import__("threading").current_thread().name)
                         or real(db, dest))
-    planned = []
-    real_plan = undo.plan_undo
-    monkeypatch.setattr(rollback, "plan_undo", lambda h, t: planned.append(threads[:]) or real_plan(h, t))
     back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
     assert back["result"]["rows_reverted"] == 12 and back["state"] == "rolled back"
     assert len(threads) == 1 and threads[0] != "MainThread"  # one backup, not made by the undo itself
