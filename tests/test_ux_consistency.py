@@ -51,3 +51,34 @@ def test_the_migration_says_its_counts_leave_archived_sessions_out(tmp_path):
     assert "Done: 3 sessions moved to newco (sessions per provider now, archived included: newco 5, oldco 2):" in done
     assert json.loads(run_on_home("provider_migrate.py", hb.root, "--json").stdout)[
         "provider_distribution_before"] == {"newco": 5}  # the report's fields are unchanged
+
+
+def _after(text, start):
+    """The line after the first one starting with `start`: the session a screen names first."""
+    lines = text.splitlines()
+    return next(lines[i + 1] for i, line in enumerate(lines) if line.startswith(start))
+
+
+@pytest.mark.parametrize("kind", ["named, on another provider", "not indexed"])
+def test_one_session_has_one_label_across_recovery_and_rollback(tmp_path, kind):
+    """The recovery's result, the rollback's preview and its result name the session alike (name as the
+    picker shows it, else title; date; folder), so a user follows one session across the screens:
+    the name lives in session_index.jsonl once the rollback has taken threads.name back, and a row
+    the recovery made is gone once rolled back."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    if kind == "not indexed":
+        t = hb.add(provider="newco", preview="fix the login bug", cwd="/work/app", write_row=False)
+        want = '  "fix the login bug (turn 0)", 2025-03-01 09:37, /work/app'
+    else:
+        t = hb.add(provider="oldco", preview="fix the login bug", cwd="/work/app")
+        (hb.root / "session_index.jsonl").write_text(json.dumps(
+            {"id": t.id, "thread_name": "Login bug hunt", "updated_at": "2025-03-01T00:00:00Z"}) + "\n")
+        want = '  "Login bug hunt", 2025-03-01 09:37, /work/app'
+    hb.add(provider="newco", preview="another session")
+    recovered = run_on_home("session_recover.py", hb.root, "--apply")
+    preview = run_on_home("rollback.py", hb.root, "--latest")
+    undone = run_on_home("rollback.py", hb.root, "--latest", "--apply")
+    assert [recovered.returncode, preview.returncode, undone.returncode] == [0, 0, 0], undone.stderr
+    labels = [_after(recovered.stdout, "Done: 1 session recovered"), _after(preview.stdout, "Would undo"),
+              _after(undone.stdout, "Done: the recovery run")]
+    assert labels == [want] * 3
