@@ -82,3 +82,22 @@ def test_one_session_has_one_label_across_recovery_and_rollback(tmp_path, kind):
     labels = [_after(recovered.stdout, "Done: 1 session recovered"), _after(preview.stdout, "Would undo"),
               _after(undone.stdout, "Done: the recovery run")]
     assert labels == [want] * 3
+
+
+def test_dry_runs_with_work_and_nothing_skipped_exit_0_alike(tmp_path):
+    """The three writers' dry-runs share one exit rule: 1 only when something is skipped (a finding
+    the run cannot fix), 0 when they would change something and skip nothing; a dry-run's work is
+    not itself a finding (`Exit codes: 0 clean, 1 findings or partial`)."""
+    hb = HomeBuilder(tmp_path / ".codex", provider="newco", providers=["newco", "oldco"])
+    hb.add(provider="oldco", preview="made before the switch")
+    moved = hb.add(provider="newco", preview="its file moved")
+    dest = hb.root / "sessions" / "2025" / "03" / "02" / moved.path.name
+    dest.parent.mkdir(parents=True)
+    moved.path.rename(dest)
+    runs = {s: run_on_home(s, hb.root, "--json") for s in ("session_repair.py", "session_recover.py",
+                                                              "provider_migrate.py")}
+    plans = {s: json.loads(p.stdout) for s, p in runs.items()}
+    assert plans["session_repair.py"]["nothing_to_do"] is False and not plans["session_repair.py"]["skipped"]
+    assert plans["session_recover.py"]["sessions"] == 2 and not plans["session_recover.py"]["skipped"]
+    assert plans["provider_migrate.py"]["candidates"] == 1 and plans["provider_migrate.py"]["skipped"] == 0
+    assert [p.returncode for p in runs.values()] == [0, 0, 0]
