@@ -87,9 +87,19 @@ install:
 	@# compiled now, once: the scripts set dont_write_bytecode (they may live inside $$CODEX_HOME) and
 	@# would otherwise compile every module on every run; checked-hash stays valid after a copy
 	@$(PYTHON) -m compileall -q --invalidation-mode checked-hash "$(INSTALL_DIR)/scripts"
-	@echo "installed the skill into $(INSTALL_DIR); audit your Codex home with:"
-	@$(PYTHON) -c 'import shlex, sys; print("  " + " ".join(shlex.quote(a) for a in sys.argv[1:]))' \
-	  "$$(command -v $(PYTHON))" "$(INSTALL_DIR)/scripts/session_audit.py"
+	@$(PYTHON) -c "$$INSTALL_HINT" "$(INSTALL_DIR)" "$$(command -v $(PYTHON))" "$(INSTALL_DIR)/scripts/session_audit.py"
+
+# What install prints last; a reader that stops early (`make install | head -1`) ends it quietly,
+# as any Unix tool: the install is done, only the hint is cut.
+define INSTALL_HINT
+import os, shlex, sys
+try:
+    print(f"installed the skill into {sys.argv[1]}; audit your Codex home with:")
+    print("  " + " ".join(shlex.quote(a) for a in sys.argv[2:]), flush=True)
+except BrokenPipeError:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+endef
+export INSTALL_HINT
 
 bench:
 	$(PYTHON) bench/bench.py

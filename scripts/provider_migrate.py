@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import Counter
 from typing import Any, Dict, List, Optional
 
 sys.dont_write_bytecode = True  # no __pycache__ inside the Codex home (the skill lives there)
@@ -51,9 +52,21 @@ def parse_args(argv: Optional[List[str]]) -> Any:
     return p.parse_args(argv)
 
 
+def archived_note(archived: Dict[str, int], include_archived: bool) -> List[str]:
+    """What the per-provider counts leave out: the audit counts archived sessions, the migration by
+    default does not, so the same home must not seem to show two different numbers."""
+    if not archived or include_archived:
+        return []
+    per = ", ".join(f"{shown(k)} {v}" for k, v in sorted(archived.items(), key=lambda kv: (-kv[1], kv[0])))
+    return [f"    (not counting {sum(archived.values())} archived: {per}; "
+            "add --include-archived to count and move them too)"]
+
+
 def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any]], dry_run: bool,
-           names: Dict[str, str], verbose: bool = False) -> str:
+           names: Dict[str, str], verbose: bool = False, archived: Optional[Dict[str, int]] = None,
+           include_archived: bool = False) -> str:
     """The plan as the user knows the sessions (title, date, folder), then the result and the undo."""
+    archived = archived or {}
     dist = ", ".join(f"{shown(k)} {v}" for k, v in plan["provider_distribution_before"].items())
     out = ["=== Provider Migration Plan ===",
            f"codex_dir: {plan['codex_dir']}",
@@ -62,7 +75,8 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
            f"sessions to move to {plan['target_provider']}: {plan['candidates']} (first lines to rewrite: "
            f"{plan['line1_rewrites']}, {plan['line1_growing']} of them longer; index entries to update: "
            f"{plan['row_updates']})",
-           f"sessions per provider now: {dist}"]
+           f"sessions per provider now{', archived included' if archived and include_archived else ''}: {dist}",
+           *archived_note(archived, include_archived)]
     out += [f"WARNING: {w}" for w in plan["warnings"]]
     for s in plan["sample"]:
         out += [f"  {names.get(s['thread_id'], s['thread_id'])}",
@@ -83,11 +97,11 @@ def render(home: CodexHome, plan: Dict[str, Any], result: Optional[Dict[str, Any
         if dry_run and plan["candidates"]:
             out.append("  " + rerun_command(home, COMMAND[2:] + ["--apply"], "provider_migrate.py"))
         return Lines(out)
-    return Lines(out + [""] + render_result(home, plan, result, names, verbose))
+    return Lines(out + [""] + render_result(home, plan, result, names, verbose, bool(archived)))
 
 
 def render_result(home: CodexHome, plan: Dict[str, Any], result: Dict[str, Any], names: Dict[str, str],
-                  verbose: bool = False) -> List[str]:
+                  verbose: bool = False, any_archived: bool = False) -> List[str]:
     """What moved, by name, what was skipped and why, the undo and the verify command."""
     failed = {s["thread_id"] for s in result.get("skipped_at_apply") or []}
     moved = [s["thread_id"] for s in plan["sample"] if s["thread_id"] not in failed]
@@ -97,7 +111,8 @@ def render_result(home: CodexHome, plan: Dict[str, Any], result: Dict[str, Any],
     outcome = Outcome(
         heading="Provider Migration Result",
         done=f"Done: {n} session{'s' if n != 1 else ''} moved to {plan['target_provider']}"
-             f" (sessions per provider now: {after})" + (":" if moved else "."),
+             f" (sessions per provider now{', archived included' if any_archived else ''}: {after})"
+             + (":" if moved else "."),
         changed=labels_for(names, moved),
         skipped=[(names.get(s["thread_id"], s["thread_id"]), s["reason"])
                  for s in (result.get("skipped_at_apply") or [])],
@@ -132,7 +147,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         ids = [s["thread_id"] for s in report["sample"]] + [s["thread_id"] for s in report["skipped_sample"]] \
             + [s["thread_id"] for s in (result or {}).get("skipped_at_apply") or []]
-        emit(render(home, report, result, not args.apply, session_names(inputs, ids), args.verbose))
+        archived = Counter(r.model_provider for r in inputs.rows if r.archived)
+        emit(render(home, report, result, not args.apply, session_names(inputs, ids), args.verbose,
+                    archived, args.include_archived))
     return EXIT_FINDINGS if plan.skipped else EXIT_CLEAN
 
 

@@ -140,16 +140,25 @@ def left_notes(home: Any, plan: Any) -> List[str]:
     return out
 
 
-def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[Dict[str, Any]],
-                verbose: bool, sample: int) -> str:
-    """What the rollback puts back, by session name; what it leaves alone and why; the counters
-    only with --verbose."""
+def put_back(plan: Any) -> List[str]:
+    """The threads actually put back: not one left alone or deleted since."""
     ids: List[str] = []
     for o, _state in plan.steps:
         tid = getattr(o, "thread_id", None)
         if tid and tid not in ids and tid not in plan.left_ids and tid not in plan.deleted_ids:
-            ids.append(tid)  # only the threads actually put back: not one left alone or deleted since
-    names = names_from_db(home.state_db.path, ids[:max(sample, 10)])  # the ones shown
+            ids.append(tid)
+    return ids
+
+
+def render_undo(home: Any, plan: Any, report: Dict[str, Any], result: Optional[Dict[str, Any]],
+                verbose: bool, sample: int, before: Optional[Dict[str, str]] = None) -> str:
+    """What the rollback puts back, by session name (as the preview named it: `before`, read before the
+    apply); what it leaves alone and why; the counters only with --verbose."""
+    ids = put_back(plan)
+    names = dict(before or {})
+    missing = [t for t in ids[:max(sample, 10)] if t not in names]  # the ones shown
+    if missing:
+        names.update(names_from_db(home, missing))
     run = f"the {run_kind_words(report.get('kind'))} run {shown(os.path.basename(str(report.get('run_dir') or '')))}"
     out = ["=== Rollback ==="] if result is None else []
     if result is None:
@@ -381,17 +390,18 @@ def _main(argv: Optional[List[str]]) -> int:
                     settle_hot_journal(Path(db))
             with backups_ahead(home, target) as ahead:  # made while the undo is planned
                 plan = plan_undo(home, target)
+                before = None if args.json else names_from_db(home, put_back(plan)[:max(args.sample, 10)])  # as the preview
                 if plan.needs_record():
                     result = apply_undo(home, plan, progress=Progress.for_terminal(), ahead=ahead)
     else:
-        plan = plan_undo(home, target)
+        plan, before = plan_undo(home, target), None
     report = summary(plan, args.sample)  # after the apply: threads Codex held meanwhile are named too
     report["state"] = state_now(home, plan.run_dir) if isinstance(target, Run) else None
     report["later_runs_on_same_threads"] = [f"{safe_str(r)} ({n} thread(s))" for r, n in later]
     if args.json:
         print_json({**report, "dry_run": not args.apply, "result": result})
     else:
-        emit(render_undo(home, plan, report, result, args.verbose, args.sample))
+        emit(render_undo(home, plan, report, result, args.verbose, args.sample, before))
     return EXIT_FINDINGS if plan.conflicts else EXIT_CLEAN
 
 

@@ -19,7 +19,7 @@ from sessionkit.ui.cli import (COMMAND, Parser, add_home_args, emit, positive_in
                             require_known_threads, run, thread_id_arg)
 from sessionkit.ui.commands import home_command, rerun_command  # noqa: E402
 from sessionkit.codexfiles.home import CodexHome, open_home  # noqa: E402
-from sessionkit.ui.labels import session_names  # noqa: E402
+from sessionkit.ui.labels import names_from_db, session_names  # noqa: E402
 from sessionkit.ui.progress import Progress  # noqa: E402
 from sessionkit.ui.labels import shown  # noqa: E402
 from sessionkit.fixes.recover import RecoverOptions, RecoverPlan, apply_recover, plan_recover, plan_report  # noqa: E402
@@ -220,6 +220,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print_json({"codex_dir": str(home.root), **report, "dry_run": not args.apply,
                     "apply_command": cmd if plan.has_work and not args.apply else None, "result": result})
     else:
+        if result is not None:  # the result names each session as it now is, as the rollback's screens will
+            names = {**names, **names_from_db(home, ids)}
         text = render(home, plan, report, result, not args.apply, cmd, names, args.verbose)
         emit(text)
     failed = (report.get("history_rebuild") or {}).get("failed")

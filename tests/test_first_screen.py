@@ -1,6 +1,7 @@
 """The audit's first screen: the diagnosis in plain words, the surfaces' numbers and the commands to
 paste, in about 15 lines that fit a terminal; then only the counters that are not zero."""
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -317,14 +318,29 @@ def test_plans_name_each_session_by_title_date_and_folder_with_readable_dates(br
     assert "  (first 1 of each shown; --sample N shows more, --json lists the ids)" in short
 
 
-@pytest.mark.parametrize("script", ["session_audit.py", "session_repair.py", "rollback.py"])
-def test_a_reader_that_stops_reading_gets_no_error_line(broken, script):
+READER_ARGS = {"session_audit.py": ["--verbose"], "session_repair.py": [], "session_recover.py": [],
+               "provider_migrate.py": [], "rollback.py": ["--list"], "session_export.py": ["--all"],
+               "session_import.py": ["--from", "OTHER"]}
+
+
+def test_every_script_is_tried_with_a_reader_that_stops_reading():
+    assert sorted(READER_ARGS) == sorted(p.name for p in SCRIPTS.glob("*.py"))
+
+
+@pytest.mark.parametrize("help_only", [False, True], ids=["report", "help"])
+@pytest.mark.parametrize("script", sorted(READER_ARGS))
+def test_a_reader_that_stops_reading_gets_no_error_line(broken, tmp_path, script, help_only):
     """`... | head`: the reader closes the pipe before the report is written; the script says
-    nothing on stderr (no 'Broken pipe' line, no traceback), as any Unix tool, and exits 2."""
-    args = {"session_audit.py": ["--verbose"], "session_repair.py": [], "rollback.py": ["--list"]}[script]
+    nothing on stderr (no 'Broken pipe' line, no traceback), as any Unix tool, and exits 2 (0 for
+    --help). Without PYTHONUNBUFFERED, as a user runs it: the output then waits in Python's buffer
+    until the end, where a closed pipe once printed "Exception ignored ... BrokenPipeError"."""
+    other = HomeBuilder(tmp_path / "other" / ".codex", provider="openai", providers=["openai"])
+    other.add(preview="to import")
+    args = ["--help"] if help_only else [a.replace("OTHER", str(other.root)) for a in READER_ARGS[script]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "PYTHONUNBUFFERED"))}
     proc = subprocess.Popen([sys.executable, str(SCRIPTS / script), "--codex-dir", str(broken.root), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     proc.stdout.close()  # long before the script has anything to print
     err = proc.stderr.read().decode()
     proc.stderr.close()
-    assert (proc.wait(), err) == (2, "")
+    assert (proc.wait(), err) == (0 if help_only else 2, "")

@@ -188,7 +188,9 @@ def run(main: Callable[[Optional[List[str]]], int], argv: Optional[List[str]] = 
     COMMAND[:] = [sys.executable, os.path.abspath(script), *(sys.argv[1:] if argv is None else argv)]
     APPLIED_RUNS.clear()
     try:
-        return main(argv)
+        code = main(argv)
+        sys.stdout.flush()  # here, not at exit: a reader gone (`| head -1`) meets the policy below
+        return code
     except BaseException as exc:  # noqa: B902 - after an applied run: say so whatever stopped us
         if not APPLIED_RUNS or isinstance(exc, SystemExit):
             return _error_exit(prog, exc)
@@ -204,6 +206,12 @@ def _error_exit(prog: str, exc: BaseException) -> int:
     """The error policy: one line on stderr and exit 2, never a traceback."""
     try:
         raise exc
+    except SystemExit:  # argparse's --help or error: flushed here too, quietly if the reader is gone
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_gone()
+        raise
     except MissingHome as exc:
         emit(f"{prog}: error: {exc.message(demo_hint())}", file=sys.stderr)
         return EXIT_ERROR

@@ -70,15 +70,25 @@ def label(name: Optional[str], title: Optional[str]) -> str:
     return short_title(name) if name and name.strip() else short_title(title)
 
 
-def thread_names(inputs: Any) -> Dict[str, str]:
-    """`threads.name` by lower-case id, else the latest name session_index.jsonl records (`inputs`:
-    the audit's AuditInputs)."""
-    out = dict(names_from_session_index(inputs.home))
+def session_label(name: Optional[str], title: Optional[str], created: object, cwd: object) -> str:
+    """The one label of a session on every screen (a plan, a result, a rollback's preview and result),
+    so a user can follow one session across them: name else title, date, folder."""
+    return f"{label(name, title)}, {readable_time(created)}, {shown(cwd) or '(no folder)'}"
+
+
+def home_names(home: Any) -> Dict[str, str]:
+    """`threads.name` by lower-case id, else the latest name session_index.jsonl records."""
+    out = dict(names_from_session_index(home))
     try:
-        out.update(named_threads(inputs.home.state_db.path) or {})
+        out.update(named_threads(home.state_db.path) or {})
     except Exception:  # noqa: BLE001 - names only make labels nicer; never the end of a run
         pass
     return out
+
+
+def thread_names(inputs: Any) -> Dict[str, str]:
+    """home_names of the audit's AuditInputs' home."""
+    return home_names(inputs.home)
 
 
 def session_names(inputs: Any, ids: Iterable[str]) -> Dict[str, str]:
@@ -91,8 +101,7 @@ def session_names(inputs: Any, ids: Iterable[str]) -> Dict[str, str]:
     for key in list(wanted):
         row = inputs.rows_by_id.get(key)
         if row is not None:
-            out[wanted.pop(key)] = (f"{label(names.get(key), row.preview)}, {readable_time(row.created_at)}, "
-                                    f"{shown(row.cwd) or '(no folder)'}")
+            out[wanted.pop(key)] = session_label(names.get(key), row.preview, row.created_at, row.cwd)
     for key, tid in wanted.items():  # no row: what the file says
         files = inputs.index.by_thread.get(key, [])
         if not files:
@@ -111,10 +120,10 @@ def relative(path: object, root: object) -> str:
     return shown(text[len(base):] if text.startswith(base) else text)
 
 
-def names_from_db(db: object, ids: Iterable[str]) -> Dict[str, str]:
-    """The same labels read straight from a state DB (for a run that did not read the whole home,
-    such as a rollback): name else title, date, folder, by each id as given (a journal's); ids the DB
-    does not know are left out."""
+def names_from_db(home: Any, ids: Iterable[str]) -> Dict[str, str]:
+    """The same labels read straight from the home's state DB and name index (for a run that did not
+    read the whole home, such as a rollback): by each id as given (a journal's); ids the DB does not
+    know are left out."""
     import sqlite3
     from sessionkit.codexfiles.statedb import open_readonly
     asked: Dict[str, List[str]] = {}
@@ -125,21 +134,22 @@ def names_from_db(db: object, ids: Iterable[str]) -> Dict[str, str]:
     if not wanted:
         return out
     try:
-        conn = open_readonly(db)
+        conn = open_readonly(home.state_db.path)
     except (sqlite3.Error, OSError):
         return out
+    names = home_names(home)
     try:
         cols = {r[1] for r in conn.execute("PRAGMA table_info(threads)")}
         title = next((c for c in ("title", "preview", "first_user_message") if c in cols), None)
-        pick = ", ".join(["id", "name" if "name" in cols else "NULL", title or "NULL",
-                          "created_at" if "created_at" in cols else "NULL", "cwd" if "cwd" in cols else "NULL"])
+        pick = ", ".join(["id", title or "NULL", "created_at" if "created_at" in cols else "NULL",
+                          "cwd" if "cwd" in cols else "NULL"])
         for n in range(0, len(wanted), 500):
             chunk = wanted[n:n + 500]
-            for tid, name, ttl, created, cwd in conn.execute(
+            for tid, ttl, created, cwd in conn.execute(
                     f"SELECT {pick} FROM threads WHERE lower(id) IN ({','.join('?' * len(chunk))})", chunk):
-                text = (f"{label(name if isinstance(name, str) else None, ttl if isinstance(ttl, str) else None)}"
-                        f", {readable_time(created)}, {shown(cwd) or '(no folder)'}")
-                for t in asked.get(norm_id(str(tid)), ()):  # a row's id as the DB holds it: read here
+                key = norm_id(str(tid))  # a row's id as the DB holds it: read here
+                text = session_label(names.get(key), ttl if isinstance(ttl, str) else None, created, cwd)
+                for t in asked.get(key, ()):
                     out[t] = text
     except sqlite3.Error:
         pass
