@@ -275,3 +275,36 @@ def test_a_backup_made_ahead_and_not_used_is_removed(home, capsys, monkeypatch, 
     assert sorted(p.name for p in journal.parent.iterdir()) == files  # no backup left, whole or partial
     assert sqlite3.connect(str(home / "state_5.sqlite")).execute(
         "SELECT id, model_provider FROM threads").fetchall() == rows
+
+
+def test_the_undo_writes_each_line1_through_the_descriptor_it_checks(home, capsys, monkeypatch):
+    """Line 1 is judged once, by the plan; under the writer lock the file opened for the write is
+    checked by its signature (no second lstat and judgement); a file written between the plan and
+    the undo is judged again: one whose line 1 changed is left alone, one only appended to is undone
+    with its new mtime kept."""
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    from sessionkit.runlog import undo
+    _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    files = sorted(p for p in home.glob("sessions/**/*.jsonl") if b'"model_provider":"newco"' in p.read_bytes()[:2000]
+                   and p.stat().st_mtime_ns < 1750000000 * 10**9)
+    judged = []
+    real_state = Line1Rewrite._file_state
+    monkeypatch.setattr(Line1Rewrite, "_file_state", lambda self: judged.append(self.path) or real_state(self))
+    edited, appended = files[0], files[1]
+    real_apply = undo.apply_undo
+
+    def meanwhile(home_, plan, **kw):  # Codex between the plan and the undo
+        line1, rest = edited.read_bytes().split(b"\n", 1)
+        edited.write_bytes(line1.replace(b'"cwd":"', b'"cwd":"X') + b"\n" + rest)
+        with open(appended, "ab") as fh:
+            fh.write(b'{"type":"event_msg","payload":{"type":"user_message","message":"more"}}\n')
+        return real_apply(home_, plan, **kw)
+    monkeypatch.setattr(rollback, "apply_undo", meanwhile)
+    back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+    appended_mtime = appended.stat().st_mtime_ns
+    n = len(set(judged))
+    assert len(judged) == n + 2  # each judged once by the plan; only the two written since, again
+    assert back["result"]["line1_restored"] == n - 1 and back["conflicts"] == 1
+    assert b'"model_provider":"newco"' in edited.read_bytes()[:2000]  # left alone
+    assert b'"model_provider":"oldco"' in appended.read_bytes()[:2000]
+    assert appended_mtime > 1750000000 * 10**9  # today's: turns were added since the run

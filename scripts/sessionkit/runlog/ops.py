@@ -470,6 +470,14 @@ class Op:
                 done, rows = done + 1, rows + n
         return done, rows
 
+    def revert_if_still(self) -> bool:
+        """A file op, under its thread's writer lock: undone when it is still new (or torn), judged
+        again (cheaply where nothing moved since the plan); False: left as it is."""
+        if self.state() not in (NEW, TORN):
+            return False
+        self.revert()
+        return True
+
     def revert(self, conn: Optional[sqlite3.Connection] = None) -> int:
         """Undo it (a DB op inside the caller's transaction); returns the rows it changed."""
         if self.DB_OP:
@@ -585,6 +593,15 @@ def file_sig(st: os.stat_result) -> Tuple[int, int, int, int, int]:
     """What changes whenever a file's bytes do (ctime moves on every write and utime, and no one can
     set it back): a file read at one signature holds the same bytes while its signature is the same."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _set_mtime(fd: int, path: str, ns: int) -> None:
+    """Both times of the open file `fd` (the one just written: no second lookup of its path) where
+    the system sets them through a descriptor, else through `path`."""
+    if os.utime in os.supports_fd:
+        os.utime(fd, ns=(ns, ns))
+    else:
+        os.utime(path, ns=(ns, ns))
 
 
 def _sig_now(path: str) -> Optional[Tuple[int, int, int, int, int]]:
@@ -908,16 +925,20 @@ class RolloutEdit(Op):
         old mtime back too, even after a kill between the write and the mtime; else today's kept."""
         fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | host.BINARY)
         try:
-            st = os.fstat(fd)  # the file written, as it was before the write
-            for n, (off, old, _new) in enumerate(self.spans):
-                if n:
-                    point("chunk")
-                _pwrite(fd, old, off)
+            self._write_back(fd, os.fstat(fd))  # the file written, as it was before the write
         finally:
             os.close(fd)
+
+    def _write_back(self, fd: int, st: os.stat_result) -> None:
+        """The old bytes over every span of the open file `fd` (`st`: it before the write), then its
+        mtime: the old one when nothing was appended since, else today's kept."""
+        for n, (off, old, _new) in enumerate(self.spans):
+            if n:
+                point("chunk")
+            _pwrite(fd, old, off)
         point("undo-written")  # the old bytes, today's mtime: still `torn` (below) until the mtime is back
         keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns  # type: ignore[attr-defined]
-        os.utime(self.path, ns=(keep, keep))
+        _set_mtime(fd, self.path, keep)
 
     def state(self) -> str:
         """The file's state; a grown file that a fork made since the run points into past its first
@@ -1207,6 +1228,30 @@ class Line1Rewrite(RolloutEdit):
         state = self._judge_line() if self.cut is None else self._judge_cut()
         self._seen = (sig, state)
         return state
+
+    def revert_if_still(self) -> bool:
+        """A same-length rewrite the plan judged new or torn: the file opened for the write (not
+        followed) is the one judged when its signature is the one the judgement saw (nothing wrote
+        it since), and is written back through that one descriptor; anything else is judged again."""
+        seen = self._seen
+        if self.growth or seen is None or seen[1] not in (NEW, TORN) or not self.spans:
+            return super().revert_if_still()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+                         | host.BINARY)
+        except OSError:
+            return super().revert_if_still()
+        try:
+            st = os.fstat(fd)
+            if file_sig(st) != seen[0]:
+                os.close(fd)
+                fd = -1
+                return super().revert_if_still()
+            self._write_back(fd, st)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return True
 
     def undo_refusal(self) -> Optional[str]:
         """As Op's, from the links the judgement just saw (its lstat), not a second lstat."""

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-from sessionkit.codexfiles.reasons import DELETED, GROUP_TOGETHER, LEFT_ALONE_WITH
+from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, DELETED, GROUP_TOGETHER, LEFT_ALONE_WITH
 from sessionkit import UserError
 from sessionkit.runlog.artifacts import BackupsAhead, backup_into, list_runs
 from sessionkit.codexfiles.faults import point
@@ -641,8 +641,14 @@ class _UndoBatches:
                 self._rows(db, mine)
         self._clean(n == len(self.batches), own)
         for o, _st in steps:
-            if not o.DB_OP and o.state() in (NEW, TORN):
-                self._file(o)
+            if o.DB_OP:
+                continue
+            if o.revert_if_still():
+                self._counted(o)
+            else:  # written since the plan (under the lock now): left as it is, and said
+                self.plan.conflicts.append(f"{_describe(o)}: {CHANGED_SINCE_PLAN}; left alone")
+                if o.thread_id:
+                    self.plan.left_ids.add(o.thread_id)
 
     def _clean(self, last: bool, own: Set[Optional[str]]) -> None:
         """Temporary files a kill left, before the file undos (a folder the run made is then empty
@@ -677,8 +683,8 @@ class _UndoBatches:
                 i = j
             point("undo-commit")
 
-    def _file(self, o: Op) -> None:
-        o.revert()
+    def _counted(self, o: Op) -> None:
+        """A file op undone (revert_if_still)."""
         self.counts["undone"] += 1
         if o.COUNTS.undone:
             self.counts[o.COUNTS.undone] += 1
