@@ -5,7 +5,7 @@ import errno
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
+from sessionkit.codexfiles.record import Record
 from datetime import datetime
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -168,11 +168,13 @@ def _fsync_path(path: str, sync_fs: Optional[Callable[[int], int]]) -> bool:
         os.close(fd)
 
 
-@dataclass
-class RunDir:
-    path: Path
-    kind: str
-    stamp: str
+class RunDir(Record):
+    __slots__ = ("path", "kind", "stamp")
+
+    def __init__(self, path: Path, kind: str, stamp: str) -> None:
+        self.path = path
+        self.kind = kind
+        self.stamp = stamp
 
     @property
     def journal_path(self) -> Path:

@@ -6,7 +6,7 @@ import csv
 import os
 import re
 import sqlite3
-from dataclasses import dataclass, field
+from sessionkit.codexfiles.record import Record
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
@@ -33,20 +33,26 @@ RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit"
                "abort")
 
 
-@dataclass
-class Run:
+class Run(Record):
     """A run folder read back: its begin record, its ops in journal order, how it ended."""
-    path: Path
-    begin: Dict[str, Any]
-    ops: List[Op]
-    complete: bool
-    undone: Optional[str]  # None, "failure", "rollback" or "partial" (an undo that left something alone)
-    manifest: Optional[str]
-    locks: Dict[str, Any] = field(default_factory=dict)
-    backups: Dict[str, str] = field(default_factory=dict)  # DB path -> its pre-run backup
-    left: List[str] = field(default_factory=list)  # what the last undo left alone, each with its reason
-    deleted: List[str] = field(default_factory=list)  # what was deleted since the run and left deleted
-    restores: List[Dict[str, Any]] = field(default_factory=list)  # `restore` records (--restore-db)
+    __slots__ = ("path", "begin", "ops", "complete", "undone", "manifest", "locks", "backups", "left", "deleted",
+                 "restores")
+
+    def __init__(self, path: Path, begin: Dict[str, Any], ops: List[Op], complete: bool, undone: Optional[str],
+                 manifest: Optional[str], locks: Optional[Dict[str, Any]] = None,
+                 backups: Optional[Dict[str, str]] = None, left: Optional[List[str]] = None,
+                 deleted: Optional[List[str]] = None, restores: Optional[List[Dict[str, Any]]] = None) -> None:
+        self.path = path
+        self.begin = begin
+        self.ops = ops
+        self.complete = complete
+        self.undone = undone  # None, "failure", "rollback" or "partial" (an undo that left something alone)
+        self.manifest = manifest
+        self.locks = {} if locks is None else locks
+        self.backups = {} if backups is None else backups  # DB path -> its pre-run backup
+        self.left = [] if left is None else left  # what the last undo left alone, each with its reason
+        self.deleted = [] if deleted is None else deleted  # what was deleted since the run and left deleted
+        self.restores = [] if restores is None else restores  # `restore` records (--restore-db)
 
     @property
     def began(self) -> bool:
@@ -130,24 +136,27 @@ def read_run(run_dir: Path, with_ops: bool = True) -> Run:
     return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups, left, deleted, restores)
 
 
-@dataclass
-class UndoPlan:
-    run_dir: Path
-    kind: str
-    complete: bool
-    steps: List[Tuple[Op, str]] = field(default_factory=list)  # (op, state) to undo, newest first
-    cleanups: List[Op] = field(default_factory=list)  # temporary files left by a kill
-    already: int = 0
-    conflicts: List[str] = field(default_factory=list)
-    deleted: List[str] = field(default_factory=list)  # deleted since the run (thread/delete): left deleted
-    left_ids: Set[str] = field(default_factory=set)  # threads with a change left alone (planned or at undo time)
-    deleted_ids: Set[str] = field(default_factory=set)  # threads deleted since the run: not put back
-    locks: Dict[str, Any] = field(default_factory=dict)  # the run's "locks" record
-    undone_before: bool = False  # the journal already says "rolled back" (or failed, undone)
+class UndoPlan(Record):
+    __slots__ = ("run_dir", "kind", "complete", "steps", "cleanups", "already", "conflicts", "deleted", "left_ids",
+                 "deleted_ids", "locks", "undone_before", "stale_locks", "began", "started_ns")
 
-    stale_locks: int = 0  # lock files (and .coordination.lock) a killed run left behind
-    began: bool = True  # False: the run stopped before its begin record; nothing to undo or record
-    started_ns: Optional[int] = None  # the run's start (a thread forked from one of its threads since)
+    def __init__(self, run_dir: Path, kind: str, complete: bool, locks: Optional[Dict[str, Any]] = None,
+                 undone_before: bool = False, began: bool = True) -> None:
+        self.run_dir = run_dir
+        self.kind = kind
+        self.complete = complete
+        self.steps: List[Tuple[Op, str]] = []  # (op, state) to undo, newest first
+        self.cleanups: List[Op] = []  # temporary files left by a kill
+        self.already = 0
+        self.conflicts: List[str] = []
+        self.deleted: List[str] = []  # deleted since the run (thread/delete): left deleted
+        self.left_ids: Set[str] = set()  # threads with a change left alone (planned or at undo time)
+        self.deleted_ids: Set[str] = set()  # threads deleted since the run: not put back
+        self.locks = {} if locks is None else locks  # the run's "locks" record
+        self.undone_before = undone_before  # the journal already says "rolled back" (or failed, undone)
+        self.stale_locks = 0  # lock files (and .coordination.lock) a killed run left behind
+        self.began = began  # False: the run stopped before its begin record; nothing to undo or record
+        self.started_ns: Optional[int] = None  # the run's start (a thread forked from one of its threads since)
 
     @property
     def actions(self) -> int:
