@@ -270,7 +270,7 @@ def _roots(home: CodexHome) -> List[str]:
 def check_ops(home: CodexHome, ops: List[Op], where: Path) -> None:
     """Every path and DB of a (hostile) journal inside this home and its state-DB folder."""
     forget_resolved()  # folders may have changed since an earlier check in this process
-    roots, dbs = _roots(home), home_dbs(home)
+    roots, dbs = tuple(_roots(home)), home_dbs(home)
     for op in ops:
         why = op_problem(op, roots, dbs)
         if why:
@@ -401,37 +401,35 @@ def _states(ops: List[Op]) -> List[str]:
     later op of the run moved is judged where it lies (a rewrite in archived_sessions/, then the
     unarchive's move); a DB op through one read-only connection per DB."""
     conns: Dict[str, sqlite3.Connection] = {}
-    checked: Set[Any] = set()
     out: List[str] = []
     moved: Dict[str, str] = {}  # a file's path when the op ran -> where later ops of the run put it
+    in_db: Dict[int, str] = {}  # id(op) -> its state: DB ops judged first, in bulk (the DB as it is now)
+    groups: Dict[Tuple[Any, type], List[Op]] = {}
+    for op in ops:
+        if op.DB_OP:
+            groups.setdefault((op.db(), type(op)), []).append(op)
     try:
+        for (db, cls), members in groups.items():
+            if not os.path.isfile(db):
+                states = [CHANGED] * len(members)
+            else:
+                if db not in conns:
+                    conns[db] = open_readonly(Path(db))
+                states = _judge_db_ops(conns[db], cls, members)
+            in_db.update(zip(map(id, members), states))
         for op in reversed(ops):
             if op.DB_OP:
-                db = op.db()
-                assert db is not None
-                if db not in conns:
-                    if not os.path.isfile(db):
-                        out.append(CHANGED)
-                        continue
-                    conns[db] = open_readonly(Path(db))
-                    _preload(conns[db], [o for o in ops if o.DB_OP and o.db() == db])
-                try:
-                    if (db, type(op), op.columns()[0]) not in checked:
-                        check_op_columns(conns[db], [op])
-                        checked.add((db, type(op), op.columns()[0]))
-                    out.append(op.judge(conns[db]))
-                except (sqlite3.DatabaseError, UserError):
-                    out.append(CHANGED)
-            else:
-                judged = op
-                for p in op.files():
-                    if p in moved:
-                        judged = judged.at(p, moved[p])
-                st = judged.judge()
-                rel = op.relocation()
-                if rel is not None and st == NEW:
-                    moved[rel[0]] = moved.get(rel[1], rel[1])
-                out.append(st)
+                out.append(in_db[id(op)])
+                continue
+            judged = op
+            for p in op.files():
+                if p in moved:
+                    judged = judged.at(p, moved[p])
+            st = judged.judge()
+            rel = op.relocation()
+            if rel is not None and st == NEW:
+                moved[rel[0]] = moved.get(rel[1], rel[1])
+            out.append(st)
     finally:
         for c in conns.values():
             c.close()
@@ -439,18 +437,25 @@ def _states(ops: List[Op]) -> List[str]:
     return out
 
 
-def _preload(conn: sqlite3.Connection, ops: List[Op]) -> None:
-    """Each class of op reads ahead in bulk what its ops' judgements will read (Op.preload); a
-    table or column that is not as the journal says is left to each op's own check."""
-    by_class: Dict[type, List[Op]] = {}
-    for o in ops:
-        by_class.setdefault(type(o), []).append(o)
-    for cls, members in by_class.items():
+def _judge_db_ops(conn: sqlite3.Connection, cls: type, ops: List[Op]) -> List[str]:
+    """The ops of one class on one DB judged together (Op.judge_all); where their tables or columns
+    are not as the journal says, one by one: only the ops that name them are CHANGED."""
+    try:
+        check_op_columns(conn, ops)
+        return cls.judge_all(conn, ops)  # type: ignore[attr-defined, no-any-return]
+    except (sqlite3.DatabaseError, UserError):
+        pass
+    out, checked = [], set()
+    for op in ops:
         try:
-            check_op_columns(conn, members)
-            cls.preload(conn, members)  # type: ignore[attr-defined]
+            table = op.columns()[0]
+            if table not in checked:
+                check_op_columns(conn, [op])
+                checked.add(table)
+            out.append(op.judge(conn))
         except (sqlite3.DatabaseError, UserError):
-            pass
+            out.append(CHANGED)
+    return out
 
 
 def _describe(op: Op) -> str:
