@@ -2,7 +2,6 @@
 row together or not at all; idempotent."""
 from __future__ import annotations
 
-import csv
 import os
 import re
 import sqlite3
@@ -314,7 +313,7 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
                     rows = conn.execute(f'SELECT {cols} FROM "{table}" WHERE {w}', list(key.values())).fetchall()
             except (sqlite3.DatabaseError, UserError):
                 rows = []
-            if [dict(zip(want, r)) for r in rows][:1] != [want]:
+            if not rows or dict(zip(want, rows[0])) != want:  # the first row found holds them
                 raise UserError(f"refusing: {journal}: the {op.KIND} of {key} does not match the run's own "
                                 f"backup (edited journal?); nothing was changed")
     finally:
@@ -541,6 +540,7 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
 def _plan_from_csv(home: CodexHome, manifest: Path) -> UndoPlan:
     """A bare manifest CSV (`id,old_provider,new_provider,ts`, as the original design wrote):
     the DB rows only, each back to old_provider where it still holds new_provider."""
+    import csv  # a bare manifest only (the original design's): not on a journal's path
     check_ops(home, [RowUpdate(str(home.state_db.path), "threads", {"id": "x"}, {"model_provider": ""},
                                {"model_provider": ""})], manifest)
     if not path_allowed(str(manifest), [os.path.realpath(str(home.root))]):
