@@ -336,3 +336,16 @@ def test_row_updates_are_judged_in_bulk_as_one_by_one(tmp_path):
     assert RowUpdate.judge_all(conn, ops) == alone
     assert alone[:5] == [NEW, OLD, CHANGED, GONE, NEW] and alone.count(NEW) == 1200
     assert len([q for q in queries if q.startswith("SELECT")]) == 3 + 1 + 1  # 3 chunks; the deleted row alone, twice
+
+
+def test_bench_targets_count_the_interpreter_start_in_the_floor_script():
+    """A ratio target compares a script with its floor run as a script: the floor function's time
+    plus `python3 -c pass` (both start an interpreter); over it, one line that names both parts."""
+    b = _bench()
+    R = b.Result
+    ok = {10000: {"python3 -c pass": R(0.035, 0, 0), "migration rollback": R(0.42, 60, 0.13)}}
+    assert [m for m in b.misses(ok) if "migration rollback" in m] == []  # 0.42 <= 3 x (0.13 + 0.035)
+    over = {10000: {"python3 -c pass": R(0.035, 0, 0), "migration rollback": R(0.55, 60, 0.13)}}
+    assert [m for m in b.misses(over) if "migration rollback" in m] == [
+        "bench: migration rollback at 10,000 threads: 0.55 s is 3.3x its floor as a script (0.13 s + python3 -c "
+        "pass 0.04 s), over the 3x target"]
