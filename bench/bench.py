@@ -403,7 +403,9 @@ class Step:
 
 @dataclass(frozen=True)
 class Target:
-    """At `at` threads: the step's time within `ratio` x its own floor, its peak memory within `mb`."""
+    """At `at` threads: the step's time within `ratio` x its own floor run as a script (the floor
+    function's time plus `python3 -c pass`: a script, ours or the floor's, starts an interpreter
+    first; the floor's own imports are not counted), its peak memory within `mb`."""
     step: str
     at: int
     ratio: Optional[float] = None
@@ -611,9 +613,11 @@ def misses(results: Dict[int, Dict[str, Result]]) -> List[str]:
         r = results.get(t.at, {}).get(t.step)
         if r is None:
             continue
-        if t.ratio is not None and r.seconds > t.ratio * r.floor:
-            out.append(f"bench: {t.step} at {t.at:,} threads: {r.seconds:.2f} s is {r.seconds / r.floor:.1f}x "
-                       f"its floor ({r.floor:.2f} s), over the {t.ratio:g}x target")
+        start = results[t.at]["python3 -c pass"].seconds if "python3 -c pass" in results[t.at] else 0.0
+        if t.ratio is not None and r.seconds > t.ratio * (r.floor + start):
+            out.append(f"bench: {t.step} at {t.at:,} threads: {r.seconds:.2f} s is {r.seconds / (r.floor + start):.1f}x "
+                       f"its floor as a script ({r.floor:.2f} s + python3 -c pass {start:.2f} s), over the "
+                       f"{t.ratio:g}x target")
         if t.mb is not None and r.peak_mb > t.mb:
             out.append(f"bench: {t.step} at {t.at:,} threads: peak {r.peak_mb:.0f} MB, over the {t.mb:g} MB target")
     small = results.get(SMALL_HOME, {})
@@ -671,19 +675,21 @@ def render(results: Dict[int, Dict[str, Result]], mixes: Dict[int, Dict[str, int
     for n in sizes:
         lines.append(f"- {n:,} threads, {sizes_mb[n]:,.0f} MB of rollouts; problems: "
                      + ", ".join(f"{k} {v:,}" for k, v in mixes[n].items()))
-    lines += ["", "Each cell: the step's time, its own floor and the ratio to it, the ratio to the shared floor, "
-              "peak memory.", "",
+    lines += ["", "Each cell: the step's time, its own floor and the ratio to it (then to the floor as a script: "
+              "plus python3 -c pass, which TARGETS use), the ratio to the shared floor, peak memory.", "",
               "| step | " + " | ".join(f"{n:,} threads" for n in sizes) + " | growth per 10x |",
               "|---|" + "---|" * len(sizes) + "---|"]
     for step in results[sizes[0]]:
         cells = []
         for n in sizes:
             r, shared = results[n][step], results[n]["floor"].seconds
+            start = results[n]["python3 -c pass"].seconds
             if step in ("floor", "python3 -c pass"):
                 cells.append(f"{r.seconds:.2f} s")
             else:
-                cells.append(f"{r.seconds:.2f} s; own floor {r.floor:.2f} s ({r.seconds / r.floor:.1f}x); "
-                             f"{r.seconds / shared:.1f}x shared; {r.peak_mb:.0f} MB")
+                cells.append(f"{r.seconds:.2f} s; own floor {r.floor:.2f} s ({r.seconds / r.floor:.1f}x, "
+                             f"{r.seconds / (r.floor + start):.1f}x as a script); {r.seconds / shared:.1f}x shared; "
+                             f"{r.peak_mb:.0f} MB")
         growth = [results[b][step].seconds / results[a][step].seconds for a, b in zip(sizes, sizes[1:])]
         lines.append(f"| {step} | " + " | ".join(cells) + " | " + (", ".join(f"{g:.1f}x" for g in growth) or "-") + " |")
     lines += ["", "Targets: " + ("every target measured here is met." if not missed else f"{len(missed)} missed:")]

@@ -31,7 +31,7 @@ from sessionkit.runlog.safety import HomeLock, check_folders_inside, check_writa
 from sessionkit.codexfiles.statedb import settle_hot_journal  # noqa: E402
 from sessionkit.runlog.scope import home_dbs  # noqa: E402
 from sessionkit.runlog.restore import check_restore, restore_db  # noqa: E402
-from sessionkit.runlog.undo import Run, apply_undo, find_run, later_dependents, plan_undo, read_run, runs_until, summary  # noqa: E402
+from sessionkit.runlog.undo import Run, apply_undo, backups_ahead, find_run, later_dependents, plan_undo, read_run, runs_until, summary  # noqa: E402
 from sessionkit.runlog.runstate import APPLIED, left_by_fork, run_state  # noqa: E402
 from sessionkit.runlog.artifacts import list_runs  # noqa: E402
 
@@ -293,11 +293,13 @@ def until(home: Any, args: Any) -> int:
                 if os.path.isfile(db):
                     settle_hot_journal(Path(db))
             for one in runs:
-                plan = plan_undo(home, one)
-                if plan.conflicts:  # planned with the newer runs undone: nothing of this one is touched
-                    stopped = {**summary(plan, args.sample), "undone": False, "state": state_now(home, one.path)}
-                    break
-                result = apply_undo(home, plan, progress=Progress.for_terminal()) if plan.needs_record() else None
+                with backups_ahead(home, one) as ahead:
+                    plan = plan_undo(home, one)
+                    if plan.conflicts:  # planned with the newer runs undone: nothing of this one is touched
+                        stopped = {**summary(plan, args.sample), "undone": False, "state": state_now(home, one.path)}
+                        break
+                    result = apply_undo(home, plan, progress=Progress.for_terminal(),
+                                        ahead=ahead) if plan.needs_record() else None
                 report = {**summary(plan, args.sample), "undone": True, "result": result,
                           "state": state_now(home, one.path)}
                 if plan.conflicts:  # a thread Codex took meanwhile
@@ -386,10 +388,11 @@ def _main(argv: Optional[List[str]]) -> int:
             for db in home_dbs(home):  # a run killed mid-commit: SQLite's own undo first, then ours
                 if os.path.isfile(db):
                     settle_hot_journal(Path(db))
-            plan = plan_undo(home, target)
-            before = None if args.json else names_from_db(home, put_back(plan)[:max(args.sample, 10)])  # as the preview
-            if plan.needs_record():
-                result = apply_undo(home, plan, progress=Progress.for_terminal())
+            with backups_ahead(home, target) as ahead:  # made while the undo is planned
+                plan = plan_undo(home, target)
+                before = None if args.json else names_from_db(home, put_back(plan)[:max(args.sample, 10)])  # as the preview
+                if plan.needs_record():
+                    result = apply_undo(home, plan, progress=Progress.for_terminal(), ahead=ahead)
     else:
         plan, before = plan_undo(home, target), None
     report = summary(plan, args.sample)  # after the apply: threads Codex held meanwhile are named too

@@ -143,6 +143,19 @@ def test_a_read_only_run_defines_no_dataclass(tmp_path, broken, script, args):
     assert sorted(found) == [] and "dataclasses" not in mods
 
 
+def test_an_apply_and_its_rollback_define_no_dataclass(tmp_path, broken):
+    """Issue 24: the run's result, its folder, the journal's runs, undo plans and states, the index
+    append are plain classes too: an --apply and the rollback after it never load `dataclasses`."""
+    home = ("--codex-dir", str(broken.root))
+    mods, found = dataclass_modules(tmp_path, "session_recover.py", *home, "--apply", "--json")
+    assert "sessionkit.runlog.writerun" in mods and sorted(found) == [] and "dataclasses" not in mods
+    mods, found = dataclass_modules(tmp_path, "rollback.py", *home, "--latest", "--apply", "--json")
+    assert "sessionkit.runlog.undo" in mods and sorted(found) == [] and "dataclasses" not in mods
+    runs = json.loads(subprocess.run([sys.executable, str(SCRIPTS / "rollback.py"), *home, "--list", "--json"],
+                                     capture_output=True, text=True, check=True).stdout)["runs"]
+    assert [r["status"] for r in runs] == ["rolled back"]  # both runs did their work
+
+
 @pytest.mark.parametrize("apply", [False, True])
 def test_an_export_loads_no_dataclass_and_only_the_archive_format_it_writes(tmp_path, broken, apply):
     """Issue 24: an export's run (-S: every module loaded is the script's own choice) defines no

@@ -97,6 +97,13 @@ def test_rollback_parses_its_journal_once(home, capsys, monkeypatch):
             parsed.append(text)
             return json.loads(text, *a, **k)
     monkeypatch.setattr(journal_mod, "json", CountingJson())
+
+    class CountingDecoder:  # the reader's own decoder (raw_decode), json.loads only for odd lines
+        @staticmethod
+        def raw_decode(text, *a, **k):
+            parsed.append(text)
+            return json.JSONDecoder().raw_decode(text, *a, **k)
+    monkeypatch.setattr(journal_mod, "_DECODER", CountingDecoder())
     back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
     assert back["result"]["line1_restored"] == 12 and back["state"] == "rolled back"
     lines = journal.read_text().splitlines()
@@ -209,3 +216,136 @@ def test_the_rollback_holds_the_cyclic_gc_off_while_it_works_and_gives_it_back(h
     back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
     assert back["result"]["line1_restored"] == 12
     assert seen == [False] and gc.isenabled()
+
+
+def _run_dir_files(out):
+    return sorted(p.name for p in Path(out["result"]["journal"]).parent.iterdir())
+
+
+def test_the_rollback_backs_up_while_it_plans_and_keeps_one_backup(home, capsys, monkeypatch):
+    """The DB backup is made in a thread while the undo is planned (BackupsAhead), and it is the one
+    backup the undo lists: made from the DB before the undo's change, taken before that change."""
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    from sessionkit.runlog import artifacts
+    out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    before = _run_dir_files(out)
+    migrated = sqlite3.connect(str(home / "state_5.sqlite")).execute("SELECT id, model_provider FROM threads").fetchall()
+    threads = []
+    real = artifacts.backup_db
+    monkeypatch.setattr(artifacts, "backup_db", lambda db, dest: threads.append(__import__("threading").current_thread().name)
+                        or real(db, dest))
+    back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+    assert back["result"]["rows_reverted"] == 12 and back["state"] == "rolled back"
+    assert len(threads) == 1 and threads[0] != "MainThread"  # one backup, not made by the undo itself
+    made = back["result"]["db_backups"]
+    assert len(made) == 1 and Path(made[0]).name.startswith("state_5.sqlite.pre_rollback_")
+    assert _run_dir_files(out) == sorted(before + [Path(made[0]).name])
+    kept = sqlite3.connect(made[0]).execute("SELECT id, model_provider FROM threads").fetchall()
+    assert kept == migrated != sqlite3.connect(str(home / "state_5.sqlite")).execute(
+        "SELECT id, model_provider FROM threads").fetchall()  # the DB as the migration left it, before the undo
+
+
+@pytest.mark.parametrize("how", ["nothing to undo", "edited journal", "backup fails"])
+def test_a_backup_made_ahead_and_not_used_is_removed(home, capsys, monkeypatch, how):
+    """What the undo does not take is removed: a second rollback (nothing left to undo), a journal
+    the plan refuses, and a backup that failed (the undo stops before any change, as it did when it
+    made the backup itself)."""
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    from sessionkit.runlog import artifacts
+    out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    journal = Path(out["result"]["journal"])
+    if how == "nothing to undo":
+        first = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+        assert first["state"] == "rolled back"  # then the same run again: every change is original
+    files = _run_dir_files(out)
+    rows = sqlite3.connect(str(home / "state_5.sqlite")).execute("SELECT id, model_provider FROM threads").fetchall()
+    if how == "edited journal":
+        lines = journal.read_text().splitlines()
+        i = next(n for n, x in enumerate(lines) if '"op":"row_update"' in x)
+        lines[i] = lines[i].replace('"old":{"model_provider":"oldco"}', '"old":{"model_provider":"evil"}')
+        journal.write_text("\n".join(lines) + "\n")
+    if how == "backup fails":
+        def full(db, dest):
+            Path(dest).write_bytes(b"partial")  # a backup cut short by a full disk
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(artifacts, "backup_db", full)
+    code = rollback.run(rollback.main, ["--codex-dir", str(home), "--manifest", str(journal), "--apply", "--json"])
+    capsys.readouterr()
+    assert code == (0 if how == "nothing to undo" else 2)
+    assert sorted(p.name for p in journal.parent.iterdir()) == files  # no backup left, whole or partial
+    assert sqlite3.connect(str(home / "state_5.sqlite")).execute(
+        "SELECT id, model_provider FROM threads").fetchall() == rows
+
+
+def test_the_undo_writes_each_line1_through_the_descriptor_it_checks(home, capsys, monkeypatch):
+    """Line 1 is judged once, by the plan; under the writer lock the file opened for the write is
+    checked by its signature (no second lstat and judgement); a file written between the plan and
+    the undo is judged again: one whose line 1 changed is left alone, one only appended to is undone
+    with its new mtime kept."""
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    from sessionkit.runlog import undo
+    _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    files = sorted(p for p in home.glob("sessions/**/*.jsonl") if b'"model_provider":"newco"' in p.read_bytes()[:2000]
+                   and p.stat().st_mtime_ns < 1750000000 * 10**9)
+    judged = []
+    real_state = Line1Rewrite._file_state
+    monkeypatch.setattr(Line1Rewrite, "_file_state", lambda self: judged.append(self.path) or real_state(self))
+    edited, appended = files[0], files[1]
+    real_apply = undo.apply_undo
+
+    def meanwhile(home_, plan, **kw):  # Codex between the plan and the undo
+        line1, rest = edited.read_bytes().split(b"\n", 1)
+        edited.write_bytes(line1.replace(b'"cwd":"', b'"cwd":"X') + b"\n" + rest)
+        with open(appended, "ab") as fh:
+            fh.write(b'{"type":"event_msg","payload":{"type":"user_message","message":"more"}}\n')
+        return real_apply(home_, plan, **kw)
+    monkeypatch.setattr(rollback, "apply_undo", meanwhile)
+    back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+    appended_mtime = appended.stat().st_mtime_ns
+    n = len(set(judged))
+    assert len(judged) == n + 2  # each judged once by the plan; only the two written since, again
+    assert back["result"]["line1_restored"] == n - 1 and back["conflicts"] == 1
+    assert b'"model_provider":"newco"' in edited.read_bytes()[:2000]  # left alone
+    assert b'"model_provider":"oldco"' in appended.read_bytes()[:2000]
+    assert appended_mtime > 1750000000 * 10**9  # today's: turns were added since the run
+
+
+def test_row_updates_are_judged_in_bulk_as_one_by_one(tmp_path):
+    """RowUpdate.judge_all (the rollback's plan) gives each op the state judge() gives it alone:
+    new, old, changed and gone (deleted since), with one SELECT per 500 rows found by their key."""
+    from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, RowUpdate
+    db = tmp_path / "state_5.sqlite"
+    conn = sqlite3.connect(str(db))
+    conn.executescript((REPO / "tests" / "data" / "state_5_schema.sql").read_text())
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
+    ids = [f"01950000-0000-7000-8000-{n:012d}" for n in range(1203)]
+    base = {c: 0 for c in cols}
+    for i in ids:
+        row = {**base, "id": i, "rollout_path": f"/r/{i}.jsonl", "model_provider": "newco", "cwd": "/w", "title": "t",
+               "source": "cli", "sandbox_policy": "x", "approval_mode": "x"}
+        conn.execute(f"INSERT INTO threads ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+    conn.execute("UPDATE threads SET model_provider='oldco' WHERE id=?", (ids[1],))
+    conn.execute("UPDATE threads SET model_provider='other' WHERE id=?", (ids[2],))
+    conn.execute("DELETE FROM threads WHERE id=?", (ids[3],))
+    conn.commit()
+    ops = [RowUpdate(str(db), "threads", {"id": i}, {"model_provider": "oldco"}, {"model_provider": "newco"}, i)
+           for i in ids]
+    alone = [o.judge(conn) for o in ops]
+    queries = []
+    conn.set_trace_callback(queries.append)
+    assert RowUpdate.judge_all(conn, ops) == alone
+    assert alone[:5] == [NEW, OLD, CHANGED, GONE, NEW] and alone.count(NEW) == 1200
+    assert len([q for q in queries if q.startswith("SELECT")]) == 3 + 1 + 1  # 3 chunks; the deleted row alone, twice
+
+
+def test_bench_targets_count_the_interpreter_start_in_the_floor_script():
+    """A ratio target compares a script with its floor run as a script: the floor function's time
+    plus `python3 -c pass` (both start an interpreter); over it, one line that names both parts."""
+    b = _bench()
+    R = b.Result
+    ok = {10000: {"python3 -c pass": R(0.035, 0, 0), "migration rollback": R(0.42, 60, 0.13)}}
+    assert [m for m in b.misses(ok) if "migration rollback" in m] == []  # 0.42 <= 3 x (0.13 + 0.035)
+    over = {10000: {"python3 -c pass": R(0.035, 0, 0), "migration rollback": R(0.55, 60, 0.13)}}
+    assert [m for m in b.misses(over) if "migration rollback" in m] == [
+        "bench: migration rollback at 10,000 threads: 0.55 s is 3.3x its floor as a script (0.13 s + python3 -c "
+        "pass 0.04 s), over the 3x target"]

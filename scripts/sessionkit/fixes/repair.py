@@ -5,8 +5,9 @@ import io
 import os
 import sqlite3
 import time
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from sessionkit.codexfiles.reasons import (AMBIGUOUS_FILES, HARD_LINKED, LIVE_GROUP, LIVE_MOVE, LIVE_ROW, NO_FILE,  # noqa: F401
                                            ROW_FOLLOWS_FILE, UNARCHIVE_NEXT_RUN)
@@ -18,7 +19,7 @@ from sessionkit.codexfiles.locks import explain_live
 from sessionkit.diagnose.snapshot import AuditInputs
 from sessionkit.codexfiles.thread_names import named_threads, names_from_session_index
 from sessionkit.ui.progress import Progress
-from sessionkit.codexfiles.paths import home_prefix_counts, is_inside, resolves_inside, safe_str
+from sessionkit.codexfiles.paths import home_prefix_counts, inside_test, is_inside, resolves_inside, safe_str
 from sessionkit.codexfiles.rollout_edit import Remap, parse_remaps, plan_file, remap  # noqa: F401  (parse_remaps: the scripts')
 from sessionkit.codexfiles.rollout_index import RolloutFile, file_path_for, not_unicode, row_path_of, unusable_reason
 from sessionkit.codexfiles.rollout_scan import Unimportable, row_from_rollout
@@ -171,7 +172,9 @@ class View:
             return None
         src = self.src.get(path)
         rf = self.index.by_path.get(str(src) if src is not None else path)
-        return (rf, Path(path)) if rf is not None else None
+        if rf is None:
+            return None
+        return rf, (rf.path if src is None else Path(path))  # found where it is: its own Path, not a new one
 
     def of(self, tid: str) -> List[Tuple[RolloutFile, Path]]:
         return [(rf, self.dst.get(rf.key, rf.path)) for rf in self.index.by_thread.get(tid, [])]
@@ -564,7 +567,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
             why.append("point rollout_path at the real file")
     else:
         rf, final = found
-    in_archive = is_inside(final, root / "archived_sessions")
+    in_archive = _in_archive(str(root))(str(final))
     if unarchive and (row.archived or in_archive):
         if in_archive:
             dst = unarchived_path(root, rf)
@@ -598,6 +601,12 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
         taken[str(move.dst)] = row.id
         plan.moves.append(move)
     return True
+
+
+@lru_cache(maxsize=8)
+def _in_archive(root: str) -> Callable[[str], bool]:
+    """is_inside(path, <root>/archived_sessions), one test made per home (a thousand rows a plan)."""
+    return inside_test(os.path.join(root, "archived_sessions"))
 
 
 def _links(path: Path) -> int:

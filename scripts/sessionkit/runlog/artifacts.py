@@ -5,10 +5,10 @@ import errno
 import json
 import os
 import sqlite3
-from dataclasses import dataclass
+from sessionkit.codexfiles.record import Record
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
@@ -54,13 +54,69 @@ def backup_db(db: Path, dest: Path) -> Path:
 def backup_into(folder: Path, db: str, tag: str) -> Path:
     """A DB backed up (backup_db) as `<db name>.<tag>.bak` in a run folder; a name already there (two
     DBs of one name, a second rollback in the same second) gets `<db name>.<n>.<tag>.bak`."""
+    return backup_db(Path(db), _free_name(folder, db, tag))
+
+
+def _free_name(folder: Path, db: str, tag: str) -> Path:
     name = Path(db).name
     dest = folder / f"{name}.{tag}.bak"
     n = 1
     while os.path.lexists(str(dest)):
         n += 1
         dest = folder / f"{name}.{n}.{tag}.bak"
-    return backup_db(Path(db), dest)
+    return dest
+
+
+class BackupsAhead:
+    """backup_into of each DB a rollback may change, made in a thread while the rollback plans (the
+    SQLite backup API and its check run outside the GIL). The undo takes each backup it needs before
+    its first change, as it would make it (a failed backup is raised there); whatever is not taken
+    (no change to that DB after all, a refusal) is removed on exit: a dry run's or a refused
+    rollback's folder is left as it was."""
+
+    def __init__(self, folder: Path, dbs: List[str], tag: str) -> None:
+        import threading
+        self.folder, self.tag = folder, tag
+        self.made: Dict[str, Tuple[Path, Optional[BaseException]]] = {}
+        self.thread = threading.Thread(target=self._work, args=(list(dict.fromkeys(dbs)),), daemon=True)
+        if dbs:
+            self.thread.start()
+
+    def _work(self, dbs: List[str]) -> None:
+        for db in dbs:
+            dest = _free_name(self.folder, db, self.tag)
+            try:
+                self.made[db] = (backup_db(Path(db), dest), None)
+            except BaseException as exc:  # given to the undo that asks for it, where it stops the undo
+                self.made[db] = (dest, exc)
+
+    def wait(self) -> None:
+        if self.thread.ident is not None:
+            self.thread.join()
+
+    def take(self, db: str) -> Path:
+        """This DB's backup, made (or its error raised) as backup_into would."""
+        self.wait()
+        got = self.made.get(db)
+        if got is None:
+            return backup_into(self.folder, db, self.tag)
+        if got[1] is not None:
+            raise got[1]  # what is left of it is removed on exit
+        del self.made[db]
+        return got[0]
+
+    def __enter__(self) -> "BackupsAhead":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wait()
+        for dest, _err in self.made.values():  # not taken: removed (a partial one too)
+            for p in (dest, Path(str(dest) + "-journal")):
+                try:
+                    os.unlink(str(p))
+                except OSError:
+                    pass
+        self.made.clear()
 
 
 def durable(paths: Iterable[str]) -> None:
@@ -112,11 +168,13 @@ def _fsync_path(path: str, sync_fs: Optional[Callable[[int], int]]) -> bool:
         os.close(fd)
 
 
-@dataclass
-class RunDir:
-    path: Path
-    kind: str
-    stamp: str
+class RunDir(Record):
+    __slots__ = ("path", "kind", "stamp")
+
+    def __init__(self, path: Path, kind: str, stamp: str) -> None:
+        self.path = path
+        self.kind = kind
+        self.stamp = stamp
 
     @property
     def journal_path(self) -> Path:

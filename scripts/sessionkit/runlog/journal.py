@@ -107,14 +107,23 @@ def read_records(path: Path) -> List[Dict[str, Any]]:
     return list(out)
 
 
+_DECODER = json.JSONDecoder()
+
+
 def _parse(path: Path, data: bytes, before: int) -> List[Dict[str, Any]]:
     """The records of whole lines `data` (line numbers counted after `before` lines)."""
     out: List[Dict[str, Any]] = []
-    lines = data.split(b"\n")
-    lines.pop()  # b"": data ends with a newline (or is empty)
-    for n, raw in enumerate(lines, before + 1):
+    lines = data.decode("utf-8", "surrogateescape").split("\n")
+    lines.pop()  # "": data ends with a newline (or is empty)
+    decode = _DECODER.raw_decode
+    for n, line in enumerate(lines, before + 1):
         try:
-            rec = json.loads(raw.decode("utf-8", "surrogateescape"))
+            try:
+                rec, end = decode(line)  # a record as the journal writes it: no space around it
+            except ValueError:
+                end = -1
+            if end != len(line):
+                rec = json.loads(line)  # as json.loads reads it (spaces around it), or its error
         except ValueError:
             raise UserError(f"{path}: line {n} is not a journal record (edited or damaged); "
                             f"nothing was changed") from None

@@ -4,9 +4,12 @@ old, new and torn states, and undoes itself. Planners build lists of these; `wri
 runs them; `undo` reverses them. The on-disk format is documented in docs/journal-format.md."""
 from __future__ import annotations
 
+import binascii
 import json
 import os
+import re
 import sqlite3
+import sys
 from pathlib import Path
 import stat as _st
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
@@ -115,14 +118,18 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")  # base64.b64decode(validate=True)'s own check, compiled once
+_STRICT = {"strict_mode": True} if sys.version_info >= (3, 11) else {}  # as validate=True decodes there
+
+
 def _unb64(text: Any, where: str) -> bytes:
-    import base64
-    import binascii
     if not isinstance(text, str):
         raise RecordError(f"{where}: bytes field is not base64 text")
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError):
+        if _BASE64.fullmatch(text) is None:
+            raise ValueError
+        return binascii.a2b_base64(text, **_STRICT)  # thousands a journal: what b64decode(validate=True) does
+    except ValueError:  # binascii.Error (bad padding) too
         raise RecordError(f"{where}: bytes field is not base64") from None
 
 
@@ -139,15 +146,53 @@ class Spec:
         self.allowed = frozenset(required) | frozenset(optional) | _ALWAYS
         self.fields = [(name, *_SPECS[typ], needed, typ.rstrip("?"))
                        for fields, needed in ((required, True), (optional, False)) for name, typ in fields.items()]
+        # the fast path's table: name -> (type, nullable, required, the name as written here: interned,
+        # so keyword arguments built from the result match their parameters by identity); v, ts, op: None
+        self.types: Dict[str, Any] = {n: (base, nullable, needed, n) for n, base, nullable, needed, _t in self.fields}
+        self.types.update(dict.fromkeys(_ALWAYS - self.types.keys()))
+        self.required = sum(1 for f in self.fields if f[3])
 
 
 _MISSING = object()
+_UNKNOWN = object()
+_SPEC_OF: Dict[Tuple[Any, ...], Spec] = {}  # a spec written inline at a reader, compiled once per process
+
+
+def _spec_of(required: Dict[str, str], optional: Dict[str, str]) -> Spec:
+    key = (tuple(required.items()), tuple(optional.items()))
+    spec = _SPEC_OF.get(key)
+    if spec is None:
+        spec = _SPEC_OF[key] = Spec(required, optional)
+    return spec
 
 
 def strict(rec: Dict[str, Any], required: Union[Dict[str, str], Spec],
            optional: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
-    """The record's fields, each of its declared type; an unknown or missing field is an error."""
-    spec = required if isinstance(required, Spec) else Spec(required, optional or {})
+    """The record's fields, each of its declared type; an unknown or missing field is an error.
+    A well-formed record is checked in one pass over its own fields (thousands a journal); any
+    doubt goes to the field-by-field check, which names what is wrong."""
+    spec = required if isinstance(required, Spec) else _spec_of(required, optional or {})
+    types, out, needed = spec.types, {}, 0
+    for name, value in rec.items():
+        t = types.get(name, _UNKNOWN)
+        if t is None:  # v, ts, op
+            continue
+        if t is _UNKNOWN:
+            break
+        if type(value) is t[0]:
+            if t[0] is str and "\x00" in value:
+                break
+        elif value is not None or not t[1]:
+            break  # another type (a bool for an int ...): the full check decides
+        out[t[3]] = value
+        needed += t[2]
+    else:
+        if needed == spec.required:
+            return out
+    return _strict_fields(rec, spec)
+
+
+def _strict_fields(rec: Dict[str, Any], spec: Spec) -> Dict[str, Any]:
     if not spec.allowed.issuperset(rec):
         extra = set(rec) - spec.allowed
         raise RecordError(f"journal record {rec.get('op')!r}: unknown field(s) {', '.join(sorted(extra))}")
@@ -418,9 +463,10 @@ class Op:
         return self.revert(conn)
 
     @classmethod
-    def preload(cls, conn: sqlite3.Connection, ops: Sequence["Op"]) -> None:
-        """Read ahead, in bulk, what judge(conn) of each of these ops (all of this class, one DB)
-        will read; by default nothing (each op reads its own)."""
+    def judge_all(cls, conn: sqlite3.Connection, ops: Sequence["Op"]) -> List[str]:
+        """judge(conn) of each of these ops (all of this class, one DB, their columns checked), in
+        order; a class whose ops read rows may read them in bulk. By default one by one."""
+        return [o.judge(conn) for o in ops]
 
     @classmethod
     def revert_all(cls, conn: sqlite3.Connection, ops: Sequence["Op"]) -> Tuple[int, int]:
@@ -432,6 +478,14 @@ class Op:
             if n is not None:
                 done, rows = done + 1, rows + n
         return done, rows
+
+    def revert_if_still(self) -> bool:
+        """A file op, under its thread's writer lock: undone when it is still new (or torn), judged
+        again (cheaply where nothing moved since the plan); False: left as it is."""
+        if self.state() not in (NEW, TORN):
+            return False
+        self.revert()
+        return True
 
     def revert(self, conn: Optional[sqlite3.Connection] = None) -> int:
         """Undo it (a DB op inside the caller's transaction); returns the rows it changed."""
@@ -548,6 +602,15 @@ def file_sig(st: os.stat_result) -> Tuple[int, int, int, int, int]:
     """What changes whenever a file's bytes do (ctime moves on every write and utime, and no one can
     set it back): a file read at one signature holds the same bytes while its signature is the same."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _set_mtime(fd: int, path: str, ns: int) -> None:
+    """Both times of the open file `fd` (the one just written: no second lookup of its path) where
+    the system sets them through a descriptor, else through `path`."""
+    if os.utime in os.supports_fd:
+        os.utime(fd, ns=(ns, ns))
+    else:
+        os.utime(path, ns=(ns, ns))
 
 
 def _sig_now(path: str) -> Optional[Tuple[int, int, int, int, int]]:
@@ -871,16 +934,20 @@ class RolloutEdit(Op):
         old mtime back too, even after a kill between the write and the mtime; else today's kept."""
         fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | host.BINARY)
         try:
-            st = os.fstat(fd)  # the file written, as it was before the write
-            for n, (off, old, _new) in enumerate(self.spans):
-                if n:
-                    point("chunk")
-                _pwrite(fd, old, off)
+            self._write_back(fd, os.fstat(fd))  # the file written, as it was before the write
         finally:
             os.close(fd)
+
+    def _write_back(self, fd: int, st: os.stat_result) -> None:
+        """The old bytes over every span of the open file `fd` (`st`: it before the write), then its
+        mtime: the old one when nothing was appended since, else today's kept."""
+        for n, (off, old, _new) in enumerate(self.spans):
+            if n:
+                point("chunk")
+            _pwrite(fd, old, off)
         point("undo-written")  # the old bytes, today's mtime: still `torn` (below) until the mtime is back
         keep = self.mtime_ns if st.st_size == self.size else st.st_mtime_ns  # type: ignore[attr-defined]
-        os.utime(self.path, ns=(keep, keep))
+        _set_mtime(fd, self.path, keep)
 
     def state(self) -> str:
         """The file's state; a grown file that a fork made since the run points into past its first
@@ -1014,9 +1081,10 @@ class Line1Rewrite(RolloutEdit):
         if digests == 1 or (digests == 0 and not op._lean()):
             raise RecordError("journal record 'line1': old_sha and new_sha are left out only together, and "
                               "only beside the cut of a same-length rewrite")
-        if op.cut is not None and not (len(op.cut) == 2 and all(type(x) is int for x in op.cut)
-                                       and all(o + len(a) <= op.cut[0] for o, a, _ in spans)
-                                       and 0 <= op.cut[0] < op.cut[1] <= op.old_len):
+        cut = op.cut
+        if cut is not None and not (len(cut) == 2 and type(cut[0]) is int and type(cut[1]) is int
+                                    and 0 <= cut[0] < cut[1] <= op.old_len
+                                    and max([o + len(a) for o, a, _ in spans] or [0]) <= cut[0]):
             raise RecordError("journal record 'line1': cut is malformed")
         return op
 
@@ -1170,6 +1238,30 @@ class Line1Rewrite(RolloutEdit):
         state = self._judge_line() if self.cut is None else self._judge_cut()
         self._seen = (sig, state)
         return state
+
+    def revert_if_still(self) -> bool:
+        """A same-length rewrite the plan judged new or torn: the file opened for the write (not
+        followed) is the one judged when its signature is the one the judgement saw (nothing wrote
+        it since), and is written back through that one descriptor; anything else is judged again."""
+        seen = self._seen
+        if self.growth or seen is None or seen[1] not in (NEW, TORN) or not self.spans:
+            return super().revert_if_still()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+                         | host.BINARY)
+        except OSError:
+            return super().revert_if_still()
+        try:
+            st = os.fstat(fd)
+            if file_sig(st) != seen[0]:
+                os.close(fd)
+                fd = -1
+                return super().revert_if_still()
+            self._write_back(fd, st)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        return True
 
     def undo_refusal(self) -> Optional[str]:
         """As Op's, from the links the judgement just saw (its lstat), not a second lstat."""
@@ -1706,9 +1798,6 @@ class RowUpdate(Op):
         return list(self.key)
 
     def _current(self, conn: sqlite3.Connection) -> Optional[Dict[str, Any]]:
-        pre = self.__dict__.pop("_pre", None)  # read ahead by preload() on this connection: used once
-        if pre is not None and pre[0] is conn:
-            return pre[1]
         cols = list(self.new)
         shape = ("current", self.table, tuple(cols), tuple(self.key))
         sql = _SQL.get(shape)
@@ -1787,37 +1876,43 @@ class RowUpdate(Op):
         return done, done
 
     @classmethod
-    def preload(cls, conn: sqlite3.Connection, ops: Sequence[Op]) -> None:
-        """The current values of the rows these ops changed, one query per 500 rows of a shape, where
-        the key is the table's one-column primary key: a row found by exactly its key value is what
-        _current would read (a unique key finds one row at most); any other is left to _current."""
-        groups: Dict[Tuple[Any, ...], List[Any]] = {}
+    def judge_all(cls, conn: sqlite3.Connection, ops: Sequence[Op]) -> List[str]:
+        """state_db, then GONE as judge() decides, for rows found by exactly their key value where the
+        key is the table's one-column primary key and no column is a counter: one query per 500
+        rows of a shape, the row compared with `new` and `old` at once (every column it wrote is
+        judged). Any other op, and a key not found so, is judged alone (judge)."""
+        out: List[Optional[str]] = [None] * len(ops)
         pks: Dict[str, Optional[str]] = {}
-        for o in ops:
-            if len(o.key) != 1:  # type: ignore[attr-defined]
-                continue
-            (kc, kv), = o.key.items()  # type: ignore[attr-defined]
-            if not isinstance(kv, str):
-                continue
-            if o.table not in pks:  # type: ignore[attr-defined]
-                info = [r for r in conn.execute(f'PRAGMA table_info("{o.table}")') if r[5]]  # type: ignore[attr-defined]
-                pks[o.table] = info[0][1] if len(info) == 1 else None  # type: ignore[attr-defined]
-            if pks[o.table] != kc:  # type: ignore[attr-defined]
-                continue
-            groups.setdefault((o.table, kc, tuple(o.new)), []).append(o)  # type: ignore[attr-defined]
+        groups: Dict[Tuple[Any, ...], List[int]] = {}
+        for i, o in enumerate(ops):
+            key, table = o.key, o.table  # type: ignore[attr-defined]
+            if len(key) == 1 and table not in COUNTERS:
+                (kc, kv), = key.items()
+                if type(kv) is str:
+                    if table not in pks:
+                        info = [r for r in conn.execute(f'PRAGMA table_info("{table}")') if r[5]]
+                        pks[table] = info[0][1] if len(info) == 1 else None
+                    if pks[table] == kc:
+                        groups.setdefault((table, kc, tuple(o.new)), []).append(i)  # type: ignore[attr-defined]
+                        continue
+            out[i] = o.judge(conn)
         for (table, kc, cols), members in groups.items():
             names = ", ".join(f'"{c}"' for c in cols)
             for at in range(0, len(members), 500):
                 chunk = members[at:at + 500]
-                rows = conn.execute(f'SELECT "{kc}", {names} FROM "{table}" WHERE "{kc}" IN '
-                                    f'({", ".join("?" * len(chunk))})', [o.key[kc] for o in chunk]).fetchall()
-                found: Dict[Any, List[Any]] = {}
-                for r in rows:
-                    found.setdefault(r[0], []).append(r[1:])
-                for o in chunk:
-                    got = found.get(o.key[kc])
-                    if got is not None and len(got) == 1:  # a str key equals only the same str
-                        o.__dict__["_pre"] = (conn, dict(zip(cols, got[0])))
+                found: Dict[Any, Optional[Tuple[Any, ...]]] = {}
+                for r in conn.execute(f'SELECT "{kc}", {names} FROM "{table}" WHERE "{kc}" IN '
+                                      f'({", ".join("?" * len(chunk))})', [ops[i].key[kc] for i in chunk]):  # type: ignore[attr-defined]
+                    found[r[0]] = r[1:] if r[0] not in found else None  # a key found twice: judged alone
+                for i in chunk:
+                    o = ops[i]
+                    row = found.get(o.key[kc])  # type: ignore[attr-defined]
+                    if row is None:
+                        out[i] = o.judge(conn)
+                        continue
+                    cur = dict(zip(cols, row))
+                    out[i] = NEW if cur == o.new else OLD if cur == o.old else CHANGED  # type: ignore[attr-defined]
+        return out  # type: ignore[return-value]
 
 
 class RowInsert(Op):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass, field
+from sessionkit.codexfiles.record import Record
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple
@@ -23,15 +23,18 @@ from sessionkit.runlog.undo import Run, read_run
 RESTORE_TAG = "pre_restore"
 
 
-@dataclass
-class RestoreCheck:
+class RestoreCheck(Record):
     """What putting `backup` back over `db` would do, besides undoing the run's own row changes."""
-    backup: Path
-    db: str
-    run: Optional[Run]
-    lost: List[str] = field(default_factory=list)  # changes since the backup, not the run's, it would undo
-    split: List[str] = field(default_factory=list)  # rows and files it would leave disagreeing
-    own: int = 0  # rows that differ only as the run changed them
+    __slots__ = ("backup", "db", "run", "lost", "split", "own")
+
+    def __init__(self, backup: Path, db: str, run: Optional[Run], lost: Optional[List[str]] = None,
+                 split: Optional[List[str]] = None, own: int = 0) -> None:
+        self.backup = backup
+        self.db = db
+        self.run = run
+        self.lost = [] if lost is None else lost  # changes since the backup, not the run's, it would undo
+        self.split = [] if split is None else split  # rows and files it would leave disagreeing
+        self.own = own  # rows that differ only as the run changed them
 
     @property
     def clean(self) -> bool:

@@ -2,7 +2,7 @@
 `rollback.py --list`), `state` the same words with what to know or do next (the text shown)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from sessionkit.codexfiles.record import FrozenRecord
 from typing import Any, Optional
 
 STOPPED, PARTLY, FAILED, ROLLED_BACK, APPLIED, INCOMPLETE = (
@@ -11,12 +11,14 @@ UNDONE = (FAILED, ROLLED_BACK)  # nothing of the run left: --latest passes over 
 PRUNABLE = (ROLLED_BACK, FAILED, STOPPED)  # its folder may go (an applied one: only when not the newest)
 
 
-@dataclass(frozen=True)
-class RunState:
-    key: str
-    left: int = 0  # items the last undo left alone (PARTLY)
-    restores: int = 0  # times --restore-db put one of its backups back (APPLIED)
-    forked: bool = False  # what is left stays while a fork made since the run exists (PARTLY)
+class RunState(FrozenRecord):
+    __slots__ = ("key", "left", "restores", "forked")
+
+    def __init__(self, key: str, left: int = 0, restores: int = 0, forked: bool = False) -> None:
+        self.key = key
+        self.left = left  # items the last undo left alone (PARTLY)
+        self.restores = restores  # times --restore-db put one of its backups back (APPLIED)
+        self.forked = forked  # what is left stays while a fork made since the run exists (PARTLY)
 
     @property
     def status(self) -> str:

@@ -39,16 +39,25 @@ def forget_resolved() -> None:
 def path_allowed(path: str, roots: Sequence[str]) -> bool:
     """Inside a root after resolving every symlink on the way to its folder (the last part is not
     followed: a symlink we repoint or a file we rename is judged by where it sits)."""
-    if not path or "\x00" in path or not os.path.isabs(path):
+    if not path or "\x00" in path:
         return False
-    folder, name = os.path.split(path)  # dirname and basename in one call (thousands of paths a run)
+    key = roots if type(roots) is tuple else tuple(roots)
+    folder, sep, name = path.rpartition("/")  # thousands of paths a run: the plain POSIX case first
+    if _PLAIN and sep and folder and not folder.endswith("/") and name not in ("", ".", "..") and \
+            path.startswith("/") and _folder_inside(folder, key):
+        return True
+    if not os.path.isabs(path):
+        return False
+    folder, name = os.path.split(path)
     if name in ("", ".", ".."):
         return False
-    key = tuple(roots)
     if _folder_inside(folder, key):  # a name in a folder inside (or at) a root lies inside it
         return True
     real = os.path.join(_real_dir(folder), name)
     return any(test(real) for test in _inside_tests(key))
+
+
+_PLAIN = os.sep == "/" and not os.altsep  # POSIX: "/" alone separates, a path is absolute when it starts so
 
 
 @lru_cache(maxsize=4096)
@@ -64,6 +73,7 @@ def _inside_tests(roots: Tuple[str, ...]) -> List[Callable[[str], bool]]:
 
 def op_problem(op: Op, roots: Sequence[str], dbs: Set[str]) -> Optional[str]:
     """Why this op may not run here: a path outside the roots or a DB that is not this home's."""
+    roots = roots if type(roots) is tuple else tuple(roots)
     for p in op.paths():
         if not path_allowed(p, roots):
             return f"{safe_str(p)} is outside the Codex home and its state-DB folder"

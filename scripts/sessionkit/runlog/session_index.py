@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple
@@ -34,18 +33,21 @@ def _read_from(path: str, offset: int) -> bytes:
         return fh.read()
 
 
-@dataclass
 class IndexAppend(Op):
     """Append `data` (whole lines) to session_index.jsonl (created when missing). Undo takes exactly
     these bytes out again, keeping anything Codex appended since; the old mtime comes back when
     nothing else changed."""
-    path: str
-    data: bytes
-    old_size: int = -1  # -1: the file did not exist
-    old_mtime_ns: int = 0
-    lead: bytes = b""  # a newline first when the old file did not end in one
-    thread_id: Optional[str] = None
     KIND: ClassVar[str] = "index_append"
+    _INIT: ClassVar[Tuple[str, ...]] = ("path", "data", "old_size", "old_mtime_ns", "lead", "thread_id")
+
+    def __init__(self, path: str, data: bytes, old_size: int = -1, old_mtime_ns: int = 0, lead: bytes = b"",
+                 thread_id: Optional[str] = None) -> None:
+        self.path = path
+        self.data = data
+        self.old_size = old_size  # -1: the file did not exist
+        self.old_mtime_ns = old_mtime_ns
+        self.lead = lead  # a newline first when the old file did not end in one
+        self.thread_id = thread_id
 
     @property
     def added(self) -> bytes:

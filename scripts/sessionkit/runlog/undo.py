@@ -2,18 +2,17 @@
 row together or not at all; idempotent."""
 from __future__ import annotations
 
-import csv
 import os
 import re
 import sqlite3
-from dataclasses import dataclass, field
+from sessionkit.codexfiles.record import Record
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-from sessionkit.codexfiles.reasons import DELETED, GROUP_TOGETHER, LEFT_ALONE_WITH
+from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, DELETED, GROUP_TOGETHER, LEFT_ALONE_WITH
 from sessionkit import UserError
-from sessionkit.runlog.artifacts import backup_into, list_runs
+from sessionkit.runlog.artifacts import BackupsAhead, backup_into, list_runs
 from sessionkit.codexfiles.faults import point
 from sessionkit.codexfiles.home import CodexHome
 from sessionkit.runlog.commits import reached
@@ -33,20 +32,26 @@ RUN_RECORDS = ("begin", "locks", "backup", "manifest", "skip", "batch", "commit"
                "abort")
 
 
-@dataclass
-class Run:
+class Run(Record):
     """A run folder read back: its begin record, its ops in journal order, how it ended."""
-    path: Path
-    begin: Dict[str, Any]
-    ops: List[Op]
-    complete: bool
-    undone: Optional[str]  # None, "failure", "rollback" or "partial" (an undo that left something alone)
-    manifest: Optional[str]
-    locks: Dict[str, Any] = field(default_factory=dict)
-    backups: Dict[str, str] = field(default_factory=dict)  # DB path -> its pre-run backup
-    left: List[str] = field(default_factory=list)  # what the last undo left alone, each with its reason
-    deleted: List[str] = field(default_factory=list)  # what was deleted since the run and left deleted
-    restores: List[Dict[str, Any]] = field(default_factory=list)  # `restore` records (--restore-db)
+    __slots__ = ("path", "begin", "ops", "complete", "undone", "manifest", "locks", "backups", "left", "deleted",
+                 "restores")
+
+    def __init__(self, path: Path, begin: Dict[str, Any], ops: List[Op], complete: bool, undone: Optional[str],
+                 manifest: Optional[str], locks: Optional[Dict[str, Any]] = None,
+                 backups: Optional[Dict[str, str]] = None, left: Optional[List[str]] = None,
+                 deleted: Optional[List[str]] = None, restores: Optional[List[Dict[str, Any]]] = None) -> None:
+        self.path = path
+        self.begin = begin
+        self.ops = ops
+        self.complete = complete
+        self.undone = undone  # None, "failure", "rollback" or "partial" (an undo that left something alone)
+        self.manifest = manifest
+        self.locks = {} if locks is None else locks
+        self.backups = {} if backups is None else backups  # DB path -> its pre-run backup
+        self.left = [] if left is None else left  # what the last undo left alone, each with its reason
+        self.deleted = [] if deleted is None else deleted  # what was deleted since the run and left deleted
+        self.restores = [] if restores is None else restores  # `restore` records (--restore-db)
 
     @property
     def began(self) -> bool:
@@ -130,24 +135,27 @@ def read_run(run_dir: Path, with_ops: bool = True) -> Run:
     return Run(run_dir, recs[0], ops, complete, undone, manifest, locks, backups, left, deleted, restores)
 
 
-@dataclass
-class UndoPlan:
-    run_dir: Path
-    kind: str
-    complete: bool
-    steps: List[Tuple[Op, str]] = field(default_factory=list)  # (op, state) to undo, newest first
-    cleanups: List[Op] = field(default_factory=list)  # temporary files left by a kill
-    already: int = 0
-    conflicts: List[str] = field(default_factory=list)
-    deleted: List[str] = field(default_factory=list)  # deleted since the run (thread/delete): left deleted
-    left_ids: Set[str] = field(default_factory=set)  # threads with a change left alone (planned or at undo time)
-    deleted_ids: Set[str] = field(default_factory=set)  # threads deleted since the run: not put back
-    locks: Dict[str, Any] = field(default_factory=dict)  # the run's "locks" record
-    undone_before: bool = False  # the journal already says "rolled back" (or failed, undone)
+class UndoPlan(Record):
+    __slots__ = ("run_dir", "kind", "complete", "steps", "cleanups", "already", "conflicts", "deleted", "left_ids",
+                 "deleted_ids", "locks", "undone_before", "stale_locks", "began", "started_ns")
 
-    stale_locks: int = 0  # lock files (and .coordination.lock) a killed run left behind
-    began: bool = True  # False: the run stopped before its begin record; nothing to undo or record
-    started_ns: Optional[int] = None  # the run's start (a thread forked from one of its threads since)
+    def __init__(self, run_dir: Path, kind: str, complete: bool, locks: Optional[Dict[str, Any]] = None,
+                 undone_before: bool = False, began: bool = True) -> None:
+        self.run_dir = run_dir
+        self.kind = kind
+        self.complete = complete
+        self.steps: List[Tuple[Op, str]] = []  # (op, state) to undo, newest first
+        self.cleanups: List[Op] = []  # temporary files left by a kill
+        self.already = 0
+        self.conflicts: List[str] = []
+        self.deleted: List[str] = []  # deleted since the run (thread/delete): left deleted
+        self.left_ids: Set[str] = set()  # threads with a change left alone (planned or at undo time)
+        self.deleted_ids: Set[str] = set()  # threads deleted since the run: not put back
+        self.locks = {} if locks is None else locks  # the run's "locks" record
+        self.undone_before = undone_before  # the journal already says "rolled back" (or failed, undone)
+        self.stale_locks = 0  # lock files (and .coordination.lock) a killed run left behind
+        self.began = began  # False: the run stopped before its begin record; nothing to undo or record
+        self.started_ns: Optional[int] = None  # the run's start (a thread forked from one of its threads since)
 
     @property
     def actions(self) -> int:
@@ -261,7 +269,7 @@ def _roots(home: CodexHome) -> List[str]:
 def check_ops(home: CodexHome, ops: List[Op], where: Path) -> None:
     """Every path and DB of a (hostile) journal inside this home and its state-DB folder."""
     forget_resolved()  # folders may have changed since an earlier check in this process
-    roots, dbs = _roots(home), home_dbs(home)
+    roots, dbs = tuple(_roots(home)), home_dbs(home)
     for op in ops:
         why = op_problem(op, roots, dbs)
         if why:
@@ -305,7 +313,7 @@ def check_against_backups(run: Run, journal: Path, ops: List[Op]) -> None:
                     rows = conn.execute(f'SELECT {cols} FROM "{table}" WHERE {w}', list(key.values())).fetchall()
             except (sqlite3.DatabaseError, UserError):
                 rows = []
-            if [dict(zip(want, r)) for r in rows][:1] != [want]:
+            if not rows or dict(zip(want, rows[0])) != want:  # the first row found holds them
                 raise UserError(f"refusing: {journal}: the {op.KIND} of {key} does not match the run's own "
                                 f"backup (edited journal?); nothing was changed")
     finally:
@@ -392,37 +400,35 @@ def _states(ops: List[Op]) -> List[str]:
     later op of the run moved is judged where it lies (a rewrite in archived_sessions/, then the
     unarchive's move); a DB op through one read-only connection per DB."""
     conns: Dict[str, sqlite3.Connection] = {}
-    checked: Set[Any] = set()
     out: List[str] = []
     moved: Dict[str, str] = {}  # a file's path when the op ran -> where later ops of the run put it
+    in_db: Dict[int, str] = {}  # id(op) -> its state: DB ops judged first, in bulk (the DB as it is now)
+    groups: Dict[Tuple[Any, type], List[Op]] = {}
+    for op in ops:
+        if op.DB_OP:
+            groups.setdefault((op.db(), type(op)), []).append(op)
     try:
+        for (db, cls), members in groups.items():
+            if not os.path.isfile(db):
+                states = [CHANGED] * len(members)
+            else:
+                if db not in conns:
+                    conns[db] = open_readonly(Path(db))
+                states = _judge_db_ops(conns[db], cls, members)
+            in_db.update(zip(map(id, members), states))
         for op in reversed(ops):
             if op.DB_OP:
-                db = op.db()
-                assert db is not None
-                if db not in conns:
-                    if not os.path.isfile(db):
-                        out.append(CHANGED)
-                        continue
-                    conns[db] = open_readonly(Path(db))
-                    _preload(conns[db], [o for o in ops if o.DB_OP and o.db() == db])
-                try:
-                    if (db, type(op), op.columns()[0]) not in checked:
-                        check_op_columns(conns[db], [op])
-                        checked.add((db, type(op), op.columns()[0]))
-                    out.append(op.judge(conns[db]))
-                except (sqlite3.DatabaseError, UserError):
-                    out.append(CHANGED)
-            else:
-                judged = op
-                for p in op.files():
-                    if p in moved:
-                        judged = judged.at(p, moved[p])
-                st = judged.judge()
-                rel = op.relocation()
-                if rel is not None and st == NEW:
-                    moved[rel[0]] = moved.get(rel[1], rel[1])
-                out.append(st)
+                out.append(in_db[id(op)])
+                continue
+            judged = op
+            for p in op.files():
+                if p in moved:
+                    judged = judged.at(p, moved[p])
+            st = judged.judge()
+            rel = op.relocation()
+            if rel is not None and st == NEW:
+                moved[rel[0]] = moved.get(rel[1], rel[1])
+            out.append(st)
     finally:
         for c in conns.values():
             c.close()
@@ -430,18 +436,25 @@ def _states(ops: List[Op]) -> List[str]:
     return out
 
 
-def _preload(conn: sqlite3.Connection, ops: List[Op]) -> None:
-    """Each class of op reads ahead in bulk what its ops' judgements will read (Op.preload); a
-    table or column that is not as the journal says is left to each op's own check."""
-    by_class: Dict[type, List[Op]] = {}
-    for o in ops:
-        by_class.setdefault(type(o), []).append(o)
-    for cls, members in by_class.items():
+def _judge_db_ops(conn: sqlite3.Connection, cls: type, ops: List[Op]) -> List[str]:
+    """The ops of one class on one DB judged together (Op.judge_all); where their tables or columns
+    are not as the journal says, one by one: only the ops that name them are CHANGED."""
+    try:
+        check_op_columns(conn, ops)
+        return cls.judge_all(conn, ops)  # type: ignore[attr-defined, no-any-return]
+    except (sqlite3.DatabaseError, UserError):
+        pass
+    out, checked = [], set()
+    for op in ops:
         try:
-            check_op_columns(conn, members)
-            cls.preload(conn, members)  # type: ignore[attr-defined]
+            table = op.columns()[0]
+            if table not in checked:
+                check_op_columns(conn, [op])
+                checked.add(table)
+            out.append(op.judge(conn))
         except (sqlite3.DatabaseError, UserError):
-            pass
+            out.append(CHANGED)
+    return out
 
 
 def _describe(op: Op) -> str:
@@ -527,6 +540,7 @@ def _plan_ops(plan: UndoPlan, ops: List[Op]) -> None:
 def _plan_from_csv(home: CodexHome, manifest: Path) -> UndoPlan:
     """A bare manifest CSV (`id,old_provider,new_provider,ts`, as the original design wrote):
     the DB rows only, each back to old_provider where it still holds new_provider."""
+    import csv  # a bare manifest only (the original design's): not on a journal's path
     check_ops(home, [RowUpdate(str(home.state_db.path), "threads", {"id": "x"}, {"model_provider": ""},
                                {"model_provider": ""})], manifest)
     if not path_allowed(str(manifest), [os.path.realpath(str(home.root))]):
@@ -548,15 +562,32 @@ def _plan_from_csv(home: CodexHome, manifest: Path) -> UndoPlan:
     return plan
 
 
+def backups_ahead(home: CodexHome, target: Target) -> BackupsAhead:
+    """The backups of this home's DBs the run's ops change, begun now, while the undo is planned
+    (BackupsAhead: what the undo does not take is removed)."""
+    run = target if isinstance(target, Run) else None
+    mine = home_dbs(home)
+    dbs = [db for db in dict.fromkeys(o.db() for o in (run.ops if run else []) if o.DB_OP)
+           if db is not None and os.path.realpath(db) in mine and os.path.isfile(db)]
+    return BackupsAhead(run.path if run else Path(), dbs, _backup_tag())
+
+
+def _backup_tag() -> str:
+    return f"pre_rollback_{datetime.now().strftime('%Y%m%d_%H%M%S')}"
+
+
 def apply_undo(home: CodexHome, plan: UndoPlan, by: str = "rollback",
-               progress: Optional[Progress] = None) -> Dict[str, Any]:
+               progress: Optional[Progress] = None, ahead: Optional[BackupsAhead] = None) -> Dict[str, Any]:
     """DB ops first (a backup of each DB, then one transaction per DB), then file ops newest first,
     each thread under its writer lock; a thread Codex holds open is left alone whole. More threads
-    than the open-file limit holds locks for go in batches, ops of no thread (folders) in the last."""
+    than the open-file limit holds locks for go in batches, ops of no thread (folders) in the last.
+    `ahead`: the backups begun while planning (backups_ahead), taken instead of made."""
+    if ahead is not None:
+        ahead.wait()  # its descriptors closed before the open-file room for the locks is counted
     per_batch = locks_per_batch(len({o.thread_id for o, _ in plan.steps if o.thread_id}))
     group = group_of([o for o, _ in plan.steps])  # a fork and its parent in one batch
     batches = split_batches(plan.steps, lambda step: group(step[0]), per_batch, loose_last=True)
-    undo = _UndoBatches(plan, by, batches)
+    undo = _UndoBatches(plan, by, batches, ahead)
     run_batches(home.root, batches, _step_thread, undo.batch, progress)
     if plan.locks:  # lock files a killed run left: removed when no one holds them
         remove_stale_locks(home.root, plan.locks["created"])
@@ -588,9 +619,11 @@ class _UndoBatches:
     """The undo of one batch of threads, under their writer locks: (first batch: back up every DB
     any batch changes) its DB ops in one transaction per DB, its temporary files, its file ops."""
 
-    def __init__(self, plan: UndoPlan, by: str, batches: List[List[Tuple[Op, str]]]) -> None:
+    def __init__(self, plan: UndoPlan, by: str, batches: List[List[Tuple[Op, str]]],
+                 ahead: Optional[BackupsAhead] = None) -> None:
         self.plan, self.by, self.batches = plan, by, batches
-        self.stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+        self.ahead = ahead if ahead is not None and ahead.folder == plan.run_dir else None
+        self.tag = self.ahead.tag if self.ahead else _backup_tag()
         self.counts = {"rows_reverted": 0, "line1_restored": 0, "files_moved_back": 0, "undone": 0}
         for o, _ in plan.steps:
             if o.COUNTS.undone:
@@ -622,8 +655,14 @@ class _UndoBatches:
                 self._rows(db, mine)
         self._clean(n == len(self.batches), own)
         for o, _st in steps:
-            if not o.DB_OP and o.state() in (NEW, TORN):
-                self._file(o)
+            if o.DB_OP:
+                continue
+            if o.revert_if_still():
+                self._counted(o)
+            else:  # written since the plan (under the lock now): left as it is, and said
+                self.plan.conflicts.append(f"{_describe(o)}: {CHANGED_SINCE_PLAN}; left alone")
+                if o.thread_id:
+                    self.plan.left_ids.add(o.thread_id)
 
     def _clean(self, last: bool, own: Set[Optional[str]]) -> None:
         """Temporary files a kill left, before the file undos (a folder the run made is then empty
@@ -640,7 +679,8 @@ class _UndoBatches:
         if self.by == "failure":
             return
         for db in self.dbs:
-            self.backups.append(str(backup_into(self.plan.run_dir, db, f"pre_rollback_{self.stamp}")))
+            made = self.ahead.take(db) if self.ahead else backup_into(self.plan.run_dir, db, self.tag)
+            self.backups.append(str(made))
 
     def _rows(self, db: str, mine: List[Op]) -> None:
         with transaction(Path(db)) as conn:
@@ -657,8 +697,8 @@ class _UndoBatches:
                 i = j
             point("undo-commit")
 
-    def _file(self, o: Op) -> None:
-        o.revert()
+    def _counted(self, o: Op) -> None:
+        """A file op undone (revert_if_still)."""
         self.counts["undone"] += 1
         if o.COUNTS.undone:
             self.counts[o.COUNTS.undone] += 1

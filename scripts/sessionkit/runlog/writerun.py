@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass, field
+from sessionkit.codexfiles.record import Record
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
@@ -32,15 +32,19 @@ from sessionkit.codexfiles.writerlock import LOCK_DIR, lock_names
 BATCH = 2000  # op records per journal write (one fsync each); every batch precedes its changes
 
 
-@dataclass
-class RunResult:
-    run_dir: Path
-    journal: Path
-    manifest: Path
-    backups: Dict[str, Path]  # DB path -> its backup
-    applied: Counter = field(default_factory=Counter)  # op kind -> count applied
-    rows: Dict[str, int] = field(default_factory=dict)  # DB path -> rows changed
-    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (thread id or path, reason)
+class RunResult(Record):
+    __slots__ = ("run_dir", "journal", "manifest", "backups", "applied", "rows", "skipped")
+
+    def __init__(self, run_dir: Path, journal: Path, manifest: Path, backups: Dict[str, Path],
+                 applied: Optional[Counter] = None, rows: Optional[Dict[str, int]] = None,
+                 skipped: Optional[List[Tuple[str, str]]] = None) -> None:
+        self.run_dir = run_dir
+        self.journal = journal
+        self.manifest = manifest
+        self.backups = backups  # DB path -> its backup
+        self.applied = Counter() if applied is None else applied  # op kind -> count applied
+        self.rows = {} if rows is None else rows  # DB path -> rows changed
+        self.skipped = [] if skipped is None else skipped  # (thread id or path, reason)
 
     def rollback_command(self, home: CodexHome) -> str:
         return home_command(home, "rollback.py", "--manifest", self.run_dir, "--apply")
