@@ -294,7 +294,7 @@ def until(home: Any, args: Any) -> int:
                     settle_hot_journal(Path(db))
             for one in runs:
                 with backups_ahead(home, one) as ahead:
-                    plan = plan_undo(home, one)
+                    plan = plan_undo(home, one, checked=ahead.start)
                     if plan.conflicts:  # planned with the newer runs undone: nothing of this one is touched
                         stopped = {**summary(plan, args.sample), "undone": False, "state": state_now(home, one.path)}
                         break
@@ -389,7 +389,7 @@ def _main(argv: Optional[List[str]]) -> int:
                 if os.path.isfile(db):
                     settle_hot_journal(Path(db))
             with backups_ahead(home, target) as ahead:  # made while the undo is planned
-                plan = plan_undo(home, target)
+                plan = plan_undo(home, target, checked=ahead.start)
                 before = None if args.json else names_from_db(home, put_back(plan)[:max(args.sample, 10)])  # as the preview
                 if plan.needs_record():
                     result = apply_undo(home, plan, progress=Progress.for_terminal(), ahead=ahead)

@@ -211,7 +211,7 @@ def test_the_rollback_holds_the_cyclic_gc_off_while_it_works_and_gives_it_back(h
     _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
     seen = []
     real = rollback.plan_undo
-    monkeypatch.setattr(rollback, "plan_undo", lambda *a: seen.append(gc.isenabled()) or real(*a))
+    monkeypatch.setattr(rollback, "plan_undo", lambda *a, **k: seen.append(gc.isenabled()) or real(*a, **k))
     assert gc.isenabled()
     back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
     assert back["result"]["line1_restored"] == 12
@@ -349,3 +349,56 @@ def test_bench_targets_count_the_interpreter_start_in_the_floor_script():
     assert [m for m in b.misses(over) if "migration rollback" in m] == [
         "bench: migration rollback at 10,000 threads: 0.55 s is 3.3x its floor as a script (0.13 s + python3 -c "
         "pass 0.04 s), over the 3x target"]
+
+
+def test_a_db_written_while_the_rollback_plans_is_backed_up_again(home, capsys, monkeypatch):
+    """The backup made ahead is the DB before the undo's change: a write meanwhile (a Codex) makes
+    the undo copy it again when it takes it; the copy ahead, a `.partial`, is not left behind."""
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    from sessionkit.runlog import undo
+    out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    real = undo.apply_undo
+
+    def codex_meanwhile(home_, plan, **kw):
+        kw["ahead"].wait()  # the copy ahead is made; then Codex writes a row of another thread
+        with sqlite3.connect(str(home / "state_5.sqlite")) as c:
+            c.execute("UPDATE threads SET title='written meanwhile' WHERE id = (SELECT min(id) FROM threads)")
+        return real(home_, plan, **kw)
+    monkeypatch.setattr(rollback, "apply_undo", codex_meanwhile)
+    back = _run(rollback, ["--codex-dir", str(home), "--latest", "--apply", "--json"], capsys)
+    assert back["state"] == "rolled back"
+    made = back["result"]["db_backups"]
+    assert len(made) == 1 and not made[0].endswith(".partial")
+    titles = {t for (t,) in sqlite3.connect(made[0]).execute("SELECT title FROM threads")}
+    assert "written meanwhile" in titles  # the DB as it was just before the undo's change
+    assert not [p for p in Path(out["result"]["journal"]).parent.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_journal_naming_a_path_outside_the_home_makes_no_copy(home, capsys, monkeypatch):
+    """The copies ahead begin only once the journal's paths and DBs are checked as this home's."""
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    from sessionkit.runlog import artifacts
+    out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    journal = Path(out["result"]["journal"])
+    lines = journal.read_text().splitlines()
+    i = next(n for n, x in enumerate(lines) if '"op":"line1"' in x)
+    rec = json.loads(lines[i])
+    rec["path"] = "/etc/passwd"
+    lines[i] = json.dumps(rec)
+    journal.write_text("\n".join(lines) + "\n")
+    copies = []
+    monkeypatch.setattr(artifacts, "backup_db", lambda db, dest: copies.append(dest))
+    code = rollback.run(rollback.main, ["--codex-dir", str(home), "--latest", "--apply", "--json"])
+    assert code == 2 and "outside the Codex home" in capsys.readouterr().err
+    assert copies == []
+
+
+def test_a_backup_left_partial_by_a_kill_is_no_backup_to_restore(home, capsys, tmp_path):
+    """A kill while the copy ahead is made leaves `<backup>.partial`: --restore-db does not take it."""
+    migrate, rollback = _script("provider_migrate.py"), _script("rollback.py")
+    out = _run(migrate, ["--codex-dir", str(home), "--apply", "--json"], capsys)
+    run_dir = Path(out["result"]["journal"]).parent
+    part = run_dir / "state_5.sqlite.pre_rollback_20990101_000000.bak.partial"
+    part.write_bytes((home / "state_5.sqlite").read_bytes()[:4096])
+    code = rollback.run(rollback.main, ["--codex-dir", str(home), "--restore-db", str(part), "--json"])
+    assert code == 2 and "partial" not in capsys.readouterr().out

@@ -8,7 +8,7 @@ import sqlite3
 from sessionkit.codexfiles.record import Record
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
@@ -58,10 +58,11 @@ def backup_into(folder: Path, db: str, tag: str) -> Path:
 
 
 def _free_name(folder: Path, db: str, tag: str) -> Path:
+    """A backup's name no file has, whole or partial (a `.partial` a killed rollback left)."""
     name = Path(db).name
     dest = folder / f"{name}.{tag}.bak"
     n = 1
-    while os.path.lexists(str(dest)):
+    while os.path.lexists(str(dest)) or os.path.lexists(str(dest) + PARTIAL):
         n += 1
         dest = folder / f"{name}.{n}.{tag}.bak"
     return dest
@@ -69,54 +70,83 @@ def _free_name(folder: Path, db: str, tag: str) -> Path:
 
 class BackupsAhead:
     """backup_into of each DB a rollback may change, made in a thread while the rollback plans (the
-    SQLite backup API and its check run outside the GIL). The undo takes each backup it needs before
-    its first change, as it would make it (a failed backup is raised there); whatever is not taken
-    (no change to that DB after all, a refusal) is removed on exit: a dry run's or a refused
-    rollback's folder is left as it was."""
+    SQLite backup API and its check run outside the GIL), once the journal's paths are checked
+    (start). Each is written as `<backup>.partial` and named a backup only when the undo takes it,
+    before its first change, and only if the DB (and its WAL) is as it was when the copy began;
+    else it is made again then, as backup_into makes it (a failed backup is raised there). What is
+    not taken (no change to that DB after all, a refusal) is removed on exit; a kill leaves at most
+    a `.partial`, which no restore takes for a backup."""
 
     def __init__(self, folder: Path, dbs: List[str], tag: str) -> None:
         import threading
         self.folder, self.tag = folder, tag
-        self.made: Dict[str, Tuple[Path, Optional[BaseException]]] = {}
+        self.made: Dict[str, Tuple[Path, Any, Optional[BaseException]]] = {}  # db -> (partial, signature, error)
         self.thread = threading.Thread(target=self._work, args=(list(dict.fromkeys(dbs)),), daemon=True)
-        if dbs:
+        self.dbs = dbs
+
+    def start(self) -> None:
+        """Begin the copies (the journal's paths and DBs are this home's: checked by the caller)."""
+        if self.dbs and self.thread.ident is None:
             self.thread.start()
 
     def _work(self, dbs: List[str]) -> None:
         for db in dbs:
-            dest = _free_name(self.folder, db, self.tag)
+            part = Path(str(_free_name(self.folder, db, self.tag)) + PARTIAL)
+            sig = db_signature(db)
             try:
-                self.made[db] = (backup_db(Path(db), dest), None)
+                self.made[db] = (backup_db(Path(db), part), sig, None)
             except BaseException as exc:  # given to the undo that asks for it, where it stops the undo
-                self.made[db] = (dest, exc)
+                self.made[db] = (part, sig, exc)
 
     def wait(self) -> None:
         if self.thread.ident is not None:
             self.thread.join()
 
     def take(self, db: str) -> Path:
-        """This DB's backup, made (or its error raised) as backup_into would."""
+        """This DB's backup, as backup_into would make it now."""
         self.wait()
         got = self.made.get(db)
         if got is None:
             return backup_into(self.folder, db, self.tag)
-        if got[1] is not None:
-            raise got[1]  # what is left of it is removed on exit
+        part, sig, err = got
+        if err is not None:
+            raise err  # what is left of it is removed on exit
+        if db_signature(db) != sig:  # written since the copy began (a Codex): copied again, now
+            return backup_into(self.folder, db, self.tag)
+        dest = Path(str(part)[:-len(PARTIAL)])  # the name chosen for it, free then
+        if os.path.lexists(str(dest)):
+            dest = _free_name(self.folder, db, self.tag)
+        os.rename(str(part), str(dest))
         del self.made[db]
-        return got[0]
+        return dest
 
     def __enter__(self) -> "BackupsAhead":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.wait()
-        for dest, _err in self.made.values():  # not taken: removed (a partial one too)
-            for p in (dest, Path(str(dest) + "-journal")):
+        for part, _sig, _err in self.made.values():  # not taken (or made again): removed, a partial one too
+            for p in (part, Path(str(part) + "-journal")):
                 try:
                     os.unlink(str(p))
                 except OSError:
                     pass
         self.made.clear()
+
+
+PARTIAL = ".partial"  # a backup being made ahead, not yet taken (BackupsAhead)
+
+
+def db_signature(db: str) -> Any:
+    """What moves when a DB is written: its file's and its WAL's size, mtime, ctime and inode."""
+    out = []
+    for p in (db, db + "-wal"):
+        try:
+            st = os.stat(p)
+            out.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        except OSError:
+            out.append(None)
+    return tuple(out)
 
 
 def durable(paths: Iterable[str]) -> None:

@@ -8,7 +8,7 @@ import sqlite3
 from sessionkit.codexfiles.record import Record
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 from sessionkit.codexfiles.reasons import CHANGED_SINCE_PLAN, DELETED, GROUP_TOGETHER, LEFT_ALONE_WITH
 from sessionkit import UserError
@@ -351,7 +351,9 @@ def _rows_ahead(conn: sqlite3.Connection, table: str, want: List[str], backs: Li
     return out
 
 
-def plan_undo(home: CodexHome, target: Target) -> UndoPlan:
+def plan_undo(home: CodexHome, target: Target, checked: Optional[Callable[[], None]] = None) -> UndoPlan:
+    """`checked`: called once the journal's paths and DBs are known to be this home's (an --apply's
+    backups begin then: BackupsAhead.start)."""
     run = as_run(target)
     if run is None:
         assert isinstance(target, Path)
@@ -363,6 +365,8 @@ def plan_undo(home: CodexHome, target: Target) -> UndoPlan:
     if os.path.realpath(str(run.begin.get("codex_dir", ""))) != os.path.realpath(str(home.root)):
         raise UserError(f"{journal} belongs to the Codex home {run.begin.get('codex_dir')!r}, not {home.root}")
     check_ops(home, run.ops, journal)
+    if checked is not None:
+        checked()
     plan = UndoPlan(run_dir, str(run.begin.get("kind")), run.complete, locks=run.locks,
                     undone_before=run.undone in ("rollback", "failure"))
     plan.started_ns = run.begin.get("started_ns") if isinstance(run.begin.get("started_ns"), int) else None
