@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from harness import SCRIPTS
-from homebuilder import HomeBuilder, build_broken_home
+from homebuilder import HomeBuilder, build_broken_home, connect
 
 # modules a dry-run has no use for: the executor and what it brings, the run list, the archive formats
 APPLY_ONLY = ("sessionkit.runlog.writerun", "sessionkit.runlog.undo", "sessionkit.runlog.safety",
@@ -210,3 +210,43 @@ def test_operations_keep_a_dataclass_equality_repr_and_copy():
     ins, dele = RowInsert("s.sqlite", "threads", row, {"id": "t1"}), RowDelete("s.sqlite", "threads", row, {"id": "t1"})
     assert ins != dele and dele == RowDelete("s.sqlite", "threads", dict(row), {"id": "t1"})
     assert {Counts("moves"), Counts("moves")} == {Counts("moves")} and RowRef("d", "threads", {"id": 1}).columns is None
+
+
+def test_a_recovery_plan_makes_no_digest_where_a_daemon_left_its_sockets(tmp_path, monkeypatch):
+    """Issue 24: a recovery's dry-run on a moved home (its rollouts' folder records planned by the
+    one editor) makes no digest of them (the write plans each file again under its lock), and the
+    name of 0.171's daemon socket is hashed without loading OpenSSL: no `hashlib` at all, even where
+    `$TMPDIR/codex-daemon-<uid>/` exists."""
+    daemons = tmp_path / "tmp"
+    (daemons / f"codex-daemon-{os.getuid()}").mkdir(parents=True)
+    monkeypatch.setenv("TMPDIR", str(daemons))
+    home = HomeBuilder(tmp_path / "new" / ".codex")
+    made = [home.add(cwd="/Users/olduser/proj") for _ in range(3)]  # copied from /Users/olduser
+    conn = connect(home.db_path)
+    for t in made:  # rows and folder records name the old home
+        conn.execute("UPDATE threads SET rollout_path=? WHERE id=?",
+                     ("/Users/olduser/.codex/" + str(t.path.relative_to(home.root)), t.id))
+    conn.commit()
+    conn.close()
+    mods = loaded(tmp_path, "session_recover.py", "--codex-dir", str(home.root), "--json")
+    assert "sessionkit.fixes.recover" in mods
+    assert "hashlib" not in mods and "_hashlib" not in mods
+    plan = json.loads(subprocess.run([sys.executable, str(SCRIPTS / "session_recover.py"), "--codex-dir",
+                                      str(home.root), "--json"], capture_output=True, text=True).stdout)
+    assert plan["planned_rollout_rewrites"] == 3  # the files' folder records were planned
+
+
+def test_a_plan_without_digests_is_the_same_plan():
+    """plan_file(digests=False), the planners' look, plans the same spans, growth and folder
+    lines as the write's own plan_file; only its digests are left empty."""
+    from sessionkit.codexfiles.rollout_edit import plan_file
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "rollout.jsonl"
+        p.write_text('{"type":"session_meta","payload":{"id":"x","cwd":"/old/a","model_provider":"o"}}\n'
+                     '{"type":"turn_context","payload":{"cwd":"/old/a/b"}}\n{"type":"event_msg","payload":{}}\n')
+        full, plain = plan_file(str(p), [("/old", "/newer")]), plan_file(str(p), [("/old", "/newer")], digests=False)
+    assert (plain.spans, plain.growth, plain.folder_lines, plain.shifts, plain.size, plain.problem) == \
+        (full.spans, full.growth, full.folder_lines, full.shifts, full.size, full.problem)
+    assert full.spans and full.old_file_sha and plain.old_file_sha in ("", None) and plain.old_sha in ("", None)

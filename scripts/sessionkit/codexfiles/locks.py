@@ -357,10 +357,19 @@ def control_socket_answers(home_root: Path) -> Optional[bool]:
     folder = daemon_lock_dir()
     if not folder.is_dir():
         return found  # no daemon ever ran here: no socket by that name either
-    import hashlib  # only where 0.171's daemon keeps its sockets
-    target = folder / hashlib.sha256(str(link).encode("utf-8", "surrogateescape")).hexdigest()
+    target = folder / _sha256_hex(str(link).encode("utf-8", "surrogateescape"))
     other = _answers(target)
     return other if other is not None else found
+
+
+def _sha256_hex(data: bytes) -> str:
+    """SHA-256 by CPython's built-in module where it has one (a read-only run then loads no OpenSSL
+    for one digest: hashlib's import costs more than the rest of the lock scan), else hashlib's."""
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]  # CPython 3.9 to 3.11
+    except ImportError:
+        from hashlib import sha256  # type: ignore[assignment]
+    return sha256(data).hexdigest()
 
 
 def daemon_lock_dir() -> Path:

@@ -479,11 +479,17 @@ def _open_rollout(path: str) -> Any:
     return open(path, "rb")
 
 
-def plan_file(path: str, remaps: Sequence[Remap], set_: Optional[Dict[str, Any]] = None) -> FilePlan:
-    """Read the rollout once and plan every line's change (line 1's `set_` and every folder record)."""
-    import hashlib
+def plan_file(path: str, remaps: Sequence[Remap], set_: Optional[Dict[str, Any]] = None,
+              digests: bool = True) -> FilePlan:
+    """Read the rollout once and plan every line's change (line 1's `set_` and every folder record).
+    `digests=False`: a planner's look (what changes, how it grows), none of the digests the write
+    makes when it plans the file again under its lock."""
     plan = FilePlan()
-    old_h, new_h = hashlib.sha256(), hashlib.sha256()
+    if digests:
+        import hashlib
+        old_h, new_h = hashlib.sha256(), hashlib.sha256()
+    else:
+        old_h = new_h = _NO_DIGEST
     marks = needles(remaps)
     try:
         with _open_rollout(path) as fh:
@@ -511,8 +517,25 @@ def plan_file(path: str, remaps: Sequence[Remap], set_: Optional[Dict[str, Any]]
     except OSError as exc:
         plan.problem = f"{safe_str(path)}: {exc.strerror}"
         return plan
-    plan.old_file_sha, plan.new_file_sha = old_h.hexdigest(), new_h.hexdigest()
+    if digests:
+        plan.old_file_sha, plan.new_file_sha = old_h.hexdigest(), new_h.hexdigest()
     return plan
+
+
+class _NoDigest:
+    """A digest that is not made (plan_file's `digests=False`)."""
+
+    def update(self, data: bytes) -> None:
+        pass
+
+    def copy(self) -> "_NoDigest":
+        return self
+
+    def hexdigest(self) -> str:
+        return ""
+
+
+_NO_DIGEST = _NoDigest()
 
 
 class EditedCopy:

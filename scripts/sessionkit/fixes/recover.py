@@ -166,7 +166,7 @@ def _remap_inserts(plan: RecoverPlan) -> None:
         tid, path = str(ins["id"]), Path(str(ins["rollout_path"]))
         if isinstance(ins.get("cwd"), str):
             ins["cwd"] = remap(ins["cwd"], remaps)
-        fp = plan_file(str(path), remaps)  # the one editor: the same plan the write makes
+        fp = plan_file(str(path), remaps, digests=False)  # the one editor: the same plan the write makes
         if fp.problem or not fp.spans:
             continue
         if fp.growth > 0 and tid in parents:  # an insert's id is the walk's key

@@ -492,7 +492,7 @@ def _plan_rewrites(plan: RepairPlan, inputs: AuditInputs) -> None:
             if one is None:
                 continue
             path = one.path
-        fp = plan_file(str(path), plan.remaps)  # the one editor: the same plan the write makes
+        fp = plan_file(str(path), plan.remaps, digests=False)  # the one editor: the same plan the write makes
         if fp.problem:
             plan.skip(tid, r.key, f"rollout folders left as they are ({fp.problem}): its cwd is remapped "
                                   "in the row only")
