@@ -21,7 +21,7 @@ ROLLOUT_NAME = re.compile(
 class RolloutFile:
     """One rollout file found by the walk. Slotted: a heavy user has 100,000 of them."""
 
-    __slots__ = ("key", "archived", "thread_id", "date", "compressed", "is_symlink", "size", "linked_root")
+    __slots__ = ("key", "archived", "thread_id", "date", "compressed", "is_symlink", "size", "linked_root", "_path")
 
     def __init__(self, key: str, archived: bool, thread_id: str, date: str, compressed: bool,
                  is_symlink: bool, linked_root: bool = False) -> None:
@@ -33,10 +33,14 @@ class RolloutFile:
         self.is_symlink = is_symlink
         self.size = -1  # bytes when its head was read (snapshot.gather); -1: not read
         self.linked_root = linked_root  # under a symlinked sessions/ or archived_sessions/: read, never written
+        self._path: Optional[Path] = None
 
     @property
     def path(self) -> Path:
-        return Path(self.key)
+        """`key` as a Path, made once when first asked (most files are never asked)."""
+        if self._path is None:
+            self._path = Path(self.key)
+        return self._path
 
     @property
     def name(self) -> str:
