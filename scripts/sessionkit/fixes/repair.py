@@ -166,15 +166,14 @@ class View:
         self.dst = {str(m.src): m.dst for m in moves}
         self.src = {str(m.dst): m.src for m in moves}
 
-    def at(self, path: str) -> Optional[Tuple[RolloutFile, Path]]:
-        """The file that will be at `path` (its index entry, read where it is now), or None."""
+    def at(self, path: str) -> Optional[Tuple[RolloutFile, str]]:
+        """The file that will be at `path` (its index entry, read where it is now), or None; `path`
+        given back as it is (a plan of a thousand rows makes no Path for it)."""
         if path in self.dst:
             return None
         src = self.src.get(path)
         rf = self.index.by_path.get(str(src) if src is not None else path)
-        if rf is None:
-            return None
-        return rf, (rf.path if src is None else Path(path))  # found where it is: its own Path, not a new one
+        return (rf, path) if rf is not None else None
 
     def of(self, tid: str) -> List[Tuple[RolloutFile, Path]]:
         return [(rf, self.dst.get(rf.key, rf.path)) for rf in self.index.by_thread.get(tid, [])]
@@ -566,7 +565,7 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
             new["rollout_path"] = row_path_of(str(final))  # a row names a compressed file's .jsonl
             why.append("point rollout_path at the real file")
     else:
-        rf, final = found
+        rf, final = found  # type: ignore[assignment]  # a str: only ever used as one below
     in_archive = _in_archive(str(root))(str(final))
     if unarchive and (row.archived or in_archive):
         if in_archive:
