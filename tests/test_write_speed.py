@@ -402,3 +402,26 @@ def test_a_backup_left_partial_by_a_kill_is_no_backup_to_restore(home, capsys, t
     part.write_bytes((home / "state_5.sqlite").read_bytes()[:4096])
     code = rollback.run(rollback.main, ["--codex-dir", str(home), "--restore-db", str(part), "--json"])
     assert code == 2 and "partial" not in capsys.readouterr().out
+
+
+_WIN_FORMS = ("\\\\?\\", "C:\\", "c:/", "/mnt/", "/mnt/c/", "/mnt/c", "/", "//", "x:", "\\")
+
+
+@pytest.mark.parametrize("head", _WIN_FORMS)
+@pytest.mark.parametrize("tail", ["", "a", "a/", "Users/me/proj//", "b\\c", "..", "mnt/c/x"])
+def test_the_posix_fast_path_of_path_matching_spells_every_path_as_before(head, tail):
+    """normalize_for_match skips its three patterns for a POSIX path that is not under /mnt/ (the
+    repair's plan asks it thousands of times): every spelling comes out as the patterns give it."""
+    from sessionkit.codexfiles import paths
+
+    def by_patterns(path):
+        p = paths._WIN_LONG.sub("", path)
+        m = paths._WIN_DRIVE.match(p)
+        if m:
+            p = m.group(1).lower() + ":/" + p[3:].replace("\\", "/")
+        else:
+            w = paths._WSL_DRIVE.match(p)
+            if w:
+                p = w.group(1).lower() + ":/" + p[len(w.group(0)):]
+        return p.rstrip("/") or "/"
+    assert paths.normalize_for_match(head + tail) == by_patterns(head + tail)

@@ -18,6 +18,8 @@ _WSL_DRIVE = re.compile(r"^/mnt/([A-Za-z])(/|$)")
 
 def normalize_for_match(path: str) -> str:
     r"""One spelling for comparing paths: `\\?\C:\x`, `c:\x`, `C:/x` and `/mnt/c/x` all become `c:/x`."""
+    if path[:1] == "/" and not path.startswith("/mnt/"):  # a POSIX path (thousands a plan): none of the forms below
+        return path.rstrip("/") or "/"
     p = _WIN_LONG.sub("", path)
     m = _WIN_DRIVE.match(p)
     if m:
