@@ -425,3 +425,14 @@ def test_the_posix_fast_path_of_path_matching_spells_every_path_as_before(head, 
                 p = w.group(1).lower() + ":/" + p[len(w.group(0)):]
         return p.rstrip("/") or "/"
     assert paths.normalize_for_match(head + tail) == by_patterns(head + tail)
+
+
+@pytest.mark.parametrize("root", ["/h/.codex", "/h/.codex/", "/h/./.codex", "/"])
+@pytest.mark.parametrize("path", ["/h/.codex", "/h/.codex/", "/h/.codex/s/x.jsonl", "/h/.codexy/a", "/h", "/other/a",
+                                  "/h/.codex/../x", "/h//.codex/a", "/h/.codex/./a", "relative/a", "/h/.codex\x00/a",
+                                  "/h/.CODEX/a", ""])
+def test_inside_test_answers_as_is_inside(root, path):
+    """inside_test answers a plain path that is not under the root without asking is_inside (the
+    repair's plan asks it of every row): the same answer is_inside gives, every spelling."""
+    from sessionkit.codexfiles.paths import inside_test, is_inside
+    assert inside_test(root)(path) == is_inside(path, root)

@@ -90,6 +90,9 @@ def inside_test(root: Union[str, Path]) -> Callable[[str], bool]:
             rest = path[cut:]
             if "/." not in rest and "//" not in rest:
                 return True
+        elif path[:1] == "/" and os.sep == "/" and "\x00" not in path and _normal(path) is path \
+                and not host.current().folds_case:
+            return path == r  # a plain absolute path as is_inside compares it: not under the root
         return is_inside(path, r)
     return test
 
