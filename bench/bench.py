@@ -236,6 +236,32 @@ def audit_floor(b: "Bench") -> None:
     read_home(b.root)
 
 
+def _read_whole(files: List[str]) -> int:
+    """Each file read whole once (one open and read), as a scan of its content must."""
+    n = 0
+    for f in files:
+        with open(f, "rb") as fh:
+            n += b"encrypted_content" in fh.read()
+    return n
+
+
+def migration_plan_floor(b: "Bench") -> None:
+    """The migration's dry-run: the audit's reads, and every rollout still on another provider read
+    whole once: the plan says which of them carry encrypted reasoning (another provider cannot read
+    it back), as the migration must before it is applied."""
+    got, _rows, _cursors = read_home(b.root)
+    _read_whole([f for f, (head, _st) in got.items() if OLD in head])
+
+
+def recovery_plan_floor(b: "Bench") -> None:
+    """The recovery's dry-run: the migration's reads, and every rollout whose row names it under
+    another home read whole once (its folder records are what the recovery remaps)."""
+    got, rows, _cursors = read_home(b.root)
+    root = str(b.root) + os.sep
+    moved = {os.path.basename(r[1]) for r in rows if not str(r[1]).startswith(root)}
+    _read_whole([f for f, (head, _st) in got.items() if OLD in head or os.path.basename(f) in moved])
+
+
 def import_floor(b: "Bench") -> None:
     """The import dry-run: the source read as the audit reads it, and the destination's ids."""
     read_home(b.root)
@@ -469,7 +495,7 @@ def recovery_rollback_floor(b: "Bench") -> None:
 STEPS: List[Step] = [
     Step("audit", _script("session_audit.py", "--json"), audit_floor),
     Step("repair dry-run", _script("session_repair.py", "--import-orphans", "--json"), audit_floor),
-    Step("migration dry-run", _script("provider_migrate.py", "--json"), audit_floor),
+    Step("migration dry-run", _script("provider_migrate.py", "--json"), migration_plan_floor),
     Step("import dry-run", lambda b: [str(b.scripts / "session_import.py"), "--from", str(b.root),
                                       "--codex-dir", str(b.dest), "--json"], import_floor),
     Step("repair apply", _script("session_repair.py", "--import-orphans", "--apply", "--json"), repair_apply_floor,
@@ -481,7 +507,7 @@ STEPS: List[Step] = [
     Step("export 1%", _export(1), _export_floor(1)),
     Step("export 10%", _export(10), _export_floor(10)),
     Step("export 100%", _export(100), _export_floor(100)),
-    Step("recovery dry-run", _script("session_recover.py", "--json"), audit_floor),
+    Step("recovery dry-run", _script("session_recover.py", "--json"), recovery_plan_floor),
     Step("recovery apply", _script("session_recover.py", "--apply", "--json"), recovery_apply_floor,
          read_only=False, undo=Step("recovery rollback", _script("rollback.py", "--latest", "--apply", "--json"),
                                     recovery_rollback_floor, read_only=False)),

@@ -436,3 +436,18 @@ def test_inside_test_answers_as_is_inside(root, path):
     repair's plan asks it of every row): the same answer is_inside gives, every spelling."""
     from sessionkit.codexfiles.paths import inside_test, is_inside
     assert inside_test(root)(path) == is_inside(path, root)
+
+
+def test_the_plan_floors_read_whole_only_what_the_plans_must(home, monkeypatch):
+    """The migration's dry-run floor reads whole every rollout still on the other provider (the
+    encrypted-reasoning scan); the recovery's adds every rollout its row names under another home
+    (the folder records it remaps): on bench.generate's home of 40, 12 and 12 + 4 of them."""
+    b = _bench()
+    read = []
+    monkeypatch.setattr(b, "_read_whole", lambda files: read.append(sorted(files)) or 0)
+    bench = b.Bench(home, home, home)
+    b.migration_plan_floor(bench)
+    b.recovery_plan_floor(bench)
+    other = [f for f in read[0] if b'"model_provider":"oldco"' in open(f, "rb").readline()]
+    assert len(read[0]) == len(other) == 12
+    assert len(read[1]) == 16 and set(read[0]) < set(read[1])
