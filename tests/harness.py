@@ -19,7 +19,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import faultrun  # script runs forked (tests/faultrun.py)
 from codex_client import (CODEX_VERSION, AppServer, CodexError, active_version, codex_bin,
@@ -523,16 +523,33 @@ def snapshot(root: Path) -> Dict[str, tuple]:
     for dirpath, _dirs, files in os.walk(root):
         for f in files:
             p = Path(dirpath) / f
-            st = p.lstat()
-            if p.is_symlink():
-                out[str(p.relative_to(root))] = ("link", os.readlink(p))
+            try:
+                st = p.lstat()
+                if p.is_symlink():
+                    out[str(p.relative_to(root))] = ("link", os.readlink(p))
+                    continue
+                if not stat.S_ISREG(st.st_mode):  # a FIFO or socket: reading it would block
+                    out[str(p.relative_to(root))] = ("special", stat.S_IFMT(st.st_mode), st.st_mtime_ns)
+                    continue
+                digest = hashlib.sha256(p.read_bytes()).hexdigest()
+            except FileNotFoundError:  # a running Codex's own temporary file (.tmp/git-*), gone meanwhile
                 continue
-            if not stat.S_ISREG(st.st_mode):  # a FIFO or socket: reading it would block
-                out[str(p.relative_to(root))] = ("special", stat.S_IFMT(st.st_mode), st.st_mtime_ns)
-                continue
-            digest = hashlib.sha256(p.read_bytes()).hexdigest()
             out[str(p.relative_to(root))] = (digest, st.st_mtime_ns, st.st_mode)
     return out
+
+
+def settled(read: Callable[[], Any], quiet_s: float = 0.5, limit_s: float = 15.0) -> Any:
+    """`read()` once it gives the same answer twice `quiet_s` apart: a Codex just started or just
+    given a turn finishes its own writes (its WAL, its index) before a test takes its 'before'."""
+    import time as _time
+    last, deadline = read(), _time.monotonic() + limit_s
+    while _time.monotonic() < deadline:
+        _time.sleep(quiet_s)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def codex_available(version: Optional[str] = None) -> bool:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from harness import snapshot
+from harness import settled, snapshot
 from mock_model import text_reply
 
 
@@ -149,7 +149,7 @@ def test_export_while_codex_has_the_home_open(world):
                            for k, v in snapshot(world.home).items()
                            if k.startswith(("state_5.sqlite", "thread_history_1.sqlite", "goals_1.sqlite",
                                             "queue_1.sqlite", "sessions/", "session_index"))}
-        before = watched()
+        before = settled(watched)  # the app-server's own writes after its turns are over first
         archive = world.base / "live.zip"
         proc = world.script("session_export.py", "--folder", str(proj), "--to", str(archive), "--apply", "--json")
         assert proc.returncode == 0, proc.stdout + proc.stderr
