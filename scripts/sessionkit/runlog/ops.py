@@ -876,6 +876,32 @@ class RolloutEdit(Op):
     spans: List[Tuple[int, bytes, bytes]]
     COUNTS: ClassVar[Counts] = Counts("line1_rewrites", "line1_to_restore", "line1_restored")
 
+    def _edit_fields(self, thread_id: Optional[str], path: str, set: Dict[str, Any], expect_mtime_ns: Optional[int],
+                     expect_size: Optional[int], old_values: Optional[Dict[str, Any]],
+                     spans: Optional[List[Tuple[int, bytes, bytes]]], old_sha: str, new_sha: str, size: int,
+                     mtime_ns: int, mode: int, backup: Optional[str], old_file_sha: Optional[str],
+                     new_file_sha: Optional[str], with_threads: Optional[List[str]]) -> None:
+        """The fields both rewrites have (each __init__ sets its own after these)."""
+        self.thread_id = thread_id
+        self.path = path
+        self.set = set
+        self.expect_mtime_ns = expect_mtime_ns
+        self.expect_size = expect_size
+        self.old_values = {} if old_values is None else old_values
+        self.spans = [] if spans is None else spans  # absolute, old file
+        self.old_sha = old_sha
+        self.new_sha = new_sha
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.mode = mode
+        self.backup = backup  # the kept copy of a grown file
+        self.old_file_sha = old_file_sha
+        self.new_file_sha = new_file_sha
+        self.with_threads = [] if with_threads is None else with_threads  # recorded as "with" (Op.join)
+
+    def join(self, thread_id: str) -> bool:
+        return _join(self, thread_id)
+
     def files(self) -> List[str]:
         return [self.path]
 
@@ -1007,23 +1033,9 @@ class Line1Rewrite(RolloutEdit):
                  new_file_sha: Optional[str] = None, with_threads: Optional[List[str]] = None,
                  cut: Optional[List[int]] = None, old_cut_sha: Optional[str] = None,
                  new_cut_sha: Optional[str] = None, expect_growth: Optional[int] = None) -> None:
-        self.thread_id = thread_id
-        self.path = path
-        self.set = set
-        self.expect_mtime_ns = expect_mtime_ns
-        self.expect_size = expect_size
-        self.old_values = {} if old_values is None else old_values
-        self.spans = [] if spans is None else spans
+        self._edit_fields(thread_id, path, set, expect_mtime_ns, expect_size, old_values, spans, old_sha, new_sha,
+                          size, mtime_ns, mode, backup, old_file_sha, new_file_sha, with_threads)
         self.old_len = old_len
-        self.old_sha = old_sha
-        self.new_sha = new_sha
-        self.size = size
-        self.mtime_ns = mtime_ns
-        self.mode = mode
-        self.backup = backup
-        self.old_file_sha = old_file_sha
-        self.new_file_sha = new_file_sha
-        self.with_threads = [] if with_threads is None else with_threads  # recorded as "with" (Op.join)
         # The long base_instructions text of line 1 ([start, end) in the old line; no span reaches it) and
         # the digests of the line without it plus its newline, old and new: a rollback judges line 1 on
         # those (~1 KB read) instead of the whole ~20 KB line. None: judged on the whole line (older journals).
@@ -1040,9 +1052,6 @@ class Line1Rewrite(RolloutEdit):
 
     def together(self) -> List[str]:
         return list(self.with_threads)
-
-    def join(self, thread_id: str) -> bool:
-        return _join(self, thread_id)
 
     def to_record(self) -> Dict[str, Any]:
         rec = {"op": self.KIND, "thread_id": self.thread_id, "path": self.path, "set": self.set,
@@ -1368,35 +1377,20 @@ class RolloutRewrite(RolloutEdit):
                  mtime_ns: int = 0, mode: int = 0o600, backup: Optional[str] = None,
                  old_file_sha: Optional[str] = None, new_file_sha: Optional[str] = None,
                  parent: Optional[RolloutEdit] = None, with_threads: Optional[List[str]] = None) -> None:
-        self.thread_id = thread_id
-        self.path = path
-        self.set = set
+        # old_sha, new_sha: of the old bytes through the last changed line, and of the same lines as
+        # rewritten; with_threads: the parent, read back
+        self._edit_fields(thread_id, path, set, expect_mtime_ns, expect_size, old_values, spans, old_sha, new_sha,
+                          size, mtime_ns, mode, backup, old_file_sha, new_file_sha, with_threads)
         self.remaps = [] if remaps is None else remaps
-        self.expect_mtime_ns = expect_mtime_ns
-        self.expect_size = expect_size
-        self.old_values = {} if old_values is None else old_values
-        self.spans = [] if spans is None else spans  # absolute, old file
         self.shifts = [] if shifts is None else shifts  # [start of next line, growth], old file
         self.prefix_len = prefix_len  # old bytes through the last changed line (its newline included)
-        self.old_sha = old_sha  # of those bytes
-        self.new_sha = new_sha  # of the same lines as rewritten
         self.cwd_lines = cwd_lines  # lines past line 1 whose cwd was rewritten
-        self.size = size
-        self.mtime_ns = mtime_ns
-        self.mode = mode
-        self.backup = backup
-        self.old_file_sha = old_file_sha
-        self.new_file_sha = new_file_sha
         self.parent = parent  # a fork's, while planned
-        self.with_threads = [] if with_threads is None else with_threads  # recorded as "with": the parent, read back
 
     def together(self) -> List[str]:
         """A fork's rewrite goes with its parent's (neither without the other, nor its undo)."""
         own = [self.parent.thread_id] if self.parent is not None and self.parent.thread_id else []
         return own + [t for t in self.with_threads if t not in own]
-
-    def join(self, thread_id: str) -> bool:
-        return _join(self, thread_id)
 
     def boundaries(self) -> List[List[int]]:
         """(boundary, delta) pairs for OffsetShift: offsets at or past a boundary move by its delta."""
