@@ -1,5 +1,5 @@
 """Issue 24: a rollback reads the rows it will judge in bulk (one query per 500 rows of one shape,
-RowUpdate.preload) and undoes a run of row updates with one executemany (RowUpdate.revert_all),
+RowUpdate.judge_all) and undoes a run of row updates with one executemany (RowUpdate.revert_all),
 keeping each row's own check: a row changed (or removed, or doubled) since the run is left alone."""
 import sqlite3
 
@@ -50,6 +50,22 @@ def test_states_read_rows_in_bulk_and_judge_each_row(tmp_path, statements):
     assert states.count(NEW) == 1197
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert len(selects) < 20  # 3 chunks of 500 and the few rows not found; was one SELECT a row
+
+
+def test_row_updates_are_judged_in_bulk_as_one_by_one(tmp_path):
+    """RowUpdate.judge_all gives each op the state judge() gives it alone (new, old, changed, gone),
+    with one SELECT per 500 rows found by their key and two for the row deleted since."""
+    conn = _db(tmp_path / "state_5.sqlite", 1203)
+    conn.execute("UPDATE threads SET model_provider='oldco' WHERE id='t1'")
+    conn.execute("UPDATE threads SET model_provider='other' WHERE id='t2'")
+    conn.execute("DELETE FROM threads WHERE id='t3'")
+    ops = _ops(tmp_path / "state_5.sqlite", 1203)
+    alone = [o.judge(conn) for o in ops]
+    queries = []
+    conn.set_trace_callback(queries.append)
+    assert RowUpdate.judge_all(conn, ops) == alone
+    assert alone[:5] == [NEW, OLD, CHANGED, GONE, NEW] and alone.count(NEW) == 1200
+    assert len([q for q in queries if q.startswith("SELECT")]) == 3 + 2
 
 
 def test_a_key_that_is_not_the_primary_key_is_judged_row_by_row(tmp_path, statements):

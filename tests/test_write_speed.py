@@ -310,34 +310,6 @@ def test_the_undo_writes_each_line1_through_the_descriptor_it_checks(home, capsy
     assert appended_mtime > 1750000000 * 10**9  # today's: turns were added since the run
 
 
-def test_row_updates_are_judged_in_bulk_as_one_by_one(tmp_path):
-    """RowUpdate.judge_all (the rollback's plan) gives each op the state judge() gives it alone:
-    new, old, changed and gone (deleted since), with one SELECT per 500 rows found by their key."""
-    from sessionkit.runlog.ops import CHANGED, GONE, NEW, OLD, RowUpdate
-    db = tmp_path / "state_5.sqlite"
-    conn = sqlite3.connect(str(db))
-    conn.executescript((REPO / "tests" / "data" / "state_5_schema.sql").read_text())
-    cols = [r[1] for r in conn.execute("PRAGMA table_info(threads)")]
-    ids = [f"01950000-0000-7000-8000-{n:012d}" for n in range(1203)]
-    base = {c: 0 for c in cols}
-    for i in ids:
-        row = {**base, "id": i, "rollout_path": f"/r/{i}.jsonl", "model_provider": "newco", "cwd": "/w", "title": "t",
-               "source": "cli", "sandbox_policy": "x", "approval_mode": "x"}
-        conn.execute(f"INSERT INTO threads ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
-    conn.execute("UPDATE threads SET model_provider='oldco' WHERE id=?", (ids[1],))
-    conn.execute("UPDATE threads SET model_provider='other' WHERE id=?", (ids[2],))
-    conn.execute("DELETE FROM threads WHERE id=?", (ids[3],))
-    conn.commit()
-    ops = [RowUpdate(str(db), "threads", {"id": i}, {"model_provider": "oldco"}, {"model_provider": "newco"}, i)
-           for i in ids]
-    alone = [o.judge(conn) for o in ops]
-    queries = []
-    conn.set_trace_callback(queries.append)
-    assert RowUpdate.judge_all(conn, ops) == alone
-    assert alone[:5] == [NEW, OLD, CHANGED, GONE, NEW] and alone.count(NEW) == 1200
-    assert len([q for q in queries if q.startswith("SELECT")]) == 3 + 1 + 1  # 3 chunks; the deleted row alone, twice
-
-
 def test_bench_targets_count_the_interpreter_start_in_the_floor_script():
     """A ratio target compares a script with its floor run as a script: the floor function's time
     plus `python3 -c pass` (both start an interpreter); over it, one line that names both parts."""
