@@ -16,6 +16,12 @@ _WIN_DRIVE = re.compile(r"^([A-Za-z]):[\\/]")
 _WSL_DRIVE = re.compile(r"^/mnt/([A-Za-z])(/|$)")
 
 
+def file_sig(st: os.stat_result) -> Tuple[int, int, int, int, int]:
+    """What changes whenever a file's bytes do (ctime moves on every write and utime, and no one can
+    set it back): a file read at one signature holds the same bytes while its signature is the same."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def normalize_for_match(path: str) -> str:
     r"""One spelling for comparing paths: `\\?\C:\x`, `c:\x`, `C:/x` and `/mnt/c/x` all become `c:/x`."""
     if path[:1] == "/" and not path.startswith("/mnt/"):  # a POSIX path (thousands a plan): none of the forms below

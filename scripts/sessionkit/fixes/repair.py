@@ -442,7 +442,7 @@ def _inserts_for(plan: RepairPlan, inputs: AuditInputs, view: View, have: set, i
         rf, final = files[0]
         if classify_orphan(rf, live, now) != "importable" or _usable(rf, inputs, tid):
             continue
-        archived = is_inside(final, root / "archived_sessions")
+        archived = _in_archive(str(root))(str(final))
         try:
             ins = row_from_rollout(rf.path, tid, archived, inputs.home.config.model_provider)
         except Unimportable:
@@ -551,11 +551,10 @@ def _plan_row(plan: RepairPlan, out: List[RowChange], row: ThreadRow, inputs: Au
             return skip(problem)
         rf, final = next(c for c in cands if c[0] is one)
         target = Path(stored)
-        archives = root / "archived_sessions"
         if can_move and choice.fix_paths and stored and is_inside(target, root) and _sane_target(target, root) \
                 and target.name == Path(rf.row_path).name and not target.exists() \
                 and not os.path.lexists(file_path_for(stored, rf)) \
-                and is_inside(target, archives) == is_inside(final, archives):
+                and _in_archive(str(root))(str(target)) == _in_archive(str(root))(str(final)):
             target = Path(file_path_for(stored, rf))  # a compressed file moves as it is (.zst)
             move = MovePlan(row.id, final, target, "fix path", keep_mtime=True, key=tid)
             final = target

@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from sessionkit import UserError
 from sessionkit.codexfiles import host
-from sessionkit.codexfiles.paths import write_all
+from sessionkit.codexfiles.paths import file_sig, write_all
 from sessionkit.codexfiles.statedb import open_readonly
 
 PRIVATE = 0o600
@@ -138,12 +138,11 @@ PARTIAL = ".partial"  # a backup being made ahead, not yet taken (BackupsAhead)
 
 
 def db_signature(db: str) -> Any:
-    """What moves when a DB is written: its file's and its WAL's size, mtime, ctime and inode."""
+    """What moves when a DB is written: the signature (file_sig) of its file and of its WAL."""
     out = []
     for p in (db, db + "-wal"):
         try:
-            st = os.stat(p)
-            out.append((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+            out.append(file_sig(os.stat(p)))
         except OSError:
             out.append(None)
     return tuple(out)

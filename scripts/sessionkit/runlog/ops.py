@@ -20,7 +20,7 @@ from sessionkit import UserError
 from sessionkit.codexfiles import host
 from sessionkit.codexfiles.faults import point
 from sessionkit.codexfiles.history_offsets import read_offsets, set_offsets, shifted
-from sessionkit.codexfiles.paths import write_all
+from sessionkit.codexfiles.paths import file_sig, write_all
 from sessionkit.codexfiles.line1 import read_line1
 from sessionkit.codexfiles.paths import open_regular
 from sessionkit.codexfiles.rollout_edit import (apply_spans, digest_range, line1_shifts, long_text, plan_file, plan_line,
@@ -596,12 +596,6 @@ def _with_read(value: List[Any], kind: str) -> List[str]:
     if not all(isinstance(t, str) and t for t in value):
         raise RecordError(f"journal record {kind!r}: 'with' names no thread")
     return list(value)
-
-
-def file_sig(st: os.stat_result) -> Tuple[int, int, int, int, int]:
-    """What changes whenever a file's bytes do (ctime moves on every write and utime, and no one can
-    set it back): a file read at one signature holds the same bytes while its signature is the same."""
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _set_mtime(fd: int, path: str, ns: int) -> None:
