@@ -236,17 +236,14 @@ def test_a_recovery_plan_makes_no_digest_where_a_daemon_left_its_sockets(tmp_pat
     assert plan["planned_rollout_rewrites"] == 3  # the files' folder records were planned
 
 
-def test_a_plan_without_digests_is_the_same_plan():
+def test_a_plan_without_digests_is_the_same_plan(tmp_path):
     """plan_file(digests=False), the planners' look, plans the same spans, growth and folder
     lines as the write's own plan_file; only its digests are left empty."""
     from sessionkit.codexfiles.rollout_edit import plan_file
-    import tempfile
-    from pathlib import Path
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "rollout.jsonl"
-        p.write_text('{"type":"session_meta","payload":{"id":"x","cwd":"/old/a","model_provider":"o"}}\n'
-                     '{"type":"turn_context","payload":{"cwd":"/old/a/b"}}\n{"type":"event_msg","payload":{}}\n')
-        full, plain = plan_file(str(p), [("/old", "/newer")]), plan_file(str(p), [("/old", "/newer")], digests=False)
+    p = tmp_path / "rollout.jsonl"
+    p.write_text('{"type":"session_meta","payload":{"id":"x","cwd":"/old/a","model_provider":"o"}}\n'
+                 '{"type":"turn_context","payload":{"cwd":"/old/a/b"}}\n{"type":"event_msg","payload":{}}\n')
+    full, plain = plan_file(str(p), [("/old", "/newer")]), plan_file(str(p), [("/old", "/newer")], digests=False)
     assert (plain.spans, plain.growth, plain.folder_lines, plain.shifts, plain.size, plain.problem) == \
         (full.spans, full.growth, full.folder_lines, full.shifts, full.size, full.problem)
     assert full.spans and full.old_file_sha and plain.old_file_sha in ("", None) and plain.old_sha in ("", None)
